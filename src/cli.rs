@@ -1,0 +1,107 @@
+//! Command-line interface (clap derive). Parsing only; `commands` does the work.
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "sweep", version, about = "Hyperparameter sweeps for image classification on libtorch: one binary, SQLite results")]
+pub struct Cli {
+    /// SQLite database (default results/results.db).
+    #[arg(long, global = true, env = "SWEEP_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run (or resume) every trial of a sweep file.
+    Run(RunArgs),
+    /// Rank the trials of a sweep.
+    Report(ReportArgs),
+    /// Queued, running, done and failed trials of a sweep (safe while it runs).
+    Status(StatusArgs),
+    /// Datasets: generate the built-in demo ImageFolder.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// libtorch, CUDA, cuDNN and thread information for this machine.
+    Doctor(DoctorArgs),
+    /// Train one trial (started by the coordinator; speaks JSON lines on stdout).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Sweep file (TOML), e.g. sweeps/quickstart.toml.
+    pub file: PathBuf,
+    /// Print the planned trials and exit; nothing is written or launched.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run failed trials again (finished ones are never rerun).
+    #[arg(long)]
+    pub retry_failed: bool,
+    /// Where checkpoints and logs go: <results>/<sweep>/<trial>/.
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results: PathBuf,
+    /// One plain line per event even on a terminal.
+    #[arg(long)]
+    pub plain: bool,
+    /// Seconds between SIGTERM and SIGKILL when interrupted.
+    #[arg(long, default_value_t = 30)]
+    pub grace: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Sweep name (default: the most recent).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Rank by: accuracy, loss, val_accuracy, val_loss, time, throughput.
+    #[arg(long, default_value = "accuracy")]
+    pub best: String,
+    /// Show only the first N trials.
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// table, markdown, csv or json.
+    #[arg(long, default_value = "table")]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub sweep: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Generate the 12-class zodiac demo ImageFolder (train/ valid/ test/, PNG).
+    Demo {
+        /// Output directory (must not exist or be empty).
+        out: PathBuf,
+        /// Training images per class (valid and test get a quarter each).
+        #[arg(long, default_value_t = 40)]
+        per_class: usize,
+        #[arg(long, default_value_t = 64)]
+        image_size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The job as JSON (config::WorkerJob).
+    #[arg(long, required_unless_present = "probe")]
+    pub job: Option<String>,
+    /// Print {"cuda_devices": N} and exit.
+    #[arg(long)]
+    pub probe: bool,
+}

@@ -1,0 +1,232 @@
+//! One function per subcommand: turn parsed arguments into work and an exit
+//! code. Errors become `CliError` with the documented exit code.
+use crate::cli::{DataCommand, ReportArgs, RunArgs, StatusArgs};
+use crate::scheduler::{self, Outcome, RunOptions};
+use crate::store::{db, queries};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Exit codes (README "Exit codes").
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn bad_input(m: impl std::fmt::Display) -> Self {
+        CliError { code: EXIT_BAD_INPUT, message: m.to_string() }
+    }
+    pub fn failed(m: impl std::fmt::Display) -> Self {
+        CliError { code: EXIT_FAILED, message: m.to_string() }
+    }
+}
+
+impl From<db::StoreError> for CliError {
+    fn from(e: db::StoreError) -> Self {
+        CliError::bad_input(e)
+    }
+}
+
+pub type CmdResult = Result<i32, CliError>;
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(CliError::failed)
+}
+
+pub fn db_path(db: Option<PathBuf>) -> PathBuf {
+    db.unwrap_or_else(db::default_path)
+}
+
+/// A cheap identity of the dataset: relative paths and sizes of every file.
+pub fn dataset_hash(root: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let mut files = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => {
+                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                    files.push((p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned(), size));
+                }
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    let mut h = Sha256::new();
+    for (p, s) in &files {
+        h.update(p.as_bytes());
+        h.update(s.to_le_bytes());
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn git_commit() -> Option<String> {
+    let o = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
+    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
+    let plan = crate::plan::load(&args.file).map_err(CliError::bad_input)?;
+    if args.dry_run {
+        print!("{}", dry_run_table(&plan));
+        return Ok(EXIT_OK);
+    }
+    let db = db_path(db);
+    let rt = runtime()?;
+    rt.block_on(async {
+        let pool = db::open(&db, true).await?;
+        let info = serde_json::json!({
+            "sweep_version": env!("CARGO_PKG_VERSION"),
+            "git_commit": git_commit(),
+            "libtorch": crate::doctor::libtorch_version(),
+            "gpus": crate::doctor::gpu_names(),
+            "host": std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        });
+        let hash = dataset_hash(&plan.dataset);
+        let name = plan.name.clone();
+        let opts = RunOptions { db: db.clone(), results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
+        let outcome = scheduler::run(plan, opts, pool.clone(), info, hash).await.map_err(|e| {
+            if e.to_string().contains("already running") { CliError::bad_input(e) } else { CliError::failed(format!("{e:#}")) }
+        })?;
+        // Summary table of this sweep.
+        if let Ok(rows) = queries::trials(&pool, &name).await {
+            if let Ok(r) = crate::report::build(&name, "accuracy", rows, None) {
+                if let Ok(t) = crate::report::render(&r, "table") {
+                    print!("{t}");
+                }
+            }
+        }
+        pool.close().await;
+        Ok(match outcome {
+            Outcome::AllDone { ran, skipped } => {
+                eprintln!("all trials succeeded ({ran} run, {skipped} already done)");
+                EXIT_OK
+            }
+            Outcome::SomeFailed { failed } => {
+                eprintln!("{failed} trial(s) failed; see `sweep status` and results/<sweep>/<trial>/attempt-N.log; rerun with --retry-failed");
+                EXIT_FAILED
+            }
+            Outcome::Interrupted => {
+                eprintln!("interrupted; run the same command again to resume");
+                EXIT_INTERRUPTED
+            }
+        })
+    })
+}
+
+fn dry_run_table(plan: &crate::plan::SweepPlan) -> String {
+    let mut b = tabled::builder::Builder::default();
+    let mut header = vec!["#".to_string(), "trial".into()];
+    let keys: Vec<String> = if plan.varying.is_empty() { vec!["backbone".into()] } else { plan.varying.clone() };
+    header.extend(keys.iter().cloned());
+    header.extend(["epochs", "image_size", "batch_size"].map(String::from));
+    b.push_record(header);
+    for (i, t) in plan.trials.iter().enumerate() {
+        let v = serde_json::to_value(&t.config).unwrap_or_default();
+        let mut row = vec![(i + 1).to_string(), t.id.clone()];
+        row.extend(keys.iter().map(|k| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string())).unwrap_or_default()));
+        row.extend([t.config.epochs.to_string(), t.config.image_size.to_string(), t.config.batch_size.to_string()]);
+        b.push_record(row);
+    }
+    let mut t = b.build();
+    t.with(tabled::settings::Style::rounded());
+    format!("sweep {} — {} trials planned (dry run: nothing written or launched)\n{t}\n", plan.name, plan.trials.len())
+}
+
+pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
+    if !crate::report::METRICS.contains(&args.best.as_str()) {
+        return Err(CliError::bad_input(format!("unknown metric {:?}; valid metrics: {}", args.best, crate::report::METRICS.join(", "))));
+    }
+    if !crate::report::FORMATS.contains(&args.format.as_str()) {
+        return Err(CliError::bad_input(format!("unknown format {:?}; valid formats: {}", args.format, crate::report::FORMATS.join(", "))));
+    }
+    let db = db_path(db);
+    runtime()?.block_on(async {
+        let pool = db::open(&db, false).await?;
+        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
+        let rows = queries::trials(&pool, &sweep).await.map_err(CliError::failed)?;
+        let r = crate::report::build(&sweep, &args.best, rows, args.top).map_err(CliError::bad_input)?;
+        print!("{}", crate::report::render(&r, &args.format).map_err(CliError::bad_input)?);
+        Ok(EXIT_OK)
+    })
+}
+
+pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
+    let db = db_path(db);
+    runtime()?.block_on(async {
+        let pool = db::open(&db, false).await?;
+        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
+        let rows = queries::trials(&pool, &sweep).await.map_err(CliError::failed)?;
+        let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
+        println!(
+            "sweep {sweep}: {} trials — queued {}, running {}, done {}, failed {}, interrupted {}",
+            rows.len(),
+            count("queued"),
+            count("running"),
+            count("done"),
+            count("failed"),
+            count("interrupted")
+        );
+        let mut b = tabled::builder::Builder::default();
+        b.push_record(["trial", "backbone", "lr", "seed", "status", "epoch", "val acc", "test acc", "attempts", "device"].map(String::from));
+        for r in &rows {
+            b.push_record([
+                r.trial.clone(),
+                r.backbone.clone(),
+                r.lr.to_string(),
+                r.seed.to_string(),
+                r.status.clone(),
+                format!("{}/{}", r.epochs_done, r.epochs),
+                r.val_accuracy.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into()),
+                r.test_accuracy.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into()),
+                r.attempts.to_string(),
+                r.device.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let mut t = b.build();
+        t.with(tabled::settings::Style::rounded());
+        println!("{t}");
+        Ok(EXIT_OK)
+    })
+}
+
+pub fn data(cmd: DataCommand) -> CmdResult {
+    match cmd {
+        DataCommand::Demo { out, per_class, image_size, seed } => {
+            let t0 = std::time::Instant::now();
+            let s = crate::datagen::generate(&out, &crate::datagen::DemoOptions { per_class, image_size, seed }).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+            eprintln!(
+                "wrote {} ({} classes; train {}, valid {}, test {} images; {image_size}px) in {:.1}s",
+                out.display(),
+                crate::datagen::CLASSES.len(),
+                s.train,
+                s.valid,
+                s.test,
+                t0.elapsed().as_secs_f64()
+            );
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+pub fn doctor(json: bool, db: Option<PathBuf>) -> CmdResult {
+    let d = crate::doctor::collect(&db_path(db));
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d).map_err(CliError::failed)?);
+    } else {
+        print!("{}", crate::doctor::render(&d));
+    }
+    Ok(EXIT_OK)
+}

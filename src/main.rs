@@ -1,0 +1,40 @@
+//! `sweep`: parse the command line, run one command, map the outcome to an
+//! exit code (0 ok, 1 some trials failed, 2 bad input, 130 interrupted).
+mod cli;
+mod commands;
+mod config;
+mod datagen;
+mod doctor;
+mod launcher;
+mod plan;
+mod protocol;
+mod report;
+mod scheduler;
+mod spec;
+mod store;
+mod train;
+mod worker;
+
+use clap::Parser;
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let db = cli.db;
+    let result = match cli.command {
+        Command::Run(a) => commands::run(a, db),
+        Command::Report(a) => commands::report(a, db),
+        Command::Status(a) => commands::status(a, db),
+        Command::Data(d) => commands::data(d),
+        Command::Doctor(a) => commands::doctor(a.json, db),
+        Command::Worker(w) => Ok(worker::main(w.job.as_deref(), w.probe)),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.code
+        }
+    };
+    std::process::exit(code);
+}

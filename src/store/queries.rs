@@ -1,0 +1,59 @@
+//! The read side: what `report`, `status` and `show` ask of the database.
+//! Read-only; every user value is bound as a parameter, never spliced into SQL.
+use serde::Serialize;
+use sqlx::SqlitePool;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TrialRow {
+    pub trial: String,
+    pub sweep: String,
+    pub backbone: String,
+    pub lr: f64,
+    pub epochs: i64,
+    pub batch_size: i64,
+    pub image_size: i64,
+    pub seed: i64,
+    pub status: String,
+    pub epochs_done: i64,
+    pub val_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub test_accuracy: Option<f64>,
+    pub test_loss: Option<f64>,
+    pub wall_s: Option<f64>,
+    pub images_per_s: Option<f64>,
+    pub device: Option<String>,
+    pub attempts: i64,
+    pub params: String,
+}
+
+/// The named sweep, or the most recently updated one.
+pub async fn resolve_sweep(pool: &SqlitePool, name: Option<&str>) -> Result<String, String> {
+    match name {
+        Some(n) => {
+            let found: Option<String> = sqlx::query_scalar("SELECT name FROM sweeps WHERE name = ?").bind(n).fetch_optional(pool).await.map_err(|e| e.to_string())?;
+            match found {
+                Some(s) => Ok(s),
+                None => {
+                    let all: Vec<String> = sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC").fetch_all(pool).await.map_err(|e| e.to_string())?;
+                    Err(format!("no sweep named {n:?} in the database; known sweeps: {}", if all.is_empty() { "(none)".into() } else { all.join(", ") }))
+                }
+            }
+        }
+        None => sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC, id DESC LIMIT 1")
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "the database holds no sweeps yet; run one with `sweep run FILE`".to_string()),
+    }
+}
+
+pub async fn trials(pool: &SqlitePool, sweep: &str) -> Result<Vec<TrialRow>, sqlx::Error> {
+    sqlx::query_as::<_, TrialRow>(
+        "SELECT s.trial, s.sweep, s.backbone, s.lr, s.epochs, s.batch_size, s.image_size, s.seed, s.status, s.epochs_done,
+                s.val_accuracy, s.val_loss, s.test_accuracy, s.test_loss, s.wall_s, s.images_per_s, s.device, s.attempts, s.params
+         FROM trial_summary s JOIN trials t ON t.id = s.trial WHERE s.sweep = ? ORDER BY t.ordinal",
+    )
+    .bind(sweep)
+    .fetch_all(pool)
+    .await
+}

@@ -1,0 +1,355 @@
+//! The single writer of the database while a sweep runs.
+//!
+//! Everything that changes a row goes through `Recorder::send` as a
+//! `StoreEvent`; one task applies them, batching whatever is queued into one
+//! transaction. Readers (`sweep report`, `sqlite3`) see whole transactions only
+//! (WAL), and a trial becomes `done` only after all of its test rows landed.
+use super::now;
+use crate::plan::SweepPlan;
+use crate::protocol::WorkerMessage;
+use sqlx::{Sqlite, SqlitePool, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug)]
+pub enum StoreEvent {
+    Worker { trial: String, attempt: u32, msg: WorkerMessage },
+    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String },
+    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<String>, message: Option<String> },
+    TrialStatus { trial: String, status: &'static str },
+    SweepStatus { sweep_id: i64, status: &'static str },
+    Heartbeat { sweep_id: i64 },
+    Flush(oneshot::Sender<Result<(), String>>),
+}
+
+#[derive(Clone)]
+pub struct Recorder {
+    tx: mpsc::UnboundedSender<StoreEvent>,
+}
+
+impl Recorder {
+    /// Starts the writer task; it ends when every `Recorder` clone is dropped.
+    pub fn spawn(pool: SqlitePool) -> (Recorder, tokio::task::JoinHandle<Result<(), String>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = tokio::spawn(writer(pool, rx));
+        (Recorder { tx }, handle)
+    }
+
+    pub fn send(&self, ev: StoreEvent) {
+        // The writer outlives every sender; a send error means it failed, which flush reports.
+        let _ = self.tx.send(ev);
+    }
+
+    /// Waits until everything sent so far is committed.
+    pub async fn flush(&self) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(StoreEvent::Flush(tx)).map_err(|_| "database writer stopped".to_string())?;
+        rx.await.map_err(|_| "database writer stopped".to_string())?
+    }
+}
+
+async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>) -> Result<(), String> {
+    let mut last_error: Option<String> = None;
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match rx.try_recv() {
+                Ok(ev) => batch.push(ev),
+                Err(_) => break,
+            }
+        }
+        let mut acks = Vec::new();
+        let result = async {
+            let mut tx = pool.begin().await?;
+            for ev in batch {
+                match ev {
+                    StoreEvent::Flush(ack) => acks.push(ack),
+                    ev => apply(&mut tx, ev).await?,
+                }
+            }
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = &result {
+            let msg = format!("database write failed: {e}");
+            eprintln!("error: {msg}");
+            last_error = Some(msg);
+        }
+        for ack in acks {
+            let _ = ack.send(match &last_error {
+                Some(e) => Err(e.clone()),
+                None => Ok(()),
+            });
+        }
+    }
+    match last_error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+async fn metric(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u32, split: &str, epoch: u32, batch: u32, step: u64, name: &str, value: f64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO metrics (trial_id, attempt, split, epoch, batch, step, name, value, time) VALUES (?,?,?,?,?,?,?,?,?)
+         ON CONFLICT (trial_id, split, epoch, step, name) DO UPDATE SET value = excluded.value, attempt = excluded.attempt, batch = excluded.batch, time = excluded.time",
+    )
+    .bind(trial)
+    .bind(attempt)
+    .bind(split)
+    .bind(epoch)
+    .bind(batch)
+    .bind(step as i64)
+    .bind(name)
+    .bind(value)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), sqlx::Error> {
+    match ev {
+        StoreEvent::Flush(_) => {}
+        StoreEvent::Heartbeat { sweep_id } => {
+            sqlx::query("UPDATE sweeps SET heartbeat_at = ? WHERE id = ?").bind(now()).bind(sweep_id).execute(&mut **tx).await?;
+        }
+        StoreEvent::SweepStatus { sweep_id, status } => {
+            sqlx::query("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?").bind(status).bind(now()).bind(sweep_id).execute(&mut **tx).await?;
+        }
+        StoreEvent::TrialStatus { trial, status } => {
+            let t = now();
+            sqlx::query(
+                "UPDATE trials SET status = ?1,
+                   started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?2 ELSE started_at END,
+                   finished_at = CASE WHEN ?1 IN ('done','failed','interrupted') THEN ?2 ELSE NULL END
+                 WHERE id = ?3",
+            )
+            .bind(status)
+            .bind(t)
+            .bind(&trial)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StoreEvent::AttemptStarted { trial, attempt, pid, device } => {
+            sqlx::query("INSERT OR REPLACE INTO attempts (trial_id, attempt, pid, device, started_at) VALUES (?,?,?,?,?)")
+                .bind(&trial)
+                .bind(attempt)
+                .bind(pid)
+                .bind(&device)
+                .bind(now())
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("UPDATE trials SET device = ? WHERE id = ?").bind(&device).bind(&trial).execute(&mut **tx).await?;
+        }
+        StoreEvent::AttemptEnded { trial, attempt, exit_code, signal, error_class, message } => {
+            sqlx::query(
+                "UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?,
+                   error_class = COALESCE(?, error_class), message = COALESCE(?, message)
+                 WHERE trial_id = ? AND attempt = ?",
+            )
+            .bind(now())
+            .bind(exit_code)
+            .bind(signal)
+            .bind(error_class)
+            .bind(message)
+            .bind(&trial)
+            .bind(attempt)
+            .execute(&mut **tx)
+            .await?;
+        }
+        StoreEvent::Worker { trial, attempt, msg } => apply_message(tx, &trial, attempt, msg).await?,
+    }
+    Ok(())
+}
+
+async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u32, msg: WorkerMessage) -> Result<(), sqlx::Error> {
+    match msg {
+        WorkerMessage::Hello { device, .. } => {
+            sqlx::query("UPDATE attempts SET device = ? WHERE trial_id = ? AND attempt = ?").bind(&device).bind(trial).bind(attempt).execute(&mut **tx).await?;
+        }
+        WorkerMessage::Data { classes, counts, .. } => {
+            for sc in counts {
+                for (c, n) in classes.iter().zip(sc.counts) {
+                    sqlx::query(
+                        "INSERT INTO class_distribution (sweep_id, split, class, count)
+                         SELECT sweep_id, ?, ?, ? FROM trials WHERE id = ?
+                         ON CONFLICT (sweep_id, split, class) DO UPDATE SET count = excluded.count",
+                    )
+                    .bind(&sc.split)
+                    .bind(c)
+                    .bind(n as i64)
+                    .bind(trial)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
+        }
+        WorkerMessage::Resumed { from_epoch } => {
+            sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?").bind(from_epoch).bind(trial).bind(attempt).execute(&mut **tx).await?;
+        }
+        WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } => {
+            for (name, v) in [("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_s", images_per_s)] {
+                metric(tx, trial, attempt, "train", epoch, batch, step, name, v).await?;
+            }
+        }
+        WorkerMessage::Epoch { epoch, train_loss, train_accuracy, val_loss, val_accuracy, step, seconds, images_per_s } => {
+            for (split, name, v) in [
+                ("train_epoch", "loss", train_loss),
+                ("train_epoch", "accuracy", train_accuracy),
+                ("train_epoch", "seconds", seconds),
+                ("train_epoch", "images_per_s", images_per_s),
+                ("valid", "loss", val_loss),
+                ("valid", "accuracy", val_accuracy),
+            ] {
+                metric(tx, trial, attempt, split, epoch, 0, step, name, v).await?;
+            }
+            sqlx::query(
+                "UPDATE trials SET epochs_done = MAX(epochs_done, ?1),
+                   best_val_accuracy = CASE WHEN best_val_accuracy IS NULL OR ?2 > best_val_accuracy THEN ?2 ELSE best_val_accuracy END
+                 WHERE id = ?3",
+            )
+            .bind(epoch)
+            .bind(val_accuracy)
+            .bind(trial)
+            .execute(&mut **tx)
+            .await?;
+        }
+        WorkerMessage::Checkpoint { .. } => {}
+        WorkerMessage::Test { loss, accuracy, n, per_class, epoch } => {
+            sqlx::query("INSERT OR REPLACE INTO test_results (trial_id, loss, accuracy, n, epoch, time) VALUES (?,?,?,?,?,?)")
+                .bind(trial)
+                .bind(loss)
+                .bind(accuracy)
+                .bind(n as i64)
+                .bind(epoch)
+                .bind(now())
+                .execute(&mut **tx)
+                .await?;
+            for c in per_class {
+                sqlx::query("INSERT OR REPLACE INTO class_accuracy (trial_id, class, correct, total, accuracy) VALUES (?,?,?,?,?)")
+                    .bind(trial)
+                    .bind(&c.class)
+                    .bind(c.correct as i64)
+                    .bind(c.total as i64)
+                    .bind(c.accuracy)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        WorkerMessage::Confusion { classes, matrix } => {
+            sqlx::query("DELETE FROM confusion WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
+            for (t, row) in classes.iter().zip(&matrix) {
+                for (p, count) in classes.iter().zip(row) {
+                    sqlx::query("INSERT INTO confusion (trial_id, true_class, pred_class, count) VALUES (?,?,?,?)")
+                        .bind(trial)
+                        .bind(t)
+                        .bind(p)
+                        .bind(*count as i64)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+            }
+        }
+        WorkerMessage::Misclassified { items } => {
+            sqlx::query("DELETE FROM misclassified WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
+            for m in items {
+                sqlx::query("INSERT OR REPLACE INTO misclassified (trial_id, file, true_class, pred_class, prob) VALUES (?,?,?,?,?)")
+                    .bind(trial)
+                    .bind(&m.file)
+                    .bind(&m.truth)
+                    .bind(&m.pred)
+                    .bind(m.prob)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        WorkerMessage::Done { wall_s, images_per_s, .. } => {
+            sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?").bind(wall_s).bind(images_per_s).bind(trial).execute(&mut **tx).await?;
+        }
+        WorkerMessage::Error { class, message } => {
+            sqlx::query("UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?")
+                .bind(class.as_str())
+                .bind(&message)
+                .bind(trial)
+                .bind(attempt)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Existing state of a trial when a sweep (re)starts.
+#[derive(Debug, Clone)]
+pub struct TrialState {
+    pub id: String,
+    pub status: String,
+    pub attempts: u32,
+}
+
+/// Registers the sweep and its planned trials (before any worker starts; the
+/// recorder is not running yet, so this is still the only writer). Existing
+/// trials keep their status; attempts left open by a dead coordinator are closed.
+pub async fn register(pool: &SqlitePool, plan: &SweepPlan, system_info: &serde_json::Value, dataset_hash: &str) -> Result<(i64, Vec<TrialState>), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let t = now();
+    sqlx::query(
+        "INSERT INTO sweeps (name, file, toml, description, metric, dataset, dataset_hash, system_info, status, created_at, updated_at, coordinator_pid, heartbeat_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?9)
+         ON CONFLICT (name) DO UPDATE SET file = excluded.file, toml = excluded.toml, description = excluded.description,
+           metric = excluded.metric, dataset = excluded.dataset, dataset_hash = excluded.dataset_hash,
+           system_info = excluded.system_info, status = 'running', updated_at = excluded.updated_at,
+           coordinator_pid = excluded.coordinator_pid, heartbeat_at = excluded.heartbeat_at",
+    )
+    .bind(&plan.name)
+    .bind(plan.file.display().to_string())
+    .bind(&plan.toml)
+    .bind(&plan.description)
+    .bind(&plan.metric)
+    .bind(plan.dataset.display().to_string())
+    .bind(dataset_hash)
+    .bind(system_info.to_string())
+    .bind(t)
+    .bind(std::process::id())
+    .execute(&mut *tx)
+    .await?;
+    let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?").bind(&plan.name).fetch_one(&mut *tx).await?;
+    for (i, p) in plan.trials.iter().enumerate() {
+        let c = &p.config;
+        sqlx::query(
+            "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
+             VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?) ON CONFLICT (id) DO UPDATE SET ordinal = excluded.ordinal",
+        )
+        .bind(&p.id)
+        .bind(sweep_id)
+        .bind(i as i64)
+        .bind(serde_json::to_string(c).unwrap_or_default())
+        .bind(&c.backbone)
+        .bind(c.lr)
+        .bind(c.epochs)
+        .bind(c.batch_size)
+        .bind(c.image_size)
+        .bind(c.seed as i64)
+        .bind(t)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // A coordinator killed with -9 leaves attempts open and trials 'running'.
+    sqlx::query(
+        "UPDATE attempts SET finished_at = ?, error_class = COALESCE(error_class, 'crash'),
+           message = COALESCE(message, 'coordinator died while this attempt ran')
+         WHERE finished_at IS NULL AND trial_id IN (SELECT id FROM trials WHERE sweep_id = ?)",
+    )
+    .bind(t)
+    .bind(sweep_id)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE trials SET status = 'interrupted' WHERE sweep_id = ? AND status = 'running'").bind(sweep_id).execute(&mut *tx).await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT t.id, t.status, (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.trial_id = t.id) FROM trials t WHERE t.sweep_id = ?",
+    )
+    .bind(sweep_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok((sweep_id, rows.into_iter().map(|(id, status, a)| TrialState { id, status, attempts: a as u32 }).collect()))
+}
