@@ -11,7 +11,7 @@
 //! ids), plus each `[[trial]]`; every one of them starts from `[defaults]` and
 //! is repeated once per entry of `[sweep].seeds`.
 use crate::config::{BACKBONES, Head, Optimizer, Schedule, TrialConfig, trial_id};
-use crate::spec::{Params, RawFile, Source, SpecError, did_you_mean};
+use crate::spec::{GridValues, Params, RawFile, Source, SpecError, did_you_mean};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -168,11 +168,9 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     let mut axes: Vec<(&Spanned<String>, Vec<Spanned<Value>>)> = Vec::new();
     for (k, v) in &raw.grid {
         let values = match v.get_ref() {
-            Value::Array(items) if !items.is_empty() => {
-                items.iter().map(|i| Spanned::new(v.span(), i.clone())).collect::<Vec<_>>()
-            }
-            Value::Array(_) => return Err(at(src, v, format!("grid `{}` has no values", k.get_ref()), Some("give at least one value, or remove the key".into()))),
-            _ => return Err(at(src, v, format!("grid `{}` must be an array of values", k.get_ref()), Some(format!("write {} = [...]", k.get_ref())))),
+            GridValues::List(items) if !items.is_empty() => items.clone(),
+            GridValues::List(_) => return Err(at(src, v, format!("grid `{}` has no values", k.get_ref()), Some("give at least one value, or remove the key".into()))),
+            GridValues::NotList => return Err(at(src, v, format!("grid `{}` must be an array of values", k.get_ref()), Some(format!("write {} = [...]", k.get_ref())))),
         };
         for val in &values {
             apply(src, &mut base.clone(), k, val)?;
@@ -377,17 +375,31 @@ fn random_samples(
             return Err(at(src, v, "empty distribution", Some(DIST_HELP.into())));
         };
         let dist = match (kind.as_str(), arg) {
-            ("choice", Value::Array(a)) if !a.is_empty() => Dist::Choice(a.clone()),
+            ("choice", Value::Array(a)) if !a.is_empty() => {
+                // Check every choice, not only those this sweep happens to draw.
+                for item in a {
+                    apply(src, &mut base.clone(), k, &Spanned::new(v.span(), item.clone()))?;
+                }
+                Dist::Choice(a.clone())
+            }
             ("uniform" | "loguniform" | "int", Value::Array(a)) if a.len() == 2 => {
                 let lo = a[0].as_float().or(a[0].as_integer().map(|i| i as f64));
                 let hi = a[1].as_float().or(a[1].as_integer().map(|i| i as f64));
                 match (lo, hi) {
-                    (Some(lo), Some(hi)) if lo < hi && (kind != "loguniform" || lo > 0.0) => match kind.as_str() {
+                    // Finite bounds with a finite width: rand panics otherwise.
+                    (Some(lo), Some(hi)) if lo < hi && (hi - lo).is_finite() && (kind != "loguniform" || lo > 0.0) => match kind.as_str() {
                         "uniform" => Dist::Uniform(lo, hi),
                         "loguniform" => Dist::LogUniform(lo, hi),
-                        _ => Dist::Int(lo.round() as i64, hi.round() as i64),
+                        _ => {
+                            let (lo, hi) = (lo.round() as i64, hi.round() as i64);
+                            // Both ends can be drawn: check them now.
+                            for end in [lo, hi] {
+                                apply(src, &mut base.clone(), k, &Spanned::new(v.span(), Value::Integer(end)))?;
+                            }
+                            Dist::Int(lo, hi)
+                        }
                     },
-                    _ => return Err(at(src, v, format!("`{kind}` needs [low, high] with low < high{}", if kind == "loguniform" { " and low > 0" } else { "" }), None)),
+                    _ => return Err(at(src, v, format!("`{kind}` needs finite [low, high] with low < high{}", if kind == "loguniform" { " and low > 0" } else { "" }), None)),
                 }
             }
             _ => return Err(at(src, v, format!("invalid distribution for `{}`", k.get_ref()), Some(DIST_HELP.into()))),

@@ -18,7 +18,7 @@ pub struct RawFile {
     #[serde(default)]
     pub defaults: Params,
     #[serde(default)]
-    pub grid: Params,
+    pub grid: BTreeMap<Spanned<String>, Spanned<GridValues>>,
     #[serde(default)]
     pub random: Option<Spanned<Params>>,
     #[serde(default)]
@@ -27,6 +27,55 @@ pub struct RawFile {
     pub pretrained: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub resources: Option<Spanned<RawResources>>,
+}
+
+/// A `[grid]` entry. Array items keep their own spans, so a bad value among
+/// good ones is reported where it is written, not at the array's `[`.
+#[derive(Debug)]
+pub enum GridValues {
+    List(Vec<Spanned<toml::Value>>),
+    /// Anything but an array (`plan` reports it).
+    NotList,
+}
+
+impl<'de> Deserialize<'de> for GridValues {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GridValues;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of values")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<GridValues, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<Spanned<toml::Value>>()? {
+                    items.push(item);
+                }
+                Ok(GridValues::List(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<GridValues, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(GridValues::NotList)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<GridValues, E> {
+                Ok(GridValues::NotList)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<GridValues, E> {
+                Ok(GridValues::NotList)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<GridValues, E> {
+                Ok(GridValues::NotList)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<GridValues, E> {
+                Ok(GridValues::NotList)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<GridValues, E> {
+                Ok(GridValues::NotList)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -41,9 +41,51 @@ struct State {
     best_epoch: u32,
 }
 
+/// Every metric message also goes to `journal.jsonl` in the trial directory. A
+/// coordinator killed before committing what it was sent would otherwise lose
+/// those rows for good; on resume the worker replays the journal up to its
+/// checkpoint epoch and the store's upserts drop what it already has.
+static JOURNAL: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
 fn send(msg: WorkerMessage) -> Result<(), Failure> {
+    if matches!(msg, WorkerMessage::TrainStep { .. } | WorkerMessage::Epoch { .. }) {
+        if let Ok(mut guard) = JOURNAL.lock() {
+            if let Some(f) = guard.as_mut() {
+                use std::io::Write;
+                let line = serde_json::to_string(&msg).unwrap_or_default();
+                let _ = writeln!(f, "{line}");
+                if matches!(msg, WorkerMessage::Epoch { .. }) {
+                    let _ = f.sync_data();
+                }
+            }
+        }
+    }
     // A closed stdout means the coordinator is gone: stop rather than train for nobody.
     emit(&msg).map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))
+}
+
+fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
+    let path = dir.join("journal.jsonl");
+    if let Some(until) = replay_until {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        for line in text.lines() {
+            let Ok(msg) = crate::protocol::parse_line(line) else { continue };
+            let epoch = match &msg {
+                WorkerMessage::TrainStep { epoch, .. } | WorkerMessage::Epoch { epoch, .. } => *epoch,
+                _ => continue,
+            };
+            if epoch <= until {
+                emit(&msg).map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))?;
+            }
+        }
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
+    let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot open {}: {e}", path.display())))?;
+    if let Ok(mut g) = JOURNAL.lock() {
+        *g = Some(f);
+    }
+    Ok(())
 }
 
 pub fn device() -> Device {
@@ -177,6 +219,7 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
             state = s;
         }
     }
+    open_journal(&job.out_dir, (state.epoch > 0).then_some(state.epoch))?;
 
     let mut opt = match cfg.optimizer {
         Optimizer::Sgd => nn::Sgd { momentum: cfg.momentum, dampening: 0., wd: cfg.weight_decay, nesterov: cfg.nesterov }.build(&vs, cfg.lr),
