@@ -25,6 +25,8 @@ pub enum Command {
     Data(DataCommand),
     /// libtorch, CUDA, cuDNN and thread information for this machine.
     Doctor(DoctorArgs),
+    /// Classify images with a trial's best checkpoint or a weights file (JSON lines).
+    Predict(PredictArgs),
     /// Train one trial (started by the coordinator; speaks JSON lines on stdout).
     #[command(hide = true)]
     Worker(WorkerArgs),
@@ -104,4 +106,30 @@ pub struct WorkerArgs {
     /// Print {"cuda_devices": N} and exit.
     #[arg(long)]
     pub probe: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    /// Use this trial's best checkpoint, backbone, head, image size and class names.
+    #[arg(long, conflicts_with_all = ["backbone", "weights"])]
+    pub trial: Option<String>,
+    /// Where the trial's checkpoints are (with --trial).
+    #[arg(long, default_value = "results", value_name = "DIR")]
+    pub results: PathBuf,
+    #[arg(long, requires_all = ["weights", "classes"])]
+    pub backbone: Option<String>,
+    /// `.safetensors` or torchvision `.pth` state_dict.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Number of classes of the classifier (predictions are then class indices).
+    #[arg(long)]
+    pub classes: Option<usize>,
+    /// `original` (torchvision's classifier) or `mlp` (the default 512-512 head).
+    #[arg(long, default_value = "original")]
+    pub head: String,
+    #[arg(long, default_value_t = 224)]
+    pub image_size: u32,
+    /// Image files.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
 }

@@ -230,3 +230,41 @@ pub fn doctor(json: bool, db: Option<PathBuf>) -> CmdResult {
     }
     Ok(EXIT_OK)
 }
+
+pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
+    use crate::predict::{self, PredictModel};
+    if a.image_size < 32 {
+        return Err(CliError::bad_input(format!("--image-size {} is below the minimum of 32", a.image_size)));
+    }
+    let (model, named) = if let Some(trial) = &a.trial {
+        let db = db_path(db);
+        let (params, sweep, classes) = runtime()?.block_on(async {
+            let pool = db::open(&db, false).await?;
+            queries::trial_for_predict(&pool, trial).await.map_err(CliError::bad_input)
+        })?;
+        let config: crate::config::TrialConfig = serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
+        if classes.is_empty() {
+            return Err(CliError::bad_input(format!("trial {trial} has no test results yet (not finished?); predict needs a finished trial")));
+        }
+        let ckpt = a.results.join(&sweep).join(trial).join("best.safetensors");
+        (predict::model_from_trial(&config, ckpt, classes), true)
+    } else {
+        let (Some(backbone), Some(weights), Some(n)) = (a.backbone.clone(), a.weights.clone(), a.classes) else {
+            return Err(CliError::bad_input("pass either --trial ID or --backbone NAME --weights FILE --classes N"));
+        };
+        if !crate::config::BACKBONES.contains(&backbone.as_str()) {
+            return Err(CliError::bad_input(format!("unknown backbone {backbone:?}; valid backbones: {}", crate::config::BACKBONES.join(", "))));
+        }
+        let head = match a.head.as_str() {
+            "original" => crate::config::Head::Original,
+            "mlp" => crate::config::Head::default(),
+            other => return Err(CliError::bad_input(format!("unknown --head {other:?}; valid: original, mlp"))),
+        };
+        if n < 1 {
+            return Err(CliError::bad_input("--classes must be at least 1"));
+        }
+        (PredictModel { backbone, head, weights, classes: (0..n).map(|i| i.to_string()).collect(), image_size: a.image_size }, false)
+    };
+    predict::run(&model, &a.paths, named).map_err(CliError::bad_input)?;
+    Ok(EXIT_OK)
+}

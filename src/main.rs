@@ -7,6 +7,7 @@ mod datagen;
 mod doctor;
 mod launcher;
 mod plan;
+mod predict;
 mod protocol;
 mod report;
 mod scheduler;
@@ -27,6 +28,7 @@ fn main() {
         Command::Status(a) => commands::status(a, db),
         Command::Data(d) => commands::data(d),
         Command::Doctor(a) => commands::doctor(a.json, db),
+        Command::Predict(a) => commands::predict(a, db),
         Command::Worker(w) => Ok(worker::main(w.job.as_deref(), w.probe)),
     };
     let code = match result {

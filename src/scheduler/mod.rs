@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub struct RunOptions {
@@ -177,6 +177,8 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
     let mut kill_at: Option<Instant> = None;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // Tells attempts still in their retry backoff that the run is stopping.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     let ran = queue.len();
 
@@ -195,7 +197,7 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
             let spec = LaunchSpec { log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)), job, slot: slot.clone() };
             progress.started(&trial, &label(&q.trial, &plan.varying), q.attempt, &slot.label(), q.trial.config.epochs);
             recorder.send(StoreEvent::TrialStatus { trial: trial.clone(), status: "running" });
-            tokio::spawn(attempt(Arc::clone(&launcher), spec, recorder.clone(), ev_tx.clone(), q.attempt, q.delay, plan.resources.timeout));
+            tokio::spawn(attempt(Arc::clone(&launcher), spec, recorder.clone(), ev_tx.clone(), q.attempt, q.delay, plan.resources.timeout, stop_rx.clone()));
             running.insert(trial, (None, q));
         }
         if running.is_empty() && (queue.is_empty() || stopping) {
@@ -205,14 +207,20 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
             Some(ev) = ev_rx.recv() => match ev {
                 Event::Started { trial, pid } => {
                     if let Some(r) = running.get_mut(&trial) { r.0 = pid; }
-                    if stopping { if let Some(pid) = pid { signal_group(pid, libc::SIGTERM); } }
+                    // Started during a stop: TERM while the grace runs, KILL once it is over.
+                    if stopping { if let Some(pid) = pid { signal_group(pid, if kill_at.is_some() { libc::SIGTERM } else { libc::SIGKILL }); } }
                 }
                 Event::Message { trial, msg } => progress.message(&trial, &msg),
                 Event::Warning(w) => progress.warn(&w),
-                Event::Finished { trial, slot, result } => {
+                Event::Finished { trial, slot, mut result } => {
                     free.push(slot);
                     let Some((_, mut q)) = running.remove(&trial) else { continue };
                     q.tries += 1;
+                    // A worker we signalled to stop did not crash: it was interrupted.
+                    if stopping && !result.done && result.error_class.as_deref() == Some("crash") && result.signal.is_some() {
+                        result.error_class = Some("interrupted".into());
+                        result.message = Some(format!("stopped by signal {} on interrupt", result.signal.unwrap_or(0)));
+                    }
                     let class = result.error_class.clone();
                     let (status, final_state) = if result.done && result.exit_code == Some(0) {
                         ("done", true)
@@ -242,8 +250,8 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
                     }
                 }
             },
-            _ = sigint.recv() => on_signal(&mut stopping, &mut kill_at, &running, opts.grace),
-            _ = sigterm.recv() => on_signal(&mut stopping, &mut kill_at, &running, opts.grace),
+            _ = sigint.recv() => { on_signal(&mut stopping, &mut kill_at, &running, opts.grace); stop_tx.send_replace(true); }
+            _ = sigterm.recv() => { on_signal(&mut stopping, &mut kill_at, &running, opts.grace); stop_tx.send_replace(true); }
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => {
                 for (pid, _) in running.values() { if let Some(pid) = pid { signal_group(*pid, libc::SIGKILL); } }
                 kill_at = None;
@@ -300,10 +308,19 @@ fn on_signal(stopping: &mut bool, kill_at: &mut Option<Instant>, running: &HashM
 }
 
 /// Runs one attempt: start, relay stdout lines, wait, classify.
-async fn attempt(launcher: Arc<dyn Launcher>, spec: LaunchSpec, recorder: Recorder, ev: mpsc::UnboundedSender<Event>, attempt: u32, delay: Duration, timeout: Option<Duration>) {
+async fn attempt(launcher: Arc<dyn Launcher>, spec: LaunchSpec, recorder: Recorder, ev: mpsc::UnboundedSender<Event>, attempt: u32, delay: Duration, timeout: Option<Duration>, mut stop: watch::Receiver<bool>) {
     let trial = spec.job.trial.clone();
     if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
+        // A stop during the retry backoff cancels the retry: no worker starts after Ctrl-C.
+        let stopped = tokio::select! {
+            _ = tokio::time::sleep(delay) => false,
+            r = stop.wait_for(|s| *s) => r.is_ok(),
+        };
+        if stopped {
+            let result = AttemptResult { error_class: Some("interrupted".into()), message: Some("stopped before the retry started".into()), ..Default::default() };
+            let _ = ev.send(Event::Finished { trial, slot: spec.slot.clone(), result });
+            return;
+        }
     }
     let result = run_attempt(launcher.as_ref(), &spec, &recorder, &ev, attempt, timeout).await;
     let _ = ev.send(Event::Finished { trial, slot: spec.slot.clone(), result });

@@ -57,3 +57,21 @@ pub async fn trials(pool: &SqlitePool, sweep: &str) -> Result<Vec<TrialRow>, sql
     .fetch_all(pool)
     .await
 }
+
+/// A trial's resolved config, its sweep name and its class names (sorted, as ImageFolder orders them).
+pub async fn trial_for_predict(pool: &SqlitePool, trial: &str) -> Result<(String, String, Vec<String>), String> {
+    let row: Option<(String, String)> = sqlx::query_as("SELECT t.params, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?")
+        .bind(trial)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some((params, sweep)) = row else {
+        return Err(format!("no trial {trial:?} in the database; list trials with `sweep status` or `sweep report`"));
+    };
+    let classes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT class FROM class_accuracy WHERE trial_id = ? ORDER BY class")
+        .bind(trial)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((params, sweep, classes))
+}

@@ -2,6 +2,7 @@
 //! speaks the protocol on stdout; it never opens the database.
 pub mod data;
 pub mod models;
+pub mod pth;
 pub mod trainer;
 pub mod weights;
 

@@ -16,7 +16,7 @@ pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, String> {
     let named = match ext {
         "safetensors" => Tensor::read_safetensors(path),
         // torch.save's zip archive of a state_dict.
-        _ => Tensor::loadz_multi(path),
+        _ => return super::pth::read(path).map(|v| v.into_iter().collect()),
     }
     .map_err(|e| format!("cannot read weights {}: {e}", path.display()))?;
     Ok(named.into_iter().collect())
