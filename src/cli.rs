@@ -20,6 +20,10 @@ pub enum Command {
     Report(ReportArgs),
     /// Queued, running, done and failed trials of a sweep (safe while it runs).
     Status(StatusArgs),
+    /// One trial in depth: parameters, attempts, learning curves, test results, confusions.
+    Show(ShowArgs),
+    /// Charts as PNG and SVG: learning curves, accuracy per trial, confusion heatmaps, class counts.
+    Plot(PlotArgs),
     /// Datasets: generate the built-in demo ImageFolder.
     #[command(subcommand)]
     Data(DataCommand),
@@ -67,6 +71,37 @@ pub struct ReportArgs {
     /// table, markdown, csv or json.
     #[arg(long, default_value = "table")]
     pub format: String,
+    /// Aggregate over the other keys: mean ± std and a 95 % CI per value of KEY (e.g. backbone, lr).
+    #[arg(long, value_name = "KEY")]
+    pub group_by: Option<String>,
+    /// Keep trials whose parameter KEY equals VALUE (repeatable), e.g. --where backbone=resnet50.
+    #[arg(long = "where", value_name = "KEY=VALUE")]
+    pub filters: Vec<String>,
+    /// Keep trials with this status (queued, running, done, failed, interrupted).
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Also write one self-contained HTML report (table, charts, a section per trial).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Trial id (as shown by report/status); a unique prefix is enough.
+    pub trial: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Sweep name (default: the most recent).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Only this trial's charts.
+    #[arg(long)]
+    pub trial: Option<String>,
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +123,17 @@ pub enum DataCommand {
         image_size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// A grid of sample images per class and the class counts, as one PNG or SVG.
+    Show {
+        /// ImageFolder root.
+        dataset: PathBuf,
+        /// Output file (.png or .svg).
+        #[arg(long)]
+        out: PathBuf,
+        /// Sample images per class.
+        #[arg(long, default_value_t = 6)]
+        per_class: usize,
     },
 }
 

@@ -156,9 +156,45 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
-        let rows = queries::trials(&pool, &sweep).await.map_err(CliError::failed)?;
+        let mut filters = Vec::new();
+        let valid_keys: Vec<&str> = crate::plan::PARAM_KEYS.iter().copied().chain(["seed"]).collect();
+        for f in &args.filters {
+            let Some((k, v)) = f.split_once('=') else {
+                return Err(CliError::bad_input(format!("--where {f:?} is not KEY=VALUE, e.g. --where backbone=resnet50")));
+            };
+            if !valid_keys.contains(&k) {
+                return Err(CliError::bad_input(format!("unknown --where key {k:?}; valid keys: {}", valid_keys.join(", "))));
+            }
+            filters.push((k.to_string(), queries::FilterValue::parse(v)));
+        }
+        if let Some(s) = &args.status {
+            const STATUSES: [&str; 5] = ["queued", "running", "done", "failed", "interrupted"];
+            if !STATUSES.contains(&s.as_str()) {
+                return Err(CliError::bad_input(format!("unknown --status {s:?}; valid: {}", STATUSES.join(", "))));
+            }
+        }
+        if let Some(k) = &args.group_by {
+            if !valid_keys.contains(&k.as_str()) {
+                return Err(CliError::bad_input(format!("unknown --group-by key {k:?}; valid keys: {}", valid_keys.join(", "))));
+            }
+        }
+        let rows = queries::trials_filtered(&pool, &sweep, &filters, args.status.as_deref()).await.map_err(CliError::failed)?;
+        let params: Vec<serde_json::Map<String, serde_json::Value>> =
+            rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
+        let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> = rows.iter().map(|r| r.trial.clone()).zip(params).collect();
         let r = crate::report::build(&sweep, &args.best, rows, args.top).map_err(CliError::bad_input)?;
-        print!("{}", crate::report::render(&r, &args.format).map_err(CliError::bad_input)?);
+        match &args.group_by {
+            Some(k) => {
+                let ordered: Vec<_> = r.rows.iter().map(|row| by_id.get(&row.trial).cloned().unwrap_or_default()).collect();
+                let g = crate::report::group(&r, k, &ordered);
+                print!("{}", crate::report::render_groups(&g, &args.format).map_err(CliError::bad_input)?);
+            }
+            None => print!("{}", crate::report::render(&r, &args.format).map_err(CliError::bad_input)?),
+        }
+        if let Some(path) = &args.html {
+            crate::html::write_html(&pool, &sweep, &r, path).await.map_err(CliError::failed)?;
+            eprintln!("wrote {}", path.display());
+        }
         Ok(EXIT_OK)
     })
 }
@@ -218,7 +254,34 @@ pub fn data(cmd: DataCommand) -> CmdResult {
             );
             Ok(EXIT_OK)
         }
+        DataCommand::Show { dataset, out, per_class } => {
+            let path = crate::plot::dataset_overview(&dataset, &out, per_class).map_err(CliError::bad_input)?;
+            println!("{}", path.display());
+            Ok(EXIT_OK)
+        }
     }
+}
+
+pub fn show(a: crate::cli::ShowArgs, db: Option<PathBuf>) -> CmdResult {
+    let db = db_path(db);
+    runtime()?.block_on(async {
+        let pool = db::open(&db, false).await?;
+        print!("{}", crate::show::render(&pool, &a.trial).await.map_err(CliError::bad_input)?);
+        Ok(EXIT_OK)
+    })
+}
+
+pub fn plot(a: crate::cli::PlotArgs, db: Option<PathBuf>) -> CmdResult {
+    let db = db_path(db);
+    runtime()?.block_on(async {
+        let pool = db::open(&db, false).await?;
+        let sweep = queries::resolve_sweep(&pool, a.sweep.as_deref()).await.map_err(CliError::bad_input)?;
+        let files = crate::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out).await.map_err(CliError::bad_input)?;
+        for f in files {
+            println!("{}", f.display());
+        }
+        Ok(EXIT_OK)
+    })
 }
 
 pub fn doctor(json: bool, db: Option<PathBuf>) -> CmdResult {

@@ -5,12 +5,15 @@ mod commands;
 mod config;
 mod datagen;
 mod doctor;
+mod html;
 mod launcher;
 mod plan;
+mod plot;
 mod predict;
 mod protocol;
 mod report;
 mod scheduler;
+mod show;
 mod spec;
 mod store;
 mod train;
@@ -26,6 +29,8 @@ fn main() {
         Command::Run(a) => commands::run(a, db),
         Command::Report(a) => commands::report(a, db),
         Command::Status(a) => commands::status(a, db),
+        Command::Show(a) => commands::show(a, db),
+        Command::Plot(a) => commands::plot(a, db),
         Command::Data(d) => commands::data(d),
         Command::Doctor(a) => commands::doctor(a.json, db),
         Command::Predict(a) => commands::predict(a, db),

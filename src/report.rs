@@ -23,6 +23,7 @@ pub struct ReportRow {
     pub trial: String,
     pub params: serde_json::Map<String, serde_json::Value>,
     pub val_accuracy: Option<f64>,
+    pub val_loss: Option<f64>,
     pub test_accuracy: Option<f64>,
     pub test_loss: Option<f64>,
     pub epochs: i64,
@@ -70,6 +71,7 @@ pub fn build(sweep: &str, metric: &str, rows: Vec<TrialRow>, top: Option<usize>)
             trial: r.trial,
             params: varying.iter().filter_map(|k| p.get(k).map(|v| (k.clone(), v.clone()))).collect(),
             val_accuracy: r.val_accuracy,
+            val_loss: r.val_loss,
             test_accuracy: r.test_accuracy,
             test_loss: r.test_loss,
             epochs: r.epochs_done,
@@ -157,4 +159,197 @@ pub fn render(r: &Report, format: &str) -> Result<String, String> {
 
 fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+/// Mean ± std and a 95 % confidence interval of the ranking metric per value of one key.
+#[derive(Debug, Serialize)]
+pub struct Group {
+    pub value: serde_json::Value,
+    pub n: usize,
+    pub mean: Option<f64>,
+    pub std: Option<f64>,
+    pub ci95: Option<(f64, f64)>,
+    pub trials: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupReport {
+    pub sweep: String,
+    pub metric: String,
+    pub key: String,
+    pub groups: Vec<Group>,
+    /// Whether the best group is really ahead of the runner-up (Welch's t-test).
+    pub verdict: Option<String>,
+    pub welch_p: Option<f64>,
+}
+
+fn metric_value(metric: &str, r: &ReportRow) -> Option<f64> {
+    match metric {
+        "accuracy" => r.test_accuracy,
+        "loss" => r.test_loss,
+        "val_accuracy" => r.val_accuracy,
+        "val_loss" => r.val_loss,
+        "time" => r.wall_s,
+        "throughput" => r.images_per_s,
+        _ => None,
+    }
+}
+
+fn higher_is_better(metric: &str) -> bool {
+    matches!(metric, "accuracy" | "val_accuracy" | "throughput")
+}
+
+pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    if xs.len() < 2 {
+        return (mean, None);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, Some(var.sqrt()))
+}
+
+/// Two-sided Welch's t-test p-value; None when either side has fewer than 2 values.
+pub fn welch_p(a: &[f64], b: &[f64]) -> Option<f64> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let (ma, sa) = mean_std(a);
+    let (mb, sb) = mean_std(b);
+    let (sa, sb) = (sa?, sb?);
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let (va, vb) = (sa * sa / na, sb * sb / nb);
+    if va + vb == 0.0 {
+        return Some(if ma == mb { 1.0 } else { 0.0 });
+    }
+    let t = (ma - mb) / (va + vb).sqrt();
+    let df = (va + vb).powi(2) / (va * va / (na - 1.0) + vb * vb / (nb - 1.0));
+    let dist = StudentsT::new(0.0, 1.0, df).ok()?;
+    Some((2.0 * (1.0 - dist.cdf(t.abs()))).clamp(0.0, 1.0))
+}
+
+fn ci95(mean: f64, std: Option<f64>, n: usize) -> Option<(f64, f64)> {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    let std = std?;
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?.inverse_cdf(0.975);
+    let half = t * std / (n as f64).sqrt();
+    Some((mean - half, mean + half))
+}
+
+pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, serde_json::Value>]) -> GroupReport {
+    let mut groups: Vec<(serde_json::Value, Vec<f64>, Vec<String>)> = Vec::new();
+    for (row, params) in report.rows.iter().zip(rows_params) {
+        let v = params.get(key).cloned().unwrap_or(serde_json::Value::Null);
+        let idx = match groups.iter().position(|g| g.0 == v) {
+            Some(i) => i,
+            None => {
+                groups.push((v, vec![], vec![]));
+                groups.len() - 1
+            }
+        };
+        if let Some(x) = metric_value(&report.metric, row) {
+            groups[idx].1.push(x);
+        }
+        groups[idx].2.push(row.trial.clone());
+    }
+    let mut out: Vec<(Group, Vec<f64>)> = groups
+        .into_iter()
+        .map(|(value, xs, trials)| {
+            let (mean, std) = if xs.is_empty() { (None, None) } else { let (m, s) = mean_std(&xs); (Some(m), s) };
+            let ci = mean.and_then(|m| ci95(m, std, xs.len()));
+            (Group { value, n: xs.len(), mean, std, ci95: ci, trials }, xs)
+        })
+        .collect();
+    let up = higher_is_better(&report.metric);
+    out.sort_by(|a, b| match (a.0.mean, b.0.mean) {
+        (Some(x), Some(y)) => if up { y.total_cmp(&x) } else { x.total_cmp(&y) },
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    let (verdict, p) = match out.as_slice() {
+        [(a, xa), (b, xb), ..] if a.mean.is_some() && b.mean.is_some() => match welch_p(xa, xb) {
+            Some(p) if p < 0.05 => (Some(format!("{key} = {} is significantly better than {} (Welch p = {p:.3}, n = {} vs {})", show_value(&a.value), show_value(&b.value), a.n, b.n)), Some(p)),
+            Some(p) => (Some(format!("{key} = {} is not significantly better than {} (Welch p = {p:.2}, n = {} vs {})", show_value(&a.value), show_value(&b.value), a.n, b.n)), Some(p)),
+            None => (Some(format!("cannot tell whether {key} = {} beats {}: need at least 2 trials (e.g. seeds) in each group", show_value(&a.value), show_value(&b.value))), None),
+        },
+        _ => (None, None),
+    };
+    GroupReport { sweep: report.sweep.clone(), metric: report.metric.clone(), key: key.to_string(), groups: out.into_iter().map(|g| g.0).collect(), verdict, welch_p: p }
+}
+
+fn show_value(v: &serde_json::Value) -> String {
+    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+}
+
+pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
+    let is_pct = matches!(g.metric.as_str(), "accuracy" | "val_accuracy");
+    let f = |x: f64| if is_pct { format!("{:.2}%", x * 100.0) } else { format!("{x:.4}") };
+    match format {
+        "table" | "markdown" => {
+            let mut b = tabled::builder::Builder::default();
+            b.push_record([g.key.clone(), "n".into(), format!("mean {}", g.metric), "± std".into(), "95% CI".into(), "trials".into()]);
+            for grp in &g.groups {
+                b.push_record([
+                    show_value(&grp.value),
+                    grp.n.to_string(),
+                    grp.mean.map(f).unwrap_or_else(|| "-".into()),
+                    grp.std.map(f).unwrap_or_else(|| "-".into()),
+                    grp.ci95.map(|(l, h)| format!("[{}, {}]", f(l), f(h))).unwrap_or_else(|| "-".into()),
+                    grp.trials.join(" "),
+                ]);
+            }
+            let mut t = b.build();
+            if format == "markdown" {
+                t.with(Style::markdown());
+            } else {
+                t.with(Style::rounded());
+            }
+            let mut s = if format == "table" { format!("sweep {} — {} by {}\n{t}\n", g.sweep, g.metric, g.key) } else { format!("{t}\n") };
+            if let Some(v) = &g.verdict {
+                s.push_str(v);
+                s.push('\n');
+            }
+            Ok(s)
+        }
+        "csv" => {
+            let mut s = format!("{},n,mean,std,ci95_low,ci95_high\n", g.key);
+            let raw = |v: Option<f64>| v.map(|x| format!("{x:?}")).unwrap_or_default();
+            for grp in &g.groups {
+                s.push_str(&format!(
+                    "{},{},{},{},{},{}\n",
+                    csv_field(&show_value(&grp.value)),
+                    grp.n,
+                    raw(grp.mean),
+                    raw(grp.std),
+                    raw(grp.ci95.map(|c| c.0)),
+                    raw(grp.ci95.map(|c| c.1))
+                ));
+            }
+            Ok(s)
+        }
+        "json" => serde_json::to_string_pretty(g).map(|s| s + "\n").map_err(|e| e.to_string()),
+        other => Err(format!("unknown format {other:?}; valid formats: {}", FORMATS.join(", "))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn welch_matches_scipy() {
+        // scipy.stats.ttest_ind([0.905, 0.9, 0.91], [0.908, 0.902, 0.899], equal_var=False).pvalue = 0.63661324
+        let p = welch_p(&[0.905, 0.9, 0.91], &[0.908, 0.902, 0.899]).unwrap();
+        assert!((p - 0.636_613_24).abs() < 1e-6, "{p}");
+        // Clearly apart: scipy gives 1.2777182e-05.
+        let p = welch_p(&[0.90, 0.91, 0.905, 0.903], &[0.80, 0.81, 0.805, 0.79]).unwrap();
+        assert!((p - 1.277_718e-5).abs() < 1e-9, "{p}");
+        assert_eq!(welch_p(&[0.9], &[0.8, 0.7]), None);
+    }
+
+    #[test]
+    fn ci_uses_student_t() {
+        // n = 3, mean 2, std 1 → t(0.975, 2) = 4.303 → half-width 4.303 / √3 = 2.484
+        let (lo, hi) = ci95(2.0, Some(1.0), 3).unwrap();
+        assert!((hi - 2.0 - 2.4841).abs() < 1e-3 && (2.0 - lo - 2.4841).abs() < 1e-3);
+    }
 }

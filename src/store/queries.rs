@@ -75,3 +75,52 @@ pub async fn trial_for_predict(pool: &SqlitePool, trial: &str) -> Result<(String
         .map_err(|e| e.to_string())?;
     Ok((params, sweep, classes))
 }
+
+/// A typed value for `--where KEY=VALUE`, bound as a parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl FilterValue {
+    pub fn parse(v: &str) -> FilterValue {
+        match v {
+            "true" => FilterValue::Int(1),
+            "false" => FilterValue::Int(0),
+            _ => v.parse::<i64>().map(FilterValue::Int).or_else(|_| v.parse::<f64>().map(FilterValue::Float)).unwrap_or_else(|_| FilterValue::Text(v.to_string())),
+        }
+    }
+}
+
+/// Trials of a sweep, filtered by parameter values and status. `key` must be
+/// validated by the caller against the known parameter names; it is still
+/// bound (as a JSON path), never spliced.
+pub async fn trials_filtered(pool: &SqlitePool, sweep: &str, filters: &[(String, FilterValue)], status: Option<&str>) -> Result<Vec<TrialRow>, sqlx::Error> {
+    let mut sql = String::from(
+        "SELECT s.trial, s.sweep, s.backbone, s.lr, s.epochs, s.batch_size, s.image_size, s.seed, s.status, s.epochs_done,
+                s.val_accuracy, s.val_loss, s.test_accuracy, s.test_loss, s.wall_s, s.images_per_s, s.device, s.attempts, s.params
+         FROM trial_summary s JOIN trials t ON t.id = s.trial WHERE s.sweep = ?",
+    );
+    for _ in filters {
+        sql.push_str(" AND json_extract(s.params, ?) = ?");
+    }
+    if status.is_some() {
+        sql.push_str(" AND s.status = ?");
+    }
+    sql.push_str(" ORDER BY t.ordinal");
+    let mut q = sqlx::query_as::<_, TrialRow>(&sql).bind(sweep);
+    for (k, v) in filters {
+        q = q.bind(format!("$.{k}"));
+        q = match v {
+            FilterValue::Int(i) => q.bind(*i),
+            FilterValue::Float(f) => q.bind(*f),
+            FilterValue::Text(s) => q.bind(s.clone()),
+        };
+    }
+    if let Some(s) = status {
+        q = q.bind(s.to_string());
+    }
+    q.fetch_all(pool).await
+}
