@@ -17,8 +17,6 @@ pub enum StoreError {
     Newer { path: PathBuf, found: i64, known: i64 },
     #[error("cannot open database {path}: {reason}\n  if the file is corrupt, move it away and rerun the sweep (finished trials are then run again)")]
     Open { path: PathBuf, reason: String },
-    #[error("database {path}: {source}")]
-    Sql { path: PathBuf, source: sqlx::Error },
 }
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

@@ -307,7 +307,6 @@ pub fn train_transform(img: &Cached, s: u32, augment: &[String], rng: &mut ChaCh
 pub struct Batch {
     pub pixels: Vec<u8>,
     pub labels: Vec<i64>,
-    pub indices: Vec<usize>,
 }
 
 /// Seeded per-epoch permutation: the same seed gives the same order.
@@ -335,7 +334,7 @@ pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String]
             train_transform(img, s, augment, &mut rng, out)
         })?;
     let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
-    Ok(Batch { pixels, labels, indices: idx.to_vec() })
+    Ok(Batch { pixels, labels })
 }
 
 pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Batch {
@@ -347,7 +346,7 @@ pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Batch {
         }
     });
     let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
-    Batch { pixels, labels, indices: idx.to_vec() }
+    Batch { pixels, labels }
 }
 
 #[cfg(test)]

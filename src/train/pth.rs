@@ -17,9 +17,9 @@ use tch::{Kind, Tensor};
 #[derive(Debug, Clone)]
 enum V {
     None,
-    Bool(bool),
+    Bool,
     Int(i64),
-    Float(f64),
+    Float,
     Str(String),
     Bytes(Vec<u8>),
     Tuple(Vec<V>),
@@ -123,8 +123,8 @@ impl<'a> Machine<'a> {
                 b')' => self.stack.push(V::Tuple(vec![])),
                 b'(' => self.stack.push(V::Mark),
                 b'N' => self.stack.push(V::None),
-                0x88 => self.stack.push(V::Bool(true)),
-                0x89 => self.stack.push(V::Bool(false)),
+                0x88 => self.stack.push(V::Bool),
+                0x89 => self.stack.push(V::Bool),
                 b'K' => {
                     let v = self.u8()?;
                     self.stack.push(V::Int(v as i64))
@@ -151,9 +151,8 @@ impl<'a> Machine<'a> {
                 }
                 b'G' => {
                     let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    self.stack.push(V::Float(f64::from_be_bytes(a)));
+                    let _ = b;
+                    self.stack.push(V::Float);
                 }
                 b'X' => {
                     let n = self.u32()? as usize;
@@ -402,7 +401,7 @@ fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
 /// keys), then each storage as a little-endian u64 element count and its bytes.
 fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
     let mut pos = 0;
-    let mut next = |pos: &mut usize| -> Result<V, String> {
+    let next = |pos: &mut usize| -> Result<V, String> {
         let mut m = Machine::new(bytes.get(*pos..).ok_or("truncated file")?);
         let v = m.run()?;
         *pos += m.pos;

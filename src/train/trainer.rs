@@ -11,7 +11,7 @@ use super::{to_input, weights};
 use crate::config::{Optimizer, Schedule, WorkerJob};
 use crate::protocol::{emit, ClassAccuracy, ErrorClass, Misclassified, SplitCounts, WorkerMessage};
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -469,9 +469,4 @@ pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device
         }
         Eval { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, preds, probs }
     })
-}
-
-/// Where the worker keeps a trial's files.
-pub fn trial_dir(results: &Path, sweep: &str, trial: &str) -> PathBuf {
-    results.join(sweep).join(trial)
 }

@@ -1,0 +1,246 @@
+//! Charts: `sweep plot` (PNG + SVG per chart), `sweep data show` (a dataset
+//! overview) and the inline SVG of the HTML report (`crate::html`).
+//!
+//! Every chart is one drawing function generic over the plotters backend, so the
+//! PNG (plotters' bitmap backend on an in-memory RGB buffer, encoded by the
+//! `image` crate) and the SVG (plotters' SVG backend into a string) always show
+//! the same thing. Files are written atomically (temporary file + rename).
+//!
+//! Charts and their fixed sizes (width × height, pixels):
+//!
+//! | file | size | what |
+//! | --- | --- | --- |
+//! | `<trial>-curves.png/.svg` | 1000 × 600 | loss (left) and accuracy (right) against the global step: training per log step, validation per epoch |
+//! | `<trial>-confusion.png/.svg` | 800 × 800 | test confusion heatmap, true class down, predicted across, counts in cells |
+//! | `accuracy.png/.svg` | 1000 × 600 | test accuracy per trial (horizontal bars); seed repeats of one config: mean, ±1 std error bar, single runs as dots |
+//! | `curves.png/.svg` | 1000 × 600 | validation accuracy of every trial overlaid, with a legend |
+//! | `class-distribution.png/.svg` | 1000 × 600 | images per class in each split |
+//!
+//! The dataset overview (`sweep data show`) grows with the data: 64 × 64 px
+//! thumbnails in a 70 px pitch, one row per class, `per_class` columns, plus a
+//! class-label column and a train/valid/test count column (see `overview`).
+//!
+//! Fonts: plotters' default text path (`ttf` feature) needs fontconfig and
+//! system fonts, which a clean CI machine may lack. This build uses plotters'
+//! `ab_glyph` feature instead, with DejaVu Sans (Bitstream Vera / DejaVu
+//! licence: free to embed and redistribute) compiled into the binary from the
+//! `dejavu` crate on crates.io (no font file in this repository), registered
+//! once as the `sans-serif` family for plotters' text measurements. PNG text
+//! is rasterised by `raster` (ab_glyph directly, because plotters' ab_glyph
+//! drawing mis-spaces glyphs). Rendering never touches the file system or
+//! fontconfig. SVG output names `font-family="sans-serif"` and lets the viewer
+//! pick its own sans font; its layout was measured with DejaVu Sans metrics.
+//! plotters' own PNG encoder (`bitmap_encoder`, which pulls a second `image`
+//! version) is not used: the `image` crate this project already has encodes.
+mod charts;
+pub mod data;
+mod overview;
+mod raster;
+
+use data::{SweepData, TrialData};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::{FontDesc, FontFamily, FontStyle};
+use sqlx::SqlitePool;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+pub const TRIAL_CURVES_SIZE: (u32, u32) = (1000, 600);
+pub const CONFUSION_SIZE: (u32, u32) = (800, 800);
+pub const ACCURACY_SIZE: (u32, u32) = (1000, 600);
+pub const SWEEP_CURVES_SIZE: (u32, u32) = (1000, 600);
+pub const DISTRIBUTION_SIZE: (u32, u32) = (1000, 600);
+
+/// Registers the embedded DejaVu Sans as plotters' `sans-serif` (once per process).
+fn ensure_fonts() -> Result<(), String> {
+    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
+    INIT.get_or_init(|| {
+        let bad = |_| "the embedded DejaVu Sans font could not be loaded".to_string();
+        plotters::style::register_font(FontFamily::SansSerif.as_str(), FontStyle::Normal, dejavu::sans::regular()).map_err(bad)?;
+        Ok(())
+    })
+    .clone()
+}
+
+pub(crate) fn font(size: f64) -> FontDesc<'static> {
+    FontDesc::new(FontFamily::SansSerif, size, FontStyle::Normal)
+}
+
+/// One chart and the data it shows.
+pub enum Chart<'a> {
+    TrialCurves(&'a TrialData),
+    Confusion(&'a TrialData),
+    Accuracy(&'a SweepData),
+    SweepCurves(&'a SweepData),
+    ClassDistribution(&'a SweepData),
+}
+
+impl Chart<'_> {
+    pub fn size(&self) -> (u32, u32) {
+        match self {
+            Chart::TrialCurves(_) => TRIAL_CURVES_SIZE,
+            Chart::Confusion(_) => CONFUSION_SIZE,
+            Chart::Accuracy(_) => ACCURACY_SIZE,
+            Chart::SweepCurves(_) => SWEEP_CURVES_SIZE,
+            Chart::ClassDistribution(_) => DISTRIBUTION_SIZE,
+        }
+    }
+
+    /// The file name without extension.
+    pub fn stem(&self) -> String {
+        match self {
+            Chart::TrialCurves(t) => format!("{}-curves", t.id),
+            Chart::Confusion(t) => format!("{}-confusion", t.id),
+            Chart::Accuracy(_) => "accuracy".into(),
+            Chart::SweepCurves(_) => "curves".into(),
+            Chart::ClassDistribution(_) => "class-distribution".into(),
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        match self {
+            Chart::TrialCurves(t) => charts::trial_curves(root, t),
+            Chart::Confusion(t) => charts::confusion(root, t),
+            Chart::Accuracy(s) => charts::accuracy(root, s),
+            Chart::SweepCurves(s) => charts::sweep_curves(root, s),
+            Chart::ClassDistribution(s) => charts::class_counts(root, &format!("images per class and split — sweep {}", s.name), &s.distribution),
+        }
+    }
+}
+
+/// Draws onto an SVG document held in memory.
+pub(crate) fn svg_with<F>(size: (u32, u32), draw: F) -> Result<String, String>
+where
+    F: FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), String>,
+{
+    ensure_fonts()?;
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(charts::de)?;
+    }
+    Ok(out)
+}
+
+/// Draws onto a white RGB buffer; returns the pixels (RGB8, row-major).
+pub(crate) fn rgb_with<F>(size: (u32, u32), draw: F) -> Result<Vec<u8>, String>
+where
+    F: FnOnce(&DrawingArea<raster::Raster, Shift>) -> Result<(), String>,
+{
+    ensure_fonts()?;
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = raster::Raster(BitMapBackend::with_buffer(&mut buf, size)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(charts::de)?;
+    }
+    Ok(buf)
+}
+
+pub(crate) fn encode_png(size: (u32, u32), rgb: &[u8]) -> Result<Vec<u8>, String> {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(rgb, size.0, size.1, image::ExtendedColorType::Rgb8).map_err(|e| format!("encoding PNG: {e}"))?;
+    Ok(out)
+}
+
+pub fn render_svg(chart: &Chart) -> Result<String, String> {
+    svg_with(chart.size(), |root| chart.draw(root))
+}
+
+pub fn render_png(chart: &Chart) -> Result<Vec<u8>, String> {
+    let rgb = rgb_with(chart.size(), |root| chart.draw(root))?;
+    encode_png(chart.size(), &rgb)
+}
+
+/// Writes through a temporary file in the same folder and renames it into place.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("cannot write {}: {e}", path.display()));
+    }
+    Ok(())
+}
+
+fn write_chart(dir: &Path, chart: &Chart, written: &mut Vec<PathBuf>) -> Result<(), String> {
+    let stem = chart.stem();
+    let png = dir.join(format!("{stem}.png"));
+    write_atomic(&png, &render_png(chart)?)?;
+    written.push(png);
+    let svg = dir.join(format!("{stem}.svg"));
+    write_atomic(&svg, render_svg(chart)?.as_bytes())?;
+    written.push(svg);
+    Ok(())
+}
+
+/// `sweep plot`: every chart of the sweep (or of one trial, by id or unique
+/// prefix) as PNG and SVG under `out`. Returns the written paths.
+pub async fn write_all(pool: &SqlitePool, sweep: &str, trial: Option<&str>, out: &Path) -> Result<Vec<PathBuf>, String> {
+    if out.exists() && !out.is_dir() {
+        return Err(format!("--out {} is a file; pass a directory", out.display()));
+    }
+    let mut written = Vec::new();
+    if let Some(prefix) = trial {
+        let (id, sweep_of_trial) = data::resolve_trial(pool, sweep, prefix).await?;
+        let s = data::load_sweep(pool, &sweep_of_trial, Some(&id)).await?;
+        let t = s.trials.first().ok_or_else(|| format!("trial {id} vanished from the database while plotting"))?;
+        if !t.has_curves() {
+            return Err(format!("trial {id} has no metrics yet (status {}); charts need at least one logged step", t.status));
+        }
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        write_chart(out, &Chart::TrialCurves(t), &mut written)?;
+        if t.has_confusion() {
+            write_chart(out, &Chart::Confusion(t), &mut written)?;
+        } else {
+            eprintln!("note: trial {id} has no test results yet; no confusion heatmap");
+        }
+        return Ok(written);
+    }
+    let s = data::load_sweep(pool, sweep, None).await?;
+    if s.trials.is_empty() {
+        return Err(format!("sweep {sweep} has no trials"));
+    }
+    if !s.trials.iter().any(|t| t.has_curves()) {
+        return Err(format!("sweep {sweep} has no metrics yet; run it (`sweep run FILE`) and plot again"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let mut skipped = Vec::new();
+    for t in &s.trials {
+        if t.has_curves() {
+            write_chart(out, &Chart::TrialCurves(t), &mut written)?;
+        } else {
+            skipped.push(format!("{} ({}: no metrics)", t.id, t.status));
+            continue;
+        }
+        if t.has_confusion() {
+            write_chart(out, &Chart::Confusion(t), &mut written)?;
+        }
+    }
+    if s.trials.iter().any(|t| t.test.is_some()) {
+        write_chart(out, &Chart::Accuracy(&s), &mut written)?;
+    } else {
+        eprintln!("note: no trial of sweep {sweep} has test results yet; no accuracy chart");
+    }
+    if s.trials.iter().any(|t| !t.valid_acc.is_empty()) {
+        write_chart(out, &Chart::SweepCurves(&s), &mut written)?;
+    }
+    if !s.distribution.is_empty() {
+        write_chart(out, &Chart::ClassDistribution(&s), &mut written)?;
+    }
+    if !skipped.is_empty() {
+        eprintln!("note: no charts for {}", skipped.join(", "));
+    }
+    Ok(written)
+}
+
+/// `sweep data show`: sample images per class and the class counts of each
+/// split of an ImageFolder, as PNG or SVG (by the extension of `out`).
+pub fn dataset_overview(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, String> {
+    overview::write(dataset, out, per_class)
+}
