@@ -30,6 +30,7 @@ demo: build
 # is needlessly slow) and use the installed PyTorch for reference outputs.
 test: build
 	export LIBTORCH="$(TORCH_DIR)"
+	export SWEEP_INSTALL_CHROMIUM=1
 	export SWEEP_PYTHON="$$(dirname "$$(dirname "$$(dirname "$$(dirname "$$LIBTORCH")")")")/bin/python"
 	cargo test --release -- --test-threads=2
 

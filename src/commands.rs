@@ -43,30 +43,37 @@ pub fn db_path(db: Option<PathBuf>) -> PathBuf {
     db.unwrap_or_else(db::default_path)
 }
 
-/// A cheap identity of the dataset: relative paths and sizes of every file.
+/// The dataset's identity: SHA-256 over every file's relative path and the
+/// SHA-256 of its contents (hashed in parallel), so a changed image changes it.
 pub fn dataset_hash(root: &Path) -> String {
+    use rayon::prelude::*;
     use sha2::{Digest, Sha256};
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(rd) = std::fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
-            let p = e.path();
             match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(p),
-                Ok(t) if t.is_file() => {
-                    let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                    files.push((p.strip_prefix(root).unwrap_or(&p).to_string_lossy().into_owned(), size));
-                }
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(t) if t.is_file() => files.push(e.path()),
                 _ => {}
             }
         }
     }
     files.sort();
+    let digests: Vec<Vec<u8>> = files
+        .par_iter()
+        .map(|p| {
+            let mut h = Sha256::new();
+            h.update(p.strip_prefix(root).unwrap_or(p).to_string_lossy().as_bytes());
+            h.update([0]);
+            h.update(std::fs::read(p).unwrap_or_default());
+            h.finalize().to_vec()
+        })
+        .collect();
     let mut h = Sha256::new();
-    for (p, s) in &files {
-        h.update(p.as_bytes());
-        h.update(s.to_le_bytes());
+    for d in digests {
+        h.update(d);
     }
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
@@ -90,6 +97,7 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
             "sweep_version": env!("CARGO_PKG_VERSION"),
             "git_commit": git_commit(),
             "libtorch": crate::doctor::libtorch_version(),
+            "cuda": crate::doctor::libtorch_version().split_once('+').map(|(_, v)| v.to_string()),
             "gpus": crate::doctor::gpu_names(),
             "host": std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),

@@ -142,11 +142,10 @@ async fn trial_section(out: &mut String, pool: &SqlitePool, rank: usize, t: &Tri
             let _ = writeln!(out, "<p class=\"note\">no test results yet</p>");
         }
     }
-    if t.status == "failed" || t.status == "interrupted" {
-        if let Some((class, message)) = last_error(pool, &t.id).await? {
-            let first = message.lines().next().unwrap_or("");
-            let _ = writeln!(out, "<p class=\"status-failed\">last attempt: {} — {}</p>", esc(&class), esc(first));
-        }
+    let failed = t.status == "failed" || t.status == "interrupted";
+    if let Some((class, message)) = if failed { last_error(pool, &t.id).await? } else { None } {
+        let first = message.lines().next().unwrap_or("");
+        let _ = writeln!(out, "<p class=\"status-failed\">last attempt: {} — {}</p>", esc(&class), esc(first));
     }
     out.push_str("<details><summary>parameters</summary>\n<table class=\"params\"><tbody>\n");
     for (k, v) in &t.params {

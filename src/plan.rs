@@ -41,6 +41,9 @@ pub const PARAM_KEYS: [&str; 20] = [
     "max_batches",
 ];
 
+/// The most trials one sweep file may plan.
+pub const MAX_TRIALS: usize = 100_000;
+
 pub const METRICS: [&str; 4] = ["val_accuracy", "val_loss", "accuracy", "loss"];
 const AUGMENTS: [&str; 2] = ["random_resized_crop", "hflip"];
 
@@ -57,11 +60,13 @@ pub struct Resources {
     pub cpu_workers: u32,
     pub timeout: Option<Duration>,
     pub retries: u32,
+    /// On an `oom` failure, retry with half the batch size (default true).
+    pub oom_retry_halve_batch: bool,
 }
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 1 }
+        Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 1, oom_retry_halve_batch: true }
     }
 }
 
@@ -183,6 +188,28 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         random_draws = random_samples(src, r, &name, &base)?;
     }
 
+    // Refuse an absurd product before building it (memory and time would run out first).
+    let per_point = random_draws.len().saturating_mul(seeds.len());
+    let grid_size = axes.iter().fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
+    let planned = grid_size.saturating_mul(per_point).saturating_add(raw.trial.len().saturating_mul(seeds.len()));
+    if planned > MAX_TRIALS {
+        let sizes: Vec<String> = axes.iter().map(|(k, v)| format!("{} {}", v.len(), k.get_ref())).collect();
+        let what = format!(
+            "this sweep would plan {} trials (grid {} × {} random draw(s) × {} seed(s), + {} [[trial]] × seeds); the limit is {MAX_TRIALS}",
+            if planned == usize::MAX { "too many".to_string() } else { planned.to_string() },
+            if sizes.is_empty() { "1".to_string() } else { sizes.join(" × ") },
+            random_draws.len(),
+            seeds.len(),
+            raw.trial.len()
+        );
+        let help = Some("split it into several sweeps, or use [random] samples instead of a full grid".to_string());
+        return Err(match (axes.first(), &raw.random) {
+            (Some((k, _)), _) => at(src, k, what, help),
+            (None, Some(r)) => at(src, r, what, help),
+            (None, None) => at(src, &raw.sweep, what, help),
+        });
+    }
+
     let mut points: Vec<TrialConfig> = Vec::new();
     let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
     for (k, values) in &axes {
@@ -219,13 +246,14 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     }
 
     let mut trials = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for p in points {
         for &seed in &seeds {
             let mut c = p.clone();
             c.seed = seed;
             c.pretrained = pretrained.get(&c.backbone).cloned();
             let id = trial_id(&name, &dataset, &c);
-            if !trials.iter().any(|t: &PlannedTrial| t.id == id) {
+            if seen.insert(id.clone()) {
                 trials.push(PlannedTrial { id, config: c });
             }
         }
@@ -337,6 +365,9 @@ fn resources(src: &Source, r: &crate::spec::RawResources) -> Result<Resources, S
         }
         out.retries = v as u32;
     }
+    if let Some(b) = &r.oom_retry_halve_batch {
+        out.oom_retry_halve_batch = *b.get_ref();
+    }
     if let Some(t) = &r.timeout {
         let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
             at(src, t, format!("invalid timeout {:?}: {e}", t.get_ref()), Some("write a duration such as \"90m\", \"2h\" or \"45s\"".into()))
@@ -386,8 +417,10 @@ fn random_samples(
                 let lo = a[0].as_float().or(a[0].as_integer().map(|i| i as f64));
                 let hi = a[1].as_float().or(a[1].as_integer().map(|i| i as f64));
                 match (lo, hi) {
-                    // Finite bounds with a finite width: rand panics otherwise.
-                    (Some(lo), Some(hi)) if lo < hi && (hi - lo).is_finite() && (kind != "loguniform" || lo > 0.0) => match kind.as_str() {
+                    // Finite bounds with a finite width: rand panics otherwise. For
+                    // loguniform the same holds for the logs (two adjacent large
+                    // floats have equal logarithms: an empty range).
+                    (Some(lo), Some(hi)) if lo < hi && (hi - lo).is_finite() && (kind != "loguniform" || (lo > 0.0 && lo.ln() < hi.ln())) => match kind.as_str() {
                         "uniform" => Dist::Uniform(lo, hi),
                         "loguniform" => Dist::LogUniform(lo, hi),
                         _ => {
@@ -399,7 +432,7 @@ fn random_samples(
                             Dist::Int(lo, hi)
                         }
                     },
-                    _ => return Err(at(src, v, format!("`{kind}` needs finite [low, high] with low < high{}", if kind == "loguniform" { " and low > 0" } else { "" }), None)),
+                    _ => return Err(at(src, v, format!("`{kind}` needs finite [low, high] with low < high{}", if kind == "loguniform" { " and low > 0 (and ln(low) < ln(high))" } else { "" }), None)),
                 }
             }
             _ => return Err(at(src, v, format!("invalid distribution for `{}`", k.get_ref()), Some(DIST_HELP.into()))),
@@ -577,5 +610,247 @@ fn describe(v: &Value) -> String {
         Value::Datetime(d) => d.to_string(),
         Value::Array(_) => "an array".into(),
         Value::Table(_) => "a table".into(),
+    }
+}
+
+/// Property tests: parsing and validating a sweep file never panics, however
+/// it is mangled: the answer is a plan or a located error. 64 cases per
+/// property by default; set SWEEP_PROPTEST_CASES for more.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn config() -> Config {
+        let cases = std::env::var("SWEEP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        Config { cases, failure_persistence: None, ..Config::default() }
+    }
+
+    /// A valid ImageFolder root (split and class folders; validation does not
+    /// look at images) and an empty weights file.
+    fn dataset() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for split in ["train", "valid", "test"] {
+            for class in ["a", "b"] {
+                std::fs::create_dir_all(dir.path().join("ds").join(split).join(class)).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("w.safetensors"), b"").unwrap();
+        dir
+    }
+
+    /// A sweep file that uses every section and most parameters.
+    fn valid_file(root: &Path) -> String {
+        format!(
+            r#"[sweep]
+name = "prop"
+dataset = "{ds}"
+seeds = [0, 1]
+metric = "val_accuracy"
+description = "property test"
+
+[defaults]
+backbone = "resnet18"
+epochs = 2
+image_size = 32
+batch_size = 8
+schedule = "step"
+head = {{ hidden = [16], dropout = 0.1 }}
+augment = ["hflip", "random_resized_crop"]
+skip_bad_images = true
+
+[grid]
+lr = [0.01, 0.1]
+optimizer = ["sgd", "adam"]
+
+[random]
+samples = 2
+weight_decay = {{ loguniform = [1e-5, 1e-3] }}
+momentum = {{ uniform = [0.8, 0.95] }}
+batch_size = {{ choice = [16, 32] }}
+step_size = {{ int = [3, 7] }}
+
+[[trial]]
+backbone = "resnet34"
+lr = 0.01
+
+[pretrained]
+resnet50 = "{w}"
+
+[resources]
+gpus = "all"
+trials_per_gpu = 1
+cpu_workers = 1
+timeout = "90m"
+retries = 1
+"#,
+            ds = root.join("ds").display(),
+            w = root.join("w.safetensors").display()
+        )
+    }
+
+    const VALUES: &[&str] = &[
+        "0", "-1", "1", "2", "3", "32", "1024", "100001", "9223372036854775807", "-9223372036854775808", "0.0", "-0.0", "1e-320", "1e308",
+        "-1e308", "1.7976931348623157e308", "inf", "-inf", "nan", "9.999999999999998", "10.0", "0.5", "true", "false", "\"\"", "\"all\"",
+        "\"resnet18\"", "\"vgg19_bn\"", "\"original\"", "\"sgd\"", "\"cosine\"", "\"90m\"", "\"0s\"", "\"584942417355y\"", "\"\\u0000\"",
+        "\"../..\"", "[]", "[[]]", "[1, 2]", "[0, 0]", "[\"hflip\"]", "[1, \"a\"]", "{}", "{ hidden = [] }", "{ hidden = [0] }",
+        "{ dropout = 1.0 }", "{ choice = [] }", "{ choice = [1] }", "{ uniform = [1, 1] }", "{ uniform = [-1e308, 1e308] }",
+        "{ loguniform = [0, 1] }", "{ loguniform = [1e300, 1.0000000000000002e300] }", "{ loguniform = [9.999999999999998, 10.0] }",
+        "{ int = [-1e300, 1e300] }", "{ int = [1.2, 1.4] }", "{ int = [1, 2, 3] }", "{ a = 1, b = 2 }", "1979-05-27T07:32:00Z", "07:32:00",
+    ];
+    const KEYS: &[&str] = &[
+        "backbone", "lr", "epochs", "image_size", "batch_size", "optimizer", "momentum", "nesterov", "weight_decay", "schedule", "step_size",
+        "gamma", "head", "freeze_backbone", "backbone_lr_scale", "augment", "skip_bad_images", "amp", "log_every", "max_batches", "seed",
+        "seeds", "samples", "name", "dataset", "metric", "description", "gpus", "trials_per_gpu", "cpu_workers", "timeout", "retries",
+        "resnet50", "x", "\"quoted key\"", "a.b",
+    ];
+    const HEADERS: &[&str] = &["[sweep]", "[defaults]", "[grid]", "[random]", "[[trial]]", "[pretrained]", "[resources]", "[[grid]]", "[x]", "[sweep.sub]", "["];
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        InsertText(usize, String),
+        Delete(usize, usize),
+        SetValue(usize, usize),
+        InsertLine(usize, String),
+        SwapLines(usize, usize),
+        DuplicateLine(usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let key = prop::sample::select(KEYS);
+        let value = prop::sample::select(VALUES);
+        prop_oneof![
+            (any::<usize>(), prop_oneof!["\\PC{1,4}", "[\\[\\]{}=,\"'#.\n ]{1,3}"]).prop_map(|(p, t)| Edit::InsertText(p, t)),
+            (any::<usize>(), 1usize..20).prop_map(|(p, n)| Edit::Delete(p, n)),
+            (any::<usize>(), 0..VALUES.len()).prop_map(|(l, v)| Edit::SetValue(l, v)),
+            (any::<usize>(), prop_oneof![
+                (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+                prop::sample::select(HEADERS).prop_map(String::from),
+                "[a-z_]{1,10} = [0-9]{1,4}",
+            ]).prop_map(|(p, l)| Edit::InsertLine(p, l)),
+            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
+            any::<usize>().prop_map(Edit::DuplicateLine),
+        ]
+    }
+
+    fn apply_edits(text: &str, edits: &[Edit]) -> String {
+        let mut text = text.to_string();
+        for e in edits {
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            let n = lines.len().max(1);
+            match e {
+                Edit::InsertText(p, t) => {
+                    let chars: Vec<char> = text.chars().collect();
+                    let at = p % (chars.len() + 1);
+                    text = chars[..at].iter().chain(t.chars().collect::<Vec<_>>().iter()).chain(chars[at..].iter()).collect();
+                    continue;
+                }
+                Edit::Delete(p, len) => {
+                    let chars: Vec<char> = text.chars().collect();
+                    let at = p % (chars.len() + 1);
+                    let end = (at + len).min(chars.len());
+                    text = chars[..at].iter().chain(chars[end..].iter()).collect();
+                    continue;
+                }
+                Edit::SetValue(l, v) => {
+                    // Replace the value of the n-th `key = value` line.
+                    let assignments: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains(" = ")).collect();
+                    if let Some(&i) = assignments.get(l % assignments.len().max(1)) {
+                        if let Some((k, _)) = lines[i].split_once(" = ") {
+                            lines[i] = format!("{k} = {}", VALUES[*v]);
+                        }
+                    }
+                }
+                Edit::InsertLine(p, l) => lines.insert(p % (lines.len() + 1), l.clone()),
+                Edit::SwapLines(a, b) => {
+                    if !lines.is_empty() {
+                        lines.swap(a % n, b % n);
+                    }
+                }
+                Edit::DuplicateLine(p) => {
+                    if !lines.is_empty() {
+                        let l = lines[p % n].clone();
+                        lines.insert(p % n, l);
+                    }
+                }
+            }
+            text = lines.join("\n") + "\n";
+        }
+        text
+    }
+
+    /// Parse + validate, as `sweep run` does; an error must point inside the file.
+    fn check(text: String) -> Result<(), TestCaseError> {
+        let src = Source { path: PathBuf::from("prop.toml"), text };
+        let result = src.parse().and_then(|raw| build(&src, raw));
+        match result {
+            Ok(plan) => {
+                prop_assert!(!plan.trials.is_empty() && plan.trials.len() <= MAX_TRIALS, "{} trials", plan.trials.len());
+            }
+            Err(e) => {
+                let lines = src.text.lines().count() + 1;
+                prop_assert!(e.line >= 1 && e.line <= lines && e.col >= 1, "error outside the file: {e}\n---\n{}", src.text);
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_base_file_is_valid() {
+        let dir = dataset();
+        let src = Source { path: "prop.toml".into(), text: valid_file(dir.path()) };
+        let plan = build(&src, src.parse().unwrap()).unwrap();
+        // (2 lr × 2 optimizers × 2 draws + 1 trial) × 2 seeds
+        assert_eq!(plan.trials.len(), 18);
+    }
+
+    #[test]
+    fn mutated_sweep_files_never_panic() {
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        let mut runner = TestRunner::new(config());
+        runner.run(&prop::collection::vec(edit(), 1..8), |edits| check(apply_edits(&base, &edits))).unwrap();
+    }
+
+    #[test]
+    fn one_value_swapped_never_panics() {
+        // Every value of every assignment, exhaustively: small and deterministic.
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        let assignments = base.lines().filter(|l| l.contains(" = ")).count();
+        for line in 0..assignments {
+            for v in 0..VALUES.len() {
+                check(apply_edits(&base, &[Edit::SetValue(line, v)])).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        let mut runner = TestRunner::new(config());
+        runner.run(&"\\PC{0,300}", |text| check(text)).unwrap();
+        runner.run(&"[\\[\\]{}=,\"'#.\na-z0-9 ]{0,300}", |text| check(text)).unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_grids_are_errors() {
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        for depth in [100, 10_000] {
+            check(base.replace("epochs = 2", &format!("epochs = {}", "[".repeat(depth)))).unwrap();
+            check(base.replace("epochs = 2", &format!("epochs = {}1{}", "[".repeat(depth), "]".repeat(depth)))).unwrap();
+        }
+        // 10^8 grid points: refused before they are built.
+        let values = format!("[{}]", (1..=100).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        let huge = base.replace("[grid]\n", &format!("[grid]\nepochs = {values}\nstep_size = {values}\nlog_every = {values}\nmax_batches = {values}\n"));
+        let src = Source { path: "prop.toml".into(), text: huge };
+        let e = build(&src, src.parse().unwrap()).unwrap_err();
+        assert!(e.message.contains("the limit is 100000"), "{e}");
+        // Adjacent large floats have equal logarithms: an error, not rand's "empty range" panic.
+        let src = Source { path: "prop.toml".into(), text: base.replace("{ loguniform = [1e-5, 1e-3] }", "{ loguniform = [9.999999999999998, 10.0] }") };
+        let e = build(&src, src.parse().unwrap()).unwrap_err();
+        assert!(e.message.contains("loguniform"), "{e}");
     }
 }

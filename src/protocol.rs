@@ -201,3 +201,217 @@ mod tests {
         assert_eq!(parse_line(&long), Err(ProtocolError::TooLong(MAX_LINE_BYTES + 1)));
     }
 }
+
+/// Property tests: `parse_line` must never panic, whatever a worker prints, and
+/// every message a worker can emit parses back to itself. 64 cases per
+/// property by default; set SWEEP_PROPTEST_CASES for more.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::Config;
+
+    fn config() -> Config {
+        let cases = std::env::var("SWEEP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        Config { cases, failure_persistence: None, ..Config::default() }
+    }
+
+    /// Finite floats only: JSON has no NaN or infinity (serde_json writes them
+    /// as `null`, which then does not parse as a number).
+    fn finite() -> impl Strategy<Value = f64> {
+        use proptest::num::f64 as f;
+        f::POSITIVE | f::NEGATIVE | f::NORMAL | f::SUBNORMAL | f::ZERO
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,12}", "[a-z_]{0,8}", Just(String::new()), Just("\"\\\u{0}\u{2028}\n".to_string())]
+    }
+
+    fn class() -> impl Strategy<Value = ErrorClass> {
+        prop_oneof![
+            Just(ErrorClass::Oom),
+            Just(ErrorClass::Data),
+            Just(ErrorClass::Nan),
+            Just(ErrorClass::Config),
+            Just(ErrorClass::Interrupted),
+            Just(ErrorClass::Internal),
+        ]
+    }
+
+    pub(super) fn message() -> impl Strategy<Value = WorkerMessage> {
+        prop_oneof![
+            (any::<u32>(), text(), any::<u32>(), text(), text(), any::<bool>(), any::<i32>()).prop_map(|(protocol, trial, pid, libtorch, device, cuda, threads)| {
+                WorkerMessage::Hello { protocol, trial, pid, libtorch, device, cuda, threads }
+            }),
+            (prop::collection::vec(text(), 0..4), prop::collection::vec((text(), prop::collection::vec(any::<usize>(), 0..4)), 0..3), any::<usize>(), finite()).prop_map(
+                |(classes, counts, skipped, decode_s)| WorkerMessage::Data {
+                    classes,
+                    counts: counts.into_iter().map(|(split, counts)| SplitCounts { split, counts }).collect(),
+                    skipped,
+                    decode_s,
+                }
+            ),
+            any::<u32>().prop_map(|from_epoch| WorkerMessage::Resumed { from_epoch }),
+            (any::<u32>(), any::<u32>(), any::<u64>(), finite(), finite(), finite(), finite()).prop_map(|(epoch, batch, step, loss, accuracy, lr, images_per_s)| {
+                WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s }
+            }),
+            (any::<u32>(), finite(), finite(), finite(), finite(), any::<u64>(), finite(), finite()).prop_map(
+                |(epoch, train_loss, train_accuracy, val_loss, val_accuracy, step, seconds, images_per_s)| WorkerMessage::Epoch {
+                    epoch,
+                    train_loss,
+                    train_accuracy,
+                    val_loss,
+                    val_accuracy,
+                    step,
+                    seconds,
+                    images_per_s,
+                }
+            ),
+            (any::<u32>(), text(), text()).prop_map(|(epoch, kind, path)| WorkerMessage::Checkpoint { epoch, kind, path }),
+            (finite(), finite(), any::<usize>(), prop::collection::vec((text(), any::<u64>(), any::<u64>(), finite()), 0..4), any::<u32>()).prop_map(
+                |(loss, accuracy, n, per_class, epoch)| WorkerMessage::Test {
+                    loss,
+                    accuracy,
+                    n,
+                    per_class: per_class.into_iter().map(|(class, correct, total, accuracy)| ClassAccuracy { class, correct, total, accuracy }).collect(),
+                    epoch,
+                }
+            ),
+            (prop::collection::vec(text(), 0..4), prop::collection::vec(prop::collection::vec(any::<u64>(), 0..4), 0..4))
+                .prop_map(|(classes, matrix)| WorkerMessage::Confusion { classes, matrix }),
+            prop::collection::vec((text(), text(), text(), finite()), 0..4).prop_map(|items| WorkerMessage::Misclassified {
+                items: items.into_iter().map(|(file, truth, pred, prob)| Misclassified { file, truth, pred, prob }).collect(),
+            }),
+            (any::<u32>(), finite(), finite(), finite()).prop_map(|(epochs, wall_s, images_per_s, best_val_accuracy)| WorkerMessage::Done {
+                epochs,
+                wall_s,
+                images_per_s,
+                best_val_accuracy,
+            }),
+            (class(), text()).prop_map(|(class, message)| WorkerMessage::Error { class, message }),
+        ]
+    }
+
+    /// Equal, except that a float may come back a couple of ULPs off:
+    /// serde_json's default float parser is fast rather than exact (its
+    /// `float_roundtrip` feature is off), e.g. 2.8929183583080553e-41.
+    fn same(a: &WorkerMessage, b: &WorkerMessage) -> bool {
+        fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+            use serde_json::Value as V;
+            match (a, b) {
+                (V::Number(x), V::Number(y)) if x.is_f64() || y.is_f64() => match (x.as_f64(), y.as_f64()) {
+                    (Some(x), Some(y)) => x == y || (x.signum() == y.signum() && (x.to_bits() as i128 - y.to_bits() as i128).abs() <= 2),
+                    _ => false,
+                },
+                (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y)),
+                (V::Object(x), V::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w))),
+                _ => a == b,
+            }
+        }
+        match (serde_json::to_value(a), serde_json::to_value(b)) {
+            (Ok(x), Ok(y)) => close(&x, &y),
+            _ => false,
+        }
+    }
+
+    /// One edit of a line: (kind, position, payload).
+    fn mutate(line: &str, edits: &[(u8, usize, String)]) -> String {
+        let mut chars: Vec<char> = line.chars().collect();
+        for (kind, pos, payload) in edits {
+            let at = if chars.is_empty() { 0 } else { pos % (chars.len() + 1) };
+            match kind % 6 {
+                0 => chars.splice(at..at, payload.chars()).for_each(drop),
+                1 => {
+                    let end = (at + payload.chars().count().max(1)).min(chars.len());
+                    chars.drain(at.min(end)..end);
+                }
+                2 => chars.truncate(at),
+                3 => {
+                    // Overwrite one character with a JSON-significant one.
+                    const SIGNIFICANT: [char; 12] = ['{', '}', '[', ']', '"', ':', ',', '-', '0', 'e', '\\', 'n'];
+                    if at < chars.len() {
+                        chars[at] = SIGNIFICANT[payload.len() % SIGNIFICANT.len()];
+                    }
+                }
+                4 => {
+                    // Replace a number with a huge, negative or fractional one.
+                    const NUMBERS: [&str; 8] = ["-1", "1e999", "18446744073709551616", "0.5", "-0", "1e-400", "9223372036854775808", "4294967296"];
+                    let s: String = chars.iter().collect();
+                    let replaced = s.replacen(|c: char| c.is_ascii_digit(), NUMBERS[payload.len() % NUMBERS.len()], 1);
+                    chars = replaced.chars().collect();
+                }
+                _ => {
+                    // Rename or drop the type tag / a key.
+                    let s: String = chars.iter().collect();
+                    chars = s.replacen("\"type\"", &format!("\"{payload}\""), 1).chars().collect();
+                }
+            }
+        }
+        chars.into_iter().collect()
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn parse_line_never_panics_on_arbitrary_text(line in "\\PC{0,200}") {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn parse_line_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            // The coordinator decodes worker output lossily, then parses.
+            let _ = parse_line(&String::from_utf8_lossy(&bytes));
+        }
+
+        #[test]
+        fn parse_line_never_panics_on_json_like_text(line in "[{}\\[\\]\":,0-9a-z_ .eE+-]{0,120}") {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn generated_messages_roundtrip(msg in message()) {
+            let line = serde_json::to_string(&msg).unwrap();
+            prop_assert!(!line.contains('\n'), "a message must be one line: {line}");
+            let back = parse_line(&line);
+            prop_assert!(back.as_ref().is_ok_and(|m| same(m, &msg)), "{line}\nparsed as {back:?}");
+            // The trailing newline (and CR) a worker writes is accepted too.
+            let back = parse_line(&format!("{line}\r\n"));
+            prop_assert!(back.as_ref().is_ok_and(|m| same(m, &msg)), "{line}\nparsed as {back:?}");
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(msg in message(), edits in prop::collection::vec((any::<u8>(), any::<usize>(), "\\PC{0,6}"), 1..6)) {
+            let line = serde_json::to_string(&msg).unwrap();
+            let mutated = mutate(&line, &edits);
+            if let Ok(m) = parse_line(&mutated) {
+                // Whatever still parses is a well-formed message: it roundtrips again.
+                let again = serde_json::to_string(&m).unwrap();
+                prop_assert!(parse_line(&again).is_ok(), "{again}");
+            }
+        }
+
+        #[test]
+        fn non_finite_numbers_never_panic(msg in message(), pick in 0usize..3) {
+            let bad = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY][pick];
+            let msg = match msg {
+                WorkerMessage::Epoch { epoch, step, .. } => WorkerMessage::Epoch {
+                    epoch, train_loss: bad, train_accuracy: bad, val_loss: bad, val_accuracy: bad, step, seconds: bad, images_per_s: bad,
+                },
+                other => other,
+            };
+            let line = serde_json::to_string(&msg).unwrap();
+            let _ = parse_line(&line);
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        for depth in [200, 100_000] {
+            let line = format!("{{\"type\":\"data\",\"classes\":{}", "[".repeat(depth));
+            assert!(parse_line(&line).is_err());
+            let line = format!("{}{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+            assert!(parse_line(&line).is_err());
+        }
+    }
+}

@@ -96,6 +96,7 @@ pub struct RawResources {
     pub cpu_workers: Option<Spanned<i64>>,
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
+    pub oom_retry_halve_batch: Option<Spanned<bool>>,
 }
 
 /// A mistake in a sweep file, located.
@@ -128,12 +129,13 @@ pub struct Source {
 
 impl Source {
     pub fn read(path: &Path) -> Result<Source, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SpecError {
-            file: path.to_path_buf(),
-            line: 1,
-            col: 1,
-            message: format!("cannot read sweep file: {e}"),
-            help: Some("check the path; sweep files live in sweeps/ by convention".into()),
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let (message, help) = if e.kind() == std::io::ErrorKind::InvalidData {
+                ("sweep file is not UTF-8 text".to_string(), "a sweep file is TOML, e.g. sweeps/quickstart.toml; is this the right file?")
+            } else {
+                (format!("cannot read sweep file: {e}"), "check the path; sweep files live in sweeps/ by convention")
+            };
+            SpecError { file: path.to_path_buf(), line: 1, col: 1, message, help: Some(help.into()) }
         })?;
         Ok(Source { path: path.to_path_buf(), text })
     }

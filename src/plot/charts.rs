@@ -359,7 +359,7 @@ pub fn sweep_curves<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Resul
     let legend_size = (360.0 / series.len() as f64).clamp(8.0, 13.0);
     for (i, t) in &series {
         let c = color(*i);
-        let name = truncate(&format!("{} {}", t.id, t.label).trim().to_string(), 48);
+        let name = truncate(format!("{} {}", t.id, t.label).trim(), 48);
         chart
             .draw_series(LineSeries::new(t.valid_acc.iter().copied(), c.stroke_width(2)))
             .map_err(de)?

@@ -3,8 +3,11 @@
 //! totals. PNG or SVG by the output's extension; SVG embeds the thumbnails as
 //! `data:` PNG images, so the file stands alone.
 //!
-//! Size: width = 20 + label column + `per_class` × 70 + 24 + 3 × 72 + 20,
-//! height = 96 + classes × 70 + 44 (pixels; thumbnails 64 × 64, centre-cropped).
+//! Size (pixels): width = 20 + label column (120–320, fits the longest class
+//! name) + columns × 70 + 24 + 3 × 72 + 20, where columns = min(`per_class`,
+//! the most training images of any class); height = 96 + classes × 70 + 44.
+//! Thumbnails are 64 × 64 (shorter side resized, centre crop). `per_class`
+//! is 1–64.
 use super::charts::de;
 use super::font;
 use crate::train::data::{self, Layout};
@@ -24,6 +27,14 @@ const MAX_PER_CLASS: usize = 64;
 enum Format {
     Png,
     Svg,
+}
+
+/// One sample: its grid cell (class row, column), file and 64 × 64 RGB pixels.
+struct Thumb {
+    class: usize,
+    col: usize,
+    path: PathBuf,
+    pixels: Result<Vec<u8>, String>,
 }
 
 struct Geometry {
@@ -81,19 +92,18 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
     }
     let layout = data::scan(dataset).map_err(|e| e.to_string())?;
     let counts = counts(&layout);
+    // Columns actually filled: no wider than the largest class's training images.
+    let per_class = counts.iter().map(|c| c[0]).max().unwrap_or(0).min(per_class).max(1);
     // The first `per_class` training images of each class (sorted file order: deterministic).
     let picks: Vec<(usize, usize, PathBuf)> = (0..layout.classes.len())
         .flat_map(|ci| {
             layout.train.items.iter().filter(move |(_, l)| *l as usize == ci).take(per_class).enumerate().map(move |(col, (p, _))| (ci, col, p.clone()))
         })
         .collect();
-    let thumbs: Vec<(usize, usize, PathBuf, Result<Vec<u8>, String>)> = picks.into_par_iter().map(|(ci, col, p)| {
-        let t = thumbnail(&p);
-        (ci, col, p, t)
-    }).collect();
-    for (_, _, p, t) in &thumbs {
-        if let Err(e) = t {
-            eprintln!("note: {}: {e}", p.display());
+    let thumbs: Vec<Thumb> = picks.into_par_iter().map(|(class, col, path)| Thumb { class, col, pixels: thumbnail(&path), path }).collect();
+    for t in &thumbs {
+        if let Err(e) = &t.pixels {
+            eprintln!("note: {}: {e}", t.path.display());
         }
     }
     super::ensure_fonts()?;
@@ -116,9 +126,9 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
     let bytes = match format {
         Format::Png => {
             let mut rgb = super::rgb_with(size, |root| draw_frame(root, &g, &layout, &counts, &name, per_class, &thumbs))?;
-            for (ci, col, _, t) in &thumbs {
-                if let Ok(px) = t {
-                    blit(&mut rgb, g.width, g.thumb_x(*col), g.row_y(*ci) + (PITCH - THUMB) / 2, px);
+            for t in &thumbs {
+                if let Ok(px) = &t.pixels {
+                    blit(&mut rgb, g.width, g.thumb_x(t.col), g.row_y(t.class) + (PITCH - THUMB) / 2, px);
                 }
             }
             super::encode_png(size, &rgb)?
@@ -126,13 +136,13 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
         Format::Svg => {
             let mut svg = super::svg_with(size, |root| draw_frame(root, &g, &layout, &counts, &name, per_class, &thumbs))?;
             let mut images = String::new();
-            for (ci, col, _, t) in &thumbs {
-                if let Ok(px) = t {
+            for t in &thumbs {
+                if let Ok(px) = &t.pixels {
                     let png = super::encode_png((THUMB, THUMB), px)?;
                     images.push_str(&format!(
                         "<image x=\"{}\" y=\"{}\" width=\"{THUMB}\" height=\"{THUMB}\" href=\"data:image/png;base64,{}\"/>\n",
-                        g.thumb_x(*col),
-                        g.row_y(*ci) + (PITCH - THUMB) / 2,
+                        g.thumb_x(t.col),
+                        g.row_y(t.class) + (PITCH - THUMB) / 2,
                         base64::engine::general_purpose::STANDARD.encode(png)
                     ));
                 }
@@ -165,7 +175,7 @@ fn draw_frame<DB: DrawingBackend>(
     counts: &[[usize; 3]],
     name: &str,
     per_class: usize,
-    thumbs: &[(usize, usize, PathBuf, Result<Vec<u8>, String>)],
+    thumbs: &[Thumb],
 ) -> Result<(), String> {
     let text = RGBColor(30, 30, 30);
     let muted = RGBColor(120, 120, 120);
@@ -192,9 +202,9 @@ fn draw_frame<DB: DrawingBackend>(
             root.draw_text(&c.to_string(), &style(15.0, HPos::Right), (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, mid)).map_err(de)?;
         }
     }
-    for (ci, col, _, t) in thumbs {
-        if t.is_err() {
-            let (x, y) = (g.thumb_x(*col) as i32, (g.row_y(*ci) + (PITCH - THUMB) / 2) as i32);
+    for t in thumbs {
+        if t.pixels.is_err() {
+            let (x, y) = (g.thumb_x(t.col) as i32, (g.row_y(t.class) + (PITCH - THUMB) / 2) as i32);
             root.draw(&Rectangle::new([(x, y), (x + THUMB as i32, y + THUMB as i32)], RGBColor(230, 230, 230).filled())).map_err(de)?;
             root.draw(&PathElement::new(vec![(x, y), (x + THUMB as i32, y + THUMB as i32)], RED.stroke_width(2))).map_err(de)?;
             root.draw(&PathElement::new(vec![(x + THUMB as i32, y), (x, y + THUMB as i32)], RED.stroke_width(2))).map_err(de)?;

@@ -95,9 +95,7 @@ impl<'a> DrawingBackend for Raster<'a> {
                 let c = BackendColor { alpha: color.alpha * coverage.min(1.0) as f64, rgb: color.rgb };
                 result = self.0.draw_pixel((pos.0 + tx, pos.1 + ty), c);
             });
-            if result.is_err() {
-                return result;
-            }
+            std::mem::replace(&mut result, Ok(()))?;
         }
         Ok(())
     }

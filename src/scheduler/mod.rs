@@ -208,7 +208,7 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
                 Event::Started { trial, pid } => {
                     if let Some(r) = running.get_mut(&trial) { r.0 = pid; }
                     // Started during a stop: TERM while the grace runs, KILL once it is over.
-                    if stopping { if let Some(pid) = pid { signal_group(pid, if kill_at.is_some() { libc::SIGTERM } else { libc::SIGKILL }); } }
+                    if stopping && let Some(pid) = pid { signal_group(pid, if kill_at.is_some() { libc::SIGTERM } else { libc::SIGKILL }); }
                 }
                 Event::Message { trial, msg } => progress.message(&trial, &msg),
                 Event::Warning(w) => progress.warn(&w),
@@ -244,6 +244,11 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
                     };
                     progress.finished(&trial, &why, final_state, queue.len());
                     if status == "queued" {
+                        if class.as_deref() == Some("oom") && plan.resources.oom_retry_halve_batch && q.trial.config.batch_size > 1 {
+                            // Same trial (same id), smaller batches; attempts.batch_size records it.
+                            q.trial.config.batch_size /= 2;
+                            progress.warn(&format!("trial {trial}: out of memory; retrying with batch_size {}", q.trial.config.batch_size));
+                        }
                         q.attempt += 1;
                         q.delay = Duration::from_secs(1u64 << (q.tries - 1).min(6));
                         queue.push_back(q);
@@ -308,6 +313,7 @@ fn on_signal(stopping: &mut bool, kill_at: &mut Option<Instant>, running: &HashM
 }
 
 /// Runs one attempt: start, relay stdout lines, wait, classify.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(launcher: Arc<dyn Launcher>, spec: LaunchSpec, recorder: Recorder, ev: mpsc::UnboundedSender<Event>, attempt: u32, delay: Duration, timeout: Option<Duration>, mut stop: watch::Receiver<bool>) {
     let trial = spec.job.trial.clone();
     if !delay.is_zero() {
@@ -331,12 +337,12 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
     let mut child = match launcher.launch(spec) {
         Ok(c) => c,
         Err(e) => {
-            recorder.send(StoreEvent::AttemptStarted { trial: trial.clone(), attempt, pid: None, device: spec.slot.label() });
+            recorder.send(StoreEvent::AttemptStarted { trial: trial.clone(), attempt, pid: None, device: spec.slot.label(), batch_size: spec.job.config.batch_size });
             return AttemptResult { error_class: Some("internal".into()), message: Some(format!("cannot start worker: {e}")), ..Default::default() };
         }
     };
     let pid = child.id();
-    recorder.send(StoreEvent::AttemptStarted { trial: trial.clone(), attempt, pid, device: spec.slot.label() });
+    recorder.send(StoreEvent::AttemptStarted { trial: trial.clone(), attempt, pid, device: spec.slot.label(), batch_size: spec.job.config.batch_size });
     let _ = ev.send(Event::Started { trial: trial.clone(), pid });
     let mut result = AttemptResult::default();
     let Some(stdout) = child.stdout.take() else {

@@ -15,6 +15,10 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("database {path} was written by a newer sweep (schema version {found} > {known}); upgrade sweep")]
     Newer { path: PathBuf, found: i64, known: i64 },
+    #[error("database {path} has schema migration {version}, which this sweep does not know: it was written by a different version of sweep; use that version, or another --db")]
+    Unknown { path: PathBuf, version: i64 },
+    #[error("{path} is an SQLite database but not a sweep results database (it has tables {tables}); pass another --db, or SWEEP_DB")]
+    Foreign { path: PathBuf, tables: String },
     #[error("cannot open database {path}: {reason}\n  if the file is corrupt, move it away and rerun the sweep (finished trials are then run again)")]
     Open { path: PathBuf, reason: String },
 }
@@ -50,13 +54,38 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         .connect_with(opts)
         .await
         .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
-    // Refuse a schema from the future before migrating (sqlx would also refuse, less clearly).
+    let open_err = |e: sqlx::Error| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
+    // Never add sweep's tables to somebody else's database (even a read-only
+    // command migrates): one with tables but no migration table is not ours.
+    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .fetch_all(&pool)
+        .await
+        .map_err(open_err)?;
+    if !tables.is_empty() && !tables.iter().any(|t| t == "_sqlx_migrations") {
+        pool.close().await;
+        let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
+        if tables.len() > 5 {
+            shown.push("…");
+        }
+        return Err(StoreError::Foreign { path: path.to_path_buf(), tables: shown.join(", ") });
+    }
+    // Refuse a schema from the future, or from another branch, before migrating
+    // (sqlx would also refuse, less clearly).
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Result<Option<i64>, sqlx::Error> = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations").fetch_one(&pool).await;
-    if let Ok(Some(found)) = applied {
+    let applied: Vec<i64> = if tables.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.map_err(open_err)?
+    };
+    if let Some(&found) = applied.iter().max() {
         if found > known {
+            pool.close().await;
             return Err(StoreError::Newer { path: path.to_path_buf(), found, known });
         }
+    }
+    if let Some(&version) = applied.iter().find(|v| !MIGRATOR.iter().any(|m| m.version == **v)) {
+        pool.close().await;
+        return Err(StoreError::Unknown { path: path.to_path_buf(), version });
     }
     MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
     Ok(pool)

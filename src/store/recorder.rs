@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(Debug)]
 pub enum StoreEvent {
     Worker { trial: String, attempt: u32, msg: WorkerMessage },
-    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String },
+    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String, batch_size: u32 },
     AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<String>, message: Option<String> },
     TrialStatus { trial: String, status: &'static str },
     SweepStatus { sweep_id: i64, status: &'static str },
@@ -129,12 +129,13 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             .execute(&mut **tx)
             .await?;
         }
-        StoreEvent::AttemptStarted { trial, attempt, pid, device } => {
-            sqlx::query("INSERT OR REPLACE INTO attempts (trial_id, attempt, pid, device, started_at) VALUES (?,?,?,?,?)")
+        StoreEvent::AttemptStarted { trial, attempt, pid, device, batch_size } => {
+            sqlx::query("INSERT OR REPLACE INTO attempts (trial_id, attempt, pid, device, batch_size, started_at) VALUES (?,?,?,?,?,?)")
                 .bind(&trial)
                 .bind(attempt)
                 .bind(pid)
                 .bind(&device)
+                .bind(batch_size)
                 .bind(now())
                 .execute(&mut **tx)
                 .await?;

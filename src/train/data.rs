@@ -172,10 +172,33 @@ fn resize_alg() -> ResizeOptions {
 }
 
 /// Decodes one file to RGB8 (grayscale, RGBA, 16-bit, CMYK all converted).
+///
+/// The format comes from the file's content, not its extension: an empty file
+/// or one whose first bytes match no image format (a text file named `.jpg`)
+/// is reported as such rather than as a decoder error. The image crate's
+/// default limits apply (a decompression bomb is an error, not an abort).
 pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
-    let reader = image::ImageReader::open(path).map_err(|e| bad(e.to_string()))?;
-    let reader = reader.with_guessed_format().map_err(|e| bad(e.to_string()))?;
+    use std::io::{Read, Seek};
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        // A FIFO would block the read forever; a directory named `x.jpg` says nothing useful.
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(bad("the file is empty (0 bytes)".into()));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut head = Vec::with_capacity(16);
+    (&mut file).take(16).read_to_end(&mut head).map_err(|e| bad(e.to_string()))?;
+    file.rewind().map_err(|e| bad(e.to_string()))?;
+    let format = image::guess_format(&head).map_err(|_| {
+        bad(format!(
+            "not an image: its content matches none of the supported formats ({}); is it another kind of file with an image extension?",
+            EXTENSIONS.join(", ")
+        ))
+    })?;
+    let reader = image::ImageReader::with_format(std::io::BufReader::new(file), format);
     let img = reader.decode().map_err(|e| bad(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(bad("image has zero width or height".into()));
@@ -183,14 +206,23 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     Ok(img.to_rgb8())
 }
 
+/// The most pixels a resized image may have (a 1×60000 strip at image_size
+/// 224 would otherwise become 256×15 360 000 and exhaust memory).
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
+
 /// Resizes so the shorter side is `short` (aspect kept), unless it already is.
 pub fn resize_shorter(img: &image::RgbImage, short: u32) -> Result<Cached, String> {
     let (w, h) = img.dimensions();
-    let (nw, nh) = if w <= h {
-        (short, ((h as f64) * short as f64 / w as f64).round().max(1.0) as u32)
-    } else {
-        (((w as f64) * short as f64 / h as f64).round().max(1.0) as u32, short)
-    };
+    if w == 0 || h == 0 || short == 0 {
+        return Err(format!("cannot resize a {w}×{h} image to shorter side {short}"));
+    }
+    let long = |l: u32, s: u32| ((l as f64) * short as f64 / s as f64).round().clamp(1.0, u32::MAX as f64) as u32;
+    let (nw, nh) = if w <= h { (short, long(h, w)) } else { (long(w, h), short) };
+    if nw as u64 * nh as u64 > MAX_RESIZED_PIXELS {
+        return Err(format!(
+            "aspect ratio too extreme: a {w}×{h} image resized to shorter side {short} would be {nw}×{nh} pixels (limit {MAX_RESIZED_PIXELS})"
+        ));
+    }
     if (nw, nh) == (w, h) {
         return Ok(Cached { width: w, height: h, pixels: img.as_raw().clone() });
     }
@@ -207,8 +239,16 @@ pub fn load_split(files: &SplitFiles, image_size: u32, skip_bad: bool) -> Result
         .items
         .par_iter()
         .map(|(p, _)| {
-            let img = decode_rgb(p)?;
-            resize_shorter(&img, short).map_err(|reason| DataError::BadImage { path: p.clone(), reason })
+            // A decoder bug on a crafted file must not take the whole trial down
+            // without naming the file: turn a panic into this file's error.
+            std::panic::catch_unwind(|| {
+                let img = decode_rgb(p)?;
+                resize_shorter(&img, short).map_err(|reason| DataError::BadImage { path: p.clone(), reason })
+            })
+            .unwrap_or_else(|panic| {
+                let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                Err(DataError::BadImage { path: p.clone(), reason: format!("the decoder crashed on this file: {msg}") })
+            })
         })
         .collect();
     let mut out = SplitCache { images: Vec::new(), labels: Vec::new(), paths: Vec::new(), skipped: 0 };
@@ -254,7 +294,7 @@ fn copy_rect(img: &Cached, left: u32, top: u32, w: u32, h: u32, out: &mut [u8]) 
 
 /// torchvision's RandomResizedCrop parameters (10 tries, then centre fallback).
 fn rrc_params(rng: &mut ChaCha8Rng, w: u32, h: u32) -> (f64, f64, f64, f64) {
-    let area = (w * h) as f64;
+    let area = w as f64 * h as f64;
     let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
     for _ in 0..10 {
         let target = area * rng.gen_range(0.08..1.0);
@@ -382,6 +422,130 @@ mod tests {
         assert_eq!(a.labels, vec![1, 0]);
         let c = train_batch(&cache, &[1, 0], 32, &aug, 8, 1).unwrap();
         assert_ne!(a.pixels, c.pixels);
+    }
+
+    /// Every odd-but-valid image kind is converted to RGB8 at the right size.
+    #[test]
+    fn unusual_images_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        image::GrayImage::from_fn(20, 10, |x, _| image::Luma([(x * 12) as u8])).save(d.join("gray.jpg")).unwrap();
+        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(12, 12, |x, y| image::Luma([(x * y * 400) as u16])).save(d.join("g16.png")).unwrap();
+        image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(9, 7, image::Rgb([65535, 0, 32768])).save(d.join("rgb16.png")).unwrap();
+        image::RgbaImage::from_pixel(8, 8, image::Rgba([10, 20, 30, 0])).save(d.join("rgba.png")).unwrap();
+        image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3])).save(d.join("one.png")).unwrap();
+        image::RgbImage::from_pixel(6000, 4000, image::Rgb([9, 99, 199])).save(d.join("big.png")).unwrap();
+        for (name, w, h) in [("gray.jpg", 20, 10), ("g16.png", 12, 12), ("rgb16.png", 9, 7), ("rgba.png", 8, 8), ("one.png", 1, 1), ("big.png", 6000, 4000)] {
+            let img = decode_rgb(&d.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(img.dimensions(), (w, h), "{name}");
+            let c = resize_shorter(&img, stored_size(32)).unwrap();
+            assert_eq!(c.width.min(c.height), 37, "{name}");
+            assert_eq!(c.pixels.len(), (c.width * c.height * 3) as usize, "{name}");
+        }
+        assert_eq!(decode_rgb(&d.join("rgb16.png")).unwrap().get_pixel(0, 0).0, [255, 0, 128]);
+        let big = resize_shorter(&decode_rgb(&d.join("big.png")).unwrap(), 37).unwrap();
+        assert_eq!((big.width, big.height), (56, 37));
+        assert_eq!(&big.pixels[..3], &[9, 99, 199]);
+    }
+
+    /// tests/fixtures/cmyk.jpg: made with PIL (RGB → CMYK, Adobe JPEG); four
+    /// quadrants whose RGB colours PIL reads back exactly.
+    #[test]
+    fn cmyk_jpeg_is_converted_to_the_right_colours() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpg");
+        let img = decode_rgb(&path).unwrap();
+        assert_eq!(img.dimensions(), (16, 16));
+        for ((x, y), want) in [((4, 4), [220, 30, 30]), ((12, 4), [30, 200, 40]), ((4, 12), [40, 40, 210]), ((12, 12), [250, 250, 250])] {
+            let got = img.get_pixel(x, y).0;
+            let close = got.iter().zip(want).all(|(g, w)| (*g as i32 - w).abs() <= 12);
+            assert!(close, "pixel ({x}, {y}): got {got:?}, want about {want:?}");
+        }
+    }
+
+    fn reason(path: &Path) -> String {
+        match decode_rgb(path) {
+            Err(DataError::BadImage { path: p, reason }) => {
+                assert_eq!(p, path);
+                reason
+            }
+            other => panic!("{}: expected BadImage, got {other:?}", path.display()),
+        }
+    }
+
+    /// Broken files are errors that name the file and say what is wrong.
+    #[test]
+    fn broken_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("empty.jpg"), b"").unwrap();
+        assert!(reason(&d.join("empty.jpg")).contains("empty (0 bytes)"));
+        std::fs::write(d.join("text.jpg"), b"hello, I am not a JPEG\n").unwrap();
+        assert!(reason(&d.join("text.jpg")).contains("not an image"));
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 7])).save(d.join("full.jpg")).unwrap();
+        let bytes = std::fs::read(d.join("full.jpg")).unwrap();
+        std::fs::write(d.join("trunc.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+        assert!(!reason(&d.join("trunc.jpg")).is_empty());
+        std::fs::write(d.join("head.png"), &b"\x89PNG\r\n\x1a\n"[..]).unwrap();
+        assert!(!reason(&d.join("head.png")).is_empty());
+        std::os::unix::fs::symlink(d.join("loop.jpg"), d.join("loop.jpg")).unwrap();
+        assert!(reason(&d.join("loop.jpg")).to_lowercase().contains("symbolic links"));
+        std::fs::create_dir(d.join("dir.jpg")).unwrap();
+        assert!(reason(&d.join("dir.jpg")).contains("not a regular file"));
+        let fifo = std::ffi::CString::new(d.join("fifo.jpg").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert!(reason(&d.join("fifo.jpg")).contains("not a regular file"));
+        assert!(!reason(&d.join("missing.jpg")).is_empty());
+    }
+
+    /// A 1×70000 strip would become 37×2 590 000 pixels: refused, not allocated.
+    #[test]
+    fn extreme_aspect_ratio_is_refused() {
+        let strip = image::RgbImage::from_pixel(1, 70_000, image::Rgb([5, 5, 5]));
+        let e = resize_shorter(&strip, 37).unwrap_err();
+        assert!(e.contains("aspect ratio too extreme"), "{e}");
+        assert!(resize_shorter(&image::RgbImage::new(0, 5), 37).is_err());
+    }
+
+    /// Non-UTF-8 file names are listed and decoded; with skip_bad the broken
+    /// ones are skipped and counted, without it the first one is the error.
+    #[test]
+    fn scan_and_load_with_bad_files() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for split in ["train", "val", "test"] {
+            for class in ["a", "b"] {
+                let c = root.join(split).join(class);
+                std::fs::create_dir_all(&c).unwrap();
+                image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).save(c.join("ok.png")).unwrap();
+            }
+        }
+        let a = root.join("train/a");
+        let odd = a.join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe.png"));
+        std::fs::copy(a.join("ok.png"), &odd).unwrap();
+        std::fs::write(a.join("bad.jpg"), b"nope").unwrap();
+        std::fs::write(a.join("notes.txt"), b"ignored: not an image extension").unwrap();
+        let layout = scan(root).unwrap();
+        assert_eq!(layout.classes, ["a", "b"]);
+        assert_eq!(layout.train.items.len(), 4);
+        let e = load_split(&layout.train, 32, false).unwrap_err().to_string();
+        assert!(e.contains("bad.jpg") && e.contains("not an image"), "{e}");
+        let c = load_split(&layout.train, 32, true).unwrap();
+        assert_eq!((c.images.len(), c.skipped), (3, 1));
+        assert!(c.paths.contains(&odd));
+
+        // Every file of a split broken, even with skip_bad: a layout error naming the split.
+        std::fs::write(root.join("test/a/ok.png"), b"").unwrap();
+        std::fs::write(root.join("test/b/ok.png"), b"x").unwrap();
+        let e = load_split(&layout.test, 32, true).unwrap_err().to_string();
+        assert!(e.contains("split test has no readable images"), "{e}");
+
+        // An empty class folder is a layout error naming the folder.
+        std::fs::create_dir_all(root.join("valid/b")).unwrap();
+        std::fs::create_dir_all(root.join("valid/a")).unwrap();
+        let e = scan(root).unwrap_err().to_string();
+        assert!(e.contains("valid/a") && e.contains("no images"), "{e}");
     }
 
     #[test]
