@@ -720,17 +720,18 @@ retries = 1
     fn edit() -> impl Strategy<Value = Edit> {
         let key = prop::sample::select(KEYS);
         let value = prop::sample::select(VALUES);
+        // Mostly edits that keep the file TOML, so that most cases reach validation.
         prop_oneof![
-            (any::<usize>(), prop_oneof!["\\PC{1,4}", "[\\[\\]{}=,\"'#.\n ]{1,3}"]).prop_map(|(p, t)| Edit::InsertText(p, t)),
-            (any::<usize>(), 1usize..20).prop_map(|(p, n)| Edit::Delete(p, n)),
-            (any::<usize>(), 0..VALUES.len()).prop_map(|(l, v)| Edit::SetValue(l, v)),
-            (any::<usize>(), prop_oneof![
+            1 => (any::<usize>(), prop_oneof!["\\PC{1,4}", "[\\[\\]{}=,\"'#.\n ]{1,3}"]).prop_map(|(p, t)| Edit::InsertText(p, t)),
+            1 => (any::<usize>(), 1usize..20).prop_map(|(p, n)| Edit::Delete(p, n)),
+            6 => (any::<usize>(), 0..VALUES.len()).prop_map(|(l, v)| Edit::SetValue(l, v)),
+            2 => (any::<usize>(), prop_oneof![
                 (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
                 prop::sample::select(HEADERS).prop_map(String::from),
                 "[a-z_]{1,10} = [0-9]{1,4}",
             ]).prop_map(|(p, l)| Edit::InsertLine(p, l)),
-            (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
-            any::<usize>().prop_map(Edit::DuplicateLine),
+            1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
+            1 => any::<usize>().prop_map(Edit::DuplicateLine),
         ]
     }
 
@@ -811,7 +812,7 @@ retries = 1
         let dir = dataset();
         let base = valid_file(dir.path());
         let mut runner = TestRunner::new(config());
-        runner.run(&prop::collection::vec(edit(), 1..8), |edits| check(apply_edits(&base, &edits))).unwrap();
+        runner.run(&prop::collection::vec(edit(), 1..5), |edits| check(apply_edits(&base, &edits))).unwrap();
     }
 
     #[test]
@@ -849,7 +850,7 @@ retries = 1
         let e = build(&src, src.parse().unwrap()).unwrap_err();
         assert!(e.message.contains("the limit is 100000"), "{e}");
         // Adjacent large floats have equal logarithms: an error, not rand's "empty range" panic.
-        let src = Source { path: "prop.toml".into(), text: base.replace("{ loguniform = [1e-5, 1e-3] }", "{ loguniform = [9.999999999999998, 10.0] }") };
+        let src = Source { path: "prop.toml".into(), text: base.replace("{ loguniform = [1e-5, 1e-3] }", "{ loguniform = [1e300, 1.0000000000000002e300] }") };
         let e = build(&src, src.parse().unwrap()).unwrap_err();
         assert!(e.message.contains("loguniform"), "{e}");
     }

@@ -151,6 +151,17 @@ pub fn parse_line(line: &str) -> Result<WorkerMessage, ProtocolError> {
     serde_json::from_str(line.trim_end()).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }
 
+/// A human log line on stderr that never panics: `eprintln!` panics when
+/// stderr cannot be written (the attempt log on a full disk), which would turn
+/// a clear ENOSPC error into a crash.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Writes one message as a line on stdout and flushes. Errors (a closed pipe:
 /// the coordinator died) are returned so the worker can stop.
 pub fn emit(msg: &WorkerMessage) -> std::io::Result<()> {

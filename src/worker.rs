@@ -32,7 +32,7 @@ pub fn main(job: Option<&str>, probe: bool) -> i32 {
     match trainer::run(&job) {
         Ok(()) => 0,
         Err(f) => {
-            eprintln!("error ({}): {}", f.class.as_str(), f.message);
+            crate::log!("error ({}): {}", f.class.as_str(), f.message);
             let _ = emit(&WorkerMessage::Error { class: f.class, message: f.message });
             if f.class == ErrorClass::Interrupted { 130 } else { 1 }
         }

@@ -179,6 +179,7 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
     let mut sigterm = signal(SignalKind::terminate())?;
     // Tells attempts still in their retry backoff that the run is stopping.
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut db_error: Option<String> = None;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     let ran = queue.len();
 
@@ -262,9 +263,21 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
                 kill_at = None;
             }
             _ = heartbeat.tick() => recorder.send(StoreEvent::Heartbeat { sweep_id }),
+            e = recorder.failed(), if db_error.is_none() => {
+                // Nothing more can be recorded: stop like an interrupt, report the cause.
+                eprintln!("stopping: results can no longer be written ({e}); free space and rerun the same command to resume");
+                db_error = Some(e);
+                if !stopping { on_signal(&mut stopping, &mut kill_at, &running, opts.grace); stop_tx.send_replace(true); }
+            }
         }
     }
     progress.finish();
+    if let Some(e) = db_error {
+        let _ = recorder.flush().await;
+        drop(recorder);
+        let _ = writer.await;
+        anyhow::bail!("{e}\n  the database is intact up to the last committed write; free space and run the same command again to resume");
+    }
     // Trials never started because of a stop stay queued; mark them interrupted.
     if stopping {
         for q in &queue {
@@ -406,7 +419,16 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
             signal_group(pid, libc::SIGKILL);
         }
     }
-    let status = child.wait().await;
+    // A worker that closed stdout yet keeps running gets a minute to exit, then SIGKILL.
+    let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {
+        Ok(s) => s,
+        Err(_) => {
+            if let Some(pid) = pid {
+                signal_group(pid, libc::SIGKILL);
+            }
+            child.wait().await
+        }
+    };
     use std::os::unix::process::ExitStatusExt;
     match status {
         Ok(s) => {

@@ -42,6 +42,11 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
             std::fs::create_dir_all(parent).map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
         }
     }
+    // Look before touching: a file that is not ours, or from a newer sweep, is
+    // refused before the WAL switch or a migration could change it.
+    if path.metadata().is_ok_and(|m| m.len() > 0) {
+        check_schema(path).await?;
+    }
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .create_if_missing(create)
@@ -54,39 +59,47 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         .connect_with(opts)
         .await
         .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
-    let open_err = |e: sqlx::Error| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
-    // Never add sweep's tables to somebody else's database (even a read-only
-    // command migrates): one with tables but no migration table is not ours.
-    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
-        .fetch_all(&pool)
-        .await
-        .map_err(open_err)?;
-    if !tables.is_empty() && !tables.iter().any(|t| t == "_sqlx_migrations") {
-        pool.close().await;
-        let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
-        if tables.len() > 5 {
-            shown.push("…");
-        }
-        return Err(StoreError::Foreign { path: path.to_path_buf(), tables: shown.join(", ") });
-    }
-    // Refuse a schema from the future, or from another branch, before migrating
-    // (sqlx would also refuse, less clearly).
-    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-    let applied: Vec<i64> = if tables.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&pool).await.map_err(open_err)?
-    };
-    if let Some(&found) = applied.iter().max() {
-        if found > known {
-            pool.close().await;
-            return Err(StoreError::Newer { path: path.to_path_buf(), found, known });
-        }
-    }
-    if let Some(&version) = applied.iter().find(|v| !MIGRATOR.iter().any(|m| m.version == **v)) {
-        pool.close().await;
-        return Err(StoreError::Unknown { path: path.to_path_buf(), version });
-    }
     MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
     Ok(pool)
+}
+
+/// Refuses, without writing anything, a database that is not sweep's (tables
+/// but no migration table: even a read-only command would otherwise add
+/// sweep's tables to it), one from a newer sweep, or one with a migration this
+/// build does not know (sqlx would refuse those too, less clearly).
+async fn check_schema(path: &Path) -> Result<(), StoreError> {
+    use sqlx::{ConnectOptions, Connection};
+    let open_err = |e: sqlx::Error| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
+    // Default options: no journal-mode change, nothing created.
+    let mut conn = SqliteConnectOptions::new().filename(path).busy_timeout(Duration::from_secs(60)).connect().await.map_err(open_err)?;
+    let result = async {
+        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .map_err(open_err)?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        if !tables.iter().any(|t| t == "_sqlx_migrations") {
+            let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
+            if tables.len() > 5 {
+                shown.push("…");
+            }
+            return Err(StoreError::Foreign { path: path.to_path_buf(), tables: shown.join(", ") });
+        }
+        let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&mut conn).await.map_err(open_err)?;
+        let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        if let Some(&found) = applied.iter().max() {
+            if found > known {
+                return Err(StoreError::Newer { path: path.to_path_buf(), found, known });
+            }
+        }
+        if let Some(&version) = applied.iter().find(|v| !MIGRATOR.iter().any(|m| m.version == **v)) {
+            return Err(StoreError::Unknown { path: path.to_path_buf(), version });
+        }
+        Ok(())
+    }
+    .await;
+    let _ = conn.close().await;
+    result
 }

@@ -24,14 +24,30 @@ pub enum StoreEvent {
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<StoreEvent>,
+    failed: tokio::sync::watch::Receiver<Option<String>>,
 }
 
 impl Recorder {
     /// Starts the writer task; it ends when every `Recorder` clone is dropped.
     pub fn spawn(pool: SqlitePool) -> (Recorder, tokio::task::JoinHandle<Result<(), String>>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(writer(pool, rx));
-        (Recorder { tx }, handle)
+        let (failed_tx, failed) = tokio::sync::watch::channel(None);
+        let handle = tokio::spawn(writer(pool, rx, failed_tx));
+        (Recorder { tx, failed }, handle)
+    }
+
+    /// Resolves with the error once a database write has failed (disk full,
+    /// I/O error): results can no longer be kept, so the dispatcher stops.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.failed.clone();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     pub fn send(&self, ev: StoreEvent) {
@@ -47,7 +63,7 @@ impl Recorder {
     }
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>) -> Result<(), String> {
+async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, failed: tokio::sync::watch::Sender<Option<String>>) -> Result<(), String> {
     let mut last_error: Option<String> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -71,7 +87,10 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>) -
         .await;
         if let Err(e) = &result {
             let msg = format!("database write failed: {e}");
-            eprintln!("error: {msg}");
+            if last_error.is_none() {
+                eprintln!("error: {msg}");
+                failed.send_replace(Some(msg.clone()));
+            }
             last_error = Some(msg);
         }
         for ack in acks {

@@ -260,7 +260,7 @@ pub fn load_split(files: &SplitFiles, image_size: u32, skip_bad: bool) -> Result
                 out.paths.push(p.clone());
             }
             Err(e) if skip_bad => {
-                eprintln!("warning: skipping {}: {e}", p.display());
+                crate::log!("warning: skipping {}: {e}", p.display());
                 out.skipped += 1;
             }
             Err(e) => return Err(e),

@@ -100,7 +100,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
 fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
     // tch picks the format from the extension, so the temp name must end in .safetensors.
     let tmp = path.with_extension("tmp.safetensors");
-    vs.save(&tmp).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}", tmp.display())))?;
+    if let Err(e) = vs.save(&tmp) {
+        let _ = std::fs::remove_file(&tmp);
+        let hint = if e.to_string().contains("No space left") { "; the disk is full: free space and rerun to resume from the last checkpoint" } else { "" };
+        return Err(Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}{hint}", tmp.display())));
+    }
     std::fs::rename(&tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
 }
 
@@ -194,7 +198,7 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
     let mut net = models::build(&vs.root(), &cfg.backbone, classes, &cfg.head).map_err(|m| Failure::new(ErrorClass::Config, m))?;
     if let Some(p) = &cfg.pretrained {
         let r = weights::load_into(&mut vs, p, net.head_prefix).map_err(|m| Failure::new(ErrorClass::Config, m))?;
-        eprintln!("loaded {} tensors from {} ({} head tensors re-initialised)", r.loaded, p.display(), r.head_skipped);
+        crate::log!("loaded {} tensors from {} ({} head tensors re-initialised)", r.loaded, p.display(), r.head_skipped);
     }
     if cfg.freeze_backbone {
         net.freeze_backbone = true;
@@ -214,7 +218,7 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
     if let (true, Ok(text)) = (last.exists(), std::fs::read_to_string(&state_path)) {
         if let Ok(s) = serde_json::from_str::<State>(&text) {
             vs.load(&last).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot resume from {}: {e}", last.display())))?;
-            eprintln!("resuming {} after epoch {}", job.trial, s.epoch);
+            crate::log!("resuming {} after epoch {}", job.trial, s.epoch);
             send(WorkerMessage::Resumed { from_epoch: s.epoch })?;
             state = s;
         }
