@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub plain: bool,
     /// Seconds between SIGTERM and SIGKILL when interrupted.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=86_400))]
     pub grace: u64,
 }
 

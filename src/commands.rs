@@ -104,10 +104,16 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         });
         let hash = dataset_hash(&plan.dataset);
         let name = plan.name.clone();
-        let opts = RunOptions { db: db.clone(), results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
-        let outcome = scheduler::run(plan, opts, pool.clone(), info, hash).await.map_err(|e| {
-            if e.to_string().contains("already running") { CliError::bad_input(e) } else { CliError::failed(format!("{e:#}")) }
-        })?;
+        let opts = RunOptions {
+            db: db.clone(),
+            results: args.results.clone(),
+            retry_failed: args.retry_failed,
+            plain: args.plain,
+            grace: Duration::from_secs(args.grace),
+        };
+        let outcome = scheduler::run(plan, opts, pool.clone(), info, hash)
+            .await
+            .map_err(|e| if e.to_string().contains("already running") { CliError::bad_input(e) } else { CliError::failed(format!("{e:#}")) })?;
         // Summary table of this sweep.
         if let Ok(rows) = queries::trials(&pool, &name).await {
             if let Ok(r) = crate::report::build(&name, "accuracy", rows, None) {
@@ -250,7 +256,8 @@ pub fn data(cmd: DataCommand) -> CmdResult {
     match cmd {
         DataCommand::Demo { out, per_class, image_size, seed } => {
             let t0 = std::time::Instant::now();
-            let s = crate::datagen::generate(&out, &crate::datagen::DemoOptions { per_class, image_size, seed }).map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+            let s = crate::datagen::generate(&out, &crate::datagen::DemoOptions { per_class, image_size, seed })
+                .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
             eprintln!(
                 "wrote {} ({} classes; train {}, valid {}, test {} images; {image_size}px) in {:.1}s",
                 out.display(),
@@ -313,7 +320,8 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
             let pool = db::open(&db, false).await?;
             queries::trial_for_predict(&pool, trial).await.map_err(CliError::bad_input)
         })?;
-        let config: crate::config::TrialConfig = serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
+        let config: crate::config::TrialConfig =
+            serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
         if classes.is_empty() {
             return Err(CliError::bad_input(format!("trial {trial} has no test results yet (not finished?); predict needs a finished trial")));
         }

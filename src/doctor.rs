@@ -91,15 +91,21 @@ pub fn render(d: &Doctor) -> String {
     let mut s = String::new();
     s.push_str(&format!("sweep          {}\n", d.sweep_version));
     s.push_str(&format!("libtorch       {} ({})\n", d.libtorch, d.libtorch_lib));
-    s.push_str(&format!("CUDA           {}\n", if d.cuda_available { format!("available, {} device(s)", d.cuda_devices) } else { "not available (CPU only)".into() }));
+    s.push_str(&format!(
+        "CUDA           {}\n",
+        if d.cuda_available { format!("available, {} device(s)", d.cuda_devices) } else { "not available (CPU only)".into() }
+    ));
     for (i, n) in d.gpu_names.iter().enumerate() {
         s.push_str(&format!("  cuda:{i}       {n}\n"));
     }
-    s.push_str(&format!("cuDNN          {}\n", match (d.cudnn_available, d.cudnn_version) {
-        (true, Some(v)) => format!("available (major {v})"),
-        (true, None) => "available".into(),
-        (false, _) => "not available".into(),
-    }));
+    s.push_str(&format!(
+        "cuDNN          {}\n",
+        match (d.cudnn_available, d.cudnn_version) {
+            (true, Some(v)) => format!("available (major {v})"),
+            (true, None) => "available".into(),
+            (false, _) => "not available".into(),
+        }
+    ));
     s.push_str(&format!("CPU threads    {} torch threads, {} cores\n", d.cpu_threads, d.cores));
     s.push_str(&format!("database       {}\n", d.database));
     s

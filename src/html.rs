@@ -16,7 +16,7 @@
 //! `table.class-accuracy`, `table.top-confusions`.
 //! The file is written atomically (temporary file + rename).
 use crate::plot::data::{self, SweepData, TrialData};
-use crate::plot::{render_svg, Chart};
+use crate::plot::{Chart, render_svg};
 use crate::report::Report;
 use sqlx::SqlitePool;
 use std::fmt::Write;
@@ -111,12 +111,13 @@ fn report_table(out: &mut String, r: &Report) {
 }
 
 async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(String, String)>, String> {
-    let row: Option<(Option<String>, Option<String>)> =
-        sqlx::query_as("SELECT error_class, message FROM attempts WHERE trial_id = ? AND (error_class IS NOT NULL OR message IS NOT NULL) ORDER BY attempt DESC LIMIT 1")
-            .bind(trial)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| format!("reading the database: {e}"))?;
+    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT error_class, message FROM attempts WHERE trial_id = ? AND (error_class IS NOT NULL OR message IS NOT NULL) ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(trial)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| format!("reading the database: {e}"))?;
     Ok(row.map(|(c, m)| (c.unwrap_or_else(|| "error".into()), m.unwrap_or_default())))
 }
 
@@ -216,7 +217,10 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
         .map_err(|e| format!("reading the database: {e}"))?;
 
     let mut out = String::with_capacity(256 * 1024);
-    let _ = writeln!(out, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
+    let _ = writeln!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+    );
     let _ = writeln!(out, "<title>sweep {} — report</title>\n<style>{STYLE}</style>\n</head>\n<body>", esc(sweep));
     let _ = writeln!(out, "<header>\n<h1>sweep {}</h1>", esc(sweep));
     if let Some((dataset, description, status)) = &meta {

@@ -24,6 +24,15 @@ use cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Worker(_)) {
+        // `sweep status | head -1` should end quietly, like any Unix tool, not panic
+        // on a broken pipe. (The worker keeps SIGPIPE ignored: it handles a closed
+        // stdout as "coordinator gone".)
+        // SAFETY: restoring the default disposition of one signal at start-up.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let db = cli.db;
     let result = match cli.command {
         Command::Run(a) => commands::run(a, db),

@@ -7,8 +7,8 @@
 use crate::config::{Head, TrialConfig};
 use crate::train::{data, models, to_input, trainer, weights};
 use std::path::{Path, PathBuf};
-use tch::nn::{self, ModuleT};
 use tch::Kind;
+use tch::nn::{self, ModuleT};
 
 pub struct PredictModel {
     pub backbone: String,

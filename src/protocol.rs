@@ -179,15 +179,7 @@ mod tests {
     #[test]
     fn roundtrip_every_kind() {
         let msgs = vec![
-            WorkerMessage::TrainStep {
-                epoch: 1,
-                batch: 100,
-                step: 100,
-                loss: 0.5,
-                accuracy: 0.75,
-                lr: 0.01,
-                images_per_s: 321.0,
-            },
+            WorkerMessage::TrainStep { epoch: 1, batch: 100, step: 100, loss: 0.5, accuracy: 0.75, lr: 0.01, images_per_s: 321.0 },
             WorkerMessage::Error { class: ErrorClass::Oom, message: "CUDA out of memory".into() },
             WorkerMessage::Done { epochs: 2, wall_s: 1.5, images_per_s: 10.0, best_val_accuracy: 0.5 },
         ];
@@ -251,21 +243,20 @@ mod proptests {
 
     pub(super) fn message() -> impl Strategy<Value = WorkerMessage> {
         prop_oneof![
-            (any::<u32>(), text(), any::<u32>(), text(), text(), any::<bool>(), any::<i32>()).prop_map(|(protocol, trial, pid, libtorch, device, cuda, threads)| {
-                WorkerMessage::Hello { protocol, trial, pid, libtorch, device, cuda, threads }
-            }),
-            (prop::collection::vec(text(), 0..4), prop::collection::vec((text(), prop::collection::vec(any::<usize>(), 0..4)), 0..3), any::<usize>(), finite()).prop_map(
-                |(classes, counts, skipped, decode_s)| WorkerMessage::Data {
+            (any::<u32>(), text(), any::<u32>(), text(), text(), any::<bool>(), any::<i32>()).prop_map(
+                |(protocol, trial, pid, libtorch, device, cuda, threads)| { WorkerMessage::Hello { protocol, trial, pid, libtorch, device, cuda, threads } }
+            ),
+            (prop::collection::vec(text(), 0..4), prop::collection::vec((text(), prop::collection::vec(any::<usize>(), 0..4)), 0..3), any::<usize>(), finite())
+                .prop_map(|(classes, counts, skipped, decode_s)| WorkerMessage::Data {
                     classes,
                     counts: counts.into_iter().map(|(split, counts)| SplitCounts { split, counts }).collect(),
                     skipped,
                     decode_s,
-                }
-            ),
+                }),
             any::<u32>().prop_map(|from_epoch| WorkerMessage::Resumed { from_epoch }),
-            (any::<u32>(), any::<u32>(), any::<u64>(), finite(), finite(), finite(), finite()).prop_map(|(epoch, batch, step, loss, accuracy, lr, images_per_s)| {
-                WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s }
-            }),
+            (any::<u32>(), any::<u32>(), any::<u64>(), finite(), finite(), finite(), finite()).prop_map(
+                |(epoch, batch, step, loss, accuracy, lr, images_per_s)| { WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } }
+            ),
             (any::<u32>(), finite(), finite(), finite(), finite(), any::<u64>(), finite(), finite()).prop_map(
                 |(epoch, train_loss, train_accuracy, val_loss, val_accuracy, step, seconds, images_per_s)| WorkerMessage::Epoch {
                     epoch,

@@ -112,7 +112,15 @@ fn human_rows(r: &Report) -> Vec<Vec<String>> {
         .map(|row| {
             let mut v = vec![row.rank.to_string(), row.trial.clone()];
             v.extend(r.varying.iter().map(|k| param_text(row.params.get(k))));
-            v.extend([pct(row.val_accuracy), pct(row.test_accuracy), num(row.test_loss, 4), row.epochs.to_string(), num(row.wall_s, 1), num(row.images_per_s, 1), row.status.clone()]);
+            v.extend([
+                pct(row.val_accuracy),
+                pct(row.test_accuracy),
+                num(row.test_loss, 4),
+                row.epochs.to_string(),
+                num(row.wall_s, 1),
+                num(row.images_per_s, 1),
+                row.status.clone(),
+            ]);
             v
         })
         .collect()
@@ -146,7 +154,15 @@ pub fn render(r: &Report, format: &str) -> Result<String, String> {
             for row in &r.rows {
                 let mut v = vec![row.rank.to_string(), row.trial.clone()];
                 v.extend(r.varying.iter().map(|k| csv_field(&param_text(row.params.get(k)))));
-                v.extend([raw(row.val_accuracy), raw(row.test_accuracy), raw(row.test_loss), row.epochs.to_string(), raw(row.wall_s), raw(row.images_per_s), row.status.clone()]);
+                v.extend([
+                    raw(row.val_accuracy),
+                    raw(row.test_accuracy),
+                    raw(row.test_loss),
+                    row.epochs.to_string(),
+                    raw(row.wall_s),
+                    raw(row.images_per_s),
+                    row.status.clone(),
+                ]);
                 out.push_str(&v.join(","));
                 out.push('\n');
             }
@@ -253,27 +269,70 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
     let mut out: Vec<(Group, Vec<f64>)> = groups
         .into_iter()
         .map(|(value, xs, trials)| {
-            let (mean, std) = if xs.is_empty() { (None, None) } else { let (m, s) = mean_std(&xs); (Some(m), s) };
+            let (mean, std) = if xs.is_empty() {
+                (None, None)
+            } else {
+                let (m, s) = mean_std(&xs);
+                (Some(m), s)
+            };
             let ci = mean.and_then(|m| ci95(m, std, xs.len()));
             (Group { value, n: xs.len(), mean, std, ci95: ci, trials }, xs)
         })
         .collect();
     let up = higher_is_better(&report.metric);
     out.sort_by(|a, b| match (a.0.mean, b.0.mean) {
-        (Some(x), Some(y)) => if up { y.total_cmp(&x) } else { x.total_cmp(&y) },
+        (Some(x), Some(y)) => {
+            if up {
+                y.total_cmp(&x)
+            } else {
+                x.total_cmp(&y)
+            }
+        }
         (Some(_), None) => std::cmp::Ordering::Less,
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
     });
     let (verdict, p) = match out.as_slice() {
         [(a, xa), (b, xb), ..] if a.mean.is_some() && b.mean.is_some() => match welch_p(xa, xb) {
-            Some(p) if p < 0.05 => (Some(format!("{key} = {} is significantly better than {} (Welch p = {p:.3}, n = {} vs {})", show_value(&a.value), show_value(&b.value), a.n, b.n)), Some(p)),
-            Some(p) => (Some(format!("{key} = {} is not significantly better than {} (Welch p = {p:.2}, n = {} vs {})", show_value(&a.value), show_value(&b.value), a.n, b.n)), Some(p)),
-            None => (Some(format!("cannot tell whether {key} = {} beats {}: need at least 2 trials (e.g. seeds) in each group", show_value(&a.value), show_value(&b.value))), None),
+            Some(p) if p < 0.05 => (
+                Some(format!(
+                    "{key} = {} is significantly better than {} (Welch p = {p:.3}, n = {} vs {})",
+                    show_value(&a.value),
+                    show_value(&b.value),
+                    a.n,
+                    b.n
+                )),
+                Some(p),
+            ),
+            Some(p) => (
+                Some(format!(
+                    "{key} = {} is not significantly better than {} (Welch p = {p:.2}, n = {} vs {})",
+                    show_value(&a.value),
+                    show_value(&b.value),
+                    a.n,
+                    b.n
+                )),
+                Some(p),
+            ),
+            None => (
+                Some(format!(
+                    "cannot tell whether {key} = {} beats {}: need at least 2 trials (e.g. seeds) in each group",
+                    show_value(&a.value),
+                    show_value(&b.value)
+                )),
+                None,
+            ),
         },
         _ => (None, None),
     };
-    GroupReport { sweep: report.sweep.clone(), metric: report.metric.clone(), key: key.to_string(), groups: out.into_iter().map(|g| g.0).collect(), verdict, welch_p: p }
+    GroupReport {
+        sweep: report.sweep.clone(),
+        metric: report.metric.clone(),
+        key: key.to_string(),
+        groups: out.into_iter().map(|g| g.0).collect(),
+        verdict,
+        welch_p: p,
+    }
 }
 
 fn show_value(v: &serde_json::Value) -> String {

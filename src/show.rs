@@ -12,10 +12,7 @@ pub fn sparkline(values: &[f64]) -> String {
     }
     let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
     let span = hi - lo;
-    let line: String = values
-        .iter()
-        .map(|v| if span > 0.0 { SPARKS[(((v - lo) / span) * 7.0).round().clamp(0.0, 7.0) as usize] } else { SPARKS[3] })
-        .collect();
+    let line: String = values.iter().map(|v| if span > 0.0 { SPARKS[(((v - lo) / span) * 7.0).round().clamp(0.0, 7.0) as usize] } else { SPARKS[3] }).collect();
     let first = values.first().copied().unwrap_or(0.0);
     let last = values.last().copied().unwrap_or(0.0);
     format!("{line}  {first:.4} → {last:.4} (min {lo:.4}, max {hi:.4}, n={})", values.len())
@@ -26,7 +23,8 @@ pub async fn resolve_trial(pool: &SqlitePool, prefix: &str) -> Result<String, St
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!("{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"));
     }
-    let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM trials WHERE id LIKE ? || '%' ORDER BY id LIMIT 5").bind(prefix).fetch_all(pool).await.map_err(|e| e.to_string())?;
+    let ids: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM trials WHERE id LIKE ? || '%' ORDER BY id LIMIT 5").bind(prefix).fetch_all(pool).await.map_err(|e| e.to_string())?;
     match ids.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(format!("no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`")),
@@ -47,13 +45,12 @@ async fn series(pool: &SqlitePool, trial: &str, split: &str, name: &str) -> Resu
 pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     let trial = resolve_trial(pool, prefix).await?;
     let e = |e: sqlx::Error| e.to_string();
-    let (sweep, params, status, device, epochs_done, epochs): (String, String, String, Option<String>, i64, i64) = sqlx::query_as(
-        "SELECT s.name, t.params, t.status, t.device, t.epochs_done, t.epochs FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?",
-    )
-    .bind(&trial)
-    .fetch_one(pool)
-    .await
-    .map_err(e)?;
+    let (sweep, params, status, device, epochs_done, epochs): (String, String, String, Option<String>, i64, i64) =
+        sqlx::query_as("SELECT s.name, t.params, t.status, t.device, t.epochs_done, t.epochs FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?")
+            .bind(&trial)
+            .fetch_one(pool)
+            .await
+            .map_err(e)?;
     let mut out = String::new();
     let _ = writeln!(out, "trial {trial} (sweep {sweep}) — {status}, epoch {epochs_done}/{epochs}, device {}", device.unwrap_or_else(|| "-".into()));
     let _ = writeln!(out, "\nparameters");
@@ -84,30 +81,40 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
             _ => "-".into(),
         };
         let msg: String = msg.unwrap_or_default().lines().next().unwrap_or("").chars().take(60).collect();
-        b.push_record([n.to_string(), secs, exit, class.unwrap_or_else(|| "-".into()), msg, resumed.map(|r| format!("epoch {r}")).unwrap_or_else(|| "-".into())]);
+        b.push_record([
+            n.to_string(),
+            secs,
+            exit,
+            class.unwrap_or_else(|| "-".into()),
+            msg,
+            resumed.map(|r| format!("epoch {r}")).unwrap_or_else(|| "-".into()),
+        ]);
     }
     let mut t = b.build();
     t.with(Style::rounded());
     let _ = writeln!(out, "{t}");
 
     let _ = writeln!(out, "\nlearning curves");
-    for (label, split, name) in [
-        ("train loss", "train", "loss"),
-        ("train accuracy", "train", "accuracy"),
-        ("val loss", "valid", "loss"),
-        ("val accuracy", "valid", "accuracy"),
-    ] {
+    for (label, split, name) in
+        [("train loss", "train", "loss"), ("train accuracy", "train", "accuracy"), ("val loss", "valid", "loss"), ("val accuracy", "valid", "accuracy")]
+    {
         let _ = writeln!(out, "  {label:<15} {}", sparkline(&series(pool, &trial, split, name).await?));
     }
 
-    let test: Option<(f64, f64, i64, i64)> = sqlx::query_as("SELECT loss, accuracy, n, epoch FROM test_results WHERE trial_id = ?").bind(&trial).fetch_optional(pool).await.map_err(e)?;
+    let test: Option<(f64, f64, i64, i64)> =
+        sqlx::query_as("SELECT loss, accuracy, n, epoch FROM test_results WHERE trial_id = ?").bind(&trial).fetch_optional(pool).await.map_err(e)?;
     let Some((loss, acc, n, epoch)) = test else {
         let _ = writeln!(out, "\nno test results yet");
         return Ok(out);
     };
     let _ = writeln!(out, "\ntest (best-validation checkpoint, epoch {epoch}): accuracy {:.2}% ({n} images), loss {loss:.4}", acc * 100.0);
 
-    let per_class: Vec<(String, i64, i64, f64)> = sqlx::query_as("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class").bind(&trial).fetch_all(pool).await.map_err(e)?;
+    let per_class: Vec<(String, i64, i64, f64)> =
+        sqlx::query_as("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
+            .bind(&trial)
+            .fetch_all(pool)
+            .await
+            .map_err(e)?;
     let mut b = tabled::builder::Builder::default();
     b.push_record(["class", "correct", "total", "accuracy"].map(String::from));
     for (c, k, tot, a) in &per_class {
@@ -117,7 +124,12 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     t.with(Style::rounded());
     let _ = writeln!(out, "\nper-class accuracy\n{t}");
 
-    let cells: Vec<(String, String, i64)> = sqlx::query_as("SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class").bind(&trial).fetch_all(pool).await.map_err(e)?;
+    let cells: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class")
+            .bind(&trial)
+            .fetch_all(pool)
+            .await
+            .map_err(e)?;
     let classes: Vec<String> = per_class.iter().map(|p| p.0.clone()).collect();
     let mut b = tabled::builder::Builder::default();
     let mut header = vec!["true \\ pred".to_string()];
@@ -145,7 +157,12 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
         let _ = writeln!(out, "  {t} → {p}: {c}");
     }
 
-    let mis: Vec<(String, String, String, f64)> = sqlx::query_as("SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file").bind(&trial).fetch_all(pool).await.map_err(e)?;
+    let mis: Vec<(String, String, String, f64)> =
+        sqlx::query_as("SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file")
+            .bind(&trial)
+            .fetch_all(pool)
+            .await
+            .map_err(e)?;
     let _ = writeln!(out, "\nmisclassified test images ({})", mis.len());
     for (f, t, p, prob) in mis.iter().take(20) {
         let _ = writeln!(out, "  {f}: {t} → {p} (p = {prob:.3})");

@@ -175,12 +175,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The closest candidate to `word`, if it is close enough to be a typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates
-        .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score > 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, c)| c)
+    candidates.into_iter().map(|c| (strsim::jaro_winkler(word, c), c)).filter(|(score, _)| *score > 0.8).max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, c)| c)
 }
 
 /// serde says "unknown field `x`, expected one of `a`, `b`": turn that into a suggestion.
@@ -215,10 +210,7 @@ mod tests {
 
     #[test]
     fn unknown_top_level_table_is_located() {
-        let src = Source {
-            path: "s.toml".into(),
-            text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grdi]\nlr = [1]\n".into(),
-        };
+        let src = Source { path: "s.toml".into(), text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grdi]\nlr = [1]\n".into() };
         let e = src.parse().unwrap_err();
         assert_eq!((e.line, e.col), (4, 2), "{e}");
         assert!(e.help.unwrap().contains("grid"));
@@ -226,10 +218,7 @@ mod tests {
 
     #[test]
     fn spans_of_keys_and_values() {
-        let src = Source {
-            path: "s.toml".into(),
-            text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grid]\nlr = [1, 2]\n".into(),
-        };
+        let src = Source { path: "s.toml".into(), text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grid]\nlr = [1, 2]\n".into() };
         let raw = src.parse().unwrap();
         let (k, v) = raw.grid.iter().next().unwrap();
         assert_eq!(line_col(&src.text, k.span().start), (5, 1));

@@ -2,7 +2,7 @@
 //! the stop-signal handler, runs the trainer and reports failure as a protocol
 //! `error` message plus an exit code (130 when stopped by a signal, 1 otherwise).
 use crate::config::WorkerJob;
-use crate::protocol::{emit, ErrorClass, WorkerMessage};
+use crate::protocol::{ErrorClass, WorkerMessage, emit};
 use crate::train::trainer;
 use std::sync::atomic::Ordering;
 

@@ -122,7 +122,8 @@ impl Case {
     fn attempts(&self) -> Vec<(String, i64, Option<String>, Option<String>)> {
         rt().block_on(async {
             let pool = connect(&self.db(), false).await;
-            let rows = sqlx::query_as("SELECT trial_id, attempt, error_class, message FROM attempts ORDER BY trial_id, attempt").fetch_all(&pool).await.unwrap();
+            let rows =
+                sqlx::query_as("SELECT trial_id, attempt, error_class, message FROM attempts ORDER BY trial_id, attempt").fetch_all(&pool).await.unwrap();
             pool.close().await;
             rows
         })
@@ -436,7 +437,8 @@ fn unusable_databases_are_clear_errors() {
         ("branch.db", &["schema migration 20261129000000", "different version of sweep"]),
         ("foreign.db", &["not a sweep results database", "invoices"]),
     ];
-    let commands: [&[&str]; 6] = [&["status"], &["report"], &["show", "abc"], &["predict", "--trial", "abc", "x.png"], &["plot", "--out", "p"], &["run", "s.toml", "--plain"]];
+    let commands: [&[&str]; 6] =
+        [&["status"], &["report"], &["show", "abc"], &["predict", "--trial", "abc", "x.png"], &["plot", "--out", "p"], &["run", "s.toml", "--plain"]];
     for (db, says) in cases {
         let path = d.join(db);
         let before = fingerprint(&path);

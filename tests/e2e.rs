@@ -79,7 +79,9 @@ fn sweep_records_everything_and_reruns_only_what_is_new() {
         assert_eq!(n, 12);
         let sum: i64 = rt.block_on(sqlx::query_scalar("SELECT SUM(count) FROM confusion WHERE trial_id = ?").bind(&trial).fetch_one(&pool)).unwrap();
         assert_eq!(sum, n, "confusion matrix sums to the test set size");
-        let diag: i64 = rt.block_on(sqlx::query_scalar("SELECT SUM(count) FROM confusion WHERE trial_id = ? AND true_class = pred_class").bind(&trial).fetch_one(&pool)).unwrap();
+        let diag: i64 = rt
+            .block_on(sqlx::query_scalar("SELECT SUM(count) FROM confusion WHERE trial_id = ? AND true_class = pred_class").bind(&trial).fetch_one(&pool))
+            .unwrap();
         assert!((diag as f64 / n as f64 - acc).abs() < 1e-12);
         // Per-class accuracy agrees with the matrix, class by class.
         let bad: i64 = rt

@@ -85,7 +85,8 @@ fn wait_dead(pid: i32, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         // A zombie still answers kill(0); reap-less check through /proc state.
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next().unwrap_or('?')));
+        let state =
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).ok().and_then(|s| s.rsplit(')').next().map(|r| r.trim().chars().next().unwrap_or('?')));
         if !alive(pid) || state == Some('Z') || state.is_none() {
             return true;
         }
@@ -98,7 +99,11 @@ fn wait_dead(pid: i32, within: Duration) -> bool {
 /// present exactly once, every attempt closed.
 fn check_complete(db: &Path, trials: i64, epochs: i64) {
     assert_eq!(q_i64(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'"), trials);
-    assert_eq!(q_i64(db, "SELECT COUNT(*) FROM (SELECT 1 FROM metrics GROUP BY trial_id, split, epoch, step, name HAVING COUNT(*) > 1)"), 0, "duplicate metric rows");
+    assert_eq!(
+        q_i64(db, "SELECT COUNT(*) FROM (SELECT 1 FROM metrics GROUP BY trial_id, split, epoch, step, name HAVING COUNT(*) > 1)"),
+        0,
+        "duplicate metric rows"
+    );
     assert_eq!(q_i64(db, "SELECT COUNT(*) FROM metrics WHERE split = 'train' AND name = 'loss'"), trials * epochs * BATCHES, "lost train rows");
     assert_eq!(q_i64(db, "SELECT COUNT(*) FROM metrics WHERE split = 'valid' AND name = 'accuracy'"), trials * epochs, "lost validation rows");
     assert_eq!(q_i64(db, "SELECT COUNT(*) FROM test_results"), trials);

@@ -269,12 +269,21 @@ fn chromium() -> Option<PathBuf> {
 /// Runs headless Chromium with a time limit; stdout goes to `log`.
 fn headless(chromium: &Path, profile: &Path, args: &[String], log: &Path) {
     let mut cmd = Command::new(chromium);
-    cmd.args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(std::fs::File::create(log).unwrap())
+    .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
     let start = Instant::now();
     loop {
@@ -299,7 +308,12 @@ fn html_report_renders_in_headless_chromium() {
     let dir = f.out("chromium-run");
     let url = format!("file://{}", html.display());
     let shot = dir.join("shot.png");
-    headless(&browser, &dir.join("profile"), &[format!("--screenshot={}", shot.display()), "--window-size=1200,2000".into(), url.clone()], &dir.join("shot.log"));
+    headless(
+        &browser,
+        &dir.join("profile"),
+        &[format!("--screenshot={}", shot.display()), "--window-size=1200,2000".into(), url.clone()],
+        &dir.join("shot.log"),
+    );
     let img = image::open(&shot).unwrap_or_else(|e| panic!("screenshot {}: {e}", shot.display())).to_rgb8();
     assert_eq!(img.dimensions(), (1200, 2000));
     let colours: HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();

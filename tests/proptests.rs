@@ -13,7 +13,7 @@
 //! cases per property; SWEEP_PROPTEST_CASES=N runs N.
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -94,7 +94,9 @@ fn valid_messages() -> Vec<Value> {
     ];
     for e in 1..=2u32 {
         for b in 1..=2u32 {
-            m.push(json!({"type": "train_step", "epoch": e, "batch": b, "step": (e - 1) * 2 + b, "loss": 0.9, "accuracy": 0.5, "lr": 0.01, "images_per_s": 10.0}));
+            m.push(
+                json!({"type": "train_step", "epoch": e, "batch": b, "step": (e - 1) * 2 + b, "loss": 0.9, "accuracy": 0.5, "lr": 0.01, "images_per_s": 10.0}),
+            );
         }
         m.push(json!({"type": "epoch", "epoch": e, "train_loss": 0.8, "train_accuracy": 0.5, "val_loss": 0.7, "val_accuracy": 0.5, "step": e * 2, "seconds": 1.0, "images_per_s": 10.0}));
         m.push(json!({"type": "checkpoint", "epoch": e, "kind": "last", "path": "last.safetensors"}));
@@ -154,11 +156,11 @@ enum LineEdit {
 fn line_edit() -> impl Strategy<Value = LineEdit> {
     let i = any::<usize>();
     prop_oneof![
-        4 => (i.clone(), any::<usize>(), odd_value()).prop_map(|(m, k, v)| LineEdit::SetField(m, k, v)),
-        1 => (i.clone(), any::<usize>()).prop_map(|(m, k)| LineEdit::DropField(m, k)),
-        1 => (i.clone(), any::<usize>()).prop_map(|(a, b)| LineEdit::Duplicate(a, b)),
-        1 => i.clone().prop_map(LineEdit::Truncate),
-        1 => (i.clone(), prop_oneof![prop::collection::vec(any::<u8>(), 0..40), "\\PC{0,40}".prop_map(String::into_bytes), Just(b"{\"type\":\"error\",\"class\":\"oom\",\"message\":\"x\"}".to_vec())])
+        4 => (i, any::<usize>(), odd_value()).prop_map(|(m, k, v)| LineEdit::SetField(m, k, v)),
+        1 => (i, any::<usize>()).prop_map(|(m, k)| LineEdit::DropField(m, k)),
+        1 => (i, any::<usize>()).prop_map(|(a, b)| LineEdit::Duplicate(a, b)),
+        1 => i.prop_map(LineEdit::Truncate),
+        1 => (i, prop_oneof![prop::collection::vec(any::<u8>(), 0..40), "\\PC{0,40}".prop_map(String::into_bytes), Just(b"{\"type\":\"error\",\"class\":\"oom\",\"message\":\"x\"}".to_vec())])
             .prop_map(|(m, b)| LineEdit::Raw(m, b)),
         1 => (i, any::<usize>(), "[{}\\[\\]\":,0-9a-z]{0,4}").prop_map(|(m, k, s)| LineEdit::Mangle(m, k, s)),
     ]
@@ -253,16 +255,46 @@ fn any_worker_output_is_recorded_without_a_panic() {
 }
 
 const VALUES: &[&str] = &[
-    "0", "-1", "1", "32", "1e308", "inf", "nan", "9223372036854775807", "\"\"", "\"all\"", "\"resnet18\"", "[]", "[1, 2]", "{}",
-    "{ choice = [] }", "{ loguniform = [1e300, 1.0000000000000002e300] }", "{ int = [-1e300, 1e300] }", "true", "1979-05-27T07:32:00Z",
+    "0",
+    "-1",
+    "1",
+    "32",
+    "1e308",
+    "inf",
+    "nan",
+    "9223372036854775807",
+    "\"\"",
+    "\"all\"",
+    "\"resnet18\"",
+    "[]",
+    "[1, 2]",
+    "{}",
+    "{ choice = [] }",
+    "{ loguniform = [1e300, 1.0000000000000002e300] }",
+    "{ int = [-1e300, 1e300] }",
+    "true",
+    "1979-05-27T07:32:00Z",
 ];
-const LINES: &[&str] = &["[grid]", "[random]", "samples = 3", "[[trial]]", "lr = [0.1, 0.2]", "epochs = 0", "backbone = \"resnet51\"", "[resources]", "timeout = \"0s\"", "x = 1", "seeds = []"];
+const LINES: &[&str] = &[
+    "[grid]",
+    "[random]",
+    "samples = 3",
+    "[[trial]]",
+    "lr = [0.1, 0.2]",
+    "epochs = 0",
+    "backbone = \"resnet51\"",
+    "[resources]",
+    "timeout = \"0s\"",
+    "x = 1",
+    "seeds = []",
+];
 
 /// A mangled sweep file: planned (exit 0) or refused at a located line (exit 2).
 #[test]
 fn mangled_sweep_files_are_planned_or_refused_with_a_location() {
     let s = Scratch::new();
-    let base = std::fs::read_to_string(s.sweep_file("mangle")).unwrap().replace("[defaults]\n", "[defaults]\nlr = 0.01\nbatch_size = 8\n\n[grid]\nlr = [0.1, 0.01]\n");
+    let base =
+        std::fs::read_to_string(s.sweep_file("mangle")).unwrap().replace("[defaults]\n", "[defaults]\nlr = 0.01\nbatch_size = 8\n\n[grid]\nlr = [0.1, 0.01]\n");
     let edit = prop_oneof![
         (any::<usize>(), prop::sample::select(VALUES)).prop_map(|(l, v)| (0u8, l, v.to_string())),
         (any::<usize>(), prop::sample::select(LINES)).prop_map(|(l, v)| (1u8, l, v.to_string())),
@@ -346,7 +378,15 @@ fn read_commands_take_any_arguments_without_a_panic() {
     ];
     let command = prop_oneof![
         (word.clone(), word.clone()).prop_map(|(a, b)| vec!["report".to_string(), "--sweep".into(), a, "--where".into(), b]),
-        (word.clone(), word.clone(), word.clone()).prop_map(|(a, b, c)| vec!["report".to_string(), "--best".into(), a, "--group-by".into(), b, "--top".into(), c]),
+        (word.clone(), word.clone(), word.clone()).prop_map(|(a, b, c)| vec![
+            "report".to_string(),
+            "--best".into(),
+            a,
+            "--group-by".into(),
+            b,
+            "--top".into(),
+            c
+        ]),
         (word.clone(), word.clone()).prop_map(|(a, b)| vec!["report".to_string(), "--format".into(), a, "--status".into(), b]),
         word.clone().prop_map(|a| vec!["status".to_string(), "--sweep".into(), a]),
         word.clone().prop_map(|a| vec!["show".to_string(), a]),

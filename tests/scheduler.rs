@@ -157,11 +157,7 @@ impl Fixture {
 
     /// Every line of FAKE_DIR/events, split on whitespace.
     fn events(&self) -> Vec<Vec<String>> {
-        std::fs::read_to_string(self.fake_dir().join("events"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| l.split_whitespace().map(String::from).collect())
-            .collect()
+        std::fs::read_to_string(self.fake_dir().join("events")).unwrap_or_default().lines().map(|l| l.split_whitespace().map(String::from).collect()).collect()
     }
 
     fn count_events(&self, kind: &str) -> usize {
@@ -345,7 +341,8 @@ fn hung_worker_times_out_and_is_retried() {
     assert!(out.elapsed < Duration::from_secs(20), "took {:?}", out.elapsed);
     let statuses = f.trial_statuses();
     assert_eq!(statuses.values().collect::<Vec<_>>(), vec!["failed"]);
-    let attempts = f.query::<(i64, Option<String>, Option<i64>, Option<f64>)>("SELECT attempt, error_class, signal, finished_at FROM attempts ORDER BY attempt");
+    let attempts =
+        f.query::<(i64, Option<String>, Option<i64>, Option<f64>)>("SELECT attempt, error_class, signal, finished_at FROM attempts ORDER BY attempt");
     assert_eq!(attempts.len(), 2, "{attempts:?}");
     for (i, (n, class, signal, finished)) in attempts.iter().enumerate() {
         assert_eq!(*n, i as i64 + 1);
@@ -550,7 +547,8 @@ fn coordinator_kill_9_takes_workers_along_and_resume_completes() {
     assert!(dups.is_empty(), "duplicate metric rows: {dups:?}");
     let train = f.query::<(i64,)>("SELECT COUNT(*) FROM metrics WHERE split = 'train'");
     assert_eq!(train, vec![(2 * 2 * 5 * 4,)]);
-    let attempts = f.query::<(String, i64, Option<String>, Option<f64>)>("SELECT trial_id, attempt, error_class, finished_at FROM attempts ORDER BY trial_id, attempt");
+    let attempts =
+        f.query::<(String, i64, Option<String>, Option<f64>)>("SELECT trial_id, attempt, error_class, finished_at FROM attempts ORDER BY trial_id, attempt");
     assert_eq!(attempts.len(), 4, "{attempts:?}");
     for (_, attempt, class, finished) in &attempts {
         assert!(finished.is_some(), "{attempts:?}");

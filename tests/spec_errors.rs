@@ -155,10 +155,7 @@ const CASES: &[Case] = &[
         name: "unknown_backbone_in_defaults",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\nbackbone = \"resnet51\"\n",
         at: (6, 12),
-        says: &[
-            "unknown backbone \"resnet51\"",
-            "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn",
-        ],
+        says: &["unknown backbone \"resnet51\"", "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn"],
     },
     Case {
         name: "unknown_backbone_among_grid_values",
@@ -208,12 +205,7 @@ const CASES: &[Case] = &[
         at: (2, 8),
         says: &["invalid sweep name \"my sweep\"", "letters, digits"],
     },
-    Case {
-        name: "sweep_name_missing",
-        toml: "# no name\n[sweep]\ndataset = \"{ds}\"\n",
-        at: (2, 1),
-        says: &["missing field `name`"],
-    },
+    Case { name: "sweep_name_missing", toml: "# no name\n[sweep]\ndataset = \"{ds}\"\n", at: (2, 1), says: &["missing field `name`"] },
     Case {
         name: "unknown_metric",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nmetric = \"acc\"\n",
@@ -227,12 +219,7 @@ const CASES: &[Case] = &[
         at: (1, 64),
         says: &["unknown metric \"acc\""],
     },
-    Case {
-        name: "negative_seed",
-        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nseeds = [0, -1]\n",
-        at: (4, 13),
-        says: &["a seed must be ≥ 0"],
-    },
+    Case { name: "negative_seed", toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nseeds = [0, -1]\n", at: (4, 13), says: &["a seed must be ≥ 0"] },
     Case {
         name: "invalid_timeout",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[resources]\ntimeout = \"soon\"\n",
@@ -296,12 +283,7 @@ const CASES: &[Case] = &[
         at: (7, 6),
         says: &["`lr` must be > 0", "got -1"],
     },
-    Case {
-        name: "toml_unclosed_string",
-        toml: "[sweep]\nname = \"t\ndataset = \"{ds}\"\n",
-        at: (2, 10),
-        says: &["invalid basic string"],
-    },
+    Case { name: "toml_unclosed_string", toml: "[sweep]\nname = \"t\ndataset = \"{ds}\"\n", at: (2, 10), says: &["invalid basic string"] },
     Case {
         name: "toml_duplicate_key",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\nlr = 0.1\nlr = 0.2\n",
@@ -344,14 +326,8 @@ fn run_case(case: &Case) -> Option<String> {
     if scratch.results().exists() {
         problems.push("the results folder was created".into());
     }
-    (!problems.is_empty()).then(|| {
-        format!(
-            "case {}:\n  - {}\n  stderr: {}\n",
-            case.name,
-            problems.join("\n  - "),
-            text(&out.stderr).trim_end().replace('\n', "\n          ")
-        )
-    })
+    (!problems.is_empty())
+        .then(|| format!("case {}:\n  - {}\n  stderr: {}\n", case.name, problems.join("\n  - "), text(&out.stderr).trim_end().replace('\n', "\n          ")))
 }
 
 #[test]
@@ -364,10 +340,8 @@ fn every_mistake_is_located_and_explained() {
     // Each run mostly waits on loading libtorch: spread the cases over threads.
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
     let failures: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = CASES
-            .chunks(CASES.len().div_ceil(threads))
-            .map(|chunk| s.spawn(move || chunk.iter().filter_map(run_case).collect::<Vec<_>>()))
-            .collect();
+        let handles: Vec<_> =
+            CASES.chunks(CASES.len().div_ceil(threads)).map(|chunk| s.spawn(move || chunk.iter().filter_map(run_case).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("a case thread panicked")).collect()
     });
     assert!(failures.is_empty(), "{} of {} case(s) failed:\n{}", failures.len(), CASES.len(), failures.concat());
@@ -438,8 +412,7 @@ fn trial_ids(stdout: &str) -> Vec<String> {
             let cells: Vec<&str> = l.split('│').map(str::trim).collect();
             // "│ # │ trial │ ..." → ["", "#", "trial", ...]
             let id = cells.get(2)?;
-            (cells.get(1)?.parse::<usize>().is_ok() && id.len() == 10 && id.chars().all(|c| c.is_ascii_hexdigit()))
-                .then(|| id.to_string())
+            (cells.get(1)?.parse::<usize>().is_ok() && id.len() == 10 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
         })
         .collect()
 }

@@ -14,7 +14,8 @@ fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWEEP_PYTHON") {
         return p.into();
     }
-    let cache = std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+    let cache =
+        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
     let p = cache.join("sweep/torch-2.11.0/bin/python");
     assert!(p.exists(), "no Python with torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
     p
@@ -119,7 +120,8 @@ fn freeze_backbone_changes_only_the_head() {
     let results = dir.path().join("results");
     let out = Command::new(BIN).arg("--db").arg(dir.path().join("r.db")).arg("run").arg(&file).arg("--results").arg(&results).arg("--plain").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let trial_dir = std::fs::read_dir(results.join("freeze")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().join("last.safetensors").exists()).unwrap().path();
+    let trial_dir =
+        std::fs::read_dir(results.join("freeze")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().join("last.safetensors").exists()).unwrap().path();
     let before = std::fs::read(&weights).unwrap();
     let after = std::fs::read(trial_dir.join("last.safetensors")).unwrap();
     let before = safetensors::SafeTensors::deserialize(&before).unwrap();

@@ -1,11 +1,11 @@
 //! The chart drawings, generic over the plotters backend so that one drawing
 //! gives both the PNG and the SVG (and the HTML report's inline SVG).
-use super::data::{accuracy_groups, SweepData, TrialData};
+use super::data::{SweepData, TrialData, accuracy_groups};
 use super::font;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontTransform;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 pub type Area<DB> = DrawingArea<DB, Shift>;
 
@@ -153,13 +153,8 @@ fn panel<DB: DrawingBackend>(area: &Area<DB>, name: &str, train: &[(i64, f64)], 
             0.0..1.0
         }
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(name, font(17.0))
-        .margin(14)
-        .x_label_area_size(44)
-        .y_label_area_size(58)
-        .build_cartesian_2d(xs, ys)
-        .map_err(de)?;
+    let mut chart =
+        ChartBuilder::on(area).caption(name, font(17.0)).margin(14).x_label_area_size(44).y_label_area_size(58).build_cartesian_2d(xs, ys).map_err(de)?;
     let y_fmt = |v: &f64| if is_accuracy { percent(v) } else { format!("{v:.2}") };
     chart
         .configure_mesh()
@@ -220,7 +215,13 @@ pub fn confusion<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Result<(
             let (cx, cy) = (x0 + j as i32 * cell, y0 + i as i32 * cell);
             root.draw(&Rectangle::new([(cx, cy), (cx + cell, cy + cell)], heat(f).filled())).map_err(de)?;
             if cell >= 14 {
-                let color = if c == 0 { RGBColor(190, 190, 190) } else if f > 0.5 { WHITE } else { TEXT };
+                let color = if c == 0 {
+                    RGBColor(190, 190, 190)
+                } else if f > 0.5 {
+                    WHITE
+                } else {
+                    TEXT
+                };
                 let style = font(count_size).color(&color).pos(Pos::new(HPos::Center, VPos::Center));
                 root.draw_text(&c.to_string(), &style, (cx + cell / 2, cy + cell / 2)).map_err(de)?;
             }
@@ -267,12 +268,7 @@ pub fn accuracy<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<()
     let label_w = label_w.min(w * 45 / 100);
     let (_, body) = root.split_vertically(44);
     let ys = -0.5..n as f64 - 0.5;
-    let mut chart = ChartBuilder::on(&body)
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(label_w)
-        .build_cartesian_2d(0.0..1.0, ys)
-        .map_err(de)?;
+    let mut chart = ChartBuilder::on(&body).margin(16).x_label_area_size(44).y_label_area_size(label_w).build_cartesian_2d(0.0..1.0, ys).map_err(de)?;
     let label_of = |v: &f64| match category(*v, n) {
         Some(i) => labels[n - 1 - i].clone(),
         None => String::new(),
@@ -311,18 +307,12 @@ pub fn accuracy<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<()
             chart.draw_series(lines).map_err(de)?;
             chart.draw_series(g.accuracies.iter().map(|a| Circle::new((*a, y), 3, TEXT.filled()))).map_err(de)?;
         }
-        let text = if g.trials.len() > 1 {
-            format!("{:.1}% ± {:.1} (n={})", mean * 100.0, std * 100.0, g.trials.len())
-        } else {
-            format!("{:.1}%", mean * 100.0)
-        };
+        let text =
+            if g.trials.len() > 1 { format!("{:.1}% ± {:.1} (n={})", mean * 100.0, std * 100.0, g.trials.len()) } else { format!("{:.1}%", mean * 100.0) };
         let end = if g.trials.len() > 1 { (mean + std).min(1.0) } else { mean };
         let inside = end > 0.78;
-        let style = if inside {
-            font(value_size).color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center))
-        } else {
-            anchored(value_size, HPos::Left, VPos::Center)
-        };
+        let style =
+            if inside { font(value_size).color(&WHITE).pos(Pos::new(HPos::Right, VPos::Center)) } else { anchored(value_size, HPos::Left, VPos::Center) };
         let x = if inside { (mean - 0.01).max(0.0) } else { end + 0.01 };
         chart.draw_series(std::iter::once(Text::new(text, (x, y), style))).map_err(de)?;
     }
@@ -339,12 +329,8 @@ pub fn sweep_curves<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Resul
     }
     let all: Vec<&[(i64, f64)]> = series.iter().map(|(_, t)| t.valid_acc.as_slice()).collect();
     let (_, body) = root.split_vertically(44);
-    let mut chart = ChartBuilder::on(&body)
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(58)
-        .build_cartesian_2d(step_range(&all), ACCURACY_RANGE)
-        .map_err(de)?;
+    let mut chart =
+        ChartBuilder::on(&body).margin(16).x_label_area_size(44).y_label_area_size(58).build_cartesian_2d(step_range(&all), ACCURACY_RANGE).map_err(de)?;
     chart
         .configure_mesh()
         .light_line_style(WHITE)
@@ -437,9 +423,12 @@ pub fn class_counts<DB: DrawingBackend>(root: &Area<DB>, heading: &str, counts: 
     let show_values = n * splits.len() <= 48;
     for (si, split) in splits.iter().enumerate() {
         let c = color(si);
-        let bars: Vec<(usize, i64)> = counts.iter().filter(|x| x.0 == *split).filter_map(|x| classes.iter().position(|k| *k == x.1).map(|i| (i, x.2))).collect();
+        let bars: Vec<(usize, i64)> =
+            counts.iter().filter(|x| x.0 == *split).filter_map(|x| classes.iter().position(|k| *k == x.1).map(|i| (i, x.2))).collect();
         let lo = |i: usize| i as f64 - 0.4 + si as f64 * width;
-        chart.draw_series(bars.iter().map(|(i, v)| Rectangle::new([(lo(*i) + width * 0.06, 0.0), (lo(*i) + width * 0.94, *v as f64)], c.filled()))).map_err(de)?;
+        chart
+            .draw_series(bars.iter().map(|(i, v)| Rectangle::new([(lo(*i) + width * 0.06, 0.0), (lo(*i) + width * 0.94, *v as f64)], c.filled())))
+            .map_err(de)?;
         if show_values {
             let style = anchored(11.0, HPos::Center, VPos::Bottom);
             chart.draw_series(bars.iter().map(|(i, v)| Text::new(v.to_string(), (lo(*i) + width / 2.0, *v as f64 + max * 0.01), style.clone()))).map_err(de)?;

@@ -187,13 +187,12 @@ pub async fn load_sweep(pool: &SqlitePool, sweep: &str, only: Option<&str>) -> R
         load_details(pool, &mut t).await?;
         trials.push(t);
     }
-    let mut distribution: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT d.split, d.class, d.count FROM class_distribution d JOIN sweeps s ON s.id = d.sweep_id WHERE s.name = ? ORDER BY d.class",
-    )
-    .bind(sweep)
-    .fetch_all(pool)
-    .await
-    .map_err(e)?;
+    let mut distribution: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT d.split, d.class, d.count FROM class_distribution d JOIN sweeps s ON s.id = d.sweep_id WHERE s.name = ? ORDER BY d.class")
+            .bind(sweep)
+            .fetch_all(pool)
+            .await
+            .map_err(e)?;
     let split_rank = |s: &str| ["train", "valid", "test"].iter().position(|x| *x == s).unwrap_or(3);
     distribution.sort_by(|a, b| split_rank(&a.0).cmp(&split_rank(&b.0)).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
     Ok(SweepData { name: sweep.to_string(), trials, distribution })
@@ -222,14 +221,15 @@ async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String
         };
         series.push((step, value));
     }
-    t.class_accuracy = sqlx::query_as::<_, (String, i64, i64, f64)>("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
-        .bind(&t.id)
-        .fetch_all(pool)
-        .await
-        .map_err(e)?
-        .into_iter()
-        .map(|(class, correct, total, accuracy)| ClassAccuracy { class, correct, total, accuracy })
-        .collect();
+    t.class_accuracy =
+        sqlx::query_as::<_, (String, i64, i64, f64)>("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
+            .bind(&t.id)
+            .fetch_all(pool)
+            .await
+            .map_err(e)?
+            .into_iter()
+            .map(|(class, correct, total, accuracy)| ClassAccuracy { class, correct, total, accuracy })
+            .collect();
     let cells: Vec<(String, String, i64)> =
         sqlx::query_as("SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ?").bind(&t.id).fetch_all(pool).await.map_err(e)?;
     let mut classes: Vec<String> = t.class_accuracy.iter().map(|c| c.class.clone()).chain(cells.iter().flat_map(|c| [c.0.clone(), c.1.clone()])).collect();

@@ -107,7 +107,8 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
         }
     }
     super::ensure_fonts()?;
-    let name = dataset.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dataset.display().to_string());
+    let name =
+        dataset.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dataset.display().to_string());
     let label_w = {
         let mut w = 120;
         // Measure with a throwaway backend: only the font metrics matter.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -51,7 +51,13 @@ pub fn lock_sweep(results: &Path, sweep: &str) -> anyhow::Result<SweepLock> {
     let dir = results.join(sweep);
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
     let path = dir.join(".lock");
-    let mut file = std::fs::OpenOptions::new().create(true).truncate(false).read(true).write(true).open(&path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
     // SAFETY: flock on a valid fd we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -81,7 +87,8 @@ pub async fn detect_gpus(sel: &GpuSelection) -> Vec<u32> {
         return vec![];
     }
     let count = probe_cuda_devices().await.unwrap_or(0);
-    let visible: Option<Vec<u32>> = std::env::var("CUDA_VISIBLE_DEVICES").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
+    let visible: Option<Vec<u32>> =
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
     let all: Vec<u32> = match visible {
         Some(v) => v.into_iter().take(count as usize).collect(),
         None => (0..count).collect(),
@@ -134,10 +141,8 @@ pub struct AttemptResult {
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
     let v = serde_json::to_value(&t.config).unwrap_or_default();
-    let parts: Vec<String> = varying
-        .iter()
-        .filter_map(|k| v.get(k).map(|x| format!("{k}={}", x.as_str().map(String::from).unwrap_or_else(|| x.to_string()))))
-        .collect();
+    let parts: Vec<String> =
+        varying.iter().filter_map(|k| v.get(k).map(|x| format!("{k}={}", x.as_str().map(String::from).unwrap_or_else(|| x.to_string())))).collect();
     if parts.is_empty() { t.config.backbone.clone() } else { parts.join(" ") }
 }
 
@@ -164,8 +169,19 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
     free.reverse();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
-    let device_desc = if gpus.is_empty() { format!("{} CPU worker(s), {threads_per_worker} threads each", free.len()) } else { format!("GPUs {:?}, {} trial(s) per GPU", gpus, plan.resources.trials_per_gpu) };
-    eprintln!("sweep {}: {} trials ({} to run, {} already finished{}) on {device_desc}", plan.name, plan.trials.len(), queue.len(), skipped, if skipped_failed > 0 { format!(", {skipped_failed} failed: rerun with --retry-failed") } else { String::new() });
+    let device_desc = if gpus.is_empty() {
+        format!("{} CPU worker(s), {threads_per_worker} threads each", free.len())
+    } else {
+        format!("GPUs {:?}, {} trial(s) per GPU", gpus, plan.resources.trials_per_gpu)
+    };
+    eprintln!(
+        "sweep {}: {} trials ({} to run, {} already finished{}) on {device_desc}",
+        plan.name,
+        plan.trials.len(),
+        queue.len(),
+        skipped,
+        if skipped_failed > 0 { format!(", {skipped_failed} failed: rerun with --retry-failed") } else { String::new() }
+    );
 
     let (recorder, writer) = Recorder::spawn(pool.clone());
     let launcher: Arc<dyn Launcher> = Arc::new(crate::launcher::local::LocalLauncher::from_env()?);
@@ -284,7 +300,13 @@ pub async fn run(plan: SweepPlan, opts: RunOptions, pool: sqlx::SqlitePool, syst
             recorder.send(StoreEvent::TrialStatus { trial: q.trial.id.clone(), status: "interrupted" });
         }
     }
-    let outcome = if stopping { Outcome::Interrupted } else if failed > 0 { Outcome::SomeFailed { failed } } else { Outcome::AllDone { ran, skipped } };
+    let outcome = if stopping {
+        Outcome::Interrupted
+    } else if failed > 0 {
+        Outcome::SomeFailed { failed }
+    } else {
+        Outcome::AllDone { ran, skipped }
+    };
     let sweep_status = match outcome {
         Outcome::AllDone { .. } => "done",
         Outcome::SomeFailed { .. } => "failed",
@@ -327,7 +349,16 @@ fn on_signal(stopping: &mut bool, kill_at: &mut Option<Instant>, running: &HashM
 
 /// Runs one attempt: start, relay stdout lines, wait, classify.
 #[allow(clippy::too_many_arguments)]
-async fn attempt(launcher: Arc<dyn Launcher>, spec: LaunchSpec, recorder: Recorder, ev: mpsc::UnboundedSender<Event>, attempt: u32, delay: Duration, timeout: Option<Duration>, mut stop: watch::Receiver<bool>) {
+async fn attempt(
+    launcher: Arc<dyn Launcher>,
+    spec: LaunchSpec,
+    recorder: Recorder,
+    ev: mpsc::UnboundedSender<Event>,
+    attempt: u32,
+    delay: Duration,
+    timeout: Option<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
     let trial = spec.job.trial.clone();
     if !delay.is_zero() {
         // A stop during the retry backoff cancels the retry: no worker starts after Ctrl-C.
@@ -336,7 +367,8 @@ async fn attempt(launcher: Arc<dyn Launcher>, spec: LaunchSpec, recorder: Record
             r = stop.wait_for(|s| *s) => r.is_ok(),
         };
         if stopped {
-            let result = AttemptResult { error_class: Some("interrupted".into()), message: Some("stopped before the retry started".into()), ..Default::default() };
+            let result =
+                AttemptResult { error_class: Some("interrupted".into()), message: Some("stopped before the retry started".into()), ..Default::default() };
             let _ = ev.send(Event::Finished { trial, slot: spec.slot.clone(), result });
             return;
         }
@@ -345,12 +377,25 @@ async fn attempt(launcher: Arc<dyn Launcher>, spec: LaunchSpec, recorder: Record
     let _ = ev.send(Event::Finished { trial, slot: spec.slot.clone(), result });
 }
 
-async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Recorder, ev: &mpsc::UnboundedSender<Event>, attempt: u32, timeout: Option<Duration>) -> AttemptResult {
+async fn run_attempt(
+    launcher: &dyn Launcher,
+    spec: &LaunchSpec,
+    recorder: &Recorder,
+    ev: &mpsc::UnboundedSender<Event>,
+    attempt: u32,
+    timeout: Option<Duration>,
+) -> AttemptResult {
     let trial = spec.job.trial.clone();
     let mut child = match launcher.launch(spec) {
         Ok(c) => c,
         Err(e) => {
-            recorder.send(StoreEvent::AttemptStarted { trial: trial.clone(), attempt, pid: None, device: spec.slot.label(), batch_size: spec.job.config.batch_size });
+            recorder.send(StoreEvent::AttemptStarted {
+                trial: trial.clone(),
+                attempt,
+                pid: None,
+                device: spec.slot.label(),
+                batch_size: spec.job.config.batch_size,
+            });
             return AttemptResult { error_class: Some("internal".into()), message: Some(format!("cannot start worker: {e}")), ..Default::default() };
         }
     };

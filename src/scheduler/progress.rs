@@ -19,7 +19,9 @@ impl Progress {
         let bars = (!force_plain && std::io::stderr().is_terminal()).then(|| {
             let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = mp.add(ProgressBar::new(total as u64));
-            overall.set_style(ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} {msg} {elapsed_precise}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+            overall.set_style(
+                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} {msg} {elapsed_precise}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
             overall.set_prefix("sweep");
             (mp, overall)
         });
@@ -35,7 +37,9 @@ impl Progress {
         match &self.bars {
             Some((mp, _)) => {
                 let pb = mp.add(ProgressBar::new(epochs as u64));
-                pb.set_style(ProgressStyle::with_template("  {prefix} [{bar:20}] epoch {pos}/{len} {msg} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                pb.set_style(
+                    ProgressStyle::with_template("  {prefix} [{bar:20}] epoch {pos}/{len} {msg} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
                 pb.set_prefix(format!("{trial} {label}"));
                 pb.set_message(format!("starting on {device}"));
                 self.trial_bars.insert(trial.to_string(), pb);

@@ -15,7 +15,9 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("database {path} was written by a newer sweep (schema version {found} > {known}); upgrade sweep")]
     Newer { path: PathBuf, found: i64, known: i64 },
-    #[error("database {path} has schema migration {version}, which this sweep does not know: it was written by a different version of sweep; use that version, or another --db")]
+    #[error(
+        "database {path} has schema migration {version}, which this sweep does not know: it was written by a different version of sweep; use that version, or another --db"
+    )]
     Unknown { path: PathBuf, version: i64 },
     #[error("{path} is an SQLite database but not a sweep results database (it has tables {tables}); pass another --db, or SWEEP_DB")]
     Foreign { path: PathBuf, tables: String },
@@ -73,10 +75,11 @@ async fn check_schema(path: &Path) -> Result<(), StoreError> {
     // Default options: no journal-mode change, nothing created.
     let mut conn = SqliteConnectOptions::new().filename(path).busy_timeout(Duration::from_secs(60)).connect().await.map_err(open_err)?;
     let result = async {
-        let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
-            .fetch_all(&mut conn)
-            .await
-            .map_err(open_err)?;
+        let tables: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")
+                .fetch_all(&mut conn)
+                .await
+                .map_err(open_err)?;
         if tables.is_empty() {
             return Ok(());
         }
@@ -89,10 +92,8 @@ async fn check_schema(path: &Path) -> Result<(), StoreError> {
         }
         let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version").fetch_all(&mut conn).await.map_err(open_err)?;
         let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        if let Some(&found) = applied.iter().max() {
-            if found > known {
-                return Err(StoreError::Newer { path: path.to_path_buf(), found, known });
-            }
+        if let Some(found) = applied.iter().copied().filter(|&v| v > known).max() {
+            return Err(StoreError::Newer { path: path.to_path_buf(), found, known });
         }
         if let Some(&version) = applied.iter().find(|v| !MIGRATOR.iter().any(|m| m.version == **v)) {
             return Err(StoreError::Unknown { path: path.to_path_buf(), version });

@@ -30,11 +30,13 @@ pub struct TrialRow {
 pub async fn resolve_sweep(pool: &SqlitePool, name: Option<&str>) -> Result<String, String> {
     match name {
         Some(n) => {
-            let found: Option<String> = sqlx::query_scalar("SELECT name FROM sweeps WHERE name = ?").bind(n).fetch_optional(pool).await.map_err(|e| e.to_string())?;
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT name FROM sweeps WHERE name = ?").bind(n).fetch_optional(pool).await.map_err(|e| e.to_string())?;
             match found {
                 Some(s) => Ok(s),
                 None => {
-                    let all: Vec<String> = sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC").fetch_all(pool).await.map_err(|e| e.to_string())?;
+                    let all: Vec<String> =
+                        sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC").fetch_all(pool).await.map_err(|e| e.to_string())?;
                     Err(format!("no sweep named {n:?} in the database; known sweeps: {}", if all.is_empty() { "(none)".into() } else { all.join(", ") }))
                 }
             }
@@ -89,7 +91,11 @@ impl FilterValue {
         match v {
             "true" => FilterValue::Int(1),
             "false" => FilterValue::Int(0),
-            _ => v.parse::<i64>().map(FilterValue::Int).or_else(|_| v.parse::<f64>().map(FilterValue::Float)).unwrap_or_else(|_| FilterValue::Text(v.to_string())),
+            _ => v
+                .parse::<i64>()
+                .map(FilterValue::Int)
+                .or_else(|_| v.parse::<f64>().map(FilterValue::Float))
+                .unwrap_or_else(|_| FilterValue::Text(v.to_string())),
         }
     }
 }

@@ -106,7 +106,17 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
     }
 }
 
-async fn metric(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u32, split: &str, epoch: u32, batch: u32, step: u64, name: &str, value: f64) -> Result<(), sqlx::Error> {
+async fn metric(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    attempt: u32,
+    split: &str,
+    epoch: u32,
+    batch: u32,
+    step: u64,
+    name: &str,
+    value: f64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO metrics (trial_id, attempt, split, epoch, batch, step, name, value, time) VALUES (?,?,?,?,?,?,?,?,?)
          ON CONFLICT (trial_id, split, epoch, step, name) DO UPDATE SET value = excluded.value, attempt = excluded.attempt, batch = excluded.batch, time = excluded.time",
@@ -204,7 +214,12 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
             }
         }
         WorkerMessage::Resumed { from_epoch } => {
-            sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?").bind(from_epoch).bind(trial).bind(attempt).execute(&mut **tx).await?;
+            sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?")
+                .bind(from_epoch)
+                .bind(trial)
+                .bind(attempt)
+                .execute(&mut **tx)
+                .await?;
         }
         WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } => {
             for (name, v) in [("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_s", images_per_s)] {
@@ -259,7 +274,7 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
             sqlx::query("DELETE FROM confusion WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
             for (t, row) in classes.iter().zip(&matrix) {
                 for (p, count) in classes.iter().zip(row) {
-                    sqlx::query("INSERT INTO confusion (trial_id, true_class, pred_class, count) VALUES (?,?,?,?)")
+                    sqlx::query("INSERT INTO confusion (trial_id, true_class, pred_class, count) VALUES (?,?,?,?) ON CONFLICT (trial_id, true_class, pred_class) DO UPDATE SET count = count + excluded.count")
                         .bind(trial)
                         .bind(t)
                         .bind(p)
@@ -364,12 +379,11 @@ pub async fn register(pool: &SqlitePool, plan: &SweepPlan, system_info: &serde_j
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE trials SET status = 'interrupted' WHERE sweep_id = ? AND status = 'running'").bind(sweep_id).execute(&mut *tx).await?;
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT t.id, t.status, (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.trial_id = t.id) FROM trials t WHERE t.sweep_id = ?",
-    )
-    .bind(sweep_id)
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("SELECT t.id, t.status, (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.trial_id = t.id) FROM trials t WHERE t.sweep_id = ?")
+            .bind(sweep_id)
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     Ok((sweep_id, rows.into_iter().map(|(id, status, a)| TrialState { id, status, attempts: a as u32 }).collect()))
 }

@@ -10,7 +10,10 @@
 //! Normalisation with ImageNet mean/std happens on the tensor side.
 //!
 //! This module never touches libtorch: it hands out plain `u8` buffers.
-use fast_image_resize::{images::{Image, ImageRef}, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::{
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+    images::{Image, ImageRef},
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -88,9 +91,10 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>, DataError> {
     let mut names = Vec::new();
     for p in list_dir(dir)? {
         if p.is_dir() {
-            let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
-                DataError::Layout(format!("{}: class folder name is not valid UTF-8; rename it", p.display()))
-            })?;
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| DataError::Layout(format!("{}: class folder name is not valid UTF-8; rename it", p.display())))?;
             if !name.starts_with('.') {
                 names.push(name.to_string());
             }
@@ -365,14 +369,11 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
 pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32) -> Result<Batch, String> {
     let per = (s * s * 3) as usize;
     let mut pixels = vec![0u8; per * idx.len()];
-    pixels
-        .par_chunks_mut(per)
-        .zip(idx.par_iter())
-        .try_for_each(|(out, &i)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
-            let img = cache.images.get(i).ok_or("index out of range")?;
-            train_transform(img, s, augment, &mut rng, out)
-        })?;
+    pixels.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
+        let img = cache.images.get(i).ok_or("index out of range")?;
+        train_transform(img, s, augment, &mut rng, out)
+    })?;
     let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
     Ok(Batch { pixels, labels })
 }

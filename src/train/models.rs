@@ -9,8 +9,8 @@
 //! VGG) so that a replaced head can be recognised and skipped when loading
 //! pretrained weights, and so its parameters can get their own lr group.
 use crate::config::Head;
-use tch::nn::{self, Module, ModuleT};
 use tch::Tensor;
+use tch::nn::{self, Module, ModuleT};
 
 /// Optimizer group of backbone parameters; the head is `HEAD_GROUP`.
 pub const BACKBONE_GROUP: usize = 0;
@@ -92,10 +92,8 @@ impl ResNet {
                 let stride = if li > 0 && bi == 0 { 2 } else { 1 };
                 let bp = &lp / bi;
                 let out = planes * expansion;
-                let downsample = (bi == 0 && (stride != 1 || inplanes != out)).then(|| Downsample {
-                    conv: conv(&bp / "downsample" / 0, inplanes, out, 1, stride, 0, false),
-                    bn: bn(&bp / "downsample" / 1, out),
-                });
+                let downsample = (bi == 0 && (stride != 1 || inplanes != out))
+                    .then(|| Downsample { conv: conv(&bp / "downsample" / 0, inplanes, out, 1, stride, 0, false), bn: bn(&bp / "downsample" / 1, out) });
                 let convs = if bottleneck {
                     vec![
                         (conv(&bp / "conv1", inplanes, planes, 1, 1, 0, false), bn(&bp / "bn1", planes)),
@@ -203,12 +201,30 @@ const VGG19: [i64; 21] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 51
 pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<Net, String> {
     let bp = root.set_group(BACKBONE_GROUP);
     let (backbone, feat, prefix, vgg) = match name {
-        "resnet18" => { let (m, f) = ResNet::new(&bp, [2, 2, 2, 2], false); (Backbone::ResNet(m), f, "fc", false) }
-        "resnet34" => { let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], false); (Backbone::ResNet(m), f, "fc", false) }
-        "resnet50" => { let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], true); (Backbone::ResNet(m), f, "fc", false) }
-        "resnet101" => { let (m, f) = ResNet::new(&bp, [3, 4, 23, 3], true); (Backbone::ResNet(m), f, "fc", false) }
-        "vgg16_bn" => { let (m, f) = Vgg::new(&bp, &VGG16); (Backbone::Vgg(m), f, "classifier", true) }
-        "vgg19_bn" => { let (m, f) = Vgg::new(&bp, &VGG19); (Backbone::Vgg(m), f, "classifier", true) }
+        "resnet18" => {
+            let (m, f) = ResNet::new(&bp, [2, 2, 2, 2], false);
+            (Backbone::ResNet(m), f, "fc", false)
+        }
+        "resnet34" => {
+            let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], false);
+            (Backbone::ResNet(m), f, "fc", false)
+        }
+        "resnet50" => {
+            let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], true);
+            (Backbone::ResNet(m), f, "fc", false)
+        }
+        "resnet101" => {
+            let (m, f) = ResNet::new(&bp, [3, 4, 23, 3], true);
+            (Backbone::ResNet(m), f, "fc", false)
+        }
+        "vgg16_bn" => {
+            let (m, f) = Vgg::new(&bp, &VGG16);
+            (Backbone::Vgg(m), f, "classifier", true)
+        }
+        "vgg19_bn" => {
+            let (m, f) = Vgg::new(&bp, &VGG19);
+            (Backbone::Vgg(m), f, "classifier", true)
+        }
         other => return Err(format!("unknown backbone {other:?}; valid: {}", crate::config::BACKBONES.join(", "))),
     };
     let hp = root.set_group(HEAD_GROUP);

@@ -27,7 +27,10 @@ enum V {
     Dict(Vec<(V, V)>),
     Global(String, String),
     /// persistent id: ('storage', type, key, location, numel[, view])
-    Storage { kind: Kind, key: String },
+    Storage {
+        kind: Kind,
+        key: String,
+    },
     Tensor(TensorRef),
     Mark,
     Other,
@@ -365,11 +368,7 @@ fn materialise(t: &TensorRef, storage: &[u8]) -> Result<Tensor, String> {
 pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
     let err = |m: String| format!("cannot read {} as a PyTorch checkpoint: {m}", path.display());
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    if bytes.starts_with(b"PK") {
-        read_zip(&bytes).map_err(err)
-    } else {
-        read_legacy(&bytes).map_err(err)
-    }
+    if bytes.starts_with(b"PK") { read_zip(&bytes).map_err(err) } else { read_legacy(&bytes).map_err(err) }
 }
 
 fn read_zip(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {

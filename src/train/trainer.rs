@@ -6,17 +6,17 @@
 //! weights, the epoch counter and the best score; optimizer momentum restarts
 //! (documented in README).
 use super::data::{self, Layout, SplitCache};
-use super::models::{self, Net, BACKBONE_GROUP, HEAD_GROUP};
+use super::models::{self, BACKBONE_GROUP, HEAD_GROUP, Net};
 use super::{to_input, weights};
 use crate::config::{Optimizer, Schedule, WorkerJob};
-use crate::protocol::{emit, ClassAccuracy, ErrorClass, Misclassified, SplitCounts, WorkerMessage};
+use crate::protocol::{ClassAccuracy, ErrorClass, Misclassified, SplitCounts, WorkerMessage, emit};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tch::nn::{ModuleT, OptimizerConfig};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor, nn};
 
 /// Set by SIGTERM/SIGINT: finish the batch, keep the last epoch checkpoint, exit.
 pub static STOP: AtomicBool = AtomicBool::new(false);
@@ -81,7 +81,11 @@ fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
     } else {
         let _ = std::fs::remove_file(&path);
     }
-    let f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot open {}: {e}", path.display())))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot open {}: {e}", path.display())))?;
     if let Ok(mut g) = JOURNAL.lock() {
         *g = Some(f);
     }
@@ -94,7 +98,9 @@ pub fn device() -> Device {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
 }
 
 fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
@@ -145,11 +151,7 @@ fn load_data(job: &WorkerJob) -> Result<Data, Failure> {
 
 fn classify_panic(msg: &str) -> ErrorClass {
     let m = msg.to_ascii_lowercase();
-    if m.contains("out of memory") || m.contains("outofmemory") {
-        ErrorClass::Oom
-    } else {
-        ErrorClass::Internal
-    }
+    if m.contains("out of memory") || m.contains("outofmemory") { ErrorClass::Oom } else { ErrorClass::Internal }
 }
 
 /// Runs the whole trial. Panics inside libtorch are caught and classified.
@@ -296,6 +298,9 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
         }
         let train_secs = epoch_start.elapsed().as_secs_f64();
         let val = evaluate(&net, &data.valid, s, bs, device, false);
+        if !val.loss.is_finite() {
+            return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
+        }
         state.epoch = epoch;
         let improved = val.accuracy > state.best_val_accuracy;
         if improved {
@@ -364,7 +369,12 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
     send(WorkerMessage::Confusion { classes: classes_v.clone(), matrix })?;
     send(WorkerMessage::Misclassified { items: mis })?;
     let wall = started.elapsed().as_secs_f64();
-    send(WorkerMessage::Done { epochs: state.epoch, wall_s: wall, images_per_s: images_seen as f64 / wall.max(1e-9), best_val_accuracy: state.best_val_accuracy })?;
+    send(WorkerMessage::Done {
+        epochs: state.epoch,
+        wall_s: wall,
+        images_per_s: images_seen as f64 / wall.max(1e-9),
+        best_val_accuracy: state.best_val_accuracy,
+    })?;
     Ok(())
 }
 
@@ -429,7 +439,15 @@ impl GradScaler {
 type BatchResult = Result<data::Batch, String>;
 
 /// Builds the epoch's batches on a thread of its own, two ahead of compute.
-fn spawn_loader(cache: Arc<SplitCache>, bs: usize, batches: usize, s: u32, augment: Vec<String>, seed: u64, epoch: u32) -> std::sync::mpsc::Receiver<BatchResult> {
+fn spawn_loader(
+    cache: Arc<SplitCache>,
+    bs: usize,
+    batches: usize,
+    s: u32,
+    augment: Vec<String>,
+    seed: u64,
+    epoch: u32,
+) -> std::sync::mpsc::Receiver<BatchResult> {
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
     std::thread::spawn(move || {
         let order = data::epoch_order(cache.images.len(), seed, epoch);

@@ -9,7 +9,7 @@
 //! shape mismatch is an error that lists them all.
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use tch::{nn::VarStore, Tensor};
+use tch::{Tensor, nn::VarStore};
 
 pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, String> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
@@ -30,18 +30,12 @@ pub struct LoadReport {
 }
 
 pub fn load_into(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, String> {
-    let file: HashMap<String, Tensor> = read(path)?
-        .into_iter()
-        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
-        .collect();
+    let file: HashMap<String, Tensor> = read(path)?.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).collect();
     let vars = vs.variables();
     let is_head = |k: &str| k == head_prefix || k.starts_with(&format!("{head_prefix}."));
     let model_shapes: BTreeMap<&String, Vec<i64>> = vars.iter().map(|(k, t)| (k, t.size())).collect();
 
-    let head_matches = vars
-        .iter()
-        .filter(|(k, _)| is_head(k))
-        .all(|(k, t)| file.get(k).map(|f| f.size() == t.size()).unwrap_or(false))
+    let head_matches = vars.iter().filter(|(k, _)| is_head(k)).all(|(k, t)| file.get(k).map(|f| f.size() == t.size()).unwrap_or(false))
         && file.keys().filter(|k| is_head(k)).all(|k| vars.contains_key(k));
 
     let mut missing = Vec::new();
