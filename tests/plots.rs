@@ -179,7 +179,7 @@ fn data_show_writes_png_and_svg_overviews() {
     let out = f.out("data-show");
     let png = out.join("overview.png");
     let o = Command::new(BIN).args(["data", "show"]).arg(f.data()).arg("--out").arg(&png).args(["--per-class", "3"]).output().unwrap();
-    assert_eq!(lines(&ok(&o)), [png.clone()]);
+    assert_eq!(lines(&ok(&o)), std::slice::from_ref(&png));
     let img = image::open(&png).unwrap();
     // 12 classes: 96 + 12 × 70 + 44 pixels high; 3 thumbnails + label + counts wide.
     assert_eq!(img.height(), 96 + 12 * 70 + 44);
