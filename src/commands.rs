@@ -104,23 +104,16 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         });
         let hash = dataset_hash(&plan.dataset);
         let name = plan.name.clone();
-        let opts = RunOptions {
-            db: db.clone(),
-            results: args.results.clone(),
-            retry_failed: args.retry_failed,
-            plain: args.plain,
-            grace: Duration::from_secs(args.grace),
-        };
+        let opts = RunOptions { results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
         let outcome = scheduler::run(plan, opts, pool.clone(), info, hash)
             .await
             .map_err(|e| if e.to_string().contains("already running") { CliError::bad_input(e) } else { CliError::failed(format!("{e:#}")) })?;
         // Summary table of this sweep.
-        if let Ok(rows) = queries::trials(&pool, &name).await {
-            if let Ok(r) = crate::report::build(&name, "accuracy", rows, None) {
-                if let Ok(t) = crate::report::render(&r, "table") {
-                    print!("{t}");
-                }
-            }
+        if let Ok(rows) = queries::trials(&pool, &name).await
+            && let Ok(r) = crate::report::build(&name, "accuracy", rows, None)
+            && let Ok(t) = crate::report::render(&r, "table")
+        {
+            print!("{t}");
         }
         pool.close().await;
         Ok(match outcome {
@@ -187,10 +180,10 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
                 return Err(CliError::bad_input(format!("unknown --status {s:?}; valid: {}", STATUSES.join(", "))));
             }
         }
-        if let Some(k) = &args.group_by {
-            if !valid_keys.contains(&k.as_str()) {
-                return Err(CliError::bad_input(format!("unknown --group-by key {k:?}; valid keys: {}", valid_keys.join(", "))));
-            }
+        if let Some(k) = &args.group_by
+            && !valid_keys.contains(&k.as_str())
+        {
+            return Err(CliError::bad_input(format!("unknown --group-by key {k:?}; valid keys: {}", valid_keys.join(", "))));
         }
         let rows = queries::trials_filtered(&pool, &sweep, &filters, args.status.as_deref()).await.map_err(CliError::failed)?;
         let params: Vec<serde_json::Map<String, serde_json::Value>> =

@@ -369,7 +369,7 @@ fn resources(src: &Source, r: &crate::spec::RawResources) -> Result<Resources, S
     Ok(out)
 }
 
-fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialConfig) -> Result<Vec<Vec<(Spanned<String>, Spanned<Value>)>>, SpecError> {
+fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialConfig) -> Result<Vec<Draw>, SpecError> {
     let mut samples: Option<usize> = None;
     let mut dists = Vec::new();
     for (k, v) in r.get_ref() {
@@ -462,6 +462,9 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
     }
     Ok(out)
 }
+
+/// One `[random]` draw: the sampled value of each key.
+type Draw = Vec<(Spanned<String>, Spanned<Value>)>;
 
 const DIST_HELP: &str = "use { choice = [...] }, { uniform = [a, b] }, { loguniform = [a, b] } or { int = [a, b] }";
 

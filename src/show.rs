@@ -3,6 +3,9 @@ use sqlx::SqlitePool;
 use std::fmt::Write;
 use tabled::settings::Style;
 
+/// attempt, started, finished, exit code, signal, error class, message, resumed from.
+type AttemptRow = (i64, Option<f64>, Option<f64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<i64>);
+
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
 /// A terminal sparkline with its range, e.g. `▇▅▄▂▁ 2.48 → 1.20 (min 1.20, max 2.51)`.
@@ -60,7 +63,7 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
         }
     }
 
-    let attempts: Vec<(i64, Option<f64>, Option<f64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<i64>)> = sqlx::query_as(
+    let attempts: Vec<AttemptRow> = sqlx::query_as(
         "SELECT attempt, started_at, finished_at, exit_code, signal, error_class, message, resumed_from_epoch FROM attempts WHERE trial_id = ? ORDER BY attempt",
     )
     .bind(&trial)

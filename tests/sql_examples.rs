@@ -1,6 +1,6 @@
 //! Every ```sql block of README.md runs against a database made by a real
 //! small sweep named `quickstart`, so the documented queries stay true.
-use sqlx::{Column, Row};
+use sqlx::Row;
 use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sweep");

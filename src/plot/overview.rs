@@ -168,7 +168,6 @@ fn blit(rgb: &mut [u8], width: u32, x: u32, y: u32, px: &[u8]) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn draw_frame<DB: DrawingBackend>(
     root: &DrawingArea<DB, plotters::coord::Shift>,
     g: &Geometry,

@@ -24,7 +24,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 pub struct RunOptions {
-    pub db: PathBuf,
     pub results: PathBuf,
     pub retry_failed: bool,
     pub plain: bool,
@@ -348,7 +347,7 @@ fn on_signal(stopping: &mut bool, kill_at: &mut Option<Instant>, running: &HashM
 }
 
 /// Runs one attempt: start, relay stdout lines, wait, classify.
-#[allow(clippy::too_many_arguments)]
+#[expect(clippy::too_many_arguments, reason = "each argument is one independent input of the attempt or drawing")]
 async fn attempt(
     launcher: Arc<dyn Launcher>,
     spec: LaunchSpec,
@@ -459,10 +458,8 @@ async fn run_attempt(
             false
         }
     };
-    if timed_out {
-        if let Some(pid) = pid {
-            signal_group(pid, libc::SIGKILL);
-        }
+    if timed_out && let Some(pid) = pid {
+        signal_group(pid, libc::SIGKILL);
     }
     // A worker that closed stdout yet keeps running gets a minute to exit, then SIGKILL.
     let status = match tokio::time::timeout(Duration::from_secs(60), child.wait()).await {

@@ -39,10 +39,8 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
     if !create && !path.exists() {
         return Err(StoreError::Missing(path.to_path_buf()));
     }
-    if create {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
-        }
+    if create && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
     }
     // Look before touching: a file that is not ours, or from a newer sweep, is
     // refused before the WAL switch or a migration could change it.

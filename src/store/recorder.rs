@@ -106,6 +106,7 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
     }
 }
 
+#[expect(clippy::too_many_arguments, reason = "one bind per column of the metrics row")]
 async fn metric(
     tx: &mut Transaction<'_, Sqlite>,
     trial: &str,

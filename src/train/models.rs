@@ -127,7 +127,7 @@ impl ResNet {
 
 #[derive(Debug)]
 enum VggLayer {
-    Conv(nn::Conv2D, nn::BatchNorm),
+    Conv(Box<(nn::Conv2D, nn::BatchNorm)>),
     Pool,
 }
 
@@ -149,7 +149,7 @@ impl Vgg {
             } else {
                 let cv = conv(&fp / idx, cin, c, 3, 1, 1, true);
                 let b = bn(&fp / (idx + 1), c);
-                features.push(VggLayer::Conv(cv, b));
+                features.push(VggLayer::Conv(Box::new((cv, b))));
                 idx += 3; // conv, bn, relu
                 cin = c;
             }
@@ -161,7 +161,7 @@ impl Vgg {
         let mut ys = xs.shallow_clone();
         for l in &self.features {
             ys = match l {
-                VggLayer::Conv(c, b) => ys.apply(c).apply_t(b, train).relu(),
+                VggLayer::Conv(cb) => ys.apply(&cb.0).apply_t(&cb.1, train).relu(),
                 VggLayer::Pool => ys.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
             };
         }
@@ -171,7 +171,7 @@ impl Vgg {
 
 #[derive(Debug)]
 enum Backbone {
-    ResNet(ResNet),
+    ResNet(Box<ResNet>),
     Vgg(Vgg),
 }
 
@@ -203,19 +203,19 @@ pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<N
     let (backbone, feat, prefix, vgg) = match name {
         "resnet18" => {
             let (m, f) = ResNet::new(&bp, [2, 2, 2, 2], false);
-            (Backbone::ResNet(m), f, "fc", false)
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
         }
         "resnet34" => {
             let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], false);
-            (Backbone::ResNet(m), f, "fc", false)
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
         }
         "resnet50" => {
             let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], true);
-            (Backbone::ResNet(m), f, "fc", false)
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
         }
         "resnet101" => {
             let (m, f) = ResNet::new(&bp, [3, 4, 23, 3], true);
-            (Backbone::ResNet(m), f, "fc", false)
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
         }
         "vgg16_bn" => {
             let (m, f) = Vgg::new(&bp, &VGG16);

@@ -21,7 +21,7 @@ enum V {
     Int(i64),
     Float,
     Str(String),
-    Bytes(Vec<u8>),
+    Bytes,
     Tuple(Vec<V>),
     List(Vec<V>),
     Dict(Vec<(V, V)>),
@@ -180,12 +180,14 @@ impl<'a> Machine<'a> {
                 b'C' => {
                     let n = self.u8()? as usize;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(V::Bytes(b));
+                    let _ = b;
+                    self.stack.push(V::Bytes);
                 }
                 b'B' => {
                     let n = self.u32()? as usize;
                     let b = self.take(n)?.to_vec();
-                    self.stack.push(V::Bytes(b));
+                    let _ = b;
+                    self.stack.push(V::Bytes);
                 }
                 b'c' => {
                     let module = self.line()?;

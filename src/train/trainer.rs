@@ -48,16 +48,15 @@ struct State {
 static JOURNAL: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
 
 fn send(msg: WorkerMessage) -> Result<(), Failure> {
-    if matches!(msg, WorkerMessage::TrainStep { .. } | WorkerMessage::Epoch { .. }) {
-        if let Ok(mut guard) = JOURNAL.lock() {
-            if let Some(f) = guard.as_mut() {
-                use std::io::Write;
-                let line = serde_json::to_string(&msg).unwrap_or_default();
-                let _ = writeln!(f, "{line}");
-                if matches!(msg, WorkerMessage::Epoch { .. }) {
-                    let _ = f.sync_data();
-                }
-            }
+    if matches!(msg, WorkerMessage::TrainStep { .. } | WorkerMessage::Epoch { .. })
+        && let Ok(mut guard) = JOURNAL.lock()
+        && let Some(f) = guard.as_mut()
+    {
+        use std::io::Write;
+        let line = serde_json::to_string(&msg).unwrap_or_default();
+        let _ = writeln!(f, "{line}");
+        if matches!(msg, WorkerMessage::Epoch { .. }) {
+            let _ = f.sync_data();
         }
     }
     // A closed stdout means the coordinator is gone: stop rather than train for nobody.
@@ -217,13 +216,13 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
     let best = job.out_dir.join("best.safetensors");
     let state_path = job.out_dir.join("state.json");
     let mut state = State { epoch: 0, step: 0, best_val_accuracy: -1.0, best_epoch: 0 };
-    if let (true, Ok(text)) = (last.exists(), std::fs::read_to_string(&state_path)) {
-        if let Ok(s) = serde_json::from_str::<State>(&text) {
-            vs.load(&last).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot resume from {}: {e}", last.display())))?;
-            crate::log!("resuming {} after epoch {}", job.trial, s.epoch);
-            send(WorkerMessage::Resumed { from_epoch: s.epoch })?;
-            state = s;
-        }
+    if let (true, Ok(text)) = (last.exists(), std::fs::read_to_string(&state_path))
+        && let Ok(s) = serde_json::from_str::<State>(&text)
+    {
+        vs.load(&last).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot resume from {}: {e}", last.display())))?;
+        crate::log!("resuming {} after epoch {}", job.trial, s.epoch);
+        send(WorkerMessage::Resumed { from_epoch: s.epoch })?;
+        state = s;
     }
     open_journal(&job.out_dir, (state.epoch > 0).then_some(state.epoch))?;
 
