@@ -59,21 +59,7 @@ fn esc(s: &str) -> String {
     out
 }
 
-fn pct(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.2}%", x * 100.0)).unwrap_or_else(|| "-".into())
-}
-
-fn num(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
-}
-
-fn param_text(v: Option<&serde_json::Value>) -> String {
-    match v {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => "-".into(),
-    }
-}
+use crate::report::{num, param_text, pct};
 
 /// A plotters SVG document made fit for inlining: no namespace URI, labelled for screen readers.
 fn inline_svg(svg: &str, label: &str) -> String {

@@ -753,27 +753,8 @@ retries = 1
         "1979-05-27T07:32:00Z",
         "07:32:00",
     ];
-    const KEYS: &[&str] = &[
-        "backbone",
-        "lr",
-        "epochs",
-        "image_size",
-        "batch_size",
-        "optimizer",
-        "momentum",
-        "nesterov",
-        "weight_decay",
-        "schedule",
-        "step_size",
-        "gamma",
-        "head",
-        "freeze_backbone",
-        "backbone_lr_scale",
-        "augment",
-        "skip_bad_images",
-        "amp",
-        "log_every",
-        "max_batches",
+    /// Keys to mutate with: every parameter plus other table keys and junk.
+    const EXTRA_KEYS: &[&str] = &[
         "seed",
         "seeds",
         "samples",
@@ -791,6 +772,9 @@ retries = 1
         "\"quoted key\"",
         "a.b",
     ];
+    fn keys() -> Vec<&'static str> {
+        PARAM_KEYS.iter().copied().chain(EXTRA_KEYS.iter().copied()).collect()
+    }
     const HEADERS: &[&str] =
         &["[sweep]", "[defaults]", "[grid]", "[random]", "[[trial]]", "[pretrained]", "[resources]", "[[grid]]", "[x]", "[sweep.sub]", "["];
 
@@ -805,7 +789,7 @@ retries = 1
     }
 
     fn edit() -> impl Strategy<Value = Edit> {
-        let key = prop::sample::select(KEYS);
+        let key = prop::sample::select(keys());
         let value = prop::sample::select(VALUES);
         // Mostly edits that keep the file TOML, so that most cases reach validation.
         prop_oneof![

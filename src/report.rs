@@ -83,15 +83,15 @@ pub fn build(sweep: &str, metric: &str, rows: Vec<TrialRow>, top: Option<usize>)
     Ok(Report { sweep: sweep.to_string(), metric: metric.to_string(), varying, rows: out })
 }
 
-fn pct(v: Option<f64>) -> String {
+pub fn pct(v: Option<f64>) -> String {
     v.map(|x| format!("{:.2}%", x * 100.0)).unwrap_or_else(|| "-".into())
 }
 
-fn num(v: Option<f64>, prec: usize) -> String {
+pub fn num(v: Option<f64>, prec: usize) -> String {
     v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
 }
 
-fn param_text(v: Option<&serde_json::Value>) -> String {
+pub fn param_text(v: Option<&serde_json::Value>) -> String {
     match v {
         Some(serde_json::Value::String(s)) => s.clone(),
         Some(v) => v.to_string(),
