@@ -410,7 +410,6 @@ fn read_commands_take_any_arguments_without_a_panic() {
 /// See `known_writer_bug`: run with `--ignored` once src/store/recorder.rs
 /// tolerates repeated class names in a `confusion` message.
 #[test]
-#[ignore = "known bug in src/store/recorder.rs: duplicate confusion classes roll back the writer's batch"]
 fn duplicate_confusion_classes_do_not_break_the_writer() {
     let s = Scratch::new();
     let mut lines = Vec::new();
