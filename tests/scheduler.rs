@@ -556,3 +556,33 @@ fn coordinator_kill_9_takes_workers_along_and_resume_completes() {
         assert_eq!(class.as_deref(), want, "{attempts:?}");
     }
 }
+
+#[test]
+fn oom_is_retried_with_half_the_batch_size() {
+    let f = Fixture::new();
+    let file = f.sweep_file("oom", "[defaults]\nepochs = 1\nbatch_size = 32\n\n[resources]\nretries = 2\n");
+    let out = f.run(&file, "error_oom", &[]);
+    assert_eq!(out.code, Some(1), "stderr:\n{}", out.stderr);
+    let attempts = f.query::<(i64, Option<String>, Option<i64>)>("SELECT attempt, error_class, batch_size FROM attempts ORDER BY attempt");
+    let got: Vec<(i64, Option<&str>, Option<i64>)> = attempts.iter().map(|(a, c, b)| (*a, c.as_deref(), *b)).collect();
+    assert_eq!(got, vec![(1, Some("oom"), Some(32)), (2, Some("oom"), Some(16)), (3, Some("oom"), Some(8))]);
+    assert!(out.stderr.contains("retrying with batch_size 16"), "stderr:\n{}", out.stderr);
+    // The trial keeps its identity: one trial row, whose params still say 32.
+    assert_eq!(f.query::<(i64,)>("SELECT json_extract(params, '$.batch_size') FROM trials"), vec![(32,)]);
+}
+
+#[test]
+fn a_second_coordinator_for_the_same_sweep_refuses() {
+    let f = Fixture::new();
+    let file = f.sweep_file("twice", "[defaults]\nepochs = 2\n\n[resources]\nretries = 0\n");
+    let mut first = f.spawn(f.run_cmd(&file, "block", &[("FAKE_TIMEOUT", "60")], &[]));
+    f.wait_events("ready", 1, Duration::from_secs(20), &mut first);
+    let second = f.run(&file, "ok", &[]);
+    assert_eq!(second.code, Some(2), "stderr:\n{}", second.stderr);
+    assert!(second.stderr.contains("is already running (coordinator pid"), "stderr:\n{}", second.stderr);
+    assert_eq!(f.starts().len(), 1, "the second coordinator started no worker");
+    std::fs::write(f.fake_dir().join("release"), b"").expect("release file");
+    let out = first.finish_within(RUN_LIMIT);
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+    assert_eq!(f.query::<(i64,)>("SELECT COUNT(*) FROM attempts"), vec![(1,)]);
+}
