@@ -412,3 +412,66 @@ mod tests {
         assert!((hi - 2.0 - 2.4841).abs() < 1e-3 && (2.0 - lo - 2.4841).abs() < 1e-3);
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    use super::*;
+    use crate::store::queries::TrialRow;
+
+    fn row(trial: &str, backbone: &str, lr: f64, seed: i64, test: Option<f64>, status: &str) -> TrialRow {
+        TrialRow {
+            trial: trial.into(),
+            sweep: "backbones".into(),
+            backbone: backbone.into(),
+            lr,
+            epochs: 10,
+            batch_size: 32,
+            image_size: 224,
+            seed,
+            status: status.into(),
+            epochs_done: if status == "done" { 10 } else { 3 },
+            val_accuracy: test.map(|t| t - 0.004),
+            val_loss: test.map(|t| 1.0 - t),
+            test_accuracy: test,
+            test_loss: test.map(|t| (1.0 - t) * 1.1),
+            wall_s: Some(600.0 + lr * 1000.0),
+            images_per_s: Some(250.5),
+            device: Some("cuda:0".into()),
+            attempts: 1,
+            params: format!(r#"{{"backbone":"{backbone}","lr":{lr},"epochs":10,"seed":{seed}}}"#),
+        }
+    }
+
+    fn rows() -> Vec<TrialRow> {
+        vec![
+            row("a1b2c3d4e5", "resnet50", 0.001, 0, Some(0.905), "done"),
+            row("b2c3d4e5f6", "resnet50", 0.001, 1, Some(0.901), "done"),
+            row("c3d4e5f6a7", "resnet101", 0.001, 0, Some(0.908), "done"),
+            row("d4e5f6a7b8", "resnet101", 0.001, 1, Some(0.899), "done"),
+            row("e5f6a7b8c9", "vgg19_bn", 0.003, 0, None, "failed"),
+        ]
+    }
+
+    #[test]
+    fn report_table() {
+        let r = build("backbones", "accuracy", rows(), None).unwrap();
+        insta::assert_snapshot!(render(&r, "table").unwrap());
+    }
+
+    #[test]
+    fn report_markdown_top_2_by_loss() {
+        let r = build("backbones", "loss", rows(), Some(2)).unwrap();
+        insta::assert_snapshot!(render(&r, "markdown").unwrap());
+    }
+
+    #[test]
+    fn report_grouped_with_verdict() {
+        let rs = rows();
+        let params: Vec<_> = rs.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).unwrap().as_object().cloned().unwrap()).collect();
+        let by_id: std::collections::HashMap<String, _> = rs.iter().map(|r| r.trial.clone()).zip(params).collect();
+        let r = build("backbones", "accuracy", rs, None).unwrap();
+        let ordered: Vec<_> = r.rows.iter().map(|row| by_id[&row.trial].clone()).collect();
+        let g = group(&r, "backbone", &ordered);
+        insta::assert_snapshot!(render_groups(&g, "table").unwrap());
+    }
+}

@@ -189,3 +189,36 @@ mod tests {
         assert!(sparkline(&[1.0, 1.0]).starts_with("▄▄"));
     }
 }
+
+#[cfg(test)]
+mod snapshots {
+    /// A database with one finished trial, written row by row, rendered by `show`.
+    #[test]
+    fn show_one_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let out = rt.block_on(async {
+            let pool = crate::store::db::open(&dir.path().join("r.db"), true).await.unwrap();
+            let stmts = [
+                "INSERT INTO sweeps (id, name, file, toml, dataset, created_at, updated_at) VALUES (1, 'zodiac', 's.toml', '', 'data/zodiac', 0, 0)",
+                r#"INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, device, epochs_done, created_at)
+                   VALUES ('5fb60f28a7', 1, 0, '{"backbone":"resnet50","lr":0.001}', 'resnet50', 0.001, 2, 32, 224, 0, 'done', 'cuda:0', 2, 0)"#,
+                "INSERT INTO attempts (trial_id, attempt, started_at, finished_at, signal, error_class, message) VALUES ('5fb60f28a7', 1, 100, 160.5, 9, 'crash', 'worker killed by signal 9')",
+                "INSERT INTO attempts (trial_id, attempt, started_at, finished_at, exit_code, resumed_from_epoch) VALUES ('5fb60f28a7', 2, 170, 290, 0, 1)",
+                "INSERT INTO metrics VALUES ('5fb60f28a7', 1, 'train', 1, 100, 100, 'loss', 2.1, 0), ('5fb60f28a7', 1, 'train', 1, 200, 200, 'loss', 1.4, 0),
+                   ('5fb60f28a7', 2, 'train', 2, 100, 300, 'loss', 0.9, 0), ('5fb60f28a7', 1, 'valid', 1, 0, 200, 'accuracy', 0.71, 0),
+                   ('5fb60f28a7', 2, 'valid', 2, 0, 300, 'accuracy', 0.88, 0)",
+                "INSERT INTO test_results VALUES ('5fb60f28a7', 0.35, 0.9, 10, 2, 0)",
+                "INSERT INTO class_accuracy VALUES ('5fb60f28a7', 'goat', 3, 4, 0.75), ('5fb60f28a7', 'ox', 3, 3, 1.0), ('5fb60f28a7', 'rat', 3, 3, 1.0)",
+                "INSERT INTO confusion VALUES ('5fb60f28a7', 'goat', 'goat', 3), ('5fb60f28a7', 'goat', 'ox', 1), ('5fb60f28a7', 'goat', 'rat', 0),
+                   ('5fb60f28a7', 'ox', 'ox', 3), ('5fb60f28a7', 'rat', 'rat', 3)",
+                "INSERT INTO misclassified VALUES ('5fb60f28a7', 'data/zodiac/test/goat/goat_0007.jpg', 'goat', 'ox', 0.62)",
+            ];
+            for s in stmts {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            super::render(&pool, "5fb6").await.unwrap()
+        });
+        insta::assert_snapshot!(out);
+    }
+}
