@@ -309,16 +309,17 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
     }
     let (model, named) = if let Some(trial) = &a.trial {
         let db = db_path(db);
-        let (params, sweep, classes) = runtime()?.block_on(async {
+        let (params, sweep, classes, trial) = runtime()?.block_on(async {
             let pool = db::open(&db, false).await?;
-            queries::trial_for_predict(&pool, trial).await.map_err(CliError::bad_input)
+            let trial = crate::show::resolve_trial(&pool, trial).await.map_err(CliError::bad_input)?;
+            queries::trial_for_predict(&pool, &trial).await.map_err(CliError::bad_input).map(|(p, s, c)| (p, s, c, trial))
         })?;
         let config: crate::config::TrialConfig =
             serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
         if classes.is_empty() {
             return Err(CliError::bad_input(format!("trial {trial} has no test results yet (not finished?); predict needs a finished trial")));
         }
-        let ckpt = a.results.join(&sweep).join(trial).join("best.safetensors");
+        let ckpt = a.results.join(&sweep).join(&trial).join("best.safetensors");
         (predict::model_from_trial(&config, ckpt, classes), true)
     } else {
         let (Some(backbone), Some(weights), Some(n)) = (a.backbone.clone(), a.weights.clone(), a.classes) else {

@@ -140,6 +140,17 @@ fn sweep_records_everything_and_reruns_only_what_is_new() {
     assert_eq!(scalar_i64(&rt, &pool, "SELECT COUNT(*) FROM trials WHERE status = 'done'"), 3);
     assert_eq!(scalar_i64(&rt, &pool, "SELECT COUNT(*) FROM (SELECT 1 FROM metrics GROUP BY trial_id, split, epoch, step, name HAVING COUNT(*) > 1)"), 0);
 
+    // predict with the best trial's checkpoint (by id prefix): one JSON line per image, named classes.
+    let best = rows[0]["trial"].as_str().unwrap().to_string();
+    let img = std::fs::read_dir(env.path("data/test/goat")).unwrap().next().unwrap().unwrap().path();
+    let out =
+        Command::new(BIN).arg("--db").arg(env.db()).args(["predict", "--trial", &best[..6], "--results"]).arg(env.path("results")).arg(&img).output().unwrap();
+    ok(&out);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["pred"].is_string(), "{line}");
+    assert_eq!(line["logits"].as_array().unwrap().len(), 12);
+    assert!(line["prob"].as_f64().unwrap() > 0.0);
+
     // The human table names the sweep and every trial.
     let out = env.cmd(&["report"]);
     let table = String::from_utf8(out.stdout).unwrap();
