@@ -294,26 +294,12 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
     });
     let (verdict, p) = match out.as_slice() {
         [(a, xa), (b, xb), ..] if a.mean.is_some() && b.mean.is_some() => match welch_p(xa, xb) {
-            Some(p) if p < 0.05 => (
-                Some(format!(
-                    "{key} = {} is significantly better than {} (Welch p = {p:.3}, n = {} vs {})",
-                    show_value(&a.value),
-                    show_value(&b.value),
-                    a.n,
-                    b.n
-                )),
-                Some(p),
-            ),
-            Some(p) => (
-                Some(format!(
-                    "{key} = {} is not significantly better than {} (Welch p = {p:.2}, n = {} vs {})",
-                    show_value(&a.value),
-                    show_value(&b.value),
-                    a.n,
-                    b.n
-                )),
-                Some(p),
-            ),
+            Some(p) => {
+                // Below 0.05 the difference is called real; the p-value is shown either way.
+                let (how, shown) = if p < 0.05 { ("is significantly better", format!("{p:.3}")) } else { ("is not significantly better", format!("{p:.2}")) };
+                let text = format!("{key} = {} {how} than {} (Welch p = {shown}, n = {} vs {})", show_value(&a.value), show_value(&b.value), a.n, b.n);
+                (Some(text), Some(p))
+            }
             None => (
                 Some(format!(
                     "cannot tell whether {key} = {} beats {}: need at least 2 trials (e.g. seeds) in each group",
