@@ -12,6 +12,7 @@ pub struct Progress {
     total: usize,
     done: usize,
     failed: usize,
+    interrupted: usize,
 }
 
 impl Progress {
@@ -25,10 +26,13 @@ impl Progress {
             overall.set_prefix("sweep");
             (mp, overall)
         });
-        Progress { bars, trial_bars: HashMap::new(), labels: HashMap::new(), total, done: 0, failed: 0 }
+        Progress { bars, trial_bars: HashMap::new(), labels: HashMap::new(), total, done: 0, failed: 0, interrupted: 0 }
     }
 
     fn overall_msg(&self, queued: usize) -> String {
+        if self.interrupted > 0 {
+            return format!("done {} · failed {} · interrupted {} · queued {}", self.done, self.failed, self.interrupted, queued);
+        }
         format!("done {} · failed {} · queued {}", self.done, self.failed, queued)
     }
 
@@ -88,11 +92,14 @@ impl Progress {
     }
 
     pub fn finished(&mut self, trial: &str, outcome: &str, final_state: bool, queued: usize) {
+        // `outcome` starts with the trial's new status: done, failed or interrupted.
         if final_state {
             if outcome == "done" {
                 self.done += 1;
-            } else {
+            } else if outcome.starts_with("failed") {
                 self.failed += 1;
+            } else {
+                self.interrupted += 1;
             }
         }
         let msg = self.overall_msg(queued);
