@@ -311,7 +311,7 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
         let db = db_path(db);
         let (params, sweep, classes, trial) = runtime()?.block_on(async {
             let pool = db::open(&db, false).await?;
-            let trial = crate::show::resolve_trial(&pool, trial).await.map_err(CliError::bad_input)?;
+            let (trial, _) = queries::resolve_trial(&pool, None, trial).await.map_err(CliError::bad_input)?;
             queries::trial_for_predict(&pool, &trial).await.map_err(CliError::bad_input).map(|(p, s, c)| (p, s, c, trial))
         })?;
         let config: crate::config::TrialConfig =

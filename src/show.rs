@@ -21,20 +21,6 @@ pub fn sparkline(values: &[f64]) -> String {
     format!("{line}  {first:.4} → {last:.4} (min {lo:.4}, max {hi:.4}, n={})", values.len())
 }
 
-/// Resolves a unique id prefix.
-pub async fn resolve_trial(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
-    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"));
-    }
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM trials WHERE id LIKE ? || '%' ORDER BY id LIMIT 5").bind(prefix).fetch_all(pool).await.map_err(|e| e.to_string())?;
-    match ids.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(format!("no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`")),
-        many => Err(format!("trial prefix {prefix:?} is ambiguous: {} …; give more digits", many.join(", "))),
-    }
-}
-
 async fn series(pool: &SqlitePool, trial: &str, split: &str, name: &str) -> Result<Vec<f64>, String> {
     sqlx::query_scalar("SELECT value FROM metrics WHERE trial_id = ? AND split = ? AND name = ? ORDER BY epoch, step")
         .bind(trial)
@@ -46,7 +32,7 @@ async fn series(pool: &SqlitePool, trial: &str, split: &str, name: &str) -> Resu
 }
 
 pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
-    let trial = resolve_trial(pool, prefix).await?;
+    let (trial, _) = crate::store::queries::resolve_trial(pool, None, prefix).await?;
     let e = |e: sqlx::Error| e.to_string();
     let (sweep, params, status, device, epochs_done, epochs): (String, String, String, Option<String>, i64, i64) =
         sqlx::query_as("SELECT s.name, t.params, t.status, t.device, t.epochs_done, t.epochs FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?")

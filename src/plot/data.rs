@@ -118,27 +118,6 @@ fn label(p: &Map<String, Value>, keys: &[String], with_seed: bool) -> String {
     keys.iter().filter(|k| with_seed || k.as_str() != "seed").map(|k| format!("{k}={}", value_text(p.get(k)))).collect::<Vec<_>>().join(" ")
 }
 
-/// Resolves a trial id or unique prefix, preferring the given sweep's trials.
-/// Returns (trial id, its sweep's name).
-pub async fn resolve_trial(pool: &SqlitePool, sweep: &str, prefix: &str) -> Result<(String, String), String> {
-    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"));
-    }
-    let q = "SELECT t.id, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id LIKE ? || '%' AND (? IS NULL OR s.name = ?) ORDER BY t.id LIMIT 6";
-    let mut found: Vec<(String, String)> = sqlx::query_as(q).bind(prefix).bind(sweep).bind(sweep).fetch_all(pool).await.map_err(e)?;
-    if found.is_empty() {
-        found = sqlx::query_as(q).bind(prefix).bind(None::<String>).bind(None::<String>).fetch_all(pool).await.map_err(e)?;
-    }
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(format!("no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`")),
-        _ => Err(format!(
-            "trial prefix {prefix:?} is ambiguous: {} …; give more digits",
-            found.iter().take(5).map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")
-        )),
-    }
-}
-
 type TrialHead = (String, String, String, Option<f64>, Option<f64>, Option<i64>, Option<i64>);
 
 /// Loads a sweep: every trial's labels and test result, and the curves,

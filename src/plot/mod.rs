@@ -187,7 +187,7 @@ pub async fn write_all(pool: &SqlitePool, sweep: &str, trial: Option<&str>, out:
     }
     let mut written = Vec::new();
     if let Some(prefix) = trial {
-        let (id, sweep_of_trial) = data::resolve_trial(pool, sweep, prefix).await?;
+        let (id, sweep_of_trial) = crate::store::queries::resolve_trial(pool, Some(sweep), prefix).await?;
         let s = data::load_sweep(pool, &sweep_of_trial, Some(&id)).await?;
         let t = s.trials.first().ok_or_else(|| format!("trial {id} vanished from the database while plotting"))?;
         if !t.has_curves() {

@@ -130,3 +130,26 @@ pub async fn trials_filtered(pool: &SqlitePool, sweep: &str, filters: &[(String,
     }
     q.fetch_all(pool).await
 }
+
+/// Resolves a trial id or unique prefix, preferring the given sweep's trials
+/// (`show`, `plot` and `predict` all resolve ids here).
+/// Returns (trial id, its sweep's name).
+pub async fn resolve_trial(pool: &SqlitePool, prefer_sweep: Option<&str>, prefix: &str) -> Result<(String, String), String> {
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(format!("{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"));
+    }
+    let q = "SELECT t.id, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id LIKE ? || '%' AND (? IS NULL OR s.name = ?) ORDER BY t.id LIMIT 6";
+    let mut found: Vec<(String, String)> =
+        sqlx::query_as(q).bind(prefix).bind(prefer_sweep).bind(prefer_sweep).fetch_all(pool).await.map_err(|e| e.to_string())?;
+    if found.is_empty() {
+        found = sqlx::query_as(q).bind(prefix).bind(None::<String>).bind(None::<String>).fetch_all(pool).await.map_err(|e| e.to_string())?;
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(format!("no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`")),
+        _ => Err(format!(
+            "trial prefix {prefix:?} is ambiguous: {} …; give more digits",
+            found.iter().take(5).map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
