@@ -8,17 +8,19 @@ SHELL := /bin/bash
 
 TORCH_DIR = $$(scripts/install-libtorch.sh)
 SWEEP := target/release/sweep
+PREFIX ?= $(HOME)/.local
 
-.PHONY: all libtorch build demo test clippy fmt clean bench-gpu
+.PHONY: all libtorch build demo test clippy fmt fmt-check install clean bench-gpu bench-readonly
 
 all: build
 
 libtorch:
 	@scripts/install-libtorch.sh >/dev/null
 
+# Both binaries: `sweep` (no libtorch) and `sweep-worker` (libtorch).
 build: libtorch
 	export LIBTORCH="$(TORCH_DIR)"
-	cargo build --release
+	cargo build --release --workspace --bins
 
 # Demo: synthetic 12-class zodiac data, the quickstart sweep, the report.
 demo: build
@@ -32,14 +34,33 @@ test: build
 	export LIBTORCH="$(TORCH_DIR)"
 	export SWEEP_INSTALL_CHROMIUM=1
 	export SWEEP_PYTHON="$$(dirname "$$(dirname "$$(dirname "$$(dirname "$$LIBTORCH")")")")/bin/python"
-	cargo test --release -- --test-threads=2
+	cargo test --release --workspace -- --test-threads=2
+
+# sweep and sweep-worker side by side (sweep finds the worker beside itself),
+# the man page and the shell completions.
+install: build
+	install -d "$(PREFIX)/bin" "$(PREFIX)/share/man/man1" \
+	  "$(PREFIX)/share/bash-completion/completions" "$(PREFIX)/share/zsh/site-functions" "$(PREFIX)/share/fish/vendor_completions.d"
+	install -m 755 target/release/sweep target/release/sweep-worker "$(PREFIX)/bin/"
+	install -m 644 target/release/man/sweep.1 "$(PREFIX)/share/man/man1/"
+	install -m 644 target/release/completions/sweep.bash "$(PREFIX)/share/bash-completion/completions/sweep"
+	install -m 644 target/release/completions/_sweep "$(PREFIX)/share/zsh/site-functions/"
+	install -m 644 target/release/completions/sweep.fish "$(PREFIX)/share/fish/vendor_completions.d/"
+	echo "installed sweep and sweep-worker into $(PREFIX)/bin"
 
 clippy: libtorch
 	export LIBTORCH="$(TORCH_DIR)"
-	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 fmt:
-	cargo fmt
+	cargo fmt --all
+
+fmt-check:
+	cargo fmt --all --check
+
+# Wall time and peak memory of the read-only commands on the demo database.
+bench-readonly: build
+	bench/readonly.sh
 
 bench-gpu: build
 	bench/gpu-smoke.sh

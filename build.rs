@@ -1,29 +1,32 @@
-//! Makes the `sweep` binary self-sufficient against libtorch.
-//!
-//! torch-sys links libtorch but (1) leaves no rpath in the final binary, so it
-//! would need `LD_LIBRARY_PATH`, and (2) rustc passes `--as-needed`, so the
-//! linker drops `libtorch_cuda.so` (nothing references its symbols directly) and
-//! CUDA silently reports unavailable on a GPU machine. We fix both here.
-//! The directory comes from torch-sys (`links = "tch"` → `DEP_TCH_LIBTORCH_LIB`).
+//! Build-time artefacts of the `sweep` CLI: the man page (clap_mangen) and
+//! the shell completions (clap_complete), written to `$OUT_DIR` and copied
+//! next to the binary's profile dir as `target/<profile>/man/sweep.1` and
+//! `target/<profile>/completions/` for `make install`.
+//! `src/cli.rs` is self-contained (clap + std), so it is compiled here as is.
+#[expect(dead_code, reason = "the build script only needs the clap definition, not the helpers")]
+#[path = "src/cli.rs"]
+mod cli;
+
+use clap::CommandFactory;
 use std::path::PathBuf;
 
-fn main() {
+fn main() -> std::io::Result<()> {
+    println!("cargo:rerun-if-changed=src/cli.rs");
     println!("cargo:rerun-if-changed=migrations");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-
-    let Some(lib) = std::env::var_os("DEP_TCH_LIBTORCH_LIB").map(PathBuf::from) else {
-        println!("cargo:warning=torch-sys did not report its libtorch lib dir; no rpath set");
-        return;
-    };
-    println!("cargo:rustc-env=SWEEP_LIBTORCH_LIB={}", lib.display());
-    // rpath on every binary (and test harness) so nothing needs LD_LIBRARY_PATH.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
-    println!("cargo:rustc-link-search=native={}", lib.display());
-    for name in ["torch_cuda", "c10_cuda"] {
-        if lib.join(format!("lib{name}.so")).exists() {
-            println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-l{name},--pop-state");
-        }
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    // OUT_DIR = target/<profile>/build/sweep-<hash>/out → target/<profile>.
+    let profile_dir = out.ancestors().nth(3).map(PathBuf::from).unwrap_or_else(|| out.clone());
+    let cmd = cli::Cli::command();
+    let man_dir = profile_dir.join("man");
+    std::fs::create_dir_all(&man_dir)?;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    std::fs::write(man_dir.join("sweep.1"), page)?;
+    let comp_dir = profile_dir.join("completions");
+    std::fs::create_dir_all(&comp_dir)?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "sweep", &comp_dir)?;
     }
+    Ok(())
 }

@@ -1,9 +1,90 @@
 //! Command-line interface (clap derive). Parsing only; `commands` does the work.
-use clap::{Args, Parser, Subcommand};
+//!
+//! Self-contained (clap and std only): `build.rs` includes this file to
+//! generate the man page and shell completions at build time.
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// `report --best`: what ranks the trials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum BestMetric {
+    /// Test accuracy (higher is better).
+    Accuracy,
+    /// Test loss (lower is better).
+    Loss,
+    /// Best validation accuracy.
+    ValAccuracy,
+    /// Validation loss at the best epoch.
+    ValLoss,
+    /// Wall time (shorter is better).
+    Time,
+    /// Training images per second.
+    Throughput,
+}
+
+impl BestMetric {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BestMetric::Accuracy => "accuracy",
+            BestMetric::Loss => "loss",
+            BestMetric::ValAccuracy => "val_accuracy",
+            BestMetric::ValLoss => "val_loss",
+            BestMetric::Time => "time",
+            BestMetric::Throughput => "throughput",
+        }
+    }
+}
+
+/// `report --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Markdown,
+    Csv,
+    Json,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Markdown => "markdown",
+            Format::Csv => "csv",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// `report --status`: a trial's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusArg {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+/// `predict --head`: the classifier the weights were trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HeadArg {
+    /// torchvision's own classifier (`fc` / `classifier`).
+    Original,
+    /// The default 512-512 MLP head of a sweep.
+    Mlp,
+}
+
+/// `completions SHELL`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Debug, Parser)]
-#[command(name = "sweep", version, about = "Hyperparameter sweeps for image classification on libtorch: one binary, SQLite results")]
+#[command(name = "sweep", version, about = "Hyperparameter sweeps for image classification: one coordinator, libtorch workers, SQLite results")]
 pub struct Cli {
     /// SQLite database (default results/results.db).
     #[arg(long, global = true, env = "SWEEP_DB", value_name = "PATH")]
@@ -27,13 +108,15 @@ pub enum Command {
     /// Datasets: generate the built-in demo ImageFolder.
     #[command(subcommand)]
     Data(DataCommand),
-    /// libtorch, CUDA, cuDNN and thread information for this machine.
+    /// The worker, libtorch, CUDA, cuDNN and thread information for this machine.
     Doctor(DoctorArgs),
     /// Classify images with a trial's best checkpoint or a weights file (JSON lines).
     Predict(PredictArgs),
-    /// Train one trial (started by the coordinator; speaks JSON lines on stdout).
-    #[command(hide = true)]
-    Worker(WorkerArgs),
+    /// Print a shell completion script (e.g. `sweep completions bash > /etc/bash_completion.d/sweep`).
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,24 +145,24 @@ pub struct ReportArgs {
     /// Sweep name (default: the most recent).
     #[arg(long)]
     pub sweep: Option<String>,
-    /// Rank by: accuracy, loss, val_accuracy, val_loss, time, throughput.
-    #[arg(long, default_value = "accuracy")]
-    pub best: String,
+    /// What ranks the trials.
+    #[arg(long, value_enum, default_value_t = BestMetric::Accuracy)]
+    pub best: BestMetric,
     /// Show only the first N trials.
     #[arg(long)]
     pub top: Option<usize>,
-    /// table, markdown, csv or json.
-    #[arg(long, default_value = "table")]
-    pub format: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
     /// Aggregate over the other keys: mean ± std and a 95 % CI per value of KEY (e.g. backbone, lr).
     #[arg(long, value_name = "KEY")]
     pub group_by: Option<String>,
     /// Keep trials whose parameter KEY equals VALUE (repeatable), e.g. --where backbone=resnet50.
     #[arg(long = "where", value_name = "KEY=VALUE")]
     pub filters: Vec<String>,
-    /// Keep trials with this status (queued, running, done, failed, interrupted).
-    #[arg(long)]
-    pub status: Option<String>,
+    /// Keep trials with this status.
+    #[arg(long, value_enum)]
+    pub status: Option<StatusArg>,
     /// Also write one self-contained HTML report (table, charts, a section per trial).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -145,16 +228,6 @@ pub struct DoctorArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct WorkerArgs {
-    /// The job as JSON (config::WorkerJob).
-    #[arg(long, required_unless_present = "probe")]
-    pub job: Option<String>,
-    /// Print {"cuda_devices": N} and exit.
-    #[arg(long)]
-    pub probe: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct PredictArgs {
     /// Use this trial's best checkpoint, backbone, head, image size and class names.
     #[arg(long, conflicts_with_all = ["backbone", "weights"])]
@@ -170,9 +243,9 @@ pub struct PredictArgs {
     /// Number of classes of the classifier (predictions are then class indices).
     #[arg(long)]
     pub classes: Option<usize>,
-    /// `original` (torchvision's classifier) or `mlp` (the default 512-512 head).
-    #[arg(long, default_value = "original")]
-    pub head: String,
+    /// The classifier the weights were trained with.
+    #[arg(long, value_enum, default_value_t = HeadArg::Original)]
+    pub head: HeadArg,
     #[arg(long, default_value_t = 224)]
     pub image_size: u32,
     /// Image files.

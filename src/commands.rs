@@ -1,39 +1,15 @@
 //! One function per subcommand: turn parsed arguments into work and an exit
-//! code. Errors become `CliError` with the documented exit code.
-use crate::cli::{DataCommand, ReportArgs, RunArgs, StatusArgs};
-use crate::scheduler::{self, Outcome, RunOptions};
-use crate::store::{db, queries};
-use std::path::{Path, PathBuf};
+//! code. Failures are `error::Error` variants, which carry their exit code.
+use crate::cli::{DataCommand, HeadArg, ReportArgs, RunArgs, Shell, StatusArg, StatusArgs};
+use crate::coordinator::launcher::Launcher;
+use crate::coordinator::launcher::local::{LocalLauncher, find_worker};
+use crate::coordinator::{self, Outcome, RunOptions};
+pub use crate::error::{CmdResult, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Error as CliError};
+use crate::report::rank;
+use crate::store::{TrialStatus, db, queries};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
-
-/// Exit codes (README "Exit codes").
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_BAD_INPUT: i32 = 2;
-pub const EXIT_INTERRUPTED: i32 = 130;
-
-#[derive(Debug)]
-pub struct CliError {
-    pub code: i32,
-    pub message: String,
-}
-
-impl CliError {
-    pub fn bad_input(m: impl std::fmt::Display) -> Self {
-        CliError { code: EXIT_BAD_INPUT, message: m.to_string() }
-    }
-    pub fn failed(m: impl std::fmt::Display) -> Self {
-        CliError { code: EXIT_FAILED, message: m.to_string() }
-    }
-}
-
-impl From<db::StoreError> for CliError {
-    fn from(e: db::StoreError) -> Self {
-        CliError::bad_input(e)
-    }
-}
-
-pub type CmdResult = Result<i32, CliError>;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(CliError::failed)
@@ -43,75 +19,39 @@ pub fn db_path(db: Option<PathBuf>) -> PathBuf {
     db.unwrap_or_else(db::default_path)
 }
 
-/// The dataset's identity: SHA-256 over every file's relative path and the
-/// SHA-256 of its contents (hashed in parallel), so a changed image changes it.
-pub fn dataset_hash(root: &Path) -> String {
-    use rayon::prelude::*;
-    use sha2::{Digest, Sha256};
-    let mut files = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => stack.push(e.path()),
-                Ok(t) if t.is_file() => files.push(e.path()),
-                _ => {}
-            }
-        }
-    }
-    files.sort();
-    let digests: Vec<Vec<u8>> = files
-        .par_iter()
-        .map(|p| {
-            let mut h = Sha256::new();
-            h.update(p.strip_prefix(root).unwrap_or(p).to_string_lossy().as_bytes());
-            h.update([0]);
-            h.update(std::fs::read(p).unwrap_or_default());
-            h.finalize().to_vec()
-        })
-        .collect();
-    let mut h = Sha256::new();
-    for d in digests {
-        h.update(d);
-    }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
 fn git_commit() -> Option<String> {
     let o = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
     o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
-    let plan = crate::plan::load(&args.file).map_err(CliError::bad_input)?;
+    let plan = crate::spec::load(&args.file)?;
     if args.dry_run {
         print!("{}", dry_run_table(&plan));
         return Ok(EXIT_OK);
     }
+    let launcher: Arc<dyn Launcher> = Arc::new(LocalLauncher::from_env()?);
     let db = db_path(db);
     let rt = runtime()?;
     rt.block_on(async {
         let pool = db::open(&db, true).await?;
-        let info = serde_json::json!({
+        let mut info = serde_json::json!({
             "sweep_version": env!("CARGO_PKG_VERSION"),
             "git_commit": git_commit(),
-            "libtorch": crate::doctor::libtorch_version(),
-            "cuda": crate::doctor::libtorch_version().split_once('+').map(|(_, v)| v.to_string()),
-            "gpus": crate::doctor::gpu_names(),
             "host": std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default(),
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         });
-        let hash = dataset_hash(&plan.dataset);
+        if let (Some(info), serde_json::Value::Object(worker)) = (info.as_object_mut(), launcher.describe().await) {
+            info.extend(worker);
+        }
+        let hash = crate::dataset::hash::content_hash(&plan.dataset);
         let name = plan.name.clone();
         let opts = RunOptions { results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
-        let outcome = scheduler::run(plan, opts, pool.clone(), info, hash)
-            .await
-            .map_err(|e| if e.to_string().contains("already running") { CliError::bad_input(e) } else { CliError::failed(format!("{e:#}")) })?;
+        let outcome = coordinator::run(plan, opts, launcher, pool.clone(), info, hash).await?;
         // Summary table of this sweep.
         if let Ok(rows) = queries::trials(&pool, &name).await
-            && let Ok(r) = crate::report::build(&name, "accuracy", rows, None)
-            && let Ok(t) = crate::report::render(&r, "table")
+            && let Ok(r) = rank::build(&name, "accuracy", rows, None)
+            && let Ok(t) = rank::render(&r, "table")
         {
             print!("{t}");
         }
@@ -133,7 +73,7 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
     })
 }
 
-fn dry_run_table(plan: &crate::plan::SweepPlan) -> String {
+fn dry_run_table(plan: &crate::spec::SweepPlan) -> String {
     let mut b = tabled::builder::Builder::default();
     let mut header = vec!["#".to_string(), "trial".into()];
     let keys: Vec<String> = if plan.varying.is_empty() { vec!["backbone".into()] } else { plan.varying.clone() };
@@ -153,18 +93,13 @@ fn dry_run_table(plan: &crate::plan::SweepPlan) -> String {
 }
 
 pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
-    if !crate::report::METRICS.contains(&args.best.as_str()) {
-        return Err(CliError::bad_input(format!("unknown metric {:?}; valid metrics: {}", args.best, crate::report::METRICS.join(", "))));
-    }
-    if !crate::report::FORMATS.contains(&args.format.as_str()) {
-        return Err(CliError::bad_input(format!("unknown format {:?}; valid formats: {}", args.format, crate::report::FORMATS.join(", "))));
-    }
+    let (best, format) = (args.best.as_str(), args.format.as_str());
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
         let mut filters = Vec::new();
-        let valid_keys: Vec<&str> = crate::plan::PARAM_KEYS.iter().copied().chain(["seed"]).collect();
+        let valid_keys: Vec<&str> = sweep_protocol::PARAM_KEYS.iter().copied().chain(["seed"]).collect();
         for f in &args.filters {
             let Some((k, v)) = f.split_once('=') else {
                 return Err(CliError::bad_input(format!("--where {f:?} is not KEY=VALUE, e.g. --where backbone=resnet50")));
@@ -174,32 +109,33 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
             }
             filters.push((k.to_string(), queries::FilterValue::parse(v)));
         }
-        if let Some(s) = &args.status {
-            const STATUSES: [&str; 5] = ["queued", "running", "done", "failed", "interrupted"];
-            if !STATUSES.contains(&s.as_str()) {
-                return Err(CliError::bad_input(format!("unknown --status {s:?}; valid: {}", STATUSES.join(", "))));
-            }
-        }
+        let status = args.status.map(|s| match s {
+            StatusArg::Queued => TrialStatus::Queued,
+            StatusArg::Running => TrialStatus::Running,
+            StatusArg::Done => TrialStatus::Done,
+            StatusArg::Failed => TrialStatus::Failed,
+            StatusArg::Interrupted => TrialStatus::Interrupted,
+        });
         if let Some(k) = &args.group_by
             && !valid_keys.contains(&k.as_str())
         {
             return Err(CliError::bad_input(format!("unknown --group-by key {k:?}; valid keys: {}", valid_keys.join(", "))));
         }
-        let rows = queries::trials_filtered(&pool, &sweep, &filters, args.status.as_deref()).await.map_err(CliError::failed)?;
+        let rows = queries::trials_filtered(&pool, &sweep, &filters, status).await.map_err(CliError::failed)?;
         let params: Vec<serde_json::Map<String, serde_json::Value>> =
             rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
         let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> = rows.iter().map(|r| r.trial.clone()).zip(params).collect();
-        let r = crate::report::build(&sweep, &args.best, rows, args.top).map_err(CliError::bad_input)?;
+        let r = rank::build(&sweep, best, rows, args.top).map_err(CliError::bad_input)?;
         match &args.group_by {
             Some(k) => {
                 let ordered: Vec<_> = r.rows.iter().map(|row| by_id.get(&row.trial).cloned().unwrap_or_default()).collect();
-                let g = crate::report::group(&r, k, &ordered);
-                print!("{}", crate::report::render_groups(&g, &args.format).map_err(CliError::bad_input)?);
+                let g = rank::group(&r, k, &ordered);
+                print!("{}", rank::render_groups(&g, format).map_err(CliError::bad_input)?);
             }
-            None => print!("{}", crate::report::render(&r, &args.format).map_err(CliError::bad_input)?),
+            None => print!("{}", rank::render(&r, format).map_err(CliError::bad_input)?),
         }
         if let Some(path) = &args.html {
-            crate::html::write_html(&pool, &sweep, &r, path).await.map_err(CliError::failed)?;
+            crate::report::html::write_html(&pool, &sweep, &r, path).await.map_err(CliError::failed)?;
             eprintln!("wrote {}", path.display());
         }
         Ok(EXIT_OK)
@@ -212,15 +148,15 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
         let pool = db::open(&db, false).await?;
         let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
         let rows = queries::trials(&pool, &sweep).await.map_err(CliError::failed)?;
-        let count = |s: &str| rows.iter().filter(|r| r.status == s).count();
+        let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
         println!(
             "sweep {sweep}: {} trials — queued {}, running {}, done {}, failed {}, interrupted {}",
             rows.len(),
-            count("queued"),
-            count("running"),
-            count("done"),
-            count("failed"),
-            count("interrupted")
+            count(TrialStatus::Queued),
+            count(TrialStatus::Running),
+            count(TrialStatus::Done),
+            count(TrialStatus::Failed),
+            count(TrialStatus::Interrupted)
         );
         let mut b = tabled::builder::Builder::default();
         b.push_record(["trial", "backbone", "lr", "seed", "status", "epoch", "val acc", "test acc", "attempts", "device"].map(String::from));
@@ -230,7 +166,7 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
                 r.backbone.clone(),
                 r.lr.to_string(),
                 r.seed.to_string(),
-                r.status.clone(),
+                r.status.to_string(),
                 format!("{}/{}", r.epochs_done, r.epochs),
                 r.val_accuracy.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into()),
                 r.test_accuracy.map(|v| format!("{:.2}%", v * 100.0)).unwrap_or_else(|| "-".into()),
@@ -249,12 +185,12 @@ pub fn data(cmd: DataCommand) -> CmdResult {
     match cmd {
         DataCommand::Demo { out, per_class, image_size, seed } => {
             let t0 = std::time::Instant::now();
-            let s = crate::datagen::generate(&out, &crate::datagen::DemoOptions { per_class, image_size, seed })
+            let s = crate::dataset::demo::generate(&out, &crate::dataset::demo::DemoOptions { per_class, image_size, seed })
                 .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
             eprintln!(
                 "wrote {} ({} classes; train {}, valid {}, test {} images; {image_size}px) in {:.1}s",
                 out.display(),
-                crate::datagen::CLASSES.len(),
+                crate::dataset::demo::CLASSES.len(),
                 s.train,
                 s.valid,
                 s.test,
@@ -263,7 +199,7 @@ pub fn data(cmd: DataCommand) -> CmdResult {
             Ok(EXIT_OK)
         }
         DataCommand::Show { dataset, out, per_class } => {
-            let path = crate::plot::dataset_overview(&dataset, &out, per_class).map_err(CliError::bad_input)?;
+            let path = crate::report::plot::dataset_overview(&dataset, &out, per_class).map_err(CliError::bad_input)?;
             println!("{}", path.display());
             Ok(EXIT_OK)
         }
@@ -274,7 +210,7 @@ pub fn show(a: crate::cli::ShowArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        print!("{}", crate::show::render(&pool, &a.trial).await.map_err(CliError::bad_input)?);
+        print!("{}", crate::report::show::render(&pool, &a.trial).await.map_err(CliError::bad_input)?);
         Ok(EXIT_OK)
     })
 }
@@ -284,7 +220,7 @@ pub fn plot(a: crate::cli::PlotArgs, db: Option<PathBuf>) -> CmdResult {
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let sweep = queries::resolve_sweep(&pool, a.sweep.as_deref()).await.map_err(CliError::bad_input)?;
-        let files = crate::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out).await.map_err(CliError::bad_input)?;
+        let files = crate::report::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out).await.map_err(CliError::bad_input)?;
         for f in files {
             println!("{}", f.display());
         }
@@ -302,42 +238,72 @@ pub fn doctor(json: bool, db: Option<PathBuf>) -> CmdResult {
     Ok(EXIT_OK)
 }
 
+pub fn completions(shell: Shell) -> CmdResult {
+    use clap::CommandFactory;
+    let mut cmd = crate::cli::Cli::command();
+    let shell = match shell {
+        Shell::Bash => clap_complete::Shell::Bash,
+        Shell::Zsh => clap_complete::Shell::Zsh,
+        Shell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut cmd, "sweep", &mut std::io::stdout());
+    Ok(EXIT_OK)
+}
+
+/// Resolves what to predict with (a trial from the database, or a weights
+/// file), then runs `sweep-worker predict`, whose JSON lines go straight to
+/// our stdout.
 pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
-    use crate::predict::{self, PredictModel};
+    use sweep_protocol::{BACKBONES, Head, PredictJob, TrialConfig};
     if a.image_size < 32 {
         return Err(CliError::bad_input(format!("--image-size {} is below the minimum of 32", a.image_size)));
     }
-    let (model, named) = if let Some(trial) = &a.trial {
+    let job = if let Some(trial) = &a.trial {
         let db = db_path(db);
         let (params, sweep, classes, trial) = runtime()?.block_on(async {
             let pool = db::open(&db, false).await?;
             let (trial, _) = queries::resolve_trial(&pool, None, trial).await.map_err(CliError::bad_input)?;
             queries::trial_for_predict(&pool, &trial).await.map_err(CliError::bad_input).map(|(p, s, c)| (p, s, c, trial))
         })?;
-        let config: crate::config::TrialConfig =
-            serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
+        let config: TrialConfig = serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
         if classes.is_empty() {
             return Err(CliError::bad_input(format!("trial {trial} has no test results yet (not finished?); predict needs a finished trial")));
         }
-        let ckpt = a.results.join(&sweep).join(&trial).join("best.safetensors");
-        (predict::model_from_trial(&config, ckpt, classes), true)
+        PredictJob {
+            backbone: config.backbone,
+            head: config.head,
+            weights: a.results.join(&sweep).join(&trial).join("best.safetensors"),
+            classes,
+            named_classes: true,
+            image_size: config.image_size,
+            paths: a.paths,
+        }
     } else {
         let (Some(backbone), Some(weights), Some(n)) = (a.backbone.clone(), a.weights.clone(), a.classes) else {
             return Err(CliError::bad_input("pass either --trial ID or --backbone NAME --weights FILE --classes N"));
         };
-        if !crate::config::BACKBONES.contains(&backbone.as_str()) {
-            return Err(CliError::bad_input(format!("unknown backbone {backbone:?}; valid backbones: {}", crate::config::BACKBONES.join(", "))));
+        if !BACKBONES.contains(&backbone.as_str()) {
+            return Err(CliError::bad_input(format!("unknown backbone {backbone:?}; valid backbones: {}", BACKBONES.join(", "))));
         }
-        let head = match a.head.as_str() {
-            "original" => crate::config::Head::Original,
-            "mlp" => crate::config::Head::default(),
-            other => return Err(CliError::bad_input(format!("unknown --head {other:?}; valid: original, mlp"))),
-        };
         if n < 1 {
             return Err(CliError::bad_input("--classes must be at least 1"));
         }
-        (PredictModel { backbone, head, weights, classes: (0..n).map(|i| i.to_string()).collect(), image_size: a.image_size }, false)
+        let head = match a.head {
+            HeadArg::Original => Head::Original,
+            HeadArg::Mlp => Head::default(),
+        };
+        PredictJob { backbone, head, weights, classes: (0..n).map(|i| i.to_string()).collect(), named_classes: false, image_size: a.image_size, paths: a.paths }
     };
-    predict::run(&model, &a.paths, named).map_err(CliError::bad_input)?;
-    Ok(EXIT_OK)
+    let worker = find_worker()?;
+    let json = serde_json::to_string(&job).map_err(CliError::failed)?;
+    let status = std::process::Command::new(&worker)
+        .args(["predict", "--job", &json])
+        .status()
+        .map_err(|e| CliError::failed(format!("cannot run {}: {e}", worker.display())))?;
+    match status.code() {
+        Some(0) => Ok(EXIT_OK),
+        // The worker printed the reason (a bad image or weights file) on stderr.
+        Some(2) => Ok(EXIT_BAD_INPUT),
+        _ => Ok(EXIT_FAILED),
+    }
 }

@@ -1,8 +1,14 @@
-//! The SQLite store. `db` opens and migrates; `recorder` is the only writer
-//! while a sweep runs; `queries` is the read side for reports.
+//! The SQLite store: the only module with SQL in it. `db` opens and migrates;
+//! `recorder` is the only writer while a sweep runs; `queries` is the read
+//! side for reports; `model` holds the enums stored as text.
+//!
+//! Must never import from the spec, the coordinator or the reports.
 pub mod db;
+pub mod model;
 pub mod queries;
 pub mod recorder;
+
+pub use model::{FailureClass, SweepStatus, TrialStatus};
 
 pub fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)

@@ -1,6 +1,7 @@
 //! The read side: what `report`, `status` and `show` ask of the database.
 //! Read-only; every user value is bound as a parameter, never spliced into SQL.
 use serde::Serialize;
+use super::model::TrialStatus;
 use sqlx::SqlitePool;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -13,7 +14,7 @@ pub struct TrialRow {
     pub batch_size: i64,
     pub image_size: i64,
     pub seed: i64,
-    pub status: String,
+    pub status: TrialStatus,
     pub epochs_done: i64,
     pub val_accuracy: Option<f64>,
     pub val_loss: Option<f64>,
@@ -103,7 +104,7 @@ impl FilterValue {
 /// Trials of a sweep, filtered by parameter values and status. `key` must be
 /// validated by the caller against the known parameter names; it is still
 /// bound (as a JSON path), never spliced.
-pub async fn trials_filtered(pool: &SqlitePool, sweep: &str, filters: &[(String, FilterValue)], status: Option<&str>) -> Result<Vec<TrialRow>, sqlx::Error> {
+pub async fn trials_filtered(pool: &SqlitePool, sweep: &str, filters: &[(String, FilterValue)], status: Option<TrialStatus>) -> Result<Vec<TrialRow>, sqlx::Error> {
     let mut sql = String::from(
         "SELECT s.trial, s.sweep, s.backbone, s.lr, s.epochs, s.batch_size, s.image_size, s.seed, s.status, s.epochs_done,
                 s.val_accuracy, s.val_loss, s.test_accuracy, s.test_loss, s.wall_s, s.images_per_s, s.device, s.attempts, s.params

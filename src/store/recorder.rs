@@ -5,8 +5,8 @@
 //! transaction. Readers (`sweep report`, `sqlite3`) see whole transactions only
 //! (WAL), and a trial becomes `done` only after all of its test rows landed.
 use super::now;
-use crate::plan::SweepPlan;
-use crate::protocol::WorkerMessage;
+use super::model::{FailureClass, SweepStatus, TrialStatus};
+use sweep_protocol::{TrialConfig, WorkerMessage};
 use sqlx::{Sqlite, SqlitePool, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
@@ -14,9 +14,9 @@ use tokio::sync::{mpsc, oneshot};
 pub enum StoreEvent {
     Worker { trial: String, attempt: u32, msg: WorkerMessage },
     AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String, batch_size: u32 },
-    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<String>, message: Option<String> },
-    TrialStatus { trial: String, status: &'static str },
-    SweepStatus { sweep_id: i64, status: &'static str },
+    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<FailureClass>, message: Option<String> },
+    TrialStatus { trial: String, status: TrialStatus },
+    SweepStatus { sweep_id: i64, status: SweepStatus },
     Heartbeat { sweep_id: i64 },
     Flush(oneshot::Sender<Result<(), String>>),
 }
@@ -143,7 +143,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             sqlx::query("UPDATE sweeps SET heartbeat_at = ? WHERE id = ?").bind(now()).bind(sweep_id).execute(&mut **tx).await?;
         }
         StoreEvent::SweepStatus { sweep_id, status } => {
-            sqlx::query("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?").bind(status).bind(now()).bind(sweep_id).execute(&mut **tx).await?;
+            sqlx::query("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?").bind(status.as_str()).bind(now()).bind(sweep_id).execute(&mut **tx).await?;
         }
         StoreEvent::TrialStatus { trial, status } => {
             let t = now();
@@ -153,7 +153,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
                    finished_at = CASE WHEN ?1 IN ('done','failed','interrupted') THEN ?2 ELSE NULL END
                  WHERE id = ?3",
             )
-            .bind(status)
+            .bind(status.as_str())
             .bind(t)
             .bind(&trial)
             .execute(&mut **tx)
@@ -180,7 +180,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             .bind(now())
             .bind(exit_code)
             .bind(signal)
-            .bind(error_class)
+            .bind(error_class.map(FailureClass::as_str))
             .bind(message)
             .bind(&trial)
             .bind(attempt)
@@ -318,14 +318,29 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
 #[derive(Debug, Clone)]
 pub struct TrialState {
     pub id: String,
-    pub status: String,
+    pub status: TrialStatus,
     pub attempts: u32,
+}
+
+/// A sweep as the store registers it (built from the plan by the coordinator).
+#[derive(Debug, Clone)]
+pub struct NewSweep<'a> {
+    pub name: &'a str,
+    pub file: String,
+    pub toml: &'a str,
+    pub description: Option<&'a str>,
+    pub metric: &'a str,
+    pub dataset: String,
+    pub dataset_hash: &'a str,
+    pub system_info: serde_json::Value,
+    /// (trial id, resolved config), in plan order.
+    pub trials: Vec<(&'a str, &'a TrialConfig)>,
 }
 
 /// Registers the sweep and its planned trials (before any worker starts; the
 /// recorder is not running yet, so this is still the only writer). Existing
 /// trials keep their status; attempts left open by a dead coordinator are closed.
-pub async fn register(pool: &SqlitePool, plan: &SweepPlan, system_info: &serde_json::Value, dataset_hash: &str) -> Result<(i64, Vec<TrialState>), sqlx::Error> {
+pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Vec<TrialState>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let t = now();
     sqlx::query(
@@ -336,26 +351,25 @@ pub async fn register(pool: &SqlitePool, plan: &SweepPlan, system_info: &serde_j
            system_info = excluded.system_info, status = 'running', updated_at = excluded.updated_at,
            coordinator_pid = excluded.coordinator_pid, heartbeat_at = excluded.heartbeat_at",
     )
-    .bind(&plan.name)
-    .bind(plan.file.display().to_string())
-    .bind(&plan.toml)
-    .bind(&plan.description)
-    .bind(&plan.metric)
-    .bind(plan.dataset.display().to_string())
-    .bind(dataset_hash)
-    .bind(system_info.to_string())
+    .bind(plan.name)
+    .bind(&plan.file)
+    .bind(plan.toml)
+    .bind(plan.description)
+    .bind(plan.metric)
+    .bind(&plan.dataset)
+    .bind(plan.dataset_hash)
+    .bind(plan.system_info.to_string())
     .bind(t)
     .bind(std::process::id())
     .execute(&mut *tx)
     .await?;
-    let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?").bind(&plan.name).fetch_one(&mut *tx).await?;
-    for (i, p) in plan.trials.iter().enumerate() {
-        let c = &p.config;
+    let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?").bind(plan.name).fetch_one(&mut *tx).await?;
+    for (i, (id, c)) in plan.trials.iter().enumerate() {
         sqlx::query(
             "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
              VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?) ON CONFLICT (id) DO UPDATE SET ordinal = excluded.ordinal",
         )
-        .bind(&p.id)
+        .bind(id)
         .bind(sweep_id)
         .bind(i as i64)
         .bind(serde_json::to_string(c).unwrap_or_default())
@@ -380,7 +394,7 @@ pub async fn register(pool: &SqlitePool, plan: &SweepPlan, system_info: &serde_j
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE trials SET status = 'interrupted' WHERE sweep_id = ? AND status = 'running'").bind(sweep_id).execute(&mut *tx).await?;
-    let rows: Vec<(String, String, i64)> =
+    let rows: Vec<(String, TrialStatus, i64)> =
         sqlx::query_as("SELECT t.id, t.status, (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.trial_id = t.id) FROM trials t WHERE t.sweep_id = ?")
             .bind(sweep_id)
             .fetch_all(&mut *tx)

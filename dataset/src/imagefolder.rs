@@ -1,0 +1,559 @@
+//! ImageFolder data for one trial: scan, decode once into a u8 cache, and make
+//! batches on a background thread that overlaps with compute.
+//!
+//! Transforms follow torchvision's semantics. Each image is decoded and resized
+//! once per trial so that its shorter side is `R = round(S·256/224)` (S =
+//! `image_size`), aspect kept. Eval = centre crop S×S of that, i.e. exactly
+//! `Resize(R)` + `CenterCrop(S)`. Train = `RandomResizedCrop(S, scale=(0.08, 1),
+//! ratio=(3/4, 4/3))` taken from the cached image (not the full-resolution
+//! original: the one documented difference) + `RandomHorizontalFlip`.
+//! Normalisation with ImageNet mean/std happens on the tensor side.
+//!
+//! This module never touches libtorch: it hands out plain `u8` buffers.
+use fast_image_resize::{
+    FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer,
+    images::{Image, ImageRef},
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+
+pub const EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "gif", "webp", "tif", "tiff"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{0}")]
+    Layout(String),
+    #[error("cannot read image {path}: {reason}")]
+    BadImage { path: PathBuf, reason: String },
+    #[error("io error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    Valid,
+    Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Valid => "valid",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// The file list of one split: (path, class index).
+#[derive(Debug, Clone)]
+pub struct SplitFiles {
+    pub split: Split,
+    pub items: Vec<(PathBuf, i64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub classes: Vec<String>,
+    pub train: SplitFiles,
+    pub valid: SplitFiles,
+    pub test: SplitFiles,
+}
+
+fn split_dir(root: &Path, split: Split) -> Result<PathBuf, DataError> {
+    let candidates: &[&str] = match split {
+        Split::Train => &["train"],
+        Split::Valid => &["valid", "val"],
+        Split::Test => &["test"],
+    };
+    candidates
+        .iter()
+        .map(|c| root.join(c))
+        .find(|p| p.is_dir())
+        .ok_or_else(|| DataError::Layout(format!("{}: missing split folder {}/", root.display(), candidates.join("/ or "))))
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io { path: dir.to_path_buf(), source: e })?;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| DataError::Io { path: dir.to_path_buf(), source: e })?;
+        out.push(entry.path());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn class_dirs(dir: &Path) -> Result<Vec<String>, DataError> {
+    let mut names = Vec::new();
+    for p in list_dir(dir)? {
+        if p.is_dir() {
+            let name = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| DataError::Layout(format!("{}: class folder name is not valid UTF-8; rename it", p.display())))?;
+            if !name.starts_with('.') {
+                names.push(name.to_string());
+            }
+        }
+    }
+    Ok(names)
+}
+
+/// Scans an ImageFolder root. Class names are the sorted folder names of
+/// `train/` and must be the same in every split.
+pub fn scan(root: &Path) -> Result<Layout, DataError> {
+    let train_dir = split_dir(root, Split::Train)?;
+    let classes = class_dirs(&train_dir)?;
+    if classes.len() < 2 {
+        return Err(DataError::Layout(format!("{}: found {} class folder(s); an ImageFolder needs at least 2", train_dir.display(), classes.len())));
+    }
+    let mut splits = Vec::new();
+    for split in [Split::Train, Split::Valid, Split::Test] {
+        let dir = split_dir(root, split)?;
+        let here = class_dirs(&dir)?;
+        for c in &classes {
+            if !here.contains(c) {
+                return Err(DataError::Layout(format!("class {c:?} is missing from split {}: expected folder {}", split.name(), dir.join(c).display())));
+            }
+        }
+        for c in &here {
+            if !classes.contains(c) {
+                return Err(DataError::Layout(format!("class {c:?} in {} is not in train/ ({})", dir.display(), classes.join(", "))));
+            }
+        }
+        let mut items = Vec::new();
+        for (ci, c) in classes.iter().enumerate() {
+            let cdir = dir.join(c);
+            let mut n = 0;
+            for p in list_dir(&cdir)? {
+                let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
+                if EXTENSIONS.contains(&ext.as_str()) {
+                    items.push((p, ci as i64));
+                    n += 1;
+                }
+            }
+            if n == 0 {
+                return Err(DataError::Layout(format!("{}: no images (looked for {})", cdir.display(), EXTENSIONS.join(", "))));
+            }
+        }
+        splits.push(SplitFiles { split, items });
+    }
+    let mut it = splits.into_iter();
+    match (it.next(), it.next(), it.next()) {
+        (Some(train), Some(valid), Some(test)) => Ok(Layout { classes, train, valid, test }),
+        _ => Err(DataError::Layout("internal: split scan incomplete".into())),
+    }
+}
+
+/// One decoded image: RGB8, HWC, shorter side = the cache's stored size.
+#[derive(Debug, Clone)]
+pub struct Cached {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+}
+
+/// The decoded images of one split, with their labels and paths.
+#[derive(Debug)]
+pub struct SplitCache {
+    pub images: Vec<Cached>,
+    pub labels: Vec<i64>,
+    pub paths: Vec<PathBuf>,
+    pub skipped: usize,
+}
+
+/// The stored shorter side for an image size: torchvision's 256/224 ratio.
+pub fn stored_size(image_size: u32) -> u32 {
+    ((image_size as f64) * 256.0 / 224.0).round() as u32
+}
+
+fn resize_alg() -> ResizeOptions {
+    ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
+}
+
+/// Decodes one file to RGB8 (grayscale, RGBA, 16-bit, CMYK all converted).
+///
+/// The format comes from the file's content, not its extension: an empty file
+/// or one whose first bytes match no image format (a text file named `.jpg`)
+/// is reported as such rather than as a decoder error. The image crate's
+/// default limits apply (a decompression bomb is an error, not an abort).
+pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
+    let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
+    use std::io::{Read, Seek};
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        // A FIFO would block the read forever; a directory named `x.jpg` says nothing useful.
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(bad("the file is empty (0 bytes)".into()));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut head = Vec::with_capacity(16);
+    (&mut file).take(16).read_to_end(&mut head).map_err(|e| bad(e.to_string()))?;
+    file.rewind().map_err(|e| bad(e.to_string()))?;
+    let format = image::guess_format(&head).map_err(|_| {
+        bad(format!(
+            "not an image: its content matches none of the supported formats ({}); is it another kind of file with an image extension?",
+            EXTENSIONS.join(", ")
+        ))
+    })?;
+    let reader = image::ImageReader::with_format(std::io::BufReader::new(file), format);
+    let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(bad("image has zero width or height".into()));
+    }
+    Ok(img.to_rgb8())
+}
+
+/// The most pixels a resized image may have (a 1×60000 strip at image_size
+/// 224 would otherwise become 256×15 360 000 and exhaust memory).
+pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
+
+/// Resizes so the shorter side is `short` (aspect kept), unless it already is.
+pub fn resize_shorter(img: &image::RgbImage, short: u32) -> Result<Cached, String> {
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 || short == 0 {
+        return Err(format!("cannot resize a {w}×{h} image to shorter side {short}"));
+    }
+    let long = |l: u32, s: u32| ((l as f64) * short as f64 / s as f64).round().clamp(1.0, u32::MAX as f64) as u32;
+    let (nw, nh) = if w <= h { (short, long(h, w)) } else { (long(w, h), short) };
+    if nw as u64 * nh as u64 > MAX_RESIZED_PIXELS {
+        return Err(format!(
+            "aspect ratio too extreme: a {w}×{h} image resized to shorter side {short} would be {nw}×{nh} pixels (limit {MAX_RESIZED_PIXELS})"
+        ));
+    }
+    if (nw, nh) == (w, h) {
+        return Ok(Cached { width: w, height: h, pixels: img.as_raw().clone() });
+    }
+    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| e.to_string())?;
+    let mut dst = Image::new(nw, nh, PixelType::U8x3);
+    Resizer::new().resize(&src, &mut dst, &resize_alg()).map_err(|e| e.to_string())?;
+    Ok(Cached { width: nw, height: nh, pixels: dst.into_vec() })
+}
+
+/// Decodes and resizes every file of a split once, in parallel.
+pub fn load_split(files: &SplitFiles, image_size: u32, skip_bad: bool) -> Result<SplitCache, DataError> {
+    let short = stored_size(image_size);
+    let results: Vec<Result<Cached, DataError>> = files
+        .items
+        .par_iter()
+        .map(|(p, _)| {
+            // A decoder bug on a crafted file must not take the whole trial down
+            // without naming the file: turn a panic into this file's error.
+            std::panic::catch_unwind(|| {
+                let img = decode_rgb(p)?;
+                resize_shorter(&img, short).map_err(|reason| DataError::BadImage { path: p.clone(), reason })
+            })
+            .unwrap_or_else(|panic| {
+                let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                Err(DataError::BadImage { path: p.clone(), reason: format!("the decoder crashed on this file: {msg}") })
+            })
+        })
+        .collect();
+    let mut out = SplitCache { images: Vec::new(), labels: Vec::new(), paths: Vec::new(), skipped: 0 };
+    for (r, (p, label)) in results.into_iter().zip(&files.items) {
+        match r {
+            Ok(c) => {
+                out.images.push(c);
+                out.labels.push(*label);
+                out.paths.push(p.clone());
+            }
+            Err(e) if skip_bad => {
+                sweep_protocol::log!("warning: skipping {}: {e}", p.display());
+                out.skipped += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if out.images.is_empty() {
+        return Err(DataError::Layout(format!("split {} has no readable images", files.split.name())));
+    }
+    Ok(out)
+}
+
+/// Centre crop S×S into `out` (len S·S·3).
+pub fn center_crop(img: &Cached, s: u32, out: &mut [u8]) {
+    let s = s.min(img.width).min(img.height);
+    // torchvision rounds the offsets: int(round((h - s) / 2.0)).
+    let left = ((img.width - s) as f64 / 2.0).round() as u32;
+    let top = ((img.height - s) as f64 / 2.0).round() as u32;
+    copy_rect(img, left, top, s, s, out);
+}
+
+fn copy_rect(img: &Cached, left: u32, top: u32, w: u32, h: u32, out: &mut [u8]) {
+    let row = (w * 3) as usize;
+    for y in 0..h {
+        let src_start = (((top + y) * img.width + left) * 3) as usize;
+        let dst_start = (y as usize) * row;
+        if let (Some(dst), Some(src)) = (out.get_mut(dst_start..dst_start + row), img.pixels.get(src_start..src_start + row)) {
+            dst.copy_from_slice(src);
+        }
+    }
+}
+
+/// torchvision's RandomResizedCrop parameters (10 tries, then centre fallback).
+fn rrc_params(rng: &mut ChaCha8Rng, w: u32, h: u32) -> (f64, f64, f64, f64) {
+    let area = w as f64 * h as f64;
+    let (lr0, lr1) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.gen_range(0.08..1.0);
+        let ratio = rng.gen_range(lr0..lr1).exp();
+        let cw = (target * ratio).sqrt().round();
+        let ch = (target / ratio).sqrt().round();
+        if cw > 0.0 && ch > 0.0 && cw <= w as f64 && ch <= h as f64 {
+            let top = rng.gen_range(0..=(h - ch as u32)) as f64;
+            let left = rng.gen_range(0..=(w - cw as u32)) as f64;
+            return (left, top, cw, ch);
+        }
+    }
+    let ratio = w as f64 / h as f64;
+    let (cw, ch) = if ratio < 3.0 / 4.0 {
+        (w as f64, (w as f64 / (3.0 / 4.0)).round())
+    } else if ratio > 4.0 / 3.0 {
+        ((h as f64 * 4.0 / 3.0).round(), h as f64)
+    } else {
+        (w as f64, h as f64)
+    };
+    (((w as f64 - cw) / 2.0).floor(), ((h as f64 - ch) / 2.0).floor(), cw, ch)
+}
+
+/// The train transform for one image into `out` (len S·S·3).
+pub fn train_transform(img: &Cached, s: u32, augment: &[String], rng: &mut ChaCha8Rng, out: &mut [u8]) -> Result<(), String> {
+    if augment.iter().any(|a| a == "random_resized_crop") {
+        let (left, top, cw, ch) = rrc_params(rng, img.width, img.height);
+        let src = ImageRef::new(img.width, img.height, &img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
+        let mut dst = Image::new(s, s, PixelType::U8x3);
+        Resizer::new().resize(&src, &mut dst, &resize_alg().crop(left, top, cw, ch)).map_err(|e| e.to_string())?;
+        out.copy_from_slice(dst.buffer());
+    } else {
+        center_crop(img, s, out);
+    }
+    if augment.iter().any(|a| a == "hflip") && rng.gen_bool(0.5) {
+        let row = (s * 3) as usize;
+        for r in out.chunks_mut(row) {
+            let n = s as usize;
+            for x in 0..n / 2 {
+                for c in 0..3 {
+                    r.swap(x * 3 + c, (n - 1 - x) * 3 + c);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A batch of HWC u8 images and labels.
+pub struct Batch {
+    pub pixels: Vec<u8>,
+    pub labels: Vec<i64>,
+}
+
+/// Seeded per-epoch permutation: the same seed gives the same order.
+pub fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+    let mut idx: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.gen_range(0..=i);
+        idx.swap(i, j);
+    }
+    idx
+}
+
+/// Builds a train batch; each image's randomness comes from (seed, epoch, index)
+/// so the result does not depend on thread scheduling.
+pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32) -> Result<Batch, String> {
+    let per = (s * s * 3) as usize;
+    let mut pixels = vec![0u8; per * idx.len()];
+    pixels.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
+        let img = cache.images.get(i).ok_or("index out of range")?;
+        train_transform(img, s, augment, &mut rng, out)
+    })?;
+    let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
+    Ok(Batch { pixels, labels })
+}
+
+pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Batch {
+    let per = (s * s * 3) as usize;
+    let mut pixels = vec![0u8; per * idx.len()];
+    pixels.par_chunks_mut(per).zip(idx.par_iter()).for_each(|(out, &i)| {
+        if let Some(img) = cache.images.get(i) {
+            center_crop(img, s, out);
+        }
+    });
+    let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
+    Batch { pixels, labels }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cached(w: u32, h: u32) -> Cached {
+        Cached { width: w, height: h, pixels: (0..w * h * 3).map(|i| (i % 251) as u8).collect() }
+    }
+
+    #[test]
+    fn stored_size_matches_torchvision_ratio() {
+        assert_eq!(stored_size(224), 256);
+        assert_eq!(stored_size(64), 73);
+    }
+
+    #[test]
+    fn center_crop_takes_the_middle() {
+        let img = cached(5, 3);
+        let mut out = vec![0u8; 3 * 3 * 3];
+        center_crop(&img, 3, &mut out);
+        // left offset = round((5-3)/2) = 1
+        assert_eq!(&out[0..3], &img.pixels[3..6]);
+    }
+
+    #[test]
+    fn train_batches_are_deterministic() {
+        let cache = SplitCache { images: vec![cached(40, 50), cached(60, 40)], labels: vec![0, 1], paths: vec![], skipped: 0 };
+        let aug = vec!["random_resized_crop".to_string(), "hflip".to_string()];
+        let a = train_batch(&cache, &[1, 0], 32, &aug, 7, 1).unwrap();
+        let b = train_batch(&cache, &[1, 0], 32, &aug, 7, 1).unwrap();
+        assert_eq!(a.pixels, b.pixels);
+        assert_eq!(a.labels, vec![1, 0]);
+        let c = train_batch(&cache, &[1, 0], 32, &aug, 8, 1).unwrap();
+        assert_ne!(a.pixels, c.pixels);
+    }
+
+    /// Every odd-but-valid image kind is converted to RGB8 at the right size.
+    #[test]
+    fn unusual_images_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        image::GrayImage::from_fn(20, 10, |x, _| image::Luma([(x * 12) as u8])).save(d.join("gray.jpg")).unwrap();
+        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(12, 12, |x, y| image::Luma([(x * y * 400) as u16])).save(d.join("g16.png")).unwrap();
+        image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(9, 7, image::Rgb([65535, 0, 32768])).save(d.join("rgb16.png")).unwrap();
+        image::RgbaImage::from_pixel(8, 8, image::Rgba([10, 20, 30, 0])).save(d.join("rgba.png")).unwrap();
+        image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3])).save(d.join("one.png")).unwrap();
+        image::RgbImage::from_pixel(6000, 4000, image::Rgb([9, 99, 199])).save(d.join("big.png")).unwrap();
+        for (name, w, h) in [("gray.jpg", 20, 10), ("g16.png", 12, 12), ("rgb16.png", 9, 7), ("rgba.png", 8, 8), ("one.png", 1, 1), ("big.png", 6000, 4000)] {
+            let img = decode_rgb(&d.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(img.dimensions(), (w, h), "{name}");
+            let c = resize_shorter(&img, stored_size(32)).unwrap();
+            assert_eq!(c.width.min(c.height), 37, "{name}");
+            assert_eq!(c.pixels.len(), (c.width * c.height * 3) as usize, "{name}");
+        }
+        assert_eq!(decode_rgb(&d.join("rgb16.png")).unwrap().get_pixel(0, 0).0, [255, 0, 128]);
+        let big = resize_shorter(&decode_rgb(&d.join("big.png")).unwrap(), 37).unwrap();
+        assert_eq!((big.width, big.height), (56, 37));
+        assert_eq!(&big.pixels[..3], &[9, 99, 199]);
+    }
+
+    /// tests/fixtures/cmyk.jpg: made with PIL (RGB → CMYK, Adobe JPEG); four
+    /// quadrants whose RGB colours PIL reads back exactly.
+    #[test]
+    fn cmyk_jpeg_is_converted_to_the_right_colours() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpg");
+        let img = decode_rgb(&path).unwrap();
+        assert_eq!(img.dimensions(), (16, 16));
+        for ((x, y), want) in [((4, 4), [220, 30, 30]), ((12, 4), [30, 200, 40]), ((4, 12), [40, 40, 210]), ((12, 12), [250, 250, 250])] {
+            let got = img.get_pixel(x, y).0;
+            let close = got.iter().zip(want).all(|(g, w)| (*g as i32 - w).abs() <= 12);
+            assert!(close, "pixel ({x}, {y}): got {got:?}, want about {want:?}");
+        }
+    }
+
+    fn reason(path: &Path) -> String {
+        match decode_rgb(path) {
+            Err(DataError::BadImage { path: p, reason }) => {
+                assert_eq!(p, path);
+                reason
+            }
+            other => panic!("{}: expected BadImage, got {other:?}", path.display()),
+        }
+    }
+
+    /// Broken files are errors that name the file and say what is wrong.
+    #[test]
+    fn broken_files_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("empty.jpg"), b"").unwrap();
+        assert!(reason(&d.join("empty.jpg")).contains("empty (0 bytes)"));
+        std::fs::write(d.join("text.jpg"), b"hello, I am not a JPEG\n").unwrap();
+        assert!(reason(&d.join("text.jpg")).contains("not an image"));
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 7])).save(d.join("full.jpg")).unwrap();
+        let bytes = std::fs::read(d.join("full.jpg")).unwrap();
+        std::fs::write(d.join("trunc.jpg"), &bytes[..bytes.len() / 2]).unwrap();
+        assert!(!reason(&d.join("trunc.jpg")).is_empty());
+        std::fs::write(d.join("head.png"), &b"\x89PNG\r\n\x1a\n"[..]).unwrap();
+        assert!(!reason(&d.join("head.png")).is_empty());
+        std::os::unix::fs::symlink(d.join("loop.jpg"), d.join("loop.jpg")).unwrap();
+        assert!(reason(&d.join("loop.jpg")).to_lowercase().contains("symbolic links"));
+        std::fs::create_dir(d.join("dir.jpg")).unwrap();
+        assert!(reason(&d.join("dir.jpg")).contains("not a regular file"));
+        let fifo = std::ffi::CString::new(d.join("fifo.jpg").into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+        assert!(reason(&d.join("fifo.jpg")).contains("not a regular file"));
+        assert!(!reason(&d.join("missing.jpg")).is_empty());
+    }
+
+    /// A 1×70000 strip would become 37×2 590 000 pixels: refused, not allocated.
+    #[test]
+    fn extreme_aspect_ratio_is_refused() {
+        let strip = image::RgbImage::from_pixel(1, 70_000, image::Rgb([5, 5, 5]));
+        let e = resize_shorter(&strip, 37).unwrap_err();
+        assert!(e.contains("aspect ratio too extreme"), "{e}");
+        assert!(resize_shorter(&image::RgbImage::new(0, 5), 37).is_err());
+    }
+
+    /// Non-UTF-8 file names are listed and decoded; with skip_bad the broken
+    /// ones are skipped and counted, without it the first one is the error.
+    #[test]
+    fn scan_and_load_with_bad_files() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for split in ["train", "val", "test"] {
+            for class in ["a", "b"] {
+                let c = root.join(split).join(class);
+                std::fs::create_dir_all(&c).unwrap();
+                image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).save(c.join("ok.png")).unwrap();
+            }
+        }
+        let a = root.join("train/a");
+        let odd = a.join(std::ffi::OsStr::from_bytes(b"odd-\xff\xfe.png"));
+        std::fs::copy(a.join("ok.png"), &odd).unwrap();
+        std::fs::write(a.join("bad.jpg"), b"nope").unwrap();
+        std::fs::write(a.join("notes.txt"), b"ignored: not an image extension").unwrap();
+        let layout = scan(root).unwrap();
+        assert_eq!(layout.classes, ["a", "b"]);
+        assert_eq!(layout.train.items.len(), 4);
+        let e = load_split(&layout.train, 32, false).unwrap_err().to_string();
+        assert!(e.contains("bad.jpg") && e.contains("not an image"), "{e}");
+        let c = load_split(&layout.train, 32, true).unwrap();
+        assert_eq!((c.images.len(), c.skipped), (3, 1));
+        assert!(c.paths.contains(&odd));
+
+        // Every file of a split broken, even with skip_bad: a layout error naming the split.
+        std::fs::write(root.join("test/a/ok.png"), b"").unwrap();
+        std::fs::write(root.join("test/b/ok.png"), b"x").unwrap();
+        let e = load_split(&layout.test, 32, true).unwrap_err().to_string();
+        assert!(e.contains("split test has no readable images"), "{e}");
+
+        // An empty class folder is a layout error naming the folder.
+        std::fs::create_dir_all(root.join("valid/b")).unwrap();
+        std::fs::create_dir_all(root.join("valid/a")).unwrap();
+        let e = scan(root).unwrap_err().to_string();
+        assert!(e.contains("valid/a") && e.contains("no images"), "{e}");
+    }
+
+    #[test]
+    fn epoch_order_is_a_permutation() {
+        let mut o = epoch_order(100, 3, 2);
+        assert_ne!(o, (0..100).collect::<Vec<_>>());
+        o.sort();
+        assert_eq!(o, (0..100).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,13 @@
+//! Everything about an image dataset that needs no libtorch, shared by the
+//! coordinator (`sweep`: validation, `data show`, the demo generator, the
+//! content hash) and the worker (`sweep-worker`: decoding and batches).
+//!
+//! - [`imagefolder`]: ImageFolder scan, bounded decoding, torchvision-equivalent
+//!   resize/crop/flip on plain `u8` buffers, deterministic batches.
+//! - [`demo`]: the synthetic 12-class zodiac dataset behind `make demo`.
+//! - [`hash`]: the dataset's content hash.
+//!
+//! Must never depend on tch or on the database.
+pub mod demo;
+pub mod hash;
+pub mod imagefolder;

@@ -1,0 +1,187 @@
+//! The resolved configuration of one trial: what the coordinator hands a worker.
+//!
+//! This type is the contract between `plan` (which builds and validates it) and
+//! `train` (which obeys it). It is serialised as JSON on the worker's command
+//! line and stored in the `trials.params` column; its canonical JSON is hashed
+//! into the trial id, so field order and names are part of the identity.
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+pub const BACKBONES: [&str; 6] = ["resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "vgg19_bn"];
+
+/// The sweep-file keys of `TrialConfig`, in declaration order: the one list that
+/// the spec's key check, the report columns and "which keys vary" derive from.
+/// `seed` and `pretrained` are set by `[sweep]` and `[pretrained]`, not per trial.
+pub const PARAM_KEYS: [&str; 20] = [
+    "backbone",
+    "lr",
+    "epochs",
+    "image_size",
+    "batch_size",
+    "optimizer",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "step_size",
+    "gamma",
+    "head",
+    "freeze_backbone",
+    "backbone_lr_scale",
+    "augment",
+    "skip_bad_images",
+    "amp",
+    "log_every",
+    "max_batches",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    None,
+    Step,
+    Cosine,
+}
+
+/// `head = "original"` or `head = { hidden = [512, 512], dropout = 0.0 }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Head {
+    Original,
+    Mlp { hidden: Vec<i64>, dropout: f64 },
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head::Mlp { hidden: vec![512, 512], dropout: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrialConfig {
+    pub backbone: String,
+    pub lr: f64,
+    pub epochs: u32,
+    pub image_size: u32,
+    pub batch_size: u32,
+    pub optimizer: Optimizer,
+    pub momentum: f64,
+    pub nesterov: bool,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Step schedule: multiply lr by `gamma` every `step_size` epochs.
+    pub step_size: u32,
+    pub gamma: f64,
+    pub head: Head,
+    pub freeze_backbone: bool,
+    /// Backbone lr = lr × this (head keeps lr). 1.0 = one group.
+    pub backbone_lr_scale: f64,
+    /// Train-time augmentations, applied in order: "random_resized_crop", "hflip".
+    pub augment: Vec<String>,
+    pub skip_bad_images: bool,
+    pub amp: bool,
+    /// Record running train loss/accuracy every this many batches.
+    pub log_every: u32,
+    /// Stop each epoch after this many batches (0 = all). For smoke tests and benchmarks.
+    pub max_batches: u32,
+    pub seed: u64,
+    /// Pretrained weights for this backbone (`.safetensors` or torchvision `.pth`).
+    pub pretrained: Option<PathBuf>,
+}
+
+impl Default for TrialConfig {
+    fn default() -> Self {
+        TrialConfig {
+            backbone: "resnet18".into(),
+            lr: 0.01,
+            epochs: 10,
+            image_size: 224,
+            batch_size: 32,
+            optimizer: Optimizer::Sgd,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+            schedule: Schedule::None,
+            step_size: 7,
+            gamma: 0.1,
+            head: Head::default(),
+            freeze_backbone: false,
+            backbone_lr_scale: 1.0,
+            augment: vec!["random_resized_crop".into(), "hflip".into()],
+            skip_bad_images: false,
+            amp: false,
+            log_every: 100,
+            max_batches: 0,
+            seed: 0,
+            pretrained: None,
+        }
+    }
+}
+
+/// `sweep predict`: which network, which weights, which images. The coordinator
+/// resolves a trial id to this; `sweep-worker predict --job JSON` runs it and
+/// prints one JSON line per image.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictJob {
+    pub backbone: String,
+    pub head: Head,
+    pub weights: PathBuf,
+    /// Class names (a trial) or "0".."N-1" (a bare weights file).
+    pub classes: Vec<String>,
+    /// Print class names (true) or class indices (false) as `pred`.
+    pub named_classes: bool,
+    pub image_size: u32,
+    pub paths: Vec<PathBuf>,
+}
+
+/// What `sweep-worker probe` prints (one JSON object): the libtorch side of
+/// `sweep doctor`, and the CUDA device count the local launcher schedules on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeInfo {
+    pub worker_version: String,
+    pub protocol: u32,
+    pub libtorch: String,
+    pub libtorch_lib: String,
+    pub cuda_available: bool,
+    pub cuda_devices: i64,
+    pub cudnn_available: bool,
+    pub cudnn_version: Option<i64>,
+    pub cpu_threads: i32,
+}
+
+/// Everything a worker needs for one attempt, passed as one JSON argument.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerJob {
+    pub trial: String,
+    pub sweep: String,
+    pub dataset: PathBuf,
+    /// `results/<sweep>/<trial>/`: checkpoints live here.
+    pub out_dir: PathBuf,
+    /// torch intra-op threads (0 = let the worker decide).
+    pub threads: u32,
+    pub config: TrialConfig,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_serde_forms() {
+        let h: Head = serde_json::from_str(r#""original""#).unwrap();
+        assert_eq!(h, Head::Original);
+        let j = serde_json::to_string(&Head::default()).unwrap();
+        assert_eq!(j, r#"{"mlp":{"hidden":[512,512],"dropout":0.0}}"#);
+    }
+}

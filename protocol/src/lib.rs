@@ -1,0 +1,15 @@
+//! The contract between the `sweep` coordinator and a worker process, and
+//! nothing else: serde types only, no libtorch, no database, no I/O beyond
+//! writing one message line.
+//!
+//! - [`config`]: `TrialConfig` (one trial's resolved parameters), `WorkerJob`
+//!   (what one attempt gets on its command line), `PredictJob`, `ProbeInfo`.
+//! - [`message`]: the JSON-lines messages a worker prints on stdout.
+//!
+//! Any program that reads `--job JSON` and speaks [`message`] can be a worker
+//! (`SWEEP_WORKER_CMD`); `docs/protocol.md` is the human description.
+pub mod config;
+pub mod message;
+
+pub use config::{BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, TrialConfig, WorkerJob};
+pub use message::{ClassAccuracy, ErrorClass, Misclassified, PROTOCOL_VERSION, ProtocolError, SplitCounts, WorkerMessage, emit, parse_line};

@@ -1,0 +1,366 @@
+//! The dispatcher: the one owner of run state. One `tokio::select!` loop over
+//! attempt events, signals and timers decides what starts where, when to retry
+//! and when to stop; attempt tasks only report, the recorder only writes, the
+//! launcher owns processes.
+//!
+//! Invariants: a trial never runs twice at once (one queue entry per trial,
+//! and a per-sweep lock file so a second `sweep run` of the same sweep
+//! refuses); finished trials are never rerun; nothing here calls libc on a
+//! worker or looks for GPUs: that is the launcher's job.
+use super::attempt::{self, AttemptResult};
+use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest};
+use super::lock::lock_sweep;
+use super::progress::Progress;
+use super::{RunError, RunOptions};
+use crate::spec::{GpuSelection, PlannedTrial, SweepPlan};
+use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent};
+use crate::store::{FailureClass, SweepStatus, TrialStatus};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use sweep_protocol::{WorkerJob, WorkerMessage};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    AllDone { ran: usize, skipped: usize },
+    SomeFailed { failed: usize },
+    Interrupted,
+}
+
+pub(super) struct Queued {
+    pub trial: PlannedTrial,
+    pub attempt: u32,
+    /// Attempts made in this run (for the retry budget).
+    pub tries: u32,
+    pub delay: Duration,
+}
+
+/// What attempt tasks tell the dispatcher.
+pub(super) enum Event {
+    Started { trial: String, control: Arc<dyn AttemptControl> },
+    Message { trial: String, msg: WorkerMessage },
+    Warning(String),
+    Finished { trial: String, slot: Slot, result: AttemptResult },
+}
+
+struct Running {
+    control: Option<Arc<dyn AttemptControl>>,
+    queued: Queued,
+}
+
+/// Run state, owned by one task.
+struct Dispatcher {
+    plan: SweepPlan,
+    opts: RunOptions,
+    launcher: Arc<dyn Launcher>,
+    recorder: Recorder,
+    progress: Progress,
+    events: mpsc::UnboundedSender<Event>,
+    queue: VecDeque<Queued>,
+    free: Vec<Slot>,
+    running: HashMap<String, Running>,
+    threads_per_worker: u32,
+    failed: usize,
+    stopping: bool,
+    kill_at: Option<Instant>,
+    /// Tells attempts still in their retry backoff that the run is stopping.
+    stop_tx: watch::Sender<bool>,
+    db_error: Option<String>,
+}
+
+fn label(t: &PlannedTrial, varying: &[String]) -> String {
+    let v = serde_json::to_value(&t.config).unwrap_or_default();
+    let parts: Vec<String> =
+        varying.iter().filter_map(|k| v.get(k).map(|x| format!("{k}={}", x.as_str().map(String::from).unwrap_or_else(|| x.to_string())))).collect();
+    if parts.is_empty() { t.config.backbone.clone() } else { parts.join(" ") }
+}
+
+fn slot_request(plan: &SweepPlan) -> SlotRequest {
+    let r = &plan.resources;
+    SlotRequest {
+        gpus: match &r.gpus {
+            GpuSelection::All => None,
+            GpuSelection::List(l) => Some(l.clone()),
+        },
+        trials_per_gpu: r.trials_per_gpu,
+        cpu_workers: r.cpu_workers,
+    }
+}
+
+/// Runs (or resumes) every trial of `plan` through `launcher`.
+pub async fn run(
+    plan: SweepPlan,
+    opts: RunOptions,
+    launcher: Arc<dyn Launcher>,
+    pool: sqlx::SqlitePool,
+    system_info: serde_json::Value,
+    dataset_hash: String,
+) -> Result<Outcome, RunError> {
+    let _lock = lock_sweep(&opts.results, &plan.name)?;
+    let new = NewSweep {
+        name: &plan.name,
+        file: plan.file.display().to_string(),
+        toml: &plan.toml,
+        description: plan.description.as_deref(),
+        metric: &plan.metric,
+        dataset: plan.dataset.display().to_string(),
+        dataset_hash: &dataset_hash,
+        system_info,
+        trials: plan.trials.iter().map(|t| (t.id.as_str(), &t.config)).collect(),
+    };
+    let (sweep_id, states) = recorder::register(&pool, &new).await.map_err(|e| RunError::Store(e.to_string()))?;
+    let state: HashMap<String, recorder::TrialState> = states.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let (queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
+    let mut free = launcher.slots(&slot_request(&plan)).await;
+    free.reverse();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
+    let gpus: Vec<u32> = free.iter().rev().filter_map(|s| if let Slot::Gpu { index, lane: 0 } = s { Some(*index) } else { None }).collect();
+    let device_desc = if gpus.is_empty() {
+        format!("{} CPU worker(s), {threads_per_worker} threads each", free.len())
+    } else {
+        format!("GPUs {gpus:?}, {} trial(s) per GPU", plan.resources.trials_per_gpu)
+    };
+    eprintln!(
+        "sweep {}: {} trials ({} to run, {skipped} already finished{}) on {device_desc}",
+        plan.name,
+        plan.trials.len(),
+        queue.len(),
+        if skipped_failed > 0 { format!(", {skipped_failed} failed: rerun with --retry-failed") } else { String::new() }
+    );
+
+    let (recorder, writer) = Recorder::spawn(pool.clone());
+    let (events, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ran = queue.len();
+    let mut d = Dispatcher {
+        progress: Progress::new(queue.len(), opts.plain),
+        plan,
+        opts,
+        launcher,
+        recorder,
+        events,
+        queue,
+        free,
+        running: HashMap::new(),
+        threads_per_worker,
+        failed: 0,
+        stopping: false,
+        kill_at: None,
+        stop_tx,
+        db_error: None,
+    };
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        d.start_ready(&stop_rx);
+        if d.running.is_empty() && (d.queue.is_empty() || d.stopping) {
+            break;
+        }
+        let kill_at = d.kill_at;
+        let recorder = d.recorder.clone();
+        tokio::select! {
+            Some(ev) = ev_rx.recv() => d.on_event(ev),
+            _ = sigint.recv() => d.on_interrupt(),
+            _ = sigterm.recv() => d.on_interrupt(),
+            _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => d.on_grace_over(),
+            _ = heartbeat.tick() => d.recorder.send(StoreEvent::Heartbeat { sweep_id }),
+            e = recorder.failed(), if d.db_error.is_none() => d.on_db_error(e),
+        }
+    }
+    d.finish(sweep_id, ran, skipped, writer).await
+}
+
+/// Which planned trials to run: all but the done ones (and the failed ones
+/// unless `retry_failed`). Returns (queue, skipped, skipped because failed).
+fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>, retry_failed: bool) -> (VecDeque<Queued>, usize, usize) {
+    let mut queue = VecDeque::new();
+    let (mut skipped, mut skipped_failed) = (0, 0);
+    for t in &plan.trials {
+        let s = state.get(&t.id);
+        match s.map(|s| s.status) {
+            Some(TrialStatus::Done) => skipped += 1,
+            Some(TrialStatus::Failed) if !retry_failed => {
+                skipped += 1;
+                skipped_failed += 1;
+            }
+            _ => queue.push_back(Queued { trial: t.clone(), attempt: s.map(|s| s.attempts).unwrap_or(0) + 1, tries: 0, delay: Duration::ZERO }),
+        }
+    }
+    (queue, skipped, skipped_failed)
+}
+
+impl Dispatcher {
+    /// Starts queued trials on free slots (nothing once stopping).
+    fn start_ready(&mut self, stop_rx: &watch::Receiver<bool>) {
+        while !self.stopping && !self.free.is_empty() && !self.queue.is_empty() {
+            let (Some(slot), Some(q)) = (self.free.pop(), self.queue.pop_front()) else { break };
+            let trial = q.trial.id.clone();
+            let job = WorkerJob {
+                trial: trial.clone(),
+                sweep: self.plan.name.clone(),
+                dataset: self.plan.dataset.clone(),
+                out_dir: self.opts.results.join(&self.plan.name).join(&trial),
+                threads: self.threads_per_worker,
+                config: q.trial.config.clone(),
+            };
+            let spec = LaunchSpec { log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)), job, slot: slot.clone() };
+            self.progress.started(&trial, &label(&q.trial, &self.plan.varying), q.attempt, &slot.label(), q.trial.config.epochs);
+            self.recorder.send(StoreEvent::TrialStatus { trial: trial.clone(), status: TrialStatus::Running });
+            tokio::spawn(attempt::run(
+                Arc::clone(&self.launcher),
+                spec,
+                self.recorder.clone(),
+                self.events.clone(),
+                attempt::Policy { attempt: q.attempt, delay: q.delay, timeout: self.plan.resources.timeout },
+                stop_rx.clone(),
+            ));
+            self.running.insert(trial, Running { control: None, queued: q });
+        }
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::Started { trial, control } => self.on_started(trial, control),
+            Event::Message { trial, msg } => self.progress.message(&trial, &msg),
+            Event::Warning(w) => self.progress.warn(&w),
+            Event::Finished { trial, slot, result } => self.on_finished(trial, slot, result),
+        }
+    }
+
+    fn on_started(&mut self, trial: String, control: Arc<dyn AttemptControl>) {
+        if self.stopping {
+            // Started during a stop: TERM while the grace runs, KILL once it is over.
+            if self.kill_at.is_some() { control.terminate() } else { control.kill() }
+        }
+        if let Some(r) = self.running.get_mut(&trial) {
+            r.control = Some(control);
+        }
+    }
+
+    fn on_finished(&mut self, trial: String, slot: Slot, mut result: AttemptResult) {
+        self.free.push(slot);
+        let Some(Running { queued: mut q, .. }) = self.running.remove(&trial) else { return };
+        q.tries += 1;
+        // A worker we signalled to stop did not crash: it was interrupted.
+        if self.stopping && !result.done && result.class == Some(FailureClass::Crash) && result.exit.signal.is_some() {
+            result.class = Some(FailureClass::Interrupted);
+            result.message = Some(format!("stopped by signal {} on interrupt", result.exit.signal.unwrap_or(0)));
+        }
+        let status = if result.succeeded() {
+            TrialStatus::Done
+        } else if self.stopping {
+            TrialStatus::Interrupted
+        } else if result.class.is_some_and(FailureClass::is_permanent) || q.tries > self.plan.resources.retries {
+            self.failed += 1;
+            TrialStatus::Failed
+        } else {
+            TrialStatus::Queued
+        };
+        self.recorder.send(StoreEvent::AttemptEnded {
+            trial: trial.clone(),
+            attempt: q.attempt,
+            exit_code: result.exit.code,
+            signal: result.exit.signal,
+            error_class: result.class,
+            message: result.message.clone(),
+        });
+        self.recorder.send(StoreEvent::TrialStatus { trial: trial.clone(), status });
+        let why = match (&result.class, &result.message) {
+            (Some(c), Some(m)) => format!("{status}: {c}: {}", m.lines().next().unwrap_or("")),
+            (Some(c), None) => format!("{status}: {c}"),
+            _ => status.to_string(),
+        };
+        self.progress.finished(&trial, &why, status != TrialStatus::Queued, self.queue.len());
+        if status == TrialStatus::Queued {
+            self.requeue(q, result.class);
+        }
+    }
+
+    /// Puts a failed attempt's trial back with a backoff (and half the batch after an OOM).
+    fn requeue(&mut self, mut q: Queued, class: Option<FailureClass>) {
+        let oom = class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Oom));
+        if oom && self.plan.resources.oom_retry_halve_batch && q.trial.config.batch_size > 1 {
+            // Same trial (same id), smaller batches; attempts.batch_size records it.
+            q.trial.config.batch_size /= 2;
+            self.progress.warn(&format!("trial {}: out of memory; retrying with batch_size {}", q.trial.id, q.trial.config.batch_size));
+        }
+        q.attempt += 1;
+        q.delay = Duration::from_secs(1u64 << (q.tries - 1).min(6));
+        self.queue.push_back(q);
+    }
+
+    fn controls(&self) -> impl Iterator<Item = &Arc<dyn AttemptControl>> {
+        self.running.values().filter_map(|r| r.control.as_ref())
+    }
+
+    /// First Ctrl-C/SIGTERM: TERM every worker and start the grace period;
+    /// second: KILL them.
+    fn on_interrupt(&mut self) {
+        if !self.stopping {
+            self.stopping = true;
+            eprintln!("interrupt: stopping {} running trial(s) (grace {}s; press Ctrl-C again to kill)", self.running.len(), self.opts.grace.as_secs());
+            self.controls().for_each(|c| c.terminate());
+            self.kill_at = Some(Instant::now() + self.opts.grace);
+        } else {
+            eprintln!("second interrupt: killing workers");
+            self.controls().for_each(|c| c.kill());
+            self.kill_at = None;
+        }
+        self.stop_tx.send_replace(true);
+    }
+
+    fn on_grace_over(&mut self) {
+        self.controls().for_each(|c| c.kill());
+        self.kill_at = None;
+    }
+
+    /// Nothing more can be recorded: stop like an interrupt, report the cause.
+    fn on_db_error(&mut self, e: String) {
+        eprintln!("stopping: results can no longer be written ({e}); free space and rerun the same command to resume");
+        self.db_error = Some(e);
+        if !self.stopping {
+            self.on_interrupt();
+        }
+    }
+
+    async fn finish(
+        mut self,
+        sweep_id: i64,
+        ran: usize,
+        skipped: usize,
+        writer: tokio::task::JoinHandle<Result<(), String>>,
+    ) -> Result<Outcome, RunError> {
+        self.progress.finish();
+        if let Some(e) = self.db_error.take() {
+            let _ = self.recorder.flush().await;
+            drop(self);
+            let _ = writer.await;
+            return Err(RunError::Store(format!(
+                "{e}\n  the database is intact up to the last committed write; free space and run the same command again to resume"
+            )));
+        }
+        // Trials never started because of a stop stay queued; mark them interrupted.
+        if self.stopping {
+            for q in &self.queue {
+                self.recorder.send(StoreEvent::TrialStatus { trial: q.trial.id.clone(), status: TrialStatus::Interrupted });
+            }
+        }
+        let (outcome, status) = if self.stopping {
+            (Outcome::Interrupted, SweepStatus::Interrupted)
+        } else if self.failed > 0 {
+            (Outcome::SomeFailed { failed: self.failed }, SweepStatus::Failed)
+        } else {
+            (Outcome::AllDone { ran, skipped }, SweepStatus::Done)
+        };
+        self.recorder.send(StoreEvent::SweepStatus { sweep_id, status });
+        self.recorder.flush().await.map_err(RunError::Store)?;
+        drop(self);
+        writer.await.map_err(|e| RunError::Store(e.to_string()))?.map_err(RunError::Store)?;
+        Ok(outcome)
+    }
+}

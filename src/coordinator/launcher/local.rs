@@ -1,0 +1,212 @@
+//! The local launcher: each attempt is a `sweep-worker --job JSON` subprocess
+//! on this machine (or the program named by `SWEEP_WORKER_CMD`: anything that
+//! speaks the protocol, e.g. the scripted fake worker of the tests).
+//!
+//! Each worker runs in its own process group (so signals reach its threads and
+//! children) and gets SIGKILL when the coordinator dies (PR_SET_PDEATHSIG), so
+//! no orphan keeps a GPU busy. GPUs are found with `nvidia-smi` plus a probe
+//! worker; the coordinator itself never initialises CUDA.
+use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, slots_for};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `sweep-worker` could not be found.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot find the worker program `sweep-worker` (looked at: {}); install it beside `sweep` (`make install`), put it on PATH, or set SWEEP_WORKER=/path/to/sweep-worker",
+    looked.join(", ")
+)]
+pub struct WorkerNotFound {
+    pub looked: Vec<String>,
+}
+
+pub const WORKER_NAME: &str = "sweep-worker";
+
+/// Finds `sweep-worker`: `SWEEP_WORKER` if set, else beside this executable,
+/// else on `PATH`.
+pub fn find_worker() -> Result<PathBuf, WorkerNotFound> {
+    let mut looked = Vec::new();
+    if let Some(p) = std::env::var_os("SWEEP_WORKER").filter(|p| !p.is_empty()) {
+        let p = PathBuf::from(p);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+        return Err(WorkerNotFound { looked: vec![format!("SWEEP_WORKER={} (not an executable file)", p.display())] });
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+        let p = dir.join(WORKER_NAME);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+        looked.push(p.display().to_string());
+    }
+    for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+        let p = dir.join(WORKER_NAME);
+        if is_executable(&p) {
+            return Ok(p);
+        }
+    }
+    looked.push("$PATH".into());
+    Err(WorkerNotFound { looked })
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs `sweep-worker probe` and parses its one JSON line.
+pub async fn probe(worker: &Path) -> Option<sweep_protocol::ProbeInfo> {
+    let out = tokio::time::timeout(Duration::from_secs(120), tokio::process::Command::new(worker).arg("probe").stdin(Stdio::null()).output()).await.ok()?.ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// GPU names via nvidia-smi (never CUDA in this process).
+pub fn gpu_names() -> Vec<String> {
+    std::process::Command::new("nvidia-smi")
+        .args(["--query-gpu=name", "--format=csv,noheader"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default()
+}
+
+pub struct LocalLauncher {
+    program: PathBuf,
+    /// The real `sweep-worker` (probe-able) rather than a `SWEEP_WORKER_CMD` stand-in.
+    real_worker: bool,
+}
+
+impl LocalLauncher {
+    /// `SWEEP_WORKER_CMD` when set, else the `sweep-worker` that [`find_worker`] finds.
+    pub fn from_env() -> Result<LocalLauncher, WorkerNotFound> {
+        if let Some(cmd) = std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
+            return Ok(LocalLauncher { program: cmd.into(), real_worker: false });
+        }
+        Ok(LocalLauncher { program: find_worker()?, real_worker: true })
+    }
+
+    /// GPU indices to use. `SWEEP_FAKE_GPUS=N` pretends N GPUs exist (scheduling
+    /// tests); otherwise no `nvidia-smi` means no GPU, else a probe worker counts
+    /// the devices that CUDA sees (honouring `CUDA_VISIBLE_DEVICES`).
+    async fn detect_gpus(&self, wanted: Option<&[u32]>) -> Vec<u32> {
+        let select = |all: Vec<u32>| -> Vec<u32> {
+            match wanted {
+                None => all,
+                Some(l) => l.iter().copied().filter(|i| all.contains(i)).collect(),
+            }
+        };
+        if let Some(n) = std::env::var("SWEEP_FAKE_GPUS").ok().and_then(|v| v.parse::<u32>().ok()) {
+            return select((0..n).collect());
+        }
+        let smi = tokio::process::Command::new("nvidia-smi").arg("-L").stdin(Stdio::null()).output().await;
+        if !matches!(&smi, Ok(o) if o.status.success()) || !self.real_worker {
+            return vec![];
+        }
+        let count = probe(&self.program).await.map(|p| p.cuda_devices.max(0) as u32).unwrap_or(0);
+        let visible: Option<Vec<u32>> =
+            std::env::var("CUDA_VISIBLE_DEVICES").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
+        select(match visible {
+            Some(v) => v.into_iter().take(count as usize).collect(),
+            None => (0..count).collect(),
+        })
+    }
+}
+
+/// Signals the worker's process group (pgid = pid, set at spawn).
+struct GroupControl {
+    pid: Option<u32>,
+}
+
+impl GroupControl {
+    fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid {
+            // SAFETY: plain kill(2) on the worker's own process group.
+            unsafe {
+                libc::kill(-(pid as i32), sig);
+            }
+        }
+    }
+}
+
+impl AttemptControl for GroupControl {
+    fn terminate(&self) {
+        self.signal(libc::SIGTERM);
+    }
+    fn kill(&self) {
+        self.signal(libc::SIGKILL);
+    }
+    fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+}
+
+impl Launcher for LocalLauncher {
+    fn slots<'a>(&'a self, request: &'a SlotRequest) -> BoxFuture<'a, Vec<Slot>> {
+        Box::pin(async move {
+            let gpus = self.detect_gpus(request.gpus.as_deref()).await;
+            slots_for(&gpus, request)
+        })
+    }
+
+    fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async move {
+            let probe = if self.real_worker { probe(&self.program).await } else { None };
+            serde_json::json!({
+                "worker": self.program.display().to_string(),
+                "libtorch": probe.as_ref().map(|p| p.libtorch.clone()),
+                "cuda": probe.as_ref().and_then(|p| p.libtorch.split_once('+').map(|(_, v)| v.to_string())),
+                "gpus": gpu_names(),
+            })
+        })
+    }
+
+    fn start(&self, spec: &LaunchSpec) -> std::io::Result<Attempt> {
+        if let Some(parent) = spec.log_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let log = std::fs::File::create(&spec.log_path)?;
+        let job = serde_json::to_string(&spec.job).map_err(std::io::Error::other)?;
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.arg("--job").arg(job);
+        match &spec.slot {
+            Slot::Gpu { index, .. } => {
+                cmd.env("CUDA_VISIBLE_DEVICES", index.to_string());
+            }
+            Slot::Cpu { .. } => {
+                // Keep a CPU trial off the GPUs entirely.
+                cmd.env("CUDA_VISIBLE_DEVICES", "");
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true).process_group(0);
+        // The coordinator's pid, taken before the fork: the child compares its
+        // parent with it. (Comparing with 1 would kill every worker when the
+        // coordinator itself is PID 1, as in `docker run` without --init.)
+        let coordinator = std::process::id();
+        // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The coordinator may have died before prctl took effect.
+                if libc::getppid() as u32 != coordinator {
+                    libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("worker has no stdout"))?;
+        let control = Arc::new(GroupControl { pid: child.id() });
+        let exit = Box::pin(async move {
+            use std::os::unix::process::ExitStatusExt;
+            let s = child.wait().await?;
+            Ok(ExitStatus { code: s.code(), signal: s.signal() })
+        });
+        Ok(Attempt { stdout: Box::pin(stdout), control, exit })
+    }
+}

@@ -1,0 +1,96 @@
+//! The launcher: the seam between "what to run" (the dispatcher) and "where
+//! it runs" (a local subprocess today, a Slurm step tomorrow). The dispatcher
+//! sees only this trait: it asks for slots, starts attempts, reads their
+//! stdout lines, asks them to stop, kills them and waits for their exit.
+//! Everything that touches processes, signals or GPUs lives behind it; the
+//! dispatcher never calls libc or nvidia-smi itself.
+pub mod local;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use sweep_protocol::WorkerJob;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where a trial runs: a GPU index (as the host numbers it) or a CPU lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Slot {
+    Gpu { index: u32, lane: u32 },
+    Cpu { lane: u32 },
+}
+
+impl Slot {
+    /// The physical device label recorded in `attempts.device`.
+    pub fn label(&self) -> String {
+        match self {
+            Slot::Gpu { index, .. } => format!("cuda:{index}"),
+            Slot::Cpu { .. } => "cpu".into(),
+        }
+    }
+}
+
+/// What slots a sweep may use: `[resources]` of the plan, in launcher terms.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotRequest {
+    /// `None` = every GPU the launcher finds; `Some(list)` = only these indices.
+    pub gpus: Option<Vec<u32>>,
+    pub trials_per_gpu: u32,
+    /// CPU lanes when no GPU is found.
+    pub cpu_workers: u32,
+}
+
+/// Everything needed to start one attempt.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub job: WorkerJob,
+    pub slot: Slot,
+    /// stderr of the worker goes here (results/<sweep>/<trial>/attempt-N.log).
+    pub log_path: PathBuf,
+}
+
+/// How an attempt's process ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExitStatus {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+}
+
+/// Stop requests for one running attempt; cheap to clone and callable from
+/// the dispatcher while another task reads the attempt's output.
+pub trait AttemptControl: Send + Sync {
+    /// Ask the attempt to stop at a clean point (SIGTERM to its process group).
+    fn terminate(&self);
+    /// Stop it now (SIGKILL to its process group).
+    fn kill(&self);
+    /// The OS process id, when there is one (recorded in `attempts.pid`).
+    fn pid(&self) -> Option<u32>;
+}
+
+/// One started attempt.
+pub struct Attempt {
+    /// The worker's stdout: protocol lines.
+    pub stdout: Pin<Box<dyn tokio::io::AsyncRead + Send>>,
+    pub control: Arc<dyn AttemptControl>,
+    /// Resolves when the attempt's process has exited.
+    pub exit: BoxFuture<'static, std::io::Result<ExitStatus>>,
+}
+
+pub trait Launcher: Send + Sync {
+    /// The slots to schedule on (GPUs, or CPU lanes when there is none).
+    fn slots<'a>(&'a self, request: &'a SlotRequest) -> BoxFuture<'a, Vec<Slot>>;
+    /// Starts one attempt; its stdout must be readable through `Attempt::stdout`.
+    fn start(&self, spec: &LaunchSpec) -> std::io::Result<Attempt>;
+    /// Facts about the worker and the machine for `sweeps.system_info`.
+    fn describe(&self) -> BoxFuture<'_, serde_json::Value>;
+}
+
+/// Expands GPU indices into slots (`trials_per_gpu` lanes each), or CPU lanes.
+pub fn slots_for(gpus: &[u32], request: &SlotRequest) -> Vec<Slot> {
+    if gpus.is_empty() {
+        (0..request.cpu_workers).map(|lane| Slot::Cpu { lane }).collect()
+    } else {
+        gpus.iter().flat_map(|&index| (0..request.trials_per_gpu).map(move |lane| Slot::Gpu { index, lane })).collect()
+    }
+}

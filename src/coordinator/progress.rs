@@ -1,0 +1,126 @@
+//! Live progress: indicatif bars on a terminal, one plain line per event
+//! otherwise. Fed by the dispatcher; never decides anything.
+use sweep_protocol::WorkerMessage;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+
+pub struct Progress {
+    bars: Option<(MultiProgress, ProgressBar)>,
+    trial_bars: HashMap<String, ProgressBar>,
+    labels: HashMap<String, String>,
+    total: usize,
+    done: usize,
+    failed: usize,
+    interrupted: usize,
+}
+
+impl Progress {
+    pub fn new(total: usize, force_plain: bool) -> Progress {
+        let bars = (!force_plain && std::io::stderr().is_terminal()).then(|| {
+            let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let overall = mp.add(ProgressBar::new(total as u64));
+            overall.set_style(
+                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} {msg} {elapsed_precise}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            overall.set_prefix("sweep");
+            (mp, overall)
+        });
+        Progress { bars, trial_bars: HashMap::new(), labels: HashMap::new(), total, done: 0, failed: 0, interrupted: 0 }
+    }
+
+    fn overall_msg(&self, queued: usize) -> String {
+        if self.interrupted > 0 {
+            return format!("done {} · failed {} · interrupted {} · queued {}", self.done, self.failed, self.interrupted, queued);
+        }
+        format!("done {} · failed {} · queued {}", self.done, self.failed, queued)
+    }
+
+    pub fn started(&mut self, trial: &str, label: &str, attempt: u32, device: &str, epochs: u32) {
+        self.labels.insert(trial.to_string(), label.to_string());
+        match &self.bars {
+            Some((mp, _)) => {
+                let pb = mp.add(ProgressBar::new(epochs as u64));
+                pb.set_style(
+                    ProgressStyle::with_template("  {prefix} [{bar:20}] epoch {pos}/{len} {msg} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+                pb.set_prefix(format!("{trial} {label}"));
+                pb.set_message(format!("starting on {device}"));
+                self.trial_bars.insert(trial.to_string(), pb);
+            }
+            None => eprintln!("[{trial}] start {label} attempt {attempt} on {device}"),
+        }
+    }
+
+    pub fn message(&mut self, trial: &str, msg: &WorkerMessage) {
+        match (&self.bars, msg) {
+            (Some(_), WorkerMessage::TrainStep { epoch, batch, loss, accuracy, .. }) => {
+                if let Some(pb) = self.trial_bars.get(trial) {
+                    pb.set_message(format!("e{epoch} b{batch} loss {loss:.3} acc {:.1}%", accuracy * 100.0));
+                }
+            }
+            (Some(_), WorkerMessage::Epoch { epoch, val_accuracy, val_loss, .. }) => {
+                if let Some(pb) = self.trial_bars.get(trial) {
+                    pb.set_position(*epoch as u64);
+                    pb.set_message(format!("val loss {val_loss:.3} acc {:.1}%", val_accuracy * 100.0));
+                }
+            }
+            (Some(_), WorkerMessage::Resumed { from_epoch }) => {
+                if let Some(pb) = self.trial_bars.get(trial) {
+                    pb.set_position(*from_epoch as u64);
+                }
+            }
+            (None, WorkerMessage::Epoch { epoch, train_loss, val_loss, val_accuracy, seconds, .. }) => {
+                eprintln!("[{trial}] epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}, val acc {:.2}% ({seconds:.1}s)", val_accuracy * 100.0);
+            }
+            (None, WorkerMessage::Resumed { from_epoch }) => eprintln!("[{trial}] resumed after epoch {from_epoch}"),
+            (None, WorkerMessage::Test { accuracy, loss, .. }) => eprintln!("[{trial}] test loss {loss:.4}, test acc {:.2}%", accuracy * 100.0),
+            (None, WorkerMessage::TrainStep { epoch, batch, loss, accuracy, .. }) => {
+                eprintln!("[{trial}] epoch {epoch} batch {batch}: loss {loss:.4}, acc {:.2}%", accuracy * 100.0)
+            }
+            _ => {}
+        }
+    }
+
+    pub fn warn(&self, text: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(format!("warning: {text}"));
+            }
+            None => eprintln!("warning: {text}"),
+        }
+    }
+
+    pub fn finished(&mut self, trial: &str, outcome: &str, final_state: bool, queued: usize) {
+        // `outcome` starts with the trial's new status: done, failed or interrupted.
+        if final_state {
+            if outcome == "done" {
+                self.done += 1;
+            } else if outcome.starts_with("failed") {
+                self.failed += 1;
+            } else {
+                self.interrupted += 1;
+            }
+        }
+        let msg = self.overall_msg(queued);
+        match &self.bars {
+            Some((_, overall)) => {
+                if let Some(pb) = self.trial_bars.remove(trial) {
+                    pb.finish_and_clear();
+                }
+                if final_state {
+                    overall.inc(1);
+                }
+                overall.set_message(msg);
+            }
+            None => eprintln!("[{trial}] {outcome} ({msg}, total {})", self.total),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some((mp, overall)) = &self.bars {
+            overall.finish();
+            let _ = mp.clear();
+        }
+    }
+}

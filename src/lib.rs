@@ -1,0 +1,25 @@
+//! `sweep`, the coordinator: a hyperparameter-sweep orchestrator for image
+//! classification. This crate never links libtorch; training happens in the
+//! `sweep-worker` process (crate `worker/`), reached through the launcher.
+//!
+//! The flow, one module per stage (a stage imports only from stages after it,
+//! and from the shared crates `sweep-protocol` and `sweep-dataset`):
+//!
+//! ```text
+//! sweeps/*.toml ─► spec (raw → validated SweepPlan, file:line:col errors)
+//!               ─► coordinator (dispatcher ─► launcher ─► worker process)
+//!                     └─ protocol lines ─► store::recorder (the only writer)
+//!               ─► store (SQLite: schema, recorder, every SQL query)
+//!               ─► report (rank, show, plot, html: read-only)
+//! ```
+//! `cli` parses, `commands` turns each subcommand into work, `error` maps
+//! every failure to its exit code.
+pub mod cli;
+pub mod commands;
+pub mod coordinator;
+pub mod dataset;
+pub mod doctor;
+pub mod error;
+pub mod report;
+pub mod spec;
+pub mod store;

@@ -1,0 +1,9 @@
+//! The read side for people: rank trials (`rank`: table, markdown, csv, json,
+//! groups with confidence intervals), one trial in depth (`show`), charts
+//! (`plot`: PNG/SVG) and the self-contained HTML report (`html`). Read-only;
+//! fed by the store's queries. Must never import the spec's parser, the
+//! coordinator or anything that trains.
+pub mod html;
+pub mod plot;
+pub mod rank;
+pub mod show;

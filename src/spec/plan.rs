@@ -1,0 +1,907 @@
+//! Validation: raw sweep file → `SweepPlan`, the only thing the scheduler accepts.
+//!
+//! Every user mistake (unknown key, wrong type, out-of-range value, missing
+//! dataset) is found here, before anything is written or launched, and reported
+//! with `file:line:col`. This module reads the disk only to check that the
+//! dataset and weight files exist.
+//!
+//! How trials are formed: every point of the cartesian product of `[grid]`,
+//! combined with each of the `[random].samples` draws (drawn once per sweep from
+//! a seed derived from its name, so adding a grid value keeps the other trials'
+//! ids), plus each `[[trial]]`; every one of them starts from `[defaults]` and
+//! is repeated once per entry of `[sweep].seeds`.
+use super::id::trial_id;
+use sweep_protocol::{BACKBONES, Head, Optimizer, Schedule, TrialConfig};
+use super::raw::{GridValues, Params, RawFile, Source, SpecError, did_you_mean};
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::{Spanned, Value};
+
+pub use sweep_protocol::PARAM_KEYS;
+
+/// The most trials one sweep file may plan.
+pub const MAX_TRIALS: usize = 100_000;
+
+pub const METRICS: [&str; 4] = ["val_accuracy", "val_loss", "accuracy", "loss"];
+const AUGMENTS: [&str; 2] = ["random_resized_crop", "hflip"];
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuSelection {
+    All,
+    List(Vec<u32>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    pub gpus: GpuSelection,
+    pub trials_per_gpu: u32,
+    pub cpu_workers: u32,
+    pub timeout: Option<Duration>,
+    pub retries: u32,
+    /// On an `oom` failure, retry with half the batch size (default true).
+    pub oom_retry_halve_batch: bool,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 1, oom_retry_halve_batch: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedTrial {
+    pub id: String,
+    pub config: TrialConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    pub name: String,
+    pub file: PathBuf,
+    pub toml: String,
+    pub dataset: PathBuf,
+    pub metric: String,
+    pub description: Option<String>,
+    pub resources: Resources,
+    pub trials: Vec<PlannedTrial>,
+    /// Parameter keys that take more than one value across trials (report columns).
+    pub varying: Vec<String>,
+}
+
+pub fn load(path: &Path) -> Result<SweepPlan, SpecError> {
+    let src = Source::read(path)?;
+    let raw = src.parse()?;
+    build(&src, raw)
+}
+
+fn at<T>(src: &Source, s: &Spanned<T>, msg: impl Into<String>, help: Option<String>) -> SpecError {
+    src.error_at(s.span().start, msg, help)
+}
+
+pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
+    let sweep = raw.sweep.get_ref();
+    let name = sweep.name.get_ref().clone();
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        return Err(at(
+            src,
+            &sweep.name,
+            format!("invalid sweep name {name:?}"),
+            Some("use letters, digits, '-' and '_' only (it names a folder under results/)".into()),
+        ));
+    }
+    let dataset = PathBuf::from(sweep.dataset.get_ref());
+    check_dataset(&dataset).map_err(|m| {
+        at(src, &sweep.dataset, m, Some("generate the demo data with `sweep data demo data/demo`, or point `dataset` at an ImageFolder root (paths are relative to the current directory)".into()))
+    })?;
+    let metric = match &sweep.metric {
+        None => "val_accuracy".to_string(),
+        Some(m) if METRICS.contains(&m.get_ref().as_str()) => m.get_ref().clone(),
+        Some(m) => {
+            return Err(at(src, m, format!("unknown metric {:?}", m.get_ref()), Some(format!("valid metrics: {}", METRICS.join(", ")))));
+        }
+    };
+    let seeds: Vec<u64> = match &sweep.seeds {
+        None => vec![0],
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(at(src, list, "`seeds` is empty", Some("give at least one seed, e.g. seeds = [0]".into())));
+            }
+            let mut out = Vec::new();
+            for s in list.get_ref() {
+                if *s.get_ref() < 0 {
+                    return Err(at(src, s, "a seed must be ≥ 0", None));
+                }
+                let v = *s.get_ref() as u64;
+                if out.contains(&v) {
+                    return Err(at(src, s, format!("seed {v} is listed twice"), None));
+                }
+                out.push(v);
+            }
+            out
+        }
+    };
+
+    let mut pretrained: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (k, v) in &raw.pretrained {
+        if !BACKBONES.contains(&k.get_ref().as_str()) {
+            return Err(unknown_backbone(src, k, k.get_ref()));
+        }
+        let p = PathBuf::from(v.get_ref());
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if !matches!(ext, "safetensors" | "pth" | "pt") {
+            return Err(at(src, v, format!("weights file {:?} is neither .safetensors nor .pth/.pt", v.get_ref()), None));
+        }
+        if !p.is_file() {
+            return Err(at(src, v, format!("weights file {:?} does not exist", v.get_ref()), Some("paths are relative to the current directory".into())));
+        }
+        pretrained.insert(k.get_ref().clone(), p);
+    }
+
+    let resources = match &raw.resources {
+        None => Resources::default(),
+        Some(r) => resources(src, r.get_ref())?,
+    };
+
+    let mut base = TrialConfig::default();
+    for (k, v) in &raw.defaults {
+        apply(src, &mut base, k, v)?;
+    }
+
+    // Grid: validate each value on a scratch config, keep them for the product.
+    let mut axes: Vec<(&Spanned<String>, Vec<Spanned<Value>>)> = Vec::new();
+    for (k, v) in &raw.grid {
+        let values = match v.get_ref() {
+            GridValues::List(items) if !items.is_empty() => items.clone(),
+            GridValues::List(_) => {
+                return Err(at(src, v, format!("grid `{}` has no values", k.get_ref()), Some("give at least one value, or remove the key".into())));
+            }
+            GridValues::NotList => {
+                return Err(at(src, v, format!("grid `{}` must be an array of values", k.get_ref()), Some(format!("write {} = [...]", k.get_ref()))));
+            }
+        };
+        for val in &values {
+            apply(src, &mut base.clone(), k, val)?;
+        }
+        axes.push((k, values));
+    }
+
+    let mut random_draws: Vec<Vec<(Spanned<String>, Spanned<Value>)>> = vec![vec![]];
+    if let Some(r) = &raw.random {
+        random_draws = random_samples(src, r, &name, &base)?;
+    }
+
+    // Refuse an absurd product before building it (memory and time would run out first).
+    let per_point = random_draws.len().saturating_mul(seeds.len());
+    let grid_size = axes.iter().fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
+    let planned = grid_size.saturating_mul(per_point).saturating_add(raw.trial.len().saturating_mul(seeds.len()));
+    if planned > MAX_TRIALS {
+        let sizes: Vec<String> = axes.iter().map(|(k, v)| format!("{} {}", v.len(), k.get_ref())).collect();
+        let what = format!(
+            "this sweep would plan {} trials (grid {} × {} random draw(s) × {} seed(s), + {} [[trial]] × seeds); the limit is {MAX_TRIALS}",
+            if planned == usize::MAX { "too many".to_string() } else { planned.to_string() },
+            if sizes.is_empty() { "1".to_string() } else { sizes.join(" × ") },
+            random_draws.len(),
+            seeds.len(),
+            raw.trial.len()
+        );
+        let help = Some("split it into several sweeps, or use [random] samples instead of a full grid".to_string());
+        return Err(match (axes.first(), &raw.random) {
+            (Some((k, _)), _) => at(src, k, what, help),
+            (None, Some(r)) => at(src, r, what, help),
+            (None, None) => at(src, &raw.sweep, what, help),
+        });
+    }
+
+    let mut points: Vec<TrialConfig> = Vec::new();
+    let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
+    for (k, values) in &axes {
+        let mut next = Vec::new();
+        for p in &grid_points {
+            for v in values {
+                let mut q = p.clone();
+                q.push((*k, v));
+                next.push(q);
+            }
+        }
+        grid_points = next;
+    }
+    if !(raw.grid.is_empty() && raw.random.is_none() && !raw.trial.is_empty()) {
+        for gp in &grid_points {
+            for draw in &random_draws {
+                let mut c = base.clone();
+                for (k, v) in gp {
+                    apply(src, &mut c, k, v)?;
+                }
+                for (k, v) in draw {
+                    apply(src, &mut c, k, v)?;
+                }
+                points.push(c);
+            }
+        }
+    }
+    for t in &raw.trial {
+        let mut c = base.clone();
+        for (k, v) in t.get_ref() {
+            apply(src, &mut c, k, v)?;
+        }
+        points.push(c);
+    }
+
+    let mut trials = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for p in points {
+        for &seed in &seeds {
+            let mut c = p.clone();
+            c.seed = seed;
+            c.pretrained = pretrained.get(&c.backbone).cloned();
+            let id = trial_id(&name, &dataset, &c);
+            if seen.insert(id.clone()) {
+                trials.push(PlannedTrial { id, config: c });
+            }
+        }
+    }
+    let varying = varying_keys(&trials);
+    Ok(SweepPlan { name, file: src.path.clone(), toml: src.text.clone(), dataset, metric, description: sweep.description.clone(), resources, trials, varying })
+}
+
+/// Keys whose value differs between trials (plus `seed` when there are several).
+pub fn varying_keys(trials: &[PlannedTrial]) -> Vec<String> {
+    let Some(first) = trials.first() else { return vec![] };
+    let json = |c: &TrialConfig| serde_json::to_value(c).unwrap_or_default();
+    let first = json(&first.config);
+    let mut keys: Vec<String> = Vec::new();
+    let all: Vec<serde_json::Value> = trials.iter().map(|t| json(&t.config)).collect();
+    if let Some(obj) = first.as_object() {
+        for k in obj.keys() {
+            if all.iter().any(|v| v.get(k) != first.get(k)) {
+                keys.push(k.clone());
+            }
+        }
+    }
+    // Keep the natural order of the config, not alphabetical.
+    let order: Vec<&str> = PARAM_KEYS.iter().copied().chain(["seed", "pretrained"]).collect();
+    keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
+    keys
+}
+
+fn unknown_backbone(src: &Source, s: &Spanned<impl Sized>, name: &str) -> SpecError {
+    let help = match did_you_mean(name, BACKBONES) {
+        Some(b) => format!("did you mean `{b}`? valid backbones: {}", BACKBONES.join(", ")),
+        None => format!("valid backbones: {}", BACKBONES.join(", ")),
+    };
+    at(src, s, format!("unknown backbone {name:?}"), Some(help))
+}
+
+fn check_dataset(root: &Path) -> Result<(), String> {
+    if !root.exists() {
+        return Err(format!("dataset {:?} does not exist", root.display().to_string()));
+    }
+    if !root.is_dir() {
+        return Err(format!("dataset {:?} is not a directory", root.display().to_string()));
+    }
+    let mut missing = Vec::new();
+    if !root.join("train").is_dir() {
+        missing.push("train/");
+    }
+    if !root.join("valid").is_dir() && !root.join("val").is_dir() {
+        missing.push("valid/ (or val/)");
+    }
+    if !root.join("test").is_dir() {
+        missing.push("test/");
+    }
+    if !missing.is_empty() {
+        return Err(format!("dataset {:?} is not an ImageFolder root: missing {}", root.display().to_string(), missing.join(", ")));
+    }
+    Ok(())
+}
+
+fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, SpecError> {
+    let mut out = Resources::default();
+    if let Some(g) = &r.gpus {
+        out.gpus = match g.get_ref() {
+            Value::String(s) if s == "all" => GpuSelection::All,
+            Value::Array(items) => {
+                let mut ids = Vec::new();
+                for i in items {
+                    match i.as_integer() {
+                        Some(n) if (0..=1024).contains(&n) => ids.push(n as u32),
+                        _ => return Err(at(src, g, "`gpus` must be \"all\" or a list of device indices", Some("e.g. gpus = [0, 1]".into()))),
+                    }
+                }
+                GpuSelection::List(ids)
+            }
+            _ => return Err(at(src, g, "`gpus` must be \"all\" or a list of device indices", Some("e.g. gpus = [0, 1]".into()))),
+        };
+    }
+    let positive = |s: &Spanned<i64>, key: &str, max: i64| -> Result<u32, SpecError> {
+        let v = *s.get_ref();
+        if v < 1 || v > max {
+            return Err(at(src, s, format!("`{key}` must be between 1 and {max}, got {v}"), None));
+        }
+        Ok(v as u32)
+    };
+    if let Some(t) = &r.trials_per_gpu {
+        out.trials_per_gpu = positive(t, "trials_per_gpu", 64)?;
+    }
+    if let Some(t) = &r.cpu_workers {
+        out.cpu_workers = positive(t, "cpu_workers", 256)?;
+    }
+    if let Some(t) = &r.retries {
+        let v = *t.get_ref();
+        if !(0..=100).contains(&v) {
+            return Err(at(src, t, format!("`retries` must be between 0 and 100, got {v}"), None));
+        }
+        out.retries = v as u32;
+    }
+    if let Some(b) = &r.oom_retry_halve_batch {
+        out.oom_retry_halve_batch = *b.get_ref();
+    }
+    if let Some(t) = &r.timeout {
+        let d = humantime::parse_duration(t.get_ref())
+            .map_err(|e| at(src, t, format!("invalid timeout {:?}: {e}", t.get_ref()), Some("write a duration such as \"90m\", \"2h\" or \"45s\"".into())))?;
+        if d.is_zero() {
+            return Err(at(src, t, "timeout must be more than zero", None));
+        }
+        out.timeout = Some(d);
+    }
+    Ok(out)
+}
+
+fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialConfig) -> Result<Vec<Draw>, SpecError> {
+    let mut samples: Option<usize> = None;
+    let mut dists = Vec::new();
+    for (k, v) in r.get_ref() {
+        if k.get_ref() == "samples" {
+            match v.get_ref().as_integer() {
+                Some(n) if (1..=100_000).contains(&n) => samples = Some(n as usize),
+                _ => return Err(at(src, v, "`samples` must be an integer between 1 and 100000", None)),
+            }
+            continue;
+        }
+        if !PARAM_KEYS.contains(&k.get_ref().as_str()) {
+            return Err(unknown_key(src, k));
+        }
+        let Some(table) = v.get_ref().as_table().filter(|t| t.len() == 1) else {
+            return Err(at(src, v, format!("random `{}` must be one distribution", k.get_ref()), Some(DIST_HELP.into())));
+        };
+        let Some((kind, arg)) = table.iter().next() else {
+            return Err(at(src, v, "empty distribution", Some(DIST_HELP.into())));
+        };
+        let dist = match (kind.as_str(), arg) {
+            ("choice", Value::Array(a)) if !a.is_empty() => {
+                // Check every choice, not only those this sweep happens to draw.
+                for item in a {
+                    apply(src, &mut base.clone(), k, &Spanned::new(v.span(), item.clone()))?;
+                }
+                Dist::Choice(a.clone())
+            }
+            ("uniform" | "loguniform" | "int", Value::Array(a)) if a.len() == 2 => {
+                let lo = a[0].as_float().or(a[0].as_integer().map(|i| i as f64));
+                let hi = a[1].as_float().or(a[1].as_integer().map(|i| i as f64));
+                match (lo, hi) {
+                    // Finite bounds with a finite width: rand panics otherwise. For
+                    // loguniform the same holds for the logs (two adjacent large
+                    // floats have equal logarithms: an empty range).
+                    (Some(lo), Some(hi)) if lo < hi && (hi - lo).is_finite() && (kind != "loguniform" || (lo > 0.0 && lo.ln() < hi.ln())) => {
+                        match kind.as_str() {
+                            "uniform" => Dist::Uniform(lo, hi),
+                            "loguniform" => Dist::LogUniform(lo, hi),
+                            _ => {
+                                let (lo, hi) = (lo.round() as i64, hi.round() as i64);
+                                // Both ends can be drawn: check them now.
+                                for end in [lo, hi] {
+                                    apply(src, &mut base.clone(), k, &Spanned::new(v.span(), Value::Integer(end)))?;
+                                }
+                                Dist::Int(lo, hi)
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(at(
+                            src,
+                            v,
+                            format!(
+                                "`{kind}` needs finite [low, high] with low < high{}",
+                                if kind == "loguniform" { " and low > 0 (and ln(low) < ln(high))" } else { "" }
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+            _ => return Err(at(src, v, format!("invalid distribution for `{}`", k.get_ref()), Some(DIST_HELP.into()))),
+        };
+        dists.push((k.clone(), v.span(), dist));
+    }
+    let Some(n) = samples else {
+        return Err(at(src, r, "[random] needs `samples = N`", None));
+    };
+    // Seeded by the sweep name: the same file always draws the same trials.
+    let mut seed = 0xcbf2_9ce4_8422_2325u64;
+    for b in name.bytes() {
+        seed = (seed ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut draw = Vec::new();
+        for (k, span, d) in &dists {
+            let value = match d {
+                Dist::Choice(a) => a[rng.gen_range(0..a.len())].clone(),
+                Dist::Uniform(lo, hi) => Value::Float(rng.gen_range(*lo..*hi)),
+                Dist::LogUniform(lo, hi) => Value::Float((rng.gen_range(lo.ln()..hi.ln())).exp()),
+                Dist::Int(lo, hi) => Value::Integer(rng.gen_range(*lo..=*hi)),
+            };
+            let sv = Spanned::new(span.clone(), value);
+            apply(src, &mut base.clone(), k, &sv)?;
+            draw.push((k.clone(), sv));
+        }
+        out.push(draw);
+    }
+    Ok(out)
+}
+
+/// One `[random]` draw: the sampled value of each key.
+type Draw = Vec<(Spanned<String>, Spanned<Value>)>;
+
+const DIST_HELP: &str = "use { choice = [...] }, { uniform = [a, b] }, { loguniform = [a, b] } or { int = [a, b] }";
+
+enum Dist {
+    Choice(Vec<Value>),
+    Uniform(f64, f64),
+    LogUniform(f64, f64),
+    Int(i64, i64),
+}
+
+fn unknown_key(src: &Source, k: &Spanned<String>) -> SpecError {
+    let word = k.get_ref();
+    let help = if word == "seed" {
+        "seeds are set for the whole sweep: [sweep] seeds = [0, 1, 2]".to_string()
+    } else {
+        match did_you_mean(word, PARAM_KEYS) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("valid parameters: {}", PARAM_KEYS.join(", ")),
+        }
+    };
+    at(src, k, format!("unknown parameter `{word}`"), Some(help))
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+/// Sets one parameter on a config, checking its type and range.
+pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned<Value>) -> Result<(), SpecError> {
+    let key = k.get_ref().as_str();
+    let val = v.get_ref();
+    let wrong = |expected: &str| at(src, v, format!("`{key}` must be {expected}, got {}", describe(val)), None);
+    let range = |msg: &str| at(src, v, format!("`{key}` {msg}, got {}", describe(val)), None);
+    let int = |min: i64, max: i64| -> Result<u32, SpecError> {
+        let i = val.as_integer().ok_or_else(|| wrong("an integer"))?;
+        if i < min || i > max {
+            return Err(range(&format!("must be between {min} and {max}")));
+        }
+        Ok(i as u32)
+    };
+    let float = |min: f64, max: f64, min_inclusive: bool| -> Result<f64, SpecError> {
+        let f = num(val).ok_or_else(|| wrong("a number"))?;
+        let ok = f.is_finite() && (if min_inclusive { f >= min } else { f > min }) && f <= max;
+        if !ok {
+            let lo = if min_inclusive { format!("≥ {min}") } else { format!("> {min}") };
+            return Err(range(&format!("must be {lo} and ≤ {max}")));
+        }
+        Ok(f)
+    };
+    let boolean = || val.as_bool().ok_or_else(|| wrong("true or false"));
+    let string = || val.as_str().ok_or_else(|| wrong("a string"));
+    match key {
+        "backbone" => {
+            let s = string()?;
+            if !BACKBONES.contains(&s) {
+                return Err(unknown_backbone(src, v, s));
+            }
+            c.backbone = s.to_string();
+        }
+        "lr" => c.lr = float(0.0, 10.0, false)?,
+        "epochs" => c.epochs = int(1, 10_000)?,
+        "image_size" => c.image_size = int(32, 1024)?,
+        "batch_size" => c.batch_size = int(1, 65_536)?,
+        "optimizer" => {
+            c.optimizer = match string()? {
+                "sgd" => Optimizer::Sgd,
+                "adam" => Optimizer::Adam,
+                "adamw" => Optimizer::Adamw,
+                other => return Err(at(src, v, format!("unknown optimizer {other:?}"), Some("valid optimizers: sgd, adam, adamw".into()))),
+            }
+        }
+        "momentum" => c.momentum = float(0.0, 1.0, true)?,
+        "nesterov" => c.nesterov = boolean()?,
+        "weight_decay" => c.weight_decay = float(0.0, 1.0, true)?,
+        "schedule" => {
+            c.schedule = match string()? {
+                "none" => Schedule::None,
+                "step" => Schedule::Step,
+                "cosine" => Schedule::Cosine,
+                other => return Err(at(src, v, format!("unknown schedule {other:?}"), Some("valid schedules: none, step, cosine".into()))),
+            }
+        }
+        "step_size" => c.step_size = int(1, 10_000)?,
+        "gamma" => c.gamma = float(0.0, 1.0, false)?,
+        "head" => {
+            c.head = match val {
+                Value::String(s) if s == "original" => Head::Original,
+                Value::Table(t) => {
+                    let mut hidden = vec![512, 512];
+                    let mut dropout = 0.0;
+                    for (hk, hv) in t {
+                        match hk.as_str() {
+                            "hidden" => {
+                                let arr = hv.as_array().ok_or_else(|| at(src, v, "`head.hidden` must be a list of layer widths, e.g. [512, 512]", None))?;
+                                hidden = arr
+                                    .iter()
+                                    .map(|x| x.as_integer().filter(|n| (1..=1_000_000).contains(n)))
+                                    .collect::<Option<Vec<_>>>()
+                                    .ok_or_else(|| at(src, v, "`head.hidden` widths must be positive integers", None))?;
+                            }
+                            "dropout" => {
+                                dropout =
+                                    num(hv).filter(|d| (0.0..1.0).contains(d)).ok_or_else(|| at(src, v, "`head.dropout` must be a number in [0, 1)", None))?;
+                            }
+                            other => {
+                                return Err(at(src, v, format!("unknown head key `{other}`"), Some("a head table takes `hidden` and `dropout`".into())));
+                            }
+                        }
+                    }
+                    Head::Mlp { hidden, dropout }
+                }
+                _ => return Err(wrong("\"original\" or a table { hidden = [...], dropout = 0.0 }")),
+            }
+        }
+        "freeze_backbone" => c.freeze_backbone = boolean()?,
+        "backbone_lr_scale" => c.backbone_lr_scale = float(0.0, 100.0, true)?,
+        "augment" => {
+            let arr = val.as_array().ok_or_else(|| wrong("a list of augmentations"))?;
+            let mut out = Vec::new();
+            for a in arr {
+                match a.as_str() {
+                    Some(s) if AUGMENTS.contains(&s) => out.push(s.to_string()),
+                    _ => {
+                        return Err(at(src, v, format!("unknown augmentation {}", describe(a)), Some(format!("valid augmentations: {}", AUGMENTS.join(", ")))));
+                    }
+                }
+            }
+            c.augment = out;
+        }
+        "skip_bad_images" => c.skip_bad_images = boolean()?,
+        "amp" => c.amp = boolean()?,
+        "log_every" => c.log_every = int(1, 1_000_000)?,
+        "max_batches" => c.max_batches = int(0, 100_000_000)?,
+        _ => return Err(unknown_key(src, k)),
+    }
+    Ok(())
+}
+
+fn describe(v: &Value) -> String {
+    match v {
+        Value::String(s) => format!("{s:?}"),
+        Value::Integer(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Boolean(b) => b.to_string(),
+        Value::Datetime(d) => d.to_string(),
+        Value::Array(_) => "an array".into(),
+        Value::Table(_) => "a table".into(),
+    }
+}
+
+/// Property tests: parsing and validating a sweep file never panics, however
+/// it is mangled: the answer is a plan or a located error. 64 cases per
+/// property by default; set SWEEP_PROPTEST_CASES for more.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+
+    fn config() -> Config {
+        let cases = std::env::var("SWEEP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+        Config { cases, failure_persistence: None, ..Config::default() }
+    }
+
+    /// A valid ImageFolder root (split and class folders; validation does not
+    /// look at images) and an empty weights file.
+    fn dataset() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for split in ["train", "valid", "test"] {
+            for class in ["a", "b"] {
+                std::fs::create_dir_all(dir.path().join("ds").join(split).join(class)).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("w.safetensors"), b"").unwrap();
+        dir
+    }
+
+    /// A sweep file that uses every section and most parameters.
+    fn valid_file(root: &Path) -> String {
+        format!(
+            r#"[sweep]
+name = "prop"
+dataset = "{ds}"
+seeds = [0, 1]
+metric = "val_accuracy"
+description = "property test"
+
+[defaults]
+backbone = "resnet18"
+epochs = 2
+image_size = 32
+batch_size = 8
+schedule = "step"
+head = {{ hidden = [16], dropout = 0.1 }}
+augment = ["hflip", "random_resized_crop"]
+skip_bad_images = true
+
+[grid]
+lr = [0.01, 0.1]
+optimizer = ["sgd", "adam"]
+
+[random]
+samples = 2
+weight_decay = {{ loguniform = [1e-5, 1e-3] }}
+momentum = {{ uniform = [0.8, 0.95] }}
+batch_size = {{ choice = [16, 32] }}
+step_size = {{ int = [3, 7] }}
+
+[[trial]]
+backbone = "resnet34"
+lr = 0.01
+
+[pretrained]
+resnet50 = "{w}"
+
+[resources]
+gpus = "all"
+trials_per_gpu = 1
+cpu_workers = 1
+timeout = "90m"
+retries = 1
+"#,
+            ds = root.join("ds").display(),
+            w = root.join("w.safetensors").display()
+        )
+    }
+
+    const VALUES: &[&str] = &[
+        "0",
+        "-1",
+        "1",
+        "2",
+        "3",
+        "32",
+        "1024",
+        "100001",
+        "9223372036854775807",
+        "-9223372036854775808",
+        "0.0",
+        "-0.0",
+        "1e-320",
+        "1e308",
+        "-1e308",
+        "1.7976931348623157e308",
+        "inf",
+        "-inf",
+        "nan",
+        "9.999999999999998",
+        "10.0",
+        "0.5",
+        "true",
+        "false",
+        "\"\"",
+        "\"all\"",
+        "\"resnet18\"",
+        "\"vgg19_bn\"",
+        "\"original\"",
+        "\"sgd\"",
+        "\"cosine\"",
+        "\"90m\"",
+        "\"0s\"",
+        "\"584942417355y\"",
+        "\"\\u0000\"",
+        "\"../..\"",
+        "[]",
+        "[[]]",
+        "[1, 2]",
+        "[0, 0]",
+        "[\"hflip\"]",
+        "[1, \"a\"]",
+        "{}",
+        "{ hidden = [] }",
+        "{ hidden = [0] }",
+        "{ dropout = 1.0 }",
+        "{ choice = [] }",
+        "{ choice = [1] }",
+        "{ uniform = [1, 1] }",
+        "{ uniform = [-1e308, 1e308] }",
+        "{ loguniform = [0, 1] }",
+        "{ loguniform = [1e300, 1.0000000000000002e300] }",
+        "{ loguniform = [9.999999999999998, 10.0] }",
+        "{ int = [-1e300, 1e300] }",
+        "{ int = [1.2, 1.4] }",
+        "{ int = [1, 2, 3] }",
+        "{ a = 1, b = 2 }",
+        "1979-05-27T07:32:00Z",
+        "07:32:00",
+    ];
+    /// Keys to mutate with: every parameter plus other table keys and junk.
+    const EXTRA_KEYS: &[&str] = &[
+        "seed",
+        "seeds",
+        "samples",
+        "name",
+        "dataset",
+        "metric",
+        "description",
+        "gpus",
+        "trials_per_gpu",
+        "cpu_workers",
+        "timeout",
+        "retries",
+        "resnet50",
+        "x",
+        "\"quoted key\"",
+        "a.b",
+    ];
+    fn keys() -> Vec<&'static str> {
+        PARAM_KEYS.iter().copied().chain(EXTRA_KEYS.iter().copied()).collect()
+    }
+    const HEADERS: &[&str] =
+        &["[sweep]", "[defaults]", "[grid]", "[random]", "[[trial]]", "[pretrained]", "[resources]", "[[grid]]", "[x]", "[sweep.sub]", "["];
+
+    #[derive(Debug, Clone)]
+    enum Edit {
+        InsertText(usize, String),
+        Delete(usize, usize),
+        SetValue(usize, usize),
+        InsertLine(usize, String),
+        SwapLines(usize, usize),
+        DuplicateLine(usize),
+    }
+
+    fn edit() -> impl Strategy<Value = Edit> {
+        let key = prop::sample::select(keys());
+        let value = prop::sample::select(VALUES);
+        // Mostly edits that keep the file TOML, so that most cases reach validation.
+        prop_oneof![
+            1 => (any::<usize>(), prop_oneof!["\\PC{1,4}", "[\\[\\]{}=,\"'#.\n ]{1,3}"]).prop_map(|(p, t)| Edit::InsertText(p, t)),
+            1 => (any::<usize>(), 1usize..20).prop_map(|(p, n)| Edit::Delete(p, n)),
+            6 => (any::<usize>(), 0..VALUES.len()).prop_map(|(l, v)| Edit::SetValue(l, v)),
+            2 => (any::<usize>(), prop_oneof![
+                (key, value).prop_map(|(k, v)| format!("{k} = {v}")),
+                prop::sample::select(HEADERS).prop_map(String::from),
+                "[a-z_]{1,10} = [0-9]{1,4}",
+            ]).prop_map(|(p, l)| Edit::InsertLine(p, l)),
+            1 => (any::<usize>(), any::<usize>()).prop_map(|(a, b)| Edit::SwapLines(a, b)),
+            1 => any::<usize>().prop_map(Edit::DuplicateLine),
+        ]
+    }
+
+    fn apply_edits(text: &str, edits: &[Edit]) -> String {
+        let mut text = text.to_string();
+        for e in edits {
+            let mut lines: Vec<String> = text.lines().map(String::from).collect();
+            let n = lines.len().max(1);
+            match e {
+                Edit::InsertText(p, t) => {
+                    let chars: Vec<char> = text.chars().collect();
+                    let at = p % (chars.len() + 1);
+                    text = chars[..at].iter().chain(t.chars().collect::<Vec<_>>().iter()).chain(chars[at..].iter()).collect();
+                    continue;
+                }
+                Edit::Delete(p, len) => {
+                    let chars: Vec<char> = text.chars().collect();
+                    let at = p % (chars.len() + 1);
+                    let end = (at + len).min(chars.len());
+                    text = chars[..at].iter().chain(chars[end..].iter()).collect();
+                    continue;
+                }
+                Edit::SetValue(l, v) => {
+                    // Replace the value of the n-th `key = value` line.
+                    let assignments: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains(" = ")).collect();
+                    let line = assignments.get(l % assignments.len().max(1)).copied();
+                    if let Some((i, k)) = line.and_then(|i| lines[i].split_once(" = ").map(|(k, _)| (i, k.to_string()))) {
+                        lines[i] = format!("{k} = {}", VALUES[*v]);
+                    }
+                }
+                Edit::InsertLine(p, l) => lines.insert(p % (lines.len() + 1), l.clone()),
+                Edit::SwapLines(a, b) => {
+                    if !lines.is_empty() {
+                        lines.swap(a % n, b % n);
+                    }
+                }
+                Edit::DuplicateLine(p) => {
+                    if !lines.is_empty() {
+                        let l = lines[p % n].clone();
+                        lines.insert(p % n, l);
+                    }
+                }
+            }
+            text = lines.join("\n") + "\n";
+        }
+        text
+    }
+
+    /// Parse + validate, as `sweep run` does; an error must point inside the file.
+    fn check(text: String) -> Result<(), TestCaseError> {
+        let src = Source { path: PathBuf::from("prop.toml"), text };
+        let result = src.parse().and_then(|raw| build(&src, raw));
+        match result {
+            Ok(plan) => {
+                prop_assert!(!plan.trials.is_empty() && plan.trials.len() <= MAX_TRIALS, "{} trials", plan.trials.len());
+            }
+            Err(e) => {
+                let lines = src.text.lines().count() + 1;
+                prop_assert!(e.line >= 1 && e.line <= lines && e.col >= 1, "error outside the file: {e}\n---\n{}", src.text);
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_base_file_is_valid() {
+        let dir = dataset();
+        let src = Source { path: "prop.toml".into(), text: valid_file(dir.path()) };
+        let plan = build(&src, src.parse().unwrap()).unwrap();
+        // (2 lr × 2 optimizers × 2 draws + 1 trial) × 2 seeds
+        assert_eq!(plan.trials.len(), 18);
+    }
+
+    #[test]
+    fn mutated_sweep_files_never_panic() {
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        let mut runner = TestRunner::new(config());
+        runner.run(&prop::collection::vec(edit(), 1..5), |edits| check(apply_edits(&base, &edits))).unwrap();
+    }
+
+    #[test]
+    fn one_value_swapped_never_panics() {
+        // Every value of every assignment, exhaustively: small and deterministic.
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        let assignments = base.lines().filter(|l| l.contains(" = ")).count();
+        for line in 0..assignments {
+            for v in 0..VALUES.len() {
+                check(apply_edits(&base, &[Edit::SetValue(line, v)])).unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_never_panics() {
+        let mut runner = TestRunner::new(config());
+        runner.run(&"\\PC{0,300}", check).unwrap();
+        runner.run(&"[\\[\\]{}=,\"'#.\na-z0-9 ]{0,300}", check).unwrap();
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_grids_are_errors() {
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        for depth in [100, 10_000] {
+            check(base.replace("epochs = 2", &format!("epochs = {}", "[".repeat(depth)))).unwrap();
+            check(base.replace("epochs = 2", &format!("epochs = {}1{}", "[".repeat(depth), "]".repeat(depth)))).unwrap();
+        }
+        // 10^8 grid points: refused before they are built.
+        let values = format!("[{}]", (1..=100).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        let huge = base.replace("[grid]\n", &format!("[grid]\nepochs = {values}\nstep_size = {values}\nlog_every = {values}\nmax_batches = {values}\n"));
+        let src = Source { path: "prop.toml".into(), text: huge };
+        let e = build(&src, src.parse().unwrap()).unwrap_err();
+        assert!(e.message.contains("the limit is 100000"), "{e}");
+        // Adjacent large floats have equal logarithms: an error, not rand's "empty range" panic.
+        let src = Source { path: "prop.toml".into(), text: base.replace("{ loguniform = [1e-5, 1e-3] }", "{ loguniform = [1e300, 1.0000000000000002e300] }") };
+        let e = build(&src, src.parse().unwrap()).unwrap_err();
+        assert!(e.message.contains("loguniform"), "{e}");
+    }
+}

@@ -1,0 +1,93 @@
+//! The store's vocabulary: closed sets that are enums in code and text only
+//! in the database (`trials.status`, `sweeps.status`, `attempts.error_class`).
+use serde::{Deserialize, Serialize};
+
+/// A trial's lifecycle (`trials.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "lowercase")]
+#[sqlx(rename_all = "lowercase")]
+pub enum TrialStatus {
+    Queued,
+    Running,
+    Done,
+    Failed,
+    Interrupted,
+}
+
+impl TrialStatus {
+    pub const ALL: [TrialStatus; 5] = [TrialStatus::Queued, TrialStatus::Running, TrialStatus::Done, TrialStatus::Failed, TrialStatus::Interrupted];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialStatus::Queued => "queued",
+            TrialStatus::Running => "running",
+            TrialStatus::Done => "done",
+            TrialStatus::Failed => "failed",
+            TrialStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl std::fmt::Display for TrialStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a whole sweep run ended (`sweeps.status`; `running` while it runs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SweepStatus {
+    Done,
+    Failed,
+    Interrupted,
+}
+
+impl SweepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepStatus::Done => "done",
+            SweepStatus::Failed => "failed",
+            SweepStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Why an attempt did not finish (`attempts.error_class`): what the worker
+/// said (`ErrorClass`), or what the coordinator saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// Reported by the worker in an `error` message.
+    Worker(sweep_protocol::ErrorClass),
+    /// Died by a signal or exited non-zero without saying why.
+    Crash,
+    /// Ran past `[resources] timeout`.
+    Timeout,
+    /// Broke the protocol (e.g. exited 0 without `done`).
+    Protocol,
+    /// Stopped by the user (Ctrl-C / SIGTERM to `sweep run`).
+    Interrupted,
+}
+
+impl FailureClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureClass::Worker(c) => c.as_str(),
+            FailureClass::Crash => "crash",
+            FailureClass::Timeout => "timeout",
+            FailureClass::Protocol => "protocol",
+            FailureClass::Interrupted => "interrupted",
+        }
+    }
+
+    /// A failure that another attempt cannot fix (bad config or data).
+    pub fn is_permanent(self) -> bool {
+        use sweep_protocol::ErrorClass as E;
+        matches!(self, FailureClass::Worker(E::Config | E::Data))
+    }
+}
+
+impl std::fmt::Display for FailureClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,335 @@
+//! Backbones identical to torchvision's: same architecture, same parameter and
+//! buffer names (`conv1.weight`, `layer1.0.downsample.0.weight`,
+//! `features.0.weight`, `classifier.6.bias`, …), same BatchNorm eps/momentum
+//! and the same from-scratch initialisation. torchvision's `num_batches_tracked`
+//! buffers are the one difference: tch's BatchNorm has none (they only matter
+//! when momentum is None), so the loader skips them.
+//!
+//! The classifier lives under one prefix (`fc` for ResNet, `classifier` for
+//! VGG) so that a replaced head can be recognised and skipped when loading
+//! pretrained weights, and so its parameters can get their own lr group.
+use sweep_protocol::config::Head;
+use tch::Tensor;
+use tch::nn::{self, Module, ModuleT};
+
+/// Optimizer group of backbone parameters; the head is `HEAD_GROUP`.
+pub const BACKBONE_GROUP: usize = 0;
+pub const HEAD_GROUP: usize = 1;
+
+fn conv_init() -> nn::Init {
+    nn::Init::Kaiming { dist: nn::init::NormalOrUniform::Normal, fan: nn::init::FanInOut::FanOut, non_linearity: nn::init::NonLinearity::ReLU }
+}
+
+fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64, bias: bool) -> nn::Conv2D {
+    let cfg = nn::ConvConfig { stride, padding, bias, ws_init: conv_init(), bs_init: nn::Init::Const(0.), ..Default::default() };
+    nn::conv2d(p, cin, cout, k, cfg)
+}
+
+fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
+    let cfg = nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ws_init: nn::Init::Const(1.), bs_init: nn::Init::Const(0.), ..Default::default() };
+    nn::batch_norm2d(p, c, cfg)
+}
+
+/// torch.nn.Linear's default init: U(-1/√fan_in, 1/√fan_in) for weight and bias.
+fn linear_torch(p: nn::Path, cin: i64, cout: i64) -> nn::Linear {
+    let b = 1.0 / (cin as f64).sqrt();
+    nn::linear(p, cin, cout, nn::LinearConfig { ws_init: nn::Init::Uniform { lo: -b, up: b }, bs_init: Some(nn::Init::Uniform { lo: -b, up: b }), bias: true })
+}
+
+/// torchvision VGG's classifier init: N(0, 0.01), bias 0.
+fn linear_vgg(p: nn::Path, cin: i64, cout: i64) -> nn::Linear {
+    nn::linear(p, cin, cout, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.01 }, bs_init: Some(nn::Init::Const(0.)), bias: true })
+}
+
+#[derive(Debug)]
+struct Downsample {
+    conv: nn::Conv2D,
+    bn: nn::BatchNorm,
+}
+
+#[derive(Debug)]
+struct Block {
+    convs: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    downsample: Option<Downsample>,
+}
+
+impl Block {
+    fn forward(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = xs.shallow_clone();
+        let n = self.convs.len();
+        for (i, (c, b)) in self.convs.iter().enumerate() {
+            ys = ys.apply(c).apply_t(b, train);
+            if i + 1 < n {
+                ys = ys.relu();
+            }
+        }
+        let identity = match &self.downsample {
+            Some(d) => xs.apply(&d.conv).apply_t(&d.bn, train),
+            None => xs.shallow_clone(),
+        };
+        (ys + identity).relu()
+    }
+}
+
+#[derive(Debug)]
+struct ResNet {
+    conv1: nn::Conv2D,
+    bn1: nn::BatchNorm,
+    layers: Vec<Vec<Block>>,
+}
+
+impl ResNet {
+    fn new(p: &nn::Path, blocks: [usize; 4], bottleneck: bool) -> (ResNet, i64) {
+        let expansion = if bottleneck { 4 } else { 1 };
+        let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3, false);
+        let bn1 = bn(p / "bn1", 64);
+        let mut inplanes = 64;
+        let mut layers = Vec::new();
+        for (li, (&n, planes)) in blocks.iter().zip([64i64, 128, 256, 512]).enumerate() {
+            let lp = p / format!("layer{}", li + 1);
+            let mut layer = Vec::new();
+            for bi in 0..n {
+                let stride = if li > 0 && bi == 0 { 2 } else { 1 };
+                let bp = &lp / bi;
+                let out = planes * expansion;
+                let downsample = (bi == 0 && (stride != 1 || inplanes != out))
+                    .then(|| Downsample { conv: conv(&bp / "downsample" / 0, inplanes, out, 1, stride, 0, false), bn: bn(&bp / "downsample" / 1, out) });
+                let convs = if bottleneck {
+                    vec![
+                        (conv(&bp / "conv1", inplanes, planes, 1, 1, 0, false), bn(&bp / "bn1", planes)),
+                        (conv(&bp / "conv2", planes, planes, 3, stride, 1, false), bn(&bp / "bn2", planes)),
+                        (conv(&bp / "conv3", planes, out, 1, 1, 0, false), bn(&bp / "bn3", out)),
+                    ]
+                } else {
+                    vec![
+                        (conv(&bp / "conv1", inplanes, planes, 3, stride, 1, false), bn(&bp / "bn1", planes)),
+                        (conv(&bp / "conv2", planes, planes, 3, 1, 1, false), bn(&bp / "bn2", planes)),
+                    ]
+                };
+                layer.push(Block { convs, downsample });
+                inplanes = out;
+            }
+            layers.push(layer);
+        }
+        (ResNet { conv1, bn1, layers }, 512 * expansion)
+    }
+
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        for layer in &self.layers {
+            for block in layer {
+                ys = block.forward(&ys, train);
+            }
+        }
+        ys.adaptive_avg_pool2d([1, 1]).flatten(1, -1)
+    }
+}
+
+#[derive(Debug)]
+enum VggLayer {
+    Conv(Box<(nn::Conv2D, nn::BatchNorm)>),
+    Pool,
+}
+
+#[derive(Debug)]
+struct Vgg {
+    features: Vec<VggLayer>,
+}
+
+impl Vgg {
+    fn new(p: &nn::Path, cfg: &[i64]) -> (Vgg, i64) {
+        let fp = p / "features";
+        let mut idx = 0;
+        let mut cin = 3;
+        let mut features = Vec::new();
+        for &c in cfg {
+            if c == 0 {
+                features.push(VggLayer::Pool);
+                idx += 1;
+            } else {
+                let cv = conv(&fp / idx, cin, c, 3, 1, 1, true);
+                let b = bn(&fp / (idx + 1), c);
+                features.push(VggLayer::Conv(Box::new((cv, b))));
+                idx += 3; // conv, bn, relu
+                cin = c;
+            }
+        }
+        (Vgg { features }, 512 * 7 * 7)
+    }
+
+    fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = xs.shallow_clone();
+        for l in &self.features {
+            ys = match l {
+                VggLayer::Conv(cb) => ys.apply(&cb.0).apply_t(&cb.1, train).relu(),
+                VggLayer::Pool => ys.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
+            };
+        }
+        ys.adaptive_avg_pool2d([7, 7]).flatten(1, -1)
+    }
+}
+
+#[derive(Debug)]
+enum Backbone {
+    ResNet(Box<ResNet>),
+    Vgg(Vgg),
+}
+
+#[derive(Debug)]
+enum HeadLayer {
+    Linear(nn::Linear),
+    Relu,
+    Dropout(f64),
+}
+
+/// A backbone plus its classifier.
+#[derive(Debug)]
+pub struct Net {
+    backbone: Backbone,
+    head: Vec<HeadLayer>,
+    /// `fc` or `classifier`: every head parameter's name starts with `<prefix>.`.
+    pub head_prefix: &'static str,
+    /// Keep the backbone's BatchNorm in eval mode (frozen backbone).
+    pub freeze_backbone: bool,
+}
+
+const VGG16: [i64; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
+const VGG19: [i64; 21] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
+
+/// Builds `name` with `classes` outputs under `root`. Backbone variables go in
+/// `BACKBONE_GROUP`, head variables in `HEAD_GROUP`.
+pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<Net, String> {
+    let bp = root.set_group(BACKBONE_GROUP);
+    let (backbone, feat, prefix, vgg) = match name {
+        "resnet18" => {
+            let (m, f) = ResNet::new(&bp, [2, 2, 2, 2], false);
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
+        }
+        "resnet34" => {
+            let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], false);
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
+        }
+        "resnet50" => {
+            let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], true);
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
+        }
+        "resnet101" => {
+            let (m, f) = ResNet::new(&bp, [3, 4, 23, 3], true);
+            (Backbone::ResNet(Box::new(m)), f, "fc", false)
+        }
+        "vgg16_bn" => {
+            let (m, f) = Vgg::new(&bp, &VGG16);
+            (Backbone::Vgg(m), f, "classifier", true)
+        }
+        "vgg19_bn" => {
+            let (m, f) = Vgg::new(&bp, &VGG19);
+            (Backbone::Vgg(m), f, "classifier", true)
+        }
+        other => return Err(format!("unknown backbone {other:?}; valid: {}", sweep_protocol::config::BACKBONES.join(", "))),
+    };
+    let hp = root.set_group(HEAD_GROUP);
+    let hp = &hp / prefix;
+    let lin = |p: nn::Path, i: i64, o: i64| if vgg { linear_vgg(p, i, o) } else { linear_torch(p, i, o) };
+    let mut layers = Vec::new();
+    match (head, vgg) {
+        (Head::Original, false) => {
+            // ResNet's `fc` is a bare Linear, not a Sequential.
+            layers.push(HeadLayer::Linear(linear_torch(hp.clone(), feat, classes)));
+        }
+        (Head::Original, true) => {
+            layers.push(HeadLayer::Linear(lin(&hp / 0, feat, 4096)));
+            layers.push(HeadLayer::Relu);
+            layers.push(HeadLayer::Dropout(0.5));
+            layers.push(HeadLayer::Linear(lin(&hp / 3, 4096, 4096)));
+            layers.push(HeadLayer::Relu);
+            layers.push(HeadLayer::Dropout(0.5));
+            layers.push(HeadLayer::Linear(lin(&hp / 6, 4096, classes)));
+        }
+        (Head::Mlp { hidden, dropout }, _) => {
+            let mut idx = 0;
+            let mut cin = feat;
+            for &h in hidden {
+                layers.push(HeadLayer::Linear(lin(&hp / idx, cin, h)));
+                layers.push(HeadLayer::Relu);
+                idx += 2;
+                if *dropout > 0.0 {
+                    layers.push(HeadLayer::Dropout(*dropout));
+                    idx += 1;
+                }
+                cin = h;
+            }
+            layers.push(HeadLayer::Linear(lin(&hp / idx, cin, classes)));
+        }
+    }
+    Ok(Net { backbone, head: layers, head_prefix: prefix, freeze_backbone: false })
+}
+
+impl Net {
+    pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
+        let train = train && !self.freeze_backbone;
+        match &self.backbone {
+            Backbone::ResNet(m) => m.features(xs, train),
+            Backbone::Vgg(m) => m.features(xs, train),
+        }
+    }
+}
+
+impl ModuleT for Net {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        let mut ys = self.features(xs, train);
+        for l in &self.head {
+            ys = match l {
+                HeadLayer::Linear(m) => m.forward(&ys),
+                HeadLayer::Relu => ys.relu(),
+                HeadLayer::Dropout(p) => ys.dropout(*p, train),
+            };
+        }
+        ys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn names(name: &str, head: &Head) -> Vec<(String, Vec<i64>)> {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let _net = build(&vs.root(), name, 12, head).unwrap();
+        let mut v: Vec<_> = vs.variables().into_iter().map(|(k, t)| (k, t.size())).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn resnet18_names_match_torchvision() {
+        let v = names("resnet18", &Head::Original);
+        let has = |n: &str, s: &[i64]| assert!(v.iter().any(|(k, sz)| k == n && sz == s), "missing {n} {s:?}");
+        has("conv1.weight", &[64, 3, 7, 7]);
+        has("bn1.running_mean", &[64]);
+        has("layer2.0.downsample.0.weight", &[128, 64, 1, 1]);
+        has("layer4.1.bn2.running_var", &[512]);
+        has("fc.weight", &[12, 512]);
+        // 62 parameters + 40 BN buffers (running_mean/var), as in torchvision minus num_batches_tracked.
+        assert_eq!(v.len(), 102);
+    }
+
+    #[test]
+    fn vgg_head_indices() {
+        let v = names("vgg16_bn", &Head::Original);
+        assert!(v.iter().any(|(k, s)| k == "features.0.weight" && s == &[64, 3, 3, 3]));
+        assert!(v.iter().any(|(k, s)| k == "features.41.running_mean" && s == &[512]));
+        assert!(v.iter().any(|(k, s)| k == "classifier.6.weight" && s == &[12, 4096]));
+        let m = names("resnet50", &Head::Mlp { hidden: vec![512, 512], dropout: 0.0 });
+        assert!(m.iter().any(|(k, s)| k == "fc.0.weight" && s == &[512, 2048]));
+        assert!(m.iter().any(|(k, s)| k == "fc.4.weight" && s == &[12, 512]));
+    }
+
+    #[test]
+    fn vgg_takes_small_inputs() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), "vgg16_bn", 5, &Head::Mlp { hidden: vec![], dropout: 0.0 }).unwrap();
+        let y = tch::no_grad(|| net.forward_t(&Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu)), false));
+        assert_eq!(y.size(), vec![2, 5]);
+    }
+}

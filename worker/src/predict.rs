@@ -1,0 +1,71 @@
+//! `sweep predict`: run a trained trial, or any torchvision-named weights file,
+//! on image files and print one JSON line per image.
+//!
+//! Preprocessing is the eval transform of training (`Resize(R)` +
+//! `CenterCrop(S)`, ImageNet mean/std), except that an image already S×S is
+//! used as is, so logits can be compared with torchvision's exactly.
+use sweep_protocol::PredictJob;
+use crate::{models, to_input, trainer, weights};
+use sweep_dataset::imagefolder as data;
+use std::path::Path;
+use tch::Kind;
+use tch::nn::{self, ModuleT};
+
+#[derive(serde::Serialize)]
+struct Line<'a> {
+    file: String,
+    pred: serde_json::Value,
+    prob: f64,
+    logits: &'a [f32],
+}
+
+/// Prints one JSON line per image; returns an error naming the first bad file or weight problem.
+pub fn run(m: &PredictJob) -> Result<(), String> {
+    let (files, named_classes) = (&m.paths, m.named_classes);
+    let device = trainer::device();
+    let mut vs = nn::VarStore::new(device);
+    let net = models::build(&vs.root(), &m.backbone, m.classes.len() as i64, &m.head)?;
+    let ext = m.weights.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if !m.weights.is_file() {
+        return Err(format!("weights file {} does not exist", m.weights.display()));
+    }
+    if !matches!(ext, "safetensors" | "pth" | "pt") {
+        return Err(format!("weights file {} is neither .safetensors nor .pth/.pt", m.weights.display()));
+    }
+    let report = weights::load_into(&mut vs, &m.weights, net.head_prefix)?;
+    if report.head_skipped > 0 {
+        return Err(format!(
+            "the classifier in {} does not match {} classes with this head; pass the class count and --head the weights were trained with",
+            m.weights.display(),
+            m.classes.len()
+        ));
+    }
+    let s = m.image_size;
+    let mut out = std::io::stdout().lock();
+    for f in files {
+        let pixels = preprocess(f, s)?;
+        let xs = to_input(&pixels, 1, s, device);
+        let logits = tch::no_grad(|| net.forward_t(&xs, false)).to_kind(Kind::Float).to_device(tch::Device::Cpu).view([-1]);
+        let probs = logits.softmax(-1, Kind::Float);
+        let (p, idx) = probs.max_dim(-1, false);
+        let idx = idx.int64_value(&[]) as usize;
+        let logits_v: Vec<f32> = Vec::<f32>::try_from(&logits).map_err(|e| e.to_string())?;
+        let pred = if named_classes { serde_json::Value::String(m.classes.get(idx).cloned().unwrap_or_default()) } else { serde_json::Value::from(idx) };
+        let line = Line { file: f.display().to_string(), pred, prob: p.double_value(&[]), logits: &logits_v };
+        use std::io::Write;
+        writeln!(out, "{}", serde_json::to_string(&line).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// HWC u8 S×S: as is when already S×S, else torchvision's Resize + CenterCrop.
+pub fn preprocess(path: &Path, s: u32) -> Result<Vec<u8>, String> {
+    let img = data::decode_rgb(path).map_err(|e| e.to_string())?;
+    if img.dimensions() == (s, s) {
+        return Ok(img.into_raw());
+    }
+    let cached = data::resize_shorter(&img, data::stored_size(s)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = vec![0u8; (s * s * 3) as usize];
+    data::center_crop(&cached, s, &mut out);
+    Ok(out)
+}
