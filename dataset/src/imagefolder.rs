@@ -453,7 +453,7 @@ mod tests {
     /// quadrants whose RGB colours PIL reads back exactly.
     #[test]
     fn cmyk_jpeg_is_converted_to_the_right_colours() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cmyk.jpg");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cmyk.jpg");
         let img = decode_rgb(&path).unwrap();
         assert_eq!(img.dimensions(), (16, 16));
         for ((x, y), want) in [((4, 4), [220, 30, 30]), ((12, 4), [30, 200, 40]), ((4, 12), [40, 40, 210]), ((12, 12), [250, 250, 250])] {

@@ -12,7 +12,7 @@ pub const BACKBONES: [&str; 6] = ["resnet18", "resnet34", "resnet50", "resnet101
 /// The sweep-file keys of `TrialConfig`, in declaration order: the one list that
 /// the spec's key check, the report columns and "which keys vary" derive from.
 /// `seed` and `pretrained` are set by `[sweep]` and `[pretrained]`, not per trial.
-pub const PARAM_KEYS: [&str; 20] = [
+pub const PARAM_KEYS: [&str; 22] = [
     "backbone",
     "lr",
     "epochs",
@@ -33,6 +33,8 @@ pub const PARAM_KEYS: [&str; 20] = [
     "amp",
     "log_every",
     "max_batches",
+    "betas",
+    "eps",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +98,32 @@ pub struct TrialConfig {
     pub seed: u64,
     /// Pretrained weights for this backbone (`.safetensors` or torchvision `.pth`).
     pub pretrained: Option<PathBuf>,
+    // Fields added after 0.1.0 go below, each with `#[serde(default,
+    // skip_serializing_if = ...)]`: while it holds its default it is not
+    // serialised, so it stays out of the trial id (ids must never change; see
+    // tests/trial_ids.rs) and out of `trials.params`.
+    /// Adam/AdamW (β1, β2), torch's defaults (0.9, 0.999).
+    #[serde(default = "default_betas", skip_serializing_if = "is_default_betas")]
+    pub betas: [f64; 2],
+    /// Adam/AdamW ε, torch's default 1e-8.
+    #[serde(default = "default_eps", skip_serializing_if = "is_default_eps")]
+    pub eps: f64,
+}
+
+pub fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+
+fn is_default_betas(b: &[f64; 2]) -> bool {
+    *b == default_betas()
+}
+
+pub fn default_eps() -> f64 {
+    1e-8
+}
+
+fn is_default_eps(e: &f64) -> bool {
+    *e == default_eps()
 }
 
 impl Default for TrialConfig {
@@ -123,6 +151,8 @@ impl Default for TrialConfig {
             max_batches: 0,
             seed: 0,
             pretrained: None,
+            betas: default_betas(),
+            eps: default_eps(),
         }
     }
 }
@@ -171,6 +201,20 @@ pub struct WorkerJob {
     /// torch intra-op threads (0 = let the worker decide).
     pub threads: u32,
     pub config: TrialConfig,
+    /// `[sweep] metric`: which validation figure picks the best checkpoint.
+    #[serde(default)]
+    pub select: SelectMetric,
+}
+
+/// What picks a trial's best checkpoint (the one tested and kept).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SelectMetric {
+    /// Highest validation accuracy (ties: the earlier epoch).
+    #[default]
+    ValAccuracy,
+    /// Lowest validation loss (ties: the earlier epoch).
+    ValLoss,
 }
 
 #[cfg(test)]

@@ -11,5 +11,5 @@
 pub mod config;
 pub mod message;
 
-pub use config::{BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, TrialConfig, WorkerJob};
+pub use config::{BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, SelectMetric, TrialConfig, WorkerJob};
 pub use message::{ClassAccuracy, ErrorClass, Misclassified, PROTOCOL_VERSION, ProtocolError, SplitCounts, WorkerMessage, emit, parse_line};

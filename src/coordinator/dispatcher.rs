@@ -207,6 +207,7 @@ impl Dispatcher {
                 out_dir: self.opts.results.join(&self.plan.name).join(&trial),
                 threads: self.threads_per_worker,
                 config: q.trial.config.clone(),
+                select: self.plan.select,
             };
             let spec = LaunchSpec { log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)), job, slot: slot.clone() };
             self.progress.started(&trial, &label(&q.trial, &self.plan.varying), q.attempt, &slot.label(), q.trial.config.epochs);

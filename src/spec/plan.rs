@@ -11,7 +11,7 @@
 //! ids), plus each `[[trial]]`; every one of them starts from `[defaults]` and
 //! is repeated once per entry of `[sweep].seeds`.
 use super::id::trial_id;
-use sweep_protocol::{BACKBONES, Head, Optimizer, Schedule, TrialConfig};
+use sweep_protocol::{BACKBONES, Head, Optimizer, Schedule, SelectMetric, TrialConfig};
 use super::raw::{GridValues, Params, RawFile, Source, SpecError, did_you_mean};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
@@ -24,7 +24,8 @@ pub use sweep_protocol::PARAM_KEYS;
 /// The most trials one sweep file may plan.
 pub const MAX_TRIALS: usize = 100_000;
 
-pub const METRICS: [&str; 4] = ["val_accuracy", "val_loss", "accuracy", "loss"];
+/// `[sweep] metric`: what picks each trial's best checkpoint.
+pub const METRICS: [&str; 2] = ["val_accuracy", "val_loss"];
 const AUGMENTS: [&str; 2] = ["random_resized_crop", "hflip"];
 
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,8 @@ pub struct SweepPlan {
     pub toml: String,
     pub dataset: PathBuf,
     pub metric: String,
+    /// What picks each trial's best checkpoint (from `metric`).
+    pub select: SelectMetric,
     pub description: Option<String>,
     pub resources: Resources,
     pub trials: Vec<PlannedTrial>,
@@ -81,6 +84,50 @@ fn at<T>(src: &Source, s: &Spanned<T>, msg: impl Into<String>, help: Option<Stri
 }
 
 pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
+    let header = sweep_header(src, &raw)?;
+    let pretrained = pretrained_weights(src, &raw)?;
+    let resources = match &raw.resources {
+        None => Resources::default(),
+        Some(r) => resources(src, r.get_ref())?,
+    };
+    let mut base = Point::default();
+    for (k, v) in &raw.defaults {
+        base.set(src, k, v)?;
+    }
+    let axes = grid_axes(src, &raw, &base)?;
+    let random_draws = match &raw.random {
+        Some(r) => random_samples(src, r, &header.name, &base.config)?,
+        None => vec![vec![]],
+    };
+    check_size(src, &raw, &axes, random_draws.len(), header.seeds.len())?;
+    let points = expand(src, &raw, &base, &axes, &random_draws)?;
+    let trials = seeded_trials(src, &header, &pretrained, points)?;
+    let varying = varying_keys(&trials);
+    let select = if header.metric == "val_loss" { SelectMetric::ValLoss } else { SelectMetric::ValAccuracy };
+    Ok(SweepPlan {
+        name: header.name,
+        file: src.path.clone(),
+        toml: src.text.clone(),
+        dataset: header.dataset,
+        metric: header.metric,
+        select,
+        description: header.description,
+        resources,
+        trials,
+        varying,
+    })
+}
+
+/// `[sweep]`: name, dataset, metric, seeds.
+struct Header {
+    name: String,
+    dataset: PathBuf,
+    metric: String,
+    description: Option<String>,
+    seeds: Vec<u64>,
+}
+
+fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
     let sweep = raw.sweep.get_ref();
     let name = sweep.name.get_ref().clone();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -99,31 +146,42 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         None => "val_accuracy".to_string(),
         Some(m) if METRICS.contains(&m.get_ref().as_str()) => m.get_ref().clone(),
         Some(m) => {
-            return Err(at(src, m, format!("unknown metric {:?}", m.get_ref()), Some(format!("valid metrics: {}", METRICS.join(", ")))));
+            let help = if matches!(m.get_ref().as_str(), "accuracy" | "loss" | "test_accuracy" | "test_loss") {
+                "the metric picks each trial's best checkpoint, so it must be a validation figure: val_accuracy or val_loss (`sweep report --best accuracy` still ranks by test accuracy)".to_string()
+            } else {
+                format!("valid metrics: {}", METRICS.join(", "))
+            };
+            return Err(at(src, m, format!("unknown metric {:?}", m.get_ref()), Some(help)));
         }
     };
-    let seeds: Vec<u64> = match &sweep.seeds {
+    let seeds = match &sweep.seeds {
         None => vec![0],
-        Some(list) => {
-            if list.get_ref().is_empty() {
-                return Err(at(src, list, "`seeds` is empty", Some("give at least one seed, e.g. seeds = [0]".into())));
-            }
-            let mut out = Vec::new();
-            for s in list.get_ref() {
-                if *s.get_ref() < 0 {
-                    return Err(at(src, s, "a seed must be ≥ 0", None));
-                }
-                let v = *s.get_ref() as u64;
-                if out.contains(&v) {
-                    return Err(at(src, s, format!("seed {v} is listed twice"), None));
-                }
-                out.push(v);
-            }
-            out
-        }
+        Some(list) => seeds(src, list)?,
     };
+    Ok(Header { name, dataset, metric, description: sweep.description.clone(), seeds })
+}
 
-    let mut pretrained: BTreeMap<String, PathBuf> = BTreeMap::new();
+fn seeds(src: &Source, list: &Spanned<Vec<Spanned<i64>>>) -> Result<Vec<u64>, SpecError> {
+    if list.get_ref().is_empty() {
+        return Err(at(src, list, "`seeds` is empty", Some("give at least one seed, e.g. seeds = [0]".into())));
+    }
+    let mut out = Vec::new();
+    for s in list.get_ref() {
+        if *s.get_ref() < 0 {
+            return Err(at(src, s, "a seed must be ≥ 0", None));
+        }
+        let v = *s.get_ref() as u64;
+        if out.contains(&v) {
+            return Err(at(src, s, format!("seed {v} is listed twice"), None));
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// `[pretrained]`: backbone → weights file (must exist).
+fn pretrained_weights(src: &Source, raw: &RawFile) -> Result<BTreeMap<String, PathBuf>, SpecError> {
+    let mut pretrained = BTreeMap::new();
     for (k, v) in &raw.pretrained {
         if !BACKBONES.contains(&k.get_ref().as_str()) {
             return Err(unknown_backbone(src, k, k.get_ref()));
@@ -138,19 +196,14 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         }
         pretrained.insert(k.get_ref().clone(), p);
     }
+    Ok(pretrained)
+}
 
-    let resources = match &raw.resources {
-        None => Resources::default(),
-        Some(r) => resources(src, r.get_ref())?,
-    };
+type Axis<'a> = (&'a Spanned<String>, Vec<Spanned<Value>>);
 
-    let mut base = TrialConfig::default();
-    for (k, v) in &raw.defaults {
-        apply(src, &mut base, k, v)?;
-    }
-
-    // Grid: validate each value on a scratch config, keep them for the product.
-    let mut axes: Vec<(&Spanned<String>, Vec<Spanned<Value>>)> = Vec::new();
+/// `[grid]`: each key's values, each validated on a scratch config.
+fn grid_axes<'a>(src: &Source, raw: &'a RawFile, base: &Point) -> Result<Vec<Axis<'a>>, SpecError> {
+    let mut axes = Vec::new();
     for (k, v) in &raw.grid {
         let values = match v.get_ref() {
             GridValues::List(items) if !items.is_empty() => items.clone(),
@@ -162,88 +215,140 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
             }
         };
         for val in &values {
-            apply(src, &mut base.clone(), k, val)?;
+            base.clone().set(src, k, val)?;
         }
         axes.push((k, values));
     }
+    Ok(axes)
+}
 
-    let mut random_draws: Vec<Vec<(Spanned<String>, Spanned<Value>)>> = vec![vec![]];
-    if let Some(r) = &raw.random {
-        random_draws = random_samples(src, r, &name, &base)?;
-    }
-
-    // Refuse an absurd product before building it (memory and time would run out first).
-    let per_point = random_draws.len().saturating_mul(seeds.len());
+/// Refuses an absurd product before building it (memory and time would run out first).
+fn check_size(src: &Source, raw: &RawFile, axes: &[Axis<'_>], draws: usize, seeds: usize) -> Result<(), SpecError> {
+    let per_point = draws.saturating_mul(seeds);
     let grid_size = axes.iter().fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
-    let planned = grid_size.saturating_mul(per_point).saturating_add(raw.trial.len().saturating_mul(seeds.len()));
-    if planned > MAX_TRIALS {
-        let sizes: Vec<String> = axes.iter().map(|(k, v)| format!("{} {}", v.len(), k.get_ref())).collect();
-        let what = format!(
-            "this sweep would plan {} trials (grid {} × {} random draw(s) × {} seed(s), + {} [[trial]] × seeds); the limit is {MAX_TRIALS}",
-            if planned == usize::MAX { "too many".to_string() } else { planned.to_string() },
-            if sizes.is_empty() { "1".to_string() } else { sizes.join(" × ") },
-            random_draws.len(),
-            seeds.len(),
-            raw.trial.len()
-        );
-        let help = Some("split it into several sweeps, or use [random] samples instead of a full grid".to_string());
-        return Err(match (axes.first(), &raw.random) {
-            (Some((k, _)), _) => at(src, k, what, help),
-            (None, Some(r)) => at(src, r, what, help),
-            (None, None) => at(src, &raw.sweep, what, help),
-        });
+    let planned = grid_size.saturating_mul(per_point).saturating_add(raw.trial.len().saturating_mul(seeds));
+    if planned <= MAX_TRIALS {
+        return Ok(());
+    }
+    let sizes: Vec<String> = axes.iter().map(|(k, v)| format!("{} {}", v.len(), k.get_ref())).collect();
+    let what = format!(
+        "this sweep would plan {} trials (grid {} × {draws} random draw(s) × {seeds} seed(s), + {} [[trial]] × seeds); the limit is {MAX_TRIALS}",
+        if planned == usize::MAX { "too many".to_string() } else { planned.to_string() },
+        if sizes.is_empty() { "1".to_string() } else { sizes.join(" × ") },
+        raw.trial.len()
+    );
+    let help = Some("split it into several sweeps, or use [random] samples instead of a full grid".to_string());
+    Err(match (axes.first(), &raw.random) {
+        (Some((k, _)), _) => at(src, k, what, help),
+        (None, Some(r)) => at(src, r, what, help),
+        (None, None) => at(src, &raw.sweep, what, help),
+    })
+}
+
+/// A config being built, and where each key was set (for cross-checks that
+/// point at the right place, and for defaults that depend on other keys).
+#[derive(Clone, Default)]
+struct Point {
+    config: TrialConfig,
+    set_at: BTreeMap<String, usize>,
+}
+
+impl Point {
+    fn set(&mut self, src: &Source, k: &Spanned<String>, v: &Spanned<Value>) -> Result<(), SpecError> {
+        apply(src, &mut self.config, k, v)?;
+        self.set_at.insert(k.get_ref().clone(), k.span().start);
+        Ok(())
     }
 
-    let mut points: Vec<TrialConfig> = Vec::new();
-    let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
-    for (k, values) in &axes {
-        let mut next = Vec::new();
-        for p in &grid_points {
-            for v in values {
-                let mut q = p.clone();
-                q.push((*k, v));
-                next.push(q);
+    /// Cross-checks between keys, and defaults that depend on the optimizer.
+    fn finish(mut self, src: &Source) -> Result<TrialConfig, SpecError> {
+        let c = &mut self.config;
+        let err = |key: &str, msg: String, help: &str| src.error_at(self.set_at.get(key).copied().unwrap_or(0), msg, Some(help.to_string()));
+        let adam = matches!(c.optimizer, Optimizer::Adam | Optimizer::Adamw);
+        if c.nesterov && adam {
+            return Err(err("nesterov", format!("`nesterov = true` needs optimizer = \"sgd\" (this trial uses {:?})", c.optimizer), "remove `nesterov`, or use sgd"));
+        }
+        if c.nesterov && c.momentum <= 0.0 {
+            return Err(err("nesterov", "`nesterov = true` needs `momentum` > 0".into(), "set momentum (e.g. 0.9), or remove `nesterov`"));
+        }
+        if adam && self.set_at.contains_key("momentum") {
+            return Err(err(
+                "momentum",
+                format!("`momentum` means nothing for {:?}: Adam and AdamW use `betas`", c.optimizer),
+                "remove `momentum` for this optimizer, or set betas = [0.9, 0.999]",
+            ));
+        }
+        if !adam {
+            for key in ["betas", "eps"] {
+                if self.set_at.contains_key(key) {
+                    return Err(err(key, format!("`{key}` applies to adam and adamw only (this trial uses sgd)"), "remove it, or choose optimizer = \"adam\""));
+                }
             }
         }
-        grid_points = next;
+        // PyTorch's AdamW default weight decay is 0.01 (SGD's and Adam's is 0).
+        if c.optimizer == Optimizer::Adamw && !self.set_at.contains_key("weight_decay") {
+            c.weight_decay = 0.01;
+        }
+        Ok(self.config)
     }
+}
+
+/// Every point of the grid × random draws, plus each `[[trial]]`, before seeds.
+fn expand(src: &Source, raw: &RawFile, base: &Point, axes: &[Axis<'_>], random_draws: &[Vec<(Spanned<String>, Spanned<Value>)>]) -> Result<Vec<TrialConfig>, SpecError> {
+    let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
+    for (k, values) in axes {
+        grid_points = grid_points.iter().flat_map(|p| values.iter().map(move |v| p.iter().copied().chain([(*k, v)]).collect())).collect();
+    }
+    let mut points = Vec::new();
     if !(raw.grid.is_empty() && raw.random.is_none() && !raw.trial.is_empty()) {
         for gp in &grid_points {
-            for draw in &random_draws {
-                let mut c = base.clone();
-                for (k, v) in gp {
-                    apply(src, &mut c, k, v)?;
+            for draw in random_draws {
+                let mut p = base.clone();
+                for (k, v) in gp.iter().copied().chain(draw.iter().map(|(k, v)| (k, v))) {
+                    p.set(src, k, v)?;
                 }
-                for (k, v) in draw {
-                    apply(src, &mut c, k, v)?;
-                }
-                points.push(c);
+                points.push(p.finish(src)?);
             }
         }
     }
     for t in &raw.trial {
-        let mut c = base.clone();
+        let mut p = base.clone();
         for (k, v) in t.get_ref() {
-            apply(src, &mut c, k, v)?;
+            p.set(src, k, v)?;
         }
-        points.push(c);
+        points.push(p.finish(src)?);
     }
+    Ok(points)
+}
 
+/// One trial per point and seed, with its id. The same config twice is one
+/// trial; two different configs with one id (a hash collision) are refused.
+fn seeded_trials(src: &Source, header: &Header, pretrained: &BTreeMap<String, PathBuf>, points: Vec<TrialConfig>) -> Result<Vec<PlannedTrial>, SpecError> {
     let mut trials = Vec::new();
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for p in points {
-        for &seed in &seeds {
+        for &seed in &header.seeds {
             let mut c = p.clone();
             c.seed = seed;
             c.pretrained = pretrained.get(&c.backbone).cloned();
-            let id = trial_id(&name, &dataset, &c);
-            if seen.insert(id.clone()) {
-                trials.push(PlannedTrial { id, config: c });
+            let id = trial_id(&header.name, &header.dataset, &c);
+            match seen.get(&id) {
+                None => {
+                    seen.insert(id.clone(), trials.len());
+                    trials.push(PlannedTrial { id, config: c });
+                }
+                Some(&i) if trials[i].config == c => {}
+                Some(_) => {
+                    return Err(src.error_at(
+                        0,
+                        format!("two different trials of this sweep have the same id {id} (a hash collision)"),
+                        Some("rename the sweep ([sweep] name) to get new ids".into()),
+                    ));
+                }
             }
         }
     }
-    let varying = varying_keys(&trials);
-    Ok(SweepPlan { name, file: src.path.clone(), toml: src.text.clone(), dataset, metric, description: sweep.description.clone(), resources, trials, varying })
+    Ok(trials)
 }
 
 /// Keys whose value differs between trials (plus `seed` when there are several).
@@ -578,6 +683,15 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
         "amp" => c.amp = boolean()?,
         "log_every" => c.log_every = int(1, 1_000_000)?,
         "max_batches" => c.max_batches = int(0, 100_000_000)?,
+        "betas" => {
+            let pair = val.as_array().filter(|a| a.len() == 2).ok_or_else(|| wrong("a pair [beta1, beta2], e.g. [0.9, 0.999]"))?;
+            let mut out = [0.0; 2];
+            for (o, b) in out.iter_mut().zip(pair) {
+                *o = num(b).filter(|x| (0.0..1.0).contains(x)).ok_or_else(|| range("values must be in [0, 1)"))?;
+            }
+            c.betas = out;
+        }
+        "eps" => c.eps = float(0.0, 1.0, false)?,
         _ => return Err(unknown_key(src, k)),
     }
     Ok(())
