@@ -145,16 +145,16 @@ pub struct ReportArgs {
     /// Sweep name (default: the most recent).
     #[arg(long)]
     pub sweep: Option<String>,
-    /// What ranks the trials.
-    #[arg(long, value_enum, default_value_t = BestMetric::Accuracy)]
-    pub best: BestMetric,
-    /// Show only the first N trials.
+    /// What ranks the trials (default: the sweep's `[sweep] metric`, which picked each trial's tested checkpoint).
+    #[arg(long, value_enum)]
+    pub best: Option<BestMetric>,
+    /// Show only the first N trials (with --group-by: the first N groups; the statistics still use every matching trial).
     #[arg(long)]
     pub top: Option<usize>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     pub format: Format,
-    /// Aggregate over the other keys: mean ± std and a 95 % CI per value of KEY (e.g. backbone, lr).
+    /// Aggregate over the other keys: mean ± std and a 95 % CI per value of KEY (e.g. backbone, lr), and the best value against each other (Welch's t-test, Holm-adjusted).
     #[arg(long, value_name = "KEY")]
     pub group_by: Option<String>,
     /// Keep trials whose parameter KEY equals VALUE (repeatable), e.g. --where backbone=resnet50.

@@ -93,11 +93,17 @@ fn dry_run_table(plan: &crate::spec::SweepPlan) -> String {
 }
 
 pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
-    let (best, format) = (args.best.as_str(), args.format.as_str());
+    let format = args.format.as_str();
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
+        // `[sweep] metric` picked each trial's checkpoint; it also ranks unless --best says otherwise.
+        let picked_by = queries::sweep_meta(&pool, &sweep).await.map_err(CliError::failed)?.map(|m| m.metric);
+        let best = match args.best {
+            Some(b) => b.as_str(),
+            None => rank::default_metric(picked_by.as_deref()),
+        };
         let mut filters = Vec::new();
         let valid_keys: Vec<&str> = sweep_protocol::PARAM_KEYS.iter().copied().chain(["seed"]).collect();
         for f in &args.filters {
@@ -125,14 +131,20 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         let params: Vec<serde_json::Map<String, serde_json::Value>> =
             rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
         let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> = rows.iter().map(|r| r.trial.clone()).zip(params).collect();
-        let r = rank::build(&sweep, best, rows, args.top).map_err(CliError::bad_input)?;
+        // Every matching trial, ranked; --top cuts the rows shown, never what --group-by computes over.
+        let mut r = rank::build(&sweep, best, rows, None).map_err(CliError::bad_input)?;
+        r.checkpoints_picked_by = picked_by;
         match &args.group_by {
             Some(k) => {
                 let ordered: Vec<_> = r.rows.iter().map(|row| by_id.get(&row.trial).cloned().unwrap_or_default()).collect();
-                let g = rank::group(&r, k, &ordered);
+                let g = rank::group(&r, k, &ordered, args.top);
                 print!("{}", rank::render_groups(&g, format).map_err(CliError::bad_input)?);
+                r.rows.truncate(args.top.unwrap_or(usize::MAX));
             }
-            None => print!("{}", rank::render(&r, format).map_err(CliError::bad_input)?),
+            None => {
+                r.rows.truncate(args.top.unwrap_or(usize::MAX));
+                print!("{}", rank::render(&r, format).map_err(CliError::bad_input)?);
+            }
         }
         if let Some(path) = &args.html {
             crate::report::html::write_html(&pool, &sweep, &r, path).await.map_err(CliError::failed)?;

@@ -27,6 +27,7 @@ Other environment variables (all optional):
                  lines (proves N workers ran at once); exit 1 on FAKE_TIMEOUT
   FAKE_STEPS     train_step messages per epoch (default 3)
   FAKE_TIMEOUT   seconds any wait gives up after (default 30)
+  FAKE_PROTOCOL  the protocol version `hello` claims (default 1)
 
 Python 3 standard library only.
 """
@@ -109,7 +110,7 @@ def hello(job):
     cuda = os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
     emit(
         "hello",
-        protocol=1,
+        protocol=int(os.environ.get("FAKE_PROTOCOL", "1")),
         trial=job["trial"],
         pid=os.getpid(),
         libtorch="fake",

@@ -210,7 +210,7 @@ const CASES: &[Case] = &[
         name: "unknown_metric",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nmetric = \"acc\"\n",
         at: (4, 10),
-        says: &["unknown metric \"acc\"", "valid metrics: val_accuracy, val_loss, accuracy, loss"],
+        says: &["unknown metric \"acc\"", "valid metrics: val_accuracy, val_loss"],
     },
     Case {
         // Columns count characters, not bytes.

@@ -87,6 +87,41 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     Ok(out)
 }
 
+/// Every image file under a class folder, as torchvision's ImageFolder finds
+/// them: subfolders included, symlinks followed (`os.walk(followlinks=True)`),
+/// directories in sorted path order and files sorted within each. A directory
+/// reached twice (a symlink cycle, or two links to one folder) is walked once.
+fn images_under(class_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![class_dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let meta = std::fs::metadata(&d).map_err(|e| DataError::Io { path: d.clone(), source: e })?;
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        for p in list_dir(&d)? {
+            // metadata() follows symlinks; a dangling link is neither and is ignored.
+            if std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+                stack.push(p);
+            }
+        }
+        dirs.push(d);
+    }
+    dirs.sort_by(|a, b| a.to_string_lossy().cmp(&b.to_string_lossy()));
+    let mut out = Vec::new();
+    for d in dirs {
+        for p in list_dir(&d)? {
+            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
+            if EXTENSIONS.contains(&ext.as_str()) && !std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn class_dirs(dir: &Path) -> Result<Vec<String>, DataError> {
     let mut names = Vec::new();
     for p in list_dir(dir)? {
@@ -128,17 +163,15 @@ pub fn scan(root: &Path) -> Result<Layout, DataError> {
         let mut items = Vec::new();
         for (ci, c) in classes.iter().enumerate() {
             let cdir = dir.join(c);
-            let mut n = 0;
-            for p in list_dir(&cdir)? {
-                let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
-                if EXTENSIONS.contains(&ext.as_str()) {
-                    items.push((p, ci as i64));
-                    n += 1;
-                }
+            let found = images_under(&cdir)?;
+            if found.is_empty() {
+                return Err(DataError::Layout(format!(
+                    "class folder {} has no images (looked for {}, subfolders included); add images or remove the folder from every split",
+                    cdir.display(),
+                    EXTENSIONS.join(", ")
+                )));
             }
-            if n == 0 {
-                return Err(DataError::Layout(format!("{}: no images (looked for {})", cdir.display(), EXTENSIONS.join(", "))));
-            }
+            items.extend(found.into_iter().map(|p| (p, ci as i64)));
         }
         splits.push(SplitFiles { split, items });
     }
@@ -396,6 +429,56 @@ mod tests {
 
     fn cached(w: u32, h: u32) -> Cached {
         Cached { width: w, height: h, pixels: (0..w * h * 3).map(|i| (i % 251) as u8).collect() }
+    }
+
+    fn png(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3])).save(path).unwrap();
+    }
+
+    /// A valid 2-class ImageFolder with one image per class and split.
+    fn folder() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for split in ["train", "valid", "test"] {
+            for c in ["a", "b"] {
+                png(&d.path().join(split).join(c).join("0.png"));
+            }
+        }
+        d
+    }
+
+    #[test]
+    fn images_in_subfolders_belong_to_the_class() {
+        let d = folder();
+        png(&d.path().join("train/a/deeper/more/1.png"));
+        png(&d.path().join("train/a/deeper/2.jpg.png"));
+        let l = scan(d.path()).unwrap();
+        let names: Vec<String> = l.train.items.iter().map(|(p, c)| format!("{c}:{}", p.strip_prefix(d.path()).unwrap().display())).collect();
+        // torchvision order: directories sorted by path, files sorted within.
+        assert_eq!(names, ["0:train/a/0.png", "0:train/a/deeper/2.jpg.png", "0:train/a/deeper/more/1.png", "1:train/b/0.png"]);
+    }
+
+    #[test]
+    fn symlinks_are_followed_and_cycles_walked_once() {
+        let d = folder();
+        let outside = tempfile::tempdir().unwrap();
+        png(&outside.path().join("x.png"));
+        std::os::unix::fs::symlink(outside.path(), d.path().join("train/b/linked")).unwrap();
+        // A cycle: train/b/loop -> train/b
+        std::os::unix::fs::symlink(d.path().join("train/b"), d.path().join("train/b/loop")).unwrap();
+        let l = scan(d.path()).unwrap();
+        let b: Vec<&PathBuf> = l.train.items.iter().filter(|(_, c)| *c == 1).map(|(p, _)| p).collect();
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert!(b.iter().any(|p| p.ends_with("linked/x.png")));
+    }
+
+    #[test]
+    fn an_empty_class_is_a_layout_error() {
+        let d = folder();
+        std::fs::remove_file(d.path().join("valid/b/0.png")).unwrap();
+        std::fs::create_dir_all(d.path().join("valid/b/sub")).unwrap();
+        let e = scan(d.path()).unwrap_err().to_string();
+        assert!(e.contains("valid/b") && e.contains("has no images"), "{e}");
     }
 
     #[test]

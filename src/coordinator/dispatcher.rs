@@ -114,6 +114,9 @@ pub async fn run(
     let (sweep_id, states) = recorder::register(&pool, &new).await.map_err(|e| RunError::Store(e.to_string()))?;
     let state: HashMap<String, recorder::TrialState> = states.into_iter().map(|s| (s.id.clone(), s)).collect();
     let (queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
+    for q in queue.iter().filter(|q| q.attempt == 1) {
+        set_aside_unknown_checkpoints(&opts.results.join(&plan.name).join(&q.trial.id))?;
+    }
     let mut free = launcher.slots(&slot_request(&plan)).await;
     free.reverse();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
@@ -192,6 +195,27 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
         }
     }
     (queue, skipped, skipped_failed)
+}
+
+/// A trial the database has never run must not resume from checkpoints it
+/// knows nothing about (a deleted database with an old `results/` left
+/// behind): the worker would report their epochs, wall time and test accuracy
+/// as this run's. The old directory is kept, renamed, and the trial starts fresh.
+fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> {
+    if !dir.join("state.json").exists() && !dir.join("last.safetensors").exists() {
+        return Ok(());
+    }
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let aside = dir.with_file_name(format!("{name}.orphaned-{stamp}"));
+    std::fs::rename(dir, &aside).map_err(|e| RunError::Io(std::io::Error::new(e.kind(), format!("cannot move {} aside: {e}", dir.display()))))?;
+    eprintln!(
+        "warning: {} holds checkpoints of a run this database does not know (was the database deleted?); \
+         moved them to {} and the trial starts fresh",
+        dir.display(),
+        aside.display()
+    );
+    Ok(())
 }
 
 impl Dispatcher {

@@ -18,6 +18,7 @@
 use crate::report::plot::data::{self, SweepData, TrialData};
 use crate::report::plot::{Chart, render_svg};
 use crate::report::rank::Report;
+use crate::store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
 use std::path::Path;
@@ -97,13 +98,7 @@ fn report_table(out: &mut String, r: &Report) {
 }
 
 async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(String, String)>, String> {
-    let row: Option<(Option<String>, Option<String>)> = sqlx::query_as(
-        "SELECT error_class, message FROM attempts WHERE trial_id = ? AND (error_class IS NOT NULL OR message IS NOT NULL) ORDER BY attempt DESC LIMIT 1",
-    )
-    .bind(trial)
-    .fetch_optional(pool)
-    .await
-    .map_err(|e| format!("reading the database: {e}"))?;
+    let row = queries::last_error(pool, trial).await.map_err(|e| format!("reading the database: {e}"))?;
     Ok(row.map(|(c, m)| (c.unwrap_or_else(|| "error".into()), m.unwrap_or_default())))
 }
 
@@ -196,11 +191,7 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
     let trials: Vec<(usize, TrialData)> =
         report.rows.iter().filter_map(|row| all.trials.iter().find(|t| t.id == row.trial).map(|t| (row.rank, t.clone()))).collect();
     let shown = SweepData { name: all.name.clone(), trials: trials.iter().map(|(_, t)| t.clone()).collect(), distribution: all.distribution.clone() };
-    let meta: Option<(String, Option<String>, String)> = sqlx::query_as("SELECT dataset, description, status FROM sweeps WHERE name = ?")
-        .bind(sweep)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| format!("reading the database: {e}"))?;
+    let meta = queries::sweep_meta(pool, sweep).await.map_err(|e| format!("reading the database: {e}"))?;
 
     let mut out = String::with_capacity(256 * 1024);
     let _ = writeln!(
@@ -209,18 +200,20 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
     );
     let _ = writeln!(out, "<title>sweep {} — report</title>\n<style>{STYLE}</style>\n</head>\n<body>", esc(sweep));
     let _ = writeln!(out, "<header>\n<h1>sweep {}</h1>", esc(sweep));
-    if let Some((dataset, description, status)) = &meta {
-        if let Some(d) = description.as_deref().filter(|d| !d.is_empty()) {
+    if let Some(m) = &meta {
+        if let Some(d) = m.description.as_deref().filter(|d| !d.is_empty()) {
             let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(d));
         }
-        let _ = writeln!(out, "<p class=\"meta\">dataset <code>{}</code> · sweep status {}</p>", esc(dataset), esc(status));
+        let _ = writeln!(out, "<p class=\"meta\">dataset <code>{}</code> · sweep status {}</p>", esc(&m.dataset), esc(&m.status));
     }
     let generated = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let picked = report.checkpoints_picked_by.as_deref().map(|m| format!("; checkpoints picked by {}", esc(m))).unwrap_or_default();
     let _ = writeln!(
         out,
-        "<p class=\"meta\">{} trials, ranked by {} · generated {generated} by sweep {}</p>\n</header>",
+        "<p class=\"meta\">{} trials, ranked by {} ({}){picked} · generated {generated} by sweep {}</p>\n</header>",
         report.rows.len(),
         esc(&report.metric),
+        esc(&report.ranked_by),
         env!("CARGO_PKG_VERSION")
     );
     if !trials.is_empty() {

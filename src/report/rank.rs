@@ -11,7 +11,13 @@ pub const FORMATS: [&str; 4] = ["table", "markdown", "csv", "json"];
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub sweep: String,
+    /// What ranks the trials (`--best`, by default the sweep's `[sweep] metric`).
     pub metric: String,
+    /// The same in words, e.g. "test accuracy, higher is better".
+    pub ranked_by: String,
+    /// The sweep's `[sweep] metric`: what picked each trial's best checkpoint
+    /// (the one tested). `None` when the caller does not know it.
+    pub checkpoints_picked_by: Option<String>,
     /// Parameters that differ between the trials, in column order.
     pub varying: Vec<String>,
     pub rows: Vec<ReportRow>,
@@ -80,7 +86,44 @@ pub fn build(sweep: &str, metric: &str, rows: Vec<TrialRow>, top: Option<usize>)
             status: r.status,
         })
         .collect();
-    Ok(Report { sweep: sweep.to_string(), metric: metric.to_string(), varying, rows: out })
+    Ok(Report {
+        sweep: sweep.to_string(),
+        metric: metric.to_string(),
+        ranked_by: describe(metric).to_string(),
+        checkpoints_picked_by: None,
+        varying,
+        rows: out,
+    })
+}
+
+/// A ranking metric in words, with its direction.
+pub fn describe(metric: &str) -> &'static str {
+    match metric {
+        "accuracy" => "test accuracy, higher is better",
+        "loss" => "test loss, lower is better",
+        "val_accuracy" => "best validation accuracy, higher is better",
+        // trial_summary.val_loss is the validation loss of the last epoch.
+        "val_loss" => "validation loss of the last epoch, lower is better",
+        "time" => "wall time, shorter is better",
+        "throughput" => "training images per second, higher is better",
+        _ => "unknown metric",
+    }
+}
+
+/// The ranking metric a sweep's `[sweep] metric` stands for (`val_accuracy`
+/// unless it names another known metric).
+pub fn default_metric(sweep_metric: Option<&str>) -> &'static str {
+    sweep_metric.and_then(|m| METRICS.iter().copied().find(|k| *k == m)).unwrap_or("val_accuracy")
+}
+
+/// The header line of the table and markdown formats: what ranks the trials
+/// and what picked the checkpoints.
+fn title(r: &Report) -> String {
+    let mut t = format!("sweep {} — {} trials, ranked by {} ({})", r.sweep, r.rows.len(), r.metric, r.ranked_by);
+    if let Some(m) = &r.checkpoints_picked_by {
+        t.push_str(&format!("; checkpoints picked by {m}"));
+    }
+    t
 }
 
 pub fn pct(v: Option<f64>) -> String {
@@ -140,8 +183,8 @@ pub fn render(r: &Report, format: &str) -> Result<String, String> {
             } else {
                 t.with(Style::rounded());
             }
-            let title = format!("sweep {} — {} trials, ranked by {}", r.sweep, r.rows.len(), r.metric);
-            Ok(if format == "table" { format!("{title}\n{t}\n") } else { format!("{t}\n") })
+            let title = title(r);
+            Ok(if format == "table" { format!("{title}\n{t}\n") } else { format!("**{title}**\n\n{t}\n") })
         }
         "csv" => {
             let mut out = String::new();
@@ -177,14 +220,24 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
-/// Mean ± std and a 95 % confidence interval of the ranking metric per value of one key.
+/// Mean ± std and a 95 % confidence interval of the ranking metric for one
+/// value of the `--group-by` key, and how it compares with the best group.
 #[derive(Debug, Serialize)]
 pub struct Group {
     pub value: serde_json::Value,
+    /// Trials of this group that have the metric.
     pub n: usize,
     pub mean: Option<f64>,
     pub std: Option<f64>,
+    /// Student-t interval, clamped to the metric's range (see `GroupReport::ci_method`).
     pub ci95: Option<(f64, f64)>,
+    /// Whether `ci95` was cut at a bound of the metric's range.
+    pub ci95_clamped: bool,
+    /// Two-sided Welch's t-test of the best group against this one (None for
+    /// the best group itself, and when either group has fewer than 2 values).
+    pub p_welch: Option<f64>,
+    /// `p_welch` after the Holm correction over every comparison with the best group.
+    pub p_holm: Option<f64>,
     pub trials: Vec<String>,
 }
 
@@ -192,12 +245,28 @@ pub struct Group {
 pub struct GroupReport {
     pub sweep: String,
     pub metric: String,
+    pub ranked_by: String,
+    pub checkpoints_picked_by: Option<String>,
     pub key: String,
+    /// Trials grouped: every trial that passed the filters (`--where`,
+    /// `--status`), whatever `--top` says.
+    pub trials: usize,
+    /// Groups before `--top` cut the list.
+    pub groups_total: usize,
+    /// Best first; at most `--top` of them.
     pub groups: Vec<Group>,
-    /// Whether the best group is really ahead of the runner-up (Welch's t-test).
-    pub verdict: Option<String>,
-    pub welch_p: Option<f64>,
+    /// The value of the best group (highest or lowest mean, as the metric wants).
+    pub best: Option<serde_json::Value>,
+    /// Comparisons with the best group that have a p-value: the Holm correction's m.
+    pub comparisons: usize,
+    pub test_method: String,
+    pub ci_method: String,
+    /// One sentence per finding: the best group, then one per comparison.
+    pub verdict: Vec<String>,
 }
+
+/// Below this (Holm-adjusted) p-value a difference is called significant.
+pub const ALPHA: f64 = 0.05;
 
 fn metric_value(metric: &str, r: &ReportRow) -> Option<f64> {
     match metric {
@@ -213,6 +282,16 @@ fn metric_value(metric: &str, r: &ReportRow) -> Option<f64> {
 
 fn higher_is_better(metric: &str) -> bool {
     matches!(metric, "accuracy" | "val_accuracy" | "throughput")
+}
+
+fn is_fraction(metric: &str) -> bool {
+    matches!(metric, "accuracy" | "val_accuracy")
+}
+
+/// The range a metric's values live in: accuracies in [0, 1], every other
+/// metric (losses, seconds, images per second) in [0, ∞).
+fn metric_range(metric: &str) -> (f64, f64) {
+    if is_fraction(metric) { (0.0, 1.0) } else { (0.0, f64::INFINITY) }
 }
 
 pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
@@ -242,6 +321,23 @@ pub fn welch_p(a: &[f64], b: &[f64]) -> Option<f64> {
     Some((2.0 * (1.0 - dist.cdf(t.abs()))).clamp(0.0, 1.0))
 }
 
+/// Holm's step-down correction of m p-values (family-wise error rate):
+/// sorted ascending, the i-th (from 0) becomes max over j ≤ i of min(1, (m − j)·p(j)).
+/// Returned in the input order.
+pub fn holm(ps: &[f64]) -> Vec<f64> {
+    let m = ps.len();
+    let mut order: Vec<usize> = (0..m).collect();
+    order.sort_by(|&a, &b| ps[a].total_cmp(&ps[b]));
+    let mut out = vec![0.0; m];
+    let mut running = 0.0f64;
+    for (rank, &i) in order.iter().enumerate() {
+        running = running.max(((m - rank) as f64 * ps[i]).min(1.0));
+        out[i] = running;
+    }
+    out
+}
+
+/// The Student-t 95 % interval of a mean, unclamped.
 fn ci95(mean: f64, std: Option<f64>, n: usize) -> Option<(f64, f64)> {
     use statrs::distribution::{ContinuousCDF, StudentsT};
     let std = std?;
@@ -250,7 +346,18 @@ fn ci95(mean: f64, std: Option<f64>, n: usize) -> Option<(f64, f64)> {
     Some((mean - half, mean + half))
 }
 
-pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, serde_json::Value>]) -> GroupReport {
+/// `ci` cut to `range`; true when a bound moved.
+fn clamp_ci(ci: (f64, f64), range: (f64, f64)) -> ((f64, f64), bool) {
+    let out = (ci.0.clamp(range.0, range.1), ci.1.clamp(range.0, range.1));
+    (out, out != ci)
+}
+
+/// Groups every row of `report` (pass the report of every matching trial,
+/// before `--top`) by the value of `key`, compares the best group with each
+/// other one (Welch's t-test, Holm-corrected), then keeps the first `top` groups.
+/// `rows_params` are the full parameters of `report.rows`, in the same order.
+pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, serde_json::Value>], top: Option<usize>) -> GroupReport {
+    let metric = report.metric.as_str();
     let mut groups: Vec<(serde_json::Value, Vec<f64>, Vec<String>)> = Vec::new();
     for (row, params) in report.rows.iter().zip(rows_params) {
         let v = params.get(key).cloned().unwrap_or(serde_json::Value::Null);
@@ -261,11 +368,12 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
                 groups.len() - 1
             }
         };
-        if let Some(x) = metric_value(&report.metric, row) {
+        if let Some(x) = metric_value(metric, row) {
             groups[idx].1.push(x);
         }
         groups[idx].2.push(row.trial.clone());
     }
+    let range = metric_range(metric);
     let mut out: Vec<(Group, Vec<f64>)> = groups
         .into_iter()
         .map(|(value, xs, trials)| {
@@ -275,11 +383,18 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
                 let (m, s) = mean_std(&xs);
                 (Some(m), s)
             };
-            let ci = mean.and_then(|m| ci95(m, std, xs.len()));
-            (Group { value, n: xs.len(), mean, std, ci95: ci, trials }, xs)
+            let (ci, clamped) = match mean.and_then(|m| ci95(m, std, xs.len())) {
+                Some(ci) => {
+                    let (ci, c) = clamp_ci(ci, range);
+                    (Some(ci), c)
+                }
+                None => (None, false),
+            };
+            (Group { value, n: xs.len(), mean, std, ci95: ci, ci95_clamped: clamped, p_welch: None, p_holm: None, trials }, xs)
         })
         .collect();
-    let up = higher_is_better(&report.metric);
+    let up = higher_is_better(metric);
+    // Stable: ties keep the order of first appearance in the ranking.
     out.sort_by(|a, b| match (a.0.mean, b.0.mean) {
         (Some(x), Some(y)) => {
             if up {
@@ -292,32 +407,47 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
         (None, Some(_)) => std::cmp::Ordering::Greater,
         (None, None) => std::cmp::Ordering::Equal,
     });
-    let (verdict, p) = match out.as_slice() {
-        [(a, xa), (b, xb), ..] if a.mean.is_some() && b.mean.is_some() => match welch_p(xa, xb) {
-            Some(p) => {
-                // Below 0.05 the difference is called real; the p-value is shown either way.
-                let (how, shown) = if p < 0.05 { ("is significantly better", format!("{p:.3}")) } else { ("is not significantly better", format!("{p:.2}")) };
-                let text = format!("{key} = {} {how} than {} (Welch p = {shown}, n = {} vs {})", show_value(&a.value), show_value(&b.value), a.n, b.n);
-                (Some(text), Some(p))
+    let has_best = out.first().is_some_and(|g| g.0.mean.is_some());
+    // Welch's test of the best group against every other group with values, then Holm over those tests.
+    let mut tested: Vec<usize> = Vec::new();
+    if has_best {
+        let best = out[0].1.clone();
+        for (i, (g, xs)) in out.iter_mut().enumerate().skip(1) {
+            if g.mean.is_some() {
+                g.p_welch = welch_p(&best, xs);
+                if g.p_welch.is_some() {
+                    tested.push(i);
+                }
             }
-            None => (
-                Some(format!(
-                    "cannot tell whether {key} = {} beats {}: need at least 2 trials (e.g. seeds) in each group",
-                    show_value(&a.value),
-                    show_value(&b.value)
-                )),
-                None,
-            ),
-        },
-        _ => (None, None),
-    };
+        }
+    }
+    let raw: Vec<f64> = tested.iter().filter_map(|&i| out[i].0.p_welch).collect();
+    for (&i, p) in tested.iter().zip(holm(&raw)) {
+        out[i].0.p_holm = Some(p);
+    }
+    let verdict = verdict(key, metric, &out);
+    let groups_total = out.len();
+    let best = has_best.then(|| out[0].0.value.clone());
     GroupReport {
         sweep: report.sweep.clone(),
         metric: report.metric.clone(),
+        ranked_by: report.ranked_by.clone(),
+        checkpoints_picked_by: report.checkpoints_picked_by.clone(),
         key: key.to_string(),
-        groups: out.into_iter().map(|g| g.0).collect(),
+        trials: report.rows.len(),
+        groups_total,
+        groups: out.into_iter().map(|g| g.0).take(top.unwrap_or(usize::MAX)).collect(),
+        best,
+        comparisons: raw.len(),
+        test_method: format!(
+            "two-sided Welch's t-test of the best group against each other group; p-values Holm-adjusted over the {} comparison(s); significant below {ALPHA}",
+            raw.len()
+        ),
+        ci_method: format!(
+            "mean ± t(0.975, n−1)·std/√n (Student t), clamped to the metric's range {}",
+            if is_fraction(metric) { "[0%, 100%]" } else { "[0, ∞)" }
+        ),
         verdict,
-        welch_p: p,
     }
 }
 
@@ -325,20 +455,58 @@ fn show_value(v: &serde_json::Value) -> String {
     v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
 }
 
+fn fmt_p(p: f64) -> String {
+    if p < 0.001 { format!("{p:.1e}") } else { format!("{p:.3}") }
+}
+
+fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String> {
+    let Some((best, _)) = groups.first().filter(|g| g.0.mean.is_some()) else {
+        return Vec::new();
+    };
+    let word = if higher_is_better(metric) { "highest" } else { "lowest" };
+    let mut lines = vec![format!("best: {key} = {} ({word} mean {metric}, n = {})", show_value(&best.value), best.n)];
+    for (g, _) in groups.iter().skip(1).filter(|g| g.0.mean.is_some()) {
+        let pair = format!("{key} = {} vs {}", show_value(&best.value), show_value(&g.value));
+        lines.push(match (g.p_welch, g.p_holm) {
+            (Some(p), Some(adj)) => {
+                let how = if adj < ALPHA { "significantly better" } else { "not significantly better" };
+                format!("{pair}: {how} (Holm-adjusted p = {}, Welch p = {}, n = {} vs {})", fmt_p(adj), fmt_p(p), best.n, g.n)
+            }
+            _ => format!("{pair}: cannot test, need at least 2 trials (e.g. seeds) in each group (n = {} vs {})", best.n, g.n),
+        });
+    }
+    lines
+}
+
 pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
-    let is_pct = matches!(g.metric.as_str(), "accuracy" | "val_accuracy");
+    let is_pct = is_fraction(&g.metric);
     let f = |x: f64| if is_pct { format!("{:.2}%", x * 100.0) } else { format!("{x:.4}") };
+    let is_best = |grp: &Group| g.best.as_ref() == Some(&grp.value);
     match format {
         "table" | "markdown" => {
             let mut b = tabled::builder::Builder::default();
-            b.push_record([g.key.clone(), "n".into(), format!("mean {}", g.metric), "± std".into(), "95% CI".into(), "trials".into()]);
+            b.push_record([
+                g.key.clone(),
+                "n".into(),
+                format!("mean {}", g.metric),
+                "± std".into(),
+                "95% CI".into(),
+                "p vs best (Holm)".into(),
+                "trials".into(),
+            ]);
             for grp in &g.groups {
+                let p = match grp.p_holm {
+                    _ if is_best(grp) => "best".to_string(),
+                    Some(p) => fmt_p(p),
+                    None => "-".into(),
+                };
                 b.push_record([
                     show_value(&grp.value),
                     grp.n.to_string(),
                     grp.mean.map(f).unwrap_or_else(|| "-".into()),
                     grp.std.map(f).unwrap_or_else(|| "-".into()),
-                    grp.ci95.map(|(l, h)| format!("[{}, {}]", f(l), f(h))).unwrap_or_else(|| "-".into()),
+                    grp.ci95.map(|(l, h)| format!("[{}, {}]{}", f(l), f(h), if grp.ci95_clamped { "*" } else { "" })).unwrap_or_else(|| "-".into()),
+                    p,
                     grp.trials.join(" "),
                 ]);
             }
@@ -348,25 +516,46 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
             } else {
                 t.with(Style::rounded());
             }
-            let mut s = if format == "table" { format!("sweep {} — {} by {}\n{t}\n", g.sweep, g.metric, g.key) } else { format!("{t}\n") };
-            if let Some(v) = &g.verdict {
-                s.push_str(v);
+            let mut head = format!("sweep {} — {} by {} over {} trials ({})", g.sweep, g.metric, g.key, g.trials, g.ranked_by);
+            if let Some(m) = &g.checkpoints_picked_by {
+                head.push_str(&format!("; checkpoints picked by {m}"));
+            }
+            if g.groups.len() < g.groups_total {
+                head.push_str(&format!("; top {} of {} groups shown", g.groups.len(), g.groups_total));
+            }
+            let mut s = if format == "table" { format!("{head}\n{t}\n") } else { format!("**{head}**\n\n{t}\n") };
+            let mut notes: Vec<String> = g.verdict.clone();
+            if g.best.is_some() && g.groups_total > 1 {
+                notes.push(format!("p: {}", g.test_method));
+            }
+            if g.groups.iter().any(|x| x.ci95.is_some()) {
+                let clamped = if g.groups.iter().any(|x| x.ci95_clamped) { " (* = clamped)" } else { "" };
+                notes.push(format!("95% CI: {}{clamped}", g.ci_method));
+            }
+            for n in notes {
+                if format == "markdown" {
+                    s.push('\n');
+                }
+                s.push_str(&n);
                 s.push('\n');
             }
             Ok(s)
         }
         "csv" => {
-            let mut s = format!("{},n,mean,std,ci95_low,ci95_high\n", g.key);
+            let mut s = format!("{},n,mean,std,ci95_low,ci95_high,ci95_clamped,p_welch,p_holm\n", g.key);
             let raw = |v: Option<f64>| v.map(|x| format!("{x:?}")).unwrap_or_default();
             for grp in &g.groups {
                 s.push_str(&format!(
-                    "{},{},{},{},{},{}\n",
+                    "{},{},{},{},{},{},{},{},{}\n",
                     csv_field(&show_value(&grp.value)),
                     grp.n,
                     raw(grp.mean),
                     raw(grp.std),
                     raw(grp.ci95.map(|c| c.0)),
-                    raw(grp.ci95.map(|c| c.1))
+                    raw(grp.ci95.map(|c| c.1)),
+                    grp.ci95_clamped,
+                    raw(grp.p_welch),
+                    raw(grp.p_holm)
                 ));
             }
             Ok(s)
@@ -392,6 +581,127 @@ mod tests {
     }
 
     #[test]
+    fn holm_matches_statsmodels() {
+        // statsmodels.stats.multitest.multipletests([0.01, 0.04, 0.03, 0.2], method="holm")[1]
+        // = [0.04, 0.09, 0.09, 0.2]
+        let adj = holm(&[0.01, 0.04, 0.03, 0.2]);
+        for (a, want) in adj.iter().zip([0.04, 0.09, 0.09, 0.2]) {
+            assert!((a - want).abs() < 1e-12, "{adj:?}");
+        }
+        assert!(holm(&[]).is_empty());
+        assert_eq!(holm(&[0.7]), vec![0.7]);
+    }
+
+    fn report_of(groups: &[(&str, &[f64])]) -> (Report, Vec<serde_json::Map<String, serde_json::Value>>) {
+        let mut rows = Vec::new();
+        let mut params = Vec::new();
+        for (name, accs) in groups {
+            for (i, a) in accs.iter().enumerate() {
+                let mut r = snapshots::row(&format!("{name}{i}"), name, 0.01, i as i64, Some(*a), "done");
+                r.params = format!(r#"{{"backbone":"{name}","seed":{i}}}"#);
+                rows.push(r);
+            }
+        }
+        let r = build("s", "accuracy", rows, None).unwrap();
+        for row in &r.rows {
+            let name = row.trial.trim_end_matches(char::is_numeric);
+            params.push(serde_json::json!({ "backbone": name }).as_object().cloned().unwrap());
+        }
+        (r, params)
+    }
+
+    #[test]
+    fn best_against_each_other_group_holm_adjusted_like_scipy() {
+        let a: &[f64] = &[0.91, 0.915, 0.905, 0.92];
+        let b: &[f64] = &[0.90, 0.905, 0.899, 0.91];
+        let c: &[f64] = &[0.85, 0.86, 0.855, 0.845];
+        let d: &[f64] = &[0.912, 0.90, 0.918];
+        let (r, params) = report_of(&[("b", b), ("c", c), ("a", a), ("d", d)]);
+        let g = group(&r, "backbone", &params, None);
+        assert_eq!(g.best, Some(serde_json::json!("a")));
+        assert_eq!(g.comparisons, 3);
+        // scipy.stats.ttest_ind(a, x, equal_var=False).pvalue for x = b, c, d:
+        //   0.07326054470295239, 1.1960339186920772e-05, 0.7104340897050502
+        // statsmodels multipletests(those, method="holm")[1]:
+        //   0.146521089, 3.58810176e-05, 0.710434090
+        let want = [("b", 0.073_260_544_7, 0.146_521_089), ("c", 1.196_033_9e-5, 3.588_101_76e-5), ("d", 0.710_434_09, 0.710_434_09)];
+        for (name, raw, adj) in want {
+            let grp = g.groups.iter().find(|x| x.value == serde_json::json!(name)).unwrap();
+            let (p, h) = (grp.p_welch.unwrap(), grp.p_holm.unwrap());
+            assert!((p - raw).abs() < 1e-6 * raw.max(1e-3), "{name}: welch {p} vs {raw}");
+            assert!((h - adj).abs() < 1e-6 * adj.max(1e-3), "{name}: holm {h} vs {adj}");
+        }
+        let best = &g.groups[0];
+        assert_eq!((best.p_welch, best.p_holm), (None, None));
+        let text = render_groups(&g, "table").unwrap();
+        assert!(text.contains("best: backbone = a (highest mean accuracy, n = 4)"), "{text}");
+        assert!(text.contains("backbone = a vs c: significantly better (Holm-adjusted p = 3.6e-5"), "{text}");
+        assert!(text.contains("backbone = a vs b: not significantly better (Holm-adjusted p = 0.147, Welch p = 0.073"), "{text}");
+        assert!(text.contains("Holm-adjusted over the 3 comparison(s)"), "{text}");
+    }
+
+    #[test]
+    fn groups_use_every_trial_and_top_only_limits_the_groups_shown() {
+        // Ranked by accuracy, the first three rows are all of group "a": a
+        // `--top 3` cut before grouping would have dropped group "b" entirely
+        // and left "a" with 3 of its 4 trials.
+        let (r, params) = report_of(&[("a", &[0.95, 0.94, 0.93, 0.50]), ("b", &[0.80, 0.81])]);
+        let g = group(&r, "backbone", &params, Some(1));
+        assert_eq!(g.trials, 6);
+        assert_eq!(g.groups_total, 2);
+        assert_eq!(g.groups.len(), 1);
+        // Mean of a over all four: 0.83 (> b's 0.805), so a is still best, with n = 4.
+        assert_eq!(g.groups[0].n, 4);
+        assert!((g.groups[0].mean.unwrap() - 0.83).abs() < 1e-12);
+        assert_eq!(g.comparisons, 1, "the comparison with b is made although b is not shown");
+        assert!(render_groups(&g, "table").unwrap().contains("top 1 of 2 groups shown"));
+    }
+
+    #[test]
+    fn accuracy_ci_is_clamped_to_100_percent() {
+        // scipy.stats.t.interval(0.95, df=2, loc=mean, scale=sem) of [0.99, 1.0, 1.0]
+        // = (0.9823244909008352, 1.0110088424324983): above 100 %, so cut at 1.0.
+        let (r, params) = report_of(&[("a", &[0.99, 1.0, 1.0])]);
+        let g = group(&r, "backbone", &params, None);
+        let (lo, hi) = g.groups[0].ci95.unwrap();
+        assert!((lo - 0.982_324_490_9).abs() < 1e-9, "{lo}");
+        assert_eq!(hi, 1.0);
+        assert!(g.groups[0].ci95_clamped);
+        let text = render_groups(&g, "table").unwrap();
+        assert!(text.contains("[98.23%, 100.00%]*"), "{text}");
+        assert!(text.contains("clamped to the metric's range [0%, 100%] (* = clamped)"), "{text}");
+        // Unclamped bounds stay as computed.
+        let ((l, h), moved) = clamp_ci((0.2, 0.4), (0.0, 1.0));
+        assert_eq!(((l, h), moved), ((0.2, 0.4), false));
+        // A loss interval that crosses 0: scipy gives (-0.2989406786228028, 0.5189406786228028) for [0.01, 0.3, 0.02].
+        let (m, s) = mean_std(&[0.01, 0.3, 0.02]);
+        let raw = ci95(m, s, 3).unwrap();
+        assert!((raw.0 + 0.298_940_678_6).abs() < 1e-9 && (raw.1 - 0.518_940_678_6).abs() < 1e-9, "{raw:?}");
+        let (cut, moved) = clamp_ci(raw, metric_range("loss"));
+        assert!(moved && cut.0 == 0.0 && cut.1 == raw.1);
+    }
+
+    #[test]
+    fn default_ranking_is_the_sweeps_metric() {
+        assert_eq!(default_metric(Some("val_loss")), "val_loss");
+        assert_eq!(default_metric(Some("val_accuracy")), "val_accuracy");
+        assert_eq!(default_metric(None), "val_accuracy");
+        let mut r = build("s", "val_loss", vec![], None).unwrap();
+        r.checkpoints_picked_by = Some("val_loss".into());
+        let t = render(&r, "table").unwrap();
+        assert!(
+            t.starts_with("sweep s — 0 trials, ranked by val_loss (validation loss of the last epoch, lower is better); checkpoints picked by val_loss\n"),
+            "{t}"
+        );
+        let md = render(&r, "markdown").unwrap();
+        assert!(md.starts_with("**sweep s — 0 trials, ranked by val_loss"), "{md}");
+        assert!(md.contains("checkpoints picked by val_loss"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(&render(&r, "json").unwrap()).unwrap();
+        assert_eq!(json["checkpoints_picked_by"], "val_loss");
+        assert_eq!(json["metric"], "val_loss");
+    }
+
+    #[test]
     fn ci_uses_student_t() {
         // n = 3, mean 2, std 1 → t(0.975, 2) = 4.303 → half-width 4.303 / √3 = 2.484
         let (lo, hi) = ci95(2.0, Some(1.0), 3).unwrap();
@@ -404,7 +714,7 @@ mod snapshots {
     use super::*;
     use crate::store::queries::TrialRow;
 
-    fn row(trial: &str, backbone: &str, lr: f64, seed: i64, test: Option<f64>, status: &str) -> TrialRow {
+    pub(super) fn row(trial: &str, backbone: &str, lr: f64, seed: i64, test: Option<f64>, status: &str) -> TrialRow {
         TrialRow {
             trial: trial.into(),
             sweep: "backbones".into(),
@@ -440,13 +750,15 @@ mod snapshots {
 
     #[test]
     fn report_table() {
-        let r = build("backbones", "accuracy", rows(), None).unwrap();
+        let mut r = build("backbones", "accuracy", rows(), None).unwrap();
+        r.checkpoints_picked_by = Some("val_accuracy".into());
         insta::assert_snapshot!(render(&r, "table").unwrap());
     }
 
     #[test]
     fn report_markdown_top_2_by_loss() {
-        let r = build("backbones", "loss", rows(), Some(2)).unwrap();
+        let mut r = build("backbones", "loss", rows(), Some(2)).unwrap();
+        r.checkpoints_picked_by = Some("val_loss".into());
         insta::assert_snapshot!(render(&r, "markdown").unwrap());
     }
 
@@ -455,9 +767,10 @@ mod snapshots {
         let rs = rows();
         let params: Vec<_> = rs.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).unwrap().as_object().cloned().unwrap()).collect();
         let by_id: std::collections::HashMap<String, _> = rs.iter().map(|r| r.trial.clone()).zip(params).collect();
-        let r = build("backbones", "accuracy", rs, None).unwrap();
+        let mut r = build("backbones", "accuracy", rs, None).unwrap();
+        r.checkpoints_picked_by = Some("val_accuracy".into());
         let ordered: Vec<_> = r.rows.iter().map(|row| by_id[&row.trial].clone()).collect();
-        let g = group(&r, "backbone", &ordered);
+        let g = group(&r, "backbone", &ordered, None);
         insta::assert_snapshot!(render_groups(&g, "table").unwrap());
     }
 }

@@ -1,10 +1,8 @@
 //! `sweep show TRIAL`: one trial in depth, for a terminal. Read-only.
+use crate::store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
 use tabled::settings::Style;
-
-/// attempt, started, finished, exit code, signal, error class, message, resumed from.
-type AttemptRow = (i64, Option<f64>, Option<f64>, Option<i64>, Option<i64>, Option<String>, Option<String>, Option<i64>);
 
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
 
@@ -21,62 +19,49 @@ pub fn sparkline(values: &[f64]) -> String {
     format!("{line}  {first:.4} → {last:.4} (min {lo:.4}, max {hi:.4}, n={})", values.len())
 }
 
-async fn series(pool: &SqlitePool, trial: &str, split: &str, name: &str) -> Result<Vec<f64>, String> {
-    sqlx::query_scalar("SELECT value FROM metrics WHERE trial_id = ? AND split = ? AND name = ? ORDER BY epoch, step")
-        .bind(trial)
-        .bind(split)
-        .bind(name)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())
-}
-
 pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
-    let (trial, _) = crate::store::queries::resolve_trial(pool, None, prefix).await?;
+    let (trial, _) = queries::resolve_trial(pool, None, prefix).await?;
     let e = |e: sqlx::Error| e.to_string();
-    let (sweep, params, status, device, epochs_done, epochs): (String, String, String, Option<String>, i64, i64) =
-        sqlx::query_as("SELECT s.name, t.params, t.status, t.device, t.epochs_done, t.epochs FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?")
-            .bind(&trial)
-            .fetch_one(pool)
-            .await
-            .map_err(e)?;
+    let head = queries::trial_header(pool, &trial).await.map_err(e)?;
     let mut out = String::new();
-    let _ = writeln!(out, "trial {trial} (sweep {sweep}) — {status}, epoch {epochs_done}/{epochs}, device {}", device.unwrap_or_else(|| "-".into()));
+    let _ = writeln!(
+        out,
+        "trial {trial} (sweep {}) — {}, epoch {}/{}, device {}",
+        head.sweep,
+        head.status,
+        head.epochs_done,
+        head.epochs,
+        head.device.unwrap_or_else(|| "-".into())
+    );
     let _ = writeln!(out, "\nparameters");
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&params) {
+    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&head.params) {
         for (k, v) in map {
             let _ = writeln!(out, "  {k:<18} {}", v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
         }
     }
 
-    let attempts: Vec<AttemptRow> = sqlx::query_as(
-        "SELECT attempt, started_at, finished_at, exit_code, signal, error_class, message, resumed_from_epoch FROM attempts WHERE trial_id = ? ORDER BY attempt",
-    )
-    .bind(&trial)
-    .fetch_all(pool)
-    .await
-    .map_err(e)?;
+    let attempts = queries::attempts(pool, &trial).await.map_err(e)?;
     let _ = writeln!(out, "\nattempts");
     let mut b = tabled::builder::Builder::default();
     b.push_record(["#", "seconds", "exit", "error", "message", "resumed from"].map(String::from));
-    for (n, start, end, code, sig, class, msg, resumed) in attempts {
-        let secs = match (start, end) {
+    for a in attempts {
+        let secs = match (a.started_at, a.finished_at) {
             (Some(s), Some(e)) => format!("{:.1}", e - s),
             _ => "running".into(),
         };
-        let exit = match (code, sig) {
+        let exit = match (a.exit_code, a.signal) {
             (Some(c), _) => c.to_string(),
             (None, Some(s)) => format!("signal {s}"),
             _ => "-".into(),
         };
-        let msg: String = msg.unwrap_or_default().lines().next().unwrap_or("").chars().take(60).collect();
+        let msg: String = a.message.unwrap_or_default().lines().next().unwrap_or("").chars().take(60).collect();
         b.push_record([
-            n.to_string(),
+            a.attempt.to_string(),
             secs,
             exit,
-            class.unwrap_or_else(|| "-".into()),
+            a.error_class.unwrap_or_else(|| "-".into()),
             msg,
-            resumed.map(|r| format!("epoch {r}")).unwrap_or_else(|| "-".into()),
+            a.resumed_from_epoch.map(|r| format!("epoch {r}")).unwrap_or_else(|| "-".into()),
         ]);
     }
     let mut t = b.build();
@@ -87,39 +72,34 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     for (label, split, name) in
         [("train loss", "train", "loss"), ("train accuracy", "train", "accuracy"), ("val loss", "valid", "loss"), ("val accuracy", "valid", "accuracy")]
     {
-        let _ = writeln!(out, "  {label:<15} {}", sparkline(&series(pool, &trial, split, name).await?));
+        let _ = writeln!(out, "  {label:<15} {}", sparkline(&queries::metric_series(pool, &trial, split, name).await.map_err(e)?));
     }
 
-    let test: Option<(f64, f64, i64, i64)> =
-        sqlx::query_as("SELECT loss, accuracy, n, epoch FROM test_results WHERE trial_id = ?").bind(&trial).fetch_optional(pool).await.map_err(e)?;
-    let Some((loss, acc, n, epoch)) = test else {
+    let Some(test) = queries::test_result(pool, &trial).await.map_err(e)? else {
         let _ = writeln!(out, "\nno test results yet");
         return Ok(out);
     };
-    let _ = writeln!(out, "\ntest (best-validation checkpoint, epoch {epoch}): accuracy {:.2}% ({n} images), loss {loss:.4}", acc * 100.0);
+    let _ = writeln!(
+        out,
+        "\ntest (best-validation checkpoint, epoch {}): accuracy {:.2}% ({} images), loss {:.4}",
+        test.epoch,
+        test.accuracy * 100.0,
+        test.n,
+        test.loss
+    );
 
-    let per_class: Vec<(String, i64, i64, f64)> =
-        sqlx::query_as("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
-            .bind(&trial)
-            .fetch_all(pool)
-            .await
-            .map_err(e)?;
+    let per_class = queries::class_accuracy(pool, &trial).await.map_err(e)?;
     let mut b = tabled::builder::Builder::default();
     b.push_record(["class", "correct", "total", "accuracy"].map(String::from));
-    for (c, k, tot, a) in &per_class {
-        b.push_record([c.clone(), k.to_string(), tot.to_string(), format!("{:.1}%", a * 100.0)]);
+    for c in &per_class {
+        b.push_record([c.class.clone(), c.correct.to_string(), c.total.to_string(), format!("{:.1}%", c.accuracy * 100.0)]);
     }
     let mut t = b.build();
     t.with(Style::rounded());
     let _ = writeln!(out, "\nper-class accuracy\n{t}");
 
-    let cells: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class")
-            .bind(&trial)
-            .fetch_all(pool)
-            .await
-            .map_err(e)?;
-    let classes: Vec<String> = per_class.iter().map(|p| p.0.clone()).collect();
+    let cells = queries::confusion(pool, &trial).await.map_err(e)?;
+    let classes: Vec<String> = per_class.iter().map(|p| p.class.clone()).collect();
     let mut b = tabled::builder::Builder::default();
     let mut header = vec!["true \\ pred".to_string()];
     header.extend(classes.iter().cloned());
@@ -127,7 +107,7 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     for tc in &classes {
         let mut row = vec![tc.clone()];
         for pc in &classes {
-            let c = cells.iter().find(|(t, p, _)| t == tc && p == pc).map(|x| x.2).unwrap_or(0);
+            let c = cells.iter().find(|x| &x.true_class == tc && &x.pred_class == pc).map(|x| x.count).unwrap_or(0);
             row.push(if c == 0 { ".".into() } else { c.to_string() });
         }
         b.push_record(row);
@@ -136,25 +116,20 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     t.with(Style::psql());
     let _ = writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted)\n{t}");
 
-    let mut off: Vec<&(String, String, i64)> = cells.iter().filter(|(t, p, c)| t != p && *c > 0).collect();
-    off.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
+    let mut off: Vec<&queries::ConfusionCell> = cells.iter().filter(|c| c.true_class != c.pred_class && c.count > 0).collect();
+    off.sort_by(|a, b| b.count.cmp(&a.count).then(a.true_class.cmp(&b.true_class)).then(a.pred_class.cmp(&b.pred_class)));
     let _ = writeln!(out, "\ntop confusions");
     if off.is_empty() {
         let _ = writeln!(out, "  none");
     }
-    for (t, p, c) in off.iter().take(10) {
-        let _ = writeln!(out, "  {t} → {p}: {c}");
+    for c in off.iter().take(10) {
+        let _ = writeln!(out, "  {} → {}: {}", c.true_class, c.pred_class, c.count);
     }
 
-    let mis: Vec<(String, String, String, f64)> =
-        sqlx::query_as("SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file")
-            .bind(&trial)
-            .fetch_all(pool)
-            .await
-            .map_err(e)?;
+    let mis = queries::misclassified(pool, &trial, None).await.map_err(e)?;
     let _ = writeln!(out, "\nmisclassified test images ({})", mis.len());
-    for (f, t, p, prob) in mis.iter().take(20) {
-        let _ = writeln!(out, "  {f}: {t} → {p} (p = {prob:.3})");
+    for m in mis.iter().take(20) {
+        let _ = writeln!(out, "  {}: {} → {} (p = {:.3})", m.file, m.true_class, m.pred_class, m.prob);
     }
     if mis.len() > 20 {
         let _ = writeln!(out, "  … {} more (SELECT * FROM misclassified WHERE trial_id = '{trial}')", mis.len() - 20);

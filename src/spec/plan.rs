@@ -399,7 +399,10 @@ fn check_dataset(root: &Path) -> Result<(), String> {
     if !missing.is_empty() {
         return Err(format!("dataset {:?} is not an ImageFolder root: missing {}", root.display().to_string(), missing.join(", ")));
     }
-    Ok(())
+    // The whole layout (classes in every split, no empty class) is checked
+    // here, so that a layout error is exit 2 before anything starts rather
+    // than a failed trial. Listing files is cheap; no image is decoded.
+    sweep_dataset::imagefolder::scan(root).map(drop).map_err(|e| e.to_string())
 }
 
 fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, SpecError> {
@@ -723,13 +726,15 @@ mod proptests {
         Config { cases, failure_persistence: None, ..Config::default() }
     }
 
-    /// A valid ImageFolder root (split and class folders; validation does not
-    /// look at images) and an empty weights file.
+    /// A valid ImageFolder root (validation lists the image files but does
+    /// not decode them) and an empty weights file.
     fn dataset() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for split in ["train", "valid", "test"] {
             for class in ["a", "b"] {
-                std::fs::create_dir_all(dir.path().join("ds").join(split).join(class)).unwrap();
+                let d = dir.path().join("ds").join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("0.png"), b"not decoded at validation").unwrap();
             }
         }
         std::fs::write(dir.path().join("w.safetensors"), b"").unwrap();

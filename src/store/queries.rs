@@ -1,7 +1,7 @@
 //! The read side: what `report`, `status` and `show` ask of the database.
 //! Read-only; every user value is bound as a parameter, never spliced into SQL.
-use serde::Serialize;
 use super::model::TrialStatus;
+use serde::Serialize;
 use sqlx::SqlitePool;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -104,7 +104,12 @@ impl FilterValue {
 /// Trials of a sweep, filtered by parameter values and status. `key` must be
 /// validated by the caller against the known parameter names; it is still
 /// bound (as a JSON path), never spliced.
-pub async fn trials_filtered(pool: &SqlitePool, sweep: &str, filters: &[(String, FilterValue)], status: Option<TrialStatus>) -> Result<Vec<TrialRow>, sqlx::Error> {
+pub async fn trials_filtered(
+    pool: &SqlitePool,
+    sweep: &str,
+    filters: &[(String, FilterValue)],
+    status: Option<TrialStatus>,
+) -> Result<Vec<TrialRow>, sqlx::Error> {
     let mut sql = String::from(
         "SELECT s.trial, s.sweep, s.backbone, s.lr, s.epochs, s.batch_size, s.image_size, s.seed, s.status, s.epochs_done,
                 s.val_accuracy, s.val_loss, s.test_accuracy, s.test_loss, s.wall_s, s.images_per_s, s.device, s.attempts, s.params
@@ -153,4 +158,225 @@ pub async fn resolve_trial(pool: &SqlitePool, prefer_sweep: Option<&str>, prefix
             found.iter().take(5).map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")
         )),
     }
+}
+
+fn all_rows(limit: Option<usize>) -> i64 {
+    // SQLite reads a negative LIMIT as "no limit".
+    limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)).unwrap_or(-1)
+}
+
+/// What a sweep's report header says about it (`sweeps` row).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SweepMeta {
+    pub dataset: String,
+    pub description: Option<String>,
+    pub status: String,
+    /// `[sweep] metric`: what picked each trial's best checkpoint (val_accuracy or val_loss).
+    pub metric: String,
+}
+
+pub async fn sweep_meta(pool: &SqlitePool, sweep: &str) -> Result<Option<SweepMeta>, sqlx::Error> {
+    sqlx::query_as::<_, SweepMeta>("SELECT dataset, description, status, metric FROM sweeps WHERE name = ?").bind(sweep).fetch_optional(pool).await
+}
+
+/// One trial's head line for `show`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrialHeader {
+    pub sweep: String,
+    pub params: String,
+    pub status: String,
+    pub device: Option<String>,
+    pub epochs_done: i64,
+    pub epochs: i64,
+}
+
+pub async fn trial_header(pool: &SqlitePool, trial: &str) -> Result<TrialHeader, sqlx::Error> {
+    sqlx::query_as::<_, TrialHeader>(
+        "SELECT s.name AS sweep, t.params, t.status, t.device, t.epochs_done, t.epochs FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?",
+    )
+    .bind(trial)
+    .fetch_one(pool)
+    .await
+}
+
+/// One worker process of a trial (`attempts` row).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub attempt: i64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub error_class: Option<String>,
+    pub message: Option<String>,
+    pub resumed_from_epoch: Option<i64>,
+}
+
+pub async fn attempts(pool: &SqlitePool, trial: &str) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as::<_, AttemptRow>(
+        "SELECT attempt, started_at, finished_at, exit_code, signal, error_class, message, resumed_from_epoch FROM attempts WHERE trial_id = ? ORDER BY attempt",
+    )
+    .bind(trial)
+    .fetch_all(pool)
+    .await
+}
+
+/// The last attempt that recorded an error class or message: (class, message).
+pub async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(Option<String>, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT error_class, message FROM attempts WHERE trial_id = ? AND (error_class IS NOT NULL OR message IS NOT NULL) ORDER BY attempt DESC LIMIT 1",
+    )
+    .bind(trial)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One metric series of a trial (e.g. split `valid`, name `accuracy`), in epoch and step order.
+pub async fn metric_series(pool: &SqlitePool, trial: &str, split: &str, name: &str) -> Result<Vec<f64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT value FROM metrics WHERE trial_id = ? AND split = ? AND name = ? ORDER BY epoch, step")
+        .bind(trial)
+        .bind(split)
+        .bind(name)
+        .fetch_all(pool)
+        .await
+}
+
+/// One point of a learning curve: which series (split, name), where (global step), what.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CurvePoint {
+    pub split: String,
+    pub name: String,
+    pub step: i64,
+    pub value: f64,
+}
+
+/// Loss and accuracy points of the training (per log step) and validation (per
+/// epoch) splits, by step.
+pub async fn learning_curves(pool: &SqlitePool, trial: &str) -> Result<Vec<CurvePoint>, sqlx::Error> {
+    sqlx::query_as::<_, CurvePoint>(
+        "SELECT split, name, step, value FROM metrics
+         WHERE trial_id = ? AND split IN (?, ?) AND name IN (?, ?) ORDER BY step, epoch",
+    )
+    .bind(trial)
+    .bind("train")
+    .bind("valid")
+    .bind("loss")
+    .bind("accuracy")
+    .fetch_all(pool)
+    .await
+}
+
+/// A trial's test result (`test_results` row): the best-validation checkpoint on the test split.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct TestResult {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub n: i64,
+    /// The epoch of the checkpoint that was tested.
+    pub epoch: i64,
+}
+
+pub async fn test_result(pool: &SqlitePool, trial: &str) -> Result<Option<TestResult>, sqlx::Error> {
+    sqlx::query_as::<_, TestResult>("SELECT accuracy, loss, n, epoch FROM test_results WHERE trial_id = ?").bind(trial).fetch_optional(pool).await
+}
+
+/// A trial of a sweep with its test result, if any (plan order).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrialWithTest {
+    pub id: String,
+    pub status: String,
+    pub params: String,
+    pub accuracy: Option<f64>,
+    pub loss: Option<f64>,
+    pub n: Option<i64>,
+    pub epoch: Option<i64>,
+}
+
+impl TrialWithTest {
+    pub fn test(&self) -> Option<TestResult> {
+        match (self.accuracy, self.loss, self.n, self.epoch) {
+            (Some(accuracy), Some(loss), Some(n), Some(epoch)) => Some(TestResult { accuracy, loss, n, epoch }),
+            _ => None,
+        }
+    }
+}
+
+pub async fn trials_with_test(pool: &SqlitePool, sweep: &str) -> Result<Vec<TrialWithTest>, sqlx::Error> {
+    sqlx::query_as::<_, TrialWithTest>(
+        "SELECT t.id, t.status, t.params, r.accuracy, r.loss, r.n, r.epoch
+         FROM trials t JOIN sweeps s ON s.id = t.sweep_id LEFT JOIN test_results r ON r.trial_id = t.id
+         WHERE s.name = ? ORDER BY t.ordinal",
+    )
+    .bind(sweep)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per-class test accuracy of a trial (`class_accuracy` row).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClassAccuracy {
+    pub class: String,
+    pub correct: i64,
+    pub total: i64,
+    pub accuracy: f64,
+}
+
+/// Sorted by class name.
+pub async fn class_accuracy(pool: &SqlitePool, trial: &str) -> Result<Vec<ClassAccuracy>, sqlx::Error> {
+    sqlx::query_as::<_, ClassAccuracy>("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
+        .bind(trial)
+        .fetch_all(pool)
+        .await
+}
+
+/// One cell of a trial's test confusion matrix.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ConfusionCell {
+    pub true_class: String,
+    pub pred_class: String,
+    pub count: i64,
+}
+
+/// Sorted by true class, then predicted class.
+pub async fn confusion(pool: &SqlitePool, trial: &str) -> Result<Vec<ConfusionCell>, sqlx::Error> {
+    sqlx::query_as::<_, ConfusionCell>("SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class")
+        .bind(trial)
+        .fetch_all(pool)
+        .await
+}
+
+/// A misclassified test image.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Misclassified {
+    pub file: String,
+    pub true_class: String,
+    pub pred_class: String,
+    pub prob: f64,
+}
+
+/// Most confident mistakes first (then by file); at most `limit` (all with `None`).
+pub async fn misclassified(pool: &SqlitePool, trial: &str, limit: Option<usize>) -> Result<Vec<Misclassified>, sqlx::Error> {
+    sqlx::query_as::<_, Misclassified>("SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file LIMIT ?")
+        .bind(trial)
+        .bind(all_rows(limit))
+        .fetch_all(pool)
+        .await
+}
+
+/// Images per class and split of a sweep's dataset.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClassCount {
+    pub split: String,
+    pub class: String,
+    pub count: i64,
+}
+
+/// Sorted by class name (callers order the splits).
+pub async fn class_distribution(pool: &SqlitePool, sweep: &str) -> Result<Vec<ClassCount>, sqlx::Error> {
+    sqlx::query_as::<_, ClassCount>(
+        "SELECT d.split, d.class, d.count FROM class_distribution d JOIN sweeps s ON s.id = d.sweep_id WHERE s.name = ? ORDER BY d.class",
+    )
+    .bind(sweep)
+    .fetch_all(pool)
+    .await
 }

@@ -1,6 +1,7 @@
 //! What the charts and the HTML report read from the database: per-trial
 //! learning curves, test results, confusion counts and per-class accuracy,
-//! and the sweep's class distribution. Read-only; every value is bound.
+//! and the sweep's class distribution, all through `store::queries`.
+use crate::store::queries;
 use serde_json::{Map, Value};
 use sqlx::SqlitePool;
 
@@ -32,29 +33,7 @@ pub struct TrialData {
     pub misclassified: Vec<Misclassified>,
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct TestResult {
-    pub accuracy: f64,
-    pub loss: f64,
-    pub n: i64,
-    pub epoch: i64,
-}
-
-#[derive(Debug, Clone)]
-pub struct ClassAccuracy {
-    pub class: String,
-    pub correct: i64,
-    pub total: i64,
-    pub accuracy: f64,
-}
-
-#[derive(Debug, Clone)]
-pub struct Misclassified {
-    pub file: String,
-    pub true_class: String,
-    pub pred_class: String,
-    pub prob: f64,
-}
+pub use crate::store::queries::{ClassAccuracy, Misclassified, TestResult};
 
 impl TrialData {
     pub fn has_curves(&self) -> bool {
@@ -118,40 +97,27 @@ fn label(p: &Map<String, Value>, keys: &[String], with_seed: bool) -> String {
     keys.iter().filter(|k| with_seed || k.as_str() != "seed").map(|k| format!("{k}={}", value_text(p.get(k)))).collect::<Vec<_>>().join(" ")
 }
 
-type TrialHead = (String, String, String, Option<f64>, Option<f64>, Option<i64>, Option<i64>);
-
 /// Loads a sweep: every trial's labels and test result, and the curves,
 /// confusion and per-class results of `only` that trial (or of all with `None`).
 pub async fn load_sweep(pool: &SqlitePool, sweep: &str, only: Option<&str>) -> Result<SweepData, String> {
-    let heads: Vec<TrialHead> = sqlx::query_as(
-        "SELECT t.id, t.status, t.params, r.accuracy, r.loss, r.n, r.epoch
-         FROM trials t JOIN sweeps s ON s.id = t.sweep_id LEFT JOIN test_results r ON r.trial_id = t.id
-         WHERE s.name = ? ORDER BY t.ordinal",
-    )
-    .bind(sweep)
-    .fetch_all(pool)
-    .await
-    .map_err(e)?;
+    let heads = queries::trials_with_test(pool, sweep).await.map_err(e)?;
     let params: Vec<Map<String, Value>> =
-        heads.iter().map(|h| serde_json::from_str::<Value>(&h.2).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
+        heads.iter().map(|h| serde_json::from_str::<Value>(&h.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
     let keys = varying(&params.iter().collect::<Vec<_>>());
     let mut trials = Vec::new();
-    for ((id, status, _, acc, loss, n, epoch), p) in heads.into_iter().zip(params) {
-        if only.is_some_and(|o| o != id) {
+    for (head, p) in heads.into_iter().zip(params) {
+        if only.is_some_and(|o| o != head.id) {
             continue;
         }
         let mut config = p.clone();
         config.remove("seed");
-        let test = match (acc, loss, n, epoch) {
-            (Some(accuracy), Some(loss), Some(n), Some(epoch)) => Some(TestResult { accuracy, loss, n, epoch }),
-            _ => None,
-        };
+        let test = head.test();
         let mut t = TrialData {
             label: label(&p, &keys, true),
             config_label: label(&p, &keys, false),
             config_key: Value::Object(config).to_string(),
-            id,
-            status,
+            id: head.id,
+            status: head.status,
             params: p,
             train_loss: Vec::new(),
             train_acc: Vec::new(),
@@ -167,71 +133,42 @@ pub async fn load_sweep(pool: &SqlitePool, sweep: &str, only: Option<&str>) -> R
         trials.push(t);
     }
     let mut distribution: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT d.split, d.class, d.count FROM class_distribution d JOIN sweeps s ON s.id = d.sweep_id WHERE s.name = ? ORDER BY d.class")
-            .bind(sweep)
-            .fetch_all(pool)
-            .await
-            .map_err(e)?;
+        queries::class_distribution(pool, sweep).await.map_err(e)?.into_iter().map(|c| (c.split, c.class, c.count)).collect();
     let split_rank = |s: &str| ["train", "valid", "test"].iter().position(|x| *x == s).unwrap_or(3);
     distribution.sort_by(|a, b| split_rank(&a.0).cmp(&split_rank(&b.0)).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
     Ok(SweepData { name: sweep.to_string(), trials, distribution })
 }
 
 async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String> {
-    let rows: Vec<(String, String, i64, f64)> = sqlx::query_as(
-        "SELECT split, name, step, value FROM metrics
-         WHERE trial_id = ? AND split IN ('train', 'valid') AND name IN ('loss', 'accuracy') ORDER BY step, epoch",
-    )
-    .bind(&t.id)
-    .fetch_all(pool)
-    .await
-    .map_err(e)?;
-    for (split, name, step, value) in rows {
+    for point in queries::learning_curves(pool, &t.id).await.map_err(e)? {
         // A diverged run logs NaN/inf losses: they cannot be drawn, so they are left out.
-        if !value.is_finite() {
+        if !point.value.is_finite() {
             continue;
         }
-        let series = match (split.as_str(), name.as_str()) {
+        let series = match (point.split.as_str(), point.name.as_str()) {
             ("train", "loss") => &mut t.train_loss,
             ("train", "accuracy") => &mut t.train_acc,
             ("valid", "loss") => &mut t.valid_loss,
             ("valid", "accuracy") => &mut t.valid_acc,
             _ => continue,
         };
-        series.push((step, value));
+        series.push((point.step, point.value));
     }
-    t.class_accuracy =
-        sqlx::query_as::<_, (String, i64, i64, f64)>("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
-            .bind(&t.id)
-            .fetch_all(pool)
-            .await
-            .map_err(e)?
-            .into_iter()
-            .map(|(class, correct, total, accuracy)| ClassAccuracy { class, correct, total, accuracy })
-            .collect();
-    let cells: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ?").bind(&t.id).fetch_all(pool).await.map_err(e)?;
-    let mut classes: Vec<String> = t.class_accuracy.iter().map(|c| c.class.clone()).chain(cells.iter().flat_map(|c| [c.0.clone(), c.1.clone()])).collect();
+    t.class_accuracy = queries::class_accuracy(pool, &t.id).await.map_err(e)?;
+    let cells = queries::confusion(pool, &t.id).await.map_err(e)?;
+    let mut classes: Vec<String> =
+        t.class_accuracy.iter().map(|c| c.class.clone()).chain(cells.iter().flat_map(|c| [c.true_class.clone(), c.pred_class.clone()])).collect();
     classes.sort();
     classes.dedup();
     let mut m = vec![vec![0i64; classes.len()]; classes.len()];
-    for (tc, pc, count) in cells {
-        if let (Ok(i), Ok(j)) = (classes.binary_search(&tc), classes.binary_search(&pc)) {
-            m[i][j] += count;
+    for c in cells {
+        if let (Ok(i), Ok(j)) = (classes.binary_search(&c.true_class), classes.binary_search(&c.pred_class)) {
+            m[i][j] += c.count;
         }
     }
     t.classes = classes;
     t.confusion = m;
-    t.misclassified = sqlx::query_as::<_, (String, String, String, f64)>(
-        "SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file LIMIT 10",
-    )
-    .bind(&t.id)
-    .fetch_all(pool)
-    .await
-    .map_err(e)?
-    .into_iter()
-    .map(|(file, true_class, pred_class, prob)| Misclassified { file, true_class, pred_class, prob })
-    .collect();
+    t.misclassified = queries::misclassified(pool, &t.id, Some(10)).await.map_err(e)?;
     Ok(())
 }
 

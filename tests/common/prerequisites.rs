@@ -1,0 +1,120 @@
+//! What some tests need from the machine, and the one rule for when it is
+//! missing: under CI (`CI=true`) the test fails, saying what is missing and
+//! how `make test` provides it; elsewhere it prints why it skipped, then
+//! returns. A test never passes in CI by skipping.
+//!
+//! | prerequisite | who | how `make test` (run as root, as CI does) provides it |
+//! |---|---|---|
+//! | Chromium | plots.rs, HTML rendering | exports `SWEEP_INSTALL_CHROMIUM=1`; [`chromium`] then `apt-get install`s Debian's `chromium` |
+//! | a small tmpfs | faults.rs, full-disk cases | root may `mount -t tmpfs` ([`Tmpfs`]) |
+//! | a file chmod 000 keeps out | bad_input.rs, unreadable image | as root the `sweep` process runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (`setpriv`, util-linux); as any other user chmod 000 is enough |
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Whether the tests run under CI (`CI=true`, as GitHub Actions and most CI systems set).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Reports a missing prerequisite: fails the test under CI, else prints a
+/// skip line (the caller then returns).
+#[track_caller]
+pub fn missing(what: &str, how: &str) {
+    if in_ci() {
+        panic!("missing prerequisite: {what}\n  {how}\n  (CI=true: a test whose prerequisite is missing fails instead of skipping)");
+    }
+    eprintln!("SKIPPED: {what}\n  {how}\n  (under CI=true this fails the test)");
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// The `setpriv` prefix that takes from root (and every process it starts)
+/// the capabilities to read and search any file, whatever its mode.
+pub const DROP_READ_OVERRIDE: &[&str] =
+    &["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"];
+
+/// chmod 000 on `path`, and whether a `sweep` run with
+/// [`Sweep::without_read_override`](super::Sweep::without_read_override)
+/// really cannot read it now. When it could, [`missing`] (a failure under CI)
+/// and false; the file is made readable again.
+#[track_caller]
+pub fn unreadable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
+    let probe = if is_root() {
+        Command::new(DROP_READ_OVERRIDE[0]).args(&DROP_READ_OVERRIDE[1..]).arg("cat").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status()
+    } else {
+        Command::new("cat").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status()
+    };
+    if probe.is_ok_and(|s| !s.success()) {
+        return true;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
+    missing(
+        &format!("a process that chmod 000 keeps out of {} ({probe:?})", path.display()),
+        "as root the test runs `sweep` under `setpriv` (util-linux: apt-get install util-linux) without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH; `make test` runs as root in CI",
+    );
+    false
+}
+
+/// A small tmpfs mounted at `path` (unmounted on drop), so that a test can fill a disk.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts one of `size` (`mount -t tmpfs -o size=…`), or reports it missing.
+    #[track_caller]
+    pub fn mount(path: PathBuf, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(&path).expect("create the mount point");
+        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).stdin(Stdio::null()).output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { path }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+                    Err(e) => format!("mount: {e}"),
+                };
+                missing(
+                    &format!("a {size} tmpfs at {} ({why})", path.display()),
+                    "mounting needs root (CAP_SYS_ADMIN): run `make test` as root, as CI does (in a container: --privileged or --cap-add SYS_ADMIN)",
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Debian's Chromium; installed with apt-get when `SWEEP_INSTALL_CHROMIUM=1`
+/// (as `make test` sets) and root. None after [`missing`] otherwise.
+#[track_caller]
+pub fn chromium() -> Option<PathBuf> {
+    let find = || ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    const HOW: &str = "`make test` exports SWEEP_INSTALL_CHROMIUM=1 and, run as root (as CI does), this test then apt-get installs Debian's `chromium`";
+    if std::env::var("SWEEP_INSTALL_CHROMIUM").as_deref() != Ok("1") {
+        missing("chromium is not installed and SWEEP_INSTALL_CHROMIUM is not 1", HOW);
+        return None;
+    }
+    if !is_root() {
+        missing("chromium is not installed, and SWEEP_INSTALL_CHROMIUM=1 needs root to apt-get install it", HOW);
+        return None;
+    }
+    let apt = |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).status().is_ok_and(|s| s.success());
+    if !apt(&["install", "-y", "-q", "chromium"]) {
+        assert!(apt(&["update", "-q"]), "apt-get update failed");
+        assert!(apt(&["install", "-y", "-q", "chromium"]), "apt-get install chromium failed");
+    }
+    Some(find().expect("chromium installed but /usr/bin/chromium is missing"))
+}
