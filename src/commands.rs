@@ -55,6 +55,9 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         {
             print!("{t}");
         }
+        if let Err(e) = db::checkpoint(&pool).await {
+            sweep_protocol::log!("warning: could not fold the write-ahead log into {}: {e}; copy {0}-wal along with it", db.display());
+        }
         pool.close().await;
         Ok(match outcome {
             Outcome::AllDone { ran, skipped } => {

@@ -31,6 +31,12 @@ pub fn default_path() -> PathBuf {
     PathBuf::from("results/results.db")
 }
 
+/// Folds the write-ahead log into the database file, so that `results.db`
+/// alone holds everything (people copy it to a laptop without its `-wal`).
+pub async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await.map(drop)
+}
+
 /// Opens (and with `create`, creates) the database and brings its schema up to date.
 pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
     if path.is_dir() {

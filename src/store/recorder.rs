@@ -192,40 +192,27 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
     Ok(())
 }
 
+/// One worker message → its rows. One small function per message kind.
 async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u32, msg: WorkerMessage) -> Result<(), sqlx::Error> {
     match msg {
-        WorkerMessage::Hello { device, .. } => {
-            sqlx::query("UPDATE attempts SET device = ? WHERE trial_id = ? AND attempt = ?").bind(&device).bind(trial).bind(attempt).execute(&mut **tx).await?;
-        }
-        WorkerMessage::Data { classes, counts, .. } => {
-            for sc in counts {
-                for (c, n) in classes.iter().zip(sc.counts) {
-                    sqlx::query(
-                        "INSERT INTO class_distribution (sweep_id, split, class, count)
-                         SELECT sweep_id, ?, ?, ? FROM trials WHERE id = ?
-                         ON CONFLICT (sweep_id, split, class) DO UPDATE SET count = excluded.count",
-                    )
-                    .bind(&sc.split)
-                    .bind(c)
-                    .bind(n as i64)
-                    .bind(trial)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-            }
-        }
+        // The attempt keeps the physical device the launcher gave it (`cuda:3`);
+        // the worker's own view after CUDA_VISIBLE_DEVICES (`Cuda(0)`) is not a fact about the machine.
+        WorkerMessage::Hello { .. } | WorkerMessage::Checkpoint { .. } => Ok(()),
+        WorkerMessage::Data { classes, counts, .. } => class_counts(tx, trial, &classes, counts).await,
         WorkerMessage::Resumed { from_epoch } => {
             sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?")
                 .bind(from_epoch)
                 .bind(trial)
                 .bind(attempt)
                 .execute(&mut **tx)
-                .await?;
+                .await
+                .map(drop)
         }
         WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } => {
             for (name, v) in [("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_s", images_per_s)] {
                 metric(tx, trial, attempt, "train", epoch, batch, step, name, v).await?;
             }
+            Ok(())
         }
         WorkerMessage::Epoch { epoch, train_loss, train_accuracy, val_loss, val_accuracy, step, seconds, images_per_s } => {
             for (split, name, v) in [
@@ -238,78 +225,117 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
             ] {
                 metric(tx, trial, attempt, split, epoch, 0, step, name, v).await?;
             }
+            epoch_done(tx, trial, epoch, val_accuracy).await
+        }
+        WorkerMessage::Test { loss, accuracy, n, per_class, epoch } => test_results(tx, trial, (loss, accuracy, n, epoch), per_class).await,
+        WorkerMessage::Confusion { classes, matrix } => confusion(tx, trial, &classes, &matrix).await,
+        WorkerMessage::Misclassified { items } => misclassified(tx, trial, items).await,
+        WorkerMessage::Done { wall_s, images_per_s, .. } => {
+            sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?").bind(wall_s).bind(images_per_s).bind(trial).execute(&mut **tx).await.map(drop)
+        }
+        WorkerMessage::Error { class, message } => sqlx::query("UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?")
+            .bind(class.as_str())
+            .bind(&message)
+            .bind(trial)
+            .bind(attempt)
+            .execute(&mut **tx)
+            .await
+            .map(drop),
+    }
+}
+
+async fn class_counts(tx: &mut Transaction<'_, Sqlite>, trial: &str, classes: &[String], counts: Vec<sweep_protocol::SplitCounts>) -> Result<(), sqlx::Error> {
+    for sc in counts {
+        for (c, n) in classes.iter().zip(sc.counts) {
             sqlx::query(
-                "UPDATE trials SET epochs_done = MAX(epochs_done, ?1),
-                   best_val_accuracy = CASE WHEN best_val_accuracy IS NULL OR ?2 > best_val_accuracy THEN ?2 ELSE best_val_accuracy END
-                 WHERE id = ?3",
+                "INSERT INTO class_distribution (sweep_id, split, class, count)
+                 SELECT sweep_id, ?, ?, ? FROM trials WHERE id = ?
+                 ON CONFLICT (sweep_id, split, class) DO UPDATE SET count = excluded.count",
             )
-            .bind(epoch)
-            .bind(val_accuracy)
+            .bind(&sc.split)
+            .bind(c)
+            .bind(n as i64)
             .bind(trial)
             .execute(&mut **tx)
             .await?;
         }
-        WorkerMessage::Checkpoint { .. } => {}
-        WorkerMessage::Test { loss, accuracy, n, per_class, epoch } => {
-            sqlx::query("INSERT OR REPLACE INTO test_results (trial_id, loss, accuracy, n, epoch, time) VALUES (?,?,?,?,?,?)")
-                .bind(trial)
-                .bind(loss)
-                .bind(accuracy)
-                .bind(n as i64)
-                .bind(epoch)
-                .bind(now())
-                .execute(&mut **tx)
-                .await?;
-            for c in per_class {
-                sqlx::query("INSERT OR REPLACE INTO class_accuracy (trial_id, class, correct, total, accuracy) VALUES (?,?,?,?,?)")
-                    .bind(trial)
-                    .bind(&c.class)
-                    .bind(c.correct as i64)
-                    .bind(c.total as i64)
-                    .bind(c.accuracy)
-                    .execute(&mut **tx)
-                    .await?;
-            }
+    }
+    Ok(())
+}
+
+async fn epoch_done(tx: &mut Transaction<'_, Sqlite>, trial: &str, epoch: u32, val_accuracy: f64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE trials SET epochs_done = MAX(epochs_done, ?1),
+           best_val_accuracy = CASE WHEN best_val_accuracy IS NULL OR ?2 > best_val_accuracy THEN ?2 ELSE best_val_accuracy END
+         WHERE id = ?3",
+    )
+    .bind(epoch)
+    .bind(val_accuracy)
+    .bind(trial)
+    .execute(&mut **tx)
+    .await
+    .map(drop)
+}
+
+/// (loss, accuracy, n, epoch of the checkpoint) and the per-class accuracies.
+async fn test_results(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    (loss, accuracy, n, epoch): (f64, f64, usize, u32),
+    per_class: Vec<sweep_protocol::ClassAccuracy>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR REPLACE INTO test_results (trial_id, loss, accuracy, n, epoch, time) VALUES (?,?,?,?,?,?)")
+        .bind(trial)
+        .bind(loss)
+        .bind(accuracy)
+        .bind(n as i64)
+        .bind(epoch)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    for c in per_class {
+        sqlx::query("INSERT OR REPLACE INTO class_accuracy (trial_id, class, correct, total, accuracy) VALUES (?,?,?,?,?)")
+            .bind(trial)
+            .bind(&c.class)
+            .bind(c.correct as i64)
+            .bind(c.total as i64)
+            .bind(c.accuracy)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn confusion(tx: &mut Transaction<'_, Sqlite>, trial: &str, classes: &[String], matrix: &[Vec<u64>]) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM confusion WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
+    for (t, row) in classes.iter().zip(matrix) {
+        for (p, count) in classes.iter().zip(row) {
+            sqlx::query(
+                "INSERT INTO confusion (trial_id, true_class, pred_class, count) VALUES (?,?,?,?)
+                 ON CONFLICT (trial_id, true_class, pred_class) DO UPDATE SET count = count + excluded.count",
+            )
+            .bind(trial)
+            .bind(t)
+            .bind(p)
+            .bind(*count as i64)
+            .execute(&mut **tx)
+            .await?;
         }
-        WorkerMessage::Confusion { classes, matrix } => {
-            sqlx::query("DELETE FROM confusion WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
-            for (t, row) in classes.iter().zip(&matrix) {
-                for (p, count) in classes.iter().zip(row) {
-                    sqlx::query("INSERT INTO confusion (trial_id, true_class, pred_class, count) VALUES (?,?,?,?) ON CONFLICT (trial_id, true_class, pred_class) DO UPDATE SET count = count + excluded.count")
-                        .bind(trial)
-                        .bind(t)
-                        .bind(p)
-                        .bind(*count as i64)
-                        .execute(&mut **tx)
-                        .await?;
-                }
-            }
-        }
-        WorkerMessage::Misclassified { items } => {
-            sqlx::query("DELETE FROM misclassified WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
-            for m in items {
-                sqlx::query("INSERT OR REPLACE INTO misclassified (trial_id, file, true_class, pred_class, prob) VALUES (?,?,?,?,?)")
-                    .bind(trial)
-                    .bind(&m.file)
-                    .bind(&m.truth)
-                    .bind(&m.pred)
-                    .bind(m.prob)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
-        WorkerMessage::Done { wall_s, images_per_s, .. } => {
-            sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?").bind(wall_s).bind(images_per_s).bind(trial).execute(&mut **tx).await?;
-        }
-        WorkerMessage::Error { class, message } => {
-            sqlx::query("UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?")
-                .bind(class.as_str())
-                .bind(&message)
-                .bind(trial)
-                .bind(attempt)
-                .execute(&mut **tx)
-                .await?;
-        }
+    }
+    Ok(())
+}
+
+async fn misclassified(tx: &mut Transaction<'_, Sqlite>, trial: &str, items: Vec<sweep_protocol::Misclassified>) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM misclassified WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
+    for m in items {
+        sqlx::query("INSERT OR REPLACE INTO misclassified (trial_id, file, true_class, pred_class, prob) VALUES (?,?,?,?,?)")
+            .bind(trial)
+            .bind(&m.file)
+            .bind(&m.truth)
+            .bind(&m.pred)
+            .bind(m.prob)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
