@@ -7,6 +7,8 @@ pub mod dispatcher;
 pub mod launcher;
 pub mod lock;
 pub mod progress;
+#[cfg(test)]
+mod tests;
 
 pub use dispatcher::{Outcome, run};
 use std::path::PathBuf;
