@@ -11,6 +11,7 @@ use super::attempt::{self, AttemptResult};
 use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest};
 use super::lock::lock_sweep;
 use super::progress::Progress;
+use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
 use crate::spec::{GpuSelection, PlannedTrial, SweepPlan};
 use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent};
@@ -18,7 +19,7 @@ use crate::store::{FailureClass, SweepStatus, TrialStatus};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use sweep_protocol::{WorkerJob, WorkerMessage};
+use sweep_protocol::{SelectMetric, WorkerJob, WorkerMessage};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -69,6 +70,11 @@ struct Dispatcher {
     /// Tells attempts still in their retry backoff that the run is stopping.
     stop_tx: watch::Sender<bool>,
     db_error: Option<String>,
+    /// Early stopping across trials (`[stopping]`), when configured.
+    stopper: Option<Stopper>,
+    /// Trials told to stop by a decision, until their attempt ends.
+    pruning: HashMap<String, String>,
+    pruned: usize,
 }
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
@@ -113,7 +119,12 @@ pub async fn run(
     };
     let (sweep_id, states) = recorder::register(&pool, &new).await.map_err(|e| RunError::Store(e.to_string()))?;
     let state: HashMap<String, recorder::TrialState> = states.into_iter().map(|s| (s.id.clone(), s)).collect();
-    let (queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
+    let (mut queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
+    let mut early_pruned = Vec::new();
+    let stopper = match plan.stopping.active() {
+        true => Some(restore_stopper(&plan, &pool, &mut queue, &mut early_pruned).await.map_err(|e| RunError::Store(e.to_string()))?),
+        false => None,
+    };
     for q in queue.iter().filter(|q| q.attempt == 1) {
         set_aside_unknown_checkpoints(&opts.results.join(&plan.name).join(&q.trial.id))?;
     }
@@ -136,6 +147,12 @@ pub async fn run(
     );
 
     let (recorder, writer) = Recorder::spawn(pool.clone());
+    for (d, stopped) in early_pruned {
+        recorder.send(StoreEvent::Decision(decision_row(&d, &plan)));
+        if stopped {
+            recorder.send(StoreEvent::TrialStatus { trial: d.trial.clone(), status: TrialStatus::Pruned });
+        }
+    }
     let (events, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ran = queue.len();
@@ -155,6 +172,9 @@ pub async fn run(
         kill_at: None,
         stop_tx,
         db_error: None,
+        stopper,
+        pruning: HashMap::new(),
+        pruned: 0,
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
@@ -186,7 +206,7 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
     for t in &plan.trials {
         let s = state.get(&t.id);
         match s.map(|s| s.status) {
-            Some(TrialStatus::Done) => skipped += 1,
+            Some(st) if st.is_final() => skipped += 1,
             Some(TrialStatus::Failed) if !retry_failed => {
                 skipped += 1;
                 skipped_failed += 1;
@@ -216,6 +236,93 @@ fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> 
         aside.display()
     );
     Ok(())
+}
+
+/// Rebuilds the stopper from the database (decisions and validation
+/// history), so a restarted coordinator judges like the one that died. An
+/// epoch recorded before the crash whose decision was not is decided now
+/// (none is lost); a trial that such a decision stops leaves the queue.
+async fn restore_stopper(
+    plan: &SweepPlan,
+    pool: &sqlx::SqlitePool,
+    queue: &mut VecDeque<Queued>,
+    pruned_now: &mut Vec<(Decision, bool)>,
+) -> Result<Stopper, sqlx::Error> {
+    use crate::store::queries;
+    let mut stopper = Stopper::new(plan.stopping.clone());
+    let max_epochs = plan.trials.iter().map(|t| t.config.epochs).max().unwrap_or(1);
+    for (i, t) in plan.trials.iter().enumerate() {
+        stopper.assign(&t.id, i, max_epochs);
+    }
+    for d in queries::decisions(pool, &plan.name).await? {
+        stopper.restore(&Decision {
+            trial: d.trial_id,
+            epoch: d.epoch as u32,
+            rung: d.rung.map(|r| r as u32),
+            bracket: d.bracket.map(|b| b as u32),
+            method: "restored",
+            value: d.value,
+            cutoff: d.cutoff,
+            compared: d.compared as usize,
+            stop: d.action == "stop",
+        });
+    }
+    let name = match stopper.metric() {
+        SelectMetric::ValAccuracy => "accuracy",
+        SelectMetric::ValLoss => "loss",
+    };
+    let history = queries::validation_history(pool, &plan.name, name).await?;
+    for (trial, epoch, value) in &history {
+        stopper.observe(trial, *epoch as u32, *value);
+    }
+    let queued: std::collections::HashSet<String> = queue.iter().map(|q| q.trial.id.clone()).collect();
+    let epochs: HashMap<&str, u32> = plan.trials.iter().map(|t| (t.id.as_str(), t.config.epochs)).collect();
+    let mut stopped = std::collections::HashSet::new();
+    for (trial, epoch, value) in history {
+        let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else { continue };
+        if stopped.contains(&trial) || stopper.is_decided(&trial, epoch as u32) {
+            continue;
+        }
+        let ds = stopper.report(&trial, epoch as u32, n, value);
+        let stop = ds.iter().any(|d| d.stop);
+        for d in ds {
+            pruned_now.push((d, stop));
+        }
+        if stop {
+            stopped.insert(trial);
+        }
+    }
+    queue.retain(|q| !stopped.contains(&q.trial.id));
+    Ok(stopper)
+}
+
+fn decision_row(d: &Decision, plan: &SweepPlan) -> recorder::DecisionRow {
+    recorder::DecisionRow {
+        trial_id: d.trial.clone(),
+        epoch: d.epoch as i64,
+        method: d.method.to_string(),
+        rung: d.rung.map(i64::from),
+        bracket: d.bracket.map(i64::from),
+        metric: match plan.stopping.metric {
+            SelectMetric::ValAccuracy => "val_accuracy".into(),
+            SelectMetric::ValLoss => "val_loss".into(),
+        },
+        value: d.value,
+        cutoff: d.cutoff,
+        compared: d.compared as i64,
+        action: if d.stop { "stop" } else { "continue" }.into(),
+        time: crate::store::now(),
+    }
+}
+
+/// "pruned by asha at epoch 3 (rung 1): 0.41 < cutoff 0.52 of 7 records".
+fn explain(d: &Decision) -> String {
+    let rung = d.rung.map(|r| format!(" (rung {r})")).unwrap_or_default();
+    let cutoff = d.cutoff.map(|c| format!("{:.4} vs cutoff {c:.4}", d.value)).unwrap_or_else(|| format!("{:.4}", d.value));
+    match d.method {
+        "patience" => format!("pruned by patience at epoch {}: no improvement for {} epoch(s) (best {cutoff})", d.epoch, d.compared),
+        m => format!("pruned by {m} at epoch {}{rung}: {cutoff} over {} record(s)", d.epoch, d.compared),
+    }
 }
 
 impl Dispatcher {
@@ -251,7 +358,12 @@ impl Dispatcher {
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::Started { trial, control } => self.on_started(trial, control),
-            Event::Message { trial, msg } => self.progress.message(&trial, &msg),
+            Event::Message { trial, msg } => {
+                if let WorkerMessage::Epoch { epoch, val_accuracy, val_loss, .. } = &msg {
+                    self.judge(&trial, *epoch, *val_accuracy, *val_loss);
+                }
+                self.progress.message(&trial, &msg);
+            }
             Event::Warning(w) => self.progress.warn(&w),
             Event::Finished { trial, slot, result } => self.on_finished(trial, slot, result),
         }
@@ -276,8 +388,16 @@ impl Dispatcher {
             result.class = Some(FailureClass::Interrupted);
             result.message = Some(format!("stopped by signal {} on interrupt", result.exit.signal.unwrap_or(0)));
         }
+        let pruned_by = self.pruning.remove(&trial);
+        if let (Some(why), false) = (&pruned_by, result.succeeded()) {
+            result.class = Some(FailureClass::Pruned);
+            result.message = Some(why.clone());
+        }
         let status = if result.succeeded() {
             TrialStatus::Done
+        } else if pruned_by.is_some() {
+            self.pruned += 1;
+            TrialStatus::Pruned
         } else if self.stopping {
             TrialStatus::Interrupted
         } else if result.class.is_some_and(FailureClass::is_permanent) || q.tries > self.plan.resources.retries {
@@ -317,6 +437,29 @@ impl Dispatcher {
         q.attempt += 1;
         q.delay = Duration::from_secs(1u64 << (q.tries - 1).min(6));
         self.queue.push_back(q);
+    }
+
+    /// A trial finished an epoch: ask the stopper; record every decision; stop
+    /// the trial (SIGTERM: it ends at a clean batch, its epoch checkpoint kept).
+    fn judge(&mut self, trial: &str, epoch: u32, val_accuracy: f64, val_loss: f64) {
+        let Some(stopper) = self.stopper.as_mut() else { return };
+        let Some(r) = self.running.get(trial) else { return };
+        let value = match stopper.metric() {
+            SelectMetric::ValAccuracy => val_accuracy,
+            SelectMetric::ValLoss => val_loss,
+        };
+        let decisions = stopper.report(trial, epoch, r.queued.trial.config.epochs, value);
+        for d in &decisions {
+            self.recorder.send(StoreEvent::Decision(decision_row(d, &self.plan)));
+        }
+        if let Some(d) = decisions.iter().find(|d| d.stop) {
+            let why = explain(d);
+            self.progress.warn(&format!("trial {trial}: {why}"));
+            if let Some(c) = &r.control {
+                c.terminate();
+            }
+            self.pruning.insert(trial.to_string(), why);
+        }
     }
 
     fn controls(&self) -> impl Iterator<Item = &Arc<dyn AttemptControl>> {

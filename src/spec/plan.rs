@@ -28,6 +28,52 @@ pub const MAX_TRIALS: usize = 100_000;
 pub const METRICS: [&str; 2] = ["val_accuracy", "val_loss"];
 const AUGMENTS: [&str; 2] = ["random_resized_crop", "hflip"];
 
+/// `[stopping] method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMethod {
+    None,
+    /// Asynchronous successive halving (Li et al., MLSys 2020).
+    Asha,
+    /// Several ASHA brackets with growing `min_epochs`, trials assigned round-robin.
+    Hyperband,
+    /// The median stopping rule (Golovin et al., KDD 2017).
+    Median,
+}
+
+impl StopMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopMethod::None => "none",
+            StopMethod::Asha => "asha",
+            StopMethod::Hyperband => "hyperband",
+            StopMethod::Median => "median",
+        }
+    }
+}
+
+/// Early stopping across trials (`[stopping]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stopping {
+    pub method: StopMethod,
+    /// Judged on this validation figure (default: `[sweep] metric`).
+    pub metric: SelectMetric,
+    /// The first rung (grace period); rungs at min_epochs · reduction^k.
+    pub min_epochs: u32,
+    pub reduction: u32,
+    /// Stop a trial after this many epochs without improving its best.
+    pub patience: Option<u32>,
+}
+
+impl Stopping {
+    pub fn none(metric: SelectMetric) -> Stopping {
+        Stopping { method: StopMethod::None, metric, min_epochs: 1, reduction: 3, patience: None }
+    }
+
+    pub fn active(&self) -> bool {
+        self.method != StopMethod::None || self.patience.is_some()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum GpuSelection {
     All,
@@ -66,6 +112,7 @@ pub struct SweepPlan {
     pub metric: String,
     /// What picks each trial's best checkpoint (from `metric`).
     pub select: SelectMetric,
+    pub stopping: Stopping,
     pub description: Option<String>,
     pub resources: Resources,
     pub trials: Vec<PlannedTrial>,
@@ -104,6 +151,10 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     let trials = seeded_trials(src, &header, &pretrained, points)?;
     let varying = varying_keys(&trials);
     let select = if header.metric == "val_loss" { SelectMetric::ValLoss } else { SelectMetric::ValAccuracy };
+    let stopping = match &raw.stopping {
+        None => Stopping::none(select),
+        Some(st) => stopping(src, st.get_ref(), select)?,
+    };
     Ok(SweepPlan {
         name: header.name,
         file: src.path.clone(),
@@ -111,6 +162,7 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         dataset: header.dataset,
         metric: header.metric,
         select,
+        stopping,
         description: header.description,
         resources,
         trials,
@@ -403,6 +455,43 @@ fn check_dataset(root: &Path) -> Result<(), String> {
     // here, so that a layout error is exit 2 before anything starts rather
     // than a failed trial. Listing files is cheap; no image is decoded.
     sweep_dataset::imagefolder::scan(root).map(drop).map_err(|e| e.to_string())
+}
+
+fn stopping(src: &Source, r: &super::raw::RawStopping, default_metric: SelectMetric) -> Result<Stopping, SpecError> {
+    let mut out = Stopping::none(default_metric);
+    if let Some(m) = &r.method {
+        out.method = match m.get_ref().as_str() {
+            "none" => StopMethod::None,
+            "asha" => StopMethod::Asha,
+            "hyperband" => StopMethod::Hyperband,
+            "median" => StopMethod::Median,
+            other => return Err(at(src, m, format!("unknown stopping method {other:?}"), Some("valid methods: asha, hyperband, median, none".into()))),
+        };
+    }
+    if let Some(m) = &r.metric {
+        out.metric = match m.get_ref().as_str() {
+            "val_accuracy" => SelectMetric::ValAccuracy,
+            "val_loss" => SelectMetric::ValLoss,
+            other => return Err(at(src, m, format!("unknown stopping metric {other:?}"), Some("valid metrics: val_accuracy, val_loss".into()))),
+        };
+    }
+    let ranged = |s: &Spanned<i64>, key: &str, min: i64, max: i64| -> Result<u32, SpecError> {
+        let v = *s.get_ref();
+        if v < min || v > max {
+            return Err(at(src, s, format!("`{key}` must be between {min} and {max}, got {v}"), None));
+        }
+        Ok(v as u32)
+    };
+    if let Some(v) = &r.min_epochs {
+        out.min_epochs = ranged(v, "min_epochs", 1, 10_000)?;
+    }
+    if let Some(v) = &r.reduction {
+        out.reduction = ranged(v, "reduction", 2, 100)?;
+    }
+    if let Some(v) = &r.patience {
+        out.patience = Some(ranged(v, "patience", 1, 10_000)?);
+    }
+    Ok(out)
 }
 
 fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, SpecError> {

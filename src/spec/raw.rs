@@ -27,6 +27,19 @@ pub struct RawFile {
     pub pretrained: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     pub resources: Option<Spanned<RawResources>>,
+    #[serde(default)]
+    pub stopping: Option<Spanned<RawStopping>>,
+}
+
+/// `[stopping]`: early stopping across trials, decided at epoch boundaries.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStopping {
+    pub method: Option<Spanned<String>>,
+    pub metric: Option<Spanned<String>>,
+    pub min_epochs: Option<Spanned<i64>>,
+    pub reduction: Option<Spanned<i64>>,
+    pub patience: Option<Spanned<i64>>,
 }
 
 /// A `[grid]` entry. Array items keep their own spans, so a bad value among

@@ -60,13 +60,25 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(60));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(4)
-        .connect_with(opts)
-        .await
-        .map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+    let open_err = |e: sqlx::Error| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
+    let connect = || SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone());
+    let pool = connect().await.map_err(open_err)?;
+    let before = applied_versions(&pool).await;
     MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
-    Ok(pool)
+    if applied_versions(&pool).await.len() == before.len() {
+        return Ok(pool);
+    }
+    // A migration that edited the schema text (20261129000003) does not move
+    // the schema cookie by itself: move it, and reconnect, so that every
+    // connection (ours and other processes') reparses the schema.
+    let version: i64 = sqlx::query_scalar("PRAGMA schema_version").fetch_one(&pool).await.map_err(open_err)?;
+    sqlx::query(&format!("PRAGMA schema_version = {}", version + 1)).execute(&pool).await.map_err(open_err)?;
+    pool.close().await;
+    connect().await.map_err(open_err)
+}
+
+async fn applied_versions(pool: &SqlitePool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations").fetch_all(pool).await.unwrap_or_default()
 }
 
 /// Refuses, without writing anything, a database that is not sweep's (tables

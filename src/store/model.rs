@@ -12,10 +12,13 @@ pub enum TrialStatus {
     Done,
     Failed,
     Interrupted,
+    /// Stopped early by `[stopping]`: a success, not a failure.
+    Pruned,
 }
 
 impl TrialStatus {
-    pub const ALL: [TrialStatus; 5] = [TrialStatus::Queued, TrialStatus::Running, TrialStatus::Done, TrialStatus::Failed, TrialStatus::Interrupted];
+    pub const ALL: [TrialStatus; 6] =
+        [TrialStatus::Queued, TrialStatus::Running, TrialStatus::Done, TrialStatus::Failed, TrialStatus::Interrupted, TrialStatus::Pruned];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -24,7 +27,13 @@ impl TrialStatus {
             TrialStatus::Done => "done",
             TrialStatus::Failed => "failed",
             TrialStatus::Interrupted => "interrupted",
+            TrialStatus::Pruned => "pruned",
         }
+    }
+
+    /// Finished for good: never started again by `sweep run`.
+    pub fn is_final(self) -> bool {
+        matches!(self, TrialStatus::Done | TrialStatus::Pruned)
     }
 }
 
@@ -66,6 +75,8 @@ pub enum FailureClass {
     Protocol,
     /// Stopped by the user (Ctrl-C / SIGTERM to `sweep run`).
     Interrupted,
+    /// Stopped by an early-stopping decision (see the `decisions` table).
+    Pruned,
 }
 
 impl FailureClass {
@@ -76,6 +87,7 @@ impl FailureClass {
             FailureClass::Timeout => "timeout",
             FailureClass::Protocol => "protocol",
             FailureClass::Interrupted => "interrupted",
+            FailureClass::Pruned => "pruned",
         }
     }
 

@@ -18,7 +18,24 @@ pub enum StoreEvent {
     TrialStatus { trial: String, status: TrialStatus },
     SweepStatus { sweep_id: i64, status: SweepStatus },
     Heartbeat { sweep_id: i64 },
+    Decision(DecisionRow),
     Flush(oneshot::Sender<Result<(), String>>),
+}
+
+/// One early-stopping decision (`decisions` table).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub trial_id: String,
+    pub epoch: i64,
+    pub method: String,
+    pub rung: Option<i64>,
+    pub bracket: Option<i64>,
+    pub metric: String,
+    pub value: f64,
+    pub cutoff: Option<f64>,
+    pub compared: i64,
+    pub action: String,
+    pub time: f64,
 }
 
 #[derive(Clone)]
@@ -188,6 +205,26 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             .await?;
         }
         StoreEvent::Worker { trial, attempt, msg } => apply_message(tx, &trial, attempt, msg).await?,
+        StoreEvent::Decision(d) => {
+            // A decision is taken once; a replayed epoch never writes a second row.
+            sqlx::query(
+                "INSERT OR IGNORE INTO decisions (trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time)
+                 VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(&d.trial_id)
+            .bind(d.epoch)
+            .bind(&d.method)
+            .bind(d.rung)
+            .bind(d.bracket)
+            .bind(&d.metric)
+            .bind(d.value)
+            .bind(d.cutoff)
+            .bind(d.compared)
+            .bind(&d.action)
+            .bind(d.time)
+            .execute(&mut **tx)
+            .await?;
+        }
     }
     Ok(())
 }
@@ -420,6 +457,7 @@ pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Ve
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE trials SET status = 'interrupted' WHERE sweep_id = ? AND status = 'running'").bind(sweep_id).execute(&mut *tx).await?;
+    // 'pruned' trials stay pruned; a trial killed mid-run is 'interrupted' and resumes.
     let rows: Vec<(String, TrialStatus, i64)> =
         sqlx::query_as("SELECT t.id, t.status, (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.trial_id = t.id) FROM trials t WHERE t.sweep_id = ?")
             .bind(sweep_id)
