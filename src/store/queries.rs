@@ -380,3 +380,38 @@ pub async fn class_distribution(pool: &SqlitePool, sweep: &str) -> Result<Vec<Cl
     .fetch_all(pool)
     .await
 }
+
+/// Every stopping decision of a sweep, oldest first (to rebuild rung state on restart).
+pub async fn decisions(pool: &SqlitePool, sweep: &str) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.trial_id, d.epoch, d.method, d.rung, d.bracket, d.metric, d.value, d.cutoff, d.compared, d.action, d.time
+         FROM decisions d JOIN trials t ON t.id = d.trial_id JOIN sweeps s ON s.id = t.sweep_id
+         WHERE s.name = ? ORDER BY d.time, d.rowid",
+    )
+    .bind(sweep)
+    .fetch_all(pool)
+    .await
+}
+
+/// One trial's stopping decisions, by epoch.
+pub async fn trial_decisions(pool: &SqlitePool, trial: &str) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time
+         FROM decisions WHERE trial_id = ? ORDER BY epoch, method",
+    )
+    .bind(trial)
+    .fetch_all(pool)
+    .await
+}
+
+/// Validation values per (trial, epoch) of a sweep: `name` is "accuracy" or "loss".
+pub async fn validation_history(pool: &SqlitePool, sweep: &str, name: &str) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT m.trial_id, m.epoch, m.value FROM metrics m JOIN trials t ON t.id = m.trial_id JOIN sweeps s ON s.id = t.sweep_id
+         WHERE s.name = ? AND m.split = 'valid' AND m.name = ? ORDER BY m.epoch",
+    )
+    .bind(sweep)
+    .bind(name)
+    .fetch_all(pool)
+    .await
+}
