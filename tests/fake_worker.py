@@ -16,6 +16,12 @@ set. This script parses the job, then behaves as FAKE_MODE says:
   term_ok        on SIGTERM prints error {class: interrupted} and exits 130
   block          hello, data, the first epoch, then waits (up to FAKE_TIMEOUT)
                  for the file FAKE_DIR/release; then behaves as ok
+  curve          like ok, but val_accuracy follows a saturating curve whose
+                 ceiling is 10 x the trial's lr (so trials differ; flat after
+                 epoch FAKE_PLATEAU when set), one epoch
+                 every FAKE_EPOCH_S seconds (default 0.2); SIGTERM is handled
+                 as in term_ok; resumes after the epochs listed in
+                 out_dir/fake_epochs (one line per finished epoch)
 
 Other environment variables (all optional):
 
@@ -137,6 +143,11 @@ def epoch(job, e):
         step = (e - 1) * STEPS + b
         emit("train_step", epoch=e, batch=b, step=step, loss=1.0 / step, accuracy=0.5, lr=lr, images_per_s=100.0)
     acc = min(1.0, 0.4 + 0.1 * e)
+    if MODE == "curve":
+        ceiling = min(0.99, 10.0 * float(job["config"]["lr"]))
+        plateau = int(os.environ.get("FAKE_PLATEAU", "0"))
+        acc = ceiling * (1.0 - 0.5 ** (min(e, plateau) if plateau else e))
+        time.sleep(float(os.environ.get("FAKE_EPOCH_S", "0.2")))
     emit(
         "epoch",
         epoch=e,
@@ -149,6 +160,10 @@ def epoch(job, e):
         images_per_s=100.0,
     )
     emit("checkpoint", epoch=e, kind="last", path=os.path.join(job["out_dir"], "last.safetensors"))
+    if MODE == "curve":
+        os.makedirs(job["out_dir"], exist_ok=True)
+        with open(os.path.join(job["out_dir"], "fake_epochs"), "a") as f:
+            f.write("%d\n" % e)
 
 
 def finish(job, first_epoch=1):
@@ -192,7 +207,7 @@ def main():
 
     if MODE == "ignore_term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    elif MODE == "term_ok":
+    elif MODE in ("term_ok", "curve"):
         def on_term(_sig, _frame):
             event("term", trial, pid, time.monotonic())
             emit("error", **{"class": "interrupted", "message": "stopped by SIGTERM"})
@@ -242,7 +257,14 @@ def main():
         event("ready", trial, pid, time.monotonic())
         wait_for(lambda: os.path.exists(os.path.join(FAKE_DIR or ".", "release")), "the release file")
 
-    finish(job, first_epoch=2)
+    first = 2
+    if MODE == "curve":
+        try:
+            with open(os.path.join(job["out_dir"], "fake_epochs")) as f:
+                first = max(int(x) for x in f.read().split()) + 1
+        except (OSError, ValueError):
+            pass
+    finish(job, first_epoch=first)
     event("end", trial, pid, MODE, time.monotonic())
 
 

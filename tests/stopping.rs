@@ -1,0 +1,136 @@
+//! Early stopping end to end through the real coordinator and database, with
+//! the fake worker's `curve` mode (validation accuracy saturates at 10 × lr).
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sweep");
+
+fn scratch(stopping: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(dir.path()).output().unwrap();
+    assert!(made.status.success());
+    // Best first: every later trial is judged against better records.
+    let lrs: Vec<String> = (1..=9).rev().map(|i| format!("0.0{i}")).collect();
+    std::fs::write(
+        dir.path().join("s.toml"),
+        format!("[sweep]\nname = \"st\"\ndataset = \"data\"\n[defaults]\nepochs = 9\n[grid]\nlr = [{}]\n[stopping]\n{stopping}\n", lrs.join(", ")),
+    )
+    .unwrap();
+    dir
+}
+
+fn command(dir: &Path, epoch_s: &str) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(["--db", "r.db", "run", "s.toml", "--results", "results", "--plain"])
+        .current_dir(dir)
+        .env("SWEEP_WORKER_CMD", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_worker.py"))
+        .env("FAKE_MODE", "curve")
+        .env("FAKE_STEPS", "1")
+        .env("FAKE_EPOCH_S", epoch_s)
+        .env_remove("SWEEP_DB")
+        .stdin(Stdio::null());
+    c
+}
+
+fn run(dir: &Path) -> Output {
+    command(dir, "0.02").output().unwrap()
+}
+
+fn query(dir: &Path, sql: &str) -> Vec<String> {
+    let db: PathBuf = dir.join("r.db");
+    let out = Command::new("sqlite3").arg(&db).arg(sql).output().expect("sqlite3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn asha_prunes_the_worse_trials_and_records_every_decision() {
+    let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3");
+    let out = run(dir.path());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "pruned trials are a success: {stderr}");
+    // The best (lr 0.09) runs to the end; each later one is below the best at rung 0 (epoch 1).
+    // (A pruned worker is stopped with SIGTERM without waiting: it may finish a
+    // few more epochs before the signal lands, so only "not all 9" is asserted.)
+    assert_eq!(query(dir.path(), "SELECT status, count(*), max(epochs_done) < 9 FROM trials GROUP BY status ORDER BY status"), ["done|1|0", "pruned|8|1"]);
+    assert_eq!(query(dir.path(), "SELECT lr FROM trials WHERE status = 'done'"), ["0.09"]);
+    // Every decision is a row: rung 0 for all nine, rung 1 (epoch 3) for the survivor.
+    assert_eq!(query(dir.path(), "SELECT method, rung, action, count(*) FROM decisions GROUP BY rung, action ORDER BY rung, action"), [
+        "asha|0|continue|1",
+        "asha|0|stop|8",
+        "asha|1|continue|1"
+    ]);
+    // A stop is always a value below its cutoff, compared with the records before it.
+    assert_eq!(query(dir.path(), "SELECT count(*) FROM decisions WHERE action = 'stop' AND NOT (value < cutoff)"), ["0"]);
+    assert_eq!(query(dir.path(), "SELECT group_concat(compared) FROM (SELECT compared FROM decisions WHERE rung = 0 ORDER BY time)"), ["0,1,2,3,4,5,6,7,8"]);
+    assert_eq!(query(dir.path(), "SELECT DISTINCT error_class FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.status = 'pruned'"), ["pruned"]);
+    assert!(stderr.contains("pruned by asha at epoch 1 (rung 0)"), "{stderr}");
+    // A rerun starts nothing: pruned trials stay pruned.
+    let again = run(dir.path());
+    assert_eq!(again.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 to run, 9 already finished"), "{}", String::from_utf8_lossy(&again.stderr));
+}
+
+#[test]
+fn patience_alone_stops_each_trial_two_epochs_after_it_stopped_improving() {
+    let dir = scratch("patience = 2");
+    let out = command(dir.path(), "0.02").env("FAKE_PLATEAU", "3").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Flat from epoch 3 on: epochs 4 and 5 bring nothing, so every trial is stopped after epoch 5
+    // (the worker is not waited for: it may finish another epoch before SIGTERM lands).
+    assert_eq!(query(dir.path(), "SELECT status, count(*), min(epochs_done) >= 5, max(epochs_done) < 9 FROM trials GROUP BY status"), ["pruned|9|1|1"]);
+    assert_eq!(query(dir.path(), "SELECT count(DISTINCT trial_id) FROM decisions WHERE method = 'patience' AND action = 'stop' AND epoch = 5"), ["9"]);
+    assert_eq!(query(dir.path(), "SELECT epoch, action, compared FROM decisions WHERE method = 'patience' AND epoch <= 5 GROUP BY epoch ORDER BY epoch"), [
+        "1|continue|0",
+        "2|continue|0",
+        "3|continue|0",
+        "4|continue|1",
+        "5|stop|2"
+    ]);
+}
+
+/// kill -9 of the coordinator mid-ASHA, then the same command again: no
+/// decision is lost (every rung epoch a trial reached has one) and none is
+/// repeated (one row per trial and epoch), and the outcome is what an
+/// uninterrupted run decides.
+#[test]
+fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
+    let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3");
+    let mut child = command(dir.path(), "0.3").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    // Wait for a few decisions to be committed, then kill -9.
+    loop {
+        let n = if dir.path().join("r.db").exists() {
+            Command::new("sqlite3")
+                .arg(dir.path().join("r.db"))
+                .arg("SELECT count(*) FROM decisions")
+                .output()
+                .ok()
+                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if n >= 3 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no decisions within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"), ["done|1", "pruned|8"]);
+    assert_eq!(query(dir.path(), "SELECT count(*) FROM (SELECT trial_id, epoch FROM decisions GROUP BY trial_id, epoch HAVING count(*) > 1)"), ["0"]);
+    // Every rung epoch (1, 3) that a trial's validation reached has its decision.
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT count(*) FROM metrics m WHERE m.split = 'valid' AND m.name = 'accuracy' AND m.epoch IN (1, 3)
+               AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.trial_id = m.trial_id AND d.epoch = m.epoch)"
+        ),
+        ["0"]
+    );
+    assert_eq!(query(dir.path(), "SELECT count(*) FROM decisions"), ["10"]);
+}
