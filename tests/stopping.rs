@@ -69,6 +69,13 @@ fn asha_prunes_the_worse_trials_and_records_every_decision() {
     let again = run(dir.path());
     assert_eq!(again.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&again.stderr).contains("0 to run, 9 already finished"), "{}", String::from_utf8_lossy(&again.stderr));
+    // A coordinator that died between the stop decision and the trial's status
+    // leaves it `interrupted`: the recorded decision still holds, nothing reruns.
+    query(dir.path(), "UPDATE trials SET status = 'interrupted' WHERE status = 'pruned'");
+    let attempts = query(dir.path(), "SELECT count(*) FROM attempts");
+    assert_eq!(run(dir.path()).status.code(), Some(0));
+    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"), ["done|1", "pruned|8"]);
+    assert_eq!(query(dir.path(), "SELECT count(*) FROM attempts"), attempts);
 }
 
 #[test]

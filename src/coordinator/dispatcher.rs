@@ -148,7 +148,9 @@ pub async fn run(
 
     let (recorder, writer) = Recorder::spawn(pool.clone());
     for (d, stopped) in early_pruned {
-        recorder.send(StoreEvent::Decision(decision_row(&d, &plan)));
+        if d.method != "restored" {
+            recorder.send(StoreEvent::Decision(decision_row(&d, &plan)));
+        }
         if stopped {
             recorder.send(StoreEvent::TrialStatus { trial: d.trial.clone(), status: TrialStatus::Pruned });
         }
@@ -254,7 +256,13 @@ async fn restore_stopper(
     for (i, t) in plan.trials.iter().enumerate() {
         stopper.assign(&t.id, i, max_epochs);
     }
+    let mut stopped = std::collections::HashSet::new();
     for d in queries::decisions(pool, &plan.name).await? {
+        if d.action == "stop" {
+            // Told to stop before a restart: pruned, whatever its row says
+            // (the coordinator may have died before recording the status).
+            stopped.insert(d.trial_id.clone());
+        }
         stopper.restore(&Decision {
             trial: d.trial_id,
             epoch: d.epoch as u32,
@@ -277,7 +285,9 @@ async fn restore_stopper(
     }
     let queued: std::collections::HashSet<String> = queue.iter().map(|q| q.trial.id.clone()).collect();
     let epochs: HashMap<&str, u32> = plan.trials.iter().map(|t| (t.id.as_str(), t.config.epochs)).collect();
-    let mut stopped = std::collections::HashSet::new();
+    for trial in stopped.iter().filter(|t| queued.contains(*t)) {
+        pruned_now.push((Decision { trial: trial.clone(), epoch: 0, rung: None, bracket: None, method: "restored", value: 0.0, cutoff: None, compared: 0, stop: true }, true));
+    }
     for (trial, epoch, value) in history {
         let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else { continue };
         if stopped.contains(&trial) || stopper.is_decided(&trial, epoch as u32) {
