@@ -165,11 +165,12 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
         let rows = queries::trials(&pool, &sweep).await.map_err(CliError::failed)?;
         let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
         println!(
-            "sweep {sweep}: {} trials — queued {}, running {}, done {}, failed {}, interrupted {}",
+            "sweep {sweep}: {} trials — queued {}, running {}, done {}, pruned {}, failed {}, interrupted {}",
             rows.len(),
             count(TrialStatus::Queued),
             count(TrialStatus::Running),
             count(TrialStatus::Done),
+            count(TrialStatus::Pruned),
             count(TrialStatus::Failed),
             count(TrialStatus::Interrupted)
         );

@@ -56,7 +56,7 @@ fn a_0_1_database_upgrades_without_losing_rows() {
     );
     let out = Command::new(BIN).arg("--db").arg(&db).arg("status").env_remove("SWEEP_DB").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done 1, failed 1"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("done 1, pruned 0, failed 1"), "{}", String::from_utf8_lossy(&out.stdout));
     assert_eq!(sqlite(&db, "SELECT count(*) FROM attempts"), "2");
     assert_eq!(sqlite(&db, "SELECT count(*) FROM metrics"), "1");
     assert_eq!(sqlite(&db, "SELECT count(*) FROM test_results"), "1");

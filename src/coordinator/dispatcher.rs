@@ -430,7 +430,7 @@ impl Dispatcher {
             (Some(c), None) => format!("{status}: {c}"),
             _ => status.to_string(),
         };
-        self.progress.finished(&trial, &why, status != TrialStatus::Queued, self.queue.len());
+        self.progress.finished(&trial, status, &why, self.queue.len());
         if status == TrialStatus::Queued {
             self.requeue(q, result.class);
         }

@@ -1,5 +1,6 @@
 //! Live progress: indicatif bars on a terminal, one plain line per event
 //! otherwise. Fed by the dispatcher; never decides anything.
+use crate::store::TrialStatus;
 use sweep_protocol::WorkerMessage;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
@@ -13,6 +14,7 @@ pub struct Progress {
     done: usize,
     failed: usize,
     interrupted: usize,
+    pruned: usize,
 }
 
 impl Progress {
@@ -26,14 +28,20 @@ impl Progress {
             overall.set_prefix("sweep");
             (mp, overall)
         });
-        Progress { bars, trial_bars: HashMap::new(), labels: HashMap::new(), total, done: 0, failed: 0, interrupted: 0 }
+        Progress { bars, trial_bars: HashMap::new(), labels: HashMap::new(), total, done: 0, failed: 0, interrupted: 0, pruned: 0 }
     }
 
     fn overall_msg(&self, queued: usize) -> String {
-        if self.interrupted > 0 {
-            return format!("done {} · failed {} · interrupted {} · queued {}", self.done, self.failed, self.interrupted, queued);
+        let mut parts = vec![format!("done {}", self.done)];
+        if self.pruned > 0 {
+            parts.push(format!("pruned {}", self.pruned));
         }
-        format!("done {} · failed {} · queued {}", self.done, self.failed, queued)
+        parts.push(format!("failed {}", self.failed));
+        if self.interrupted > 0 {
+            parts.push(format!("interrupted {}", self.interrupted));
+        }
+        parts.push(format!("queued {queued}"));
+        parts.join(" · ")
     }
 
     pub fn started(&mut self, trial: &str, label: &str, attempt: u32, device: &str, epochs: u32) {
@@ -91,16 +99,15 @@ impl Progress {
         }
     }
 
-    pub fn finished(&mut self, trial: &str, outcome: &str, final_state: bool, queued: usize) {
-        // `outcome` starts with the trial's new status: done, failed or interrupted.
-        if final_state {
-            if outcome == "done" {
-                self.done += 1;
-            } else if outcome.starts_with("failed") {
-                self.failed += 1;
-            } else {
-                self.interrupted += 1;
-            }
+    /// An attempt ended; `status` is the trial's new status (`queued`: it will be retried).
+    pub fn finished(&mut self, trial: &str, status: TrialStatus, outcome: &str, queued: usize) {
+        let final_state = status != TrialStatus::Queued;
+        match status {
+            TrialStatus::Done => self.done += 1,
+            TrialStatus::Failed => self.failed += 1,
+            TrialStatus::Pruned => self.pruned += 1,
+            TrialStatus::Interrupted => self.interrupted += 1,
+            TrialStatus::Queued | TrialStatus::Running => {}
         }
         let msg = self.overall_msg(queued);
         match &self.bars {
