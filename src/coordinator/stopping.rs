@@ -48,13 +48,57 @@ pub struct Decision {
 
 pub struct Stopper {
     cfg: Stopping,
-    /// (bracket, rung) → trial → oriented value.
-    rungs: HashMap<(u32, u32), BTreeMap<String, f64>>,
+    /// (bracket, rung) → the records there.
+    rungs: HashMap<(u32, u32), Rung>,
     /// trial → oriented value per epoch (index epoch-1); NaN where unknown.
     history: HashMap<String, Vec<f64>>,
     bracket_of: HashMap<String, u32>,
     /// (trial, epoch) already decided (a resumed worker replays its epochs).
     decided: std::collections::HashSet<(String, u32)>,
+}
+
+/// The records at one rung: by trial, and as a sorted list, so that a cutoff
+/// is an index away (decision time stays flat at 10,000 trials).
+#[derive(Default)]
+struct Rung {
+    by_trial: BTreeMap<String, f64>,
+    sorted: Vec<f64>,
+}
+
+impl Rung {
+    fn insert(&mut self, trial: &str, v: f64) {
+        if let Some(old) = self.by_trial.insert(trial.to_string(), v)
+            && let Ok(i) = self.sorted.binary_search_by(|x| x.total_cmp(&old))
+        {
+            self.sorted.remove(i);
+        }
+        let i = self.sorted.partition_point(|x| x.total_cmp(&v).is_lt());
+        self.sorted.insert(i, v);
+    }
+
+    /// The records of every trial but `trial`, sorted.
+    fn others(&self, trial: &str) -> std::borrow::Cow<'_, [f64]> {
+        match self.by_trial.get(trial) {
+            None => std::borrow::Cow::Borrowed(&self.sorted),
+            Some(v) => {
+                let mut o = self.sorted.clone();
+                if let Ok(i) = o.binary_search_by(|x| x.total_cmp(v)) {
+                    o.remove(i);
+                }
+                std::borrow::Cow::Owned(o)
+            }
+        }
+    }
+}
+
+/// numpy.percentile (linear interpolation) of already sorted values.
+fn percentile_sorted(v: &[f64], q: f64) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let pos = q / 100.0 * (v.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
 }
 
 fn orient(metric: SelectMetric, v: f64) -> f64 {
@@ -71,9 +115,7 @@ pub fn percentile(values: &[f64], q: f64) -> Option<f64> {
         return None;
     }
     v.sort_by(f64::total_cmp);
-    let pos = q / 100.0 * (v.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
+    percentile_sorted(&v, q)
 }
 
 fn median(values: &[f64]) -> Option<f64> {
@@ -124,7 +166,7 @@ impl Stopper {
     pub fn restore(&mut self, d: &Decision) {
         self.decided.insert((d.trial.clone(), d.epoch));
         if let (Some(rung), Some(bracket)) = (d.rung, d.bracket) {
-            self.rungs.entry((bracket, rung)).or_default().insert(d.trial.clone(), orient(self.cfg.metric, d.value));
+            self.rungs.entry((bracket, rung)).or_default().insert(&d.trial, orient(self.cfg.metric, d.value));
         }
     }
 
@@ -170,11 +212,12 @@ impl Stopper {
         let (bracket, rung) = self.rung_at(trial, epoch, epochs)?;
         let metric = self.cfg.metric;
         let recorded = self.rungs.entry((bracket, rung)).or_default();
-        let others: Vec<f64> = recorded.iter().filter(|(t, _)| *t != trial).map(|(_, v)| *v).collect();
-        let cutoff = percentile(&others, (1.0 - 1.0 / self.cfg.reduction as f64) * 100.0);
+        let others = recorded.others(trial);
+        let compared = others.len();
+        let cutoff = percentile_sorted(&others, (1.0 - 1.0 / self.cfg.reduction as f64) * 100.0);
         let v = orient(metric, value);
         let stop = cutoff.is_some_and(|c| v < c);
-        recorded.insert(trial.to_string(), v);
+        recorded.insert(trial, v);
         Some(Decision {
             trial: trial.to_string(),
             epoch,
@@ -183,7 +226,7 @@ impl Stopper {
             method: if self.cfg.method == StopMethod::Hyperband { "hyperband" } else { "asha" },
             value,
             cutoff: cutoff.map(|c| orient(metric, c)),
-            compared: others.len(),
+            compared,
             stop,
         })
     }

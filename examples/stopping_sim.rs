@@ -1,0 +1,228 @@
+//! The early-stopping simulation behind `bench/stopping-sim.sh`: synthetic
+//! learning curves instead of training, through the real dispatcher, stopper
+//! and SQLite recorder (an in-process launcher stands in for worker
+//! processes). Prints, side by side, epochs spent against the full grid, the
+//! regret of the configuration each method picks, and the stopper's decision
+//! time per report.
+//!
+//!     cargo run --release --example stopping_sim [-- N_RANDOM...]
+//!
+//! Curves: config i has a ceiling c_i ∈ [0.50, 0.95] and a time constant
+//! k_i ∈ [0.5, 6] epochs; acc(e) = c·(1 − exp(−e/k)) + N(0, 0.005). A third
+//! of the configurations are "slow starters" whose ceiling is raised: they
+//! look worse early and end best. Seeded: the same run gives the same numbers.
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use sweep::coordinator::launcher::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, slots_for};
+use sweep::coordinator::stopping::Stopper;
+use sweep::coordinator::{RunOptions, run};
+use sweep::spec::{GpuSelection, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan};
+use sweep_protocol::{SelectMetric, TrialConfig, WorkerMessage};
+
+#[derive(Clone, Copy)]
+struct Curve {
+    ceiling: f64,
+    k: f64,
+}
+
+impl Curve {
+    fn at(&self, e: u32, noise: f64) -> f64 {
+        (self.ceiling * (1.0 - (-(e as f64) / self.k).exp()) + noise).clamp(0.0, 1.0)
+    }
+}
+
+fn curves(n: usize, seed: u64) -> Vec<Curve> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|i| {
+            let slow = i % 3 == 0;
+            let k = if slow { rng.gen_range(3.0..6.0) } else { rng.gen_range(0.5..2.0) };
+            let ceiling = if slow { rng.gen_range(0.70..0.95) } else { rng.gen_range(0.50..0.85) };
+            Curve { ceiling, k }
+        })
+        .collect()
+}
+
+/// The simulated worker: one epoch message per tick; stops when terminated.
+struct SimLauncher {
+    curves: HashMap<String, Curve>,
+    epochs_run: Arc<Mutex<u64>>,
+    seed: u64,
+}
+
+struct Flag(AtomicBool);
+
+impl AttemptControl for Flag {
+    fn terminate(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn kill(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    fn pid(&self) -> Option<u32> {
+        None
+    }
+}
+
+impl Launcher for SimLauncher {
+    fn slots<'a>(&'a self, request: &'a SlotRequest) -> BoxFuture<'a, Vec<Slot>> {
+        Box::pin(async move { slots_for(&[], request) })
+    }
+
+    fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
+        Box::pin(async { serde_json::json!({"worker": "simulated curves"}) })
+    }
+
+    fn start(&self, spec: &LaunchSpec) -> std::io::Result<Attempt> {
+        use tokio::io::AsyncWriteExt;
+        let curve = self.curves[&spec.job.trial];
+        let epochs = spec.job.config.epochs;
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let (mut tx, rx) = tokio::io::duplex(1 << 16);
+        let stop = Arc::clone(&flag);
+        let counter = Arc::clone(&self.epochs_run);
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ u64::from_str_radix(&spec.job.trial, 16).unwrap_or(0));
+        let task = tokio::spawn(async move {
+            let mut best: f64 = 0.0;
+            for e in 1..=epochs {
+                if stop.0.load(Ordering::SeqCst) {
+                    return 130;
+                }
+                let acc = curve.at(e, rng.gen_range(-0.005..0.005));
+                best = best.max(acc);
+                *counter.lock().unwrap() += 1;
+                let m = WorkerMessage::Epoch {
+                    epoch: e,
+                    train_loss: 1.0 - acc,
+                    train_accuracy: acc,
+                    val_loss: 1.0 - acc,
+                    val_accuracy: acc,
+                    step: e as u64,
+                    seconds: 0.0,
+                    images_per_s: 0.0,
+                };
+                let line = serde_json::to_string(&m).unwrap() + "\n";
+                if tx.write_all(line.as_bytes()).await.is_err() {
+                    return 1;
+                }
+                // One tick per epoch, so that the dispatcher judges epoch e before e+1 exists.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let done = WorkerMessage::Done { epochs, wall_s: 0.0, images_per_s: 0.0, best_val_accuracy: best };
+            let _ = tx.write_all((serde_json::to_string(&done).unwrap() + "\n").as_bytes()).await;
+            0
+        });
+        Ok(Attempt {
+            stdout: Box::pin(rx),
+            control: flag,
+            exit: Box::pin(async move { Ok(ExitStatus { code: Some(task.await.unwrap_or(1)), signal: None }) }),
+        })
+    }
+}
+
+struct Outcome {
+    epochs: u64,
+    chosen: usize,
+    wall: Duration,
+}
+
+async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping, seed: u64) -> Outcome {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = sweep::store::db::open(&dir.path().join("sim.db"), true).await.unwrap();
+    let ids: Vec<String> = (0..curves.len()).map(|i| format!("{i:010x}")).collect();
+    let plan = SweepPlan {
+        name: name.into(),
+        file: "sim.toml".into(),
+        toml: String::new(),
+        dataset: "sim".into(),
+        metric: "val_accuracy".into(),
+        select: SelectMetric::ValAccuracy,
+        stopping,
+        description: None,
+        resources: Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 0, oom_retry_halve_batch: false },
+        trials: ids.iter().map(|id| PlannedTrial { id: id.clone(), config: TrialConfig { epochs, ..TrialConfig::default() } }).collect(),
+        varying: vec![],
+    };
+    let epochs_run = Arc::new(Mutex::new(0));
+    let launcher = Arc::new(SimLauncher { curves: ids.iter().cloned().zip(curves.iter().copied()).collect(), epochs_run: Arc::clone(&epochs_run), seed });
+    let opts = RunOptions { results: dir.path().join("results"), retry_failed: false, plain: true, grace: Duration::from_secs(1) };
+    let t0 = Instant::now();
+    run(plan, opts, launcher, pool.clone(), serde_json::json!({}), "sim".into()).await.unwrap();
+    let wall = t0.elapsed();
+    // The configuration each method picks: the best final validation value among the trials it finished.
+    let best: (String,) = sqlx::query_as(
+        "SELECT t.id FROM trials t JOIN metrics m ON m.trial_id = t.id AND m.split = 'valid' AND m.name = 'accuracy' AND m.epoch = t.epochs
+         WHERE t.status = 'done' ORDER BY m.value DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let e = *epochs_run.lock().unwrap();
+    Outcome { epochs: e, chosen: usize::from_str_radix(&best.0, 16).unwrap(), wall }
+}
+
+fn rank_of(curves: &[Curve], epochs: u32, chosen: usize) -> usize {
+    let fin = |c: &Curve| c.at(epochs, 0.0);
+    curves.iter().filter(|c| fin(c) > fin(&curves[chosen])).count() + 1
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // Rungs at 1, 3, 9 below 27 epochs.
+    let epochs = 27;
+    let asha = |method| Stopping { method, metric: SelectMetric::ValAccuracy, min_epochs: 1, reduction: 3, patience: None };
+    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![81, 1000] } else { sizes };
+    println!("early stopping on synthetic curves ({epochs} epochs a trial, one worker, real dispatcher + SQLite)");
+    println!("{:>6} {:<10} {:>12} {:>10} {:>10} {:>12} {:>9}", "trials", "method", "epochs run", "vs grid", "rank", "regret", "wall s");
+    for n in sizes {
+        let cs = curves(n, 7);
+        let grid_epochs = (n as u64) * epochs as u64;
+        let top = cs.iter().map(|c| c.at(epochs, 0.0)).fold(0.0, f64::max);
+        for (label, st) in [
+            ("none", Stopping::none(SelectMetric::ValAccuracy)),
+            ("asha", asha(StopMethod::Asha)),
+            ("asha min3", Stopping { min_epochs: 3, ..asha(StopMethod::Asha) }),
+            ("hyperband", asha(StopMethod::Hyperband)),
+            ("median", Stopping { min_epochs: 3, ..asha(StopMethod::Median) }),
+        ] {
+            if label == "none" && n > 100 {
+                // The full grid runs every epoch and finds the best by definition.
+                println!("{n:>6} {label:<10} {grid_epochs:>12} {:>9.3}x {:>10} {:>12.4} {:>9}", 1.0, format!("1/{n}"), 0.0, "(computed)");
+                continue;
+            }
+            let o = simulate(label, &cs, epochs, st, 7).await;
+            let rank = rank_of(&cs, epochs, o.chosen);
+            println!(
+                "{n:>6} {label:<10} {:>12} {:>9.3}x {:>10} {:>12.4} {:>9.2}",
+                o.epochs,
+                o.epochs as f64 / grid_epochs as f64,
+                format!("{rank}/{n}"),
+                top - cs[o.chosen].at(epochs, 0.0),
+                o.wall.as_secs_f64()
+            );
+        }
+    }
+    // Decision time of the stopper alone at 10,000 trials (rung records grow with every report).
+    let n = 10_000;
+    let cs = curves(n, 11);
+    let mut s = Stopper::new(asha(StopMethod::Asha));
+    let mut reports = 0u64;
+    let t0 = Instant::now();
+    for (i, c) in cs.iter().enumerate() {
+        let id = format!("{i:010x}");
+        s.assign(&id, i, epochs);
+        for e in 1..=epochs {
+            reports += 1;
+            if s.report(&id, e, epochs, c.at(e, 0.0)).iter().any(|d| d.stop) {
+                break;
+            }
+        }
+    }
+    let per = t0.elapsed().as_secs_f64() / reports as f64;
+    println!("stopper decision time at {n} trials: {:.1} µs per report ({reports} reports)", per * 1e6);
+}
