@@ -116,11 +116,7 @@ impl Launcher for SimLauncher {
             let _ = tx.write_all((serde_json::to_string(&done).unwrap() + "\n").as_bytes()).await;
             0
         });
-        Ok(Attempt {
-            stdout: Box::pin(rx),
-            control: flag,
-            exit: Box::pin(async move { Ok(ExitStatus { code: Some(task.await.unwrap_or(1)), signal: None }) }),
-        })
+        Ok(Attempt { stdout: Box::pin(rx), control: flag, exit: Box::pin(async move { Ok(ExitStatus { code: Some(task.await.unwrap_or(1)), signal: None }) }) })
     }
 }
 

@@ -41,7 +41,13 @@ fn a_0_1_database_upgrades_without_losing_rows() {
         let (version, desc) = name.trim_end_matches(".sql").split_once('_').unwrap();
         let sum = Command::new("sha384sum").arg(root.join(name)).output().unwrap();
         let hex = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
-        sqlite(&db, &format!("INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({version}, '{}', 1, X'{hex}', 1)", desc.replace('_', " ")));
+        sqlite(
+            &db,
+            &format!(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({version}, '{}', 1, X'{hex}', 1)",
+                desc.replace('_', " ")
+            ),
+        );
     }
     sqlite(
         &db,

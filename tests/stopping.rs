@@ -55,11 +55,10 @@ fn asha_prunes_the_worse_trials_and_records_every_decision() {
     assert_eq!(query(dir.path(), "SELECT status, count(*), max(epochs_done) < 9 FROM trials GROUP BY status ORDER BY status"), ["done|1|0", "pruned|8|1"]);
     assert_eq!(query(dir.path(), "SELECT lr FROM trials WHERE status = 'done'"), ["0.09"]);
     // Every decision is a row: rung 0 for all nine, rung 1 (epoch 3) for the survivor.
-    assert_eq!(query(dir.path(), "SELECT method, rung, action, count(*) FROM decisions GROUP BY rung, action ORDER BY rung, action"), [
-        "asha|0|continue|1",
-        "asha|0|stop|8",
-        "asha|1|continue|1"
-    ]);
+    assert_eq!(
+        query(dir.path(), "SELECT method, rung, action, count(*) FROM decisions GROUP BY rung, action ORDER BY rung, action"),
+        ["asha|0|continue|1", "asha|0|stop|8", "asha|1|continue|1"]
+    );
     // A stop is always a value below its cutoff, compared with the records before it.
     assert_eq!(query(dir.path(), "SELECT count(*) FROM decisions WHERE action = 'stop' AND NOT (value < cutoff)"), ["0"]);
     assert_eq!(query(dir.path(), "SELECT group_concat(compared) FROM (SELECT compared FROM decisions WHERE rung = 0 ORDER BY time)"), ["0,1,2,3,4,5,6,7,8"]);
@@ -87,13 +86,10 @@ fn patience_alone_stops_each_trial_two_epochs_after_it_stopped_improving() {
     // (the worker is not waited for: it may finish another epoch before SIGTERM lands).
     assert_eq!(query(dir.path(), "SELECT status, count(*), min(epochs_done) >= 5, max(epochs_done) < 9 FROM trials GROUP BY status"), ["pruned|9|1|1"]);
     assert_eq!(query(dir.path(), "SELECT count(DISTINCT trial_id) FROM decisions WHERE method = 'patience' AND action = 'stop' AND epoch = 5"), ["9"]);
-    assert_eq!(query(dir.path(), "SELECT epoch, action, compared FROM decisions WHERE method = 'patience' AND epoch <= 5 GROUP BY epoch ORDER BY epoch"), [
-        "1|continue|0",
-        "2|continue|0",
-        "3|continue|0",
-        "4|continue|1",
-        "5|stop|2"
-    ]);
+    assert_eq!(
+        query(dir.path(), "SELECT epoch, action, compared FROM decisions WHERE method = 'patience' AND epoch <= 5 GROUP BY epoch ORDER BY epoch"),
+        ["1|continue|0", "2|continue|0", "3|continue|0", "4|continue|1", "5|stop|2"]
+    );
 }
 
 /// kill -9 of the coordinator mid-ASHA, then the same command again: no

@@ -286,7 +286,10 @@ async fn restore_stopper(
     let queued: std::collections::HashSet<String> = queue.iter().map(|q| q.trial.id.clone()).collect();
     let epochs: HashMap<&str, u32> = plan.trials.iter().map(|t| (t.id.as_str(), t.config.epochs)).collect();
     for trial in stopped.iter().filter(|t| queued.contains(*t)) {
-        pruned_now.push((Decision { trial: trial.clone(), epoch: 0, rung: None, bracket: None, method: "restored", value: 0.0, cutoff: None, compared: 0, stop: true }, true));
+        pruned_now.push((
+            Decision { trial: trial.clone(), epoch: 0, rung: None, bracket: None, method: "restored", value: 0.0, cutoff: None, compared: 0, stop: true },
+            true,
+        ));
     }
     for (trial, epoch, value) in history {
         let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else { continue };
@@ -506,13 +509,7 @@ impl Dispatcher {
         }
     }
 
-    async fn finish(
-        mut self,
-        sweep_id: i64,
-        ran: usize,
-        skipped: usize,
-        writer: tokio::task::JoinHandle<Result<(), String>>,
-    ) -> Result<Outcome, RunError> {
+    async fn finish(mut self, sweep_id: i64, ran: usize, skipped: usize, writer: tokio::task::JoinHandle<Result<(), String>>) -> Result<Outcome, RunError> {
         self.progress.finish();
         if let Some(e) = self.db_error.take() {
             let _ = self.recorder.flush().await;

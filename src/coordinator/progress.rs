@@ -1,10 +1,10 @@
 //! Live progress: indicatif bars on a terminal, one plain line per event
 //! otherwise. Fed by the dispatcher; never decides anything.
 use crate::store::TrialStatus;
-use sweep_protocol::WorkerMessage;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::io::IsTerminal;
+use sweep_protocol::WorkerMessage;
 
 pub struct Progress {
     bars: Option<(MultiProgress, ProgressBar)>,

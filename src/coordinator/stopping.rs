@@ -266,7 +266,8 @@ impl Stopper {
         let patience = self.cfg.patience?;
         let h = self.history.get(trial)?;
         let upto = &h[..(epoch as usize).min(h.len())];
-        let (best_i, best) = upto.iter().enumerate().filter(|(_, x)| !x.is_nan()).fold((0, f64::NEG_INFINITY), |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc });
+        let (best_i, best) =
+            upto.iter().enumerate().filter(|(_, x)| !x.is_nan()).fold((0, f64::NEG_INFINITY), |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc });
         let since = upto.len() - 1 - best_i;
         Some(Decision {
             trial: trial.to_string(),

@@ -118,7 +118,10 @@ async fn dispatch(plan: SweepPlan, launcher: FakeLauncher) -> (Outcome, Arc<Fake
     let launcher = Arc::new(launcher);
     let outcome = run(plan, opts, launcher.clone(), pool.clone(), serde_json::json!({}), "hash".into()).await.unwrap();
     let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("SELECT t.id, t.status, (SELECT count(*) FROM attempts a WHERE a.trial_id = t.id) FROM trials t ORDER BY t.ordinal").fetch_all(&pool).await.unwrap();
+        sqlx::query_as("SELECT t.id, t.status, (SELECT count(*) FROM attempts a WHERE a.trial_id = t.id) FROM trials t ORDER BY t.ordinal")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
     (outcome, launcher, rows)
 }
 

@@ -11,12 +11,12 @@
 //! ids), plus each `[[trial]]`; every one of them starts from `[defaults]` and
 //! is repeated once per entry of `[sweep].seeds`.
 use super::id::trial_id;
-use sweep_protocol::{BACKBONES, Head, Optimizer, Schedule, SelectMetric, TrialConfig};
 use super::raw::{GridValues, Params, RawFile, Source, SpecError, did_you_mean};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use sweep_protocol::{BACKBONES, Head, Optimizer, Schedule, SelectMetric, TrialConfig};
 use toml::{Spanned, Value};
 
 pub use sweep_protocol::PARAM_KEYS;
@@ -318,7 +318,11 @@ impl Point {
         let err = |key: &str, msg: String, help: &str| src.error_at(self.set_at.get(key).copied().unwrap_or(0), msg, Some(help.to_string()));
         let adam = matches!(c.optimizer, Optimizer::Adam | Optimizer::Adamw);
         if c.nesterov && adam {
-            return Err(err("nesterov", format!("`nesterov = true` needs optimizer = \"sgd\" (this trial uses {:?})", c.optimizer), "remove `nesterov`, or use sgd"));
+            return Err(err(
+                "nesterov",
+                format!("`nesterov = true` needs optimizer = \"sgd\" (this trial uses {:?})", c.optimizer),
+                "remove `nesterov`, or use sgd",
+            ));
         }
         if c.nesterov && c.momentum <= 0.0 {
             return Err(err("nesterov", "`nesterov = true` needs `momentum` > 0".into(), "set momentum (e.g. 0.9), or remove `nesterov`"));
@@ -346,7 +350,13 @@ impl Point {
 }
 
 /// Every point of the grid × random draws, plus each `[[trial]]`, before seeds.
-fn expand(src: &Source, raw: &RawFile, base: &Point, axes: &[Axis<'_>], random_draws: &[Vec<(Spanned<String>, Spanned<Value>)>]) -> Result<Vec<TrialConfig>, SpecError> {
+fn expand(
+    src: &Source,
+    raw: &RawFile,
+    base: &Point,
+    axes: &[Axis<'_>],
+    random_draws: &[Vec<(Spanned<String>, Spanned<Value>)>],
+) -> Result<Vec<TrialConfig>, SpecError> {
     let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
     for (k, values) in axes {
         grid_points = grid_points.iter().flat_map(|p| values.iter().map(move |v| p.iter().copied().chain([(*k, v)]).collect())).collect();

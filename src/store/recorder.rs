@@ -4,10 +4,10 @@
 //! `StoreEvent`; one task applies them, batching whatever is queued into one
 //! transaction. Readers (`sweep report`, `sqlite3`) see whole transactions only
 //! (WAL), and a trial becomes `done` only after all of its test rows landed.
-use super::now;
 use super::model::{FailureClass, SweepStatus, TrialStatus};
-use sweep_protocol::{TrialConfig, WorkerMessage};
+use super::now;
 use sqlx::{Sqlite, SqlitePool, Transaction};
+use sweep_protocol::{TrialConfig, WorkerMessage};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
@@ -160,7 +160,12 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             sqlx::query("UPDATE sweeps SET heartbeat_at = ? WHERE id = ?").bind(now()).bind(sweep_id).execute(&mut **tx).await?;
         }
         StoreEvent::SweepStatus { sweep_id, status } => {
-            sqlx::query("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?").bind(status.as_str()).bind(now()).bind(sweep_id).execute(&mut **tx).await?;
+            sqlx::query("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?")
+                .bind(status.as_str())
+                .bind(now())
+                .bind(sweep_id)
+                .execute(&mut **tx)
+                .await?;
         }
         StoreEvent::TrialStatus { trial, status } => {
             let t = now();
@@ -236,15 +241,13 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
         // the worker's own view after CUDA_VISIBLE_DEVICES (`Cuda(0)`) is not a fact about the machine.
         WorkerMessage::Hello { .. } | WorkerMessage::Checkpoint { .. } => Ok(()),
         WorkerMessage::Data { classes, counts, .. } => class_counts(tx, trial, &classes, counts).await,
-        WorkerMessage::Resumed { from_epoch } => {
-            sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?")
-                .bind(from_epoch)
-                .bind(trial)
-                .bind(attempt)
-                .execute(&mut **tx)
-                .await
-                .map(drop)
-        }
+        WorkerMessage::Resumed { from_epoch } => sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?")
+            .bind(from_epoch)
+            .bind(trial)
+            .bind(attempt)
+            .execute(&mut **tx)
+            .await
+            .map(drop),
         WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } => {
             for (name, v) in [("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_s", images_per_s)] {
                 metric(tx, trial, attempt, "train", epoch, batch, step, name, v).await?;
@@ -267,9 +270,13 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
         WorkerMessage::Test { loss, accuracy, n, per_class, epoch } => test_results(tx, trial, (loss, accuracy, n, epoch), per_class).await,
         WorkerMessage::Confusion { classes, matrix } => confusion(tx, trial, &classes, &matrix).await,
         WorkerMessage::Misclassified { items } => misclassified(tx, trial, items).await,
-        WorkerMessage::Done { wall_s, images_per_s, .. } => {
-            sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?").bind(wall_s).bind(images_per_s).bind(trial).execute(&mut **tx).await.map(drop)
-        }
+        WorkerMessage::Done { wall_s, images_per_s, .. } => sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?")
+            .bind(wall_s)
+            .bind(images_per_s)
+            .bind(trial)
+            .execute(&mut **tx)
+            .await
+            .map(drop),
         WorkerMessage::Error { class, message } => sqlx::query("UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?")
             .bind(class.as_str())
             .bind(&message)

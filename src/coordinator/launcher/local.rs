@@ -59,7 +59,8 @@ fn is_executable(p: &Path) -> bool {
 
 /// Runs `sweep-worker probe` and parses its one JSON line.
 pub async fn probe(worker: &Path) -> Option<sweep_protocol::ProbeInfo> {
-    let out = tokio::time::timeout(Duration::from_secs(120), tokio::process::Command::new(worker).arg("probe").stdin(Stdio::null()).output()).await.ok()?.ok()?;
+    let out =
+        tokio::time::timeout(Duration::from_secs(120), tokio::process::Command::new(worker).arg("probe").stdin(Stdio::null()).output()).await.ok()?.ok()?;
     serde_json::from_slice(&out.stdout).ok()
 }
 
