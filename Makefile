@@ -31,6 +31,7 @@ demo: build
 # The whole test suite. Tests run in release mode (training in a debug build
 # is needlessly slow) and use the installed PyTorch for reference outputs.
 test: build
+	scripts/install-test-fonts.sh
 	export LIBTORCH="$(TORCH_DIR)"
 	export SWEEP_INSTALL_CHROMIUM=1
 	export SWEEP_PYTHON="$$(dirname "$$(dirname "$$(dirname "$$(dirname "$$LIBTORCH")")")")/bin/python"
