@@ -15,7 +15,7 @@ pub enum BestMetric {
     Loss,
     /// Best validation accuracy.
     ValAccuracy,
-    /// Validation loss at the best epoch.
+    /// Validation loss of the last epoch.
     ValLoss,
     /// Wall time (shorter is better).
     Time,

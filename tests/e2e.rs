@@ -63,7 +63,7 @@ fn sweep_records_everything_and_reruns_only_what_is_new() {
     }
     assert!(rows[0]["test_accuracy"].as_f64() >= rows[1]["test_accuracy"].as_f64());
     // CSV parses back to the same numbers.
-    let out = s.sweep(&["report", "--format", "csv"]).output();
+    let out = s.sweep(&["report", "--best", "accuracy", "--format", "csv"]).output();
     let mut lines = out.expect_success().stdout_utf8().lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let acc_col = header.iter().position(|h| *h == "test_accuracy").unwrap();
@@ -97,7 +97,7 @@ fn sweep_records_everything_and_reruns_only_what_is_new() {
     // The human table names the sweep and every trial.
     let out = s.sweep(&["report"]).output();
     let table = out.stdout_utf8();
-    assert!(table.contains("sweep e2e — 3 trials, ranked by accuracy"), "{table}");
+    assert!(table.contains("sweep e2e — 3 trials, ranked by val_accuracy") && table.contains("checkpoints picked by val_accuracy"), "{table}");
 }
 
 #[test]

@@ -221,6 +221,19 @@ pub enum SelectMetric {
 mod tests {
     use super::*;
 
+    /// PARAM_KEYS is the one list of sweep parameters: it must name exactly the
+    /// fields of TrialConfig (in order) but `seed` and `pretrained`.
+    #[test]
+    fn param_keys_are_the_config_fields() {
+        let c = TrialConfig { betas: [0.8, 0.9], eps: 1e-6, ..TrialConfig::default() };
+        let v = serde_json::to_value(&c).unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        let mut fields: Vec<(usize, &str)> = v.as_object().unwrap().keys().map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.as_str())).collect();
+        fields.sort();
+        let fields: Vec<&str> = fields.into_iter().map(|(_, k)| k).filter(|k| !matches!(*k, "seed" | "pretrained")).collect();
+        assert_eq!(fields, PARAM_KEYS);
+    }
+
     #[test]
     fn head_serde_forms() {
         let h: Head = serde_json::from_str(r#""original""#).unwrap();

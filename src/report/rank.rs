@@ -456,7 +456,14 @@ fn show_value(v: &serde_json::Value) -> String {
 }
 
 fn fmt_p(p: f64) -> String {
-    if p < 0.001 { format!("{p:.1e}") } else { format!("{p:.3}") }
+    // 0 comes only from two groups without spread and different means.
+    if p == 0.0 {
+        "0".into()
+    } else if p < 0.001 {
+        format!("{p:.1e}")
+    } else {
+        format!("{p:.3}")
+    }
 }
 
 fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String> {

@@ -867,13 +867,15 @@ optimizer = ["sgd", "adam"]
 [random]
 samples = 2
 weight_decay = {{ loguniform = [1e-5, 1e-3] }}
-momentum = {{ uniform = [0.8, 0.95] }}
+gamma = {{ uniform = [0.1, 0.5] }}
 batch_size = {{ choice = [16, 32] }}
 step_size = {{ int = [3, 7] }}
 
 [[trial]]
 backbone = "resnet34"
 lr = 0.01
+momentum = 0.8
+nesterov = true
 
 [pretrained]
 resnet50 = "{w}"
@@ -1121,5 +1123,73 @@ retries = 1
         let src = Source { path: "prop.toml".into(), text: base.replace("{ loguniform = [1e-5, 1e-3] }", "{ loguniform = [1e300, 1.0000000000000002e300] }") };
         let e = build(&src, src.parse().unwrap()).unwrap_err();
         assert!(e.message.contains("loguniform"), "{e}");
+    }
+}
+
+/// Cross-checks between keys, found at validation time with the key's place.
+#[cfg(test)]
+mod cross_checks {
+    use super::*;
+
+    fn plan(body: &str) -> Result<SweepPlan, SpecError> {
+        let dir = tempfile::tempdir().unwrap();
+        for split in ["train", "valid", "test"] {
+            for class in ["a", "b"] {
+                let d = dir.path().join(split).join(class);
+                std::fs::create_dir_all(&d).unwrap();
+                std::fs::write(d.join("0.png"), b"x").unwrap();
+            }
+        }
+        let text = format!("[sweep]\nname = \"x\"\ndataset = \"{}\"\n{body}", dir.path().display());
+        let src = Source { path: "x.toml".into(), text };
+        let raw = src.parse()?;
+        build(&src, raw)
+    }
+
+    fn err(body: &str) -> String {
+        let e = plan(body).unwrap_err();
+        format!("{}:{}: {}", e.line, e.col, e.message)
+    }
+
+    #[test]
+    fn nesterov_needs_sgd_with_momentum() {
+        assert_eq!(err("[defaults]\noptimizer = \"adam\"\nnesterov = true\n"), "6:1: `nesterov = true` needs optimizer = \"sgd\" (this trial uses Adam)");
+        assert_eq!(err("[defaults]\nmomentum = 0.0\nnesterov = true\n"), "6:1: `nesterov = true` needs `momentum` > 0");
+        assert!(plan("[defaults]\nmomentum = 0.9\nnesterov = true\n").is_ok());
+    }
+
+    #[test]
+    fn momentum_is_rejected_for_adam_and_betas_for_sgd() {
+        assert!(
+            err("[grid]\noptimizer = [\"sgd\", \"adamw\"]\n[defaults]\nmomentum = 0.8\n")
+                .ends_with("`momentum` means nothing for Adamw: Adam and AdamW use `betas`")
+        );
+        assert!(err("[defaults]\nbetas = [0.8, 0.99]\n").contains("`betas` applies to adam and adamw only"));
+        assert!(err("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 1.5]\n").contains("values must be in [0, 1)"));
+        let p = plan("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 0.99]\neps = 1e-6\n").unwrap();
+        assert_eq!((p.trials[0].config.betas, p.trials[0].config.eps), ([0.8, 0.99], 1e-6));
+    }
+
+    #[test]
+    fn adamw_defaults_to_pytorchs_weight_decay() {
+        let p = plan("[grid]\noptimizer = [\"sgd\", \"adam\", \"adamw\"]\n").unwrap();
+        let wd: Vec<f64> = p.trials.iter().map(|t| t.config.weight_decay).collect();
+        assert_eq!(wd, [0.0, 0.0, 0.01]);
+        let p = plan("[defaults]\noptimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
+        assert_eq!(p.trials[0].config.weight_decay, 0.0, "an explicit value wins");
+    }
+
+    #[test]
+    fn a_metric_must_be_a_validation_figure() {
+        let e = plan("metric = \"accuracy\"\n").unwrap_err();
+        assert!(e.help.unwrap().contains("must be a validation figure"));
+    }
+
+    #[test]
+    fn stopping_is_validated() {
+        assert!(err("[stopping]\nmethod = \"ashaa\"\n").contains("unknown stopping method \"ashaa\""));
+        assert!(err("[stopping]\nreduction = 1\n").contains("`reduction` must be between 2 and 100"));
+        let p = plan("[stopping]\nmethod = \"hyperband\"\nmin_epochs = 2\npatience = 4\n").unwrap();
+        assert_eq!((p.stopping.method, p.stopping.min_epochs, p.stopping.reduction, p.stopping.patience), (StopMethod::Hyperband, 2, 3, Some(4)));
     }
 }

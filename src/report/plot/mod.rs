@@ -20,20 +20,27 @@
 //! thumbnails in a 70 px pitch, one row per class, `per_class` columns, plus a
 //! class-label column and a train/valid/test count column (see `overview`).
 //!
-//! Fonts: plotters' default text path (`ttf` feature) needs fontconfig and
-//! system fonts, which a clean CI machine may lack. This build uses plotters'
-//! `ab_glyph` feature instead, with DejaVu Sans (Bitstream Vera / DejaVu
-//! licence: free to embed and redistribute) compiled into the binary from the
-//! `dejavu` crate on crates.io (no font file in this repository), registered
-//! once as the `sans-serif` family for plotters' text measurements. PNG text
-//! is rasterised by `raster` (ab_glyph directly, because plotters' ab_glyph
-//! drawing mis-spaces glyphs). Rendering never touches the file system or
-//! fontconfig. SVG output names `font-family="sans-serif"` and lets the viewer
-//! pick its own sans font; its layout was measured with DejaVu Sans metrics.
+//! Fonts: plotters' default text path (`ttf` feature) needs fontconfig's
+//! library and system fonts, which a clean CI machine may lack. This build uses
+//! plotters' `ab_glyph` feature instead, with DejaVu Sans (Bitstream Vera /
+//! DejaVu licence: free to embed and redistribute) compiled into the binary
+//! from the `dejavu` crate on crates.io (no font file in this repository),
+//! registered once as the `sans-serif` family for plotters' own measurements.
+//! Class names can be in any script: characters DejaVu Sans lacks (Chinese,
+//! Japanese, Korean, most emoji, …) are drawn with a system font that has them,
+//! found per character with `fontdb`, and text is shaped (`rustybuzz`) and
+//! ordered (`unicode-bidi`) so that Arabic joins and reads right to left; see
+//! `fonts`. Without such fonts on the machine, those characters show as DejaVu
+//! Sans's empty box; Latin text never touches the system's fonts. PNG text is
+//! rasterised by `raster::Raster`. SVG `<text>` elements name the families
+//! that draw them (`DejaVu Sans`, then e.g. `Noto Sans CJK SC`, then
+//! `sans-serif`), and the layout was measured with the same fonts.
+//! `SWEEP_FONT_FALLBACK=0` turns the system fonts off (the embedded font alone).
 //! plotters' own PNG encoder (`bitmap_encoder`, which pulls a second `image`
 //! version) is not used: the `image` crate this project already has encodes.
 mod charts;
 pub mod data;
+pub mod fonts;
 mod overview;
 mod raster;
 
@@ -111,12 +118,12 @@ impl Chart<'_> {
 /// Draws onto an SVG document held in memory.
 pub(crate) fn svg_with<F>(size: (u32, u32), draw: F) -> Result<String, String>
 where
-    F: FnOnce(&DrawingArea<SVGBackend, Shift>) -> Result<(), String>,
+    F: FnOnce(&DrawingArea<raster::Vector, Shift>) -> Result<(), String>,
 {
     ensure_fonts()?;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, size).into_drawing_area();
+        let root = raster::Vector(SVGBackend::with_string(&mut out, size)).into_drawing_area();
         draw(&root)?;
         root.present().map_err(charts::de)?;
     }

@@ -10,12 +10,12 @@
 //! is 1–64.
 use super::charts::de;
 use super::font;
-use sweep_dataset::imagefolder::{self as data, Layout};
 use base64::Engine;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
+use sweep_dataset::imagefolder::{self as data, Layout};
 
 const THUMB: u32 = 64;
 const PITCH: u32 = 70;
@@ -109,16 +109,8 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
     super::ensure_fonts()?;
     let name =
         dataset.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dataset.display().to_string());
-    let label_w = {
-        let mut w = 120;
-        // Measure with a throwaway backend: only the font metrics matter.
-        let mut scratch = vec![255u8; 3];
-        let area = BitMapBackend::with_buffer(&mut scratch, (1, 1)).into_drawing_area();
-        for c in &layout.classes {
-            w = w.max(area.estimate_text_size(c, &TextStyle::from(font(15.0))).map(|(x, _)| x + 12).unwrap_or(120));
-        }
-        w.min(320)
-    };
+    // Measured as the charts draw it (any script: see `fonts`).
+    let label_w = layout.classes.iter().map(|c| super::fonts::text_size(c, 15.0).0 + 12).fold(120, u32::max).min(320);
     let n = layout.classes.len();
     let mut g = Geometry { width: 0, height: 0, label_w };
     g.width = g.counts_x(per_class) + 3 * COUNT_COL + 20;
