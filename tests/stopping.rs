@@ -64,6 +64,14 @@ fn asha_prunes_the_worse_trials_and_records_every_decision() {
     assert_eq!(query(dir.path(), "SELECT group_concat(compared) FROM (SELECT compared FROM decisions WHERE rung = 0 ORDER BY time)"), ["0,1,2,3,4,5,6,7,8"]);
     assert_eq!(query(dir.path(), "SELECT DISTINCT error_class FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.status = 'pruned'"), ["pruned"]);
     assert!(stderr.contains("pruned by asha at epoch 1 (rung 0)"), "{stderr}");
+    // `sweep show` lists a pruned trial's decisions; `sweep status` counts it.
+    let pruned = query(dir.path(), "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1").remove(0);
+    let show = Command::new(BIN).args(["--db", "r.db", "show", &pruned]).current_dir(dir.path()).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("early-stopping decisions") && show.contains("│ stop "), "{show}");
+    assert!(show.contains("pruned by asha at epoch 1: not tested"), "{show}");
+    let status = Command::new(BIN).args(["--db", "r.db", "status"]).current_dir(dir.path()).output().unwrap();
+    assert!(String::from_utf8_lossy(&status.stdout).contains("done 1, pruned 8, failed 0"), "{}", String::from_utf8_lossy(&status.stdout));
     // A rerun starts nothing: pruned trials stay pruned.
     let again = run(dir.path());
     assert_eq!(again.status.code(), Some(0));

@@ -75,8 +75,34 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
         let _ = writeln!(out, "  {label:<15} {}", sparkline(&queries::metric_series(pool, &trial, split, name).await.map_err(e)?));
     }
 
+    let decisions = queries::trial_decisions(pool, &trial).await.map_err(e)?;
+    if !decisions.is_empty() {
+        let _ = writeln!(out, "\nearly-stopping decisions");
+        let mut b = tabled::builder::Builder::default();
+        b.push_record(["epoch", "method", "rung", "metric", "value", "cutoff", "compared", "action"].map(String::from));
+        for d in &decisions {
+            b.push_record([
+                d.epoch.to_string(),
+                d.method.clone(),
+                d.rung.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                d.metric.clone(),
+                format!("{:.4}", d.value),
+                d.cutoff.map(|c| format!("{c:.4}")).unwrap_or_else(|| "-".into()),
+                d.compared.to_string(),
+                d.action.clone(),
+            ]);
+        }
+        let mut t = b.build();
+        t.with(tabled::settings::Style::rounded());
+        let _ = writeln!(out, "{t}");
+    }
+
     let Some(test) = queries::test_result(pool, &trial).await.map_err(e)? else {
-        let _ = writeln!(out, "\nno test results yet");
+        let pruned = decisions.iter().find(|d| d.action == "stop");
+        let _ = match pruned {
+            Some(d) => writeln!(out, "\npruned by {} at epoch {}: not tested (a pruned trial has no test results)", d.method, d.epoch),
+            None => writeln!(out, "\nno test results yet"),
+        };
         return Ok(out);
     };
     let _ = writeln!(
