@@ -5,9 +5,14 @@
 //! buffers are the one difference: tch's BatchNorm has none (they only matter
 //! when momentum is None), so the loader skips them.
 //!
-//! The classifier lives under one prefix (`fc` for ResNet, `classifier` for
-//! VGG) so that a replaced head can be recognised and skipped when loading
-//! pretrained weights, and so its parameters can get their own lr group.
+//! The *head* — the layer(s) sized by the class count — lives under one
+//! prefix, `Net::head_prefix`: `fc` for a ResNet, `classifier.6` (the last
+//! layer only) for VGG's original classifier, and the whole `fc` /
+//! `classifier` for an MLP head. That is what the PyTorch transfer-learning
+//! recipe replaces: loading pretrained weights keeps everything else (VGG's
+//! pretrained fc6/fc7, `classifier.0` and `classifier.3`, included), the head
+//! gets its own lr group (`HEAD_GROUP`), and `freeze_backbone` trains the head
+//! only.
 use sweep_protocol::config::Head;
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
@@ -187,7 +192,9 @@ enum HeadLayer {
 pub struct Net {
     backbone: Backbone,
     head: Vec<HeadLayer>,
-    /// `fc` or `classifier`: every head parameter's name starts with `<prefix>.`.
+    /// The layer(s) sized by the class count: every head parameter's name
+    /// starts with `<prefix>.`. `fc` (ResNet, either head), `classifier.6`
+    /// (VGG, original head) or `classifier` (VGG, MLP head).
     pub head_prefix: &'static str,
     /// Keep the backbone's BatchNorm in eval mode (frozen backbone).
     pub freeze_backbone: bool,
@@ -231,19 +238,24 @@ pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<N
     let hp = &hp / prefix;
     let lin = |p: nn::Path, i: i64, o: i64| if vgg { linear_vgg(p, i, o) } else { linear_torch(p, i, o) };
     let mut layers = Vec::new();
+    let mut head_prefix = prefix;
     match (head, vgg) {
         (Head::Original, false) => {
             // ResNet's `fc` is a bare Linear, not a Sequential.
             layers.push(HeadLayer::Linear(linear_torch(hp.clone(), feat, classes)));
         }
         (Head::Original, true) => {
-            layers.push(HeadLayer::Linear(lin(&hp / 0, feat, 4096)));
+            // fc6 and fc7 are pretrained layers like the backbone's (its lr
+            // group; frozen with it); only fc8, sized by the class count, is the head.
+            let body = &bp / prefix;
+            layers.push(HeadLayer::Linear(lin(&body / 0, feat, 4096)));
             layers.push(HeadLayer::Relu);
             layers.push(HeadLayer::Dropout(0.5));
-            layers.push(HeadLayer::Linear(lin(&hp / 3, 4096, 4096)));
+            layers.push(HeadLayer::Linear(lin(&body / 3, 4096, 4096)));
             layers.push(HeadLayer::Relu);
             layers.push(HeadLayer::Dropout(0.5));
             layers.push(HeadLayer::Linear(lin(&hp / 6, 4096, classes)));
+            head_prefix = "classifier.6";
         }
         (Head::Mlp { hidden, dropout }, _) => {
             let mut idx = 0;
@@ -261,7 +273,7 @@ pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<N
             layers.push(HeadLayer::Linear(lin(&hp / idx, cin, classes)));
         }
     }
-    Ok(Net { backbone, head: layers, head_prefix: prefix, freeze_backbone: false })
+    Ok(Net { backbone, head: layers, head_prefix, freeze_backbone: false })
 }
 
 impl Net {
@@ -323,6 +335,41 @@ mod tests {
         let m = names("resnet50", &Head::Mlp { hidden: vec![512, 512], dropout: 0.0 });
         assert!(m.iter().any(|(k, s)| k == "fc.0.weight" && s == &[512, 2048]));
         assert!(m.iter().any(|(k, s)| k == "fc.4.weight" && s == &[12, 512]));
+    }
+
+    /// name → optimizer group of every trainable variable.
+    fn groups(vs: &nn::VarStore) -> Vec<(String, usize)> {
+        let v = vs.variables_.lock().unwrap();
+        let mut out: Vec<(String, usize)> = v
+            .named_variables
+            .iter()
+            .filter_map(|(k, t)| v.trainable_variables.iter().find(|var| var.tensor.data_ptr() == t.data_ptr()).map(|var| (k.clone(), var.group)))
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn the_head_is_what_the_class_count_sizes() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), "vgg16_bn", 12, &Head::Original).unwrap();
+        assert_eq!(net.head_prefix, "classifier.6");
+        let g = groups(&vs);
+        for (k, group) in &g {
+            let want = if k.starts_with("classifier.6.") { HEAD_GROUP } else { BACKBONE_GROUP };
+            assert_eq!(*group, want, "{k}");
+        }
+        assert!(g.iter().any(|(k, _)| k == "classifier.3.weight"));
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), "vgg16_bn", 12, &Head::Mlp { hidden: vec![4096, 4096], dropout: 0.5 }).unwrap();
+        assert_eq!(net.head_prefix, "classifier");
+        assert!(groups(&vs).iter().all(|(k, group)| (*group == HEAD_GROUP) == k.starts_with("classifier.")));
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = build(&vs.root(), "resnet18", 12, &Head::Original).unwrap();
+        assert_eq!(net.head_prefix, "fc");
+        assert!(groups(&vs).iter().all(|(k, group)| (*group == HEAD_GROUP) == k.starts_with("fc.")));
     }
 
     #[test]

@@ -4,10 +4,10 @@
 //! Preprocessing is the eval transform of training (`Resize(R)` +
 //! `CenterCrop(S)`, ImageNet mean/std), except that an image already S×S is
 //! used as is, so logits can be compared with torchvision's exactly.
-use sweep_protocol::PredictJob;
 use crate::{models, to_input, trainer, weights};
-use sweep_dataset::imagefolder as data;
 use std::path::Path;
+use sweep_dataset::imagefolder as data;
+use sweep_protocol::PredictJob;
 use tch::Kind;
 use tch::nn::{self, ModuleT};
 
@@ -32,10 +32,21 @@ pub fn run(m: &PredictJob) -> Result<(), String> {
     if !matches!(ext, "safetensors" | "pth" | "pt") {
         return Err(format!("weights file {} is neither .safetensors nor .pth/.pt", m.weights.display()));
     }
-    let report = weights::load_into(&mut vs, &m.weights, net.head_prefix)?;
-    if report.head_skipped > 0 {
+    // Predicting with a freshly initialised layer would be meaningless: the
+    // weights' classifier must fit the class count and head exactly.
+    let report = weights::load(&mut vs, &m.weights, net.head_prefix)?;
+    if !report.replaced.is_empty() {
+        let detail = report
+            .replaced
+            .iter()
+            .map(|(n, model, file)| match file {
+                Some(f) => format!("{n}: file {f:?} vs model {model:?}"),
+                None => format!("{n}: not in the file"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
         return Err(format!(
-            "the classifier in {} does not match {} classes with this head; pass the class count and --head the weights were trained with",
+            "the classifier in {} does not match {} classes with this head ({detail}); pass the class count and --head the weights were trained with",
             m.weights.display(),
             m.classes.len()
         ));

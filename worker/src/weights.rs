@@ -1,12 +1,23 @@
 //! Pretrained weights: `.safetensors`, or a torchvision checkpoint exactly as
-//! torchvision downloads it (a `torch.save`d state_dict, zip format), read with
-//! libtorch's own loader — no Python at run time.
+//! torchvision downloads it (a `torch.save`d state_dict, zip or legacy format,
+//! read by [`crate::pth`]) — no Python at run time.
 //!
-//! Rules: `num_batches_tracked` buffers are ignored (tch's BatchNorm has none);
-//! head keys (under `fc.` / `classifier.`) are loaded only when every one of
-//! them matches the model's head in name and shape, otherwise the head counts as
-//! replaced and all of them are skipped; any other missing key, unexpected key or
-//! shape mismatch is an error that lists them all.
+//! Transfer learning as PyTorch does it: everything whose name and shape fit
+//! is loaded, and only the layer(s) sized by the class count — the model's
+//! `head_prefix`, see [`crate::models::Net`] — may be replaced. Rules:
+//!
+//! - `num_batches_tracked` buffers are ignored (tch's BatchNorm has none);
+//! - the tensors under `head_prefix` (`fc` for a ResNet, `classifier.6` for
+//!   VGG's original classifier, the whole `fc` / `classifier` for an MLP head)
+//!   are loaded only when every one of them matches the file in name and shape
+//!   and the file has no others there; otherwise they are all *replaced*: left
+//!   as freshly initialised, and the file's are ignored;
+//! - every other model tensor (the backbone, and VGG's fc6/fc7 `classifier.0`
+//!   and `classifier.3` with the original head) must be in the file with the
+//!   same shape, and the file may hold nothing else: any missing key,
+//!   unexpected key or shape mismatch is an error that lists them all.
+//!
+//! [`load_into`] logs on stderr what was loaded and what was replaced, by name.
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tch::{Tensor, nn::VarStore};
@@ -15,7 +26,7 @@ pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, String> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let named = match ext {
         "safetensors" => Tensor::read_safetensors(path),
-        // torch.save's zip archive of a state_dict.
+        // torch.save's zip archive (or legacy file) of a state_dict.
         _ => return crate::pth::read(path).map(|v| v.into_iter().collect()),
     }
     .map_err(|e| format!("cannot read weights {}: {e}", path.display()))?;
@@ -25,17 +36,73 @@ pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, String> {
 /// What happened while loading, for the worker's log.
 #[derive(Debug, Default)]
 pub struct LoadReport {
+    /// Model tensors copied from the file.
     pub loaded: usize,
+    /// Model tensors under the head prefix left freshly initialised because
+    /// the file's do not fit (`replaced.len()`).
     pub head_skipped: usize,
+    /// The loaded tensors' names, sorted.
+    pub loaded_names: Vec<String>,
+    /// Each replaced tensor: its name, its shape in the model and in the file
+    /// (None: the file has no tensor of that name).
+    pub replaced: Vec<(String, Vec<i64>, Option<Vec<i64>>)>,
+    /// The file's tensors under the head prefix that were not loaded, sorted.
+    pub ignored: Vec<String>,
 }
 
+impl LoadReport {
+    /// One line: the loaded tensors grouped by module (`features`,
+    /// `classifier.0`, `layer3`, …) and each replaced tensor by name.
+    pub fn summary(&self, path: &Path, head_prefix: &str) -> String {
+        let head_top = head_prefix.split('.').next().unwrap_or(head_prefix);
+        let mut groups: Vec<(String, usize)> = Vec::new();
+        for name in &self.loaded_names {
+            let parts: Vec<&str> = name.split('.').collect();
+            // Inside the classifier, name its layers (classifier.0, classifier.3).
+            let n = if parts[0] == head_top && parts.len() > 2 { 2 } else { 1 };
+            let g = parts[..n].join(".");
+            match groups.iter_mut().find(|(k, _)| *k == g) {
+                Some((_, c)) => *c += 1,
+                None => groups.push((g, 1)),
+            }
+        }
+        let loaded = groups.iter().map(|(g, c)| format!("{g} ({c})")).collect::<Vec<_>>().join(", ");
+        let mut s = format!("weights {}: loaded {} tensors: {}", path.display(), self.loaded, if loaded.is_empty() { "none" } else { &loaded });
+        if !self.replaced.is_empty() {
+            let r = self
+                .replaced
+                .iter()
+                .map(|(n, model, file)| match file {
+                    Some(f) => format!("{n} {model:?} (the file's is {f:?})"),
+                    None => format!("{n} {model:?} (not in the file)"),
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            s.push_str(&format!("; replaced (sized by the class count, freshly initialised): {r}"));
+        }
+        let extra: Vec<&String> = self.ignored.iter().filter(|n| !self.replaced.iter().any(|(r, _, _)| r == *n)).collect();
+        if !extra.is_empty() {
+            s.push_str(&format!("; ignored from the file: {}", extra.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")));
+        }
+        s
+    }
+}
+
+/// Loads `path` into `vs` by the rules above and logs what it did.
 pub fn load_into(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, String> {
+    let report = load(vs, path, head_prefix)?;
+    sweep_protocol::log!("{}", report.summary(path, head_prefix));
+    Ok(report)
+}
+
+/// [`load_into`] without the log line.
+pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, String> {
     let file: HashMap<String, Tensor> = read(path)?.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).collect();
     let vars = vs.variables();
-    let is_head = |k: &str| k == head_prefix || k.starts_with(&format!("{head_prefix}."));
+    let is_head = |k: &str| k == head_prefix || k.strip_prefix(head_prefix).is_some_and(|rest| rest.starts_with('.'));
     let model_shapes: BTreeMap<&String, Vec<i64>> = vars.iter().map(|(k, t)| (k, t.size())).collect();
 
-    let head_matches = vars.iter().filter(|(k, _)| is_head(k)).all(|(k, t)| file.get(k).map(|f| f.size() == t.size()).unwrap_or(false))
+    let head_fits = vars.iter().filter(|(k, _)| is_head(k)).all(|(k, t)| file.get(k).is_some_and(|f| f.size() == t.size()))
         && file.keys().filter(|k| is_head(k)).all(|k| vars.contains_key(k));
 
     let mut missing = Vec::new();
@@ -50,33 +117,38 @@ pub fn load_into(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<Lo
             Some(_) => {}
         }
     }
-    let unexpected: Vec<String> = file.keys().filter(|k| !is_head(k) && !vars.contains_key(*k)).cloned().collect();
+    let mut unexpected: Vec<String> = file.keys().filter(|k| !is_head(k) && !vars.contains_key(*k)).cloned().collect();
     if !(missing.is_empty() && mismatched.is_empty() && unexpected.is_empty()) {
         let mut msg = format!("weights {} do not fit the model:", path.display());
-        let mut unexpected = unexpected;
         unexpected.sort();
         for (label, list) in [("missing", &missing), ("unexpected", &unexpected), ("shape mismatch", &mismatched)] {
             if !list.is_empty() {
                 msg.push_str(&format!("\n  {label} ({}): {}", list.len(), list.join(", ")));
             }
         }
-        msg.push_str("\n  check that the file was saved from the same backbone (torchvision names, e.g. conv1.weight)");
+        msg.push_str("\n  check that the file was saved from the same backbone (torchvision names, e.g. conv1.weight) and, for a classifier other than the last layer, the same head");
         return Err(msg);
     }
     let mut report = LoadReport::default();
     tch::no_grad(|| -> Result<(), String> {
-        for (k, var) in &vars {
-            if is_head(k) && !head_matches {
-                report.head_skipped += 1;
+        for (k, shape) in &model_shapes {
+            if is_head(k) && !head_fits {
+                report.replaced.push(((*k).clone(), shape.clone(), file.get(*k).map(|t| t.size())));
                 continue;
             }
-            if let Some(src) = file.get(k) {
-                let mut var = var.shallow_clone();
+            if let Some(src) = file.get(*k) {
+                let mut var = vars[*k].shallow_clone();
                 var.f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| format!("{k}: {e}"))?;
-                report.loaded += 1;
+                report.loaded_names.push((*k).clone());
             }
         }
         Ok(())
     })?;
+    if !head_fits {
+        report.ignored = file.keys().filter(|k| is_head(k)).cloned().collect();
+        report.ignored.sort();
+    }
+    report.loaded = report.loaded_names.len();
+    report.head_skipped = report.replaced.len();
     Ok(report)
 }
