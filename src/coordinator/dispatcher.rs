@@ -224,7 +224,7 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
 /// behind): the worker would report their epochs, wall time and test accuracy
 /// as this run's. The old directory is kept, renamed, and the trial starts fresh.
 fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> {
-    if !dir.join("state.json").exists() && !dir.join("last.safetensors").exists() {
+    if !["state.json", "last.safetensors", "train_state.safetensors"].iter().any(|f| dir.join(f).exists()) {
         return Ok(());
     }
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);

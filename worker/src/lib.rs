@@ -8,6 +8,7 @@
 //! - [`predict`]: classify image files with a trial's checkpoint.
 //! - [`probe`]: libtorch, CUDA and cuDNN facts for `sweep doctor` and the launcher.
 pub mod models;
+pub mod optim;
 pub mod predict;
 pub mod probe;
 pub mod pth;

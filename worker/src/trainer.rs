@@ -1,21 +1,39 @@
 //! The training loop of one trial: data → model → epochs → checkpoints → test.
 //!
-//! Emits protocol messages as it goes. Checkpoints (`last.safetensors`,
-//! `best.safetensors`, `state.json`) are written atomically (temp + rename) so a
-//! kill at any point leaves either the old or the new checkpoint. Resume restores
-//! weights, the epoch counter and the best score; optimizer momentum restarts
-//! (documented in README).
-use sweep_dataset::imagefolder::{self as data, Layout, SplitCache};
+//! [`run`] takes a `Trainer` through its stages: `setup` (threads, device,
+//! data, model, optimizer), `resume` (the last committed training state, if
+//! any), then for every remaining epoch `train_epoch` (batches, optimizer
+//! steps, `train_step` records) and `end_epoch` (validation, the choice of
+//! the best checkpoint, checkpoints), and last `test_and_report` (test set on
+//! the best checkpoint, confusion matrix, `done`). Protocol messages are
+//! emitted as it goes.
+//!
+//! Checkpoints. `train_state.safetensors` is the resume point and the commit
+//! of an epoch: one file, written atomically (temp, fsync, rename), holding
+//! the weights with the BatchNorm statistics, the optimizer state (momentum
+//! buffers or Adam moments, per-parameter step counts), the loss scaler and
+//! the counters of `state.json`. `best.safetensors`, `last.safetensors` and
+//! `state.json` are exports written after it (each atomically); a resume
+//! finishes whichever of them a kill cut short. The torch generators (dropout)
+//! are reseeded from (seed, epoch) at the start of every epoch, and the data
+//! order and augmentation are functions of (seed, epoch) too, so a resumed
+//! trial records exactly what an uninterrupted one does (on CPU, at the same
+//! thread count; `worker/tests/exact_resume.rs`).
 use crate::models::{self, BACKBONE_GROUP, HEAD_GROUP, Net};
+use crate::optim::{self, Optimizer};
 use crate::{to_input, weights};
-use sweep_protocol::config::{Optimizer, Schedule, WorkerJob};
-use sweep_protocol::message::{ClassAccuracy, ErrorClass, Misclassified, SplitCounts, WorkerMessage, emit};
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::any::Any;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::time::Instant;
-use tch::nn::{ModuleT, OptimizerConfig};
+use sweep_dataset::imagefolder::{self as data, Layout, SplitCache};
+use sweep_protocol::config::{Schedule, SelectMetric, TrialConfig, WorkerJob};
+use sweep_protocol::message::{ClassAccuracy, ErrorClass, Misclassified, SplitCounts, WorkerMessage, emit};
+use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
 
 /// Set by SIGTERM/SIGINT: finish the batch, keep the last epoch checkpoint, exit.
@@ -33,12 +51,42 @@ impl Failure {
     }
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// `state.json`; the same counters travel inside `train_state.safetensors`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct State {
+    /// The last completed epoch.
     epoch: u32,
+    /// Optimizer steps so far (one per batch).
     step: u64,
+    /// Validation accuracy of `best_epoch`.
     best_val_accuracy: f64,
+    /// The epoch of `best.safetensors` (0: none yet).
     best_epoch: u32,
+    /// Validation loss of `best_epoch` (absent in checkpoints of older workers).
+    #[serde(default)]
+    best_val_loss: Option<f64>,
+    /// What chose `best_epoch`.
+    #[serde(default)]
+    select: SelectMetric,
+}
+
+impl State {
+    fn new(select: SelectMetric) -> State {
+        State { epoch: 0, step: 0, best_val_accuracy: -1.0, best_epoch: 0, best_val_loss: None, select }
+    }
+
+    /// Whether an epoch with these validation figures takes over as the best:
+    /// strictly higher accuracy or strictly lower loss, as `select` says, so
+    /// that a tie keeps the earlier epoch. The first epoch always does.
+    fn improves(&self, select: SelectMetric, val_loss: f64, val_accuracy: f64) -> bool {
+        if self.best_epoch == 0 {
+            return true;
+        }
+        match select {
+            SelectMetric::ValAccuracy => val_accuracy > self.best_val_accuracy,
+            SelectMetric::ValLoss => self.best_val_loss.is_none_or(|best| val_loss < best),
+        }
+    }
 }
 
 /// Every metric message also goes to `journal.jsonl` in the trial directory. A
@@ -47,24 +95,46 @@ struct State {
 /// checkpoint epoch and the store's upserts drop what it already has.
 static JOURNAL: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
 
-fn send(msg: WorkerMessage) -> Result<(), Failure> {
+fn journal(msg: &WorkerMessage) {
     if matches!(msg, WorkerMessage::TrainStep { .. } | WorkerMessage::Epoch { .. })
         && let Ok(mut guard) = JOURNAL.lock()
         && let Some(f) = guard.as_mut()
     {
         use std::io::Write;
-        let line = serde_json::to_string(&msg).unwrap_or_default();
+        let line = serde_json::to_string(msg).unwrap_or_default();
         let _ = writeln!(f, "{line}");
         if matches!(msg, WorkerMessage::Epoch { .. }) {
             let _ = f.sync_data();
         }
     }
-    // A closed stdout means the coordinator is gone: stop rather than train for nobody.
-    emit(&msg).map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))
 }
 
+/// Writes one message on stdout. A closed stdout means the coordinator is
+/// gone: stop rather than train for nobody.
+fn emit_msg(msg: &WorkerMessage) -> Result<(), Failure> {
+    emit(msg).map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))
+}
+
+fn emit_line(line: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(line.as_bytes())
+        .and_then(|_| out.write_all(b"\n"))
+        .and_then(|_| out.flush())
+        .map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))
+}
+
+fn send(msg: WorkerMessage) -> Result<(), Failure> {
+    journal(&msg);
+    emit_msg(&msg)
+}
+
+/// Replays the journal up to `replay_until` (the checkpoint's epoch) and keeps
+/// only those lines: records of an epoch a kill interrupted are dropped, as
+/// that epoch is trained again. A fresh start empties it.
 fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
     let path = dir.join("journal.jsonl");
+    let mut kept = String::new();
     if let Some(until) = replay_until {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         for line in text.lines() {
@@ -74,17 +144,17 @@ fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
                 _ => continue,
             };
             if epoch <= until {
-                emit(&msg).map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))?;
+                // The line as it was sent: parsing and printing again could move
+                // a float by one ulp (serde_json parses decimals best-effort).
+                emit_line(line)?;
+                kept.push_str(line);
+                kept.push('\n');
             }
         }
-    } else {
-        let _ = std::fs::remove_file(&path);
     }
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot open {}: {e}", path.display())))?;
+    write_atomic(&path, kept.as_bytes())?;
+    let f =
+        std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot open {}: {e}", path.display())))?;
     if let Ok(mut g) = JOURNAL.lock() {
         *g = Some(f);
     }
@@ -102,13 +172,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
         .map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
 }
 
+fn disk_full_hint(e: &dyn std::fmt::Display) -> &'static str {
+    if e.to_string().contains("No space left") { "; the disk is full: free space and rerun to resume from the last checkpoint" } else { "" }
+}
+
 fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
     // tch picks the format from the extension, so the temp name must end in .safetensors.
     let tmp = path.with_extension("tmp.safetensors");
     if let Err(e) = vs.save(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        let hint = if e.to_string().contains("No space left") { "; the disk is full: free space and rerun to resume from the last checkpoint" } else { "" };
-        return Err(Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}{hint}", tmp.display())));
+        return Err(Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
     }
     std::fs::rename(&tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
 }
@@ -148,21 +221,83 @@ fn load_data(job: &WorkerJob) -> Result<Data, Failure> {
     Ok(Data { layout, train: Arc::new(train), valid, test })
 }
 
+fn panic_message(p: &(dyn Any + Send)) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+}
+
+/// Fragments of libtorch errors that mean the trial's settings cannot work
+/// (shapes or arguments libtorch rejects whatever the attempt), so that the
+/// coordinator fails the trial instead of retrying it.
+const CONFIG_ERRORS: [&str; 9] = [
+    // Pooling or convolution on feature maps the image size left too small.
+    "output size is too small",
+    "kernel size can't be greater than actual input size",
+    // Layer sizes that do not fit together (head, classes).
+    "shapes cannot be multiplied",
+    "must match the size of tensor",
+    // A negative or absurd layer size.
+    "negative dimension",
+    "dimension size must be non-negative",
+    "storage size calculation overflowed",
+    "dropout probability has to be between 0 and 1",
+    // BatchNorm in training mode on one value per channel.
+    "expected more than 1 value per channel",
+];
+
 fn classify_panic(msg: &str) -> ErrorClass {
     let m = msg.to_ascii_lowercase();
-    if m.contains("out of memory") || m.contains("outofmemory") { ErrorClass::Oom } else { ErrorClass::Internal }
+    if m.contains("out of memory") || m.contains("outofmemory") {
+        ErrorClass::Oom
+    } else if CONFIG_ERRORS.iter().any(|c| m.contains(c)) {
+        ErrorClass::Config
+    } else {
+        ErrorClass::Internal
+    }
+}
+
+/// The message of a libtorch error without tch's `unwrap` wrapping and the
+/// C++ stack trace.
+fn torch_message(raw: &str) -> String {
+    let s = raw.strip_prefix("called `Result::unwrap()` on an `Err` value: ").unwrap_or(raw);
+    let s = s.strip_prefix("Torch(\"").unwrap_or(s);
+    let s = s.split("\\nException raised from").next().unwrap_or(s);
+    let s = s.split("\nException raised from").next().unwrap_or(s);
+    s.trim_end_matches("\")").replace("\\n", " ").trim().to_string()
 }
 
 /// Runs the whole trial. Panics inside libtorch are caught and classified.
 pub fn run(job: &WorkerJob) -> Result<(), Failure> {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(job)));
-    match result {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_inner(job))) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into());
-            Err(Failure::new(classify_panic(&msg), msg))
+            let raw = panic_message(&*p);
+            let class = classify_panic(&raw);
+            let message = if class == ErrorClass::Config {
+                let c = &job.config;
+                format!(
+                    "libtorch rejected the trial's settings (backbone {}, image_size {}, batch_size {}, head {:?}): {}",
+                    c.backbone,
+                    c.image_size,
+                    c.batch_size,
+                    c.head,
+                    torch_message(&raw)
+                )
+            } else {
+                raw
+            };
+            Err(Failure::new(class, message))
         }
     }
+}
+
+fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
+    let mut trainer = Trainer::setup(job)?;
+    trainer.resume()?;
+    for epoch in (trainer.state.epoch + 1)..=job.config.epochs {
+        let totals = trainer.train_epoch(epoch)?;
+        trainer.end_epoch(epoch, totals)?;
+    }
+    trainer.test_and_report()
 }
 
 fn threads(job: &WorkerJob) -> (i32, usize) {
@@ -173,30 +308,419 @@ fn threads(job: &WorkerJob) -> (i32, usize) {
     if total >= 4 { ((total - total / 4) as i32, total / 4) } else { (total as i32, 1) }
 }
 
-fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
-    let cfg = &job.config;
-    let (torch_threads, loader_threads) = threads(job);
-    tch::set_num_threads(torch_threads);
-    let _ = rayon::ThreadPoolBuilder::new().num_threads(loader_threads.max(1)).build_global();
-    let device = device();
-    if device.is_cuda() {
-        tch::Cuda::cudnn_set_benchmark(true);
-    }
-    send(WorkerMessage::Hello {
-        protocol: sweep_protocol::message::PROTOCOL_VERSION,
-        trial: job.trial.clone(),
-        pid: std::process::id(),
-        libtorch: crate::probe::libtorch_version(),
-        device: format!("{device:?}"),
-        cuda: device.is_cuda(),
-        threads: torch_threads,
-    })?;
-    tch::manual_seed(cfg.seed as i64);
-    let data = load_data(job)?;
-    let classes = data.layout.classes.len() as i64;
+/// The torch seed of an epoch. Dropout masks, the only randomness training
+/// draws from torch's generators, are then a function of (seed, epoch), like
+/// the data order and augmentation: a resumed epoch draws the same ones.
+fn epoch_seed(seed: u64, epoch: u32) -> i64 {
+    // splitmix64 of seed and epoch, kept non-negative.
+    let mut z = seed ^ (epoch as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 1) as i64
+}
 
+struct Paths {
+    dir: PathBuf,
+    last: PathBuf,
+    best: PathBuf,
+    state: PathBuf,
+    train_state: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path) -> Paths {
+        Paths {
+            dir: dir.to_path_buf(),
+            last: dir.join("last.safetensors"),
+            best: dir.join("best.safetensors"),
+            state: dir.join("state.json"),
+            train_state: dir.join(TRAIN_STATE),
+        }
+    }
+}
+
+/// Running sums over a stretch of batches (a `log_every` window, or an epoch).
+struct Running {
+    loss: f64,
+    correct: i64,
+    n: i64,
+    batches: u32,
+    since: Instant,
+}
+
+impl Running {
+    fn new() -> Running {
+        Running { loss: 0.0, correct: 0, n: 0, batches: 0, since: Instant::now() }
+    }
+
+    fn add(&mut self, loss: f64, correct: i64, n: usize) {
+        self.loss += loss * n as f64;
+        self.correct += correct;
+        self.n += n as i64;
+        self.batches += 1;
+    }
+
+    fn loss(&self) -> f64 {
+        self.loss / self.n.max(1) as f64
+    }
+
+    fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.n.max(1) as f64
+    }
+
+    fn images_per_s(&self) -> f64 {
+        self.n as f64 / self.since.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// One attempt of one trial, stage by stage.
+struct Trainer<'a> {
+    job: &'a WorkerJob,
+    cfg: &'a TrialConfig,
+    device: Device,
+    data: Data,
+    vs: nn::VarStore,
+    net: Net,
+    opt: Optimizer,
+    scaler: GradScaler,
+    state: State,
+    paths: Paths,
+    batches_per_epoch: usize,
+    started: Instant,
+    images_seen: u64,
+}
+
+impl<'a> Trainer<'a> {
+    /// Threads, device, `hello`, data, model (with pretrained weights and a
+    /// frozen backbone as configured) and optimizer.
+    fn setup(job: &'a WorkerJob) -> Result<Trainer<'a>, Failure> {
+        let cfg = &job.config;
+        let (torch_threads, loader_threads) = threads(job);
+        tch::set_num_threads(torch_threads);
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(loader_threads.max(1)).build_global();
+        let device = device();
+        if device.is_cuda() {
+            tch::Cuda::cudnn_set_benchmark(true);
+        }
+        send(WorkerMessage::Hello {
+            protocol: sweep_protocol::message::PROTOCOL_VERSION,
+            trial: job.trial.clone(),
+            pid: std::process::id(),
+            libtorch: crate::probe::libtorch_version(),
+            device: format!("{device:?}"),
+            cuda: device.is_cuda(),
+            threads: torch_threads,
+        })?;
+        tch::manual_seed(cfg.seed as i64);
+        let data = load_data(job)?;
+        let (vs, net) = build_model(cfg, device, data.layout.classes.len() as i64)?;
+        let opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(cfg), cfg.lr).map_err(|m| Failure::new(ErrorClass::Config, m))?;
+        std::fs::create_dir_all(&job.out_dir).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot create {}: {e}", job.out_dir.display())))?;
+        let mut batches_per_epoch = data.train.images.len().div_ceil(cfg.batch_size.max(1) as usize);
+        if cfg.max_batches > 0 {
+            batches_per_epoch = batches_per_epoch.min(cfg.max_batches as usize);
+        }
+        Ok(Trainer {
+            job,
+            cfg,
+            device,
+            data,
+            vs,
+            net,
+            opt,
+            scaler: GradScaler::new(cfg.amp && device.is_cuda()),
+            state: State::new(job.select),
+            paths: Paths::new(&job.out_dir),
+            batches_per_epoch,
+            started: Instant::now(),
+            images_seen: 0,
+        })
+    }
+
+    /// Restores the last committed epoch, if there is one, and replays the
+    /// journal up to it.
+    fn resume(&mut self) -> Result<(), Failure> {
+        let resumed = if self.paths.train_state.exists() {
+            self.load_train_state()?;
+            true
+        } else if let (true, Ok(text)) = (self.paths.last.exists(), std::fs::read_to_string(&self.paths.state))
+            && let Ok(s) = serde_json::from_str::<State>(&text)
+        {
+            // Written by a worker before exact resume: weights and counters only.
+            self.vs.load(&self.paths.last).map_err(|e| self.cannot_resume(&self.paths.last, e))?;
+            sweep_protocol::log!("{} holds no training state (an older worker's checkpoint): optimizer state restarts", self.paths.dir.display());
+            self.state = s;
+            true
+        } else {
+            false
+        };
+        if resumed {
+            if self.state.select != self.job.select {
+                sweep_protocol::log!(
+                    "the best checkpoint so far (epoch {}) was chosen by {:?}; from now on {:?} decides",
+                    self.state.best_epoch,
+                    self.state.select,
+                    self.job.select
+                );
+                self.state.select = self.job.select;
+            }
+            sweep_protocol::log!("resuming {} after epoch {}", self.job.trial, self.state.epoch);
+            send(WorkerMessage::Resumed { from_epoch: self.state.epoch })?;
+        }
+        open_journal(&self.paths.dir, (self.state.epoch > 0).then_some(self.state.epoch))
+    }
+
+    fn cannot_resume(&self, path: &Path, e: impl std::fmt::Display) -> Failure {
+        Failure::new(ErrorClass::Internal, format!("cannot resume from {}: {e}", path.display()))
+    }
+
+    fn load_train_state(&mut self) -> Result<(), Failure> {
+        let path = self.paths.train_state.clone();
+        let saved = read_train_state(&path).map_err(|e| self.cannot_resume(&path, e))?;
+        if saved.meta.optimizer != self.opt.hyper().name() {
+            return Err(
+                self.cannot_resume(&path, format!("it was written for optimizer {}, this trial uses {}", saved.meta.optimizer, self.opt.hyper().name()))
+            );
+        }
+        load_weights(&self.vs, &saved.model).map_err(|e| self.cannot_resume(&path, e))?;
+        self.opt.load_state_tensors(&saved.optim).map_err(|e| self.cannot_resume(&path, e))?;
+        self.scaler.restore(saved.meta.scaler);
+        self.state = saved.meta.state;
+        // A kill between the commit and the end of the exports: finish them.
+        let exported = std::fs::read_to_string(&self.paths.state).ok().and_then(|t| serde_json::from_str::<State>(&t).ok());
+        if exported.as_ref() != Some(&self.state) || !self.paths.last.exists() {
+            self.export(self.state.best_epoch == self.state.epoch)?;
+        }
+        Ok(())
+    }
+
+    /// Trains one epoch: lr for the epoch, batches from the loader thread, one
+    /// optimizer step each, a `train_step` record every `log_every` batches and
+    /// one for the epoch's last, partial window.
+    fn train_epoch(&mut self, epoch: u32) -> Result<Running, Failure> {
+        let cfg = self.cfg;
+        let lr = lr_at(cfg, epoch);
+        self.opt.set_lr(BACKBONE_GROUP, lr * cfg.backbone_lr_scale);
+        self.opt.set_lr(HEAD_GROUP, lr);
+        tch::manual_seed(epoch_seed(cfg.seed, epoch));
+        let (s, seed) = (cfg.image_size, cfg.seed);
+        let cache = Arc::clone(&self.data.train);
+        let augment = cfg.augment.clone();
+        let order = data::epoch_order(cache.images.len(), seed, epoch);
+        let rx =
+            spawn_loader(order, cfg.batch_size as usize, self.batches_per_epoch, epoch, move |idx| data::train_batch(&cache, idx, s, &augment, seed, epoch));
+        let mut epoch_run = Running::new();
+        let mut window = Running::new();
+        let mut batch_no = 0u32;
+        for batch in rx.iter() {
+            let batch = batch?;
+            batch_no += 1;
+            let n = batch.labels.len();
+            let xs = to_input(&batch.pixels, n, s, self.device);
+            let ys = Tensor::from_slice(&batch.labels).to_device(self.device);
+            let out = train_step(&self.net, &mut self.opt, &mut self.scaler, &xs, &ys);
+            if !out.loss.is_finite() {
+                return Err(Failure::new(ErrorClass::Nan, format!("loss is {} at epoch {epoch} batch {batch_no}; try a lower lr", out.loss)));
+            }
+            if n == 1 {
+                self.check_single_image_batch(epoch, batch_no)?;
+            }
+            self.state.step += 1;
+            self.images_seen += n as u64;
+            epoch_run.add(out.loss, out.correct, n);
+            window.add(out.loss, out.correct, n);
+            if window.batches == cfg.log_every {
+                self.record_window(epoch, batch_no, lr, &mut window)?;
+            }
+            if STOP.load(Ordering::SeqCst) {
+                return Err(Failure::new(
+                    ErrorClass::Interrupted,
+                    format!("stopped by signal during epoch {epoch}; last checkpoint is epoch {}", self.state.epoch),
+                ));
+            }
+        }
+        if (batch_no as usize) < self.batches_per_epoch {
+            return Err(Failure::new(
+                ErrorClass::Internal,
+                format!("the data loader ended epoch {epoch} after {batch_no} of {} batches", self.batches_per_epoch),
+            ));
+        }
+        if window.batches > 0 {
+            self.record_window(epoch, batch_no, lr, &mut window)?;
+        }
+        Ok(epoch_run)
+    }
+
+    fn record_window(&mut self, epoch: u32, batch: u32, lr: f64, window: &mut Running) -> Result<(), Failure> {
+        send(WorkerMessage::TrainStep {
+            epoch,
+            batch,
+            step: self.state.step,
+            loss: window.loss(),
+            accuracy: window.accuracy(),
+            lr,
+            images_per_s: window.images_per_s(),
+        })?;
+        *window = Running::new();
+        Ok(())
+    }
+
+    /// BatchNorm in training mode normalises every channel over batch × height
+    /// × width values. With one, libtorch does not fail (PyTorch's Python layer
+    /// does): it divides by n − 1 = 0 and the running variance turns NaN, which
+    /// would surface later as a NaN validation loss blamed on the lr.
+    fn check_single_image_batch(&self, epoch: u32, batch: u32) -> Result<(), Failure> {
+        if self.net.freeze_backbone {
+            return Ok(());
+        }
+        let broken = self.vs.variables().into_iter().filter(|(k, _)| k.ends_with("running_var")).find(|(_, v)| v.isfinite().all().int64_value(&[]) == 0);
+        match broken {
+            None => Ok(()),
+            Some((name, _)) => Err(Failure::new(
+                ErrorClass::Config,
+                format!(
+                    "epoch {epoch} batch {batch} holds a single image, and BatchNorm cannot train on one value per channel \
+                     ({name} became NaN): batch_size {} leaves one of the {} training images over; choose another batch_size \
+                     (or max_batches), or a larger image_size",
+                    self.cfg.batch_size,
+                    self.data.train.images.len()
+                ),
+            )),
+        }
+    }
+
+    /// Validation, the choice of the best checkpoint, the commit and exports,
+    /// and the epoch's `epoch` and `checkpoint` messages.
+    fn end_epoch(&mut self, epoch: u32, train: Running) -> Result<(), Failure> {
+        let train_secs = train.since.elapsed().as_secs_f64();
+        let cfg = self.cfg;
+        let val = evaluate(&self.net, &self.data.valid, cfg.image_size, cfg.batch_size as usize, self.device, false);
+        if !val.loss.is_finite() {
+            return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
+        }
+        self.state.epoch = epoch;
+        self.state.select = self.job.select;
+        let improved = self.state.improves(self.job.select, val.loss, val.accuracy);
+        if improved {
+            self.state.best_epoch = epoch;
+            self.state.best_val_accuracy = val.accuracy;
+            self.state.best_val_loss = Some(val.loss);
+        }
+        let msg = WorkerMessage::Epoch {
+            epoch,
+            train_loss: train.loss(),
+            train_accuracy: train.accuracy(),
+            val_loss: val.loss,
+            val_accuracy: val.accuracy,
+            step: self.state.step,
+            seconds: train.since.elapsed().as_secs_f64(),
+            images_per_s: train.n as f64 / train_secs.max(1e-9),
+        };
+        // Journaled before the commit, sent after it: a kill in between leaves
+        // a journal line that the resume either drops (not committed) or replays.
+        journal(&msg);
+        self.commit()?;
+        self.export(improved)?;
+        emit_msg(&msg)?;
+        send(WorkerMessage::Checkpoint { epoch, kind: "last".into(), path: self.paths.last.display().to_string() })?;
+        if improved {
+            send(WorkerMessage::Checkpoint { epoch, kind: "best".into(), path: self.paths.best.display().to_string() })?;
+        }
+        if STOP.load(Ordering::SeqCst) {
+            return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by signal after epoch {epoch}")));
+        }
+        Ok(())
+    }
+
+    /// Writes `train_state.safetensors`: from here on a resume starts after this epoch.
+    fn commit(&self) -> Result<(), Failure> {
+        let meta = TrainMeta {
+            format: TRAIN_STATE_FORMAT,
+            state: self.state.clone(),
+            optimizer: self.opt.hyper().name().to_string(),
+            scaler: self.scaler.state(),
+            rng_seed: self.cfg.seed,
+            bits: FloatBits::of(&self.state, &self.scaler.state()),
+        };
+        let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(k, t)| (format!("model.{k}"), t)).collect();
+        tensors.extend(self.opt.state_tensors().into_iter().map(|(k, t)| (format!("optim.{k}"), t)));
+        write_train_state(&self.paths.train_state, &meta, tensors)
+    }
+
+    /// `best.safetensors` (when this epoch is the best), `last.safetensors`, `state.json`.
+    fn export(&self, best: bool) -> Result<(), Failure> {
+        if best {
+            save_vs(&self.vs, &self.paths.best)?;
+        }
+        save_vs(&self.vs, &self.paths.last)?;
+        let json = serde_json::to_vec(&self.state).map_err(|e| Failure::new(ErrorClass::Internal, e.to_string()))?;
+        write_atomic(&self.paths.state, &json)
+    }
+
+    /// The test split on the best checkpoint: `test`, `confusion`,
+    /// `misclassified`, `done`.
+    fn test_and_report(&mut self) -> Result<(), Failure> {
+        let best = &self.paths.best;
+        if best.exists() {
+            self.vs.load(best).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot load {}: {e}", best.display())))?;
+        }
+        let cfg = self.cfg;
+        let test = evaluate(&self.net, &self.data.test, cfg.image_size, cfg.batch_size as usize, self.device, true);
+        let classes = &self.data.layout.classes;
+        let k = classes.len();
+        let mut matrix = vec![vec![0u64; k]; k];
+        let mut mis = Vec::new();
+        for (i, (&pred, &prob)) in test.preds.iter().zip(&test.probs).enumerate() {
+            let truth = self.data.test.labels.get(i).copied().unwrap_or(0) as usize;
+            let pred = pred as usize;
+            if let Some(cell) = matrix.get_mut(truth).and_then(|r| r.get_mut(pred)) {
+                *cell += 1;
+            }
+            if truth != pred {
+                mis.push(Misclassified {
+                    file: self.data.test.paths.get(i).map(|p| p.display().to_string()).unwrap_or_default(),
+                    truth: classes.get(truth).cloned().unwrap_or_default(),
+                    pred: classes.get(pred).cloned().unwrap_or_default(),
+                    prob,
+                });
+            }
+        }
+        let per_class = classes
+            .iter()
+            .enumerate()
+            .map(|(c, name)| {
+                let total: u64 = matrix[c].iter().sum();
+                let correct = matrix[c][c];
+                ClassAccuracy { class: name.clone(), correct, total, accuracy: if total > 0 { correct as f64 / total as f64 } else { 0.0 } }
+            })
+            .collect();
+        send(WorkerMessage::Test { loss: test.loss, accuracy: test.accuracy, n: test.preds.len(), per_class, epoch: self.state.best_epoch })?;
+        send(WorkerMessage::Confusion { classes: classes.clone(), matrix })?;
+        send(WorkerMessage::Misclassified { items: mis })?;
+        let wall = self.started.elapsed().as_secs_f64();
+        send(WorkerMessage::Done {
+            epochs: self.state.epoch,
+            wall_s: wall,
+            images_per_s: self.images_seen as f64 / wall.max(1e-9),
+            best_val_accuracy: self.state.best_val_accuracy,
+        })
+    }
+}
+
+/// The network and its variables: backbone, head, pretrained weights, frozen
+/// backbone. All of it follows from the configuration, so what libtorch
+/// rejects while building (a negative layer size, …) is a config error.
+fn build_model(cfg: &TrialConfig, device: Device, classes: i64) -> Result<(nn::VarStore, Net), Failure> {
     let mut vs = nn::VarStore::new(device);
-    let mut net = models::build(&vs.root(), &cfg.backbone, classes, &cfg.head).map_err(|m| Failure::new(ErrorClass::Config, m))?;
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| models::build(&vs.root(), &cfg.backbone, classes, &cfg.head)));
+    let mut net = match built {
+        Ok(net) => net.map_err(|m| Failure::new(ErrorClass::Config, m))?,
+        Err(p) => {
+            let raw = panic_message(&*p);
+            let class = if classify_panic(&raw) == ErrorClass::Oom { ErrorClass::Oom } else { ErrorClass::Config };
+            return Err(Failure::new(class, format!("cannot build {} with head {:?}: {}", cfg.backbone, cfg.head, torch_message(&raw))));
+        }
+    };
     if let Some(p) = &cfg.pretrained {
         let r = weights::load_into(&mut vs, p, net.head_prefix).map_err(|m| Failure::new(ErrorClass::Config, m))?;
         sweep_protocol::log!("loaded {} tensors from {} ({} head tensors re-initialised)", r.loaded, p.display(), r.head_skipped);
@@ -210,174 +734,10 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
             }
         }
     }
-
-    std::fs::create_dir_all(&job.out_dir).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot create {}: {e}", job.out_dir.display())))?;
-    let last = job.out_dir.join("last.safetensors");
-    let best = job.out_dir.join("best.safetensors");
-    let state_path = job.out_dir.join("state.json");
-    let mut state = State { epoch: 0, step: 0, best_val_accuracy: -1.0, best_epoch: 0 };
-    if let (true, Ok(text)) = (last.exists(), std::fs::read_to_string(&state_path))
-        && let Ok(s) = serde_json::from_str::<State>(&text)
-    {
-        vs.load(&last).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot resume from {}: {e}", last.display())))?;
-        sweep_protocol::log!("resuming {} after epoch {}", job.trial, s.epoch);
-        send(WorkerMessage::Resumed { from_epoch: s.epoch })?;
-        state = s;
-    }
-    open_journal(&job.out_dir, (state.epoch > 0).then_some(state.epoch))?;
-
-    let mut opt = match cfg.optimizer {
-        Optimizer::Sgd => nn::Sgd { momentum: cfg.momentum, dampening: 0., wd: cfg.weight_decay, nesterov: cfg.nesterov }.build(&vs, cfg.lr),
-        Optimizer::Adam => nn::Adam { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr),
-        Optimizer::Adamw => nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr),
-    }
-    .map_err(|e| Failure::new(ErrorClass::Internal, format!("optimizer: {e}")))?;
-
-    let s = cfg.image_size;
-    let bs = cfg.batch_size as usize;
-    let n_train = data.train.images.len();
-    let mut batches_per_epoch = n_train.div_ceil(bs);
-    if cfg.max_batches > 0 {
-        batches_per_epoch = batches_per_epoch.min(cfg.max_batches as usize);
-    }
-    let started = Instant::now();
-    let mut images_seen = 0u64;
-    let mut scaler = GradScaler::new(cfg.amp && device.is_cuda());
-
-    for epoch in (state.epoch + 1)..=cfg.epochs {
-        let lr = lr_at(cfg, epoch);
-        opt.set_lr_group(BACKBONE_GROUP, lr * cfg.backbone_lr_scale);
-        opt.set_lr_group(HEAD_GROUP, lr);
-        let epoch_start = Instant::now();
-        let rx = spawn_loader(Arc::clone(&data.train), bs, batches_per_epoch, s, cfg.augment.clone(), cfg.seed, epoch);
-        let (mut run_loss, mut run_correct, mut run_n, mut run_batches) = (0.0, 0i64, 0i64, 0u32);
-        let (mut ep_loss, mut ep_correct, mut ep_n) = (0.0, 0i64, 0i64);
-        let mut log_start = Instant::now();
-        let mut log_images = 0usize;
-        for (bi, batch) in rx.iter().enumerate() {
-            let batch = batch.map_err(|m| Failure::new(ErrorClass::Data, m))?;
-            let n = batch.labels.len();
-            let xs = to_input(&batch.pixels, n, s, device);
-            let ys = Tensor::from_slice(&batch.labels).to_device(device);
-            let logits = tch::autocast(scaler.enabled, || net.forward_t(&xs, true));
-            let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(&ys);
-            let loss_v = loss.double_value(&[]);
-            if !loss_v.is_finite() {
-                return Err(Failure::new(ErrorClass::Nan, format!("loss is {loss_v} at epoch {epoch} batch {}; try a lower lr", bi + 1)));
-            }
-            scaler.step(&mut opt, &loss, &vs);
-            let correct = logits.argmax(-1, false).eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
-            state.step += 1;
-            images_seen += n as u64;
-            log_images += n;
-            run_loss += loss_v * n as f64;
-            run_correct += correct;
-            run_n += n as i64;
-            run_batches += 1;
-            ep_loss += loss_v * n as f64;
-            ep_correct += correct;
-            ep_n += n as i64;
-            if run_batches == cfg.log_every {
-                send(WorkerMessage::TrainStep {
-                    epoch,
-                    batch: bi as u32 + 1,
-                    step: state.step,
-                    loss: run_loss / run_n as f64,
-                    accuracy: run_correct as f64 / run_n as f64,
-                    lr,
-                    images_per_s: log_images as f64 / log_start.elapsed().as_secs_f64().max(1e-9),
-                })?;
-                (run_loss, run_correct, run_n, run_batches) = (0.0, 0, 0, 0);
-                log_start = Instant::now();
-                log_images = 0;
-            }
-            if STOP.load(Ordering::SeqCst) {
-                return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by signal during epoch {epoch}; last checkpoint is epoch {}", state.epoch)));
-            }
-        }
-        let train_secs = epoch_start.elapsed().as_secs_f64();
-        let val = evaluate(&net, &data.valid, s, bs, device, false);
-        if !val.loss.is_finite() {
-            return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
-        }
-        state.epoch = epoch;
-        let improved = val.accuracy > state.best_val_accuracy;
-        if improved {
-            state.best_val_accuracy = val.accuracy;
-            state.best_epoch = epoch;
-        }
-        save_vs(&vs, &last)?;
-        if improved {
-            save_vs(&vs, &best)?;
-        }
-        let state_json = serde_json::to_vec(&state).map_err(|e| Failure::new(ErrorClass::Internal, e.to_string()))?;
-        write_atomic(&state_path, &state_json)?;
-        send(WorkerMessage::Epoch {
-            epoch,
-            train_loss: ep_loss / ep_n.max(1) as f64,
-            train_accuracy: ep_correct as f64 / ep_n.max(1) as f64,
-            val_loss: val.loss,
-            val_accuracy: val.accuracy,
-            step: state.step,
-            seconds: epoch_start.elapsed().as_secs_f64(),
-            images_per_s: ep_n as f64 / train_secs.max(1e-9),
-        })?;
-        send(WorkerMessage::Checkpoint { epoch, kind: "last".into(), path: last.display().to_string() })?;
-        if improved {
-            send(WorkerMessage::Checkpoint { epoch, kind: "best".into(), path: best.display().to_string() })?;
-        }
-        if STOP.load(Ordering::SeqCst) {
-            return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by signal after epoch {epoch}")));
-        }
-    }
-
-    // Test on the best-validation checkpoint.
-    if best.exists() {
-        vs.load(&best).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot load {}: {e}", best.display())))?;
-    }
-    let test = evaluate(&net, &data.test, s, bs, device, true);
-    let classes_v = &data.layout.classes;
-    let k = classes_v.len();
-    let mut matrix = vec![vec![0u64; k]; k];
-    let mut mis = Vec::new();
-    for (i, (&pred, &prob)) in test.preds.iter().zip(&test.probs).enumerate() {
-        let truth = data.test.labels.get(i).copied().unwrap_or(0) as usize;
-        let pred = pred as usize;
-        if let Some(cell) = matrix.get_mut(truth).and_then(|r| r.get_mut(pred)) {
-            *cell += 1;
-        }
-        if truth != pred {
-            mis.push(Misclassified {
-                file: data.test.paths.get(i).map(|p| p.display().to_string()).unwrap_or_default(),
-                truth: classes_v.get(truth).cloned().unwrap_or_default(),
-                pred: classes_v.get(pred).cloned().unwrap_or_default(),
-                prob,
-            });
-        }
-    }
-    let per_class = classes_v
-        .iter()
-        .enumerate()
-        .map(|(c, name)| {
-            let total: u64 = matrix[c].iter().sum();
-            let correct = matrix[c][c];
-            ClassAccuracy { class: name.clone(), correct, total, accuracy: if total > 0 { correct as f64 / total as f64 } else { 0.0 } }
-        })
-        .collect();
-    send(WorkerMessage::Test { loss: test.loss, accuracy: test.accuracy, n: test.preds.len(), per_class, epoch: state.best_epoch })?;
-    send(WorkerMessage::Confusion { classes: classes_v.clone(), matrix })?;
-    send(WorkerMessage::Misclassified { items: mis })?;
-    let wall = started.elapsed().as_secs_f64();
-    send(WorkerMessage::Done {
-        epochs: state.epoch,
-        wall_s: wall,
-        images_per_s: images_seen as f64 / wall.max(1e-9),
-        best_val_accuracy: state.best_val_accuracy,
-    })?;
-    Ok(())
+    Ok((vs, net))
 }
 
-fn lr_at(cfg: &sweep_protocol::config::TrialConfig, epoch: u32) -> f64 {
+fn lr_at(cfg: &TrialConfig, epoch: u32) -> f64 {
     match cfg.schedule {
         Schedule::None => cfg.lr,
         Schedule::Step => cfg.lr * cfg.gamma.powi(((epoch - 1) / cfg.step_size.max(1)) as i32),
@@ -388,71 +748,154 @@ fn lr_at(cfg: &sweep_protocol::config::TrialConfig, epoch: u32) -> f64 {
     }
 }
 
-/// Dynamic loss scaling for mixed precision (torch.cuda.amp.GradScaler's rules:
-/// start at 2^16, halve and skip the step on inf/NaN grads, double after 2000 good steps).
-struct GradScaler {
-    enabled: bool,
+/// What one [`train_step`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    /// The batch's mean cross-entropy (before the step).
+    pub loss: f64,
+    /// Correct top-1 predictions in the batch (before the step).
+    pub correct: i64,
+    /// Whether the optimizer stepped: not when the loss is not finite (the
+    /// caller reports it), nor when the loss scaler found inf/NaN gradients.
+    pub stepped: bool,
+}
+
+/// One optimisation step on one batch, as the trainer takes it: forward in
+/// training mode (under autocast when loss scaling is on), cross-entropy in
+/// f32, backward, optimizer step through the scaler.
+pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &Tensor, ys: &Tensor) -> StepOutcome {
+    let logits = tch::autocast(scaler.enabled, || net.forward_t(xs, true));
+    let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(ys);
+    let loss_v = loss.double_value(&[]);
+    if !loss_v.is_finite() {
+        return StepOutcome { loss: loss_v, correct: 0, stepped: false };
+    }
+    let stepped = scaler.step(opt, &loss);
+    let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]);
+    StepOutcome { loss: loss_v, correct, stepped }
+}
+
+/// The loss scaler's state, checkpointed with the optimizer's.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScalerState {
+    pub scale: f64,
+    /// Steps since the last inf/NaN (torch's `_growth_tracker`).
+    pub good_steps: u32,
+}
+
+/// Dynamic loss scaling for mixed precision, by torch.amp.GradScaler's rules
+/// (init_scale 2^16, growth_factor 2, backoff_factor 0.5, growth_interval
+/// 2000): the loss is multiplied by the scale before backward; the gradients
+/// are divided by it again and checked for inf/NaN with one device-to-host
+/// read per step; a step with inf/NaN gradients is skipped and halves the
+/// scale, 2000 good steps in a row double it.
+#[derive(Debug)]
+pub struct GradScaler {
+    pub enabled: bool,
     scale: f64,
-    good: u32,
+    good_steps: u32,
 }
 
 impl GradScaler {
-    fn new(enabled: bool) -> Self {
-        GradScaler { enabled, scale: 65536.0, good: 0 }
+    const INIT_SCALE: f64 = 65536.0;
+    const GROWTH_FACTOR: f64 = 2.0;
+    const BACKOFF_FACTOR: f64 = 0.5;
+    const GROWTH_INTERVAL: u32 = 2000;
+
+    pub fn new(enabled: bool) -> Self {
+        GradScaler { enabled, scale: Self::INIT_SCALE, good_steps: 0 }
     }
 
-    fn step(&mut self, opt: &mut nn::Optimizer, loss: &Tensor, vs: &nn::VarStore) {
+    pub fn state(&self) -> ScalerState {
+        ScalerState { scale: self.scale, good_steps: self.good_steps }
+    }
+
+    pub fn restore(&mut self, s: ScalerState) {
+        self.scale = s.scale;
+        self.good_steps = s.good_steps;
+    }
+
+    /// Backward and optimizer step; returns whether the step was taken.
+    pub fn step(&mut self, opt: &mut Optimizer, loss: &Tensor) -> bool {
         opt.zero_grad();
         if !self.enabled {
             loss.backward();
             opt.step();
-            return;
+            return true;
         }
         (loss * self.scale).backward();
-        let mut finite = true;
-        tch::no_grad(|| {
-            for v in vs.trainable_variables() {
-                let mut g = v.grad();
-                if g.defined() {
-                    let _ = g.g_div_scalar_(self.scale);
-                    if finite && g.isfinite().all().int64_value(&[]) == 0 {
-                        finite = false;
-                    }
-                }
-            }
-        });
+        let finite = unscale_and_check(&opt.grads(), 1.0 / self.scale);
         if finite {
             opt.step();
-            self.good += 1;
-            if self.good >= 2000 {
-                self.scale *= 2.0;
-                self.good = 0;
-            }
+        }
+        self.update(!finite);
+        finite
+    }
+
+    /// torch's `_amp_update_scale_`.
+    fn update(&mut self, found_inf: bool) {
+        if found_inf {
+            self.scale *= Self::BACKOFF_FACTOR;
+            self.good_steps = 0;
         } else {
-            self.scale /= 2.0;
-            self.good = 0;
+            self.good_steps += 1;
+            if self.good_steps == Self::GROWTH_INTERVAL {
+                let grown = self.scale * Self::GROWTH_FACTOR;
+                if grown.is_finite() {
+                    self.scale = grown;
+                }
+                self.good_steps = 0;
+            }
         }
     }
 }
 
-type BatchResult = Result<data::Batch, String>;
+/// Multiplies every gradient by `inv_scale` in place and tells whether all of
+/// them are finite. What torch does with `_amp_foreach_non_finite_check_and_unscale_`
+/// (which tch does not expose): the per-tensor checks stay on the device,
+/// stacked into one flag that is read once. The check is on the unscaled
+/// values, so an unscaling that overflows (a scale below 1) also counts.
+fn unscale_and_check(grads: &[Tensor], inv_scale: f64) -> bool {
+    if grads.is_empty() {
+        return true;
+    }
+    tch::no_grad(|| {
+        let flags: Vec<Tensor> = grads
+            .iter()
+            .map(|g| {
+                let mut g = g.shallow_clone();
+                let _ = g.g_mul_scalar_(inv_scale);
+                g.isfinite().all()
+            })
+            .collect();
+        Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
+    })
+}
 
-/// Builds the epoch's batches on a thread of its own, two ahead of compute.
-fn spawn_loader(
-    cache: Arc<SplitCache>,
-    bs: usize,
-    batches: usize,
-    s: u32,
-    augment: Vec<String>,
-    seed: u64,
-    epoch: u32,
-) -> std::sync::mpsc::Receiver<BatchResult> {
+type Loaded = Result<data::Batch, Failure>;
+
+/// Builds the epoch's batches (chunks of `order`, at most `batches` of them)
+/// on a thread of its own, two ahead of compute. A batch that cannot be built
+/// ends the epoch with a `data` failure; a panic while building one ends it
+/// with an `internal` failure that names the epoch and batch — never with a
+/// channel that just closes, which would look like the end of the epoch.
+fn spawn_loader<F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, build: F) -> Receiver<Loaded>
+where
+    F: Fn(&[usize]) -> Result<data::Batch, String> + Send + 'static,
+{
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
     std::thread::spawn(move || {
-        let order = data::epoch_order(cache.images.len(), seed, epoch);
-        for chunk in order.chunks(bs).take(batches) {
-            let b = data::train_batch(&cache, chunk, s, &augment, seed, epoch);
-            if tx.send(b).is_err() {
+        for (i, chunk) in order.chunks(bs.max(1)).take(batches).enumerate() {
+            let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(chunk))) {
+                Ok(Ok(b)) => Ok(b),
+                Ok(Err(m)) => Err(Failure::new(ErrorClass::Data, format!("epoch {epoch} batch {}: {m}", i + 1))),
+                Err(p) => Err(Failure::new(
+                    ErrorClass::Internal,
+                    format!("the data loader panicked building batch {} of epoch {epoch}: {}", i + 1, panic_message(&*p)),
+                )),
+            };
+            let failed = item.is_err();
+            if tx.send(item).is_err() || failed {
                 return;
             }
         }
@@ -490,4 +933,333 @@ pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device
         }
         Eval { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, preds, probs }
     })
+}
+
+// ---- train_state.safetensors ----
+
+const TRAIN_STATE: &str = "train_state.safetensors";
+const TRAIN_STATE_FORMAT: u32 = 1;
+
+/// The non-tensor part of `train_state.safetensors`, as JSON under the
+/// `sweep` key of the safetensors metadata. Tensors are named `model.<var>`
+/// (every variable: parameters and BatchNorm buffers) and `optim.<param>.<slot>`.
+#[derive(Debug, Serialize, Deserialize)]
+struct TrainMeta {
+    format: u32,
+    state: State,
+    /// `sgd`, `adam` or `adamw`.
+    optimizer: String,
+    scaler: ScalerState,
+    /// The RNG state: the torch generators are reseeded with
+    /// `epoch_seed(rng_seed, epoch)` at every epoch start, so this seed and the
+    /// next epoch determine it.
+    rng_seed: u64,
+    /// The floats above as IEEE-754 bits, which are what a resume restores:
+    /// serde_json parses decimals best-effort and may miss by one ulp, which
+    /// could turn a tie in the best-checkpoint choice.
+    bits: FloatBits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct FloatBits {
+    best_val_accuracy: u64,
+    best_val_loss: Option<u64>,
+    scale: u64,
+}
+
+impl FloatBits {
+    fn of(state: &State, scaler: &ScalerState) -> FloatBits {
+        FloatBits { best_val_accuracy: state.best_val_accuracy.to_bits(), best_val_loss: state.best_val_loss.map(f64::to_bits), scale: scaler.scale.to_bits() }
+    }
+
+    fn restore(&self, state: &mut State, scaler: &mut ScalerState) {
+        state.best_val_accuracy = f64::from_bits(self.best_val_accuracy);
+        state.best_val_loss = self.best_val_loss.map(f64::from_bits);
+        scaler.scale = f64::from_bits(self.scale);
+    }
+}
+
+struct SavedTrainState {
+    meta: TrainMeta,
+    model: HashMap<String, Tensor>,
+    optim: HashMap<String, Tensor>,
+}
+
+/// A tensor's bytes for safetensors, from a contiguous CPU copy.
+struct CpuView {
+    tensor: Tensor,
+    shape: Vec<usize>,
+    dtype: safetensors::Dtype,
+}
+
+fn dtype_of(kind: Kind) -> Option<safetensors::Dtype> {
+    use safetensors::Dtype as D;
+    Some(match kind {
+        Kind::Float => D::F32,
+        Kind::Double => D::F64,
+        Kind::Half => D::F16,
+        Kind::BFloat16 => D::BF16,
+        Kind::Int64 => D::I64,
+        Kind::Int => D::I32,
+        Kind::Uint8 => D::U8,
+        Kind::Bool => D::BOOL,
+        _ => return None,
+    })
+}
+
+fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
+    [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16, Kind::Int64, Kind::Int, Kind::Uint8, Kind::Bool].into_iter().find(|k| dtype_of(*k) == Some(dtype))
+}
+
+impl safetensors::View for CpuView {
+    fn dtype(&self) -> safetensors::Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        let mut bytes = vec![0u8; self.data_len()];
+        self.tensor.copy_data_u8(&mut bytes, self.tensor.numel());
+        bytes.into()
+    }
+    fn data_len(&self) -> usize {
+        self.tensor.numel() * self.tensor.kind().elt_size_in_bytes()
+    }
+}
+
+fn write_train_state(path: &Path, meta: &TrainMeta, tensors: Vec<(String, Tensor)>) -> Result<(), Failure> {
+    let internal = |m: String| Failure::new(ErrorClass::Internal, m);
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let dtype = dtype_of(t.kind()).ok_or_else(|| internal(format!("cannot checkpoint {name}: dtype {:?}", t.kind())))?;
+        let tensor = t.detach().to_device(Device::Cpu).contiguous();
+        views.push((name, CpuView { shape: tensor.size().iter().map(|&d| d as usize).collect(), tensor, dtype }));
+    }
+    let json = serde_json::to_string(meta).map_err(|e| internal(e.to_string()))?;
+    let metadata = Some(HashMap::from([("sweep".to_string(), json)]));
+    let tmp = path.with_extension("tmp.safetensors");
+    let written = safetensors::serialize_to_file(views, &metadata, &tmp)
+        .map_err(|e| e.to_string())
+        .and_then(|_| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string()));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(internal(format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| internal(format!("cannot write {}: {e}", path.display())))
+}
+
+fn read_train_state(path: &Path) -> Result<SavedTrainState, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{e:?}"))?;
+    let json = header.metadata().as_ref().and_then(|m| m.get("sweep")).ok_or("no `sweep` metadata")?;
+    let mut meta: TrainMeta = serde_json::from_str(json).map_err(|e| format!("metadata: {e}"))?;
+    let bits = meta.bits;
+    bits.restore(&mut meta.state, &mut meta.scaler);
+    if meta.format != TRAIN_STATE_FORMAT {
+        return Err(format!("format {} (this worker reads {TRAIN_STATE_FORMAT})", meta.format));
+    }
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{e:?}"))?;
+    let (mut model, mut optim) = (HashMap::new(), HashMap::new());
+    for (name, view) in file.tensors() {
+        let kind = kind_of(view.dtype()).ok_or_else(|| format!("{name}: dtype {:?}", view.dtype()))?;
+        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| format!("{name}: {e}"))?;
+        if let Some(k) = name.strip_prefix("model.") {
+            model.insert(k.to_string(), t);
+        } else if let Some(k) = name.strip_prefix("optim.") {
+            optim.insert(k.to_string(), t);
+        } else {
+            return Err(format!("unexpected tensor {name}"));
+        }
+    }
+    Ok(SavedTrainState { meta, model, optim })
+}
+
+/// Copies `tensors` into the store's variables: the same names, the same shapes.
+fn load_weights(vs: &nn::VarStore, tensors: &HashMap<String, Tensor>) -> Result<(), String> {
+    let vars = vs.variables();
+    if let Some(extra) = tensors.keys().find(|k| !vars.contains_key(*k)) {
+        return Err(format!("{extra} is not a variable of this model"));
+    }
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let src = tensors.get(name).ok_or_else(|| format!("{name} is missing"))?;
+            if src.size() != var.size() {
+                return Err(format!("{name} has shape {:?}, the model {:?}", src.size(), var.size()));
+            }
+            var.shallow_clone().f_copy_(src).map_err(|e| format!("{name}: {e}"))?;
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::{Algorithm, Hyper};
+
+    fn batch(idx: &[usize]) -> Result<data::Batch, String> {
+        Ok(data::Batch { pixels: vec![0; idx.len()], labels: idx.iter().map(|&i| i as i64).collect() })
+    }
+
+    #[test]
+    fn loader_delivers_every_batch_in_order() {
+        let rx = spawn_loader((0..10).collect(), 4, 3, 1, batch);
+        let got: Vec<Vec<i64>> = rx.iter().map(|b| b.unwrap().labels).collect();
+        assert_eq!(got, vec![vec![0, 1, 2, 3], vec![4, 5, 6, 7], vec![8, 9]]);
+    }
+
+    #[test]
+    fn a_panic_in_the_loader_fails_the_epoch_instead_of_shortening_it() {
+        let rx = spawn_loader((0..12).collect(), 4, 3, 7, |idx: &[usize]| {
+            if idx[0] == 4 {
+                panic!("index 99 out of range");
+            }
+            batch(idx)
+        });
+        let items: Vec<Loaded> = rx.iter().collect();
+        assert_eq!(items.len(), 2, "the batch before the panic, then the failure; nothing after");
+        assert!(items[0].is_ok());
+        let Err(f) = &items[1] else { panic!("a failure, not a closed channel") };
+        assert_eq!(f.class, ErrorClass::Internal);
+        assert!(f.message.contains("epoch 7") && f.message.contains("batch 2") && f.message.contains("index 99 out of range"), "{}", f.message);
+    }
+
+    #[test]
+    fn a_batch_error_is_a_data_failure_naming_the_epoch() {
+        let rx = spawn_loader((0..8).collect(), 4, 2, 3, |_: &[usize]| Err("cannot crop".to_string()));
+        let items: Vec<Loaded> = rx.iter().collect();
+        assert_eq!(items.len(), 1);
+        let Err(f) = &items[0] else { panic!("a data failure") };
+        assert_eq!(f.class, ErrorClass::Data);
+        assert!(f.message.contains("epoch 3") && f.message.contains("cannot crop"), "{}", f.message);
+    }
+
+    /// A tch call that fails panics with `unwrap`'s message around libtorch's:
+    /// the real messages of libtorch 2.11, obtained by making it fail.
+    fn torch_panic(f: impl FnOnce() -> Tensor + std::panic::UnwindSafe) -> String {
+        let p = std::panic::catch_unwind(f).expect_err("libtorch should have refused");
+        panic_message(&*p)
+    }
+
+    #[test]
+    fn libtorch_shape_and_argument_errors_are_config_errors() {
+        let cases = [
+            // A feature map the image size left at 1×1, pooled 2×2 (VGG below 32 px).
+            torch_panic(|| Tensor::zeros([1, 3, 1, 1], (Kind::Float, Device::Cpu)).max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)),
+            // A convolution kernel larger than its input.
+            torch_panic(|| {
+                Tensor::zeros([1, 3, 2, 2], (Kind::Float, Device::Cpu)).conv2d(
+                    &Tensor::zeros([4, 3, 3, 3], (Kind::Float, Device::Cpu)),
+                    None::<Tensor>,
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    1,
+                )
+            }),
+            // A head whose sizes do not chain.
+            torch_panic(|| Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)).linear(&Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)), None::<Tensor>)),
+            // A negative layer size.
+            torch_panic(|| Tensor::zeros([-3, 4], (Kind::Float, Device::Cpu))),
+            // A dropout probability out of range.
+            torch_panic(|| Tensor::zeros([3], (Kind::Float, Device::Cpu)).dropout(1.5, true)),
+        ];
+        for raw in &cases {
+            assert_eq!(classify_panic(raw), ErrorClass::Config, "{raw}");
+            let clean = torch_message(raw);
+            assert!(!clean.contains("Exception raised from") && !clean.contains("unwrap"), "{clean}");
+        }
+        assert_eq!(classify_panic("CUDA out of memory. Tried to allocate 2.00 GiB"), ErrorClass::Oom);
+        assert_eq!(classify_panic("called `Option::unwrap()` on a `None` value"), ErrorClass::Internal);
+    }
+
+    /// Building the model is a function of the configuration alone: a head
+    /// with a negative layer size makes libtorch panic, and that is `config`.
+    #[test]
+    fn a_model_build_panic_is_a_config_error() {
+        let cfg = TrialConfig { head: sweep_protocol::config::Head::Mlp { hidden: vec![-5], dropout: 0.0 }, ..TrialConfig::default() };
+        let Err(f) = build_model(&cfg, Device::Cpu, 3) else { panic!("a negative hidden size cannot build") };
+        assert_eq!(f.class, ErrorClass::Config, "{}", f.message);
+        assert!(f.message.contains("negative"), "{}", f.message);
+    }
+
+    #[test]
+    fn best_epoch_rules() {
+        let mut s = State::new(SelectMetric::ValAccuracy);
+        assert!(s.improves(SelectMetric::ValAccuracy, 9.0, 0.0), "the first epoch is the best so far");
+        s.best_epoch = 1;
+        s.best_val_accuracy = 0.5;
+        s.best_val_loss = Some(1.0);
+        assert!(s.improves(SelectMetric::ValAccuracy, 2.0, 0.6));
+        assert!(!s.improves(SelectMetric::ValAccuracy, 0.1, 0.5), "a tie keeps the earlier epoch");
+        assert!(!s.improves(SelectMetric::ValAccuracy, 0.1, 0.4));
+        assert!(s.improves(SelectMetric::ValLoss, 0.9, 0.1));
+        assert!(!s.improves(SelectMetric::ValLoss, 1.0, 0.9), "a tie keeps the earlier epoch");
+        assert!(!s.improves(SelectMetric::ValLoss, 1.1, 0.9));
+        // An older worker's state.json has no loss: any loss beats none.
+        let old: State = serde_json::from_str(r#"{"epoch":2,"step":8,"best_val_accuracy":0.5,"best_epoch":1}"#).unwrap();
+        assert_eq!(old.select, SelectMetric::ValAccuracy);
+        assert!(old.improves(SelectMetric::ValLoss, 5.0, 0.0));
+    }
+
+    #[test]
+    fn epoch_seeds_differ_and_are_stable() {
+        let seeds: std::collections::HashSet<i64> = (1..=50).map(|e| epoch_seed(0, e)).chain((1..=50).map(|e| epoch_seed(1, e))).collect();
+        assert_eq!(seeds.len(), 100);
+        assert!(seeds.iter().all(|&s| s >= 0));
+        assert_eq!(epoch_seed(3, 2), epoch_seed(3, 2));
+    }
+
+    fn sgd(p: &Tensor) -> Optimizer {
+        let h = Hyper { algorithm: Algorithm::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false }, weight_decay: 0.0 };
+        Optimizer::new(h, 0.5, vec![("p".into(), p.shallow_clone(), 0)]).unwrap()
+    }
+
+    /// The mixed-precision path on CPU (no autocast needed to test the scaler):
+    /// an overflowing step is skipped and halves the scale, a good step is
+    /// taken on unscaled gradients, 2000 good steps double the scale.
+    #[test]
+    fn grad_scaler_skips_non_finite_steps_and_unscales() {
+        let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
+        let mut opt = sgd(&p);
+        let mut scaler = GradScaler::new(true);
+        // d/dp of sum(p * 1e36) is 1e36; × 65536 overflows f32.
+        let stepped = scaler.step(&mut opt, &(&p * 1e36).sum(Kind::Float));
+        assert!(!stepped);
+        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0], "a skipped step leaves the parameters");
+        // Gradient 3 per element; lr 0.5.
+        assert!(scaler.step(&mut opt, &(&p * 3.0).sum(Kind::Float)));
+        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![-0.5, -3.5], "the step used the unscaled gradient");
+        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 1 });
+        scaler.restore(ScalerState { scale: 32768.0, good_steps: 1999 });
+        assert!(scaler.step(&mut opt, &(&p * 0.0).sum(Kind::Float)));
+        assert_eq!(scaler.state(), ScalerState { scale: 65536.0, good_steps: 0 });
+        let nan = scaler.step(&mut opt, &(&p * f64::NAN).sum(Kind::Float));
+        assert!(!nan);
+        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
+    }
+
+    #[test]
+    fn train_state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(TRAIN_STATE);
+        // Floats whose shortest decimal has 17 digits, the ones a best-effort parser may miss.
+        let state = State { epoch: 3, step: 12, best_val_accuracy: 0.1 + 0.2, best_epoch: 2, best_val_loss: Some(1.0 / 3.0), select: SelectMetric::ValLoss };
+        let scaler = ScalerState { scale: 1024.0, good_steps: 7 };
+        let meta = TrainMeta { format: TRAIN_STATE_FORMAT, bits: FloatBits::of(&state, &scaler), state, optimizer: "adamw".into(), scaler, rng_seed: 9 };
+        let w = Tensor::from_slice(&[1.5f32, -0.25, 3.0]).view([3, 1]);
+        let step = Tensor::from_slice(&[5i64]);
+        write_train_state(&path, &meta, vec![("model.fc.weight".into(), w.shallow_clone()), ("optim.fc.weight.step".into(), step)]).unwrap();
+        let back = read_train_state(&path).unwrap();
+        assert_eq!(back.meta.state, meta.state);
+        assert_eq!(back.meta.state.best_val_loss.map(f64::to_bits), Some((1.0f64 / 3.0).to_bits()));
+        assert_eq!(back.meta.scaler, meta.scaler);
+        assert_eq!(back.meta.optimizer, "adamw");
+        assert!(back.model["fc.weight"].equal(&w));
+        assert_eq!(back.optim["fc.weight.step"].int64_value(&[0]), 5);
+        assert!(!dir.path().join("train_state.tmp.safetensors").exists());
+    }
 }

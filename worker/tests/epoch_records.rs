@@ -1,0 +1,201 @@
+//! What the worker records and decides, seen from outside (the `sweep-worker`
+//! binary on a small demo dataset, CPU):
+//!
+//! - every batch is in some `train_step` record, the epoch's last partial
+//!   `log_every` window included;
+//! - `select` (val_accuracy or val_loss) chooses the `best` checkpoint, which
+//!   is the one tested, and fills state.json's best fields;
+//! - a configuration libtorch cannot train (a feature map pooled to nothing, a
+//!   batch of one image under BatchNorm) fails with class `config`.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use sweep_protocol::config::{Head, SelectMetric, TrialConfig, WorkerJob};
+use sweep_protocol::message::{ErrorClass, WorkerMessage, parse_line};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_sweep-worker");
+/// Demo dataset, 6 training images per class × 12 classes.
+const TRAIN_IMAGES: usize = 72;
+
+fn dataset(root: &Path) -> PathBuf {
+    let dir = root.join("data");
+    sweep_dataset::demo::generate(&dir, &sweep_dataset::demo::DemoOptions { per_class: 6, image_size: 32, seed: 1 }).unwrap();
+    dir
+}
+
+fn config() -> TrialConfig {
+    TrialConfig {
+        backbone: "resnet18".into(),
+        lr: 0.01,
+        epochs: 1,
+        image_size: 32,
+        batch_size: 8,
+        head: Head::Mlp { hidden: vec![], dropout: 0.0 },
+        augment: vec![],
+        ..TrialConfig::default()
+    }
+}
+
+struct Run {
+    messages: Vec<WorkerMessage>,
+    ok: bool,
+    stderr: String,
+}
+
+fn run(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> Run {
+    let job = WorkerJob { trial: "t".into(), sweep: "s".into(), dataset: data.to_path_buf(), out_dir: out.to_path_buf(), threads: 1, config, select };
+    let out = Command::new(WORKER).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let messages = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
+    Run { messages, ok: out.status.success(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+}
+
+/// (epoch, batch, loss, accuracy) of every train_step record.
+fn train_steps(run: &Run) -> Vec<(u32, u32, f64, f64)> {
+    run.messages
+        .iter()
+        .filter_map(|m| match m {
+            WorkerMessage::TrainStep { epoch, batch, loss, accuracy, .. } => Some((*epoch, *batch, *loss, *accuracy)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (epoch, train_loss, train_accuracy, val_loss, val_accuracy) of every epoch record.
+fn epochs(run: &Run) -> Vec<(u32, f64, f64, f64, f64)> {
+    run.messages
+        .iter()
+        .filter_map(|m| match m {
+            WorkerMessage::Epoch { epoch, train_loss, train_accuracy, val_loss, val_accuracy, .. } => {
+                Some((*epoch, *train_loss, *train_accuracy, *val_loss, *val_accuracy))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn every_batch_is_in_a_train_step_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    // 72 images in batches of 8: 9 batches an epoch. log_every 4: windows of
+    // 4, 4 and the partial 1; log_every 100: one partial window of all 9.
+    for (log_every, n_epochs, want) in [(4u32, 2, vec![4u32, 8, 9]), (100, 1, vec![9])] {
+        let r = run(&data, &dir.path().join(format!("log{log_every}")), TrialConfig { epochs: n_epochs, log_every, ..config() }, SelectMetric::ValAccuracy);
+        assert!(r.ok, "{}", r.stderr);
+        let steps = train_steps(&r);
+        assert_eq!(epochs(&r).len(), n_epochs as usize);
+        for (epoch, train_loss, train_accuracy, ..) in epochs(&r) {
+            let windows: Vec<_> = steps.iter().filter(|s| s.0 == epoch).collect();
+            assert_eq!(windows.iter().map(|s| s.1).collect::<Vec<_>>(), want, "log_every {log_every}, epoch {epoch}: batches recorded");
+            // Window means weighted by their images give the epoch's: no batch left out.
+            let mut prev = 0u32;
+            let (mut loss, mut correct) = (0.0, 0.0);
+            for &&(_, batch, l, a) in &windows {
+                let images = ((batch as usize * 8).min(TRAIN_IMAGES) - prev as usize * 8) as f64;
+                loss += l * images;
+                correct += a * images;
+                prev = batch;
+            }
+            assert!((loss / TRAIN_IMAGES as f64 - train_loss).abs() < 1e-9 * train_loss, "epoch {epoch}: {loss} vs {train_loss}");
+            assert!((correct / TRAIN_IMAGES as f64 - train_accuracy).abs() < 1e-9, "epoch {epoch}: {correct} vs {train_accuracy}");
+        }
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// With test/ a copy of valid/, the test figures are the validation figures
+/// of whichever checkpoint was tested: they tell which epoch's weights that was.
+#[test]
+fn select_decides_the_best_checkpoint_and_what_is_tested() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    std::fs::remove_dir_all(data.join("test")).unwrap();
+    copy_dir(&data.join("valid"), &data.join("test"));
+    let mut chosen = Vec::new();
+    for select in [SelectMetric::ValLoss, SelectMetric::ValAccuracy] {
+        let out = dir.path().join(format!("{select:?}"));
+        let r = run(&data, &out, TrialConfig { epochs: 4, lr: 0.05, log_every: 100, max_batches: 4, ..config() }, select);
+        assert!(r.ok, "{}", r.stderr);
+        let eps = epochs(&r);
+        assert_eq!(eps.len(), 4);
+        // The rule, independently: strictly better replaces, ties keep the earlier epoch.
+        let mut best = eps[0];
+        let mut improving = vec![1u32];
+        for &e in &eps[1..] {
+            let better = match select {
+                SelectMetric::ValLoss => e.3 < best.3,
+                SelectMetric::ValAccuracy => e.4 > best.4,
+            };
+            if better {
+                best = e;
+                improving.push(e.0);
+            }
+        }
+        let best_marks: Vec<u32> = r
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                WorkerMessage::Checkpoint { epoch, kind, .. } if kind == "best" => Some(*epoch),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(best_marks, improving, "{select:?}: `best` checkpoints written");
+        let (test_epoch, test_loss, test_accuracy) = r
+            .messages
+            .iter()
+            .find_map(|m| match m {
+                WorkerMessage::Test { epoch, loss, accuracy, .. } => Some((*epoch, *loss, *accuracy)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(test_epoch, best.0, "{select:?}: the test message names the best epoch");
+        assert_eq!((test_loss, test_accuracy), (best.3, best.4), "{select:?}: the tested weights are epoch {}'s", best.0);
+        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("state.json")).unwrap()).unwrap();
+        assert_eq!(state["best_epoch"], best.0, "{select:?}: {state}");
+        assert_eq!(state["best_val_loss"].as_f64(), Some(best.3), "{select:?}: {state}");
+        assert_eq!(state["best_val_accuracy"].as_f64(), Some(best.4), "{select:?}: {state}");
+        let done = r.messages.iter().find_map(|m| match m {
+            WorkerMessage::Done { best_val_accuracy, .. } => Some(*best_val_accuracy),
+            _ => None,
+        });
+        assert_eq!(done, Some(best.4));
+        chosen.push((select, best.0, eps.iter().map(|e| (e.3, e.4)).collect::<Vec<_>>()));
+    }
+    eprintln!("best epoch by select (val_loss, val_accuracy per epoch): {chosen:?}");
+}
+
+fn error_of(r: &Run) -> (ErrorClass, String) {
+    assert!(!r.ok);
+    match r.messages.last() {
+        Some(WorkerMessage::Error { class, message }) => (*class, message.clone()),
+        other => panic!("the last message is not an error: {other:?}\n{}", r.stderr),
+    }
+}
+
+#[test]
+fn configurations_libtorch_cannot_train_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    // VGG halves the image five times: 16 px reach 1×1 before the last max-pool.
+    let r = run(&data, &dir.path().join("vgg16"), TrialConfig { backbone: "vgg16_bn".into(), image_size: 16, ..config() }, SelectMetric::ValAccuracy);
+    let (class, message) = error_of(&r);
+    assert_eq!(class, ErrorClass::Config, "{message}");
+    assert!(message.contains("Output size is too small") && message.contains("image_size 16"), "{message}");
+    assert!(!message.contains("Exception raised from"), "{message}");
+    // 72 images in batches of 71 leave a last batch of one; at 32 px resnet18's
+    // last BatchNorm sees 1×1 maps, so one value per channel.
+    let r = run(&data, &dir.path().join("single"), TrialConfig { batch_size: 71, ..config() }, SelectMetric::ValAccuracy);
+    let (class, message) = error_of(&r);
+    assert_eq!(class, ErrorClass::Config, "{message}");
+    assert!(message.contains("single image") && message.contains("batch_size 71"), "{message}");
+}
