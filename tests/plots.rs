@@ -3,93 +3,43 @@
 //! test run and shared): PNGs decode at their stated sizes, SVGs are whole
 //! documents, errors are clear, the HTML stands alone, and headless Chromium
 //! renders it (Chromium is installed by the test when SWEEP_INSTALL_CHROMIUM=1
-//! and running as root; otherwise that test is skipped with a reason).
+//! and running as root, as `make test` does; otherwise that test fails under
+//! CI and is skipped, with the reason, elsewhere).
+mod common;
+
+use common::{Scratch, prerequisites, sweep};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sweep");
-
-struct Fixture {
-    root: PathBuf,
-    trials: Vec<String>,
-}
-
-impl Fixture {
-    fn db(&self) -> PathBuf {
-        self.root.join("results.db")
-    }
-    fn data(&self) -> PathBuf {
-        self.root.join("data")
-    }
-    /// A fresh directory for one test's outputs.
-    fn out(&self, name: &str) -> PathBuf {
-        let p = self.root.join(name);
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        p
-    }
-    fn sweep(&self, args: &[&str]) -> Output {
-        Command::new(BIN).arg("--db").arg(self.db()).args(args).output().unwrap()
-    }
-}
-
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "exit {:?}\nstdout:\n{out}\nstderr:\n{}", o.status.code(), String::from_utf8_lossy(&o.stderr));
-    out
-}
-
-fn fails(o: &Output) -> String {
-    assert!(!o.status.success(), "expected a failure\nstdout:\n{}", String::from_utf8_lossy(&o.stdout));
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// The shared sweep: demo data (4 train images per class), resnet18 with a
-/// small head, lr 0.01 and 0.02, two epochs — then one extra sweep whose only
-/// trial never ran (for the "no metrics yet" errors).
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
+/// The shared sweep `plots` and its two trial ids: demo data (4 train images
+/// per class), resnet18 with a small head, lr 0.01 and 0.02, two epochs, then
+/// one extra sweep `idle` whose only trial never ran (for the "no metrics
+/// yet" errors).
+fn fixture() -> &'static (Scratch, Vec<String>) {
+    static F: OnceLock<(Scratch, Vec<String>)> = OnceLock::new();
     F.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plots-fixture");
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        let f = Fixture { root, trials: Vec::new() };
-        let o = Command::new(BIN).args(["data", "demo"]).arg(f.data()).args(["--per-class", "4", "--image-size", "32"]).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let toml = format!(
-            "[sweep]\nname = \"plots\"\ndataset = \"{}\"\n[defaults]\nbackbone = \"resnet18\"\nepochs = 2\nimage_size = 32\nbatch_size = 8\nlog_every = 2\nhead = {{ hidden = [16] }}\n[grid]\nbackbone = [\"resnet18\"]\nlr = [0.01, 0.02]\n",
-            f.data().display()
-        );
-        let file = f.root.join("plots.toml");
-        std::fs::write(&file, toml).unwrap();
-        let o = Command::new(BIN).arg("--db").arg(f.db()).arg("run").arg(&file).arg("--results").arg(f.root.join("results")).arg("--plain").output().unwrap();
-        assert!(o.status.success(), "sweep run failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        let s = Scratch::until_exit().with_demo(4, 32);
+        let file = s.sweep_file("plots").tiny_training().grid("backbone = [\"resnet18\"]\nlr = [0.01, 0.02]").write();
+        let run = s.run(&file).output();
+        assert!(run.succeeded(), "sweep run failed:\n{}", run.stderr);
 
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let trials = rt.block_on(async {
-            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", f.db().display())).await.unwrap();
-            // An older sweep with one queued trial and no metrics.
-            sqlx::query("INSERT INTO sweeps (name, file, toml, dataset, status, created_at, updated_at) VALUES ('idle', 'idle.toml', '', 'data', 'running', 0, 0)")
-                .execute(&pool)
-                .await
-                .unwrap();
-            sqlx::query(
-                "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
-                 SELECT 'feedface00', id, 0, '{\"backbone\":\"resnet18\",\"lr\":0.1,\"seed\":0}', 'resnet18', 0.1, 1, 8, 32, 0, 'queued', 0 FROM sweeps WHERE name = 'idle'",
-            )
-            .execute(&pool)
-            .await
-            .unwrap();
-            let ids: Vec<String> =
-                sqlx::query_scalar("SELECT t.id FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE s.name = 'plots' ORDER BY t.ordinal").fetch_all(&pool).await.unwrap();
-            pool.close().await;
-            ids
-        });
+        let db = s.open_db();
+        // An older sweep with one queued trial and no metrics.
+        db.execute("INSERT INTO sweeps (name, file, toml, dataset, status, created_at, updated_at) VALUES ('idle', 'idle.toml', '', 'data', 'running', 0, 0)");
+        db.execute(
+            "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
+             SELECT 'feedface00', id, 0, '{\"backbone\":\"resnet18\",\"lr\":0.1,\"seed\":0}', 'resnet18', 0.1, 1, 8, 32, 0, 'queued', 0 FROM sweeps WHERE name = 'idle'",
+        );
+        let trials: Vec<String> = db
+            .query::<(String,)>("SELECT t.id FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE s.name = 'plots' ORDER BY t.ordinal")
+            .into_iter()
+            .map(|(t,)| t)
+            .collect();
         assert_eq!(trials.len(), 2);
-        Fixture { trials, ..f }
+        (s, trials)
     })
 }
 
@@ -112,17 +62,18 @@ fn check_svg(path: &Path, size: Option<(u32, u32)>) -> String {
     text
 }
 
+/// The paths a command printed, one a line.
 fn lines(s: &str) -> Vec<PathBuf> {
     s.lines().filter(|l| !l.trim().is_empty()).map(PathBuf::from).collect()
 }
 
 #[test]
 fn plot_writes_every_chart_as_png_and_svg_at_its_size() {
-    let f = fixture();
-    let out = f.out("plot-all");
-    let written = lines(&ok(&f.sweep(&["plot", "--sweep", "plots", "--out", out.to_str().unwrap()])));
+    let (s, trials) = fixture();
+    let out = s.fresh_dir("plot-all");
+    let written = lines(&s.sweep(&["plot", "--sweep", "plots", "--out", out.to_str().unwrap()]).output().expect_success().stdout);
     let mut expected: Vec<(String, (u32, u32))> = Vec::new();
-    for t in &f.trials {
+    for t in trials {
         expected.push((format!("{t}-curves"), (1000, 600)));
         expected.push((format!("{t}-confusion"), (800, 800)));
     }
@@ -138,12 +89,12 @@ fn plot_writes_every_chart_as_png_and_svg_at_its_size() {
         check_svg(&svg, Some(*size));
     }
     // Class names on the confusion heatmap, trial ids in the overlay legend.
-    let confusion = std::fs::read_to_string(out.join(format!("{}-confusion.svg", f.trials[0]))).unwrap();
+    let confusion = std::fs::read_to_string(out.join(format!("{}-confusion.svg", trials[0]))).unwrap();
     for class in ["dog", "dragon", "tiger"] {
         assert!(confusion.contains(&format!(">\n{class}\n<")) || confusion.contains(&format!(">{class}<")), "class {class} missing");
     }
     let curves = std::fs::read_to_string(out.join("curves.svg")).unwrap();
-    for t in &f.trials {
+    for t in trials {
         assert!(curves.contains(t.as_str()), "legend lacks {t}");
     }
     // Atomic writes leave no temporary files behind.
@@ -153,33 +104,35 @@ fn plot_writes_every_chart_as_png_and_svg_at_its_size() {
 
 #[test]
 fn plot_one_trial_by_prefix_and_clear_errors() {
-    let f = fixture();
-    let out = f.out("plot-one");
-    let t = &f.trials[1];
-    let written = lines(&ok(&f.sweep(&["plot", "--trial", &t[..6], "--out", out.to_str().unwrap()])));
+    let (s, trials) = fixture();
+    let out = s.fresh_dir("plot-one");
+    let out = out.to_str().unwrap();
+    let t = &trials[1];
+    let written = lines(&s.sweep(&["plot", "--trial", &t[..6], "--out", out]).output().expect_success().stdout);
     let names: Vec<String> = written.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, [format!("{t}-curves.png"), format!("{t}-curves.svg"), format!("{t}-confusion.png"), format!("{t}-confusion.svg")]);
-    check_png(&out.join(format!("{t}-curves.png")), (1000, 600));
+    check_png(&Path::new(out).join(format!("{t}-curves.png")), (1000, 600));
 
-    let err = fails(&f.sweep(&["plot", "--sweep", "plots", "--trial", "0000000000", "--out", out.to_str().unwrap()]));
+    let fails = |args: &[&str]| s.sweep(&[&["plot"], args, &["--out", out]].concat()).output().expect_failure().stderr.clone();
+    let err = fails(&["--sweep", "plots", "--trial", "0000000000"]);
     assert!(err.contains("no trial \"0000000000\""), "{err}");
-    let err = fails(&f.sweep(&["plot", "--trial", "not-hex", "--out", out.to_str().unwrap()]));
+    let err = fails(&["--trial", "not-hex"]);
     assert!(err.contains("is not a trial id"), "{err}");
-    let err = fails(&f.sweep(&["plot", "--trial", "feedface", "--out", out.to_str().unwrap()]));
+    let err = fails(&["--trial", "feedface"]);
     assert!(err.contains("trial feedface00 has no metrics yet"), "{err}");
-    let err = fails(&f.sweep(&["plot", "--sweep", "idle", "--out", out.to_str().unwrap()]));
+    let err = fails(&["--sweep", "idle"]);
     assert!(err.contains("sweep idle has no metrics yet"), "{err}");
-    let err = fails(&f.sweep(&["plot", "--sweep", "nope", "--out", out.to_str().unwrap()]));
+    let err = fails(&["--sweep", "nope"]);
     assert!(err.contains("no sweep named \"nope\""), "{err}");
 }
 
 #[test]
 fn data_show_writes_png_and_svg_overviews() {
-    let f = fixture();
-    let out = f.out("data-show");
+    let (s, _) = fixture();
+    let out = s.fresh_dir("data-show");
     let png = out.join("overview.png");
-    let o = Command::new(BIN).args(["data", "show"]).arg(f.data()).arg("--out").arg(&png).args(["--per-class", "3"]).output().unwrap();
-    assert_eq!(lines(&ok(&o)), std::slice::from_ref(&png));
+    let o = sweep(&["data", "show"]).arg(s.data()).arg("--out").arg(&png).args(["--per-class", "3"]).output();
+    assert_eq!(lines(&o.expect_success().stdout), std::slice::from_ref(&png));
     let img = image::open(&png).unwrap();
     // 12 classes: 96 + 12 × 70 + 44 pixels high; 3 thumbnails + label + counts wide.
     assert_eq!(img.height(), 96 + 12 * 70 + 44);
@@ -188,39 +141,38 @@ fn data_show_writes_png_and_svg_overviews() {
     assert!(colours.len() > 256, "thumbnails missing? {} colours", colours.len());
 
     let svg = out.join("overview.svg");
-    let o = Command::new(BIN).args(["data", "show"]).arg(f.data()).arg("--out").arg(&svg).output().unwrap();
-    ok(&o);
+    sweep(&["data", "show"]).arg(s.data()).arg("--out").arg(&svg).output().expect_success();
     let text = check_svg(&svg, None);
     // Default 6 per class, but the demo has 4 training images per class.
     assert_eq!(text.matches("<image ").count(), 12 * 4);
     assert!(text.contains("data:image/png;base64,"));
     assert!(text.contains("rooster"));
 
-    let o = Command::new(BIN).args(["data", "show"]).arg(f.data()).arg("--out").arg(out.join("x.jpg")).output().unwrap();
-    assert!(fails(&o).contains("use a .png or .svg"));
-    let o = Command::new(BIN).args(["data", "show"]).arg(f.root.join("missing")).arg("--out").arg(out.join("x.png")).output().unwrap();
-    assert!(fails(&o).contains("missing split folder"));
+    let o = sweep(&["data", "show"]).arg(s.data()).arg("--out").arg(out.join("x.jpg")).output();
+    assert!(o.expect_failure().stderr.contains("use a .png or .svg"));
+    let o = sweep(&["data", "show"]).arg(s.path("missing")).arg("--out").arg(out.join("x.png")).output();
+    assert!(o.expect_failure().stderr.contains("missing split folder"));
 }
 
-fn write_html(f: &Fixture, name: &str) -> PathBuf {
-    let dir = f.out(name);
-    let html = dir.join("report.html");
-    ok(&f.sweep(&["report", "--sweep", "plots", "--html", html.to_str().unwrap()]));
+/// `sweep report --html` into a fresh folder `name`.
+fn write_html(s: &Scratch, name: &str) -> PathBuf {
+    let html = s.fresh_dir(name).join("report.html");
+    s.sweep(&["report", "--sweep", "plots", "--html", html.to_str().unwrap()]).output().expect_success();
     html
 }
 
 #[test]
 fn html_report_is_one_self_contained_file() {
-    let f = fixture();
-    let path = write_html(f, "html");
+    let (s, trials) = fixture();
+    let path = write_html(s, "html");
     let html = std::fs::read_to_string(&path).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert!(html.contains("<table id=\"report\">"));
     for h in ["rank", "trial", "lr", "val acc", "test acc", "test loss", "epochs", "wall s", "img/s", "status"] {
         assert!(html.contains(&format!("<th>{h}</th>")), "column {h}");
     }
-    assert_eq!(html.matches("<section class=\"trial\"").count(), f.trials.len());
-    for t in &f.trials {
+    assert_eq!(html.matches("<section class=\"trial\"").count(), trials.len());
+    for t in trials {
         assert!(html.contains(&format!("<section class=\"trial\" id=\"trial-{t}\">")), "{t}");
         assert!(html.contains(&format!("href=\"#trial-{t}\"")), "{t}");
     }
@@ -228,42 +180,13 @@ fn html_report_is_one_self_contained_file() {
         assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
     }
     // Sweep charts + curves and confusion per trial, all inline.
-    assert_eq!(html.matches("<svg ").count(), 3 + 2 * f.trials.len());
-    assert_eq!(html.matches("class=\"class-accuracy\"").count(), f.trials.len());
+    assert_eq!(html.matches("<svg ").count(), 3 + 2 * trials.len());
+    assert_eq!(html.matches("class=\"class-accuracy\"").count(), trials.len());
     for bad in ["http://", "https://", "<script", "<link", "<img", "@import", "url("] {
         assert!(!html.contains(bad), "HTML refers to {bad:?}");
     }
     let names: Vec<String> = std::fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["report.html"], "temporary files left behind");
-}
-
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
-}
-
-fn run_quiet(cmd: &mut Command) -> bool {
-    cmd.env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).status().map(|s| s.success()).unwrap_or(false)
-}
-
-/// Debian's Chromium, installed with apt when SWEEP_INSTALL_CHROMIUM=1 and root.
-fn chromium() -> Option<PathBuf> {
-    let find = || ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
-    if let Some(p) = find() {
-        return Some(p);
-    }
-    if std::env::var("SWEEP_INSTALL_CHROMIUM").as_deref() != Ok("1") {
-        eprintln!("skipped: chromium is not installed (set SWEEP_INSTALL_CHROMIUM=1 and run as root to let this test apt-get install it)");
-        return None;
-    }
-    if !is_root() {
-        eprintln!("skipped: chromium is not installed and SWEEP_INSTALL_CHROMIUM=1 needs root to apt-get install it");
-        return None;
-    }
-    if !run_quiet(Command::new("apt-get").args(["install", "-y", "-q", "chromium"])) {
-        assert!(run_quiet(Command::new("apt-get").args(["update", "-q"])), "apt-get update failed");
-        assert!(run_quiet(Command::new("apt-get").args(["install", "-y", "-q", "chromium"])), "apt-get install chromium failed");
-    }
-    Some(find().expect("chromium installed but /usr/bin/chromium is missing"))
 }
 
 /// Runs headless Chromium with a time limit; stdout goes to `log`.
@@ -302,10 +225,10 @@ fn headless(chromium: &Path, profile: &Path, args: &[String], log: &Path) {
 
 #[test]
 fn html_report_renders_in_headless_chromium() {
-    let Some(browser) = chromium() else { return };
-    let f = fixture();
-    let html = write_html(f, "chromium");
-    let dir = f.out("chromium-run");
+    let Some(browser) = prerequisites::chromium() else { return };
+    let (s, trials) = fixture();
+    let html = write_html(s, "chromium");
+    let dir = s.fresh_dir("chromium-run");
     let url = format!("file://{}", html.display());
     let shot = dir.join("shot.png");
     headless(
@@ -325,8 +248,8 @@ fn html_report_renders_in_headless_chromium() {
     headless(&browser, &dir.join("profile"), &["--dump-dom".into(), url], &dom_path);
     let dom = std::fs::read_to_string(&dom_path).unwrap();
     assert!(dom.contains("id=\"report\""), "DOM lacks the report table:\n{}", &dom[..dom.len().min(500)]);
-    for t in &f.trials {
+    for t in trials {
         assert!(dom.contains(&format!("id=\"trial-{t}\"")), "DOM lacks trial section {t}");
     }
-    assert!(dom.matches("<svg").count() >= 3 + 2 * f.trials.len());
+    assert!(dom.matches("<svg").count() >= 3 + 2 * trials.len());
 }

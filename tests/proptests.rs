@@ -11,79 +11,46 @@
 //!
 //! Each case starts the binary (about half a second), so the default is 16
 //! cases per property; SWEEP_PROPTEST_CASES=N runs N.
+mod common;
+
+use common::{Out, Scratch};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sweep");
+use std::path::Path;
 
 fn config() -> Config {
     let cases = std::env::var("SWEEP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
     Config { cases, failure_persistence: None, ..Config::default() }
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn no_panic(what: &str, o: &Output) -> Result<(), TestCaseError> {
-    let err = text(&o.stderr);
-    prop_assert!(!err.contains("panicked") && o.status.code() != Some(101), "{what}: panicked (exit {:?})\nstderr:\n{err}", o.status.code());
+fn no_panic(out: &Out) -> Result<(), TestCaseError> {
+    prop_assert!(!out.panicked(), "{}: panicked (exit {:?})\nstderr:\n{}", out.what, out.code, out.stderr);
     Ok(())
 }
 
-/// A scratch folder: an (image-less) ImageFolder root, a sweep file, and a
-/// fake worker that prints the lines of `lines.txt` and exits with the code in
-/// `exit.txt`.
-struct Scratch {
-    dir: tempfile::TempDir,
+/// A two-class ImageFolder root (one image a class and split), and a stand-in worker
+/// `worker.sh` that prints the lines of `lines.txt` and exits with the code
+/// in `exit.txt`.
+fn scratch() -> Scratch {
+    let s = Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &["a", "b"]);
+    let worker = s.write("worker.sh", "#!/bin/sh\nd=$(dirname \"$0\")\ncat \"$d/lines.txt\"\nexit \"$(cat \"$d/exit.txt\")\"\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s
 }
 
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        for split in ["train", "valid", "test"] {
-            for class in ["a", "b"] {
-                std::fs::create_dir_all(dir.path().join("data").join(split).join(class)).unwrap();
-            }
-        }
-        let worker = dir.path().join("worker.sh");
-        std::fs::write(&worker, "#!/bin/sh\nd=$(dirname \"$0\")\ncat \"$d/lines.txt\"\nexit \"$(cat \"$d/exit.txt\")\"\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&worker, std::fs::Permissions::from_mode(0o755)).unwrap();
-        Scratch { dir }
-    }
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-    fn sweep_file(&self, name: &str) -> PathBuf {
-        let ds = toml::Value::String(self.path("data").display().to_string());
-        let p = self.path(&format!("{name}.toml"));
-        std::fs::write(&p, format!("[sweep]\nname = \"{name}\"\ndataset = {ds}\n\n[defaults]\nepochs = 2\n\n[resources]\nretries = 0\n")).unwrap();
-        p
-    }
-    /// `sweep run` with the fake worker printing `lines`, then exiting `code`.
-    fn run(&self, db: &Path, file: &Path, lines: &[u8], code: i32) -> Output {
-        std::fs::write(self.path("lines.txt"), lines).unwrap();
-        std::fs::write(self.path("exit.txt"), code.to_string()).unwrap();
-        Command::new(BIN)
-            .arg("--db")
-            .arg(db)
-            .arg("run")
-            .arg(file)
-            .arg("--results")
-            .arg(db.with_extension("results"))
-            .args(["--plain", "--retry-failed"])
-            .env("SWEEP_WORKER_CMD", self.path("worker.sh"))
-            .env("SWEEP_FAKE_GPUS", "0")
-            .env_remove("SWEEP_DB")
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    }
+/// Sweep `name`: one trial of 2 epochs, not retried.
+fn sweep_file(s: &Scratch, name: &str) -> common::SweepFile {
+    s.sweep_file(name).defaults("epochs = 2").resources("retries = 0")
+}
+
+/// `sweep run` into database `db` with the stand-in worker printing `lines`,
+/// then exiting `code`.
+fn run_worker(s: &Scratch, db: &Path, file: &Path, lines: &[u8], code: i32) -> Out {
+    s.write("lines.txt", lines);
+    s.write("exit.txt", code.to_string());
+    s.run(file).db(db).results(db.with_extension("results")).arg("--retry-failed").worker(&s.path("worker.sh")).output()
 }
 
 /// The messages of a successful 2-class, 2-epoch trial, as a real worker sends them.
@@ -228,23 +195,23 @@ fn worker_output(edits: &[LineEdit]) -> Vec<u8> {
 /// the attempt and exits 0 (trial done) or 1 (trial failed).
 #[test]
 fn any_worker_output_is_recorded_without_a_panic() {
-    let s = Scratch::new();
-    let file = s.sweep_file("fuzz");
+    let s = scratch();
+    let file = sweep_file(&s, "fuzz").write();
     let strategy = (prop::collection::vec(line_edit(), 0..6), prop_oneof![Just(0), Just(1), Just(3), Just(130)]);
     let case = std::sync::atomic::AtomicUsize::new(0);
     TestRunner::new(config())
         .run(&strategy, |(edits, code)| {
-            let db = s.path(&format!("fuzz-{}.db", case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-            let out = s.run(&db, &file, &worker_output(&edits), code);
-            no_panic("sweep run", &out)?;
-            let err = text(&out.stderr);
-            prop_assert!(matches!(out.status.code(), Some(0) | Some(1)), "exit {:?}\nstderr:\n{err}", out.status.code());
+            let db = s.path(format!("fuzz-{}.db", case.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+            let out = run_worker(&s, &db, &file, &worker_output(&edits), code);
+            no_panic(&out)?;
+            let err = &out.stderr;
+            prop_assert!(matches!(out.code, Some(0) | Some(1)), "exit {:?}\nstderr:\n{err}", out.code);
             prop_assert!(!err.contains("database write failed"), "a worker message broke the database writer:\n{err}");
             // The attempt is closed in the database, with a class when it failed.
-            let status = Command::new(BIN).arg("--db").arg(&db).args(["status"]).output().unwrap();
-            no_panic("sweep status", &status)?;
-            let shown = text(&status.stdout);
-            if out.status.code() == Some(0) {
+            let status = s.sweep(&["status"]).db(&db).output();
+            no_panic(&status)?;
+            let shown = &status.stdout;
+            if out.code == Some(0) {
                 prop_assert!(shown.contains("done 1"), "{shown}");
             } else {
                 prop_assert!(shown.contains("failed 1"), "{shown}\nrun stderr:\n{err}");
@@ -292,9 +259,9 @@ const LINES: &[&str] = &[
 /// A mangled sweep file: planned (exit 0) or refused at a located line (exit 2).
 #[test]
 fn mangled_sweep_files_are_planned_or_refused_with_a_location() {
-    let s = Scratch::new();
-    let base =
-        std::fs::read_to_string(s.sweep_file("mangle")).unwrap().replace("[defaults]\n", "[defaults]\nlr = 0.01\nbatch_size = 8\n\n[grid]\nlr = [0.1, 0.01]\n");
+    let s = scratch();
+    // A valid file of two trials that the edits below break (or not).
+    let base = sweep_file(&s, "mangle").defaults("lr = 0.01\nbatch_size = 8").grid("lr = [0.1, 0.01]").text();
     let edit = prop_oneof![
         (any::<usize>(), prop::sample::select(VALUES)).prop_map(|(l, v)| (0u8, l, v.to_string())),
         (any::<usize>(), prop::sample::select(LINES)).prop_map(|(l, v)| (1u8, l, v.to_string())),
@@ -323,11 +290,11 @@ fn mangled_sweep_files_are_planned_or_refused_with_a_location() {
                 }
             }
             std::fs::write(&file, lines.join("\n")).unwrap();
-            let out = Command::new(BIN).arg("--db").arg(&db).arg("run").arg(&file).arg("--dry-run").current_dir(s.dir.path()).output().unwrap();
-            no_panic("run --dry-run", &out)?;
-            let err = text(&out.stderr);
-            match out.status.code() {
-                Some(0) => prop_assert!(text(&out.stdout).contains("trials planned"), "{}", text(&out.stdout)),
+            let out = s.sweep(&["run"]).db(&db).arg(&file).arg("--dry-run").output();
+            no_panic(&out)?;
+            let err = &out.stderr;
+            match out.code {
+                Some(0) => prop_assert!(out.stdout.contains("trials planned"), "{}", out.stdout),
                 Some(2) => {
                     let prefix = format!("error: {}:", file.display());
                     prop_assert!(err.starts_with(&prefix), "no location in: {err}");
@@ -340,20 +307,24 @@ fn mangled_sweep_files_are_planned_or_refused_with_a_location() {
         .unwrap();
 }
 
+/// The worker's stdout of a successful trial, unedited.
+fn valid_output() -> Vec<u8> {
+    worker_output(&[])
+}
+
 /// Arbitrary arguments to the read-side commands on a real database: exit 0
 /// or 2, a message on error, never a panic.
 #[test]
 fn read_commands_take_any_arguments_without_a_panic() {
-    let s = Scratch::new();
+    let s = scratch();
     let db = s.path("real.db");
-    let mut lines = Vec::new();
-    for m in valid_messages() {
-        lines.extend_from_slice(m.to_string().as_bytes());
-        lines.push(b'\n');
-    }
-    let out = s.run(&db, &s.sweep_file("real"), &lines, 0);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let trial = text(&Command::new(BIN).arg("--db").arg(&db).args(["report", "--format", "csv"]).output().unwrap().stdout)
+    let out = run_worker(&s, &db, &sweep_file(&s, "real").write(), &valid_output(), 0);
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let trial = s
+        .sweep(&["report", "--format", "csv"])
+        .db(&db)
+        .output()
+        .stdout
         .lines()
         .nth(1)
         .and_then(|l| l.split(',').find(|f| f.len() == 10 && f.chars().all(|c| c.is_ascii_hexdigit())).map(String::from))
@@ -395,11 +366,11 @@ fn read_commands_take_any_arguments_without_a_panic() {
     ];
     TestRunner::new(config())
         .run(&command, |args| {
-            let out = Command::new(BIN).arg("--db").arg(&db).args(&args).current_dir(s.dir.path()).output().unwrap();
-            no_panic(&args.join(" "), &out)?;
-            let err = text(&out.stderr);
-            prop_assert!(matches!(out.status.code(), Some(0) | Some(2)), "sweep {}: exit {:?}\n{err}", args.join(" "), out.status.code());
-            if out.status.code() == Some(2) {
+            let out = s.sweep(&[]).db(&db).args(&args).output();
+            no_panic(&out)?;
+            let err = &out.stderr;
+            prop_assert!(matches!(out.code, Some(0) | Some(2)), "sweep {}: exit {:?}\n{err}", args.join(" "), out.code);
+            if out.code == Some(2) {
                 prop_assert!(err.starts_with("error: ") || err.contains("Usage:"), "sweep {}: {err}", args.join(" "));
             }
             Ok(())
@@ -411,7 +382,7 @@ fn read_commands_take_any_arguments_without_a_panic() {
 /// tolerates repeated class names in a `confusion` message.
 #[test]
 fn duplicate_confusion_classes_do_not_break_the_writer() {
-    let s = Scratch::new();
+    let s = scratch();
     let mut lines = Vec::new();
     for mut m in valid_messages() {
         if m["type"] == "confusion" {
@@ -420,7 +391,6 @@ fn duplicate_confusion_classes_do_not_break_the_writer() {
         lines.extend_from_slice(m.to_string().as_bytes());
         lines.push(b'\n');
     }
-    let out = s.run(&s.path("dup.db"), &s.sweep_file("dup"), &lines, 0);
-    let err = text(&out.stderr);
-    assert!(!err.contains("database write failed"), "{err}");
+    let out = run_worker(&s, &s.path("dup.db"), &sweep_file(&s, "dup").write(), &lines, 0);
+    assert!(!out.stderr.contains("database write failed"), "{}", out.stderr);
 }

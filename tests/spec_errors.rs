@@ -4,73 +4,29 @@
 //! file and checks the documented contract: exit code 2, one
 //! `error: FILE:LINE:COL: message` pointing at the offending key or value, a
 //! helpful message, and nothing written (no database, no results folder).
+mod common;
+
+use common::{EXIT_BAD_INPUT, Out, Scratch};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use tempfile::TempDir;
 
-const EXIT_BAD_INPUT: i32 = 2;
-
-/// A scratch directory with a minimal valid ImageFolder root in it: plan
-/// validation only checks that the split folders exist.
-struct Scratch {
-    dir: TempDir,
+/// A minimal valid ImageFolder root `data/` (planning lists its files but
+/// decodes none), and `no_test/`, a dataset that lacks test/.
+fn scratch() -> Scratch {
+    let classes = ["a", "b"];
+    Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &classes).with_one_image_per_class("no_test", &["train", "valid"], &classes)
 }
 
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().expect("create temp dir");
-        for split in ["train", "valid", "test"] {
-            std::fs::create_dir_all(dir.path().join("ds").join(split).join("a")).expect("create dataset folder");
-        }
-        // A dataset that lacks test/.
-        for split in ["train", "valid"] {
-            std::fs::create_dir_all(dir.path().join("no_test").join(split).join("a")).expect("create dataset folder");
-        }
-        Scratch { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn db(&self) -> PathBuf {
-        self.path().join("results.db")
-    }
-
-    fn results(&self) -> PathBuf {
-        self.path().join("results")
-    }
-
-    /// Writes a sweep file, replacing `{ds}` (the valid dataset) and `{tmp}`
-    /// (the scratch directory) with absolute paths.
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let tmp = self.path().to_str().expect("utf-8 temp path");
-        let ds = self.path().join("ds");
-        let text = text.replace("{ds}", ds.to_str().expect("utf-8 temp path")).replace("{tmp}", tmp);
-        let file = self.path().join(format!("{name}.toml"));
-        std::fs::write(&file, text).expect("write sweep file");
-        file
-    }
-
-    /// `sweep --db <tmp>/results.db run <file> [extra...]`, from the scratch dir.
-    fn run(&self, file: &Path, extra: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_sweep"))
-            .arg("--db")
-            .arg(self.db())
-            .arg("run")
-            .arg(file)
-            .arg("--results")
-            .arg(self.results())
-            .args(extra)
-            .current_dir(self.path())
-            .env_remove("SWEEP_DB")
-            .output()
-            .expect("run the sweep binary")
-    }
+/// Writes sweep file `<name>.toml`, replacing `{ds}` (the valid dataset) and
+/// `{tmp}` (the scratch folder) with absolute paths.
+fn write(s: &Scratch, name: &str, text: &str) -> PathBuf {
+    let (ds, tmp) = (s.data(), s.root().to_path_buf());
+    let text = text.replace("{ds}", ds.to_str().expect("utf-8 temp path")).replace("{tmp}", tmp.to_str().expect("utf-8 temp path"));
+    s.write(format!("{name}.toml"), text)
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+/// `sweep --db results.db run FILE --results results/ --plain [extra…]`, from the scratch folder.
+fn run(s: &Scratch, file: &Path, extra: &[&str]) -> Out {
+    s.run(file).args(extra).output()
 }
 
 struct Case {
@@ -293,11 +249,11 @@ const CASES: &[Case] = &[
 ];
 
 /// Checks one failing run; returns a description of what is wrong, if anything.
-fn check_failure(file: &Path, out: &Output, at: (usize, usize), says: &[&str]) -> Vec<String> {
-    let stderr = text(&out.stderr);
+fn check_failure(file: &Path, out: &Out, at: (usize, usize), says: &[&str]) -> Vec<String> {
+    let stderr = &out.stderr;
     let mut problems = Vec::new();
-    if out.status.code() != Some(EXIT_BAD_INPUT) {
-        problems.push(format!("exit status {:?}, expected {EXIT_BAD_INPUT}", out.status.code()));
+    if out.code != Some(EXIT_BAD_INPUT) {
+        problems.push(format!("exit status {:?}, expected {EXIT_BAD_INPUT}", out.code));
     }
     let location = format!("error: {}:{}:{}: ", file.display(), at.0, at.1);
     if !stderr.contains(&location) {
@@ -309,25 +265,25 @@ fn check_failure(file: &Path, out: &Output, at: (usize, usize), says: &[&str]) -
         }
     }
     if !out.stdout.is_empty() {
-        problems.push(format!("unexpected stdout: {}", text(&out.stdout)));
+        problems.push(format!("unexpected stdout: {}", out.stdout));
     }
     problems
 }
 
 /// Runs one case in its own scratch directory; a description of what went wrong, if anything.
 fn run_case(case: &Case) -> Option<String> {
-    let scratch = Scratch::new();
-    let file = scratch.write(case.name, case.toml);
-    let out = scratch.run(&file, &[]);
+    let s = scratch();
+    let file = write(&s, case.name, case.toml);
+    let out = run(&s, &file, &[]);
     let mut problems = check_failure(&file, &out, case.at, case.says);
-    if scratch.db().exists() {
+    if s.db().exists() {
         problems.push("the database file was created".into());
     }
-    if scratch.results().exists() {
+    if s.results().exists() {
         problems.push("the results folder was created".into());
     }
     (!problems.is_empty())
-        .then(|| format!("case {}:\n  - {}\n  stderr: {}\n", case.name, problems.join("\n  - "), text(&out.stderr).trim_end().replace('\n', "\n          ")))
+        .then(|| format!("case {}:\n  - {}\n  stderr: {}\n", case.name, problems.join("\n  - "), out.stderr.trim_end().replace('\n', "\n          ")))
 }
 
 #[test]
@@ -349,20 +305,20 @@ fn every_mistake_is_located_and_explained() {
 
 #[test]
 fn failing_runs_leave_an_existing_database_byte_identical() {
-    let scratch = Scratch::new();
+    let s = scratch();
     // Not a real database: any byte change (or a migration run) would show.
     let before: Vec<u8> = b"SQLite format 3\0 -- placeholder, must survive untouched\n".iter().copied().chain(0u8..=255).collect();
-    std::fs::write(scratch.db(), &before).expect("write db placeholder");
+    std::fs::write(s.db(), &before).expect("write db placeholder");
     for name in ["unknown_top_level_table", "lr_grid_one_bad_value", "dataset_missing", "toml_unclosed_string"] {
         let case = CASES.iter().find(|c| c.name == name).expect("case exists");
-        let file = scratch.write(case.name, case.toml);
-        let out = scratch.run(&file, &[]);
+        let file = write(&s, case.name, case.toml);
+        let out = run(&s, &file, &[]);
         let problems = check_failure(&file, &out, case.at, case.says);
-        assert!(problems.is_empty(), "{name}: {problems:?}\nstderr: {}", text(&out.stderr));
-        let after = std::fs::read(scratch.db()).expect("the database file is still there");
+        assert!(problems.is_empty(), "{name}: {problems:?}\nstderr: {}", out.stderr);
+        let after = std::fs::read(s.db()).expect("the database file is still there");
         assert!(after == before, "{name}: the existing database changed ({} bytes → {} bytes)", before.len(), after.len());
         for suffix in ["-wal", "-shm", "-journal"] {
-            let side = PathBuf::from(format!("{}{suffix}", scratch.db().display()));
+            let side = PathBuf::from(format!("{}{suffix}", s.db().display()));
             assert!(!side.exists(), "{name}: {} was created", side.display());
         }
     }
@@ -370,14 +326,14 @@ fn failing_runs_leave_an_existing_database_byte_identical() {
 
 #[test]
 fn missing_sweep_file_names_the_path() {
-    let scratch = Scratch::new();
-    let file = scratch.path().join("sweeps").join("does-not-exist.toml");
-    let out = scratch.run(&file, &[]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(EXIT_BAD_INPUT), "stderr: {stderr}");
+    let s = scratch();
+    let file = s.path("sweeps").join("does-not-exist.toml");
+    let out = run(&s, &file, &[]);
+    let stderr = &out.stderr;
+    assert_eq!(out.code, Some(EXIT_BAD_INPUT), "stderr: {stderr}");
     assert!(stderr.contains(&format!("error: {}:1:1: cannot read sweep file", file.display())), "stderr: {stderr}");
     assert!(stderr.contains("help: check the path"), "stderr: {stderr}");
-    assert!(!scratch.db().exists(), "the database file was created; stderr: {stderr}");
+    assert!(!s.db().exists(), "the database file was created; stderr: {stderr}");
 }
 
 const VALID: &str = "\
@@ -419,25 +375,25 @@ fn trial_ids(stdout: &str) -> Vec<String> {
 
 #[test]
 fn dry_run_lists_the_plan_and_writes_nothing() {
-    let scratch = Scratch::new();
-    let file = scratch.write("valid", VALID);
-    let out = scratch.run(&file, &["--dry-run"]);
-    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {stderr}");
+    let s = scratch();
+    let file = write(&s, "valid", VALID);
+    let out = run(&s, &file, &["--dry-run"]);
+    let (stdout, stderr) = (&out.stdout, &out.stderr);
+    assert_eq!(out.code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
     assert!(stdout.contains("sweep dry-run-check — 8 trials planned (dry run: nothing written or launched)"), "stdout: {stdout}");
-    let ids = trial_ids(&stdout);
+    let ids = trial_ids(stdout);
     assert_eq!(ids.len(), 8, "expected 8 trial rows; stdout: {stdout}");
     let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), 8, "trial ids repeat; stdout: {stdout}");
     for (key, value) in [("backbone", "resnet18"), ("backbone", "resnet34"), ("lr", "0.01"), ("lr", "0.003"), ("seed", "1")] {
         assert!(stdout.contains(key) && stdout.contains(value), "dry run lacks {key} {value}; stdout: {stdout}");
     }
-    assert!(!scratch.db().exists(), "the dry run created the database");
-    assert!(!scratch.results().exists(), "the dry run created the results folder");
+    assert!(!s.db().exists(), "the dry run created the database");
+    assert!(!s.results().exists(), "the dry run created the results folder");
 
     // The plan is deterministic: same file, same ids in the same order.
-    let again = scratch.run(&file, &["--dry-run"]);
-    assert_eq!(again.status.code(), Some(0), "stderr: {}", text(&again.stderr));
-    assert_eq!(trial_ids(&text(&again.stdout)), ids, "a second dry run planned different trials");
-    assert!(!scratch.db().exists(), "the second dry run created the database");
+    let again = run(&s, &file, &["--dry-run"]);
+    assert_eq!(again.code, Some(0), "stderr: {}", again.stderr);
+    assert_eq!(trial_ids(&again.stdout), ids, "a second dry run planned different trials");
+    assert!(!s.db().exists(), "the second dry run created the database");
 }

@@ -3,10 +3,12 @@
 //! and `freeze_backbone` trains the head only. Reference data comes from the
 //! PyTorch/torchvision that the project's set-up installs (`SWEEP_PYTHON`, set
 //! by `make test`; nothing is downloaded).
+mod common;
+
+use common::{EXIT_BAD_INPUT, Scratch, repo_path, sweep};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sweep");
 const SIZE: u32 = 64;
 const CLASSES: usize = 7;
 
@@ -21,24 +23,34 @@ fn python() -> PathBuf {
     p
 }
 
+/// Runs tests/torchvision_reference.py into `dir`: random-init checkpoints of
+/// `backbones`, test images, and torchvision's logits for them.
 fn reference(dir: &Path, backbones: &[&str]) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/torchvision_reference.py");
-    let out = Command::new(python()).arg(script).arg(dir).arg(SIZE.to_string()).arg(CLASSES.to_string()).args(backbones).output().unwrap();
+    let out = Command::new(python())
+        .arg(repo_path("tests/torchvision_reference.py"))
+        .arg(dir)
+        .arg(SIZE.to_string())
+        .arg(CLASSES.to_string())
+        .args(backbones)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "reference script failed:\n{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap()
 }
 
+fn images(r: &serde_json::Value) -> Vec<String> {
+    r["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// `sweep predict` with a bare checkpoint of `backbone` and torchvision's own classifier.
 fn predict(weights: &Path, backbone: &str, images: &[String]) -> Vec<Vec<f64>> {
-    let out = Command::new(BIN)
-        .args(["predict", "--backbone", backbone, "--weights"])
+    let out = sweep(&["predict", "--backbone", backbone, "--weights"])
         .arg(weights)
         .args(["--classes", &CLASSES.to_string(), "--head", "original", "--image-size", &SIZE.to_string()])
         .args(images)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "predict {backbone} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout)
-        .unwrap()
+        .output();
+    out.expect_success();
+    out.stdout_utf8()
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -48,18 +60,19 @@ fn predict(weights: &Path, backbone: &str, images: &[String]) -> Vec<Vec<f64>> {
 }
 
 fn check_parity(backbones: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let r = reference(dir.path(), backbones);
-    let images: Vec<String> = r["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
+    let s = Scratch::new();
+    let dir = s.root();
+    let r = reference(dir, backbones);
+    let images = images(&r);
     for b in backbones {
         let want: Vec<Vec<f64>> = serde_json::from_value(r["models"][b].clone()).unwrap();
         let scale = want.iter().flatten().fold(1.0f64, |m, v| m.max(v.abs()));
         for ext in ["pth", "safetensors", "legacy.pth"] {
-            if !dir.path().join(format!("{b}.{ext}")).exists() {
+            if !dir.join(format!("{b}.{ext}")).exists() {
                 assert_ne!(*b, "resnet18", "the legacy-format file is made for resnet18");
                 continue;
             }
-            let got = predict(&dir.path().join(format!("{b}.{ext}")), b, &images);
+            let got = predict(&dir.join(format!("{b}.{ext}")), b, &images);
             assert_eq!(got.len(), want.len());
             let diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
             eprintln!("{b}.{ext}: max |Δlogit| = {diff:.3e} (scale {scale:.3})");
@@ -67,7 +80,7 @@ fn check_parity(backbones: &[&str]) {
         }
         // Free the (large, for VGG) files as we go.
         for ext in ["pth", "safetensors"] {
-            let _ = std::fs::remove_file(dir.path().join(format!("{b}.{ext}")));
+            let _ = std::fs::remove_file(dir.join(format!("{b}.{ext}")));
         }
     }
 }
@@ -84,44 +97,31 @@ fn vggs_match_torchvision_logits() {
 
 #[test]
 fn a_wrong_checkpoint_is_a_clear_error_listing_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let r = reference(dir.path(), &["resnet18"]);
-    let images: Vec<String> = r["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect();
-    let out = Command::new(BIN)
-        .args(["predict", "--backbone", "resnet34", "--weights"])
-        .arg(dir.path().join("resnet18.pth"))
+    let s = Scratch::new();
+    let r = reference(s.root(), &["resnet18"]);
+    let out = sweep(&["predict", "--backbone", "resnet34", "--weights"])
+        .arg(s.path("resnet18.pth"))
         .args(["--classes", &CLASSES.to_string(), "--image-size", &SIZE.to_string()])
-        .args(&images)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("missing") && err.contains("layer1.2.conv1.weight"), "{err}");
+        .args(images(&r))
+        .output();
+    out.expect_exit(EXIT_BAD_INPUT);
+    assert!(out.stderr.contains("missing") && out.stderr.contains("layer1.2.conv1.weight"), "{}", out.stderr);
 }
 
 #[test]
 fn freeze_backbone_changes_only_the_head() {
-    let dir = tempfile::tempdir().unwrap();
-    reference(dir.path(), &["resnet18"]);
-    let data = dir.path().join("data");
-    let out = Command::new(BIN).args(["data", "demo"]).arg(&data).args(["--per-class", "2", "--image-size", "32"]).output().unwrap();
-    assert!(out.status.success());
-    let weights = dir.path().join("resnet18.safetensors");
-    let file = dir.path().join("f.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[sweep]\nname = \"freeze\"\ndataset = \"{}\"\n[defaults]\nbackbone = \"resnet18\"\nepochs = 1\nimage_size = 32\nbatch_size = 8\nlr = 0.05\nfreeze_backbone = true\nmax_batches = 2\n[pretrained]\nresnet18 = \"{}\"\n",
-            data.display(),
-            weights.display()
-        ),
-    )
-    .unwrap();
-    let results = dir.path().join("results");
-    let out = Command::new(BIN).arg("--db").arg(dir.path().join("r.db")).arg("run").arg(&file).arg("--results").arg(&results).arg("--plain").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = Scratch::new().with_demo(2, 32);
+    reference(s.root(), &["resnet18"]);
+    let weights = s.path("resnet18.safetensors");
+    // The default head (two hidden layers): three weight matrices to train.
+    let file = s
+        .sweep_file("freeze")
+        .defaults("backbone = \"resnet18\"\nepochs = 1\nimage_size = 32\nbatch_size = 8\nlr = 0.05\nfreeze_backbone = true\nmax_batches = 2")
+        .table("pretrained", &format!("resnet18 = {}", common::toml_string(&weights.display().to_string())))
+        .write();
+    s.run(&file).output().expect_success();
     let trial_dir =
-        std::fs::read_dir(results.join("freeze")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().join("last.safetensors").exists()).unwrap().path();
+        std::fs::read_dir(s.results().join("freeze")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().join("last.safetensors").exists()).unwrap().path();
     let before = std::fs::read(&weights).unwrap();
     let after = std::fs::read(trial_dir.join("last.safetensors")).unwrap();
     let before = safetensors::SafeTensors::deserialize(&before).unwrap();
@@ -143,8 +143,6 @@ fn freeze_backbone_changes_only_the_head() {
     assert!(head_changed >= 3);
     // And the head really moved: compare two of its checkpoints? The test above
     // proves the backbone froze; prove training happened via a non-trivial train loss record.
-    let db = dir.path().join("r.db");
-    let out = Command::new(BIN).arg("--db").arg(&db).args(["report", "--format", "json"]).output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = s.sweep(&["report", "--format", "json"]).output().json();
     assert_eq!(v["rows"][0]["status"], "done");
 }

@@ -93,7 +93,7 @@ impl Sweep {
     /// (`SWEEP_FAKE_GPUS=0`) and none of `CUDA_VISIBLE_DEVICES` or `FAKE_*`
     /// from the caller's environment. Set further `FAKE_*` after this.
     pub fn fake_worker(mut self, mode: &str) -> Sweep {
-        for v in ["CUDA_VISIBLE_DEVICES", "FAKE_MODE", "FAKE_BARRIER", "FAKE_STEPS", "FAKE_TIMEOUT", "FAKE_DIR"] {
+        for v in ["CUDA_VISIBLE_DEVICES", "FAKE_MODE", "FAKE_BARRIER", "FAKE_STEPS", "FAKE_TIMEOUT", "FAKE_PROTOCOL", "FAKE_DIR"] {
             self = self.env_remove(v);
         }
         if let Some(dir) = self.fake_dir.clone() {
@@ -375,15 +375,22 @@ impl Running {
     /// the process ends first.
     #[track_caller]
     pub fn wait_for_stderr(&mut self, needle: &str) -> Vec<String> {
+        self.wait_for_stderr_line(&format!("{needle:?}"), |l| l.contains(needle))
+    }
+
+    /// stderr lines up to the first `is_it` accepts; fails the test, naming
+    /// `what` it waited for, if the process ends first.
+    #[track_caller]
+    pub fn wait_for_stderr_line(&mut self, what: &str, is_it: impl Fn(&str) -> bool) -> Vec<String> {
         let mut seen = Vec::new();
         while let Some(line) = self.next_stderr_line() {
-            let hit = line.contains(needle);
+            let hit = is_it(&line);
             seen.push(line);
             if hit {
                 return seen;
             }
         }
-        panic!("`{}` ended before {needle:?}:\n{}", self.what, seen.join("\n"));
+        panic!("`{}` ended before {what}:\n{}", self.what, seen.join("\n"));
     }
 }
 

@@ -2,7 +2,7 @@
 //! file says `mod common;` and uses what it needs:
 //!
 //! * [`Scratch`]: a scratch folder holding a dataset (the demo generator's,
-//!   made once per process and copied in, or empty ImageFolder folders), sweep
+//!   made once per process and copied in, or one image per class folder), sweep
 //!   files ([`SweepFile`]), the database `results.db` and the folder `results/`;
 //! * [`Sweep`]: one `sweep` command line (`--db`, `--results`, `--plain`, the
 //!   fake worker, never the caller's `SWEEP_DB`, stdin null), run to an [`Out`]
@@ -18,7 +18,9 @@ mod command;
 mod db;
 pub mod prerequisites;
 
+#[allow(unused_imports)] // each test file uses its own part
 pub use command::{Out, Running, Sweep, alive, assert_all_die, sweep};
+#[allow(unused_imports)]
 pub use db::Db;
 
 use std::path::{Path, PathBuf};
@@ -110,12 +112,15 @@ impl Scratch {
         self
     }
 
-    /// Empty class folders `rel/<split>/<class>`: enough for planning, which
-    /// only checks that the splits exist.
-    pub fn with_class_folders(self, rel: &str, splits: &[&str], classes: &[&str]) -> Scratch {
+    /// The least ImageFolder that plans: `rel/<split>/<class>/0.png`, one
+    /// 8×8 image in each class folder of each split. A real worker could train
+    /// on it; the fake one reads no images.
+    pub fn with_one_image_per_class(self, rel: &str, splits: &[&str], classes: &[&str]) -> Scratch {
         for split in splits {
-            for class in classes {
-                std::fs::create_dir_all(self.path(rel).join(split).join(class)).expect("create a class folder");
+            for (i, class) in classes.iter().enumerate() {
+                let dir = self.path(rel).join(split).join(class);
+                std::fs::create_dir_all(&dir).expect("create a class folder");
+                image::RgbImage::from_pixel(8, 8, image::Rgb([40 * i as u8, 90, 160])).save(dir.join("0.png")).expect("write an image");
             }
         }
         self

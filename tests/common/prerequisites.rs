@@ -33,8 +33,7 @@ pub fn is_root() -> bool {
 
 /// The `setpriv` prefix that takes from root (and every process it starts)
 /// the capabilities to read and search any file, whatever its mode.
-pub const DROP_READ_OVERRIDE: &[&str] =
-    &["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"];
+pub const DROP_READ_OVERRIDE: &[&str] = &["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"];
 
 /// chmod 000 on `path`, and whether a `sweep` run with
 /// [`Sweep::without_read_override`](super::Sweep::without_read_override)
@@ -49,7 +48,7 @@ pub fn unreadable(path: &Path) -> bool {
     } else {
         Command::new("cat").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status()
     };
-    if probe.is_ok_and(|s| !s.success()) {
+    if probe.as_ref().is_ok_and(|s| !s.success()) {
         return true;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
@@ -111,7 +110,8 @@ pub fn chromium() -> Option<PathBuf> {
         missing("chromium is not installed, and SWEEP_INSTALL_CHROMIUM=1 needs root to apt-get install it", HOW);
         return None;
     }
-    let apt = |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).status().is_ok_and(|s| s.success());
+    let apt =
+        |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).status().is_ok_and(|s| s.success());
     if !apt(&["install", "-y", "-q", "chromium"]) {
         assert!(apt(&["update", "-q"]), "apt-get update failed");
         assert!(apt(&["install", "-y", "-q", "chromium"]), "apt-get install chromium failed");
