@@ -6,24 +6,15 @@
 //! change half way, a parameter that misses a gradient once and one that never
 //! gets one. Reference: tests/optim_reference.py, run with the project's
 //! PyTorch (`SWEEP_PYTHON`); a missing Python fails the test.
+mod common;
+use common::python;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use sweep_worker::optim::{Algorithm, Hyper, Optimizer, ParamState};
 use tch::{Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-6;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWEEP_PYTHON") {
-        return p.into();
-    }
-    let cache =
-        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
-    let p = cache.join("sweep/torch-2.11.0/bin/python");
-    assert!(p.exists(), "no Python with PyTorch 2.11: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
-    p
-}
 
 fn reference(dir: &Path) -> (serde_json::Value, HashMap<String, Tensor>) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/optim_reference.py");

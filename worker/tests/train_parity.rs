@@ -22,8 +22,10 @@
 //! 32 px normalises layer4 over 4 values per channel), about as far apart as
 //! a real mistake would put them. On a mismatch the message lists the steps
 //! and tensors that differ and by how much.
+mod common;
+use common::python;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use sweep_protocol::config::Head;
 use sweep_worker::models::{self, BACKBONE_GROUP, HEAD_GROUP};
@@ -32,17 +34,6 @@ use sweep_worker::trainer::{GradScaler, train_step};
 use tch::{Device, Tensor, nn};
 
 const THREADS: i32 = 1;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWEEP_PYTHON") {
-        return p.into();
-    }
-    let cache =
-        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
-    let p = cache.join("sweep/torch-2.11.0/bin/python");
-    assert!(p.exists(), "no Python with PyTorch 2.11 and torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
-    p
-}
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
     Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()

@@ -10,6 +10,8 @@
 //!
 //! Needs the project's PyTorch/torchvision (`SWEEP_PYTHON`, set by `make
 //! test`); a missing Python fails the test.
+mod common;
+use common::python;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,17 +21,6 @@ use tch::{Device, Tensor, nn};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_sweep-worker");
 const CLASSES: i64 = 12;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SWEEP_PYTHON") {
-        return p.into();
-    }
-    let cache =
-        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
-    let p = cache.join("sweep/torch-2.11.0/bin/python");
-    assert!(p.exists(), "no Python with PyTorch 2.11 and torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
-    p
-}
 
 /// torchvision's `name` with its default 1000 classes, random weights and
 /// randomised BatchNorm statistics, saved as torchvision would (`torch.save`
