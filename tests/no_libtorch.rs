@@ -3,13 +3,11 @@
 //! the binary alone in a fresh directory, run in a mount namespace where the
 //! libtorch directory is hidden under an empty tmpfs.
 use std::path::{Path, PathBuf};
+mod common;
+use common::prerequisites::missing;
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sweep");
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
 
 #[test]
 fn sweep_links_no_torch_or_cuda_library() {
@@ -28,14 +26,12 @@ fn libtorch_dir() -> Option<PathBuf> {
 #[test]
 fn read_only_commands_work_with_libtorch_hidden() {
     let Some(torch) = libtorch_dir() else {
-        assert!(!in_ci(), "LIBTORCH is not set: make test exports it");
-        eprintln!("skipped: LIBTORCH not set");
+        missing("LIBTORCH (the libtorch directory to hide)", "run the tests through `make test`, which exports it");
         return;
     };
     let probe = Command::new("unshare").args(["--mount", "true"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(!in_ci(), "unshare --mount needs root: CI runs as root; {probe:?}");
-        eprintln!("skipped: unshare --mount is not available (not root?)");
+        missing(&format!("unshare --mount ({probe:?})"), "it needs root (CI runs as root) and util-linux");
         return;
     }
     // A results.db with one finished sweep, made with the fake worker.

@@ -2,6 +2,8 @@
 //! a worker of another protocol version, and which device an attempt records.
 //! Fake worker (tests/fake_worker.py), so these run in seconds.
 use std::path::{Path, PathBuf};
+mod common;
+use common::prerequisites::missing;
 use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sweep");
@@ -44,18 +46,13 @@ fn query(dir: &Path, sql: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
-
 /// `docker run image sweep run …` makes the coordinator PID 1. Workers used to
 /// compare getppid() with 1 and kill themselves at birth.
 #[test]
 fn every_trial_succeeds_when_the_coordinator_is_pid_1() {
     let probe = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        assert!(!in_ci(), "unshare --pid --fork needs root and util-linux: CI runs as root; {probe:?}");
-        eprintln!("skipped: unshare --pid --fork is not available here (not root?)");
+        missing(&format!("unshare --pid --fork ({probe:?})"), "it needs root (CI runs as root) and util-linux");
         return;
     }
     let dir = scratch(3, "");

@@ -18,6 +18,7 @@
 //!
 //! Under CI=true a missing font or `fc-list` fails the test; elsewhere it is
 //! skipped with the reason.
+mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -38,17 +39,9 @@ const PITCH: u32 = 70;
 const LABEL_X: u32 = 20;
 const MIN_LABEL_W: u32 = 120;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
 /// Under CI a missing prerequisite fails the test; elsewhere it is skipped (the caller returns).
 fn missing(what: &str) {
-    let how = "run scripts/install-test-fonts.sh (as root; `make test` runs it)";
-    if in_ci() {
-        panic!("missing prerequisite: {what}\n  {how}\n  (CI=true: a test whose prerequisite is missing fails instead of skipping)");
-    }
-    eprintln!("SKIPPED: {what}\n  {how}\n  (under CI=true this fails the test)");
+    common::prerequisites::missing(what, "run scripts/install-test-fonts.sh (as root; `make test` runs it)");
 }
 
 /// Families that fontconfig says have the character `c`; None without `fc-list`.
