@@ -79,15 +79,25 @@ pub struct LocalLauncher {
     program: PathBuf,
     /// The real `sweep-worker` (probe-able) rather than a `SWEEP_WORKER_CMD` stand-in.
     real_worker: bool,
+    /// `sweep-worker probe`, run at most once (it loads libtorch: ~1 s).
+    probed: tokio::sync::OnceCell<Option<sweep_protocol::ProbeInfo>>,
 }
 
 impl LocalLauncher {
+    /// The real worker's probe, shared by GPU detection and `describe`.
+    async fn probe_once(&self) -> Option<&sweep_protocol::ProbeInfo> {
+        if !self.real_worker {
+            return None;
+        }
+        self.probed.get_or_init(|| probe(&self.program)).await.as_ref()
+    }
+
     /// `SWEEP_WORKER_CMD` when set, else the `sweep-worker` that [`find_worker`] finds.
     pub fn from_env() -> Result<LocalLauncher, WorkerNotFound> {
         if let Some(cmd) = std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
-            return Ok(LocalLauncher { program: cmd.into(), real_worker: false });
+            return Ok(LocalLauncher { program: cmd.into(), real_worker: false, probed: Default::default() });
         }
-        Ok(LocalLauncher { program: find_worker()?, real_worker: true })
+        Ok(LocalLauncher { program: find_worker()?, real_worker: true, probed: Default::default() })
     }
 
     /// GPU indices to use. `SWEEP_FAKE_GPUS=N` pretends N GPUs exist (scheduling
@@ -107,7 +117,7 @@ impl LocalLauncher {
         if !matches!(&smi, Ok(o) if o.status.success()) || !self.real_worker {
             return vec![];
         }
-        let count = probe(&self.program).await.map(|p| p.cuda_devices.max(0) as u32).unwrap_or(0);
+        let count = self.probe_once().await.map(|p| p.cuda_devices.max(0) as u32).unwrap_or(0);
         let visible: Option<Vec<u32>> =
             std::env::var("CUDA_VISIBLE_DEVICES").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
         select(match visible {
@@ -155,7 +165,7 @@ impl Launcher for LocalLauncher {
 
     fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
-            let probe = if self.real_worker { probe(&self.program).await } else { None };
+            let probe = self.probe_once().await;
             serde_json::json!({
                 "worker": self.program.display().to_string(),
                 "libtorch": probe.as_ref().map(|p| p.libtorch.clone()),
