@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sweep::coordinator::launcher::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, slots_for};
 use sweep::coordinator::stopping::Stopper;
 use sweep::coordinator::{RunOptions, run};
-use sweep::spec::{GpuSelection, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan};
+use sweep::spec::{PlannedTrial, Resources, StopMethod, Stopping, SweepPlan};
 use sweep_protocol::{SelectMetric, TrialConfig, WorkerMessage};
 
 #[derive(Clone, Copy)]
@@ -139,7 +139,7 @@ async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping,
         select: SelectMetric::ValAccuracy,
         stopping,
         description: None,
-        resources: Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 0, oom_retry_halve_batch: false },
+        resources: Resources { retries: 0, oom_retry_halve_batch: false, ..Resources::default() },
         trials: ids.iter().map(|id| PlannedTrial { id: id.clone(), config: TrialConfig { epochs, ..TrialConfig::default() } }).collect(),
         varying: vec![],
     };

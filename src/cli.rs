@@ -112,6 +112,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Classify images with a trial's best checkpoint or a weights file (JSON lines).
     Predict(PredictArgs),
+    /// Remove checkpoints finished trials no longer need (`[resources] keep`), for older sweeps too.
+    Gc(GcArgs),
     /// Print a shell completion script (e.g. `sweep completions bash > /etc/bash_completion.d/sweep`).
     Completions {
         #[arg(value_enum)]
@@ -191,6 +193,25 @@ pub struct PlotArgs {
 pub struct StatusArgs {
     #[arg(long)]
     pub sweep: Option<String>,
+    /// The results directory the sweep ran with (default: the database's folder).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only this sweep (default: every sweep in the database).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// What a done trial keeps: best, best+last or all (default: each sweep's own `[resources] keep`, else best).
+    #[arg(long, value_parser = ["best", "best+last", "all"])]
+    pub keep: Option<String>,
+    /// Say what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// The results directory the sweeps ran with (default: the database's folder).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -200,9 +221,10 @@ pub enum DataCommand {
         /// Output directory (must not exist or be empty).
         out: PathBuf,
         /// Training images per class (valid and test get a quarter each).
-        #[arg(long, default_value_t = 40)]
+        #[arg(long, default_value_t = 150)]
         per_class: usize,
-        #[arg(long, default_value_t = 64)]
+        /// Side of the square images in pixels.
+        #[arg(long, default_value_t = 32)]
         image_size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,

@@ -1,13 +1,14 @@
 //! One function per subcommand: turn parsed arguments into work and an exit
 //! code. Failures are `error::Error` variants, which carry their exit code.
-use crate::cli::{DataCommand, HeadArg, ReportArgs, RunArgs, Shell, StatusArg, StatusArgs};
+use crate::cli::{DataCommand, GcArgs, HeadArg, ReportArgs, RunArgs, Shell, StatusArg, StatusArgs};
 use crate::coordinator::launcher::Launcher;
 use crate::coordinator::launcher::local::{LocalLauncher, find_worker};
-use crate::coordinator::{self, Outcome, RunOptions};
+use crate::coordinator::{self, Outcome, RunOptions, retention};
 pub use crate::error::{CmdResult, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Error as CliError};
 use crate::report::rank;
+use crate::spec::Keep;
 use crate::store::{TrialStatus, db, queries};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -193,6 +194,65 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
         let mut t = b.build();
         t.with(tabled::settings::Style::rounded());
         println!("{t}");
+        let dir = results_dir(args.results, &db).join(&sweep);
+        let free = retention::free_space(&dir).map(|f| format!(", {} free", retention::human_bytes(f))).unwrap_or_default();
+        println!("disk: {} in {}{free}", retention::human_bytes(retention::disk_use(&dir)), dir.display());
+        Ok(EXIT_OK)
+    })
+}
+
+/// `--results`, else the folder holding the database (`results/` by default).
+fn results_dir(results: Option<PathBuf>, db: &Path) -> PathBuf {
+    results.unwrap_or_else(|| match db.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    })
+}
+
+/// The `[resources] keep` a sweep file asks for (default `best`); `None`
+/// when the stored file says something this version does not know.
+fn keep_of(toml_text: &str) -> Option<Keep> {
+    let v: toml::Value = toml::from_str(toml_text).ok()?;
+    match v.get("resources").and_then(|r| r.get("keep")) {
+        None => Some(Keep::Best),
+        Some(k) => Keep::parse(k.as_str()?),
+    }
+}
+
+pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
+    let db = db_path(db);
+    let results = results_dir(args.results, &db);
+    let forced = args.keep.as_deref().and_then(Keep::parse);
+    runtime()?.block_on(async {
+        let pool = db::open(&db, false).await?;
+        let only = match &args.sweep {
+            Some(n) => Some(queries::resolve_sweep(&pool, Some(n)).await.map_err(CliError::bad_input)?),
+            None => None,
+        };
+        let sweeps = queries::sweep_files(&pool).await.map_err(CliError::failed)?;
+        let verb = if args.dry_run { "would free" } else { "freed" };
+        let mut total = retention::Freed::default();
+        for (name, toml_text) in sweeps.iter().filter(|(n, _)| only.as_ref().is_none_or(|o| o == n)) {
+            let Some(keep) = forced.or_else(|| keep_of(toml_text)) else {
+                eprintln!("sweep {name}: its file asks for a `keep` this version does not know; skipped (pass --keep)");
+                continue;
+            };
+            let mut freed = retention::Freed::default();
+            for (trial, status) in queries::trial_statuses(&pool, name).await.map_err(CliError::failed)? {
+                freed += retention::apply(&results.join(name).join(&trial), status, keep, args.dry_run).map_err(|e| CliError::failed(e.to_string()))?;
+            }
+            let left = retention::disk_use(&results.join(name));
+            let left = if args.dry_run { left - freed.bytes.min(left) } else { left };
+            println!(
+                "sweep {name} (keep = \"{}\"): {verb} {} in {} file(s); {} left",
+                keep.as_str(),
+                retention::human_bytes(freed.bytes),
+                freed.files,
+                retention::human_bytes(left)
+            );
+            total += freed;
+        }
+        println!("{verb} {} in {} file(s) in all", retention::human_bytes(total.bytes), total.files);
         Ok(EXIT_OK)
     })
 }
@@ -285,15 +345,15 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
         if classes.is_empty() {
             return Err(CliError::bad_input(format!("trial {trial} has no test results yet (not finished?); predict needs a finished trial")));
         }
-        PredictJob {
-            backbone: config.backbone,
-            head: config.head,
-            weights: a.results.join(&sweep).join(&trial).join("best.safetensors"),
-            classes,
-            named_classes: true,
-            image_size: config.image_size,
-            paths: a.paths,
+        let weights = a.results.join(&sweep).join(&trial).join(retention::BEST);
+        if !weights.exists() {
+            return Err(CliError::bad_input(format!(
+                "trial {trial}: {} does not exist; a pruned trial keeps no checkpoint unless its sweep has [resources] keep = \"all\", \
+                 and a trial run with another results directory needs --results DIR",
+                weights.display()
+            )));
         }
+        PredictJob { backbone: config.backbone, head: config.head, weights, classes, named_classes: true, image_size: config.image_size, paths: a.paths }
     } else {
         let (Some(backbone), Some(weights), Some(n)) = (a.backbone.clone(), a.weights.clone(), a.classes) else {
             return Err(CliError::bad_input("pass either --trial ID or --backbone NAME --weights FILE --classes N"));

@@ -22,6 +22,7 @@ fn main() {
         Command::Data(d) => commands::data(d),
         Command::Doctor(a) => commands::doctor(a.json, db),
         Command::Predict(a) => commands::predict(a, db),
+        Command::Gc(a) => commands::gc(a, db),
         Command::Completions { shell } => commands::completions(shell),
     };
     let code = match result {

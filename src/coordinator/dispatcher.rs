@@ -11,6 +11,7 @@ use super::attempt::{self, AttemptResult};
 use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest};
 use super::lock::lock_sweep;
 use super::progress::Progress;
+use super::retention;
 use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
 use crate::spec::{GpuSelection, PlannedTrial, SweepPlan};
@@ -130,6 +131,8 @@ pub async fn run(
     }
     let mut free = launcher.slots(&slot_request(&plan)).await;
     free.reverse();
+    tidy_finished(&plan, &opts, &state);
+    warn_if_short_of_space(&plan, &opts, &queue, free.len());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
     let gpus: Vec<u32> = free.iter().rev().filter_map(|s| if let Slot::Gpu { index, lane: 0 } = s { Some(*index) } else { None }).collect();
@@ -217,6 +220,37 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
         }
     }
     (queue, skipped, skipped_failed)
+}
+
+/// Finished trials whose clean-up a crash interrupted (or that ran with
+/// another `keep`) are brought in line with this run's `keep`.
+fn tidy_finished(plan: &SweepPlan, opts: &RunOptions, state: &HashMap<String, recorder::TrialState>) {
+    for t in &plan.trials {
+        if let Some(s) = state.get(&t.id)
+            && let Err(e) = retention::apply(&opts.results.join(&plan.name).join(&t.id), s.status, plan.resources.keep, false)
+        {
+            eprintln!("warning: {e}");
+        }
+    }
+}
+
+/// Warns (it does not refuse: estimates are estimates) when the results
+/// directory's filesystem cannot hold the checkpoints the queued trials will write.
+fn warn_if_short_of_space(plan: &SweepPlan, opts: &RunOptions, queue: &VecDeque<Queued>, slots: usize) {
+    let classes = sweep_dataset::imagefolder::scan(&plan.dataset).map(|l| l.classes.len()).unwrap_or(1000) as u64;
+    let need = retention::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
+    if let Some(free) = retention::free_space(&opts.results)
+        && need > free
+    {
+        eprintln!(
+            "warning: the checkpoints of this sweep may need up to {} (keep = \"{}\"), but {} has {} free; \
+             free space, set [resources] keep = \"best\", or run `sweep gc` on older sweeps",
+            retention::human_bytes(need),
+            plan.resources.keep.as_str(),
+            opts.results.display(),
+            retention::human_bytes(free)
+        );
+    }
 }
 
 /// A trial the database has never run must not resume from checkpoints it
@@ -428,6 +462,7 @@ impl Dispatcher {
             message: result.message.clone(),
         });
         self.recorder.send(StoreEvent::TrialStatus { trial: trial.clone(), status });
+        self.release_checkpoints(&trial, status);
         let why = match (&result.class, &result.message) {
             (Some(c), Some(m)) => format!("{status}: {c}: {}", m.lines().next().unwrap_or("")),
             (Some(c), None) => format!("{status}: {c}"),
@@ -437,6 +472,20 @@ impl Dispatcher {
         if status == TrialStatus::Queued {
             self.requeue(q, result.class);
         }
+    }
+
+    /// Once the trial's final status is committed, removes the checkpoints
+    /// `[resources] keep` does not keep (see `retention`).
+    fn release_checkpoints(&self, trial: &str, status: TrialStatus) {
+        if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) {
+            return;
+        }
+        let (dir, keep) = (self.opts.results.join(&self.plan.name).join(trial), self.plan.resources.keep);
+        self.recorder.send(StoreEvent::AfterCommit(recorder::AfterCommit(Box::new(move || {
+            if let Err(e) = retention::apply(&dir, status, keep, false) {
+                eprintln!("warning: {e}; `sweep gc` removes it later");
+            }
+        }))));
     }
 
     /// Puts a failed attempt's trial back with a backoff (and half the batch after an OOM).

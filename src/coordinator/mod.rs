@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod launcher;
 pub mod lock;
 pub mod progress;
+pub mod retention;
 pub mod stopping;
 #[cfg(test)]
 mod tests;

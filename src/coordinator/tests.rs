@@ -4,7 +4,7 @@
 //! covered by tests/scheduler.rs with the scripted fake worker.
 use super::launcher::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, slots_for};
 use super::{Outcome, RunOptions, run};
-use crate::spec::{GpuSelection, PlannedTrial, Resources, SweepPlan};
+use crate::spec::{PlannedTrial, Resources, SweepPlan};
 use crate::store::db;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -103,7 +103,7 @@ fn plan(trials: &[&str], retries: u32) -> SweepPlan {
         select: SelectMetric::ValAccuracy,
         stopping: crate::spec::Stopping::none(SelectMetric::ValAccuracy),
         description: None,
-        resources: Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries, oom_retry_halve_batch: true },
+        resources: Resources { retries, ..Resources::default() },
         trials: trials.iter().map(|id| PlannedTrial { id: id.to_string(), config: TrialConfig { batch_size: 32, ..TrialConfig::default() } }).collect(),
         varying: vec![],
     }

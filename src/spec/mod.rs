@@ -7,5 +7,5 @@ pub mod id;
 pub mod plan;
 pub mod raw;
 
-pub use plan::{GpuSelection, METRICS, PARAM_KEYS, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan, load};
+pub use plan::{GpuSelection, Keep, METRICS, PARAM_KEYS, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan, load};
 pub use raw::SpecError;

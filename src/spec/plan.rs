@@ -89,11 +89,48 @@ pub struct Resources {
     pub retries: u32,
     /// On an `oom` failure, retry with half the batch size (default true).
     pub oom_retry_halve_batch: bool,
+    /// Which checkpoints a finished trial keeps (`[resources] keep`).
+    pub keep: Keep,
 }
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 1, oom_retry_halve_batch: true }
+        Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 1, oom_retry_halve_batch: true, keep: Keep::Best }
+    }
+}
+
+/// `[resources] keep`: what stays on disk once a trial is done. A running or
+/// failed trial keeps everything (it may resume); a pruned trial keeps
+/// nothing but with `all` (it is never promoted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Keep {
+    /// `best.safetensors` only: what `sweep predict` needs.
+    #[default]
+    Best,
+    /// `best.safetensors` and `last.safetensors` (the final epoch's weights).
+    BestLast,
+    /// Everything, the training state for an exact resume included.
+    All,
+}
+
+impl Keep {
+    pub const NAMES: [&'static str; 3] = ["best", "best+last", "all"];
+
+    pub fn parse(s: &str) -> Option<Keep> {
+        match s {
+            "best" => Some(Keep::Best),
+            "best+last" => Some(Keep::BestLast),
+            "all" => Some(Keep::All),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Keep::Best => "best",
+            Keep::BestLast => "best+last",
+            Keep::All => "all",
+        }
     }
 }
 
@@ -544,6 +581,11 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
     }
     if let Some(b) = &r.oom_retry_halve_batch {
         out.oom_retry_halve_batch = *b.get_ref();
+    }
+    if let Some(k) = &r.keep {
+        out.keep = Keep::parse(k.get_ref()).ok_or_else(|| {
+            at(src, k, format!("unknown `keep` {:?}", k.get_ref()), Some(format!("use one of {}", Keep::NAMES.map(|n| format!("\"{n}\"")).join(", "))))
+        })?;
     }
     if let Some(t) = &r.timeout {
         let d = humantime::parse_duration(t.get_ref())

@@ -110,6 +110,8 @@ pub struct RawResources {
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub oom_retry_halve_batch: Option<Spanned<bool>>,
+    /// Checkpoints kept once a trial is done: "best" (default), "best+last", "all".
+    pub keep: Option<Spanned<String>>,
 }
 
 /// A mistake in a sweep file, located.

@@ -27,6 +27,20 @@ pub struct TrialRow {
     pub params: String,
 }
 
+/// Every sweep's name and the sweep file it was registered from (TOML text),
+/// oldest first.
+pub async fn sweep_files(pool: &SqlitePool) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as("SELECT name, toml FROM sweeps ORDER BY created_at, id").fetch_all(pool).await
+}
+
+/// Each trial of `sweep` with its status, in sweep order.
+pub async fn trial_statuses(pool: &SqlitePool, sweep: &str) -> Result<Vec<(String, TrialStatus)>, sqlx::Error> {
+    sqlx::query_as("SELECT t.id, t.status FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE s.name = ? ORDER BY t.ordinal")
+        .bind(sweep)
+        .fetch_all(pool)
+        .await
+}
+
 /// The named sweep, or the most recently updated one.
 pub async fn resolve_sweep(pool: &SqlitePool, name: Option<&str>) -> Result<String, String> {
     match name {

@@ -12,14 +12,52 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
 pub enum StoreEvent {
-    Worker { trial: String, attempt: u32, msg: WorkerMessage },
-    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String, batch_size: u32 },
-    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<FailureClass>, message: Option<String> },
-    TrialStatus { trial: String, status: TrialStatus },
-    SweepStatus { sweep_id: i64, status: SweepStatus },
-    Heartbeat { sweep_id: i64 },
+    Worker {
+        trial: String,
+        attempt: u32,
+        msg: WorkerMessage,
+    },
+    AttemptStarted {
+        trial: String,
+        attempt: u32,
+        pid: Option<u32>,
+        device: String,
+        batch_size: u32,
+    },
+    AttemptEnded {
+        trial: String,
+        attempt: u32,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        error_class: Option<FailureClass>,
+        message: Option<String>,
+    },
+    TrialStatus {
+        trial: String,
+        status: TrialStatus,
+    },
+    SweepStatus {
+        sweep_id: i64,
+        status: SweepStatus,
+    },
+    Heartbeat {
+        sweep_id: i64,
+    },
     Decision(DecisionRow),
     Flush(oneshot::Sender<Result<(), String>>),
+    /// Runs once everything sent before it is committed (never when that
+    /// commit failed): file work that must not run ahead of the database,
+    /// such as removing a finished trial's resume state.
+    AfterCommit(AfterCommit),
+}
+
+/// A deferred action for [`StoreEvent::AfterCommit`].
+pub struct AfterCommit(pub Box<dyn FnOnce() + Send>);
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AfterCommit(..)")
+    }
 }
 
 /// One early-stopping decision (`decisions` table).
@@ -91,11 +129,13 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
             }
         }
         let mut acks = Vec::new();
+        let mut after = Vec::new();
         let result = async {
             let mut tx = pool.begin().await?;
             for ev in batch {
                 match ev {
                     StoreEvent::Flush(ack) => acks.push(ack),
+                    StoreEvent::AfterCommit(f) => after.push(f),
                     ev => apply(&mut tx, ev).await?,
                 }
             }
@@ -109,6 +149,9 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
                 failed.send_replace(Some(msg.clone()));
             }
             last_error = Some(msg);
+        }
+        if last_error.is_none() {
+            after.into_iter().for_each(|AfterCommit(f)| f());
         }
         for ack in acks {
             let _ = ack.send(match &last_error {
@@ -155,7 +198,7 @@ async fn metric(
 
 async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), sqlx::Error> {
     match ev {
-        StoreEvent::Flush(_) => {}
+        StoreEvent::Flush(_) | StoreEvent::AfterCommit(_) => {}
         StoreEvent::Heartbeat { sweep_id } => {
             sqlx::query("UPDATE sweeps SET heartbeat_at = ? WHERE id = ?").bind(now()).bind(sweep_id).execute(&mut **tx).await?;
         }

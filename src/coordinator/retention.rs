@@ -1,0 +1,299 @@
+//! What stays on disk. A running, queued, failed or interrupted trial keeps
+//! every file (it may resume); once a trial is `done` only what
+//! `[resources] keep` names is left, and a `pruned` trial (never promoted)
+//! keeps no checkpoint unless `keep = "all"`. Files are removed only after
+//! the database has committed the trial's final status, so a crash in between
+//! leaves extra files (removed by the next run or `sweep gc`), never a trial
+//! that claims to be resumable without its state.
+use crate::spec::{Keep, SweepPlan};
+use crate::store::model::TrialStatus;
+use std::io;
+use std::path::Path;
+use sweep_protocol::Head;
+
+pub const BEST: &str = "best.safetensors";
+pub const LAST: &str = "last.safetensors";
+pub const TRAIN_STATE: &str = "train_state.safetensors";
+
+/// The checkpoint files of a trial in `status` that `keep` lets go.
+pub fn removable(status: TrialStatus, keep: Keep) -> &'static [&'static str] {
+    match (status, keep) {
+        (_, Keep::All) => &[],
+        (TrialStatus::Done, Keep::Best) => &[LAST, TRAIN_STATE],
+        (TrialStatus::Done, Keep::BestLast) => &[TRAIN_STATE],
+        (TrialStatus::Pruned, _) => &[BEST, LAST, TRAIN_STATE],
+        _ => &[],
+    }
+}
+
+/// What a clean-up removed (or, dry, would remove).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Freed {
+    pub files: u64,
+    pub bytes: u64,
+}
+
+impl std::ops::AddAssign for Freed {
+    fn add_assign(&mut self, o: Freed) {
+        self.files += o.files;
+        self.bytes += o.bytes;
+    }
+}
+
+/// Removes the files of trial directory `dir` that `keep` does not keep for
+/// a trial in `status`, and any half-written `*.tmp.safetensors` a killed
+/// write left in a finished trial. A missing file is not an error.
+pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::Result<Freed> {
+    let mut freed = Freed::default();
+    if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) {
+        return Ok(freed);
+    }
+    let mut victims: Vec<std::path::PathBuf> = removable(status, keep).iter().map(|f| dir.join(f)).collect();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let e = e?;
+                if e.file_name().to_string_lossy().ends_with(".tmp.safetensors") {
+                    victims.push(e.path());
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(freed),
+        Err(e) => return Err(e),
+    }
+    for path in victims {
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        if !dry_run {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display()))),
+            }
+        }
+        freed += Freed { files: 1, bytes: meta.len() };
+    }
+    Ok(freed)
+}
+
+/// Bytes under `path` (files only; symlinks are not followed). 0 when absent.
+pub fn disk_use(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+    entries.flatten().map(|e| disk_use(&e.path())).sum()
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path`
+/// (its nearest existing ancestor), or `None` when it cannot be read.
+pub fn free_space(path: &Path) -> Option<u64> {
+    let mut p = path;
+    while !p.exists() {
+        p = p.parent()?;
+    }
+    let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Trainable parameters of `backbone` without its classifier, and the width
+/// of the features the classifier sees (torchvision's architectures).
+fn body(backbone: &str) -> Option<(u64, u64)> {
+    Some(match backbone {
+        "resnet18" => (11_176_512, 512),
+        "resnet34" => (21_284_672, 512),
+        "resnet50" => (23_508_032, 2048),
+        "resnet101" => (42_500_160, 2048),
+        "vgg16_bn" => (14_723_136, 512 * 7 * 7),
+        "vgg19_bn" => (20_035_392, 512 * 7 * 7),
+        _ => return None,
+    })
+}
+
+fn linear(i: u64, o: u64) -> u64 {
+    i * o + o
+}
+
+/// Parameters of `backbone` with `head` over `classes` classes (exact for
+/// torchvision's models; `None` for an unknown backbone).
+pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
+    let (body, features) = body(backbone)?;
+    let head = match head {
+        Head::Original if backbone.starts_with("vgg") => linear(features, 4096) + linear(4096, 4096) + linear(4096, classes),
+        Head::Original => linear(features, classes),
+        Head::Mlp { hidden, .. } => {
+            let mut dims = vec![features];
+            dims.extend(hidden.iter().map(|&h| h.max(0) as u64));
+            dims.push(classes);
+            dims.windows(2).map(|w| linear(w[0], w[1])).sum()
+        }
+    };
+    Some(body + head)
+}
+
+/// Checkpoint bytes of one trial: (while it trains, once it is done).
+/// Training holds best + last weights and the training state (weights plus
+/// one moment buffer for SGD with momentum, two for Adam/AdamW); a finished
+/// trial holds what `keep` keeps. f32 everywhere.
+pub fn checkpoint_bytes(config: &sweep_protocol::TrialConfig, classes: u64, keep: Keep) -> Option<(u64, u64)> {
+    let weights = 4 * parameters(&config.backbone, &config.head, classes)?;
+    let moments = match config.optimizer {
+        sweep_protocol::Optimizer::Sgd if config.momentum == 0.0 => 0,
+        sweep_protocol::Optimizer::Sgd => 1,
+        _ => 2,
+    };
+    let training = weights * (3 + moments);
+    let done = match keep {
+        Keep::Best => weights,
+        Keep::BestLast => 2 * weights,
+        Keep::All => training,
+    };
+    Some((training, done))
+}
+
+/// Bytes the sweep's checkpoints will take at most: every trial still to run
+/// finished and kept as `keep` says, plus `slots` trials mid-training.
+pub fn sweep_estimate<'a>(plan: &SweepPlan, to_run: impl Iterator<Item = &'a sweep_protocol::TrialConfig>, classes: u64, slots: usize) -> u64 {
+    let mut done = 0;
+    let mut training = Vec::new();
+    for c in to_run {
+        if let Some((t, d)) = checkpoint_bytes(c, classes, plan.resources.keep) {
+            done += d;
+            training.push(t);
+        }
+    }
+    training.sort_unstable_by(|a, b| b.cmp(a));
+    done + training.iter().take(slots).sum::<u64>()
+}
+
+/// "1.2 GB", "640 MB", "12 KB" (decimal units, as `df -H` prints).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < UNITS.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else if v < 10.0 {
+        format!("{v:.1} {}", UNITS[u])
+    } else {
+        format!("{v:.0} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trial_dir(files: &[(&str, usize)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (name, len) in files {
+            std::fs::write(d.path().join(name), vec![0u8; *len]).unwrap();
+        }
+        d
+    }
+
+    fn names(d: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    const ALL: [(&str, usize); 6] = [(BEST, 10), (LAST, 10), (TRAIN_STATE, 30), ("state.json", 1), ("journal.jsonl", 1), ("attempt-1.log", 1)];
+
+    #[test]
+    fn done_trial_keeps_what_keep_names() {
+        for (keep, left) in [
+            (Keep::Best, vec!["attempt-1.log", BEST, "journal.jsonl", "state.json"]),
+            (Keep::BestLast, vec!["attempt-1.log", BEST, "journal.jsonl", LAST, "state.json"]),
+            (Keep::All, vec!["attempt-1.log", BEST, "journal.jsonl", LAST, "state.json", TRAIN_STATE]),
+        ] {
+            let d = trial_dir(&ALL);
+            let freed = apply(d.path(), TrialStatus::Done, keep, false).unwrap();
+            assert_eq!(names(d.path()), left, "{keep:?}");
+            let expected = match keep {
+                Keep::Best => Freed { files: 2, bytes: 40 },
+                Keep::BestLast => Freed { files: 1, bytes: 30 },
+                Keep::All => Freed::default(),
+            };
+            assert_eq!(freed, expected, "{keep:?}");
+        }
+    }
+
+    #[test]
+    fn pruned_trial_keeps_no_checkpoint_unless_all() {
+        let d = trial_dir(&ALL);
+        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::BestLast, false).unwrap(), Freed { files: 3, bytes: 50 });
+        assert_eq!(names(d.path()), vec!["attempt-1.log", "journal.jsonl", "state.json"]);
+        let d = trial_dir(&ALL);
+        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::All, false).unwrap(), Freed::default());
+    }
+
+    #[test]
+    fn resumable_trials_keep_everything_and_dry_run_removes_nothing() {
+        for status in [TrialStatus::Queued, TrialStatus::Running, TrialStatus::Failed, TrialStatus::Interrupted] {
+            let d = trial_dir(&ALL);
+            assert_eq!(apply(d.path(), status, Keep::Best, false).unwrap(), Freed::default());
+            assert_eq!(names(d.path()).len(), ALL.len());
+        }
+        let d = trial_dir(&ALL);
+        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::Best, true).unwrap(), Freed { files: 2, bytes: 40 });
+        assert_eq!(names(d.path()).len(), ALL.len());
+    }
+
+    #[test]
+    fn half_written_temporaries_go_and_a_missing_dir_is_nothing() {
+        let d = trial_dir(&[(BEST, 10), ("last.tmp.safetensors", 7)]);
+        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::All, false).unwrap(), Freed { files: 1, bytes: 7 });
+        assert_eq!(apply(&d.path().join("nope"), TrialStatus::Done, Keep::Best, false).unwrap(), Freed::default());
+    }
+
+    #[test]
+    fn parameter_counts_match_torchvision() {
+        // torchvision's 1000-class models, as `sum(p.numel() for p in m.parameters())` prints.
+        for (b, n) in [
+            ("resnet18", 11_689_512),
+            ("resnet34", 21_797_672),
+            ("resnet50", 25_557_032),
+            ("resnet101", 44_549_160),
+            ("vgg16_bn", 138_365_992),
+            ("vgg19_bn", 143_678_248),
+        ] {
+            assert_eq!(parameters(b, &Head::Original, 1000), Some(n), "{b}");
+        }
+        // The default head: 512 → 512 → 512 → 12.
+        assert_eq!(parameters("resnet18", &Head::default(), 12), Some(11_176_512 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 12 + 12));
+        assert_eq!(parameters("alexnet", &Head::Original, 10), None);
+    }
+
+    #[test]
+    fn estimate_counts_finished_trials_as_kept_and_running_ones_whole() {
+        let c =
+            sweep_protocol::TrialConfig { backbone: "resnet18".into(), head: Head::Original, optimizer: sweep_protocol::Optimizer::Adam, ..Default::default() };
+        let w = 4 * parameters("resnet18", &Head::Original, 12).unwrap();
+        assert_eq!(checkpoint_bytes(&c, 12, Keep::Best), Some((5 * w, w)));
+        assert_eq!(checkpoint_bytes(&c, 12, Keep::All), Some((5 * w, 5 * w)));
+        let sgd = sweep_protocol::TrialConfig { optimizer: sweep_protocol::Optimizer::Sgd, momentum: 0.0, ..c.clone() };
+        assert_eq!(checkpoint_bytes(&sgd, 12, Keep::BestLast), Some((3 * w, 2 * w)));
+    }
+
+    #[test]
+    fn bytes_read_like_df() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(46_879_736), "47 MB");
+        assert_eq!(human_bytes(1_234_000_000), "1.2 GB");
+    }
+}
