@@ -580,13 +580,13 @@ fn render_image(class: usize, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
     }
 
     let mut layers = Vec::new();
-    for _ in 0..rng.gen_range(3..=9) {
+    for _ in 0..rng.gen_range(1..=4) {
         layers.push(clutter_layer(rng, false));
     }
 
     // The class shape: random scale (fraction of the image), rotation, mirror
     // and position jitter.
-    let scale = rng.gen_range(0.5f32..1.0);
+    let scale = rng.gen_range(0.6f32..1.0);
     let angle = rng.gen_range(-PI / 3.0..PI / 3.0);
     let slack = (1.0 - scale) * 0.6 + 0.08;
     let xf = Xf {
@@ -606,7 +606,7 @@ fn render_image(class: usize, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
     }
 
     // Often a stray line or two over the shape.
-    if rng.gen_bool(0.4) {
+    if rng.gen_bool(0.25) {
         for _ in 0..rng.gen_range(1..=2) {
             layers.push(clutter_layer(rng, true));
         }
