@@ -29,6 +29,8 @@ pub struct RawFile {
     pub resources: Option<Spanned<RawResources>>,
     #[serde(default)]
     pub stopping: Option<Spanned<RawStopping>>,
+    #[serde(default)]
+    pub slurm: Option<Spanned<super::slurm::RawSlurm>>,
 }
 
 /// `[stopping]`: early stopping across trials, decided at epoch boundaries.
@@ -110,6 +112,8 @@ pub struct RawResources {
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub oom_retry_halve_batch: Option<Spanned<bool>>,
+    /// "local" (default) or "slurm".
+    pub launcher: Option<Spanned<String>>,
 }
 
 /// A mistake in a sweep file, located.
