@@ -12,46 +12,13 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
 pub enum StoreEvent {
-    Worker {
-        trial: String,
-        attempt: u32,
-        msg: WorkerMessage,
-    },
-    AttemptStarted {
-        trial: String,
-        attempt: u32,
-        pid: Option<u32>,
-        device: String,
-        batch_size: u32,
-    },
-    /// Where an attempt really runs (a Slurm job's node and GPUs), once known.
-    AttemptPlaced {
-        trial: String,
-        attempt: u32,
-        node: String,
-        gpus: String,
-        job: String,
-        device: String,
-    },
-    AttemptEnded {
-        trial: String,
-        attempt: u32,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        error_class: Option<FailureClass>,
-        message: Option<String>,
-    },
-    TrialStatus {
-        trial: String,
-        status: TrialStatus,
-    },
-    SweepStatus {
-        sweep_id: i64,
-        status: SweepStatus,
-    },
-    Heartbeat {
-        sweep_id: i64,
-    },
+    Worker { trial: String, attempt: u32, msg: WorkerMessage },
+    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String, batch_size: u32 },
+    AttemptPlaced { trial: String, attempt: u32, node: String, gpus: String, job: String, device: String },
+    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<FailureClass>, message: Option<String> },
+    TrialStatus { trial: String, status: TrialStatus },
+    SweepStatus { sweep_id: i64, status: SweepStatus },
+    Heartbeat { sweep_id: i64 },
     Decision(DecisionRow),
     Flush(oneshot::Sender<Result<(), String>>),
 }

@@ -16,20 +16,13 @@ use sweep_protocol::WorkerJob;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a trial runs: a GPU index (as the host numbers it) or a CPU lane.
+/// `Slurm`: a trial in flight on Slurm, whose node and GPUs Slurm picks; they
+/// are recorded once known ([`Placement`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
-    Gpu {
-        index: u32,
-        lane: u32,
-    },
-    Cpu {
-        lane: u32,
-    },
-    /// A trial in flight on Slurm: the job (or step) gets its node and GPUs
-    /// from Slurm; they are recorded once known ([`Placement`]).
-    Slurm {
-        lane: u32,
-    },
+    Gpu { index: u32, lane: u32 },
+    Cpu { lane: u32 },
+    Slurm { lane: u32 },
 }
 
 impl Slot {
