@@ -164,7 +164,18 @@ impl SlurmLauncher {
         let count = |key: &str| tres.split(',').find_map(|kv| kv.strip_prefix(key).and_then(|v| v.parse::<u32>().ok()));
         let mut fit = u32::MAX;
         if self.spec.gpus_per_trial > 0 {
-            fit = fit.min(count("gres/gpu=").unwrap_or(0) / self.spec.gpus_per_trial);
+            // AllocTRES counts GPUs only where accounting tracks gres/gpu; else
+            // TresPerNode ("gres:gpu:2", "gres/gpu:a100:2") times the nodes, else the job's environment.
+            let nodes: u32 = field(&show, "NumNodes").and_then(|v| v.split('-').next().and_then(|n| n.parse().ok())).unwrap_or(1);
+            let per_node = field(&show, "TresPerNode").and_then(|t| {
+                t.split(',').find_map(|g| {
+                    let g = g.strip_prefix("gres:gpu").or_else(|| g.strip_prefix("gres/gpu"))?;
+                    g.rsplit(':').next().and_then(|n| n.parse::<u32>().ok()).or(Some(1))
+                })
+            });
+            let env = std::env::var("SLURM_GPUS_ON_NODE").ok().and_then(|v| v.parse::<u32>().ok());
+            let gpus = count("gres/gpu=").or(per_node.map(|g| g * nodes)).or(env.map(|g| g * nodes)).unwrap_or(0);
+            fit = fit.min(gpus / self.spec.gpus_per_trial);
         }
         if let Some(cpus) = count("cpu=").or_else(|| field(&show, "NumCPUs").and_then(|v| v.parse().ok())) {
             fit = fit.min(cpus / self.spec.cpus_per_trial.unwrap_or(1));
