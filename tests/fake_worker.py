@@ -221,6 +221,8 @@ def main():
 
         signal.signal(signal.SIGTERM, on_term)
 
+    global RESUMED
+    RESUMED = MODE == "curve" and os.path.exists(os.path.join(job["out_dir"], "fake_epochs"))
     event("start", trial, pid, os.environ.get("CUDA_VISIBLE_DEVICES") or "-", time.monotonic())
     if BARRIER:
         wait_for(lambda: start_lines() >= BARRIER, "%d start lines" % BARRIER)
@@ -267,8 +269,6 @@ def main():
         try:
             with open(os.path.join(job["out_dir"], "fake_epochs")) as f:
                 first = max(int(x) for x in f.read().split()) + 1
-            global RESUMED
-            RESUMED = True
         except (OSError, ValueError):
             pass
     finish(job, first_epoch=first)
