@@ -29,8 +29,19 @@ for L in local slurm; do
   } > "$W/$L.toml"
 done
 
+# The write path's ceiling: 8 trials that each stream STEPS train_step lines as
+# fast as Python prints them (4 metric rows a line), local and through srun.
+STEPS=${SWEEP_BENCH_STEPS:-5000}
+for L in local slurm; do
+  {
+    printf '[sweep]\nname = "firehose-%s"\ndataset = "%s"\nseeds = [1, 2, 3, 4, 5, 6, 7, 8]\n\n' "$L" "$W/data"
+    printf '[defaults]\nepochs = 1\n\n'
+    if [ "$L" = slurm ]; then printf '[resources]\nlauncher = "slurm"\n\n[slurm]\nmax_jobs = 8\n'; else printf '[resources]\ncpu_workers = 8\n'; fi
+  } > "$W/firehose-$L.toml"
+done
+
 export SWEEP_WORKER_CMD=$PWD/tests/fake_worker.py FAKE_MODE=ok FAKE_STEPS=1 SWEEP_FAKE_GPUS=0
-python3 - "$SWEEP" "$W" "$N" "$J" <<'PY'
+python3 - "$SWEEP" "$W" "$N" "$J" "$STEPS" <<'PY'
 import os, sqlite3, subprocess, sys, time
 sweep, w, n, j = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 tick = os.sysconf("SC_CLK_TCK")
@@ -102,6 +113,23 @@ last = subprocess.run(["squeue", "-h", "-t", "all", "-n", "bench.bare", "-o", "%
 sc = timed(["scontrol", "show", "job", "-o", last[0]]) if last else float("nan")
 known = len(subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i"], capture_output=True, text=True).stdout.split())
 
+# Write path: rows per second while 8 workers stream as fast as they can.
+fire = {}
+steps = int(sys.argv[5])
+for launcher in ("local", "slurm"):
+    db = f"{w}/firehose-{launcher}.db"
+    t0 = time.monotonic()
+    env = dict(os.environ, FAKE_STEPS=str(steps))
+    rc = subprocess.run([sweep, "--db", db, "run", f"{w}/firehose-{launcher}.toml", "--results", f"{w}/results-fh-{launcher}", "--plain"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=w, env=env).returncode
+    wall = time.monotonic() - t0
+    con = sqlite3.connect(db)
+    rows_written = con.execute("SELECT COUNT(*) FROM metrics").fetchone()[0]
+    con.close()
+    if rc != 0:
+        sys.exit(f"firehose {launcher}: exit {rc}")
+    fire[launcher] = rows_written / wall
+
 L, S = rows["local"], rows["slurm"]
 print(f"{n} stand-in trials, {j} in flight, on {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')})")
 print(f"{'':44s} {'local':>12s} {'slurm':>12s} {'slurm/local':>12s}")
@@ -114,7 +142,8 @@ line("attempts started per second", L["rate"], S["rate"])
 line("coordinator CPU per trial (ms)", L["cpu"] / n * 1000, S["cpu"] / n * 1000)
 line("its children's CPU per trial (ms)", L["sub"] / n * 1000, S["sub"] / n * 1000)
 line("database size (KiB)", L["size"] / 1024, S["size"] / 1024, "{:12.0f}")
-line("database rows written per second", L["metrics"] / L["wall"], S["metrics"] / S["wall"], "{:12.0f}")
+line("metric rows written per second, this sweep", L["metrics"] / L["wall"], S["metrics"] / S["wall"], "{:12.0f}")
+line(f"write path: metric rows/s (8 x {steps} steps)", fire["local"], fire["slurm"], "{:12.0f}")
 print(f"(local children: the stand-in workers; slurm children: one srun per attempt; slurm's workers run under slurmstepd)")
 print(f"bare `srun true` jobs per second ({j} at a time, no sweep):       {bare:8.2f}")
 print(f"squeue of our active jobs (ms per call):                        {sq:8.1f}")

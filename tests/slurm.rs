@@ -378,6 +378,46 @@ fn leftovers_of_a_killed_coordinator_are_cancelled_and_the_rerun_completes() {
     check_metrics(&db, 3, 2);
 }
 
+/// A partition that does not exist: srun's own error, class `config`, no retry.
+#[test]
+fn an_invalid_partition_fails_the_trial_at_once_with_sruns_reason() {
+    if !prerequisites::slurm() {
+        return;
+    }
+    let s = fake_data();
+    let file = slurm_sweep(&s, "sl-part", "partition = \"no-such-partition\"").resources("retries = 3").write();
+    let out = s.run(&file).fake_worker("ok").output_within(Duration::from_secs(60));
+    out.expect_exit(common::EXIT_FAILED);
+    let attempts: Vec<(Option<String>, Option<String>)> = s.open_db().query("SELECT error_class, message FROM attempts");
+    assert_eq!(attempts.len(), 1, "a config error is not retried: {attempts:?}");
+    assert_eq!(attempts[0].0.as_deref(), Some("config"));
+    assert!(attempts[0].1.as_deref().is_some_and(|m| m.contains("Invalid partition") && m.contains("[slurm]")), "{attempts:?}");
+}
+
+/// The compute node must see results/: a trial directory it cannot write
+/// (here: the job runs as `nobody`) ends the attempt with a `config` error
+/// that says what to fix, before the worker starts.
+#[test]
+fn a_trial_directory_the_compute_node_cannot_write_is_a_clear_error() {
+    if !prerequisites::slurm() {
+        return;
+    }
+    if !prerequisites::is_root() {
+        prerequisites::missing("root (srun --uid=nobody stands in for a node without the shared filesystem)", "CI runs `make test` as root");
+        return;
+    }
+    let s = fake_data();
+    let file = slurm_sweep(&s, "sl-shared", "extra = [\"--uid=nobody\"]").write();
+    let out = s.run(&file).fake_worker("ok").output_within(Duration::from_secs(60));
+    out.expect_exit(common::EXIT_FAILED);
+    let attempts: Vec<(Option<String>, Option<String>)> = s.open_db().query("SELECT error_class, message FROM attempts");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].0.as_deref(), Some("config"));
+    let m = attempts[0].1.clone().unwrap_or_default();
+    assert!(m.contains("not visible or not writable on the compute node") && m.contains("shared"), "{m}");
+    assert!(!s.fake_dir().join("events").exists(), "the worker never started");
+}
+
 /// Every metric row of `trials` trials of `epochs` epochs of 3 batches is there exactly once.
 fn check_metrics(db: &Db, trials: i64, epochs: i64) {
     assert_eq!(

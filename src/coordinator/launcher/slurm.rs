@@ -197,7 +197,12 @@ impl SlurmLauncher {
             a.extend(s.qos.iter().map(|p| format!("--qos={p}")));
         }
         a.extend(s.gres.iter().map(|g| format!("--gres={g}")));
-        a.extend(s.cpus_per_trial.map(|c| format!("--cpus-per-task={c}")));
+        match (s.cpus_per_trial, self.allocation.is_some()) {
+            (Some(c), _) => a.push(format!("--cpus-per-task={c}")),
+            // A step would otherwise take the batch job's SLURM_CPUS_PER_TASK (Slurm ≥ 23.11): all of it.
+            (None, true) => a.push("--cpus-per-task=1".into()),
+            (None, false) => {}
+        }
         a.extend(s.mem.iter().map(|m| format!("--mem={m}")));
         if let (Some(m), Some(w)) = (s.time_minutes(), s.warning_seconds()) {
             a.push(format!("--time={m}"));
@@ -492,7 +497,23 @@ impl AttemptControl for SlurmControl {
             if self.asked.load(Ordering::SeqCst) {
                 return None;
             }
-            let id = self.target()?;
+            let Some(id) = self.target() else {
+                // srun gave up before the job started: say why, and whether retrying can help.
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                let line = log.lines().rev().find(|l| l.starts_with("srun: error:"))?.trim_start_matches("srun: error:").trim().to_string();
+                let permanent = [
+                    "Invalid partition",
+                    "Invalid generic resource",
+                    "Invalid account",
+                    "Invalid qos",
+                    "Requested node configuration is not available",
+                    "Invalid gres",
+                ]
+                .iter()
+                .any(|m| line.contains(m));
+                let class = if permanent { FailureClass::Worker(sweep_protocol::ErrorClass::Config) } else { FailureClass::Crash };
+                return Some((class, format!("srun could not start the job: {line}; check [slurm] in the sweep file")));
+            };
             let accounting = match self.accounting {
                 Some(a) => a,
                 None => output("scontrol", &["show", "config"])
