@@ -129,6 +129,15 @@ for launcher in ("local", "slurm"):
     if rc != 0:
         sys.exit(f"firehose {launcher}: exit {rc}")
     fire[launcher] = rows_written / wall
+    row_bytes = os.path.getsize(db) / rows_written
+
+# What one srun in flight costs the submit host (memory, threads).
+p = subprocess.Popen(["srun", "-J", "bench.rss", "sleep", "3"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(1.5)
+status = open(f"/proc/{p.pid}/status").read()
+srun_rss = int(next(l.split()[1] for l in status.splitlines() if l.startswith("VmRSS")))
+srun_threads = int(next(l.split()[1] for l in status.splitlines() if l.startswith("Threads")))
+p.wait()
 
 L, S = rows["local"], rows["slurm"]
 print(f"{n} stand-in trials, {j} in flight, on {os.cpu_count()} cores ({time.strftime('%Y-%m-%d')})")
@@ -149,5 +158,7 @@ print(f"bare `srun true` jobs per second ({j} at a time, no sweep):       {bare:
 print(f"squeue of our active jobs (ms per call):                        {sq:8.1f}")
 print(f"squeue -t all, {known} jobs known to slurmctld (ms per call):     {sq_all:8.1f}")
 print(f"scontrol show job (ms per call):                                {sc:8.1f}")
-print(f"database bytes per trial:                                       {S['size'] / n:8.0f}")
+print(f"database bytes per trial (1 epoch, 1 train record):              {S['size'] / n:8.0f}")
+print(f"database bytes per metric row (firehose):                       {row_bytes:8.0f}")
+print(f"one srun in flight on the submit host: {srun_rss / 1024:.1f} MiB RSS, {srun_threads} threads")
 PY

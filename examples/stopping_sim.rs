@@ -142,6 +142,7 @@ async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping,
         resources: Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 0, oom_retry_halve_batch: false },
         trials: ids.iter().map(|id| PlannedTrial { id: id.clone(), config: TrialConfig { epochs, ..TrialConfig::default() } }).collect(),
         varying: vec![],
+        slurm: None,
     };
     let epochs_run = Arc::new(Mutex::new(0));
     let launcher = Arc::new(SimLauncher { curves: ids.iter().cloned().zip(curves.iter().copied()).collect(), epochs_run: Arc::clone(&epochs_run), seed });

@@ -231,8 +231,7 @@ fn inside_an_allocation_trials_are_steps() {
     let db = s.open_db();
     assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"), 4, "{log}");
     let steps: Vec<(String, String)> = db.query("SELECT slurm_job, gpus FROM attempts");
-    let all: Vec<(String, i64, Option<String>, Option<String>, Option<String>)> =
-        db.query("SELECT trial_id, attempt, error_class, message, slurm_job FROM attempts ORDER BY started_at");
+    let all: Vec<(String, String)> = db.query("SELECT trial_id || ' #' || attempt, COALESCE(error_class, '') || ' ' || COALESCE(message, '') || ' ' || COALESCE(slurm_job, '') FROM attempts ORDER BY started_at");
     assert_eq!(steps.len(), 4, "{all:?}\n{log}");
     for (step, gpus) in &steps {
         let (job, step_id) = step.split_once('.').unwrap_or_else(|| panic!("{step:?} is not a step id JOB.STEP"));

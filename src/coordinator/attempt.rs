@@ -114,7 +114,8 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
     if !placed {
         record_placement(recorder, &trial, policy.attempt, control.as_ref());
     }
-    if !timed_out && !(result.done && result.exit.code == Some(0) && result.class.is_none()) {
+    let clean = result.done && result.exit.code == Some(0) && result.class.is_none();
+    if !timed_out && !clean {
         // The launcher's view of the end (Slurm: time limit, preemption, scancel).
         let interrupted = result.class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Interrupted));
         if let Some((class, message)) = control.end_state(interrupted).await {

@@ -175,7 +175,7 @@ impl SlurmLauncher {
             });
             let env = std::env::var("SLURM_GPUS_ON_NODE").ok().and_then(|v| v.parse::<u32>().ok());
             let gpus = count("gres/gpu=").or(per_node.map(|g| g * nodes)).or(env.map(|g| g * nodes)).unwrap_or(0);
-            fit = fit.min(gpus / self.spec.gpus_per_trial);
+            fit = fit.min(gpus.checked_div(self.spec.gpus_per_trial).unwrap_or(0));
         }
         if let Some(cpus) = count("cpu=").or_else(|| field(&show, "NumCPUs").and_then(|v| v.parse().ok())) {
             fit = fit.min(cpus / self.spec.cpus_per_trial.unwrap_or(1));
