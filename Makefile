@@ -10,7 +10,7 @@ TORCH_DIR = $$(scripts/install-libtorch.sh)
 SWEEP := target/release/sweep
 PREFIX ?= $(HOME)/.local
 
-.PHONY: all libtorch build demo test clippy fmt fmt-check install clean bench-gpu bench-readonly
+.PHONY: all libtorch build demo test clippy fmt fmt-check install clean bench-gpu bench-readonly bench-slurm slurm-start slurm-stop
 
 all: build
 
@@ -32,6 +32,13 @@ demo: build
 # is needlessly slow) and use the installed PyTorch for reference outputs.
 test: build
 	scripts/install-test-fonts.sh
+	# tests/slurm.rs runs against a real single-node Slurm (two fake GPUs):
+	# started here as root (as CI runs), unless one is up already, and stopped
+	# at the end. SLURM_CPUS declares more CPUs than a small CI machine has.
+	if [ "$$(id -u)" = 0 ] && ! sinfo -h >/dev/null 2>&1; then
+	  SLURM_CPUS=16 scripts/slurm/start-slurm.sh --install --clean
+	  trap 'scripts/slurm/stop-slurm.sh' EXIT
+	fi
 	export LIBTORCH="$(TORCH_DIR)"
 	export SWEEP_INSTALL_CHROMIUM=1
 	export SWEEP_PYTHON="$$(dirname "$$(dirname "$$(dirname "$$(dirname "$$LIBTORCH")")")")/bin/python"
@@ -65,6 +72,17 @@ bench-readonly: build
 
 bench-gpu: build
 	bench/gpu-smoke.sh
+
+# 1,000 stand-in trials through a real single-node Slurm (see README "On a Slurm cluster").
+bench-slurm: build
+	bench/slurm-scale.sh
+
+# The single-node Slurm of the tests, by hand (root).
+slurm-start:
+	SLURM_CPUS=$${SLURM_CPUS:-16} scripts/slurm/start-slurm.sh --install
+
+slurm-stop:
+	scripts/slurm/stop-slurm.sh
 
 clean:
 	cargo clean

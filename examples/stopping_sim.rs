@@ -142,6 +142,7 @@ async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping,
         resources: Resources { retries: 0, oom_retry_halve_batch: false, ..Resources::default() },
         trials: ids.iter().map(|id| PlannedTrial { id: id.clone(), config: TrialConfig { epochs, ..TrialConfig::default() } }).collect(),
         varying: vec![],
+        slurm: None,
     };
     let epochs_run = Arc::new(Mutex::new(0));
     let launcher = Arc::new(SimLauncher { curves: ids.iter().cloned().zip(curves.iter().copied()).collect(), epochs_run: Arc::clone(&epochs_run), seed });

@@ -31,7 +31,13 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         print!("{}", dry_run_table(&plan));
         return Ok(EXIT_OK);
     }
-    let launcher: Arc<dyn Launcher> = Arc::new(LocalLauncher::from_env()?);
+    let launcher: Arc<dyn Launcher> = match &plan.slurm {
+        Some(spec) => {
+            crate::spec::slurm::check_tools(spec)?;
+            Arc::new(crate::coordinator::launcher::slurm::SlurmLauncher::from_env(spec.clone(), &plan.name)?)
+        }
+        None => Arc::new(LocalLauncher::from_env()?),
+    };
     let db = db_path(db);
     let rt = runtime()?;
     rt.block_on(async {

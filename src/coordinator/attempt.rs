@@ -86,7 +86,7 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
     let control = Arc::clone(&attempt.control);
     let _ = ev.send(Event::Started { trial: trial.clone(), control: Arc::clone(&control) });
     let mut result = AttemptResult::default();
-    let mut relay = Relay { trial: &trial, attempt: policy.attempt, recorder, ev, result: &mut result, control: &control };
+    let mut relay = Relay { trial: &trial, attempt: policy.attempt, recorder, ev, result: &mut result, control: &control, placed: false };
     let read = relay.read_all(attempt.stdout);
     let timed_out = match policy.timeout {
         Some(t) => tokio::time::timeout(t, read).await.is_err(),
@@ -95,6 +95,7 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
             false
         }
     };
+    let placed = relay.placed;
     if timed_out {
         control.kill();
     }
@@ -110,8 +111,27 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
         Ok(s) => result.exit = s,
         Err(e) => result.message = Some(format!("wait failed: {e}")),
     }
+    if !placed {
+        record_placement(recorder, &trial, policy.attempt, control.as_ref());
+    }
+    let clean = result.done && result.exit.code == Some(0) && result.class.is_none();
+    if !timed_out && !clean {
+        // The launcher's view of the end (Slurm: time limit, preemption, scancel).
+        let interrupted = result.class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Interrupted));
+        if let Some((class, message)) = control.end_state(interrupted).await {
+            result.class = Some(class);
+            result.message = Some(message);
+        }
+    }
     classify(&mut result, timed_out, policy.timeout, spec);
     result
+}
+
+/// Records where the attempt runs, when the launcher knows (once per attempt).
+fn record_placement(recorder: &Recorder, trial: &str, attempt: u32, control: &dyn super::launcher::AttemptControl) -> bool {
+    let Some(p) = control.placement() else { return false };
+    recorder.send(StoreEvent::AttemptPlaced { trial: trial.to_string(), attempt, node: p.node, gpus: p.gpus, job: p.job, device: p.device });
+    true
 }
 
 /// Names what went wrong when the worker did not say so itself.
@@ -139,6 +159,8 @@ struct Relay<'a> {
     ev: &'a mpsc::UnboundedSender<Event>,
     result: &'a mut AttemptResult,
     control: &'a Arc<dyn super::launcher::AttemptControl>,
+    /// The attempt's placement is recorded (at its first message).
+    placed: bool,
 }
 
 impl Relay<'_> {
@@ -181,6 +203,9 @@ impl Relay<'_> {
 
     /// Handles one message; false when the attempt must be abandoned.
     fn on_message(&mut self, msg: WorkerMessage) -> bool {
+        if !self.placed {
+            self.placed = record_placement(self.recorder, self.trial, self.attempt, self.control.as_ref());
+        }
         match &msg {
             WorkerMessage::Hello { protocol, .. } if *protocol != PROTOCOL_VERSION => {
                 // A worker of another version: nothing it says can be trusted to mean the same.

@@ -136,7 +136,9 @@ pub async fn run(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
     let gpus: Vec<u32> = free.iter().rev().filter_map(|s| if let Slot::Gpu { index, lane: 0 } = s { Some(*index) } else { None }).collect();
-    let device_desc = if gpus.is_empty() {
+    let device_desc = if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
+        format!("Slurm, up to {} trial(s) in flight", free.len())
+    } else if gpus.is_empty() {
         format!("{} CPU worker(s), {threads_per_worker} threads each", free.len())
     } else {
         format!("GPUs {gpus:?}, {} trial(s) per GPU", plan.resources.trials_per_gpu)
@@ -560,6 +562,7 @@ impl Dispatcher {
 
     async fn finish(mut self, sweep_id: i64, ran: usize, skipped: usize, writer: tokio::task::JoinHandle<Result<(), String>>) -> Result<Outcome, RunError> {
         self.progress.finish();
+        self.launcher.shutdown().await;
         if let Some(e) = self.db_error.take() {
             let _ = self.recorder.flush().await;
             drop(self);

@@ -155,6 +155,8 @@ pub struct SweepPlan {
     pub trials: Vec<PlannedTrial>,
     /// Parameter keys that take more than one value across trials (report columns).
     pub varying: Vec<String>,
+    /// `launcher = "slurm"` and its `[slurm]` table; None: the local launcher.
+    pub slurm: Option<super::slurm::SlurmSpec>,
 }
 
 pub fn load(path: &Path) -> Result<SweepPlan, SpecError> {
@@ -192,6 +194,15 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         None => Stopping::none(select),
         Some(st) => stopping(src, st.get_ref(), select)?,
     };
+    let slurm = super::slurm::validate(src, raw.resources.as_ref().and_then(|r| r.get_ref().launcher.as_ref()), raw.slurm.as_ref())?;
+    if let (Some(_), Some(g)) = (&slurm, raw.resources.as_ref().and_then(|r| r.get_ref().gpus.as_ref()).filter(|g| g.get_ref().is_array())) {
+        return Err(at(
+            src,
+            g,
+            "`gpus` lists local devices, but the launcher is \"slurm\"",
+            Some("with Slurm each trial gets the GPUs of its job: set [slurm] gres = \"gpu:1\" instead".into()),
+        ));
+    }
     Ok(SweepPlan {
         name: header.name,
         file: src.path.clone(),
@@ -204,6 +215,7 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         resources,
         trials,
         varying,
+        slurm,
     })
 }
 

@@ -29,6 +29,8 @@ pub struct RawFile {
     pub resources: Option<Spanned<RawResources>>,
     #[serde(default)]
     pub stopping: Option<Spanned<RawStopping>>,
+    #[serde(default)]
+    pub slurm: Option<Spanned<super::slurm::RawSlurm>>,
 }
 
 /// `[stopping]`: early stopping across trials, decided at epoch boundaries.
@@ -112,6 +114,8 @@ pub struct RawResources {
     pub oom_retry_halve_batch: Option<Spanned<bool>>,
     /// Checkpoints kept once a trial is done: "best" (default), "best+last", "all".
     pub keep: Option<Spanned<String>>,
+    /// "local" (default) or "slurm".
+    pub launcher: Option<Spanned<String>>,
 }
 
 /// A mistake in a sweep file, located.

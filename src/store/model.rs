@@ -77,6 +77,10 @@ pub enum FailureClass {
     Interrupted,
     /// Stopped by an early-stopping decision (see the `decisions` table).
     Pruned,
+    /// Slurm preempted its job (job state PREEMPTED).
+    Preempted,
+    /// Its Slurm job or step was cancelled by someone else (`scancel`).
+    Cancelled,
 }
 
 impl FailureClass {
@@ -88,6 +92,8 @@ impl FailureClass {
             FailureClass::Protocol => "protocol",
             FailureClass::Interrupted => "interrupted",
             FailureClass::Pruned => "pruned",
+            FailureClass::Preempted => "preempted",
+            FailureClass::Cancelled => "cancelled",
         }
     }
 

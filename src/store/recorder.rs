@@ -12,46 +12,21 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
 pub enum StoreEvent {
-    Worker {
-        trial: String,
-        attempt: u32,
-        msg: WorkerMessage,
-    },
-    AttemptStarted {
-        trial: String,
-        attempt: u32,
-        pid: Option<u32>,
-        device: String,
-        batch_size: u32,
-    },
-    AttemptEnded {
-        trial: String,
-        attempt: u32,
-        exit_code: Option<i32>,
-        signal: Option<i32>,
-        error_class: Option<FailureClass>,
-        message: Option<String>,
-    },
-    TrialStatus {
-        trial: String,
-        status: TrialStatus,
-    },
-    SweepStatus {
-        sweep_id: i64,
-        status: SweepStatus,
-    },
-    Heartbeat {
-        sweep_id: i64,
-    },
+    Worker { trial: String, attempt: u32, msg: WorkerMessage },
+    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String, batch_size: u32 },
+    AttemptPlaced { trial: String, attempt: u32, node: String, gpus: String, job: String, device: String },
+    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<FailureClass>, message: Option<String> },
+    TrialStatus { trial: String, status: TrialStatus },
+    SweepStatus { sweep_id: i64, status: SweepStatus },
+    Heartbeat { sweep_id: i64 },
     Decision(DecisionRow),
     Flush(oneshot::Sender<Result<(), String>>),
-    /// Runs once everything sent before it is committed (never when that
-    /// commit failed): file work that must not run ahead of the database,
-    /// such as removing a finished trial's resume state.
     AfterCommit(AfterCommit),
 }
 
-/// A deferred action for [`StoreEvent::AfterCommit`].
+/// A deferred action, run once everything sent before it is committed (never
+/// when that commit failed): file work that must not run ahead of the
+/// database, such as removing a finished trial's resume state.
 pub struct AfterCommit(pub Box<dyn FnOnce() + Send>);
 
 impl std::fmt::Debug for AfterCommit {
@@ -232,6 +207,18 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
                 .bind(&device)
                 .bind(batch_size)
                 .bind(now())
+                .execute(&mut **tx)
+                .await?;
+            sqlx::query("UPDATE trials SET device = ? WHERE id = ?").bind(&device).bind(&trial).execute(&mut **tx).await?;
+        }
+        StoreEvent::AttemptPlaced { trial, attempt, node, gpus, job, device } => {
+            sqlx::query("UPDATE attempts SET node = ?, gpus = ?, slurm_job = ?, device = ? WHERE trial_id = ? AND attempt = ?")
+                .bind(&node)
+                .bind(&gpus)
+                .bind(&job)
+                .bind(&device)
+                .bind(&trial)
+                .bind(attempt)
                 .execute(&mut **tx)
                 .await?;
             sqlx::query("UPDATE trials SET device = ? WHERE id = ?").bind(&device).bind(&trial).execute(&mut **tx).await?;

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | Chromium | plots.rs, HTML rendering | exports `SWEEP_INSTALL_CHROMIUM=1`; [`chromium`] then `apt-get install`s Debian's `chromium` |
 //! | a small tmpfs | faults.rs, full-disk cases | root may `mount -t tmpfs` ([`Tmpfs`]) |
+//! | a Slurm cluster | slurm.rs | starts `scripts/slurm/start-slurm.sh --install` (single node, two fake GPUs) before the tests, `stop-slurm.sh` after |
 //! | a file chmod 000 keeps out | bad_input.rs, unreadable image | as root the `sweep` process runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (`setpriv`, util-linux); as any other user chmod 000 is enough |
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -117,4 +118,29 @@ pub fn chromium() -> Option<PathBuf> {
         assert!(apt(&["install", "-y", "-q", "chromium"]), "apt-get install chromium failed");
     }
     Some(find().expect("chromium installed but /usr/bin/chromium is missing"))
+}
+
+/// A running Slurm cluster that this user can submit to (`sinfo` answers and a
+/// node is up): `make test` starts the single-node one of `scripts/slurm/`
+/// (as root: Debian's slurmctld, slurmd and munge, two fake GPUs) and stops it
+/// afterwards. [`missing`] (a failure under CI) and false otherwise.
+#[track_caller]
+pub fn slurm() -> bool {
+    let out = Command::new("sinfo").args(["-h", "-N", "-o", "%T"]).stdin(Stdio::null()).output();
+    let why = match out {
+        Ok(o) if o.status.success() => {
+            let states = String::from_utf8_lossy(&o.stdout).to_string();
+            if states.lines().any(|s| ["idle", "mixed", "allocated", "completing"].iter().any(|w| s.trim().starts_with(w))) {
+                return true;
+            }
+            format!("no node up (sinfo states: {})", states.trim())
+        }
+        Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+        Err(e) => format!("sinfo: {e}"),
+    };
+    missing(
+        &format!("a running Slurm cluster ({why})"),
+        "`make test` starts one (scripts/slurm/start-slurm.sh --install, as root: apt-get installs slurmctld slurmd slurm-client munge) and stops it afterwards; by hand: sudo scripts/slurm/start-slurm.sh --install",
+    );
+    false
 }

@@ -187,7 +187,7 @@ impl Launcher for LocalLauncher {
             Slot::Gpu { index, .. } => {
                 cmd.env("CUDA_VISIBLE_DEVICES", index.to_string());
             }
-            Slot::Cpu { .. } => {
+            Slot::Cpu { .. } | Slot::Slurm { .. } => {
                 // Keep a CPU trial off the GPUs entirely.
                 cmd.env("CUDA_VISIBLE_DEVICES", "");
             }

@@ -5,6 +5,7 @@
 //! Everything that touches processes, signals or GPUs lives behind it; the
 //! dispatcher never calls libc or nvidia-smi itself.
 pub mod local;
+pub mod slurm;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -15,10 +16,13 @@ use sweep_protocol::WorkerJob;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where a trial runs: a GPU index (as the host numbers it) or a CPU lane.
+/// `Slurm`: a trial in flight on Slurm, whose node and GPUs Slurm picks; they
+/// are recorded once known ([`Placement`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
     Gpu { index: u32, lane: u32 },
     Cpu { lane: u32 },
+    Slurm { lane: u32 },
 }
 
 impl Slot {
@@ -27,6 +31,7 @@ impl Slot {
         match self {
             Slot::Gpu { index, .. } => format!("cuda:{index}"),
             Slot::Cpu { .. } => "cpu".into(),
+            Slot::Slurm { .. } => "slurm".into(),
         }
     }
 }
@@ -66,6 +71,28 @@ pub trait AttemptControl: Send + Sync {
     fn kill(&self);
     /// The OS process id, when there is one (recorded in `attempts.pid`).
     fn pid(&self) -> Option<u32>;
+    /// Where the attempt landed, once known (Slurm: node, GPUs, job id).
+    fn placement(&self) -> Option<Placement> {
+        None
+    }
+    /// After the process ended: why, as the scheduler outside saw it (Slurm's
+    /// job state: timeout, preempted, cancelled), when that overrides what the
+    /// exit status says. `worker_interrupted`: the worker reported a stop on SIGTERM.
+    fn end_state(&self, _worker_interrupted: bool) -> BoxFuture<'_, Option<(crate::store::FailureClass, String)>> {
+        Box::pin(async { None })
+    }
+}
+
+/// Where a launched attempt really runs (`attempts.node`, `.gpus`, `.slurm_job`, `.device`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub node: String,
+    /// GPU ids the job got (`SLURM_STEP_GPUS`, else `CUDA_VISIBLE_DEVICES`), "" for none.
+    pub gpus: String,
+    /// "JOBID" or "JOBID.STEPID".
+    pub job: String,
+    /// `cuda:<CUDA_VISIBLE_DEVICES>` or `cpu`.
+    pub device: String,
 }
 
 /// One started attempt.
@@ -84,6 +111,11 @@ pub trait Launcher: Send + Sync {
     fn start(&self, spec: &LaunchSpec) -> std::io::Result<Attempt>;
     /// Facts about the worker and the machine for `sweeps.system_info`.
     fn describe(&self) -> BoxFuture<'_, serde_json::Value>;
+    /// Called once when the run ends (all attempts have exited, the sweep
+    /// lock still held): release whatever outlives attempts (Slurm jobs).
+    fn shutdown(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Expands GPU indices into slots (`trials_per_gpu` lanes each), or CPU lanes.
