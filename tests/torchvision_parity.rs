@@ -118,6 +118,7 @@ fn freeze_backbone_changes_only_the_head() {
         .sweep_file("freeze")
         .defaults("backbone = \"resnet18\"\nepochs = 1\nimage_size = 32\nbatch_size = 8\nlr = 0.05\nfreeze_backbone = true\nmax_batches = 2")
         .table("pretrained", &format!("resnet18 = {}", common::toml_string(&weights.display().to_string())))
+        .resources("keep = \"best+last\"")
         .write();
     s.run(&file).output().expect_success();
     let trial_dir =
