@@ -23,6 +23,8 @@ fn main() {
         Command::Doctor(a) => commands::doctor(a.json, db),
         Command::Predict(a) => commands::predict(a, db),
         Command::Completions { shell } => commands::completions(shell),
+        Command::Cache(c) => sweep::cache_commands::cache(c),
+        Command::Bench(b) => sweep::cache_commands::bench(b),
     };
     let code = match result {
         Ok(code) => code,
