@@ -119,6 +119,63 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// The shared decoded-image cache (every image decoded once per dataset and size): list, build, clear.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+    /// Benchmarks of parts of the pipeline.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Every cache: dataset, size, images, bytes, last used.
+    Ls,
+    /// Decode a dataset into the cache now (`sweep run` does it before the first trial).
+    Build {
+        /// ImageFolder root.
+        dataset: PathBuf,
+        /// The trials' image_size (the stored shorter side is round(S·256/224) unless --cache-size says otherwise).
+        #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(32..=1024))]
+        image_size: u32,
+        /// The stored shorter side in pixels, or "original" (as the `cache_size` parameter).
+        #[arg(long, value_name = "PIXELS|original")]
+        cache_size: Option<String>,
+    },
+    /// Remove caches (those being built are left alone). Running trials keep what they mapped.
+    Clear {
+        /// Every cache.
+        #[arg(long, conflicts_with = "dataset")]
+        all: bool,
+        /// The caches of this dataset (its folder, or a content-hash prefix as `cache ls` shows).
+        #[arg(required_unless_present = "all")]
+        dataset: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// The input pipeline alone, as a worker runs it: epoch 1 decodes into a fresh cache, later epochs crop, resize and flip from it (img/s).
+    Data {
+        /// ImageFolder root.
+        dataset: PathBuf,
+        #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(32..=1024))]
+        image_size: u32,
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        batch_size: u32,
+        /// Epochs (the first includes decoding).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=100))]
+        epochs: u32,
+        /// Threads for decoding and batch assembly (0: every core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// The stored shorter side in pixels, or "original".
+        #[arg(long, value_name = "PIXELS|original")]
+        cache_size: Option<String>,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

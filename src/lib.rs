@@ -14,6 +14,7 @@
 //! ```
 //! `cli` parses, `commands` turns each subcommand into work, `error` maps
 //! every failure to its exit code.
+pub mod cache_commands;
 pub mod cli;
 pub mod commands;
 pub mod coordinator;

@@ -24,6 +24,8 @@ fn main() {
         Command::Predict(a) => commands::predict(a, db),
         Command::Gc(a) => commands::gc(a, db),
         Command::Completions { shell } => commands::completions(shell),
+        Command::Cache(c) => sweep::cache_commands::cache(c),
+        Command::Bench(b) => sweep::cache_commands::bench(b),
     };
     let code = match result {
         Ok(code) => code,

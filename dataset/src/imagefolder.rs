@@ -29,6 +29,8 @@ pub enum DataError {
     BadImage { path: PathBuf, reason: String },
     #[error("io error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("decoded-image cache: {0}")]
+    Cache(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,18 +192,99 @@ pub struct Cached {
     pub pixels: Vec<u8>,
 }
 
+impl Cached {
+    pub fn view(&self) -> ImageView<'_> {
+        ImageView { width: self.width, height: self.height, pixels: &self.pixels }
+    }
+}
+
+/// A decoded image wherever its pixels live (a worker's memory or the shared,
+/// memory-mapped cache): RGB8, HWC, `pixels.len() == width·height·3`.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageView<'a> {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: &'a [u8],
+}
+
+/// Where one image lies in a mapped split file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub offset: u64,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug)]
+enum Store {
+    /// Decoded into this process's memory (no shared cache).
+    Decoded(Vec<Cached>),
+    /// A split file of the shared cache, mapped read-only: the pages are the
+    /// kernel's page cache, shared by every worker on the machine.
+    Mapped { map: memmap2::Mmap, entries: Vec<Entry> },
+}
+
 /// The decoded images of one split, with their labels and paths.
 #[derive(Debug)]
 pub struct SplitCache {
-    pub images: Vec<Cached>,
+    store: Store,
     pub labels: Vec<i64>,
     pub paths: Vec<PathBuf>,
     pub skipped: usize,
 }
 
+impl SplitCache {
+    /// Images held in memory.
+    pub fn decoded(images: Vec<Cached>, labels: Vec<i64>, paths: Vec<PathBuf>, skipped: usize) -> SplitCache {
+        SplitCache { store: Store::Decoded(images), labels, paths, skipped }
+    }
+
+    /// Images in a mapped split file; every entry must lie inside the map.
+    pub fn mapped(map: memmap2::Mmap, entries: Vec<Entry>, labels: Vec<i64>, paths: Vec<PathBuf>, skipped: usize) -> Result<SplitCache, String> {
+        for (i, e) in entries.iter().enumerate() {
+            let len = e.width as u64 * e.height as u64 * 3;
+            if e.width == 0 || e.height == 0 || e.offset.checked_add(len).is_none_or(|end| end > map.len() as u64) {
+                return Err(format!("image {i} ({}×{} at offset {}) lies outside the {}-byte file", e.width, e.height, e.offset, map.len()));
+            }
+        }
+        if entries.len() != labels.len() || entries.len() != paths.len() {
+            return Err(format!("{} images but {} labels and {} paths", entries.len(), labels.len(), paths.len()));
+        }
+        Ok(SplitCache { store: Store::Mapped { map, entries }, labels, paths, skipped })
+    }
+
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Decoded(v) => v.len(),
+            Store::Mapped { entries, .. } => entries.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the pixels are the shared, memory-mapped cache.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.store, Store::Mapped { .. })
+    }
+
+    pub fn image(&self, i: usize) -> Option<ImageView<'_>> {
+        match &self.store {
+            Store::Decoded(v) => v.get(i).map(Cached::view),
+            Store::Mapped { map, entries } => {
+                let e = entries.get(i)?;
+                let start = e.offset as usize;
+                let len = e.width as usize * e.height as usize * 3;
+                Some(ImageView { width: e.width, height: e.height, pixels: map.get(start..start + len)? })
+            }
+        }
+    }
+}
+
 /// The stored shorter side for an image size: torchvision's 256/224 ratio.
 pub fn stored_size(image_size: u32) -> u32 {
-    ((image_size as f64) * 256.0 / 224.0).round() as u32
+    sweep_protocol::config::default_cache_short(image_size)
 }
 
 fn resize_alg() -> ResizeOptions {
@@ -250,6 +333,12 @@ pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
 /// Resizes so the shorter side is `short` (aspect kept), unless it already is.
 pub fn resize_shorter(img: &image::RgbImage, short: u32) -> Result<Cached, String> {
     let (w, h) = img.dimensions();
+    resize_view(&ImageView { width: w, height: h, pixels: img.as_raw() }, short)
+}
+
+/// [`resize_shorter`] for any decoded image.
+pub fn resize_view(img: &ImageView, short: u32) -> Result<Cached, String> {
+    let (w, h) = (img.width, img.height);
     if w == 0 || h == 0 || short == 0 {
         return Err(format!("cannot resize a {w}×{h} image to shorter side {short}"));
     }
@@ -261,56 +350,81 @@ pub fn resize_shorter(img: &image::RgbImage, short: u32) -> Result<Cached, Strin
         ));
     }
     if (nw, nh) == (w, h) {
-        return Ok(Cached { width: w, height: h, pixels: img.as_raw().clone() });
+        return Ok(Cached { width: w, height: h, pixels: img.pixels.to_vec() });
     }
-    let src = ImageRef::new(w, h, img.as_raw(), PixelType::U8x3).map_err(|e| e.to_string())?;
+    let src = ImageRef::new(w, h, img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
     let mut dst = Image::new(nw, nh, PixelType::U8x3);
     Resizer::new().resize(&src, &mut dst, &resize_alg()).map_err(|e| e.to_string())?;
     Ok(Cached { width: nw, height: nh, pixels: dst.into_vec() })
 }
 
+/// Decodes one file and resizes it so its shorter side is `short` (`None`:
+/// kept at full resolution). The one decode path of the project: the shared
+/// cache and a worker's in-memory decode both go through it, so both hold
+/// the same bytes.
+pub fn decode_one(path: &Path, short: Option<u32>) -> Result<Cached, DataError> {
+    // A decoder bug on a crafted file must not take the whole trial down
+    // without naming the file: turn a panic into this file's error.
+    std::panic::catch_unwind(|| {
+        let img = decode_rgb(path)?;
+        if let Some(short) = short {
+            return resize_shorter(&img, short).map_err(|reason| DataError::BadImage { path: path.to_path_buf(), reason });
+        }
+        let (width, height) = img.dimensions();
+        Ok(Cached { width, height, pixels: img.into_raw() })
+    })
+    .unwrap_or_else(|panic| {
+        let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(DataError::BadImage { path: path.to_path_buf(), reason: format!("the decoder crashed on this file: {msg}") })
+    })
+}
+
 /// Decodes and resizes every file of a split once, in parallel.
 pub fn load_split(files: &SplitFiles, image_size: u32, skip_bad: bool) -> Result<SplitCache, DataError> {
-    let short = stored_size(image_size);
-    let results: Vec<Result<Cached, DataError>> = files
-        .items
-        .par_iter()
-        .map(|(p, _)| {
-            // A decoder bug on a crafted file must not take the whole trial down
-            // without naming the file: turn a panic into this file's error.
-            std::panic::catch_unwind(|| {
-                let img = decode_rgb(p)?;
-                resize_shorter(&img, short).map_err(|reason| DataError::BadImage { path: p.clone(), reason })
-            })
-            .unwrap_or_else(|panic| {
-                let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-                Err(DataError::BadImage { path: p.clone(), reason: format!("the decoder crashed on this file: {msg}") })
-            })
-        })
-        .collect();
-    let mut out = SplitCache { images: Vec::new(), labels: Vec::new(), paths: Vec::new(), skipped: 0 };
+    load_split_at(files, Some(stored_size(image_size)), skip_bad)
+}
+
+/// [`load_split`] at a given stored shorter side (`None`: full resolution).
+pub fn load_split_at(files: &SplitFiles, short: Option<u32>, skip_bad: bool) -> Result<SplitCache, DataError> {
+    let results: Vec<Result<Cached, DataError>> = files.items.par_iter().map(|(p, _)| decode_one(p, short)).collect();
+    let (mut images, mut labels, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (r, (p, label)) in results.into_iter().zip(&files.items) {
         match r {
             Ok(c) => {
-                out.images.push(c);
-                out.labels.push(*label);
-                out.paths.push(p.clone());
+                images.push(c);
+                labels.push(*label);
+                paths.push(p.clone());
             }
             Err(e) if skip_bad => {
                 sweep_protocol::log!("warning: skipping {}: {e}", p.display());
-                out.skipped += 1;
+                skipped += 1;
             }
             Err(e) => return Err(e),
         }
     }
-    if out.images.is_empty() {
+    if images.is_empty() {
         return Err(DataError::Layout(format!("split {} has no readable images", files.split.name())));
     }
-    Ok(out)
+    Ok(SplitCache::decoded(images, labels, paths, skipped))
+}
+
+/// The evaluation transform into `out` (len S·S·3): torchvision's
+/// `Resize(round(S·256/224))` + `CenterCrop(S)`. From an image stored at that
+/// shorter side (the default cache size) it is the crop alone; from any
+/// other it resizes first, as torchvision does from the original.
+pub fn eval_transform(img: &ImageView, s: u32, out: &mut [u8]) -> Result<(), String> {
+    let r = stored_size(s);
+    if img.width.min(img.height) == r {
+        center_crop(img, s, out);
+        return Ok(());
+    }
+    let resized = resize_view(img, r)?;
+    center_crop(&resized.view(), s, out);
+    Ok(())
 }
 
 /// Centre crop S×S into `out` (len S·S·3).
-pub fn center_crop(img: &Cached, s: u32, out: &mut [u8]) {
+pub fn center_crop(img: &ImageView, s: u32, out: &mut [u8]) {
     let s = s.min(img.width).min(img.height);
     // torchvision rounds the offsets: int(round((h - s) / 2.0)).
     let left = ((img.width - s) as f64 / 2.0).round() as u32;
@@ -318,7 +432,7 @@ pub fn center_crop(img: &Cached, s: u32, out: &mut [u8]) {
     copy_rect(img, left, top, s, s, out);
 }
 
-fn copy_rect(img: &Cached, left: u32, top: u32, w: u32, h: u32, out: &mut [u8]) {
+fn copy_rect(img: &ImageView, left: u32, top: u32, w: u32, h: u32, out: &mut [u8]) {
     let row = (w * 3) as usize;
     for y in 0..h {
         let src_start = (((top + y) * img.width + left) * 3) as usize;
@@ -356,15 +470,15 @@ fn rrc_params(rng: &mut ChaCha8Rng, w: u32, h: u32) -> (f64, f64, f64, f64) {
 }
 
 /// The train transform for one image into `out` (len S·S·3).
-pub fn train_transform(img: &Cached, s: u32, augment: &[String], rng: &mut ChaCha8Rng, out: &mut [u8]) -> Result<(), String> {
+pub fn train_transform(img: &ImageView, s: u32, augment: &[String], rng: &mut ChaCha8Rng, out: &mut [u8]) -> Result<(), String> {
     if augment.iter().any(|a| a == "random_resized_crop") {
         let (left, top, cw, ch) = rrc_params(rng, img.width, img.height);
-        let src = ImageRef::new(img.width, img.height, &img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
-        let mut dst = Image::new(s, s, PixelType::U8x3);
+        let src = ImageRef::new(img.width, img.height, img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
+        // The crop is resized straight into the batch buffer: no copy.
+        let mut dst = Image::from_slice_u8(s, s, out, PixelType::U8x3).map_err(|e| e.to_string())?;
         Resizer::new().resize(&src, &mut dst, &resize_alg().crop(left, top, cw, ch)).map_err(|e| e.to_string())?;
-        out.copy_from_slice(dst.buffer());
     } else {
-        center_crop(img, s, out);
+        eval_transform(img, s, out)?;
     }
     if augment.iter().any(|a| a == "hflip") && rng.gen_bool(0.5) {
         let row = (s * 3) as usize;
@@ -404,23 +518,22 @@ pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String]
     let mut pixels = vec![0u8; per * idx.len()];
     pixels.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
-        let img = cache.images.get(i).ok_or("index out of range")?;
-        train_transform(img, s, augment, &mut rng, out)
+        let img = cache.image(i).ok_or("index out of range")?;
+        train_transform(&img, s, augment, &mut rng, out)
     })?;
     let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
     Ok(Batch { pixels, labels })
 }
 
-pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Batch {
+pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Result<Batch, String> {
     let per = (s * s * 3) as usize;
     let mut pixels = vec![0u8; per * idx.len()];
-    pixels.par_chunks_mut(per).zip(idx.par_iter()).for_each(|(out, &i)| {
-        if let Some(img) = cache.images.get(i) {
-            center_crop(img, s, out);
-        }
-    });
+    pixels.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
+        let img = cache.image(i).ok_or("index out of range")?;
+        eval_transform(&img, s, out)
+    })?;
     let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
-    Batch { pixels, labels }
+    Ok(Batch { pixels, labels })
 }
 
 #[cfg(test)]
@@ -491,14 +604,14 @@ mod tests {
     fn center_crop_takes_the_middle() {
         let img = cached(5, 3);
         let mut out = vec![0u8; 3 * 3 * 3];
-        center_crop(&img, 3, &mut out);
+        center_crop(&img.view(), 3, &mut out);
         // left offset = round((5-3)/2) = 1
         assert_eq!(&out[0..3], &img.pixels[3..6]);
     }
 
     #[test]
     fn train_batches_are_deterministic() {
-        let cache = SplitCache { images: vec![cached(40, 50), cached(60, 40)], labels: vec![0, 1], paths: vec![], skipped: 0 };
+        let cache = SplitCache::decoded(vec![cached(40, 50), cached(60, 40)], vec![0, 1], vec![PathBuf::new(), PathBuf::new()], 0);
         let aug = vec!["random_resized_crop".to_string(), "hflip".to_string()];
         let a = train_batch(&cache, &[1, 0], 32, &aug, 7, 1).unwrap();
         let b = train_batch(&cache, &[1, 0], 32, &aug, 7, 1).unwrap();
@@ -616,7 +729,7 @@ mod tests {
         let e = load_split(&layout.train, 32, false).unwrap_err().to_string();
         assert!(e.contains("bad.jpg") && e.contains("not an image"), "{e}");
         let c = load_split(&layout.train, 32, true).unwrap();
-        assert_eq!((c.images.len(), c.skipped), (3, 1));
+        assert_eq!((c.len(), c.skipped), (3, 1));
         assert!(c.paths.contains(&odd));
 
         // Every file of a split broken, even with skip_bad: a layout error naming the split.

@@ -6,8 +6,10 @@
 //!   resize/crop/flip on plain `u8` buffers, deterministic batches.
 //! - [`demo`]: the synthetic 12-class zodiac dataset behind `make demo`.
 //! - [`hash`]: the dataset's content hash.
+//! - [`cache`]: the shared, memory-mapped decoded-image cache.
 //!
 //! Must never depend on tch or on the database.
+pub mod cache;
 pub mod demo;
 pub mod hash;
 pub mod imagefolder;

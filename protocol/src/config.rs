@@ -7,12 +7,16 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// Whether a worker on a CUDA device turns on cuDNN's autotuner
+/// (`torch.backends.cudnn.benchmark`): it does, and `sweep show` says so.
+pub const CUDNN_BENCHMARK: bool = true;
+
 pub const BACKBONES: [&str; 6] = ["resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "vgg19_bn"];
 
 /// The sweep-file keys of `TrialConfig`, in declaration order: the one list that
 /// the spec's key check, the report columns and "which keys vary" derive from.
 /// `seed` and `pretrained` are set by `[sweep]` and `[pretrained]`, not per trial.
-pub const PARAM_KEYS: [&str; 22] = [
+pub const PARAM_KEYS: [&str; 24] = [
     "backbone",
     "lr",
     "epochs",
@@ -35,6 +39,8 @@ pub const PARAM_KEYS: [&str; 22] = [
     "max_batches",
     "betas",
     "eps",
+    "cache_size",
+    "channels_last",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +114,54 @@ pub struct TrialConfig {
     /// Adam/AdamW ε, torch's default 1e-8.
     #[serde(default = "default_eps", skip_serializing_if = "is_default_eps")]
     pub eps: f64,
+    /// The shorter side of the decoded images the trial crops from (`None`:
+    /// round(image_size·256/224), torchvision's Resize ratio), or the
+    /// original resolution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<CacheSize>,
+    /// Run the network in the channels-last memory layout (NHWC), which
+    /// tensor cores prefer under amp.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub channels_last: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// `cache_size = 292` (pixels, the shorter side) or `cache_size = "original"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CacheSize {
+    Short(u32),
+    Named(CacheSizeName),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheSizeName {
+    /// No resize at decode time: crops come from the full resolution.
+    Original,
+}
+
+impl CacheSize {
+    pub const ORIGINAL: CacheSize = CacheSize::Named(CacheSizeName::Original);
+}
+
+/// The stored shorter side for an image size: torchvision's 256/224 ratio.
+pub fn default_cache_short(image_size: u32) -> u32 {
+    ((image_size as f64) * 256.0 / 224.0).round() as u32
+}
+
+impl TrialConfig {
+    /// The shorter side the decoded images are stored at (`None`: original).
+    pub fn cache_short(&self) -> Option<u32> {
+        match self.cache_size {
+            None => Some(default_cache_short(self.image_size)),
+            Some(CacheSize::Short(s)) => Some(s),
+            Some(CacheSize::Named(CacheSizeName::Original)) => None,
+        }
+    }
 }
 
 pub fn default_betas() -> [f64; 2] {
@@ -153,6 +207,8 @@ impl Default for TrialConfig {
             pretrained: None,
             betas: default_betas(),
             eps: default_eps(),
+            cache_size: None,
+            channels_last: false,
         }
     }
 }
@@ -204,6 +260,12 @@ pub struct WorkerJob {
     /// `[sweep] metric`: which validation figure picks the best checkpoint.
     #[serde(default)]
     pub select: SelectMetric,
+    /// The dataset's content hash as the coordinator computed it. With it the
+    /// worker maps the shared decoded-image cache of (hash, cache size),
+    /// building it if it is missing; without it the worker decodes the
+    /// dataset into its own memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset_hash: Option<String>,
 }
 
 /// What picks a trial's best checkpoint (the one tested and kept).
@@ -225,13 +287,28 @@ mod tests {
     /// fields of TrialConfig (in order) but `seed` and `pretrained`.
     #[test]
     fn param_keys_are_the_config_fields() {
-        let c = TrialConfig { betas: [0.8, 0.9], eps: 1e-6, ..TrialConfig::default() };
+        let c = TrialConfig { betas: [0.8, 0.9], eps: 1e-6, cache_size: Some(CacheSize::ORIGINAL), channels_last: true, ..TrialConfig::default() };
         let v = serde_json::to_value(&c).unwrap();
         let json = serde_json::to_string(&c).unwrap();
         let mut fields: Vec<(usize, &str)> = v.as_object().unwrap().keys().map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.as_str())).collect();
         fields.sort();
         let fields: Vec<&str> = fields.into_iter().map(|(_, k)| k).filter(|k| !matches!(*k, "seed" | "pretrained")).collect();
         assert_eq!(fields, PARAM_KEYS);
+    }
+
+    #[test]
+    fn cache_size_serde_forms() {
+        let c: CacheSize = serde_json::from_str("292").unwrap();
+        assert_eq!(c, CacheSize::Short(292));
+        let o: CacheSize = serde_json::from_str(r#""original""#).unwrap();
+        assert_eq!(o, CacheSize::ORIGINAL);
+        assert_eq!(serde_json::to_string(&o).unwrap(), r#""original""#);
+        assert!(serde_json::from_str::<CacheSize>(r#""huge""#).is_err());
+        // Defaults stay out of the JSON, so trial ids do not change.
+        let j = serde_json::to_string(&TrialConfig::default()).unwrap();
+        assert!(!j.contains("cache_size") && !j.contains("channels_last"), "{j}");
+        assert_eq!(TrialConfig::default().cache_short(), Some(256));
+        assert_eq!(TrialConfig { image_size: 64, ..TrialConfig::default() }.cache_short(), Some(73));
     }
 
     #[test]

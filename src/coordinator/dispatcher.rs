@@ -76,6 +76,9 @@ struct Dispatcher {
     /// Trials told to stop by a decision, until their attempt ends.
     pruning: HashMap<String, String>,
     pruned: usize,
+    /// The dataset hash workers map the shared decoded-image cache by
+    /// (`None`: each decodes into its own memory).
+    decoded_cache: Option<String>,
 }
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
@@ -151,6 +154,10 @@ pub async fn run(
         if skipped_failed > 0 { format!(", {skipped_failed} failed: rerun with --retry-failed") } else { String::new() }
     );
 
+    // The dataset decoded once for every cache size the queued trials use,
+    // before the first of them starts.
+    let shorts = queue.iter().map(|q| q.trial.config.cache_short()).collect();
+    let decoded_cache = crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
     let (recorder, writer) = Recorder::spawn(pool.clone());
     for (d, stopped) in early_pruned {
         if d.method != "restored" {
@@ -182,6 +189,7 @@ pub async fn run(
         stopper,
         pruning: HashMap::new(),
         pruned: 0,
+        decoded_cache,
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
@@ -388,6 +396,7 @@ impl Dispatcher {
                 threads: self.threads_per_worker,
                 config: q.trial.config.clone(),
                 select: self.plan.select,
+                dataset_hash: self.decoded_cache.clone(),
             };
             let spec = LaunchSpec { log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)), job, slot: slot.clone() };
             self.progress.started(&trial, &label(&q.trial, &self.plan.varying), q.attempt, &slot.label(), q.trial.config.epochs);

@@ -24,9 +24,14 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     let e = |e: sqlx::Error| e.to_string();
     let head = queries::trial_header(pool, &trial).await.map_err(e)?;
     let mut out = String::new();
+    // What every worker sets on a CUDA device (sweep_protocol::config::CUDNN_BENCHMARK).
+    let cudnn = match head.device.as_deref() {
+        Some(d) if d.starts_with("cuda") => format!(", cudnn.benchmark {}", if sweep_protocol::config::CUDNN_BENCHMARK { "on" } else { "off" }),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "trial {trial} (sweep {}) — {}, epoch {}/{}, device {}",
+        "trial {trial} (sweep {}) — {}, epoch {}/{}, device {}{cudnn}",
         head.sweep,
         head.status,
         head.epochs_done,

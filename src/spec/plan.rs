@@ -390,6 +390,15 @@ impl Point {
                 }
             }
         }
+        if let Some(sweep_protocol::config::CacheSize::Short(n)) = c.cache_size
+            && n < c.image_size
+        {
+            return Err(err(
+                "cache_size",
+                format!("`cache_size = {n}` is smaller than image_size {}: the crops would be upsampled", c.image_size),
+                &format!("use at least {} (the default is {}), or \"original\"", c.image_size, sweep_protocol::config::default_cache_short(c.image_size)),
+            ));
+        }
         // PyTorch's AdamW default weight decay is 0.01 (SGD's and Adam's is 0).
         if c.optimizer == Optimizer::Adamw && !self.set_at.contains_key("weight_decay") {
             c.weight_decay = 0.01;
@@ -848,6 +857,15 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
             c.betas = out;
         }
         "eps" => c.eps = float(0.0, 1.0, false)?,
+        "cache_size" => {
+            use sweep_protocol::config::CacheSize;
+            c.cache_size = Some(match val {
+                Value::String(s) if s == "original" => CacheSize::ORIGINAL,
+                Value::Integer(_) => CacheSize::Short(int(32, 8192)?),
+                _ => return Err(wrong("a shorter side in pixels (e.g. 256) or \"original\"")),
+            })
+        }
+        "channels_last" => c.channels_last = boolean()?,
         _ => return Err(unknown_key(src, k)),
     }
     Ok(())
@@ -1210,6 +1228,18 @@ mod cross_checks {
         assert_eq!(err("[defaults]\noptimizer = \"adam\"\nnesterov = true\n"), "6:1: `nesterov = true` needs optimizer = \"sgd\" (this trial uses Adam)");
         assert_eq!(err("[defaults]\nmomentum = 0.0\nnesterov = true\n"), "6:1: `nesterov = true` needs `momentum` > 0");
         assert!(plan("[defaults]\nmomentum = 0.9\nnesterov = true\n").is_ok());
+    }
+
+    #[test]
+    fn cache_size_and_channels_last() {
+        let p = plan("[defaults]\ncache_size = 300\nchannels_last = true\n").unwrap();
+        assert_eq!(p.trials[0].config.cache_size, Some(sweep_protocol::config::CacheSize::Short(300)));
+        assert!(p.trials[0].config.channels_last);
+        let p = plan("[defaults]\ncache_size = \"original\"\n").unwrap();
+        assert_eq!(p.trials[0].config.cache_short(), None);
+        assert!(err("[defaults]\ncache_size = 100\n").contains("`cache_size = 100` is smaller than image_size 224"));
+        assert!(err("[defaults]\ncache_size = \"huge\"\n").contains("`cache_size` must be a shorter side in pixels"));
+        assert!(err("[defaults]\nchannels_last = 1\n").contains("`channels_last` must be true or false"));
     }
 
     #[test]

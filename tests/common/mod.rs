@@ -150,7 +150,13 @@ impl Scratch {
 
     /// `sweep --db results.db ARGS…` run in the scratch folder.
     pub fn sweep(&self, args: &[&str]) -> Sweep {
-        sweep(args).db(self.db()).current_dir(&self.root).fake_dir(self.fake_dir())
+        sweep(args).db(self.db()).current_dir(&self.root).fake_dir(self.fake_dir()).env("SWEEP_CACHE_DIR", self.decoded_cache())
+    }
+
+    /// The shared decoded-image cache of this folder's runs (`SWEEP_CACHE_DIR`),
+    /// never the user's own.
+    pub fn decoded_cache(&self) -> PathBuf {
+        self.path("decoded-cache")
     }
 
     /// `sweep --db results.db run FILE --results results/ --plain`.

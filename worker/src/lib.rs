@@ -20,7 +20,9 @@ pub mod weights;
 pub fn to_input(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch::Tensor {
     use tch::{Kind, Tensor};
     let t = Tensor::from_slice(pixels).view([n as i64, s as i64, s as i64, 3]);
-    let t = if device.is_cuda() { t.pin_memory(device).to_device_(device, Kind::Uint8, true, false) } else { t };
+    // `_pin_memory` with the device is what `pin_memory()` does without the
+    // deprecated device argument (which makes libtorch warn on every call).
+    let t = if device.is_cuda() { t.internal_pin_memory(device).to_device_(device, Kind::Uint8, true, false) } else { t };
     let t = t.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
     let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(device);
     let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(device);

@@ -77,6 +77,6 @@ pub fn preprocess(path: &Path, s: u32) -> Result<Vec<u8>, String> {
     }
     let cached = data::resize_shorter(&img, data::stored_size(s)).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = vec![0u8; (s * s * 3) as usize];
-    data::center_crop(&cached, s, &mut out);
+    data::center_crop(&cached.view(), s, &mut out);
     Ok(out)
 }

@@ -179,7 +179,10 @@ fn disk_full_hint(e: &dyn std::fmt::Display) -> &'static str {
 fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
     // tch picks the format from the extension, so the temp name must end in .safetensors.
     let tmp = path.with_extension("tmp.safetensors");
-    if let Err(e) = vs.save(&tmp) {
+    // Contiguous (NCHW) copies of channels-last weights: the file format is
+    // the same whatever layout the trial trained in.
+    let named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+    if let Err(e) = Tensor::write_safetensors(&named, &tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
     }
@@ -197,12 +200,19 @@ struct Data {
 fn load_data(job: &WorkerJob) -> Result<Data, Failure> {
     let t0 = Instant::now();
     let layout = data::scan(&job.dataset).map_err(|e| Failure::new(ErrorClass::Data, e.to_string()))?;
-    let s = job.config.image_size;
     let skip = job.config.skip_bad_images;
     let de = |e: data::DataError| Failure::new(ErrorClass::Data, e.to_string());
-    let train = data::load_split(&layout.train, s, skip).map_err(de)?;
-    let valid = data::load_split(&layout.valid, s, skip).map_err(de)?;
-    let test = data::load_split(&layout.test, s, skip).map_err(de)?;
+    let (train, valid, test) = match shared_cache(job, &layout) {
+        Some(ready) => {
+            let open = |files| sweep_dataset::cache::open_split(&ready, files, skip).map_err(de);
+            (open(&layout.train)?, open(&layout.valid)?, open(&layout.test)?)
+        }
+        None => {
+            let short = job.config.cache_short();
+            let load = |files| data::load_split_at(files, short, skip).map_err(de);
+            (load(&layout.train)?, load(&layout.valid)?, load(&layout.test)?)
+        }
+    };
     let counts = |split: &str, c: &SplitCache| {
         let mut v = vec![0usize; layout.classes.len()];
         for &l in &c.labels {
@@ -219,6 +229,28 @@ fn load_data(job: &WorkerJob) -> Result<Data, Failure> {
         decode_s: t0.elapsed().as_secs_f64(),
     })?;
     Ok(Data { layout, train: Arc::new(train), valid, test })
+}
+
+/// The shared decoded-image cache for this trial, when the coordinator sent
+/// the dataset's hash: normally built by the coordinator before the first
+/// trial, built here (under the same lock) only if it has gone missing since.
+/// A cache that cannot be built (an unwritable cache directory, a full disk)
+/// is not fatal: the worker decodes into its own memory as before.
+fn shared_cache(job: &WorkerJob, layout: &Layout) -> Option<sweep_dataset::cache::Ready> {
+    use sweep_dataset::cache;
+    let hash = job.dataset_hash.as_deref().filter(|_| cache::enabled())?;
+    let root = cache::root();
+    match cache::ensure(&root, &job.dataset, layout, hash, job.config.cache_short(), 0) {
+        Ok(ready) => {
+            let how = if ready.built { "built" } else { "mapped" };
+            sweep_protocol::log!("{how} the decoded-image cache {}", ready.dir.display());
+            Some(ready)
+        }
+        Err(e) => {
+            sweep_protocol::log!("warning: decoding into memory instead of the shared cache under {}: {e}", root.display());
+            None
+        }
+    }
 }
 
 fn panic_message(p: &(dyn Any + Send)) -> String {
@@ -303,6 +335,13 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
 fn threads(job: &WorkerJob) -> (i32, usize) {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let total = if job.threads == 0 { cores } else { job.threads as usize };
+    if tch::Cuda::is_available() {
+        // The model runs on the GPU: the host's work is mostly batch assembly
+        // (crop, resize, flip), which then sets the pace. Three quarters of
+        // the cores assemble batches; torch keeps a quarter for its host ops.
+        let torch = (total / 4).max(1);
+        return (torch as i32, total.saturating_sub(torch).max(1));
+    }
     // On few cores batch assembly is cheap next to the model: give torch every
     // core and one loader thread; from 4 cores on, set a quarter aside.
     if total >= 4 { ((total - total / 4) as i32, total / 4) } else { (total as i32, 1) }
@@ -400,7 +439,7 @@ impl<'a> Trainer<'a> {
         let _ = rayon::ThreadPoolBuilder::new().num_threads(loader_threads.max(1)).build_global();
         let device = device();
         if device.is_cuda() {
-            tch::Cuda::cudnn_set_benchmark(true);
+            tch::Cuda::cudnn_set_benchmark(sweep_protocol::config::CUDNN_BENCHMARK);
         }
         send(WorkerMessage::Hello {
             protocol: sweep_protocol::message::PROTOCOL_VERSION,
@@ -414,9 +453,12 @@ impl<'a> Trainer<'a> {
         tch::manual_seed(cfg.seed as i64);
         let data = load_data(job)?;
         let (vs, net) = build_model(cfg, device, data.layout.classes.len() as i64)?;
+        if cfg.channels_last {
+            to_channels_last(&vs);
+        }
         let opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(cfg), cfg.lr).map_err(|m| Failure::new(ErrorClass::Config, m))?;
         std::fs::create_dir_all(&job.out_dir).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot create {}: {e}", job.out_dir.display())))?;
-        let mut batches_per_epoch = data.train.images.len().div_ceil(cfg.batch_size.max(1) as usize);
+        let mut batches_per_epoch = data.train.len().div_ceil(cfg.batch_size.max(1) as usize);
         if cfg.max_batches > 0 {
             batches_per_epoch = batches_per_epoch.min(cfg.max_batches as usize);
         }
@@ -506,7 +548,7 @@ impl<'a> Trainer<'a> {
         let (s, seed) = (cfg.image_size, cfg.seed);
         let cache = Arc::clone(&self.data.train);
         let augment = cfg.augment.clone();
-        let order = data::epoch_order(cache.images.len(), seed, epoch);
+        let order = data::epoch_order(cache.len(), seed, epoch);
         let rx =
             spawn_loader(order, cfg.batch_size as usize, self.batches_per_epoch, epoch, move |idx| data::train_batch(&cache, idx, s, &augment, seed, epoch));
         let mut epoch_run = Running::new();
@@ -583,7 +625,7 @@ impl<'a> Trainer<'a> {
                      ({name} became NaN): batch_size {} leaves one of the {} training images over; choose another batch_size \
                      (or max_batches), or a larger image_size",
                     self.cfg.batch_size,
-                    self.data.train.images.len()
+                    self.data.train.len()
                 ),
             )),
         }
@@ -594,7 +636,7 @@ impl<'a> Trainer<'a> {
     fn end_epoch(&mut self, epoch: u32, train: Running) -> Result<(), Failure> {
         let train_secs = train.since.elapsed().as_secs_f64();
         let cfg = self.cfg;
-        let val = evaluate(&self.net, &self.data.valid, cfg.image_size, cfg.batch_size as usize, self.device, false);
+        let val = evaluate(&self.net, &self.data.valid, cfg.image_size, cfg.batch_size as usize, self.device, false)?;
         if !val.loss.is_finite() {
             return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
         }
@@ -665,7 +707,7 @@ impl<'a> Trainer<'a> {
             self.vs.load(best).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot load {}: {e}", best.display())))?;
         }
         let cfg = self.cfg;
-        let test = evaluate(&self.net, &self.data.test, cfg.image_size, cfg.batch_size as usize, self.device, true);
+        let test = evaluate(&self.net, &self.data.test, cfg.image_size, cfg.batch_size as usize, self.device, true)?;
         let classes = &self.data.layout.classes;
         let k = classes.len();
         let mut matrix = vec![vec![0u64; k]; k];
@@ -735,6 +777,21 @@ fn build_model(cfg: &TrialConfig, device: Device, classes: i64) -> Result<(nn::V
         }
     }
     Ok((vs, net))
+}
+
+/// Gives every 4-d variable (convolution weights) channels-last strides, as
+/// `model.to(memory_format=torch.channels_last)` does; the inputs already
+/// arrive channels-last (an NHWC buffer viewed as NCHW), so convolutions run
+/// in NHWC (tensor cores under amp) without layout conversions.
+fn to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let cl = v.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+                v.set_data(&cl);
+            }
+        }
+    })
 }
 
 fn lr_at(cfg: &TrialConfig, epoch: u32) -> f64 {
@@ -910,15 +967,15 @@ pub struct Eval {
     pub probs: Vec<f64>,
 }
 
-pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device, keep: bool) -> Eval {
+pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device, keep: bool) -> Result<Eval, Failure> {
     tch::no_grad(|| {
-        let n = split.images.len();
+        let n = split.len();
         let (mut loss, mut correct) = (0.0, 0i64);
         let mut preds = Vec::new();
         let mut probs = Vec::new();
         let idx: Vec<usize> = (0..n).collect();
         for chunk in idx.chunks(bs.max(1)) {
-            let b = data::eval_batch(split, chunk, s);
+            let b = data::eval_batch(split, chunk, s).map_err(|m| Failure::new(ErrorClass::Data, m))?;
             let xs = to_input(&b.pixels, chunk.len(), s, device);
             let ys = Tensor::from_slice(&b.labels).to_device(device);
             let logits = net.forward_t(&xs, false).to_kind(Kind::Float);
@@ -931,7 +988,7 @@ pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device
                 probs.extend(Vec::<f64>::try_from(p.to_kind(Kind::Double)).unwrap_or_default());
             }
         }
-        Eval { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, preds, probs }
+        Ok(Eval { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, preds, probs })
     })
 }
 

@@ -42,7 +42,16 @@ struct Run {
 }
 
 fn run(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> Run {
-    let job = WorkerJob { trial: "t".into(), sweep: "s".into(), dataset: data.to_path_buf(), out_dir: out.to_path_buf(), threads: 1, config, select };
+    let job = WorkerJob {
+        trial: "t".into(),
+        sweep: "s".into(),
+        dataset: data.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        threads: 1,
+        config,
+        select,
+        dataset_hash: None,
+    };
     let out = Command::new(WORKER).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
     let messages = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
     Run { messages, ok: out.status.success(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }

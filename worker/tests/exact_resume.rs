@@ -49,6 +49,7 @@ fn job(data: &Path, out: &Path, optimizer: Optimizer) -> String {
         threads: 1,
         config,
         select: Default::default(),
+        dataset_hash: None,
     };
     serde_json::to_string(&job).unwrap()
 }

@@ -207,6 +207,7 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
             ..TrialConfig::default()
         },
         select: SelectMetric::ValAccuracy,
+        dataset_hash: None,
     };
     let out = Command::new(WORKER).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
