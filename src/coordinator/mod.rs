@@ -7,6 +7,8 @@ pub mod dispatcher;
 pub mod launcher;
 pub mod lock;
 pub mod progress;
+pub mod proposer;
+pub mod sampler;
 pub mod stopping;
 #[cfg(test)]
 mod tests;

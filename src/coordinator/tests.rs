@@ -106,6 +106,7 @@ fn plan(trials: &[&str], retries: u32) -> SweepPlan {
         resources: Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries, oom_retry_halve_batch: true },
         trials: trials.iter().map(|id| PlannedTrial { id: id.to_string(), config: TrialConfig { batch_size: 32, ..TrialConfig::default() } }).collect(),
         varying: vec![],
+        search: None,
     }
 }
 

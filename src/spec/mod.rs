@@ -6,6 +6,7 @@
 pub mod id;
 pub mod plan;
 pub mod raw;
+pub mod search;
 
 pub use plan::{GpuSelection, METRICS, PARAM_KEYS, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan, load};
 pub use raw::SpecError;

@@ -66,6 +66,44 @@ pub trait AttemptControl: Send + Sync {
     fn kill(&self);
     /// The OS process id, when there is one (recorded in `attempts.pid`).
     fn pid(&self) -> Option<u32>;
+    /// Lines to the worker's stdin (protocol 2: early-stopping `stop`), when
+    /// the launcher has a pipe to it. Without one, the dispatcher falls back
+    /// on `terminate`.
+    fn stdin(&self) -> Option<&StdinLines> {
+        None
+    }
+}
+
+/// The coordinator → worker line channel of one attempt. Any launcher that
+/// spawns a child process with a piped stdin (the local one; `srun`, which
+/// forwards its stdin to the task) provides it with
+/// `StdinLines::spawn(child.stdin.take()?)`: a task writes each line and
+/// flushes, so the dispatcher never blocks on a slow or dead pipe.
+#[derive(Clone)]
+pub struct StdinLines {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl StdinLines {
+    /// Must be called inside the tokio runtime (`Launcher::start` is).
+    pub fn spawn<W: tokio::io::AsyncWrite + Send + Unpin + 'static>(mut w: W) -> StdinLines {
+        use tokio::io::AsyncWriteExt;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(mut line) = rx.recv().await {
+                line.push('\n');
+                if w.write_all(line.as_bytes()).await.is_err() || w.flush().await.is_err() {
+                    break; // the worker is gone; its exit is reported elsewhere
+                }
+            }
+        });
+        StdinLines { tx }
+    }
+
+    /// Queues one line (without its newline); false when the pipe is known closed.
+    pub fn send(&self, line: String) -> bool {
+        self.tx.send(line).is_ok()
+    }
 }
 
 /// One started attempt.
