@@ -99,7 +99,27 @@ fn dry_run_table(plan: &crate::spec::SweepPlan) -> String {
     }
     let mut t = b.build();
     t.with(tabled::settings::Style::rounded());
-    format!("sweep {} — {} trials planned (dry run: nothing written or launched)\n{t}\n", plan.name, plan.trials.len())
+    let mut out = format!("sweep {} — {} trials planned (dry run: nothing written or launched)\n{t}\n", plan.name, plan.trials.len());
+    if let Some(space) = &plan.search {
+        out.push_str(&tpe_space_text(space));
+    }
+    out
+}
+
+/// `[random] sampler = "tpe"`: what `--dry-run` says beyond the startup draws.
+fn tpe_space_text(space: &crate::spec::search::SearchSpace) -> String {
+    let per_point = space.seed_count();
+    let mut out = format!(
+        "sampler tpe: {} random startup draws (above), then {} points proposed while the sweep runs ({per_point} trial{} each, one per seed), over:\n",
+        space.startup,
+        space.samples - space.startup,
+        if per_point == 1 { "" } else { "s" }
+    );
+    let w = space.dims.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, d) in &space.dims {
+        out.push_str(&format!("  {k:<w$}  {}\n", d.describe()));
+    }
+    out
 }
 
 pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {

@@ -21,7 +21,11 @@ set. This script parses the job, then behaves as FAKE_MODE says:
                  epoch FAKE_PLATEAU when set), one epoch
                  every FAKE_EPOCH_S seconds (default 0.2); SIGTERM is handled
                  as in term_ok; resumes after the epochs listed in
-                 out_dir/fake_epochs (one line per finished epoch)
+                 out_dir/fake_epochs (one line per finished epoch); reads
+                 protocol-2 lines on stdin: on {"type":"stop","after_epoch":e}
+                 it stops at the next step boundary, appends
+                 `stopline <trial> <e> <epochs done>` to FAKE_DIR/events, tests
+                 when the line says "test": true, sends `done` and exits 0
 
 Other environment variables (all optional):
 
@@ -33,10 +37,12 @@ Other environment variables (all optional):
                  lines (proves N workers ran at once); exit 1 on FAKE_TIMEOUT
   FAKE_STEPS     train_step messages per epoch (default 3)
   FAKE_TIMEOUT   seconds any wait gives up after (default 30)
-  FAKE_PROTOCOL  the protocol version `hello` claims (default 1)
+  FAKE_PROTOCOL  the protocol version `hello` claims (default 2)
   FAKE_FAST_RESUME  curve mode: an attempt that resumes runs its epochs
                  without FAKE_EPOCH_S sleeps (a first attempt too slow for
                  a time limit, a retry that fits in it)
+  FAKE_IGNORE_STDIN  1: curve mode does not read stdin (a worker deaf to
+                 stop lines: the coordinator's SIGTERM fallback stops it)
 
 Python 3 standard library only.
 """
@@ -44,6 +50,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 
 MODE = os.environ.get("FAKE_MODE", "ok")
@@ -54,6 +61,34 @@ BARRIER = int(os.environ.get("FAKE_BARRIER", "0"))
 RESUMED = False  # curve mode: this attempt continues after earlier epochs
 
 CLASSES = ["a", "b"]
+
+# Set by the stdin reader thread: {"after_epoch": e, "test": bool}.
+STOP_LINE = {}
+EPOCHS_DONE = [0]
+
+
+def read_stdin():
+    for line in sys.stdin:
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            log("ignored stdin line %r" % line[:80])
+            continue
+        if isinstance(msg, dict) and msg.get("type") == "stop":
+            STOP_LINE.update(after_epoch=int(msg["after_epoch"]), test=bool(msg.get("test", False)))
+
+
+def check_stop(job):
+    """At a step boundary: honour a stop line (test if asked, done, exit 0)."""
+    if not STOP_LINE:
+        return
+    trial = job["trial"]
+    event("stopline", trial, STOP_LINE["after_epoch"], EPOCHS_DONE[0])
+    if STOP_LINE["test"]:
+        test_results(EPOCHS_DONE[0])
+    emit("done", epochs=EPOCHS_DONE[0], wall_s=0.1, images_per_s=100.0, best_val_accuracy=0.5)
+    event("end", trial, os.getpid(), "stopped", time.monotonic())
+    sys.exit(0)
 
 
 def log(text):
@@ -120,7 +155,7 @@ def hello(job):
     cuda = os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
     emit(
         "hello",
-        protocol=int(os.environ.get("FAKE_PROTOCOL", "1")),
+        protocol=int(os.environ.get("FAKE_PROTOCOL", "2")),
         trial=job["trial"],
         pid=os.getpid(),
         libtorch="fake",
@@ -144,6 +179,10 @@ def epoch(job, e):
     """One epoch of train_step messages, an epoch summary and a checkpoint."""
     lr = float(job["config"]["lr"])
     for b in range(1, STEPS + 1):
+        if MODE == "curve":
+            check_stop(job)
+            if not (RESUMED and os.environ.get("FAKE_FAST_RESUME")):
+                time.sleep(float(os.environ.get("FAKE_EPOCH_S", "0.2")) / STEPS)
         step = (e - 1) * STEPS + b
         emit("train_step", epoch=e, batch=b, step=step, loss=1.0 / step, accuracy=0.5, lr=lr, images_per_s=100.0)
     acc = min(1.0, 0.4 + 0.1 * e)
@@ -151,8 +190,6 @@ def epoch(job, e):
         ceiling = min(0.99, 10.0 * float(job["config"]["lr"]))
         plateau = int(os.environ.get("FAKE_PLATEAU", "0"))
         acc = ceiling * (1.0 - 0.5 ** (min(e, plateau) if plateau else e))
-        if not (RESUMED and os.environ.get("FAKE_FAST_RESUME")):
-            time.sleep(float(os.environ.get("FAKE_EPOCH_S", "0.2")))
     emit(
         "epoch",
         epoch=e,
@@ -169,12 +206,10 @@ def epoch(job, e):
         os.makedirs(job["out_dir"], exist_ok=True)
         with open(os.path.join(job["out_dir"], "fake_epochs"), "a") as f:
             f.write("%d\n" % e)
+    EPOCHS_DONE[0] = e
 
 
-def finish(job, first_epoch=1):
-    epochs = int(job["config"]["epochs"])
-    for e in range(first_epoch, epochs + 1):
-        epoch(job, e)
+def test_results(epoch):
     emit(
         "test",
         loss=0.5,
@@ -184,9 +219,18 @@ def finish(job, first_epoch=1):
             {"class": "a", "correct": 3, "total": 4, "accuracy": 0.75},
             {"class": "b", "correct": 3, "total": 4, "accuracy": 0.75},
         ],
-        epoch=epochs,
+        epoch=epoch,
     )
     emit("confusion", classes=CLASSES, matrix=[[3, 1], [1, 3]])
+
+
+def finish(job, first_epoch=1):
+    epochs = int(job["config"]["epochs"])
+    for e in range(first_epoch, epochs + 1):
+        epoch(job, e)
+    if MODE == "curve":
+        check_stop(job)
+    test_results(epochs)
     emit(
         "misclassified",
         items=[
@@ -223,6 +267,8 @@ def main():
 
     global RESUMED
     RESUMED = MODE == "curve" and os.path.exists(os.path.join(job["out_dir"], "fake_epochs"))
+    if MODE == "curve" and os.environ.get("FAKE_IGNORE_STDIN") != "1":
+        threading.Thread(target=read_stdin, daemon=True).start()
     event("start", trial, pid, os.environ.get("CUDA_VISIBLE_DEVICES") or "-", time.monotonic())
     if BARRIER:
         wait_for(lambda: start_lines() >= BARRIER, "%d start lines" % BARRIER)
@@ -269,6 +315,7 @@ def main():
         try:
             with open(os.path.join(job["out_dir"], "fake_epochs")) as f:
                 first = max(int(x) for x in f.read().split()) + 1
+            EPOCHS_DONE[0] = first - 1
         except (OSError, ValueError):
             pass
     finish(job, first_epoch=first)

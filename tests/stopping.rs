@@ -145,3 +145,38 @@ fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
     );
     assert_eq!(query(dir.path(), "SELECT count(*) FROM decisions"), ["10"]);
 }
+
+/// Protocol 2: a pruned worker is told so on its stdin while it trains on; it
+/// stops at the next step boundary and exits 0 (no signal), and with
+/// `test_pruned = true` it tests its best checkpoint first.
+#[test]
+fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
+    let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3\ntest_pruned = true");
+    let out = command(dir.path(), "0.02").env("FAKE_DIR", dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"), ["done|1", "pruned|8"]);
+    // Stopped by the line, not by SIGTERM: a clean exit, classed pruned.
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT DISTINCT a.exit_code, a.signal IS NULL, a.error_class FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.status = 'pruned'"
+        ),
+        ["0|1|pruned"]
+    );
+    let events = std::fs::read_to_string(dir.path().join("events")).unwrap();
+    let stoplines: Vec<&str> = events.lines().filter(|l| l.starts_with("stopline ")).collect();
+    assert_eq!(stoplines.len(), 8, "{events}");
+    // Each was asked to stop after epoch 1 (rung 0) and had trained at least that far.
+    assert!(stoplines.iter().all(|l| l.split(' ').nth(2) == Some("1") && l.split(' ').nth(3).unwrap().parse::<u32>().unwrap() >= 1), "{events}");
+    assert!(!events.lines().any(|l| l.starts_with("term ")), "no worker needed SIGTERM: {events}");
+    // test_pruned: every trial has test results, the pruned ones included.
+    assert_eq!(query(dir.path(), "SELECT count(*) FROM trials t JOIN test_results r ON r.trial_id = t.id WHERE t.status = 'pruned'"), ["8"]);
+    let pruned = query(dir.path(), "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1").remove(0);
+    let show = Command::new(BIN).args(["--db", "r.db", "show", &pruned]).current_dir(dir.path()).output().unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(show.contains("test (best-validation checkpoint") && !show.contains("not tested"), "{show}");
+    // `sweep report` says where each pruned trial was stopped.
+    let report = Command::new(BIN).args(["--db", "r.db", "report"]).current_dir(dir.path()).output().unwrap();
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert_eq!(report.matches("pruned at epoch ").count(), 8, "{report}");
+}

@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: the coordinator writes `CoordinatorMessage` lines on the worker's stdin
+/// (a worker must stop on `stop`; a version-1 worker would train on).
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Longest line the coordinator accepts; longer lines are rejected, not buffered forever.
 pub const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
@@ -416,4 +418,28 @@ mod proptests {
             assert!(parse_line(&line).is_err());
         }
     }
+}
+
+/// A line from the coordinator on the worker's **stdin** (protocol 2), one
+/// JSON object per line. The worker reads them on a thread of its own and
+/// never waits for one; unknown or malformed lines are logged and ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CoordinatorMessage {
+    /// Early stopping decided after `after_epoch`: stop at the next batch
+    /// boundary (the last committed epoch checkpoint is kept), test the best
+    /// checkpoint when `test` is true, send `done` and exit 0.
+    Stop {
+        after_epoch: u32,
+        #[serde(default)]
+        test: bool,
+    },
+}
+
+/// Parses one stdin line from the coordinator. Never panics.
+pub fn parse_coordinator_line(line: &str) -> Result<CoordinatorMessage, ProtocolError> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(ProtocolError::TooLong(line.len()));
+    }
+    serde_json::from_str(line.trim_end()).map_err(|e| ProtocolError::Malformed(e.to_string()))
 }

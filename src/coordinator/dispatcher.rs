@@ -11,6 +11,7 @@ use super::attempt::{self, AttemptResult};
 use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest};
 use super::lock::lock_sweep;
 use super::progress::Progress;
+use super::proposer::Proposer;
 use super::retention;
 use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
@@ -51,7 +52,13 @@ pub(super) enum Event {
 struct Running {
     control: Option<Arc<dyn AttemptControl>>,
     queued: Queued,
+    /// The last epoch the worker reported (a pruned worker that ends with
+    /// `done` before its last epoch stopped early; at its last, it finished).
+    last_epoch: u32,
 }
+
+/// A worker sent a `stop` line but still runs after this long: SIGTERM.
+const STOP_LINE_GRACE: Duration = Duration::from_secs(120);
 
 /// Run state, owned by one task.
 struct Dispatcher {
@@ -79,6 +86,13 @@ struct Dispatcher {
     /// The dataset hash workers map the shared decoded-image cache by
     /// (`None`: each decodes into its own memory).
     decoded_cache: Option<String>,
+    /// Trials sent a `stop` line, and when (SIGTERM once STOP_LINE_GRACE is over).
+    stop_sent: HashMap<String, Instant>,
+    /// `[random] sampler = "tpe"`: proposes the next point when a slot frees.
+    proposer: Option<Proposer>,
+    /// Trials proposed during this run.
+    proposed: usize,
+    sweep_id: i64,
 }
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
@@ -102,7 +116,7 @@ fn slot_request(plan: &SweepPlan) -> SlotRequest {
 
 /// Runs (or resumes) every trial of `plan` through `launcher`.
 pub async fn run(
-    plan: SweepPlan,
+    mut plan: SweepPlan,
     opts: RunOptions,
     launcher: Arc<dyn Launcher>,
     pool: sqlx::SqlitePool,
@@ -123,6 +137,7 @@ pub async fn run(
     };
     let (sweep_id, states) = recorder::register(&pool, &new).await.map_err(|e| RunError::Store(e.to_string()))?;
     let state: HashMap<String, recorder::TrialState> = states.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let (proposer, startup_rows) = restore_proposer(&mut plan, &pool, sweep_id).await?;
     let (mut queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
     let mut early_pruned = Vec::new();
     let stopper = match plan.stopping.active() {
@@ -159,6 +174,9 @@ pub async fn run(
     let shorts = queue.iter().map(|q| q.trial.config.cache_short()).collect();
     let decoded_cache = crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
     let (recorder, writer) = Recorder::spawn(pool.clone());
+    for row in startup_rows {
+        recorder.send(StoreEvent::Proposal(Box::new(row)));
+    }
     for (d, stopped) in early_pruned {
         if d.method != "restored" {
             recorder.send(StoreEvent::Decision(decision_row(&d, &plan)));
@@ -170,8 +188,9 @@ pub async fn run(
     let (events, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ran = queue.len();
+    let to_propose = proposer.as_ref().map(|p| p.remaining() * p.seeds()).unwrap_or(0);
     let mut d = Dispatcher {
-        progress: Progress::new(queue.len(), opts.plain),
+        progress: Progress::new(queue.len() + to_propose, opts.plain),
         plan,
         opts,
         launcher,
@@ -190,11 +209,21 @@ pub async fn run(
         pruning: HashMap::new(),
         pruned: 0,
         decoded_cache,
+        stop_sent: HashMap::new(),
+        proposer,
+        proposed: 0,
+        sweep_id,
     };
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
     loop {
+        if d.propose_ready() {
+            // Written before any of its trials starts: a resumed sweep continues this sequence.
+            if let Err(e) = d.recorder.flush().await {
+                d.on_db_error(e);
+            }
+        }
         d.start_ready(&stop_rx);
         if d.running.is_empty() && (d.queue.is_empty() || d.stopping) {
             break;
@@ -206,11 +235,32 @@ pub async fn run(
             _ = sigint.recv() => d.on_interrupt(),
             _ = sigterm.recv() => d.on_interrupt(),
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => d.on_grace_over(),
-            _ = heartbeat.tick() => d.recorder.send(StoreEvent::Heartbeat { sweep_id }),
+            _ = heartbeat.tick() => {
+                d.recorder.send(StoreEvent::Heartbeat { sweep_id });
+                d.stop_lines_overdue();
+            }
             e = recorder.failed(), if d.db_error.is_none() => d.on_db_error(e),
         }
     }
+    let ran = ran + d.proposed;
     d.finish(sweep_id, ran, skipped, writer).await
+}
+
+/// `[random] sampler = "tpe"`: the proposals a previous run made join the
+/// plan (their trials resume like planned ones), and the proposer is rebuilt
+/// with the validation results so far. Also returns the startup draws as the
+/// sequence's first rows (written once; a rerun ignores them).
+async fn restore_proposer(plan: &mut SweepPlan, pool: &sqlx::SqlitePool, sweep_id: i64) -> Result<(Option<Proposer>, Vec<recorder::ProposalRow>), RunError> {
+    let Some(space) = plan.search.clone() else { return Ok((None, vec![])) };
+    let store = |e: sqlx::Error| RunError::Store(e.to_string());
+    let recorded: Vec<(i64, Vec<f64>)> = crate::store::proposals::of_sweep(pool, sweep_id).await.map_err(store)?.into_iter().map(|(k, _, c)| (k, c)).collect();
+    let (mut proposer, resumed) = Proposer::new(space, plan.select, &plan.trials, &recorded).map_err(RunError::Store)?;
+    let startup = proposer.startup_rows(sweep_id, &plan.trials);
+    plan.trials.extend(resumed);
+    for (trial, epoch, value) in crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name()).await.map_err(store)? {
+        proposer.observe_metric(&trial, epoch as u32, value);
+    }
+    Ok((Some(proposer), startup))
 }
 
 /// Which planned trials to run: all but the done ones (and the failed ones
@@ -383,6 +433,24 @@ fn explain(d: &Decision) -> String {
 }
 
 impl Dispatcher {
+    /// TPE: proposes a point for every slot the queue cannot fill, and queues
+    /// its trials. True when something was proposed (the caller commits it
+    /// before anything starts).
+    fn propose_ready(&mut self) -> bool {
+        let Some(p) = self.proposer.as_mut() else { return false };
+        let mut any = false;
+        while !self.stopping && self.free.len() > self.queue.len() {
+            let Some(prop) = p.propose(self.sweep_id) else { break };
+            self.recorder.send(StoreEvent::Proposal(Box::new(prop.row)));
+            for t in prop.trials {
+                self.queue.push_back(Queued { trial: t, attempt: 1, tries: 0, delay: Duration::ZERO });
+                self.proposed += 1;
+            }
+            any = true;
+        }
+        any
+    }
+
     /// Starts queued trials on free slots (nothing once stopping).
     fn start_ready(&mut self, stop_rx: &watch::Receiver<bool>) {
         while !self.stopping && !self.free.is_empty() && !self.queue.is_empty() {
@@ -409,7 +477,7 @@ impl Dispatcher {
                 attempt::Policy { attempt: q.attempt, delay: q.delay, timeout: self.plan.resources.timeout },
                 stop_rx.clone(),
             ));
-            self.running.insert(trial, Running { control: None, queued: q });
+            self.running.insert(trial, Running { control: None, queued: q, last_epoch: 0 });
         }
     }
 
@@ -418,6 +486,12 @@ impl Dispatcher {
             Event::Started { trial, control } => self.on_started(trial, control),
             Event::Message { trial, msg } => {
                 if let WorkerMessage::Epoch { epoch, val_accuracy, val_loss, .. } = &msg {
+                    if let Some(r) = self.running.get_mut(&trial) {
+                        r.last_epoch = r.last_epoch.max(*epoch);
+                    }
+                    if let Some(p) = self.proposer.as_mut() {
+                        p.observe(&trial, *epoch, *val_accuracy, *val_loss);
+                    }
                     self.judge(&trial, *epoch, *val_accuracy, *val_loss);
                 }
                 self.progress.message(&trial, &msg);
@@ -439,19 +513,22 @@ impl Dispatcher {
 
     fn on_finished(&mut self, trial: String, slot: Slot, mut result: AttemptResult) {
         self.free.push(slot);
-        let Some(Running { queued: mut q, .. }) = self.running.remove(&trial) else { return };
+        let Some(Running { queued: mut q, last_epoch, .. }) = self.running.remove(&trial) else { return };
+        self.stop_sent.remove(&trial);
         q.tries += 1;
         // A worker we signalled to stop did not crash: it was interrupted.
         if self.stopping && !result.done && result.class == Some(FailureClass::Crash) && result.exit.signal.is_some() {
             result.class = Some(FailureClass::Interrupted);
             result.message = Some(format!("stopped by signal {} on interrupt", result.exit.signal.unwrap_or(0)));
         }
-        let pruned_by = self.pruning.remove(&trial);
-        if let (Some(why), false) = (&pruned_by, result.succeeded()) {
+        // A worker told to stop ends cleanly (`done`, exit 0) before its last
+        // epoch, or by SIGTERM; one that reached its last epoch first finished.
+        let pruned_by = self.pruning.remove(&trial).filter(|_| !(result.succeeded() && last_epoch >= q.trial.config.epochs));
+        if let Some(why) = &pruned_by {
             result.class = Some(FailureClass::Pruned);
             result.message = Some(why.clone());
         }
-        let status = if result.succeeded() {
+        let status = if result.succeeded() && pruned_by.is_none() {
             TrialStatus::Done
         } else if pruned_by.is_some() {
             self.pruned += 1;
@@ -517,6 +594,9 @@ impl Dispatcher {
     fn judge(&mut self, trial: &str, epoch: u32, val_accuracy: f64, val_loss: f64) {
         let Some(stopper) = self.stopper.as_mut() else { return };
         let Some(r) = self.running.get(trial) else { return };
+        if self.pruning.contains_key(trial) {
+            return; // told to stop already: epochs it trains meanwhile are not judged again
+        }
         let value = match stopper.metric() {
             SelectMetric::ValAccuracy => val_accuracy,
             SelectMetric::ValLoss => val_loss,
@@ -529,9 +609,33 @@ impl Dispatcher {
             let why = explain(d);
             self.progress.warn(&format!("trial {trial}: {why}"));
             if let Some(c) = &r.control {
-                c.terminate();
+                // Protocol 2: a `stop` line on the worker's stdin (it keeps
+                // training until it reads it, and never waits for a verdict);
+                // SIGTERM where the launcher has no pipe to the worker.
+                let line = serde_json::to_string(&sweep_protocol::CoordinatorMessage::Stop { after_epoch: epoch, test: self.plan.stopping.test_pruned })
+                    .unwrap_or_default();
+                match c.stdin() {
+                    Some(s) if s.send(line) => {
+                        self.stop_sent.insert(trial.to_string(), Instant::now());
+                    }
+                    _ => c.terminate(),
+                }
             }
             self.pruning.insert(trial.to_string(), why);
+        }
+    }
+
+    /// Workers that were sent a `stop` line long ago and still run: SIGTERM
+    /// (a worker that does not read its stdin still stops).
+    fn stop_lines_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<String> = self.stop_sent.iter().filter(|(_, t)| now.duration_since(**t) > STOP_LINE_GRACE).map(|(k, _)| k.clone()).collect();
+        for trial in overdue {
+            self.stop_sent.remove(&trial);
+            if let Some(c) = self.running.get(&trial).and_then(|r| r.control.as_ref()) {
+                self.progress.warn(&format!("trial {trial}: no stop after {}s of the stop line; sending SIGTERM", STOP_LINE_GRACE.as_secs()));
+                c.terminate();
+            }
         }
     }
 

@@ -7,7 +7,9 @@ pub mod dispatcher;
 pub mod launcher;
 pub mod lock;
 pub mod progress;
+pub mod proposer;
 pub mod retention;
+pub mod sampler;
 pub mod stopping;
 #[cfg(test)]
 mod tests;

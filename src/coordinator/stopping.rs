@@ -288,7 +288,7 @@ mod tests {
     use super::*;
 
     fn cfg(method: StopMethod, min_epochs: u32, reduction: u32, patience: Option<u32>) -> Stopping {
-        Stopping { method, metric: SelectMetric::ValAccuracy, min_epochs, reduction, patience }
+        Stopping { method, metric: SelectMetric::ValAccuracy, min_epochs, reduction, patience, test_pruned: false }
     }
 
     #[test]

@@ -107,6 +107,7 @@ fn plan(trials: &[&str], retries: u32) -> SweepPlan {
         trials: trials.iter().map(|id| PlannedTrial { id: id.to_string(), config: TrialConfig { batch_size: 32, ..TrialConfig::default() } }).collect(),
         varying: vec![],
         slurm: None,
+        search: None,
     }
 }
 

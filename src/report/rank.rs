@@ -162,11 +162,20 @@ fn human_rows(r: &Report) -> Vec<Vec<String>> {
                 row.epochs.to_string(),
                 num(row.wall_s, 1),
                 num(row.images_per_s, 1),
-                row.status.to_string(),
+                status_text(row),
             ]);
             v
         })
         .collect()
+}
+
+/// A pruned trial says where early stopping left it (its `val acc` is the
+/// best it reached by then).
+fn status_text(row: &ReportRow) -> String {
+    match row.status {
+        crate::store::TrialStatus::Pruned => format!("pruned at epoch {}", row.epochs),
+        s => s.to_string(),
+    }
 }
 
 pub fn render(r: &Report, format: &str) -> Result<String, String> {

@@ -105,7 +105,7 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
     let Some(test) = queries::test_result(pool, &trial).await.map_err(e)? else {
         let pruned = decisions.iter().find(|d| d.action == "stop");
         let _ = match pruned {
-            Some(d) => writeln!(out, "\npruned by {} at epoch {}: not tested (a pruned trial has no test results)", d.method, d.epoch),
+            Some(d) => writeln!(out, "\npruned by {} at epoch {}: not tested (`test_pruned = true` in [stopping] tests pruned trials)", d.method, d.epoch),
             None => writeln!(out, "\nno test results yet"),
         };
         return Ok(out);

@@ -6,6 +6,7 @@
 pub mod id;
 pub mod plan;
 pub mod raw;
+pub mod search;
 pub mod slurm;
 
 pub use plan::{GpuSelection, Keep, METRICS, PARAM_KEYS, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan, load};

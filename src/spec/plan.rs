@@ -62,11 +62,13 @@ pub struct Stopping {
     pub reduction: u32,
     /// Stop a trial after this many epochs without improving its best.
     pub patience: Option<u32>,
+    /// Test pruned trials too (on their best checkpoint); default false.
+    pub test_pruned: bool,
 }
 
 impl Stopping {
     pub fn none(metric: SelectMetric) -> Stopping {
-        Stopping { method: StopMethod::None, metric, min_epochs: 1, reduction: 3, patience: None }
+        Stopping { method: StopMethod::None, metric, min_epochs: 1, reduction: 3, patience: None, test_pruned: false }
     }
 
     pub fn active(&self) -> bool {
@@ -157,6 +159,9 @@ pub struct SweepPlan {
     pub varying: Vec<String>,
     /// `launcher = "slurm"` and its `[slurm]` table; None: the local launcher.
     pub slurm: Option<super::slurm::SlurmSpec>,
+    /// `[random] sampler = "tpe"`: the space the coordinator proposes the
+    /// points after the startup draws (`trials`) in.
+    pub search: Option<super::search::SearchSpace>,
 }
 
 pub fn load(path: &Path) -> Result<SweepPlan, SpecError> {
@@ -181,9 +186,9 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         base.set(src, k, v)?;
     }
     let axes = grid_axes(src, &raw, &base)?;
-    let random_draws = match &raw.random {
-        Some(r) => random_samples(src, r, &header.name, &base.config)?,
-        None => vec![vec![]],
+    let (random_draws, tpe) = match &raw.random {
+        Some(r) => tpe_or_random(src, &raw, r, &header, &pretrained, &base)?,
+        None => (vec![vec![]], None),
     };
     check_size(src, &raw, &axes, random_draws.len(), header.seeds.len())?;
     let points = expand(src, &raw, &base, &axes, &random_draws)?;
@@ -216,7 +221,61 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         trials,
         varying,
         slurm,
+        search: tpe,
     })
+}
+
+/// `[random]`'s draws; with `sampler = "tpe"` only the `startup` ones, and the
+/// space TPE proposes the others in.
+fn tpe_or_random(
+    src: &Source,
+    raw: &RawFile,
+    r: &Spanned<Params>,
+    header: &Header,
+    pretrained: &BTreeMap<String, PathBuf>,
+    base: &Point,
+) -> Result<(Vec<Draw>, Option<super::search::SearchSpace>), SpecError> {
+    let (mut draws, dists) = random_samples(src, r, &header.name, &base.config)?;
+    let (sampler, startup) = super::search::sampler_settings(src, r, draws.len())?;
+    if sampler == super::search::Sampler::Random {
+        return Ok((draws, None));
+    }
+    let help = Some("with sampler = \"tpe\" every varying parameter goes in [random], e.g. backbone = { choice = [\"resnet18\", \"resnet34\"] }".to_string());
+    if let Some((k, _)) = raw.grid.iter().next() {
+        return Err(at(src, k, "[grid] cannot be combined with sampler = \"tpe\"", help));
+    }
+    if let Some(t) = raw.trial.first() {
+        return Err(at(src, t, "[[trial]] cannot be combined with sampler = \"tpe\"", help));
+    }
+    for (k, span, d) in &dists {
+        super::search::check_bounds(src, &base.config, k, span.clone(), d)?;
+    }
+    let samples = draws.len();
+    draws.truncate(startup);
+    let space = super::search::SearchSpace {
+        dims: dists.iter().map(|(k, _, d)| (k.get_ref().clone(), d.clone())).collect(),
+        samples,
+        startup,
+        seed: name_seed(&header.name),
+        spans: dists.iter().map(|(k, span, _)| (k.span(), span.clone())).collect(),
+        base: base.clone(),
+        seeds: header.seeds.clone(),
+        pretrained: pretrained.clone(),
+        name: header.name.clone(),
+        dataset: header.dataset.clone(),
+        file: src.path.clone(),
+        text: src.text.clone(),
+    };
+    Ok((draws, Some(space)))
+}
+
+/// FNV-1a of the sweep name: the seed of its random draws and TPE proposals.
+fn name_seed(name: &str) -> u64 {
+    let mut seed = 0xcbf2_9ce4_8422_2325u64;
+    for b in name.bytes() {
+        seed = (seed ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    seed
 }
 
 /// `[sweep]`: name, dataset, metric, seeds.
@@ -348,21 +407,21 @@ fn check_size(src: &Source, raw: &RawFile, axes: &[Axis<'_>], draws: usize, seed
 
 /// A config being built, and where each key was set (for cross-checks that
 /// point at the right place, and for defaults that depend on other keys).
-#[derive(Clone, Default)]
-struct Point {
+#[derive(Clone, Default, Debug)]
+pub(super) struct Point {
     config: TrialConfig,
     set_at: BTreeMap<String, usize>,
 }
 
 impl Point {
-    fn set(&mut self, src: &Source, k: &Spanned<String>, v: &Spanned<Value>) -> Result<(), SpecError> {
+    pub(super) fn set(&mut self, src: &Source, k: &Spanned<String>, v: &Spanned<Value>) -> Result<(), SpecError> {
         apply(src, &mut self.config, k, v)?;
         self.set_at.insert(k.get_ref().clone(), k.span().start);
         Ok(())
     }
 
     /// Cross-checks between keys, and defaults that depend on the optimizer.
-    fn finish(mut self, src: &Source) -> Result<TrialConfig, SpecError> {
+    pub(super) fn finish(mut self, src: &Source) -> Result<TrialConfig, SpecError> {
         let c = &mut self.config;
         let err = |key: &str, msg: String, help: &str| src.error_at(self.set_at.get(key).copied().unwrap_or(0), msg, Some(help.to_string()));
         let adam = matches!(c.optimizer, Optimizer::Adam | Optimizer::Adamw);
@@ -559,6 +618,9 @@ fn stopping(src: &Source, r: &super::raw::RawStopping, default_metric: SelectMet
     if let Some(v) = &r.patience {
         out.patience = Some(ranged(v, "patience", 1, 10_000)?);
     }
+    if let Some(v) = &r.test_pruned {
+        out.test_pruned = *v.get_ref();
+    }
     Ok(out)
 }
 
@@ -619,7 +681,9 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
     Ok(out)
 }
 
-fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialConfig) -> Result<Vec<Draw>, SpecError> {
+type Dims = Vec<(Spanned<String>, std::ops::Range<usize>, Dist)>;
+
+fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialConfig) -> Result<(Vec<Draw>, Dims), SpecError> {
     let mut samples: Option<usize> = None;
     let mut dists = Vec::new();
     for (k, v) in r.get_ref() {
@@ -629,6 +693,9 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
                 _ => return Err(at(src, v, "`samples` must be an integer between 1 and 100000", None)),
             }
             continue;
+        }
+        if matches!(k.get_ref().as_str(), "sampler" | "startup") {
+            continue; // search::sampler_settings
         }
         if !PARAM_KEYS.contains(&k.get_ref().as_str()) {
             return Err(unknown_key(src, k));
@@ -710,7 +777,7 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
         }
         out.push(draw);
     }
-    Ok(out)
+    Ok((out, dists))
 }
 
 /// One `[random]` draw: the sampled value of each key.
@@ -718,12 +785,7 @@ type Draw = Vec<(Spanned<String>, Spanned<Value>)>;
 
 const DIST_HELP: &str = "use { choice = [...] }, { uniform = [a, b] }, { loguniform = [a, b] } or { int = [a, b] }";
 
-enum Dist {
-    Choice(Vec<Value>),
-    Uniform(f64, f64),
-    LogUniform(f64, f64),
-    Int(i64, i64),
-}
+use super::search::Dim as Dist;
 
 fn unknown_key(src: &Source, k: &Spanned<String>) -> SpecError {
     let word = k.get_ref();

@@ -42,6 +42,7 @@ pub struct RawStopping {
     pub min_epochs: Option<Spanned<i64>>,
     pub reduction: Option<Spanned<i64>>,
     pub patience: Option<Spanned<i64>>,
+    pub test_pruned: Option<Spanned<bool>>,
 }
 
 /// A `[grid]` entry. Array items keep their own spans, so a bad value among

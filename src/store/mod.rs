@@ -5,6 +5,7 @@
 //! Must never import from the spec, the coordinator or the reports.
 pub mod db;
 pub mod model;
+pub mod proposals;
 pub mod queries;
 pub mod recorder;
 

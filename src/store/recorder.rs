@@ -12,14 +12,48 @@ use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
 pub enum StoreEvent {
-    Worker { trial: String, attempt: u32, msg: WorkerMessage },
-    AttemptStarted { trial: String, attempt: u32, pid: Option<u32>, device: String, batch_size: u32 },
-    AttemptPlaced { trial: String, attempt: u32, node: String, gpus: String, job: String, device: String },
-    AttemptEnded { trial: String, attempt: u32, exit_code: Option<i32>, signal: Option<i32>, error_class: Option<FailureClass>, message: Option<String> },
-    TrialStatus { trial: String, status: TrialStatus },
-    SweepStatus { sweep_id: i64, status: SweepStatus },
-    Heartbeat { sweep_id: i64 },
+    Worker {
+        trial: String,
+        attempt: u32,
+        msg: WorkerMessage,
+    },
+    AttemptStarted {
+        trial: String,
+        attempt: u32,
+        pid: Option<u32>,
+        device: String,
+        batch_size: u32,
+    },
+    AttemptPlaced {
+        trial: String,
+        attempt: u32,
+        node: String,
+        gpus: String,
+        job: String,
+        device: String,
+    },
+    AttemptEnded {
+        trial: String,
+        attempt: u32,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        error_class: Option<FailureClass>,
+        message: Option<String>,
+    },
+    TrialStatus {
+        trial: String,
+        status: TrialStatus,
+    },
+    SweepStatus {
+        sweep_id: i64,
+        status: SweepStatus,
+    },
+    Heartbeat {
+        sweep_id: i64,
+    },
     Decision(DecisionRow),
+    /// A point of a TPE search and its trials (`proposals`), before they start.
+    Proposal(Box<super::proposals::ProposalRow>),
     Flush(oneshot::Sender<Result<(), String>>),
     AfterCommit(AfterCommit),
 }
@@ -34,6 +68,8 @@ impl std::fmt::Debug for AfterCommit {
         f.write_str("AfterCommit(..)")
     }
 }
+
+pub use super::proposals::ProposalRow;
 
 /// One early-stopping decision (`decisions` table).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
@@ -260,6 +296,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             .execute(&mut **tx)
             .await?;
         }
+        StoreEvent::Proposal(p) => super::proposals::insert(tx, &p).await?,
     }
     Ok(())
 }

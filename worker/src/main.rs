@@ -93,6 +93,8 @@ fn run_train(job: &str) -> i32 {
         libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
         libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
     }
+    // Protocol 2: `stop` requests on stdin, read without ever blocking training.
+    sweep_worker::control::spawn_reader();
     match trainer::run(&job) {
         Ok(()) => 0,
         Err(f) => {

@@ -326,7 +326,17 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
     let mut trainer = Trainer::setup(job)?;
     trainer.resume()?;
     for epoch in (trainer.state.epoch + 1)..=job.config.epochs {
-        let totals = trainer.train_epoch(epoch)?;
+        if let Some(stop) = crate::control::stop_requested() {
+            return trainer.stop_early(stop);
+        }
+        let totals = match trainer.train_epoch(epoch) {
+            Ok(t) => t,
+            // Stopped by the coordinator in the middle of an epoch: the last committed epoch stands.
+            Err(f) => match crate::control::stop_requested() {
+                Some(stop) => return trainer.stop_early(stop),
+                None => return Err(f),
+            },
+        };
         trainer.end_epoch(epoch, totals)?;
     }
     trainer.test_and_report()
@@ -580,6 +590,9 @@ impl<'a> Trainer<'a> {
                     format!("stopped by signal during epoch {epoch}; last checkpoint is epoch {}", self.state.epoch),
                 ));
             }
+            if crate::control::stop_requested().is_some() {
+                return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by the coordinator during epoch {epoch}")));
+            }
         }
         if (batch_no as usize) < self.batches_per_epoch {
             return Err(Failure::new(
@@ -697,6 +710,23 @@ impl<'a> Trainer<'a> {
         save_vs(&self.vs, &self.paths.last)?;
         let json = serde_json::to_vec(&self.state).map_err(|e| Failure::new(ErrorClass::Internal, e.to_string()))?;
         write_atomic(&self.paths.state, &json)
+    }
+
+    /// Early stopping, asked on stdin: the last committed epoch is where this
+    /// trial ends. With `test`, the best checkpoint is tested as at a normal
+    /// end; either way `done` reports the epochs actually trained.
+    fn stop_early(&mut self, (after_epoch, test): (u32, bool)) -> Result<(), Failure> {
+        sweep_protocol::log!("stopping early as the coordinator asked (after epoch {after_epoch}); last checkpoint: epoch {}", self.state.epoch);
+        if test {
+            return self.test_and_report();
+        }
+        let wall = self.started.elapsed().as_secs_f64();
+        send(WorkerMessage::Done {
+            epochs: self.state.epoch,
+            wall_s: wall,
+            images_per_s: self.images_seen as f64 / wall.max(1e-9),
+            best_val_accuracy: self.state.best_val_accuracy,
+        })
     }
 
     /// The test split on the best checkpoint: `test`, `confusion`,

@@ -6,7 +6,7 @@
 //! children) and gets SIGKILL when the coordinator dies (PR_SET_PDEATHSIG), so
 //! no orphan keeps a GPU busy. GPUs are found with `nvidia-smi` plus a probe
 //! worker; the coordinator itself never initialises CUDA.
-use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, slots_for};
+use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, StdinLines, slots_for};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -130,6 +130,8 @@ impl LocalLauncher {
 /// Signals the worker's process group (pgid = pid, set at spawn).
 struct GroupControl {
     pid: Option<u32>,
+    /// The worker's piped stdin (protocol 2 `stop` lines).
+    stdin: Option<StdinLines>,
 }
 
 impl GroupControl {
@@ -152,6 +154,9 @@ impl AttemptControl for GroupControl {
     }
     fn pid(&self) -> Option<u32> {
         self.pid
+    }
+    fn stdin(&self) -> Option<&StdinLines> {
+        self.stdin.as_ref()
     }
 }
 
@@ -192,7 +197,7 @@ impl Launcher for LocalLauncher {
                 cmd.env("CUDA_VISIBLE_DEVICES", "");
             }
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true).process_group(0);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true).process_group(0);
         // The coordinator's pid, taken before the fork: the child compares its
         // parent with it. (Comparing with 1 would kill every worker when the
         // coordinator itself is PID 1, as in `docker run` without --init.)
@@ -212,7 +217,8 @@ impl Launcher for LocalLauncher {
         }
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("worker has no stdout"))?;
-        let control = Arc::new(GroupControl { pid: child.id() });
+        let stdin = child.stdin.take().map(StdinLines::spawn);
+        let control = Arc::new(GroupControl { pid: child.id(), stdin });
         let exit = Box::pin(async move {
             use std::os::unix::process::ExitStatusExt;
             let s = child.wait().await?;

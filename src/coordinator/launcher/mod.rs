@@ -81,6 +81,12 @@ pub trait AttemptControl: Send + Sync {
     fn end_state(&self, _worker_interrupted: bool) -> BoxFuture<'_, Option<(crate::store::FailureClass, String)>> {
         Box::pin(async { None })
     }
+    /// Lines to the worker's stdin (protocol 2: early-stopping `stop`), when
+    /// the launcher has a pipe to it. Without one, the dispatcher falls back
+    /// on `terminate`.
+    fn stdin(&self) -> Option<&StdinLines> {
+        None
+    }
 }
 
 /// Where a launched attempt really runs (`attempts.node`, `.gpus`, `.slurm_job`, `.device`).
@@ -93,6 +99,38 @@ pub struct Placement {
     pub job: String,
     /// `cuda:<CUDA_VISIBLE_DEVICES>` or `cpu`.
     pub device: String,
+}
+
+/// The coordinator → worker line channel of one attempt. Any launcher that
+/// spawns a child process with a piped stdin (the local one; `srun`, which
+/// forwards its stdin to the task) provides it with
+/// `StdinLines::spawn(child.stdin.take()?)`: a task writes each line and
+/// flushes, so the dispatcher never blocks on a slow or dead pipe.
+#[derive(Clone)]
+pub struct StdinLines {
+    tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+impl StdinLines {
+    /// Must be called inside the tokio runtime (`Launcher::start` is).
+    pub fn spawn<W: tokio::io::AsyncWrite + Send + Unpin + 'static>(mut w: W) -> StdinLines {
+        use tokio::io::AsyncWriteExt;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            while let Some(mut line) = rx.recv().await {
+                line.push('\n');
+                if w.write_all(line.as_bytes()).await.is_err() || w.flush().await.is_err() {
+                    break; // the worker is gone; its exit is reported elsewhere
+                }
+            }
+        });
+        StdinLines { tx }
+    }
+
+    /// Queues one line (without its newline); false when the pipe is known closed.
+    pub fn send(&self, line: String) -> bool {
+        self.tx.send(line).is_ok()
+    }
 }
 
 /// One started attempt.

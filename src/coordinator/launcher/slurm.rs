@@ -32,7 +32,7 @@
 //! that is gone) and waits until they have left the queue, so that no stale
 //! worker writes in a trial directory that a new attempt is using.
 use super::local::{WorkerNotFound, find_worker};
-use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Placement, Slot, SlotRequest};
+use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Placement, Slot, SlotRequest, StdinLines};
 use crate::spec::slurm::SlurmSpec;
 use crate::store::FailureClass;
 use std::path::PathBuf;
@@ -335,7 +335,7 @@ impl Launcher for SlurmLauncher {
             log: spec.log_path.clone(),
             time: self.spec.time,
             accounting: self.accounting.get().copied(),
-            stdin: Mutex::new(child.stdin.take()),
+            stdin: child.stdin.take().map(StdinLines::spawn),
         });
         let (reader, writer) = tokio::io::duplex(1 << 16);
         tokio::spawn(split_slot_line(stdout, writer, Arc::clone(&control)));
@@ -392,17 +392,11 @@ pub struct SlurmControl {
     log: PathBuf,
     time: Option<Duration>,
     accounting: Option<bool>,
-    /// The worker's stdin (srun forwards it to the task), kept open for the
-    /// attempt's life; `take_stdin` hands it to whoever writes to the worker.
-    stdin: Mutex<Option<tokio::process::ChildStdin>>,
+    /// The worker's stdin (srun forwards it to the task): protocol 2 `stop` lines.
+    stdin: Option<StdinLines>,
 }
 
 impl SlurmControl {
-    /// The pipe to the worker's stdin (through srun), once.
-    pub fn take_stdin(&self) -> Option<tokio::process::ChildStdin> {
-        self.stdin.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
     fn target(&self) -> Option<String> {
         self.placement.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|p| p.job.clone()).filter(|j| !j.is_empty())
     }
@@ -459,6 +453,10 @@ impl SlurmControl {
 }
 
 impl AttemptControl for SlurmControl {
+    fn stdin(&self) -> Option<&StdinLines> {
+        self.stdin.as_ref()
+    }
+
     fn terminate(&self) {
         self.asked.store(true, Ordering::SeqCst);
         match self.target() {

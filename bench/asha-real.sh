@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Real training on the demo data: the same 27-configuration sweep (backbone ×
+# lr × weight_decay; 32 px images, a few batches an epoch) without early
+# stopping and with ASHA (reduction 3, rungs at epochs 1 and 3), one after the
+# other on this machine. Prints wall time, epochs trained and the best test
+# accuracy side by side, and the test accuracy of the configuration each run
+# would pick (its best validation accuracy).
+#   bench/asha-real.sh [EPOCHS] [CPU_WORKERS]     (default 9 2)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+epochs=${1:-9}
+workers=${2:-2}
+cargo build --release --quiet --bins
+BIN=$PWD/target/release/sweep
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+"$BIN" data demo "$W/data" --per-class 6 --image-size 32 >/dev/null
+printf '%-8s %10s %12s %14s %16s\n' stopping "wall s" "epochs run" "best test acc" "picked test acc"
+for mode in none asha; do
+  cat > "$W/$mode.toml" <<TOML
+[sweep]
+name = "asha-real-$mode"
+dataset = "$W/data"
+[defaults]
+epochs = $epochs
+image_size = 32
+batch_size = 16
+max_batches = 3
+augment = []
+head = { hidden = [] }
+[grid]
+backbone = ["resnet18", "resnet34", "resnet50"]
+lr = [0.001, 0.01, 0.1]
+weight_decay = [0.0, 0.0001, 0.001]
+[resources]
+cpu_workers = $workers
+[stopping]
+method = "$mode"
+min_epochs = 1
+reduction = 3
+TOML
+  start=$(date +%s.%N)
+  "$BIN" --db "$W/r.db" run "$W/$mode.toml" --results "$W/results" --plain >/dev/null 2>"$W/$mode.log" || { tail -20 "$W/$mode.log"; exit 1; }
+  end=$(date +%s.%N)
+  row=$(sqlite3 "$W/r.db" "SELECT sum(t.epochs_done), max(r.accuracy),
+      (SELECT r2.accuracy FROM trials t2 JOIN test_results r2 ON r2.trial_id = t2.id WHERE t2.sweep_id = s.id ORDER BY t2.best_val_accuracy DESC LIMIT 1)
+    FROM sweeps s JOIN trials t ON t.sweep_id = s.id LEFT JOIN test_results r ON r.trial_id = t.id WHERE s.name = 'asha-real-$mode'")
+  IFS='|' read -r ep best picked <<<"$row"
+  printf '%-8s %10.1f %12s %13.1f%% %15.1f%%\n' "$mode" "$(echo "$end - $start" | bc)" "$ep" "$(echo "$best * 100" | bc -l)" "$(echo "$picked * 100" | bc -l)"
+done

@@ -1,0 +1,165 @@
+//! `[random] sampler = "tpe"`: the search space the coordinator proposes in
+//! while the sweep runs, validated here like the rest of the file.
+//!
+//! With TPE the plan holds only the `startup` random draws (the same first
+//! draws `sampler = "random"` makes); the other `samples − startup` points
+//! are proposed one at a time by the coordinator from the results so far,
+//! and turned into trials here (`SearchSpace::trials`), with the same checks
+//! and the same trial ids as planned ones.
+use super::id::trial_id;
+use super::plan::{PlannedTrial, Point, apply};
+use super::raw::{Params, Source, SpecError};
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::PathBuf;
+use sweep_protocol::TrialConfig;
+use toml::{Spanned, Value};
+
+/// Optuna's default number of random trials before TPE.
+pub const DEFAULT_STARTUP: usize = 10;
+
+/// `[random] sampler`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampler {
+    Random,
+    Tpe,
+}
+
+/// One dimension of `[random]`'s space.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dim {
+    Choice(Vec<Value>),
+    Uniform(f64, f64),
+    LogUniform(f64, f64),
+    Int(i64, i64),
+}
+
+impl Dim {
+    /// The TOML value at coordinate `x` (a choice index, a value, an integer).
+    pub fn value(&self, x: f64) -> Value {
+        match self {
+            Dim::Choice(c) => c[(x as usize).min(c.len() - 1)].clone(),
+            Dim::Uniform(..) | Dim::LogUniform(..) => Value::Float(x),
+            Dim::Int(..) => Value::Integer(x.round() as i64),
+        }
+    }
+
+    /// The coordinate of a resolved config's value (its JSON form).
+    fn coord(&self, v: &serde_json::Value) -> Option<f64> {
+        match self {
+            Dim::Choice(c) => c.iter().position(|x| serde_json::to_value(x).ok().as_ref() == Some(v)).map(|i| i as f64),
+            _ => v.as_f64(),
+        }
+    }
+
+    /// `choice ["resnet18", "resnet34"]`, `loguniform [0.0001, 0.1]`, …
+    pub fn describe(&self) -> String {
+        match self {
+            Dim::Choice(c) => format!("choice [{}]", c.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
+            Dim::Uniform(a, b) => format!("uniform [{a}, {b}]"),
+            Dim::LogUniform(a, b) => format!("loguniform [{a}, {b}]"),
+            Dim::Int(a, b) => format!("int [{a}, {b}]"),
+        }
+    }
+}
+
+/// The space TPE searches, and what it needs to make trials of its points.
+#[derive(Debug, Clone)]
+pub struct SearchSpace {
+    /// (parameter, distribution), in the file's key order.
+    pub dims: Vec<(String, Dim)>,
+    /// Points in all (`[random] samples`), startup draws included.
+    pub samples: usize,
+    /// Random draws before TPE takes over (the plan's trials).
+    pub startup: usize,
+    /// Seeds every proposal (derived from the sweep name, as the draws are).
+    pub seed: u64,
+    /// Where each dimension is written (key, value), for errors.
+    pub(super) spans: Vec<(Range<usize>, Range<usize>)>,
+    pub(super) base: Point,
+    pub(super) seeds: Vec<u64>,
+    pub(super) pretrained: BTreeMap<String, PathBuf>,
+    pub(super) name: String,
+    pub(super) dataset: PathBuf,
+    pub(super) file: PathBuf,
+    pub(super) text: String,
+}
+
+impl SearchSpace {
+    /// The trials of a point: `[defaults]` plus the point's values, once per seed.
+    pub fn trials(&self, point: &[f64]) -> Result<Vec<PlannedTrial>, SpecError> {
+        let src = Source { path: self.file.clone(), text: self.text.clone() };
+        let mut p = self.base.clone();
+        for (((key, dim), (ks, vs)), x) in self.dims.iter().zip(&self.spans).zip(point) {
+            p.set(&src, &Spanned::new(ks.clone(), key.clone()), &Spanned::new(vs.clone(), dim.value(*x)))?;
+        }
+        let config = p.finish(&src)?;
+        Ok(self
+            .seeds
+            .iter()
+            .map(|&seed| {
+                let mut c = config.clone();
+                c.seed = seed;
+                c.pretrained = self.pretrained.get(&c.backbone).cloned();
+                PlannedTrial { id: trial_id(&self.name, &self.dataset, &c), config: c }
+            })
+            .collect())
+    }
+
+    /// Trials per point (one per `[sweep] seeds` entry).
+    pub fn seed_count(&self) -> usize {
+        self.seeds.len().max(1)
+    }
+
+    /// The point a resolved config sits at (for planned startup trials and
+    /// proposals read back from the database).
+    pub fn point_of(&self, config: &TrialConfig) -> Option<Vec<f64>> {
+        let json = serde_json::to_value(config).ok()?;
+        self.dims.iter().map(|(k, d)| d.coord(json.get(k)?)).collect()
+    }
+}
+
+/// `sampler` and `startup` of `[random]` (with `samples` known).
+pub(super) fn sampler_settings(src: &Source, r: &Spanned<Params>, samples: usize) -> Result<(Sampler, usize), SpecError> {
+    let at = |s: &Spanned<Value>, m: String, help: Option<&str>| src.error_at(s.span().start, m, help.map(String::from));
+    let get = |name: &str| r.get_ref().iter().find(|(k, _)| k.get_ref() == name).map(|(_, v)| v);
+    let sampler = match get("sampler") {
+        None => Sampler::Random,
+        Some(v) => match v.get_ref().as_str() {
+            Some("random") => Sampler::Random,
+            Some("tpe") => Sampler::Tpe,
+            _ => return Err(at(v, format!("unknown sampler {}", v.get_ref()), Some("valid samplers: \"random\" (default), \"tpe\""))),
+        },
+    };
+    let startup = match get("startup") {
+        None => DEFAULT_STARTUP.min(samples),
+        Some(v) if sampler == Sampler::Random => {
+            return Err(at(v, "`startup` applies to sampler = \"tpe\" only".into(), Some("add sampler = \"tpe\", or remove `startup`")));
+        }
+        Some(v) => match v.get_ref().as_integer() {
+            Some(n) if n >= 1 && n as usize <= samples => n as usize,
+            _ => {
+                return Err(at(
+                    v,
+                    format!("`startup` must be an integer between 1 and `samples` ({samples}), got {}", v.get_ref()),
+                    Some("the first `startup` of the `samples` points are random draws; TPE proposes the rest"),
+                ));
+            }
+        },
+    };
+    Ok((sampler, startup))
+}
+
+/// Checks a dimension's bounds as values of its key: TPE may propose
+/// anywhere in the range, not only where the startup draws fell.
+pub(super) fn check_bounds(src: &Source, base: &TrialConfig, k: &Spanned<String>, span: Range<usize>, dim: &Dim) -> Result<(), SpecError> {
+    let ends = match dim {
+        Dim::Uniform(a, b) | Dim::LogUniform(a, b) => [Value::Float(*a), Value::Float(*b)],
+        _ => return Ok(()),
+    };
+    for end in ends {
+        apply(src, &mut base.clone(), k, &Spanned::new(span.clone(), end))
+            .map_err(|e| SpecError { help: Some("sampler = \"tpe\" may propose any value of the range, its ends included; narrow it".into()), ..e })?;
+    }
+    Ok(())
+}
