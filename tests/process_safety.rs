@@ -69,7 +69,7 @@ fn a_worker_of_another_protocol_version_fails_the_attempt_as_protocol() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let rows = query(dir.path(), "SELECT error_class, message FROM attempts");
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].starts_with("protocol|worker speaks protocol version 99, this coordinator speaks 1"), "{rows:?}");
+    assert!(rows[0].starts_with("protocol|worker speaks protocol version 99, this coordinator speaks 2"), "{rows:?}");
     assert_eq!(query(dir.path(), "SELECT count(*) FROM metrics"), ["0"], "nothing a mismatched worker says is recorded");
 }
 

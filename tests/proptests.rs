@@ -56,7 +56,7 @@ fn run_worker(s: &Scratch, db: &Path, file: &Path, lines: &[u8], code: i32) -> O
 /// The messages of a successful 2-class, 2-epoch trial, as a real worker sends them.
 fn valid_messages() -> Vec<Value> {
     let mut m = vec![
-        json!({"type": "hello", "protocol": 1, "trial": "t", "pid": 1, "libtorch": "fake", "device": "cpu", "cuda": false, "threads": 1}),
+        json!({"type": "hello", "protocol": 2, "trial": "t", "pid": 1, "libtorch": "fake", "device": "cpu", "cuda": false, "threads": 1}),
         json!({"type": "data", "classes": ["a", "b"], "counts": [{"split": "train", "counts": [4, 4]}, {"split": "valid", "counts": [2, 2]}, {"split": "test", "counts": [2, 2]}], "skipped": 0, "decode_s": 0.01}),
     ];
     for e in 1..=2u32 {
