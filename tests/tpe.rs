@@ -172,3 +172,22 @@ fn bad_sampler_settings_are_located_errors() {
         assert!(!dir.path().join("r.db").exists(), "nothing written on bad input");
     }
 }
+
+/// Proposed trials join Hyperband's brackets round-robin by their position,
+/// like planned ones (bracket 1 of 2 has its first rung at the last epoch:
+/// no decision there).
+#[test]
+fn tpe_proposals_are_spread_over_hyperband_brackets() {
+    let dir = scratch(&format!("{SPACE}[stopping]\nmethod = \"hyperband\"\nmin_epochs = 1\nreduction = 3\n"));
+    let out = run(dir.path());
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // Trials 3..7 are the proposals; 3, 5 and 7 are in bracket 1.
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT group_concat(p.k) FROM proposals p WHERE NOT EXISTS (SELECT 1 FROM decisions d WHERE d.trial_id = json_extract(p.trial_ids, '$[0]'))"
+        ),
+        ["1,3,5,7"]
+    );
+    assert_eq!(query(dir.path(), "SELECT DISTINCT bracket FROM decisions"), ["0"]);
+}

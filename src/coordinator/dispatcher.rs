@@ -442,7 +442,13 @@ impl Dispatcher {
         while !self.stopping && self.free.len() > self.queue.len() {
             let Some(prop) = p.propose(self.sweep_id) else { break };
             self.recorder.send(StoreEvent::Proposal(Box::new(prop.row)));
+            let max_epochs = self.plan.trials.iter().chain(&prop.trials).map(|t| t.config.epochs).max().unwrap_or(1);
             for t in prop.trials {
+                // A new trial joins the plan, and its Hyperband bracket by its position (as on restart).
+                if let Some(s) = self.stopper.as_mut() {
+                    s.assign(&t.id, self.plan.trials.len(), max_epochs);
+                }
+                self.plan.trials.push(t.clone());
                 self.queue.push_back(Queued { trial: t, attempt: 1, tries: 0, delay: Duration::ZERO });
                 self.proposed += 1;
             }
