@@ -1,9 +1,11 @@
 //! Early stopping end to end through the real coordinator and database, with
 //! the fake worker's `curve` mode (validation accuracy saturates at 10 × lr).
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sweep");
+use common::BIN;
 
 fn scratch(stopping: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -20,16 +22,7 @@ fn scratch(stopping: &str) -> tempfile::TempDir {
 }
 
 fn command(dir: &Path, epoch_s: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(["--db", "r.db", "run", "s.toml", "--results", "results", "--plain"])
-        .current_dir(dir)
-        .env("SWEEP_WORKER_CMD", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_worker.py"))
-        .env("FAKE_MODE", "curve")
-        .env("FAKE_STEPS", "1")
-        .env("FAKE_EPOCH_S", epoch_s)
-        .env_remove("SWEEP_DB")
-        .stdin(Stdio::null());
-    c
+    common::curve_run(dir, epoch_s)
 }
 
 fn run(dir: &Path) -> Output {
@@ -37,10 +30,7 @@ fn run(dir: &Path) -> Output {
 }
 
 fn query(dir: &Path, sql: &str) -> Vec<String> {
-    let db: PathBuf = dir.join("r.db");
-    let out = Command::new("sqlite3").arg(&db).arg(sql).output().expect("sqlite3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    common::sqlite_rows(dir, sql)
 }
 
 #[test]

@@ -3,11 +3,13 @@
 //! saturates at 10 × lr): proposals are rows written before their trials
 //! start, a killed sweep continues the same sequence, `--dry-run` shows the
 //! space and the startup draws, and bad settings are located errors.
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sweep");
+use common::BIN;
 
 const SPACE: &str = "[random]\nsamples = 8\nsampler = \"tpe\"\nstartup = 3\nlr = { loguniform = [0.001, 0.099] }\nmomentum = { uniform = [0.5, 0.95] }\n";
 
@@ -20,16 +22,7 @@ fn scratch(random: &str) -> tempfile::TempDir {
 }
 
 fn command(dir: &Path, epoch_s: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(["--db", "r.db", "run", "s.toml", "--results", "results", "--plain"])
-        .current_dir(dir)
-        .env("SWEEP_WORKER_CMD", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_worker.py"))
-        .env("FAKE_MODE", "curve")
-        .env("FAKE_STEPS", "1")
-        .env("FAKE_EPOCH_S", epoch_s)
-        .env_remove("SWEEP_DB")
-        .stdin(Stdio::null());
-    c
+    common::curve_run(dir, epoch_s)
 }
 
 fn run(dir: &Path) -> Output {
@@ -37,9 +30,7 @@ fn run(dir: &Path) -> Output {
 }
 
 fn query(dir: &Path, sql: &str) -> Vec<String> {
-    let out = Command::new("sqlite3").arg(dir.join("r.db")).arg(sql).output().expect("sqlite3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    common::sqlite_rows(dir, sql)
 }
 
 /// The sequence: k, sampler, trial ids.

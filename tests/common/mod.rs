@@ -304,3 +304,27 @@ fn remove_at_exit(path: PathBuf) {
     });
     PATHS.lock().unwrap_or_else(|e| e.into_inner()).push(path);
 }
+
+/// The fake worker's `curve` mode (validation accuracy saturates at 10 × lr)
+/// behind the real coordinator: `sweep --db r.db run s.toml --results results
+/// --plain` in `dir`, one train step and `epoch_s` seconds an epoch. For the
+/// early-stopping and TPE tests, whose sweeps live in a bare temp dir.
+pub fn curve_run(dir: &Path, epoch_s: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(BIN);
+    c.args(["--db", "r.db", "run", "s.toml", "--results", "results", "--plain"])
+        .current_dir(dir)
+        .env("SWEEP_WORKER_CMD", fake_worker())
+        .env("FAKE_MODE", "curve")
+        .env("FAKE_STEPS", "1")
+        .env("FAKE_EPOCH_S", epoch_s)
+        .env_remove("SWEEP_DB")
+        .stdin(std::process::Stdio::null());
+    c
+}
+
+/// `sqlite3 DIR/r.db SQL`, one string a row (columns joined by `|`).
+pub fn sqlite_rows(dir: &Path, sql: &str) -> Vec<String> {
+    let out = std::process::Command::new("sqlite3").arg(dir.join("r.db")).arg(sql).output().expect("sqlite3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
