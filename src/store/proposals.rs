@@ -24,23 +24,7 @@ pub struct ProposalRow {
 /// already is left alone). Called by the recorder inside its transaction.
 pub(super) async fn insert(tx: &mut Transaction<'_, Sqlite>, p: &ProposalRow) -> Result<(), sqlx::Error> {
     for (id, ordinal, c) in &p.trials {
-        sqlx::query(
-            "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
-             VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(p.sweep_id)
-        .bind(ordinal)
-        .bind(serde_json::to_string(c).unwrap_or_default())
-        .bind(&c.backbone)
-        .bind(c.lr)
-        .bind(c.epochs)
-        .bind(c.batch_size)
-        .bind(c.image_size)
-        .bind(c.seed as i64)
-        .bind(p.time)
-        .execute(&mut **tx)
-        .await?;
+        super::recorder::insert_trial(tx, id, p.sweep_id, *ordinal, c, p.time, super::recorder::OnConflict::Nothing).await?;
     }
     let ids: Vec<&str> = p.trials.iter().map(|(id, _, _)| id.as_str()).collect();
     sqlx::query("INSERT OR IGNORE INTO proposals (sweep_id, k, sampler, budget, observations, params, coords, trial_ids, time) VALUES (?,?,?,?,?,?,?,?,?)")

@@ -502,23 +502,7 @@ pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Ve
     .await?;
     let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?").bind(plan.name).fetch_one(&mut *tx).await?;
     for (i, (id, c)) in plan.trials.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
-             VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?) ON CONFLICT (id) DO UPDATE SET ordinal = excluded.ordinal",
-        )
-        .bind(id)
-        .bind(sweep_id)
-        .bind(i as i64)
-        .bind(serde_json::to_string(c).unwrap_or_default())
-        .bind(&c.backbone)
-        .bind(c.lr)
-        .bind(c.epochs)
-        .bind(c.batch_size)
-        .bind(c.image_size)
-        .bind(c.seed as i64)
-        .bind(t)
-        .execute(&mut *tx)
-        .await?;
+        insert_trial(&mut tx, id, sweep_id, i as i64, c, t, OnConflict::UpdateOrdinal).await?;
     }
     // A coordinator killed with -9 leaves attempts open and trials 'running'.
     sqlx::query(
@@ -539,4 +523,47 @@ pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Ve
             .await?;
     tx.commit().await?;
     Ok((sweep_id, rows.into_iter().map(|(id, status, a)| TrialState { id, status, attempts: a as u32 }).collect()))
+}
+
+/// What inserting a trial that exists already does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OnConflict {
+    /// Keep the row as it is (a proposal's trials).
+    Nothing,
+    /// Move it to its place in the sweep file (a re-registered plan).
+    UpdateOrdinal,
+}
+
+/// One `trials` row, `queued`, for trial `id` of `sweep_id` with config `c`.
+pub(super) async fn insert_trial(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &str,
+    sweep_id: i64,
+    ordinal: i64,
+    c: &TrialConfig,
+    time: f64,
+    on_conflict: OnConflict,
+) -> Result<(), sqlx::Error> {
+    let conflict = match on_conflict {
+        OnConflict::Nothing => "DO NOTHING",
+        OnConflict::UpdateOrdinal => "DO UPDATE SET ordinal = excluded.ordinal",
+    };
+    sqlx::query(&format!(
+        "INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, created_at)
+         VALUES (?,?,?,?,?,?,?,?,?,?,'queued',?) ON CONFLICT (id) {conflict}"
+    ))
+    .bind(id)
+    .bind(sweep_id)
+    .bind(ordinal)
+    .bind(serde_json::to_string(c).unwrap_or_default())
+    .bind(&c.backbone)
+    .bind(c.lr)
+    .bind(c.epochs)
+    .bind(c.batch_size)
+    .bind(c.image_size)
+    .bind(c.seed as i64)
+    .bind(time)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

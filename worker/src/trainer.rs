@@ -715,11 +715,8 @@ impl<'a> Trainer<'a> {
     /// Early stopping, asked on stdin: the last committed epoch is where this
     /// trial ends. With `test`, the best checkpoint is tested as at a normal
     /// end; either way `done` reports the epochs actually trained.
-    fn stop_early(&mut self, (after_epoch, test): (u32, bool)) -> Result<(), Failure> {
-        sweep_protocol::log!("stopping early as the coordinator asked (after epoch {after_epoch}); last checkpoint: epoch {}", self.state.epoch);
-        if test {
-            return self.test_and_report();
-        }
+    /// The last message of a run: epochs done, wall time, throughput.
+    fn send_done(&self) -> Result<(), Failure> {
         let wall = self.started.elapsed().as_secs_f64();
         send(WorkerMessage::Done {
             epochs: self.state.epoch,
@@ -727,6 +724,14 @@ impl<'a> Trainer<'a> {
             images_per_s: self.images_seen as f64 / wall.max(1e-9),
             best_val_accuracy: self.state.best_val_accuracy,
         })
+    }
+
+    fn stop_early(&mut self, (after_epoch, test): (u32, bool)) -> Result<(), Failure> {
+        sweep_protocol::log!("stopping early as the coordinator asked (after epoch {after_epoch}); last checkpoint: epoch {}", self.state.epoch);
+        if test {
+            return self.test_and_report();
+        }
+        self.send_done()
     }
 
     /// The test split on the best checkpoint: `test`, `confusion`,
@@ -769,13 +774,7 @@ impl<'a> Trainer<'a> {
         send(WorkerMessage::Test { loss: test.loss, accuracy: test.accuracy, n: test.preds.len(), per_class, epoch: self.state.best_epoch })?;
         send(WorkerMessage::Confusion { classes: classes.clone(), matrix })?;
         send(WorkerMessage::Misclassified { items: mis })?;
-        let wall = self.started.elapsed().as_secs_f64();
-        send(WorkerMessage::Done {
-            epochs: self.state.epoch,
-            wall_s: wall,
-            images_per_s: self.images_seen as f64 / wall.max(1e-9),
-            best_val_accuracy: self.state.best_val_accuracy,
-        })
+        self.send_done()
     }
 }
 
