@@ -7,9 +7,11 @@
 //!   is the one tested, and fills state.json's best fields;
 //! - a configuration libtorch cannot train (a feature map pooled to nothing, a
 //!   batch of one image under BatchNorm) fails with class `config`.
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use sweep_protocol::config::{Head, SelectMetric, TrialConfig, WorkerJob};
+use sweep_protocol::config::{SelectMetric, TrialConfig};
 use sweep_protocol::message::{ErrorClass, WorkerMessage, parse_line};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_sweep-worker");
@@ -23,16 +25,7 @@ fn dataset(root: &Path) -> PathBuf {
 }
 
 fn config() -> TrialConfig {
-    TrialConfig {
-        backbone: "resnet18".into(),
-        lr: 0.01,
-        epochs: 1,
-        image_size: 32,
-        batch_size: 8,
-        head: Head::Mlp { hidden: vec![], dropout: 0.0 },
-        augment: vec![],
-        ..TrialConfig::default()
-    }
+    common::tiny_config()
 }
 
 struct Run {
@@ -42,16 +35,7 @@ struct Run {
 }
 
 fn run(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> Run {
-    let job = WorkerJob {
-        trial: "t".into(),
-        sweep: "s".into(),
-        dataset: data.to_path_buf(),
-        out_dir: out.to_path_buf(),
-        threads: 1,
-        config,
-        select,
-        dataset_hash: None,
-    };
+    let job = common::job(data, out, config, select);
     let out = Command::new(WORKER).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
     let messages = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
     Run { messages, ok: out.status.success(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }

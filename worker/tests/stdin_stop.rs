@@ -2,36 +2,19 @@
 //! `stop` line on stdin, sent while the worker trains on, ends it at the next
 //! batch boundary with a clean exit, its last epoch checkpoint kept, the best
 //! checkpoint tested when asked, and `done` reporting the epochs trained.
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use sweep_protocol::config::{Head, SelectMetric, TrialConfig, WorkerJob};
+use sweep_protocol::config::{SelectMetric, TrialConfig, WorkerJob};
 use sweep_protocol::message::{WorkerMessage, parse_line};
 
 const WORKER: &str = env!("CARGO_BIN_EXE_sweep-worker");
 
 fn job(data: &Path, out: &Path) -> WorkerJob {
-    let config = TrialConfig {
-        backbone: "resnet18".into(),
-        lr: 0.01,
-        epochs: 50,
-        image_size: 32,
-        batch_size: 4,
-        max_batches: 2,
-        head: Head::Mlp { hidden: vec![], dropout: 0.0 },
-        augment: vec![],
-        ..TrialConfig::default()
-    };
-    WorkerJob {
-        trial: "t".into(),
-        sweep: "s".into(),
-        dataset: data.to_path_buf(),
-        out_dir: out.to_path_buf(),
-        threads: 1,
-        config,
-        select: SelectMetric::ValAccuracy,
-        dataset_hash: None,
-    }
+    let config = TrialConfig { epochs: 50, batch_size: 4, max_batches: 2, ..common::tiny_config() };
+    common::job(data, out, config, SelectMetric::ValAccuracy)
 }
 
 fn stop_after_first_epoch(test: bool) -> (Vec<WorkerMessage>, std::process::ExitStatus, std::path::PathBuf, tempfile::TempDir) {

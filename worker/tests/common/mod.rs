@@ -1,5 +1,8 @@
-//! Shared by the worker's integration tests that compare with PyTorch.
-use std::path::PathBuf;
+//! Shared by the worker's integration tests.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::{Path, PathBuf};
+use sweep_protocol::config::{Head, SelectMetric, TrialConfig, WorkerJob};
 
 /// The Python with PyTorch 2.11 and torchvision that `make test` installs
 /// (`SWEEP_PYTHON`, else the project's cache). Missing is a failure, never a skip.
@@ -12,4 +15,24 @@ pub fn python() -> PathBuf {
     let p = cache.join("sweep/torch-2.11.0/bin/python");
     assert!(p.exists(), "no Python with PyTorch 2.11 and torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
     p
+}
+
+/// The smallest real training: resnet18 at 32 px, batches of 8, a bare linear
+/// head, no augmentation, one epoch.
+pub fn tiny_config() -> TrialConfig {
+    TrialConfig {
+        backbone: "resnet18".into(),
+        lr: 0.01,
+        epochs: 1,
+        image_size: 32,
+        batch_size: 8,
+        head: Head::Mlp { hidden: vec![], dropout: 0.0 },
+        augment: vec![],
+        ..TrialConfig::default()
+    }
+}
+
+/// A job for trial "t" of sweep "s" on one thread, without the shared decode cache.
+pub fn job(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> WorkerJob {
+    WorkerJob { trial: "t".into(), sweep: "s".into(), dataset: data.to_path_buf(), out_dir: out.to_path_buf(), threads: 1, config, select, dataset_hash: None }
 }
