@@ -151,16 +151,21 @@ async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping,
     let t0 = Instant::now();
     run(plan, opts, launcher, pool.clone(), serde_json::json!({}), "sim".into()).await.unwrap();
     let wall = t0.elapsed();
-    // The configuration each method picks: the best final validation value among the trials it finished.
-    let best: (String,) = sqlx::query_as(
-        "SELECT t.id FROM trials t JOIN metrics m ON m.trial_id = t.id AND m.split = 'valid' AND m.name = 'accuracy' AND m.epoch = t.epochs
+    let (id, _) = best_finished(&pool).await;
+    let e = *epochs_run.lock().unwrap();
+    Outcome { epochs: e, chosen: usize::from_str_radix(&id, 16).unwrap(), wall }
+}
+
+/// The configuration a method picks: (id, params) of the finished trial with
+/// the best final validation accuracy.
+async fn best_finished(pool: &sqlx::SqlitePool) -> (String, String) {
+    sqlx::query_as(
+        "SELECT t.id, t.params FROM trials t JOIN metrics m ON m.trial_id = t.id AND m.split = 'valid' AND m.name = 'accuracy' AND m.epoch = t.epochs
          WHERE t.status = 'done' ORDER BY m.value DESC LIMIT 1",
     )
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await
-    .unwrap();
-    let e = *epochs_run.lock().unwrap();
-    Outcome { epochs: e, chosen: usize::from_str_radix(&best.0, 16).unwrap(), wall }
+    .unwrap()
 }
 
 /// The parametric family of the TPE rows: x = log10(lr) scaled to [0, 1] over
@@ -194,14 +199,8 @@ async fn search(sampler: &str, stopping: &str, epochs: u32, seed: u64) -> (u64, 
     let launcher = Arc::new(SimLauncher { curves: HashMap::new(), epochs_run: Arc::clone(&epochs_run), seed });
     let opts = RunOptions { results: dir.path().join("results"), retry_failed: false, plain: true, grace: Duration::from_secs(1) };
     run(plan, opts, launcher, pool.clone(), serde_json::json!({}), "sim".into()).await.unwrap();
-    let best: (String,) = sqlx::query_as(
-        "SELECT t.params FROM trials t JOIN metrics m ON m.trial_id = t.id AND m.split = 'valid' AND m.name = 'accuracy' AND m.epoch = t.epochs
-         WHERE t.status = 'done' ORDER BY m.value DESC LIMIT 1",
-    )
-    .fetch_one(&pool)
-    .await
-    .unwrap();
-    let config: TrialConfig = serde_json::from_str(&best.0).unwrap();
+    let (_, params) = best_finished(&pool).await;
+    let config: TrialConfig = serde_json::from_str(&params).unwrap();
     let e = *epochs_run.lock().unwrap();
     (e, param_curve(&config).at(epochs, 0.0))
 }
