@@ -38,7 +38,8 @@ Other environment variables (all optional):
   FAKE_STEPS     train_step messages per epoch (default 3)
   FAKE_TIMEOUT   seconds any wait gives up after (default 30)
   FAKE_PROTOCOL  the protocol version `hello` claims (default 2)
-  FAKE_FAST_RESUME  curve mode: an attempt that resumes runs its epochs
+  FAKE_FAST_RETRY  curve mode: every attempt after the first (a retry,
+                 whether or not it resumes from a checkpoint) runs its epochs
                  without FAKE_EPOCH_S sleeps (a first attempt too slow for
                  a time limit, a retry that fits in it)
   FAKE_IGNORE_STDIN  1: curve mode does not read stdin (a worker deaf to
@@ -58,7 +59,7 @@ FAKE_DIR = os.environ.get("FAKE_DIR")
 TIMEOUT = float(os.environ.get("FAKE_TIMEOUT", "30"))
 STEPS = int(os.environ.get("FAKE_STEPS", "3"))
 BARRIER = int(os.environ.get("FAKE_BARRIER", "0"))
-RESUMED = False  # curve mode: this attempt continues after earlier epochs
+RETRY = False  # curve mode: an earlier attempt of this trial started
 
 CLASSES = ["a", "b"]
 
@@ -181,7 +182,7 @@ def epoch(job, e):
     for b in range(1, STEPS + 1):
         if MODE == "curve":
             check_stop(job)
-            if not (RESUMED and os.environ.get("FAKE_FAST_RESUME")):
+            if not (RETRY and os.environ.get("FAKE_FAST_RETRY")):
                 time.sleep(float(os.environ.get("FAKE_EPOCH_S", "0.2")) / STEPS)
         step = (e - 1) * STEPS + b
         emit("train_step", epoch=e, batch=b, step=step, loss=1.0 / step, accuracy=0.5, lr=lr, images_per_s=100.0)
@@ -265,8 +266,11 @@ def main():
 
         signal.signal(signal.SIGTERM, on_term)
 
-    global RESUMED
-    RESUMED = MODE == "curve" and os.path.exists(os.path.join(job["out_dir"], "fake_epochs"))
+    global RETRY
+    started_marker = os.path.join(job["out_dir"], "fake_started")
+    RETRY = MODE == "curve" and os.path.exists(started_marker)
+    if MODE == "curve":
+        open(started_marker, "a").close()
     if MODE == "curve" and os.environ.get("FAKE_IGNORE_STDIN") != "1":
         threading.Thread(target=read_stdin, daemon=True).start()
     event("start", trial, pid, os.environ.get("CUDA_VISIBLE_DEVICES") or "-", time.monotonic())

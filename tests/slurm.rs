@@ -282,7 +282,9 @@ fn scancel_mid_epoch_is_cancelled_and_the_trial_resumes() {
 
 /// `[slurm] time` too short: Slurm's warning before the limit stops the
 /// worker at a clean batch; the attempt is `timeout`, and the retry (which
-/// resumes and fits) finishes the trial.
+/// runs without the stand-in's sleeps and fits) finishes the trial. The retry
+/// must fit even when the first attempt was stopped before its first epoch
+/// (CI once started the worker ~30 s into the job's minute).
 #[test]
 fn a_too_short_time_limit_is_a_timeout_and_retried() {
     if !prerequisites::slurm() {
@@ -294,7 +296,7 @@ fn a_too_short_time_limit_is_a_timeout_and_retried() {
         .run(&file)
         .fake_worker("curve")
         .env("FAKE_EPOCH_S", "1")
-        .env("FAKE_FAST_RESUME", "1")
+        .env("FAKE_FAST_RETRY", "1")
         .env("FAKE_TIMEOUT", "200")
         .output_within(Duration::from_secs(170));
     out.expect_success();
