@@ -17,6 +17,7 @@ import torch
 import torchvision
 from PIL import Image
 from safetensors.torch import save_file
+from torch_models import randomise_batchnorm
 
 out, size, classes, backbones = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 os.makedirs(out, exist_ok=True)
@@ -36,13 +37,7 @@ x = torch.stack([tf(Image.open(p).convert("RGB")) for p in images])
 result = {"images": images, "models": {}}
 for name in backbones:
     model = getattr(torchvision.models, name)(weights=None, num_classes=classes)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
+    randomise_batchnorm(model)
     model.eval()
     sd = model.state_dict()
     torch.save(sd, os.path.join(out, f"{name}.pth"))

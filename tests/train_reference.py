@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from safetensors.torch import save_file
+from torch_models import randomise_batchnorm
 
 out, threads = sys.argv[1], int(sys.argv[2])
 os.makedirs(out, exist_ok=True)
@@ -61,13 +62,7 @@ for mi, (name, (size, prefix, head)) in enumerate(MODELS.items()):
     model = getattr(torchvision.models, name)(weights=None, num_classes=CLASSES)
     if head is not None:
         model.classifier = head()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 2.0)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
+    randomise_batchnorm(model)
     init = state_dict(model)
     save_file(init, os.path.join(out, f"{name}_init.safetensors"))
     x = torch.randn(STEPS, BATCH, 3, size, size)

@@ -323,7 +323,8 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     if img.width() == 0 || img.height() == 0 {
         return Err(bad("image has zero width or height".into()));
     }
-    Ok(img.to_rgb8())
+    // `into_rgb8` hands over the buffer of an RGB8 image (most JPEGs) instead of copying it.
+    Ok(img.into_rgb8())
 }
 
 /// The most pixels a resized image may have (a 1×60000 strip at image_size

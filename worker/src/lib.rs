@@ -16,16 +16,80 @@ pub mod pth;
 pub mod trainer;
 pub mod weights;
 
-/// Normalises an `[N, H, W, 3]` u8 buffer into an `[N, 3, H, W]` float tensor
-/// with ImageNet mean/std, on `device`.
-pub fn to_input(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch::Tensor {
+/// An `[N, H, W, 3]` u8 batch as a host tensor ready for `device`. For CUDA
+/// the pixels are copied once, straight from `pixels` into page-locked
+/// (pinned) memory, so that the copy to the device can be asynchronous; the
+/// trainer calls this on its loader thread, so the training thread never
+/// copies a pixel. On the CPU it is a plain copy.
+pub fn host_pixels(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch::Tensor {
+    use tch::{Device, Kind, Tensor};
+    let (n, s) = (n as i64, s as i64);
+    assert_eq!(pixels.len() as i64, n * s * s * 3, "a batch of {n} images of {s} px");
+    if device.is_cuda() {
+        // SAFETY: the view borrows `pixels` (contiguous, the asserted size)
+        // only until `_pin_memory` has copied it; the view is dropped here.
+        // `_pin_memory` with the device is what `pin_memory()` does without
+        // the deprecated device argument (which makes libtorch warn on every call).
+        let view = unsafe { Tensor::from_blob(pixels.as_ptr(), &[n, s, s, 3], &[s * s * 3, s * 3, 3, 1], Kind::Uint8, Device::Cpu) };
+        view.internal_pin_memory(device)
+    } else {
+        Tensor::from_slice(pixels).view([n, s, s, 3])
+    }
+}
+
+/// A host batch from [`host_pixels`] as the network's input on `device`: an
+/// `[N, 3, H, W]` float tensor normalised with ImageNet mean/std on the
+/// device (from pinned memory the copy overlaps compute).
+pub fn device_input(host: &tch::Tensor, device: tch::Device) -> tch::Tensor {
     use tch::{Kind, Tensor};
-    let t = Tensor::from_slice(pixels).view([n as i64, s as i64, s as i64, 3]);
-    // `_pin_memory` with the device is what `pin_memory()` does without the
-    // deprecated device argument (which makes libtorch warn on every call).
-    let t = if device.is_cuda() { t.internal_pin_memory(device).to_device_(device, Kind::Uint8, true, false) } else { t };
+    let t = if device.is_cuda() { host.to_device_(device, Kind::Uint8, true, false) } else { host.shallow_clone() };
     let t = t.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
     let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(device);
     let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(device);
     (t - mean) / std
+}
+
+/// Normalises an `[N, H, W, 3]` u8 buffer into an `[N, 3, H, W]` float tensor
+/// with ImageNet mean/std, on `device`.
+pub fn to_input(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch::Tensor {
+    device_input(&host_pixels(pixels, n, s, device), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    /// The host batch keeps the pixels as `[N, H, W, 3]`, and the input is
+    /// `[N, 3, H, W]`, channel by channel normalised with ImageNet mean/std.
+    #[test]
+    fn input_is_channels_first_and_normalised() {
+        let (n, s) = (2usize, 2u32);
+        let pixels: Vec<u8> = (0..n * 4 * 3).map(|i| (i * 10) as u8).collect();
+        let host = host_pixels(&pixels, n, s, Device::Cpu);
+        assert_eq!(host.size(), [2, 2, 2, 3]);
+        let x = device_input(&host, Device::Cpu);
+        assert_eq!(x.size(), [2, 3, 2, 2]);
+        let (mean, std) = ([0.485f64, 0.456, 0.406], [0.229f64, 0.224, 0.225]);
+        for img in 0..2i64 {
+            for c in 0..3i64 {
+                for y in 0..2i64 {
+                    for xx in 0..2i64 {
+                        let raw = pixels[(((img * 2 + y) * 2 + xx) * 3 + c) as usize] as f64;
+                        let want = (raw / 255.0 - mean[c as usize]) / std[c as usize];
+                        let got = x.double_value(&[img, c, y, xx]);
+                        assert!((got - want).abs() < 1e-5, "image {img} channel {c} ({y},{xx}): {got} vs {want}");
+                    }
+                }
+            }
+        }
+        assert_eq!(x.kind(), Kind::Float);
+        assert!(to_input(&pixels, n, s, Device::Cpu).equal(&x));
+    }
+
+    #[test]
+    #[should_panic(expected = "a batch of 2 images of 2 px")]
+    fn a_short_buffer_is_refused_before_any_tensor_is_made() {
+        let _ = host_pixels(&[0u8; 5], 2, 2, Device::Cpu);
+    }
 }

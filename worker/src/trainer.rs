@@ -21,7 +21,7 @@
 //! thread count; `worker/tests/exact_resume.rs`).
 use crate::models::{self, BACKBONE_GROUP, HEAD_GROUP, Net};
 use crate::optim::{self, Optimizer};
-use crate::{to_input, weights};
+use crate::{device_input, host_pixels, to_input, weights};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::collections::HashMap;
@@ -559,17 +559,20 @@ impl<'a> Trainer<'a> {
         let cache = Arc::clone(&self.data.train);
         let augment = cfg.augment.clone();
         let order = data::epoch_order(cache.len(), seed, epoch);
-        let rx =
-            spawn_loader(order, cfg.batch_size as usize, self.batches_per_epoch, epoch, move |idx| data::train_batch(&cache, idx, s, &augment, seed, epoch));
+        let device = self.device;
+        let rx = spawn_loader(order, cfg.batch_size as usize, self.batches_per_epoch, epoch, move |idx| {
+            // Pixels go to (pinned) host memory here, on the loader thread.
+            data::train_batch(&cache, idx, s, &augment, seed, epoch).map(|b| (host_pixels(&b.pixels, b.labels.len(), s, device), b.labels))
+        });
         let mut epoch_run = Running::new();
         let mut window = Running::new();
         let mut batch_no = 0u32;
         for batch in rx.iter() {
-            let batch = batch?;
+            let (pixels, labels) = batch?;
             batch_no += 1;
-            let n = batch.labels.len();
-            let xs = to_input(&batch.pixels, n, s, self.device);
-            let ys = Tensor::from_slice(&batch.labels).to_device(self.device);
+            let n = labels.len();
+            let xs = device_input(&pixels, self.device);
+            let ys = Tensor::from_slice(&labels).to_device(self.device);
             let out = train_step(&self.net, &mut self.opt, &mut self.scaler, &xs, &ys);
             if !out.loss.is_finite() {
                 return Err(Failure::new(ErrorClass::Nan, format!("loss is {} at epoch {epoch} batch {batch_no}; try a lower lr", out.loss)));
@@ -958,16 +961,17 @@ fn unscale_and_check(grads: &[Tensor], inv_scale: f64) -> bool {
     })
 }
 
-type Loaded = Result<data::Batch, Failure>;
+type Loaded<T> = Result<T, Failure>;
 
 /// Builds the epoch's batches (chunks of `order`, at most `batches` of them)
 /// on a thread of its own, two ahead of compute. A batch that cannot be built
 /// ends the epoch with a `data` failure; a panic while building one ends it
 /// with an `internal` failure that names the epoch and batch — never with a
 /// channel that just closes, which would look like the end of the epoch.
-fn spawn_loader<F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, build: F) -> Receiver<Loaded>
+fn spawn_loader<T, F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, build: F) -> Receiver<Loaded<T>>
 where
-    F: Fn(&[usize]) -> Result<data::Batch, String> + Send + 'static,
+    T: Send + 'static,
+    F: Fn(&[usize]) -> Result<T, String> + Send + 'static,
 {
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
     std::thread::spawn(move || {
@@ -1204,7 +1208,7 @@ mod tests {
             }
             batch(idx)
         });
-        let items: Vec<Loaded> = rx.iter().collect();
+        let items: Vec<Loaded<data::Batch>> = rx.iter().collect();
         assert_eq!(items.len(), 2, "the batch before the panic, then the failure; nothing after");
         assert!(items[0].is_ok());
         let Err(f) = &items[1] else { panic!("a failure, not a closed channel") };
@@ -1215,7 +1219,7 @@ mod tests {
     #[test]
     fn a_batch_error_is_a_data_failure_naming_the_epoch() {
         let rx = spawn_loader((0..8).collect(), 4, 2, 3, |_: &[usize]| Err("cannot crop".to_string()));
-        let items: Vec<Loaded> = rx.iter().collect();
+        let items: Vec<Loaded<data::Batch>> = rx.iter().collect();
         assert_eq!(items.len(), 1);
         let Err(f) = &items[0] else { panic!("a data failure") };
         assert_eq!(f.class, ErrorClass::Data);

@@ -27,17 +27,13 @@ const CLASSES: i64 = 12;
 /// of the state_dict) in each of `formats` (pth, legacy.pth, safetensors).
 const MAKE: &str = r#"
 import sys, torch, torchvision
+sys.path.insert(0, sys.argv[1])
 from safetensors.torch import save_file
-out, name, formats = sys.argv[1], sys.argv[2], sys.argv[3:]
+from torch_models import randomise_batchnorm
+out, name, formats = sys.argv[2], sys.argv[3], sys.argv[4:]
 torch.manual_seed(0)
 model = getattr(torchvision.models, name)(weights=None)
-with torch.no_grad():
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.normal_(0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0, 0.1)
+randomise_batchnorm(model)
 sd = model.state_dict()
 for f in formats:
     path = f"{out}/{name}.{f}"
@@ -50,7 +46,7 @@ for f in formats:
 "#;
 
 fn make(dir: &Path, name: &str, formats: &[&str]) -> Vec<PathBuf> {
-    let out = Command::new(python()).args(["-c", MAKE]).arg(dir).arg(name).args(formats).output().unwrap();
+    let out = Command::new(python()).args(["-c", MAKE, concat!(env!("CARGO_MANIFEST_DIR"), "/../tests")]).arg(dir).arg(name).args(formats).output().unwrap();
     assert!(out.status.success(), "making {name} with torchvision failed:\n{}", String::from_utf8_lossy(&out.stderr));
     formats.iter().map(|f| dir.join(format!("{name}.{f}"))).collect()
 }

@@ -2,6 +2,7 @@
 //! gives both the PNG and the SVG (and the HTML report's inline SVG).
 use super::data::{SweepData, TrialData, accuracy_groups};
 use super::font;
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontTransform;
@@ -44,6 +45,12 @@ pub fn de<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> Str
 
 fn text_style(size: f64) -> TextStyle<'static> {
     font(size).color(&TEXT)
+}
+
+/// Every chart's mesh: white minor lines, grey major lines, 13 px labels and
+/// 14 px axis titles.
+fn house_mesh<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.light_line_style(WHITE).bold_line_style(GRID).label_style(text_style(13.0)).axis_desc_style(text_style(14.0))
 }
 
 fn anchored(size: f64, h: HPos, v: VPos) -> TextStyle<'static> {
@@ -156,17 +163,7 @@ fn panel<DB: DrawingBackend>(area: &Area<DB>, name: &str, train: &[(i64, f64)], 
     let mut chart =
         ChartBuilder::on(area).caption(name, font(17.0)).margin(14).x_label_area_size(44).y_label_area_size(58).build_cartesian_2d(xs, ys).map_err(de)?;
     let y_fmt = |v: &f64| if is_accuracy { percent(v) } else { format!("{v:.2}") };
-    chart
-        .configure_mesh()
-        .light_line_style(WHITE)
-        .bold_line_style(GRID)
-        .label_style(text_style(13.0))
-        .axis_desc_style(text_style(14.0))
-        .x_desc("global step")
-        .y_desc(name)
-        .y_label_formatter(&y_fmt)
-        .draw()
-        .map_err(de)?;
+    house_mesh(&mut chart.configure_mesh()).x_desc("global step").y_desc(name).y_label_formatter(&y_fmt).draw().map_err(de)?;
     chart.draw_series(LineSeries::new(train.iter().copied(), PALETTE[0].stroke_width(2))).map_err(de)?;
     chart.draw_series(LineSeries::new(valid.iter().copied(), PALETTE[1].stroke_width(2))).map_err(de)?;
     chart.draw_series(valid.iter().map(|p| Circle::new(*p, 4, PALETTE[1].filled()))).map_err(de)?;
@@ -273,15 +270,8 @@ pub fn accuracy<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<()
         Some(i) => labels[n - 1 - i].clone(),
         None => String::new(),
     };
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .y_labels(n + 1)
-        .light_line_style(WHITE)
-        .bold_line_style(GRID)
-        .label_style(text_style(13.0))
+    house_mesh(chart.configure_mesh().disable_y_mesh().y_labels(n + 1))
         .y_label_style(text_style(label_size))
-        .axis_desc_style(text_style(14.0))
         .x_desc("test accuracy")
         .x_label_formatter(&percent)
         .y_label_formatter(&label_of)
@@ -331,17 +321,7 @@ pub fn sweep_curves<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Resul
     let (_, body) = root.split_vertically(44);
     let mut chart =
         ChartBuilder::on(&body).margin(16).x_label_area_size(44).y_label_area_size(58).build_cartesian_2d(step_range(&all), ACCURACY_RANGE).map_err(de)?;
-    chart
-        .configure_mesh()
-        .light_line_style(WHITE)
-        .bold_line_style(GRID)
-        .label_style(text_style(13.0))
-        .axis_desc_style(text_style(14.0))
-        .x_desc("global step")
-        .y_desc("validation accuracy")
-        .y_label_formatter(&percent)
-        .draw()
-        .map_err(de)?;
+    house_mesh(&mut chart.configure_mesh()).x_desc("global step").y_desc("validation accuracy").y_label_formatter(&percent).draw().map_err(de)?;
     let legend_size = (360.0 / series.len() as f64).clamp(8.0, 13.0);
     for (i, t) in &series {
         let c = color(*i);
@@ -403,15 +383,8 @@ pub fn class_counts<DB: DrawingBackend>(root: &Area<DB>, heading: &str, counts: 
         Some(i) if !rotate => labels[i].clone(),
         _ => String::new(),
     };
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n + 1)
-        .light_line_style(WHITE)
-        .bold_line_style(GRID)
-        .label_style(text_style(13.0))
+    house_mesh(chart.configure_mesh().disable_x_mesh().x_labels(n + 1))
         .x_label_style(text_style(label_size))
-        .axis_desc_style(text_style(14.0))
         .y_desc("images")
         .x_desc(if rotate { "" } else { "class" })
         .x_label_formatter(&label_of)
