@@ -112,7 +112,7 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Classify images with a trial's best checkpoint or a weights file (JSON lines).
     Predict(PredictArgs),
-    /// Remove checkpoints finished trials no longer need (`[resources] keep`), for older sweeps too.
+    /// Remove checkpoints finished trials no longer need (`[resources] keep`, `keep_precision`), for older sweeps too.
     Gc(GcArgs),
     /// Print a shell completion script (e.g. `sweep completions bash > /etc/bash_completion.d/sweep`).
     Completions {
@@ -231,6 +231,9 @@ pub struct ReportArgs {
 pub struct ShowArgs {
     /// Trial id (as shown by report/status); a unique prefix is enough.
     pub trial: String,
+    /// The results directory the sweep ran with, for the checkpoints line (default: the database's folder).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -263,7 +266,11 @@ pub struct GcArgs {
     /// What a done trial keeps: best, best+last or all (default: each sweep's own `[resources] keep`, else best).
     #[arg(long, value_parser = ["best", "best+last", "all"])]
     pub keep: Option<String>,
-    /// Say what would be removed; remove nothing.
+    /// The precision of the weights a done trial keeps: half rewrites them as float16, full leaves them as they are
+    /// (default: each sweep's own `[resources] keep_precision`, else full).
+    #[arg(long, value_parser = ["full", "half"])]
+    pub keep_precision: Option<String>,
+    /// Say what would be removed or rewritten; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// The results directory the sweeps ran with (default: the database's folder).

@@ -6,7 +6,7 @@ use crate::coordinator::launcher::local::{LocalLauncher, find_worker};
 use crate::coordinator::{self, Outcome, RunOptions, retention};
 pub use crate::error::{CmdResult, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Error as CliError};
 use crate::report::rank;
-use crate::spec::Keep;
+use crate::spec::{Keep, KeepPrecision};
 use crate::store::{TrialStatus, db, queries};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -245,10 +245,30 @@ fn keep_of(toml_text: &str) -> Option<Keep> {
     }
 }
 
+/// The `[resources] keep_precision` a sweep file asks for (default `full`);
+/// `None` when the stored file says something this version does not know.
+fn keep_precision_of(toml_text: &str) -> Option<KeepPrecision> {
+    let v: toml::Value = toml::from_str(toml_text).ok()?;
+    match v.get("resources").and_then(|r| r.get("keep_precision")) {
+        None => Some(KeepPrecision::Full),
+        Some(k) => KeepPrecision::parse(k.as_str()?),
+    }
+}
+
+/// ", 23 MB by rewriting 1 file(s) as float16" (nothing without half precision).
+fn halved_words(precision_asked: bool, h: &retention::Halved, dry_run: bool) -> String {
+    if !precision_asked {
+        return String::new();
+    }
+    let verb = if dry_run { "would rewrite" } else { "rewrote" };
+    format!(", {verb} {} file(s) as float16 saving {}", h.files, retention::human_bytes(h.bytes))
+}
+
 pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     let results = results_dir(args.results, &db);
     let forced = args.keep.as_deref().and_then(Keep::parse);
+    let forced_precision = args.keep_precision.as_deref().and_then(KeepPrecision::parse);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let only = match &args.sweep {
@@ -258,27 +278,46 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
         let sweeps = queries::sweep_files(&pool).await.map_err(CliError::failed)?;
         let verb = if args.dry_run { "would free" } else { "freed" };
         let mut total = retention::Freed::default();
+        let mut total_halved = retention::Halved::default();
+        let mut any_half = false;
         for (name, toml_text) in sweeps.iter().filter(|(n, _)| only.as_ref().is_none_or(|o| o == n)) {
             let Some(keep) = forced.or_else(|| keep_of(toml_text)) else {
                 eprintln!("sweep {name}: its file asks for a `keep` this version does not know; skipped (pass --keep)");
                 continue;
             };
+            let precision = forced_precision.or_else(|| keep_precision_of(toml_text)).unwrap_or_else(|| {
+                eprintln!(
+                    "sweep {name}: its file asks for a `keep_precision` this version does not know; its weights are left as they are (pass --keep-precision)"
+                );
+                KeepPrecision::Full
+            });
+            let half = precision == KeepPrecision::Half;
+            any_half |= half;
             let mut freed = retention::Freed::default();
+            let mut halved = retention::Halved::default();
             for (trial, status) in queries::trial_statuses(&pool, name).await.map_err(CliError::failed)? {
-                freed += retention::apply(&results.join(name).join(&trial), status, keep, args.dry_run).map_err(|e| CliError::failed(e.to_string()))?;
+                let dir = results.join(name).join(&trial);
+                freed += retention::apply(&dir, status, keep, args.dry_run).map_err(|e| CliError::failed(e.to_string()))?;
+                halved += retention::halve_kept(&dir, status, keep, precision, args.dry_run).map_err(|e| CliError::failed(e.to_string()))?;
+            }
+            for w in &halved.kept_full {
+                eprintln!("warning: {w}");
             }
             let left = retention::disk_use(&results.join(name));
-            let left = if args.dry_run { left - freed.bytes.min(left) } else { left };
+            let left = if args.dry_run { left.saturating_sub(freed.bytes + halved.bytes) } else { left };
+            let precision_words = if half { ", keep_precision = \"half\"" } else { "" };
             println!(
-                "sweep {name} (keep = \"{}\"): {verb} {} in {} file(s); {} left",
+                "sweep {name} (keep = \"{}\"{precision_words}): {verb} {} in {} file(s){}; {} left",
                 keep.as_str(),
                 retention::human_bytes(freed.bytes),
                 freed.files,
+                halved_words(half, &halved, args.dry_run),
                 retention::human_bytes(left)
             );
             total += freed;
+            total_halved += halved;
         }
-        println!("{verb} {} in {} file(s) in all", retention::human_bytes(total.bytes), total.files);
+        println!("{verb} {} in {} file(s) in all{}", retention::human_bytes(total.bytes), total.files, halved_words(any_half, &total_halved, args.dry_run));
         Ok(EXIT_OK)
     })
 }
@@ -312,7 +351,8 @@ pub fn show(a: crate::cli::ShowArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        print!("{}", crate::report::show::render(&pool, &a.trial).await.map_err(CliError::bad_input)?);
+        let results = results_dir(a.results.clone(), &db);
+        print!("{}", crate::report::show::render(&pool, &a.trial, Some(&results)).await.map_err(CliError::bad_input)?);
         Ok(EXIT_OK)
     })
 }

@@ -15,10 +15,11 @@ use super::proposer::Proposer;
 use super::retention;
 use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
-use crate::spec::{GpuSelection, PlannedTrial, SweepPlan};
+use crate::spec::{GpuSelection, Keep, KeepPrecision, PlannedTrial, SweepPlan};
 use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent};
 use crate::store::{FailureClass, SweepStatus, TrialStatus};
 use std::collections::{HashMap, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use sweep_protocol::{SelectMetric, WorkerJob, WorkerMessage};
@@ -283,14 +284,25 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
 }
 
 /// Finished trials whose clean-up a crash interrupted (or that ran with
-/// another `keep`) are brought in line with this run's `keep`.
+/// another `keep` or `keep_precision`) are brought in line with this run's.
 fn tidy_finished(plan: &SweepPlan, opts: &RunOptions, state: &HashMap<String, recorder::TrialState>) {
     for t in &plan.trials {
-        if let Some(s) = state.get(&t.id)
-            && let Err(e) = retention::apply(&opts.results.join(&plan.name).join(&t.id), s.status, plan.resources.keep, false)
-        {
-            eprintln!("warning: {e}");
+        if let Some(s) = state.get(&t.id) {
+            release(&opts.results.join(&plan.name).join(&t.id), s.status, plan.resources.keep, plan.resources.keep_precision, "");
         }
+    }
+}
+
+/// What a finished trial no longer needs goes ([`retention::apply`]), then
+/// the weights it keeps become float16 if asked ([`retention::halve_kept`]).
+/// Problems are warnings (`hint` says what finishes the job later).
+fn release(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision, hint: &str) {
+    if let Err(e) = retention::apply(dir, status, keep, false) {
+        eprintln!("warning: {e}{hint}");
+    }
+    match retention::halve_kept(dir, status, keep, precision, false) {
+        Ok(h) => h.kept_full.iter().for_each(|w| eprintln!("warning: {w}")),
+        Err(e) => eprintln!("warning: {e}{hint}"),
     }
 }
 
@@ -305,10 +317,11 @@ fn warn_if_short_of_space(plan: &SweepPlan, opts: &RunOptions, queue: &VecDeque<
         && need > free
     {
         eprintln!(
-            "warning: the checkpoints of this sweep may need up to {} (keep = \"{}\"), but {} has {} free; \
-             free space, set [resources] keep = \"best\", or run `sweep gc` on older sweeps",
+            "warning: the checkpoints of this sweep may need up to {} (keep = \"{}\", keep_precision = \"{}\"), but {} has {} free; \
+             free space, set [resources] keep = \"best\" (and keep_precision = \"half\"), or run `sweep gc` on older sweeps",
             retention::human_bytes(need),
             plan.resources.keep.as_str(),
+            plan.resources.keep_precision.as_str(),
             opts.results.display(),
             retention::human_bytes(free)
         );
@@ -571,16 +584,15 @@ impl Dispatcher {
     }
 
     /// Once the trial's final status is committed, removes the checkpoints
-    /// `[resources] keep` does not keep (see `retention`).
+    /// `[resources] keep` does not keep, and with `keep_precision = "half"`
+    /// rewrites the kept weights as float16 (see `retention`).
     fn release_checkpoints(&self, trial: &str, status: TrialStatus) {
         if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) {
             return;
         }
-        let (dir, keep) = (self.opts.results.join(&self.plan.name).join(trial), self.plan.resources.keep);
+        let (dir, keep, precision) = (self.opts.results.join(&self.plan.name).join(trial), self.plan.resources.keep, self.plan.resources.keep_precision);
         self.recorder.send(StoreEvent::AfterCommit(recorder::AfterCommit(Box::new(move || {
-            if let Err(e) = retention::apply(&dir, status, keep, false) {
-                eprintln!("warning: {e}; `sweep gc` removes it later");
-            }
+            release(&dir, status, keep, precision, "; `sweep gc` finishes it later");
         }))));
     }
 

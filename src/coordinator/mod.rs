@@ -6,6 +6,7 @@ pub mod attempt;
 pub mod dispatcher;
 pub mod launcher;
 pub mod lock;
+pub mod precision;
 pub mod progress;
 pub mod proposer;
 pub mod retention;

@@ -5,7 +5,12 @@
 //! the database has committed the trial's final status, so a crash in between
 //! leaves extra files (removed by the next run or `sweep gc`), never a trial
 //! that claims to be resumable without its state.
-use crate::spec::{Keep, SweepPlan};
+//!
+//! With `[resources] keep_precision = "half"` the weights a done trial keeps
+//! are then rewritten as float16 ([`halve_kept`], see `precision`); a trial
+//! that may still resume, and a pruned one, is never rewritten.
+use super::precision::{self, Halving};
+use crate::spec::{Keep, KeepPrecision, SweepPlan};
 use crate::store::model::TrialStatus;
 use std::io;
 use std::path::Path;
@@ -79,6 +84,62 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
     Ok(freed)
 }
 
+/// What rewriting kept weights as float16 did (or, dry, would do).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Halved {
+    /// Files rewritten.
+    pub files: u64,
+    /// Bytes saved by them.
+    pub bytes: u64,
+    /// Files left in float32, and why (a value beyond float16's range), for a warning.
+    pub kept_full: Vec<String>,
+}
+
+impl std::ops::AddAssign for Halved {
+    fn add_assign(&mut self, o: Halved) {
+        self.files += o.files;
+        self.bytes += o.bytes;
+        self.kept_full.extend(o.kept_full);
+    }
+}
+
+/// The weights files a done trial keeps under `keep` (what `keep_precision` applies to).
+pub fn kept_weights(keep: Keep) -> &'static [&'static str] {
+    match keep {
+        Keep::Best => &[BEST],
+        Keep::BestLast | Keep::All => &[BEST, LAST],
+    }
+}
+
+/// With `precision` half, rewrites the weights a `done` trial in `dir` keeps
+/// as float16 (`best.safetensors`, and `last.safetensors` where `keep` keeps
+/// it; never the training state). Any other status, or full precision, is
+/// left alone. A missing file is not an error; a file already in float16 is
+/// not rewritten. Run it after [`apply`], which removes what is not kept.
+pub fn halve_kept(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision, dry_run: bool) -> io::Result<Halved> {
+    let mut out = Halved::default();
+    if status != TrialStatus::Done || precision != KeepPrecision::Half {
+        return Ok(out);
+    }
+    for name in kept_weights(keep) {
+        let path = dir.join(name);
+        if !path.exists() {
+            continue;
+        }
+        match precision::halve_file(&path, dry_run)? {
+            Halving::Halved { before, after } => {
+                out.files += 1;
+                out.bytes += before.saturating_sub(after);
+            }
+            Halving::NothingToDo => {}
+            Halving::OutOfRange { tensor, value } => {
+                out.kept_full.push(format!("{}: tensor `{tensor}` holds {value:e}, beyond float16's range (±65504); the file stays float32", path.display()))
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Bytes under `path` (files only; symlinks are not followed). 0 when absent.
 pub fn disk_use(path: &Path) -> u64 {
     let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
@@ -144,8 +205,9 @@ pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
 /// Checkpoint bytes of one trial: (while it trains, once it is done).
 /// Training holds best + last weights and the training state (weights plus
 /// one moment buffer for SGD with momentum, two for Adam/AdamW); a finished
-/// trial holds what `keep` keeps. f32 everywhere.
-pub fn checkpoint_bytes(config: &sweep_protocol::TrialConfig, classes: u64, keep: Keep) -> Option<(u64, u64)> {
+/// trial holds what `keep` keeps: f32, but 2 bytes a parameter for the
+/// weights files with `keep_precision = "half"` (the training state stays f32).
+pub fn checkpoint_bytes(config: &sweep_protocol::TrialConfig, classes: u64, keep: Keep, precision: KeepPrecision) -> Option<(u64, u64)> {
     let weights = 4 * parameters(&config.backbone, &config.head, classes)?;
     let moments = match config.optimizer {
         sweep_protocol::Optimizer::Sgd if config.momentum == 0.0 => 0,
@@ -153,10 +215,15 @@ pub fn checkpoint_bytes(config: &sweep_protocol::TrialConfig, classes: u64, keep
         _ => 2,
     };
     let training = weights * (3 + moments);
+    // best.safetensors / last.safetensors once done.
+    let kept = match precision {
+        KeepPrecision::Full => weights,
+        KeepPrecision::Half => weights / 2,
+    };
     let done = match keep {
-        Keep::Best => weights,
-        Keep::BestLast => 2 * weights,
-        Keep::All => training,
+        Keep::Best => kept,
+        Keep::BestLast => 2 * kept,
+        Keep::All => 2 * kept + weights * (1 + moments),
     };
     Some((training, done))
 }
@@ -167,7 +234,7 @@ pub fn sweep_estimate<'a>(plan: &SweepPlan, to_run: impl Iterator<Item = &'a swe
     let mut done = 0;
     let mut training = Vec::new();
     for c in to_run {
-        if let Some((t, d)) = checkpoint_bytes(c, classes, plan.resources.keep) {
+        if let Some((t, d)) = checkpoint_bytes(c, classes, plan.resources.keep, plan.resources.keep_precision) {
             done += d;
             training.push(t);
         }
@@ -261,6 +328,64 @@ mod tests {
         assert_eq!(apply(&d.path().join("nope"), TrialStatus::Done, Keep::Best, false).unwrap(), Freed::default());
     }
 
+    /// A trial folder whose three checkpoints are real float32 safetensors files.
+    fn trial_with_weights() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..256).flat_map(|i| (i as f32 / 10.0).to_le_bytes()).collect();
+        for name in [BEST, LAST, TRAIN_STATE] {
+            let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![256], &bytes).unwrap();
+            safetensors::serialize_to_file([("w", t)], &None, &d.path().join(name)).unwrap();
+        }
+        d
+    }
+
+    fn dtypes(d: &Path) -> Vec<(String, Vec<&'static str>)> {
+        [BEST, LAST, TRAIN_STATE].iter().filter(|n| d.join(n).exists()).map(|n| (n.to_string(), precision::float_dtypes(&d.join(n)).unwrap())).collect()
+    }
+
+    #[test]
+    fn only_a_done_trial_with_half_precision_has_its_kept_weights_rewritten() {
+        // A trial that may still resume (or a pruned one, or full precision) is never touched.
+        for (status, precision) in [
+            (TrialStatus::Queued, KeepPrecision::Half),
+            (TrialStatus::Running, KeepPrecision::Half),
+            (TrialStatus::Failed, KeepPrecision::Half),
+            (TrialStatus::Interrupted, KeepPrecision::Half),
+            (TrialStatus::Pruned, KeepPrecision::Half),
+            (TrialStatus::Done, KeepPrecision::Full),
+        ] {
+            let d = trial_with_weights();
+            assert_eq!(halve_kept(d.path(), status, Keep::All, precision, false).unwrap(), Halved::default(), "{status:?} {precision:?}");
+            assert!(dtypes(d.path()).iter().all(|(_, t)| t == &["float32"]), "{status:?}: {:?}", dtypes(d.path()));
+        }
+        // best: best.safetensors alone; best+last and all: last too; the training state never.
+        for (keep, halved) in [(Keep::Best, vec![BEST]), (Keep::BestLast, vec![BEST, LAST]), (Keep::All, vec![BEST, LAST])] {
+            let d = trial_with_weights();
+            let dry = halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, true).unwrap();
+            assert!(dtypes(d.path()).iter().all(|(_, t)| t == &["float32"]), "a dry run writes nothing");
+            let done = halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, false).unwrap();
+            assert_eq!(dry, done);
+            assert_eq!(done.files, halved.len() as u64, "{keep:?}");
+            assert!(done.bytes >= 500 * done.files, "{done:?}");
+            for (name, t) in dtypes(d.path()) {
+                assert_eq!(t, [if halved.contains(&name.as_str()) { "float16" } else { "float32" }], "{keep:?} {name}");
+            }
+            // Once is enough.
+            assert_eq!(halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, false).unwrap(), Halved::default());
+        }
+    }
+
+    #[test]
+    fn a_rewrite_cut_short_leaves_a_temporary_that_the_tidy_step_removes() {
+        let d = trial_with_weights();
+        let tmp = precision::temp_path(&d.path().join(BEST));
+        std::fs::write(&tmp, [0u8; 9]).unwrap();
+        let state = std::fs::metadata(d.path().join(TRAIN_STATE)).unwrap().len();
+        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::BestLast, false).unwrap(), Freed { files: 2, bytes: state + 9 });
+        assert!(!tmp.exists());
+        assert_eq!(dtypes(d.path()).len(), 2, "best and last stay");
+    }
+
     #[test]
     fn parameter_counts_match_torchvision() {
         // torchvision's 1000-class models, as `sum(p.numel() for p in m.parameters())` prints.
@@ -284,10 +409,16 @@ mod tests {
         let c =
             sweep_protocol::TrialConfig { backbone: "resnet18".into(), head: Head::Original, optimizer: sweep_protocol::Optimizer::Adam, ..Default::default() };
         let w = 4 * parameters("resnet18", &Head::Original, 12).unwrap();
-        assert_eq!(checkpoint_bytes(&c, 12, Keep::Best), Some((5 * w, w)));
-        assert_eq!(checkpoint_bytes(&c, 12, Keep::All), Some((5 * w, 5 * w)));
+        let full = KeepPrecision::Full;
+        assert_eq!(checkpoint_bytes(&c, 12, Keep::Best, full), Some((5 * w, w)));
+        assert_eq!(checkpoint_bytes(&c, 12, Keep::All, full), Some((5 * w, 5 * w)));
         let sgd = sweep_protocol::TrialConfig { optimizer: sweep_protocol::Optimizer::Sgd, momentum: 0.0, ..c.clone() };
-        assert_eq!(checkpoint_bytes(&sgd, 12, Keep::BestLast), Some((3 * w, 2 * w)));
+        assert_eq!(checkpoint_bytes(&sgd, 12, Keep::BestLast, full), Some((3 * w, 2 * w)));
+        // Half precision halves the kept weights files, never the training state.
+        let half = KeepPrecision::Half;
+        assert_eq!(checkpoint_bytes(&c, 12, Keep::Best, half), Some((5 * w, w / 2)));
+        assert_eq!(checkpoint_bytes(&sgd, 12, Keep::BestLast, half), Some((3 * w, w)));
+        assert_eq!(checkpoint_bytes(&c, 12, Keep::All, half), Some((5 * w, 4 * w)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 use crate::store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
+use std::path::Path;
 use tabled::settings::Style;
 
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -19,7 +20,35 @@ pub fn sparkline(values: &[f64]) -> String {
     format!("{line}  {first:.4} → {last:.4} (min {lo:.4}, max {hi:.4}, n={})", values.len())
 }
 
-pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
+/// `checkpoints: best.safetensors (23 MB, float16) in results/s/t`: the
+/// weights files a trial holds now, with the floating-point dtype their
+/// headers declare (float16 after `keep_precision = "half"`).
+pub fn checkpoints_line(dir: &Path) -> String {
+    use crate::coordinator::{precision, retention};
+    let present: Vec<&str> = [retention::BEST, retention::LAST, retention::TRAIN_STATE].into_iter().filter(|n| dir.join(n).is_file()).collect();
+    if present.is_empty() {
+        let why = if dir.is_dir() { "" } else { " (no such folder; pass --results DIR if the sweep ran with another)" };
+        return format!("checkpoints: none in {}{why}", dir.display());
+    }
+    let files: Vec<String> = present
+        .iter()
+        .map(|n| {
+            let p = dir.join(n);
+            let size = retention::human_bytes(retention::disk_use(&p));
+            let dtype = match precision::float_dtypes(&p) {
+                Ok(d) if d.is_empty() => "no float tensors".to_string(),
+                Ok(d) => d.join(" + "),
+                Err(e) => format!("unreadable: {e}"),
+            };
+            format!("{n} ({size}, {dtype})")
+        })
+        .collect();
+    format!("checkpoints: {} in {}", files.join(", "), dir.display())
+}
+
+/// The trial in depth; with `results` (the results directory the sweep ran
+/// with) also the checkpoints it holds on disk and their precision.
+pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> Result<String, String> {
     let (trial, _) = queries::resolve_trial(pool, None, prefix).await?;
     let e = |e: sqlx::Error| e.to_string();
     let head = queries::trial_header(pool, &trial).await.map_err(e)?;
@@ -38,6 +67,9 @@ pub async fn render(pool: &SqlitePool, prefix: &str) -> Result<String, String> {
         head.epochs,
         head.device.unwrap_or_else(|| "-".into())
     );
+    if let Some(results) = results {
+        let _ = writeln!(out, "{}", checkpoints_line(&results.join(&head.sweep).join(&trial)));
+    }
     let _ = writeln!(out, "\nparameters");
     if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&head.params) {
         for (k, v) in map {
@@ -209,7 +241,7 @@ mod snapshots {
             for s in stmts {
                 sqlx::query(s).execute(&pool).await.unwrap();
             }
-            super::render(&pool, "5fb6").await.unwrap()
+            super::render(&pool, "5fb6", None).await.unwrap()
         });
         insta::assert_snapshot!(out);
     }

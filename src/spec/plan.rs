@@ -93,11 +93,22 @@ pub struct Resources {
     pub oom_retry_halve_batch: bool,
     /// Which checkpoints a finished trial keeps (`[resources] keep`).
     pub keep: Keep,
+    /// The precision of the weights a done trial keeps (`[resources] keep_precision`).
+    pub keep_precision: KeepPrecision,
 }
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { gpus: GpuSelection::All, trials_per_gpu: 1, cpu_workers: 1, timeout: None, retries: 1, oom_retry_halve_batch: true, keep: Keep::Best }
+        Resources {
+            gpus: GpuSelection::All,
+            trials_per_gpu: 1,
+            cpu_workers: 1,
+            timeout: None,
+            retries: 1,
+            oom_retry_halve_batch: true,
+            keep: Keep::Best,
+            keep_precision: KeepPrecision::Full,
+        }
     }
 }
 
@@ -132,6 +143,40 @@ impl Keep {
             Keep::Best => "best",
             Keep::BestLast => "best+last",
             Keep::All => "all",
+        }
+    }
+}
+
+/// `[resources] keep_precision`: the precision of the weights files
+/// (`best.safetensors`, and `last.safetensors` where `keep` keeps it) once a
+/// trial is done. `half` rewrites their float32 tensors as float16 (half the
+/// bytes; `sweep predict` widens them back to float32 on load); a trial that
+/// may still resume is never touched, and the training state stays float32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeepPrecision {
+    /// As trained: float32.
+    #[default]
+    Full,
+    /// float16 (integer tensors unchanged; a file holding a value beyond
+    /// float16's range stays float32, with a warning).
+    Half,
+}
+
+impl KeepPrecision {
+    pub const NAMES: [&'static str; 2] = ["full", "half"];
+
+    pub fn parse(s: &str) -> Option<KeepPrecision> {
+        match s {
+            "full" => Some(KeepPrecision::Full),
+            "half" => Some(KeepPrecision::Half),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeepPrecision::Full => "full",
+            KeepPrecision::Half => "half",
         }
     }
 }
@@ -668,6 +713,16 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
     if let Some(k) = &r.keep {
         out.keep = Keep::parse(k.get_ref()).ok_or_else(|| {
             at(src, k, format!("unknown `keep` {:?}", k.get_ref()), Some(format!("use one of {}", Keep::NAMES.map(|n| format!("\"{n}\"")).join(", "))))
+        })?;
+    }
+    if let Some(p) = &r.keep_precision {
+        out.keep_precision = KeepPrecision::parse(p.get_ref()).ok_or_else(|| {
+            at(
+                src,
+                p,
+                format!("unknown `keep_precision` {:?}", p.get_ref()),
+                Some(format!("use one of {} (\"half\": float16 weights once a trial is done)", KeepPrecision::NAMES.map(|n| format!("\"{n}\"")).join(", "))),
+            )
         })?;
     }
     if let Some(t) = &r.timeout {
@@ -1329,6 +1384,17 @@ mod cross_checks {
     fn a_metric_must_be_a_validation_figure() {
         let e = plan("metric = \"accuracy\"\n").unwrap_err();
         assert!(e.help.unwrap().contains("must be a validation figure"));
+    }
+
+    #[test]
+    fn keep_precision_is_full_by_default_half_if_asked_and_located_when_wrong() {
+        assert_eq!(plan("").unwrap().resources.keep_precision, KeepPrecision::Full);
+        assert_eq!(plan("[resources]\nkeep_precision = \"half\"\n").unwrap().resources.keep_precision, KeepPrecision::Half);
+        assert_eq!(plan("[resources]\nkeep_precision = \"full\"\n").unwrap().resources.keep_precision, KeepPrecision::Full);
+        assert_eq!(err("[resources]\nkeep_precision = \"fp16\"\n"), "5:18: unknown `keep_precision` \"fp16\"");
+        let e = plan("[resources]\nkeep_precision = \"fp16\"\n").unwrap_err();
+        assert!(e.help.unwrap().contains("\"full\", \"half\""));
+        assert!(err("[resources]\nkeep_precision = true\n").starts_with("5:18: invalid type"), "{}", err("[resources]\nkeep_precision = true\n"));
     }
 
     #[test]

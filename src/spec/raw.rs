@@ -115,6 +115,8 @@ pub struct RawResources {
     pub oom_retry_halve_batch: Option<Spanned<bool>>,
     /// Checkpoints kept once a trial is done: "best" (default), "best+last", "all".
     pub keep: Option<Spanned<String>>,
+    /// The kept weights' precision once a trial is done: "full" (default) or "half".
+    pub keep_precision: Option<Spanned<String>>,
     /// "local" (default) or "slurm".
     pub launcher: Option<Spanned<String>>,
 }

@@ -18,6 +18,9 @@
 //!   unexpected key or shape mismatch is an error that lists them all.
 //!
 //! [`load_into`] logs on stderr what was loaded and what was replaced, by name.
+//! Tensors are converted to the model's dtype on load: a float16 file (a
+//! trial's weights kept with `[resources] keep_precision = "half"`) is widened
+//! to float32, and the model computes in float32.
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use tch::{Tensor, nn::VarStore};
@@ -151,4 +154,34 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
     report.loaded = report.loaded_names.len();
     report.head_skipped = report.replaced.len();
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sweep_protocol::Head;
+    use tch::{Device, Kind, nn};
+
+    /// `keep_precision = "half"` leaves float16 checkpoints: they load into the
+    /// float32 model widened (exactly the float16 values), and it computes in float32.
+    #[test]
+    fn float16_safetensors_load_into_a_float32_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let vs = nn::VarStore::new(Device::Cpu);
+        crate::models::build(&vs.root(), "resnet18", 3, &Head::Original).unwrap();
+        let half: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.to_kind(Kind::Half))).collect();
+        let path = dir.path().join("best.safetensors");
+        Tensor::write_safetensors(&half, &path).unwrap();
+
+        let mut fresh = nn::VarStore::new(Device::Cpu);
+        let fresh_net = crate::models::build(&fresh.root(), "resnet18", 3, &Head::Original).unwrap();
+        let report = load(&mut fresh, &path, fresh_net.head_prefix).unwrap();
+        assert_eq!((report.loaded, report.head_skipped), (half.len(), 0));
+        let loaded = fresh.variables();
+        for (k, h) in &half {
+            let v = &loaded[k];
+            assert_eq!(v.kind(), Kind::Float, "{k}");
+            assert!(v.equal(&h.to_kind(Kind::Float)), "{k}: not the float16 values widened");
+        }
+    }
 }
