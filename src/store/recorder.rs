@@ -60,7 +60,10 @@ pub enum StoreEvent {
 
 /// A deferred action, run once everything sent before it is committed (never
 /// when that commit failed): file work that must not run ahead of the
-/// database, such as removing a finished trial's resume state.
+/// database, such as removing a finished trial's resume state. It runs on a
+/// blocking thread, so that slow file work (rewriting a VGG checkpoint as
+/// float16 takes seconds) never holds up the next commits; a flush waits for
+/// it, and so does the writer's end.
 pub struct AfterCommit(pub Box<dyn FnOnce() + Send>);
 
 impl std::fmt::Debug for AfterCommit {
@@ -131,6 +134,7 @@ impl Recorder {
 
 async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, failed: tokio::sync::watch::Sender<Option<String>>) -> Result<(), String> {
     let mut last_error: Option<String> = None;
+    let mut file_work: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < 512 {
@@ -162,7 +166,13 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
             last_error = Some(msg);
         }
         if last_error.is_none() {
-            after.into_iter().for_each(|AfterCommit(f)| f());
+            file_work.retain(|h| !h.is_finished());
+            file_work.extend(after.into_iter().map(|AfterCommit(f)| tokio::task::spawn_blocking(f)));
+        }
+        if !acks.is_empty() {
+            for h in file_work.drain(..) {
+                let _ = h.await;
+            }
         }
         for ack in acks {
             let _ = ack.send(match &last_error {
@@ -170,6 +180,9 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
                 None => Ok(()),
             });
         }
+    }
+    for h in file_work {
+        let _ = h.await;
     }
     match last_error {
         Some(e) => Err(e),
