@@ -112,7 +112,7 @@ impl Launcher for SimLauncher {
                 // One tick per epoch, so that the dispatcher judges epoch e before e+1 exists.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            let done = WorkerMessage::Done { epochs, wall_s: 0.0, images_per_s: 0.0, best_val_accuracy: best };
+            let done = WorkerMessage::Done { epochs, wall_s: 0.0, images_per_s: 0.0, best_val_accuracy: best, timings: None };
             let _ = tx.write_all((serde_json::to_string(&done).unwrap() + "\n").as_bytes()).await;
             0
         });

@@ -51,6 +51,22 @@ fn sweep_records_everything_and_reruns_only_what_is_new() {
     }
     assert_eq!(db.count("SELECT COUNT(*) FROM class_distribution WHERE split = 'train'"), 12);
 
+    // Where each attempt's time went: the worker's start-up until `hello`
+    // (coordinator clock) and the worker's own phases (its `done`).
+    assert_eq!(db.count("SELECT COUNT(*) FROM attempts WHERE NOT (hello_at >= started_at AND hello_at <= finished_at)"), 0);
+    let timings: Vec<(String,)> = db.query("SELECT timings FROM attempts");
+    assert_eq!(timings.len(), 2);
+    for (json,) in timings {
+        let t: serde_json::Value = serde_json::from_str(&json).unwrap();
+        for phase in ["data_s", "model_s", "train_s", "batch_wait_s", "valid_s", "checkpoint_s", "test_s"] {
+            let v = t[phase].as_f64().unwrap_or(-1.0);
+            assert!(v >= 0.0, "{phase} in {json}");
+        }
+        for phase in ["data_s", "model_s", "train_s", "valid_s", "checkpoint_s", "test_s"] {
+            assert!(t[phase].as_f64().unwrap() > 0.0, "{phase} was measured: {json}");
+        }
+    }
+
     // JSON report agrees with the database to the last digit.
     let v = s.sweep(&["report", "--best", "accuracy", "--format", "json"]).output().expect_success().json();
     let rows = v["rows"].as_array().unwrap();

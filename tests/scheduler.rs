@@ -419,3 +419,30 @@ fn a_second_coordinator_for_the_same_sweep_refuses() {
     assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
     assert_eq!(s.open_db().query::<(i64,)>("SELECT COUNT(*) FROM attempts"), vec![(1,)]);
 }
+
+/// `cpu_workers = "auto"` sizes itself on the whole sweep, not on the trials
+/// left to run: a trial resumed alone after Ctrl-C trains with the torch
+/// thread count it first had (metrics differ across thread counts, so
+/// anything else would break "the same seed gives the same digits").
+#[test]
+fn auto_cpu_workers_gives_a_resumed_trial_the_threads_it_first_had() {
+    let s = scratch();
+    // Small images: the memory bound of "auto" plays no part.
+    let file = sweep_file(&s, "auto-threads", "image_size = 32\nbatch_size = 4", "cpu_workers = \"auto\"\nretries = 0").grid("epochs = [1, 200]").write();
+    let mut run = s.run(&file).fake_worker("curve").env("FAKE_EPOCH_S", "0.1").env("FAKE_TIMEOUT", "60").spawn();
+    // The one-epoch trial ends; the other is still training.
+    wait_events(&s, "end", 1, Duration::from_secs(30), &mut run);
+    run.signal(libc::SIGINT);
+    assert_eq!(run.finish_within(Duration::from_secs(20)).code, Some(130));
+    s.run(&file).fake_worker("curve").env("FAKE_EPOCH_S", "0").output_within(RUN_LIMIT).expect_success();
+    let db = s.open_db();
+    let rows: Vec<(i64, i64, Option<i64>)> =
+        db.query("SELECT t.epochs, a.attempt, a.threads FROM attempts a JOIN trials t ON t.id = a.trial_id ORDER BY t.epochs, a.attempt");
+    assert_eq!(rows.len(), 3, "the short trial once, the long one twice: {rows:?}");
+    let first = rows[0].2.expect("the worker's hello recorded its threads");
+    let cores = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    // Two trials share the cores at first (one thread each on 2 cores).
+    assert_eq!(first, (cores / cores.min(2)).max(1), "{rows:?}");
+    assert_eq!(rows[1].2, Some(first), "{rows:?}");
+    assert_eq!(rows[2].2, Some(first), "the resumed trial, alone now, keeps its thread count: {rows:?}");
+}

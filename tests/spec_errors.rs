@@ -189,6 +189,12 @@ const CASES: &[Case] = &[
         says: &["`cpu_workers` must be between 1 and 256, got 0"],
     },
     Case {
+        name: "cpu_workers_not_a_number",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[resources]\ncpu_workers = \"all\"\n",
+        at: (6, 15),
+        says: &["`cpu_workers` must be \"auto\" or a number of trials, got \"all\"", "cpu_workers = 2"],
+    },
+    Case {
         name: "gpus_not_a_list",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[resources]\ngpus = \"some\"\n",
         at: (6, 8),

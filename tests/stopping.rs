@@ -11,11 +11,14 @@ fn scratch(stopping: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(dir.path()).output().unwrap();
     assert!(made.status.success());
-    // Best first: every later trial is judged against better records.
+    // Best first, one trial at a time: every later trial is judged against better records.
     let lrs: Vec<String> = (1..=9).rev().map(|i| format!("0.0{i}")).collect();
     std::fs::write(
         dir.path().join("s.toml"),
-        format!("[sweep]\nname = \"st\"\ndataset = \"data\"\n[defaults]\nepochs = 9\n[grid]\nlr = [{}]\n[stopping]\n{stopping}\n", lrs.join(", ")),
+        format!(
+            "[sweep]\nname = \"st\"\ndataset = \"data\"\n[defaults]\nepochs = 9\n[grid]\nlr = [{}]\n[resources]\ncpu_workers = 1\n[stopping]\n{stopping}\n",
+            lrs.join(", ")
+        ),
     )
     .unwrap();
     dir

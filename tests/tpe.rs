@@ -17,7 +17,13 @@ fn scratch(random: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(dir.path()).output().unwrap();
     assert!(made.status.success());
-    std::fs::write(dir.path().join("s.toml"), format!("[sweep]\nname = \"tp\"\ndataset = \"data\"\n[defaults]\nepochs = 3\n{random}")).unwrap();
+    // One trial at a time: each proposal sees every earlier trial's results,
+    // so the sequence does not depend on which of two workers finishes first.
+    std::fs::write(
+        dir.path().join("s.toml"),
+        format!("[sweep]\nname = \"tp\"\ndataset = \"data\"\n[defaults]\nepochs = 3\n{random}\n[resources]\ncpu_workers = 1\n"),
+    )
+    .unwrap();
     dir
 }
 

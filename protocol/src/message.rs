@@ -84,11 +84,36 @@ pub enum WorkerMessage {
         wall_s: f64,
         images_per_s: f64,
         best_val_accuracy: f64,
+        /// Where the attempt's time went (absent from workers before it was added).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timings: Option<Timings>,
     },
     Error {
         class: ErrorClass,
         message: String,
     },
+}
+
+/// Where one attempt's time went, in seconds, as the worker measured it
+/// (stored in `attempts.timings`). The start-up before `hello` (process
+/// start, loading libtorch) is the coordinator's to measure:
+/// `attempts.hello_at - attempts.started_at`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Scanning the dataset and mapping (or decoding) its three splits.
+    pub data_s: f64,
+    /// Building the model and optimizer, and restoring a checkpoint on resume.
+    pub model_s: f64,
+    /// Training steps: forward, backward, optimizer step.
+    pub train_s: f64,
+    /// Training waiting for the loader thread's next batch.
+    pub batch_wait_s: f64,
+    /// Validation after every epoch (batch assembly included).
+    pub valid_s: f64,
+    /// Writing the epoch checkpoints (`train_state`, `last`, `best`, `state.json`).
+    pub checkpoint_s: f64,
+    /// Loading the best checkpoint and evaluating the test split.
+    pub test_s: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -183,12 +208,26 @@ mod tests {
         let msgs = vec![
             WorkerMessage::TrainStep { epoch: 1, batch: 100, step: 100, loss: 0.5, accuracy: 0.75, lr: 0.01, images_per_s: 321.0 },
             WorkerMessage::Error { class: ErrorClass::Oom, message: "CUDA out of memory".into() },
-            WorkerMessage::Done { epochs: 2, wall_s: 1.5, images_per_s: 10.0, best_val_accuracy: 0.5 },
+            WorkerMessage::Done { epochs: 2, wall_s: 1.5, images_per_s: 10.0, best_val_accuracy: 0.5, timings: None },
+            WorkerMessage::Done {
+                epochs: 2,
+                wall_s: 1.5,
+                images_per_s: 10.0,
+                best_val_accuracy: 0.5,
+                timings: Some(Timings { data_s: 0.25, model_s: 0.5, train_s: 1.0, batch_wait_s: 0.125, valid_s: 0.75, checkpoint_s: 0.375, test_s: 0.0625 }),
+            },
         ];
         for m in msgs {
             let line = serde_json::to_string(&m).unwrap();
             assert_eq!(parse_line(&line).unwrap(), m);
         }
+    }
+
+    /// A `done` line of a worker that predates `timings` still parses.
+    #[test]
+    fn done_without_timings_parses() {
+        let line = r#"{"type":"done","epochs":2,"wall_s":1.5,"images_per_s":10.0,"best_val_accuracy":0.5}"#;
+        assert_eq!(parse_line(line).unwrap(), WorkerMessage::Done { epochs: 2, wall_s: 1.5, images_per_s: 10.0, best_val_accuracy: 0.5, timings: None });
     }
 
     #[test]
@@ -286,12 +325,23 @@ mod proptests {
             prop::collection::vec((text(), text(), text(), finite()), 0..4).prop_map(|items| WorkerMessage::Misclassified {
                 items: items.into_iter().map(|(file, truth, pred, prob)| Misclassified { file, truth, pred, prob }).collect(),
             }),
-            (any::<u32>(), finite(), finite(), finite()).prop_map(|(epochs, wall_s, images_per_s, best_val_accuracy)| WorkerMessage::Done {
-                epochs,
-                wall_s,
-                images_per_s,
-                best_val_accuracy,
-            }),
+            (any::<u32>(), finite(), finite(), finite(), prop::option::of(prop::array::uniform7(finite()))).prop_map(
+                |(epochs, wall_s, images_per_s, best_val_accuracy, t)| WorkerMessage::Done {
+                    epochs,
+                    wall_s,
+                    images_per_s,
+                    best_val_accuracy,
+                    timings: t.map(|[data_s, model_s, train_s, batch_wait_s, valid_s, checkpoint_s, test_s]| Timings {
+                        data_s,
+                        model_s,
+                        train_s,
+                        batch_wait_s,
+                        valid_s,
+                        checkpoint_s,
+                        test_s
+                    }),
+                }
+            ),
             (class(), text()).prop_map(|(class, message)| WorkerMessage::Error { class, message }),
         ]
     }

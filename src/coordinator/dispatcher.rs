@@ -15,7 +15,7 @@ use super::proposer::Proposer;
 use super::retention;
 use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
-use crate::spec::{GpuSelection, Keep, KeepPrecision, PlannedTrial, SweepPlan};
+use crate::spec::{CpuWorkers, GpuSelection, Keep, KeepPrecision, PlannedTrial, SweepPlan};
 use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent};
 use crate::store::{FailureClass, SweepStatus, TrialStatus};
 use std::collections::{HashMap, VecDeque};
@@ -103,15 +103,21 @@ fn label(t: &PlannedTrial, varying: &[String]) -> String {
     if parts.is_empty() { t.config.backbone.clone() } else { parts.join(" ") }
 }
 
-fn slot_request(plan: &SweepPlan) -> SlotRequest {
+/// The slots `[resources]` asks for; `cpu_workers = "auto"` is resolved
+/// here, for a sweep of `trials` trials whose largest memory estimate is `per_trial`.
+fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64) -> SlotRequest {
     let r = &plan.resources;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     SlotRequest {
         gpus: match &r.gpus {
             GpuSelection::All => None,
             GpuSelection::List(l) => Some(l.clone()),
         },
         trials_per_gpu: r.trials_per_gpu,
-        cpu_workers: r.cpu_workers,
+        cpu_workers: match r.cpu_workers {
+            CpuWorkers::Fixed(n) => n,
+            CpuWorkers::Auto => super::launcher::auto_cpu_workers(cores, trials, super::launcher::mem_available(), per_trial),
+        },
     }
 }
 
@@ -148,10 +154,16 @@ pub async fn run(
     for q in queue.iter().filter(|q| q.attempt == 1) {
         set_aside_unknown_checkpoints(&opts.results.join(&plan.name).join(&q.trial.id))?;
     }
-    let mut free = launcher.slots(&slot_request(&plan)).await;
+    let classes = train_classes(&plan);
+    let to_propose = proposer.as_ref().map(|p| p.remaining() * p.seeds()).unwrap_or(0);
+    // "auto" counts every trial of the sweep, not the ones left to run: a
+    // resumed or retried trial then gets the thread count it first had, and
+    // with it the same metrics to the last digit (they differ across thread counts).
+    let per_trial = plan.trials.iter().map(|t| retention::cpu_trial_memory(&t.config, classes)).max().unwrap_or(0);
+    let mut free = launcher.slots(&slot_request(&plan, plan.trials.len() + to_propose, per_trial)).await;
     free.reverse();
     tidy_finished(&plan, &opts, &state);
-    warn_if_short_of_space(&plan, &opts, &queue, free.len());
+    warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
     let gpus: Vec<u32> = free.iter().rev().filter_map(|s| if let Slot::Gpu { index, lane: 0 } = s { Some(*index) } else { None }).collect();
@@ -189,7 +201,6 @@ pub async fn run(
     let (events, mut ev_rx) = mpsc::unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ran = queue.len();
-    let to_propose = proposer.as_ref().map(|p| p.remaining() * p.seeds()).unwrap_or(0);
     let mut d = Dispatcher {
         progress: Progress::new(queue.len() + to_propose, opts.plain),
         plan,
@@ -283,6 +294,12 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
     (queue, skipped, skipped_failed)
 }
 
+/// The class folders of train/ (validation checked the layout): one
+/// directory read, not another walk of every image.
+fn train_classes(plan: &SweepPlan) -> u64 {
+    std::fs::read_dir(plan.dataset.join("train")).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(1000) as u64
+}
+
 /// Finished trials whose clean-up a crash interrupted (or that ran with
 /// another `keep` or `keep_precision`) are brought in line with this run's.
 fn tidy_finished(plan: &SweepPlan, opts: &RunOptions, state: &HashMap<String, recorder::TrialState>) {
@@ -308,10 +325,7 @@ fn release(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision
 
 /// Warns (it does not refuse: estimates are estimates) when the results
 /// directory's filesystem cannot hold the checkpoints the queued trials will write.
-fn warn_if_short_of_space(plan: &SweepPlan, opts: &RunOptions, queue: &VecDeque<Queued>, slots: usize) {
-    // The class folders of train/ (validation checked the layout): one
-    // directory read, not another walk of every image.
-    let classes = std::fs::read_dir(plan.dataset.join("train")).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(1000) as u64;
+fn warn_if_short_of_space(plan: &SweepPlan, opts: &RunOptions, queue: &VecDeque<Queued>, slots: usize, classes: u64) {
     let need = retention::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
     if let Some(free) = retention::free_space(&opts.results)
         && need > free

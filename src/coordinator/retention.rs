@@ -202,6 +202,18 @@ pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
     Some(body + head)
 }
 
+/// A rough upper bound of one CPU training process's memory, for
+/// `cpu_workers = "auto"`: libtorch itself (400 MB), four copies of the
+/// parameters (weights, gradients, two optimizer slots) and the activations
+/// kept for backward, taken as 300 MB per image at 224 px (ResNet-50 needs
+/// about 100 MB, VGG-19-BN about 200 MB) scaled by the image's area.
+pub fn cpu_trial_memory(config: &sweep_protocol::TrialConfig, classes: u64) -> u64 {
+    let params = parameters(&config.backbone, &config.head, classes).unwrap_or(150_000_000);
+    let area = (config.image_size as f64 / 224.0).powi(2);
+    let activations = (config.batch_size as f64 * area * 300e6) as u64;
+    400_000_000 + 16 * params + activations
+}
+
 /// Checkpoint bytes of one trial: (while it trains, once it is done).
 /// Training holds best + last weights and the training state (weights plus
 /// one moment buffer for SGD with momentum, two for Adam/AdamW); a finished
@@ -402,6 +414,25 @@ mod tests {
         // The default head: 512 → 512 → 512 → 12.
         assert_eq!(parameters("resnet18", &Head::default(), 12), Some(11_176_512 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 12 + 12));
         assert_eq!(parameters("alexnet", &Head::Original, 10), None);
+    }
+
+    /// The memory estimate grows with the image area and batch, and a
+    /// 224-px ResNet-50 at batch 32 comes out at several GB, a 64-px
+    /// ResNet-18 under 1.5 GB.
+    #[test]
+    fn cpu_trial_memory_scales_with_images_and_batch() {
+        let cfg = |backbone: &str, image_size: u32, batch_size: u32| sweep_protocol::TrialConfig {
+            backbone: backbone.into(),
+            image_size,
+            batch_size,
+            ..Default::default()
+        };
+        let big = cpu_trial_memory(&cfg("resnet50", 224, 32), 12);
+        let small = cpu_trial_memory(&cfg("resnet18", 64, 32), 12);
+        assert!((9_000_000_000..11_000_000_000).contains(&big), "{big}");
+        assert!((1_000_000_000..1_500_000_000).contains(&small), "{small}");
+        assert!(cpu_trial_memory(&cfg("resnet18", 64, 64), 12) > small);
+        assert!(cpu_trial_memory(&cfg("resnet34", 64, 32), 12) > small);
     }
 
     #[test]

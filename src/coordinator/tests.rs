@@ -38,7 +38,7 @@ fn ok_script() -> Script {
         seconds: 0.1,
         images_per_s: 10.0,
     });
-    m.push(WorkerMessage::Done { epochs: 1, wall_s: 0.1, images_per_s: 10.0, best_val_accuracy: 0.5 });
+    m.push(WorkerMessage::Done { epochs: 1, wall_s: 0.1, images_per_s: 10.0, best_val_accuracy: 0.5, timings: None });
     Script { messages: m, code: 0 }
 }
 

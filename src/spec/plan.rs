@@ -86,7 +86,7 @@ pub enum GpuSelection {
 pub struct Resources {
     pub gpus: GpuSelection,
     pub trials_per_gpu: u32,
-    pub cpu_workers: u32,
+    pub cpu_workers: CpuWorkers,
     pub timeout: Option<Duration>,
     pub retries: u32,
     /// On an `oom` failure, retry with half the batch size (default true).
@@ -102,7 +102,7 @@ impl Default for Resources {
         Resources {
             gpus: GpuSelection::All,
             trials_per_gpu: 1,
-            cpu_workers: 1,
+            cpu_workers: CpuWorkers::Auto,
             timeout: None,
             retries: 1,
             oom_retry_halve_batch: true,
@@ -110,6 +110,17 @@ impl Default for Resources {
             keep_precision: KeepPrecision::Full,
         }
     }
+}
+
+/// `[resources] cpu_workers`: how many trials run at once without a GPU (the
+/// machine's cores are split evenly between them as torch threads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuWorkers {
+    /// One trial per core, no more than there are trials to run, nor than the
+    /// available memory holds (`coordinator::launcher::auto_cpu_workers`).
+    #[default]
+    Auto,
+    Fixed(u32),
 }
 
 /// `[resources] keep`: what stays on disk once a trial is done. A running or
@@ -698,7 +709,19 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
         out.trials_per_gpu = positive(t, "trials_per_gpu", 64)?;
     }
     if let Some(t) = &r.cpu_workers {
-        out.cpu_workers = positive(t, "cpu_workers", 256)?;
+        out.cpu_workers = match t.get_ref() {
+            Value::String(s) if s == "auto" => CpuWorkers::Auto,
+            Value::Integer(v) if (1..=256).contains(v) => CpuWorkers::Fixed(*v as u32),
+            Value::Integer(v) => return Err(at(src, t, format!("`cpu_workers` must be between 1 and 256, got {v}"), None)),
+            other => {
+                return Err(at(
+                    src,
+                    t,
+                    format!("`cpu_workers` must be \"auto\" or a number of trials, got {other}"),
+                    Some("e.g. cpu_workers = 2, or leave it out for one trial per core".into()),
+                ));
+            }
+        };
     }
     if let Some(t) = &r.retries {
         let v = *t.get_ref();
@@ -1264,6 +1287,20 @@ retries = 1
         let plan = build(&src, src.parse().unwrap()).unwrap();
         // (2 lr × 2 optimizers × 2 draws + 1 trial) × 2 seeds
         assert_eq!(plan.trials.len(), 18);
+    }
+
+    #[test]
+    fn cpu_workers_is_auto_unless_a_number_is_given() {
+        let dir = dataset();
+        let base = valid_file(dir.path());
+        let workers = |line: &str| {
+            let src = Source { path: "prop.toml".into(), text: base.replace("cpu_workers = 1\n", line) };
+            build(&src, src.parse().unwrap()).unwrap().resources.cpu_workers
+        };
+        assert_eq!(workers("cpu_workers = 1\n"), CpuWorkers::Fixed(1));
+        assert_eq!(workers("cpu_workers = 3\n"), CpuWorkers::Fixed(3));
+        assert_eq!(workers("cpu_workers = \"auto\"\n"), CpuWorkers::Auto);
+        assert_eq!(workers(""), CpuWorkers::Auto);
     }
 
     #[test]

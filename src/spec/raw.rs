@@ -109,7 +109,8 @@ pub struct RawSweep {
 pub struct RawResources {
     pub gpus: Option<Spanned<toml::Value>>,
     pub trials_per_gpu: Option<Spanned<i64>>,
-    pub cpu_workers: Option<Spanned<i64>>,
+    /// "auto" (default) or a number of trials at once.
+    pub cpu_workers: Option<Spanned<toml::Value>>,
     pub timeout: Option<Spanned<String>>,
     pub retries: Option<Spanned<i64>>,
     pub oom_retry_halve_batch: Option<Spanned<bool>>,

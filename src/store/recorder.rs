@@ -319,7 +319,15 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
     match msg {
         // The attempt keeps the physical device the launcher gave it (`cuda:3`);
         // the worker's own view after CUDA_VISIBLE_DEVICES (`Cuda(0)`) is not a fact about the machine.
-        WorkerMessage::Hello { .. } | WorkerMessage::Checkpoint { .. } => Ok(()),
+        WorkerMessage::Hello { threads, .. } => sqlx::query("UPDATE attempts SET hello_at = ?, threads = ? WHERE trial_id = ? AND attempt = ?")
+            .bind(now())
+            .bind(threads)
+            .bind(trial)
+            .bind(attempt)
+            .execute(&mut **tx)
+            .await
+            .map(drop),
+        WorkerMessage::Checkpoint { .. } => Ok(()),
         WorkerMessage::Data { classes, counts, .. } => class_counts(tx, trial, &classes, counts).await,
         WorkerMessage::Resumed { from_epoch } => sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?")
             .bind(from_epoch)
@@ -350,13 +358,23 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
         WorkerMessage::Test { loss, accuracy, n, per_class, epoch } => test_results(tx, trial, (loss, accuracy, n, epoch), per_class).await,
         WorkerMessage::Confusion { classes, matrix } => confusion(tx, trial, &classes, &matrix).await,
         WorkerMessage::Misclassified { items } => misclassified(tx, trial, items).await,
-        WorkerMessage::Done { wall_s, images_per_s, .. } => sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?")
-            .bind(wall_s)
-            .bind(images_per_s)
-            .bind(trial)
-            .execute(&mut **tx)
-            .await
-            .map(drop),
+        WorkerMessage::Done { wall_s, images_per_s, timings, .. } => {
+            if let Some(t) = timings {
+                sqlx::query("UPDATE attempts SET timings = ? WHERE trial_id = ? AND attempt = ?")
+                    .bind(serde_json::to_string(&t).unwrap_or_default())
+                    .bind(trial)
+                    .bind(attempt)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            sqlx::query("UPDATE trials SET wall_s = ?, images_per_s = ? WHERE id = ?")
+                .bind(wall_s)
+                .bind(images_per_s)
+                .bind(trial)
+                .execute(&mut **tx)
+                .await
+                .map(drop)
+        }
         WorkerMessage::Error { class, message } => sqlx::query("UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?")
             .bind(class.as_str())
             .bind(&message)

@@ -32,7 +32,7 @@ use std::sync::mpsc::Receiver;
 use std::time::Instant;
 use sweep_dataset::imagefolder::{self as data, Layout, SplitCache};
 use sweep_protocol::config::{Schedule, SelectMetric, TrialConfig, WorkerJob};
-use sweep_protocol::message::{ClassAccuracy, ErrorClass, Misclassified, SplitCounts, WorkerMessage, emit};
+use sweep_protocol::message::{ClassAccuracy, ErrorClass, Misclassified, SplitCounts, Timings, WorkerMessage, emit};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -437,6 +437,8 @@ struct Trainer<'a> {
     batches_per_epoch: usize,
     started: Instant,
     images_seen: u64,
+    /// Where this attempt's time went, sent with `done`.
+    timings: Timings,
 }
 
 impl<'a> Trainer<'a> {
@@ -461,7 +463,10 @@ impl<'a> Trainer<'a> {
             threads: torch_threads,
         })?;
         tch::manual_seed(cfg.seed as i64);
+        let t_data = Instant::now();
         let data = load_data(job)?;
+        let data_s = t_data.elapsed().as_secs_f64();
+        let t_model = Instant::now();
         let (vs, net) = build_model(cfg, device, data.layout.classes.len() as i64)?;
         if cfg.channels_last {
             to_channels_last(&vs);
@@ -486,12 +491,20 @@ impl<'a> Trainer<'a> {
             batches_per_epoch,
             started: Instant::now(),
             images_seen: 0,
+            timings: Timings { data_s, model_s: t_model.elapsed().as_secs_f64(), ..Timings::default() },
         })
     }
 
     /// Restores the last committed epoch, if there is one, and replays the
     /// journal up to it.
     fn resume(&mut self) -> Result<(), Failure> {
+        let t0 = Instant::now();
+        let restored = self.restore();
+        self.timings.model_s += t0.elapsed().as_secs_f64();
+        restored
+    }
+
+    fn restore(&mut self) -> Result<(), Failure> {
         let resumed = if self.paths.train_state.exists() {
             self.load_train_state()?;
             true
@@ -567,7 +580,10 @@ impl<'a> Trainer<'a> {
         let mut epoch_run = Running::new();
         let mut window = Running::new();
         let mut batch_no = 0u32;
+        let mut waited = Instant::now();
         for batch in rx.iter() {
+            let computing = Instant::now();
+            self.timings.batch_wait_s += computing.duration_since(waited).as_secs_f64();
             let (pixels, labels) = batch?;
             batch_no += 1;
             let n = labels.len();
@@ -596,6 +612,8 @@ impl<'a> Trainer<'a> {
             if crate::control::stop_requested().is_some() {
                 return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by the coordinator during epoch {epoch}")));
             }
+            waited = Instant::now();
+            self.timings.train_s += waited.duration_since(computing).as_secs_f64();
         }
         if (batch_no as usize) < self.batches_per_epoch {
             return Err(Failure::new(
@@ -652,7 +670,9 @@ impl<'a> Trainer<'a> {
     fn end_epoch(&mut self, epoch: u32, train: Running) -> Result<(), Failure> {
         let train_secs = train.since.elapsed().as_secs_f64();
         let cfg = self.cfg;
+        let t_valid = Instant::now();
         let val = evaluate(&self.net, &self.data.valid, cfg.image_size, cfg.batch_size as usize, self.device, false)?;
+        self.timings.valid_s += t_valid.elapsed().as_secs_f64();
         if !val.loss.is_finite() {
             return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
         }
@@ -677,8 +697,10 @@ impl<'a> Trainer<'a> {
         // Journaled before the commit, sent after it: a kill in between leaves
         // a journal line that the resume either drops (not committed) or replays.
         journal(&msg);
+        let t_save = Instant::now();
         self.commit()?;
         self.export(improved)?;
+        self.timings.checkpoint_s += t_save.elapsed().as_secs_f64();
         emit_msg(&msg)?;
         send(WorkerMessage::Checkpoint { epoch, kind: "last".into(), path: self.paths.last.display().to_string() })?;
         if improved {
@@ -726,6 +748,7 @@ impl<'a> Trainer<'a> {
             wall_s: wall,
             images_per_s: self.images_seen as f64 / wall.max(1e-9),
             best_val_accuracy: self.state.best_val_accuracy,
+            timings: Some(self.timings),
         })
     }
 
@@ -740,6 +763,7 @@ impl<'a> Trainer<'a> {
     /// The test split on the best checkpoint: `test`, `confusion`,
     /// `misclassified`, `done`.
     fn test_and_report(&mut self) -> Result<(), Failure> {
+        let t_test = Instant::now();
         let best = &self.paths.best;
         if best.exists() {
             self.vs.load(best).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot load {}: {e}", best.display())))?;
@@ -774,6 +798,7 @@ impl<'a> Trainer<'a> {
                 ClassAccuracy { class: name.clone(), correct, total, accuracy: if total > 0 { correct as f64 / total as f64 } else { 0.0 } }
             })
             .collect();
+        self.timings.test_s = t_test.elapsed().as_secs_f64();
         send(WorkerMessage::Test { loss: test.loss, accuracy: test.accuracy, n: test.preds.len(), per_class, epoch: self.state.best_epoch })?;
         send(WorkerMessage::Confusion { classes: classes.clone(), matrix })?;
         send(WorkerMessage::Misclassified { items: mis })?;

@@ -97,7 +97,7 @@ fn records(lines: &[String]) -> BTreeMap<String, String> {
             _ => continue,
         };
         let o = v.as_object_mut().unwrap();
-        for timing in ["images_per_s", "seconds", "wall_s"] {
+        for timing in ["images_per_s", "seconds", "wall_s", "timings"] {
             o.remove(timing);
         }
         let value = serde_json::to_string(&v).unwrap();

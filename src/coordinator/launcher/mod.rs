@@ -156,11 +156,59 @@ pub trait Launcher: Send + Sync {
     }
 }
 
+/// `cpu_workers = "auto"`: one CPU trial per core, each then on one torch
+/// thread (on few cores, trials side by side use the machine better than one
+/// trial's intra-op threads do: `bench/sweep-vs-pytorch.sh`), but no more
+/// trials than there are to run (a lone trial keeps every core) and no more
+/// than `mem_available` holds at `per_trial` bytes each. At least one.
+pub fn auto_cpu_workers(cores: u32, to_run: usize, mem_available: Option<u64>, per_trial: u64) -> u32 {
+    let by_memory = mem_available.map(|m| (m / per_trial.max(1)).min(u32::MAX as u64) as u32).unwrap_or(u32::MAX);
+    cores.min(to_run.min(u32::MAX as usize) as u32).min(by_memory).max(1)
+}
+
+/// Memory the kernel says can be given to new processes without swapping
+/// (`MemAvailable` of /proc/meminfo), if it says.
+pub fn mem_available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 /// Expands GPU indices into slots (`trials_per_gpu` lanes each), or CPU lanes.
 pub fn slots_for(gpus: &[u32], request: &SlotRequest) -> Vec<Slot> {
     if gpus.is_empty() {
         (0..request.cpu_workers).map(|lane| Slot::Cpu { lane }).collect()
     } else {
         gpus.iter().flat_map(|&index| (0..request.trials_per_gpu).map(move |lane| Slot::Gpu { index, lane })).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GB: u64 = 1 << 30;
+
+    #[test]
+    fn auto_cpu_workers_is_a_trial_per_core_within_the_trials_and_memory() {
+        // Two cores, four trials, plenty of memory: two at once (one thread each).
+        assert_eq!(auto_cpu_workers(2, 4, Some(22 * GB), GB), 2);
+        // A lone trial keeps every core.
+        assert_eq!(auto_cpu_workers(16, 1, Some(64 * GB), GB), 1);
+        assert_eq!(auto_cpu_workers(16, 3, Some(64 * GB), GB), 3);
+        // Memory for three trials only.
+        assert_eq!(auto_cpu_workers(16, 20, Some(16 * GB), 5 * GB), 3);
+        // Never none, even when memory says not even one.
+        assert_eq!(auto_cpu_workers(8, 5, Some(GB), 5 * GB), 1);
+        assert_eq!(auto_cpu_workers(8, 0, None, GB), 1);
+        // Memory unknown: cores and trials decide.
+        assert_eq!(auto_cpu_workers(4, 9, None, GB), 4);
+    }
+
+    #[test]
+    fn mem_available_reads_proc_meminfo() {
+        let m = mem_available().expect("Linux has MemAvailable in /proc/meminfo");
+        assert!(m > 0);
     }
 }
