@@ -430,8 +430,13 @@ fn auto_cpu_workers_gives_a_resumed_trial_the_threads_it_first_had() {
     // Small images: the memory bound of "auto" plays no part.
     let file = sweep_file(&s, "auto-threads", "image_size = 32\nbatch_size = 4", "cpu_workers = \"auto\"\nretries = 0").grid("epochs = [1, 200]").write();
     let mut run = s.run(&file).fake_worker("curve").env("FAKE_EPOCH_S", "0.1").env("FAKE_TIMEOUT", "60").spawn();
-    // The one-epoch trial ends; the other is still training.
+    // The one-epoch trial is recorded done; the other is still training.
     wait_events(&s, "end", 1, Duration::from_secs(30), &mut run);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.open_db().count("SELECT COUNT(*) FROM trials WHERE status = 'done'") < 1 {
+        assert!(Instant::now() < deadline, "the one-epoch trial was not recorded done within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     run.signal(libc::SIGINT);
     assert_eq!(run.finish_within(Duration::from_secs(20)).code, Some(130));
     s.run(&file).fake_worker("curve").env("FAKE_EPOCH_S", "0").output_within(RUN_LIMIT).expect_success();
