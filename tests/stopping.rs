@@ -5,7 +5,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::BIN;
+use common::{BIN, curve_run as command, sqlite_rows as query};
 
 fn scratch(stopping: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -24,16 +24,8 @@ fn scratch(stopping: &str) -> tempfile::TempDir {
     dir
 }
 
-fn command(dir: &Path, epoch_s: &str) -> Command {
-    common::curve_run(dir, epoch_s)
-}
-
 fn run(dir: &Path) -> Output {
     command(dir, "0.02").output().unwrap()
-}
-
-fn query(dir: &Path, sql: &str) -> Vec<String> {
-    common::sqlite_rows(dir, sql)
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::{BIN, curve_run as command, sqlite_rows as query};
 
 const SPACE: &str = "[random]\nsamples = 8\nsampler = \"tpe\"\nstartup = 3\nlr = { loguniform = [0.001, 0.099] }\nmomentum = { uniform = [0.5, 0.95] }\n";
 
@@ -27,16 +27,8 @@ fn scratch(random: &str) -> tempfile::TempDir {
     dir
 }
 
-fn command(dir: &Path, epoch_s: &str) -> Command {
-    common::curve_run(dir, epoch_s)
-}
-
 fn run(dir: &Path) -> Output {
     command(dir, "0.01").output().unwrap()
-}
-
-fn query(dir: &Path, sql: &str) -> Vec<String> {
-    common::sqlite_rows(dir, sql)
 }
 
 /// The sequence: k, sampler, trial ids.
