@@ -104,10 +104,10 @@ fn label(t: &PlannedTrial, varying: &[String]) -> String {
 }
 
 /// The slots `[resources]` asks for; `cpu_workers = "auto"` is resolved
-/// here, for a sweep of `trials` trials whose largest memory estimate is `per_trial`.
-fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64) -> SlotRequest {
+/// here, for a sweep of `trials` trials whose largest memory estimate is
+/// `per_trial`, on `cores` cores.
+fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64, cores: u32) -> SlotRequest {
     let r = &plan.resources;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     SlotRequest {
         gpus: match &r.gpus {
             GpuSelection::All => None,
@@ -160,11 +160,11 @@ pub async fn run(
     // resumed or retried trial then gets the thread count it first had, and
     // with it the same metrics to the last digit (they differ across thread counts).
     let per_trial = plan.trials.iter().map(|t| retention::cpu_trial_memory(&t.config, classes)).max().unwrap_or(0);
-    let mut free = launcher.slots(&slot_request(&plan, plan.trials.len() + to_propose, per_trial)).await;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
+    let mut free = launcher.slots(&slot_request(&plan, plan.trials.len() + to_propose, per_trial, cores)).await;
     free.reverse();
     tidy_finished(&plan, &opts, &state);
     warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
     let gpus: Vec<u32> = free.iter().rev().filter_map(|s| if let Slot::Gpu { index, lane: 0 } = s { Some(*index) } else { None }).collect();
     let device_desc = if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
