@@ -13,6 +13,7 @@
 //!                           digest, per split: image count, bytes, failures
 //!     train.bin valid.bin test.bin
 //!     last_used             its mtime: when a run last opened the cache
+//!     synced                present once every file above is on disk
 //! <hash>-<size>.lock        the builders' lock (flock; released when a
 //!                           builder dies, even by kill -9)
 //! .<hash>-<size>.tmp-<pid>  a build in progress
@@ -25,9 +26,14 @@
 //! Built once, in parallel on every core, by whoever needs it first (the
 //! coordinator, before the first trial starts; a worker only when the cache
 //! was removed under a running sweep), under the lock, into a temporary
-//! directory that is fsynced and renamed into place: a cache directory that
-//! exists is complete, and a build killed half-way leaves only a temporary
-//! directory that is never read and that the next builder removes.
+//! directory that is renamed into place: a cache directory that exists is
+//! complete, and a build killed half-way leaves only a temporary directory
+//! that is never read and that the next builder removes. The fsync comes
+//! after the rename, on a background thread, so trials need not wait for the
+//! writeback; until it leaves `synced`, the kernel's page cache holds the
+//! files whole (a killed process loses nothing there), and a cache found
+//! without it after the machine restarted is rebuilt (`meta.json` records
+//! the boot it was built in).
 //!
 //! Images that do not decode are recorded with their reason in `meta.json`
 //! rather than failing the build: whether a trial skips them or fails on them
@@ -39,7 +45,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -111,6 +117,14 @@ pub struct Meta {
     /// Seconds since the Unix epoch.
     pub built_at: u64,
     pub build_seconds: f64,
+    /// The kernel's boot id when the cache was built. The files are renamed
+    /// into place before they are on disk (the fsync runs afterwards, in the
+    /// background, and leaves the `synced` marker): within the same boot the
+    /// page cache holds them whole, and after a restart a cache without the
+    /// marker is rebuilt. None (caches built before this field): fsynced
+    /// before the rename.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
 }
 
 impl Meta {
@@ -188,6 +202,9 @@ pub fn find(root: &Path, hash: &str, short: Option<u32>, layout_digest: &str) ->
     if meta.layout_digest != layout_digest {
         return Err(cache_err(format!("{}: its file list is not the dataset's", dir.display())));
     }
+    if meta.boot_id.is_some() && !dir.join(SYNCED).exists() && meta.boot_id != boot_id() {
+        return Err(cache_err(format!("{}: built before the machine restarted and never confirmed on disk", dir.display())));
+    }
     for s in &meta.splits {
         let path = dir.join(format!("{}.bin", s.split));
         let len = std::fs::metadata(&path).map_err(io_err(&path))?.len();
@@ -205,6 +222,7 @@ pub fn ensure(root: &Path, dataset: &Path, layout: &Layout, hash: &str, short: O
     let digest = layout_digest(dataset, layout);
     if let Ok(Some(r)) = find(root, hash, short, &digest) {
         touch(&r.dir);
+        sync_in_background(&r);
         return Ok(r);
     }
     std::fs::create_dir_all(root).map_err(io_err(root))?;
@@ -217,6 +235,7 @@ pub fn ensure(root: &Path, dataset: &Path, layout: &Layout, hash: &str, short: O
     match find(root, hash, short, &digest) {
         Ok(Some(r)) => {
             touch(&r.dir);
+            sync_in_background(&r);
             return Ok(r);
         }
         Ok(None) => {}
@@ -237,12 +256,68 @@ pub fn ensure(root: &Path, dataset: &Path, layout: &Layout, hash: &str, short: O
             return Err(e);
         }
     };
+    if meta.boot_id.is_none() {
+        // No boot id to tell a restart by: on disk before it is in place.
+        sync_files(&tmp)?;
+    }
     let dir = root.join(&k);
     std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
-    File::open(root).and_then(|d| d.sync_all()).map_err(io_err(root))?;
     touch(&dir);
     drop(lock);
-    Ok(Ready { dir, meta, built: true })
+    let ready = Ready { dir, meta, built: true };
+    sync_in_background(&ready);
+    Ok(ready)
+}
+
+/// The marker file of a cache whose files are known to be on disk.
+const SYNCED: &str = "synced";
+
+/// This boot of the machine (Linux); None elsewhere.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+/// fsyncs every file of a cache directory, then the directory.
+fn sync_files(dir: &Path) -> Result<(), DataError> {
+    for e in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            let path = e.path();
+            File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+        }
+    }
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Puts a cache that is in place but not yet known to be on disk there, on a
+/// thread of its own, so that the first trial need not wait for gigabytes of
+/// writeback: fsync the files, the directory and its parent, then leave the
+/// `synced` marker. A process that exits first leaves no marker; the next
+/// run in the same boot starts the sync again, and after a restart such a
+/// cache is rebuilt ([`find`]).
+fn sync_in_background(ready: &Ready) {
+    if ready.meta.boot_id.is_none() || ready.dir.join(SYNCED).exists() {
+        return;
+    }
+    let dir = ready.dir.clone();
+    let spawned = std::thread::Builder::new().name("cache-sync".into()).spawn(move || {
+        let synced = sync_files(&dir).and_then(|_| {
+            let parent = dir.parent().unwrap_or(&dir);
+            File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))?;
+            let marker = dir.join(SYNCED);
+            File::create(&marker).and_then(|f| f.sync_all()).map_err(io_err(&marker))?;
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))
+        });
+        if let Err(e) = synced
+            && dir.exists()
+        {
+            // A disk error: no marker, so a restart rebuilds it. (Removed
+            // under us, by `cache clear` or a rebuild, needs no word.)
+            sweep_protocol::log!("note: the decoded-image cache is not yet confirmed on disk: {e}");
+        }
+    });
+    if spawned.is_err() {
+        let _ = sync_files(&ready.dir);
+    }
 }
 
 /// Temporary directories of builds that died (their lock is ours now).
@@ -295,56 +370,72 @@ fn build(tmp: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<
         splits,
         built_at: now_secs(),
         build_seconds: t0.elapsed().as_secs_f64(),
+        boot_id: boot_id(),
     };
     let path = tmp.join("meta.json");
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| cache_err(e.to_string()))?;
-    let mut f = File::create(&path).map_err(io_err(&path))?;
-    f.write_all(&json).and_then(|_| f.sync_all()).map_err(io_err(&path))?;
-    File::open(tmp).and_then(|d| d.sync_all()).map_err(io_err(tmp))?;
+    File::create(&path).and_then(|mut f| f.write_all(&json)).map_err(io_err(&path))?;
     Ok(meta)
 }
 
-/// Decodes a split in chunks (each in parallel on the pool) and appends the
-/// pixels in file order, so memory stays at one chunk whatever the dataset.
+/// Decodes a split in parallel, each thread writing its image straight into
+/// the file at an offset it reserves (`pwrite`), so no thread waits for
+/// another's write and memory stays at one image a thread whatever the
+/// dataset. The index (in file-list order) says where each image lies; the
+/// pixels lie in the order the threads finished them.
 fn write_split(path: &Path, files: &SplitFiles, short: Option<u32>) -> Result<SplitMeta, DataError> {
-    const CHUNK: usize = 256;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Mutex;
     let file = File::create(path).map_err(io_err(path))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
     let n = files.items.len();
     let header = (MAGIC.len() + 8 + n * RECORD) as u64;
-    w.seek(SeekFrom::Start(header)).map_err(io_err(path))?;
-    let mut offset = header;
+    let end = Mutex::new(header);
+    // Outer error: the build's (a write failed); inner: the image's (it did not decode).
+    let placed: Vec<Result<(u32, u32, u64), String>> = files
+        .items
+        .par_iter()
+        .map(|(p, _)| {
+            let written = data::decode_with(p, short, |width, height, pixels| {
+                let offset = {
+                    let mut end = end.lock().unwrap_or_else(|e| e.into_inner());
+                    let at = *end;
+                    *end += pixels.len() as u64;
+                    at
+                };
+                file.write_all_at(pixels, offset).map(|_| (width, height, offset))
+            });
+            match written {
+                Ok(Ok(placed)) => Ok(Ok(placed)),
+                Ok(Err(e)) => Err(io_err(path)(e)),
+                Err(DataError::BadImage { reason, .. }) => Ok(Err(reason)),
+                Err(e) => Ok(Err(e.to_string())),
+            }
+        })
+        .collect::<Result<_, DataError>>()?;
     let mut index: Vec<u8> = Vec::with_capacity(n * RECORD);
     let (mut images, mut failed) = (0usize, Vec::new());
-    for (c, chunk) in files.items.chunks(CHUNK).enumerate() {
-        let decoded: Vec<Result<data::Cached, DataError>> = chunk.par_iter().map(|(p, _)| data::decode_one(p, short)).collect();
-        for (j, r) in decoded.into_iter().enumerate() {
-            let item = c * CHUNK + j;
-            match r {
-                Ok(img) => {
-                    w.write_all(&img.pixels).map_err(io_err(path))?;
-                    index.extend_from_slice(&(item as u32).to_le_bytes());
-                    index.extend_from_slice(&img.width.to_le_bytes());
-                    index.extend_from_slice(&img.height.to_le_bytes());
-                    index.extend_from_slice(&0u32.to_le_bytes());
-                    index.extend_from_slice(&offset.to_le_bytes());
-                    offset += img.pixels.len() as u64;
-                    images += 1;
-                }
-                Err(DataError::BadImage { reason, .. }) => failed.push(Failed { item, reason }),
-                Err(e) => failed.push(Failed { item, reason: e.to_string() }),
+    for (item, r) in placed.into_iter().enumerate() {
+        match r {
+            Ok((width, height, offset)) => {
+                index.extend_from_slice(&(item as u32).to_le_bytes());
+                index.extend_from_slice(&width.to_le_bytes());
+                index.extend_from_slice(&height.to_le_bytes());
+                index.extend_from_slice(&0u32.to_le_bytes());
+                index.extend_from_slice(&offset.to_le_bytes());
+                images += 1;
             }
+            Err(reason) => failed.push(Failed { item, reason }),
         }
     }
-    w.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    w.write_all(MAGIC).map_err(io_err(path))?;
-    w.write_all(&(images as u64).to_le_bytes()).map_err(io_err(path))?;
-    w.write_all(&index).map_err(io_err(path))?;
-    let file = w.into_inner().map_err(|e| cache_err(format!("{}: {}", path.display(), e.error())))?;
+    let mut head = Vec::with_capacity(16 + index.len());
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&(images as u64).to_le_bytes());
+    head.extend_from_slice(&index);
+    file.write_all_at(&head, 0).map_err(io_err(path))?;
+    let bytes = end.into_inner().unwrap_or_else(|e| e.into_inner());
     // Unused index records (failed images) stay zero; the pixels start after the full index.
-    file.set_len(offset).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))?;
-    Ok(SplitMeta { split: files.split.name().to_string(), images, bytes: offset, failed })
+    file.set_len(bytes).map_err(io_err(path))?;
+    Ok(SplitMeta { split: files.split.name().to_string(), images, bytes, failed })
 }
 
 /// Maps one split of a ready cache. Failed images are the trial's error, or
@@ -549,5 +640,46 @@ mod tests {
         let again = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
         assert!(again.built);
         assert_eq!(open_split(&again, &layout.valid, false).unwrap().len(), 4);
+    }
+
+    /// The fsync runs after the rename, in the background, and leaves
+    /// `synced`. A cache without it is trusted in the boot that built it
+    /// (the page cache holds it whole) and rebuilt after a restart, when
+    /// its bytes may never have reached the disk.
+    #[test]
+    fn an_unsynced_cache_from_before_a_restart_is_rebuilt() {
+        let data = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        dataset(data.path());
+        let layout = scan(data.path()).unwrap();
+        let digest = layout_digest(data.path(), &layout);
+        let ready = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
+        assert!(ready.built);
+        assert_eq!(ready.meta.boot_id, boot_id(), "meta.json records this boot");
+        let marker = ready.dir.join(SYNCED);
+        let t0 = Instant::now();
+        while !marker.exists() {
+            assert!(t0.elapsed().as_secs() < 60, "the background sync left no marker");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // Synced: trusted whatever the boot.
+        let mut meta = ready.meta.clone();
+        meta.boot_id = Some("an-earlier-boot".into());
+        std::fs::write(ready.dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        assert!(find(root.path(), "h", Some(32), &digest).unwrap().is_some());
+        // Not synced, this boot: trusted.
+        std::fs::remove_file(&marker).unwrap();
+        let mut this_boot = meta.clone();
+        this_boot.boot_id = boot_id();
+        std::fs::write(ready.dir.join("meta.json"), serde_json::to_vec(&this_boot).unwrap()).unwrap();
+        assert!(find(root.path(), "h", Some(32), &digest).unwrap().is_some());
+        // Not synced, an earlier boot: damaged, and rebuilt by the next run.
+        std::fs::write(ready.dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        let e = find(root.path(), "h", Some(32), &digest).unwrap_err().to_string();
+        assert!(e.contains("restarted"), "{e}");
+        let again = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
+        assert!(again.built);
+        assert_eq!(again.meta.boot_id, boot_id());
+        assert_eq!(open_split(&again, &layout.train, false).unwrap().len(), 10);
     }
 }

@@ -291,6 +291,32 @@ fn resize_alg() -> ResizeOptions {
     ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
 }
 
+thread_local! {
+    /// One resizer a thread, kept between images: a fresh `Resizer` allocates
+    /// its intermediate buffer (destination width × source height) anew every
+    /// time, which measured as half of a 500×375 → 341×256 resize.
+    static RESIZER: std::cell::RefCell<Resizer> = std::cell::RefCell::new(Resizer::new());
+}
+
+/// Resizes `src` into `dst` with this thread's [`RESIZER`].
+fn resize_into(src: &ImageRef, dst: &mut Image, options: &ResizeOptions) -> Result<(), String> {
+    RESIZER.with(|r| r.borrow_mut().resize(src, dst, options)).map_err(|e| e.to_string())
+}
+
+/// Opens `path` for decoding: a regular, non-empty file.
+fn open_image(path: &Path) -> Result<std::fs::File, DataError> {
+    let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    if !meta.is_file() {
+        // A FIFO would block the read forever; a directory named `x.jpg` says nothing useful.
+        return Err(bad("not a regular file".into()));
+    }
+    if meta.len() == 0 {
+        return Err(bad("the file is empty (0 bytes)".into()));
+    }
+    std::fs::File::open(path).map_err(|e| bad(e.to_string()))
+}
+
 /// Decodes one file to RGB8 (grayscale, RGBA, 16-bit, CMYK all converted).
 ///
 /// The format comes from the file's content, not its extension: an empty file
@@ -300,15 +326,7 @@ fn resize_alg() -> ResizeOptions {
 pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
     use std::io::{Read, Seek};
-    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
-    if !meta.is_file() {
-        // A FIFO would block the read forever; a directory named `x.jpg` says nothing useful.
-        return Err(bad("not a regular file".into()));
-    }
-    if meta.len() == 0 {
-        return Err(bad("the file is empty (0 bytes)".into()));
-    }
-    let mut file = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut file = open_image(path)?;
     let mut head = Vec::with_capacity(16);
     (&mut file).take(16).read_to_end(&mut head).map_err(|e| bad(e.to_string()))?;
     file.rewind().map_err(|e| bad(e.to_string()))?;
@@ -327,6 +345,103 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
     Ok(img.into_rgb8())
 }
 
+/// The image crate's default allocation limit for one decoded image, which
+/// the JPEG fast path keeps too (larger ones go the image crate's way, to
+/// its error).
+const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
+
+/// A colour JPEG (YCbCr or RGB, the common case) decoded into `out` by
+/// zune-jpeg with the options the image crate gives it, so the bytes are
+/// [`decode_rgb`]'s: but from a file read into `file` and into `out`, both
+/// kept by the caller between images, instead of three fresh allocations
+/// (one of them zeroed) and a second header parse an image. `Ok(None)`: not
+/// such a file, or one that does not decode: [`decode_rgb`] decides, and
+/// words its error.
+fn decode_jpeg_into(path: &Path, file: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Option<(u32, u32)>, DataError> {
+    use std::io::Read;
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let mut f = open_image(path)?;
+    file.clear();
+    if f.read_to_end(file).is_err() || image::guess_format(file).ok() != Some(image::ImageFormat::Jpeg) {
+        return Ok(None);
+    }
+    let options = DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(file.as_slice()), options);
+    if decoder.decode_headers().is_err() || !matches!(decoder.input_colorspace(), Some(ColorSpace::YCbCr | ColorSpace::RGB)) {
+        return Ok(None);
+    }
+    decoder.set_options(decoder.options().jpeg_set_out_colorspace(ColorSpace::RGB));
+    let Some((w, h)) = decoder.dimensions() else { return Ok(None) };
+    let len = w as u64 * h as u64 * 3;
+    if w == 0 || h == 0 || len > MAX_DECODED_BYTES || decoder.output_buffer_size() != Some(len as usize) {
+        return Ok(None);
+    }
+    // Only new capacity is zeroed; the bytes are overwritten by the decode.
+    out.resize(len as usize, 0);
+    if decoder.decode_into(&mut out[..len as usize]).is_err() {
+        return Ok(None);
+    }
+    Ok(Some((w as u32, h as u32)))
+}
+
+/// Buffers one thread reuses from image to image in [`decode_with`].
+#[derive(Default)]
+struct DecodeBuffers {
+    file: Vec<u8>,
+    decoded: Vec<u8>,
+    resized: Vec<u8>,
+}
+
+thread_local! {
+    static DECODE_BUFFERS: std::cell::RefCell<DecodeBuffers> = std::cell::RefCell::new(DecodeBuffers::default());
+}
+
+/// Buffers larger than this are not kept for the next image (a 100-megapixel
+/// photo would otherwise pin 300 MB a thread for the rest of the run).
+const KEEP_BUFFER_BYTES: usize = 64 << 20;
+
+/// Decodes one file, resizes it so its shorter side is `short` (`None`: kept
+/// at full resolution) and hands (width, height, RGB8 pixels) to `use_pixels`.
+/// The one decode path of the project: the shared cache and a worker's
+/// in-memory decode both go through it, so both hold the same bytes. The
+/// pixels live in buffers this thread keeps between calls; `use_pixels`
+/// copies what it needs and must not decode itself.
+pub fn decode_with<R>(path: &Path, short: Option<u32>, use_pixels: impl FnOnce(u32, u32, &[u8]) -> R) -> Result<R, DataError> {
+    // A decoder bug on a crafted file must not take the whole trial down
+    // without naming the file: turn a panic into this file's error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        DECODE_BUFFERS.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let DecodeBuffers { file, decoded, resized } = &mut *guard;
+            let (w, h) = match decode_jpeg_into(path, file, decoded)? {
+                Some(wh) => wh,
+                None => {
+                    let img = decode_rgb(path)?;
+                    let wh = img.dimensions();
+                    *decoded = img.into_raw();
+                    wh
+                }
+            };
+            let result = match short {
+                None => Ok(use_pixels(w, h, &decoded[..(w as usize * h as usize * 3)])),
+                Some(short) => resize_view_into(&ImageView { width: w, height: h, pixels: &decoded[..(w as usize * h as usize * 3)] }, short, resized)
+                    .map(|(nw, nh)| use_pixels(nw, nh, &resized[..(nw as usize * nh as usize * 3)]))
+                    .map_err(|reason| DataError::BadImage { path: path.to_path_buf(), reason }),
+            };
+            for buf in [file, decoded, resized] {
+                if buf.capacity() > KEEP_BUFFER_BYTES {
+                    *buf = Vec::new();
+                }
+            }
+            result
+        })
+    }))
+    .unwrap_or_else(|panic| {
+        let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+        Err(DataError::BadImage { path: path.to_path_buf(), reason: format!("the decoder crashed on this file: {msg}") })
+    })
+}
+
 /// The most pixels a resized image may have (a 1×60000 strip at image_size
 /// 224 would otherwise become 256×15 360 000 and exhaust memory).
 pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
@@ -339,6 +454,13 @@ pub fn resize_shorter(img: &image::RgbImage, short: u32) -> Result<Cached, Strin
 
 /// [`resize_shorter`] for any decoded image.
 pub fn resize_view(img: &ImageView, short: u32) -> Result<Cached, String> {
+    let mut pixels = Vec::new();
+    let (width, height) = resize_view_into(img, short, &mut pixels)?;
+    Ok(Cached { width, height, pixels })
+}
+
+/// [`resize_view`] into `out` (resized to fit): the new width and height.
+fn resize_view_into(img: &ImageView, short: u32, out: &mut Vec<u8>) -> Result<(u32, u32), String> {
     let (w, h) = (img.width, img.height);
     if w == 0 || h == 0 || short == 0 {
         return Err(format!("cannot resize a {w}×{h} image to shorter side {short}"));
@@ -350,34 +472,22 @@ pub fn resize_view(img: &ImageView, short: u32) -> Result<Cached, String> {
             "aspect ratio too extreme: a {w}×{h} image resized to shorter side {short} would be {nw}×{nh} pixels (limit {MAX_RESIZED_PIXELS})"
         ));
     }
+    let len = nw as usize * nh as usize * 3;
     if (nw, nh) == (w, h) {
-        return Ok(Cached { width: w, height: h, pixels: img.pixels.to_vec() });
+        out.clear();
+        out.extend_from_slice(&img.pixels[..len]);
+        return Ok((w, h));
     }
+    out.resize(len, 0);
     let src = ImageRef::new(w, h, img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
-    let mut dst = Image::new(nw, nh, PixelType::U8x3);
-    Resizer::new().resize(&src, &mut dst, &resize_alg()).map_err(|e| e.to_string())?;
-    Ok(Cached { width: nw, height: nh, pixels: dst.into_vec() })
+    let mut dst = Image::from_slice_u8(nw, nh, &mut out[..len], PixelType::U8x3).map_err(|e| e.to_string())?;
+    resize_into(&src, &mut dst, &resize_alg())?;
+    Ok((nw, nh))
 }
 
-/// Decodes one file and resizes it so its shorter side is `short` (`None`:
-/// kept at full resolution). The one decode path of the project: the shared
-/// cache and a worker's in-memory decode both go through it, so both hold
-/// the same bytes.
+/// [`decode_with`] into an image of its own.
 pub fn decode_one(path: &Path, short: Option<u32>) -> Result<Cached, DataError> {
-    // A decoder bug on a crafted file must not take the whole trial down
-    // without naming the file: turn a panic into this file's error.
-    std::panic::catch_unwind(|| {
-        let img = decode_rgb(path)?;
-        if let Some(short) = short {
-            return resize_shorter(&img, short).map_err(|reason| DataError::BadImage { path: path.to_path_buf(), reason });
-        }
-        let (width, height) = img.dimensions();
-        Ok(Cached { width, height, pixels: img.into_raw() })
-    })
-    .unwrap_or_else(|panic| {
-        let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-        Err(DataError::BadImage { path: path.to_path_buf(), reason: format!("the decoder crashed on this file: {msg}") })
-    })
+    decode_with(path, short, |width, height, pixels| Cached { width, height, pixels: pixels.to_vec() })
 }
 
 /// Decodes and resizes every file of a split once, in parallel.
@@ -477,19 +587,13 @@ pub fn train_transform(img: &ImageView, s: u32, augment: &[String], rng: &mut Ch
         let src = ImageRef::new(img.width, img.height, img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
         // The crop is resized straight into the batch buffer: no copy.
         let mut dst = Image::from_slice_u8(s, s, out, PixelType::U8x3).map_err(|e| e.to_string())?;
-        Resizer::new().resize(&src, &mut dst, &resize_alg().crop(left, top, cw, ch)).map_err(|e| e.to_string())?;
+        resize_into(&src, &mut dst, &resize_alg().crop(left, top, cw, ch))?;
     } else {
         eval_transform(img, s, out)?;
     }
     if augment.iter().any(|a| a == "hflip") && rng.gen_bool(0.5) {
-        let row = (s * 3) as usize;
-        for r in out.chunks_mut(row) {
-            let n = s as usize;
-            for x in 0..n / 2 {
-                for c in 0..3 {
-                    r.swap(x * 3 + c, (n - 1 - x) * 3 + c);
-                }
-            }
+        for row in out.chunks_exact_mut((s * 3) as usize) {
+            row.as_chunks_mut::<3>().0.reverse();
         }
     }
     Ok(())
@@ -660,13 +764,55 @@ mod tests {
         }
     }
 
+    /// decode_rgb's reason, which the cache's decode path gives too.
     fn reason(path: &Path) -> String {
+        let via_cache_path = match decode_one(path, Some(8)) {
+            Err(DataError::BadImage { reason, .. }) => reason,
+            other => panic!("{}: expected BadImage from decode_one, got {other:?}", path.display()),
+        };
         match decode_rgb(path) {
             Err(DataError::BadImage { path: p, reason }) => {
                 assert_eq!(p, path);
+                assert_eq!(reason, via_cache_path, "{}", path.display());
                 reason
             }
             other => panic!("{}: expected BadImage, got {other:?}", path.display()),
+        }
+    }
+
+    /// The JPEG fast path (zune-jpeg called directly into reused buffers)
+    /// gives the image crate's bytes, for every kind of JPEG it takes
+    /// (colour, odd sizes, PIL's 4:2:0 CMYK fixture falls back) and after
+    /// larger and smaller images in the same thread.
+    #[test]
+    fn the_jpeg_fast_path_decodes_what_the_image_crate_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let noise = |w: u32, h: u32| image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8 * 3]));
+        let mut files = Vec::new();
+        for (i, (w, h, q)) in [(300, 200, 90), (37, 23, 75), (16, 64, 100), (500, 375, 60), (1, 1, 90), (9, 300, 85)].into_iter().enumerate() {
+            let path = d.join(format!("{i}.jpg"));
+            let mut out = std::fs::File::create(&path).unwrap();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q).encode_image(&noise(w, h)).unwrap();
+            files.push(path);
+        }
+        let gray = d.join("gray.jpg");
+        image::GrayImage::from_fn(20, 10, |x, y| image::Luma([(x * 9 + y) as u8])).save(&gray).unwrap();
+        files.push(gray);
+        files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cmyk.jpg"));
+        for round in 0..2 {
+            for path in &files {
+                let want = decode_rgb(path).unwrap();
+                let got = decode_one(path, None).unwrap();
+                assert_eq!((got.width, got.height), want.dimensions(), "{} round {round}", path.display());
+                assert!(got.pixels == *want.as_raw(), "{}: pixels differ (round {round})", path.display());
+                for short in [8, 37, 256] {
+                    let want = resize_shorter(&want, short).unwrap();
+                    let got = decode_one(path, Some(short)).unwrap();
+                    assert_eq!((got.width, got.height), (want.width, want.height), "{} at {short}", path.display());
+                    assert!(got.pixels == want.pixels, "{} at {short}: pixels differ", path.display());
+                }
+            }
         }
     }
 
