@@ -138,14 +138,18 @@ pub fn cache(cmd: CacheCommand) -> CmdResult {
 }
 
 /// One timed pass over the training split, as a worker's loader makes it.
-fn epoch_pass(pool: &rayon::ThreadPool, split: &data::SplitCache, cfg: &TrialConfig, epoch: u32) -> Result<(usize, Duration), CliError> {
+/// The batch buffer is reused from batch to batch, as a worker fills each
+/// batch's tensor in place.
+fn epoch_pass(pool: &rayon::ThreadPool, split: &data::SplitCache, cfg: &TrialConfig, epoch: u32, buf: &mut Vec<u8>) -> Result<(usize, Duration), CliError> {
     let t0 = Instant::now();
     let order = data::epoch_order(split.len(), cfg.seed, epoch);
+    let per = (cfg.image_size * cfg.image_size * 3) as usize;
     let mut n = 0;
     for chunk in order.chunks(cfg.batch_size as usize) {
-        let b = pool.install(|| data::train_batch(split, chunk, cfg.image_size, &cfg.augment, cfg.seed, epoch)).map_err(CliError::failed)?;
-        n += b.labels.len();
-        std::hint::black_box(&b.pixels);
+        buf.resize(per * chunk.len(), 0);
+        let labels = pool.install(|| data::train_batch_into(split, chunk, cfg.image_size, &cfg.augment, cfg.seed, epoch, buf)).map_err(CliError::failed)?;
+        n += labels.len();
+        std::hint::black_box(&buf);
     }
     Ok((n, t0.elapsed()))
 }
@@ -166,10 +170,11 @@ pub fn bench(cmd: BenchCommand) -> CmdResult {
         let ready = cache::ensure(&root, &dataset, &layout, &h, short, threads).map_err(CliError::failed)?;
         let train = cache::open_split(&ready, &layout.train, true).map_err(CliError::failed)?;
         let decode = t0.elapsed();
-        let (n, first) = epoch_pass(&pool, &train, &cfg, 1)?;
+        let mut buf = Vec::new();
+        let (n, first) = epoch_pass(&pool, &train, &cfg, 1, &mut buf)?;
         let mut later = Vec::new();
         for e in 2..=epochs {
-            later.push(epoch_pass(&pool, &train, &cfg, e)?.1);
+            later.push(epoch_pass(&pool, &train, &cfg, e, &mut buf)?.1);
         }
         Ok::<_, CliError>((n, ready.meta.images(), decode, first, later))
     })();

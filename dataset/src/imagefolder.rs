@@ -619,26 +619,48 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
 /// Builds a train batch; each image's randomness comes from (seed, epoch, index)
 /// so the result does not depend on thread scheduling.
 pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32) -> Result<Batch, String> {
+    let mut pixels = vec![0u8; (s * s * 3) as usize * idx.len()];
+    let labels = train_batch_into(cache, idx, s, augment, seed, epoch, &mut pixels)?;
+    Ok(Batch { pixels, labels })
+}
+
+/// [`train_batch`] into `out` (`idx.len()` · S·S·3 bytes, every one
+/// overwritten: it need not be zeroed): the caller's buffer, reused from
+/// batch to batch or the memory of the tensor that feeds the model. Returns
+/// the labels.
+pub fn train_batch_into(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32, out: &mut [u8]) -> Result<Vec<i64>, String> {
     let per = (s * s * 3) as usize;
-    let mut pixels = vec![0u8; per * idx.len()];
-    pixels.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
+    check_batch_len(out, per, idx.len())?;
+    out.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
         let img = cache.image(i).ok_or("index out of range")?;
         train_transform(&img, s, augment, &mut rng, out)
     })?;
-    let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
-    Ok(Batch { pixels, labels })
+    Ok(idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect())
+}
+
+fn check_batch_len(out: &[u8], per: usize, n: usize) -> Result<(), String> {
+    if out.len() != per * n {
+        return Err(format!("a batch of {n} images of {per} bytes needs {} bytes, not {}", per * n, out.len()));
+    }
+    Ok(())
 }
 
 pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Result<Batch, String> {
+    let mut pixels = vec![0u8; (s * s * 3) as usize * idx.len()];
+    let labels = eval_batch_into(cache, idx, s, &mut pixels)?;
+    Ok(Batch { pixels, labels })
+}
+
+/// [`eval_batch`] into `out`, as [`train_batch_into`].
+pub fn eval_batch_into(cache: &SplitCache, idx: &[usize], s: u32, out: &mut [u8]) -> Result<Vec<i64>, String> {
     let per = (s * s * 3) as usize;
-    let mut pixels = vec![0u8; per * idx.len()];
-    pixels.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
+    check_batch_len(out, per, idx.len())?;
+    out.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
         let img = cache.image(i).ok_or("index out of range")?;
         eval_transform(&img, s, out)
     })?;
-    let labels = idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect();
-    Ok(Batch { pixels, labels })
+    Ok(idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect())
 }
 
 #[cfg(test)]
@@ -724,6 +746,24 @@ mod tests {
         assert_eq!(a.labels, vec![1, 0]);
         let c = train_batch(&cache, &[1, 0], 32, &aug, 8, 1).unwrap();
         assert_ne!(a.pixels, c.pixels);
+    }
+
+    /// The `_into` forms overwrite every byte of a dirty buffer (a reused one,
+    /// or a tensor's uninitialised memory) and refuse one of the wrong size.
+    #[test]
+    fn batches_into_a_dirty_buffer_are_the_same_batches() {
+        let cache = SplitCache::decoded(vec![cached(40, 50), cached(60, 40), cached(73, 73)], vec![0, 1, 1], vec![PathBuf::new(); 3], 0);
+        let aug = vec!["random_resized_crop".to_string(), "hflip".to_string()];
+        let mut buf = vec![0xA5u8; 3 * 32 * 32 * 3];
+        let labels = train_batch_into(&cache, &[2, 1, 0], 32, &aug, 7, 3, &mut buf).unwrap();
+        let want = train_batch(&cache, &[2, 1, 0], 32, &aug, 7, 3).unwrap();
+        assert_eq!((buf.as_slice(), labels), (want.pixels.as_slice(), want.labels));
+        buf.fill(0x5A);
+        let labels = eval_batch_into(&cache, &[2, 1, 0], 32, &mut buf).unwrap();
+        let want = eval_batch(&cache, &[2, 1, 0], 32).unwrap();
+        assert_eq!((buf.as_slice(), labels), (want.pixels.as_slice(), want.labels));
+        let e = train_batch_into(&cache, &[2, 1], 32, &aug, 7, 3, &mut buf).unwrap_err();
+        assert!(e.contains("needs 6144 bytes, not 9216"), "{e}");
     }
 
     /// Every odd-but-valid image kind is converted to RGB8 at the right size.

@@ -37,6 +37,27 @@ pub fn host_pixels(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch:
     }
 }
 
+/// A host batch of `n` images of `s` px that `fill` writes in place (every
+/// byte; see `sweep_dataset::imagefolder::train_batch_into`). On the CPU it
+/// writes straight into the tensor's memory: no zeroed buffer and no copy a
+/// batch. For CUDA it writes into `staging` (kept by the caller from batch
+/// to batch), copied once into pinned memory by [`host_pixels`].
+pub fn host_batch<T>(n: usize, s: u32, device: tch::Device, staging: &mut Vec<u8>, fill: impl FnOnce(&mut [u8]) -> Result<T, String>) -> Result<(tch::Tensor, T), String> {
+    use tch::{Device, Kind, Tensor};
+    let len = n * (s as usize) * (s as usize) * 3;
+    if device.is_cuda() {
+        staging.resize(len, 0);
+        let made = fill(&mut staging[..])?;
+        return Ok((host_pixels(staging, n, s, device), made));
+    }
+    let t = Tensor::empty([n as i64, s as i64, s as i64, 3], (Kind::Uint8, Device::Cpu));
+    // SAFETY: `t` is a fresh, contiguous u8 tensor of exactly `len` bytes that
+    // nothing else refers to while the slice lives.
+    let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, len) };
+    let made = fill(out)?;
+    Ok((t, made))
+}
+
 /// A host batch from [`host_pixels`] as the network's input on `device`: an
 /// `[N, 3, H, W]` float tensor normalised with ImageNet mean/std on the
 /// device (from pinned memory the copy overlaps compute).
@@ -85,6 +106,27 @@ mod tests {
         }
         assert_eq!(x.kind(), Kind::Float);
         assert!(to_input(&pixels, n, s, Device::Cpu).equal(&x));
+    }
+
+    /// `host_batch` on the CPU fills the tensor's own memory: the tensor
+    /// [`host_pixels`] makes from the same bytes, whatever was there before.
+    #[test]
+    fn a_host_batch_filled_in_place_is_the_copied_one() {
+        let (n, s) = (3usize, 5u32);
+        let pixels: Vec<u8> = (0..n * 25 * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let mut staging = Vec::new();
+        for _ in 0..3 {
+            let (t, tag) = host_batch(n, s, Device::Cpu, &mut staging, |out| {
+                out.copy_from_slice(&pixels);
+                Ok("filled")
+            })
+            .unwrap();
+            assert_eq!(tag, "filled");
+            assert!(t.equal(&host_pixels(&pixels, n, s, Device::Cpu)));
+        }
+        assert!(staging.is_empty(), "the CPU path needs no staging buffer");
+        let e = host_batch(n, s, Device::Cpu, &mut staging, |_| Err::<(), _>("no".to_string())).unwrap_err();
+        assert_eq!(e, "no");
     }
 
     #[test]

@@ -21,7 +21,7 @@
 //! thread count; `worker/tests/exact_resume.rs`).
 use crate::models::{self, BACKBONE_GROUP, HEAD_GROUP, Net};
 use crate::optim::{self, Optimizer};
-use crate::{device_input, host_pixels, to_input, weights};
+use crate::{device_input, host_batch, weights};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::collections::HashMap;
@@ -573,9 +573,10 @@ impl<'a> Trainer<'a> {
         let augment = cfg.augment.clone();
         let order = data::epoch_order(cache.len(), seed, epoch);
         let device = self.device;
+        let mut staging = Vec::new();
         let rx = spawn_loader(order, cfg.batch_size as usize, self.batches_per_epoch, epoch, move |idx| {
             // Pixels go to (pinned) host memory here, on the loader thread.
-            data::train_batch(&cache, idx, s, &augment, seed, epoch).map(|b| (host_pixels(&b.pixels, b.labels.len(), s, device), b.labels))
+            host_batch(idx.len(), s, device, &mut staging, |out| data::train_batch_into(&cache, idx, s, &augment, seed, epoch, out))
         });
         let mut epoch_run = Running::new();
         let mut window = Running::new();
@@ -993,10 +994,10 @@ type Loaded<T> = Result<T, Failure>;
 /// ends the epoch with a `data` failure; a panic while building one ends it
 /// with an `internal` failure that names the epoch and batch — never with a
 /// channel that just closes, which would look like the end of the epoch.
-fn spawn_loader<T, F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, build: F) -> Receiver<Loaded<T>>
+fn spawn_loader<T, F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, mut build: F) -> Receiver<Loaded<T>>
 where
     T: Send + 'static,
-    F: Fn(&[usize]) -> Result<T, String> + Send + 'static,
+    F: FnMut(&[usize]) -> Result<T, String> + Send + 'static,
 {
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
     std::thread::spawn(move || {
@@ -1032,10 +1033,12 @@ pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device
         let mut preds = Vec::new();
         let mut probs = Vec::new();
         let idx: Vec<usize> = (0..n).collect();
+        let mut staging = Vec::new();
         for chunk in idx.chunks(bs.max(1)) {
-            let b = data::eval_batch(split, chunk, s).map_err(|m| Failure::new(ErrorClass::Data, m))?;
-            let xs = to_input(&b.pixels, chunk.len(), s, device);
-            let ys = Tensor::from_slice(&b.labels).to_device(device);
+            let (host, labels) = host_batch(chunk.len(), s, device, &mut staging, |out| data::eval_batch_into(split, chunk, s, out))
+                .map_err(|m| Failure::new(ErrorClass::Data, m))?;
+            let xs = device_input(&host, device);
+            let ys = Tensor::from_slice(&labels).to_device(device);
             let logits = net.forward_t(&xs, false).to_kind(Kind::Float);
             loss += logits.cross_entropy_for_logits(&ys).double_value(&[]) * chunk.len() as f64;
             let pred = logits.argmax(-1, false);
