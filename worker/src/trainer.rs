@@ -588,7 +588,7 @@ impl<'a> Trainer<'a> {
             let (pixels, labels) = batch?;
             batch_no += 1;
             let n = labels.len();
-            let xs = device_input(&pixels, self.device);
+            let xs = device_input(&pixels, self.device, cfg.channels_last);
             let ys = Tensor::from_slice(&labels).to_device(self.device);
             let out = train_step(&self.net, &mut self.opt, &mut self.scaler, &xs, &ys);
             if !out.loss.is_finite() {
@@ -672,7 +672,7 @@ impl<'a> Trainer<'a> {
         let train_secs = train.since.elapsed().as_secs_f64();
         let cfg = self.cfg;
         let t_valid = Instant::now();
-        let val = evaluate(&self.net, &self.data.valid, cfg.image_size, cfg.batch_size as usize, self.device, false)?;
+        let val = evaluate(&self.net, &self.data.valid, cfg, self.device, false)?;
         self.timings.valid_s += t_valid.elapsed().as_secs_f64();
         if !val.loss.is_finite() {
             return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
@@ -770,7 +770,7 @@ impl<'a> Trainer<'a> {
             self.vs.load(best).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot load {}: {e}", best.display())))?;
         }
         let cfg = self.cfg;
-        let test = evaluate(&self.net, &self.data.test, cfg.image_size, cfg.batch_size as usize, self.device, true)?;
+        let test = evaluate(&self.net, &self.data.test, cfg, self.device, true)?;
         let classes = &self.data.layout.classes;
         let k = classes.len();
         let mut matrix = vec![vec![0u64; k]; k];
@@ -1026,7 +1026,10 @@ pub struct Eval {
     pub probs: Vec<f64>,
 }
 
-pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device, keep: bool) -> Result<Eval, Failure> {
+/// Loss and accuracy of `net` on `split`, at the trial's image size, batch
+/// size and memory format; `keep`: every image's prediction and probability.
+pub fn evaluate(net: &Net, split: &SplitCache, cfg: &TrialConfig, device: Device, keep: bool) -> Result<Eval, Failure> {
+    let (s, bs) = (cfg.image_size, cfg.batch_size as usize);
     tch::no_grad(|| {
         let n = split.len();
         let (mut loss, mut correct) = (0.0, 0i64);
@@ -1037,7 +1040,7 @@ pub fn evaluate(net: &Net, split: &SplitCache, s: u32, bs: usize, device: Device
         for chunk in idx.chunks(bs.max(1)) {
             let (host, labels) = host_batch(chunk.len(), s, device, &mut staging, |out| data::eval_batch_into(split, chunk, s, out))
                 .map_err(|m| Failure::new(ErrorClass::Data, m))?;
-            let xs = device_input(&host, device);
+            let xs = device_input(&host, device, cfg.channels_last);
             let ys = Tensor::from_slice(&labels).to_device(device);
             let logits = net.forward_t(&xs, false).to_kind(Kind::Float);
             loss += logits.cross_entropy_for_logits(&ys).double_value(&[]) * chunk.len() as f64;
