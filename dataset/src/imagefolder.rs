@@ -397,8 +397,9 @@ thread_local! {
 }
 
 /// Buffers larger than this are not kept for the next image (a 100-megapixel
-/// photo would otherwise pin 300 MB a thread for the rest of the run).
-const KEEP_BUFFER_BYTES: usize = 64 << 20;
+/// photo would otherwise pin 300 MB a thread for the rest of the run;
+/// 16 MB holds a 5-megapixel decode).
+const KEEP_BUFFER_BYTES: usize = 16 << 20;
 
 /// Decodes one file, resizes it so its shorter side is `short` (`None`: kept
 /// at full resolution) and hands (width, height, RGB8 pixels) to `use_pixels`.
