@@ -314,8 +314,22 @@ fn open_image(path: &Path) -> Result<std::fs::File, DataError> {
     if meta.len() == 0 {
         return Err(bad("the file is empty (0 bytes)".into()));
     }
+    if meta.len() > MAX_FILE_BYTES {
+        // JPEG and WebP decoders read the whole file first: a hostile or
+        // mistaken multi-gigabyte file must not be read into memory.
+        return Err(bad(format!(
+            "the file is {} bytes, larger than any image this tool decodes ({MAX_FILE_BYTES} bytes, twice the decoded-size limit)",
+            meta.len()
+        )));
+    }
     std::fs::File::open(path).map_err(|e| bad(e.to_string()))
 }
+
+/// The largest image file read at all: twice [`MAX_DECODED_BYTES`], with
+/// room to spare, since a decoder's buffer holds at least as many bytes as
+/// an uncompressed file has and a compressed image that large decodes to far
+/// more than the limit.
+const MAX_FILE_BYTES: u64 = 2 * MAX_DECODED_BYTES;
 
 /// Decodes one file to RGB8 (grayscale, RGBA, 16-bit, CMYK all converted).
 ///
@@ -876,6 +890,12 @@ mod tests {
         assert!(reason(&d.join("loop.jpg")).to_lowercase().contains("symbolic links"));
         std::fs::create_dir(d.join("dir.jpg")).unwrap();
         assert!(reason(&d.join("dir.jpg")).contains("not a regular file"));
+        // A sparse file of 1 GiB + 1 byte that starts like a JPEG: refused
+        // before a byte is read, not read whole into memory.
+        let big = std::fs::File::create(d.join("big.jpg")).unwrap();
+        std::io::Write::write_all(&mut &big, &[0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
+        big.set_len(MAX_FILE_BYTES + 1).unwrap();
+        assert!(reason(&d.join("big.jpg")).contains("larger than any image this tool decodes"));
         let fifo = std::ffi::CString::new(d.join("fifo.jpg").into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
