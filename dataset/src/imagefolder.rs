@@ -315,7 +315,7 @@ fn open_image(path: &Path) -> Result<std::fs::File, DataError> {
         return Err(bad("the file is empty (0 bytes)".into()));
     }
     if meta.len() > MAX_FILE_BYTES {
-        // JPEG and WebP decoders read the whole file first: a hostile or
+        // The JPEG decoder reads the whole file first: a hostile or
         // mistaken multi-gigabyte file must not be read into memory.
         return Err(bad(format!(
             "the file is {} bytes, larger than any image this tool decodes ({MAX_FILE_BYTES} bytes, twice the decoded-size limit)",
