@@ -303,8 +303,10 @@ fn resize_into(src: &ImageRef, dst: &mut Image, options: &ResizeOptions) -> Resu
     RESIZER.with(|r| r.borrow_mut().resize(src, dst, options)).map_err(|e| e.to_string())
 }
 
-/// Opens `path` for decoding: a regular, non-empty file.
-fn open_image(path: &Path) -> Result<std::fs::File, DataError> {
+/// Reads an image file whole into `buf`: a regular, non-empty file of at
+/// most [`MAX_FILE_BYTES`].
+fn read_image(path: &Path, buf: &mut Vec<u8>) -> Result<(), DataError> {
+    use std::io::Read;
     let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
@@ -315,14 +317,15 @@ fn open_image(path: &Path) -> Result<std::fs::File, DataError> {
         return Err(bad("the file is empty (0 bytes)".into()));
     }
     if meta.len() > MAX_FILE_BYTES {
-        // The JPEG decoder reads the whole file first: a hostile or
+        // Files are read whole before they are decoded: a hostile or
         // mistaken multi-gigabyte file must not be read into memory.
         return Err(bad(format!(
             "the file is {} bytes, larger than any image this tool decodes ({MAX_FILE_BYTES} bytes, twice the decoded-size limit)",
             meta.len()
         )));
     }
-    std::fs::File::open(path).map_err(|e| bad(e.to_string()))
+    buf.clear();
+    std::fs::File::open(path).and_then(|mut f| f.read_to_end(buf)).map(drop).map_err(|e| bad(e.to_string()))
 }
 
 /// The largest image file read at all: twice [`MAX_DECODED_BYTES`], with
@@ -338,19 +341,21 @@ const MAX_FILE_BYTES: u64 = 2 * MAX_DECODED_BYTES;
 /// is reported as such rather than as a decoder error. The image crate's
 /// default limits apply (a decompression bomb is an error, not an abort).
 pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
+    let mut bytes = Vec::new();
+    read_image(path, &mut bytes)?;
+    decode_bytes(path, &bytes)
+}
+
+/// [`decode_rgb`] of the file's bytes, already read.
+fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage, DataError> {
     let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
-    use std::io::{Read, Seek};
-    let mut file = open_image(path)?;
-    let mut head = Vec::with_capacity(16);
-    (&mut file).take(16).read_to_end(&mut head).map_err(|e| bad(e.to_string()))?;
-    file.rewind().map_err(|e| bad(e.to_string()))?;
-    let format = image::guess_format(&head).map_err(|_| {
+    let format = image::guess_format(bytes).map_err(|_| {
         bad(format!(
             "not an image: its content matches none of the supported formats ({}); is it another kind of file with an image extension?",
             EXTENSIONS.join(", ")
         ))
     })?;
-    let reader = image::ImageReader::with_format(std::io::BufReader::new(file), format);
+    let reader = image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let img = reader.decode().map_err(|e| bad(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(bad("image has zero width or height".into()));
@@ -364,38 +369,32 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
 /// its error).
 const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 
-/// A colour JPEG (YCbCr or RGB, the common case) decoded into `out` by
-/// zune-jpeg with the options the image crate gives it, so the bytes are
-/// [`decode_rgb`]'s: but from a file read into `file` and into `out`, both
-/// kept by the caller between images, instead of three fresh allocations
-/// (one of them zeroed) and a second header parse an image. `Ok(None)`: not
-/// such a file, or one that does not decode: [`decode_rgb`] decides, and
-/// words its error.
-fn decode_jpeg_into(path: &Path, file: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Option<(u32, u32)>, DataError> {
-    use std::io::Read;
+/// A colour JPEG (YCbCr or RGB, the common case) decoded from `file` (its
+/// bytes) into `out` by zune-jpeg with the options the image crate gives it,
+/// so the bytes are [`decode_rgb`]'s: but into a buffer the caller keeps
+/// between images, instead of two fresh allocations (one of them zeroed)
+/// and a second header parse an image. `None`: not such a file, or one that
+/// does not decode: [`decode_bytes`] decides, and words its error.
+fn decode_jpeg_into(file: &[u8], out: &mut Vec<u8>) -> Option<(u32, u32)> {
     use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
-    let mut f = open_image(path)?;
-    file.clear();
-    if f.read_to_end(file).is_err() || image::guess_format(file).ok() != Some(image::ImageFormat::Jpeg) {
-        return Ok(None);
+    if image::guess_format(file).ok() != Some(image::ImageFormat::Jpeg) {
+        return None;
     }
     let options = DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
-    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(file.as_slice()), options);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(file), options);
     if decoder.decode_headers().is_err() || !matches!(decoder.input_colorspace(), Some(ColorSpace::YCbCr | ColorSpace::RGB)) {
-        return Ok(None);
+        return None;
     }
     decoder.set_options(decoder.options().jpeg_set_out_colorspace(ColorSpace::RGB));
-    let Some((w, h)) = decoder.dimensions() else { return Ok(None) };
+    let (w, h) = decoder.dimensions()?;
     let len = w as u64 * h as u64 * 3;
     if w == 0 || h == 0 || len > MAX_DECODED_BYTES || decoder.output_buffer_size() != Some(len as usize) {
-        return Ok(None);
+        return None;
     }
     // Only new capacity is zeroed; the bytes are overwritten by the decode.
     out.resize(len as usize, 0);
-    if decoder.decode_into(&mut out[..len as usize]).is_err() {
-        return Ok(None);
-    }
-    Ok(Some((w as u32, h as u32)))
+    decoder.decode_into(&mut out[..len as usize]).ok()?;
+    Some((w as u32, h as u32))
 }
 
 /// Buffers one thread reuses from image to image in [`decode_with`].
@@ -428,19 +427,23 @@ pub fn decode_with<R>(path: &Path, short: Option<u32>, use_pixels: impl FnOnce(u
         DECODE_BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
             let DecodeBuffers { file, decoded, resized } = &mut *guard;
-            let (w, h) = match decode_jpeg_into(path, file, decoded)? {
+            // Read once; a file the JPEG fast path does not take is decoded
+            // from the same bytes.
+            read_image(path, file)?;
+            let (w, h) = match decode_jpeg_into(file, decoded) {
                 Some(wh) => wh,
                 None => {
-                    let img = decode_rgb(path)?;
+                    let img = decode_bytes(path, file)?;
                     let wh = img.dimensions();
                     *decoded = img.into_raw();
                     wh
                 }
             };
+            let pixels = &decoded[..w as usize * h as usize * 3];
             let result = match short {
-                None => Ok(use_pixels(w, h, &decoded[..(w as usize * h as usize * 3)])),
-                Some(short) => resize_view_into(&ImageView { width: w, height: h, pixels: &decoded[..(w as usize * h as usize * 3)] }, short, resized)
-                    .map(|(nw, nh)| use_pixels(nw, nh, &resized[..(nw as usize * nh as usize * 3)]))
+                None => Ok(use_pixels(w, h, pixels)),
+                Some(short) => resize_view_into(&ImageView { width: w, height: h, pixels }, short, resized)
+                    .map(|(nw, nh)| use_pixels(nw, nh, &resized[..nw as usize * nh as usize * 3]))
                     .map_err(|reason| DataError::BadImage { path: path.to_path_buf(), reason }),
             };
             for buf in [file, decoded, resized] {
