@@ -235,23 +235,14 @@ fn results_dir(results: Option<PathBuf>, db: &Path) -> PathBuf {
     })
 }
 
-/// The `[resources] keep` a sweep file asks for (default `best`); `None`
-/// when the stored file says something this version does not know.
-fn keep_of(toml_text: &str) -> Option<Keep> {
+/// The `[resources]` setting `key` of a stored sweep file, read with
+/// `parse` (`default` when the file leaves it out); `None` when the file
+/// says something this version does not know.
+fn resources_setting<T>(toml_text: &str, key: &str, default: T, parse: fn(&str) -> Option<T>) -> Option<T> {
     let v: toml::Value = toml::from_str(toml_text).ok()?;
-    match v.get("resources").and_then(|r| r.get("keep")) {
-        None => Some(Keep::Best),
-        Some(k) => Keep::parse(k.as_str()?),
-    }
-}
-
-/// The `[resources] keep_precision` a sweep file asks for (default `full`);
-/// `None` when the stored file says something this version does not know.
-fn keep_precision_of(toml_text: &str) -> Option<KeepPrecision> {
-    let v: toml::Value = toml::from_str(toml_text).ok()?;
-    match v.get("resources").and_then(|r| r.get("keep_precision")) {
-        None => Some(KeepPrecision::Full),
-        Some(k) => KeepPrecision::parse(k.as_str()?),
+    match v.get("resources").and_then(|r| r.get(key)) {
+        None => Some(default),
+        Some(k) => parse(k.as_str()?),
     }
 }
 
@@ -269,6 +260,8 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
     let results = results_dir(args.results, &db);
     let forced = args.keep.as_deref().and_then(Keep::parse);
     let forced_precision = args.keep_precision.as_deref().and_then(KeepPrecision::parse);
+    // What a sweep file that leaves them out gets.
+    let defaults = crate::spec::Resources::default();
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let only = match &args.sweep {
@@ -281,11 +274,11 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
         let mut total_halved = retention::Halved::default();
         let mut any_half = false;
         for (name, toml_text) in sweeps.iter().filter(|(n, _)| only.as_ref().is_none_or(|o| o == n)) {
-            let Some(keep) = forced.or_else(|| keep_of(toml_text)) else {
+            let Some(keep) = forced.or_else(|| resources_setting(toml_text, "keep", defaults.keep, Keep::parse)) else {
                 eprintln!("sweep {name}: its file asks for a `keep` this version does not know; skipped (pass --keep)");
                 continue;
             };
-            let precision = forced_precision.or_else(|| keep_precision_of(toml_text)).unwrap_or_else(|| {
+            let precision = forced_precision.or_else(|| resources_setting(toml_text, "keep_precision", defaults.keep_precision, KeepPrecision::parse)).unwrap_or_else(|| {
                 eprintln!(
                     "sweep {name}: its file asks for a `keep_precision` this version does not know; its weights are left as they are (pass --keep-precision)"
                 );
