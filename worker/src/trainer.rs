@@ -966,24 +966,25 @@ impl GradScaler {
 }
 
 /// Multiplies every gradient by `inv_scale` in place and tells whether all of
-/// them are finite. What torch does with `_amp_foreach_non_finite_check_and_unscale_`
-/// (which tch does not expose): the per-tensor checks stay on the device,
-/// stacked into one flag that is read once. The check is on the unscaled
-/// values, so an unscaling that overflows (a scale below 1) also counts.
+/// them were finite, with libtorch's fused kernel
+/// (`_amp_foreach_non_finite_check_and_unscale_`, what torch.amp.GradScaler
+/// calls): one kernel a gradient, each setting one `found_inf` flag on the
+/// gradients' device, and one device-to-host read of that flag a step. As in
+/// torch, the check is on the scaled values and `inv_scale` is the f32 of the
+/// f64 reciprocal of the scale.
 fn unscale_and_check(grads: &[Tensor], inv_scale: f64) -> bool {
-    if grads.is_empty() {
+    let Some(first) = grads.first() else {
         return true;
-    }
+    };
     tch::no_grad(|| {
-        let flags: Vec<Tensor> = grads
-            .iter()
-            .map(|g| {
-                let mut g = g.shallow_clone();
-                let _ = g.g_mul_scalar_(inv_scale);
-                g.isfinite().all()
-            })
-            .collect();
-        Tensor::stack(&flags, 0).all().int64_value(&[]) != 0
+        let device = first.device();
+        let mut found_inf = Tensor::zeros([1], (Kind::Float, device));
+        let inv = Tensor::from_slice(&[inv_scale as f32]).to_device(device);
+        for g in grads {
+            let mut g = g.shallow_clone();
+            g.internal_amp_non_finite_check_and_unscale(&mut found_inf, &inv);
+        }
+        found_inf.double_value(&[0]) == 0.0
     })
 }
 
@@ -1361,6 +1362,24 @@ mod tests {
         let nan = scaler.step(&mut opt, &(&p * f64::NAN).sum(Kind::Float));
         assert!(!nan);
         assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
+    }
+
+    /// The fused check covers every gradient, not just the first: an inf in
+    /// the last of three is found, and finite gradients come back unscaled.
+    #[test]
+    fn unscale_and_check_sees_every_gradient() {
+        let grads = || [Tensor::from_slice(&[4.0f32, -8.0]), Tensor::from_slice(&[2.0f32]), Tensor::from_slice(&[16.0f32, 0.0, 1.0])];
+        let g = grads();
+        assert!(unscale_and_check(&g, 0.25));
+        assert_eq!(Vec::<f32>::try_from(&g[0]).unwrap(), vec![1.0, -2.0]);
+        assert_eq!(Vec::<f32>::try_from(&g[1]).unwrap(), vec![0.5]);
+        assert_eq!(Vec::<f32>::try_from(&g[2]).unwrap(), vec![4.0, 0.0, 0.25]);
+        for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+            let g = grads();
+            let _ = g[2].get(1).fill_(bad as f64);
+            assert!(!unscale_and_check(&g, 0.25), "{bad} in the last gradient");
+        }
+        assert!(unscale_and_check(&[], 0.5));
     }
 
     #[test]
