@@ -123,6 +123,29 @@ pub enum CpuWorkers {
     Fixed(u32),
 }
 
+/// A setting written as one of a fixed set of strings: `NAMES` (in the
+/// order error messages list them), `parse` and `as_str` from one table.
+macro_rules! named_values {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+
+            pub fn parse(s: &str) -> Option<$ty> {
+                match s {
+                    $($name => Some($ty::$variant),)+
+                    _ => None,
+                }
+            }
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name,)+
+                }
+            }
+        }
+    };
+}
+
 /// `[resources] keep`: what stays on disk once a trial is done. A running or
 /// failed trial keeps everything (it may resume); a pruned trial keeps
 /// nothing but with `all` (it is never promoted).
@@ -137,26 +160,7 @@ pub enum Keep {
     All,
 }
 
-impl Keep {
-    pub const NAMES: [&'static str; 3] = ["best", "best+last", "all"];
-
-    pub fn parse(s: &str) -> Option<Keep> {
-        match s {
-            "best" => Some(Keep::Best),
-            "best+last" => Some(Keep::BestLast),
-            "all" => Some(Keep::All),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Keep::Best => "best",
-            Keep::BestLast => "best+last",
-            Keep::All => "all",
-        }
-    }
-}
+named_values!(Keep { Best => "best", BestLast => "best+last", All => "all" });
 
 /// `[resources] keep_precision`: the precision of the weights files
 /// (`best.safetensors`, and `last.safetensors` where `keep` keeps it) once a
@@ -173,24 +177,7 @@ pub enum KeepPrecision {
     Half,
 }
 
-impl KeepPrecision {
-    pub const NAMES: [&'static str; 2] = ["full", "half"];
-
-    pub fn parse(s: &str) -> Option<KeepPrecision> {
-        match s {
-            "full" => Some(KeepPrecision::Full),
-            "half" => Some(KeepPrecision::Half),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeepPrecision::Full => "full",
-            KeepPrecision::Half => "half",
-        }
-    }
-}
+named_values!(KeepPrecision { Full => "full", Half => "half" });
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTrial {
@@ -228,6 +215,15 @@ pub fn load(path: &Path) -> Result<SweepPlan, SpecError> {
 
 fn at<T>(src: &Source, s: &Spanned<T>, msg: impl Into<String>, help: Option<String>) -> SpecError {
     src.error_at(s.span().start, msg, help)
+}
+
+/// A `[resources]` string that must be one of `names`: parsed, or an error at
+/// it that lists them (`note` follows the list).
+fn named_setting<T>(src: &Source, value: &Spanned<String>, key: &str, parse: fn(&str) -> Option<T>, names: &[&str], note: &str) -> Result<T, SpecError> {
+    parse(value.get_ref()).ok_or_else(|| {
+        let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+        at(src, value, format!("unknown `{key}` {:?}", value.get_ref()), Some(format!("use one of {}{note}", quoted.join(", "))))
+    })
 }
 
 pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
@@ -734,19 +730,11 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
         out.oom_retry_halve_batch = *b.get_ref();
     }
     if let Some(k) = &r.keep {
-        out.keep = Keep::parse(k.get_ref()).ok_or_else(|| {
-            at(src, k, format!("unknown `keep` {:?}", k.get_ref()), Some(format!("use one of {}", Keep::NAMES.map(|n| format!("\"{n}\"")).join(", "))))
-        })?;
+        out.keep = named_setting(src, k, "keep", Keep::parse, Keep::NAMES, "")?;
     }
     if let Some(p) = &r.keep_precision {
-        out.keep_precision = KeepPrecision::parse(p.get_ref()).ok_or_else(|| {
-            at(
-                src,
-                p,
-                format!("unknown `keep_precision` {:?}", p.get_ref()),
-                Some(format!("use one of {} (\"half\": float16 weights once a trial is done)", KeepPrecision::NAMES.map(|n| format!("\"{n}\"")).join(", "))),
-            )
-        })?;
+        out.keep_precision =
+            named_setting(src, p, "keep_precision", KeepPrecision::parse, KeepPrecision::NAMES, " (\"half\": float16 weights once a trial is done)")?;
     }
     if let Some(t) = &r.timeout {
         let d = humantime::parse_duration(t.get_ref())
