@@ -18,6 +18,7 @@ fn main() {
         return;
     };
     println!("cargo:rustc-env=SWEEP_LIBTORCH_LIB={}", lib.display());
+    autocast_shim(&lib);
     // rpath on every binary (and test harness) so nothing needs LD_LIBRARY_PATH.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:rustc-link-search=native={}", lib.display());
@@ -26,4 +27,23 @@ fn main() {
             println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed,-l{name},--pop-state");
         }
     }
+}
+
+/// `cxx/autocast.cpp`: CUDA autocast through libtorch's non-deprecated
+/// functions (see the file). Compiled against the headers of the libtorch
+/// torch-sys links (`<lib>/../include`).
+fn autocast_shim(lib: &std::path::Path) {
+    println!("cargo:rerun-if-changed=cxx/autocast.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    let include = lib.parent().map(|p| p.join("include")).unwrap_or_default();
+    // torch-sys's default, and what PyTorch's own wheels are built with.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .include(&include)
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .warnings(false)
+        .file("cxx/autocast.cpp")
+        .compile("sweep_autocast");
 }

@@ -7,6 +7,7 @@
 //! - [`weights`], [`pth`]: `.safetensors` and `torch.save` readers.
 //! - [`predict`]: classify image files with a trial's checkpoint.
 //! - [`probe`]: libtorch, CUDA and cuDNN facts for `sweep doctor` and the launcher.
+pub mod autocast;
 pub mod control;
 pub mod models;
 pub mod optim;

@@ -290,7 +290,12 @@ impl Optimizer {
                 if t.size() != p.tensor.size() {
                     return Err(format!("optimizer state {}.{slot} has shape {:?}, the parameter {:?}", p.name, t.size(), p.tensor.size()));
                 }
-                Ok(t.to_kind(p.tensor.kind()).to_device(p.tensor.device()).detach().copy())
+                // The parameter's kind, device and memory layout (channels-last
+                // weights keep channels-last state, as a fresh buffer has),
+                // whatever the saved tensor's.
+                let mut d = p.tensor.zeros_like();
+                tch::no_grad(|| d.copy_(t));
+                Ok(d.detach())
             };
             let state = match self.hyper.algorithm {
                 Algorithm::Sgd { .. } if slots.len() == 1 => ParamState::Momentum(like("momentum_buffer")?),
@@ -402,6 +407,29 @@ mod tests {
         assert!(adam(1.0, 1e-8).validate(0.1).unwrap_err().contains("betas[0]"));
         assert!(adam(0.9, -1.0).validate(0.1).unwrap_err().contains("eps"));
         assert!(Hyper { algorithm: Algorithm::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false }, weight_decay: -1.0 }.validate(0.1).is_err());
+    }
+
+    /// A resumed optimizer's buffers have the parameter's layout, as a fresh
+    /// one's do: channels-last weights (`channels_last = true`) must not get
+    /// the contiguous layout of the checkpoint, which would make every update
+    /// mix layouts.
+    #[test]
+    fn restored_state_takes_the_parameter_layout() {
+        let w = Tensor::arange(24, (Kind::Float, Device::Cpu)).view([2, 2, 2, 3]).contiguous().permute([0, 3, 1, 2]).set_requires_grad(true);
+        let h = Hyper { algorithm: Algorithm::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false }, weight_decay: 0.0 };
+        let mut fresh = Optimizer::new(h, 0.1, vec![("w".into(), w.shallow_clone(), 0)]).unwrap();
+        fresh.zero_grad();
+        (&w * 2.0).sum(Kind::Float).backward();
+        fresh.step();
+        let Some(ParamState::Momentum(buf)) = fresh.state("w") else { panic!("no momentum buffer") };
+        assert_eq!(buf.stride(), w.stride(), "a fresh buffer follows the parameter");
+        let saved: HashMap<String, Tensor> = fresh.state_tensors().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+        assert_ne!(saved["w.momentum_buffer"].stride(), w.stride());
+        let mut resumed = Optimizer::new(h, 0.1, vec![("w".into(), w.shallow_clone(), 0)]).unwrap();
+        resumed.load_state_tensors(&saved).unwrap();
+        let Some(ParamState::Momentum(back)) = resumed.state("w") else { panic!("no momentum buffer") };
+        assert_eq!(back.stride(), w.stride(), "the restored buffer follows the parameter too");
+        assert!(back.equal(buf));
     }
 
     #[test]

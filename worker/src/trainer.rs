@@ -879,7 +879,7 @@ pub struct StepOutcome {
 /// training mode (under autocast when loss scaling is on), cross-entropy in
 /// f32, backward, optimizer step through the scaler.
 pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &Tensor, ys: &Tensor) -> StepOutcome {
-    let logits = tch::autocast(scaler.enabled, || net.forward_t(xs, true));
+    let logits = crate::autocast::cuda(scaler.enabled, || net.forward_t(xs, true));
     let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(ys);
     let loss_v = loss.double_value(&[]);
     if !loss_v.is_finite() {
