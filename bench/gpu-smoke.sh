@@ -35,7 +35,7 @@ TOML
   kill $mon 2>/dev/null || true
   local ips=$("$BIN" --db "$WORK/r.db" report --sweep "gpu-smoke-$amp" --format json | python3 -c 'import json,sys; print("%.1f" % json.load(sys.stdin)["rows"][0]["images_per_s"])')
   local peak=$(sort -n "$log" 2>/dev/null | tail -1)
-  printf "%-6s %10s img/s  peak %6s MiB  wall %5.1f s\n" "amp=$amp" "$ips" "${peak:-?}" "$(echo "$t1 - $t0" | bc)"
+  printf "%-6s %10s img/s  peak %6s MiB  wall %5.1f s\n" "amp=$amp" "$ips" "${peak:-?}" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
 }
 echo "resnet50 224px batch 32, 200 steps (img/s over the whole run, warm-up included)"
 run false
