@@ -67,20 +67,50 @@ pub fn host_batch<T>(
 
 /// A host batch from [`host_pixels`] as the network's input on `device`: an
 /// `[N, 3, H, W]` float tensor normalised with ImageNet mean/std on the
-/// device (from pinned memory the copy overlaps compute). Contiguous NCHW,
+/// device. On CUDA nothing here waits for the device: the pixels come from
+/// pinned memory (an asynchronous copy) and mean/std are made on the device
+/// once a thread, since a copy from ordinary host memory would synchronise
+/// the stream at every batch. Contiguous NCHW,
 /// unless `channels_last` (the weights are channels-last too): the NHWC
 /// batch viewed as NCHW already has channels-last strides, and fed to NCHW
 /// weights it would make every convolution mix layouts.
 pub fn device_input(host: &tch::Tensor, device: tch::Device, channels_last: bool) -> tch::Tensor {
-    use tch::{Kind, Tensor};
+    use tch::Kind;
     let t = if device.is_cuda() { host.to_device_(device, Kind::Uint8, true, false) } else { host.shallow_clone() };
     let t = t.permute([0, 3, 1, 2]);
     // Reordered while still u8: a quarter of the bytes of the float tensor.
     let t = if channels_last { t } else { t.contiguous() };
     let t = t.to_kind(Kind::Float) / 255.0;
-    let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(device);
-    let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(device);
+    let (mean, std) = imagenet_stats(device);
     (t - mean) / std
+}
+
+/// ImageNet mean and std as `[1, 3, 1, 1]` tensors on `device`, made once a
+/// thread and device.
+fn imagenet_stats(device: tch::Device) -> (tch::Tensor, tch::Tensor) {
+    use std::cell::RefCell;
+    use tch::Tensor;
+    thread_local! {
+        static STATS: RefCell<Vec<(tch::Device, Tensor, Tensor)>> = const { RefCell::new(Vec::new()) };
+    }
+    STATS.with(|cell| {
+        let mut stats = cell.borrow_mut();
+        if let Some((_, m, s)) = stats.iter().find(|(d, _, _)| *d == device) {
+            return (m.shallow_clone(), s.shallow_clone());
+        }
+        let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(device);
+        let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(device);
+        stats.push((device, mean.shallow_clone(), std.shallow_clone()));
+        (mean, std)
+    })
+}
+
+/// A batch's labels on `device`. For CUDA they go through pinned memory and
+/// an asynchronous copy: from ordinary memory the copy would wait for every
+/// kernel queued before it.
+pub fn device_labels(labels: &[i64], device: tch::Device) -> tch::Tensor {
+    let t = tch::Tensor::from_slice(labels);
+    if device.is_cuda() { t.internal_pin_memory(device).to_device_(device, tch::Kind::Int64, true, false) } else { t }
 }
 
 /// Normalises an `[N, H, W, 3]` u8 buffer into a contiguous `[N, 3, H, W]`

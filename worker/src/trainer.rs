@@ -21,7 +21,7 @@
 //! thread count; `worker/tests/exact_resume.rs`).
 use crate::models::{self, BACKBONE_GROUP, HEAD_GROUP, Net};
 use crate::optim::{self, Optimizer};
-use crate::{device_input, host_batch, weights};
+use crate::{device_input, device_labels, host_batch, weights};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::collections::HashMap;
@@ -589,9 +589,10 @@ impl<'a> Trainer<'a> {
             batch_no += 1;
             let n = labels.len();
             let xs = device_input(&pixels, self.device, cfg.channels_last);
-            let ys = Tensor::from_slice(&labels).to_device(self.device);
+            let ys = device_labels(&labels, self.device);
             let out = train_step(&self.net, &mut self.opt, &mut self.scaler, &xs, &ys);
-            if !out.loss.is_finite() {
+            let finite = out.loss.is_finite();
+            if !finite && !self.scaler.enabled {
                 return Err(Failure::new(ErrorClass::Nan, format!("loss is {} at epoch {epoch} batch {batch_no}; try a lower lr", out.loss)));
             }
             if n == 1 {
@@ -599,8 +600,13 @@ impl<'a> Trainer<'a> {
             }
             self.state.step += 1;
             self.images_seen += n as u64;
-            epoch_run.add(out.loss, out.correct, n);
-            window.add(out.loss, out.correct, n);
+            // Under amp a step with a non-finite loss was skipped and the
+            // scale lowered, as torch's GradScaler does; it counts as a
+            // batch but not in the running loss and accuracy.
+            if finite {
+                epoch_run.add(out.loss, out.correct, n);
+                window.add(out.loss, out.correct, n);
+            }
             if window.batches == cfg.log_every {
                 self.record_window(epoch, batch_no, lr, &mut window)?;
             }
@@ -615,6 +621,12 @@ impl<'a> Trainer<'a> {
             }
             waited = Instant::now();
             self.timings.train_s += waited.duration_since(computing).as_secs_f64();
+        }
+        if epoch_run.n == 0 && batch_no > 0 {
+            return Err(Failure::new(
+                ErrorClass::Nan,
+                format!("the loss was not finite at any of the {batch_no} batches of epoch {epoch}, under amp's loss scaling; try a lower lr or amp = false"),
+            ));
         }
         if (batch_no as usize) < self.batches_per_epoch {
             return Err(Failure::new(
@@ -877,16 +889,22 @@ pub struct StepOutcome {
 
 /// One optimisation step on one batch, as the trainer takes it: forward in
 /// training mode (under autocast when loss scaling is on), cross-entropy in
-/// f32, backward, optimizer step through the scaler.
+/// f32, backward, optimizer step through the scaler. The host reads from the
+/// device once (loss, correct count and, under amp, the inf/NaN flag
+/// together), where torch's GradScaler reads once too: every read makes the
+/// host wait until the device has run everything queued before it. A step
+/// whose loss is not finite is not taken.
 pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &Tensor, ys: &Tensor) -> StepOutcome {
     let logits = crate::autocast::cuda(scaler.enabled, || net.forward_t(xs, true));
     let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(ys);
-    let loss_v = loss.double_value(&[]);
-    if !loss_v.is_finite() {
-        return StepOutcome { loss: loss_v, correct: 0, stepped: false };
-    }
-    let stepped = scaler.step(opt, &loss);
-    let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64).int64_value(&[]);
+    let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64);
+    let found_inf = scaler.backward(opt, &loss);
+    let mut read = vec![loss.detach().to_kind(Kind::Double), correct.to_kind(Kind::Double)];
+    read.extend(found_inf.as_ref().map(|f| f.to_kind(Kind::Double)));
+    let values = Vec::<f64>::try_from(Tensor::stack(&read, 0).to_device(tch::Device::Cpu)).expect("a 1-d f64 tensor");
+    let (loss_v, correct) = (values[0], values[1] as i64);
+    let finite_grads = values.get(2).is_none_or(|&f| f == 0.0);
+    let stepped = if loss_v.is_finite() { scaler.step(opt, finite_grads) } else { scaler.skip(found_inf.is_some()) };
     StepOutcome { loss: loss_v, correct, stepped }
 }
 
@@ -930,21 +948,39 @@ impl GradScaler {
         self.good_steps = s.good_steps;
     }
 
-    /// Backward and optimizer step; returns whether the step was taken.
-    pub fn step(&mut self, opt: &mut Optimizer, loss: &Tensor) -> bool {
+    /// Zeroes the gradients and runs backward (on the scaled loss under
+    /// amp, then unscales the gradients and checks them). Under amp returns
+    /// the inf/NaN flag, still on the device; nothing here reads it.
+    pub fn backward(&self, opt: &mut Optimizer, loss: &Tensor) -> Option<Tensor> {
         opt.zero_grad();
         if !self.enabled {
             loss.backward();
-            opt.step();
-            return true;
+            return None;
         }
         (loss * self.scale).backward();
-        let finite = unscale_and_check(&opt.grads(), 1.0 / self.scale);
-        if finite {
+        Some(unscale_and_check(&opt.grads(), 1.0 / self.scale))
+    }
+
+    /// After [`GradScaler::backward`]: the optimizer steps unless the
+    /// gradients were not finite, and the scale follows (under amp). Returns
+    /// whether the step was taken.
+    pub fn step(&mut self, opt: &mut Optimizer, finite_grads: bool) -> bool {
+        if finite_grads {
             opt.step();
         }
-        self.update(!finite);
-        finite
+        if self.enabled {
+            self.update(!finite_grads);
+        }
+        finite_grads
+    }
+
+    /// A step not taken because its loss was not finite: under amp it
+    /// lowers the scale, as inf/NaN gradients do (`checked`: amp's check ran).
+    pub fn skip(&mut self, checked: bool) -> bool {
+        if self.enabled && checked {
+            self.update(true);
+        }
+        false
     }
 
     /// torch's `_amp_update_scale_`.
@@ -965,26 +1001,23 @@ impl GradScaler {
     }
 }
 
-/// Multiplies every gradient by `inv_scale` in place and tells whether all of
-/// them were finite, with libtorch's fused kernel
+/// Multiplies every gradient by `inv_scale` in place and returns a
+/// one-element flag on the gradients' device, non-zero when any of them was
+/// not finite, with libtorch's fused kernel
 /// (`_amp_foreach_non_finite_check_and_unscale_`, what torch.amp.GradScaler
-/// calls): one kernel a gradient, each setting one `found_inf` flag on the
-/// gradients' device, and one device-to-host read of that flag a step. As in
-/// torch, the check is on the scaled values and `inv_scale` is the f32 of the
-/// f64 reciprocal of the scale.
-fn unscale_and_check(grads: &[Tensor], inv_scale: f64) -> bool {
-    let Some(first) = grads.first() else {
-        return true;
-    };
+/// calls): one kernel a gradient, no read by the host. As in torch, the check
+/// is on the scaled values and `inv_scale` is the f32 of the f64 reciprocal
+/// of the scale.
+fn unscale_and_check(grads: &[Tensor], inv_scale: f64) -> Tensor {
+    let device = grads.first().map_or(tch::Device::Cpu, |g| g.device());
     tch::no_grad(|| {
-        let device = first.device();
         let mut found_inf = Tensor::zeros([1], (Kind::Float, device));
-        let inv = Tensor::from_slice(&[inv_scale as f32]).to_device(device);
+        let inv = Tensor::full([1], inv_scale as f32 as f64, (Kind::Float, device));
         for g in grads {
             let mut g = g.shallow_clone();
             g.internal_amp_non_finite_check_and_unscale(&mut found_inf, &inv);
         }
-        found_inf.double_value(&[0]) == 0.0
+        found_inf
     })
 }
 
@@ -1033,26 +1066,36 @@ pub fn evaluate(net: &Net, split: &SplitCache, cfg: &TrialConfig, device: Device
     let (s, bs) = (cfg.image_size, cfg.batch_size as usize);
     tch::no_grad(|| {
         let n = split.len();
-        let (mut loss, mut correct) = (0.0, 0i64);
-        let mut preds = Vec::new();
-        let mut probs = Vec::new();
+        // Sums kept on the device and read once at the end: a read a batch
+        // would make the host wait for the device at every batch.
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
+        let (mut preds, mut probs) = (Vec::new(), Vec::new());
         let idx: Vec<usize> = (0..n).collect();
         let mut staging = Vec::new();
         for chunk in idx.chunks(bs.max(1)) {
             let (host, labels) = host_batch(chunk.len(), s, device, &mut staging, |out| data::eval_batch_into(split, chunk, s, out))
                 .map_err(|m| Failure::new(ErrorClass::Data, m))?;
             let xs = device_input(&host, device, cfg.channels_last);
-            let ys = Tensor::from_slice(&labels).to_device(device);
+            let ys = device_labels(&labels, device);
             let logits = net.forward_t(&xs, false).to_kind(Kind::Float);
-            loss += logits.cross_entropy_for_logits(&ys).double_value(&[]) * chunk.len() as f64;
+            loss_sum += logits.cross_entropy_for_logits(&ys).to_kind(Kind::Double) * chunk.len() as f64;
             let pred = logits.argmax(-1, false);
-            correct += pred.eq_tensor(&ys).sum(Kind::Int64).int64_value(&[]);
+            correct_sum += pred.eq_tensor(&ys).sum(Kind::Int64);
             if keep {
-                let p = logits.softmax(-1, Kind::Float).max_dim(-1, false).0.to_device(Device::Cpu);
-                preds.extend(Vec::<i64>::try_from(pred.to_device(Device::Cpu)).unwrap_or_default());
-                probs.extend(Vec::<f64>::try_from(p.to_kind(Kind::Double)).unwrap_or_default());
+                probs.push(logits.softmax(-1, Kind::Float).max_dim(-1, false).0);
+                preds.push(pred);
             }
         }
+        let loss = loss_sum.double_value(&[]);
+        let correct = correct_sum.int64_value(&[]);
+        let (preds, probs) = if keep && !preds.is_empty() {
+            let preds = Vec::<i64>::try_from(Tensor::cat(&preds, 0).to_device(Device::Cpu)).unwrap_or_default();
+            let probs = Vec::<f64>::try_from(Tensor::cat(&probs, 0).to_kind(Kind::Double).to_device(Device::Cpu)).unwrap_or_default();
+            (preds, probs)
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Ok(Eval { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, preds, probs })
     })
 }
@@ -1339,6 +1382,13 @@ mod tests {
         Optimizer::new(h, 0.5, vec![("p".into(), p.shallow_clone(), 0)]).unwrap()
     }
 
+    /// What `train_step` does with the scaler after the forward pass.
+    fn step_on(scaler: &mut GradScaler, opt: &mut Optimizer, loss: &Tensor) -> bool {
+        let found = scaler.backward(opt, loss).expect("amp checks the gradients");
+        let loss = loss.double_value(&[]);
+        if loss.is_finite() { scaler.step(opt, found.double_value(&[0]) == 0.0) } else { scaler.skip(true) }
+    }
+
     /// The mixed-precision path on CPU (no autocast needed to test the scaler):
     /// an overflowing step is skipped and halves the scale, a good step is
     /// taken on unscaled gradients, 2000 good steps double the scale.
@@ -1347,19 +1397,20 @@ mod tests {
         let p = Tensor::from_slice(&[1.0f32, -2.0]).set_requires_grad(true);
         let mut opt = sgd(&p);
         let mut scaler = GradScaler::new(true);
+
         // d/dp of sum(p * 1e36) is 1e36; × 65536 overflows f32.
-        let stepped = scaler.step(&mut opt, &(&p * 1e36).sum(Kind::Float));
+        let stepped = step_on(&mut scaler, &mut opt, &(&p * 1e36).sum(Kind::Float));
         assert!(!stepped);
         assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
         assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0], "a skipped step leaves the parameters");
         // Gradient 3 per element; lr 0.5.
-        assert!(scaler.step(&mut opt, &(&p * 3.0).sum(Kind::Float)));
+        assert!(step_on(&mut scaler, &mut opt, &(&p * 3.0).sum(Kind::Float)));
         assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![-0.5, -3.5], "the step used the unscaled gradient");
         assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 1 });
         scaler.restore(ScalerState { scale: 32768.0, good_steps: 1999 });
-        assert!(scaler.step(&mut opt, &(&p * 0.0).sum(Kind::Float)));
+        assert!(step_on(&mut scaler, &mut opt, &(&p * 0.0).sum(Kind::Float)));
         assert_eq!(scaler.state(), ScalerState { scale: 65536.0, good_steps: 0 });
-        let nan = scaler.step(&mut opt, &(&p * f64::NAN).sum(Kind::Float));
+        let nan = step_on(&mut scaler, &mut opt, &(&p * f64::NAN).sum(Kind::Float));
         assert!(!nan);
         assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
     }
@@ -1370,16 +1421,17 @@ mod tests {
     fn unscale_and_check_sees_every_gradient() {
         let grads = || [Tensor::from_slice(&[4.0f32, -8.0]), Tensor::from_slice(&[2.0f32]), Tensor::from_slice(&[16.0f32, 0.0, 1.0])];
         let g = grads();
-        assert!(unscale_and_check(&g, 0.25));
+        let finite = |g: &[Tensor]| unscale_and_check(g, 0.25).double_value(&[0]) == 0.0;
+        assert!(finite(&g));
         assert_eq!(Vec::<f32>::try_from(&g[0]).unwrap(), vec![1.0, -2.0]);
         assert_eq!(Vec::<f32>::try_from(&g[1]).unwrap(), vec![0.5]);
         assert_eq!(Vec::<f32>::try_from(&g[2]).unwrap(), vec![4.0, 0.0, 0.25]);
         for bad in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
             let g = grads();
             let _ = g[2].get(1).fill_(bad as f64);
-            assert!(!unscale_and_check(&g, 0.25), "{bad} in the last gradient");
+            assert!(!finite(&g), "{bad} in the last gradient");
         }
-        assert!(unscale_and_check(&[], 0.5));
+        assert!(finite(&[]));
     }
 
     #[test]
