@@ -166,13 +166,13 @@ pub async fn run(
     tidy_finished(&plan, &opts, &state);
     warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
-    let gpus: Vec<u32> = free.iter().rev().filter_map(|s| if let Slot::Gpu { index, lane: 0 } = s { Some(*index) } else { None }).collect();
+    let gpus: Vec<&str> = free.iter().rev().filter_map(|s| if let Slot::Gpu { id, lane: 0 } = s { Some(id.as_str()) } else { None }).collect();
     let device_desc = if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
         format!("Slurm, up to {} trial(s) in flight", free.len())
     } else if gpus.is_empty() {
         format!("{} CPU worker(s), {threads_per_worker} threads each", free.len())
     } else {
-        format!("GPUs {gpus:?}, {} trial(s) per GPU", plan.resources.trials_per_gpu)
+        format!("GPUs [{}], {} trial(s) per GPU", gpus.join(", "), plan.resources.trials_per_gpu)
     };
     eprintln!(
         "sweep {}: {} trials ({} to run, {skipped} already finished{}) on {device_desc}",

@@ -100,31 +100,41 @@ impl LocalLauncher {
         Ok(LocalLauncher { program: find_worker()?, real_worker: true, probed: Default::default() })
     }
 
-    /// GPU indices to use. `SWEEP_FAKE_GPUS=N` pretends N GPUs exist (scheduling
+    /// GPU ids to use ([`gpu_ids`]). `SWEEP_FAKE_GPUS=N` pretends N GPUs exist (scheduling
     /// tests); otherwise no `nvidia-smi` means no GPU, else a probe worker counts
     /// the devices that CUDA sees (honouring `CUDA_VISIBLE_DEVICES`).
-    async fn detect_gpus(&self, wanted: Option<&[u32]>) -> Vec<u32> {
-        let select = |all: Vec<u32>| -> Vec<u32> {
-            match wanted {
-                None => all,
-                Some(l) => l.iter().copied().filter(|i| all.contains(i)).collect(),
-            }
-        };
+    async fn detect_gpus(&self, wanted: Option<&[u32]>) -> Vec<String> {
         if let Some(n) = std::env::var("SWEEP_FAKE_GPUS").ok().and_then(|v| v.parse::<u32>().ok()) {
-            return select((0..n).collect());
+            return gpu_ids(None, n, wanted);
         }
         let smi = tokio::process::Command::new("nvidia-smi").arg("-L").stdin(Stdio::null()).output().await;
         if !matches!(&smi, Ok(o) if o.status.success()) || !self.real_worker {
             return vec![];
         }
         let count = self.probe_once().await.map(|p| p.cuda_devices.max(0) as u32).unwrap_or(0);
-        let visible: Option<Vec<u32>> =
-            std::env::var("CUDA_VISIBLE_DEVICES").ok().filter(|v| !v.trim().is_empty()).map(|v| v.split(',').filter_map(|s| s.trim().parse().ok()).collect());
-        select(match visible {
-            Some(v) => v.into_iter().take(count as usize).collect(),
-            None => (0..count).collect(),
-        })
+        gpu_ids(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), count, wanted)
     }
+}
+
+/// The GPUs to schedule on, as each worker's `CUDA_VISIBLE_DEVICES` must
+/// name them, given the coordinator's own `CUDA_VISIBLE_DEVICES` (`visible`)
+/// and the `count` devices the probe saw under it. CUDA uses that list's
+/// tokens in order up to the first it cannot use, so the devices are its
+/// first `count` tokens (host indices, `GPU-…` UUIDs or `MIG-…` ids, passed on
+/// as written); without the variable, ordinal i is host index i.
+///
+/// `wanted` (`[resources] gpus`) names host indices while every token is one
+/// (or the variable is unset); once a UUID or MIG id is among them, it names
+/// positions in the list (0 = its first device).
+fn gpu_ids(visible: Option<&str>, count: u32, wanted: Option<&[u32]>) -> Vec<String> {
+    let tokens: Vec<String> = match visible.filter(|v| !v.trim().is_empty()) {
+        Some(v) => v.split(',').map(|t| t.trim().to_string()).take(count as usize).collect(),
+        None => (0..count).map(|i| i.to_string()).collect(),
+    };
+    let Some(wanted) = wanted else { return tokens };
+    let host: Option<Vec<u32>> = tokens.iter().map(|t| t.parse().ok()).collect();
+    let names: Vec<u32> = host.unwrap_or_else(|| (0..tokens.len() as u32).collect());
+    wanted.iter().filter_map(|w| names.iter().position(|n| n == w)).map(|i| tokens[i].clone()).collect()
 }
 
 /// Signals the worker's process group (pgid = pid, set at spawn).
@@ -189,8 +199,8 @@ impl Launcher for LocalLauncher {
         let mut cmd = tokio::process::Command::new(&self.program);
         cmd.arg("--job").arg(job);
         match &spec.slot {
-            Slot::Gpu { index, .. } => {
-                cmd.env("CUDA_VISIBLE_DEVICES", index.to_string());
+            Slot::Gpu { id, .. } => {
+                cmd.env("CUDA_VISIBLE_DEVICES", id);
             }
             Slot::Cpu { .. } | Slot::Slurm { .. } => {
                 // Keep a CPU trial off the GPUs entirely.
@@ -225,5 +235,56 @@ impl Launcher for LocalLauncher {
             Ok(ExitStatus { code: s.code(), signal: s.signal() })
         });
         Ok(Attempt { stdout: Box::pin(stdout), control, exit })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_ids as ids;
+
+    #[test]
+    fn gpu_ids_without_cuda_visible_devices_are_the_ordinals() {
+        assert_eq!(ids(None, 3, None), ["0", "1", "2"]);
+        assert_eq!(ids(Some(""), 2, None), ["0", "1"]);
+        assert_eq!(ids(Some("  "), 2, None), ["0", "1"]);
+        assert!(ids(None, 0, None).is_empty());
+    }
+
+    #[test]
+    fn gpu_ids_pass_each_child_the_parents_token() {
+        // Integer lists: the children get the host's indices, as before.
+        assert_eq!(ids(Some("2,3"), 2, None), ["2", "3"]);
+        // UUIDs and MIG instances, exactly as the parent wrote them.
+        assert_eq!(ids(Some("GPU-aaa,GPU-bbb"), 2, None), ["GPU-aaa", "GPU-bbb"]);
+        assert_eq!(ids(Some("MIG-x"), 1, None), ["MIG-x"]);
+        assert_eq!(ids(Some("MIG-GPU-8f6c/1/0,MIG-GPU-8f6c/2/0"), 2, None), ["MIG-GPU-8f6c/1/0", "MIG-GPU-8f6c/2/0"]);
+        // Whitespace around tokens is not part of them.
+        assert_eq!(ids(Some(" GPU-aaa , 3 "), 2, None), ["GPU-aaa", "3"]);
+        assert_eq!(ids(Some(" 1 , 0"), 2, None), ["1", "0"]);
+    }
+
+    #[test]
+    fn gpu_ids_are_the_first_count_tokens() {
+        // CUDA stops at the first token it cannot use: the probe's count says how many it used.
+        assert_eq!(ids(Some("2,3,bogus,5"), 2, None), ["2", "3"]);
+        assert_eq!(ids(Some("GPU-aaa,GPU-bbb,GPU-ccc"), 1, None), ["GPU-aaa"]);
+        assert!(ids(Some("GPU-aaa,GPU-bbb"), 0, None).is_empty());
+        assert!(ids(Some("-1"), 0, None).is_empty());
+    }
+
+    #[test]
+    fn gpu_ids_wanted_names_host_indices_or_visible_ordinals() {
+        // No CUDA_VISIBLE_DEVICES: host index = ordinal.
+        assert_eq!(ids(None, 4, Some(&[0, 2])), ["0", "2"]);
+        assert_eq!(ids(None, 2, Some(&[1, 5])), ["1"]);
+        // An integer list: `gpus` names host indices, as documented.
+        assert_eq!(ids(Some("2,3"), 2, Some(&[3])), ["3"]);
+        assert!(ids(Some("2,3"), 2, Some(&[0, 1])).is_empty());
+        // UUIDs or MIG ids: `gpus` names positions in CUDA_VISIBLE_DEVICES.
+        assert_eq!(ids(Some("GPU-aaa,GPU-bbb,GPU-ccc"), 3, Some(&[2, 0])), ["GPU-ccc", "GPU-aaa"]);
+        assert_eq!(ids(Some("GPU-aaa,GPU-bbb"), 2, Some(&[1, 7])), ["GPU-bbb"]);
+        assert_eq!(ids(Some("1,MIG-x"), 2, Some(&[1])), ["MIG-x"]);
+        // Only what the probe saw counts.
+        assert!(ids(Some("GPU-aaa,GPU-bbb"), 1, Some(&[1])).is_empty());
     }
 }

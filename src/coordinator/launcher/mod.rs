@@ -15,12 +15,14 @@ use sweep_protocol::WorkerJob;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Where a trial runs: a GPU index (as the host numbers it) or a CPU lane.
+/// Where a trial runs: a GPU (its id in `CUDA_VISIBLE_DEVICES`: the host's
+/// index, a `GPU-…` UUID or a `MIG-…` id, as the coordinator's own
+/// `CUDA_VISIBLE_DEVICES` names it) or a CPU lane.
 /// `Slurm`: a trial in flight on Slurm, whose node and GPUs Slurm picks; they
 /// are recorded once known ([`Placement`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Slot {
-    Gpu { index: u32, lane: u32 },
+    Gpu { id: String, lane: u32 },
     Cpu { lane: u32 },
     Slurm { lane: u32 },
 }
@@ -29,7 +31,7 @@ impl Slot {
     /// The physical device label recorded in `attempts.device`.
     pub fn label(&self) -> String {
         match self {
-            Slot::Gpu { index, .. } => format!("cuda:{index}"),
+            Slot::Gpu { id, .. } => format!("cuda:{id}"),
             Slot::Cpu { .. } => "cpu".into(),
             Slot::Slurm { .. } => "slurm".into(),
         }
@@ -39,7 +41,8 @@ impl Slot {
 /// What slots a sweep may use: `[resources]` of the plan, in launcher terms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlotRequest {
-    /// `None` = every GPU the launcher finds; `Some(list)` = only these indices.
+    /// `None` = every GPU the launcher finds; `Some(list)` = only these indices
+    /// (host indices, or positions in a `CUDA_VISIBLE_DEVICES` of UUIDs: `local::gpu_ids`).
     pub gpus: Option<Vec<u32>>,
     pub trials_per_gpu: u32,
     /// CPU lanes when no GPU is found.
@@ -175,12 +178,12 @@ pub fn mem_available() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Expands GPU indices into slots (`trials_per_gpu` lanes each), or CPU lanes.
-pub fn slots_for(gpus: &[u32], request: &SlotRequest) -> Vec<Slot> {
+/// Expands GPU ids into slots (`trials_per_gpu` lanes each), or CPU lanes.
+pub fn slots_for(gpus: &[String], request: &SlotRequest) -> Vec<Slot> {
     if gpus.is_empty() {
         (0..request.cpu_workers).map(|lane| Slot::Cpu { lane }).collect()
     } else {
-        gpus.iter().flat_map(|&index| (0..request.trials_per_gpu).map(move |lane| Slot::Gpu { index, lane })).collect()
+        gpus.iter().flat_map(|id| (0..request.trials_per_gpu).map(move |lane| Slot::Gpu { id: id.clone(), lane })).collect()
     }
 }
 
