@@ -278,7 +278,8 @@ const CONFIG_ERRORS: [&str; 9] = [
 
 fn classify_panic(msg: &str) -> ErrorClass {
     let m = msg.to_ascii_lowercase();
-    if m.contains("out of memory") || m.contains("outofmemory") {
+    // cuBLAS and cuDNN report running out of device memory as ALLOC_FAILED.
+    if m.contains("out of memory") || m.contains("outofmemory") || m.contains("status_alloc_failed") {
         ErrorClass::Oom
     } else if CONFIG_ERRORS.iter().any(|c| m.contains(c)) {
         ErrorClass::Config
@@ -304,7 +305,9 @@ pub fn run(job: &WorkerJob) -> Result<(), Failure> {
         Err(p) => {
             let raw = panic_message(&*p);
             let class = classify_panic(&raw);
-            let message = if class == ErrorClass::Config {
+            let message = if class == ErrorClass::Oom {
+                torch_message(&raw)
+            } else if class == ErrorClass::Config {
                 let c = &job.config;
                 format!(
                     "libtorch rejected the trial's settings (backbone {}, image_size {}, batch_size {}, head {:?}): {}",
@@ -1039,10 +1042,14 @@ where
             let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(chunk))) {
                 Ok(Ok(b)) => Ok(b),
                 Ok(Err(m)) => Err(Failure::new(ErrorClass::Data, format!("epoch {epoch} batch {}: {m}", i + 1))),
-                Err(p) => Err(Failure::new(
-                    ErrorClass::Internal,
-                    format!("the data loader panicked building batch {} of epoch {epoch}: {}", i + 1, panic_message(&*p)),
-                )),
+                Err(p) => {
+                    // Pinned host memory is allocated here: running out of it is `oom`.
+                    let raw = panic_message(&*p);
+                    Err(match classify_panic(&raw) {
+                        ErrorClass::Oom => Failure::new(ErrorClass::Oom, format!("epoch {epoch} batch {}: {}", i + 1, torch_message(&raw))),
+                        _ => Failure::new(ErrorClass::Internal, format!("the data loader panicked building batch {} of epoch {epoch}: {raw}", i + 1)),
+                    })
+                }
             };
             let failed = item.is_err();
             if tx.send(item).is_err() || failed {
@@ -1291,6 +1298,22 @@ mod tests {
         assert!(f.message.contains("epoch 7") && f.message.contains("batch 2") && f.message.contains("index 99 out of range"), "{}", f.message);
     }
 
+    /// Pinned host memory is allocated on the loader thread: running out of
+    /// it is `oom` (a smaller batch may fit), like device memory.
+    #[test]
+    fn running_out_of_memory_in_the_loader_is_oom() {
+        let rx = spawn_loader((0..8).collect(), 4, 2, 2, |_: &[usize]| -> Result<data::Batch, String> {
+            panic!(
+                "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB\\nException raised from malloc at alloc.cpp:1\")"
+            )
+        });
+        let items: Vec<Loaded<data::Batch>> = rx.iter().collect();
+        let Err(f) = &items[0] else { panic!("a failure") };
+        assert_eq!(f.class, ErrorClass::Oom);
+        assert!(f.message.contains("epoch 2 batch 1") && f.message.contains("CUDA out of memory. Tried to allocate 2.00 GiB"), "{}", f.message);
+        assert!(!f.message.contains("Exception raised from") && !f.message.contains("unwrap"), "{}", f.message);
+    }
+
     #[test]
     fn a_batch_error_is_a_data_failure_naming_the_epoch() {
         let rx = spawn_loader((0..8).collect(), 4, 2, 3, |_: &[usize]| Err("cannot crop".to_string()));
@@ -1337,6 +1360,9 @@ mod tests {
             assert!(!clean.contains("Exception raised from") && !clean.contains("unwrap"), "{clean}");
         }
         assert_eq!(classify_panic("CUDA out of memory. Tried to allocate 2.00 GiB"), ErrorClass::Oom);
+        // cuBLAS and cuDNN word running out of device memory their own way.
+        assert_eq!(classify_panic("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), ErrorClass::Oom);
+        assert_eq!(classify_panic("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), ErrorClass::Oom);
         assert_eq!(classify_panic("called `Option::unwrap()` on a `None` value"), ErrorClass::Internal);
     }
 
