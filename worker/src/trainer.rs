@@ -903,7 +903,8 @@ pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &
     let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64);
     let found_inf = scaler.backward(opt, &loss);
     let mut read = vec![loss.detach().to_kind(Kind::Double), correct.to_kind(Kind::Double)];
-    read.extend(found_inf.as_ref().map(|f| f.to_kind(Kind::Double)));
+    // `found_inf` has one element in one dimension; the others none.
+    read.extend(found_inf.as_ref().map(|f| f.reshape([]).to_kind(Kind::Double)));
     let values = Vec::<f64>::try_from(Tensor::stack(&read, 0).to_device(tch::Device::Cpu)).expect("a 1-d f64 tensor");
     let (loss_v, correct) = (values[0], values[1] as i64);
     let finite_grads = values.get(2).is_none_or(|&f| f == 0.0);
@@ -1364,6 +1365,32 @@ mod tests {
         assert_eq!(classify_panic("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), ErrorClass::Oom);
         assert_eq!(classify_panic("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), ErrorClass::Oom);
         assert_eq!(classify_panic("called `Option::unwrap()` on a `None` value"), ErrorClass::Internal);
+    }
+
+    /// The whole training step with loss scaling on (the amp path, which on
+    /// a machine without CUDA runs in f32: the autocast flag only changes
+    /// CUDA operations): one read of loss, correct count and inf flag, the
+    /// step taken, the scale's good-step count advanced; then a batch whose
+    /// loss is NaN is skipped and halves the scale.
+    #[test]
+    fn a_train_step_under_loss_scaling_reads_once_and_steps() {
+        let cfg = TrialConfig { image_size: 32, batch_size: 2, ..TrialConfig::default() };
+        let (vs, net) = build_model(&cfg, Device::Cpu, 3).unwrap();
+        let mut opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(&cfg), cfg.lr).unwrap();
+        let mut scaler = GradScaler::new(true);
+        let xs = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let ys = Tensor::from_slice(&[0i64, 2]);
+        let params = || -> Vec<Tensor> { vs.trainable_variables().iter().map(|t| t.copy()).collect() };
+        let before = params();
+        let out = train_step(&net, &mut opt, &mut scaler, &xs, &ys);
+        assert!(out.loss.is_finite() && out.stepped && (0..=2).contains(&out.correct), "{out:?}");
+        assert_eq!(scaler.state(), ScalerState { scale: 65536.0, good_steps: 1 });
+        let stepped = params();
+        assert!(before.iter().zip(&stepped).any(|(a, b)| !a.equal(b)), "the step changed the weights");
+        let out = train_step(&net, &mut opt, &mut scaler, &xs.full_like(f64::NAN), &ys);
+        assert!(out.loss.is_nan() && !out.stepped, "{out:?}");
+        assert!(stepped.iter().zip(&params()).all(|(a, b)| a.equal(b)), "a skipped step leaves the weights");
+        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
     }
 
     /// Building the model is a function of the configuration alone: a head
