@@ -488,7 +488,7 @@ impl<'a> Trainer<'a> {
             vs,
             net,
             opt,
-            scaler: GradScaler::new(cfg.amp && device.is_cuda()),
+            scaler: GradScaler::new(cfg.amp && (device.is_cuda() || cpu_loss_scaling())),
             state: State::new(job.select),
             paths: Paths::new(&job.out_dir),
             batches_per_epoch,
@@ -910,6 +910,14 @@ pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &
     let finite_grads = values.get(2).is_none_or(|&f| f == 0.0);
     let stepped = if loss_v.is_finite() { scaler.step(opt, finite_grads) } else { scaler.skip(found_inf.is_some()) };
     StepOutcome { loss: loss_v, correct, stepped }
+}
+
+/// `amp` scales the loss only on CUDA. `SWEEP_TEST_CPU_LOSS_SCALING=1` scales
+/// it on the CPU too, so that the test suite runs the amp training loop on a
+/// machine without a GPU: autocast changes only CUDA operations, and a scale
+/// that is a power of two leaves f32 gradients as they were.
+fn cpu_loss_scaling() -> bool {
+    std::env::var_os("SWEEP_TEST_CPU_LOSS_SCALING").is_some_and(|v| v == "1")
 }
 
 /// The loss scaler's state, checkpointed with the optimizer's.

@@ -192,3 +192,39 @@ fn configurations_libtorch_cannot_train_are_config_errors() {
     assert_eq!(class, ErrorClass::Config, "{message}");
     assert!(message.contains("single image") && message.contains("batch_size 71"), "{message}");
 }
+
+/// The amp training loop on the CPU (`SWEEP_TEST_CPU_LOSS_SCALING=1`: loss
+/// scaling without autocast, which changes only CUDA operations): it trains
+/// and records as without amp, to the digit, since a loss scale that is a
+/// power of two leaves f32 gradients unchanged; and a trial whose every
+/// step is NaN fails as `nan` after its first epoch, its steps skipped
+/// rather than applied.
+#[test]
+fn the_amp_loop_with_loss_scaling_records_what_f32_training_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let cfg = TrialConfig { epochs: 2, log_every: 4, ..config() };
+    let plain = run(&data, &dir.path().join("plain"), cfg.clone(), SelectMetric::ValAccuracy);
+    assert!(plain.ok, "{}", plain.stderr);
+    let job = common::job(&data, &dir.path().join("amp"), TrialConfig { amp: true, ..cfg.clone() }, SelectMetric::ValAccuracy);
+    let out = Command::new(WORKER).env("SWEEP_TEST_CPU_LOSS_SCALING", "1").args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let amp = Run {
+        messages: String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect(),
+        ok: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    assert!(amp.ok, "{}", amp.stderr);
+    assert_eq!(train_steps(&amp), train_steps(&plain));
+    assert_eq!(epochs(&amp), epochs(&plain));
+    // An lr this large makes every loss infinite or NaN after the first steps.
+    let job = common::job(&data, &dir.path().join("diverge"), TrialConfig { amp: true, lr: 1e30, ..cfg }, SelectMetric::ValAccuracy);
+    let out = Command::new(WORKER).env("SWEEP_TEST_CPU_LOSS_SCALING", "1").args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let messages: Vec<WorkerMessage> = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
+    assert!(!out.status.success());
+    let error = messages.iter().find_map(|m| match m {
+        WorkerMessage::Error { class, message, .. } => Some((*class, message.clone())),
+        _ => None,
+    });
+    let (class, message) = error.expect("an error message");
+    assert_eq!(class, ErrorClass::Nan, "{message}");
+}
