@@ -451,3 +451,30 @@ fn auto_cpu_workers_gives_a_resumed_trial_the_threads_it_first_had() {
     assert_eq!(rows[1].2, Some(first), "{rows:?}");
     assert_eq!(rows[2].2, Some(first), "the resumed trial, alone now, keeps its thread count: {rows:?}");
 }
+
+/// `gpus` naming GPUs that are not there: none of them is an error (exit 2)
+/// before anything is written, where the trials used to run on the CPU
+/// without a word; some of them is a warning, and the trials run on the
+/// ones that are there.
+#[test]
+fn gpus_that_are_not_there_are_an_error_or_a_warning() {
+    let s = scratch();
+    let file = sweep_file(&s, "absent", "epochs = 1", "gpus = [5, 7]\nretries = 0").grid("lr = [0.1, 0.2]").write();
+    let out = s.run(&file).fake_worker("ok").envs(&[("SWEEP_FAKE_GPUS", "2")]).output_within(RUN_LIMIT);
+    assert_eq!(out.code, Some(2), "stderr:\n{}", out.stderr);
+    assert!(out.stderr.contains("gpus = [5, 7], but none of these GPUs is here: the GPUs visible here are [0, 1]"), "{}", out.stderr);
+    assert!(starts(&s).is_empty(), "no worker started: {:?}", events(&s));
+    if s.path("results.db").exists() {
+        assert!(s.open_db().query::<(String,)>("SELECT name FROM sweeps").is_empty(), "nothing written");
+    }
+
+    let file = sweep_file(&s, "some", "epochs = 1", "gpus = [1, 5]\nretries = 0").grid("lr = [0.1, 0.2]").write();
+    let out = s.run(&file).fake_worker("ok").envs(&[("SWEEP_FAKE_GPUS", "2")]).output_within(RUN_LIMIT);
+    assert_eq!(out.code, Some(0), "stderr:\n{}", out.stderr);
+    assert!(
+        out.stderr.contains("warning: [resources] gpus = [1, 5]: only 1 of these GPUs is here (the GPUs visible here are [0, 1]); running on [1]"),
+        "{}",
+        out.stderr
+    );
+    assert!(starts(&s).iter().all(|st| st.cuda == "1") && starts(&s).len() == 2, "{:?}", starts(&s));
+}

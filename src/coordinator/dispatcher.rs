@@ -121,6 +121,41 @@ fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64, cores: u32) -> 
     }
 }
 
+/// `[resources] gpus = [...]` asks for GPUs by name: when none of them is
+/// there the trials would all run on the CPU, so that is an error, before
+/// anything is written; when some are missing, a warning names them.
+async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(), RunError> {
+    let GpuSelection::List(wanted) = &plan.resources.gpus else { return Ok(()) };
+    if wanted.is_empty() || plan.slurm.is_some() {
+        return Ok(());
+    }
+    let gpu_ids =
+        |slots: Vec<Slot>| -> Vec<String> { slots.into_iter().filter_map(|s| if let Slot::Gpu { id, lane: 0 } = s { Some(id) } else { None }).collect() };
+    let request = |gpus: Option<Vec<u32>>| SlotRequest { gpus, trials_per_gpu: 1, cpu_workers: 1 };
+    let got = gpu_ids(launcher.slots(&request(Some(wanted.clone()))).await);
+    let mut distinct = wanted.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if got.len() >= distinct.len() {
+        return Ok(());
+    }
+    let all = gpu_ids(launcher.slots(&request(None)).await);
+    let listed = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let seen = if all.is_empty() {
+        "no GPU is visible here (nvidia-smi, CUDA_VISIBLE_DEVICES)".to_string()
+    } else {
+        format!("the GPUs visible here are [{}]", all.join(", "))
+    };
+    if got.is_empty() {
+        return Err(RunError::Resources(format!(
+            "{}: [resources] gpus = [{listed}], but none of these GPUs is here: {seen}; list some of those, or write gpus = \"all\" (which trains on the CPU when there is no GPU)",
+            plan.file.display()
+        )));
+    }
+    eprintln!("warning: [resources] gpus = [{listed}]: only {} of these GPUs is here ({seen}); running on [{}]", got.len(), got.join(", "));
+    Ok(())
+}
+
 /// Runs (or resumes) every trial of `plan` through `launcher`.
 pub async fn run(
     mut plan: SweepPlan,
@@ -131,6 +166,7 @@ pub async fn run(
     dataset_hash: String,
 ) -> Result<Outcome, RunError> {
     let _lock = lock_sweep(&opts.results, &plan.name)?;
+    check_gpu_list(&plan, launcher.as_ref()).await?;
     let new = NewSweep {
         name: &plan.name,
         file: plan.file.display().to_string(),

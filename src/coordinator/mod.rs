@@ -36,6 +36,10 @@ pub enum RunError {
     AlreadyRunning { sweep: String, pid: String },
     #[error("{0}")]
     Store(String),
+    /// `[resources]` asks for what this machine does not have (GPUs that
+    /// are not there).
+    #[error("{0}")]
+    Resources(String),
     #[error("{0}")]
     Io(std::io::Error),
 }
