@@ -277,15 +277,19 @@ fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+/// fsyncs one file or directory.
+fn fsync(path: &Path) -> Result<(), DataError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
+}
+
 /// fsyncs every file of a cache directory, then the directory.
 fn sync_files(dir: &Path) -> Result<(), DataError> {
     for e in std::fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
         if e.file_type().is_ok_and(|t| t.is_file()) {
-            let path = e.path();
-            File::open(&path).and_then(|f| f.sync_all()).map_err(io_err(&path))?;
+            fsync(&e.path())?;
         }
     }
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+    fsync(dir)
 }
 
 /// Puts a cache that is in place but not yet known to be on disk there, on a
@@ -302,10 +306,10 @@ fn sync_in_background(ready: &Ready) {
     let spawned = std::thread::Builder::new().name("cache-sync".into()).spawn(move || {
         let synced = sync_files(&dir).and_then(|_| {
             let parent = dir.parent().unwrap_or(&dir);
-            File::open(parent).and_then(|d| d.sync_all()).map_err(io_err(parent))?;
+            fsync(parent)?;
             let marker = dir.join(SYNCED);
             File::create(&marker).and_then(|f| f.sync_all()).map_err(io_err(&marker))?;
-            File::open(&dir).and_then(|d| d.sync_all()).map_err(io_err(&dir))
+            fsync(&dir)
         });
         if let Err(e) = synced
             && dir.exists()
@@ -562,6 +566,14 @@ mod tests {
     use super::*;
     use crate::imagefolder::{load_split_at, scan};
 
+    /// [`dataset`] in a folder of its own, scanned, and an empty cache root.
+    fn scanned_dataset() -> (tempfile::TempDir, tempfile::TempDir, Layout) {
+        let data = tempfile::tempdir().unwrap();
+        dataset(data.path());
+        let layout = scan(data.path()).unwrap();
+        (data, tempfile::tempdir().unwrap(), layout)
+    }
+
     fn dataset(dir: &Path) {
         for (split, n) in [("train", 5), ("valid", 2), ("test", 2)] {
             for (c, class) in ["a", "b"].iter().enumerate() {
@@ -581,10 +593,7 @@ mod tests {
     /// resized size and at the original resolution.
     #[test]
     fn mapped_images_equal_decoded_ones() {
-        let data = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        dataset(data.path());
-        let layout = scan(data.path()).unwrap();
+        let (data, root, layout) = scanned_dataset();
         for short in [Some(37), None] {
             let ready = ensure(root.path(), data.path(), &layout, "h", short, 2).unwrap();
             assert!(ready.built);
@@ -628,10 +637,7 @@ mod tests {
     /// A damaged cache (a split file cut short) is found out and rebuilt.
     #[test]
     fn a_damaged_cache_is_rebuilt() {
-        let data = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        dataset(data.path());
-        let layout = scan(data.path()).unwrap();
+        let (data, root, layout) = scanned_dataset();
         let ready = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
         let f = File::options().write(true).open(ready.dir.join("valid.bin")).unwrap();
         f.set_len(100).unwrap();
@@ -648,10 +654,7 @@ mod tests {
     /// its bytes may never have reached the disk.
     #[test]
     fn an_unsynced_cache_from_before_a_restart_is_rebuilt() {
-        let data = tempfile::tempdir().unwrap();
-        let root = tempfile::tempdir().unwrap();
-        dataset(data.path());
-        let layout = scan(data.path()).unwrap();
+        let (data, root, layout) = scanned_dataset();
         let digest = layout_digest(data.path(), &layout);
         let ready = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
         assert!(ready.built);

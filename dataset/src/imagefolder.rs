@@ -647,21 +647,10 @@ pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String]
 /// batch to batch or the memory of the tensor that feeds the model. Returns
 /// the labels.
 pub fn train_batch_into(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32, out: &mut [u8]) -> Result<Vec<i64>, String> {
-    let per = (s * s * 3) as usize;
-    check_batch_len(out, per, idx.len())?;
-    out.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
+    fill_batch(cache, idx, s, out, |i, img, out| {
         let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
-        let img = cache.image(i).ok_or("index out of range")?;
-        train_transform(&img, s, augment, &mut rng, out)
-    })?;
-    Ok(idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect())
-}
-
-fn check_batch_len(out: &[u8], per: usize, n: usize) -> Result<(), String> {
-    if out.len() != per * n {
-        return Err(format!("a batch of {n} images of {per} bytes needs {} bytes, not {}", per * n, out.len()));
-    }
-    Ok(())
+        train_transform(img, s, augment, &mut rng, out)
+    })
 }
 
 pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Result<Batch, String> {
@@ -672,11 +661,26 @@ pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Result<Batch, St
 
 /// [`eval_batch`] into `out`, as [`train_batch_into`].
 pub fn eval_batch_into(cache: &SplitCache, idx: &[usize], s: u32, out: &mut [u8]) -> Result<Vec<i64>, String> {
+    fill_batch(cache, idx, s, out, |_, img, out| eval_transform(img, s, out))
+}
+
+/// Writes image `idx[k]` of `cache`, transformed by `transform` (given the
+/// image's index), into the k-th S·S·3 slice of `out`, in parallel; returns
+/// the labels. `out` must hold exactly `idx.len()` images.
+fn fill_batch(
+    cache: &SplitCache,
+    idx: &[usize],
+    s: u32,
+    out: &mut [u8],
+    transform: impl Fn(usize, &ImageView, &mut [u8]) -> Result<(), String> + Sync,
+) -> Result<Vec<i64>, String> {
     let per = (s * s * 3) as usize;
-    check_batch_len(out, per, idx.len())?;
+    if out.len() != per * idx.len() {
+        return Err(format!("a batch of {} images of {per} bytes needs {} bytes, not {}", idx.len(), per * idx.len(), out.len()));
+    }
     out.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
         let img = cache.image(i).ok_or("index out of range")?;
-        eval_transform(&img, s, out)
+        transform(i, &img, out)
     })?;
     Ok(idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect())
 }

@@ -8,7 +8,7 @@
 //! refuses); finished trials are never rerun; nothing here calls libc on a
 //! worker or looks for GPUs: that is the launcher's job.
 use super::attempt::{self, AttemptResult};
-use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest};
+use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest, gpus_of};
 use super::lock::lock_sweep;
 use super::progress::Progress;
 use super::proposer::Proposer;
@@ -129,17 +129,17 @@ async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(),
     if wanted.is_empty() || plan.slurm.is_some() {
         return Ok(());
     }
-    let gpu_ids =
-        |slots: Vec<Slot>| -> Vec<String> { slots.into_iter().filter_map(|s| if let Slot::Gpu { id, lane: 0 } = s { Some(id) } else { None }).collect() };
     let request = |gpus: Option<Vec<u32>>| SlotRequest { gpus, trials_per_gpu: 1, cpu_workers: 1 };
-    let got = gpu_ids(launcher.slots(&request(Some(wanted.clone()))).await);
+    let got_slots = launcher.slots(&request(Some(wanted.clone()))).await;
+    let got = gpus_of(&got_slots);
     let mut distinct = wanted.clone();
     distinct.sort_unstable();
     distinct.dedup();
     if got.len() >= distinct.len() {
         return Ok(());
     }
-    let all = gpu_ids(launcher.slots(&request(None)).await);
+    let all_slots = launcher.slots(&request(None)).await;
+    let all = gpus_of(&all_slots);
     let listed = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
     let seen = if all.is_empty() {
         "no GPU is visible here (nvidia-smi, CUDA_VISIBLE_DEVICES)".to_string()
@@ -202,7 +202,7 @@ pub async fn run(
     tidy_finished(&plan, &opts, &state);
     warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
-    let gpus: Vec<&str> = free.iter().rev().filter_map(|s| if let Slot::Gpu { id, lane: 0 } = s { Some(id.as_str()) } else { None }).collect();
+    let gpus = gpus_of(free.iter().rev());
     let device_desc = if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
         format!("Slurm, up to {} trial(s) in flight", free.len())
     } else if gpus.is_empty() {

@@ -167,18 +167,30 @@ pub fn free_space(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-/// Trainable parameters of `backbone` without its classifier, and the width
-/// of the features the classifier sees (torchvision's architectures).
-fn body(backbone: &str) -> Option<(u64, u64)> {
-    Some(match backbone {
-        "resnet18" => (11_176_512, 512),
-        "resnet34" => (21_284_672, 512),
-        "resnet50" => (23_508_032, 2048),
-        "resnet101" => (42_500_160, 2048),
-        "vgg16_bn" => (14_723_136, 512 * 7 * 7),
-        "vgg19_bn" => (20_035_392, 512 * 7 * 7),
+/// What the estimates here know of a backbone (torchvision's architectures).
+struct BackboneFacts {
+    /// Trainable parameters without the classifier.
+    params: u64,
+    /// The width of the features the classifier sees.
+    features: u64,
+    /// Bytes of activations a CPU training step keeps per 224-px image:
+    /// 1.5 times what real workers used (`sweep run`, peak RSS, 2026-11-30:
+    /// resnet18 47 MB an image, resnet50 118 MB; README's "Memory of a CPU
+    /// trial").
+    activations_224: f64,
+}
+
+fn backbone(name: &str) -> Option<BackboneFacts> {
+    let (params, features, activations_224) = match name {
+        "resnet18" => (11_176_512, 512, 70e6),
+        "resnet34" => (21_284_672, 512, 100e6),
+        "resnet50" => (23_508_032, 2048, 180e6),
+        "resnet101" => (42_500_160, 2048, 300e6),
+        "vgg16_bn" => (14_723_136, 512 * 7 * 7, 200e6),
+        "vgg19_bn" => (20_035_392, 512 * 7 * 7, 220e6),
         _ => return None,
-    })
+    };
+    Some(BackboneFacts { params, features, activations_224 })
 }
 
 fn linear(i: u64, o: u64) -> u64 {
@@ -188,7 +200,7 @@ fn linear(i: u64, o: u64) -> u64 {
 /// Parameters of `backbone` with `head` over `classes` classes (exact for
 /// torchvision's models; `None` for an unknown backbone).
 pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
-    let (body, features) = body(backbone)?;
+    let BackboneFacts { params: body, features, .. } = self::backbone(backbone)?;
     let head = match head {
         Head::Original if backbone.starts_with("vgg") => linear(features, 4096) + linear(4096, 4096) + linear(4096, classes),
         Head::Original => linear(features, classes),
@@ -205,23 +217,13 @@ pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
 /// A rough upper bound of one CPU training process's memory, for
 /// `cpu_workers = "auto"`: libtorch, oneDNN and the allocator's caches
 /// (800 MB), four copies of the parameters (weights, gradients, two
-/// optimizer slots) and the activations kept for backward, per image at
-/// 224 px (scaled by the image's area): 1.5 times what real workers used
-/// (`sweep run`, peak RSS, 2026-11-30: resnet18 47 MB an image, resnet50
-/// 118 MB; README's "Memory of a CPU trial"). An unknown backbone counts as
-/// 300 MB an image and 150 M parameters.
+/// optimizer slots) and the activations kept for backward
+/// ([`BackboneFacts::activations_224`], scaled by the image's area). An
+/// unknown backbone counts as 300 MB an image and 150 M parameters.
 pub fn cpu_trial_memory(config: &sweep_protocol::TrialConfig, classes: u64) -> u64 {
     let params = parameters(&config.backbone, &config.head, classes).unwrap_or(150_000_000);
     let area = (config.image_size as f64 / 224.0).powi(2);
-    let per_image = match config.backbone.as_str() {
-        "resnet18" => 70e6,
-        "resnet34" => 100e6,
-        "resnet50" => 180e6,
-        "resnet101" => 300e6,
-        "vgg16_bn" => 200e6,
-        "vgg19_bn" => 220e6,
-        _ => 300e6,
-    };
+    let per_image = backbone(&config.backbone).map_or(300e6, |b| b.activations_224);
     let activations = (config.batch_size as f64 * area * per_image) as u64;
     800_000_000 + 16 * params + activations
 }

@@ -908,7 +908,7 @@ pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &
     let values = Vec::<f64>::try_from(Tensor::stack(&read, 0).to_device(tch::Device::Cpu)).expect("a 1-d f64 tensor");
     let (loss_v, correct) = (values[0], values[1] as i64);
     let finite_grads = values.get(2).is_none_or(|&f| f == 0.0);
-    let stepped = if loss_v.is_finite() { scaler.step(opt, finite_grads) } else { scaler.skip(found_inf.is_some()) };
+    let stepped = scaler.step(opt, loss_v.is_finite() && finite_grads);
     StepOutcome { loss: loss_v, correct, stepped }
 }
 
@@ -973,26 +973,17 @@ impl GradScaler {
         Some(unscale_and_check(&opt.grads(), 1.0 / self.scale))
     }
 
-    /// After [`GradScaler::backward`]: the optimizer steps unless the
-    /// gradients were not finite, and the scale follows (under amp). Returns
-    /// whether the step was taken.
-    pub fn step(&mut self, opt: &mut Optimizer, finite_grads: bool) -> bool {
-        if finite_grads {
+    /// After [`GradScaler::backward`]: the optimizer steps unless the loss or
+    /// the gradients were not finite, and under amp the scale follows (a
+    /// skipped step halves it). Returns whether the step was taken.
+    pub fn step(&mut self, opt: &mut Optimizer, finite: bool) -> bool {
+        if finite {
             opt.step();
         }
         if self.enabled {
-            self.update(!finite_grads);
+            self.update(!finite);
         }
-        finite_grads
-    }
-
-    /// A step not taken because its loss was not finite: under amp it
-    /// lowers the scale, as inf/NaN gradients do (`checked`: amp's check ran).
-    pub fn skip(&mut self, checked: bool) -> bool {
-        if self.enabled && checked {
-            self.update(true);
-        }
-        false
+        finite
     }
 
     /// torch's `_amp_update_scale_`.
@@ -1038,7 +1029,8 @@ type Loaded<T> = Result<T, Failure>;
 /// Builds the epoch's batches (chunks of `order`, at most `batches` of them)
 /// on a thread of its own, two ahead of compute. A batch that cannot be built
 /// ends the epoch with a `data` failure; a panic while building one ends it
-/// with an `internal` failure that names the epoch and batch — never with a
+/// with an `internal` failure (`oom` when memory ran out) that names the
+/// epoch and batch — never with a
 /// channel that just closes, which would look like the end of the epoch.
 fn spawn_loader<T, F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, mut build: F) -> Receiver<Loaded<T>>
 where
@@ -1447,7 +1439,7 @@ mod tests {
     fn step_on(scaler: &mut GradScaler, opt: &mut Optimizer, loss: &Tensor) -> bool {
         let found = scaler.backward(opt, loss).expect("amp checks the gradients");
         let loss = loss.double_value(&[]);
-        if loss.is_finite() { scaler.step(opt, found.double_value(&[0]) == 0.0) } else { scaler.skip(true) }
+        scaler.step(opt, loss.is_finite() && found.double_value(&[0]) == 0.0)
     }
 
     /// The mixed-precision path on CPU (no autocast needed to test the scaler):

@@ -35,8 +35,13 @@ struct Run {
 }
 
 fn run(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> Run {
+    run_env(data, out, config, select, &[])
+}
+
+/// [`run`] with these environment variables set for the worker.
+fn run_env(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric, env: &[(&str, &str)]) -> Run {
     let job = common::job(data, out, config, select);
-    let out = Command::new(WORKER).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let out = Command::new(WORKER).envs(env.iter().copied()).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
     let messages = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
     Run { messages, ok: out.status.success(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
 }
@@ -206,25 +211,13 @@ fn the_amp_loop_with_loss_scaling_records_what_f32_training_does() {
     let cfg = TrialConfig { epochs: 2, log_every: 4, ..config() };
     let plain = run(&data, &dir.path().join("plain"), cfg.clone(), SelectMetric::ValAccuracy);
     assert!(plain.ok, "{}", plain.stderr);
-    let job = common::job(&data, &dir.path().join("amp"), TrialConfig { amp: true, ..cfg.clone() }, SelectMetric::ValAccuracy);
-    let out = Command::new(WORKER).env("SWEEP_TEST_CPU_LOSS_SCALING", "1").args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
-    let amp = Run {
-        messages: String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect(),
-        ok: out.status.success(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let scaled = [("SWEEP_TEST_CPU_LOSS_SCALING", "1")];
+    let amp = run_env(&data, &dir.path().join("amp"), TrialConfig { amp: true, ..cfg.clone() }, SelectMetric::ValAccuracy, &scaled);
     assert!(amp.ok, "{}", amp.stderr);
     assert_eq!(train_steps(&amp), train_steps(&plain));
     assert_eq!(epochs(&amp), epochs(&plain));
     // An lr this large makes every loss infinite or NaN after the first steps.
-    let job = common::job(&data, &dir.path().join("diverge"), TrialConfig { amp: true, lr: 1e30, ..cfg }, SelectMetric::ValAccuracy);
-    let out = Command::new(WORKER).env("SWEEP_TEST_CPU_LOSS_SCALING", "1").args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
-    let messages: Vec<WorkerMessage> = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
-    assert!(!out.status.success());
-    let error = messages.iter().find_map(|m| match m {
-        WorkerMessage::Error { class, message, .. } => Some((*class, message.clone())),
-        _ => None,
-    });
-    let (class, message) = error.expect("an error message");
+    let diverged = run_env(&data, &dir.path().join("diverge"), TrialConfig { amp: true, lr: 1e30, ..cfg }, SelectMetric::ValAccuracy, &scaled);
+    let (class, message) = error_of(&diverged);
     assert_eq!(class, ErrorClass::Nan, "{message}");
 }

@@ -38,6 +38,11 @@ impl Slot {
     }
 }
 
+/// The GPUs among `slots`, once each (their lane 0), in order.
+pub fn gpus_of<'a>(slots: impl IntoIterator<Item = &'a Slot>) -> Vec<&'a str> {
+    slots.into_iter().filter_map(|s| if let Slot::Gpu { id, lane: 0 } = s { Some(id.as_str()) } else { None }).collect()
+}
+
 /// What slots a sweep may use: `[resources]` of the plan, in launcher terms.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlotRequest {
