@@ -39,7 +39,8 @@ Other environment variables (all optional):
   FAKE_TIMEOUT   seconds any wait gives up after (default 30)
   FAKE_PROTOCOL  the protocol version `hello` claims (default 2)
   FAKE_FAST_RETRY  curve mode: every attempt after the first (a retry,
-                 whether or not it resumes from a checkpoint) runs its epochs
+                 whether or not it resumes from a checkpoint, even when the
+                 first died before it started) runs its epochs
                  without FAKE_EPOCH_S sleeps (a first attempt too slow for
                  a time limit, a retry that fits in it)
   FAKE_IGNORE_STDIN  1: curve mode does not read stdin (a worker deaf to
@@ -268,7 +269,11 @@ def main():
 
     global RETRY
     started_marker = os.path.join(job["out_dir"], "fake_started")
-    RETRY = MODE == "curve" and os.path.exists(started_marker)
+    # A retry: an earlier attempt started, or has a log (the coordinator
+    # writes attempt-N.log beside out_dir's files; an attempt killed before
+    # this line never wrote the marker).
+    logs = [f for f in os.listdir(job["out_dir"]) if f.startswith("attempt-")] if os.path.isdir(job["out_dir"]) else []
+    RETRY = MODE == "curve" and (os.path.exists(started_marker) or len(logs) > 1)
     if MODE == "curve":
         open(started_marker, "a").close()
     if MODE == "curve" and os.environ.get("FAKE_IGNORE_STDIN") != "1":

@@ -309,6 +309,26 @@ fn a_too_short_time_limit_is_a_timeout_and_retried() {
     assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"), 1);
 }
 
+/// Slurm's warning before the time limit can reach a worker that has not
+/// yet installed its SIGTERM handler (CI once started the worker ~30 s into
+/// the job's minute): it dies of the signal, exit 143. That is the time
+/// limit, not a crash (the stand-in in `hang` mode never installs one).
+#[test]
+fn a_worker_killed_by_the_time_limit_warning_is_a_timeout() {
+    if !prerequisites::slurm() {
+        return;
+    }
+    let s = fake_data();
+    let file = slurm_sweep(&s, "sl-term", "time = \"1m\"").resources("retries = 0").write();
+    let out = s.run(&file).fake_worker("hang").output_within(Duration::from_secs(170));
+    out.expect_exit(1);
+    let db = s.open_db();
+    let attempts: Vec<(i64, Option<String>, Option<String>)> = db.query("SELECT attempt, error_class, message FROM attempts ORDER BY attempt");
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].1.as_deref(), Some("timeout"), "{attempts:?}");
+    assert!(attempts[0].2.as_deref().is_some_and(|m| m.contains("time limit")), "{attempts:?}");
+}
+
 /// Ctrl-C: exit 130, and nothing of the sweep left in `squeue` within 15 s.
 #[test]
 fn ctrl_c_cancels_every_job_of_the_sweep() {

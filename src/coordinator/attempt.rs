@@ -117,7 +117,11 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
     let clean = result.done && result.exit.code == Some(0) && result.class.is_none();
     if !timed_out && !clean {
         // The launcher's view of the end (Slurm: time limit, preemption, scancel).
-        let interrupted = result.class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Interrupted));
+        // Stopped by SIGTERM: the worker said so, or the signal came before
+        // its handler was in place (it died of it: srun then exits 128 + 15).
+        let interrupted = result.class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Interrupted))
+            || result.exit.signal == Some(libc::SIGTERM)
+            || result.exit.code == Some(128 + libc::SIGTERM);
         if let Some((class, message)) = control.end_state(interrupted).await {
             result.class = Some(class);
             result.message = Some(message);

@@ -85,7 +85,8 @@ pub trait AttemptControl: Send + Sync {
     }
     /// After the process ended: why, as the scheduler outside saw it (Slurm's
     /// job state: timeout, preempted, cancelled), when that overrides what the
-    /// exit status says. `worker_interrupted`: the worker reported a stop on SIGTERM.
+    /// exit status says. `worker_interrupted`: SIGTERM stopped the worker (it
+    /// reported the stop, or died of the signal before its handler was set).
     fn end_state(&self, _worker_interrupted: bool) -> BoxFuture<'_, Option<(crate::store::FailureClass, String)>> {
         Box::pin(async { None })
     }
