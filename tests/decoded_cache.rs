@@ -63,6 +63,25 @@ fn cache_build_ls_and_clear() {
     s.sweep(&["cache", "clear", "--all"]).output().expect_success();
 }
 
+/// `sweep bench data`: every split is decoded into a cache of its own, but
+/// epoch 1 counts the training split's decode alone (a training epoch, and
+/// torchvision's that the bench is compared with, decodes no other), and
+/// reports the rest; the bench leaves no cache behind.
+#[test]
+fn bench_data_counts_the_training_split_in_epoch_1() {
+    let s = scratch();
+    let out = s.sweep(&["bench", "data", "data", "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--threads", "1", "--json"]).output();
+    let v: serde_json::Value = serde_json::from_str(out.expect_success().stdout.trim()).unwrap();
+    assert_eq!((v["images"].as_u64(), v["decoded"].as_u64(), v["other_splits_images"].as_u64()), (Some(48), Some(72), Some(24)), "{v}");
+    let (decode, other) = (v["decode_s"].as_f64().unwrap(), v["other_splits_decode_s"].as_f64().unwrap());
+    assert!(other > 0.0 && other < decode, "{v}");
+    assert!(v["epoch1_img_s"].as_f64().unwrap() > 48.0 / decode, "epoch 1 leaves the other splits out: {v}");
+    assert!(v["later_img_s"].as_f64().unwrap() > 0.0, "{v}");
+    let text = s.sweep(&["bench", "data", "data", "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--threads", "1"]).output();
+    assert!(text.expect_success().stdout.contains("validation and test splits (24 images) decoded"), "{}", text.stdout);
+    assert!(!s.decoded_cache().exists() || entries(&s) == (vec![], vec![]), "{:?}", entries(&s));
+}
+
 /// Two builders at once: one decodes, the other waits on the lock and opens
 /// what the first built.
 #[test]

@@ -98,6 +98,9 @@ pub struct SplitMeta {
     pub images: usize,
     pub bytes: u64,
     pub failed: Vec<Failed>,
+    /// Wall seconds its decode took (0 in caches built before it was recorded).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 /// `meta.json`.
@@ -390,6 +393,7 @@ fn build(tmp: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<
 fn write_split(path: &Path, files: &SplitFiles, short: Option<u32>) -> Result<SplitMeta, DataError> {
     use std::os::unix::fs::FileExt;
     use std::sync::Mutex;
+    let t0 = Instant::now();
     let file = File::create(path).map_err(io_err(path))?;
     let n = files.items.len();
     let header = (MAGIC.len() + 8 + n * RECORD) as u64;
@@ -439,7 +443,7 @@ fn write_split(path: &Path, files: &SplitFiles, short: Option<u32>) -> Result<Sp
     let bytes = end.into_inner().unwrap_or_else(|e| e.into_inner());
     // Unused index records (failed images) stay zero; the pixels start after the full index.
     file.set_len(bytes).map_err(io_err(path))?;
-    Ok(SplitMeta { split: files.split.name().to_string(), images, bytes, failed })
+    Ok(SplitMeta { split: files.split.name().to_string(), images, bytes, failed, seconds: t0.elapsed().as_secs_f64() })
 }
 
 /// Maps one split of a ready cache. Failed images are the trial's error, or
