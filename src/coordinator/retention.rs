@@ -13,6 +13,7 @@ use super::precision::{self, Halving};
 use crate::spec::{Keep, KeepPrecision, SweepPlan};
 use crate::store::model::TrialStatus;
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use sweep_protocol::Head;
 
@@ -66,12 +67,27 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(freed),
         Err(e) => return Err(e),
     }
+    let mut found = Vec::new();
     for path in victims {
-        let meta = match std::fs::symlink_metadata(&path) {
-            Ok(m) => m,
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) => found.push((path, m)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        };
+        }
+    }
+    // `best` is often a second name of `last` (the worker links them when
+    // the last epoch is the best): removing one name frees nothing, removing
+    // every name frees the bytes once.
+    let names_here = |m: &std::fs::Metadata| found.iter().filter(|(_, o)| same_file(o, m)).count() as u64;
+    let mut counted: Vec<(u64, u64)> = Vec::new();
+    let mut frees = Vec::with_capacity(found.len());
+    for (_, m) in &found {
+        let id = (m.dev(), m.ino());
+        let all_names_go = names_here(m) >= m.nlink();
+        frees.push(if all_names_go && !counted.contains(&id) { m.len() } else { 0 });
+        counted.push(id);
+    }
+    for ((path, _), bytes) in found.into_iter().zip(frees) {
         if !dry_run {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -79,9 +95,14 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
                 Err(e) => return Err(io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display()))),
             }
         }
-        freed += Freed { files: 1, bytes: meta.len() };
+        freed += Freed { files: 1, bytes };
     }
     Ok(freed)
+}
+
+/// Two names of one file (a hard link).
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
 /// What rewriting kept weights as float16 did (or, dry, would do).
@@ -121,11 +142,19 @@ pub fn halve_kept(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPr
     if status != TrialStatus::Done || precision != KeepPrecision::Half {
         return Ok(out);
     }
+    // Names of one file (best linked to last) stay one file: the first is
+    // rewritten, the others become names of the rewritten file.
+    let mut done: Vec<(std::path::PathBuf, std::fs::Metadata)> = Vec::new();
     for name in kept_weights(keep) {
         let path = dir.join(name);
-        if !path.exists() {
+        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        if let Some((first, _)) = done.iter().find(|(_, m)| same_file(m, &meta)) {
+            if !dry_run && std::fs::metadata(first).is_ok_and(|now| !same_file(&now, &meta)) {
+                link_over(first, &path)?;
+            }
             continue;
         }
+        done.push((path.clone(), meta));
         match precision::halve_file(&path, dry_run)? {
             Halving::Halved { before, after } => {
                 out.files += 1;
@@ -140,14 +169,25 @@ pub fn halve_kept(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPr
     Ok(out)
 }
 
-/// Bytes under `path` (files only; symlinks are not followed). 0 when absent.
+/// `path` as a new name of `file`, atomically (link to a temp name, rename).
+fn link_over(file: &Path, path: &Path) -> io::Result<()> {
+    let tmp = precision::temp_path(path);
+    let _ = std::fs::remove_file(&tmp);
+    std::fs::hard_link(file, &tmp).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Bytes under `path` (files only, a file with several names once; symlinks
+/// are not followed). 0 when absent.
 pub fn disk_use(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
-    if !meta.is_dir() {
-        return meta.len();
+    fn walk(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+        if !meta.is_dir() {
+            return if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) { 0 } else { meta.len() };
+        }
+        let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+        entries.flatten().map(|e| walk(&e.path(), seen)).sum()
     }
-    let Ok(entries) = std::fs::read_dir(path) else { return 0 };
-    entries.flatten().map(|e| disk_use(&e.path())).sum()
+    walk(path, &mut Default::default())
 }
 
 /// Bytes free for an unprivileged writer on the filesystem holding `path`
@@ -399,6 +439,42 @@ mod tests {
             // Once is enough.
             assert_eq!(halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, false).unwrap(), Halved::default());
         }
+    }
+
+    /// `best` as a second name of `last` (the worker links them when the
+    /// last epoch is the best): its bytes are counted once, freed only when
+    /// both names go, and halved once, the two names staying one file.
+    #[test]
+    fn a_best_linked_to_last_is_one_file() {
+        let linked = || {
+            let d = trial_dir(&[(LAST, 10), (TRAIN_STATE, 30), ("state.json", 1)]);
+            std::fs::hard_link(d.path().join(LAST), d.path().join(BEST)).unwrap();
+            d
+        };
+        let d = linked();
+        assert_eq!(disk_use(d.path()), 41);
+        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::Best, true).unwrap(), Freed { files: 2, bytes: 30 });
+        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::Best, false).unwrap(), Freed { files: 2, bytes: 30 });
+        assert_eq!(std::fs::metadata(d.path().join(BEST)).unwrap().len(), 10);
+        let d = linked();
+        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::Best, true).unwrap(), Freed { files: 3, bytes: 40 });
+        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::Best, false).unwrap(), Freed { files: 3, bytes: 40 });
+
+        let d = trial_with_weights();
+        std::fs::remove_file(d.path().join(BEST)).unwrap();
+        std::fs::hard_link(d.path().join(LAST), d.path().join(BEST)).unwrap();
+        let before = disk_use(d.path());
+        let dry = halve_kept(d.path(), TrialStatus::Done, Keep::BestLast, KeepPrecision::Half, true).unwrap();
+        let done = halve_kept(d.path(), TrialStatus::Done, Keep::BestLast, KeepPrecision::Half, false).unwrap();
+        assert_eq!((dry.clone(), done.files), (done.clone(), 1), "{done:?}");
+        assert_eq!(before - disk_use(d.path()), done.bytes, "the saving reported is the saving made");
+        let (best, last) = (std::fs::metadata(d.path().join(BEST)).unwrap(), std::fs::metadata(d.path().join(LAST)).unwrap());
+        assert!(same_file(&best, &last));
+        assert_eq!(
+            dtypes(d.path()),
+            vec![(BEST.to_string(), vec!["float16"]), (LAST.to_string(), vec!["float16"]), (TRAIN_STATE.to_string(), vec!["float32"])]
+        );
+        assert_eq!(names(d.path()), vec![BEST, LAST, TRAIN_STATE]);
     }
 
     #[test]

@@ -189,6 +189,21 @@ fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
     std::fs::rename(&tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
 }
 
+/// `path` as a second name (hard link) of `same`, the checkpoint just
+/// written from `vs`: the weights are not serialized and written twice.
+/// Atomic (link to a temp name, rename over `path`); `same` is only ever
+/// replaced by a rename, never rewritten in place, so `path` keeps these
+/// bytes when `same` moves on. Where the filesystem has no hard links,
+/// `vs` is written again.
+fn link_or_save(vs: &nn::VarStore, same: &Path, path: &Path) -> Result<(), Failure> {
+    let tmp = path.with_extension("tmp.safetensors");
+    let _ = std::fs::remove_file(&tmp);
+    match std::fs::hard_link(same, &tmp) {
+        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display()))),
+        Err(_) => save_vs(vs, path),
+    }
+}
+
 /// Per-run data, decoded once.
 struct Data {
     layout: Layout,
@@ -743,12 +758,13 @@ impl<'a> Trainer<'a> {
         write_train_state(&self.paths.train_state, &meta, tensors)
     }
 
-    /// `best.safetensors` (when this epoch is the best), `last.safetensors`, `state.json`.
+    /// `last.safetensors`, `best.safetensors` (when this epoch is the best:
+    /// the same bytes, so a second name of the same file), `state.json`.
     fn export(&self, best: bool) -> Result<(), Failure> {
-        if best {
-            save_vs(&self.vs, &self.paths.best)?;
-        }
         save_vs(&self.vs, &self.paths.last)?;
+        if best {
+            link_or_save(&self.vs, &self.paths.last, &self.paths.best)?;
+        }
         let json = serde_json::to_vec(&self.state).map_err(|e| Failure::new(ErrorClass::Internal, e.to_string()))?;
         write_atomic(&self.paths.state, &json)
     }
@@ -1485,6 +1501,31 @@ mod tests {
             assert!(!finite(&g), "{bad} in the last gradient");
         }
         assert!(finite(&[]));
+    }
+
+    /// `best` becomes a second name of `last` when the epoch is the best, and
+    /// keeps its bytes when `last` is written again.
+    #[test]
+    fn best_is_a_link_of_last_that_outlives_the_next_last() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (last, best) = (dir.path().join("last.safetensors"), dir.path().join("best.safetensors"));
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
+        save_vs(&vs, &last).unwrap();
+        link_or_save(&vs, &last, &best).unwrap();
+        assert_eq!(std::fs::metadata(&best).unwrap().ino(), std::fs::metadata(&last).unwrap().ino());
+        assert!(!dir.path().join("best.tmp.safetensors").exists());
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().fill_(2.0);
+        });
+        save_vs(&vs, &last).unwrap();
+        let read = |p: &Path| Tensor::read_safetensors(p).unwrap().into_iter().find(|(k, _)| k == "w").unwrap().1;
+        assert_eq!(Vec::<f32>::try_from(read(&best)).unwrap(), vec![1.0; 3]);
+        assert_eq!(Vec::<f32>::try_from(read(&last)).unwrap(), vec![2.0; 3]);
+        // A second best epoch replaces the link.
+        link_or_save(&vs, &last, &best).unwrap();
+        assert_eq!(Vec::<f32>::try_from(read(&best)).unwrap(), vec![2.0; 3]);
     }
 
     #[test]
