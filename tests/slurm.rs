@@ -321,7 +321,7 @@ fn a_worker_killed_by_the_time_limit_warning_is_a_timeout() {
     let s = fake_data();
     let file = slurm_sweep(&s, "sl-term", "time = \"1m\"").resources("retries = 0").write();
     let out = s.run(&file).fake_worker("hang").output_within(Duration::from_secs(170));
-    out.expect_exit(1);
+    out.expect_exit(common::EXIT_FAILED);
     let db = s.open_db();
     let attempts: Vec<(i64, Option<String>, Option<String>)> = db.query("SELECT attempt, error_class, message FROM attempts ORDER BY attempt");
     assert_eq!(attempts.len(), 1, "{attempts:?}");
