@@ -199,6 +199,8 @@ pub fn bench(cmd: BenchCommand) -> CmdResult {
             "threads": threads,
             "cache_size": cache::size_label(short),
             "decode_s": decode.as_secs_f64(),
+            "epoch1_decode_s": (decode - other).as_secs_f64(),
+            "epoch1_batches_s": first.as_secs_f64(),
             "other_splits_images": other_images,
             "other_splits_decode_s": other.as_secs_f64(),
             "epoch1_img_s": epoch1,

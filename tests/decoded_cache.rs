@@ -73,9 +73,12 @@ fn bench_data_counts_the_training_split_in_epoch_1() {
     let out = s.sweep(&["bench", "data", "data", "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--threads", "1", "--json"]).output();
     let v: serde_json::Value = serde_json::from_str(out.expect_success().stdout.trim()).unwrap();
     assert_eq!((v["images"].as_u64(), v["decoded"].as_u64(), v["other_splits_images"].as_u64()), (Some(48), Some(72), Some(24)), "{v}");
-    let (decode, other) = (v["decode_s"].as_f64().unwrap(), v["other_splits_decode_s"].as_f64().unwrap());
+    let f = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    let (decode, other, train) = (f("decode_s"), f("other_splits_decode_s"), f("epoch1_decode_s"));
     assert!(other > 0.0 && other < decode, "{v}");
-    assert!(v["epoch1_img_s"].as_f64().unwrap() > 48.0 / decode, "epoch 1 leaves the other splits out: {v}");
+    assert!((train + other - decode).abs() < 1e-9, "the decode splits into the training split's and the others': {v}");
+    let epoch1 = 48.0 / (train + f("epoch1_batches_s"));
+    assert!((f("epoch1_img_s") / epoch1 - 1.0).abs() < 1e-9, "epoch 1 is the training split's decode and its batches: {v}");
     assert!(v["later_img_s"].as_f64().unwrap() > 0.0, "{v}");
     let text = s.sweep(&["bench", "data", "data", "--image-size", "32", "--batch-size", "8", "--epochs", "2", "--threads", "1"]).output();
     assert!(text.expect_success().stdout.contains("validation and test splits (24 images) decoded"), "{}", text.stdout);
