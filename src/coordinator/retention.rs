@@ -105,6 +105,11 @@ fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
     (a.dev(), a.ino()) == (b.dev(), b.ino())
 }
 
+/// [`same_file`] by path; false when either is missing.
+pub fn same_files(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::metadata(a), std::fs::metadata(b)), (Ok(a), Ok(b)) if same_file(&a, &b))
+}
+
 /// What rewriting kept weights as float16 did (or, dry, would do).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Halved {

@@ -22,7 +22,8 @@ pub fn sparkline(values: &[f64]) -> String {
 
 /// `checkpoints: best.safetensors (23 MB, float16) in results/s/t`: the
 /// weights files a trial holds now, with the floating-point dtype their
-/// headers declare (float16 after `keep_precision = "half"`).
+/// headers declare (float16 after `keep_precision = "half"`); `last` that is
+/// a second name of `best` (the last epoch was the best) says so.
 pub fn checkpoints_line(dir: &Path) -> String {
     use crate::coordinator::{precision, retention};
     let present: Vec<&str> = [retention::BEST, retention::LAST, retention::TRAIN_STATE].into_iter().filter(|n| dir.join(n).is_file()).collect();
@@ -34,6 +35,9 @@ pub fn checkpoints_line(dir: &Path) -> String {
         .iter()
         .map(|n| {
             let p = dir.join(n);
+            if *n == retention::LAST && retention::same_files(&dir.join(retention::BEST), &p) {
+                return format!("{n} (the same file as {})", retention::BEST);
+            }
             let size = retention::human_bytes(retention::disk_use(&p));
             let dtype = match precision::float_dtypes(&p) {
                 Ok(d) if d.is_empty() => "no float tensors".to_string(),
@@ -203,6 +207,23 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `last` that is a second name of `best` is named as such, not listed
+    /// as a second file of the same size.
+    #[test]
+    fn a_last_linked_to_best_is_named_as_the_same_file() {
+        let d = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..4).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &bytes).unwrap();
+        safetensors::serialize_to_file([("w", t)], &None, &d.path().join("best.safetensors")).unwrap();
+        std::fs::hard_link(d.path().join("best.safetensors"), d.path().join("last.safetensors")).unwrap();
+        let line = checkpoints_line(d.path());
+        assert!(line.starts_with("checkpoints: best.safetensors ("), "{line}");
+        assert!(line.contains("float32), last.safetensors (the same file as best.safetensors) in "), "{line}");
+        std::fs::copy(d.path().join("best.safetensors"), d.path().join("copy")).unwrap();
+        std::fs::rename(d.path().join("copy"), d.path().join("last.safetensors")).unwrap();
+        assert_eq!(checkpoints_line(d.path()).matches("float32)").count(), 2, "two files");
+    }
 
     #[test]
     fn sparkline_spans_the_range() {
