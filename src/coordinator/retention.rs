@@ -78,15 +78,14 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
     // `best` is often a second name of `last` (the worker links them when
     // the last epoch is the best): removing one name frees nothing, removing
     // every name frees the bytes once.
-    let names_here = |m: &std::fs::Metadata| found.iter().filter(|(_, o)| same_file(o, m)).count() as u64;
-    let mut counted: Vec<(u64, u64)> = Vec::new();
-    let mut frees = Vec::with_capacity(found.len());
-    for (_, m) in &found {
-        let id = (m.dev(), m.ino());
-        let all_names_go = names_here(m) >= m.nlink();
-        frees.push(if all_names_go && !counted.contains(&id) { m.len() } else { 0 });
-        counted.push(id);
-    }
+    let frees: Vec<u64> = (0..found.len())
+        .map(|k| {
+            let m = &found[k].1;
+            let first_name = !found[..k].iter().any(|(_, o)| same_file(o, m));
+            let all_names_go = found.iter().filter(|(_, o)| same_file(o, m)).count() as u64 >= m.nlink();
+            if first_name && all_names_go { m.len() } else { 0 }
+        })
+        .collect();
     for ((path, _), bytes) in found.into_iter().zip(frees) {
         if !dry_run {
             match std::fs::remove_file(&path) {

@@ -167,9 +167,19 @@ pub fn device() -> Device {
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
+    std::fs::write(&tmp, bytes).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))?;
+    put_in_place(&tmp, path)
+}
+
+/// The temporary a checkpoint is written to before [`put_in_place`] (tch
+/// picks the format from the extension, so it ends in .safetensors).
+fn checkpoint_tmp(path: &Path) -> PathBuf {
+    path.with_extension("tmp.safetensors")
+}
+
+/// The commit of an atomic write: the finished temporary `tmp` renamed over `path`.
+fn put_in_place(tmp: &Path, path: &Path) -> Result<(), Failure> {
+    std::fs::rename(tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
 }
 
 fn disk_full_hint(e: &dyn std::fmt::Display) -> &'static str {
@@ -177,8 +187,7 @@ fn disk_full_hint(e: &dyn std::fmt::Display) -> &'static str {
 }
 
 fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
-    // tch picks the format from the extension, so the temp name must end in .safetensors.
-    let tmp = path.with_extension("tmp.safetensors");
+    let tmp = checkpoint_tmp(path);
     // Contiguous (NCHW) copies of channels-last weights: the file format is
     // the same whatever layout the trial trained in.
     let named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
@@ -186,7 +195,7 @@ fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
     }
-    std::fs::rename(&tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
+    put_in_place(&tmp, path)
 }
 
 /// `path` as a second name (hard link) of `same`, the checkpoint just
@@ -196,10 +205,10 @@ fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
 /// bytes when `same` moves on. Where the filesystem has no hard links,
 /// `vs` is written again.
 fn link_or_save(vs: &nn::VarStore, same: &Path, path: &Path) -> Result<(), Failure> {
-    let tmp = path.with_extension("tmp.safetensors");
+    let tmp = checkpoint_tmp(path);
     let _ = std::fs::remove_file(&tmp);
     match std::fs::hard_link(same, &tmp) {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display()))),
+        Ok(()) => put_in_place(&tmp, path),
         Err(_) => save_vs(vs, path),
     }
 }
@@ -1046,8 +1055,8 @@ type Loaded<T> = Result<T, Failure>;
 /// on a thread of its own, two ahead of compute. A batch that cannot be built
 /// ends the epoch with a `data` failure; a panic while building one ends it
 /// with an `internal` failure (`oom` when memory ran out) that names the
-/// epoch and batch — never with a
-/// channel that just closes, which would look like the end of the epoch.
+/// epoch and batch — never with a channel that just closes, which would
+/// look like the end of the epoch.
 fn spawn_loader<T, F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, mut build: F) -> Receiver<Loaded<T>>
 where
     T: Send + 'static,
@@ -1227,7 +1236,7 @@ fn write_train_state(path: &Path, meta: &TrainMeta, tensors: Vec<(String, Tensor
     }
     let json = serde_json::to_string(meta).map_err(|e| internal(e.to_string()))?;
     let metadata = Some(HashMap::from([("sweep".to_string(), json)]));
-    let tmp = path.with_extension("tmp.safetensors");
+    let tmp = checkpoint_tmp(path);
     let written = safetensors::serialize_to_file(views, &metadata, &tmp)
         .map_err(|e| e.to_string())
         .and_then(|_| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string()));
@@ -1235,7 +1244,7 @@ fn write_train_state(path: &Path, meta: &TrainMeta, tensors: Vec<(String, Tensor
         let _ = std::fs::remove_file(&tmp);
         return Err(internal(format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
     }
-    std::fs::rename(&tmp, path).map_err(|e| internal(format!("cannot write {}: {e}", path.display())))
+    put_in_place(&tmp, path)
 }
 
 fn read_train_state(path: &Path) -> Result<SavedTrainState, String> {
