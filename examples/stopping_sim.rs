@@ -17,7 +17,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use sweep::coordinator::launcher::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, slots_for};
+use sweep::coordinator::launcher::{
+    Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest,
+    slots_for,
+};
 use sweep::coordinator::stopping::Stopper;
 use sweep::coordinator::{RunOptions, run};
 use sweep::spec::{PlannedTrial, Resources, StopMethod, Stopping, SweepPlan};
@@ -40,8 +43,16 @@ fn curves(n: usize, seed: u64) -> Vec<Curve> {
     (0..n)
         .map(|i| {
             let slow = i % 3 == 0;
-            let k = if slow { rng.gen_range(3.0..6.0) } else { rng.gen_range(0.5..2.0) };
-            let ceiling = if slow { rng.gen_range(0.70..0.95) } else { rng.gen_range(0.50..0.85) };
+            let k = if slow {
+                rng.gen_range(3.0..6.0)
+            } else {
+                rng.gen_range(0.5..2.0)
+            };
+            let ceiling = if slow {
+                rng.gen_range(0.70..0.95)
+            } else {
+                rng.gen_range(0.50..0.85)
+            };
             Curve { ceiling, k }
         })
         .collect()
@@ -79,13 +90,19 @@ impl Launcher for SimLauncher {
 
     fn start(&self, spec: &LaunchSpec) -> std::io::Result<Attempt> {
         use tokio::io::AsyncWriteExt;
-        let curve = self.curves.get(&spec.job.trial).copied().unwrap_or_else(|| param_curve(&spec.job.config));
+        let curve = self
+            .curves
+            .get(&spec.job.trial)
+            .copied()
+            .unwrap_or_else(|| param_curve(&spec.job.config));
         let epochs = spec.job.config.epochs;
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let stop = Arc::clone(&flag);
         let counter = Arc::clone(&self.epochs_run);
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ u64::from_str_radix(&spec.job.trial, 16).unwrap_or(0));
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            self.seed ^ u64::from_str_radix(&spec.job.trial, 16).unwrap_or(0),
+        );
         let task = tokio::spawn(async move {
             let mut best: f64 = 0.0;
             for e in 1..=epochs {
@@ -112,11 +129,28 @@ impl Launcher for SimLauncher {
                 // One tick per epoch, so that the dispatcher judges epoch e before e+1 exists.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            let done = WorkerMessage::Done { epochs, wall_s: 0.0, images_per_s: 0.0, best_val_accuracy: best, timings: None };
-            let _ = tx.write_all((serde_json::to_string(&done).unwrap() + "\n").as_bytes()).await;
+            let done = WorkerMessage::Done {
+                epochs,
+                wall_s: 0.0,
+                images_per_s: 0.0,
+                best_val_accuracy: best,
+                timings: None,
+            };
+            let _ = tx
+                .write_all((serde_json::to_string(&done).unwrap() + "\n").as_bytes())
+                .await;
             0
         });
-        Ok(Attempt { stdout: Box::pin(rx), control: flag, exit: Box::pin(async move { Ok(ExitStatus { code: Some(task.await.unwrap_or(1)), signal: None }) }) })
+        Ok(Attempt {
+            stdout: Box::pin(rx),
+            control: flag,
+            exit: Box::pin(async move {
+                Ok(ExitStatus {
+                    code: Some(task.await.unwrap_or(1)),
+                    signal: None,
+                })
+            }),
+        })
     }
 }
 
@@ -126,9 +160,17 @@ struct Outcome {
     wall: Duration,
 }
 
-async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping, seed: u64) -> Outcome {
+async fn simulate(
+    name: &str,
+    curves: &[Curve],
+    epochs: u32,
+    stopping: Stopping,
+    seed: u64,
+) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
-    let pool = sweep::store::db::open(&dir.path().join("sim.db"), true).await.unwrap();
+    let pool = sweep::store::db::open(&dir.path().join("sim.db"), true)
+        .await
+        .unwrap();
     let ids: Vec<String> = (0..curves.len()).map(|i| format!("{i:010x}")).collect();
     let plan = SweepPlan {
         name: name.into(),
@@ -139,21 +181,56 @@ async fn simulate(name: &str, curves: &[Curve], epochs: u32, stopping: Stopping,
         select: SelectMetric::ValAccuracy,
         stopping,
         description: None,
-        resources: Resources { retries: 0, oom_retry_halve_batch: false, ..Resources::default() },
-        trials: ids.iter().map(|id| PlannedTrial { id: id.clone(), config: TrialConfig { epochs, ..TrialConfig::default() } }).collect(),
+        resources: Resources {
+            retries: 0,
+            oom_retry_halve_batch: false,
+            ..Resources::default()
+        },
+        trials: ids
+            .iter()
+            .map(|id| PlannedTrial {
+                id: id.clone(),
+                config: TrialConfig {
+                    epochs,
+                    ..TrialConfig::default()
+                },
+            })
+            .collect(),
         varying: vec![],
         slurm: None,
         search: None,
     };
     let epochs_run = Arc::new(Mutex::new(0));
-    let launcher = Arc::new(SimLauncher { curves: ids.iter().cloned().zip(curves.iter().copied()).collect(), epochs_run: Arc::clone(&epochs_run), seed });
-    let opts = RunOptions { results: dir.path().join("results"), retry_failed: false, plain: true, grace: Duration::from_secs(1) };
+    let launcher = Arc::new(SimLauncher {
+        curves: ids.iter().cloned().zip(curves.iter().copied()).collect(),
+        epochs_run: Arc::clone(&epochs_run),
+        seed,
+    });
+    let opts = RunOptions {
+        results: dir.path().join("results"),
+        retry_failed: false,
+        plain: true,
+        grace: Duration::from_secs(1),
+    };
     let t0 = Instant::now();
-    run(plan, opts, launcher, pool.clone(), serde_json::json!({}), "sim".into()).await.unwrap();
+    run(
+        plan,
+        opts,
+        launcher,
+        pool.clone(),
+        serde_json::json!({}),
+        "sim".into(),
+    )
+    .await
+    .unwrap();
     let wall = t0.elapsed();
     let (id, _) = best_finished(&pool).await;
     let e = *epochs_run.lock().unwrap();
-    Outcome { epochs: e, chosen: usize::from_str_radix(&id, 16).unwrap(), wall }
+    Outcome {
+        epochs: e,
+        chosen: usize::from_str_radix(&id, 16).unwrap(),
+        wall,
+    }
 }
 
 /// The configuration a method picks: (id, params) of the finished trial with
@@ -174,7 +251,10 @@ async fn best_finished(pool: &sqlx::SqlitePool) -> (String, String) {
 fn param_curve(c: &TrialConfig) -> Curve {
     let x = ((c.lr.log10() + 4.0) / 4.0).clamp(0.0, 1.0);
     let y = (c.momentum / 0.99).clamp(0.0, 1.0);
-    Curve { ceiling: 0.5 + 0.45 * (-((x - 0.75).powi(2) + (y - 0.5).powi(2)) / 0.05).exp(), k: 0.5 + 5.5 * x }
+    Curve {
+        ceiling: 0.5 + 0.45 * (-((x - 0.75).powi(2) + (y - 0.5).powi(2)) / 0.05).exp(),
+        k: 0.5 + 5.5 * x,
+    }
 }
 
 /// A 81-point search of the parametric family, through the sweep file
@@ -182,9 +262,21 @@ fn param_curve(c: &TrialConfig) -> Curve {
 /// final value of the configuration it picks.
 async fn search(sampler: &str, stopping: &str, epochs: u32, seed: u64) -> (u64, f64) {
     let dir = tempfile::tempdir().unwrap();
-    sweep_dataset::demo::generate(&dir.path().join("data"), &sweep_dataset::demo::DemoOptions { per_class: 1, image_size: 32, seed: 1 }).unwrap();
+    sweep_dataset::demo::generate(
+        &dir.path().join("data"),
+        &sweep_dataset::demo::DemoOptions {
+            per_class: 1,
+            image_size: 32,
+            seed: 1,
+        },
+    )
+    .unwrap();
     let file = dir.path().join("s.toml");
-    let startup = if sampler == "tpe" { "startup = 10\n" } else { "" };
+    let startup = if sampler == "tpe" {
+        "startup = 10\n"
+    } else {
+        ""
+    };
     std::fs::write(
         &file,
         format!(
@@ -194,11 +286,31 @@ async fn search(sampler: &str, stopping: &str, epochs: u32, seed: u64) -> (u64, 
     )
     .unwrap();
     let plan = sweep::spec::load(&file).unwrap();
-    let pool = sweep::store::db::open(&dir.path().join("sim.db"), true).await.unwrap();
+    let pool = sweep::store::db::open(&dir.path().join("sim.db"), true)
+        .await
+        .unwrap();
     let epochs_run = Arc::new(Mutex::new(0));
-    let launcher = Arc::new(SimLauncher { curves: HashMap::new(), epochs_run: Arc::clone(&epochs_run), seed });
-    let opts = RunOptions { results: dir.path().join("results"), retry_failed: false, plain: true, grace: Duration::from_secs(1) };
-    run(plan, opts, launcher, pool.clone(), serde_json::json!({}), "sim".into()).await.unwrap();
+    let launcher = Arc::new(SimLauncher {
+        curves: HashMap::new(),
+        epochs_run: Arc::clone(&epochs_run),
+        seed,
+    });
+    let opts = RunOptions {
+        results: dir.path().join("results"),
+        retry_failed: false,
+        plain: true,
+        grace: Duration::from_secs(1),
+    };
+    run(
+        plan,
+        opts,
+        launcher,
+        pool.clone(),
+        serde_json::json!({}),
+        "sim".into(),
+    )
+    .await
+    .unwrap();
     let (_, params) = best_finished(&pool).await;
     let config: TrialConfig = serde_json::from_str(&params).unwrap();
     let e = *epochs_run.lock().unwrap();
@@ -207,18 +319,41 @@ async fn search(sampler: &str, stopping: &str, epochs: u32, seed: u64) -> (u64, 
 
 fn rank_of(curves: &[Curve], epochs: u32, chosen: usize) -> usize {
     let fin = |c: &Curve| c.at(epochs, 0.0);
-    curves.iter().filter(|c| fin(c) > fin(&curves[chosen])).count() + 1
+    curves
+        .iter()
+        .filter(|c| fin(c) > fin(&curves[chosen]))
+        .count()
+        + 1
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     // Rungs at 1, 3, 9 below 27 epochs.
     let epochs = 27;
-    let asha = |method| Stopping { method, metric: SelectMetric::ValAccuracy, min_epochs: 1, reduction: 3, patience: None, test_pruned: false };
-    let sizes: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
-    let sizes = if sizes.is_empty() { vec![81, 1000] } else { sizes };
-    println!("early stopping on synthetic curves ({epochs} epochs a trial, one worker, real dispatcher + SQLite)");
-    println!("{:>6} {:<10} {:>12} {:>10} {:>10} {:>12} {:>9}", "trials", "method", "epochs run", "vs grid", "rank", "regret", "wall s");
+    let asha = |method| Stopping {
+        method,
+        metric: SelectMetric::ValAccuracy,
+        min_epochs: 1,
+        reduction: 3,
+        patience: None,
+        test_pruned: false,
+    };
+    let sizes: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![81, 1000]
+    } else {
+        sizes
+    };
+    println!(
+        "early stopping on synthetic curves ({epochs} epochs a trial, one worker, real dispatcher + SQLite)"
+    );
+    println!(
+        "{:>6} {:<10} {:>12} {:>10} {:>10} {:>12} {:>9}",
+        "trials", "method", "epochs run", "vs grid", "rank", "regret", "wall s"
+    );
     for n in sizes {
         let cs = curves(n, 7);
         let grid_epochs = (n as u64) * epochs as u64;
@@ -226,13 +361,31 @@ async fn main() {
         for (label, st) in [
             ("none", Stopping::none(SelectMetric::ValAccuracy)),
             ("asha", asha(StopMethod::Asha)),
-            ("asha min3", Stopping { min_epochs: 3, ..asha(StopMethod::Asha) }),
+            (
+                "asha min3",
+                Stopping {
+                    min_epochs: 3,
+                    ..asha(StopMethod::Asha)
+                },
+            ),
             ("hyperband", asha(StopMethod::Hyperband)),
-            ("median", Stopping { min_epochs: 3, ..asha(StopMethod::Median) }),
+            (
+                "median",
+                Stopping {
+                    min_epochs: 3,
+                    ..asha(StopMethod::Median)
+                },
+            ),
         ] {
             if label == "none" && n > 100 {
                 // The full grid runs every epoch and finds the best by definition.
-                println!("{n:>6} {label:<10} {grid_epochs:>12} {:>9.3}x {:>10} {:>12.4} {:>9}", 1.0, format!("1/{n}"), 0.0, "(computed)");
+                println!(
+                    "{n:>6} {label:<10} {grid_epochs:>12} {:>9.3}x {:>10} {:>12.4} {:>9}",
+                    1.0,
+                    format!("1/{n}"),
+                    0.0,
+                    "(computed)"
+                );
                 continue;
             }
             let o = simulate(label, &cs, epochs, st, 7).await;
@@ -248,15 +401,24 @@ async fn main() {
         }
     }
     // TPE against random draws on the parametric family, with and without ASHA.
-    println!("81-point searches of a parametric family (lr × momentum; the best region starts slow), {epochs} epochs a trial:");
-    println!("{:<22} {:>12} {:>10} {:>12}", "search", "epochs run", "vs all", "regret");
+    println!(
+        "81-point searches of a parametric family (lr × momentum; the best region starts slow), {epochs} epochs a trial:"
+    );
+    println!(
+        "{:<22} {:>12} {:>10} {:>12}",
+        "search", "epochs run", "vs all", "regret"
+    );
     let asha_toml = "[stopping]\nmethod = \"asha\"\nmin_epochs = 1\nreduction = 3\n";
     let hb_toml = "[stopping]\nmethod = \"hyperband\"\nmin_epochs = 1\nreduction = 3\n";
     // The family's best final value, on a fine grid.
     let optimum = (0..=400)
         .flat_map(|i| (0..=100).map(move |j| (i, j)))
         .map(|(i, j)| {
-            let c = TrialConfig { lr: 10f64.powf(-4.0 + 4.0 * i as f64 / 400.0), momentum: 0.99 * j as f64 / 100.0, ..TrialConfig::default() };
+            let c = TrialConfig {
+                lr: 10f64.powf(-4.0 + 4.0 * i as f64 / 400.0),
+                momentum: 0.99 * j as f64 / 100.0,
+                ..TrialConfig::default()
+            };
             param_curve(&c).at(epochs, 0.0)
         })
         .fold(0.0, f64::max);
@@ -269,7 +431,11 @@ async fn main() {
         ("tpe + hyperband", "tpe", hb_toml),
     ] {
         let (e, value) = search(sampler, stopping, epochs, 7).await;
-        println!("{label:<22} {e:>12} {:>9.3}x {:>12.4}", e as f64 / (81.0 * epochs as f64), optimum - value);
+        println!(
+            "{label:<22} {e:>12} {:>9.3}x {:>12.4}",
+            e as f64 / (81.0 * epochs as f64),
+            optimum - value
+        );
     }
     // Why ASHA misses the top configurations here: where the grid's top 5 % at
     // the last epoch stand at each rung (noise-free curves: the ranks are the
@@ -309,11 +475,17 @@ async fn main() {
         s.assign(&id, i, epochs);
         for e in 1..=epochs {
             reports += 1;
-            if s.report(&id, e, epochs, c.at(e, 0.0)).iter().any(|d| d.stop) {
+            if s.report(&id, e, epochs, c.at(e, 0.0))
+                .iter()
+                .any(|d| d.stop)
+            {
                 break;
             }
         }
     }
     let per = t0.elapsed().as_secs_f64() / reports as f64;
-    println!("stopper decision time at {n} trials: {:.1} µs per report ({reports} reports)", per * 1e6);
+    println!(
+        "stopper decision time at {n} trials: {:.1} µs per report ({reports} reports)",
+        per * 1e6
+    );
 }

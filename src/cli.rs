@@ -84,7 +84,11 @@ pub enum Shell {
 }
 
 #[derive(Debug, Parser)]
-#[command(name = "sweep", version, about = "Hyperparameter sweeps for image classification: one coordinator, libtorch workers, SQLite results")]
+#[command(
+    name = "sweep",
+    version,
+    about = "Hyperparameter sweeps for image classification: one coordinator, libtorch workers, SQLite results"
+)]
 pub struct Cli {
     /// SQLite database (default results/results.db).
     #[arg(long, global = true, env = "SWEEP_DB", value_name = "PATH")]

@@ -4,7 +4,9 @@ use crate::cli::{DataCommand, GcArgs, HeadArg, ReportArgs, RunArgs, Shell, Statu
 use crate::coordinator::launcher::Launcher;
 use crate::coordinator::launcher::local::{LocalLauncher, find_worker};
 use crate::coordinator::{self, Outcome, RunOptions, retention};
-pub use crate::error::{CmdResult, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Error as CliError};
+pub use crate::error::{
+    CmdResult, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Error as CliError,
+};
 use crate::report::rank;
 use crate::spec::{Keep, KeepPrecision};
 use crate::store::{TrialStatus, db, queries};
@@ -13,7 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(CliError::failed)
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::failed)
 }
 
 pub fn db_path(db: Option<PathBuf>) -> PathBuf {
@@ -21,8 +27,13 @@ pub fn db_path(db: Option<PathBuf>) -> PathBuf {
 }
 
 fn git_commit() -> Option<String> {
-    let o = std::process::Command::new("git").args(["rev-parse", "--short=12", "HEAD"]).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let o = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
@@ -34,7 +45,12 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
     let launcher: Arc<dyn Launcher> = match &plan.slurm {
         Some(spec) => {
             crate::spec::slurm::check_tools(spec)?;
-            Arc::new(crate::coordinator::launcher::slurm::SlurmLauncher::from_env(spec.clone(), &plan.name)?)
+            Arc::new(
+                crate::coordinator::launcher::slurm::SlurmLauncher::from_env(
+                    spec.clone(),
+                    &plan.name,
+                )?,
+            )
         }
         None => Arc::new(LocalLauncher::from_env()?),
     };
@@ -86,20 +102,40 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
 fn dry_run_table(plan: &crate::spec::SweepPlan) -> String {
     let mut b = tabled::builder::Builder::default();
     let mut header = vec!["#".to_string(), "trial".into()];
-    let keys: Vec<String> = if plan.varying.is_empty() { vec!["backbone".into()] } else { plan.varying.clone() };
+    let keys: Vec<String> = if plan.varying.is_empty() {
+        vec!["backbone".into()]
+    } else {
+        plan.varying.clone()
+    };
     header.extend(keys.iter().cloned());
     header.extend(["epochs", "image_size", "batch_size"].map(String::from));
     b.push_record(header);
     for (i, t) in plan.trials.iter().enumerate() {
         let v = serde_json::to_value(&t.config).unwrap_or_default();
         let mut row = vec![(i + 1).to_string(), t.id.clone()];
-        row.extend(keys.iter().map(|k| v.get(k).map(|x| x.as_str().map(String::from).unwrap_or_else(|| x.to_string())).unwrap_or_default()));
-        row.extend([t.config.epochs.to_string(), t.config.image_size.to_string(), t.config.batch_size.to_string()]);
+        row.extend(keys.iter().map(|k| {
+            v.get(k)
+                .map(|x| {
+                    x.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .unwrap_or_default()
+        }));
+        row.extend([
+            t.config.epochs.to_string(),
+            t.config.image_size.to_string(),
+            t.config.batch_size.to_string(),
+        ]);
         b.push_record(row);
     }
     let mut t = b.build();
     t.with(tabled::settings::Style::rounded());
-    let mut out = format!("sweep {} — {} trials planned (dry run: nothing written or launched)\n{t}\n", plan.name, plan.trials.len());
+    let mut out = format!(
+        "sweep {} — {} trials planned (dry run: nothing written or launched)\n{t}\n",
+        plan.name,
+        plan.trials.len()
+    );
     if let Some(space) = &plan.search {
         out.push_str(&tpe_space_text(space));
     }
@@ -127,21 +163,35 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
+        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref())
+            .await
+            .map_err(CliError::bad_input)?;
         // `[sweep] metric` picked each trial's checkpoint; it also ranks unless --best says otherwise.
-        let picked_by = queries::sweep_meta(&pool, &sweep).await.map_err(CliError::failed)?.map(|m| m.metric);
+        let picked_by = queries::sweep_meta(&pool, &sweep)
+            .await
+            .map_err(CliError::failed)?
+            .map(|m| m.metric);
         let best = match args.best {
             Some(b) => b.as_str(),
             None => rank::default_metric(picked_by.as_deref()),
         };
         let mut filters = Vec::new();
-        let valid_keys: Vec<&str> = sweep_protocol::PARAM_KEYS.iter().copied().chain(["seed"]).collect();
+        let valid_keys: Vec<&str> = sweep_protocol::PARAM_KEYS
+            .iter()
+            .copied()
+            .chain(["seed"])
+            .collect();
         for f in &args.filters {
             let Some((k, v)) = f.split_once('=') else {
-                return Err(CliError::bad_input(format!("--where {f:?} is not KEY=VALUE, e.g. --where backbone=resnet50")));
+                return Err(CliError::bad_input(format!(
+                    "--where {f:?} is not KEY=VALUE, e.g. --where backbone=resnet50"
+                )));
             };
             if !valid_keys.contains(&k) {
-                return Err(CliError::bad_input(format!("unknown --where key {k:?}; valid keys: {}", valid_keys.join(", "))));
+                return Err(CliError::bad_input(format!(
+                    "unknown --where key {k:?}; valid keys: {}",
+                    valid_keys.join(", ")
+                )));
             }
             filters.push((k.to_string(), queries::FilterValue::parse(v)));
         }
@@ -155,20 +205,40 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         if let Some(k) = &args.group_by
             && !valid_keys.contains(&k.as_str())
         {
-            return Err(CliError::bad_input(format!("unknown --group-by key {k:?}; valid keys: {}", valid_keys.join(", "))));
+            return Err(CliError::bad_input(format!(
+                "unknown --group-by key {k:?}; valid keys: {}",
+                valid_keys.join(", ")
+            )));
         }
-        let rows = queries::trials_filtered(&pool, &sweep, &filters, status).await.map_err(CliError::failed)?;
-        let params: Vec<serde_json::Map<String, serde_json::Value>> =
-            rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
-        let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> = rows.iter().map(|r| r.trial.clone()).zip(params).collect();
+        let rows = queries::trials_filtered(&pool, &sweep, &filters, status)
+            .await
+            .map_err(CliError::failed)?;
+        let params: Vec<serde_json::Map<String, serde_json::Value>> = rows
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.params)
+                    .ok()
+                    .and_then(|v| v.as_object().cloned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> =
+            rows.iter().map(|r| r.trial.clone()).zip(params).collect();
         // Every matching trial, ranked; --top cuts the rows shown, never what --group-by computes over.
         let mut r = rank::build(&sweep, best, rows, None).map_err(CliError::bad_input)?;
         r.checkpoints_picked_by = picked_by;
         match &args.group_by {
             Some(k) => {
-                let ordered: Vec<_> = r.rows.iter().map(|row| by_id.get(&row.trial).cloned().unwrap_or_default()).collect();
+                let ordered: Vec<_> = r
+                    .rows
+                    .iter()
+                    .map(|row| by_id.get(&row.trial).cloned().unwrap_or_default())
+                    .collect();
                 let g = rank::group(&r, k, &ordered, args.top);
-                print!("{}", rank::render_groups(&g, format).map_err(CliError::bad_input)?);
+                print!(
+                    "{}",
+                    rank::render_groups(&g, format).map_err(CliError::bad_input)?
+                );
                 r.rows.truncate(args.top.unwrap_or(usize::MAX));
             }
             None => {
@@ -177,7 +247,9 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
             }
         }
         if let Some(path) = &args.html {
-            crate::report::html::write_html(&pool, &sweep, &r, path).await.map_err(CliError::failed)?;
+            crate::report::html::write_html(&pool, &sweep, &r, path)
+                .await
+                .map_err(CliError::failed)?;
             eprintln!("wrote {}", path.display());
         }
         Ok(EXIT_OK)
@@ -238,7 +310,12 @@ fn results_dir(results: Option<PathBuf>, db: &Path) -> PathBuf {
 /// The `[resources]` setting `key` of a stored sweep file, read with
 /// `parse` (`default` when the file leaves it out); `None` when the file
 /// says something this version does not know.
-fn resources_setting<T>(toml_text: &str, key: &str, default: T, parse: fn(&str) -> Option<T>) -> Option<T> {
+fn resources_setting<T>(
+    toml_text: &str,
+    key: &str,
+    default: T,
+    parse: fn(&str) -> Option<T>,
+) -> Option<T> {
     let v: toml::Value = toml::from_str(toml_text).ok()?;
     match v.get("resources").and_then(|r| r.get(key)) {
         None => Some(default),
@@ -252,14 +329,21 @@ fn halved_words(precision_asked: bool, h: &retention::Halved, dry_run: bool) -> 
         return String::new();
     }
     let verb = if dry_run { "would rewrite" } else { "rewrote" };
-    format!(", {verb} {} file(s) as float16 saving {}", h.files, retention::human_bytes(h.bytes))
+    format!(
+        ", {verb} {} file(s) as float16 saving {}",
+        h.files,
+        retention::human_bytes(h.bytes)
+    )
 }
 
 pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     let results = results_dir(args.results, &db);
     let forced = args.keep.as_deref().and_then(Keep::parse);
-    let forced_precision = args.keep_precision.as_deref().and_then(KeepPrecision::parse);
+    let forced_precision = args
+        .keep_precision
+        .as_deref()
+        .and_then(KeepPrecision::parse);
     // What a sweep file that leaves them out gets.
     let defaults = crate::spec::Resources::default();
     runtime()?.block_on(async {
@@ -317,10 +401,22 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
 
 pub fn data(cmd: DataCommand) -> CmdResult {
     match cmd {
-        DataCommand::Demo { out, per_class, image_size, seed } => {
+        DataCommand::Demo {
+            out,
+            per_class,
+            image_size,
+            seed,
+        } => {
             let t0 = std::time::Instant::now();
-            let s = crate::dataset::demo::generate(&out, &crate::dataset::demo::DemoOptions { per_class, image_size, seed })
-                .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+            let s = crate::dataset::demo::generate(
+                &out,
+                &crate::dataset::demo::DemoOptions {
+                    per_class,
+                    image_size,
+                    seed,
+                },
+            )
+            .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
             eprintln!(
                 "wrote {} ({} classes; train {}, valid {}, test {} images; {image_size}px) in {:.1}s",
                 out.display(),
@@ -332,8 +428,13 @@ pub fn data(cmd: DataCommand) -> CmdResult {
             );
             Ok(EXIT_OK)
         }
-        DataCommand::Show { dataset, out, per_class } => {
-            let path = crate::report::plot::dataset_overview(&dataset, &out, per_class).map_err(CliError::bad_input)?;
+        DataCommand::Show {
+            dataset,
+            out,
+            per_class,
+        } => {
+            let path = crate::report::plot::dataset_overview(&dataset, &out, per_class)
+                .map_err(CliError::bad_input)?;
             println!("{}", path.display());
             Ok(EXIT_OK)
         }
@@ -345,7 +446,12 @@ pub fn show(a: crate::cli::ShowArgs, db: Option<PathBuf>) -> CmdResult {
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let results = results_dir(a.results.clone(), &db);
-        print!("{}", crate::report::show::render(&pool, &a.trial, Some(&results)).await.map_err(CliError::bad_input)?);
+        print!(
+            "{}",
+            crate::report::show::render(&pool, &a.trial, Some(&results))
+                .await
+                .map_err(CliError::bad_input)?
+        );
         Ok(EXIT_OK)
     })
 }
@@ -354,8 +460,12 @@ pub fn plot(a: crate::cli::PlotArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        let sweep = queries::resolve_sweep(&pool, a.sweep.as_deref()).await.map_err(CliError::bad_input)?;
-        let files = crate::report::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out).await.map_err(CliError::bad_input)?;
+        let sweep = queries::resolve_sweep(&pool, a.sweep.as_deref())
+            .await
+            .map_err(CliError::bad_input)?;
+        let files = crate::report::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out)
+            .await
+            .map_err(CliError::bad_input)?;
         for f in files {
             println!("{}", f.display());
         }
@@ -366,7 +476,10 @@ pub fn plot(a: crate::cli::PlotArgs, db: Option<PathBuf>) -> CmdResult {
 pub fn doctor(json: bool, db: Option<PathBuf>) -> CmdResult {
     let d = crate::doctor::collect(&db_path(db));
     if json {
-        println!("{}", serde_json::to_string_pretty(&d).map_err(CliError::failed)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&d).map_err(CliError::failed)?
+        );
     } else {
         print!("{}", crate::doctor::render(&d));
     }
@@ -391,18 +504,30 @@ pub fn completions(shell: Shell) -> CmdResult {
 pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
     use sweep_protocol::{BACKBONES, Head, PredictJob, TrialConfig};
     if a.image_size < 32 {
-        return Err(CliError::bad_input(format!("--image-size {} is below the minimum of 32", a.image_size)));
+        return Err(CliError::bad_input(format!(
+            "--image-size {} is below the minimum of 32",
+            a.image_size
+        )));
     }
     let job = if let Some(trial) = &a.trial {
         let db = db_path(db);
         let (params, sweep, classes, trial) = runtime()?.block_on(async {
             let pool = db::open(&db, false).await?;
-            let (trial, _) = queries::resolve_trial(&pool, None, trial).await.map_err(CliError::bad_input)?;
-            queries::trial_for_predict(&pool, &trial).await.map_err(CliError::bad_input).map(|(p, s, c)| (p, s, c, trial))
+            let (trial, _) = queries::resolve_trial(&pool, None, trial)
+                .await
+                .map_err(CliError::bad_input)?;
+            queries::trial_for_predict(&pool, &trial)
+                .await
+                .map_err(CliError::bad_input)
+                .map(|(p, s, c)| (p, s, c, trial))
         })?;
-        let config: TrialConfig = serde_json::from_str(&params).map_err(|e| CliError::failed(format!("trial {trial}: stored params unreadable: {e}")))?;
+        let config: TrialConfig = serde_json::from_str(&params).map_err(|e| {
+            CliError::failed(format!("trial {trial}: stored params unreadable: {e}"))
+        })?;
         if classes.is_empty() {
-            return Err(CliError::bad_input(format!("trial {trial} has no test results yet (not finished?); predict needs a finished trial")));
+            return Err(CliError::bad_input(format!(
+                "trial {trial} has no test results yet (not finished?); predict needs a finished trial"
+            )));
         }
         let weights = a.results.join(&sweep).join(&trial).join(retention::BEST);
         if !weights.exists() {
@@ -412,13 +537,28 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
                 weights.display()
             )));
         }
-        PredictJob { backbone: config.backbone, head: config.head, weights, classes, named_classes: true, image_size: config.image_size, paths: a.paths }
+        PredictJob {
+            backbone: config.backbone,
+            head: config.head,
+            weights,
+            classes,
+            named_classes: true,
+            image_size: config.image_size,
+            paths: a.paths,
+        }
     } else {
-        let (Some(backbone), Some(weights), Some(n)) = (a.backbone.clone(), a.weights.clone(), a.classes) else {
-            return Err(CliError::bad_input("pass either --trial ID or --backbone NAME --weights FILE --classes N"));
+        let (Some(backbone), Some(weights), Some(n)) =
+            (a.backbone.clone(), a.weights.clone(), a.classes)
+        else {
+            return Err(CliError::bad_input(
+                "pass either --trial ID or --backbone NAME --weights FILE --classes N",
+            ));
         };
         if !BACKBONES.contains(&backbone.as_str()) {
-            return Err(CliError::bad_input(format!("unknown backbone {backbone:?}; valid backbones: {}", BACKBONES.join(", "))));
+            return Err(CliError::bad_input(format!(
+                "unknown backbone {backbone:?}; valid backbones: {}",
+                BACKBONES.join(", ")
+            )));
         }
         if n < 1 {
             return Err(CliError::bad_input("--classes must be at least 1"));
@@ -427,7 +567,15 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
             HeadArg::Original => Head::Original,
             HeadArg::Mlp => Head::default(),
         };
-        PredictJob { backbone, head, weights, classes: (0..n).map(|i| i.to_string()).collect(), named_classes: false, image_size: a.image_size, paths: a.paths }
+        PredictJob {
+            backbone,
+            head,
+            weights,
+            classes: (0..n).map(|i| i.to_string()).collect(),
+            named_classes: false,
+            image_size: a.image_size,
+            paths: a.paths,
+        }
     };
     let worker = find_worker()?;
     let json = serde_json::to_string(&job).map_err(CliError::failed)?;

@@ -19,15 +19,24 @@ pub struct Doctor {
 pub fn collect(db: &std::path::Path) -> Doctor {
     let worker = find_worker().map_err(|e| e.to_string());
     let probe = worker.as_ref().ok().and_then(|w| {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
         rt.block_on(probe(std::path::Path::new(w)))
     });
     Doctor {
         sweep_version: env!("CARGO_PKG_VERSION").to_string(),
         worker: worker.map(|w| w.display().to_string()),
-        gpu_names: if probe.as_ref().is_some_and(|p| p.cuda_available) { gpu_names() } else { vec![] },
+        gpu_names: if probe.as_ref().is_some_and(|p| p.cuda_available) {
+            gpu_names()
+        } else {
+            vec![]
+        },
         probe,
-        cores: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         database: db.display().to_string(),
     }
 }
@@ -41,10 +50,17 @@ pub fn render(d: &Doctor) -> String {
     }
     match &d.probe {
         Some(p) => {
-            s.push_str(&format!("libtorch       {} ({})\n", p.libtorch, p.libtorch_lib));
+            s.push_str(&format!(
+                "libtorch       {} ({})\n",
+                p.libtorch, p.libtorch_lib
+            ));
             s.push_str(&format!(
                 "CUDA           {}\n",
-                if p.cuda_available { format!("available, {} device(s)", p.cuda_devices) } else { "not available (CPU only)".into() }
+                if p.cuda_available {
+                    format!("available, {} device(s)", p.cuda_devices)
+                } else {
+                    "not available (CPU only)".into()
+                }
             ));
             for (i, n) in d.gpu_names.iter().enumerate() {
                 s.push_str(&format!("  cuda:{i}       {n}\n"));
@@ -57,9 +73,14 @@ pub fn render(d: &Doctor) -> String {
                     (false, _) => "not available".into(),
                 }
             ));
-            s.push_str(&format!("CPU threads    {} torch threads, {} cores\n", p.cpu_threads, d.cores));
+            s.push_str(&format!(
+                "CPU threads    {} torch threads, {} cores\n",
+                p.cpu_threads, d.cores
+            ));
         }
-        None if d.worker.is_ok() => s.push_str("libtorch       the worker's probe failed; run `sweep-worker probe` to see why\n"),
+        None if d.worker.is_ok() => s.push_str(
+            "libtorch       the worker's probe failed; run `sweep-worker probe` to see why\n",
+        ),
         None => {}
     }
     s.push_str(&format!("database       {}\n", d.database));

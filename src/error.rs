@@ -43,7 +43,9 @@ impl Error {
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec(_) | Error::Store(_) | Error::WorkerNotFound(_) | Error::BadInput(_) => EXIT_BAD_INPUT,
+            Error::Spec(_) | Error::Store(_) | Error::WorkerNotFound(_) | Error::BadInput(_) => {
+                EXIT_BAD_INPUT
+            }
             Error::Run(RunError::AlreadyRunning { .. } | RunError::Resources(_)) => EXIT_BAD_INPUT,
             Error::Run(RunError::Store(_) | RunError::Io(_)) | Error::Failed(_) => EXIT_FAILED,
         }

@@ -17,7 +17,15 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 fn png(path: &Path, w: u32, h: u32, seed: u8) {
-    image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x as u8).wrapping_mul(7) ^ seed, (y as u8).wrapping_mul(5), seed])).save(path).unwrap();
+    image::RgbImage::from_fn(w, h, |x, y| {
+        image::Rgb([
+            (x as u8).wrapping_mul(7) ^ seed,
+            (y as u8).wrapping_mul(5),
+            seed,
+        ])
+    })
+    .save(path)
+    .unwrap();
 }
 
 /// A 2-class ImageFolder `data/`: train 2 images a class, valid and test 1.
@@ -28,7 +36,12 @@ fn scratch() -> Scratch {
             let dir = s.data().join(split).join(class);
             std::fs::create_dir_all(&dir).unwrap();
             for i in 0..n {
-                png(&dir.join(format!("{class}{i}.png")), 40, 36, (ci * 100 + i) as u8);
+                png(
+                    &dir.join(format!("{class}{i}.png")),
+                    40,
+                    36,
+                    (ci * 100 + i) as u8,
+                );
             }
         }
     }
@@ -49,28 +62,40 @@ fn sweep_file(s: &Scratch, name: &str, extra_defaults: &str) -> PathBuf {
 
 /// `sweep run sweep.toml` for sweep `name`, as an ordinary user runs it.
 fn run(s: &Scratch, name: &str, extra_defaults: &str) -> Sweep {
-    s.run(&sweep_file(s, name, extra_defaults)).without_read_override().label(name)
+    s.run(&sweep_file(s, name, extra_defaults))
+        .without_read_override()
+        .label(name)
 }
 
 /// (trial, attempt, error_class, message) of every attempt.
 fn attempts(db: &Db) -> Vec<(String, i64, Option<String>, Option<String>)> {
-    db.query("SELECT trial_id, attempt, error_class, message FROM attempts ORDER BY trial_id, attempt")
+    db.query(
+        "SELECT trial_id, attempt, error_class, message FROM attempts ORDER BY trial_id, attempt",
+    )
 }
 
 /// The worker's stderr of attempt 1 of `trial` of sweep `name`.
 fn worker_log(s: &Scratch, name: &str, trial: &str) -> String {
-    std::fs::read_to_string(s.results().join(name).join(trial).join("attempt-1.log")).unwrap_or_default()
+    std::fs::read_to_string(s.results().join(name).join(trial).join("attempt-1.log"))
+        .unwrap_or_default()
 }
 
 fn fifo(path: &Path) {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o644) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
 }
 
 fn jpeg_bytes() -> Vec<u8> {
     let mut buf = std::io::Cursor::new(Vec::new());
-    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90])).write_to(&mut buf, image::ImageFormat::Jpeg).unwrap();
+    image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]))
+        .write_to(&mut buf, image::ImageFormat::Jpeg)
+        .unwrap();
     buf.into_inner()
 }
 
@@ -90,11 +115,17 @@ fn broken_files(dir: &Path) -> Vec<(String, &'static str)> {
     out.push(("loop.jpg".into(), "symbolic links"));
     std::fs::write(dir.join(OsStr::from_bytes(b"bad-\xff\xfe.jpg")), b"nope").unwrap();
     out.push(("bad-\u{fffd}\u{fffd}.jpg".into(), "not an image"));
-    image::GrayImage::from_pixel(1, 70_000, image::Luma([128])).save(dir.join("strip.png")).unwrap();
+    image::GrayImage::from_pixel(1, 70_000, image::Luma([128]))
+        .save(dir.join("strip.png"))
+        .unwrap();
     out.push(("strip.png".into(), "aspect ratio too extreme"));
     fifo(&dir.join("pipe.jpg"));
     out.push(("pipe.jpg".into(), "not a regular file"));
-    std::fs::write(dir.join("locked.png"), std::fs::read(dir.join("a0.png")).unwrap_or_else(|_| jpeg.clone())).unwrap();
+    std::fs::write(
+        dir.join("locked.png"),
+        std::fs::read(dir.join("a0.png")).unwrap_or_else(|_| jpeg.clone()),
+    )
+    .unwrap();
     if unreadable(&dir.join("locked.png")) {
         out.push(("locked.png".into(), "Permission denied"));
     } else {
@@ -111,40 +142,93 @@ fn unusual_images_are_converted_and_cli_mistakes_are_clear() {
     let s = scratch();
     for split in ["train/a", "test/b"] {
         let d = s.data().join(split);
-        image::GrayImage::from_fn(30, 20, |x, _| image::Luma([x as u8 * 8])).save(d.join("gray.jpg")).unwrap();
-        std::fs::copy(common::repo_path("tests/fixtures/cmyk.jpg"), d.join("cmyk.jpg")).unwrap();
-        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(20, 20, |x, y| image::Luma([(x * y * 150) as u16])).save(d.join("g16.png")).unwrap();
-        image::RgbaImage::from_fn(20, 20, |x, _| image::Rgba([200, 10, 10, x as u8 * 12])).save(d.join("rgba.png")).unwrap();
-        image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3])).save(d.join("one.png")).unwrap();
-        std::fs::copy(s.data().join("train/a/a0.png"), d.join(OsStr::from_bytes(b"caf\xe9-latin1.png"))).unwrap();
+        image::GrayImage::from_fn(30, 20, |x, _| image::Luma([x as u8 * 8]))
+            .save(d.join("gray.jpg"))
+            .unwrap();
+        std::fs::copy(
+            common::repo_path("tests/fixtures/cmyk.jpg"),
+            d.join("cmyk.jpg"),
+        )
+        .unwrap();
+        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(20, 20, |x, y| {
+            image::Luma([(x * y * 150) as u16])
+        })
+        .save(d.join("g16.png"))
+        .unwrap();
+        image::RgbaImage::from_fn(20, 20, |x, _| image::Rgba([200, 10, 10, x as u8 * 12]))
+            .save(d.join("rgba.png"))
+            .unwrap();
+        image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3]))
+            .save(d.join("one.png"))
+            .unwrap();
+        std::fs::copy(
+            s.data().join("train/a/a0.png"),
+            d.join(OsStr::from_bytes(b"caf\xe9-latin1.png")),
+        )
+        .unwrap();
     }
-    image::RgbImage::from_pixel(6000, 4000, image::Rgb([20, 120, 220])).save(s.data().join("train/b/huge.png")).unwrap();
+    image::RgbImage::from_pixel(6000, 4000, image::Rgb([20, 120, 220]))
+        .save(s.data().join("train/b/huge.png"))
+        .unwrap();
     run(&s, "odd", "").output().expect_no_panic().expect_exit(0);
     let db = s.open_db();
     let trial: String = attempts(&db).first().map(|a| a.0.clone()).unwrap();
-    assert!(attempts(&db).iter().all(|a| a.2.is_none()), "{:?}", attempts(&db));
+    assert!(
+        attempts(&db).iter().all(|a| a.2.is_none()),
+        "{:?}",
+        attempts(&db)
+    );
     // Every image was loaded: train a = 2 + 6, b = 2 + 1; test b = 1 + 6.
-    assert_eq!(db.count("SELECT count FROM class_distribution WHERE split = 'train' AND class = 'a'"), 8);
-    assert_eq!(db.count("SELECT count FROM class_distribution WHERE split = 'train' AND class = 'b'"), 3);
-    assert_eq!(db.count("SELECT count FROM class_distribution WHERE split = 'test' AND class = 'b'"), 7);
+    assert_eq!(
+        db.count("SELECT count FROM class_distribution WHERE split = 'train' AND class = 'a'"),
+        8
+    );
+    assert_eq!(
+        db.count("SELECT count FROM class_distribution WHERE split = 'train' AND class = 'b'"),
+        3
+    );
+    assert_eq!(
+        db.count("SELECT count FROM class_distribution WHERE split = 'test' AND class = 'b'"),
+        7
+    );
     let show = s.sweep(&["show", &trial]).output();
     show.expect_no_panic();
-    assert!(show.succeeded() && show.stdout.contains("done"), "{}", show.stderr);
+    assert!(
+        show.succeeded() && show.stdout.contains("done"),
+        "{}",
+        show.stderr
+    );
 
     // Unknown or malformed trial ids and sweep names: exit 2, a clear message.
-    s.sweep(&["show", "0123456789"]).output().expect_error(EXIT_BAD_INPUT, &["no trial \"0123456789\"", "sweep status"]);
-    s.sweep(&["show", "xyz; DROP TABLE trials"]).output().expect_error(EXIT_BAD_INPUT, &["is not a trial id"]);
-    s.sweep(&["show", ""]).output().expect_error(EXIT_BAD_INPUT, &["is not a trial id"]);
-    s.sweep(&["predict", "--trial", "0123456789", "x.png"]).output().expect_error(EXIT_BAD_INPUT, &["no trial \"0123456789\""]);
+    s.sweep(&["show", "0123456789"])
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["no trial \"0123456789\"", "sweep status"]);
+    s.sweep(&["show", "xyz; DROP TABLE trials"])
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["is not a trial id"]);
+    s.sweep(&["show", ""])
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["is not a trial id"]);
+    s.sweep(&["predict", "--trial", "0123456789", "x.png"])
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["no trial \"0123456789\""]);
     for cmd in ["report", "status", "plot"] {
         let mut args = vec![cmd, "--sweep", "no-such-sweep"];
         if cmd == "plot" {
             args.extend(["--out", "plots"]);
         }
-        s.sweep(&args).output().expect_error(EXIT_BAD_INPUT, &["no sweep named \"no-such-sweep\"", "known sweeps: odd"]);
+        s.sweep(&args).output().expect_error(
+            EXIT_BAD_INPUT,
+            &["no sweep named \"no-such-sweep\"", "known sweeps: odd"],
+        );
     }
     // predict on broken images with a real trial: the file is named, exit 2.
-    let predict = |file: &Path| s.sweep(&["predict", "--trial", &trial, "--results"]).arg(s.results()).arg(file).output();
+    let predict = |file: &Path| {
+        s.sweep(&["predict", "--trial", &trial, "--results"])
+            .arg(s.results())
+            .arg(file)
+            .output()
+    };
     std::fs::write(s.path("notes.jpg"), b"not a photo").unwrap();
     predict(&s.path("notes.jpg")).expect_error(EXIT_BAD_INPUT, &["notes.jpg", "not an image"]);
     std::fs::write(s.path("zero.png"), b"").unwrap();
@@ -152,7 +236,11 @@ fn unusual_images_are_converted_and_cli_mistakes_are_clear() {
     predict(&s.path("missing.png")).expect_error(EXIT_BAD_INPUT, &["missing.png"]);
     let ok = predict(&s.data().join("train/a/cmyk.jpg"));
     ok.expect_no_panic();
-    assert!(ok.succeeded() && ok.stdout.contains("\"pred\""), "{}", ok.stderr);
+    assert!(
+        ok.succeeded() && ok.stdout.contains("\"pred\""),
+        "{}",
+        ok.stderr
+    );
 }
 
 /// Each broken file fails its trial with error class `data` and a message
@@ -179,11 +267,17 @@ fn broken_images_fail_the_trial_naming_the_file() {
             Some(vec!["train/b/loop.jpg", "symbolic links"])
         }),
         ("non_utf8_name", |d| {
-            std::fs::write(d.join("train/a").join(OsStr::from_bytes(b"bad-\xff.jpg")), b"GIF89a?").unwrap();
+            std::fs::write(
+                d.join("train/a").join(OsStr::from_bytes(b"bad-\xff.jpg")),
+                b"GIF89a?",
+            )
+            .unwrap();
             Some(vec!["train/a/bad-\u{fffd}.jpg"])
         }),
         ("extreme_aspect", |d| {
-            image::GrayImage::from_pixel(70_000, 1, image::Luma([9])).save(d.join("train/a/strip.png")).unwrap();
+            image::GrayImage::from_pixel(70_000, 1, image::Luma([9]))
+                .save(d.join("train/a/strip.png"))
+                .unwrap();
             Some(vec!["strip.png", "aspect ratio too extreme"])
         }),
         ("fifo", |d| {
@@ -213,16 +307,30 @@ fn broken_images_fail_the_trial_naming_the_file() {
         assert_eq!(class.as_deref(), Some("data"), "{what}: {attempts:?}");
         let message = message.clone().unwrap_or_default();
         for m in &says {
-            assert!(message.contains(m), "{what}: attempt message lacks {m:?}: {message}");
+            assert!(
+                message.contains(m),
+                "{what}: attempt message lacks {m:?}: {message}"
+            );
         }
         let log = worker_log(&s, what, trial);
-        assert!(!log.contains("panicked"), "{what}: the worker panicked:\n{log}");
+        assert!(
+            !log.contains("panicked"),
+            "{what}: the worker panicked:\n{log}"
+        );
         let show = s.sweep(&["show", trial]).label(what).output();
         show.expect_no_panic();
-        assert!(show.succeeded() && show.stdout.contains("failed") && show.stdout.contains("data"), "{what}: show:\n{}", show.stdout);
+        assert!(
+            show.succeeded() && show.stdout.contains("failed") && show.stdout.contains("data"),
+            "{what}: show:\n{}",
+            show.stdout
+        );
         let status = s.sweep(&["status"]).label(what).output();
         status.expect_no_panic();
-        assert!(status.succeeded() && status.stdout.contains("failed 1"), "{what}: {}", status.stdout);
+        assert!(
+            status.succeeded() && status.stdout.contains("failed 1"),
+            "{what}: {}",
+            status.stdout
+        );
     }
 }
 
@@ -252,8 +360,13 @@ fn broken_layouts_are_bad_input_naming_the_folder() {
     for (name, setup) in setups {
         let s = scratch();
         let says = setup(&s.data());
-        run(&s, name, "").output().expect_error(EXIT_BAD_INPUT, &[&["sweep.toml:3:"][..], &says].concat());
-        assert!(!s.db().exists() && !s.results().exists(), "{name}: validation wrote something");
+        run(&s, name, "")
+            .output()
+            .expect_error(EXIT_BAD_INPUT, &[&["sweep.toml:3:"][..], &says].concat());
+        assert!(
+            !s.db().exists() && !s.results().exists(),
+            "{name}: validation wrote something"
+        );
     }
 }
 
@@ -263,16 +376,33 @@ fn broken_layouts_are_bad_input_naming_the_folder() {
 fn skip_bad_images_skips_and_counts_every_broken_file() {
     let s = scratch();
     let broken = broken_files(&s.data().join("train/a"));
-    run(&s, "skip", "skip_bad_images = true").output().expect_no_panic().expect_exit(0);
+    run(&s, "skip", "skip_bad_images = true")
+        .output()
+        .expect_no_panic()
+        .expect_exit(0);
     let db = s.open_db();
     let trial = attempts(&db)[0].0.clone();
     let log = worker_log(&s, "skip", &trial);
     for (file, reason) in &broken {
-        let line = log.lines().find(|l| l.contains("skipping") && l.contains(file.as_str()));
-        assert!(line.is_some_and(|l| l.contains(reason)), "no skip line for {file} ({reason}) in the worker log:\n{log}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("skipping") && l.contains(file.as_str()));
+        assert!(
+            line.is_some_and(|l| l.contains(reason)),
+            "no skip line for {file} ({reason}) in the worker log:\n{log}"
+        );
     }
-    assert_eq!(log.lines().filter(|l| l.starts_with("warning: skipping")).count(), broken.len(), "{log}");
-    assert_eq!(db.count("SELECT count FROM class_distribution WHERE split = 'train' AND class = 'a'"), 2);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.starts_with("warning: skipping"))
+            .count(),
+        broken.len(),
+        "{log}"
+    );
+    assert_eq!(
+        db.count("SELECT count FROM class_distribution WHERE split = 'train' AND class = 'a'"),
+        2
+    );
 }
 
 /// A missing split is caught by validation: exit 2, nothing written.
@@ -281,13 +411,27 @@ fn missing_split_is_bad_input_before_anything_runs() {
     let s = scratch();
     std::fs::remove_dir_all(s.data().join("test")).unwrap();
     let file = sweep_file(&s, "nosplit", "");
-    s.run(&file).output().expect_error(EXIT_BAD_INPUT, &["sweep.toml:3:", "not an ImageFolder root: missing test/"]);
-    assert!(!s.db().exists() && !s.results().exists(), "validation wrote something");
+    s.run(&file).output().expect_error(
+        EXIT_BAD_INPUT,
+        &["sweep.toml:3:", "not an ImageFolder root: missing test/"],
+    );
+    assert!(
+        !s.db().exists() && !s.results().exists(),
+        "validation wrote something"
+    );
     // `val/` is accepted for `valid/`; a missing `valid/` is named with it.
     std::fs::rename(s.data().join("valid"), s.data().join("val")).unwrap();
-    s.sweep(&["run"]).arg(&file).arg("--dry-run").output().expect_error(EXIT_BAD_INPUT, &["missing test/"]);
+    s.sweep(&["run"])
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["missing test/"]);
     std::fs::remove_dir_all(s.data().join("val")).unwrap();
-    s.sweep(&["run"]).arg(&file).arg("--dry-run").output().expect_error(EXIT_BAD_INPUT, &["valid/ (or val/)"]);
+    s.sweep(&["run"])
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["valid/ (or val/)"]);
 }
 
 /// (length, hash) of a file's bytes; None when it cannot be read.
@@ -321,24 +465,54 @@ fn unusable_databases_are_clear_errors() {
     let mut header = b"SQLite format 3\0".to_vec();
     header.extend_from_slice(&random[..4096]);
     std::fs::write(d.join("header.db"), &header).unwrap();
-    for (db, version) in [("newer.db", 99_991_231_000_000i64), ("branch.db", 20_261_129_000_000)] {
+    for (db, version) in [
+        ("newer.db", 99_991_231_000_000i64),
+        ("branch.db", 20_261_129_000_000),
+    ] {
         Db::create_with_schema(&d.join(db)).execute(&format!(
             "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) VALUES ({version}, 'not ours', 1, x'00', 0)"
         ));
     }
-    Db::create_empty(&d.join("foreign.db")).execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)");
+    Db::create_empty(&d.join("foreign.db"))
+        .execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, amount REAL)");
 
     let cases: [(&str, &[&str]); 7] = [
         ("dir.db", &["is a directory"]),
         ("missing.db", &["no database at", "run a sweep first"]),
-        ("random.db", &["cannot open database", "file is not a database", "move it away"]),
+        (
+            "random.db",
+            &[
+                "cannot open database",
+                "file is not a database",
+                "move it away",
+            ],
+        ),
         ("header.db", &["cannot open database", "move it away"]),
-        ("newer.db", &["written by a newer sweep", "99991231000000", "upgrade sweep"]),
-        ("branch.db", &["schema migration 20261129000000", "different version of sweep"]),
+        (
+            "newer.db",
+            &[
+                "written by a newer sweep",
+                "99991231000000",
+                "upgrade sweep",
+            ],
+        ),
+        (
+            "branch.db",
+            &[
+                "schema migration 20261129000000",
+                "different version of sweep",
+            ],
+        ),
         ("foreign.db", &["not a sweep results database", "invoices"]),
     ];
-    let commands: [&[&str]; 6] =
-        [&["status"], &["report"], &["show", "abc"], &["predict", "--trial", "abc", "x.png"], &["plot", "--out", "p"], &["run", "s.toml", "--plain"]];
+    let commands: [&[&str]; 6] = [
+        &["status"],
+        &["report"],
+        &["show", "abc"],
+        &["predict", "--trial", "abc", "x.png"],
+        &["plot", "--out", "p"],
+        &["run", "s.toml", "--plain"],
+    ];
     for (db, says) in cases {
         let path = d.join(db);
         let before = fingerprint(&path);
@@ -352,7 +526,11 @@ fn unusable_databases_are_clear_errors() {
             assert!(out.stderr.starts_with("error: "), "{what}: {}", out.stderr);
             assert!(!s.results().exists(), "{what}: started a run");
         }
-        assert_eq!(fingerprint(&path), before, "--db {db}: the file was changed");
+        assert_eq!(
+            fingerprint(&path),
+            before,
+            "--db {db}: the file was changed"
+        );
     }
     // The foreign database did not get sweep's tables.
     let tables: Vec<String> = Db::open(d.join("foreign.db"))
@@ -369,8 +547,14 @@ fn unreadable_sweep_files_are_bad_input() {
     let s = Scratch::new();
     s.write("binary.toml", [0xff, 0xfe, 0x00, 0x80]);
     std::fs::create_dir(s.path("folder.toml")).unwrap();
-    for (file, says) in [("binary.toml", "not UTF-8 text"), ("missing.toml", "cannot read sweep file"), ("folder.toml", "cannot read sweep file")] {
-        s.sweep(&["run", file]).output().expect_error(EXIT_BAD_INPUT, &[&format!("{file}:1:1:"), says]);
+    for (file, says) in [
+        ("binary.toml", "not UTF-8 text"),
+        ("missing.toml", "cannot read sweep file"),
+        ("folder.toml", "cannot read sweep file"),
+    ] {
+        s.sweep(&["run", file])
+            .output()
+            .expect_error(EXIT_BAD_INPUT, &[&format!("{file}:1:1:"), says]);
         assert!(!s.db().exists());
     }
 }

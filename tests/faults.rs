@@ -25,33 +25,59 @@ fn scratch() -> Scratch {
 /// `trials` trials (lr 0.01, 0.02, …) of `epochs` epochs of BATCHES batches,
 /// a train record every batch, each retried up to 5 times.
 fn sweep_file(s: &Scratch, name: &str, epochs: i64, trials: usize) -> SweepFile {
-    let lrs: Vec<String> = (0..trials).map(|i| format!("{}", 0.01 + i as f64 * 0.01)).collect();
+    let lrs: Vec<String> = (0..trials)
+        .map(|i| format!("{}", 0.01 + i as f64 * 0.01))
+        .collect();
     s.sweep_file(name)
         .tiny_training()
-        .defaults(&format!("epochs = {epochs}\nmax_batches = {BATCHES}\nlog_every = 1\nhead = {{ hidden = [8] }}"))
+        .defaults(&format!(
+            "epochs = {epochs}\nmax_batches = {BATCHES}\nlog_every = 1\nhead = {{ hidden = [8] }}"
+        ))
         .grid(&format!("lr = [{}]", lrs.join(", ")))
         .resources("retries = 5")
 }
 
 /// The pids of the workers running now.
 fn worker_pids(db: &Db) -> Vec<i32> {
-    db.query::<(i64,)>("SELECT pid FROM attempts WHERE finished_at IS NULL AND pid IS NOT NULL").into_iter().map(|(p,)| p as i32).collect()
+    db.query::<(i64,)>("SELECT pid FROM attempts WHERE finished_at IS NULL AND pid IS NOT NULL")
+        .into_iter()
+        .map(|(p,)| p as i32)
+        .collect()
 }
 
 /// Checks what every run must leave behind: all trials done, every metric row
 /// present exactly once, every attempt closed.
 fn check_complete(db: &Db, trials: i64, epochs: i64) {
-    assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"), trials);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"),
+        trials
+    );
     assert_eq!(
         db.count("SELECT COUNT(*) FROM (SELECT 1 FROM metrics GROUP BY trial_id, split, epoch, step, name HAVING COUNT(*) > 1)"),
         0,
         "duplicate metric rows"
     );
-    assert_eq!(db.count("SELECT COUNT(*) FROM metrics WHERE split = 'train' AND name = 'loss'"), trials * epochs * BATCHES, "lost train rows");
-    assert_eq!(db.count("SELECT COUNT(*) FROM metrics WHERE split = 'valid' AND name = 'accuracy'"), trials * epochs, "lost validation rows");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM metrics WHERE split = 'train' AND name = 'loss'"),
+        trials * epochs * BATCHES,
+        "lost train rows"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM metrics WHERE split = 'valid' AND name = 'accuracy'"),
+        trials * epochs,
+        "lost validation rows"
+    );
     assert_eq!(db.count("SELECT COUNT(*) FROM test_results"), trials);
-    assert_eq!(db.count("SELECT COUNT(*) FROM metrics WHERE trial_id NOT IN (SELECT id FROM trials)"), 0, "orphan rows");
-    assert_eq!(db.count("SELECT COUNT(*) FROM attempts WHERE finished_at IS NULL"), 0, "open attempts");
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM metrics WHERE trial_id NOT IN (SELECT id FROM trials)"),
+        0,
+        "orphan rows"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM attempts WHERE finished_at IS NULL"),
+        0,
+        "open attempts"
+    );
     // Never two workers for one trial: attempts of a trial do not overlap in time.
     assert_eq!(
         db.count("SELECT COUNT(*) FROM attempts a JOIN attempts b ON a.trial_id = b.trial_id AND a.attempt < b.attempt WHERE b.started_at < a.finished_at"),
@@ -61,7 +87,10 @@ fn check_complete(db: &Db, trials: i64, epochs: i64) {
 }
 
 fn runs() -> u64 {
-    std::env::var("SWEEP_FAULT_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3)
+    std::env::var("SWEEP_FAULT_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
 }
 
 #[test]
@@ -94,9 +123,13 @@ fn workers_sigkilled_at_random_points_lose_nothing() {
         let out = run.wait();
         assert_eq!(out.code, Some(0), "seed {seed}:\n{}", out.stderr);
         check_complete(&db, 2, EPOCHS);
-        let killed = db.count("SELECT COUNT(*) FROM attempts WHERE signal = 9 AND error_class = 'crash'");
+        let killed =
+            db.count("SELECT COUNT(*) FROM attempts WHERE signal = 9 AND error_class = 'crash'");
         let retried = db.count("SELECT COUNT(*) FROM attempts WHERE attempt > 1");
-        assert_eq!(killed, retried, "seed {seed}: every SIGKILLed attempt is recorded with its signal and retried");
+        assert_eq!(
+            killed, retried,
+            "seed {seed}: every SIGKILLed attempt is recorded with its signal and retried"
+        );
     }
     eprintln!("reliability: {n} runs, {kills} worker SIGKILLs, 0 rows lost, 0 duplicated");
 }
@@ -109,45 +142,85 @@ fn coordinator_sigkilled_five_times_completes_without_loss() {
     let db = s.open_db();
     for round in 0..5 {
         let mut run = s.run(&file).spawn();
-        run.wait_for_stderr_line(&format!("round {round}: an epoch completed"), |l| l.contains("] epoch ") && l.contains("val acc"));
+        run.wait_for_stderr_line(&format!("round {round}: an epoch completed"), |l| {
+            l.contains("] epoch ") && l.contains("val acc")
+        });
         let workers = worker_pids(&db);
         run.kill();
-        assert_all_die(&workers, Duration::from_secs(10), &format!("round {round}: workers outliving their coordinator"));
+        assert_all_die(
+            &workers,
+            Duration::from_secs(10),
+            &format!("round {round}: workers outliving their coordinator"),
+        );
     }
     s.run(&file).output().expect_success();
     check_complete(&db, 2, epochs);
     assert!(db.count("SELECT COUNT(*) FROM attempts WHERE error_class = 'crash' AND message LIKE 'coordinator died%'") >= 5);
-    assert!(db.count("SELECT MAX(resumed_from_epoch) FROM attempts") >= 1, "a trial resumed from its checkpoint, not epoch 0");
+    assert!(
+        db.count("SELECT MAX(resumed_from_epoch) FROM attempts") >= 1,
+        "a trial resumed from its checkpoint, not epoch 0"
+    );
 }
 
 #[test]
 fn full_disk_under_checkpoints_is_a_clear_error() {
     let s = scratch();
-    let Some(fs) = Tmpfs::mount(s.path("small"), "2m") else { return };
-    let file = sweep_file(&s, "disk", 1, 1).resources("retries = 0").write();
+    let Some(fs) = Tmpfs::mount(s.path("small"), "2m") else {
+        return;
+    };
+    let file = sweep_file(&s, "disk", 1, 1)
+        .resources("retries = 0")
+        .write();
     let out = s.run(&file).results(&fs.path).output();
     out.expect_exit(1).expect_no_panic();
     let db = s.open_db();
     let msg: String = db.scalar("SELECT message FROM attempts");
-    assert!(msg.contains("No space left on device") && msg.contains("safetensors"), "{msg}");
+    assert!(
+        msg.contains("No space left on device") && msg.contains("safetensors"),
+        "{msg}"
+    );
     assert!(db.integrity_ok());
 }
 
 #[test]
 fn full_disk_under_the_database_is_a_clear_error_and_the_database_survives() {
     let s = scratch();
-    let Some(fs) = Tmpfs::mount(s.path("small"), "1m") else { return };
+    let Some(fs) = Tmpfs::mount(s.path("small"), "1m") else {
+        return;
+    };
     let file = sweep_file(&s, "dbfull", 2, 2).write();
     let db = fs.path.join("r.db");
     // Fill the filesystem up to 500 KiB: room for the schema (its migrations
     // peak at about 300 KiB with the WAL), not for the run's 48 000 metric rows.
     let filler = fs.path.join("filler");
-    let _ = Command::new("dd").arg("if=/dev/zero").arg(format!("of={}", filler.display())).args(["bs=4k", "count=100000"]).stderr(Stdio::null()).status();
-    let _ = Command::new("truncate").arg("-s").arg("-500K").arg(&filler).status();
-    let out = s.run(&file).db(&db).fake_worker("ok").env("FAKE_STEPS", "3000").output();
+    let _ = Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .args(["bs=4k", "count=100000"])
+        .stderr(Stdio::null())
+        .status();
+    let _ = Command::new("truncate")
+        .arg("-s")
+        .arg("-500K")
+        .arg(&filler)
+        .status();
+    let out = s
+        .run(&file)
+        .db(&db)
+        .fake_worker("ok")
+        .env("FAKE_STEPS", "3000")
+        .output();
     out.expect_failure().expect_no_panic();
-    assert!(out.stderr.contains("database") && (out.stderr.contains("full") || out.stderr.contains("No space")), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("database")
+            && (out.stderr.contains("full") || out.stderr.contains("No space")),
+        "{}",
+        out.stderr
+    );
     std::fs::remove_file(&filler).unwrap();
-    assert!(Db::open(&db).integrity_ok(), "database corrupt after ENOSPC");
+    assert!(
+        Db::open(&db).integrity_ok(),
+        "database corrupt after ENOSPC"
+    );
     s.sweep(&["status"]).db(&db).output().expect_success();
 }

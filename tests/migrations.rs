@@ -15,9 +15,18 @@ fn sqlite(db: &Path, sql: &str) -> String {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("sqlite3 (apt-get install sqlite3)");
-    child.stdin.take().unwrap().write_all(sql.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sql.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -27,7 +36,10 @@ fn a_0_1_database_upgrades_without_losing_rows() {
     let db = dir.path().join("old.db");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     let mut applied = Vec::new();
-    for name in ["20261129000001_init.sql", "20261129000002_attempt_batch_size.sql"] {
+    for name in [
+        "20261129000001_init.sql",
+        "20261129000002_attempt_batch_size.sql",
+    ] {
         sqlite(&db, &std::fs::read_to_string(root.join(name)).unwrap());
         applied.push(name);
     }
@@ -39,8 +51,15 @@ fn a_0_1_database_upgrades_without_losing_rows() {
     );
     for name in &applied {
         let (version, desc) = name.trim_end_matches(".sql").split_once('_').unwrap();
-        let sum = Command::new("sha384sum").arg(root.join(name)).output().unwrap();
-        let hex = String::from_utf8_lossy(&sum.stdout).split_whitespace().next().unwrap().to_string();
+        let sum = Command::new("sha384sum")
+            .arg(root.join(name))
+            .output()
+            .unwrap();
+        let hex = String::from_utf8_lossy(&sum.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
         sqlite(
             &db,
             &format!(
@@ -60,18 +79,38 @@ fn a_0_1_database_upgrades_without_losing_rows() {
          INSERT INTO metrics (trial_id, attempt, split, epoch, batch, step, name, value, time) VALUES ('aaaaaaaaaa', 1, 'valid', 1, 0, 10, 'accuracy', 0.5, 1);
          INSERT INTO test_results (trial_id, loss, accuracy, n, epoch, time) VALUES ('aaaaaaaaaa', 1.0, 0.6, 10, 2, 1);",
     );
-    let out = Command::new(BIN).arg("--db").arg(&db).arg("status").env_remove("SWEEP_DB").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done 1, pruned 0, failed 1"), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .arg("--db")
+        .arg(&db)
+        .arg("status")
+        .env_remove("SWEEP_DB")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("done 1, pruned 0, failed 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(sqlite(&db, "SELECT count(*) FROM attempts"), "2");
     assert_eq!(sqlite(&db, "SELECT count(*) FROM metrics"), "1");
     assert_eq!(sqlite(&db, "SELECT count(*) FROM test_results"), "1");
     assert_eq!(sqlite(&db, "PRAGMA foreign_key_check"), "");
     assert_eq!(sqlite(&db, "PRAGMA integrity_check"), "ok");
     // The new status is accepted, and the decisions table exists.
-    sqlite(&db, "UPDATE trials SET status = 'pruned' WHERE id = 'bbbbbbbbbb'");
+    sqlite(
+        &db,
+        "UPDATE trials SET status = 'pruned' WHERE id = 'bbbbbbbbbb'",
+    );
     assert_eq!(sqlite(&db, "SELECT count(*) FROM decisions"), "0");
     // Child rows still cascade from the new trials table.
-    sqlite(&db, "PRAGMA foreign_keys = ON; DELETE FROM trials WHERE id = 'aaaaaaaaaa'");
+    sqlite(
+        &db,
+        "PRAGMA foreign_keys = ON; DELETE FROM trials WHERE id = 'aaaaaaaaaa'",
+    );
     assert_eq!(sqlite(&db, "SELECT count(*) FROM attempts"), "1");
 }

@@ -20,35 +20,67 @@ fn sweep_links_no_torch_or_cuda_library() {
 
 /// The libtorch directory `make test` installed (LIBTORCH), if any.
 fn libtorch_dir() -> Option<PathBuf> {
-    std::env::var_os("LIBTORCH").map(PathBuf::from).filter(|p| p.is_dir())
+    std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
 }
 
 #[test]
 fn read_only_commands_work_with_libtorch_hidden() {
     let Some(torch) = libtorch_dir() else {
-        missing("LIBTORCH (the libtorch directory to hide)", "run the tests through `make test`, which exports it");
+        missing(
+            "LIBTORCH (the libtorch directory to hide)",
+            "run the tests through `make test`, which exports it",
+        );
         return;
     };
     let probe = Command::new("unshare").args(["--mount", "true"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        missing(&format!("unshare --mount ({probe:?})"), "it needs root (CI runs as root) and util-linux");
+        missing(
+            &format!("unshare --mount ({probe:?})"),
+            "it needs root (CI runs as root) and util-linux",
+        );
         return;
     }
     // A results.db with one finished sweep, made with the fake worker.
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
-    let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(w).output().unwrap();
+    let made = Command::new(BIN)
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .current_dir(w)
+        .output()
+        .unwrap();
     assert!(made.status.success());
-    std::fs::write(w.join("s.toml"), "[sweep]\nname = \"copied\"\ndataset = \"data\"\n[grid]\nlr = [0.1, 0.01]\n").unwrap();
+    std::fs::write(
+        w.join("s.toml"),
+        "[sweep]\nname = \"copied\"\ndataset = \"data\"\n[grid]\nlr = [0.1, 0.01]\n",
+    )
+    .unwrap();
     let run = Command::new(BIN)
         .args(["--db", "results.db", "run", "s.toml", "--plain"])
         .current_dir(w)
-        .env("SWEEP_WORKER_CMD", Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_worker.py"))
+        .env(
+            "SWEEP_WORKER_CMD",
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fake_worker.py"),
+        )
         .env_remove("SWEEP_DB")
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
 
     // "Another machine": the binary and the database copied to a fresh directory.
     let laptop = tempfile::tempdir().unwrap();
@@ -56,7 +88,11 @@ fn read_only_commands_work_with_libtorch_hidden() {
     std::fs::copy(BIN, l.join("sweep")).unwrap();
     std::fs::copy(w.join("results.db"), l.join("results.db")).unwrap();
     let trial = {
-        let o = Command::new("sqlite3").arg(l.join("results.db")).arg("SELECT id FROM trials LIMIT 1").output().expect("sqlite3");
+        let o = Command::new("sqlite3")
+            .arg(l.join("results.db"))
+            .arg("SELECT id FROM trials LIMIT 1")
+            .output()
+            .expect("sqlite3");
         String::from_utf8_lossy(&o.stdout).trim().to_string()
     };
     let commands: Vec<Vec<String>> = vec![
@@ -69,7 +105,10 @@ fn read_only_commands_work_with_libtorch_hidden() {
     ];
     for args in &commands {
         // Hide libtorch: an empty tmpfs over its directory, in a private mount namespace.
-        let script = format!("mount -t tmpfs none '{}' && exec ./sweep --db results.db \"$@\"", torch.display());
+        let script = format!(
+            "mount -t tmpfs none '{}' && exec ./sweep --db results.db \"$@\"",
+            torch.display()
+        );
         let out = Command::new("unshare")
             .args(["--mount", "sh", "-c", &script, "sh"])
             .args(args)
@@ -78,12 +117,33 @@ fn read_only_commands_work_with_libtorch_hidden() {
             .env_remove("SWEEP_DB")
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(0), "sweep {args:?} failed without libtorch:\n{}", String::from_utf8_lossy(&out.stderr));
-        assert!(!out.stdout.is_empty() || args[0] == "report" && args.len() > 1, "sweep {args:?} printed nothing");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "sweep {args:?} failed without libtorch:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !out.stdout.is_empty() || args[0] == "report" && args.len() > 1,
+            "sweep {args:?} printed nothing"
+        );
     }
-    assert!(std::fs::read_to_string(l.join("report.html")).unwrap().contains(&trial));
-    assert!(std::fs::read_dir(l.join("plots")).unwrap().flatten().any(|e| e.path().extension().is_some_and(|x| x == "png")));
-    let q = Command::new("sqlite3").arg(l.join("results.db")).arg("SELECT count(*) FROM trials WHERE status = 'done'").output().unwrap();
+    assert!(
+        std::fs::read_to_string(l.join("report.html"))
+            .unwrap()
+            .contains(&trial)
+    );
+    assert!(
+        std::fs::read_dir(l.join("plots"))
+            .unwrap()
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "png"))
+    );
+    let q = Command::new("sqlite3")
+        .arg(l.join("results.db"))
+        .arg("SELECT count(*) FROM trials WHERE status = 'done'")
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&q.stdout).trim(), "2");
 }
 
@@ -93,9 +153,25 @@ fn run_without_a_worker_says_where_it_looked() {
     let laptop = tempfile::tempdir().unwrap();
     let l = laptop.path();
     std::fs::copy(BIN, l.join("sweep")).unwrap();
-    let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(l).output().unwrap();
+    let made = Command::new(BIN)
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .current_dir(l)
+        .output()
+        .unwrap();
     assert!(made.status.success());
-    std::fs::write(l.join("s.toml"), "[sweep]\nname = \"nw\"\ndataset = \"data\"\n").unwrap();
+    std::fs::write(
+        l.join("s.toml"),
+        "[sweep]\nname = \"nw\"\ndataset = \"data\"\n",
+    )
+    .unwrap();
     let out = Command::new(l.join("sweep"))
         .args(["--db", "r.db", "run", "s.toml"])
         .current_dir(l)
@@ -106,8 +182,14 @@ fn run_without_a_worker_says_where_it_looked() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("cannot find the worker program `sweep-worker`"), "{stderr}");
-    assert!(stderr.contains(&l.join("sweep-worker").display().to_string()), "names the place beside sweep: {stderr}");
+    assert!(
+        stderr.contains("cannot find the worker program `sweep-worker`"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&l.join("sweep-worker").display().to_string()),
+        "names the place beside sweep: {stderr}"
+    );
     assert!(stderr.contains("SWEEP_WORKER"), "{stderr}");
     assert!(!l.join("r.db").exists(), "nothing written");
 }

@@ -15,9 +15,27 @@ fn fake_worker() -> PathBuf {
 /// A scratch dir with a tiny dataset and a sweep file of `trials` trials.
 fn scratch(trials: usize, resources: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(dir.path()).output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let lrs: Vec<String> = (0..trials).map(|i| format!("{}", 0.01 + i as f64 * 0.001)).collect();
+    let made = Command::new(BIN)
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let lrs: Vec<String> = (0..trials)
+        .map(|i| format!("{}", 0.01 + i as f64 * 0.001))
+        .collect();
     std::fs::write(
         dir.path().join("s.toml"),
         format!("[sweep]\nname = \"ps\"\ndataset = \"data\"\n\n[grid]\nlr = [{}]\n\n[resources]\nretries = 0\n{resources}\n", lrs.join(", ")),
@@ -28,12 +46,34 @@ fn scratch(trials: usize, resources: &str) -> tempfile::TempDir {
 
 fn sweep(dir: &Path, prefix: &[&str], env: &[(&str, &str)]) -> Output {
     let (program, mut args): (&str, Vec<String>) = match prefix.split_first() {
-        Some((p, rest)) => (p, rest.iter().map(|s| s.to_string()).chain([BIN.to_string()]).collect()),
+        Some((p, rest)) => (
+            p,
+            rest.iter()
+                .map(|s| s.to_string())
+                .chain([BIN.to_string()])
+                .collect(),
+        ),
         None => (BIN, vec![]),
     };
-    args.extend(["--db", "r.db", "run", "s.toml", "--results", "results", "--plain"].map(String::from));
+    args.extend(
+        [
+            "--db",
+            "r.db",
+            "run",
+            "s.toml",
+            "--results",
+            "results",
+            "--plain",
+        ]
+        .map(String::from),
+    );
     let mut c = Command::new(program);
-    c.args(&args).current_dir(dir).env("SWEEP_WORKER_CMD", fake_worker()).env("FAKE_STEPS", "1").env_remove("SWEEP_DB").stdin(Stdio::null());
+    c.args(&args)
+        .current_dir(dir)
+        .env("SWEEP_WORKER_CMD", fake_worker())
+        .env("FAKE_STEPS", "1")
+        .env_remove("SWEEP_DB")
+        .stdin(Stdio::null());
     for (k, v) in env {
         c.env(k, v);
     }
@@ -41,24 +81,55 @@ fn sweep(dir: &Path, prefix: &[&str], env: &[(&str, &str)]) -> Output {
 }
 
 fn query(dir: &Path, sql: &str) -> Vec<String> {
-    let out = Command::new("sqlite3").arg(dir.join("r.db")).arg(sql).output().expect("sqlite3 (apt-get install sqlite3)");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    let out = Command::new("sqlite3")
+        .arg(dir.join("r.db"))
+        .arg(sql)
+        .output()
+        .expect("sqlite3 (apt-get install sqlite3)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// `docker run image sweep run …` makes the coordinator PID 1. Workers used to
 /// compare getppid() with 1 and kill themselves at birth.
 #[test]
 fn every_trial_succeeds_when_the_coordinator_is_pid_1() {
-    let probe = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        missing(&format!("unshare --pid --fork ({probe:?})"), "it needs root (CI runs as root) and util-linux");
+        missing(
+            &format!("unshare --pid --fork ({probe:?})"),
+            "it needs root (CI runs as root) and util-linux",
+        );
         return;
     }
     let dir = scratch(3, "");
-    let out = sweep(dir.path(), &["unshare", "--pid", "--fork", "--mount-proc"], &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status"), ["done|3"]);
+    let out = sweep(
+        dir.path(),
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status"
+        ),
+        ["done|3"]
+    );
 }
 
 /// A worker that speaks another protocol version is refused, not trusted.
@@ -66,11 +137,24 @@ fn every_trial_succeeds_when_the_coordinator_is_pid_1() {
 fn a_worker_of_another_protocol_version_fails_the_attempt_as_protocol() {
     let dir = scratch(1, "");
     let out = sweep(dir.path(), &[], &[("FAKE_PROTOCOL", "99")]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rows = query(dir.path(), "SELECT error_class, message FROM attempts");
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert!(rows[0].starts_with("protocol|worker speaks protocol version 99, this coordinator speaks 2"), "{rows:?}");
-    assert_eq!(query(dir.path(), "SELECT count(*) FROM metrics"), ["0"], "nothing a mismatched worker says is recorded");
+    assert!(
+        rows[0]
+            .starts_with("protocol|worker speaks protocol version 99, this coordinator speaks 2"),
+        "{rows:?}"
+    );
+    assert_eq!(
+        query(dir.path(), "SELECT count(*) FROM metrics"),
+        ["0"],
+        "nothing a mismatched worker says is recorded"
+    );
 }
 
 /// The attempt keeps the physical GPU it was given (`cuda:1`), not the
@@ -81,9 +165,25 @@ fn attempts_record_the_physical_device() {
     let fake = dir.path().join("fake");
     std::fs::create_dir_all(&fake).unwrap();
     let fake = fake.display().to_string();
-    let out = sweep(dir.path(), &[], &[("SWEEP_FAKE_GPUS", "2"), ("FAKE_DIR", &fake), ("FAKE_BARRIER", "2")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(query(dir.path(), "SELECT device FROM attempts ORDER BY device"), ["cuda:0", "cuda:1"]);
+    let out = sweep(
+        dir.path(),
+        &[],
+        &[
+            ("SWEEP_FAKE_GPUS", "2"),
+            ("FAKE_DIR", &fake),
+            ("FAKE_BARRIER", "2"),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query(dir.path(), "SELECT device FROM attempts ORDER BY device"),
+        ["cuda:0", "cuda:1"]
+    );
 }
 
 /// A deleted database with an old results/ left behind: a trial the database
@@ -95,19 +195,36 @@ fn checkpoints_unknown_to_the_database_are_set_aside() {
     assert_eq!(sweep(dir.path(), &[], &[]).status.code(), Some(0));
     let trial = query(dir.path(), "SELECT id FROM trials").remove(0);
     let tdir = dir.path().join("results/ps").join(&trial);
-    std::fs::write(tdir.join("state.json"), r#"{"epoch":2,"step":10,"best_val_accuracy":0.9,"best_epoch":2}"#).unwrap();
+    std::fs::write(
+        tdir.join("state.json"),
+        r#"{"epoch":2,"step":10,"best_val_accuracy":0.9,"best_epoch":2}"#,
+    )
+    .unwrap();
     std::fs::write(tdir.join("last.safetensors"), b"old").unwrap();
     std::fs::remove_file(dir.path().join("r.db")).unwrap();
     let out = sweep(dir.path(), &[], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("holds checkpoints of a run this database does not know"), "{stderr}");
-    assert!(!tdir.join("state.json").exists(), "the trial directory starts fresh");
+    assert!(
+        stderr.contains("holds checkpoints of a run this database does not know"),
+        "{stderr}"
+    );
+    assert!(
+        !tdir.join("state.json").exists(),
+        "the trial directory starts fresh"
+    );
     let aside: Vec<_> = std::fs::read_dir(dir.path().join("results/ps"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&format!("{trial}.orphaned-")))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{trial}.orphaned-"))
+        })
         .collect();
     assert_eq!(aside.len(), 1);
-    assert!(aside[0].path().join("state.json").exists(), "the old files are kept");
+    assert!(
+        aside[0].path().join("state.json").exists(),
+        "the old files are kept"
+    );
 }

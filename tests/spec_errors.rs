@@ -13,14 +13,18 @@ use std::path::{Path, PathBuf};
 /// decodes none), and `no_test/`, a dataset that lacks test/.
 fn scratch() -> Scratch {
     let classes = ["a", "b"];
-    Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &classes).with_one_image_per_class("no_test", &["train", "valid"], &classes)
+    Scratch::new()
+        .with_one_image_per_class("data", &["train", "valid", "test"], &classes)
+        .with_one_image_per_class("no_test", &["train", "valid"], &classes)
 }
 
 /// Writes sweep file `<name>.toml`, replacing `{ds}` (the valid dataset) and
 /// `{tmp}` (the scratch folder) with absolute paths.
 fn write(s: &Scratch, name: &str, text: &str) -> PathBuf {
     let (ds, tmp) = (s.data(), s.root().to_path_buf());
-    let text = text.replace("{ds}", ds.to_str().expect("utf-8 temp path")).replace("{tmp}", tmp.to_str().expect("utf-8 temp path"));
+    let text = text
+        .replace("{ds}", ds.to_str().expect("utf-8 temp path"))
+        .replace("{tmp}", tmp.to_str().expect("utf-8 temp path"));
     s.write(format!("{name}.toml"), text)
 }
 
@@ -49,7 +53,10 @@ const CASES: &[Case] = &[
         name: "unknown_key_in_sweep",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nseeds = [0]\nepochs = 3\n",
         at: (5, 1),
-        says: &["unknown field `epochs`", "help: valid keys here: name, dataset, seeds, metric, description"],
+        says: &[
+            "unknown field `epochs`",
+            "help: valid keys here: name, dataset, seeds, metric, description",
+        ],
     },
     Case {
         name: "misspelt_key_in_sweep",
@@ -73,7 +80,10 @@ const CASES: &[Case] = &[
         name: "misspelt_parameter_in_trial",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[[trial]]\nlr = 0.1\n\n[[trial]]\nbatchsize = 16\n",
         at: (9, 1),
-        says: &["unknown parameter `batchsize`", "did you mean `batch_size`?"],
+        says: &[
+            "unknown parameter `batchsize`",
+            "did you mean `batch_size`?",
+        ],
     },
     Case {
         name: "lr_wrong_type",
@@ -111,25 +121,38 @@ const CASES: &[Case] = &[
         name: "unknown_backbone_in_defaults",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\nbackbone = \"resnet51\"\n",
         at: (6, 12),
-        says: &["unknown backbone \"resnet51\"", "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn"],
+        says: &[
+            "unknown backbone \"resnet51\"",
+            "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn",
+        ],
     },
     Case {
         name: "unknown_backbone_among_grid_values",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[grid]\nbackbone = [\"resnet18\", \"resnet51\", \"resnet34\"]\n",
         at: (6, 25),
-        says: &["unknown backbone \"resnet51\"", "did you mean `resnet50`?", "valid backbones:"],
+        says: &[
+            "unknown backbone \"resnet51\"",
+            "did you mean `resnet50`?",
+            "valid backbones:",
+        ],
     },
     Case {
         name: "unknown_optimizer",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\noptimizer = \"adagrad\"\n",
         at: (6, 13),
-        says: &["unknown optimizer \"adagrad\"", "valid optimizers: sgd, adam, adamw"],
+        says: &[
+            "unknown optimizer \"adagrad\"",
+            "valid optimizers: sgd, adam, adamw",
+        ],
     },
     Case {
         name: "unknown_schedule",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\nschedule = \"linear\"\n",
         at: (6, 12),
-        says: &["unknown schedule \"linear\"", "valid schedules: none, step, cosine"],
+        says: &[
+            "unknown schedule \"linear\"",
+            "valid schedules: none, step, cosine",
+        ],
     },
     Case {
         name: "grid_value_not_an_array",
@@ -161,12 +184,20 @@ const CASES: &[Case] = &[
         at: (2, 8),
         says: &["invalid sweep name \"my sweep\"", "letters, digits"],
     },
-    Case { name: "sweep_name_missing", toml: "# no name\n[sweep]\ndataset = \"{ds}\"\n", at: (2, 1), says: &["missing field `name`"] },
+    Case {
+        name: "sweep_name_missing",
+        toml: "# no name\n[sweep]\ndataset = \"{ds}\"\n",
+        at: (2, 1),
+        says: &["missing field `name`"],
+    },
     Case {
         name: "unknown_metric",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nmetric = \"acc\"\n",
         at: (4, 10),
-        says: &["unknown metric \"acc\"", "valid metrics: val_accuracy, val_loss"],
+        says: &[
+            "unknown metric \"acc\"",
+            "valid metrics: val_accuracy, val_loss",
+        ],
     },
     Case {
         // Columns count characters, not bytes.
@@ -175,7 +206,12 @@ const CASES: &[Case] = &[
         at: (1, 64),
         says: &["unknown metric \"acc\""],
     },
-    Case { name: "negative_seed", toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nseeds = [0, -1]\n", at: (4, 13), says: &["a seed must be ≥ 0"] },
+    Case {
+        name: "negative_seed",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\nseeds = [0, -1]\n",
+        at: (4, 13),
+        says: &["a seed must be ≥ 0"],
+    },
     Case {
         name: "invalid_timeout",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[resources]\ntimeout = \"soon\"\n",
@@ -192,13 +228,19 @@ const CASES: &[Case] = &[
         name: "cpu_workers_not_a_number",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[resources]\ncpu_workers = \"all\"\n",
         at: (6, 15),
-        says: &["`cpu_workers` must be \"auto\" or a number of trials, got \"all\"", "cpu_workers = 2"],
+        says: &[
+            "`cpu_workers` must be \"auto\" or a number of trials, got \"all\"",
+            "cpu_workers = 2",
+        ],
     },
     Case {
         name: "gpus_not_a_list",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[resources]\ngpus = \"some\"\n",
         at: (6, 8),
-        says: &["`gpus` must be \"all\" or a list of device indices", "gpus = [0, 1]"],
+        says: &[
+            "`gpus` must be \"all\" or a list of device indices",
+            "gpus = [0, 1]",
+        ],
     },
     Case {
         name: "pretrained_file_missing",
@@ -245,7 +287,12 @@ const CASES: &[Case] = &[
         at: (7, 6),
         says: &["`lr` must be > 0", "got -1"],
     },
-    Case { name: "toml_unclosed_string", toml: "[sweep]\nname = \"t\ndataset = \"{ds}\"\n", at: (2, 10), says: &["invalid basic string"] },
+    Case {
+        name: "toml_unclosed_string",
+        toml: "[sweep]\nname = \"t\ndataset = \"{ds}\"\n",
+        at: (2, 10),
+        says: &["invalid basic string"],
+    },
     Case {
         name: "toml_duplicate_key",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\nlr = 0.1\nlr = 0.2\n",
@@ -259,7 +306,10 @@ fn check_failure(file: &Path, out: &Out, at: (usize, usize), says: &[&str]) -> V
     let stderr = &out.stderr;
     let mut problems = Vec::new();
     if out.code != Some(EXIT_BAD_INPUT) {
-        problems.push(format!("exit status {:?}, expected {EXIT_BAD_INPUT}", out.code));
+        problems.push(format!(
+            "exit status {:?}, expected {EXIT_BAD_INPUT}",
+            out.code
+        ));
     }
     let location = format!("error: {}:{}:{}: ", file.display(), at.0, at.1);
     if !stderr.contains(&location) {
@@ -288,8 +338,14 @@ fn run_case(case: &Case) -> Option<String> {
     if s.results().exists() {
         problems.push("the results folder was created".into());
     }
-    (!problems.is_empty())
-        .then(|| format!("case {}:\n  - {}\n  stderr: {}\n", case.name, problems.join("\n  - "), out.stderr.trim_end().replace('\n', "\n          ")))
+    (!problems.is_empty()).then(|| {
+        format!(
+            "case {}:\n  - {}\n  stderr: {}\n",
+            case.name,
+            problems.join("\n  - "),
+            out.stderr.trim_end().replace('\n', "\n          ")
+        )
+    })
 }
 
 #[test]
@@ -300,29 +356,60 @@ fn every_mistake_is_located_and_explained() {
         assert!(names.insert(case.name), "duplicate case name {}", case.name);
     }
     // Each run mostly waits on loading libtorch: spread the cases over threads.
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8);
     let failures: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> =
-            CASES.chunks(CASES.len().div_ceil(threads)).map(|chunk| s.spawn(move || chunk.iter().filter_map(run_case).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().expect("a case thread panicked")).collect()
+        let handles: Vec<_> = CASES
+            .chunks(CASES.len().div_ceil(threads))
+            .map(|chunk| s.spawn(move || chunk.iter().filter_map(run_case).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a case thread panicked"))
+            .collect()
     });
-    assert!(failures.is_empty(), "{} of {} case(s) failed:\n{}", failures.len(), CASES.len(), failures.concat());
+    assert!(
+        failures.is_empty(),
+        "{} of {} case(s) failed:\n{}",
+        failures.len(),
+        CASES.len(),
+        failures.concat()
+    );
 }
 
 #[test]
 fn failing_runs_leave_an_existing_database_byte_identical() {
     let s = scratch();
     // Not a real database: any byte change (or a migration run) would show.
-    let before: Vec<u8> = b"SQLite format 3\0 -- placeholder, must survive untouched\n".iter().copied().chain(0u8..=255).collect();
+    let before: Vec<u8> = b"SQLite format 3\0 -- placeholder, must survive untouched\n"
+        .iter()
+        .copied()
+        .chain(0u8..=255)
+        .collect();
     std::fs::write(s.db(), &before).expect("write db placeholder");
-    for name in ["unknown_top_level_table", "lr_grid_one_bad_value", "dataset_missing", "toml_unclosed_string"] {
+    for name in [
+        "unknown_top_level_table",
+        "lr_grid_one_bad_value",
+        "dataset_missing",
+        "toml_unclosed_string",
+    ] {
         let case = CASES.iter().find(|c| c.name == name).expect("case exists");
         let file = write(&s, case.name, case.toml);
         let out = run(&s, &file, &[]);
         let problems = check_failure(&file, &out, case.at, case.says);
-        assert!(problems.is_empty(), "{name}: {problems:?}\nstderr: {}", out.stderr);
+        assert!(
+            problems.is_empty(),
+            "{name}: {problems:?}\nstderr: {}",
+            out.stderr
+        );
         let after = std::fs::read(s.db()).expect("the database file is still there");
-        assert!(after == before, "{name}: the existing database changed ({} bytes → {} bytes)", before.len(), after.len());
+        assert!(
+            after == before,
+            "{name}: the existing database changed ({} bytes → {} bytes)",
+            before.len(),
+            after.len()
+        );
         for suffix in ["-wal", "-shm", "-journal"] {
             let side = PathBuf::from(format!("{}{suffix}", s.db().display()));
             assert!(!side.exists(), "{name}: {} was created", side.display());
@@ -337,9 +424,18 @@ fn missing_sweep_file_names_the_path() {
     let out = run(&s, &file, &[]);
     let stderr = &out.stderr;
     assert_eq!(out.code, Some(EXIT_BAD_INPUT), "stderr: {stderr}");
-    assert!(stderr.contains(&format!("error: {}:1:1: cannot read sweep file", file.display())), "stderr: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "error: {}:1:1: cannot read sweep file",
+            file.display()
+        )),
+        "stderr: {stderr}"
+    );
     assert!(stderr.contains("help: check the path"), "stderr: {stderr}");
-    assert!(!s.db().exists(), "the database file was created; stderr: {stderr}");
+    assert!(
+        !s.db().exists(),
+        "the database file was created; stderr: {stderr}"
+    );
 }
 
 const VALID: &str = "\
@@ -374,7 +470,10 @@ fn trial_ids(stdout: &str) -> Vec<String> {
             let cells: Vec<&str> = l.split('│').map(str::trim).collect();
             // "│ # │ trial │ ..." → ["", "#", "trial", ...]
             let id = cells.get(2)?;
-            (cells.get(1)?.parse::<usize>().is_ok() && id.len() == 10 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| id.to_string())
+            (cells.get(1)?.parse::<usize>().is_ok()
+                && id.len() == 10
+                && id.chars().all(|c| c.is_ascii_hexdigit()))
+            .then(|| id.to_string())
         })
         .collect()
 }
@@ -386,20 +485,41 @@ fn dry_run_lists_the_plan_and_writes_nothing() {
     let out = run(&s, &file, &["--dry-run"]);
     let (stdout, stderr) = (&out.stdout, &out.stderr);
     assert_eq!(out.code, Some(0), "stdout: {stdout}\nstderr: {stderr}");
-    assert!(stdout.contains("sweep dry-run-check — 8 trials planned (dry run: nothing written or launched)"), "stdout: {stdout}");
+    assert!(
+        stdout.contains(
+            "sweep dry-run-check — 8 trials planned (dry run: nothing written or launched)"
+        ),
+        "stdout: {stdout}"
+    );
     let ids = trial_ids(stdout);
     assert_eq!(ids.len(), 8, "expected 8 trial rows; stdout: {stdout}");
     let distinct: std::collections::BTreeSet<&String> = ids.iter().collect();
     assert_eq!(distinct.len(), 8, "trial ids repeat; stdout: {stdout}");
-    for (key, value) in [("backbone", "resnet18"), ("backbone", "resnet34"), ("lr", "0.01"), ("lr", "0.003"), ("seed", "1")] {
-        assert!(stdout.contains(key) && stdout.contains(value), "dry run lacks {key} {value}; stdout: {stdout}");
+    for (key, value) in [
+        ("backbone", "resnet18"),
+        ("backbone", "resnet34"),
+        ("lr", "0.01"),
+        ("lr", "0.003"),
+        ("seed", "1"),
+    ] {
+        assert!(
+            stdout.contains(key) && stdout.contains(value),
+            "dry run lacks {key} {value}; stdout: {stdout}"
+        );
     }
     assert!(!s.db().exists(), "the dry run created the database");
-    assert!(!s.results().exists(), "the dry run created the results folder");
+    assert!(
+        !s.results().exists(),
+        "the dry run created the results folder"
+    );
 
     // The plan is deterministic: same file, same ids in the same order.
     let again = run(&s, &file, &["--dry-run"]);
     assert_eq!(again.code, Some(0), "stderr: {}", again.stderr);
-    assert_eq!(trial_ids(&again.stdout), ids, "a second dry run planned different trials");
+    assert_eq!(
+        trial_ids(&again.stdout),
+        ids,
+        "a second dry run planned different trials"
+    );
     assert!(!s.db().exists(), "the second dry run created the database");
 }

@@ -29,14 +29,25 @@ fn readme_queries() -> Vec<String> {
 #[test]
 fn readme_queries_run_against_a_real_sweep() {
     let queries = readme_queries();
-    assert!(queries.len() >= 5, "README documents at least five example queries, found {}", queries.len());
+    assert!(
+        queries.len() >= 5,
+        "README documents at least five example queries, found {}",
+        queries.len()
+    );
     let s = Scratch::new().with_demo(4, 32);
-    let file = s.sweep_file("quickstart").tiny_training().defaults("epochs = 1").grid("backbone = [\"resnet18\"]\nlr = [0.01, 0.02]").write();
+    let file = s
+        .sweep_file("quickstart")
+        .tiny_training()
+        .defaults("epochs = 1")
+        .grid("backbone = [\"resnet18\"]\nlr = [0.01, 0.02]")
+        .write();
     s.run(&file).output().expect_success();
 
     let db = s.open_db();
     for q in &queries {
-        let rows = db.try_rows(q).unwrap_or_else(|e| panic!("README query failed: {e}\n{q}"));
+        let rows = db
+            .try_rows(q)
+            .unwrap_or_else(|e| panic!("README query failed: {e}\n{q}"));
         let returns_rows = !q.contains("FROM attempts a"); // no attempt failed in this sweep
         if returns_rows {
             assert!(!rows.is_empty(), "README query returned nothing:\n{q}");

@@ -9,7 +9,19 @@ use common::{BIN, curve_run as command, sqlite_rows as query};
 
 fn scratch(stopping: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(dir.path()).output().unwrap();
+    let made = Command::new(BIN)
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(made.status.success());
     // Best first, one trial at a time: every later trial is judged against better records.
     let lrs: Vec<String> = (1..=9).rev().map(|i| format!("0.0{i}")).collect();
@@ -33,55 +45,156 @@ fn asha_prunes_the_worse_trials_and_records_every_decision() {
     let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3");
     let out = run(dir.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "pruned trials are a success: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "pruned trials are a success: {stderr}"
+    );
     // The best (lr 0.09) runs to the end; each later one is below the best at rung 0 (epoch 1).
     // (A pruned worker is stopped with SIGTERM without waiting: it may finish a
     // few more epochs before the signal lands, so only "not all 9" is asserted.)
-    assert_eq!(query(dir.path(), "SELECT status, count(*), max(epochs_done) < 9 FROM trials GROUP BY status ORDER BY status"), ["done|1|0", "pruned|8|1"]);
-    assert_eq!(query(dir.path(), "SELECT lr FROM trials WHERE status = 'done'"), ["0.09"]);
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*), max(epochs_done) < 9 FROM trials GROUP BY status ORDER BY status"
+        ),
+        ["done|1|0", "pruned|8|1"]
+    );
+    assert_eq!(
+        query(dir.path(), "SELECT lr FROM trials WHERE status = 'done'"),
+        ["0.09"]
+    );
     // Every decision is a row: rung 0 for all nine, rung 1 (epoch 3) for the survivor.
     assert_eq!(
-        query(dir.path(), "SELECT method, rung, action, count(*) FROM decisions GROUP BY rung, action ORDER BY rung, action"),
+        query(
+            dir.path(),
+            "SELECT method, rung, action, count(*) FROM decisions GROUP BY rung, action ORDER BY rung, action"
+        ),
         ["asha|0|continue|1", "asha|0|stop|8", "asha|1|continue|1"]
     );
     // A stop is always a value below its cutoff, compared with the records before it.
-    assert_eq!(query(dir.path(), "SELECT count(*) FROM decisions WHERE action = 'stop' AND NOT (value < cutoff)"), ["0"]);
-    assert_eq!(query(dir.path(), "SELECT group_concat(compared) FROM (SELECT compared FROM decisions WHERE rung = 0 ORDER BY time)"), ["0,1,2,3,4,5,6,7,8"]);
-    assert_eq!(query(dir.path(), "SELECT DISTINCT error_class FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.status = 'pruned'"), ["pruned"]);
-    assert!(stderr.contains("pruned by asha at epoch 1 (rung 0)"), "{stderr}");
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT count(*) FROM decisions WHERE action = 'stop' AND NOT (value < cutoff)"
+        ),
+        ["0"]
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT group_concat(compared) FROM (SELECT compared FROM decisions WHERE rung = 0 ORDER BY time)"
+        ),
+        ["0,1,2,3,4,5,6,7,8"]
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT DISTINCT error_class FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.status = 'pruned'"
+        ),
+        ["pruned"]
+    );
+    assert!(
+        stderr.contains("pruned by asha at epoch 1 (rung 0)"),
+        "{stderr}"
+    );
     // `sweep show` lists a pruned trial's decisions; `sweep status` counts it.
-    let pruned = query(dir.path(), "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1").remove(0);
-    let show = Command::new(BIN).args(["--db", "r.db", "show", &pruned]).current_dir(dir.path()).output().unwrap();
+    let pruned = query(
+        dir.path(),
+        "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1",
+    )
+    .remove(0);
+    let show = Command::new(BIN)
+        .args(["--db", "r.db", "show", &pruned])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let show = String::from_utf8_lossy(&show.stdout);
-    assert!(show.contains("early-stopping decisions") && show.contains("│ stop "), "{show}");
-    assert!(show.contains("pruned by asha at epoch 1: not tested"), "{show}");
-    let status = Command::new(BIN).args(["--db", "r.db", "status"]).current_dir(dir.path()).output().unwrap();
-    assert!(String::from_utf8_lossy(&status.stdout).contains("done 1, pruned 8, failed 0"), "{}", String::from_utf8_lossy(&status.stdout));
+    assert!(
+        show.contains("early-stopping decisions") && show.contains("│ stop "),
+        "{show}"
+    );
+    assert!(
+        show.contains("pruned by asha at epoch 1: not tested"),
+        "{show}"
+    );
+    let status = Command::new(BIN)
+        .args(["--db", "r.db", "status"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("done 1, pruned 8, failed 0"),
+        "{}",
+        String::from_utf8_lossy(&status.stdout)
+    );
     // A rerun starts nothing: pruned trials stay pruned.
     let again = run(dir.path());
     assert_eq!(again.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("0 to run, 9 already finished"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 to run, 9 already finished"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     // A coordinator that died between the stop decision and the trial's status
     // leaves it `interrupted`: the recorded decision still holds, nothing reruns.
-    query(dir.path(), "UPDATE trials SET status = 'interrupted' WHERE status = 'pruned'");
+    query(
+        dir.path(),
+        "UPDATE trials SET status = 'interrupted' WHERE status = 'pruned'",
+    );
     let attempts = query(dir.path(), "SELECT count(*) FROM attempts");
     assert_eq!(run(dir.path()).status.code(), Some(0));
-    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"), ["done|1", "pruned|8"]);
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"
+        ),
+        ["done|1", "pruned|8"]
+    );
     assert_eq!(query(dir.path(), "SELECT count(*) FROM attempts"), attempts);
 }
 
 #[test]
 fn patience_alone_stops_each_trial_two_epochs_after_it_stopped_improving() {
     let dir = scratch("patience = 2");
-    let out = command(dir.path(), "0.02").env("FAKE_PLATEAU", "3").output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = command(dir.path(), "0.02")
+        .env("FAKE_PLATEAU", "3")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Flat from epoch 3 on: epochs 4 and 5 bring nothing, so every trial is stopped after epoch 5
     // (the worker is not waited for: it may finish another epoch before SIGTERM lands).
-    assert_eq!(query(dir.path(), "SELECT status, count(*), min(epochs_done) >= 5, max(epochs_done) < 9 FROM trials GROUP BY status"), ["pruned|9|1|1"]);
-    assert_eq!(query(dir.path(), "SELECT count(DISTINCT trial_id) FROM decisions WHERE method = 'patience' AND action = 'stop' AND epoch = 5"), ["9"]);
     assert_eq!(
-        query(dir.path(), "SELECT epoch, action, compared FROM decisions WHERE method = 'patience' AND epoch <= 5 GROUP BY epoch ORDER BY epoch"),
-        ["1|continue|0", "2|continue|0", "3|continue|0", "4|continue|1", "5|stop|2"]
+        query(
+            dir.path(),
+            "SELECT status, count(*), min(epochs_done) >= 5, max(epochs_done) < 9 FROM trials GROUP BY status"
+        ),
+        ["pruned|9|1|1"]
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT count(DISTINCT trial_id) FROM decisions WHERE method = 'patience' AND action = 'stop' AND epoch = 5"
+        ),
+        ["9"]
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT epoch, action, compared FROM decisions WHERE method = 'patience' AND epoch <= 5 GROUP BY epoch ORDER BY epoch"
+        ),
+        [
+            "1|continue|0",
+            "2|continue|0",
+            "3|continue|0",
+            "4|continue|1",
+            "5|stop|2"
+        ]
     );
 }
 
@@ -92,7 +205,11 @@ fn patience_alone_stops_each_trial_two_epochs_after_it_stopped_improving() {
 #[test]
 fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
     let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3");
-    let mut child = command(dir.path(), "0.3").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = command(dir.path(), "0.3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // Wait for a few decisions to be committed, then kill -9.
     loop {
@@ -102,7 +219,12 @@ fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
                 .arg("SELECT count(*) FROM decisions")
                 .output()
                 .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                })
                 .unwrap_or(0)
         } else {
             0
@@ -110,15 +232,35 @@ fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
         if n >= 3 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "no decisions within 60 s");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no decisions within 60 s"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"), ["done|1", "pruned|8"]);
-    assert_eq!(query(dir.path(), "SELECT count(*) FROM (SELECT trial_id, epoch FROM decisions GROUP BY trial_id, epoch HAVING count(*) > 1)"), ["0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"
+        ),
+        ["done|1", "pruned|8"]
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT count(*) FROM (SELECT trial_id, epoch FROM decisions GROUP BY trial_id, epoch HAVING count(*) > 1)"
+        ),
+        ["0"]
+    );
     // Every rung epoch (1, 3) that a trial's validation reached has its decision.
     assert_eq!(
         query(
@@ -137,9 +279,23 @@ fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
 #[test]
 fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
     let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3\ntest_pruned = true");
-    let out = command(dir.path(), "0.02").env("FAKE_DIR", dir.path()).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"), ["done|1", "pruned|8"]);
+    let out = command(dir.path(), "0.02")
+        .env("FAKE_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"
+        ),
+        ["done|1", "pruned|8"]
+    );
     // Stopped by the line, not by SIGTERM: a clean exit, classed pruned.
     assert_eq!(
         query(
@@ -149,19 +305,50 @@ fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
         ["0|1|pruned"]
     );
     let events = std::fs::read_to_string(dir.path().join("events")).unwrap();
-    let stoplines: Vec<&str> = events.lines().filter(|l| l.starts_with("stopline ")).collect();
+    let stoplines: Vec<&str> = events
+        .lines()
+        .filter(|l| l.starts_with("stopline "))
+        .collect();
     assert_eq!(stoplines.len(), 8, "{events}");
     // Each was asked to stop after epoch 1 (rung 0) and had trained at least that far.
-    assert!(stoplines.iter().all(|l| l.split(' ').nth(2) == Some("1") && l.split(' ').nth(3).unwrap().parse::<u32>().unwrap() >= 1), "{events}");
-    assert!(!events.lines().any(|l| l.starts_with("term ")), "no worker needed SIGTERM: {events}");
+    assert!(
+        stoplines.iter().all(|l| l.split(' ').nth(2) == Some("1")
+            && l.split(' ').nth(3).unwrap().parse::<u32>().unwrap() >= 1),
+        "{events}"
+    );
+    assert!(
+        !events.lines().any(|l| l.starts_with("term ")),
+        "no worker needed SIGTERM: {events}"
+    );
     // test_pruned: every trial has test results, the pruned ones included.
-    assert_eq!(query(dir.path(), "SELECT count(*) FROM trials t JOIN test_results r ON r.trial_id = t.id WHERE t.status = 'pruned'"), ["8"]);
-    let pruned = query(dir.path(), "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1").remove(0);
-    let show = Command::new(BIN).args(["--db", "r.db", "show", &pruned]).current_dir(dir.path()).output().unwrap();
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT count(*) FROM trials t JOIN test_results r ON r.trial_id = t.id WHERE t.status = 'pruned'"
+        ),
+        ["8"]
+    );
+    let pruned = query(
+        dir.path(),
+        "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1",
+    )
+    .remove(0);
+    let show = Command::new(BIN)
+        .args(["--db", "r.db", "show", &pruned])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let show = String::from_utf8_lossy(&show.stdout);
-    assert!(show.contains("test (best-validation checkpoint") && !show.contains("not tested"), "{show}");
+    assert!(
+        show.contains("test (best-validation checkpoint") && !show.contains("not tested"),
+        "{show}"
+    );
     // `sweep report` says where each pruned trial was stopped.
-    let report = Command::new(BIN).args(["--db", "r.db", "report"]).current_dir(dir.path()).output().unwrap();
+    let report = Command::new(BIN)
+        .args(["--db", "r.db", "report"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let report = String::from_utf8_lossy(&report.stdout);
     assert_eq!(report.matches("pruned at epoch ").count(), 8, "{report}");
 }

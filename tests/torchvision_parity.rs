@@ -16,10 +16,14 @@ fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWEEP_PYTHON") {
         return p.into();
     }
-    let cache =
-        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
     let p = cache.join("sweep/torch-2.11.0/bin/python");
-    assert!(p.exists(), "no Python with torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
+    assert!(
+        p.exists(),
+        "no Python with torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON"
+    );
     p
 }
 
@@ -34,19 +38,35 @@ fn reference(dir: &Path, backbones: &[&str]) -> serde_json::Value {
         .args(backbones)
         .output()
         .unwrap();
-    assert!(out.status.success(), "reference script failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reference script failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap()
 }
 
 fn images(r: &serde_json::Value) -> Vec<String> {
-    r["images"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    r["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// `sweep predict` with a bare checkpoint of `backbone` and torchvision's own classifier.
 fn predict(weights: &Path, backbone: &str, images: &[String]) -> Vec<Vec<f64>> {
     let out = sweep(&["predict", "--backbone", backbone, "--weights"])
         .arg(weights)
-        .args(["--classes", &CLASSES.to_string(), "--head", "original", "--image-size", &SIZE.to_string()])
+        .args([
+            "--classes",
+            &CLASSES.to_string(),
+            "--head",
+            "original",
+            "--image-size",
+            &SIZE.to_string(),
+        ])
         .args(images)
         .output();
     out.expect_success();
@@ -54,7 +74,12 @@ fn predict(weights: &Path, backbone: &str, images: &[String]) -> Vec<Vec<f64>> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["logits"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+            v["logits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
         })
         .collect()
 }
@@ -69,14 +94,25 @@ fn check_parity(backbones: &[&str]) {
         let scale = want.iter().flatten().fold(1.0f64, |m, v| m.max(v.abs()));
         for ext in ["pth", "safetensors", "legacy.pth"] {
             if !dir.join(format!("{b}.{ext}")).exists() {
-                assert_ne!(*b, "resnet18", "the legacy-format file is made for resnet18");
+                assert_ne!(
+                    *b, "resnet18",
+                    "the legacy-format file is made for resnet18"
+                );
                 continue;
             }
             let got = predict(&dir.join(format!("{b}.{ext}")), b, &images);
             assert_eq!(got.len(), want.len());
-            let diff = got.iter().flatten().zip(want.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+            let diff = got
+                .iter()
+                .flatten()
+                .zip(want.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
             eprintln!("{b}.{ext}: max |Δlogit| = {diff:.3e} (scale {scale:.3})");
-            assert!(diff < 1e-4 * scale, "{b}.{ext}: logits differ from torchvision by {diff} (scale {scale})");
+            assert!(
+                diff < 1e-4 * scale,
+                "{b}.{ext}: logits differ from torchvision by {diff} (scale {scale})"
+            );
         }
         // Free the (large, for VGG) files as we go.
         for ext in ["pth", "safetensors"] {
@@ -101,11 +137,20 @@ fn a_wrong_checkpoint_is_a_clear_error_listing_keys() {
     let r = reference(s.root(), &["resnet18"]);
     let out = sweep(&["predict", "--backbone", "resnet34", "--weights"])
         .arg(s.path("resnet18.pth"))
-        .args(["--classes", &CLASSES.to_string(), "--image-size", &SIZE.to_string()])
+        .args([
+            "--classes",
+            &CLASSES.to_string(),
+            "--image-size",
+            &SIZE.to_string(),
+        ])
         .args(images(&r))
         .output();
     out.expect_exit(EXIT_BAD_INPUT);
-    assert!(out.stderr.contains("missing") && out.stderr.contains("layer1.2.conv1.weight"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("missing") && out.stderr.contains("layer1.2.conv1.weight"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -121,8 +166,12 @@ fn freeze_backbone_changes_only_the_head() {
         .resources("keep = \"best+last\"")
         .write();
     s.run(&file).output().expect_success();
-    let trial_dir =
-        std::fs::read_dir(s.results().join("freeze")).unwrap().filter_map(|e| e.ok()).find(|e| e.path().join("last.safetensors").exists()).unwrap().path();
+    let trial_dir = std::fs::read_dir(s.results().join("freeze"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.path().join("last.safetensors").exists())
+        .unwrap()
+        .path();
     let before = std::fs::read(&weights).unwrap();
     let after = std::fs::read(trial_dir.join("last.safetensors")).unwrap();
     let before = safetensors::SafeTensors::deserialize(&before).unwrap();
@@ -136,8 +185,14 @@ fn freeze_backbone_changes_only_the_head() {
             }
             continue;
         }
-        let b = before.tensor(&name).unwrap_or_else(|_| panic!("{name} not in the pretrained file"));
-        assert_eq!(b.data(), t.data(), "backbone tensor {name} changed although frozen");
+        let b = before
+            .tensor(&name)
+            .unwrap_or_else(|_| panic!("{name} not in the pretrained file"));
+        assert_eq!(
+            b.data(),
+            t.data(),
+            "backbone tensor {name} changed although frozen"
+        );
         same += 1;
     }
     assert_eq!(same, 100, "every backbone parameter and BN buffer compared");

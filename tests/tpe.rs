@@ -15,7 +15,19 @@ const SPACE: &str = "[random]\nsamples = 8\nsampler = \"tpe\"\nstartup = 3\nlr =
 
 fn scratch(random: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN).args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"]).current_dir(dir.path()).output().unwrap();
+    let made = Command::new(BIN)
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     assert!(made.status.success());
     // One trial at a time: each proposal sees every earlier trial's results,
     // so the sequence does not depend on which of two workers finishes first.
@@ -33,14 +45,22 @@ fn run(dir: &Path) -> Output {
 
 /// The sequence: k, sampler, trial ids.
 fn sequence(dir: &Path) -> Vec<String> {
-    query(dir, "SELECT k || ' ' || sampler || ' ' || trial_ids FROM proposals ORDER BY k")
+    query(
+        dir,
+        "SELECT k || ' ' || sampler || ' ' || trial_ids FROM proposals ORDER BY k",
+    )
 }
 
 #[test]
 fn tpe_proposes_after_the_startup_draws_and_writes_each_point_before_it_runs() {
     let dir = scratch(SPACE);
     let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // 8 points: 3 random startup draws, then 5 TPE proposals modelled on the
     // final epoch (one worker: every earlier trial has finished).
     assert_eq!(
@@ -50,7 +70,13 @@ fn tpe_proposes_after_the_startup_draws_and_writes_each_point_before_it_runs() {
         ),
         ["random|3|0|2||0|0", "tpe|5|3|7|3|3|7"]
     );
-    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status"), ["done|8"]);
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status"
+        ),
+        ["done|8"]
+    );
     // Each proposal's trial row existed before its attempt started.
     assert_eq!(
         query(
@@ -69,14 +95,21 @@ fn tpe_proposes_after_the_startup_draws_and_writes_each_point_before_it_runs() {
         ["8"]
     );
     // TPE learns: its proposals' mean lr (the curve's ceiling is 10 × lr) is above the startup draws'.
-    let means = query(dir.path(), "SELECT avg(json_extract(params, '$.lr')) FROM proposals GROUP BY sampler ORDER BY sampler");
+    let means = query(
+        dir.path(),
+        "SELECT avg(json_extract(params, '$.lr')) FROM proposals GROUP BY sampler ORDER BY sampler",
+    );
     let (random, tpe): (f64, f64) = (means[0].parse().unwrap(), means[1].parse().unwrap());
     assert!(tpe > random, "mean lr: startup {random}, tpe {tpe}");
     // A rerun proposes nothing new.
     let again = run(dir.path());
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(query(dir.path(), "SELECT count(*) FROM proposals"), ["8"]);
-    assert!(String::from_utf8_lossy(&again.stderr).contains("0 to run, 8 already finished"), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("0 to run, 8 already finished"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 /// kill -9 of the coordinator in the middle of the TPE phase, then the same
@@ -90,7 +123,11 @@ fn a_killed_tpe_sweep_continues_the_same_sequence() {
     assert_eq!(expected.len(), 8);
 
     let dir = scratch(SPACE);
-    let mut child = command(dir.path(), "0.3").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = command(dir.path(), "0.3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let n = if dir.path().join("r.db").exists() {
@@ -99,7 +136,12 @@ fn a_killed_tpe_sweep_continues_the_same_sequence() {
                 .arg("SELECT count(*) FROM proposals WHERE sampler = 'tpe'")
                 .output()
                 .ok()
-                .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok())
+                .and_then(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .trim()
+                        .parse::<u32>()
+                        .ok()
+                })
                 .unwrap_or(0)
         } else {
             0
@@ -112,24 +154,54 @@ fn a_killed_tpe_sweep_continues_the_same_sequence() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let killed_at = query(dir.path(), "SELECT count(*) FROM proposals")[0].parse::<usize>().unwrap();
+    let killed_at = query(dir.path(), "SELECT count(*) FROM proposals")[0]
+        .parse::<usize>()
+        .unwrap();
     assert!(killed_at < 8, "killed after every point was proposed");
     let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(sequence(dir.path()), expected, "the resumed sweep proposed other points");
-    assert_eq!(query(dir.path(), "SELECT status, count(*) FROM trials GROUP BY status"), ["done|8"]);
-    assert_eq!(query(dir.path(), "SELECT count(*), count(DISTINCT trial_ids) FROM proposals"), ["8|8"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sequence(dir.path()),
+        expected,
+        "the resumed sweep proposed other points"
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status"
+        ),
+        ["done|8"]
+    );
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT count(*), count(DISTINCT trial_ids) FROM proposals"
+        ),
+        ["8|8"]
+    );
 }
 
 #[test]
 fn dry_run_prints_the_space_and_the_startup_draws() {
     let dir = scratch(SPACE);
-    let out = Command::new(BIN).args(["run", "s.toml", "--dry-run"]).current_dir(dir.path()).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["run", "s.toml", "--dry-run"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("3 trials planned"), "{stdout}");
     assert!(stdout.contains("sampler tpe: 3 random startup draws (above), then 5 points proposed while the sweep runs"), "{stdout}");
-    assert!(stdout.contains("lr        loguniform [0.001, 0.099]"), "{stdout}");
+    assert!(
+        stdout.contains("lr        loguniform [0.001, 0.099]"),
+        "{stdout}"
+    );
     assert!(stdout.contains("momentum  uniform [0.5, 0.95]"), "{stdout}");
     assert!(!dir.path().join("r.db").exists());
 }
@@ -137,28 +209,53 @@ fn dry_run_prints_the_space_and_the_startup_draws() {
 #[test]
 fn bad_sampler_settings_are_located_errors() {
     for (random, line, col, says) in [
-        ("[random]\nsamples = 4\nsampler = \"bayes\"\nlr = { uniform = [0.01, 0.1] }\n", 8, 11, "unknown sampler \"bayes\""),
+        (
+            "[random]\nsamples = 4\nsampler = \"bayes\"\nlr = { uniform = [0.01, 0.1] }\n",
+            8,
+            11,
+            "unknown sampler \"bayes\"",
+        ),
         (
             "[random]\nsamples = 4\nsampler = \"tpe\"\nstartup = 5\nlr = { uniform = [0.01, 0.1] }\n",
             9,
             11,
             "`startup` must be an integer between 1 and `samples` (4), got 5",
         ),
-        ("[random]\nsamples = 4\nstartup = 2\nlr = { uniform = [0.01, 0.1] }\n", 8, 11, "`startup` applies to sampler = \"tpe\" only"),
+        (
+            "[random]\nsamples = 4\nstartup = 2\nlr = { uniform = [0.01, 0.1] }\n",
+            8,
+            11,
+            "`startup` applies to sampler = \"tpe\" only",
+        ),
         (
             "[grid]\nbackbone = [\"resnet18\"]\n[random]\nsamples = 4\nsampler = \"tpe\"\nlr = { uniform = [0.01, 0.1] }\n",
             7,
             1,
             "[grid] cannot be combined with sampler = \"tpe\"",
         ),
-        ("[random]\nsamples = 4\nsampler = \"tpe\"\nlr = { uniform = [0.0, 0.1] }\n", 9, 6, "`lr` must be > 0"),
+        (
+            "[random]\nsamples = 4\nsampler = \"tpe\"\nlr = { uniform = [0.0, 0.1] }\n",
+            9,
+            6,
+            "`lr` must be > 0",
+        ),
     ] {
         let dir = scratch(random);
-        let out = Command::new(BIN).args(["--db", "r.db", "run", "s.toml"]).current_dir(dir.path()).output().unwrap();
+        let out = Command::new(BIN)
+            .args(["--db", "r.db", "run", "s.toml"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(&format!("s.toml:{line}:{col}: {says}")), "expected s.toml:{line}:{col}: {says}\n{stderr}");
-        assert!(!dir.path().join("r.db").exists(), "nothing written on bad input");
+        assert!(
+            stderr.contains(&format!("s.toml:{line}:{col}: {says}")),
+            "expected s.toml:{line}:{col}: {says}\n{stderr}"
+        );
+        assert!(
+            !dir.path().join("r.db").exists(),
+            "nothing written on bad input"
+        );
     }
 }
 
@@ -167,9 +264,16 @@ fn bad_sampler_settings_are_located_errors() {
 /// no decision there).
 #[test]
 fn tpe_proposals_are_spread_over_hyperband_brackets() {
-    let dir = scratch(&format!("{SPACE}[stopping]\nmethod = \"hyperband\"\nmin_epochs = 1\nreduction = 3\n"));
+    let dir = scratch(&format!(
+        "{SPACE}[stopping]\nmethod = \"hyperband\"\nmin_epochs = 1\nreduction = 3\n"
+    ));
     let out = run(dir.path());
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Trials 3..7 are the proposals; 3, 5 and 7 are in bracket 1.
     assert_eq!(
         query(
@@ -178,5 +282,8 @@ fn tpe_proposals_are_spread_over_hyperband_brackets() {
         ),
         ["1,3,5,7"]
     );
-    assert_eq!(query(dir.path(), "SELECT DISTINCT bracket FROM decisions"), ["0"]);
+    assert_eq!(
+        query(dir.path(), "SELECT DISTINCT bracket FROM decisions"),
+        ["0"]
+    );
 }

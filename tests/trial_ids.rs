@@ -34,9 +34,18 @@ const PINNED: [&str; 22] = [
 fn ids_of_a_fixed_sweep_file_are_pinned() {
     // The fixture names its dataset `data/demo`, relative to the current directory.
     let s = Scratch::new().with_demo_in("data/demo", 4, 32);
-    let out = s.sweep(&["run"]).arg(repo_path("tests/fixtures/pinned-ids.toml")).arg("--dry-run").output();
+    let out = s
+        .sweep(&["run"])
+        .arg(repo_path("tests/fixtures/pinned-ids.toml"))
+        .arg("--dry-run")
+        .output();
     out.expect_success();
-    let ids: Vec<&str> =
-        out.stdout.lines().filter_map(|l| l.split('│').nth(2)).map(str::trim).filter(|s| s.len() == 10 && s.chars().all(|c| c.is_ascii_hexdigit())).collect();
+    let ids: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split('│').nth(2))
+        .map(str::trim)
+        .filter(|s| s.len() == 10 && s.chars().all(|c| c.is_ascii_hexdigit()))
+        .collect();
     assert_eq!(ids, PINNED, "{}", out.stdout);
 }

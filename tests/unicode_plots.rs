@@ -41,21 +41,39 @@ const MIN_LABEL_W: u32 = 120;
 
 /// Under CI a missing prerequisite fails the test; elsewhere it is skipped (the caller returns).
 fn missing(what: &str) {
-    common::prerequisites::missing(what, "run scripts/install-test-fonts.sh (as root; `make test` runs it)");
+    common::prerequisites::missing(
+        what,
+        "run scripts/install-test-fonts.sh (as root; `make test` runs it)",
+    );
 }
 
 /// Families that fontconfig says have the character `c`; None without `fc-list`.
 fn families_with(c: char) -> Option<Vec<String>> {
-    let out = Command::new("fc-list").arg(format!(":charset={:x}", c as u32)).arg("family").output().ok()?;
+    let out = Command::new("fc-list")
+        .arg(format!(":charset={:x}", c as u32))
+        .arg("family")
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
-    Some(String::from_utf8_lossy(&out.stdout).lines().flat_map(|l| l.split(',')).map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect())
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .flat_map(|l| l.split(','))
+            .map(|f| f.trim().to_string())
+            .filter(|f| !f.is_empty())
+            .collect(),
+    )
 }
 
 /// Whether the system can draw every character the test needs; reports what is missing.
 fn fonts_present() -> bool {
-    for (c, what) in [('鼠', "a CJK font (fonts-noto-cjk)"), ('🐉', "an emoji font (fonts-noto-color-emoji)"), ('ع', "DejaVu Sans (fonts-dejavu-core)")] {
+    for (c, what) in [
+        ('鼠', "a CJK font (fonts-noto-cjk)"),
+        ('🐉', "an emoji font (fonts-noto-color-emoji)"),
+        ('ع', "DejaVu Sans (fonts-dejavu-core)"),
+    ] {
         match families_with(c) {
             None => {
                 missing("fc-list (fontconfig), to check the fonts");
@@ -72,7 +90,9 @@ fn fonts_present() -> bool {
 }
 
 fn work_dir(name: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("unicode-plots").join(name);
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("unicode-plots")
+        .join(name);
     let _ = std::fs::remove_dir_all(&p);
     std::fs::create_dir_all(&p).unwrap();
     p
@@ -102,7 +122,11 @@ fn sweep(args: &[&str], fallback: bool) -> std::process::Output {
         cmd.env("SWEEP_FONT_FALLBACK", "0");
     }
     let out = cmd.output().unwrap();
-    assert!(out.status.success(), "sweep {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sweep {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -131,10 +155,20 @@ fn label(img: &image::RgbImage, row: usize) -> (Vec<f32>, usize) {
     for p in &px {
         *counts.entry(*p).or_insert(0usize) += 1;
     }
-    let bg = counts.into_iter().max_by_key(|(_, n)| *n).map(|(p, _)| p).unwrap();
+    let bg = counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(p, _)| p)
+        .unwrap();
     let lum = |p: &[u8; 3]| p.iter().map(|&v| v as f32).sum::<f32>();
-    let ink = px.iter().map(|p| ((lum(&bg) - lum(p)).abs() / (lum(&bg) - 90.0)).clamp(0.0, 1.0)).collect();
-    let coloured = px.iter().filter(|p| p.iter().max().unwrap() - p.iter().min().unwrap() > 80).count();
+    let ink = px
+        .iter()
+        .map(|p| ((lum(&bg) - lum(p)).abs() / (lum(&bg) - 90.0)).clamp(0.0, 1.0))
+        .collect();
+    let coloured = px
+        .iter()
+        .filter(|p| p.iter().max().unwrap() - p.iter().min().unwrap() > 80)
+        .count();
     (ink, coloured)
 }
 
@@ -149,7 +183,18 @@ fn distance(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn overview_png(data: &Path, out: &Path, fallback: bool) -> image::RgbImage {
-    sweep(&["data", "show", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--per-class", "1"], fallback);
+    sweep(
+        &[
+            "data",
+            "show",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--per-class",
+            "1",
+        ],
+        fallback,
+    );
     image::open(out).unwrap().to_rgb8()
 }
 
@@ -164,7 +209,11 @@ fn png_labels_in_cjk_arabic_and_emoji_are_drawn_glyphs_not_boxes() {
     let boxes = overview_png(&data, &root.join("overview-embedded-only.png"), false);
     let rows = sorted_classes();
     let row = |name: &str| rows.iter().position(|c| *c == name).unwrap();
-    assert_eq!(real.height(), TOP + PITCH * CLASSES.len() as u32 + 44, "the overview's documented height");
+    assert_eq!(
+        real.height(),
+        TOP + PITCH * CLASSES.len() as u32 + 44,
+        "the overview's documented height"
+    );
 
     let ink = |img: &image::RgbImage, c: &str| label(img, row(c)).0;
     let coloured = |img: &image::RgbImage, c: &str| label(img, row(c)).1;
@@ -172,34 +221,67 @@ fn png_labels_in_cjk_arabic_and_emoji_are_drawn_glyphs_not_boxes() {
     // The control: with the embedded font alone, 鼠 and 牛 are the same .notdef
     // box, and so are the two emoji (up to blending on the two row colours).
     let boxed = ink(&boxes, RAT);
-    assert!(total(&boxed) > 10.0, "control: the box itself has ink ({})", total(&boxed));
-    assert!(distance(&boxed, &ink(&boxes, OX)) < 0.05 * total(&boxed), "control: 鼠 and 牛 should be the same box without fallback");
-    assert!(distance(&ink(&boxes, DRAGON), &ink(&boxes, SNAKE)) < 0.05 * total(&boxed), "control: the emoji should be the same box without fallback");
+    assert!(
+        total(&boxed) > 10.0,
+        "control: the box itself has ink ({})",
+        total(&boxed)
+    );
+    assert!(
+        distance(&boxed, &ink(&boxes, OX)) < 0.05 * total(&boxed),
+        "control: 鼠 and 牛 should be the same box without fallback"
+    );
+    assert!(
+        distance(&ink(&boxes, DRAGON), &ink(&boxes, SNAKE)) < 0.05 * total(&boxed),
+        "control: the emoji should be the same box without fallback"
+    );
 
     // CJK: drawn from a system font: more ink than the box, not the box, and each character its own shape.
     for c in [RAT, OX] {
         let real_ink = ink(&real, c);
-        assert!(total(&real_ink) > 20.0, "{c}: only {} ink", total(&real_ink));
-        assert!(distance(&real_ink, &ink(&boxes, c)) > 0.5 * total(&boxed), "{c} is still the .notdef box");
+        assert!(
+            total(&real_ink) > 20.0,
+            "{c}: only {} ink",
+            total(&real_ink)
+        );
+        assert!(
+            distance(&real_ink, &ink(&boxes, c)) > 0.5 * total(&boxed),
+            "{c} is still the .notdef box"
+        );
     }
     let (rat, ox) = (ink(&real, RAT), ink(&real, OX));
-    assert!(distance(&rat, &ox) > 0.3 * total(&rat).min(total(&ox)), "鼠 and 牛 look the same");
+    assert!(
+        distance(&rat, &ox) > 0.3 * total(&rat).min(total(&ox)),
+        "鼠 and 牛 look the same"
+    );
 
     // Emoji: colour bitmaps (Noto Color Emoji), each its own picture; the boxes have no colour.
     for c in [DRAGON, SNAKE] {
-        assert!(coloured(&real, c) > 30, "{c}: only {} coloured pixels", coloured(&real, c));
+        assert!(
+            coloured(&real, c) > 30,
+            "{c}: only {} coloured pixels",
+            coloured(&real, c)
+        );
         assert_eq!(coloured(&boxes, c), 0);
     }
     let (dragon, snake) = (ink(&real, DRAGON), ink(&real, SNAKE));
-    assert!(distance(&dragon, &snake) > 0.3 * total(&dragon).min(total(&snake)), "🐉 and 🐍 look the same");
+    assert!(
+        distance(&dragon, &snake) > 0.3 * total(&dragon).min(total(&snake)),
+        "🐉 and 🐍 look the same"
+    );
 
     // Arabic: in the embedded font, so the same with or without the system's
     // fonts, and shaped: the joined word differs from the same letters kept apart.
     let joined = ink(&real, SCORPION);
     assert!(total(&joined) > 20.0, "عقرب: only {} ink", total(&joined));
-    assert!(distance(&joined, &ink(&boxes, SCORPION)) < 0.05 * total(&joined), "Arabic needs no system font");
+    assert!(
+        distance(&joined, &ink(&boxes, SCORPION)) < 0.05 * total(&joined),
+        "Arabic needs no system font"
+    );
     let apart = ink(&real, SCORPION_APART);
-    assert!(distance(&joined, &apart) > 0.3 * total(&joined), "Arabic letters were not joined (no shaping)");
+    assert!(
+        distance(&joined, &apart) > 0.3 * total(&joined),
+        "Arabic letters were not joined (no shaping)"
+    );
     eprintln!(
         "ink: box {:.0}, 鼠 {:.0}, 牛 {:.0} (apart {:.0}), 🐉 {:.0} ({} coloured px), 🐍 {:.0}, عقرب {:.0} (vs apart {:.0})",
         total(&boxed),
@@ -216,22 +298,47 @@ fn png_labels_in_cjk_arabic_and_emoji_are_drawn_glyphs_not_boxes() {
 
 /// Every `<text>` element whose content is `label`, with its font-family attribute.
 fn text_elements<'a>(svg: &'a str, label: &str) -> Vec<&'a str> {
-    svg.split("<text").skip(1).filter(|t| t.split_once('>').is_some_and(|(_, body)| body.trim_start().starts_with(label))).collect()
+    svg.split("<text")
+        .skip(1)
+        .filter(|t| {
+            t.split_once('>')
+                .is_some_and(|(_, body)| body.trim_start().starts_with(label))
+        })
+        .collect()
 }
 
 fn font_families(element: &str) -> Vec<String> {
-    let attr = element.split("font-family=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
-    attr.split(',').map(|f| f.trim().trim_matches(|c| c == '\'' || c == '"').replace("&apos;", "").to_string()).collect()
+    let attr = element
+        .split("font-family=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap_or("");
+    attr.split(',')
+        .map(|f| {
+            f.trim()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .replace("&apos;", "")
+                .to_string()
+        })
+        .collect()
 }
 
 /// The SVG names `label` as text, and its font-family list names a family that has `probe`.
 fn assert_svg_label(svg: &str, file: &Path, label: &str, probe: char) {
     let elements = text_elements(svg, label);
-    assert!(!elements.is_empty(), "{}: no <text> with {label:?}", file.display());
+    assert!(
+        !elements.is_empty(),
+        "{}: no <text> with {label:?}",
+        file.display()
+    );
     let covering = families_with(probe).unwrap();
     for e in elements {
         let named = font_families(e);
-        assert_eq!(named.last().map(String::as_str), Some("sans-serif"), "{label}: {named:?}");
+        assert_eq!(
+            named.last().map(String::as_str),
+            Some("sans-serif"),
+            "{label}: {named:?}"
+        );
         assert!(
             named.iter().any(|f| covering.contains(f)),
             "{}: {label:?} is set in {named:?}, none of which has {probe:?} (fontconfig: {covering:?})",
@@ -248,7 +355,18 @@ fn svg_overview_names_fonts_that_have_the_characters() {
     let root = work_dir("svg");
     let data = dataset(&root);
     let out = root.join("overview.svg");
-    sweep(&["data", "show", data.to_str().unwrap(), "--out", out.to_str().unwrap(), "--per-class", "1"], true);
+    sweep(
+        &[
+            "data",
+            "show",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--per-class",
+            "1",
+        ],
+        true,
+    );
     let svg = std::fs::read_to_string(&out).unwrap();
     assert_svg_label(&svg, &out, RAT, '鼠');
     assert_svg_label(&svg, &out, OX, '牛');
@@ -262,7 +380,10 @@ fn svg_overview_names_fonts_that_have_the_characters() {
 
 /// A results database with one finished trial whose classes are `CLASSES`, written row by row.
 fn results_db(path: &Path) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let pool = sweep::store::db::open(path, true).await.unwrap();
         sqlx::query("INSERT INTO sweeps (id, name, file, toml, dataset, created_at, updated_at) VALUES (1, 'zodiac', 's.toml', '', 'data', 0, 0)")
@@ -308,16 +429,31 @@ fn plot_charts_with_unicode_class_names() {
     results_db(&db);
     let (real, boxes) = (root.join("charts"), root.join("charts-embedded-only"));
     for (dir, fallback) in [(&real, true), (&boxes, false)] {
-        sweep(&["--db", db.to_str().unwrap(), "plot", "--out", dir.to_str().unwrap()], fallback);
+        sweep(
+            &[
+                "--db",
+                db.to_str().unwrap(),
+                "plot",
+                "--out",
+                dir.to_str().unwrap(),
+            ],
+            fallback,
+        );
     }
     for stem in ["0123456789-confusion", "class-distribution"] {
         let png = real.join(format!("{stem}.png"));
         let a = image::open(&png).unwrap().to_rgb8();
-        let b = image::open(boxes.join(format!("{stem}.png"))).unwrap().to_rgb8();
+        let b = image::open(boxes.join(format!("{stem}.png")))
+            .unwrap()
+            .to_rgb8();
         // Only the text differs between the two runs (the data are the same), so
         // equal pixels would mean the system's fonts drew nothing.
         assert_eq!(a.dimensions(), b.dimensions());
-        assert_ne!(a.as_raw(), b.as_raw(), "{stem}: the labels look the same with and without the system's fonts");
+        assert_ne!(
+            a.as_raw(),
+            b.as_raw(),
+            "{stem}: the labels look the same with and without the system's fonts"
+        );
         let svg_path = real.join(format!("{stem}.svg"));
         let svg = std::fs::read_to_string(&svg_path).unwrap();
         assert_svg_label(&svg, &svg_path, RAT, '鼠');

@@ -58,7 +58,10 @@ const SPLITS: [Split; 3] = [Split::Train, Split::Valid, Split::Test];
 /// `SWEEP_DECODED_CACHE=off` (or `0`, `false`): workers decode into their own
 /// memory, as before the shared cache existed.
 pub fn enabled() -> bool {
-    !matches!(std::env::var("SWEEP_DECODED_CACHE").as_deref(), Ok("off" | "0" | "false" | "no"))
+    !matches!(
+        std::env::var("SWEEP_DECODED_CACHE").as_deref(),
+        Ok("off" | "0" | "false" | "no")
+    )
 }
 
 /// Where caches live: `$SWEEP_CACHE_DIR`, else
@@ -184,44 +187,81 @@ fn files_of(layout: &Layout, split: Split) -> &SplitFiles {
 pub fn read_meta(dir: &Path) -> Result<Meta, DataError> {
     let path = dir.join("meta.json");
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    let meta: Meta = serde_json::from_str(&text).map_err(|e| cache_err(format!("{}: {e}", path.display())))?;
+    let meta: Meta =
+        serde_json::from_str(&text).map_err(|e| cache_err(format!("{}: {e}", path.display())))?;
     if meta.format != FORMAT {
-        return Err(cache_err(format!("{}: format {} (this version reads {FORMAT})", path.display(), meta.format)));
+        return Err(cache_err(format!(
+            "{}: format {} (this version reads {FORMAT})",
+            path.display(),
+            meta.format
+        )));
     }
     Ok(meta)
 }
 
 /// Opens the finished cache for (hash, size) if it is there and whole:
 /// `meta.json` says so, and every split file has the size it records.
-pub fn find(root: &Path, hash: &str, short: Option<u32>, layout_digest: &str) -> Result<Option<Ready>, DataError> {
+pub fn find(
+    root: &Path,
+    hash: &str,
+    short: Option<u32>,
+    layout_digest: &str,
+) -> Result<Option<Ready>, DataError> {
     let dir = root.join(key(hash, short));
     if !dir.is_dir() {
         return Ok(None);
     }
     let meta = read_meta(&dir)?;
     if meta.content_hash != hash || meta.cache_size != size_label(short) {
-        return Err(cache_err(format!("{}: holds {} at size {}, not {hash} at {}", dir.display(), meta.content_hash, meta.cache_size, size_label(short))));
+        return Err(cache_err(format!(
+            "{}: holds {} at size {}, not {hash} at {}",
+            dir.display(),
+            meta.content_hash,
+            meta.cache_size,
+            size_label(short)
+        )));
     }
     if meta.layout_digest != layout_digest {
-        return Err(cache_err(format!("{}: its file list is not the dataset's", dir.display())));
+        return Err(cache_err(format!(
+            "{}: its file list is not the dataset's",
+            dir.display()
+        )));
     }
     if meta.boot_id.is_some() && !dir.join(SYNCED).exists() && meta.boot_id != boot_id() {
-        return Err(cache_err(format!("{}: built before the machine restarted and never confirmed on disk", dir.display())));
+        return Err(cache_err(format!(
+            "{}: built before the machine restarted and never confirmed on disk",
+            dir.display()
+        )));
     }
     for s in &meta.splits {
         let path = dir.join(format!("{}.bin", s.split));
         let len = std::fs::metadata(&path).map_err(io_err(&path))?.len();
         if len != s.bytes {
-            return Err(cache_err(format!("{}: {len} bytes, meta.json says {}", path.display(), s.bytes)));
+            return Err(cache_err(format!(
+                "{}: {len} bytes, meta.json says {}",
+                path.display(),
+                s.bytes
+            )));
         }
     }
-    Ok(Some(Ready { dir, meta, built: false }))
+    Ok(Some(Ready {
+        dir,
+        meta,
+        built: false,
+    }))
 }
 
 /// The cache of `dataset` (content hash `hash`, already scanned as `layout`)
 /// at shorter side `short` (`None`: full resolution): the existing one, or
 /// built now under the lock. `threads` = 0: every core.
-pub fn ensure(root: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<u32>, threads: usize) -> Result<Ready, DataError> {
+pub fn ensure(
+    root: &Path,
+    dataset: &Path,
+    layout: &Layout,
+    hash: &str,
+    short: Option<u32>,
+    threads: usize,
+) -> Result<Ready, DataError> {
     let digest = layout_digest(dataset, layout);
     if let Ok(Some(r)) = find(root, hash, short, &digest) {
         touch(&r.dir);
@@ -231,7 +271,12 @@ pub fn ensure(root: &Path, dataset: &Path, layout: &Layout, hash: &str, short: O
     std::fs::create_dir_all(root).map_err(io_err(root))?;
     let k = key(hash, short);
     let lock_path = root.join(format!("{k}.lock"));
-    let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
     // Blocks while another process builds this cache; released by the kernel
     // when the holder exits, however it exits.
     lock.lock().map_err(io_err(&lock_path))?;
@@ -267,7 +312,11 @@ pub fn ensure(root: &Path, dataset: &Path, layout: &Layout, hash: &str, short: O
     std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
     touch(&dir);
     drop(lock);
-    let ready = Ready { dir, meta, built: true };
+    let ready = Ready {
+        dir,
+        meta,
+        built: true,
+    };
     sync_in_background(&ready);
     Ok(ready)
 }
@@ -277,12 +326,17 @@ const SYNCED: &str = "synced";
 
 /// This boot of the machine (Linux); None elsewhere.
 fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// fsyncs one file or directory.
 fn fsync(path: &Path) -> Result<(), DataError> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(io_err(path))
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err(path))
 }
 
 /// fsyncs every file of a cache directory, then the directory.
@@ -306,22 +360,28 @@ fn sync_in_background(ready: &Ready) {
         return;
     }
     let dir = ready.dir.clone();
-    let spawned = std::thread::Builder::new().name("cache-sync".into()).spawn(move || {
-        let synced = sync_files(&dir).and_then(|_| {
-            let parent = dir.parent().unwrap_or(&dir);
-            fsync(parent)?;
-            let marker = dir.join(SYNCED);
-            File::create(&marker).and_then(|f| f.sync_all()).map_err(io_err(&marker))?;
-            fsync(&dir)
+    let spawned = std::thread::Builder::new()
+        .name("cache-sync".into())
+        .spawn(move || {
+            let synced = sync_files(&dir).and_then(|_| {
+                let parent = dir.parent().unwrap_or(&dir);
+                fsync(parent)?;
+                let marker = dir.join(SYNCED);
+                File::create(&marker)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io_err(&marker))?;
+                fsync(&dir)
+            });
+            if let Err(e) = synced
+                && dir.exists()
+            {
+                // A disk error: no marker, so a restart rebuilds it. (Removed
+                // under us, by `cache clear` or a rebuild, needs no word.)
+                sweep_protocol::log!(
+                    "note: the decoded-image cache is not yet confirmed on disk: {e}"
+                );
+            }
         });
-        if let Err(e) = synced
-            && dir.exists()
-        {
-            // A disk error: no marker, so a restart rebuilds it. (Removed
-            // under us, by `cache clear` or a rebuild, needs no word.)
-            sweep_protocol::log!("note: the decoded-image cache is not yet confirmed on disk: {e}");
-        }
-    });
     if spawned.is_err() {
         let _ = sync_files(&ready.dir);
     }
@@ -342,26 +402,48 @@ fn remove_stale_builds(root: &Path, key: &str) {
 fn touch(dir: &Path) {
     // Best effort: a cache on a read-only file system is still usable.
     let path = dir.join("last_used");
-    if let Ok(f) = File::options().create(true).truncate(false).write(true).open(&path) {
+    if let Ok(f) = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
         let _ = f.set_modified(SystemTime::now());
     }
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
-fn build(tmp: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<u32>, digest: &str, threads: usize) -> Result<Meta, DataError> {
+fn build(
+    tmp: &Path,
+    dataset: &Path,
+    layout: &Layout,
+    hash: &str,
+    short: Option<u32>,
+    digest: &str,
+    threads: usize,
+) -> Result<Meta, DataError> {
     let t0 = Instant::now();
     std::fs::create_dir_all(tmp).map_err(io_err(tmp))?;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| cache_err(format!("cannot start decoder threads: {e}")))?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| cache_err(format!("cannot start decoder threads: {e}")))?;
     let mut splits = Vec::new();
     for split in SPLITS {
         let path = tmp.join(format!("{}.bin", split.name()));
         splits.push(pool.install(|| write_split(&path, files_of(layout, split), short))?);
         if std::env::var("SWEEP_CACHE_FAILPOINT").as_deref() == Ok("pause-after-train") {
             // For the kill -9 test: a build stopped half-way, on purpose.
-            sweep_protocol::log!("failpoint: decoded-image cache build paused in {}", tmp.display());
+            sweep_protocol::log!(
+                "failpoint: decoded-image cache build paused in {}",
+                tmp.display()
+            );
             loop {
                 std::thread::park();
             }
@@ -369,7 +451,10 @@ fn build(tmp: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<
     }
     let meta = Meta {
         format: FORMAT,
-        dataset: std::fs::canonicalize(dataset).unwrap_or_else(|_| dataset.to_path_buf()).display().to_string(),
+        dataset: std::fs::canonicalize(dataset)
+            .unwrap_or_else(|_| dataset.to_path_buf())
+            .display()
+            .to_string(),
         content_hash: hash.to_string(),
         cache_size: size_label(short),
         classes: layout.classes.clone(),
@@ -381,7 +466,9 @@ fn build(tmp: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<
     };
     let path = tmp.join("meta.json");
     let json = serde_json::to_vec_pretty(&meta).map_err(|e| cache_err(e.to_string()))?;
-    File::create(&path).and_then(|mut f| f.write_all(&json)).map_err(io_err(&path))?;
+    File::create(&path)
+        .and_then(|mut f| f.write_all(&json))
+        .map_err(io_err(&path))?;
     Ok(meta)
 }
 
@@ -390,7 +477,11 @@ fn build(tmp: &Path, dataset: &Path, layout: &Layout, hash: &str, short: Option<
 /// another's write and memory stays at one image a thread whatever the
 /// dataset. The index (in file-list order) says where each image lies; the
 /// pixels lie in the order the threads finished them.
-fn write_split(path: &Path, files: &SplitFiles, short: Option<u32>) -> Result<SplitMeta, DataError> {
+fn write_split(
+    path: &Path,
+    files: &SplitFiles,
+    short: Option<u32>,
+) -> Result<SplitMeta, DataError> {
     use std::os::unix::fs::FileExt;
     use std::sync::Mutex;
     let t0 = Instant::now();
@@ -410,7 +501,8 @@ fn write_split(path: &Path, files: &SplitFiles, short: Option<u32>) -> Result<Sp
                     *end += pixels.len() as u64;
                     at
                 };
-                file.write_all_at(pixels, offset).map(|_| (width, height, offset))
+                file.write_all_at(pixels, offset)
+                    .map(|_| (width, height, offset))
             });
             match written {
                 Ok(Ok(placed)) => Ok(Ok(placed)),
@@ -443,27 +535,56 @@ fn write_split(path: &Path, files: &SplitFiles, short: Option<u32>) -> Result<Sp
     let bytes = end.into_inner().unwrap_or_else(|e| e.into_inner());
     // Unused index records (failed images) stay zero; the pixels start after the full index.
     file.set_len(bytes).map_err(io_err(path))?;
-    Ok(SplitMeta { split: files.split.name().to_string(), images, bytes, failed, seconds: t0.elapsed().as_secs_f64() })
+    Ok(SplitMeta {
+        split: files.split.name().to_string(),
+        images,
+        bytes,
+        failed,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// Maps one split of a ready cache. Failed images are the trial's error, or
 /// skipped with a warning when `skip_bad` (as an in-memory decode does).
-pub fn open_split(ready: &Ready, files: &SplitFiles, skip_bad: bool) -> Result<SplitCache, DataError> {
+pub fn open_split(
+    ready: &Ready,
+    files: &SplitFiles,
+    skip_bad: bool,
+) -> Result<SplitCache, DataError> {
     let name = files.split.name();
-    let meta = ready.meta.splits.iter().find(|s| s.split == name).ok_or_else(|| cache_err(format!("{}: no split {name}", ready.dir.display())))?;
+    let meta = ready
+        .meta
+        .splits
+        .iter()
+        .find(|s| s.split == name)
+        .ok_or_else(|| cache_err(format!("{}: no split {name}", ready.dir.display())))?;
     if let Some(f) = meta.failed.first()
         && !skip_bad
     {
-        let path = files.items.get(f.item).map(|(p, _)| p.clone()).unwrap_or_default();
-        return Err(DataError::BadImage { path, reason: f.reason.clone() });
+        let path = files
+            .items
+            .get(f.item)
+            .map(|(p, _)| p.clone())
+            .unwrap_or_default();
+        return Err(DataError::BadImage {
+            path,
+            reason: f.reason.clone(),
+        });
     }
     for f in &meta.failed {
         if let Some((p, _)) = files.items.get(f.item) {
-            sweep_protocol::log!("warning: skipping {}: cannot read image {}: {}", p.display(), p.display(), f.reason);
+            sweep_protocol::log!(
+                "warning: skipping {}: cannot read image {}: {}",
+                p.display(),
+                p.display(),
+                f.reason
+            );
         }
     }
     if meta.images == 0 {
-        return Err(DataError::Layout(format!("split {name} has no readable images")));
+        return Err(DataError::Layout(format!(
+            "split {name} has no readable images"
+        )));
     }
     let path = ready.dir.join(format!("{name}.bin"));
     let file = File::open(&path).map_err(io_err(&path))?;
@@ -475,18 +596,49 @@ pub fn open_split(ready: &Ready, files: &SplitFiles, skip_bad: bool) -> Result<S
     if map.get(..8) != Some(&MAGIC[..]) {
         return Err(bad("not a decoded-image cache file".into()));
     }
-    let count = map.get(8..16).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0) as usize;
+    let count = map
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .unwrap_or(0) as usize;
     if count != meta.images {
-        return Err(bad(format!("{count} images, meta.json says {}", meta.images)));
+        return Err(bad(format!(
+            "{count} images, meta.json says {}",
+            meta.images
+        )));
     }
-    let (mut entries, mut labels, mut paths) = (Vec::with_capacity(count), Vec::with_capacity(count), Vec::with_capacity(count));
-    let u32_at = |b: &[u8], at: usize| b.get(at..at + 4).and_then(|x| x.try_into().ok()).map(u32::from_le_bytes).unwrap_or(0);
+    let (mut entries, mut labels, mut paths) = (
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+        Vec::with_capacity(count),
+    );
+    let u32_at = |b: &[u8], at: usize| {
+        b.get(at..at + 4)
+            .and_then(|x| x.try_into().ok())
+            .map(u32::from_le_bytes)
+            .unwrap_or(0)
+    };
     for i in 0..count {
-        let rec = map.get(16 + i * RECORD..16 + (i + 1) * RECORD).ok_or_else(|| bad("index cut short".into()))?;
+        let rec = map
+            .get(16 + i * RECORD..16 + (i + 1) * RECORD)
+            .ok_or_else(|| bad("index cut short".into()))?;
         let item = u32_at(rec, 0) as usize;
-        let offset = rec.get(16..24).and_then(|x| x.try_into().ok()).map(u64::from_le_bytes).unwrap_or(0);
-        let (p, label) = files.items.get(item).ok_or_else(|| bad(format!("image {i} refers to file {item} of {}", files.items.len())))?;
-        entries.push(Entry { offset, width: u32_at(rec, 4), height: u32_at(rec, 8) });
+        let offset = rec
+            .get(16..24)
+            .and_then(|x| x.try_into().ok())
+            .map(u64::from_le_bytes)
+            .unwrap_or(0);
+        let (p, label) = files.items.get(item).ok_or_else(|| {
+            bad(format!(
+                "image {i} refers to file {item} of {}",
+                files.items.len()
+            ))
+        })?;
+        entries.push(Entry {
+            offset,
+            width: u32_at(rec, 4),
+            height: u32_at(rec, 8),
+        });
         labels.push(*label);
         paths.push(p.clone());
     }
@@ -506,22 +658,45 @@ pub struct Listed {
 }
 
 fn dir_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir).map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum()).unwrap_or(0)
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Every cache under `root`, finished ones first, by key.
 pub fn list(root: &Path) -> Vec<Listed> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(root) else { return out };
+    let Ok(rd) = std::fs::read_dir(root) else {
+        return out;
+    };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().to_string();
         if !e.path().is_dir() {
             continue;
         }
         let building = name.starts_with('.');
-        let meta = if building { None } else { read_meta(&e.path()).ok() };
-        let last_used = std::fs::metadata(e.path().join("last_used")).and_then(|m| m.modified()).ok();
-        out.push(Listed { key: name, bytes: dir_bytes(&e.path()), dir: e.path(), meta, last_used, building });
+        let meta = if building {
+            None
+        } else {
+            read_meta(&e.path()).ok()
+        };
+        let last_used = std::fs::metadata(e.path().join("last_used"))
+            .and_then(|m| m.modified())
+            .ok();
+        out.push(Listed {
+            key: name,
+            bytes: dir_bytes(&e.path()),
+            dir: e.path(),
+            meta,
+            last_used,
+            building,
+        });
     }
     out.sort_by(|a, b| (a.building, &a.key).cmp(&(b.building, &b.key)));
     out
@@ -549,16 +724,26 @@ pub fn remove(root: &Path, pick: impl Fn(&Listed) -> bool) -> Result<Vec<Removed
         let base = l.key.trim_start_matches('.');
         let base = base.split(".tmp-").next().unwrap_or(base);
         let lock_path = root.join(format!("{base}.lock"));
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err(&lock_path))?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {
                 std::fs::remove_dir_all(&l.dir).map_err(io_err(&l.dir))?;
-                out.push(Removed::Removed { key: l.key.clone(), bytes: l.bytes });
+                out.push(Removed::Removed {
+                    key: l.key.clone(),
+                    bytes: l.bytes,
+                });
                 if !root.join(base).exists() {
                     let _ = std::fs::remove_file(&lock_path);
                 }
             }
-            Err(std::fs::TryLockError::WouldBlock) => out.push(Removed::Busy { key: l.key.clone() }),
+            Err(std::fs::TryLockError::WouldBlock) => {
+                out.push(Removed::Busy { key: l.key.clone() })
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
     }
@@ -585,9 +770,11 @@ mod tests {
                 std::fs::create_dir_all(&d).unwrap();
                 for i in 0..n {
                     let w = 30 + 7 * i + c as u32;
-                    image::RgbImage::from_fn(w, 24 + 3 * i, |x, y| image::Rgb([(x * 5) as u8, (y * 9) as u8, (i * 40 + c as u32) as u8]))
-                        .save(d.join(format!("{i}.png")))
-                        .unwrap();
+                    image::RgbImage::from_fn(w, 24 + 3 * i, |x, y| {
+                        image::Rgb([(x * 5) as u8, (y * 9) as u8, (i * 40 + c as u32) as u8])
+                    })
+                    .save(d.join(format!("{i}.png")))
+                    .unwrap();
                 }
             }
         }
@@ -610,14 +797,22 @@ mod tests {
                 assert_eq!(mapped.paths, mem.paths);
                 for i in 0..mem.len() {
                     let (a, b) = (mapped.image(i).unwrap(), mem.image(i).unwrap());
-                    assert_eq!((a.width, a.height, a.pixels), (b.width, b.height, b.pixels), "{:?} image {i}", files.split);
+                    assert_eq!(
+                        (a.width, a.height, a.pixels),
+                        (b.width, b.height, b.pixels),
+                        "{:?} image {i}",
+                        files.split
+                    );
                 }
             }
             let again = ensure(root.path(), data.path(), &layout, "h", short, 2).unwrap();
             assert!(!again.built, "the second call opens the first one's cache");
         }
         let listed = list(root.path());
-        assert_eq!(listed.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(), ["h-37", "h-original"]);
+        assert_eq!(
+            listed.iter().map(|l| l.key.as_str()).collect::<Vec<_>>(),
+            ["h-37", "h-original"]
+        );
         assert!(listed.iter().all(|l| l.meta.as_ref().is_some_and(|m| m.images() == 18) && l.last_used.is_some()));
     }
 
@@ -631,8 +826,12 @@ mod tests {
         std::fs::write(data.path().join("train/a/1.png"), b"not a png").unwrap();
         let layout = scan(data.path()).unwrap();
         let ready = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
-        let e = open_split(&ready, &layout.train, false).unwrap_err().to_string();
-        let mem = load_split_at(&layout.train, Some(32), false).unwrap_err().to_string();
+        let e = open_split(&ready, &layout.train, false)
+            .unwrap_err()
+            .to_string();
+        let mem = load_split_at(&layout.train, Some(32), false)
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, mem);
         let s = open_split(&ready, &layout.train, true).unwrap();
         assert_eq!((s.len(), s.skipped), (9, 1));
@@ -643,7 +842,10 @@ mod tests {
     fn a_damaged_cache_is_rebuilt() {
         let (data, root, layout) = scanned_dataset();
         let ready = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
-        let f = File::options().write(true).open(ready.dir.join("valid.bin")).unwrap();
+        let f = File::options()
+            .write(true)
+            .open(ready.dir.join("valid.bin"))
+            .unwrap();
         f.set_len(100).unwrap();
         let digest = layout_digest(data.path(), &layout);
         assert!(find(root.path(), "h", Some(32), &digest).is_err());
@@ -666,23 +868,40 @@ mod tests {
         let marker = ready.dir.join(SYNCED);
         let t0 = Instant::now();
         while !marker.exists() {
-            assert!(t0.elapsed().as_secs() < 60, "the background sync left no marker");
+            assert!(
+                t0.elapsed().as_secs() < 60,
+                "the background sync left no marker"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         // Synced: trusted whatever the boot.
         let mut meta = ready.meta.clone();
         meta.boot_id = Some("an-earlier-boot".into());
-        std::fs::write(ready.dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+        std::fs::write(
+            ready.dir.join("meta.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
         assert!(find(root.path(), "h", Some(32), &digest).unwrap().is_some());
         // Not synced, this boot: trusted.
         std::fs::remove_file(&marker).unwrap();
         let mut this_boot = meta.clone();
         this_boot.boot_id = boot_id();
-        std::fs::write(ready.dir.join("meta.json"), serde_json::to_vec(&this_boot).unwrap()).unwrap();
+        std::fs::write(
+            ready.dir.join("meta.json"),
+            serde_json::to_vec(&this_boot).unwrap(),
+        )
+        .unwrap();
         assert!(find(root.path(), "h", Some(32), &digest).unwrap().is_some());
         // Not synced, an earlier boot: damaged, and rebuilt by the next run.
-        std::fs::write(ready.dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
-        let e = find(root.path(), "h", Some(32), &digest).unwrap_err().to_string();
+        std::fs::write(
+            ready.dir.join("meta.json"),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        let e = find(root.path(), "h", Some(32), &digest)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("restarted"), "{e}");
         let again = ensure(root.path(), data.path(), &layout, "h", Some(32), 1).unwrap();
         assert!(again.built);

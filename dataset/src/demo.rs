@@ -27,7 +27,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 /// Class (and folder) names, in label order.
-pub const CLASSES: [&str; 12] = ["rat", "ox", "tiger", "rabbit", "dragon", "snake", "horse", "goat", "monkey", "rooster", "dog", "pig"];
+pub const CLASSES: [&str; 12] = [
+    "rat", "ox", "tiger", "rabbit", "dragon", "snake", "horse", "goat", "monkey", "rooster", "dog",
+    "pig",
+];
 
 /// Split folder names, in the order used for seeding.
 const SPLITS: [&str; 3] = ["train", "valid", "test"];
@@ -72,27 +75,41 @@ pub fn generate(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
 
     if out.exists() {
         if !out.is_dir() {
-            bail!("output path {} already exists and is not a directory; remove it or choose another path", out.display());
+            bail!(
+                "output path {} already exists and is not a directory; remove it or choose another path",
+                out.display()
+            );
         }
-        let mut entries = fs::read_dir(out).with_context(|| format!("reading existing output directory {}", out.display()))?;
+        let mut entries = fs::read_dir(out)
+            .with_context(|| format!("reading existing output directory {}", out.display()))?;
         if entries.next().is_some() {
-            bail!("output directory {} already exists and is not empty; remove it or choose another path", out.display());
+            bail!(
+                "output directory {} already exists and is not empty; remove it or choose another path",
+                out.display()
+            );
         }
     }
 
-    let name = out.file_name().with_context(|| format!("output path {} has no final directory name; choose a path like ./demo-data", out.display()))?;
+    let name = out.file_name().with_context(|| {
+        format!(
+            "output path {} has no final directory name; choose a path like ./demo-data",
+            out.display()
+        )
+    })?;
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    fs::create_dir_all(&parent).with_context(|| format!("creating parent directory {}", parent.display()))?;
+    fs::create_dir_all(&parent)
+        .with_context(|| format!("creating parent directory {}", parent.display()))?;
 
     let mut partial_name = name.to_os_string();
     partial_name.push(format!(".partial-{}", std::process::id()));
     let partial = parent.join(partial_name);
     if partial.exists() {
         // Left over from an earlier, crashed process that had the same pid.
-        fs::remove_dir_all(&partial).with_context(|| format!("removing stale partial directory {}", partial.display()))?;
+        fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing stale partial directory {}", partial.display()))?;
     }
 
     let result = write_dataset(&partial, opts).and_then(|summary| {
@@ -108,13 +125,22 @@ pub fn generate(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
 
 fn validate(opts: &DemoOptions) -> Result<()> {
     if opts.per_class < 1 {
-        bail!("demo dataset: per_class must be at least 1 (got {})", opts.per_class);
+        bail!(
+            "demo dataset: per_class must be at least 1 (got {})",
+            opts.per_class
+        );
     }
     if opts.image_size < MIN_IMAGE_SIZE {
-        bail!("demo dataset: image_size must be at least {MIN_IMAGE_SIZE} pixels (got {})", opts.image_size);
+        bail!(
+            "demo dataset: image_size must be at least {MIN_IMAGE_SIZE} pixels (got {})",
+            opts.image_size
+        );
     }
     if opts.image_size > MAX_IMAGE_SIZE {
-        bail!("demo dataset: image_size must be at most {MAX_IMAGE_SIZE} pixels (got {})", opts.image_size);
+        bail!(
+            "demo dataset: image_size must be at most {MAX_IMAGE_SIZE} pixels (got {})",
+            opts.image_size
+        );
     }
     Ok(())
 }
@@ -122,9 +148,16 @@ fn validate(opts: &DemoOptions) -> Result<()> {
 fn move_into_place(partial: &Path, out: &Path) -> Result<()> {
     if out.is_dir() {
         // Checked empty above; remove_dir refuses if anything appeared since.
-        fs::remove_dir(out).with_context(|| format!("replacing empty output directory {}", out.display()))?;
+        fs::remove_dir(out)
+            .with_context(|| format!("replacing empty output directory {}", out.display()))?;
     }
-    fs::rename(partial, out).with_context(|| format!("moving finished dataset {} into place at {}", partial.display(), out.display()))
+    fs::rename(partial, out).with_context(|| {
+        format!(
+            "moving finished dataset {} into place at {}",
+            partial.display(),
+            out.display()
+        )
+    })
 }
 
 /// One image to produce.
@@ -143,24 +176,40 @@ fn write_dataset(root: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
     for (split, split_name) in SPLITS.iter().enumerate() {
         for (class, class_name) in CLASSES.iter().enumerate() {
             let dir = root.join(split_name).join(class_name);
-            fs::create_dir_all(&dir).with_context(|| format!("creating directory {}", dir.display()))?;
+            fs::create_dir_all(&dir)
+                .with_context(|| format!("creating directory {}", dir.display()))?;
             for index in 0..counts[split] {
-                jobs.push(Job { split, class, index, path: dir.join(format!("{class_name}_{index:04}.png")) });
+                jobs.push(Job {
+                    split,
+                    class,
+                    index,
+                    path: dir.join(format!("{class_name}_{index:04}.png")),
+                });
             }
         }
     }
 
     jobs.par_iter().try_for_each(|job| -> Result<()> {
-        let mut rng = ChaCha8Rng::seed_from_u64(image_seed(opts.seed, job.split, job.class, job.index));
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(image_seed(opts.seed, job.split, job.class, job.index));
         let pixels = render_image(job.class, opts.image_size, &mut rng);
         let mut png = Vec::new();
         PngEncoder::new(&mut png)
-            .write_image(&pixels, opts.image_size, opts.image_size, ExtendedColorType::Rgb8)
+            .write_image(
+                &pixels,
+                opts.image_size,
+                opts.image_size,
+                ExtendedColorType::Rgb8,
+            )
             .with_context(|| format!("encoding PNG {}", job.path.display()))?;
         fs::write(&job.path, &png).with_context(|| format!("writing {}", job.path.display()))
     })?;
 
-    Ok(DemoSummary { train: n_train * CLASSES.len(), valid: n_valid * CLASSES.len(), test: n_test * CLASSES.len() })
+    Ok(DemoSummary {
+        train: n_train * CLASSES.len(),
+        valid: n_valid * CLASSES.len(),
+        test: n_test * CLASSES.len(),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -243,19 +292,33 @@ impl Prim {
     fn contains(&self, x: f32, y: f32) -> bool {
         match *self {
             Prim::Circle { cx, cy, r } => (x - cx).powi(2) + (y - cy).powi(2) <= r * r,
-            Prim::Ellipse { cx, cy, rx, ry, cos, sin } => {
+            Prim::Ellipse {
+                cx,
+                cy,
+                rx,
+                ry,
+                cos,
+                sin,
+            } => {
                 let (dx, dy) = (x - cx, y - cy);
                 let u = (dx * cos + dy * sin) / rx;
                 let v = (-dx * sin + dy * cos) / ry;
                 u * u + v * v <= 1.0
             }
-            Prim::Ring { cx, cy, r_in, r_out } => {
+            Prim::Ring {
+                cx,
+                cy,
+                r_in,
+                r_out,
+            } => {
                 let d2 = (x - cx).powi(2) + (y - cy).powi(2);
                 d2 <= r_out * r_out && d2 >= r_in * r_in
             }
             Prim::Rect { x0, y0, x1, y1 } => x >= x0 && x <= x1 && y >= y0 && y <= y1,
             Prim::Tri { p } => {
-                let edge = |a: (f32, f32), b: (f32, f32)| (b.0 - a.0) * (y - a.1) - (b.1 - a.1) * (x - a.0);
+                let edge = |a: (f32, f32), b: (f32, f32)| {
+                    (b.0 - a.0) * (y - a.1) - (b.1 - a.1) * (x - a.0)
+                };
                 let d0 = edge(p[0], p[1]);
                 let d1 = edge(p[1], p[2]);
                 let d2 = edge(p[2], p[0]);
@@ -264,11 +327,22 @@ impl Prim {
             Prim::Segment { ax, ay, bx, by, hw } => {
                 let (vx, vy) = (bx - ax, by - ay);
                 let len2 = vx * vx + vy * vy;
-                let t = if len2 > 0.0 { (((x - ax) * vx + (y - ay) * vy) / len2).clamp(0.0, 1.0) } else { 0.0 };
+                let t = if len2 > 0.0 {
+                    (((x - ax) * vx + (y - ay) * vy) / len2).clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
                 let (px, py) = (ax + t * vx - x, ay + t * vy - y);
                 px * px + py * py <= hw * hw
             }
-            Prim::SineBand { amp, freq, phase, hw, x0, x1 } => {
+            Prim::SineBand {
+                amp,
+                freq,
+                phase,
+                hw,
+                x0,
+                x1,
+            } => {
                 if x < x0 || x > x1 {
                     return false;
                 }
@@ -300,8 +374,20 @@ impl Prim {
                     ys.iter().copied().fold(f32::NEG_INFINITY, f32::max),
                 )
             }
-            Prim::Segment { ax, ay, bx, by, hw } => (ax.min(bx) - hw, ay.min(by) - hw, ax.max(bx) + hw, ay.max(by) + hw),
-            Prim::SineBand { amp, freq, hw, x0, x1, .. } => {
+            Prim::Segment { ax, ay, bx, by, hw } => (
+                ax.min(bx) - hw,
+                ay.min(by) - hw,
+                ax.max(bx) + hw,
+                ay.max(by) + hw,
+            ),
+            Prim::SineBand {
+                amp,
+                freq,
+                hw,
+                x0,
+                x1,
+                ..
+            } => {
                 // The slope-corrected vertical half-width is at most this.
                 let pad = hw * (1.0 + (amp * freq).powi(2)).sqrt();
                 (x0, -amp.abs() - pad, x1, amp.abs() + pad)
@@ -323,7 +409,14 @@ struct Xf {
 }
 
 impl Xf {
-    const IDENTITY: Xf = Xf { cx: 0.0, cy: 0.0, cos: 1.0, sin: 0.0, scale: 1.0, flip: 1.0 };
+    const IDENTITY: Xf = Xf {
+        cx: 0.0,
+        cy: 0.0,
+        cos: 1.0,
+        sin: 0.0,
+        scale: 1.0,
+        flip: 1.0,
+    };
 
     fn to_local(self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = ((x - self.cx) / self.scale, (y - self.cy) / self.scale);
@@ -334,7 +427,10 @@ impl Xf {
 
     fn to_image(self, x: f32, y: f32) -> (f32, f32) {
         let x = x * self.flip;
-        (self.cx + self.scale * (self.cos * x - self.sin * y), self.cy + self.scale * (self.sin * x + self.cos * y))
+        (
+            self.cx + self.scale * (self.cos * x - self.sin * y),
+            self.cy + self.scale * (self.sin * x + self.cos * y),
+        )
     }
 }
 
@@ -348,7 +444,12 @@ struct Layer {
 impl Layer {
     /// Bounding box in normalised image coordinates.
     fn image_bbox(&self) -> Option<(f32, f32, f32, f32)> {
-        let mut b = (f32::INFINITY, f32::INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY);
+        let mut b = (
+            f32::INFINITY,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NEG_INFINITY,
+        );
         for prim in &self.prims {
             let (x0, y0, x1, y1) = prim.bbox();
             for (lx, ly) in [(x0, y0), (x1, y0), (x0, y1), (x1, y1)] {
@@ -403,10 +504,23 @@ fn clutter_layer(rng: &mut ChaCha8Rng, line_only: bool) -> Layer {
         let len = rng.gen_range(0.12f32..0.5);
         let a = rng.gen_range(0.0f32..PI);
         let (dx, dy) = (0.5 * len * a.cos(), 0.5 * len * a.sin());
-        Prim::Segment { ax: cx - dx, ay: cy - dy, bx: cx + dx, by: cy + dy, hw: rng.gen_range(0.012f32..0.035) }
+        Prim::Segment {
+            ax: cx - dx,
+            ay: cy - dy,
+            bx: cx + dx,
+            by: cy + dy,
+            hw: rng.gen_range(0.012f32..0.035),
+        }
     } else if kind < 0.8 {
         let a = rng.gen_range(0.0f32..PI);
-        Prim::Ellipse { cx, cy, rx: rng.gen_range(0.03f32..0.1), ry: rng.gen_range(0.03f32..0.1), cos: a.cos(), sin: a.sin() }
+        Prim::Ellipse {
+            cx,
+            cy,
+            rx: rng.gen_range(0.03f32..0.1),
+            ry: rng.gen_range(0.03f32..0.1),
+            cos: a.cos(),
+            sin: a.sin(),
+        }
     } else {
         // Small random triangle: a shard that looks like part of a shape.
         let mut p = [(0.0f32, 0.0f32); 3];
@@ -417,7 +531,11 @@ fn clutter_layer(rng: &mut ChaCha8Rng, line_only: bool) -> Layer {
         }
         Prim::Tri { p }
     };
-    Layer { prims: vec![prim], colour: random_colour(rng), xf: Xf::IDENTITY }
+    Layer {
+        prims: vec![prim],
+        colour: random_colour(rng),
+        xf: Xf::IDENTITY,
+    }
 }
 
 /// Shape of `class` in its local frame: (main-colour prims, accent-colour prims).
@@ -431,17 +549,30 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
             for _ in 0..n {
                 let a = rng.gen_range(0.0f32..2.0 * PI);
                 let d = 0.6 * rng.r#gen::<f32>().sqrt();
-                main.push(Prim::Circle { cx: d * a.cos(), cy: d * a.sin(), r: rng.gen_range(0.12f32..0.22) });
+                main.push(Prim::Circle {
+                    cx: d * a.cos(),
+                    cy: d * a.sin(),
+                    r: rng.gen_range(0.12f32..0.22),
+                });
             }
         }
         "ox" | "goat" => {
             // Body rectangle with two horn triangles; the goat is narrower and
             // has a beard, otherwise the same family (deliberately confusable).
             let goat = CLASSES[class] == "goat";
-            let w = if goat { rng.gen_range(0.48f32..0.68) } else { rng.gen_range(0.72f32..0.95) };
+            let w = if goat {
+                rng.gen_range(0.48f32..0.68)
+            } else {
+                rng.gen_range(0.72f32..0.95)
+            };
             let top = rng.gen_range(-0.3f32..-0.15);
             let bottom = rng.gen_range(0.35f32..0.5);
-            main.push(Prim::Rect { x0: -w, y0: top, x1: w, y1: bottom });
+            main.push(Prim::Rect {
+                x0: -w,
+                y0: top,
+                x1: w,
+                y1: bottom,
+            });
             let horn_w = rng.gen_range(0.2f32..0.3);
             let horn_h = rng.gen_range(0.5f32..0.7);
             let lean = rng.gen_range(0.0f32..0.2);
@@ -450,12 +581,24 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
                 let outer = s * (w - inset);
                 let inner = s * (w - inset - horn_w);
                 let tip = s * (w - inset + lean);
-                main.push(Prim::Tri { p: [(outer, top + 0.01), (inner, top + 0.01), (tip, top - horn_h)] });
+                main.push(Prim::Tri {
+                    p: [
+                        (outer, top + 0.01),
+                        (inner, top + 0.01),
+                        (tip, top - horn_h),
+                    ],
+                });
             }
             if goat {
                 let bw = rng.gen_range(0.12f32..0.2);
                 let bl = rng.gen_range(0.35f32..0.5);
-                main.push(Prim::Tri { p: [(-bw, bottom - 0.01), (bw, bottom - 0.01), (0.0, bottom + bl)] });
+                main.push(Prim::Tri {
+                    p: [
+                        (-bw, bottom - 0.01),
+                        (bw, bottom - 0.01),
+                        (0.0, bottom + bl),
+                    ],
+                });
             }
         }
         "tiger" => {
@@ -466,19 +609,36 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
             let tilt = rng.gen_range(-0.25f32..0.25);
             for i in 0..n {
                 let x = -0.9 + spacing * (i as f32 + 0.5);
-                main.push(Prim::Segment { ax: x - tilt, ay: -rng.gen_range(0.7f32..0.9), bx: x + tilt, by: rng.gen_range(0.7f32..0.9), hw });
+                main.push(Prim::Segment {
+                    ax: x - tilt,
+                    ay: -rng.gen_range(0.7f32..0.9),
+                    bx: x + tilt,
+                    by: rng.gen_range(0.7f32..0.9),
+                    hw,
+                });
             }
         }
         "rabbit" => {
             // Round head with two tall ears.
             let r = rng.gen_range(0.4f32..0.5);
-            main.push(Prim::Circle { cx: 0.0, cy: 0.4, r });
+            main.push(Prim::Circle {
+                cx: 0.0,
+                cy: 0.4,
+                r,
+            });
             let rx = rng.gen_range(0.1f32..0.15);
             let ry = rng.gen_range(0.38f32..0.5);
             let spread = rng.gen_range(0.15f32..0.25);
             for s in [-1.0f32, 1.0] {
                 let tilt = s * rng.gen_range(0.05f32..0.3);
-                main.push(Prim::Ellipse { cx: s * spread, cy: 0.4 - r - ry * 0.75, rx, ry, cos: tilt.cos(), sin: tilt.sin() });
+                main.push(Prim::Ellipse {
+                    cx: s * spread,
+                    cy: 0.4 - r - ry * 0.75,
+                    rx,
+                    ry,
+                    cos: tilt.cos(),
+                    sin: tilt.sin(),
+                });
             }
         }
         "dragon" => {
@@ -491,7 +651,13 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
             for i in 1..n {
                 sign = -sign;
                 let next = (-0.9 + 1.8 * i as f32 / (n - 1) as f32, sign * amp);
-                main.push(Prim::Segment { ax: prev.0, ay: prev.1, bx: next.0, by: next.1, hw });
+                main.push(Prim::Segment {
+                    ax: prev.0,
+                    ay: prev.1,
+                    bx: next.0,
+                    by: next.1,
+                    hw,
+                });
                 prev = next;
             }
         }
@@ -502,27 +668,55 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
             let freq = cycles * 2.0 * PI / 1.8;
             let phase = rng.gen_range(0.0f32..2.0 * PI);
             let hw = rng.gen_range(0.07f32..0.11);
-            main.push(Prim::SineBand { amp, freq, phase, hw, x0: -0.85, x1: 0.85 });
-            main.push(Prim::Circle { cx: 0.85, cy: amp * (freq * 0.85 + phase).sin(), r: hw * 1.8 });
+            main.push(Prim::SineBand {
+                amp,
+                freq,
+                phase,
+                hw,
+                x0: -0.85,
+                x1: 0.85,
+            });
+            main.push(Prim::Circle {
+                cx: 0.85,
+                cy: amp * (freq * 0.85 + phase).sin(),
+                r: hw * 1.8,
+            });
         }
         "horse" => {
             // Rectangle body, triangle neck/head, two legs.
             let bt = rng.gen_range(-0.2f32..-0.1);
             let bb = rng.gen_range(0.25f32..0.35);
-            main.push(Prim::Rect { x0: -0.75, y0: bt, x1: 0.4, y1: bb });
+            main.push(Prim::Rect {
+                x0: -0.75,
+                y0: bt,
+                x1: 0.4,
+                y1: bb,
+            });
             let tip = (rng.gen_range(0.6f32..0.85), rng.gen_range(-0.9f32..-0.7));
-            main.push(Prim::Tri { p: [(0.05, bt + 0.01), (0.4, bt + 0.01), tip] });
+            main.push(Prim::Tri {
+                p: [(0.05, bt + 0.01), (0.4, bt + 0.01), tip],
+            });
             let lw = rng.gen_range(0.06f32..0.1);
             let ll = rng.gen_range(0.8f32..0.95);
             for x in [-0.62f32, 0.22] {
-                main.push(Prim::Rect { x0: x, y0: bb - 0.01, x1: x + 2.0 * lw, y1: ll });
+                main.push(Prim::Rect {
+                    x0: x,
+                    y0: bb - 0.01,
+                    x1: x + 2.0 * lw,
+                    y1: ll,
+                });
             }
         }
         "monkey" => {
             // Ring (annulus).
             let r_out = rng.gen_range(0.65f32..0.9);
             let r_in = r_out * rng.gen_range(0.45f32..0.7);
-            main.push(Prim::Ring { cx: 0.0, cy: 0.0, r_in, r_out });
+            main.push(Prim::Ring {
+                cx: 0.0,
+                cy: 0.0,
+                r_in,
+                r_out,
+            });
         }
         "rooster" => {
             // Fan of thin triangles from a common pivot.
@@ -533,8 +727,14 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
             for i in 0..n {
                 let a = -PI / 2.0 - spread + 2.0 * spread * i as f32 / (n - 1) as f32;
                 let len = rng.gen_range(1.25f32..1.5);
-                let p1 = (pivot.0 + len * (a - half).cos(), pivot.1 + len * (a - half).sin());
-                let p2 = (pivot.0 + len * (a + half).cos(), pivot.1 + len * (a + half).sin());
+                let p1 = (
+                    pivot.0 + len * (a - half).cos(),
+                    pivot.1 + len * (a - half).sin(),
+                );
+                let p2 = (
+                    pivot.0 + len * (a + half).cos(),
+                    pivot.1 + len * (a + half).sin(),
+                );
                 main.push(Prim::Tri { p: [pivot, p1, p2] });
             }
         }
@@ -543,17 +743,38 @@ fn class_shape(class: usize, rng: &mut ChaCha8Rng) -> (Vec<Prim>, Vec<Prim>) {
             let t = rng.gen_range(0.17f32..0.26);
             let lx = rng.gen_range(0.75f32..0.9);
             let ly = rng.gen_range(0.75f32..0.9);
-            main.push(Prim::Rect { x0: -lx, y0: -t, x1: lx, y1: t });
-            main.push(Prim::Rect { x0: -t, y0: -ly, x1: t, y1: ly });
+            main.push(Prim::Rect {
+                x0: -lx,
+                y0: -t,
+                x1: lx,
+                y1: t,
+            });
+            main.push(Prim::Rect {
+                x0: -t,
+                y0: -ly,
+                x1: t,
+                y1: ly,
+            });
         }
         _ => {
             // pig: big ellipse with two small dots (nostrils) in an accent colour.
-            main.push(Prim::Ellipse { cx: 0.0, cy: 0.0, rx: rng.gen_range(0.82f32..0.95), ry: rng.gen_range(0.52f32..0.7), cos: 1.0, sin: 0.0 });
+            main.push(Prim::Ellipse {
+                cx: 0.0,
+                cy: 0.0,
+                rx: rng.gen_range(0.82f32..0.95),
+                ry: rng.gen_range(0.52f32..0.7),
+                cos: 1.0,
+                sin: 0.0,
+            });
             let dx = rng.gen_range(0.18f32..0.3);
             let dy = rng.gen_range(-0.05f32..0.15);
             let r = rng.gen_range(0.08f32..0.13);
             for s in [-1.0f32, 1.0] {
-                accent.push(Prim::Circle { cx: s * dx, cy: dy, r });
+                accent.push(Prim::Circle {
+                    cx: s * dx,
+                    cy: dy,
+                    r,
+                });
             }
         }
     }
@@ -599,10 +820,18 @@ fn render_image(class: usize, size: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
     };
     let colour = contrasting_colour(rng, bg, 0.35);
     let (main, accent) = class_shape(class, rng);
-    layers.push(Layer { prims: main, colour, xf });
+    layers.push(Layer {
+        prims: main,
+        colour,
+        xf,
+    });
     if !accent.is_empty() {
         let accent_colour = contrasting_colour(rng, colour, 0.45);
-        layers.push(Layer { prims: accent, colour: accent_colour, xf });
+        layers.push(Layer {
+            prims: accent,
+            colour: accent_colour,
+            xf,
+        });
     }
 
     // Often a stray line or two over the shape.
@@ -666,7 +895,11 @@ mod tests {
     use super::*;
 
     fn opts(per_class: usize, image_size: u32, seed: u64) -> DemoOptions {
-        DemoOptions { per_class, image_size, seed }
+        DemoOptions {
+            per_class,
+            image_size,
+            seed,
+        }
     }
 
     /// All files under `root`, as (relative path, bytes), sorted.
@@ -734,9 +967,19 @@ mod tests {
         let size = 20;
         let summary = generate(&out, &opts(per_class, size, 42)).unwrap();
         let (tr, va, te) = split_sizes(per_class);
-        assert_eq!(summary, DemoSummary { train: 12 * tr, valid: 12 * va, test: 12 * te });
+        assert_eq!(
+            summary,
+            DemoSummary {
+                train: 12 * tr,
+                valid: 12 * va,
+                test: 12 * te
+            }
+        );
 
-        let mut top: Vec<String> = fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut top: Vec<String> = fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         top.sort();
         assert_eq!(top, ["test", "train", "valid"]);
 
@@ -745,18 +988,30 @@ mod tests {
             assert_eq!(classes, CLASSES.len());
             for class in CLASSES {
                 let dir = out.join(split).join(class);
-                assert_eq!(fs::read_dir(&dir).unwrap().count(), count, "{}", dir.display());
+                assert_eq!(
+                    fs::read_dir(&dir).unwrap().count(),
+                    count,
+                    "{}",
+                    dir.display()
+                );
                 for i in 0..count {
                     let path = dir.join(format!("{class}_{i:04}.png"));
                     let img = image::open(&path).unwrap();
-                    assert!(matches!(img, image::DynamicImage::ImageRgb8(_)), "{}", path.display());
+                    assert!(
+                        matches!(img, image::DynamicImage::ImageRgb8(_)),
+                        "{}",
+                        path.display()
+                    );
                     assert_eq!((img.width(), img.height()), (size, size));
                 }
             }
         }
 
         // No partial directory left behind.
-        let leftovers: Vec<_> = fs::read_dir(out.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let leftovers: Vec<_> = fs::read_dir(out.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(leftovers, [std::ffi::OsString::from("demo")]);
     }
 
@@ -800,7 +1055,10 @@ mod tests {
         for seed in 0..3 {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
             for class in 0..CLASSES.len() {
-                assert_eq!(render_image(class, MIN_IMAGE_SIZE, &mut rng).len(), 8 * 8 * 3);
+                assert_eq!(
+                    render_image(class, MIN_IMAGE_SIZE, &mut rng).len(),
+                    8 * 8 * 3
+                );
             }
         }
     }
@@ -834,7 +1092,9 @@ mod tests {
                 let mut acc = vec![0.0f32; (size * size) as usize];
                 for i in 0..n {
                     let mut rng = ChaCha8Rng::seed_from_u64(image_seed(seed, 0, class, i));
-                    let img = image::RgbImage::from_raw(size, size, render_image(class, size, &mut rng)).unwrap();
+                    let img =
+                        image::RgbImage::from_raw(size, size, render_image(class, size, &mut rng))
+                            .unwrap();
                     for (a, m) in acc.iter_mut().zip(foreground(&img)) {
                         *a += m / n as f32;
                     }

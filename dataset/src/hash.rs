@@ -10,7 +10,9 @@ pub fn content_hash(root: &Path) -> String {
     let mut files = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             match e.file_type() {
                 Ok(t) if t.is_dir() => stack.push(e.path()),
@@ -24,7 +26,12 @@ pub fn content_hash(root: &Path) -> String {
         .par_iter()
         .map(|p| {
             let mut h = Sha256::new();
-            h.update(p.strip_prefix(root).unwrap_or(p).to_string_lossy().as_bytes());
+            h.update(
+                p.strip_prefix(root)
+                    .unwrap_or(p)
+                    .to_string_lossy()
+                    .as_bytes(),
+            );
             h.update([0]);
             h.update(std::fs::read(p).unwrap_or_default());
             h.finalize().to_vec()
@@ -34,5 +41,9 @@ pub fn content_hash(root: &Path) -> String {
     for d in digests {
         h.update(d);
     }
-    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

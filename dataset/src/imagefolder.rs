@@ -28,7 +28,10 @@ pub enum DataError {
     #[error("cannot read image {path}: {reason}")]
     BadImage { path: PathBuf, reason: String },
     #[error("io error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("decoded-image cache: {0}")]
     Cache(String),
 }
@@ -75,14 +78,26 @@ fn split_dir(root: &Path, split: Split) -> Result<PathBuf, DataError> {
         .iter()
         .map(|c| root.join(c))
         .find(|p| p.is_dir())
-        .ok_or_else(|| DataError::Layout(format!("{}: missing split folder {}/", root.display(), candidates.join("/ or "))))
+        .ok_or_else(|| {
+            DataError::Layout(format!(
+                "{}: missing split folder {}/",
+                root.display(),
+                candidates.join("/ or ")
+            ))
+        })
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io { path: dir.to_path_buf(), source: e })?;
+    let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
     let mut out = Vec::new();
     for entry in rd {
-        let entry = entry.map_err(|e| DataError::Io { path: dir.to_path_buf(), source: e })?;
+        let entry = entry.map_err(|e| DataError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
         out.push(entry.path());
     }
     out.sort();
@@ -99,7 +114,10 @@ fn images_under(class_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut dirs: Vec<PathBuf> = Vec::new();
     let mut stack = vec![class_dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let meta = std::fs::metadata(&d).map_err(|e| DataError::Io { path: d.clone(), source: e })?;
+        let meta = std::fs::metadata(&d).map_err(|e| DataError::Io {
+            path: d.clone(),
+            source: e,
+        })?;
         if !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
@@ -115,8 +133,14 @@ fn images_under(class_dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let mut out = Vec::new();
     for d in dirs {
         for p in list_dir(&d)? {
-            let ext = p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
-            if EXTENSIONS.contains(&ext.as_str()) && !std::fs::metadata(&p).is_ok_and(|m| m.is_dir()) {
+            let ext = p
+                .extension()
+                .and_then(|e| e.to_str())
+                .map(|e| e.to_ascii_lowercase())
+                .unwrap_or_default();
+            if EXTENSIONS.contains(&ext.as_str())
+                && !std::fs::metadata(&p).is_ok_and(|m| m.is_dir())
+            {
                 out.push(p);
             }
         }
@@ -128,10 +152,12 @@ fn class_dirs(dir: &Path) -> Result<Vec<String>, DataError> {
     let mut names = Vec::new();
     for p in list_dir(dir)? {
         if p.is_dir() {
-            let name = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| DataError::Layout(format!("{}: class folder name is not valid UTF-8; rename it", p.display())))?;
+            let name = p.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                DataError::Layout(format!(
+                    "{}: class folder name is not valid UTF-8; rename it",
+                    p.display()
+                ))
+            })?;
             if !name.starts_with('.') {
                 names.push(name.to_string());
             }
@@ -146,7 +172,11 @@ pub fn scan(root: &Path) -> Result<Layout, DataError> {
     let train_dir = split_dir(root, Split::Train)?;
     let classes = class_dirs(&train_dir)?;
     if classes.len() < 2 {
-        return Err(DataError::Layout(format!("{}: found {} class folder(s); an ImageFolder needs at least 2", train_dir.display(), classes.len())));
+        return Err(DataError::Layout(format!(
+            "{}: found {} class folder(s); an ImageFolder needs at least 2",
+            train_dir.display(),
+            classes.len()
+        )));
     }
     let mut splits = Vec::new();
     for split in [Split::Train, Split::Valid, Split::Test] {
@@ -154,12 +184,20 @@ pub fn scan(root: &Path) -> Result<Layout, DataError> {
         let here = class_dirs(&dir)?;
         for c in &classes {
             if !here.contains(c) {
-                return Err(DataError::Layout(format!("class {c:?} is missing from split {}: expected folder {}", split.name(), dir.join(c).display())));
+                return Err(DataError::Layout(format!(
+                    "class {c:?} is missing from split {}: expected folder {}",
+                    split.name(),
+                    dir.join(c).display()
+                )));
             }
         }
         for c in &here {
             if !classes.contains(c) {
-                return Err(DataError::Layout(format!("class {c:?} in {} is not in train/ ({})", dir.display(), classes.join(", "))));
+                return Err(DataError::Layout(format!(
+                    "class {c:?} in {} is not in train/ ({})",
+                    dir.display(),
+                    classes.join(", ")
+                )));
             }
         }
         let mut items = Vec::new();
@@ -179,7 +217,12 @@ pub fn scan(root: &Path) -> Result<Layout, DataError> {
     }
     let mut it = splits.into_iter();
     match (it.next(), it.next(), it.next()) {
-        (Some(train), Some(valid), Some(test)) => Ok(Layout { classes, train, valid, test }),
+        (Some(train), Some(valid), Some(test)) => Ok(Layout {
+            classes,
+            train,
+            valid,
+            test,
+        }),
         _ => Err(DataError::Layout("internal: split scan incomplete".into())),
     }
 }
@@ -194,7 +237,11 @@ pub struct Cached {
 
 impl Cached {
     pub fn view(&self) -> ImageView<'_> {
-        ImageView { width: self.width, height: self.height, pixels: &self.pixels }
+        ImageView {
+            width: self.width,
+            height: self.height,
+            pixels: &self.pixels,
+        }
     }
 }
 
@@ -221,7 +268,10 @@ enum Store {
     Decoded(Vec<Cached>),
     /// A split file of the shared cache, mapped read-only: the pages are the
     /// kernel's page cache, shared by every worker on the machine.
-    Mapped { map: memmap2::Mmap, entries: Vec<Entry> },
+    Mapped {
+        map: memmap2::Mmap,
+        entries: Vec<Entry>,
+    },
 }
 
 /// The decoded images of one split, with their labels and paths.
@@ -235,22 +285,59 @@ pub struct SplitCache {
 
 impl SplitCache {
     /// Images held in memory.
-    pub fn decoded(images: Vec<Cached>, labels: Vec<i64>, paths: Vec<PathBuf>, skipped: usize) -> SplitCache {
-        SplitCache { store: Store::Decoded(images), labels, paths, skipped }
+    pub fn decoded(
+        images: Vec<Cached>,
+        labels: Vec<i64>,
+        paths: Vec<PathBuf>,
+        skipped: usize,
+    ) -> SplitCache {
+        SplitCache {
+            store: Store::Decoded(images),
+            labels,
+            paths,
+            skipped,
+        }
     }
 
     /// Images in a mapped split file; every entry must lie inside the map.
-    pub fn mapped(map: memmap2::Mmap, entries: Vec<Entry>, labels: Vec<i64>, paths: Vec<PathBuf>, skipped: usize) -> Result<SplitCache, String> {
+    pub fn mapped(
+        map: memmap2::Mmap,
+        entries: Vec<Entry>,
+        labels: Vec<i64>,
+        paths: Vec<PathBuf>,
+        skipped: usize,
+    ) -> Result<SplitCache, String> {
         for (i, e) in entries.iter().enumerate() {
             let len = e.width as u64 * e.height as u64 * 3;
-            if e.width == 0 || e.height == 0 || e.offset.checked_add(len).is_none_or(|end| end > map.len() as u64) {
-                return Err(format!("image {i} ({}×{} at offset {}) lies outside the {}-byte file", e.width, e.height, e.offset, map.len()));
+            if e.width == 0
+                || e.height == 0
+                || e.offset
+                    .checked_add(len)
+                    .is_none_or(|end| end > map.len() as u64)
+            {
+                return Err(format!(
+                    "image {i} ({}×{} at offset {}) lies outside the {}-byte file",
+                    e.width,
+                    e.height,
+                    e.offset,
+                    map.len()
+                ));
             }
         }
         if entries.len() != labels.len() || entries.len() != paths.len() {
-            return Err(format!("{} images but {} labels and {} paths", entries.len(), labels.len(), paths.len()));
+            return Err(format!(
+                "{} images but {} labels and {} paths",
+                entries.len(),
+                labels.len(),
+                paths.len()
+            ));
         }
-        Ok(SplitCache { store: Store::Mapped { map, entries }, labels, paths, skipped })
+        Ok(SplitCache {
+            store: Store::Mapped { map, entries },
+            labels,
+            paths,
+            skipped,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -276,7 +363,11 @@ impl SplitCache {
                 let e = entries.get(i)?;
                 let start = e.offset as usize;
                 let len = e.width as usize * e.height as usize * 3;
-                Some(ImageView { width: e.width, height: e.height, pixels: map.get(start..start + len)? })
+                Some(ImageView {
+                    width: e.width,
+                    height: e.height,
+                    pixels: map.get(start..start + len)?,
+                })
             }
         }
     }
@@ -300,14 +391,19 @@ thread_local! {
 
 /// Resizes `src` into `dst` with this thread's [`RESIZER`].
 fn resize_into(src: &ImageRef, dst: &mut Image, options: &ResizeOptions) -> Result<(), String> {
-    RESIZER.with(|r| r.borrow_mut().resize(src, dst, options)).map_err(|e| e.to_string())
+    RESIZER
+        .with(|r| r.borrow_mut().resize(src, dst, options))
+        .map_err(|e| e.to_string())
 }
 
 /// Reads an image file whole into `buf`: a regular, non-empty file of at
 /// most [`MAX_FILE_BYTES`].
 fn read_image(path: &Path, buf: &mut Vec<u8>) -> Result<(), DataError> {
     use std::io::Read;
-    let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
+    let bad = |reason: String| DataError::BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
     let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
     if !meta.is_file() {
         // A FIFO would block the read forever; a directory named `x.jpg` says nothing useful.
@@ -325,7 +421,10 @@ fn read_image(path: &Path, buf: &mut Vec<u8>) -> Result<(), DataError> {
         )));
     }
     buf.clear();
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(buf)).map(drop).map_err(|e| bad(e.to_string()))
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(buf))
+        .map(drop)
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// The largest image file read at all: twice [`MAX_DECODED_BYTES`], with
@@ -348,7 +447,10 @@ pub fn decode_rgb(path: &Path) -> Result<image::RgbImage, DataError> {
 
 /// [`decode_rgb`] of the file's bytes, already read.
 fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::RgbImage, DataError> {
-    let bad = |reason: String| DataError::BadImage { path: path.to_path_buf(), reason };
+    let bad = |reason: String| DataError::BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
     let format = image::guess_format(bytes).map_err(|_| {
         bad(format!(
             "not an image: its content matches none of the supported formats ({}); is it another kind of file with an image extension?",
@@ -376,19 +478,33 @@ const MAX_DECODED_BYTES: u64 = 512 * 1024 * 1024;
 /// and a second header parse an image. `None`: not such a file, or one that
 /// does not decode: [`decode_bytes`] decides, and words its error.
 fn decode_jpeg_into(file: &[u8], out: &mut Vec<u8>) -> Option<(u32, u32)> {
-    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    use zune_jpeg::zune_core::{
+        bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions,
+    };
     if image::guess_format(file).ok() != Some(image::ImageFormat::Jpeg) {
         return None;
     }
-    let options = DecoderOptions::default().set_strict_mode(false).set_max_width(usize::MAX).set_max_height(usize::MAX);
+    let options = DecoderOptions::default()
+        .set_strict_mode(false)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(file), options);
-    if decoder.decode_headers().is_err() || !matches!(decoder.input_colorspace(), Some(ColorSpace::YCbCr | ColorSpace::RGB)) {
+    if decoder.decode_headers().is_err()
+        || !matches!(
+            decoder.input_colorspace(),
+            Some(ColorSpace::YCbCr | ColorSpace::RGB)
+        )
+    {
         return None;
     }
     decoder.set_options(decoder.options().jpeg_set_out_colorspace(ColorSpace::RGB));
     let (w, h) = decoder.dimensions()?;
     let len = w as u64 * h as u64 * 3;
-    if w == 0 || h == 0 || len > MAX_DECODED_BYTES || decoder.output_buffer_size() != Some(len as usize) {
+    if w == 0
+        || h == 0
+        || len > MAX_DECODED_BYTES
+        || decoder.output_buffer_size() != Some(len as usize)
+    {
         return None;
     }
     // Only new capacity is zeroed; the bytes are overwritten by the decode.
@@ -420,13 +536,21 @@ const KEEP_BUFFER_BYTES: usize = 16 << 20;
 /// in-memory decode both go through it, so both hold the same bytes. The
 /// pixels live in buffers this thread keeps between calls; `use_pixels`
 /// copies what it needs and must not decode itself.
-pub fn decode_with<R>(path: &Path, short: Option<u32>, use_pixels: impl FnOnce(u32, u32, &[u8]) -> R) -> Result<R, DataError> {
+pub fn decode_with<R>(
+    path: &Path,
+    short: Option<u32>,
+    use_pixels: impl FnOnce(u32, u32, &[u8]) -> R,
+) -> Result<R, DataError> {
     // A decoder bug on a crafted file must not take the whole trial down
     // without naming the file: turn a panic into this file's error.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         DECODE_BUFFERS.with(|cell| {
             let mut guard = cell.borrow_mut();
-            let DecodeBuffers { file, decoded, resized } = &mut *guard;
+            let DecodeBuffers {
+                file,
+                decoded,
+                resized,
+            } = &mut *guard;
             // Read once; a file the JPEG fast path does not take is decoded
             // from the same bytes.
             read_image(path, file)?;
@@ -442,9 +566,20 @@ pub fn decode_with<R>(path: &Path, short: Option<u32>, use_pixels: impl FnOnce(u
             let pixels = &decoded[..w as usize * h as usize * 3];
             let result = match short {
                 None => Ok(use_pixels(w, h, pixels)),
-                Some(short) => resize_view_into(&ImageView { width: w, height: h, pixels }, short, resized)
-                    .map(|(nw, nh)| use_pixels(nw, nh, &resized[..nw as usize * nh as usize * 3]))
-                    .map_err(|reason| DataError::BadImage { path: path.to_path_buf(), reason }),
+                Some(short) => resize_view_into(
+                    &ImageView {
+                        width: w,
+                        height: h,
+                        pixels,
+                    },
+                    short,
+                    resized,
+                )
+                .map(|(nw, nh)| use_pixels(nw, nh, &resized[..nw as usize * nh as usize * 3]))
+                .map_err(|reason| DataError::BadImage {
+                    path: path.to_path_buf(),
+                    reason,
+                }),
             };
             for buf in [file, decoded, resized] {
                 if buf.capacity() > KEEP_BUFFER_BYTES {
@@ -455,8 +590,15 @@ pub fn decode_with<R>(path: &Path, short: Option<u32>, use_pixels: impl FnOnce(u
         })
     }))
     .unwrap_or_else(|panic| {
-        let msg = panic.downcast_ref::<String>().cloned().or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
-        Err(DataError::BadImage { path: path.to_path_buf(), reason: format!("the decoder crashed on this file: {msg}") })
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        Err(DataError::BadImage {
+            path: path.to_path_buf(),
+            reason: format!("the decoder crashed on this file: {msg}"),
+        })
     })
 }
 
@@ -467,24 +609,45 @@ pub const MAX_RESIZED_PIXELS: u64 = 1 << 26;
 /// Resizes so the shorter side is `short` (aspect kept), unless it already is.
 pub fn resize_shorter(img: &image::RgbImage, short: u32) -> Result<Cached, String> {
     let (w, h) = img.dimensions();
-    resize_view(&ImageView { width: w, height: h, pixels: img.as_raw() }, short)
+    resize_view(
+        &ImageView {
+            width: w,
+            height: h,
+            pixels: img.as_raw(),
+        },
+        short,
+    )
 }
 
 /// [`resize_shorter`] for any decoded image.
 pub fn resize_view(img: &ImageView, short: u32) -> Result<Cached, String> {
     let mut pixels = Vec::new();
     let (width, height) = resize_view_into(img, short, &mut pixels)?;
-    Ok(Cached { width, height, pixels })
+    Ok(Cached {
+        width,
+        height,
+        pixels,
+    })
 }
 
 /// [`resize_view`] into `out` (resized to fit): the new width and height.
 fn resize_view_into(img: &ImageView, short: u32, out: &mut Vec<u8>) -> Result<(u32, u32), String> {
     let (w, h) = (img.width, img.height);
     if w == 0 || h == 0 || short == 0 {
-        return Err(format!("cannot resize a {w}×{h} image to shorter side {short}"));
+        return Err(format!(
+            "cannot resize a {w}×{h} image to shorter side {short}"
+        ));
     }
-    let long = |l: u32, s: u32| ((l as f64) * short as f64 / s as f64).round().clamp(1.0, u32::MAX as f64) as u32;
-    let (nw, nh) = if w <= h { (short, long(h, w)) } else { (long(w, h), short) };
+    let long = |l: u32, s: u32| {
+        ((l as f64) * short as f64 / s as f64)
+            .round()
+            .clamp(1.0, u32::MAX as f64) as u32
+    };
+    let (nw, nh) = if w <= h {
+        (short, long(h, w))
+    } else {
+        (long(w, h), short)
+    };
     if nw as u64 * nh as u64 > MAX_RESIZED_PIXELS {
         return Err(format!(
             "aspect ratio too extreme: a {w}×{h} image resized to shorter side {short} would be {nw}×{nh} pixels (limit {MAX_RESIZED_PIXELS})"
@@ -498,24 +661,41 @@ fn resize_view_into(img: &ImageView, short: u32, out: &mut Vec<u8>) -> Result<(u
     }
     out.resize(len, 0);
     let src = ImageRef::new(w, h, img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
-    let mut dst = Image::from_slice_u8(nw, nh, &mut out[..len], PixelType::U8x3).map_err(|e| e.to_string())?;
+    let mut dst = Image::from_slice_u8(nw, nh, &mut out[..len], PixelType::U8x3)
+        .map_err(|e| e.to_string())?;
     resize_into(&src, &mut dst, &resize_alg())?;
     Ok((nw, nh))
 }
 
 /// [`decode_with`] into an image of its own.
 pub fn decode_one(path: &Path, short: Option<u32>) -> Result<Cached, DataError> {
-    decode_with(path, short, |width, height, pixels| Cached { width, height, pixels: pixels.to_vec() })
+    decode_with(path, short, |width, height, pixels| Cached {
+        width,
+        height,
+        pixels: pixels.to_vec(),
+    })
 }
 
 /// Decodes and resizes every file of a split once, in parallel.
-pub fn load_split(files: &SplitFiles, image_size: u32, skip_bad: bool) -> Result<SplitCache, DataError> {
+pub fn load_split(
+    files: &SplitFiles,
+    image_size: u32,
+    skip_bad: bool,
+) -> Result<SplitCache, DataError> {
     load_split_at(files, Some(stored_size(image_size)), skip_bad)
 }
 
 /// [`load_split`] at a given stored shorter side (`None`: full resolution).
-pub fn load_split_at(files: &SplitFiles, short: Option<u32>, skip_bad: bool) -> Result<SplitCache, DataError> {
-    let results: Vec<Result<Cached, DataError>> = files.items.par_iter().map(|(p, _)| decode_one(p, short)).collect();
+pub fn load_split_at(
+    files: &SplitFiles,
+    short: Option<u32>,
+    skip_bad: bool,
+) -> Result<SplitCache, DataError> {
+    let results: Vec<Result<Cached, DataError>> = files
+        .items
+        .par_iter()
+        .map(|(p, _)| decode_one(p, short))
+        .collect();
     let (mut images, mut labels, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for (r, (p, label)) in results.into_iter().zip(&files.items) {
         match r {
@@ -532,7 +712,10 @@ pub fn load_split_at(files: &SplitFiles, short: Option<u32>, skip_bad: bool) -> 
         }
     }
     if images.is_empty() {
-        return Err(DataError::Layout(format!("split {} has no readable images", files.split.name())));
+        return Err(DataError::Layout(format!(
+            "split {} has no readable images",
+            files.split.name()
+        )));
     }
     Ok(SplitCache::decoded(images, labels, paths, skipped))
 }
@@ -566,7 +749,10 @@ fn copy_rect(img: &ImageView, left: u32, top: u32, w: u32, h: u32, out: &mut [u8
     for y in 0..h {
         let src_start = (((top + y) * img.width + left) * 3) as usize;
         let dst_start = (y as usize) * row;
-        if let (Some(dst), Some(src)) = (out.get_mut(dst_start..dst_start + row), img.pixels.get(src_start..src_start + row)) {
+        if let (Some(dst), Some(src)) = (
+            out.get_mut(dst_start..dst_start + row),
+            img.pixels.get(src_start..src_start + row),
+        ) {
             dst.copy_from_slice(src);
         }
     }
@@ -595,16 +781,29 @@ fn rrc_params(rng: &mut ChaCha8Rng, w: u32, h: u32) -> (f64, f64, f64, f64) {
     } else {
         (w as f64, h as f64)
     };
-    (((w as f64 - cw) / 2.0).floor(), ((h as f64 - ch) / 2.0).floor(), cw, ch)
+    (
+        ((w as f64 - cw) / 2.0).floor(),
+        ((h as f64 - ch) / 2.0).floor(),
+        cw,
+        ch,
+    )
 }
 
 /// The train transform for one image into `out` (len S·S·3).
-pub fn train_transform(img: &ImageView, s: u32, augment: &[String], rng: &mut ChaCha8Rng, out: &mut [u8]) -> Result<(), String> {
+pub fn train_transform(
+    img: &ImageView,
+    s: u32,
+    augment: &[String],
+    rng: &mut ChaCha8Rng,
+    out: &mut [u8],
+) -> Result<(), String> {
     if augment.iter().any(|a| a == "random_resized_crop") {
         let (left, top, cw, ch) = rrc_params(rng, img.width, img.height);
-        let src = ImageRef::new(img.width, img.height, img.pixels, PixelType::U8x3).map_err(|e| e.to_string())?;
+        let src = ImageRef::new(img.width, img.height, img.pixels, PixelType::U8x3)
+            .map_err(|e| e.to_string())?;
         // The crop is resized straight into the batch buffer: no copy.
-        let mut dst = Image::from_slice_u8(s, s, out, PixelType::U8x3).map_err(|e| e.to_string())?;
+        let mut dst =
+            Image::from_slice_u8(s, s, out, PixelType::U8x3).map_err(|e| e.to_string())?;
         resize_into(&src, &mut dst, &resize_alg().crop(left, top, cw, ch))?;
     } else {
         eval_transform(img, s, out)?;
@@ -625,7 +824,8 @@ pub struct Batch {
 
 /// Seeded per-epoch permutation: the same seed gives the same order.
 pub fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(epoch as u64 + 1)));
     let mut idx: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
         let j = rng.gen_range(0..=i);
@@ -636,7 +836,14 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u32) -> Vec<usize> {
 
 /// Builds a train batch; each image's randomness comes from (seed, epoch, index)
 /// so the result does not depend on thread scheduling.
-pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32) -> Result<Batch, String> {
+pub fn train_batch(
+    cache: &SplitCache,
+    idx: &[usize],
+    s: u32,
+    augment: &[String],
+    seed: u64,
+    epoch: u32,
+) -> Result<Batch, String> {
     let mut pixels = vec![0u8; (s * s * 3) as usize * idx.len()];
     let labels = train_batch_into(cache, idx, s, augment, seed, epoch, &mut pixels)?;
     Ok(Batch { pixels, labels })
@@ -646,9 +853,19 @@ pub fn train_batch(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String]
 /// overwritten: it need not be zeroed): the caller's buffer, reused from
 /// batch to batch or the memory of the tensor that feeds the model. Returns
 /// the labels.
-pub fn train_batch_into(cache: &SplitCache, idx: &[usize], s: u32, augment: &[String], seed: u64, epoch: u32, out: &mut [u8]) -> Result<Vec<i64>, String> {
+pub fn train_batch_into(
+    cache: &SplitCache,
+    idx: &[usize],
+    s: u32,
+    augment: &[String],
+    seed: u64,
+    epoch: u32,
+    out: &mut [u8],
+) -> Result<Vec<i64>, String> {
     fill_batch(cache, idx, s, out, |i, img, out| {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64);
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed.wrapping_mul(1_000_003) ^ ((epoch as u64) << 40) ^ i as u64,
+        );
         train_transform(img, s, augment, &mut rng, out)
     })
 }
@@ -660,8 +877,15 @@ pub fn eval_batch(cache: &SplitCache, idx: &[usize], s: u32) -> Result<Batch, St
 }
 
 /// [`eval_batch`] into `out`, as [`train_batch_into`].
-pub fn eval_batch_into(cache: &SplitCache, idx: &[usize], s: u32, out: &mut [u8]) -> Result<Vec<i64>, String> {
-    fill_batch(cache, idx, s, out, |_, img, out| eval_transform(img, s, out))
+pub fn eval_batch_into(
+    cache: &SplitCache,
+    idx: &[usize],
+    s: u32,
+    out: &mut [u8],
+) -> Result<Vec<i64>, String> {
+    fill_batch(cache, idx, s, out, |_, img, out| {
+        eval_transform(img, s, out)
+    })
 }
 
 /// Writes image `idx[k]` of `cache`, transformed by `transform` (given the
@@ -676,13 +900,23 @@ fn fill_batch(
 ) -> Result<Vec<i64>, String> {
     let per = (s * s * 3) as usize;
     if out.len() != per * idx.len() {
-        return Err(format!("a batch of {} images of {per} bytes needs {} bytes, not {}", idx.len(), per * idx.len(), out.len()));
+        return Err(format!(
+            "a batch of {} images of {per} bytes needs {} bytes, not {}",
+            idx.len(),
+            per * idx.len(),
+            out.len()
+        ));
     }
-    out.par_chunks_mut(per).zip(idx.par_iter()).try_for_each(|(out, &i)| {
-        let img = cache.image(i).ok_or("index out of range")?;
-        transform(i, &img, out)
-    })?;
-    Ok(idx.iter().map(|&i| cache.labels.get(i).copied().unwrap_or(0)).collect())
+    out.par_chunks_mut(per)
+        .zip(idx.par_iter())
+        .try_for_each(|(out, &i)| {
+            let img = cache.image(i).ok_or("index out of range")?;
+            transform(i, &img, out)
+        })?;
+    Ok(idx
+        .iter()
+        .map(|&i| cache.labels.get(i).copied().unwrap_or(0))
+        .collect())
 }
 
 #[cfg(test)]
@@ -690,12 +924,18 @@ mod tests {
     use super::*;
 
     fn cached(w: u32, h: u32) -> Cached {
-        Cached { width: w, height: h, pixels: (0..w * h * 3).map(|i| (i % 251) as u8).collect() }
+        Cached {
+            width: w,
+            height: h,
+            pixels: (0..w * h * 3).map(|i| (i % 251) as u8).collect(),
+        }
     }
 
     fn png(path: &Path) {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3])).save(path).unwrap();
+        image::RgbImage::from_pixel(4, 4, image::Rgb([1, 2, 3]))
+            .save(path)
+            .unwrap();
     }
 
     /// A valid 2-class ImageFolder with one image per class and split.
@@ -715,9 +955,22 @@ mod tests {
         png(&d.path().join("train/a/deeper/more/1.png"));
         png(&d.path().join("train/a/deeper/2.jpg.png"));
         let l = scan(d.path()).unwrap();
-        let names: Vec<String> = l.train.items.iter().map(|(p, c)| format!("{c}:{}", p.strip_prefix(d.path()).unwrap().display())).collect();
+        let names: Vec<String> = l
+            .train
+            .items
+            .iter()
+            .map(|(p, c)| format!("{c}:{}", p.strip_prefix(d.path()).unwrap().display()))
+            .collect();
         // torchvision order: directories sorted by path, files sorted within.
-        assert_eq!(names, ["0:train/a/0.png", "0:train/a/deeper/2.jpg.png", "0:train/a/deeper/more/1.png", "1:train/b/0.png"]);
+        assert_eq!(
+            names,
+            [
+                "0:train/a/0.png",
+                "0:train/a/deeper/2.jpg.png",
+                "0:train/a/deeper/more/1.png",
+                "1:train/b/0.png"
+            ]
+        );
     }
 
     #[test]
@@ -727,9 +980,16 @@ mod tests {
         png(&outside.path().join("x.png"));
         std::os::unix::fs::symlink(outside.path(), d.path().join("train/b/linked")).unwrap();
         // A cycle: train/b/loop -> train/b
-        std::os::unix::fs::symlink(d.path().join("train/b"), d.path().join("train/b/loop")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("train/b"), d.path().join("train/b/loop"))
+            .unwrap();
         let l = scan(d.path()).unwrap();
-        let b: Vec<&PathBuf> = l.train.items.iter().filter(|(_, c)| *c == 1).map(|(p, _)| p).collect();
+        let b: Vec<&PathBuf> = l
+            .train
+            .items
+            .iter()
+            .filter(|(_, c)| *c == 1)
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(b.len(), 2, "{b:?}");
         assert!(b.iter().any(|p| p.ends_with("linked/x.png")));
     }
@@ -760,7 +1020,12 @@ mod tests {
 
     #[test]
     fn train_batches_are_deterministic() {
-        let cache = SplitCache::decoded(vec![cached(40, 50), cached(60, 40)], vec![0, 1], vec![PathBuf::new(), PathBuf::new()], 0);
+        let cache = SplitCache::decoded(
+            vec![cached(40, 50), cached(60, 40)],
+            vec![0, 1],
+            vec![PathBuf::new(), PathBuf::new()],
+            0,
+        );
         let aug = vec!["random_resized_crop".to_string(), "hflip".to_string()];
         let a = train_batch(&cache, &[1, 0], 32, &aug, 7, 1).unwrap();
         let b = train_batch(&cache, &[1, 0], 32, &aug, 7, 1).unwrap();
@@ -774,16 +1039,27 @@ mod tests {
     /// or a tensor's uninitialised memory) and refuse one of the wrong size.
     #[test]
     fn batches_into_a_dirty_buffer_are_the_same_batches() {
-        let cache = SplitCache::decoded(vec![cached(40, 50), cached(60, 40), cached(73, 73)], vec![0, 1, 1], vec![PathBuf::new(); 3], 0);
+        let cache = SplitCache::decoded(
+            vec![cached(40, 50), cached(60, 40), cached(73, 73)],
+            vec![0, 1, 1],
+            vec![PathBuf::new(); 3],
+            0,
+        );
         let aug = vec!["random_resized_crop".to_string(), "hflip".to_string()];
         let mut buf = vec![0xA5u8; 3 * 32 * 32 * 3];
         let labels = train_batch_into(&cache, &[2, 1, 0], 32, &aug, 7, 3, &mut buf).unwrap();
         let want = train_batch(&cache, &[2, 1, 0], 32, &aug, 7, 3).unwrap();
-        assert_eq!((buf.as_slice(), labels), (want.pixels.as_slice(), want.labels));
+        assert_eq!(
+            (buf.as_slice(), labels),
+            (want.pixels.as_slice(), want.labels)
+        );
         buf.fill(0x5A);
         let labels = eval_batch_into(&cache, &[2, 1, 0], 32, &mut buf).unwrap();
         let want = eval_batch(&cache, &[2, 1, 0], 32).unwrap();
-        assert_eq!((buf.as_slice(), labels), (want.pixels.as_slice(), want.labels));
+        assert_eq!(
+            (buf.as_slice(), labels),
+            (want.pixels.as_slice(), want.labels)
+        );
         let e = train_batch_into(&cache, &[2, 1], 32, &aug, 7, 3, &mut buf).unwrap_err();
         assert!(e.contains("needs 6144 bytes, not 9216"), "{e}");
     }
@@ -793,20 +1069,48 @@ mod tests {
     fn unusual_images_are_converted() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        image::GrayImage::from_fn(20, 10, |x, _| image::Luma([(x * 12) as u8])).save(d.join("gray.jpg")).unwrap();
-        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(12, 12, |x, y| image::Luma([(x * y * 400) as u16])).save(d.join("g16.png")).unwrap();
-        image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(9, 7, image::Rgb([65535, 0, 32768])).save(d.join("rgb16.png")).unwrap();
-        image::RgbaImage::from_pixel(8, 8, image::Rgba([10, 20, 30, 0])).save(d.join("rgba.png")).unwrap();
-        image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3])).save(d.join("one.png")).unwrap();
-        image::RgbImage::from_pixel(6000, 4000, image::Rgb([9, 99, 199])).save(d.join("big.png")).unwrap();
-        for (name, w, h) in [("gray.jpg", 20, 10), ("g16.png", 12, 12), ("rgb16.png", 9, 7), ("rgba.png", 8, 8), ("one.png", 1, 1), ("big.png", 6000, 4000)] {
+        image::GrayImage::from_fn(20, 10, |x, _| image::Luma([(x * 12) as u8]))
+            .save(d.join("gray.jpg"))
+            .unwrap();
+        image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(12, 12, |x, y| {
+            image::Luma([(x * y * 400) as u16])
+        })
+        .save(d.join("g16.png"))
+        .unwrap();
+        image::ImageBuffer::<image::Rgb<u16>, Vec<u16>>::from_pixel(
+            9,
+            7,
+            image::Rgb([65535, 0, 32768]),
+        )
+        .save(d.join("rgb16.png"))
+        .unwrap();
+        image::RgbaImage::from_pixel(8, 8, image::Rgba([10, 20, 30, 0]))
+            .save(d.join("rgba.png"))
+            .unwrap();
+        image::RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3]))
+            .save(d.join("one.png"))
+            .unwrap();
+        image::RgbImage::from_pixel(6000, 4000, image::Rgb([9, 99, 199]))
+            .save(d.join("big.png"))
+            .unwrap();
+        for (name, w, h) in [
+            ("gray.jpg", 20, 10),
+            ("g16.png", 12, 12),
+            ("rgb16.png", 9, 7),
+            ("rgba.png", 8, 8),
+            ("one.png", 1, 1),
+            ("big.png", 6000, 4000),
+        ] {
             let img = decode_rgb(&d.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(img.dimensions(), (w, h), "{name}");
             let c = resize_shorter(&img, stored_size(32)).unwrap();
             assert_eq!(c.width.min(c.height), 37, "{name}");
             assert_eq!(c.pixels.len(), (c.width * c.height * 3) as usize, "{name}");
         }
-        assert_eq!(decode_rgb(&d.join("rgb16.png")).unwrap().get_pixel(0, 0).0, [255, 0, 128]);
+        assert_eq!(
+            decode_rgb(&d.join("rgb16.png")).unwrap().get_pixel(0, 0).0,
+            [255, 0, 128]
+        );
         let big = resize_shorter(&decode_rgb(&d.join("big.png")).unwrap(), 37).unwrap();
         assert_eq!((big.width, big.height), (56, 37));
         assert_eq!(&big.pixels[..3], &[9, 99, 199]);
@@ -819,9 +1123,17 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cmyk.jpg");
         let img = decode_rgb(&path).unwrap();
         assert_eq!(img.dimensions(), (16, 16));
-        for ((x, y), want) in [((4, 4), [220, 30, 30]), ((12, 4), [30, 200, 40]), ((4, 12), [40, 40, 210]), ((12, 12), [250, 250, 250])] {
+        for ((x, y), want) in [
+            ((4, 4), [220, 30, 30]),
+            ((12, 4), [30, 200, 40]),
+            ((4, 12), [40, 40, 210]),
+            ((12, 12), [250, 250, 250]),
+        ] {
             let got = img.get_pixel(x, y).0;
-            let close = got.iter().zip(want).all(|(g, w)| (*g as i32 - w).abs() <= 12);
+            let close = got
+                .iter()
+                .zip(want)
+                .all(|(g, w)| (*g as i32 - w).abs() <= 12);
             assert!(close, "pixel ({x}, {y}): got {got:?}, want about {want:?}");
         }
     }
@@ -830,7 +1142,10 @@ mod tests {
     fn reason(path: &Path) -> String {
         let via_cache_path = match decode_one(path, Some(8)) {
             Err(DataError::BadImage { reason, .. }) => reason,
-            other => panic!("{}: expected BadImage from decode_one, got {other:?}", path.display()),
+            other => panic!(
+                "{}: expected BadImage from decode_one, got {other:?}",
+                path.display()
+            ),
         };
         match decode_rgb(path) {
             Err(DataError::BadImage { path: p, reason }) => {
@@ -850,29 +1165,65 @@ mod tests {
     fn the_jpeg_fast_path_decodes_what_the_image_crate_does() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let noise = |w: u32, h: u32| image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8 * 3]));
+        let noise = |w: u32, h: u32| {
+            image::RgbImage::from_fn(w, h, |x, y| {
+                image::Rgb([(x * 7 + y * 13) as u8, (x * y) as u8, (x ^ y) as u8 * 3])
+            })
+        };
         let mut files = Vec::new();
-        for (i, (w, h, q)) in [(300, 200, 90), (37, 23, 75), (16, 64, 100), (500, 375, 60), (1, 1, 90), (9, 300, 85)].into_iter().enumerate() {
+        for (i, (w, h, q)) in [
+            (300, 200, 90),
+            (37, 23, 75),
+            (16, 64, 100),
+            (500, 375, 60),
+            (1, 1, 90),
+            (9, 300, 85),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let path = d.join(format!("{i}.jpg"));
             let mut out = std::fs::File::create(&path).unwrap();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q).encode_image(&noise(w, h)).unwrap();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, q)
+                .encode_image(&noise(w, h))
+                .unwrap();
             files.push(path);
         }
         let gray = d.join("gray.jpg");
-        image::GrayImage::from_fn(20, 10, |x, y| image::Luma([(x * 9 + y) as u8])).save(&gray).unwrap();
+        image::GrayImage::from_fn(20, 10, |x, y| image::Luma([(x * 9 + y) as u8]))
+            .save(&gray)
+            .unwrap();
         files.push(gray);
         files.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cmyk.jpg"));
         for round in 0..2 {
             for path in &files {
                 let want = decode_rgb(path).unwrap();
                 let got = decode_one(path, None).unwrap();
-                assert_eq!((got.width, got.height), want.dimensions(), "{} round {round}", path.display());
-                assert!(got.pixels == *want.as_raw(), "{}: pixels differ (round {round})", path.display());
+                assert_eq!(
+                    (got.width, got.height),
+                    want.dimensions(),
+                    "{} round {round}",
+                    path.display()
+                );
+                assert!(
+                    got.pixels == *want.as_raw(),
+                    "{}: pixels differ (round {round})",
+                    path.display()
+                );
                 for short in [8, 37, 256] {
                     let want = resize_shorter(&want, short).unwrap();
                     let got = decode_one(path, Some(short)).unwrap();
-                    assert_eq!((got.width, got.height), (want.width, want.height), "{} at {short}", path.display());
-                    assert!(got.pixels == want.pixels, "{} at {short}: pixels differ", path.display());
+                    assert_eq!(
+                        (got.width, got.height),
+                        (want.width, want.height),
+                        "{} at {short}",
+                        path.display()
+                    );
+                    assert!(
+                        got.pixels == want.pixels,
+                        "{} at {short}: pixels differ",
+                        path.display()
+                    );
                 }
             }
         }
@@ -887,14 +1238,20 @@ mod tests {
         assert!(reason(&d.join("empty.jpg")).contains("empty (0 bytes)"));
         std::fs::write(d.join("text.jpg"), b"hello, I am not a JPEG\n").unwrap();
         assert!(reason(&d.join("text.jpg")).contains("not an image"));
-        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 7])).save(d.join("full.jpg")).unwrap();
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([x as u8 * 4, y as u8 * 4, 7]))
+            .save(d.join("full.jpg"))
+            .unwrap();
         let bytes = std::fs::read(d.join("full.jpg")).unwrap();
         std::fs::write(d.join("trunc.jpg"), &bytes[..bytes.len() / 2]).unwrap();
         assert!(!reason(&d.join("trunc.jpg")).is_empty());
         std::fs::write(d.join("head.png"), &b"\x89PNG\r\n\x1a\n"[..]).unwrap();
         assert!(!reason(&d.join("head.png")).is_empty());
         std::os::unix::fs::symlink(d.join("loop.jpg"), d.join("loop.jpg")).unwrap();
-        assert!(reason(&d.join("loop.jpg")).to_lowercase().contains("symbolic links"));
+        assert!(
+            reason(&d.join("loop.jpg"))
+                .to_lowercase()
+                .contains("symbolic links")
+        );
         std::fs::create_dir(d.join("dir.jpg")).unwrap();
         assert!(reason(&d.join("dir.jpg")).contains("not a regular file"));
         // A sparse file of 1 GiB + 1 byte that starts like a JPEG: refused
@@ -903,7 +1260,8 @@ mod tests {
         std::io::Write::write_all(&mut &big, &[0xFF, 0xD8, 0xFF, 0xE0]).unwrap();
         big.set_len(MAX_FILE_BYTES + 1).unwrap();
         assert!(reason(&d.join("big.jpg")).contains("larger than any image this tool decodes"));
-        let fifo = std::ffi::CString::new(d.join("fifo.jpg").into_os_string().into_encoded_bytes()).unwrap();
+        let fifo = std::ffi::CString::new(d.join("fifo.jpg").into_os_string().into_encoded_bytes())
+            .unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
         assert!(reason(&d.join("fifo.jpg")).contains("not a regular file"));
@@ -930,7 +1288,9 @@ mod tests {
             for class in ["a", "b"] {
                 let c = root.join(split).join(class);
                 std::fs::create_dir_all(&c).unwrap();
-                image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3])).save(c.join("ok.png")).unwrap();
+                image::RgbImage::from_pixel(40, 30, image::Rgb([1, 2, 3]))
+                    .save(c.join("ok.png"))
+                    .unwrap();
             }
         }
         let a = root.join("train/a");
@@ -941,7 +1301,9 @@ mod tests {
         let layout = scan(root).unwrap();
         assert_eq!(layout.classes, ["a", "b"]);
         assert_eq!(layout.train.items.len(), 4);
-        let e = load_split(&layout.train, 32, false).unwrap_err().to_string();
+        let e = load_split(&layout.train, 32, false)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.jpg") && e.contains("not an image"), "{e}");
         let c = load_split(&layout.train, 32, true).unwrap();
         assert_eq!((c.len(), c.skipped), (3, 1));

@@ -11,7 +11,14 @@ use std::path::PathBuf;
 /// (`torch.backends.cudnn.benchmark`): it does, and `sweep show` says so.
 pub const CUDNN_BENCHMARK: bool = true;
 
-pub const BACKBONES: [&str; 6] = ["resnet18", "resnet34", "resnet50", "resnet101", "vgg16_bn", "vgg19_bn"];
+pub const BACKBONES: [&str; 6] = [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "vgg16_bn",
+    "vgg19_bn",
+];
 
 /// The sweep-file keys of `TrialConfig`, in declaration order: the one list that
 /// the spec's key check, the report columns and "which keys vary" derive from.
@@ -69,7 +76,10 @@ pub enum Head {
 
 impl Default for Head {
     fn default() -> Self {
-        Head::Mlp { hidden: vec![512, 512], dropout: 0.0 }
+        Head::Mlp {
+            hidden: vec![512, 512],
+            dropout: 0.0,
+        }
     }
 }
 
@@ -287,12 +297,27 @@ mod tests {
     /// fields of TrialConfig (in order) but `seed` and `pretrained`.
     #[test]
     fn param_keys_are_the_config_fields() {
-        let c = TrialConfig { betas: [0.8, 0.9], eps: 1e-6, cache_size: Some(CacheSize::ORIGINAL), channels_last: true, ..TrialConfig::default() };
+        let c = TrialConfig {
+            betas: [0.8, 0.9],
+            eps: 1e-6,
+            cache_size: Some(CacheSize::ORIGINAL),
+            channels_last: true,
+            ..TrialConfig::default()
+        };
         let v = serde_json::to_value(&c).unwrap();
         let json = serde_json::to_string(&c).unwrap();
-        let mut fields: Vec<(usize, &str)> = v.as_object().unwrap().keys().map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.as_str())).collect();
+        let mut fields: Vec<(usize, &str)> = v
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| (json.find(&format!("\"{k}\":")).unwrap(), k.as_str()))
+            .collect();
         fields.sort();
-        let fields: Vec<&str> = fields.into_iter().map(|(_, k)| k).filter(|k| !matches!(*k, "seed" | "pretrained")).collect();
+        let fields: Vec<&str> = fields
+            .into_iter()
+            .map(|(_, k)| k)
+            .filter(|k| !matches!(*k, "seed" | "pretrained"))
+            .collect();
         assert_eq!(fields, PARAM_KEYS);
     }
 
@@ -306,9 +331,19 @@ mod tests {
         assert!(serde_json::from_str::<CacheSize>(r#""huge""#).is_err());
         // Defaults stay out of the JSON, so trial ids do not change.
         let j = serde_json::to_string(&TrialConfig::default()).unwrap();
-        assert!(!j.contains("cache_size") && !j.contains("channels_last"), "{j}");
+        assert!(
+            !j.contains("cache_size") && !j.contains("channels_last"),
+            "{j}"
+        );
         assert_eq!(TrialConfig::default().cache_short(), Some(256));
-        assert_eq!(TrialConfig { image_size: 64, ..TrialConfig::default() }.cache_short(), Some(73));
+        assert_eq!(
+            TrialConfig {
+                image_size: 64,
+                ..TrialConfig::default()
+            }
+            .cache_short(),
+            Some(73)
+        );
     }
 
     #[test]

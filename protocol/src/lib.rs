@@ -11,6 +11,12 @@
 pub mod config;
 pub mod message;
 
-pub use config::{BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, SelectMetric, TrialConfig, WorkerJob};
-pub use message::{ClassAccuracy, ErrorClass, Misclassified, PROTOCOL_VERSION, ProtocolError, SplitCounts, Timings, WorkerMessage, emit, parse_line};
+pub use config::{
+    BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, SelectMetric,
+    TrialConfig, WorkerJob,
+};
+pub use message::{
+    ClassAccuracy, ErrorClass, Misclassified, PROTOCOL_VERSION, ProtocolError, SplitCounts,
+    Timings, WorkerMessage, emit, parse_line,
+};
 pub use message::{CoordinatorMessage, parse_coordinator_line};

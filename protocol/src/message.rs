@@ -206,15 +206,40 @@ mod tests {
     #[test]
     fn roundtrip_every_kind() {
         let msgs = vec![
-            WorkerMessage::TrainStep { epoch: 1, batch: 100, step: 100, loss: 0.5, accuracy: 0.75, lr: 0.01, images_per_s: 321.0 },
-            WorkerMessage::Error { class: ErrorClass::Oom, message: "CUDA out of memory".into() },
-            WorkerMessage::Done { epochs: 2, wall_s: 1.5, images_per_s: 10.0, best_val_accuracy: 0.5, timings: None },
+            WorkerMessage::TrainStep {
+                epoch: 1,
+                batch: 100,
+                step: 100,
+                loss: 0.5,
+                accuracy: 0.75,
+                lr: 0.01,
+                images_per_s: 321.0,
+            },
+            WorkerMessage::Error {
+                class: ErrorClass::Oom,
+                message: "CUDA out of memory".into(),
+            },
             WorkerMessage::Done {
                 epochs: 2,
                 wall_s: 1.5,
                 images_per_s: 10.0,
                 best_val_accuracy: 0.5,
-                timings: Some(Timings { data_s: 0.25, model_s: 0.5, train_s: 1.0, batch_wait_s: 0.125, valid_s: 0.75, checkpoint_s: 0.375, test_s: 0.0625 }),
+                timings: None,
+            },
+            WorkerMessage::Done {
+                epochs: 2,
+                wall_s: 1.5,
+                images_per_s: 10.0,
+                best_val_accuracy: 0.5,
+                timings: Some(Timings {
+                    data_s: 0.25,
+                    model_s: 0.5,
+                    train_s: 1.0,
+                    batch_wait_s: 0.125,
+                    valid_s: 0.75,
+                    checkpoint_s: 0.375,
+                    test_s: 0.0625,
+                }),
             },
         ];
         for m in msgs {
@@ -227,22 +252,45 @@ mod tests {
     #[test]
     fn done_without_timings_parses() {
         let line = r#"{"type":"done","epochs":2,"wall_s":1.5,"images_per_s":10.0,"best_val_accuracy":0.5}"#;
-        assert_eq!(parse_line(line).unwrap(), WorkerMessage::Done { epochs: 2, wall_s: 1.5, images_per_s: 10.0, best_val_accuracy: 0.5, timings: None });
+        assert_eq!(
+            parse_line(line).unwrap(),
+            WorkerMessage::Done {
+                epochs: 2,
+                wall_s: 1.5,
+                images_per_s: 10.0,
+                best_val_accuracy: 0.5,
+                timings: None
+            }
+        );
     }
 
     #[test]
     fn tagged_format_is_stable() {
         let line = r#"{"type":"resumed","from_epoch":3}"#;
-        assert_eq!(parse_line(line).unwrap(), WorkerMessage::Resumed { from_epoch: 3 });
+        assert_eq!(
+            parse_line(line).unwrap(),
+            WorkerMessage::Resumed { from_epoch: 3 }
+        );
     }
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for line in ["", "{", "null", "[1,2]", r#"{"type":"nope"}"#, r#"{"type":"epoch"}"#, "\u{0}\u{ffff}"] {
+        for line in [
+            "",
+            "{",
+            "null",
+            "[1,2]",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"epoch"}"#,
+            "\u{0}\u{ffff}",
+        ] {
             assert!(parse_line(line).is_err(), "{line:?}");
         }
         let long = "x".repeat(MAX_LINE_BYTES + 1);
-        assert_eq!(parse_line(&long), Err(ProtocolError::TooLong(MAX_LINE_BYTES + 1)));
+        assert_eq!(
+            parse_line(&long),
+            Err(ProtocolError::TooLong(MAX_LINE_BYTES + 1))
+        );
     }
 }
 
@@ -256,8 +304,15 @@ mod proptests {
     use proptest::test_runner::Config;
 
     fn config() -> Config {
-        let cases = std::env::var("SWEEP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-        Config { cases, failure_persistence: None, ..Config::default() }
+        let cases = std::env::var("SWEEP_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
     }
 
     /// Finite floats only: JSON has no NaN or infinity (serde_json writes them
@@ -268,7 +323,12 @@ mod proptests {
     }
 
     fn text() -> impl Strategy<Value = String> {
-        prop_oneof![".{0,12}", "[a-z_]{0,8}", Just(String::new()), Just("\"\\\u{0}\u{2028}\n".to_string())]
+        prop_oneof![
+            ".{0,12}",
+            "[a-z_]{0,8}",
+            Just(String::new()),
+            Just("\"\\\u{0}\u{2028}\n".to_string())
+        ]
     }
 
     fn class() -> impl Strategy<Value = ErrorClass> {
@@ -284,64 +344,171 @@ mod proptests {
 
     pub(super) fn message() -> impl Strategy<Value = WorkerMessage> {
         prop_oneof![
-            (any::<u32>(), text(), any::<u32>(), text(), text(), any::<bool>(), any::<i32>()).prop_map(
-                |(protocol, trial, pid, libtorch, device, cuda, threads)| { WorkerMessage::Hello { protocol, trial, pid, libtorch, device, cuda, threads } }
-            ),
-            (prop::collection::vec(text(), 0..4), prop::collection::vec((text(), prop::collection::vec(any::<usize>(), 0..4)), 0..3), any::<usize>(), finite())
+            (
+                any::<u32>(),
+                text(),
+                any::<u32>(),
+                text(),
+                text(),
+                any::<bool>(),
+                any::<i32>()
+            )
+                .prop_map(|(protocol, trial, pid, libtorch, device, cuda, threads)| {
+                    WorkerMessage::Hello {
+                        protocol,
+                        trial,
+                        pid,
+                        libtorch,
+                        device,
+                        cuda,
+                        threads,
+                    }
+                }),
+            (
+                prop::collection::vec(text(), 0..4),
+                prop::collection::vec((text(), prop::collection::vec(any::<usize>(), 0..4)), 0..3),
+                any::<usize>(),
+                finite()
+            )
                 .prop_map(|(classes, counts, skipped, decode_s)| WorkerMessage::Data {
                     classes,
-                    counts: counts.into_iter().map(|(split, counts)| SplitCounts { split, counts }).collect(),
+                    counts: counts
+                        .into_iter()
+                        .map(|(split, counts)| SplitCounts { split, counts })
+                        .collect(),
                     skipped,
                     decode_s,
                 }),
             any::<u32>().prop_map(|from_epoch| WorkerMessage::Resumed { from_epoch }),
-            (any::<u32>(), any::<u32>(), any::<u64>(), finite(), finite(), finite(), finite()).prop_map(
-                |(epoch, batch, step, loss, accuracy, lr, images_per_s)| { WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } }
-            ),
-            (any::<u32>(), finite(), finite(), finite(), finite(), any::<u64>(), finite(), finite()).prop_map(
-                |(epoch, train_loss, train_accuracy, val_loss, val_accuracy, step, seconds, images_per_s)| WorkerMessage::Epoch {
-                    epoch,
-                    train_loss,
-                    train_accuracy,
-                    val_loss,
-                    val_accuracy,
-                    step,
-                    seconds,
-                    images_per_s,
-                }
-            ),
-            (any::<u32>(), text(), text()).prop_map(|(epoch, kind, path)| WorkerMessage::Checkpoint { epoch, kind, path }),
-            (finite(), finite(), any::<usize>(), prop::collection::vec((text(), any::<u64>(), any::<u64>(), finite()), 0..4), any::<u32>()).prop_map(
-                |(loss, accuracy, n, per_class, epoch)| WorkerMessage::Test {
-                    loss,
-                    accuracy,
-                    n,
-                    per_class: per_class.into_iter().map(|(class, correct, total, accuracy)| ClassAccuracy { class, correct, total, accuracy }).collect(),
-                    epoch,
-                }
-            ),
-            (prop::collection::vec(text(), 0..4), prop::collection::vec(prop::collection::vec(any::<u64>(), 0..4), 0..4))
+            (
+                any::<u32>(),
+                any::<u32>(),
+                any::<u64>(),
+                finite(),
+                finite(),
+                finite(),
+                finite()
+            )
+                .prop_map(|(epoch, batch, step, loss, accuracy, lr, images_per_s)| {
+                    WorkerMessage::TrainStep {
+                        epoch,
+                        batch,
+                        step,
+                        loss,
+                        accuracy,
+                        lr,
+                        images_per_s,
+                    }
+                }),
+            (
+                any::<u32>(),
+                finite(),
+                finite(),
+                finite(),
+                finite(),
+                any::<u64>(),
+                finite(),
+                finite()
+            )
+                .prop_map(
+                    |(
+                        epoch,
+                        train_loss,
+                        train_accuracy,
+                        val_loss,
+                        val_accuracy,
+                        step,
+                        seconds,
+                        images_per_s,
+                    )| WorkerMessage::Epoch {
+                        epoch,
+                        train_loss,
+                        train_accuracy,
+                        val_loss,
+                        val_accuracy,
+                        step,
+                        seconds,
+                        images_per_s,
+                    }
+                ),
+            (any::<u32>(), text(), text())
+                .prop_map(|(epoch, kind, path)| WorkerMessage::Checkpoint { epoch, kind, path }),
+            (
+                finite(),
+                finite(),
+                any::<usize>(),
+                prop::collection::vec((text(), any::<u64>(), any::<u64>(), finite()), 0..4),
+                any::<u32>()
+            )
+                .prop_map(|(loss, accuracy, n, per_class, epoch)| {
+                    WorkerMessage::Test {
+                        loss,
+                        accuracy,
+                        n,
+                        per_class: per_class
+                            .into_iter()
+                            .map(|(class, correct, total, accuracy)| ClassAccuracy {
+                                class,
+                                correct,
+                                total,
+                                accuracy,
+                            })
+                            .collect(),
+                        epoch,
+                    }
+                }),
+            (
+                prop::collection::vec(text(), 0..4),
+                prop::collection::vec(prop::collection::vec(any::<u64>(), 0..4), 0..4)
+            )
                 .prop_map(|(classes, matrix)| WorkerMessage::Confusion { classes, matrix }),
-            prop::collection::vec((text(), text(), text(), finite()), 0..4).prop_map(|items| WorkerMessage::Misclassified {
-                items: items.into_iter().map(|(file, truth, pred, prob)| Misclassified { file, truth, pred, prob }).collect(),
-            }),
-            (any::<u32>(), finite(), finite(), finite(), prop::option::of(prop::array::uniform7(finite()))).prop_map(
-                |(epochs, wall_s, images_per_s, best_val_accuracy, t)| WorkerMessage::Done {
-                    epochs,
-                    wall_s,
-                    images_per_s,
-                    best_val_accuracy,
-                    timings: t.map(|[data_s, model_s, train_s, batch_wait_s, valid_s, checkpoint_s, test_s]| Timings {
-                        data_s,
-                        model_s,
-                        train_s,
-                        batch_wait_s,
-                        valid_s,
-                        checkpoint_s,
-                        test_s
-                    }),
+            prop::collection::vec((text(), text(), text(), finite()), 0..4).prop_map(|items| {
+                WorkerMessage::Misclassified {
+                    items: items
+                        .into_iter()
+                        .map(|(file, truth, pred, prob)| Misclassified {
+                            file,
+                            truth,
+                            pred,
+                            prob,
+                        })
+                        .collect(),
                 }
-            ),
+            }),
+            (
+                any::<u32>(),
+                finite(),
+                finite(),
+                finite(),
+                prop::option::of(prop::array::uniform7(finite()))
+            )
+                .prop_map(|(epochs, wall_s, images_per_s, best_val_accuracy, t)| {
+                    WorkerMessage::Done {
+                        epochs,
+                        wall_s,
+                        images_per_s,
+                        best_val_accuracy,
+                        timings: t.map(
+                            |[
+                                data_s,
+                                model_s,
+                                train_s,
+                                batch_wait_s,
+                                valid_s,
+                                checkpoint_s,
+                                test_s,
+                            ]| Timings {
+                                data_s,
+                                model_s,
+                                train_s,
+                                batch_wait_s,
+                                valid_s,
+                                checkpoint_s,
+                                test_s,
+                            },
+                        ),
+                    }
+                }),
             (class(), text()).prop_map(|(class, message)| WorkerMessage::Error { class, message }),
         ]
     }
@@ -353,12 +520,23 @@ mod proptests {
         fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
             use serde_json::Value as V;
             match (a, b) {
-                (V::Number(x), V::Number(y)) if x.is_f64() || y.is_f64() => match (x.as_f64(), y.as_f64()) {
-                    (Some(x), Some(y)) => x == y || (x.signum() == y.signum() && (x.to_bits() as i128 - y.to_bits() as i128).abs() <= 2),
-                    _ => false,
-                },
-                (V::Array(x), V::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y)),
-                (V::Object(x), V::Object(y)) => x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w))),
+                (V::Number(x), V::Number(y)) if x.is_f64() || y.is_f64() => {
+                    match (x.as_f64(), y.as_f64()) {
+                        (Some(x), Some(y)) => {
+                            x == y
+                                || (x.signum() == y.signum()
+                                    && (x.to_bits() as i128 - y.to_bits() as i128).abs() <= 2)
+                        }
+                        _ => false,
+                    }
+                }
+                (V::Array(x), V::Array(y)) => {
+                    x.len() == y.len() && x.iter().zip(y).all(|(x, y)| close(x, y))
+                }
+                (V::Object(x), V::Object(y)) => {
+                    x.len() == y.len()
+                        && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+                }
                 _ => a == b,
             }
         }
@@ -372,7 +550,11 @@ mod proptests {
     fn mutate(line: &str, edits: &[(u8, usize, String)]) -> String {
         let mut chars: Vec<char> = line.chars().collect();
         for (kind, pos, payload) in edits {
-            let at = if chars.is_empty() { 0 } else { pos % (chars.len() + 1) };
+            let at = if chars.is_empty() {
+                0
+            } else {
+                pos % (chars.len() + 1)
+            };
             match kind % 6 {
                 0 => chars.splice(at..at, payload.chars()).for_each(drop),
                 1 => {
@@ -382,22 +564,39 @@ mod proptests {
                 2 => chars.truncate(at),
                 3 => {
                     // Overwrite one character with a JSON-significant one.
-                    const SIGNIFICANT: [char; 12] = ['{', '}', '[', ']', '"', ':', ',', '-', '0', 'e', '\\', 'n'];
+                    const SIGNIFICANT: [char; 12] =
+                        ['{', '}', '[', ']', '"', ':', ',', '-', '0', 'e', '\\', 'n'];
                     if at < chars.len() {
                         chars[at] = SIGNIFICANT[payload.len() % SIGNIFICANT.len()];
                     }
                 }
                 4 => {
                     // Replace a number with a huge, negative or fractional one.
-                    const NUMBERS: [&str; 8] = ["-1", "1e999", "18446744073709551616", "0.5", "-0", "1e-400", "9223372036854775808", "4294967296"];
+                    const NUMBERS: [&str; 8] = [
+                        "-1",
+                        "1e999",
+                        "18446744073709551616",
+                        "0.5",
+                        "-0",
+                        "1e-400",
+                        "9223372036854775808",
+                        "4294967296",
+                    ];
                     let s: String = chars.iter().collect();
-                    let replaced = s.replacen(|c: char| c.is_ascii_digit(), NUMBERS[payload.len() % NUMBERS.len()], 1);
+                    let replaced = s.replacen(
+                        |c: char| c.is_ascii_digit(),
+                        NUMBERS[payload.len() % NUMBERS.len()],
+                        1,
+                    );
                     chars = replaced.chars().collect();
                 }
                 _ => {
                     // Rename or drop the type tag / a key.
                     let s: String = chars.iter().collect();
-                    chars = s.replacen("\"type\"", &format!("\"{payload}\""), 1).chars().collect();
+                    chars = s
+                        .replacen("\"type\"", &format!("\"{payload}\""), 1)
+                        .chars()
+                        .collect();
                 }
             }
         }

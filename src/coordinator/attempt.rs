@@ -24,7 +24,11 @@ pub struct AttemptResult {
 
 impl AttemptResult {
     fn failed(class: FailureClass, message: impl Into<String>) -> AttemptResult {
-        AttemptResult { class: Some(class), message: Some(message.into()), ..Default::default() }
+        AttemptResult {
+            class: Some(class),
+            message: Some(message.into()),
+            ..Default::default()
+        }
     }
 
     pub fn succeeded(&self) -> bool {
@@ -59,16 +63,33 @@ pub(super) async fn run(
             r = stop.wait_for(|s| *s) => r.is_ok(),
         };
         if stopped {
-            let result = AttemptResult::failed(FailureClass::Interrupted, "stopped before the retry started");
-            let _ = ev.send(Event::Finished { trial, slot: spec.slot.clone(), result });
+            let result = AttemptResult::failed(
+                FailureClass::Interrupted,
+                "stopped before the retry started",
+            );
+            let _ = ev.send(Event::Finished {
+                trial,
+                slot: spec.slot.clone(),
+                result,
+            });
             return;
         }
     }
     let result = run_attempt(launcher.as_ref(), &spec, &recorder, &ev, policy).await;
-    let _ = ev.send(Event::Finished { trial, slot: spec.slot.clone(), result });
+    let _ = ev.send(Event::Finished {
+        trial,
+        slot: spec.slot.clone(),
+        result,
+    });
 }
 
-async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Recorder, ev: &mpsc::UnboundedSender<Event>, policy: Policy) -> AttemptResult {
+async fn run_attempt(
+    launcher: &dyn Launcher,
+    spec: &LaunchSpec,
+    recorder: &Recorder,
+    ev: &mpsc::UnboundedSender<Event>,
+    policy: Policy,
+) -> AttemptResult {
     let trial = spec.job.trial.clone();
     let started = launcher.start(spec);
     let pid = started.as_ref().ok().and_then(|a| a.control.pid());
@@ -81,12 +102,28 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
     });
     let attempt = match started {
         Ok(a) => a,
-        Err(e) => return AttemptResult::failed(FailureClass::Worker(sweep_protocol::ErrorClass::Internal), format!("cannot start worker: {e}")),
+        Err(e) => {
+            return AttemptResult::failed(
+                FailureClass::Worker(sweep_protocol::ErrorClass::Internal),
+                format!("cannot start worker: {e}"),
+            );
+        }
     };
     let control = Arc::clone(&attempt.control);
-    let _ = ev.send(Event::Started { trial: trial.clone(), control: Arc::clone(&control) });
+    let _ = ev.send(Event::Started {
+        trial: trial.clone(),
+        control: Arc::clone(&control),
+    });
     let mut result = AttemptResult::default();
-    let mut relay = Relay { trial: &trial, attempt: policy.attempt, recorder, ev, result: &mut result, control: &control, placed: false };
+    let mut relay = Relay {
+        trial: &trial,
+        attempt: policy.attempt,
+        recorder,
+        ev,
+        result: &mut result,
+        control: &control,
+        placed: false,
+    };
     let read = relay.read_all(attempt.stdout);
     let timed_out = match policy.timeout {
         Some(t) => tokio::time::timeout(t, read).await.is_err(),
@@ -119,7 +156,10 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
         // The launcher's view of the end (Slurm: time limit, preemption, scancel).
         // Stopped by SIGTERM: the worker said so, or the signal came before
         // its handler was in place (it died of it: srun then exits 128 + 15).
-        let interrupted = result.class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Interrupted))
+        let interrupted = result.class
+            == Some(FailureClass::Worker(
+                sweep_protocol::ErrorClass::Interrupted,
+            ))
             || result.exit.signal == Some(libc::SIGTERM)
             || result.exit.code == Some(128 + libc::SIGTERM);
         if let Some((class, message)) = control.end_state(interrupted).await {
@@ -132,23 +172,57 @@ async fn run_attempt(launcher: &dyn Launcher, spec: &LaunchSpec, recorder: &Reco
 }
 
 /// Records where the attempt runs, when the launcher knows (once per attempt).
-fn record_placement(recorder: &Recorder, trial: &str, attempt: u32, control: &dyn super::launcher::AttemptControl) -> bool {
-    let Some(p) = control.placement() else { return false };
-    recorder.send(StoreEvent::AttemptPlaced { trial: trial.to_string(), attempt, node: p.node, gpus: p.gpus, job: p.job, device: p.device });
+fn record_placement(
+    recorder: &Recorder,
+    trial: &str,
+    attempt: u32,
+    control: &dyn super::launcher::AttemptControl,
+) -> bool {
+    let Some(p) = control.placement() else {
+        return false;
+    };
+    recorder.send(StoreEvent::AttemptPlaced {
+        trial: trial.to_string(),
+        attempt,
+        node: p.node,
+        gpus: p.gpus,
+        job: p.job,
+        device: p.device,
+    });
     true
 }
 
 /// Names what went wrong when the worker did not say so itself.
-fn classify(result: &mut AttemptResult, timed_out: bool, timeout: Option<Duration>, spec: &LaunchSpec) {
+fn classify(
+    result: &mut AttemptResult,
+    timed_out: bool,
+    timeout: Option<Duration>,
+    spec: &LaunchSpec,
+) {
     if timed_out {
         result.done = false;
         result.class = Some(FailureClass::Timeout);
-        result.message = Some(format!("no completion within the {}s timeout; killed", timeout.map(|t| t.as_secs()).unwrap_or(0)));
+        result.message = Some(format!(
+            "no completion within the {}s timeout; killed",
+            timeout.map(|t| t.as_secs()).unwrap_or(0)
+        ));
     } else if result.class.is_none() && !(result.done && result.exit.code == Some(0)) {
         let (class, message) = match (result.exit.signal, result.exit.code) {
-            (Some(sig), _) => (FailureClass::Crash, format!("worker killed by signal {sig}")),
-            (None, Some(0)) => (FailureClass::Protocol, "worker exited 0 without its final `done` message".to_string()),
-            (None, code) => (FailureClass::Crash, format!("worker exited with code {code:?}; see {}", spec.log_path.display())),
+            (Some(sig), _) => (
+                FailureClass::Crash,
+                format!("worker killed by signal {sig}"),
+            ),
+            (None, Some(0)) => (
+                FailureClass::Protocol,
+                "worker exited 0 without its final `done` message".to_string(),
+            ),
+            (None, code) => (
+                FailureClass::Crash,
+                format!(
+                    "worker exited with code {code:?}; see {}",
+                    spec.log_path.display()
+                ),
+            ),
         };
         result.class = Some(class);
         result.message = Some(message);
@@ -169,7 +243,9 @@ struct Relay<'a> {
 
 impl Relay<'_> {
     fn warn(&self, w: String) {
-        let _ = self.ev.send(Event::Warning(format!("trial {}: {w}", self.trial)));
+        let _ = self
+            .ev
+            .send(Event::Warning(format!("trial {}: {w}", self.trial)));
     }
 
     async fn read_all(&mut self, stdout: std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>) {
@@ -179,7 +255,9 @@ impl Relay<'_> {
             buf.clear();
             match read_line_capped(&mut reader, &mut buf).await {
                 Ok(None) => break,
-                Ok(Some(true)) => self.warn(format!("worker line over {MAX_LINE_BYTES} bytes ignored")),
+                Ok(Some(true)) => {
+                    self.warn(format!("worker line over {MAX_LINE_BYTES} bytes ignored"))
+                }
                 Ok(Some(false)) => {
                     let line = String::from_utf8_lossy(&buf);
                     if line.trim().is_empty() {
@@ -208,7 +286,12 @@ impl Relay<'_> {
     /// Handles one message; false when the attempt must be abandoned.
     fn on_message(&mut self, msg: WorkerMessage) -> bool {
         if !self.placed {
-            self.placed = record_placement(self.recorder, self.trial, self.attempt, self.control.as_ref());
+            self.placed = record_placement(
+                self.recorder,
+                self.trial,
+                self.attempt,
+                self.control.as_ref(),
+            );
         }
         match &msg {
             WorkerMessage::Hello { protocol, .. } if *protocol != PROTOCOL_VERSION => {
@@ -227,15 +310,25 @@ impl Relay<'_> {
             }
             _ => {}
         }
-        let _ = self.ev.send(Event::Message { trial: self.trial.to_string(), msg: msg.clone() });
-        self.recorder.send(StoreEvent::Worker { trial: self.trial.to_string(), attempt: self.attempt, msg });
+        let _ = self.ev.send(Event::Message {
+            trial: self.trial.to_string(),
+            msg: msg.clone(),
+        });
+        self.recorder.send(StoreEvent::Worker {
+            trial: self.trial.to_string(),
+            attempt: self.attempt,
+            msg,
+        });
         true
     }
 }
 
 /// Reads one line into `buf` (without the newline), keeping at most
 /// MAX_LINE_BYTES. Ok(None) at EOF; Ok(Some(true)) when the line was too long.
-async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> std::io::Result<Option<bool>> {
+async fn read_line_capped<R: tokio::io::AsyncBufRead + Unpin>(
+    r: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
     let mut too_long = false;
     let mut any = false;
     loop {

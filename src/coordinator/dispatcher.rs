@@ -44,10 +44,20 @@ pub(super) struct Queued {
 
 /// What attempt tasks tell the dispatcher.
 pub(super) enum Event {
-    Started { trial: String, control: Arc<dyn AttemptControl> },
-    Message { trial: String, msg: WorkerMessage },
+    Started {
+        trial: String,
+        control: Arc<dyn AttemptControl>,
+    },
+    Message {
+        trial: String,
+        msg: WorkerMessage,
+    },
     Warning(String),
-    Finished { trial: String, slot: Slot, result: AttemptResult },
+    Finished {
+        trial: String,
+        slot: Slot,
+        result: AttemptResult,
+    },
 }
 
 struct Running {
@@ -98,9 +108,24 @@ struct Dispatcher {
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
     let v = serde_json::to_value(&t.config).unwrap_or_default();
-    let parts: Vec<String> =
-        varying.iter().filter_map(|k| v.get(k).map(|x| format!("{k}={}", x.as_str().map(String::from).unwrap_or_else(|| x.to_string())))).collect();
-    if parts.is_empty() { t.config.backbone.clone() } else { parts.join(" ") }
+    let parts: Vec<String> = varying
+        .iter()
+        .filter_map(|k| {
+            v.get(k).map(|x| {
+                format!(
+                    "{k}={}",
+                    x.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| x.to_string())
+                )
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        t.config.backbone.clone()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// The slots `[resources]` asks for; `cpu_workers = "auto"` is resolved
@@ -116,7 +141,12 @@ fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64, cores: u32) -> 
         trials_per_gpu: r.trials_per_gpu,
         cpu_workers: match r.cpu_workers {
             CpuWorkers::Fixed(n) => n,
-            CpuWorkers::Auto => super::launcher::auto_cpu_workers(cores, trials, super::launcher::mem_available(), per_trial),
+            CpuWorkers::Auto => super::launcher::auto_cpu_workers(
+                cores,
+                trials,
+                super::launcher::mem_available(),
+                per_trial,
+            ),
         },
     }
 }
@@ -125,11 +155,17 @@ fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64, cores: u32) -> 
 /// there the trials would all run on the CPU, so that is an error, before
 /// anything is written; when some are missing, a warning names them.
 async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(), RunError> {
-    let GpuSelection::List(wanted) = &plan.resources.gpus else { return Ok(()) };
+    let GpuSelection::List(wanted) = &plan.resources.gpus else {
+        return Ok(());
+    };
     if wanted.is_empty() || plan.slurm.is_some() {
         return Ok(());
     }
-    let request = |gpus: Option<Vec<u32>>| SlotRequest { gpus, trials_per_gpu: 1, cpu_workers: 1 };
+    let request = |gpus: Option<Vec<u32>>| SlotRequest {
+        gpus,
+        trials_per_gpu: 1,
+        cpu_workers: 1,
+    };
     let got_slots = launcher.slots(&request(Some(wanted.clone()))).await;
     let got = gpus_of(&got_slots);
     let mut distinct = wanted.clone();
@@ -140,7 +176,11 @@ async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(),
     }
     let all_slots = launcher.slots(&request(None)).await;
     let all = gpus_of(&all_slots);
-    let listed = wanted.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+    let listed = wanted
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
     let seen = if all.is_empty() {
         "no GPU is visible here (nvidia-smi, CUDA_VISIBLE_DEVICES)".to_string()
     } else {
@@ -152,7 +192,11 @@ async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(),
             plan.file.display()
         )));
     }
-    eprintln!("warning: [resources] gpus = [{listed}]: only {} of these GPUs is here ({seen}); running on [{}]", got.len(), got.join(", "));
+    eprintln!(
+        "warning: [resources] gpus = [{listed}]: only {} of these GPUs is here ({seen}); running on [{}]",
+        got.len(),
+        got.join(", ")
+    );
     Ok(())
 }
 
@@ -176,28 +220,56 @@ pub async fn run(
         dataset: plan.dataset.display().to_string(),
         dataset_hash: &dataset_hash,
         system_info,
-        trials: plan.trials.iter().map(|t| (t.id.as_str(), &t.config)).collect(),
+        trials: plan
+            .trials
+            .iter()
+            .map(|t| (t.id.as_str(), &t.config))
+            .collect(),
     };
-    let (sweep_id, states) = recorder::register(&pool, &new).await.map_err(|e| RunError::Store(e.to_string()))?;
-    let state: HashMap<String, recorder::TrialState> = states.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let (sweep_id, states) = recorder::register(&pool, &new)
+        .await
+        .map_err(|e| RunError::Store(e.to_string()))?;
+    let state: HashMap<String, recorder::TrialState> =
+        states.into_iter().map(|s| (s.id.clone(), s)).collect();
     let (proposer, startup_rows) = restore_proposer(&mut plan, &pool, sweep_id).await?;
     let (mut queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
     let mut early_pruned = Vec::new();
     let stopper = match plan.stopping.active() {
-        true => Some(restore_stopper(&plan, &pool, &mut queue, &mut early_pruned).await.map_err(|e| RunError::Store(e.to_string()))?),
+        true => Some(
+            restore_stopper(&plan, &pool, &mut queue, &mut early_pruned)
+                .await
+                .map_err(|e| RunError::Store(e.to_string()))?,
+        ),
         false => None,
     };
     for q in queue.iter().filter(|q| q.attempt == 1) {
         set_aside_unknown_checkpoints(&opts.results.join(&plan.name).join(&q.trial.id))?;
     }
     let classes = train_classes(&plan);
-    let to_propose = proposer.as_ref().map(|p| p.remaining() * p.seeds()).unwrap_or(0);
+    let to_propose = proposer
+        .as_ref()
+        .map(|p| p.remaining() * p.seeds())
+        .unwrap_or(0);
     // "auto" counts every trial of the sweep, not the ones left to run: a
     // resumed or retried trial then gets the thread count it first had, and
     // with it the same metrics to the last digit (they differ across thread counts).
-    let per_trial = plan.trials.iter().map(|t| retention::cpu_trial_memory(&t.config, classes)).max().unwrap_or(0);
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u32;
-    let mut free = launcher.slots(&slot_request(&plan, plan.trials.len() + to_propose, per_trial, cores)).await;
+    let per_trial = plan
+        .trials
+        .iter()
+        .map(|t| retention::cpu_trial_memory(&t.config, classes))
+        .max()
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u32;
+    let mut free = launcher
+        .slots(&slot_request(
+            &plan,
+            plan.trials.len() + to_propose,
+            per_trial,
+            cores,
+        ))
+        .await;
     free.reverse();
     tidy_finished(&plan, &opts, &state);
     warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
@@ -206,22 +278,34 @@ pub async fn run(
     let device_desc = if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
         format!("Slurm, up to {} trial(s) in flight", free.len())
     } else if gpus.is_empty() {
-        format!("{} CPU worker(s), {threads_per_worker} threads each", free.len())
+        format!(
+            "{} CPU worker(s), {threads_per_worker} threads each",
+            free.len()
+        )
     } else {
-        format!("GPUs [{}], {} trial(s) per GPU", gpus.join(", "), plan.resources.trials_per_gpu)
+        format!(
+            "GPUs [{}], {} trial(s) per GPU",
+            gpus.join(", "),
+            plan.resources.trials_per_gpu
+        )
     };
     eprintln!(
         "sweep {}: {} trials ({} to run, {skipped} already finished{}) on {device_desc}",
         plan.name,
         plan.trials.len(),
         queue.len(),
-        if skipped_failed > 0 { format!(", {skipped_failed} failed: rerun with --retry-failed") } else { String::new() }
+        if skipped_failed > 0 {
+            format!(", {skipped_failed} failed: rerun with --retry-failed")
+        } else {
+            String::new()
+        }
     );
 
     // The dataset decoded once for every cache size the queued trials use,
     // before the first of them starts.
     let shorts = queue.iter().map(|q| q.trial.config.cache_short()).collect();
-    let decoded_cache = crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
+    let decoded_cache =
+        crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
     let (recorder, writer) = Recorder::spawn(pool.clone());
     for row in startup_rows {
         recorder.send(StoreEvent::Proposal(Box::new(row)));
@@ -231,7 +315,10 @@ pub async fn run(
             recorder.send(StoreEvent::Decision(decision_row(&d, &plan)));
         }
         if stopped {
-            recorder.send(StoreEvent::TrialStatus { trial: d.trial.clone(), status: TrialStatus::Pruned });
+            recorder.send(StoreEvent::TrialStatus {
+                trial: d.trial.clone(),
+                status: TrialStatus::Pruned,
+            });
         }
     }
     let (events, mut ev_rx) = mpsc::unbounded_channel::<Event>();
@@ -298,14 +385,30 @@ pub async fn run(
 /// plan (their trials resume like planned ones), and the proposer is rebuilt
 /// with the validation results so far. Also returns the startup draws as the
 /// sequence's first rows (written once; a rerun ignores them).
-async fn restore_proposer(plan: &mut SweepPlan, pool: &sqlx::SqlitePool, sweep_id: i64) -> Result<(Option<Proposer>, Vec<recorder::ProposalRow>), RunError> {
-    let Some(space) = plan.search.clone() else { return Ok((None, vec![])) };
+async fn restore_proposer(
+    plan: &mut SweepPlan,
+    pool: &sqlx::SqlitePool,
+    sweep_id: i64,
+) -> Result<(Option<Proposer>, Vec<recorder::ProposalRow>), RunError> {
+    let Some(space) = plan.search.clone() else {
+        return Ok((None, vec![]));
+    };
     let store = |e: sqlx::Error| RunError::Store(e.to_string());
-    let recorded: Vec<(i64, Vec<f64>)> = crate::store::proposals::of_sweep(pool, sweep_id).await.map_err(store)?.into_iter().map(|(k, _, c)| (k, c)).collect();
-    let (mut proposer, resumed) = Proposer::new(space, plan.select, &plan.trials, &recorded).map_err(RunError::Store)?;
+    let recorded: Vec<(i64, Vec<f64>)> = crate::store::proposals::of_sweep(pool, sweep_id)
+        .await
+        .map_err(store)?
+        .into_iter()
+        .map(|(k, _, c)| (k, c))
+        .collect();
+    let (mut proposer, resumed) =
+        Proposer::new(space, plan.select, &plan.trials, &recorded).map_err(RunError::Store)?;
     let startup = proposer.startup_rows(sweep_id, &plan.trials);
     plan.trials.extend(resumed);
-    for (trial, epoch, value) in crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name()).await.map_err(store)? {
+    for (trial, epoch, value) in
+        crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name())
+            .await
+            .map_err(store)?
+    {
         proposer.observe_metric(&trial, epoch as u32, value);
     }
     Ok((Some(proposer), startup))
@@ -313,7 +416,11 @@ async fn restore_proposer(plan: &mut SweepPlan, pool: &sqlx::SqlitePool, sweep_i
 
 /// Which planned trials to run: all but the done ones (and the failed ones
 /// unless `retry_failed`). Returns (queue, skipped, skipped because failed).
-fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>, retry_failed: bool) -> (VecDeque<Queued>, usize, usize) {
+fn initial_queue(
+    plan: &SweepPlan,
+    state: &HashMap<String, recorder::TrialState>,
+    retry_failed: bool,
+) -> (VecDeque<Queued>, usize, usize) {
     let mut queue = VecDeque::new();
     let (mut skipped, mut skipped_failed) = (0, 0);
     for t in &plan.trials {
@@ -324,7 +431,12 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
                 skipped += 1;
                 skipped_failed += 1;
             }
-            _ => queue.push_back(Queued { trial: t.clone(), attempt: s.map(|s| s.attempts).unwrap_or(0) + 1, tries: 0, delay: Duration::ZERO }),
+            _ => queue.push_back(Queued {
+                trial: t.clone(),
+                attempt: s.map(|s| s.attempts).unwrap_or(0) + 1,
+                tries: 0,
+                delay: Duration::ZERO,
+            }),
         }
     }
     (queue, skipped, skipped_failed)
@@ -333,15 +445,27 @@ fn initial_queue(plan: &SweepPlan, state: &HashMap<String, recorder::TrialState>
 /// The class folders of train/ (validation checked the layout): one
 /// directory read, not another walk of every image.
 fn train_classes(plan: &SweepPlan) -> u64 {
-    std::fs::read_dir(plan.dataset.join("train")).map(|d| d.flatten().filter(|e| e.path().is_dir()).count()).unwrap_or(1000) as u64
+    std::fs::read_dir(plan.dataset.join("train"))
+        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
+        .unwrap_or(1000) as u64
 }
 
 /// Finished trials whose clean-up a crash interrupted (or that ran with
 /// another `keep` or `keep_precision`) are brought in line with this run's.
-fn tidy_finished(plan: &SweepPlan, opts: &RunOptions, state: &HashMap<String, recorder::TrialState>) {
+fn tidy_finished(
+    plan: &SweepPlan,
+    opts: &RunOptions,
+    state: &HashMap<String, recorder::TrialState>,
+) {
     for t in &plan.trials {
         if let Some(s) = state.get(&t.id) {
-            release(&opts.results.join(&plan.name).join(&t.id), s.status, plan.resources.keep, plan.resources.keep_precision, "");
+            release(
+                &opts.results.join(&plan.name).join(&t.id),
+                s.status,
+                plan.resources.keep,
+                plan.resources.keep_precision,
+                "",
+            );
         }
     }
 }
@@ -361,8 +485,15 @@ fn release(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision
 
 /// Warns (it does not refuse: estimates are estimates) when the results
 /// directory's filesystem cannot hold the checkpoints the queued trials will write.
-fn warn_if_short_of_space(plan: &SweepPlan, opts: &RunOptions, queue: &VecDeque<Queued>, slots: usize, classes: u64) {
-    let need = retention::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
+fn warn_if_short_of_space(
+    plan: &SweepPlan,
+    opts: &RunOptions,
+    queue: &VecDeque<Queued>,
+    slots: usize,
+    classes: u64,
+) {
+    let need =
+        retention::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
     if let Some(free) = retention::free_space(&opts.results)
         && need > free
     {
@@ -383,13 +514,27 @@ fn warn_if_short_of_space(plan: &SweepPlan, opts: &RunOptions, queue: &VecDeque<
 /// behind): the worker would report their epochs, wall time and test accuracy
 /// as this run's. The old directory is kept, renamed, and the trial starts fresh.
 fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> {
-    if !["state.json", "last.safetensors", "train_state.safetensors"].iter().any(|f| dir.join(f).exists()) {
+    if !["state.json", "last.safetensors", "train_state.safetensors"]
+        .iter()
+        .any(|f| dir.join(f).exists())
+    {
         return Ok(());
     }
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let aside = dir.with_file_name(format!("{name}.orphaned-{stamp}"));
-    std::fs::rename(dir, &aside).map_err(|e| RunError::Io(std::io::Error::new(e.kind(), format!("cannot move {} aside: {e}", dir.display()))))?;
+    std::fs::rename(dir, &aside).map_err(|e| {
+        RunError::Io(std::io::Error::new(
+            e.kind(),
+            format!("cannot move {} aside: {e}", dir.display()),
+        ))
+    })?;
     eprintln!(
         "warning: {} holds checkpoints of a run this database does not know (was the database deleted?); \
          moved them to {} and the trial starts fresh",
@@ -411,7 +556,12 @@ async fn restore_stopper(
 ) -> Result<Stopper, sqlx::Error> {
     use crate::store::queries;
     let mut stopper = Stopper::new(plan.stopping.clone());
-    let max_epochs = plan.trials.iter().map(|t| t.config.epochs).max().unwrap_or(1);
+    let max_epochs = plan
+        .trials
+        .iter()
+        .map(|t| t.config.epochs)
+        .max()
+        .unwrap_or(1);
     for (i, t) in plan.trials.iter().enumerate() {
         stopper.assign(&t.id, i, max_epochs);
     }
@@ -442,16 +592,33 @@ async fn restore_stopper(
     for (trial, epoch, value) in &history {
         stopper.observe(trial, *epoch as u32, *value);
     }
-    let queued: std::collections::HashSet<String> = queue.iter().map(|q| q.trial.id.clone()).collect();
-    let epochs: HashMap<&str, u32> = plan.trials.iter().map(|t| (t.id.as_str(), t.config.epochs)).collect();
+    let queued: std::collections::HashSet<String> =
+        queue.iter().map(|q| q.trial.id.clone()).collect();
+    let epochs: HashMap<&str, u32> = plan
+        .trials
+        .iter()
+        .map(|t| (t.id.as_str(), t.config.epochs))
+        .collect();
     for trial in stopped.iter().filter(|t| queued.contains(*t)) {
         pruned_now.push((
-            Decision { trial: trial.clone(), epoch: 0, rung: None, bracket: None, method: "restored", value: 0.0, cutoff: None, compared: 0, stop: true },
+            Decision {
+                trial: trial.clone(),
+                epoch: 0,
+                rung: None,
+                bracket: None,
+                method: "restored",
+                value: 0.0,
+                cutoff: None,
+                compared: 0,
+                stop: true,
+            },
             true,
         ));
     }
     for (trial, epoch, value) in history {
-        let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else { continue };
+        let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else {
+            continue;
+        };
         if stopped.contains(&trial) || stopper.is_decided(&trial, epoch as u32) {
             continue;
         }
@@ -490,10 +657,19 @@ fn decision_row(d: &Decision, plan: &SweepPlan) -> recorder::DecisionRow {
 /// "pruned by asha at epoch 3 (rung 1): 0.41 < cutoff 0.52 of 7 records".
 fn explain(d: &Decision) -> String {
     let rung = d.rung.map(|r| format!(" (rung {r})")).unwrap_or_default();
-    let cutoff = d.cutoff.map(|c| format!("{:.4} vs cutoff {c:.4}", d.value)).unwrap_or_else(|| format!("{:.4}", d.value));
+    let cutoff = d
+        .cutoff
+        .map(|c| format!("{:.4} vs cutoff {c:.4}", d.value))
+        .unwrap_or_else(|| format!("{:.4}", d.value));
     match d.method {
-        "patience" => format!("pruned by patience at epoch {}: no improvement for {} epoch(s) (best {cutoff})", d.epoch, d.compared),
-        m => format!("pruned by {m} at epoch {}{rung}: {cutoff} over {} record(s)", d.epoch, d.compared),
+        "patience" => format!(
+            "pruned by patience at epoch {}: no improvement for {} epoch(s) (best {cutoff})",
+            d.epoch, d.compared
+        ),
+        m => format!(
+            "pruned by {m} at epoch {}{rung}: {cutoff} over {} record(s)",
+            d.epoch, d.compared
+        ),
     }
 }
 
@@ -502,19 +678,35 @@ impl Dispatcher {
     /// its trials. True when something was proposed (the caller commits it
     /// before anything starts).
     fn propose_ready(&mut self) -> bool {
-        let Some(p) = self.proposer.as_mut() else { return false };
+        let Some(p) = self.proposer.as_mut() else {
+            return false;
+        };
         let mut any = false;
         while !self.stopping && self.free.len() > self.queue.len() {
-            let Some(prop) = p.propose(self.sweep_id) else { break };
+            let Some(prop) = p.propose(self.sweep_id) else {
+                break;
+            };
             self.recorder.send(StoreEvent::Proposal(Box::new(prop.row)));
-            let max_epochs = self.plan.trials.iter().chain(&prop.trials).map(|t| t.config.epochs).max().unwrap_or(1);
+            let max_epochs = self
+                .plan
+                .trials
+                .iter()
+                .chain(&prop.trials)
+                .map(|t| t.config.epochs)
+                .max()
+                .unwrap_or(1);
             for t in prop.trials {
                 // A new trial joins the plan, and its Hyperband bracket by its position (as on restart).
                 if let Some(s) = self.stopper.as_mut() {
                     s.assign(&t.id, self.plan.trials.len(), max_epochs);
                 }
                 self.plan.trials.push(t.clone());
-                self.queue.push_back(Queued { trial: t, attempt: 1, tries: 0, delay: Duration::ZERO });
+                self.queue.push_back(Queued {
+                    trial: t,
+                    attempt: 1,
+                    tries: 0,
+                    delay: Duration::ZERO,
+                });
                 self.proposed += 1;
             }
             any = true;
@@ -525,7 +717,9 @@ impl Dispatcher {
     /// Starts queued trials on free slots (nothing once stopping).
     fn start_ready(&mut self, stop_rx: &watch::Receiver<bool>) {
         while !self.stopping && !self.free.is_empty() && !self.queue.is_empty() {
-            let (Some(slot), Some(q)) = (self.free.pop(), self.queue.pop_front()) else { break };
+            let (Some(slot), Some(q)) = (self.free.pop(), self.queue.pop_front()) else {
+                break;
+            };
             let trial = q.trial.id.clone();
             let job = WorkerJob {
                 trial: trial.clone(),
@@ -537,18 +731,42 @@ impl Dispatcher {
                 select: self.plan.select,
                 dataset_hash: self.decoded_cache.clone(),
             };
-            let spec = LaunchSpec { log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)), job, slot: slot.clone() };
-            self.progress.started(&trial, &label(&q.trial, &self.plan.varying), q.attempt, &slot.label(), q.trial.config.epochs);
-            self.recorder.send(StoreEvent::TrialStatus { trial: trial.clone(), status: TrialStatus::Running });
+            let spec = LaunchSpec {
+                log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)),
+                job,
+                slot: slot.clone(),
+            };
+            self.progress.started(
+                &trial,
+                &label(&q.trial, &self.plan.varying),
+                q.attempt,
+                &slot.label(),
+                q.trial.config.epochs,
+            );
+            self.recorder.send(StoreEvent::TrialStatus {
+                trial: trial.clone(),
+                status: TrialStatus::Running,
+            });
             tokio::spawn(attempt::run(
                 Arc::clone(&self.launcher),
                 spec,
                 self.recorder.clone(),
                 self.events.clone(),
-                attempt::Policy { attempt: q.attempt, delay: q.delay, timeout: self.plan.resources.timeout },
+                attempt::Policy {
+                    attempt: q.attempt,
+                    delay: q.delay,
+                    timeout: self.plan.resources.timeout,
+                },
                 stop_rx.clone(),
             ));
-            self.running.insert(trial, Running { control: None, queued: q, last_epoch: 0 });
+            self.running.insert(
+                trial,
+                Running {
+                    control: None,
+                    queued: q,
+                    last_epoch: 0,
+                },
+            );
         }
     }
 
@@ -556,7 +774,13 @@ impl Dispatcher {
         match ev {
             Event::Started { trial, control } => self.on_started(trial, control),
             Event::Message { trial, msg } => {
-                if let WorkerMessage::Epoch { epoch, val_accuracy, val_loss, .. } = &msg {
+                if let WorkerMessage::Epoch {
+                    epoch,
+                    val_accuracy,
+                    val_loss,
+                    ..
+                } = &msg
+                {
                     if let Some(r) = self.running.get_mut(&trial) {
                         r.last_epoch = r.last_epoch.max(*epoch);
                     }
@@ -568,14 +792,22 @@ impl Dispatcher {
                 self.progress.message(&trial, &msg);
             }
             Event::Warning(w) => self.progress.warn(&w),
-            Event::Finished { trial, slot, result } => self.on_finished(trial, slot, result),
+            Event::Finished {
+                trial,
+                slot,
+                result,
+            } => self.on_finished(trial, slot, result),
         }
     }
 
     fn on_started(&mut self, trial: String, control: Arc<dyn AttemptControl>) {
         if self.stopping {
             // Started during a stop: TERM while the grace runs, KILL once it is over.
-            if self.kill_at.is_some() { control.terminate() } else { control.kill() }
+            if self.kill_at.is_some() {
+                control.terminate()
+            } else {
+                control.kill()
+            }
         }
         if let Some(r) = self.running.get_mut(&trial) {
             r.control = Some(control);
@@ -584,17 +816,34 @@ impl Dispatcher {
 
     fn on_finished(&mut self, trial: String, slot: Slot, mut result: AttemptResult) {
         self.free.push(slot);
-        let Some(Running { queued: mut q, last_epoch, .. }) = self.running.remove(&trial) else { return };
+        let Some(Running {
+            queued: mut q,
+            last_epoch,
+            ..
+        }) = self.running.remove(&trial)
+        else {
+            return;
+        };
         self.stop_sent.remove(&trial);
         q.tries += 1;
         // A worker we signalled to stop did not crash: it was interrupted.
-        if self.stopping && !result.done && result.class == Some(FailureClass::Crash) && result.exit.signal.is_some() {
+        if self.stopping
+            && !result.done
+            && result.class == Some(FailureClass::Crash)
+            && result.exit.signal.is_some()
+        {
             result.class = Some(FailureClass::Interrupted);
-            result.message = Some(format!("stopped by signal {} on interrupt", result.exit.signal.unwrap_or(0)));
+            result.message = Some(format!(
+                "stopped by signal {} on interrupt",
+                result.exit.signal.unwrap_or(0)
+            ));
         }
         // A worker told to stop ends cleanly (`done`, exit 0) before its last
         // epoch, or by SIGTERM; one that reached its last epoch first finished.
-        let pruned_by = self.pruning.remove(&trial).filter(|_| !(result.succeeded() && last_epoch >= q.trial.config.epochs));
+        let pruned_by = self
+            .pruning
+            .remove(&trial)
+            .filter(|_| !(result.succeeded() && last_epoch >= q.trial.config.epochs));
         if let Some(why) = &pruned_by {
             result.class = Some(FailureClass::Pruned);
             result.message = Some(why.clone());
@@ -606,7 +855,9 @@ impl Dispatcher {
             TrialStatus::Pruned
         } else if self.stopping {
             TrialStatus::Interrupted
-        } else if result.class.is_some_and(FailureClass::is_permanent) || q.tries > self.plan.resources.retries {
+        } else if result.class.is_some_and(FailureClass::is_permanent)
+            || q.tries > self.plan.resources.retries
+        {
             self.failed += 1;
             TrialStatus::Failed
         } else {
@@ -620,14 +871,18 @@ impl Dispatcher {
             error_class: result.class,
             message: result.message.clone(),
         });
-        self.recorder.send(StoreEvent::TrialStatus { trial: trial.clone(), status });
+        self.recorder.send(StoreEvent::TrialStatus {
+            trial: trial.clone(),
+            status,
+        });
         self.release_checkpoints(&trial, status);
         let why = match (&result.class, &result.message) {
             (Some(c), Some(m)) => format!("{status}: {c}: {}", m.lines().next().unwrap_or("")),
             (Some(c), None) => format!("{status}: {c}"),
             _ => status.to_string(),
         };
-        self.progress.finished(&trial, status, &why, self.queue.len());
+        self.progress
+            .finished(&trial, status, &why, self.queue.len());
         if status == TrialStatus::Queued {
             self.requeue(q, result.class);
         }
@@ -640,10 +895,23 @@ impl Dispatcher {
         if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) {
             return;
         }
-        let (dir, keep, precision) = (self.opts.results.join(&self.plan.name).join(trial), self.plan.resources.keep, self.plan.resources.keep_precision);
-        self.recorder.send(StoreEvent::AfterCommit(recorder::AfterCommit(Box::new(move || {
-            release(&dir, status, keep, precision, "; `sweep gc` finishes it later");
-        }))));
+        let (dir, keep, precision) = (
+            self.opts.results.join(&self.plan.name).join(trial),
+            self.plan.resources.keep,
+            self.plan.resources.keep_precision,
+        );
+        self.recorder
+            .send(StoreEvent::AfterCommit(recorder::AfterCommit(Box::new(
+                move || {
+                    release(
+                        &dir,
+                        status,
+                        keep,
+                        precision,
+                        "; `sweep gc` finishes it later",
+                    );
+                },
+            ))));
     }
 
     /// Puts a failed attempt's trial back with a backoff (and half the batch after an OOM).
@@ -652,7 +920,10 @@ impl Dispatcher {
         if oom && self.plan.resources.oom_retry_halve_batch && q.trial.config.batch_size > 1 {
             // Same trial (same id), smaller batches; attempts.batch_size records it.
             q.trial.config.batch_size /= 2;
-            self.progress.warn(&format!("trial {}: out of memory; retrying with batch_size {}", q.trial.id, q.trial.config.batch_size));
+            self.progress.warn(&format!(
+                "trial {}: out of memory; retrying with batch_size {}",
+                q.trial.id, q.trial.config.batch_size
+            ));
         }
         q.attempt += 1;
         q.delay = Duration::from_secs(1u64 << (q.tries - 1).min(6));
@@ -662,8 +933,12 @@ impl Dispatcher {
     /// A trial finished an epoch: ask the stopper; record every decision; stop
     /// the trial (SIGTERM: it ends at a clean batch, its epoch checkpoint kept).
     fn judge(&mut self, trial: &str, epoch: u32, val_accuracy: f64, val_loss: f64) {
-        let Some(stopper) = self.stopper.as_mut() else { return };
-        let Some(r) = self.running.get(trial) else { return };
+        let Some(stopper) = self.stopper.as_mut() else {
+            return;
+        };
+        let Some(r) = self.running.get(trial) else {
+            return;
+        };
         if self.pruning.contains_key(trial) {
             return; // told to stop already: epochs it trains meanwhile are not judged again
         }
@@ -673,7 +948,8 @@ impl Dispatcher {
         };
         let decisions = stopper.report(trial, epoch, r.queued.trial.config.epochs, value);
         for d in &decisions {
-            self.recorder.send(StoreEvent::Decision(decision_row(d, &self.plan)));
+            self.recorder
+                .send(StoreEvent::Decision(decision_row(d, &self.plan)));
         }
         if let Some(d) = decisions.iter().find(|d| d.stop) {
             let why = explain(d);
@@ -682,8 +958,11 @@ impl Dispatcher {
                 // Protocol 2: a `stop` line on the worker's stdin (it keeps
                 // training until it reads it, and never waits for a verdict);
                 // SIGTERM where the launcher has no pipe to the worker.
-                let line = serde_json::to_string(&sweep_protocol::CoordinatorMessage::Stop { after_epoch: epoch, test: self.plan.stopping.test_pruned })
-                    .unwrap_or_default();
+                let line = serde_json::to_string(&sweep_protocol::CoordinatorMessage::Stop {
+                    after_epoch: epoch,
+                    test: self.plan.stopping.test_pruned,
+                })
+                .unwrap_or_default();
                 match c.stdin() {
                     Some(s) if s.send(line) => {
                         self.stop_sent.insert(trial.to_string(), Instant::now());
@@ -699,11 +978,19 @@ impl Dispatcher {
     /// (a worker that does not read its stdin still stops).
     fn stop_lines_overdue(&mut self) {
         let now = Instant::now();
-        let overdue: Vec<String> = self.stop_sent.iter().filter(|(_, t)| now.duration_since(**t) > STOP_LINE_GRACE).map(|(k, _)| k.clone()).collect();
+        let overdue: Vec<String> = self
+            .stop_sent
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > STOP_LINE_GRACE)
+            .map(|(k, _)| k.clone())
+            .collect();
         for trial in overdue {
             self.stop_sent.remove(&trial);
             if let Some(c) = self.running.get(&trial).and_then(|r| r.control.as_ref()) {
-                self.progress.warn(&format!("trial {trial}: no stop after {}s of the stop line; sending SIGTERM", STOP_LINE_GRACE.as_secs()));
+                self.progress.warn(&format!(
+                    "trial {trial}: no stop after {}s of the stop line; sending SIGTERM",
+                    STOP_LINE_GRACE.as_secs()
+                ));
                 c.terminate();
             }
         }
@@ -718,7 +1005,11 @@ impl Dispatcher {
     fn on_interrupt(&mut self) {
         if !self.stopping {
             self.stopping = true;
-            eprintln!("interrupt: stopping {} running trial(s) (grace {}s; press Ctrl-C again to kill)", self.running.len(), self.opts.grace.as_secs());
+            eprintln!(
+                "interrupt: stopping {} running trial(s) (grace {}s; press Ctrl-C again to kill)",
+                self.running.len(),
+                self.opts.grace.as_secs()
+            );
             self.controls().for_each(|c| c.terminate());
             self.kill_at = Some(Instant::now() + self.opts.grace);
         } else {
@@ -736,14 +1027,22 @@ impl Dispatcher {
 
     /// Nothing more can be recorded: stop like an interrupt, report the cause.
     fn on_db_error(&mut self, e: String) {
-        eprintln!("stopping: results can no longer be written ({e}); free space and rerun the same command to resume");
+        eprintln!(
+            "stopping: results can no longer be written ({e}); free space and rerun the same command to resume"
+        );
         self.db_error = Some(e);
         if !self.stopping {
             self.on_interrupt();
         }
     }
 
-    async fn finish(mut self, sweep_id: i64, ran: usize, skipped: usize, writer: tokio::task::JoinHandle<Result<(), String>>) -> Result<Outcome, RunError> {
+    async fn finish(
+        mut self,
+        sweep_id: i64,
+        ran: usize,
+        skipped: usize,
+        writer: tokio::task::JoinHandle<Result<(), String>>,
+    ) -> Result<Outcome, RunError> {
         self.progress.finish();
         self.launcher.shutdown().await;
         if let Some(e) = self.db_error.take() {
@@ -757,20 +1056,32 @@ impl Dispatcher {
         // Trials never started because of a stop stay queued; mark them interrupted.
         if self.stopping {
             for q in &self.queue {
-                self.recorder.send(StoreEvent::TrialStatus { trial: q.trial.id.clone(), status: TrialStatus::Interrupted });
+                self.recorder.send(StoreEvent::TrialStatus {
+                    trial: q.trial.id.clone(),
+                    status: TrialStatus::Interrupted,
+                });
             }
         }
         let (outcome, status) = if self.stopping {
             (Outcome::Interrupted, SweepStatus::Interrupted)
         } else if self.failed > 0 {
-            (Outcome::SomeFailed { failed: self.failed }, SweepStatus::Failed)
+            (
+                Outcome::SomeFailed {
+                    failed: self.failed,
+                },
+                SweepStatus::Failed,
+            )
         } else {
             (Outcome::AllDone { ran, skipped }, SweepStatus::Done)
         };
-        self.recorder.send(StoreEvent::SweepStatus { sweep_id, status });
+        self.recorder
+            .send(StoreEvent::SweepStatus { sweep_id, status });
         self.recorder.flush().await.map_err(RunError::Store)?;
         drop(self);
-        writer.await.map_err(|e| RunError::Store(e.to_string()))?.map_err(RunError::Store)?;
+        writer
+            .await
+            .map_err(|e| RunError::Store(e.to_string()))?
+            .map_err(RunError::Store)?;
         Ok(outcome)
     }
 }

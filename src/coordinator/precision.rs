@@ -53,12 +53,19 @@ pub fn f32_bytes_to_f16(data: &[u8]) -> Result<Vec<u8>, OutOfRange> {
 }
 
 fn invalid(path: &Path, what: impl std::fmt::Display) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{}: not a readable safetensors file ({what})", path.display()))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "{}: not a readable safetensors file ({what})",
+            path.display()
+        ),
+    )
 }
 
 /// The header of a safetensors file, read without its tensor data.
 pub fn read_header(path: &Path) -> io::Result<Metadata> {
-    let mut f = std::fs::File::open(path).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len).map_err(|e| invalid(path, e))?;
     let len = u64::from_le_bytes(len);
@@ -95,7 +102,11 @@ pub fn float_dtypes(path: &Path) -> io::Result<Vec<&'static str>> {
 
 /// The temporary a rewrite of `path` goes through (removed by `retention::apply` if a kill leaves it).
 pub fn temp_path(path: &Path) -> PathBuf {
-    let stem = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".safetensors")).unwrap_or("weights");
+    let stem = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".safetensors"))
+        .unwrap_or("weights");
     path.with_file_name(format!("{stem}.half.tmp.safetensors"))
 }
 
@@ -115,7 +126,8 @@ type Part<'a> = (String, Dtype, Vec<usize>, std::borrow::Cow<'a, [u8]>);
 /// The bytes of a safetensors file with every float32 tensor as float16 (other dtypes and the metadata as they are).
 fn rewrite(path: &Path, buffer: &[u8]) -> io::Result<Rewrite> {
     let st = SafeTensors::deserialize(buffer).map_err(|e| invalid(path, format!("{e:?}")))?;
-    let (_, header) = SafeTensors::read_metadata(buffer).map_err(|e| invalid(path, format!("{e:?}")))?;
+    let (_, header) =
+        SafeTensors::read_metadata(buffer).map_err(|e| invalid(path, format!("{e:?}")))?;
     let tensors = st.tensors();
     if !tensors.iter().any(|(_, t)| t.dtype() == Dtype::F32) {
         return Ok(Rewrite::NoFloat32);
@@ -136,7 +148,9 @@ fn rewrite(path: &Path, buffer: &[u8]) -> io::Result<Rewrite> {
         .map(|(n, d, s, data)| TensorView::new(*d, s.clone(), &data[..]).map(|v| (n.clone(), v)))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| invalid(path, format!("{e:?}")))?;
-    safetensors::serialize(views, header.metadata()).map(Rewrite::Bytes).map_err(|e| invalid(path, format!("{e:?}")))
+    safetensors::serialize(views, header.metadata())
+        .map(Rewrite::Bytes)
+        .map_err(|e| invalid(path, format!("{e:?}")))
 }
 
 /// Rewrites the safetensors file `path` with its float32 tensors as float16
@@ -144,10 +158,15 @@ fn rewrite(path: &Path, buffer: &[u8]) -> io::Result<Rewrite> {
 pub fn halve_file(path: &Path, dry_run: bool) -> io::Result<Halving> {
     // The header alone says whether there is anything to do (a tidy step
     // runs this over every done trial at each start).
-    if !read_header(path)?.tensors().values().any(|i| i.dtype == Dtype::F32) {
+    if !read_header(path)?
+        .tensors()
+        .values()
+        .any(|i| i.dtype == Dtype::F32)
+    {
         return Ok(Halving::NothingToDo);
     }
-    let buffer = std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
+    let buffer = std::fs::read(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))?;
     let bytes = match rewrite(path, &buffer)? {
         Rewrite::Bytes(b) => b,
         Rewrite::NoFloat32 => return Ok(Halving::NothingToDo),
@@ -173,11 +192,25 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        let hint = if e.raw_os_error() == Some(libc::ENOSPC) { "; the disk is full" } else { "" };
-        return Err(io::Error::new(e.kind(), format!("cannot rewrite {} as float16: {e}{hint}; it is left as it was", path.display())));
+        let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
+            "; the disk is full"
+        } else {
+            ""
+        };
+        return Err(io::Error::new(
+            e.kind(),
+            format!(
+                "cannot rewrite {} as float16: {e}{hint}; it is left as it was",
+                path.display()
+            ),
+        ));
     }
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         // The rename is durable once the folder is synced; a failure here leaves a valid file either way.
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
@@ -192,8 +225,15 @@ mod tests {
     use std::collections::HashMap;
 
     /// A safetensors file of (name, dtype, shape, little-endian bytes), with metadata.
-    fn write(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)], meta: Option<HashMap<String, String>>) {
-        let views: Vec<(String, TensorView<'_>)> = tensors.iter().map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    fn write(
+        path: &Path,
+        tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+        meta: Option<HashMap<String, String>>,
+    ) {
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, d, s, b)| (n.to_string(), TensorView::new(*d, s.clone(), b).unwrap()))
+            .collect();
         safetensors::serialize_to_file(views, &meta, path).unwrap();
     }
 
@@ -202,22 +242,62 @@ mod tests {
     }
 
     fn f16s(b: &[u8]) -> Vec<f32> {
-        b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+        b.chunks_exact(2)
+            .map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect()
     }
 
     #[test]
     fn float32_values_round_to_the_nearest_float16() {
-        let v = [0.0, -0.0, 1.0, -2.5, 0.1, 65504.0, -65504.0, 1e-8, f32::INFINITY, 3.3];
+        let v = [
+            0.0,
+            -0.0,
+            1.0,
+            -2.5,
+            0.1,
+            65504.0,
+            -65504.0,
+            1e-8,
+            f32::INFINITY,
+            3.3,
+        ];
         let h = f16s(&f32_bytes_to_f16(&f32s(&v)).unwrap());
-        assert_eq!(h[..8], [0.0, -0.0, 1.0, -2.5, f16::from_f32(0.1).to_f32(), 65504.0, -65504.0, 0.0]);
+        assert_eq!(
+            h[..8],
+            [
+                0.0,
+                -0.0,
+                1.0,
+                -2.5,
+                f16::from_f32(0.1).to_f32(),
+                65504.0,
+                -65504.0,
+                0.0
+            ]
+        );
         assert!((h[4] - 0.1).abs() < 1e-4, "{}", h[4]);
         assert_eq!(h[8], f32::INFINITY, "an infinity stays one");
         assert!((h[9] - 3.3).abs() < 2e-3);
         assert!(f16s(&f32_bytes_to_f16(&f32s(&[f32::NAN])).unwrap())[0].is_nan());
         // 65519 still rounds down to 65504; 65520 would round to infinity.
-        assert_eq!(f16s(&f32_bytes_to_f16(&f32s(&[65519.0])).unwrap()), [65504.0]);
-        assert_eq!(f32_bytes_to_f16(&f32s(&[1.0, 2.0, -65520.0])), Err(OutOfRange { index: 2, value: -65520.0 }));
-        assert_eq!(f32_bytes_to_f16(&f32s(&[1e6])), Err(OutOfRange { index: 0, value: 1e6 }));
+        assert_eq!(
+            f16s(&f32_bytes_to_f16(&f32s(&[65519.0])).unwrap()),
+            [65504.0]
+        );
+        assert_eq!(
+            f32_bytes_to_f16(&f32s(&[1.0, 2.0, -65520.0])),
+            Err(OutOfRange {
+                index: 2,
+                value: -65520.0
+            })
+        );
+        assert_eq!(
+            f32_bytes_to_f16(&f32s(&[1e6])),
+            Err(OutOfRange {
+                index: 0,
+                value: 1e6
+            })
+        );
     }
 
     #[test]
@@ -240,11 +320,16 @@ mod tests {
         let before = std::fs::metadata(&p).unwrap().len();
 
         // A dry run says what it would save and writes nothing.
-        let Halving::Halved { before: b, after } = halve_file(&p, true).unwrap() else { panic!() };
+        let Halving::Halved { before: b, after } = halve_file(&p, true).unwrap() else {
+            panic!()
+        };
         assert_eq!(b, before);
         assert_eq!(std::fs::metadata(&p).unwrap().len(), before);
 
-        assert_eq!(halve_file(&p, false).unwrap(), Halving::Halved { before, after });
+        assert_eq!(
+            halve_file(&p, false).unwrap(),
+            Halving::Halved { before, after }
+        );
         assert_eq!(std::fs::metadata(&p).unwrap().len(), after);
         assert!(after < before - 1900, "{before} → {after}");
         let bytes = std::fs::read(&p).unwrap();
@@ -257,7 +342,10 @@ mod tests {
         let n = st.tensor("bn1.num_batches_tracked").unwrap();
         assert_eq!((n.dtype(), n.data()), (Dtype::I64, &ints[..]));
         assert_eq!(st.tensor("already").unwrap().data(), [0, 60, 0, 64]);
-        assert_eq!(SafeTensors::read_metadata(&bytes).unwrap().1.metadata(), &Some(meta));
+        assert_eq!(
+            SafeTensors::read_metadata(&bytes).unwrap().1.metadata(),
+            &Some(meta)
+        );
         assert_eq!(float_dtypes(&p).unwrap(), ["float16"]);
         assert!(!temp_path(&p).exists());
 
@@ -271,9 +359,22 @@ mod tests {
     fn a_value_beyond_float16_keeps_the_file_in_float32() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("best.safetensors");
-        write(&p, &[("a", Dtype::F32, vec![2], f32s(&[1.0, 2.0])), ("running_var", Dtype::F32, vec![3], f32s(&[1.0, 7e4, 2.0]))], None);
+        write(
+            &p,
+            &[
+                ("a", Dtype::F32, vec![2], f32s(&[1.0, 2.0])),
+                ("running_var", Dtype::F32, vec![3], f32s(&[1.0, 7e4, 2.0])),
+            ],
+            None,
+        );
         let original = std::fs::read(&p).unwrap();
-        assert_eq!(halve_file(&p, false).unwrap(), Halving::OutOfRange { tensor: "running_var".into(), value: 7e4 });
+        assert_eq!(
+            halve_file(&p, false).unwrap(),
+            Halving::OutOfRange {
+                tensor: "running_var".into(),
+                value: 7e4
+            }
+        );
         assert_eq!(std::fs::read(&p).unwrap(), original);
         assert!(!temp_path(&p).exists());
     }
@@ -284,8 +385,15 @@ mod tests {
         let p = d.path().join("best.safetensors");
         std::fs::write(&p, b"\x10\x00\x00\x00\x00\x00\x00\x00{not json").unwrap();
         let e = halve_file(&p, false).unwrap_err();
-        assert!(e.to_string().contains("best.safetensors") && e.to_string().contains("not a readable safetensors file"), "{e}");
-        assert_eq!(std::fs::read(&p).unwrap(), b"\x10\x00\x00\x00\x00\x00\x00\x00{not json");
+        assert!(
+            e.to_string().contains("best.safetensors")
+                && e.to_string().contains("not a readable safetensors file"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"
+        );
         assert_eq!(temp_path(&p), d.path().join("best.half.tmp.safetensors"));
     }
 }

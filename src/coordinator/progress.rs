@@ -23,12 +23,24 @@ impl Progress {
             let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = mp.add(ProgressBar::new(total as u64));
             overall.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{bar:30}] {pos}/{len} {msg} {elapsed_precise}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{bar:30}] {pos}/{len} {msg} {elapsed_precise}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             overall.set_prefix("sweep");
             (mp, overall)
         });
-        Progress { bars, trial_bars: HashMap::new(), labels: HashMap::new(), total, done: 0, failed: 0, interrupted: 0, pruned: 0 }
+        Progress {
+            bars,
+            trial_bars: HashMap::new(),
+            labels: HashMap::new(),
+            total,
+            done: 0,
+            failed: 0,
+            interrupted: 0,
+            pruned: 0,
+        }
     }
 
     fn overall_msg(&self, queued: usize) -> String {
@@ -50,7 +62,10 @@ impl Progress {
             Some((mp, _)) => {
                 let pb = mp.add(ProgressBar::new(epochs as u64));
                 pb.set_style(
-                    ProgressStyle::with_template("  {prefix} [{bar:20}] epoch {pos}/{len} {msg} eta {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "  {prefix} [{bar:20}] epoch {pos}/{len} {msg} eta {eta}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
                 pb.set_prefix(format!("{trial} {label}"));
                 pb.set_message(format!("starting on {device}"));
@@ -62,15 +77,38 @@ impl Progress {
 
     pub fn message(&mut self, trial: &str, msg: &WorkerMessage) {
         match (&self.bars, msg) {
-            (Some(_), WorkerMessage::TrainStep { epoch, batch, loss, accuracy, .. }) => {
+            (
+                Some(_),
+                WorkerMessage::TrainStep {
+                    epoch,
+                    batch,
+                    loss,
+                    accuracy,
+                    ..
+                },
+            ) => {
                 if let Some(pb) = self.trial_bars.get(trial) {
-                    pb.set_message(format!("e{epoch} b{batch} loss {loss:.3} acc {:.1}%", accuracy * 100.0));
+                    pb.set_message(format!(
+                        "e{epoch} b{batch} loss {loss:.3} acc {:.1}%",
+                        accuracy * 100.0
+                    ));
                 }
             }
-            (Some(_), WorkerMessage::Epoch { epoch, val_accuracy, val_loss, .. }) => {
+            (
+                Some(_),
+                WorkerMessage::Epoch {
+                    epoch,
+                    val_accuracy,
+                    val_loss,
+                    ..
+                },
+            ) => {
                 if let Some(pb) = self.trial_bars.get(trial) {
                     pb.set_position(*epoch as u64);
-                    pb.set_message(format!("val loss {val_loss:.3} acc {:.1}%", val_accuracy * 100.0));
+                    pb.set_message(format!(
+                        "val loss {val_loss:.3} acc {:.1}%",
+                        val_accuracy * 100.0
+                    ));
                 }
             }
             (Some(_), WorkerMessage::Resumed { from_epoch }) => {
@@ -78,13 +116,43 @@ impl Progress {
                     pb.set_position(*from_epoch as u64);
                 }
             }
-            (None, WorkerMessage::Epoch { epoch, train_loss, val_loss, val_accuracy, seconds, .. }) => {
-                eprintln!("[{trial}] epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}, val acc {:.2}% ({seconds:.1}s)", val_accuracy * 100.0);
+            (
+                None,
+                WorkerMessage::Epoch {
+                    epoch,
+                    train_loss,
+                    val_loss,
+                    val_accuracy,
+                    seconds,
+                    ..
+                },
+            ) => {
+                eprintln!(
+                    "[{trial}] epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}, val acc {:.2}% ({seconds:.1}s)",
+                    val_accuracy * 100.0
+                );
             }
-            (None, WorkerMessage::Resumed { from_epoch }) => eprintln!("[{trial}] resumed after epoch {from_epoch}"),
-            (None, WorkerMessage::Test { accuracy, loss, .. }) => eprintln!("[{trial}] test loss {loss:.4}, test acc {:.2}%", accuracy * 100.0),
-            (None, WorkerMessage::TrainStep { epoch, batch, loss, accuracy, .. }) => {
-                eprintln!("[{trial}] epoch {epoch} batch {batch}: loss {loss:.4}, acc {:.2}%", accuracy * 100.0)
+            (None, WorkerMessage::Resumed { from_epoch }) => {
+                eprintln!("[{trial}] resumed after epoch {from_epoch}")
+            }
+            (None, WorkerMessage::Test { accuracy, loss, .. }) => eprintln!(
+                "[{trial}] test loss {loss:.4}, test acc {:.2}%",
+                accuracy * 100.0
+            ),
+            (
+                None,
+                WorkerMessage::TrainStep {
+                    epoch,
+                    batch,
+                    loss,
+                    accuracy,
+                    ..
+                },
+            ) => {
+                eprintln!(
+                    "[{trial}] epoch {epoch} batch {batch}: loss {loss:.4}, acc {:.2}%",
+                    accuracy * 100.0
+                )
             }
             _ => {}
         }

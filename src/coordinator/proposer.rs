@@ -50,7 +50,15 @@ impl Proposer {
         planned: &[PlannedTrial],
         recorded: &[(i64, Vec<f64>)],
     ) -> Result<(Proposer, Vec<PlannedTrial>), String> {
-        let mut p = Proposer { space, metric, order: Vec::new(), history: HashMap::new(), known: HashSet::new(), next: 0, exhausted: false };
+        let mut p = Proposer {
+            space,
+            metric,
+            order: Vec::new(),
+            history: HashMap::new(),
+            known: HashSet::new(),
+            next: 0,
+            exhausted: false,
+        };
         for t in planned {
             p.known.insert(t.id.clone());
             if let Some(point) = p.space.point_of(&t.config) {
@@ -59,8 +67,14 @@ impl Proposer {
         }
         p.next = p.space.startup;
         let mut resumed = Vec::new();
-        for (k, coords) in recorded.iter().filter(|(k, _)| *k as usize >= p.space.startup) {
-            let trials = p.space.trials(coords).map_err(|e| format!("proposal {k} of this sweep no longer fits its file: {e}"))?;
+        for (k, coords) in recorded
+            .iter()
+            .filter(|(k, _)| *k as usize >= p.space.startup)
+        {
+            let trials = p
+                .space
+                .trials(coords)
+                .map_err(|e| format!("proposal {k} of this sweep no longer fits its file: {e}"))?;
             for t in &trials {
                 if p.known.insert(t.id.clone()) {
                     p.order.push((t.id.clone(), coords.clone()));
@@ -74,7 +88,11 @@ impl Proposer {
 
     /// Points still to propose (each gives one trial per seed).
     pub fn remaining(&self) -> usize {
-        if self.exhausted { 0 } else { self.space.samples.saturating_sub(self.next) }
+        if self.exhausted {
+            0
+        } else {
+            self.space.samples.saturating_sub(self.next)
+        }
     }
 
     /// Trials per point (one per `[sweep] seeds` entry).
@@ -128,7 +146,10 @@ impl Proposer {
                 .iter()
                 .filter_map(|(t, point)| {
                     let v = *self.history.get(t)?.get(e - 1)?;
-                    v.is_finite().then(|| Observation { point: point.clone(), value: v })
+                    v.is_finite().then(|| Observation {
+                        point: point.clone(),
+                        value: v,
+                    })
                 })
                 .collect();
             (obs.len() >= need).then_some((e as u32, obs))
@@ -144,8 +165,18 @@ impl Proposer {
         let k = self.next as u64;
         let dims = self.dims();
         let (mut point, mut sampler_name, budget, n_obs) = match self.observations() {
-            Some((e, obs)) => (sampler::tpe_point(&dims, &obs, self.space.seed, k), "tpe", Some(e as i64), obs.len() as i64),
-            None => (sampler::random_point(&dims, self.space.seed, k), "random", None, 0),
+            Some((e, obs)) => (
+                sampler::tpe_point(&dims, &obs, self.space.seed, k),
+                "tpe",
+                Some(e as i64),
+                obs.len() as i64,
+            ),
+            None => (
+                sampler::random_point(&dims, self.space.seed, k),
+                "random",
+                None,
+                0,
+            ),
         };
         let mut redraw = 0;
         let trials = loop {
@@ -181,8 +212,18 @@ impl Proposer {
             self.known.insert(t.id.clone());
             self.order.push((t.id.clone(), point.clone()));
         }
-        let params: serde_json::Map<String, serde_json::Value> =
-            self.space.dims.iter().zip(&point).map(|((key, d), x)| (key.clone(), serde_json::to_value(d.value(*x)).unwrap_or_default())).collect();
+        let params: serde_json::Map<String, serde_json::Value> = self
+            .space
+            .dims
+            .iter()
+            .zip(&point)
+            .map(|((key, d), x)| {
+                (
+                    key.clone(),
+                    serde_json::to_value(d.value(*x)).unwrap_or_default(),
+                )
+            })
+            .collect();
         let row = ProposalRow {
             sweep_id,
             k: k as i64,
@@ -191,7 +232,11 @@ impl Proposer {
             observations: if sampler_name == "tpe" { n_obs } else { 0 },
             params: serde_json::Value::Object(params),
             coords: point,
-            trials: trials.iter().enumerate().map(|(i, t)| (t.id.clone(), ordinal0 + i as i64, t.config.clone())).collect(),
+            trials: trials
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.id.clone(), ordinal0 + i as i64, t.config.clone()))
+                .collect(),
             time: crate::store::now(),
         };
         Some(Proposal { row, trials })
@@ -206,8 +251,18 @@ impl Proposer {
             .enumerate()
             .filter_map(|(k, chunk)| {
                 let point = self.space.point_of(&chunk.first()?.config)?;
-                let params =
-                    self.space.dims.iter().zip(&point).map(|((key, d), x)| (key.clone(), serde_json::to_value(d.value(*x)).unwrap_or_default())).collect();
+                let params = self
+                    .space
+                    .dims
+                    .iter()
+                    .zip(&point)
+                    .map(|((key, d), x)| {
+                        (
+                            key.clone(),
+                            serde_json::to_value(d.value(*x)).unwrap_or_default(),
+                        )
+                    })
+                    .collect();
                 Some(ProposalRow {
                     sweep_id,
                     k: k as i64,
@@ -216,7 +271,11 @@ impl Proposer {
                     observations: 0,
                     params: serde_json::Value::Object(params),
                     coords: point,
-                    trials: chunk.iter().enumerate().map(|(i, t)| (t.id.clone(), (k * seeds + i) as i64, t.config.clone())).collect(),
+                    trials: chunk
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| (t.id.clone(), (k * seeds + i) as i64, t.config.clone()))
+                        .collect(),
                     time: crate::store::now(),
                 })
             })

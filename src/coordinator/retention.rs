@@ -54,12 +54,18 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
     if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) {
         return Ok(freed);
     }
-    let mut victims: Vec<std::path::PathBuf> = removable(status, keep).iter().map(|f| dir.join(f)).collect();
+    let mut victims: Vec<std::path::PathBuf> = removable(status, keep)
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
     match std::fs::read_dir(dir) {
         Ok(entries) => {
             for e in entries {
                 let e = e?;
-                if e.file_name().to_string_lossy().ends_with(".tmp.safetensors") {
+                if e.file_name()
+                    .to_string_lossy()
+                    .ends_with(".tmp.safetensors")
+                {
                     victims.push(e.path());
                 }
             }
@@ -82,8 +88,13 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
         .map(|k| {
             let m = &found[k].1;
             let first_name = !found[..k].iter().any(|(_, o)| same_file(o, m));
-            let all_names_go = found.iter().filter(|(_, o)| same_file(o, m)).count() as u64 >= m.nlink();
-            if first_name && all_names_go { m.len() } else { 0 }
+            let all_names_go =
+                found.iter().filter(|(_, o)| same_file(o, m)).count() as u64 >= m.nlink();
+            if first_name && all_names_go {
+                m.len()
+            } else {
+                0
+            }
         })
         .collect();
     for ((path, _), bytes) in found.into_iter().zip(frees) {
@@ -91,7 +102,12 @@ pub fn apply(dir: &Path, status: TrialStatus, keep: Keep, dry_run: bool) -> io::
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display()))),
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("cannot remove {}: {e}", path.display()),
+                    ));
+                }
             }
         }
         freed += Freed { files: 1, bytes };
@@ -141,7 +157,13 @@ pub fn kept_weights(keep: Keep) -> &'static [&'static str] {
 /// it; never the training state). Any other status, or full precision, is
 /// left alone. A missing file is not an error; a file already in float16 is
 /// not rewritten. Run it after [`apply`], which removes what is not kept.
-pub fn halve_kept(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision, dry_run: bool) -> io::Result<Halved> {
+pub fn halve_kept(
+    dir: &Path,
+    status: TrialStatus,
+    keep: Keep,
+    precision: KeepPrecision,
+    dry_run: bool,
+) -> io::Result<Halved> {
     let mut out = Halved::default();
     if status != TrialStatus::Done || precision != KeepPrecision::Half {
         return Ok(out);
@@ -151,7 +173,9 @@ pub fn halve_kept(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPr
     let mut done: Vec<(std::path::PathBuf, std::fs::Metadata)> = Vec::new();
     for name in kept_weights(keep) {
         let path = dir.join(name);
-        let Ok(meta) = std::fs::metadata(&path) else { continue };
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue;
+        };
         if let Some((first, _)) = done.iter().find(|(_, m)| same_file(m, &meta)) {
             if !dry_run && std::fs::metadata(first).is_ok_and(|now| !same_file(&now, &meta)) {
                 link_over(first, &path)?;
@@ -177,18 +201,28 @@ pub fn halve_kept(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPr
 fn link_over(file: &Path, path: &Path) -> io::Result<()> {
     let tmp = precision::temp_path(path);
     let _ = std::fs::remove_file(&tmp);
-    std::fs::hard_link(file, &tmp).and_then(|_| std::fs::rename(&tmp, path)).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    std::fs::hard_link(file, &tmp)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// Bytes under `path` (files only, a file with several names once; symlinks
 /// are not followed). 0 when absent.
 pub fn disk_use(path: &Path) -> u64 {
     fn walk(path: &Path, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
-        let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return 0;
+        };
         if !meta.is_dir() {
-            return if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) { 0 } else { meta.len() };
+            return if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+                0
+            } else {
+                meta.len()
+            };
         }
-        let Ok(entries) = std::fs::read_dir(path) else { return 0 };
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return 0;
+        };
         entries.flatten().map(|e| walk(&e.path(), seen)).sum()
     }
     walk(path, &mut Default::default())
@@ -201,7 +235,11 @@ pub fn free_space(path: &Path) -> Option<u64> {
     while !p.exists() {
         p = p.parent()?;
     }
-    let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+    let p = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
@@ -234,7 +272,11 @@ fn backbone(name: &str) -> Option<BackboneFacts> {
         "vgg19_bn" => (20_035_392, 512 * 7 * 7, 220e6),
         _ => return None,
     };
-    Some(BackboneFacts { params, features, activations_224 })
+    Some(BackboneFacts {
+        params,
+        features,
+        activations_224,
+    })
 }
 
 fn linear(i: u64, o: u64) -> u64 {
@@ -244,9 +286,15 @@ fn linear(i: u64, o: u64) -> u64 {
 /// Parameters of `backbone` with `head` over `classes` classes (exact for
 /// torchvision's models; `None` for an unknown backbone).
 pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
-    let BackboneFacts { params: body, features, .. } = self::backbone(backbone)?;
+    let BackboneFacts {
+        params: body,
+        features,
+        ..
+    } = self::backbone(backbone)?;
     let head = match head {
-        Head::Original if backbone.starts_with("vgg") => linear(features, 4096) + linear(4096, 4096) + linear(4096, classes),
+        Head::Original if backbone.starts_with("vgg") => {
+            linear(features, 4096) + linear(4096, 4096) + linear(4096, classes)
+        }
         Head::Original => linear(features, classes),
         Head::Mlp { hidden, .. } => {
             let mut dims = vec![features];
@@ -277,7 +325,12 @@ pub fn cpu_trial_memory(config: &sweep_protocol::TrialConfig, classes: u64) -> u
 /// one moment buffer for SGD with momentum, two for Adam/AdamW); a finished
 /// trial holds what `keep` keeps: f32, but 2 bytes a parameter for the
 /// weights files with `keep_precision = "half"` (the training state stays f32).
-pub fn checkpoint_bytes(config: &sweep_protocol::TrialConfig, classes: u64, keep: Keep, precision: KeepPrecision) -> Option<(u64, u64)> {
+pub fn checkpoint_bytes(
+    config: &sweep_protocol::TrialConfig,
+    classes: u64,
+    keep: Keep,
+    precision: KeepPrecision,
+) -> Option<(u64, u64)> {
     let weights = 4 * parameters(&config.backbone, &config.head, classes)?;
     let moments = match config.optimizer {
         sweep_protocol::Optimizer::Sgd if config.momentum == 0.0 => 0,
@@ -300,11 +353,21 @@ pub fn checkpoint_bytes(config: &sweep_protocol::TrialConfig, classes: u64, keep
 
 /// Bytes the sweep's checkpoints will take at most: every trial still to run
 /// finished and kept as `keep` says, plus `slots` trials mid-training.
-pub fn sweep_estimate<'a>(plan: &SweepPlan, to_run: impl Iterator<Item = &'a sweep_protocol::TrialConfig>, classes: u64, slots: usize) -> u64 {
+pub fn sweep_estimate<'a>(
+    plan: &SweepPlan,
+    to_run: impl Iterator<Item = &'a sweep_protocol::TrialConfig>,
+    classes: u64,
+    slots: usize,
+) -> u64 {
     let mut done = 0;
     let mut training = Vec::new();
     for c in to_run {
-        if let Some((t, d)) = checkpoint_bytes(c, classes, plan.resources.keep, plan.resources.keep_precision) {
+        if let Some((t, d)) = checkpoint_bytes(
+            c,
+            classes,
+            plan.resources.keep,
+            plan.resources.keep_precision,
+        ) {
             done += d;
             training.push(t);
         }
@@ -344,26 +407,58 @@ mod tests {
     }
 
     fn names(d: &Path) -> Vec<String> {
-        let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         v
     }
 
-    const ALL: [(&str, usize); 6] = [(BEST, 10), (LAST, 10), (TRAIN_STATE, 30), ("state.json", 1), ("journal.jsonl", 1), ("attempt-1.log", 1)];
+    const ALL: [(&str, usize); 6] = [
+        (BEST, 10),
+        (LAST, 10),
+        (TRAIN_STATE, 30),
+        ("state.json", 1),
+        ("journal.jsonl", 1),
+        ("attempt-1.log", 1),
+    ];
 
     #[test]
     fn done_trial_keeps_what_keep_names() {
         for (keep, left) in [
-            (Keep::Best, vec!["attempt-1.log", BEST, "journal.jsonl", "state.json"]),
-            (Keep::BestLast, vec!["attempt-1.log", BEST, "journal.jsonl", LAST, "state.json"]),
-            (Keep::All, vec!["attempt-1.log", BEST, "journal.jsonl", LAST, "state.json", TRAIN_STATE]),
+            (
+                Keep::Best,
+                vec!["attempt-1.log", BEST, "journal.jsonl", "state.json"],
+            ),
+            (
+                Keep::BestLast,
+                vec!["attempt-1.log", BEST, "journal.jsonl", LAST, "state.json"],
+            ),
+            (
+                Keep::All,
+                vec![
+                    "attempt-1.log",
+                    BEST,
+                    "journal.jsonl",
+                    LAST,
+                    "state.json",
+                    TRAIN_STATE,
+                ],
+            ),
         ] {
             let d = trial_dir(&ALL);
             let freed = apply(d.path(), TrialStatus::Done, keep, false).unwrap();
             assert_eq!(names(d.path()), left, "{keep:?}");
             let expected = match keep {
-                Keep::Best => Freed { files: 2, bytes: 40 },
-                Keep::BestLast => Freed { files: 1, bytes: 30 },
+                Keep::Best => Freed {
+                    files: 2,
+                    bytes: 40,
+                },
+                Keep::BestLast => Freed {
+                    files: 1,
+                    bytes: 30,
+                },
                 Keep::All => Freed::default(),
             };
             assert_eq!(freed, expected, "{keep:?}");
@@ -373,44 +468,84 @@ mod tests {
     #[test]
     fn pruned_trial_keeps_no_checkpoint_unless_all() {
         let d = trial_dir(&ALL);
-        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::BestLast, false).unwrap(), Freed { files: 3, bytes: 50 });
-        assert_eq!(names(d.path()), vec!["attempt-1.log", "journal.jsonl", "state.json"]);
+        assert_eq!(
+            apply(d.path(), TrialStatus::Pruned, Keep::BestLast, false).unwrap(),
+            Freed {
+                files: 3,
+                bytes: 50
+            }
+        );
+        assert_eq!(
+            names(d.path()),
+            vec!["attempt-1.log", "journal.jsonl", "state.json"]
+        );
         let d = trial_dir(&ALL);
-        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::All, false).unwrap(), Freed::default());
+        assert_eq!(
+            apply(d.path(), TrialStatus::Pruned, Keep::All, false).unwrap(),
+            Freed::default()
+        );
     }
 
     #[test]
     fn resumable_trials_keep_everything_and_dry_run_removes_nothing() {
-        for status in [TrialStatus::Queued, TrialStatus::Running, TrialStatus::Failed, TrialStatus::Interrupted] {
+        for status in [
+            TrialStatus::Queued,
+            TrialStatus::Running,
+            TrialStatus::Failed,
+            TrialStatus::Interrupted,
+        ] {
             let d = trial_dir(&ALL);
-            assert_eq!(apply(d.path(), status, Keep::Best, false).unwrap(), Freed::default());
+            assert_eq!(
+                apply(d.path(), status, Keep::Best, false).unwrap(),
+                Freed::default()
+            );
             assert_eq!(names(d.path()).len(), ALL.len());
         }
         let d = trial_dir(&ALL);
-        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::Best, true).unwrap(), Freed { files: 2, bytes: 40 });
+        assert_eq!(
+            apply(d.path(), TrialStatus::Done, Keep::Best, true).unwrap(),
+            Freed {
+                files: 2,
+                bytes: 40
+            }
+        );
         assert_eq!(names(d.path()).len(), ALL.len());
     }
 
     #[test]
     fn half_written_temporaries_go_and_a_missing_dir_is_nothing() {
         let d = trial_dir(&[(BEST, 10), ("last.tmp.safetensors", 7)]);
-        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::All, false).unwrap(), Freed { files: 1, bytes: 7 });
-        assert_eq!(apply(&d.path().join("nope"), TrialStatus::Done, Keep::Best, false).unwrap(), Freed::default());
+        assert_eq!(
+            apply(d.path(), TrialStatus::Done, Keep::All, false).unwrap(),
+            Freed { files: 1, bytes: 7 }
+        );
+        assert_eq!(
+            apply(&d.path().join("nope"), TrialStatus::Done, Keep::Best, false).unwrap(),
+            Freed::default()
+        );
     }
 
     /// A trial folder whose three checkpoints are real float32 safetensors files.
     fn trial_with_weights() -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
-        let bytes: Vec<u8> = (0..256).flat_map(|i| (i as f32 / 10.0).to_le_bytes()).collect();
+        let bytes: Vec<u8> = (0..256)
+            .flat_map(|i| (i as f32 / 10.0).to_le_bytes())
+            .collect();
         for name in [BEST, LAST, TRAIN_STATE] {
-            let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![256], &bytes).unwrap();
+            let t =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![256], &bytes)
+                    .unwrap();
             safetensors::serialize_to_file([("w", t)], &None, &d.path().join(name)).unwrap();
         }
         d
     }
 
     fn dtypes(d: &Path) -> Vec<(String, Vec<&'static str>)> {
-        [BEST, LAST, TRAIN_STATE].iter().filter(|n| d.join(n).exists()).map(|n| (n.to_string(), precision::float_dtypes(&d.join(n)).unwrap())).collect()
+        [BEST, LAST, TRAIN_STATE]
+            .iter()
+            .filter(|n| d.join(n).exists())
+            .map(|n| (n.to_string(), precision::float_dtypes(&d.join(n)).unwrap()))
+            .collect()
     }
 
     #[test]
@@ -425,23 +560,64 @@ mod tests {
             (TrialStatus::Done, KeepPrecision::Full),
         ] {
             let d = trial_with_weights();
-            assert_eq!(halve_kept(d.path(), status, Keep::All, precision, false).unwrap(), Halved::default(), "{status:?} {precision:?}");
-            assert!(dtypes(d.path()).iter().all(|(_, t)| t == &["float32"]), "{status:?}: {:?}", dtypes(d.path()));
+            assert_eq!(
+                halve_kept(d.path(), status, Keep::All, precision, false).unwrap(),
+                Halved::default(),
+                "{status:?} {precision:?}"
+            );
+            assert!(
+                dtypes(d.path()).iter().all(|(_, t)| t == &["float32"]),
+                "{status:?}: {:?}",
+                dtypes(d.path())
+            );
         }
         // best: best.safetensors alone; best+last and all: last too; the training state never.
-        for (keep, halved) in [(Keep::Best, vec![BEST]), (Keep::BestLast, vec![BEST, LAST]), (Keep::All, vec![BEST, LAST])] {
+        for (keep, halved) in [
+            (Keep::Best, vec![BEST]),
+            (Keep::BestLast, vec![BEST, LAST]),
+            (Keep::All, vec![BEST, LAST]),
+        ] {
             let d = trial_with_weights();
-            let dry = halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, true).unwrap();
-            assert!(dtypes(d.path()).iter().all(|(_, t)| t == &["float32"]), "a dry run writes nothing");
-            let done = halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, false).unwrap();
+            let dry =
+                halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, true).unwrap();
+            assert!(
+                dtypes(d.path()).iter().all(|(_, t)| t == &["float32"]),
+                "a dry run writes nothing"
+            );
+            let done = halve_kept(
+                d.path(),
+                TrialStatus::Done,
+                keep,
+                KeepPrecision::Half,
+                false,
+            )
+            .unwrap();
             assert_eq!(dry, done);
             assert_eq!(done.files, halved.len() as u64, "{keep:?}");
             assert!(done.bytes >= 500 * done.files, "{done:?}");
             for (name, t) in dtypes(d.path()) {
-                assert_eq!(t, [if halved.contains(&name.as_str()) { "float16" } else { "float32" }], "{keep:?} {name}");
+                assert_eq!(
+                    t,
+                    [if halved.contains(&name.as_str()) {
+                        "float16"
+                    } else {
+                        "float32"
+                    }],
+                    "{keep:?} {name}"
+                );
             }
             // Once is enough.
-            assert_eq!(halve_kept(d.path(), TrialStatus::Done, keep, KeepPrecision::Half, false).unwrap(), Halved::default());
+            assert_eq!(
+                halve_kept(
+                    d.path(),
+                    TrialStatus::Done,
+                    keep,
+                    KeepPrecision::Half,
+                    false
+                )
+                .unwrap(),
+                Halved::default()
+            );
         }
     }
 
@@ -457,26 +633,75 @@ mod tests {
         };
         let d = linked();
         assert_eq!(disk_use(d.path()), 41);
-        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::Best, true).unwrap(), Freed { files: 2, bytes: 30 });
-        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::Best, false).unwrap(), Freed { files: 2, bytes: 30 });
+        assert_eq!(
+            apply(d.path(), TrialStatus::Done, Keep::Best, true).unwrap(),
+            Freed {
+                files: 2,
+                bytes: 30
+            }
+        );
+        assert_eq!(
+            apply(d.path(), TrialStatus::Done, Keep::Best, false).unwrap(),
+            Freed {
+                files: 2,
+                bytes: 30
+            }
+        );
         assert_eq!(std::fs::metadata(d.path().join(BEST)).unwrap().len(), 10);
         let d = linked();
-        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::Best, true).unwrap(), Freed { files: 3, bytes: 40 });
-        assert_eq!(apply(d.path(), TrialStatus::Pruned, Keep::Best, false).unwrap(), Freed { files: 3, bytes: 40 });
+        assert_eq!(
+            apply(d.path(), TrialStatus::Pruned, Keep::Best, true).unwrap(),
+            Freed {
+                files: 3,
+                bytes: 40
+            }
+        );
+        assert_eq!(
+            apply(d.path(), TrialStatus::Pruned, Keep::Best, false).unwrap(),
+            Freed {
+                files: 3,
+                bytes: 40
+            }
+        );
 
         let d = trial_with_weights();
         std::fs::remove_file(d.path().join(BEST)).unwrap();
         std::fs::hard_link(d.path().join(LAST), d.path().join(BEST)).unwrap();
         let before = disk_use(d.path());
-        let dry = halve_kept(d.path(), TrialStatus::Done, Keep::BestLast, KeepPrecision::Half, true).unwrap();
-        let done = halve_kept(d.path(), TrialStatus::Done, Keep::BestLast, KeepPrecision::Half, false).unwrap();
+        let dry = halve_kept(
+            d.path(),
+            TrialStatus::Done,
+            Keep::BestLast,
+            KeepPrecision::Half,
+            true,
+        )
+        .unwrap();
+        let done = halve_kept(
+            d.path(),
+            TrialStatus::Done,
+            Keep::BestLast,
+            KeepPrecision::Half,
+            false,
+        )
+        .unwrap();
         assert_eq!((dry.clone(), done.files), (done.clone(), 1), "{done:?}");
-        assert_eq!(before - disk_use(d.path()), done.bytes, "the saving reported is the saving made");
-        let (best, last) = (std::fs::metadata(d.path().join(BEST)).unwrap(), std::fs::metadata(d.path().join(LAST)).unwrap());
+        assert_eq!(
+            before - disk_use(d.path()),
+            done.bytes,
+            "the saving reported is the saving made"
+        );
+        let (best, last) = (
+            std::fs::metadata(d.path().join(BEST)).unwrap(),
+            std::fs::metadata(d.path().join(LAST)).unwrap(),
+        );
         assert!(same_file(&best, &last));
         assert_eq!(
             dtypes(d.path()),
-            vec![(BEST.to_string(), vec!["float16"]), (LAST.to_string(), vec!["float16"]), (TRAIN_STATE.to_string(), vec!["float32"])]
+            vec![
+                (BEST.to_string(), vec!["float16"]),
+                (LAST.to_string(), vec!["float16"]),
+                (TRAIN_STATE.to_string(), vec!["float32"])
+            ]
         );
         assert_eq!(names(d.path()), vec![BEST, LAST, TRAIN_STATE]);
     }
@@ -487,7 +712,13 @@ mod tests {
         let tmp = precision::temp_path(&d.path().join(BEST));
         std::fs::write(&tmp, [0u8; 9]).unwrap();
         let state = std::fs::metadata(d.path().join(TRAIN_STATE)).unwrap().len();
-        assert_eq!(apply(d.path(), TrialStatus::Done, Keep::BestLast, false).unwrap(), Freed { files: 2, bytes: state + 9 });
+        assert_eq!(
+            apply(d.path(), TrialStatus::Done, Keep::BestLast, false).unwrap(),
+            Freed {
+                files: 2,
+                bytes: state + 9
+            }
+        );
         assert!(!tmp.exists());
         assert_eq!(dtypes(d.path()).len(), 2, "best and last stay");
     }
@@ -506,7 +737,10 @@ mod tests {
             assert_eq!(parameters(b, &Head::Original, 1000), Some(n), "{b}");
         }
         // The default head: 512 → 512 → 512 → 12.
-        assert_eq!(parameters("resnet18", &Head::default(), 12), Some(11_176_512 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 12 + 12));
+        assert_eq!(
+            parameters("resnet18", &Head::default(), 12),
+            Some(11_176_512 + 512 * 512 + 512 + 512 * 512 + 512 + 512 * 12 + 12)
+        );
         assert_eq!(parameters("alexnet", &Head::Original, 10), None);
     }
 
@@ -550,27 +784,59 @@ mod tests {
             ("vgg19_bn", 224, 16, 4_551_148),
         ];
         for (backbone, image_size, batch_size, kib) in measured_kib {
-            let cfg = sweep_protocol::TrialConfig { backbone: backbone.into(), image_size, batch_size, head: Head::Original, ..Default::default() };
+            let cfg = sweep_protocol::TrialConfig {
+                backbone: backbone.into(),
+                image_size,
+                batch_size,
+                head: Head::Original,
+                ..Default::default()
+            };
             let ratio = cpu_trial_memory(&cfg, 12) as f64 / (kib * 1024) as f64;
-            assert!((1.1..2.0).contains(&ratio), "{backbone} {image_size} px batch {batch_size}: estimate / measured = {ratio:.2}");
+            assert!(
+                (1.1..2.0).contains(&ratio),
+                "{backbone} {image_size} px batch {batch_size}: estimate / measured = {ratio:.2}"
+            );
         }
     }
 
     #[test]
     fn estimate_counts_finished_trials_as_kept_and_running_ones_whole() {
-        let c =
-            sweep_protocol::TrialConfig { backbone: "resnet18".into(), head: Head::Original, optimizer: sweep_protocol::Optimizer::Adam, ..Default::default() };
+        let c = sweep_protocol::TrialConfig {
+            backbone: "resnet18".into(),
+            head: Head::Original,
+            optimizer: sweep_protocol::Optimizer::Adam,
+            ..Default::default()
+        };
         let w = 4 * parameters("resnet18", &Head::Original, 12).unwrap();
         let full = KeepPrecision::Full;
         assert_eq!(checkpoint_bytes(&c, 12, Keep::Best, full), Some((5 * w, w)));
-        assert_eq!(checkpoint_bytes(&c, 12, Keep::All, full), Some((5 * w, 5 * w)));
-        let sgd = sweep_protocol::TrialConfig { optimizer: sweep_protocol::Optimizer::Sgd, momentum: 0.0, ..c.clone() };
-        assert_eq!(checkpoint_bytes(&sgd, 12, Keep::BestLast, full), Some((3 * w, 2 * w)));
+        assert_eq!(
+            checkpoint_bytes(&c, 12, Keep::All, full),
+            Some((5 * w, 5 * w))
+        );
+        let sgd = sweep_protocol::TrialConfig {
+            optimizer: sweep_protocol::Optimizer::Sgd,
+            momentum: 0.0,
+            ..c.clone()
+        };
+        assert_eq!(
+            checkpoint_bytes(&sgd, 12, Keep::BestLast, full),
+            Some((3 * w, 2 * w))
+        );
         // Half precision halves the kept weights files, never the training state.
         let half = KeepPrecision::Half;
-        assert_eq!(checkpoint_bytes(&c, 12, Keep::Best, half), Some((5 * w, w / 2)));
-        assert_eq!(checkpoint_bytes(&sgd, 12, Keep::BestLast, half), Some((3 * w, w)));
-        assert_eq!(checkpoint_bytes(&c, 12, Keep::All, half), Some((5 * w, 4 * w)));
+        assert_eq!(
+            checkpoint_bytes(&c, 12, Keep::Best, half),
+            Some((5 * w, w / 2))
+        );
+        assert_eq!(
+            checkpoint_bytes(&sgd, 12, Keep::BestLast, half),
+            Some((3 * w, w))
+        );
+        assert_eq!(
+            checkpoint_bytes(&c, 12, Keep::All, half),
+            Some((5 * w, 4 * w))
+        );
     }
 
     #[test]

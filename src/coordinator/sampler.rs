@@ -58,11 +58,18 @@ fn modelled(d: &Dim) -> (tpe::range::Range, bool) {
         Dim::Int(lo, hi) => tpe::range(*lo as f64 - 0.5, *hi as f64 + 0.5),
     };
     // The spec refuses empty ranges and empty choice lists, so this cannot fail.
-    (r.expect("the spec validated this range"), matches!(d, Dim::Choice(_)))
+    (
+        r.expect("the spec validated this range"),
+        matches!(d, Dim::Choice(_)),
+    )
 }
 
 fn to_model(d: &Dim, x: f64, range: &tpe::range::Range) -> f64 {
-    let m = if matches!(d, Dim::LogUniform(..)) { x.ln() } else { x };
+    let m = if matches!(d, Dim::LogUniform(..)) {
+        x.ln()
+    } else {
+        x
+    };
     // ln(exp(u)) may land one ulp past the end of a half-open range.
     m.clamp(range.start(), range.end().next_down())
 }
@@ -83,11 +90,16 @@ pub fn tpe_point(dims: &[Dim], observations: &[Observation], seed: u64, k: u64) 
         .enumerate()
         .map(|(i, d)| {
             let (range, categorical) = modelled(d);
-            let estimator = if categorical { tpe::histogram_estimator() } else { tpe::parzen_estimator() };
+            let estimator = if categorical {
+                tpe::histogram_estimator()
+            } else {
+                tpe::parzen_estimator()
+            };
             let mut opt = tpe::TpeOptimizer::new(estimator, range);
             for o in observations.iter().filter(|o| o.value.is_finite()) {
                 // The crate minimises; ours is higher-is-better.
-                opt.tell(to_model(d, o.point[i], &range), -o.value).expect("clamped into the range, finite value");
+                opt.tell(to_model(d, o.point[i], &range), -o.value)
+                    .expect("clamped into the range, finite value");
             }
             let m = opt.ask(&mut r).expect("the estimators never fail");
             from_model(d, m)
@@ -101,10 +113,21 @@ mod tests {
 
     /// Best value found after `budget` evaluations, with `startup` random
     /// draws first and TPE after (or random throughout).
-    fn search(dims: &[Dim], f: &dyn Fn(&[f64]) -> f64, seed: u64, budget: u64, startup: u64, use_tpe: bool) -> f64 {
+    fn search(
+        dims: &[Dim],
+        f: &dyn Fn(&[f64]) -> f64,
+        seed: u64,
+        budget: u64,
+        startup: u64,
+        use_tpe: bool,
+    ) -> f64 {
         let mut obs: Vec<Observation> = Vec::new();
         for k in 0..budget {
-            let p = if use_tpe && k >= startup { tpe_point(dims, &obs, seed, k) } else { random_point(dims, seed, k) };
+            let p = if use_tpe && k >= startup {
+                tpe_point(dims, &obs, seed, k)
+            } else {
+                random_point(dims, seed, k)
+            };
             for (d, x) in dims.iter().zip(&p) {
                 assert!(match d {
                     Dim::Choice(c) => (*x as usize) < c.len() && x.fract() == 0.0,
@@ -112,15 +135,25 @@ mod tests {
                     Dim::Int(lo, hi) => (*lo as f64..=*hi as f64).contains(x) && x.fract() == 0.0,
                 });
             }
-            obs.push(Observation { value: f(&p), point: p });
+            obs.push(Observation {
+                value: f(&p),
+                point: p,
+            });
         }
-        obs.iter().map(|o| o.value).fold(f64::NEG_INFINITY, f64::max)
+        obs.iter()
+            .map(|o| o.value)
+            .fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// Mean regret (optimum − best found) over 20 seeds, TPE and random.
     fn mean_regrets(dims: &[Dim], f: &dyn Fn(&[f64]) -> f64, optimum: f64) -> (f64, f64) {
         let (budget, startup) = (40, 10);
-        let mean = |use_tpe| (0..20u64).map(|s| optimum - search(dims, f, 1000 + s, budget, startup, use_tpe)).sum::<f64>() / 20.0;
+        let mean = |use_tpe| {
+            (0..20u64)
+                .map(|s| optimum - search(dims, f, 1000 + s, budget, startup, use_tpe))
+                .sum::<f64>()
+                / 20.0
+        };
         (mean(true), mean(false))
     }
 
@@ -129,21 +162,30 @@ mod tests {
         let dims = [Dim::Uniform(-5.0, 5.0)];
         let f = |p: &[f64]| -(p[0] - 1.3).powi(2);
         let (tpe, random) = mean_regrets(&dims, &f, 0.0);
-        assert!(tpe < random * 0.5, "mean regret over 20 seeds: tpe {tpe:.5}, random {random:.5}");
+        assert!(
+            tpe < random * 0.5,
+            "mean regret over 20 seeds: tpe {tpe:.5}, random {random:.5}"
+        );
     }
 
     #[test]
     fn tpe_beats_random_search_on_a_2d_log_and_categorical_objective() {
         // A learning-rate-like log axis with a sharp optimum at 3e-3, and a
         // categorical axis where one choice of four is best.
-        let dims = [Dim::LogUniform(1e-5, 1.0), Dim::Choice((0..4).map(toml::Value::Integer).collect())];
+        let dims = [
+            Dim::LogUniform(1e-5, 1.0),
+            Dim::Choice((0..4).map(toml::Value::Integer).collect()),
+        ];
         let f = |p: &[f64]| {
             let lr = p[0].log10() - 3e-3f64.log10();
             let bonus = [0.0, 0.3, 0.0, 0.1][p[1] as usize];
             1.0 - lr * lr * 0.5 - (0.3 - bonus)
         };
         let (tpe, random) = mean_regrets(&dims, &f, 1.0);
-        assert!(tpe < random, "mean regret over 20 seeds: tpe {tpe:.5}, random {random:.5}");
+        assert!(
+            tpe < random,
+            "mean regret over 20 seeds: tpe {tpe:.5}, random {random:.5}"
+        );
     }
 
     #[test]
@@ -151,8 +193,17 @@ mod tests {
         let dims = [Dim::Int(1, 9), Dim::Uniform(0.0, 1.0)];
         let f = |p: &[f64]| -(p[0] - 7.0).abs() - (p[1] - 0.2).abs();
         let (tpe, random) = mean_regrets(&dims, &f, 0.0);
-        assert!(tpe < random, "mean regret over 20 seeds: tpe {tpe:.5}, random {random:.5}");
-        let obs: Vec<Observation> = (0..12).map(|k| random_point(&dims, 5, k)).map(|p| Observation { value: f(&p), point: p }).collect();
+        assert!(
+            tpe < random,
+            "mean regret over 20 seeds: tpe {tpe:.5}, random {random:.5}"
+        );
+        let obs: Vec<Observation> = (0..12)
+            .map(|k| random_point(&dims, 5, k))
+            .map(|p| Observation {
+                value: f(&p),
+                point: p,
+            })
+            .collect();
         // Same space, results, seed and index: the same proposal (what resume relies on).
         assert_eq!(tpe_point(&dims, &obs, 5, 12), tpe_point(&dims, &obs, 5, 12));
         assert_ne!(tpe_point(&dims, &obs, 5, 12), tpe_point(&dims, &obs, 5, 13));

@@ -124,7 +124,13 @@ fn median(values: &[f64]) -> Option<f64> {
 
 impl Stopper {
     pub fn new(cfg: Stopping) -> Stopper {
-        Stopper { cfg, rungs: HashMap::new(), history: HashMap::new(), bracket_of: HashMap::new(), decided: Default::default() }
+        Stopper {
+            cfg,
+            rungs: HashMap::new(),
+            history: HashMap::new(),
+            bracket_of: HashMap::new(),
+            decided: Default::default(),
+        }
     }
 
     pub fn metric(&self) -> SelectMetric {
@@ -135,12 +141,20 @@ impl Stopper {
     pub fn brackets(&self, max_epochs: u32) -> u32 {
         let r = self.cfg.reduction.max(2) as f64;
         let ratio = max_epochs as f64 / self.cfg.min_epochs.max(1) as f64;
-        if ratio < 1.0 { 1 } else { (ratio.ln() / r.ln()).floor() as u32 + 1 }
+        if ratio < 1.0 {
+            1
+        } else {
+            (ratio.ln() / r.ln()).floor() as u32 + 1
+        }
     }
 
     /// Puts a trial in its bracket (Hyperband: round-robin by plan position).
     pub fn assign(&mut self, trial: &str, ordinal: usize, max_epochs: u32) {
-        let b = if self.cfg.method == StopMethod::Hyperband { (ordinal as u32) % self.brackets(max_epochs) } else { 0 };
+        let b = if self.cfg.method == StopMethod::Hyperband {
+            (ordinal as u32) % self.brackets(max_epochs)
+        } else {
+            0
+        };
         self.bracket_of.insert(trial.to_string(), b);
     }
 
@@ -166,7 +180,10 @@ impl Stopper {
     pub fn restore(&mut self, d: &Decision) {
         self.decided.insert((d.trial.clone(), d.epoch));
         if let (Some(rung), Some(bracket)) = (d.rung, d.bracket) {
-            self.rungs.entry((bracket, rung)).or_default().insert(&d.trial, orient(self.cfg.metric, d.value));
+            self.rungs
+                .entry((bracket, rung))
+                .or_default()
+                .insert(&d.trial, orient(self.cfg.metric, d.value));
         }
     }
 
@@ -195,7 +212,9 @@ impl Stopper {
         self.observe(trial, epoch, value);
         let mut out = Vec::new();
         match self.cfg.method {
-            StopMethod::Asha | StopMethod::Hyperband => out.extend(self.successive_halving(trial, epoch, epochs, value)),
+            StopMethod::Asha | StopMethod::Hyperband => {
+                out.extend(self.successive_halving(trial, epoch, epochs, value))
+            }
             StopMethod::Median => out.extend(self.median_rule(trial, epoch, value)),
             StopMethod::None => {}
         }
@@ -208,7 +227,13 @@ impl Stopper {
         out
     }
 
-    fn successive_halving(&mut self, trial: &str, epoch: u32, epochs: u32, value: f64) -> Option<Decision> {
+    fn successive_halving(
+        &mut self,
+        trial: &str,
+        epoch: u32,
+        epochs: u32,
+        value: f64,
+    ) -> Option<Decision> {
         let (bracket, rung) = self.rung_at(trial, epoch, epochs)?;
         let metric = self.cfg.metric;
         let recorded = self.rungs.entry((bracket, rung)).or_default();
@@ -223,7 +248,11 @@ impl Stopper {
             epoch,
             rung: Some(rung),
             bracket: Some(bracket),
-            method: if self.cfg.method == StopMethod::Hyperband { "hyperband" } else { "asha" },
+            method: if self.cfg.method == StopMethod::Hyperband {
+                "hyperband"
+            } else {
+                "asha"
+            },
             value,
             cutoff: cutoff.map(|c| orient(metric, c)),
             compared,
@@ -242,11 +271,23 @@ impl Stopper {
             }
             Some(window.iter().sum::<f64>() / window.len() as f64)
         };
-        let means: Vec<f64> = self.history.iter().filter(|(t, _)| t.as_str() != trial).filter_map(|(_, h)| running_mean(h)).collect();
+        let means: Vec<f64> = self
+            .history
+            .iter()
+            .filter(|(t, _)| t.as_str() != trial)
+            .filter_map(|(_, h)| running_mean(h))
+            .collect();
         if means.len() < MEDIAN_MIN_TRIALS {
             return None;
         }
-        let best = self.history.get(trial)?.iter().take(epoch as usize).copied().filter(|x| !x.is_nan()).fold(f64::NEG_INFINITY, f64::max);
+        let best = self
+            .history
+            .get(trial)?
+            .iter()
+            .take(epoch as usize)
+            .copied()
+            .filter(|x| !x.is_nan())
+            .fold(f64::NEG_INFINITY, f64::max);
         let m = median(&means)?;
         let metric = self.cfg.metric;
         Some(Decision {
@@ -266,8 +307,10 @@ impl Stopper {
         let patience = self.cfg.patience?;
         let h = self.history.get(trial)?;
         let upto = &h[..(epoch as usize).min(h.len())];
-        let (best_i, best) =
-            upto.iter().enumerate().filter(|(_, x)| !x.is_nan()).fold((0, f64::NEG_INFINITY), |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc });
+        let (best_i, best) = upto.iter().enumerate().filter(|(_, x)| !x.is_nan()).fold(
+            (0, f64::NEG_INFINITY),
+            |acc, (i, &x)| if x > acc.1 { (i, x) } else { acc },
+        );
         let since = upto.len() - 1 - best_i;
         Some(Decision {
             trial: trial.to_string(),
@@ -288,14 +331,23 @@ mod tests {
     use super::*;
 
     fn cfg(method: StopMethod, min_epochs: u32, reduction: u32, patience: Option<u32>) -> Stopping {
-        Stopping { method, metric: SelectMetric::ValAccuracy, min_epochs, reduction, patience, test_pruned: false }
+        Stopping {
+            method,
+            metric: SelectMetric::ValAccuracy,
+            min_epochs,
+            reduction,
+            patience,
+            test_pruned: false,
+        }
     }
 
     #[test]
     fn percentile_is_numpys_linear() {
         // numpy.percentile([1, 2, 3, 4], 66.666…) = 3.0; ([0.5, 0.7], 66.67) = 0.6333…
         assert!((percentile(&[4.0, 1.0, 3.0, 2.0], 200.0 / 3.0).unwrap() - 3.0).abs() < 1e-12);
-        assert!((percentile(&[0.5, 0.7], 200.0 / 3.0).unwrap() - 0.633_333_333_333_333_3).abs() < 1e-12);
+        assert!(
+            (percentile(&[0.5, 0.7], 200.0 / 3.0).unwrap() - 0.633_333_333_333_333_3).abs() < 1e-12
+        );
         assert_eq!(percentile(&[], 50.0), None);
     }
 
@@ -310,7 +362,9 @@ mod tests {
         let mut verdict = |t: &str, e: u32, v: f64| {
             let d = s.report(t, e, 9, v);
             assert!(d.len() <= 1);
-            d.into_iter().next().map(|d| (d.rung, d.compared, d.cutoff, d.stop))
+            d.into_iter()
+                .next()
+                .map(|d| (d.rung, d.compared, d.cutoff, d.stop))
         };
         // rung 0 (epoch 1): first record continues (no cutoff).
         assert_eq!(verdict("a", 1, 0.30), Some((Some(0), 0, None, false)));
@@ -339,7 +393,10 @@ mod tests {
 
     #[test]
     fn a_loss_is_judged_lower_is_better() {
-        let mut s = Stopper::new(Stopping { metric: SelectMetric::ValLoss, ..cfg(StopMethod::Asha, 1, 2, None) });
+        let mut s = Stopper::new(Stopping {
+            metric: SelectMetric::ValLoss,
+            ..cfg(StopMethod::Asha, 1, 2, None)
+        });
         s.assign("a", 0, 4);
         s.assign("b", 1, 4);
         assert!(!s.report("a", 1, 4, 1.0)[0].stop);
@@ -360,7 +417,11 @@ mod tests {
         assert_eq!(s.rung_at("a", 3, 9), Some((0, 1)));
         assert_eq!(s.rung_at("b", 1, 9), None);
         assert_eq!(s.rung_at("b", 3, 9), Some((1, 0)));
-        assert_eq!(s.rung_at("c", 3, 9), None, "bracket 2 has no rung below 9 epochs");
+        assert_eq!(
+            s.rung_at("c", 3, 9),
+            None,
+            "bracket 2 has no rung below 9 epochs"
+        );
         assert_eq!(s.rung_at("d", 1, 9), Some((0, 0)), "round-robin wraps");
     }
 
@@ -384,7 +445,11 @@ mod tests {
     #[test]
     fn patience_stops_after_n_epochs_without_improvement() {
         let mut s = Stopper::new(cfg(StopMethod::None, 1, 3, Some(2)));
-        let stops: Vec<bool> = [0.5, 0.6, 0.55, 0.6, 0.59].iter().enumerate().map(|(e, v)| s.report("a", e as u32 + 1, 10, *v)[0].stop).collect();
+        let stops: Vec<bool> = [0.5, 0.6, 0.55, 0.6, 0.59]
+            .iter()
+            .enumerate()
+            .map(|(e, v)| s.report("a", e as u32 + 1, 10, *v)[0].stop)
+            .collect();
         // best 0.6 at epoch 2 (0.6 at epoch 4 is not an improvement): epochs since best 0,0,1,2,3.
         assert_eq!(stops, [false, false, false, true, true]);
     }

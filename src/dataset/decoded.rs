@@ -11,14 +11,25 @@ use sweep_dataset::imagefolder as data;
 /// Builds (or finds) the cache of `dataset` for each stored size in
 /// `shorts`; returns the hash the workers are to use it by, or `None` when
 /// they are to decode by themselves.
-pub async fn prepare(dataset: std::path::PathBuf, hash: String, shorts: Vec<Option<u32>>) -> Option<String> {
+pub async fn prepare(
+    dataset: std::path::PathBuf,
+    hash: String,
+    shorts: Vec<Option<u32>>,
+) -> Option<String> {
     if !cache::enabled() || shorts.is_empty() {
         return None;
     }
-    tokio::task::spawn_blocking(move || prepare_blocking(&dataset, &hash, shorts)).await.ok().flatten()
+    tokio::task::spawn_blocking(move || prepare_blocking(&dataset, &hash, shorts))
+        .await
+        .ok()
+        .flatten()
 }
 
-fn prepare_blocking(dataset: &std::path::Path, hash: &str, mut shorts: Vec<Option<u32>>) -> Option<String> {
+fn prepare_blocking(
+    dataset: &std::path::Path,
+    hash: &str,
+    mut shorts: Vec<Option<u32>>,
+) -> Option<String> {
     shorts.sort();
     shorts.dedup();
     // A layout error is the workers' to report, with the trial it fails.
@@ -37,7 +48,10 @@ fn prepare_blocking(dataset: &std::path::Path, hash: &str, mut shorts: Vec<Optio
             ),
             Ok(_) => {}
             Err(e) => {
-                eprintln!("warning: no shared decoded-image cache under {} ({e}); each worker decodes the dataset itself", root.display());
+                eprintln!(
+                    "warning: no shared decoded-image cache under {} ({e}); each worker decodes the dataset itself",
+                    root.display()
+                );
                 return None;
             }
         }

@@ -65,13 +65,28 @@ use crate::report::rank::{num, param_text, pct};
 /// A plotters SVG document made fit for inlining: no namespace URI, labelled for screen readers.
 fn inline_svg(svg: &str, label: &str) -> String {
     let svg = svg.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
-    svg.replacen("<svg ", &format!("<svg role=\"img\" aria-label=\"{}\" ", esc(label)), 1)
+    svg.replacen(
+        "<svg ",
+        &format!("<svg role=\"img\" aria-label=\"{}\" ", esc(label)),
+        1,
+    )
 }
 
-fn figure(out: &mut String, id: Option<&str>, class: &str, chart: &Chart, caption: &str) -> Result<(), String> {
+fn figure(
+    out: &mut String,
+    id: Option<&str>,
+    class: &str,
+    chart: &Chart,
+    caption: &str,
+) -> Result<(), String> {
     let svg = render_svg(chart)?;
     let id = id.map(|i| format!(" id=\"{i}\"")).unwrap_or_default();
-    let _ = writeln!(out, "<figure{id} class=\"chart {class}\">\n{}\n<figcaption>{}</figcaption>\n</figure>", inline_svg(&svg, caption), esc(caption));
+    let _ = writeln!(
+        out,
+        "<figure{id} class=\"chart {class}\">\n{}\n<figcaption>{}</figcaption>\n</figure>",
+        inline_svg(&svg, caption),
+        esc(caption)
+    );
     Ok(())
 }
 
@@ -79,33 +94,71 @@ fn report_table(out: &mut String, r: &Report) {
     out.push_str("<table id=\"report\">\n<thead><tr>");
     let mut header: Vec<String> = vec!["rank".into(), "trial".into()];
     header.extend(r.varying.iter().cloned());
-    header.extend(["val acc", "test acc", "test loss", "epochs", "wall s", "img/s", "status"].map(String::from));
+    header.extend(
+        [
+            "val acc",
+            "test acc",
+            "test loss",
+            "epochs",
+            "wall s",
+            "img/s",
+            "status",
+        ]
+        .map(String::from),
+    );
     for h in &header {
         let _ = write!(out, "<th>{}</th>", esc(h));
     }
     out.push_str("</tr></thead>\n<tbody>\n");
     for row in &r.rows {
-        let _ = write!(out, "<tr><td class=\"num\">{}</td><td><a href=\"#trial-{id}\"><code>{id}</code></a></td>", row.rank, id = esc(&row.trial));
+        let _ = write!(
+            out,
+            "<tr><td class=\"num\">{}</td><td><a href=\"#trial-{id}\"><code>{id}</code></a></td>",
+            row.rank,
+            id = esc(&row.trial)
+        );
         for k in &r.varying {
             let _ = write!(out, "<td>{}</td>", esc(&param_text(row.params.get(k))));
         }
-        for v in [pct(row.val_accuracy), pct(row.test_accuracy), num(row.test_loss, 4), row.epochs.to_string(), num(row.wall_s, 1), num(row.images_per_s, 1)] {
+        for v in [
+            pct(row.val_accuracy),
+            pct(row.test_accuracy),
+            num(row.test_loss, 4),
+            row.epochs.to_string(),
+            num(row.wall_s, 1),
+            num(row.images_per_s, 1),
+        ] {
             let _ = write!(out, "<td class=\"num\">{}</td>", esc(&v));
         }
-        let _ = writeln!(out, "<td class=\"status-{s}\">{s}</td></tr>", s = row.status);
+        let _ = writeln!(
+            out,
+            "<td class=\"status-{s}\">{s}</td></tr>",
+            s = row.status
+        );
     }
     out.push_str("</tbody>\n</table>\n");
 }
 
 async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(String, String)>, String> {
-    let row = queries::last_error(pool, trial).await.map_err(|e| format!("reading the database: {e}"))?;
+    let row = queries::last_error(pool, trial)
+        .await
+        .map_err(|e| format!("reading the database: {e}"))?;
     Ok(row.map(|(c, m)| (c.unwrap_or_else(|| "error".into()), m.unwrap_or_default())))
 }
 
-async fn trial_section(out: &mut String, pool: &SqlitePool, rank: usize, t: &TrialData) -> Result<(), String> {
+async fn trial_section(
+    out: &mut String,
+    pool: &SqlitePool,
+    rank: usize,
+    t: &TrialData,
+) -> Result<(), String> {
     let id = esc(&t.id);
     let _ = writeln!(out, "<section class=\"trial\" id=\"trial-{id}\">");
-    let _ = writeln!(out, "<h2>#{rank} trial <code>{id}</code> <span class=\"status-{s}\">{s}</span></h2>", s = esc(&t.status));
+    let _ = writeln!(
+        out,
+        "<h2>#{rank} trial <code>{id}</code> <span class=\"status-{s}\">{s}</span></h2>",
+        s = esc(&t.status)
+    );
     if !t.label.is_empty() {
         let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(&t.label));
     }
@@ -125,22 +178,48 @@ async fn trial_section(out: &mut String, pool: &SqlitePool, rank: usize, t: &Tri
         }
     }
     let failed = t.status == "failed" || t.status == "interrupted";
-    if let Some((class, message)) = if failed { last_error(pool, &t.id).await? } else { None } {
+    if let Some((class, message)) = if failed {
+        last_error(pool, &t.id).await?
+    } else {
+        None
+    } {
         let first = message.lines().next().unwrap_or("");
-        let _ = writeln!(out, "<p class=\"status-failed\">last attempt: {} — {}</p>", esc(&class), esc(first));
+        let _ = writeln!(
+            out,
+            "<p class=\"status-failed\">last attempt: {} — {}</p>",
+            esc(&class),
+            esc(first)
+        );
     }
     out.push_str("<details><summary>parameters</summary>\n<table class=\"params\"><tbody>\n");
     for (k, v) in &t.params {
-        let _ = writeln!(out, "<tr><th>{}</th><td><code>{}</code></td></tr>", esc(k), esc(&param_text(Some(v))));
+        let _ = writeln!(
+            out,
+            "<tr><th>{}</th><td><code>{}</code></td></tr>",
+            esc(k),
+            esc(&param_text(Some(v)))
+        );
     }
     out.push_str("</tbody></table>\n</details>\n");
     if t.has_curves() {
-        figure(out, None, "curves", &Chart::TrialCurves(t), "learning curves: loss and accuracy per global step (train per log step, validation per epoch)")?;
+        figure(
+            out,
+            None,
+            "curves",
+            &Chart::TrialCurves(t),
+            "learning curves: loss and accuracy per global step (train per log step, validation per epoch)",
+        )?;
     } else {
         let _ = writeln!(out, "<p class=\"note\">no metrics recorded yet</p>");
     }
     if t.has_confusion() {
-        figure(out, None, "confusion", &Chart::Confusion(t), "test confusion matrix: true class down, predicted class across")?;
+        figure(
+            out,
+            None,
+            "confusion",
+            &Chart::Confusion(t),
+            "test confusion matrix: true class down, predicted class across",
+        )?;
     }
     if !t.class_accuracy.is_empty() {
         out.push_str("<h3>per-class accuracy (test)</h3>\n<table class=\"class-accuracy\">\n<thead><tr><th>class</th><th>correct</th><th>total</th><th>accuracy</th></tr></thead>\n<tbody>\n");
@@ -160,11 +239,19 @@ async fn trial_section(out: &mut String, pool: &SqlitePool, rank: usize, t: &Tri
     if !top.is_empty() {
         out.push_str("<h3>top confusions</h3>\n<table class=\"top-confusions\">\n<thead><tr><th>true class</th><th>predicted as</th><th>count</th></tr></thead>\n<tbody>\n");
         for (a, b, c) in top {
-            let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td class=\"num\">{c}</td></tr>", esc(a), esc(b));
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{c}</td></tr>",
+                esc(a),
+                esc(b)
+            );
         }
         out.push_str("</tbody>\n</table>\n");
     } else if t.has_confusion() {
-        let _ = writeln!(out, "<p class=\"note\">no confusions: every test image was classified correctly</p>");
+        let _ = writeln!(
+            out,
+            "<p class=\"note\">no confusions: every test image was classified correctly</p>"
+        );
     }
     if !t.misclassified.is_empty() {
         out.push_str("<h3>most confident mistakes</h3>\n<table class=\"misclassified\">\n<thead><tr><th>file</th><th>true class</th><th>predicted</th><th>probability</th></tr></thead>\n<tbody>\n");
@@ -188,26 +275,53 @@ async fn trial_section(out: &mut String, pool: &SqlitePool, rank: usize, t: &Tri
 pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<String, String> {
     let all = data::load_sweep(pool, sweep, None).await?;
     // The report decides which trials appear (filters, --top) and in which order.
-    let trials: Vec<(usize, TrialData)> =
-        report.rows.iter().filter_map(|row| all.trials.iter().find(|t| t.id == row.trial).map(|t| (row.rank, t.clone()))).collect();
-    let shown = SweepData { name: all.name.clone(), trials: trials.iter().map(|(_, t)| t.clone()).collect(), distribution: all.distribution.clone() };
-    let meta = queries::sweep_meta(pool, sweep).await.map_err(|e| format!("reading the database: {e}"))?;
+    let trials: Vec<(usize, TrialData)> = report
+        .rows
+        .iter()
+        .filter_map(|row| {
+            all.trials
+                .iter()
+                .find(|t| t.id == row.trial)
+                .map(|t| (row.rank, t.clone()))
+        })
+        .collect();
+    let shown = SweepData {
+        name: all.name.clone(),
+        trials: trials.iter().map(|(_, t)| t.clone()).collect(),
+        distribution: all.distribution.clone(),
+    };
+    let meta = queries::sweep_meta(pool, sweep)
+        .await
+        .map_err(|e| format!("reading the database: {e}"))?;
 
     let mut out = String::with_capacity(256 * 1024);
     let _ = writeln!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
     );
-    let _ = writeln!(out, "<title>sweep {} — report</title>\n<style>{STYLE}</style>\n</head>\n<body>", esc(sweep));
+    let _ = writeln!(
+        out,
+        "<title>sweep {} — report</title>\n<style>{STYLE}</style>\n</head>\n<body>",
+        esc(sweep)
+    );
     let _ = writeln!(out, "<header>\n<h1>sweep {}</h1>", esc(sweep));
     if let Some(m) = &meta {
         if let Some(d) = m.description.as_deref().filter(|d| !d.is_empty()) {
             let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(d));
         }
-        let _ = writeln!(out, "<p class=\"meta\">dataset <code>{}</code> · sweep status {}</p>", esc(&m.dataset), esc(&m.status));
+        let _ = writeln!(
+            out,
+            "<p class=\"meta\">dataset <code>{}</code> · sweep status {}</p>",
+            esc(&m.dataset),
+            esc(&m.status)
+        );
     }
     let generated = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    let picked = report.checkpoints_picked_by.as_deref().map(|m| format!("; checkpoints picked by {}", esc(m))).unwrap_or_default();
+    let picked = report
+        .checkpoints_picked_by
+        .as_deref()
+        .map(|m| format!("; checkpoints picked by {}", esc(m)))
+        .unwrap_or_default();
     let _ = writeln!(
         out,
         "<p class=\"meta\">{} trials, ranked by {} ({}){picked} · generated {generated} by sweep {}</p>\n</header>",
@@ -219,7 +333,11 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
     if !trials.is_empty() {
         out.push_str("<nav>trials: ");
         for (_, t) in &trials {
-            let _ = write!(out, "<a href=\"#trial-{id}\"><code>{id}</code></a>", id = esc(&t.id));
+            let _ = write!(
+                out,
+                "<a href=\"#trial-{id}\"><code>{id}</code></a>",
+                id = esc(&t.id)
+            );
         }
         out.push_str("</nav>\n");
     }
@@ -228,15 +346,33 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
     out.push_str("</section>\n<section id=\"charts\">\n<h2>sweep charts</h2>\n");
     let mut any = false;
     if shown.trials.iter().any(|t| t.test.is_some()) {
-        figure(&mut out, Some("chart-accuracy"), "accuracy", &Chart::Accuracy(&shown), "test accuracy per trial (seed repeats: mean ± std)")?;
+        figure(
+            &mut out,
+            Some("chart-accuracy"),
+            "accuracy",
+            &Chart::Accuracy(&shown),
+            "test accuracy per trial (seed repeats: mean ± std)",
+        )?;
         any = true;
     }
     if shown.trials.iter().any(|t| !t.valid_acc.is_empty()) {
-        figure(&mut out, Some("chart-curves"), "curves", &Chart::SweepCurves(&shown), "validation accuracy of every trial")?;
+        figure(
+            &mut out,
+            Some("chart-curves"),
+            "curves",
+            &Chart::SweepCurves(&shown),
+            "validation accuracy of every trial",
+        )?;
         any = true;
     }
     if !shown.distribution.is_empty() {
-        figure(&mut out, Some("chart-class-distribution"), "class-distribution", &Chart::ClassDistribution(&shown), "images per class in each split")?;
+        figure(
+            &mut out,
+            Some("chart-class-distribution"),
+            "class-distribution",
+            &Chart::ClassDistribution(&shown),
+            "images per class in each split",
+        )?;
         any = true;
     }
     if !any {
@@ -251,9 +387,17 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
 }
 
 /// Writes the report to `out` atomically (temporary file + rename).
-pub async fn write_html(pool: &SqlitePool, sweep: &str, report: &Report, out: &Path) -> Result<(), String> {
+pub async fn write_html(
+    pool: &SqlitePool,
+    sweep: &str,
+    report: &Report,
+    out: &Path,
+) -> Result<(), String> {
     if out.is_dir() {
-        return Err(format!("--html {} is a directory; pass a file name such as report.html", out.display()));
+        return Err(format!(
+            "--html {} is a directory; pass a file name such as report.html",
+            out.display()
+        ));
     }
     let html = render(pool, sweep, report).await?;
     crate::report::plot::write_atomic(out, html.as_bytes())

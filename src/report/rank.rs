@@ -5,7 +5,14 @@ use serde::Serialize;
 use std::collections::BTreeSet;
 use tabled::settings::Style;
 
-pub const METRICS: [&str; 6] = ["accuracy", "loss", "val_accuracy", "val_loss", "time", "throughput"];
+pub const METRICS: [&str; 6] = [
+    "accuracy",
+    "loss",
+    "val_accuracy",
+    "val_loss",
+    "time",
+    "throughput",
+];
 pub const FORMATS: [&str; 4] = ["table", "markdown", "csv", "json"];
 
 #[derive(Debug, Serialize)]
@@ -50,17 +57,45 @@ fn key(metric: &str, r: &TrialRow) -> Option<f64> {
     }
 }
 
-pub fn build(sweep: &str, metric: &str, rows: Vec<TrialRow>, top: Option<usize>) -> Result<Report, String> {
+pub fn build(
+    sweep: &str,
+    metric: &str,
+    rows: Vec<TrialRow>,
+    top: Option<usize>,
+) -> Result<Report, String> {
     if !METRICS.contains(&metric) {
-        return Err(format!("unknown metric {metric:?}; valid metrics: {}", METRICS.join(", ")));
+        return Err(format!(
+            "unknown metric {metric:?}; valid metrics: {}",
+            METRICS.join(", ")
+        ));
     }
-    let params: Vec<serde_json::Map<String, serde_json::Value>> =
-        rows.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
+    let params: Vec<serde_json::Map<String, serde_json::Value>> = rows
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.params)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+        })
+        .collect();
     let keys: BTreeSet<&String> = params.iter().flat_map(|p| p.keys()).collect();
-    let order: Vec<&str> = sweep_protocol::PARAM_KEYS.iter().copied().chain(["seed", "pretrained"]).collect();
-    let mut varying: Vec<String> = keys.into_iter().filter(|k| params.iter().any(|p| p.get(*k) != params.first().and_then(|f| f.get(*k)))).cloned().collect();
+    let order: Vec<&str> = sweep_protocol::PARAM_KEYS
+        .iter()
+        .copied()
+        .chain(["seed", "pretrained"])
+        .collect();
+    let mut varying: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            params
+                .iter()
+                .any(|p| p.get(*k) != params.first().and_then(|f| f.get(*k)))
+        })
+        .cloned()
+        .collect();
     varying.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
-    let mut items: Vec<(TrialRow, serde_json::Map<String, serde_json::Value>)> = rows.into_iter().zip(params).collect();
+    let mut items: Vec<(TrialRow, serde_json::Map<String, serde_json::Value>)> =
+        rows.into_iter().zip(params).collect();
     // Stable: ties keep plan order; trials without the metric go last.
     items.sort_by(|a, b| match (key(metric, &a.0), key(metric, &b.0)) {
         (Some(x), Some(y)) => x.total_cmp(&y),
@@ -75,7 +110,10 @@ pub fn build(sweep: &str, metric: &str, rows: Vec<TrialRow>, top: Option<usize>)
         .map(|(i, (r, p))| ReportRow {
             rank: i + 1,
             trial: r.trial,
-            params: varying.iter().filter_map(|k| p.get(k).map(|v| (k.clone(), v.clone()))).collect(),
+            params: varying
+                .iter()
+                .filter_map(|k| p.get(k).map(|v| (k.clone(), v.clone())))
+                .collect(),
             val_accuracy: r.val_accuracy,
             val_loss: r.val_loss,
             test_accuracy: r.test_accuracy,
@@ -113,13 +151,21 @@ pub fn describe(metric: &str) -> &'static str {
 /// The ranking metric a sweep's `[sweep] metric` stands for (`val_accuracy`
 /// unless it names another known metric).
 pub fn default_metric(sweep_metric: Option<&str>) -> &'static str {
-    sweep_metric.and_then(|m| METRICS.iter().copied().find(|k| *k == m)).unwrap_or("val_accuracy")
+    sweep_metric
+        .and_then(|m| METRICS.iter().copied().find(|k| *k == m))
+        .unwrap_or("val_accuracy")
 }
 
 /// The header line of the table and markdown formats: what ranks the trials
 /// and what picked the checkpoints.
 fn title(r: &Report) -> String {
-    let mut t = format!("sweep {} — {} trials, ranked by {} ({})", r.sweep, r.rows.len(), r.metric, r.ranked_by);
+    let mut t = format!(
+        "sweep {} — {} trials, ranked by {} ({})",
+        r.sweep,
+        r.rows.len(),
+        r.metric,
+        r.ranked_by
+    );
     if let Some(m) = &r.checkpoints_picked_by {
         t.push_str(&format!("; checkpoints picked by {m}"));
     }
@@ -127,11 +173,13 @@ fn title(r: &Report) -> String {
 }
 
 pub fn pct(v: Option<f64>) -> String {
-    v.map(|x| format!("{:.2}%", x * 100.0)).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{:.2}%", x * 100.0))
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn num(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}")).unwrap_or_else(|| "-".into())
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
 }
 
 pub fn param_text(v: Option<&serde_json::Value>) -> String {
@@ -145,7 +193,18 @@ pub fn param_text(v: Option<&serde_json::Value>) -> String {
 fn header(r: &Report) -> Vec<String> {
     let mut h = vec!["rank".to_string(), "trial".into()];
     h.extend(r.varying.iter().cloned());
-    h.extend(["val acc", "test acc", "test loss", "epochs", "wall s", "img/s", "status"].map(String::from));
+    h.extend(
+        [
+            "val acc",
+            "test acc",
+            "test loss",
+            "epochs",
+            "wall s",
+            "img/s",
+            "status",
+        ]
+        .map(String::from),
+    );
     h
 }
 
@@ -193,19 +252,38 @@ pub fn render(r: &Report, format: &str) -> Result<String, String> {
                 t.with(Style::rounded());
             }
             let title = title(r);
-            Ok(if format == "table" { format!("{title}\n{t}\n") } else { format!("**{title}**\n\n{t}\n") })
+            Ok(if format == "table" {
+                format!("{title}\n{t}\n")
+            } else {
+                format!("**{title}**\n\n{t}\n")
+            })
         }
         "csv" => {
             let mut out = String::new();
             let mut h = vec!["rank".to_string(), "trial".into()];
             h.extend(r.varying.iter().cloned());
-            h.extend(["val_accuracy", "test_accuracy", "test_loss", "epochs", "wall_s", "images_per_s", "status"].map(String::from));
+            h.extend(
+                [
+                    "val_accuracy",
+                    "test_accuracy",
+                    "test_loss",
+                    "epochs",
+                    "wall_s",
+                    "images_per_s",
+                    "status",
+                ]
+                .map(String::from),
+            );
             out.push_str(&h.join(","));
             out.push('\n');
             let raw = |v: Option<f64>| v.map(|x| format!("{x:?}")).unwrap_or_default();
             for row in &r.rows {
                 let mut v = vec![row.rank.to_string(), row.trial.clone()];
-                v.extend(r.varying.iter().map(|k| csv_field(&param_text(row.params.get(k)))));
+                v.extend(
+                    r.varying
+                        .iter()
+                        .map(|k| csv_field(&param_text(row.params.get(k)))),
+                );
                 v.extend([
                     raw(row.val_accuracy),
                     raw(row.test_accuracy),
@@ -220,13 +298,22 @@ pub fn render(r: &Report, format: &str) -> Result<String, String> {
             }
             Ok(out)
         }
-        "json" => serde_json::to_string_pretty(r).map(|s| s + "\n").map_err(|e| e.to_string()),
-        other => Err(format!("unknown format {other:?}; valid formats: {}", FORMATS.join(", "))),
+        "json" => serde_json::to_string_pretty(r)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "unknown format {other:?}; valid formats: {}",
+            FORMATS.join(", ")
+        )),
     }
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }
 
 /// Mean ± std and a 95 % confidence interval of the ranking metric for one
@@ -300,7 +387,11 @@ fn is_fraction(metric: &str) -> bool {
 /// The range a metric's values live in: accuracies in [0, 1], every other
 /// metric (losses, seconds, images per second) in [0, ∞).
 fn metric_range(metric: &str) -> (f64, f64) {
-    if is_fraction(metric) { (0.0, 1.0) } else { (0.0, f64::INFINITY) }
+    if is_fraction(metric) {
+        (0.0, 1.0)
+    } else {
+        (0.0, f64::INFINITY)
+    }
 }
 
 pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
@@ -350,7 +441,9 @@ pub fn holm(ps: &[f64]) -> Vec<f64> {
 fn ci95(mean: f64, std: Option<f64>, n: usize) -> Option<(f64, f64)> {
     use statrs::distribution::{ContinuousCDF, StudentsT};
     let std = std?;
-    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?.inverse_cdf(0.975);
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .ok()?
+        .inverse_cdf(0.975);
     let half = t * std / (n as f64).sqrt();
     Some((mean - half, mean + half))
 }
@@ -365,7 +458,12 @@ fn clamp_ci(ci: (f64, f64), range: (f64, f64)) -> ((f64, f64), bool) {
 /// before `--top`) by the value of `key`, compares the best group with each
 /// other one (Welch's t-test, Holm-corrected), then keeps the first `top` groups.
 /// `rows_params` are the full parameters of `report.rows`, in the same order.
-pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, serde_json::Value>], top: Option<usize>) -> GroupReport {
+pub fn group(
+    report: &Report,
+    key: &str,
+    rows_params: &[serde_json::Map<String, serde_json::Value>],
+    top: Option<usize>,
+) -> GroupReport {
     let metric = report.metric.as_str();
     let mut groups: Vec<(serde_json::Value, Vec<f64>, Vec<String>)> = Vec::new();
     for (row, params) in report.rows.iter().zip(rows_params) {
@@ -399,7 +497,20 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
                 }
                 None => (None, false),
             };
-            (Group { value, n: xs.len(), mean, std, ci95: ci, ci95_clamped: clamped, p_welch: None, p_holm: None, trials }, xs)
+            (
+                Group {
+                    value,
+                    n: xs.len(),
+                    mean,
+                    std,
+                    ci95: ci,
+                    ci95_clamped: clamped,
+                    p_welch: None,
+                    p_holm: None,
+                    trials,
+                },
+                xs,
+            )
         })
         .collect();
     let up = higher_is_better(metric);
@@ -445,7 +556,11 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
         key: key.to_string(),
         trials: report.rows.len(),
         groups_total,
-        groups: out.into_iter().map(|g| g.0).take(top.unwrap_or(usize::MAX)).collect(),
+        groups: out
+            .into_iter()
+            .map(|g| g.0)
+            .take(top.unwrap_or(usize::MAX))
+            .collect(),
         best,
         comparisons: raw.len(),
         test_method: format!(
@@ -454,14 +569,20 @@ pub fn group(report: &Report, key: &str, rows_params: &[serde_json::Map<String, 
         ),
         ci_method: format!(
             "mean ± t(0.975, n−1)·std/√n (Student t), clamped to the metric's range {}",
-            if is_fraction(metric) { "[0%, 100%]" } else { "[0, ∞)" }
+            if is_fraction(metric) {
+                "[0%, 100%]"
+            } else {
+                "[0, ∞)"
+            }
         ),
         verdict,
     }
 }
 
 fn show_value(v: &serde_json::Value) -> String {
-    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+    v.as_str()
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string())
 }
 
 fn fmt_p(p: f64) -> String {
@@ -479,10 +600,22 @@ fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String>
     let Some((best, _)) = groups.first().filter(|g| g.0.mean.is_some()) else {
         return Vec::new();
     };
-    let word = if higher_is_better(metric) { "highest" } else { "lowest" };
-    let mut lines = vec![format!("best: {key} = {} ({word} mean {metric}, n = {})", show_value(&best.value), best.n)];
+    let word = if higher_is_better(metric) {
+        "highest"
+    } else {
+        "lowest"
+    };
+    let mut lines = vec![format!(
+        "best: {key} = {} ({word} mean {metric}, n = {})",
+        show_value(&best.value),
+        best.n
+    )];
     for (g, _) in groups.iter().skip(1).filter(|g| g.0.mean.is_some()) {
-        let pair = format!("{key} = {} vs {}", show_value(&best.value), show_value(&g.value));
+        let pair = format!(
+            "{key} = {} vs {}",
+            show_value(&best.value),
+            show_value(&g.value)
+        );
         lines.push(match (g.p_welch, g.p_holm) {
             (Some(p), Some(adj)) => {
                 let how = if adj < ALPHA { "significantly better" } else { "not significantly better" };
@@ -496,7 +629,13 @@ fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String>
 
 pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
     let is_pct = is_fraction(&g.metric);
-    let f = |x: f64| if is_pct { format!("{:.2}%", x * 100.0) } else { format!("{x:.4}") };
+    let f = |x: f64| {
+        if is_pct {
+            format!("{:.2}%", x * 100.0)
+        } else {
+            format!("{x:.4}")
+        }
+    };
     let is_best = |grp: &Group| g.best.as_ref() == Some(&grp.value);
     match format {
         "table" | "markdown" => {
@@ -521,7 +660,16 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
                     grp.n.to_string(),
                     grp.mean.map(f).unwrap_or_else(|| "-".into()),
                     grp.std.map(f).unwrap_or_else(|| "-".into()),
-                    grp.ci95.map(|(l, h)| format!("[{}, {}]{}", f(l), f(h), if grp.ci95_clamped { "*" } else { "" })).unwrap_or_else(|| "-".into()),
+                    grp.ci95
+                        .map(|(l, h)| {
+                            format!(
+                                "[{}, {}]{}",
+                                f(l),
+                                f(h),
+                                if grp.ci95_clamped { "*" } else { "" }
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into()),
                     p,
                     grp.trials.join(" "),
                 ]);
@@ -532,20 +680,35 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
             } else {
                 t.with(Style::rounded());
             }
-            let mut head = format!("sweep {} — {} by {} over {} trials ({})", g.sweep, g.metric, g.key, g.trials, g.ranked_by);
+            let mut head = format!(
+                "sweep {} — {} by {} over {} trials ({})",
+                g.sweep, g.metric, g.key, g.trials, g.ranked_by
+            );
             if let Some(m) = &g.checkpoints_picked_by {
                 head.push_str(&format!("; checkpoints picked by {m}"));
             }
             if g.groups.len() < g.groups_total {
-                head.push_str(&format!("; top {} of {} groups shown", g.groups.len(), g.groups_total));
+                head.push_str(&format!(
+                    "; top {} of {} groups shown",
+                    g.groups.len(),
+                    g.groups_total
+                ));
             }
-            let mut s = if format == "table" { format!("{head}\n{t}\n") } else { format!("**{head}**\n\n{t}\n") };
+            let mut s = if format == "table" {
+                format!("{head}\n{t}\n")
+            } else {
+                format!("**{head}**\n\n{t}\n")
+            };
             let mut notes: Vec<String> = g.verdict.clone();
             if g.best.is_some() && g.groups_total > 1 {
                 notes.push(format!("p: {}", g.test_method));
             }
             if g.groups.iter().any(|x| x.ci95.is_some()) {
-                let clamped = if g.groups.iter().any(|x| x.ci95_clamped) { " (* = clamped)" } else { "" };
+                let clamped = if g.groups.iter().any(|x| x.ci95_clamped) {
+                    " (* = clamped)"
+                } else {
+                    ""
+                };
                 notes.push(format!("95% CI: {}{clamped}", g.ci_method));
             }
             for n in notes {
@@ -558,7 +721,10 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
             Ok(s)
         }
         "csv" => {
-            let mut s = format!("{},n,mean,std,ci95_low,ci95_high,ci95_clamped,p_welch,p_holm\n", g.key);
+            let mut s = format!(
+                "{},n,mean,std,ci95_low,ci95_high,ci95_clamped,p_welch,p_holm\n",
+                g.key
+            );
             let raw = |v: Option<f64>| v.map(|x| format!("{x:?}")).unwrap_or_default();
             for grp in &g.groups {
                 s.push_str(&format!(
@@ -576,8 +742,13 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
             }
             Ok(s)
         }
-        "json" => serde_json::to_string_pretty(g).map(|s| s + "\n").map_err(|e| e.to_string()),
-        other => Err(format!("unknown format {other:?}; valid formats: {}", FORMATS.join(", "))),
+        "json" => serde_json::to_string_pretty(g)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        other => Err(format!(
+            "unknown format {other:?}; valid formats: {}",
+            FORMATS.join(", ")
+        )),
     }
 }
 
@@ -608,12 +779,21 @@ mod tests {
         assert_eq!(holm(&[0.7]), vec![0.7]);
     }
 
-    fn report_of(groups: &[(&str, &[f64])]) -> (Report, Vec<serde_json::Map<String, serde_json::Value>>) {
+    fn report_of(
+        groups: &[(&str, &[f64])],
+    ) -> (Report, Vec<serde_json::Map<String, serde_json::Value>>) {
         let mut rows = Vec::new();
         let mut params = Vec::new();
         for (name, accs) in groups {
             for (i, a) in accs.iter().enumerate() {
-                let mut r = snapshots::row(&format!("{name}{i}"), name, 0.01, i as i64, Some(*a), "done");
+                let mut r = snapshots::row(
+                    &format!("{name}{i}"),
+                    name,
+                    0.01,
+                    i as i64,
+                    Some(*a),
+                    "done",
+                );
                 r.params = format!(r#"{{"backbone":"{name}","seed":{i}}}"#);
                 rows.push(r);
             }
@@ -621,7 +801,12 @@ mod tests {
         let r = build("s", "accuracy", rows, None).unwrap();
         for row in &r.rows {
             let name = row.trial.trim_end_matches(char::is_numeric);
-            params.push(serde_json::json!({ "backbone": name }).as_object().cloned().unwrap());
+            params.push(
+                serde_json::json!({ "backbone": name })
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            );
         }
         (r, params)
     }
@@ -640,20 +825,43 @@ mod tests {
         //   0.07326054470295239, 1.1960339186920772e-05, 0.7104340897050502
         // statsmodels multipletests(those, method="holm")[1]:
         //   0.146521089, 3.58810176e-05, 0.710434090
-        let want = [("b", 0.073_260_544_7, 0.146_521_089), ("c", 1.196_033_9e-5, 3.588_101_76e-5), ("d", 0.710_434_09, 0.710_434_09)];
+        let want = [
+            ("b", 0.073_260_544_7, 0.146_521_089),
+            ("c", 1.196_033_9e-5, 3.588_101_76e-5),
+            ("d", 0.710_434_09, 0.710_434_09),
+        ];
         for (name, raw, adj) in want {
-            let grp = g.groups.iter().find(|x| x.value == serde_json::json!(name)).unwrap();
+            let grp = g
+                .groups
+                .iter()
+                .find(|x| x.value == serde_json::json!(name))
+                .unwrap();
             let (p, h) = (grp.p_welch.unwrap(), grp.p_holm.unwrap());
-            assert!((p - raw).abs() < 1e-6 * raw.max(1e-3), "{name}: welch {p} vs {raw}");
-            assert!((h - adj).abs() < 1e-6 * adj.max(1e-3), "{name}: holm {h} vs {adj}");
+            assert!(
+                (p - raw).abs() < 1e-6 * raw.max(1e-3),
+                "{name}: welch {p} vs {raw}"
+            );
+            assert!(
+                (h - adj).abs() < 1e-6 * adj.max(1e-3),
+                "{name}: holm {h} vs {adj}"
+            );
         }
         let best = &g.groups[0];
         assert_eq!((best.p_welch, best.p_holm), (None, None));
         let text = render_groups(&g, "table").unwrap();
-        assert!(text.contains("best: backbone = a (highest mean accuracy, n = 4)"), "{text}");
-        assert!(text.contains("backbone = a vs c: significantly better (Holm-adjusted p = 3.6e-5"), "{text}");
+        assert!(
+            text.contains("best: backbone = a (highest mean accuracy, n = 4)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backbone = a vs c: significantly better (Holm-adjusted p = 3.6e-5"),
+            "{text}"
+        );
         assert!(text.contains("backbone = a vs b: not significantly better (Holm-adjusted p = 0.147, Welch p = 0.073"), "{text}");
-        assert!(text.contains("Holm-adjusted over the 3 comparison(s)"), "{text}");
+        assert!(
+            text.contains("Holm-adjusted over the 3 comparison(s)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -669,8 +877,15 @@ mod tests {
         // Mean of a over all four: 0.83 (> b's 0.805), so a is still best, with n = 4.
         assert_eq!(g.groups[0].n, 4);
         assert!((g.groups[0].mean.unwrap() - 0.83).abs() < 1e-12);
-        assert_eq!(g.comparisons, 1, "the comparison with b is made although b is not shown");
-        assert!(render_groups(&g, "table").unwrap().contains("top 1 of 2 groups shown"));
+        assert_eq!(
+            g.comparisons, 1,
+            "the comparison with b is made although b is not shown"
+        );
+        assert!(
+            render_groups(&g, "table")
+                .unwrap()
+                .contains("top 1 of 2 groups shown")
+        );
     }
 
     #[test]
@@ -685,14 +900,20 @@ mod tests {
         assert!(g.groups[0].ci95_clamped);
         let text = render_groups(&g, "table").unwrap();
         assert!(text.contains("[98.23%, 100.00%]*"), "{text}");
-        assert!(text.contains("clamped to the metric's range [0%, 100%] (* = clamped)"), "{text}");
+        assert!(
+            text.contains("clamped to the metric's range [0%, 100%] (* = clamped)"),
+            "{text}"
+        );
         // Unclamped bounds stay as computed.
         let ((l, h), moved) = clamp_ci((0.2, 0.4), (0.0, 1.0));
         assert_eq!(((l, h), moved), ((0.2, 0.4), false));
         // A loss interval that crosses 0: scipy gives (-0.2989406786228028, 0.5189406786228028) for [0.01, 0.3, 0.02].
         let (m, s) = mean_std(&[0.01, 0.3, 0.02]);
         let raw = ci95(m, s, 3).unwrap();
-        assert!((raw.0 + 0.298_940_678_6).abs() < 1e-9 && (raw.1 - 0.518_940_678_6).abs() < 1e-9, "{raw:?}");
+        assert!(
+            (raw.0 + 0.298_940_678_6).abs() < 1e-9 && (raw.1 - 0.518_940_678_6).abs() < 1e-9,
+            "{raw:?}"
+        );
         let (cut, moved) = clamp_ci(raw, metric_range("loss"));
         assert!(moved && cut.0 == 0.0 && cut.1 == raw.1);
     }
@@ -710,7 +931,10 @@ mod tests {
             "{t}"
         );
         let md = render(&r, "markdown").unwrap();
-        assert!(md.starts_with("**sweep s — 0 trials, ranked by val_loss"), "{md}");
+        assert!(
+            md.starts_with("**sweep s — 0 trials, ranked by val_loss"),
+            "{md}"
+        );
         assert!(md.contains("checkpoints picked by val_loss"), "{md}");
         let json: serde_json::Value = serde_json::from_str(&render(&r, "json").unwrap()).unwrap();
         assert_eq!(json["checkpoints_picked_by"], "val_loss");
@@ -730,7 +954,14 @@ mod snapshots {
     use super::*;
     use crate::store::queries::TrialRow;
 
-    pub(super) fn row(trial: &str, backbone: &str, lr: f64, seed: i64, test: Option<f64>, status: &str) -> TrialRow {
+    pub(super) fn row(
+        trial: &str,
+        backbone: &str,
+        lr: f64,
+        seed: i64,
+        test: Option<f64>,
+        status: &str,
+    ) -> TrialRow {
         TrialRow {
             trial: trial.into(),
             sweep: "backbones".into(),
@@ -781,8 +1012,18 @@ mod snapshots {
     #[test]
     fn report_grouped_with_verdict() {
         let rs = rows();
-        let params: Vec<_> = rs.iter().map(|r| serde_json::from_str::<serde_json::Value>(&r.params).unwrap().as_object().cloned().unwrap()).collect();
-        let by_id: std::collections::HashMap<String, _> = rs.iter().map(|r| r.trial.clone()).zip(params).collect();
+        let params: Vec<_> = rs
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<serde_json::Value>(&r.params)
+                    .unwrap()
+                    .as_object()
+                    .cloned()
+                    .unwrap()
+            })
+            .collect();
+        let by_id: std::collections::HashMap<String, _> =
+            rs.iter().map(|r| r.trial.clone()).zip(params).collect();
         let mut r = build("backbones", "accuracy", rs, None).unwrap();
         r.checkpoints_picked_by = Some("val_accuracy".into());
         let ordered: Vec<_> = r.rows.iter().map(|row| by_id[&row.trial].clone()).collect();

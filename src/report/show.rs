@@ -12,12 +12,28 @@ pub fn sparkline(values: &[f64]) -> String {
     if values.is_empty() {
         return "(no data)".into();
     }
-    let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+    let (lo, hi) = values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
     let span = hi - lo;
-    let line: String = values.iter().map(|v| if span > 0.0 { SPARKS[(((v - lo) / span) * 7.0).round().clamp(0.0, 7.0) as usize] } else { SPARKS[3] }).collect();
+    let line: String = values
+        .iter()
+        .map(|v| {
+            if span > 0.0 {
+                SPARKS[(((v - lo) / span) * 7.0).round().clamp(0.0, 7.0) as usize]
+            } else {
+                SPARKS[3]
+            }
+        })
+        .collect();
     let first = values.first().copied().unwrap_or(0.0);
     let last = values.last().copied().unwrap_or(0.0);
-    format!("{line}  {first:.4} → {last:.4} (min {lo:.4}, max {hi:.4}, n={})", values.len())
+    format!(
+        "{line}  {first:.4} → {last:.4} (min {lo:.4}, max {hi:.4}, n={})",
+        values.len()
+    )
 }
 
 /// `checkpoints: best.safetensors (23 MB, float16) in results/s/t`: the
@@ -26,9 +42,16 @@ pub fn sparkline(values: &[f64]) -> String {
 /// a second name of `best` (the last epoch was the best) says so.
 pub fn checkpoints_line(dir: &Path) -> String {
     use crate::coordinator::{precision, retention};
-    let present: Vec<&str> = [retention::BEST, retention::LAST, retention::TRAIN_STATE].into_iter().filter(|n| dir.join(n).is_file()).collect();
+    let present: Vec<&str> = [retention::BEST, retention::LAST, retention::TRAIN_STATE]
+        .into_iter()
+        .filter(|n| dir.join(n).is_file())
+        .collect();
     if present.is_empty() {
-        let why = if dir.is_dir() { "" } else { " (no such folder; pass --results DIR if the sweep ran with another)" };
+        let why = if dir.is_dir() {
+            ""
+        } else {
+            " (no such folder; pass --results DIR if the sweep ran with another)"
+        };
         return format!("checkpoints: none in {}{why}", dir.display());
     }
     let files: Vec<String> = present
@@ -52,14 +75,25 @@ pub fn checkpoints_line(dir: &Path) -> String {
 
 /// The trial in depth; with `results` (the results directory the sweep ran
 /// with) also the checkpoints it holds on disk and their precision.
-pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> Result<String, String> {
+pub async fn render(
+    pool: &SqlitePool,
+    prefix: &str,
+    results: Option<&Path>,
+) -> Result<String, String> {
     let (trial, _) = queries::resolve_trial(pool, None, prefix).await?;
     let e = |e: sqlx::Error| e.to_string();
     let head = queries::trial_header(pool, &trial).await.map_err(e)?;
     let mut out = String::new();
     // What every worker sets on a CUDA device (sweep_protocol::config::CUDNN_BENCHMARK).
     let cudnn = match head.device.as_deref() {
-        Some(d) if d.starts_with("cuda") => format!(", cudnn.benchmark {}", if sweep_protocol::config::CUDNN_BENCHMARK { "on" } else { "off" }),
+        Some(d) if d.starts_with("cuda") => format!(
+            ", cudnn.benchmark {}",
+            if sweep_protocol::config::CUDNN_BENCHMARK {
+                "on"
+            } else {
+                "off"
+            }
+        ),
         _ => String::new(),
     };
     let _ = writeln!(
@@ -72,12 +106,24 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
         head.device.unwrap_or_else(|| "-".into())
     );
     if let Some(results) = results {
-        let _ = writeln!(out, "{}", checkpoints_line(&results.join(&head.sweep).join(&trial)));
+        let _ = writeln!(
+            out,
+            "{}",
+            checkpoints_line(&results.join(&head.sweep).join(&trial))
+        );
     }
     let _ = writeln!(out, "\nparameters");
-    if let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(&head.params) {
+    if let Ok(serde_json::Value::Object(map)) =
+        serde_json::from_str::<serde_json::Value>(&head.params)
+    {
         for (k, v) in map {
-            let _ = writeln!(out, "  {k:<18} {}", v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
+            let _ = writeln!(
+                out,
+                "  {k:<18} {}",
+                v.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string())
+            );
         }
     }
 
@@ -95,14 +141,24 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
             (None, Some(s)) => format!("signal {s}"),
             _ => "-".into(),
         };
-        let msg: String = a.message.unwrap_or_default().lines().next().unwrap_or("").chars().take(60).collect();
+        let msg: String = a
+            .message
+            .unwrap_or_default()
+            .lines()
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take(60)
+            .collect();
         b.push_record([
             a.attempt.to_string(),
             secs,
             exit,
             a.error_class.unwrap_or_else(|| "-".into()),
             msg,
-            a.resumed_from_epoch.map(|r| format!("epoch {r}")).unwrap_or_else(|| "-".into()),
+            a.resumed_from_epoch
+                .map(|r| format!("epoch {r}"))
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     let mut t = b.build();
@@ -110,17 +166,33 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
     let _ = writeln!(out, "{t}");
 
     let _ = writeln!(out, "\nlearning curves");
-    for (label, split, name) in
-        [("train loss", "train", "loss"), ("train accuracy", "train", "accuracy"), ("val loss", "valid", "loss"), ("val accuracy", "valid", "accuracy")]
-    {
-        let _ = writeln!(out, "  {label:<15} {}", sparkline(&queries::metric_series(pool, &trial, split, name).await.map_err(e)?));
+    for (label, split, name) in [
+        ("train loss", "train", "loss"),
+        ("train accuracy", "train", "accuracy"),
+        ("val loss", "valid", "loss"),
+        ("val accuracy", "valid", "accuracy"),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {label:<15} {}",
+            sparkline(
+                &queries::metric_series(pool, &trial, split, name)
+                    .await
+                    .map_err(e)?
+            )
+        );
     }
 
     let decisions = queries::trial_decisions(pool, &trial).await.map_err(e)?;
     if !decisions.is_empty() {
         let _ = writeln!(out, "\nearly-stopping decisions");
         let mut b = tabled::builder::Builder::default();
-        b.push_record(["epoch", "method", "rung", "metric", "value", "cutoff", "compared", "action"].map(String::from));
+        b.push_record(
+            [
+                "epoch", "method", "rung", "metric", "value", "cutoff", "compared", "action",
+            ]
+            .map(String::from),
+        );
         for d in &decisions {
             b.push_record([
                 d.epoch.to_string(),
@@ -128,7 +200,9 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
                 d.rung.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
                 d.metric.clone(),
                 format!("{:.4}", d.value),
-                d.cutoff.map(|c| format!("{c:.4}")).unwrap_or_else(|| "-".into()),
+                d.cutoff
+                    .map(|c| format!("{c:.4}"))
+                    .unwrap_or_else(|| "-".into()),
                 d.compared.to_string(),
                 d.action.clone(),
             ]);
@@ -141,7 +215,11 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
     let Some(test) = queries::test_result(pool, &trial).await.map_err(e)? else {
         let pruned = decisions.iter().find(|d| d.action == "stop");
         let _ = match pruned {
-            Some(d) => writeln!(out, "\npruned by {} at epoch {}: not tested (`test_pruned = true` in [stopping] tests pruned trials)", d.method, d.epoch),
+            Some(d) => writeln!(
+                out,
+                "\npruned by {} at epoch {}: not tested (`test_pruned = true` in [stopping] tests pruned trials)",
+                d.method, d.epoch
+            ),
             None => writeln!(out, "\nno test results yet"),
         };
         return Ok(out);
@@ -159,7 +237,12 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
     let mut b = tabled::builder::Builder::default();
     b.push_record(["class", "correct", "total", "accuracy"].map(String::from));
     for c in &per_class {
-        b.push_record([c.class.clone(), c.correct.to_string(), c.total.to_string(), format!("{:.1}%", c.accuracy * 100.0)]);
+        b.push_record([
+            c.class.clone(),
+            c.correct.to_string(),
+            c.total.to_string(),
+            format!("{:.1}%", c.accuracy * 100.0),
+        ]);
     }
     let mut t = b.build();
     t.with(Style::rounded());
@@ -174,17 +257,32 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
     for tc in &classes {
         let mut row = vec![tc.clone()];
         for pc in &classes {
-            let c = cells.iter().find(|x| &x.true_class == tc && &x.pred_class == pc).map(|x| x.count).unwrap_or(0);
+            let c = cells
+                .iter()
+                .find(|x| &x.true_class == tc && &x.pred_class == pc)
+                .map(|x| x.count)
+                .unwrap_or(0);
             row.push(if c == 0 { ".".into() } else { c.to_string() });
         }
         b.push_record(row);
     }
     let mut t = b.build();
     t.with(Style::psql());
-    let _ = writeln!(out, "\nconfusion matrix (rows: true class, columns: predicted)\n{t}");
+    let _ = writeln!(
+        out,
+        "\nconfusion matrix (rows: true class, columns: predicted)\n{t}"
+    );
 
-    let mut off: Vec<&queries::ConfusionCell> = cells.iter().filter(|c| c.true_class != c.pred_class && c.count > 0).collect();
-    off.sort_by(|a, b| b.count.cmp(&a.count).then(a.true_class.cmp(&b.true_class)).then(a.pred_class.cmp(&b.pred_class)));
+    let mut off: Vec<&queries::ConfusionCell> = cells
+        .iter()
+        .filter(|c| c.true_class != c.pred_class && c.count > 0)
+        .collect();
+    off.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.true_class.cmp(&b.true_class))
+            .then(a.pred_class.cmp(&b.pred_class))
+    });
     let _ = writeln!(out, "\ntop confusions");
     if off.is_empty() {
         let _ = writeln!(out, "  none");
@@ -193,13 +291,23 @@ pub async fn render(pool: &SqlitePool, prefix: &str, results: Option<&Path>) -> 
         let _ = writeln!(out, "  {} → {}: {}", c.true_class, c.pred_class, c.count);
     }
 
-    let mis = queries::misclassified(pool, &trial, None).await.map_err(e)?;
+    let mis = queries::misclassified(pool, &trial, None)
+        .await
+        .map_err(e)?;
     let _ = writeln!(out, "\nmisclassified test images ({})", mis.len());
     for m in mis.iter().take(20) {
-        let _ = writeln!(out, "  {}: {} → {} (p = {:.3})", m.file, m.true_class, m.pred_class, m.prob);
+        let _ = writeln!(
+            out,
+            "  {}: {} → {} (p = {:.3})",
+            m.file, m.true_class, m.pred_class, m.prob
+        );
     }
     if mis.len() > 20 {
-        let _ = writeln!(out, "  … {} more (SELECT * FROM misclassified WHERE trial_id = '{trial}')", mis.len() - 20);
+        let _ = writeln!(
+            out,
+            "  … {} more (SELECT * FROM misclassified WHERE trial_id = '{trial}')",
+            mis.len() - 20
+        );
     }
     Ok(out)
 }
@@ -214,15 +322,31 @@ mod tests {
     fn a_last_linked_to_best_is_named_as_the_same_file() {
         let d = tempfile::tempdir().unwrap();
         let bytes: Vec<u8> = (0..4).flat_map(|i| (i as f32).to_le_bytes()).collect();
-        let t = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &bytes).unwrap();
-        safetensors::serialize_to_file([("w", t)], &None, &d.path().join("best.safetensors")).unwrap();
-        std::fs::hard_link(d.path().join("best.safetensors"), d.path().join("last.safetensors")).unwrap();
+        let t =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &bytes).unwrap();
+        safetensors::serialize_to_file([("w", t)], &None, &d.path().join("best.safetensors"))
+            .unwrap();
+        std::fs::hard_link(
+            d.path().join("best.safetensors"),
+            d.path().join("last.safetensors"),
+        )
+        .unwrap();
         let line = checkpoints_line(d.path());
-        assert!(line.starts_with("checkpoints: best.safetensors ("), "{line}");
-        assert!(line.contains("float32), last.safetensors (the same file as best.safetensors) in "), "{line}");
+        assert!(
+            line.starts_with("checkpoints: best.safetensors ("),
+            "{line}"
+        );
+        assert!(
+            line.contains("float32), last.safetensors (the same file as best.safetensors) in "),
+            "{line}"
+        );
         std::fs::copy(d.path().join("best.safetensors"), d.path().join("copy")).unwrap();
         std::fs::rename(d.path().join("copy"), d.path().join("last.safetensors")).unwrap();
-        assert_eq!(checkpoints_line(d.path()).matches("float32)").count(), 2, "two files");
+        assert_eq!(
+            checkpoints_line(d.path()).matches("float32)").count(),
+            2,
+            "two files"
+        );
     }
 
     #[test]
@@ -241,7 +365,10 @@ mod snapshots {
     #[test]
     fn show_one_trial() {
         let dir = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let out = rt.block_on(async {
             let pool = crate::store::db::open(&dir.path().join("r.db"), true).await.unwrap();
             let stmts = [

@@ -9,5 +9,8 @@ pub mod raw;
 pub mod search;
 pub mod slurm;
 
-pub use plan::{CpuWorkers, GpuSelection, Keep, KeepPrecision, METRICS, PARAM_KEYS, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan, load};
+pub use plan::{
+    CpuWorkers, GpuSelection, Keep, KeepPrecision, METRICS, PARAM_KEYS, PlannedTrial, Resources,
+    StopMethod, Stopping, SweepPlan, load,
+};
 pub use raw::SpecError;

@@ -68,7 +68,14 @@ pub struct Stopping {
 
 impl Stopping {
     pub fn none(metric: SelectMetric) -> Stopping {
-        Stopping { method: StopMethod::None, metric, min_epochs: 1, reduction: 3, patience: None, test_pruned: false }
+        Stopping {
+            method: StopMethod::None,
+            metric,
+            min_epochs: 1,
+            reduction: 3,
+            patience: None,
+            test_pruned: false,
+        }
     }
 
     pub fn active(&self) -> bool {
@@ -219,10 +226,22 @@ fn at<T>(src: &Source, s: &Spanned<T>, msg: impl Into<String>, help: Option<Stri
 
 /// A `[resources]` string that must be one of `names`: parsed, or an error at
 /// it that lists them (`note` follows the list).
-fn named_setting<T>(src: &Source, value: &Spanned<String>, key: &str, parse: fn(&str) -> Option<T>, names: &[&str], note: &str) -> Result<T, SpecError> {
+fn named_setting<T>(
+    src: &Source,
+    value: &Spanned<String>,
+    key: &str,
+    parse: fn(&str) -> Option<T>,
+    names: &[&str],
+    note: &str,
+) -> Result<T, SpecError> {
     parse(value.get_ref()).ok_or_else(|| {
         let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
-        at(src, value, format!("unknown `{key}` {:?}", value.get_ref()), Some(format!("use one of {}{note}", quoted.join(", "))))
+        at(
+            src,
+            value,
+            format!("unknown `{key}` {:?}", value.get_ref()),
+            Some(format!("use one of {}{note}", quoted.join(", "))),
+        )
     })
 }
 
@@ -246,13 +265,29 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     let points = expand(src, &raw, &base, &axes, &random_draws)?;
     let trials = seeded_trials(src, &header, &pretrained, points)?;
     let varying = varying_keys(&trials);
-    let select = if header.metric == "val_loss" { SelectMetric::ValLoss } else { SelectMetric::ValAccuracy };
+    let select = if header.metric == "val_loss" {
+        SelectMetric::ValLoss
+    } else {
+        SelectMetric::ValAccuracy
+    };
     let stopping = match &raw.stopping {
         None => Stopping::none(select),
         Some(st) => stopping(src, st.get_ref(), select)?,
     };
-    let slurm = super::slurm::validate(src, raw.resources.as_ref().and_then(|r| r.get_ref().launcher.as_ref()), raw.slurm.as_ref())?;
-    if let (Some(_), Some(g)) = (&slurm, raw.resources.as_ref().and_then(|r| r.get_ref().gpus.as_ref()).filter(|g| g.get_ref().is_array())) {
+    let slurm = super::slurm::validate(
+        src,
+        raw.resources
+            .as_ref()
+            .and_then(|r| r.get_ref().launcher.as_ref()),
+        raw.slurm.as_ref(),
+    )?;
+    if let (Some(_), Some(g)) = (
+        &slurm,
+        raw.resources
+            .as_ref()
+            .and_then(|r| r.get_ref().gpus.as_ref())
+            .filter(|g| g.get_ref().is_array()),
+    ) {
         return Err(at(
             src,
             g,
@@ -294,10 +329,20 @@ fn tpe_or_random(
     }
     let help = Some("with sampler = \"tpe\" every varying parameter goes in [random], e.g. backbone = { choice = [\"resnet18\", \"resnet34\"] }".to_string());
     if let Some((k, _)) = raw.grid.iter().next() {
-        return Err(at(src, k, "[grid] cannot be combined with sampler = \"tpe\"", help));
+        return Err(at(
+            src,
+            k,
+            "[grid] cannot be combined with sampler = \"tpe\"",
+            help,
+        ));
     }
     if let Some(t) = raw.trial.first() {
-        return Err(at(src, t, "[[trial]] cannot be combined with sampler = \"tpe\"", help));
+        return Err(at(
+            src,
+            t,
+            "[[trial]] cannot be combined with sampler = \"tpe\"",
+            help,
+        ));
     }
     for (k, span, d) in &dists {
         super::search::check_bounds(src, &base.config, k, span.clone(), d)?;
@@ -305,11 +350,17 @@ fn tpe_or_random(
     let samples = draws.len();
     draws.truncate(startup);
     let space = super::search::SearchSpace {
-        dims: dists.iter().map(|(k, _, d)| (k.get_ref().clone(), d.clone())).collect(),
+        dims: dists
+            .iter()
+            .map(|(k, _, d)| (k.get_ref().clone(), d.clone()))
+            .collect(),
         samples,
         startup,
         seed: name_seed(&header.name),
-        spans: dists.iter().map(|(k, span, _)| (k.span(), span.clone())).collect(),
+        spans: dists
+            .iter()
+            .map(|(k, span, _)| (k.span(), span.clone()))
+            .collect(),
         base: base.clone(),
         seeds: header.seeds.clone(),
         pretrained: pretrained.clone(),
@@ -342,7 +393,11 @@ struct Header {
 fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
     let sweep = raw.sweep.get_ref();
     let name = sweep.name.get_ref().clone();
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(at(
             src,
             &sweep.name,
@@ -358,24 +413,43 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
         None => "val_accuracy".to_string(),
         Some(m) if METRICS.contains(&m.get_ref().as_str()) => m.get_ref().clone(),
         Some(m) => {
-            let help = if matches!(m.get_ref().as_str(), "accuracy" | "loss" | "test_accuracy" | "test_loss") {
+            let help = if matches!(
+                m.get_ref().as_str(),
+                "accuracy" | "loss" | "test_accuracy" | "test_loss"
+            ) {
                 "the metric picks each trial's best checkpoint, so it must be a validation figure: val_accuracy or val_loss (`sweep report --best accuracy` still ranks by test accuracy)".to_string()
             } else {
                 format!("valid metrics: {}", METRICS.join(", "))
             };
-            return Err(at(src, m, format!("unknown metric {:?}", m.get_ref()), Some(help)));
+            return Err(at(
+                src,
+                m,
+                format!("unknown metric {:?}", m.get_ref()),
+                Some(help),
+            ));
         }
     };
     let seeds = match &sweep.seeds {
         None => vec![0],
         Some(list) => seeds(src, list)?,
     };
-    Ok(Header { name, dataset, metric, description: sweep.description.clone(), seeds })
+    Ok(Header {
+        name,
+        dataset,
+        metric,
+        description: sweep.description.clone(),
+        seeds,
+    })
 }
 
 fn seeds(src: &Source, list: &Spanned<Vec<Spanned<i64>>>) -> Result<Vec<u64>, SpecError> {
     if list.get_ref().is_empty() {
-        return Err(at(src, list, "`seeds` is empty", Some("give at least one seed, e.g. seeds = [0]".into())));
+        return Err(at(
+            src,
+            list,
+            "`seeds` is empty",
+            Some("give at least one seed, e.g. seeds = [0]".into()),
+        ));
     }
     let mut out = Vec::new();
     for s in list.get_ref() {
@@ -401,10 +475,23 @@ fn pretrained_weights(src: &Source, raw: &RawFile) -> Result<BTreeMap<String, Pa
         let p = PathBuf::from(v.get_ref());
         let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
         if !matches!(ext, "safetensors" | "pth" | "pt") {
-            return Err(at(src, v, format!("weights file {:?} is neither .safetensors nor .pth/.pt", v.get_ref()), None));
+            return Err(at(
+                src,
+                v,
+                format!(
+                    "weights file {:?} is neither .safetensors nor .pth/.pt",
+                    v.get_ref()
+                ),
+                None,
+            ));
         }
         if !p.is_file() {
-            return Err(at(src, v, format!("weights file {:?} does not exist", v.get_ref()), Some("paths are relative to the current directory".into())));
+            return Err(at(
+                src,
+                v,
+                format!("weights file {:?} does not exist", v.get_ref()),
+                Some("paths are relative to the current directory".into()),
+            ));
         }
         pretrained.insert(k.get_ref().clone(), p);
     }
@@ -420,10 +507,20 @@ fn grid_axes<'a>(src: &Source, raw: &'a RawFile, base: &Point) -> Result<Vec<Axi
         let values = match v.get_ref() {
             GridValues::List(items) if !items.is_empty() => items.clone(),
             GridValues::List(_) => {
-                return Err(at(src, v, format!("grid `{}` has no values", k.get_ref()), Some("give at least one value, or remove the key".into())));
+                return Err(at(
+                    src,
+                    v,
+                    format!("grid `{}` has no values", k.get_ref()),
+                    Some("give at least one value, or remove the key".into()),
+                ));
             }
             GridValues::NotList => {
-                return Err(at(src, v, format!("grid `{}` must be an array of values", k.get_ref()), Some(format!("write {} = [...]", k.get_ref()))));
+                return Err(at(
+                    src,
+                    v,
+                    format!("grid `{}` must be an array of values", k.get_ref()),
+                    Some(format!("write {} = [...]", k.get_ref())),
+                ));
             }
         };
         for val in &values {
@@ -435,21 +532,44 @@ fn grid_axes<'a>(src: &Source, raw: &'a RawFile, base: &Point) -> Result<Vec<Axi
 }
 
 /// Refuses an absurd product before building it (memory and time would run out first).
-fn check_size(src: &Source, raw: &RawFile, axes: &[Axis<'_>], draws: usize, seeds: usize) -> Result<(), SpecError> {
+fn check_size(
+    src: &Source,
+    raw: &RawFile,
+    axes: &[Axis<'_>],
+    draws: usize,
+    seeds: usize,
+) -> Result<(), SpecError> {
     let per_point = draws.saturating_mul(seeds);
-    let grid_size = axes.iter().fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
-    let planned = grid_size.saturating_mul(per_point).saturating_add(raw.trial.len().saturating_mul(seeds));
+    let grid_size = axes
+        .iter()
+        .fold(1usize, |n, (_, v)| n.saturating_mul(v.len()));
+    let planned = grid_size
+        .saturating_mul(per_point)
+        .saturating_add(raw.trial.len().saturating_mul(seeds));
     if planned <= MAX_TRIALS {
         return Ok(());
     }
-    let sizes: Vec<String> = axes.iter().map(|(k, v)| format!("{} {}", v.len(), k.get_ref())).collect();
+    let sizes: Vec<String> = axes
+        .iter()
+        .map(|(k, v)| format!("{} {}", v.len(), k.get_ref()))
+        .collect();
     let what = format!(
         "this sweep would plan {} trials (grid {} × {draws} random draw(s) × {seeds} seed(s), + {} [[trial]] × seeds); the limit is {MAX_TRIALS}",
-        if planned == usize::MAX { "too many".to_string() } else { planned.to_string() },
-        if sizes.is_empty() { "1".to_string() } else { sizes.join(" × ") },
+        if planned == usize::MAX {
+            "too many".to_string()
+        } else {
+            planned.to_string()
+        },
+        if sizes.is_empty() {
+            "1".to_string()
+        } else {
+            sizes.join(" × ")
+        },
         raw.trial.len()
     );
-    let help = Some("split it into several sweeps, or use [random] samples instead of a full grid".to_string());
+    let help = Some(
+        "split it into several sweeps, or use [random] samples instead of a full grid".to_string(),
+    );
     Err(match (axes.first(), &raw.random) {
         (Some((k, _)), _) => at(src, k, what, help),
         (None, Some(r)) => at(src, r, what, help),
@@ -466,7 +586,12 @@ pub(super) struct Point {
 }
 
 impl Point {
-    pub(super) fn set(&mut self, src: &Source, k: &Spanned<String>, v: &Spanned<Value>) -> Result<(), SpecError> {
+    pub(super) fn set(
+        &mut self,
+        src: &Source,
+        k: &Spanned<String>,
+        v: &Spanned<Value>,
+    ) -> Result<(), SpecError> {
         apply(src, &mut self.config, k, v)?;
         self.set_at.insert(k.get_ref().clone(), k.span().start);
         Ok(())
@@ -475,29 +600,49 @@ impl Point {
     /// Cross-checks between keys, and defaults that depend on the optimizer.
     pub(super) fn finish(mut self, src: &Source) -> Result<TrialConfig, SpecError> {
         let c = &mut self.config;
-        let err = |key: &str, msg: String, help: &str| src.error_at(self.set_at.get(key).copied().unwrap_or(0), msg, Some(help.to_string()));
+        let err = |key: &str, msg: String, help: &str| {
+            src.error_at(
+                self.set_at.get(key).copied().unwrap_or(0),
+                msg,
+                Some(help.to_string()),
+            )
+        };
         let adam = matches!(c.optimizer, Optimizer::Adam | Optimizer::Adamw);
         if c.nesterov && adam {
             return Err(err(
                 "nesterov",
-                format!("`nesterov = true` needs optimizer = \"sgd\" (this trial uses {:?})", c.optimizer),
+                format!(
+                    "`nesterov = true` needs optimizer = \"sgd\" (this trial uses {:?})",
+                    c.optimizer
+                ),
                 "remove `nesterov`, or use sgd",
             ));
         }
         if c.nesterov && c.momentum <= 0.0 {
-            return Err(err("nesterov", "`nesterov = true` needs `momentum` > 0".into(), "set momentum (e.g. 0.9), or remove `nesterov`"));
+            return Err(err(
+                "nesterov",
+                "`nesterov = true` needs `momentum` > 0".into(),
+                "set momentum (e.g. 0.9), or remove `nesterov`",
+            ));
         }
         if adam && self.set_at.contains_key("momentum") {
             return Err(err(
                 "momentum",
-                format!("`momentum` means nothing for {:?}: Adam and AdamW use `betas`", c.optimizer),
+                format!(
+                    "`momentum` means nothing for {:?}: Adam and AdamW use `betas`",
+                    c.optimizer
+                ),
                 "remove `momentum` for this optimizer, or set betas = [0.9, 0.999]",
             ));
         }
         if !adam {
             for key in ["betas", "eps"] {
                 if self.set_at.contains_key(key) {
-                    return Err(err(key, format!("`{key}` applies to adam and adamw only (this trial uses sgd)"), "remove it, or choose optimizer = \"adam\""));
+                    return Err(err(
+                        key,
+                        format!("`{key}` applies to adam and adamw only (this trial uses sgd)"),
+                        "remove it, or choose optimizer = \"adam\"",
+                    ));
                 }
             }
         }
@@ -506,8 +651,15 @@ impl Point {
         {
             return Err(err(
                 "cache_size",
-                format!("`cache_size = {n}` is smaller than image_size {}: the crops would be upsampled", c.image_size),
-                &format!("use at least {} (the default is {}), or \"original\"", c.image_size, sweep_protocol::config::default_cache_short(c.image_size)),
+                format!(
+                    "`cache_size = {n}` is smaller than image_size {}: the crops would be upsampled",
+                    c.image_size
+                ),
+                &format!(
+                    "use at least {} (the default is {}), or \"original\"",
+                    c.image_size,
+                    sweep_protocol::config::default_cache_short(c.image_size)
+                ),
             ));
         }
         // PyTorch's AdamW default weight decay is 0.01 (SGD's and Adam's is 0).
@@ -528,7 +680,14 @@ fn expand(
 ) -> Result<Vec<TrialConfig>, SpecError> {
     let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
     for (k, values) in axes {
-        grid_points = grid_points.iter().flat_map(|p| values.iter().map(move |v| p.iter().copied().chain([(*k, v)]).collect())).collect();
+        grid_points = grid_points
+            .iter()
+            .flat_map(|p| {
+                values
+                    .iter()
+                    .map(move |v| p.iter().copied().chain([(*k, v)]).collect())
+            })
+            .collect();
     }
     let mut points = Vec::new();
     if !(raw.grid.is_empty() && raw.random.is_none() && !raw.trial.is_empty()) {
@@ -554,7 +713,12 @@ fn expand(
 
 /// One trial per point and seed, with its id. The same config twice is one
 /// trial; two different configs with one id (a hash collision) are refused.
-fn seeded_trials(src: &Source, header: &Header, pretrained: &BTreeMap<String, PathBuf>, points: Vec<TrialConfig>) -> Result<Vec<PlannedTrial>, SpecError> {
+fn seeded_trials(
+    src: &Source,
+    header: &Header,
+    pretrained: &BTreeMap<String, PathBuf>,
+    points: Vec<TrialConfig>,
+) -> Result<Vec<PlannedTrial>, SpecError> {
     let mut trials = Vec::new();
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for p in points {
@@ -584,7 +748,9 @@ fn seeded_trials(src: &Source, header: &Header, pretrained: &BTreeMap<String, Pa
 
 /// Keys whose value differs between trials (plus `seed` when there are several).
 pub fn varying_keys(trials: &[PlannedTrial]) -> Vec<String> {
-    let Some(first) = trials.first() else { return vec![] };
+    let Some(first) = trials.first() else {
+        return vec![];
+    };
     let json = |c: &TrialConfig| serde_json::to_value(c).unwrap_or_default();
     let first = json(&first.config);
     let mut keys: Vec<String> = Vec::new();
@@ -597,14 +763,21 @@ pub fn varying_keys(trials: &[PlannedTrial]) -> Vec<String> {
         }
     }
     // Keep the natural order of the config, not alphabetical.
-    let order: Vec<&str> = PARAM_KEYS.iter().copied().chain(["seed", "pretrained"]).collect();
+    let order: Vec<&str> = PARAM_KEYS
+        .iter()
+        .copied()
+        .chain(["seed", "pretrained"])
+        .collect();
     keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
     keys
 }
 
 fn unknown_backbone(src: &Source, s: &Spanned<impl Sized>, name: &str) -> SpecError {
     let help = match did_you_mean(name, BACKBONES) {
-        Some(b) => format!("did you mean `{b}`? valid backbones: {}", BACKBONES.join(", ")),
+        Some(b) => format!(
+            "did you mean `{b}`? valid backbones: {}",
+            BACKBONES.join(", ")
+        ),
         None => format!("valid backbones: {}", BACKBONES.join(", ")),
     };
     at(src, s, format!("unknown backbone {name:?}"), Some(help))
@@ -612,10 +785,16 @@ fn unknown_backbone(src: &Source, s: &Spanned<impl Sized>, name: &str) -> SpecEr
 
 fn check_dataset(root: &Path) -> Result<(), String> {
     if !root.exists() {
-        return Err(format!("dataset {:?} does not exist", root.display().to_string()));
+        return Err(format!(
+            "dataset {:?} does not exist",
+            root.display().to_string()
+        ));
     }
     if !root.is_dir() {
-        return Err(format!("dataset {:?} is not a directory", root.display().to_string()));
+        return Err(format!(
+            "dataset {:?} is not a directory",
+            root.display().to_string()
+        ));
     }
     let mut missing = Vec::new();
     if !root.join("train").is_dir() {
@@ -628,15 +807,25 @@ fn check_dataset(root: &Path) -> Result<(), String> {
         missing.push("test/");
     }
     if !missing.is_empty() {
-        return Err(format!("dataset {:?} is not an ImageFolder root: missing {}", root.display().to_string(), missing.join(", ")));
+        return Err(format!(
+            "dataset {:?} is not an ImageFolder root: missing {}",
+            root.display().to_string(),
+            missing.join(", ")
+        ));
     }
     // The whole layout (classes in every split, no empty class) is checked
     // here, so that a layout error is exit 2 before anything starts rather
     // than a failed trial. Listing files is cheap; no image is decoded.
-    sweep_dataset::imagefolder::scan(root).map(drop).map_err(|e| e.to_string())
+    sweep_dataset::imagefolder::scan(root)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
-fn stopping(src: &Source, r: &super::raw::RawStopping, default_metric: SelectMetric) -> Result<Stopping, SpecError> {
+fn stopping(
+    src: &Source,
+    r: &super::raw::RawStopping,
+    default_metric: SelectMetric,
+) -> Result<Stopping, SpecError> {
     let mut out = Stopping::none(default_metric);
     if let Some(m) = &r.method {
         out.method = match m.get_ref().as_str() {
@@ -644,20 +833,39 @@ fn stopping(src: &Source, r: &super::raw::RawStopping, default_metric: SelectMet
             "asha" => StopMethod::Asha,
             "hyperband" => StopMethod::Hyperband,
             "median" => StopMethod::Median,
-            other => return Err(at(src, m, format!("unknown stopping method {other:?}"), Some("valid methods: asha, hyperband, median, none".into()))),
+            other => {
+                return Err(at(
+                    src,
+                    m,
+                    format!("unknown stopping method {other:?}"),
+                    Some("valid methods: asha, hyperband, median, none".into()),
+                ));
+            }
         };
     }
     if let Some(m) = &r.metric {
         out.metric = match m.get_ref().as_str() {
             "val_accuracy" => SelectMetric::ValAccuracy,
             "val_loss" => SelectMetric::ValLoss,
-            other => return Err(at(src, m, format!("unknown stopping metric {other:?}"), Some("valid metrics: val_accuracy, val_loss".into()))),
+            other => {
+                return Err(at(
+                    src,
+                    m,
+                    format!("unknown stopping metric {other:?}"),
+                    Some("valid metrics: val_accuracy, val_loss".into()),
+                ));
+            }
         };
     }
     let ranged = |s: &Spanned<i64>, key: &str, min: i64, max: i64| -> Result<u32, SpecError> {
         let v = *s.get_ref();
         if v < min || v > max {
-            return Err(at(src, s, format!("`{key}` must be between {min} and {max}, got {v}"), None));
+            return Err(at(
+                src,
+                s,
+                format!("`{key}` must be between {min} and {max}, got {v}"),
+                None,
+            ));
         }
         Ok(v as u32)
     };
@@ -686,18 +894,37 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
                 for i in items {
                     match i.as_integer() {
                         Some(n) if (0..=1024).contains(&n) => ids.push(n as u32),
-                        _ => return Err(at(src, g, "`gpus` must be \"all\" or a list of device indices", Some("e.g. gpus = [0, 1]".into()))),
+                        _ => {
+                            return Err(at(
+                                src,
+                                g,
+                                "`gpus` must be \"all\" or a list of device indices",
+                                Some("e.g. gpus = [0, 1]".into()),
+                            ));
+                        }
                     }
                 }
                 GpuSelection::List(ids)
             }
-            _ => return Err(at(src, g, "`gpus` must be \"all\" or a list of device indices", Some("e.g. gpus = [0, 1]".into()))),
+            _ => {
+                return Err(at(
+                    src,
+                    g,
+                    "`gpus` must be \"all\" or a list of device indices",
+                    Some("e.g. gpus = [0, 1]".into()),
+                ));
+            }
         };
     }
     let positive = |s: &Spanned<i64>, key: &str, max: i64| -> Result<u32, SpecError> {
         let v = *s.get_ref();
         if v < 1 || v > max {
-            return Err(at(src, s, format!("`{key}` must be between 1 and {max}, got {v}"), None));
+            return Err(at(
+                src,
+                s,
+                format!("`{key}` must be between 1 and {max}, got {v}"),
+                None,
+            ));
         }
         Ok(v as u32)
     };
@@ -708,7 +935,14 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
         out.cpu_workers = match t.get_ref() {
             Value::String(s) if s == "auto" => CpuWorkers::Auto,
             Value::Integer(v) if (1..=256).contains(v) => CpuWorkers::Fixed(*v as u32),
-            Value::Integer(v) => return Err(at(src, t, format!("`cpu_workers` must be between 1 and 256, got {v}"), None)),
+            Value::Integer(v) => {
+                return Err(at(
+                    src,
+                    t,
+                    format!("`cpu_workers` must be between 1 and 256, got {v}"),
+                    None,
+                ));
+            }
             other => {
                 return Err(at(
                     src,
@@ -722,7 +956,12 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
     if let Some(t) = &r.retries {
         let v = *t.get_ref();
         if !(0..=100).contains(&v) {
-            return Err(at(src, t, format!("`retries` must be between 0 and 100, got {v}"), None));
+            return Err(at(
+                src,
+                t,
+                format!("`retries` must be between 0 and 100, got {v}"),
+                None,
+            ));
         }
         out.retries = v as u32;
     }
@@ -733,12 +972,24 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
         out.keep = named_setting(src, k, "keep", Keep::parse, Keep::NAMES, "")?;
     }
     if let Some(p) = &r.keep_precision {
-        out.keep_precision =
-            named_setting(src, p, "keep_precision", KeepPrecision::parse, KeepPrecision::NAMES, " (\"half\": float16 weights once a trial is done)")?;
+        out.keep_precision = named_setting(
+            src,
+            p,
+            "keep_precision",
+            KeepPrecision::parse,
+            KeepPrecision::NAMES,
+            " (\"half\": float16 weights once a trial is done)",
+        )?;
     }
     if let Some(t) = &r.timeout {
-        let d = humantime::parse_duration(t.get_ref())
-            .map_err(|e| at(src, t, format!("invalid timeout {:?}: {e}", t.get_ref()), Some("write a duration such as \"90m\", \"2h\" or \"45s\"".into())))?;
+        let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+            at(
+                src,
+                t,
+                format!("invalid timeout {:?}: {e}", t.get_ref()),
+                Some("write a duration such as \"90m\", \"2h\" or \"45s\"".into()),
+            )
+        })?;
         if d.is_zero() {
             return Err(at(src, t, "timeout must be more than zero", None));
         }
@@ -749,14 +1000,26 @@ fn resources(src: &Source, r: &super::raw::RawResources) -> Result<Resources, Sp
 
 type Dims = Vec<(Spanned<String>, std::ops::Range<usize>, Dist)>;
 
-fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialConfig) -> Result<(Vec<Draw>, Dims), SpecError> {
+fn random_samples(
+    src: &Source,
+    r: &Spanned<Params>,
+    name: &str,
+    base: &TrialConfig,
+) -> Result<(Vec<Draw>, Dims), SpecError> {
     let mut samples: Option<usize> = None;
     let mut dists = Vec::new();
     for (k, v) in r.get_ref() {
         if k.get_ref() == "samples" {
             match v.get_ref().as_integer() {
                 Some(n) if (1..=100_000).contains(&n) => samples = Some(n as usize),
-                _ => return Err(at(src, v, "`samples` must be an integer between 1 and 100000", None)),
+                _ => {
+                    return Err(at(
+                        src,
+                        v,
+                        "`samples` must be an integer between 1 and 100000",
+                        None,
+                    ));
+                }
             }
             continue;
         }
@@ -767,7 +1030,12 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
             return Err(unknown_key(src, k));
         }
         let Some(table) = v.get_ref().as_table().filter(|t| t.len() == 1) else {
-            return Err(at(src, v, format!("random `{}` must be one distribution", k.get_ref()), Some(DIST_HELP.into())));
+            return Err(at(
+                src,
+                v,
+                format!("random `{}` must be one distribution", k.get_ref()),
+                Some(DIST_HELP.into()),
+            ));
         };
         let Some((kind, arg)) = table.iter().next() else {
             return Err(at(src, v, "empty distribution", Some(DIST_HELP.into())));
@@ -776,7 +1044,12 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
             ("choice", Value::Array(a)) if !a.is_empty() => {
                 // Check every choice, not only those this sweep happens to draw.
                 for item in a {
-                    apply(src, &mut base.clone(), k, &Spanned::new(v.span(), item.clone()))?;
+                    apply(
+                        src,
+                        &mut base.clone(),
+                        k,
+                        &Spanned::new(v.span(), item.clone()),
+                    )?;
                 }
                 Dist::Choice(a.clone())
             }
@@ -787,7 +1060,11 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
                     // Finite bounds with a finite width: rand panics otherwise. For
                     // loguniform the same holds for the logs (two adjacent large
                     // floats have equal logarithms: an empty range).
-                    (Some(lo), Some(hi)) if lo < hi && (hi - lo).is_finite() && (kind != "loguniform" || (lo > 0.0 && lo.ln() < hi.ln())) => {
+                    (Some(lo), Some(hi))
+                        if lo < hi
+                            && (hi - lo).is_finite()
+                            && (kind != "loguniform" || (lo > 0.0 && lo.ln() < hi.ln())) =>
+                    {
                         match kind.as_str() {
                             "uniform" => Dist::Uniform(lo, hi),
                             "loguniform" => Dist::LogUniform(lo, hi),
@@ -795,7 +1072,12 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
                                 let (lo, hi) = (lo.round() as i64, hi.round() as i64);
                                 // Both ends can be drawn: check them now.
                                 for end in [lo, hi] {
-                                    apply(src, &mut base.clone(), k, &Spanned::new(v.span(), Value::Integer(end)))?;
+                                    apply(
+                                        src,
+                                        &mut base.clone(),
+                                        k,
+                                        &Spanned::new(v.span(), Value::Integer(end)),
+                                    )?;
                                 }
                                 Dist::Int(lo, hi)
                             }
@@ -807,14 +1089,25 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
                             v,
                             format!(
                                 "`{kind}` needs finite [low, high] with low < high{}",
-                                if kind == "loguniform" { " and low > 0 (and ln(low) < ln(high))" } else { "" }
+                                if kind == "loguniform" {
+                                    " and low > 0 (and ln(low) < ln(high))"
+                                } else {
+                                    ""
+                                }
                             ),
                             None,
                         ));
                     }
                 }
             }
-            _ => return Err(at(src, v, format!("invalid distribution for `{}`", k.get_ref()), Some(DIST_HELP.into()))),
+            _ => {
+                return Err(at(
+                    src,
+                    v,
+                    format!("invalid distribution for `{}`", k.get_ref()),
+                    Some(DIST_HELP.into()),
+                ));
+            }
         };
         dists.push((k.clone(), v.span(), dist));
     }
@@ -849,7 +1142,8 @@ fn random_samples(src: &Source, r: &Spanned<Params>, name: &str, base: &TrialCon
 /// One `[random]` draw: the sampled value of each key.
 type Draw = Vec<(Spanned<String>, Spanned<Value>)>;
 
-const DIST_HELP: &str = "use { choice = [...] }, { uniform = [a, b] }, { loguniform = [a, b] } or { int = [a, b] }";
+const DIST_HELP: &str =
+    "use { choice = [...] }, { uniform = [a, b] }, { loguniform = [a, b] } or { int = [a, b] }";
 
 use super::search::Dim as Dist;
 
@@ -871,11 +1165,30 @@ fn num(v: &Value) -> Option<f64> {
 }
 
 /// Sets one parameter on a config, checking its type and range.
-pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned<Value>) -> Result<(), SpecError> {
+pub fn apply(
+    src: &Source,
+    c: &mut TrialConfig,
+    k: &Spanned<String>,
+    v: &Spanned<Value>,
+) -> Result<(), SpecError> {
     let key = k.get_ref().as_str();
     let val = v.get_ref();
-    let wrong = |expected: &str| at(src, v, format!("`{key}` must be {expected}, got {}", describe(val)), None);
-    let range = |msg: &str| at(src, v, format!("`{key}` {msg}, got {}", describe(val)), None);
+    let wrong = |expected: &str| {
+        at(
+            src,
+            v,
+            format!("`{key}` must be {expected}, got {}", describe(val)),
+            None,
+        )
+    };
+    let range = |msg: &str| {
+        at(
+            src,
+            v,
+            format!("`{key}` {msg}, got {}", describe(val)),
+            None,
+        )
+    };
     let int = |min: i64, max: i64| -> Result<u32, SpecError> {
         let i = val.as_integer().ok_or_else(|| wrong("an integer"))?;
         if i < min || i > max {
@@ -887,7 +1200,11 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
         let f = num(val).ok_or_else(|| wrong("a number"))?;
         let ok = f.is_finite() && (if min_inclusive { f >= min } else { f > min }) && f <= max;
         if !ok {
-            let lo = if min_inclusive { format!("≥ {min}") } else { format!("> {min}") };
+            let lo = if min_inclusive {
+                format!("≥ {min}")
+            } else {
+                format!("> {min}")
+            };
             return Err(range(&format!("must be {lo} and ≤ {max}")));
         }
         Ok(f)
@@ -911,7 +1228,14 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
                 "sgd" => Optimizer::Sgd,
                 "adam" => Optimizer::Adam,
                 "adamw" => Optimizer::Adamw,
-                other => return Err(at(src, v, format!("unknown optimizer {other:?}"), Some("valid optimizers: sgd, adam, adamw".into()))),
+                other => {
+                    return Err(at(
+                        src,
+                        v,
+                        format!("unknown optimizer {other:?}"),
+                        Some("valid optimizers: sgd, adam, adamw".into()),
+                    ));
+                }
             }
         }
         "momentum" => c.momentum = float(0.0, 1.0, true)?,
@@ -922,7 +1246,14 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
                 "none" => Schedule::None,
                 "step" => Schedule::Step,
                 "cosine" => Schedule::Cosine,
-                other => return Err(at(src, v, format!("unknown schedule {other:?}"), Some("valid schedules: none, step, cosine".into()))),
+                other => {
+                    return Err(at(
+                        src,
+                        v,
+                        format!("unknown schedule {other:?}"),
+                        Some("valid schedules: none, step, cosine".into()),
+                    ));
+                }
             }
         }
         "step_size" => c.step_size = int(1, 10_000)?,
@@ -941,32 +1272,63 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
                                     .iter()
                                     .map(|x| x.as_integer().filter(|n| (1..=1_000_000).contains(n)))
                                     .collect::<Option<Vec<_>>>()
-                                    .ok_or_else(|| at(src, v, "`head.hidden` widths must be positive integers", None))?;
+                                    .ok_or_else(|| {
+                                        at(
+                                            src,
+                                            v,
+                                            "`head.hidden` widths must be positive integers",
+                                            None,
+                                        )
+                                    })?;
                             }
                             "dropout" => {
-                                dropout =
-                                    num(hv).filter(|d| (0.0..1.0).contains(d)).ok_or_else(|| at(src, v, "`head.dropout` must be a number in [0, 1)", None))?;
+                                dropout = num(hv).filter(|d| (0.0..1.0).contains(d)).ok_or_else(
+                                    || {
+                                        at(
+                                            src,
+                                            v,
+                                            "`head.dropout` must be a number in [0, 1)",
+                                            None,
+                                        )
+                                    },
+                                )?;
                             }
                             other => {
-                                return Err(at(src, v, format!("unknown head key `{other}`"), Some("a head table takes `hidden` and `dropout`".into())));
+                                return Err(at(
+                                    src,
+                                    v,
+                                    format!("unknown head key `{other}`"),
+                                    Some("a head table takes `hidden` and `dropout`".into()),
+                                ));
                             }
                         }
                     }
                     Head::Mlp { hidden, dropout }
                 }
-                _ => return Err(wrong("\"original\" or a table { hidden = [...], dropout = 0.0 }")),
+                _ => {
+                    return Err(wrong(
+                        "\"original\" or a table { hidden = [...], dropout = 0.0 }",
+                    ));
+                }
             }
         }
         "freeze_backbone" => c.freeze_backbone = boolean()?,
         "backbone_lr_scale" => c.backbone_lr_scale = float(0.0, 100.0, true)?,
         "augment" => {
-            let arr = val.as_array().ok_or_else(|| wrong("a list of augmentations"))?;
+            let arr = val
+                .as_array()
+                .ok_or_else(|| wrong("a list of augmentations"))?;
             let mut out = Vec::new();
             for a in arr {
                 match a.as_str() {
                     Some(s) if AUGMENTS.contains(&s) => out.push(s.to_string()),
                     _ => {
-                        return Err(at(src, v, format!("unknown augmentation {}", describe(a)), Some(format!("valid augmentations: {}", AUGMENTS.join(", ")))));
+                        return Err(at(
+                            src,
+                            v,
+                            format!("unknown augmentation {}", describe(a)),
+                            Some(format!("valid augmentations: {}", AUGMENTS.join(", "))),
+                        ));
                     }
                 }
             }
@@ -977,10 +1339,15 @@ pub fn apply(src: &Source, c: &mut TrialConfig, k: &Spanned<String>, v: &Spanned
         "log_every" => c.log_every = int(1, 1_000_000)?,
         "max_batches" => c.max_batches = int(0, 100_000_000)?,
         "betas" => {
-            let pair = val.as_array().filter(|a| a.len() == 2).ok_or_else(|| wrong("a pair [beta1, beta2], e.g. [0.9, 0.999]"))?;
+            let pair = val
+                .as_array()
+                .filter(|a| a.len() == 2)
+                .ok_or_else(|| wrong("a pair [beta1, beta2], e.g. [0.9, 0.999]"))?;
             let mut out = [0.0; 2];
             for (o, b) in out.iter_mut().zip(pair) {
-                *o = num(b).filter(|x| (0.0..1.0).contains(x)).ok_or_else(|| range("values must be in [0, 1)"))?;
+                *o = num(b)
+                    .filter(|x| (0.0..1.0).contains(x))
+                    .ok_or_else(|| range("values must be in [0, 1)"))?;
             }
             c.betas = out;
         }
@@ -1021,8 +1388,15 @@ mod proptests {
     use proptest::test_runner::{Config, TestRunner};
 
     fn config() -> Config {
-        let cases = std::env::var("SWEEP_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
-        Config { cases, failure_persistence: None, ..Config::default() }
+        let cases = std::env::var("SWEEP_PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64);
+        Config {
+            cases,
+            failure_persistence: None,
+            ..Config::default()
+        }
     }
 
     /// A valid ImageFolder root (validation lists the image files but does
@@ -1173,10 +1547,25 @@ retries = 1
         "a.b",
     ];
     fn keys() -> Vec<&'static str> {
-        PARAM_KEYS.iter().copied().chain(EXTRA_KEYS.iter().copied()).collect()
+        PARAM_KEYS
+            .iter()
+            .copied()
+            .chain(EXTRA_KEYS.iter().copied())
+            .collect()
     }
-    const HEADERS: &[&str] =
-        &["[sweep]", "[defaults]", "[grid]", "[random]", "[[trial]]", "[pretrained]", "[resources]", "[[grid]]", "[x]", "[sweep.sub]", "["];
+    const HEADERS: &[&str] = &[
+        "[sweep]",
+        "[defaults]",
+        "[grid]",
+        "[random]",
+        "[[trial]]",
+        "[pretrained]",
+        "[resources]",
+        "[[grid]]",
+        "[x]",
+        "[sweep.sub]",
+        "[",
+    ];
 
     #[derive(Debug, Clone)]
     enum Edit {
@@ -1215,7 +1604,11 @@ retries = 1
                 Edit::InsertText(p, t) => {
                     let chars: Vec<char> = text.chars().collect();
                     let at = p % (chars.len() + 1);
-                    text = chars[..at].iter().chain(t.chars().collect::<Vec<_>>().iter()).chain(chars[at..].iter()).collect();
+                    text = chars[..at]
+                        .iter()
+                        .chain(t.chars().collect::<Vec<_>>().iter())
+                        .chain(chars[at..].iter())
+                        .collect();
                     continue;
                 }
                 Edit::Delete(p, len) => {
@@ -1227,9 +1620,13 @@ retries = 1
                 }
                 Edit::SetValue(l, v) => {
                     // Replace the value of the n-th `key = value` line.
-                    let assignments: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].contains(" = ")).collect();
+                    let assignments: Vec<usize> = (0..lines.len())
+                        .filter(|&i| lines[i].contains(" = "))
+                        .collect();
                     let line = assignments.get(l % assignments.len().max(1)).copied();
-                    if let Some((i, k)) = line.and_then(|i| lines[i].split_once(" = ").map(|(k, _)| (i, k.to_string()))) {
+                    if let Some((i, k)) = line
+                        .and_then(|i| lines[i].split_once(" = ").map(|(k, _)| (i, k.to_string())))
+                    {
                         lines[i] = format!("{k} = {}", VALUES[*v]);
                     }
                 }
@@ -1253,15 +1650,26 @@ retries = 1
 
     /// Parse + validate, as `sweep run` does; an error must point inside the file.
     fn check(text: String) -> Result<(), TestCaseError> {
-        let src = Source { path: PathBuf::from("prop.toml"), text };
+        let src = Source {
+            path: PathBuf::from("prop.toml"),
+            text,
+        };
         let result = src.parse().and_then(|raw| build(&src, raw));
         match result {
             Ok(plan) => {
-                prop_assert!(!plan.trials.is_empty() && plan.trials.len() <= MAX_TRIALS, "{} trials", plan.trials.len());
+                prop_assert!(
+                    !plan.trials.is_empty() && plan.trials.len() <= MAX_TRIALS,
+                    "{} trials",
+                    plan.trials.len()
+                );
             }
             Err(e) => {
                 let lines = src.text.lines().count() + 1;
-                prop_assert!(e.line >= 1 && e.line <= lines && e.col >= 1, "error outside the file: {e}\n---\n{}", src.text);
+                prop_assert!(
+                    e.line >= 1 && e.line <= lines && e.col >= 1,
+                    "error outside the file: {e}\n---\n{}",
+                    src.text
+                );
                 prop_assert!(!e.to_string().is_empty());
             }
         }
@@ -1271,7 +1679,10 @@ retries = 1
     #[test]
     fn the_base_file_is_valid() {
         let dir = dataset();
-        let src = Source { path: "prop.toml".into(), text: valid_file(dir.path()) };
+        let src = Source {
+            path: "prop.toml".into(),
+            text: valid_file(dir.path()),
+        };
         let plan = build(&src, src.parse().unwrap()).unwrap();
         // (2 lr × 2 optimizers × 2 draws + 1 trial) × 2 seeds
         assert_eq!(plan.trials.len(), 18);
@@ -1282,8 +1693,14 @@ retries = 1
         let dir = dataset();
         let base = valid_file(dir.path());
         let workers = |line: &str| {
-            let src = Source { path: "prop.toml".into(), text: base.replace("cpu_workers = 1\n", line) };
-            build(&src, src.parse().unwrap()).unwrap().resources.cpu_workers
+            let src = Source {
+                path: "prop.toml".into(),
+                text: base.replace("cpu_workers = 1\n", line),
+            };
+            build(&src, src.parse().unwrap())
+                .unwrap()
+                .resources
+                .cpu_workers
         };
         assert_eq!(workers("cpu_workers = 1\n"), CpuWorkers::Fixed(1));
         assert_eq!(workers("cpu_workers = 3\n"), CpuWorkers::Fixed(3));
@@ -1296,7 +1713,11 @@ retries = 1
         let dir = dataset();
         let base = valid_file(dir.path());
         let mut runner = TestRunner::new(config());
-        runner.run(&prop::collection::vec(edit(), 1..5), |edits| check(apply_edits(&base, &edits))).unwrap();
+        runner
+            .run(&prop::collection::vec(edit(), 1..5), |edits| {
+                check(apply_edits(&base, &edits))
+            })
+            .unwrap();
     }
 
     #[test]
@@ -1316,7 +1737,9 @@ retries = 1
     fn arbitrary_text_never_panics() {
         let mut runner = TestRunner::new(config());
         runner.run(&"\\PC{0,300}", check).unwrap();
-        runner.run(&"[\\[\\]{}=,\"'#.\na-z0-9 ]{0,300}", check).unwrap();
+        runner
+            .run(&"[\\[\\]{}=,\"'#.\na-z0-9 ]{0,300}", check)
+            .unwrap();
     }
 
     #[test]
@@ -1325,16 +1748,35 @@ retries = 1
         let base = valid_file(dir.path());
         for depth in [100, 10_000] {
             check(base.replace("epochs = 2", &format!("epochs = {}", "[".repeat(depth)))).unwrap();
-            check(base.replace("epochs = 2", &format!("epochs = {}1{}", "[".repeat(depth), "]".repeat(depth)))).unwrap();
+            check(base.replace(
+                "epochs = 2",
+                &format!("epochs = {}1{}", "[".repeat(depth), "]".repeat(depth)),
+            ))
+            .unwrap();
         }
         // 10^8 grid points: refused before they are built.
-        let values = format!("[{}]", (1..=100).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        let values = format!(
+            "[{}]",
+            (1..=100)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         let huge = base.replace("[grid]\n", &format!("[grid]\nepochs = {values}\nstep_size = {values}\nlog_every = {values}\nmax_batches = {values}\n"));
-        let src = Source { path: "prop.toml".into(), text: huge };
+        let src = Source {
+            path: "prop.toml".into(),
+            text: huge,
+        };
         let e = build(&src, src.parse().unwrap()).unwrap_err();
         assert!(e.message.contains("the limit is 100000"), "{e}");
         // Adjacent large floats have equal logarithms: an error, not rand's "empty range" panic.
-        let src = Source { path: "prop.toml".into(), text: base.replace("{ loguniform = [1e-5, 1e-3] }", "{ loguniform = [1e300, 1.0000000000000002e300] }") };
+        let src = Source {
+            path: "prop.toml".into(),
+            text: base.replace(
+                "{ loguniform = [1e-5, 1e-3] }",
+                "{ loguniform = [1e300, 1.0000000000000002e300] }",
+            ),
+        };
         let e = build(&src, src.parse().unwrap()).unwrap_err();
         assert!(e.message.contains("loguniform"), "{e}");
     }
@@ -1354,8 +1796,14 @@ mod cross_checks {
                 std::fs::write(d.join("0.png"), b"x").unwrap();
             }
         }
-        let text = format!("[sweep]\nname = \"x\"\ndataset = \"{}\"\n{body}", dir.path().display());
-        let src = Source { path: "x.toml".into(), text };
+        let text = format!(
+            "[sweep]\nname = \"x\"\ndataset = \"{}\"\n{body}",
+            dir.path().display()
+        );
+        let src = Source {
+            path: "x.toml".into(),
+            text,
+        };
         let raw = src.parse()?;
         build(&src, raw)
     }
@@ -1367,21 +1815,39 @@ mod cross_checks {
 
     #[test]
     fn nesterov_needs_sgd_with_momentum() {
-        assert_eq!(err("[defaults]\noptimizer = \"adam\"\nnesterov = true\n"), "6:1: `nesterov = true` needs optimizer = \"sgd\" (this trial uses Adam)");
-        assert_eq!(err("[defaults]\nmomentum = 0.0\nnesterov = true\n"), "6:1: `nesterov = true` needs `momentum` > 0");
+        assert_eq!(
+            err("[defaults]\noptimizer = \"adam\"\nnesterov = true\n"),
+            "6:1: `nesterov = true` needs optimizer = \"sgd\" (this trial uses Adam)"
+        );
+        assert_eq!(
+            err("[defaults]\nmomentum = 0.0\nnesterov = true\n"),
+            "6:1: `nesterov = true` needs `momentum` > 0"
+        );
         assert!(plan("[defaults]\nmomentum = 0.9\nnesterov = true\n").is_ok());
     }
 
     #[test]
     fn cache_size_and_channels_last() {
         let p = plan("[defaults]\ncache_size = 300\nchannels_last = true\n").unwrap();
-        assert_eq!(p.trials[0].config.cache_size, Some(sweep_protocol::config::CacheSize::Short(300)));
+        assert_eq!(
+            p.trials[0].config.cache_size,
+            Some(sweep_protocol::config::CacheSize::Short(300))
+        );
         assert!(p.trials[0].config.channels_last);
         let p = plan("[defaults]\ncache_size = \"original\"\n").unwrap();
         assert_eq!(p.trials[0].config.cache_short(), None);
-        assert!(err("[defaults]\ncache_size = 100\n").contains("`cache_size = 100` is smaller than image_size 224"));
-        assert!(err("[defaults]\ncache_size = \"huge\"\n").contains("`cache_size` must be a shorter side in pixels"));
-        assert!(err("[defaults]\nchannels_last = 1\n").contains("`channels_last` must be true or false"));
+        assert!(
+            err("[defaults]\ncache_size = 100\n")
+                .contains("`cache_size = 100` is smaller than image_size 224")
+        );
+        assert!(
+            err("[defaults]\ncache_size = \"huge\"\n")
+                .contains("`cache_size` must be a shorter side in pixels")
+        );
+        assert!(
+            err("[defaults]\nchannels_last = 1\n")
+                .contains("`channels_last` must be true or false")
+        );
     }
 
     #[test]
@@ -1390,10 +1856,20 @@ mod cross_checks {
             err("[grid]\noptimizer = [\"sgd\", \"adamw\"]\n[defaults]\nmomentum = 0.8\n")
                 .ends_with("`momentum` means nothing for Adamw: Adam and AdamW use `betas`")
         );
-        assert!(err("[defaults]\nbetas = [0.8, 0.99]\n").contains("`betas` applies to adam and adamw only"));
-        assert!(err("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 1.5]\n").contains("values must be in [0, 1)"));
-        let p = plan("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 0.99]\neps = 1e-6\n").unwrap();
-        assert_eq!((p.trials[0].config.betas, p.trials[0].config.eps), ([0.8, 0.99], 1e-6));
+        assert!(
+            err("[defaults]\nbetas = [0.8, 0.99]\n")
+                .contains("`betas` applies to adam and adamw only")
+        );
+        assert!(
+            err("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 1.5]\n")
+                .contains("values must be in [0, 1)")
+        );
+        let p =
+            plan("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 0.99]\neps = 1e-6\n").unwrap();
+        assert_eq!(
+            (p.trials[0].config.betas, p.trials[0].config.eps),
+            ([0.8, 0.99], 1e-6)
+        );
     }
 
     #[test]
@@ -1402,7 +1878,10 @@ mod cross_checks {
         let wd: Vec<f64> = p.trials.iter().map(|t| t.config.weight_decay).collect();
         assert_eq!(wd, [0.0, 0.0, 0.01]);
         let p = plan("[defaults]\noptimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
-        assert_eq!(p.trials[0].config.weight_decay, 0.0, "an explicit value wins");
+        assert_eq!(
+            p.trials[0].config.weight_decay, 0.0,
+            "an explicit value wins"
+        );
     }
 
     #[test]
@@ -1413,20 +1892,54 @@ mod cross_checks {
 
     #[test]
     fn keep_precision_is_full_by_default_half_if_asked_and_located_when_wrong() {
-        assert_eq!(plan("").unwrap().resources.keep_precision, KeepPrecision::Full);
-        assert_eq!(plan("[resources]\nkeep_precision = \"half\"\n").unwrap().resources.keep_precision, KeepPrecision::Half);
-        assert_eq!(plan("[resources]\nkeep_precision = \"full\"\n").unwrap().resources.keep_precision, KeepPrecision::Full);
-        assert_eq!(err("[resources]\nkeep_precision = \"fp16\"\n"), "5:18: unknown `keep_precision` \"fp16\"");
+        assert_eq!(
+            plan("").unwrap().resources.keep_precision,
+            KeepPrecision::Full
+        );
+        assert_eq!(
+            plan("[resources]\nkeep_precision = \"half\"\n")
+                .unwrap()
+                .resources
+                .keep_precision,
+            KeepPrecision::Half
+        );
+        assert_eq!(
+            plan("[resources]\nkeep_precision = \"full\"\n")
+                .unwrap()
+                .resources
+                .keep_precision,
+            KeepPrecision::Full
+        );
+        assert_eq!(
+            err("[resources]\nkeep_precision = \"fp16\"\n"),
+            "5:18: unknown `keep_precision` \"fp16\""
+        );
         let e = plan("[resources]\nkeep_precision = \"fp16\"\n").unwrap_err();
         assert!(e.help.unwrap().contains("\"full\", \"half\""));
-        assert!(err("[resources]\nkeep_precision = true\n").starts_with("5:18: invalid type"), "{}", err("[resources]\nkeep_precision = true\n"));
+        assert!(
+            err("[resources]\nkeep_precision = true\n").starts_with("5:18: invalid type"),
+            "{}",
+            err("[resources]\nkeep_precision = true\n")
+        );
     }
 
     #[test]
     fn stopping_is_validated() {
-        assert!(err("[stopping]\nmethod = \"ashaa\"\n").contains("unknown stopping method \"ashaa\""));
-        assert!(err("[stopping]\nreduction = 1\n").contains("`reduction` must be between 2 and 100"));
+        assert!(
+            err("[stopping]\nmethod = \"ashaa\"\n").contains("unknown stopping method \"ashaa\"")
+        );
+        assert!(
+            err("[stopping]\nreduction = 1\n").contains("`reduction` must be between 2 and 100")
+        );
         let p = plan("[stopping]\nmethod = \"hyperband\"\nmin_epochs = 2\npatience = 4\n").unwrap();
-        assert_eq!((p.stopping.method, p.stopping.min_epochs, p.stopping.reduction, p.stopping.patience), (StopMethod::Hyperband, 2, 3, Some(4)));
+        assert_eq!(
+            (
+                p.stopping.method,
+                p.stopping.min_epochs,
+                p.stopping.reduction,
+                p.stopping.patience
+            ),
+            (StopMethod::Hyperband, 2, 3, Some(4))
+        );
     }
 }

@@ -134,7 +134,14 @@ pub struct SpecError {
 
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.col, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.message
+        )?;
         if let Some(help) = &self.help {
             write!(f, "\n  help: {help}")?;
         }
@@ -154,18 +161,44 @@ impl Source {
     pub fn read(path: &Path) -> Result<Source, SpecError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             let (message, help) = if e.kind() == std::io::ErrorKind::InvalidData {
-                ("sweep file is not UTF-8 text".to_string(), "a sweep file is TOML, e.g. sweeps/quickstart.toml; is this the right file?")
+                (
+                    "sweep file is not UTF-8 text".to_string(),
+                    "a sweep file is TOML, e.g. sweeps/quickstart.toml; is this the right file?",
+                )
             } else {
-                (format!("cannot read sweep file: {e}"), "check the path; sweep files live in sweeps/ by convention")
+                (
+                    format!("cannot read sweep file: {e}"),
+                    "check the path; sweep files live in sweeps/ by convention",
+                )
             };
-            SpecError { file: path.to_path_buf(), line: 1, col: 1, message, help: Some(help.into()) }
+            SpecError {
+                file: path.to_path_buf(),
+                line: 1,
+                col: 1,
+                message,
+                help: Some(help.into()),
+            }
         })?;
-        Ok(Source { path: path.to_path_buf(), text })
+        Ok(Source {
+            path: path.to_path_buf(),
+            text,
+        })
     }
 
-    pub fn error_at(&self, offset: usize, message: impl Into<String>, help: Option<String>) -> SpecError {
+    pub fn error_at(
+        &self,
+        offset: usize,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> SpecError {
         let (line, col) = line_col(&self.text, offset);
-        SpecError { file: self.path.clone(), line, col, message: message.into(), help }
+        SpecError {
+            file: self.path.clone(),
+            line,
+            col,
+            message: message.into(),
+            help,
+        }
     }
 
     pub fn parse(&self) -> Result<RawFile, SpecError> {
@@ -192,13 +225,25 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
             line_start = i + 1;
         }
     }
-    let col = text.get(line_start..offset).map(|s| s.chars().count()).unwrap_or(0) + 1;
+    let col = text
+        .get(line_start..offset)
+        .map(|s| s.chars().count())
+        .unwrap_or(0)
+        + 1;
     (line, col)
 }
 
 /// The closest candidate to `word`, if it is close enough to be a typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    candidates.into_iter().map(|c| (strsim::jaro_winkler(word, c), c)).filter(|(score, _)| *score > 0.8).max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, c)| c)
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(word, c), c))
+        .filter(|(score, _)| *score > 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
 }
 
 /// serde says "unknown field `x`, expected one of `a`, `b`": turn that into a suggestion.
@@ -233,7 +278,10 @@ mod tests {
 
     #[test]
     fn unknown_top_level_table_is_located() {
-        let src = Source { path: "s.toml".into(), text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grdi]\nlr = [1]\n".into() };
+        let src = Source {
+            path: "s.toml".into(),
+            text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grdi]\nlr = [1]\n".into(),
+        };
         let e = src.parse().unwrap_err();
         assert_eq!((e.line, e.col), (4, 2), "{e}");
         assert!(e.help.unwrap().contains("grid"));
@@ -241,7 +289,10 @@ mod tests {
 
     #[test]
     fn spans_of_keys_and_values() {
-        let src = Source { path: "s.toml".into(), text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grid]\nlr = [1, 2]\n".into() };
+        let src = Source {
+            path: "s.toml".into(),
+            text: "[sweep]\nname = \"a\"\ndataset = \"d\"\n[grid]\nlr = [1, 2]\n".into(),
+        };
         let raw = src.parse().unwrap();
         let (k, v) = raw.grid.iter().next().unwrap();
         assert_eq!(line_col(&src.text, k.span().start), (5, 1));

@@ -47,7 +47,10 @@ impl Dim {
     /// The coordinate of a resolved config's value (its JSON form).
     fn coord(&self, v: &serde_json::Value) -> Option<f64> {
         match self {
-            Dim::Choice(c) => c.iter().position(|x| serde_json::to_value(x).ok().as_ref() == Some(v)).map(|i| i as f64),
+            Dim::Choice(c) => c
+                .iter()
+                .position(|x| serde_json::to_value(x).ok().as_ref() == Some(v))
+                .map(|i| i as f64),
             _ => v.as_f64(),
         }
     }
@@ -55,7 +58,13 @@ impl Dim {
     /// `choice ["resnet18", "resnet34"]`, `loguniform [0.0001, 0.1]`, …
     pub fn describe(&self) -> String {
         match self {
-            Dim::Choice(c) => format!("choice [{}]", c.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")),
+            Dim::Choice(c) => format!(
+                "choice [{}]",
+                c.iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Dim::Uniform(a, b) => format!("uniform [{a}, {b}]"),
             Dim::LogUniform(a, b) => format!("loguniform [{a}, {b}]"),
             Dim::Int(a, b) => format!("int [{a}, {b}]"),
@@ -88,10 +97,17 @@ pub struct SearchSpace {
 impl SearchSpace {
     /// The trials of a point: `[defaults]` plus the point's values, once per seed.
     pub fn trials(&self, point: &[f64]) -> Result<Vec<PlannedTrial>, SpecError> {
-        let src = Source { path: self.file.clone(), text: self.text.clone() };
+        let src = Source {
+            path: self.file.clone(),
+            text: self.text.clone(),
+        };
         let mut p = self.base.clone();
         for (((key, dim), (ks, vs)), x) in self.dims.iter().zip(&self.spans).zip(point) {
-            p.set(&src, &Spanned::new(ks.clone(), key.clone()), &Spanned::new(vs.clone(), dim.value(*x)))?;
+            p.set(
+                &src,
+                &Spanned::new(ks.clone(), key.clone()),
+                &Spanned::new(vs.clone(), dim.value(*x)),
+            )?;
         }
         let config = p.finish(&src)?;
         Ok(self
@@ -101,7 +117,10 @@ impl SearchSpace {
                 let mut c = config.clone();
                 c.seed = seed;
                 c.pretrained = self.pretrained.get(&c.backbone).cloned();
-                PlannedTrial { id: trial_id(&self.name, &self.dataset, &c), config: c }
+                PlannedTrial {
+                    id: trial_id(&self.name, &self.dataset, &c),
+                    config: c,
+                }
             })
             .collect())
     }
@@ -115,34 +134,63 @@ impl SearchSpace {
     /// proposals read back from the database).
     pub fn point_of(&self, config: &TrialConfig) -> Option<Vec<f64>> {
         let json = serde_json::to_value(config).ok()?;
-        self.dims.iter().map(|(k, d)| d.coord(json.get(k)?)).collect()
+        self.dims
+            .iter()
+            .map(|(k, d)| d.coord(json.get(k)?))
+            .collect()
     }
 }
 
 /// `sampler` and `startup` of `[random]` (with `samples` known).
-pub(super) fn sampler_settings(src: &Source, r: &Spanned<Params>, samples: usize) -> Result<(Sampler, usize), SpecError> {
-    let at = |s: &Spanned<Value>, m: String, help: Option<&str>| src.error_at(s.span().start, m, help.map(String::from));
-    let get = |name: &str| r.get_ref().iter().find(|(k, _)| k.get_ref() == name).map(|(_, v)| v);
+pub(super) fn sampler_settings(
+    src: &Source,
+    r: &Spanned<Params>,
+    samples: usize,
+) -> Result<(Sampler, usize), SpecError> {
+    let at = |s: &Spanned<Value>, m: String, help: Option<&str>| {
+        src.error_at(s.span().start, m, help.map(String::from))
+    };
+    let get = |name: &str| {
+        r.get_ref()
+            .iter()
+            .find(|(k, _)| k.get_ref() == name)
+            .map(|(_, v)| v)
+    };
     let sampler = match get("sampler") {
         None => Sampler::Random,
         Some(v) => match v.get_ref().as_str() {
             Some("random") => Sampler::Random,
             Some("tpe") => Sampler::Tpe,
-            _ => return Err(at(v, format!("unknown sampler {}", v.get_ref()), Some("valid samplers: \"random\" (default), \"tpe\""))),
+            _ => {
+                return Err(at(
+                    v,
+                    format!("unknown sampler {}", v.get_ref()),
+                    Some("valid samplers: \"random\" (default), \"tpe\""),
+                ));
+            }
         },
     };
     let startup = match get("startup") {
         None => DEFAULT_STARTUP.min(samples),
         Some(v) if sampler == Sampler::Random => {
-            return Err(at(v, "`startup` applies to sampler = \"tpe\" only".into(), Some("add sampler = \"tpe\", or remove `startup`")));
+            return Err(at(
+                v,
+                "`startup` applies to sampler = \"tpe\" only".into(),
+                Some("add sampler = \"tpe\", or remove `startup`"),
+            ));
         }
         Some(v) => match v.get_ref().as_integer() {
             Some(n) if n >= 1 && n as usize <= samples => n as usize,
             _ => {
                 return Err(at(
                     v,
-                    format!("`startup` must be an integer between 1 and `samples` ({samples}), got {}", v.get_ref()),
-                    Some("the first `startup` of the `samples` points are random draws; TPE proposes the rest"),
+                    format!(
+                        "`startup` must be an integer between 1 and `samples` ({samples}), got {}",
+                        v.get_ref()
+                    ),
+                    Some(
+                        "the first `startup` of the `samples` points are random draws; TPE proposes the rest",
+                    ),
                 ));
             }
         },
@@ -152,7 +200,13 @@ pub(super) fn sampler_settings(src: &Source, r: &Spanned<Params>, samples: usize
 
 /// Checks a dimension's bounds as values of its key: TPE may propose
 /// anywhere in the range, not only where the startup draws fell.
-pub(super) fn check_bounds(src: &Source, base: &TrialConfig, k: &Spanned<String>, span: Range<usize>, dim: &Dim) -> Result<(), SpecError> {
+pub(super) fn check_bounds(
+    src: &Source,
+    base: &TrialConfig,
+    k: &Spanned<String>,
+    span: Range<usize>,
+    dim: &Dim,
+) -> Result<(), SpecError> {
     let ends = match dim {
         Dim::Uniform(a, b) | Dim::LogUniform(a, b) => [Value::Float(*a), Value::Float(*b)],
         _ => return Ok(()),

@@ -62,18 +62,45 @@ impl SlurmSpec {
 }
 
 /// Options that sweep sets itself: `extra` must not replace them.
-const RESERVED: &[&str] =
-    &["-J", "--job-name", "-o", "--output", "-e", "--error", "-i", "--input", "-n", "--ntasks", "-u", "--unbuffered", "--pty", "--exact", "--signal"];
+const RESERVED: &[&str] = &[
+    "-J",
+    "--job-name",
+    "-o",
+    "--output",
+    "-e",
+    "--error",
+    "-i",
+    "--input",
+    "-n",
+    "--ntasks",
+    "-u",
+    "--unbuffered",
+    "--pty",
+    "--exact",
+    "--signal",
+];
 
 /// `launcher`: "local" (None) or "slurm" with its table; errors located.
-pub fn validate(src: &Source, launcher: Option<&Spanned<String>>, raw: Option<&Spanned<RawSlurm>>) -> Result<Option<SlurmSpec>, SpecError> {
-    let at = |s: std::ops::Range<usize>, m: String, help: Option<&str>| src.error_at(s.start, m, help.map(String::from));
+pub fn validate(
+    src: &Source,
+    launcher: Option<&Spanned<String>>,
+    raw: Option<&Spanned<RawSlurm>>,
+) -> Result<Option<SlurmSpec>, SpecError> {
+    let at = |s: std::ops::Range<usize>, m: String, help: Option<&str>| {
+        src.error_at(s.start, m, help.map(String::from))
+    };
     let slurm = match launcher.map(|l| l.get_ref().as_str()) {
         None | Some("local") => false,
         Some("slurm") => true,
         Some(other) => {
             let l = launcher.map(|l| l.span()).unwrap_or(0..0);
-            return Err(at(l, format!("unknown launcher {other:?}"), Some("launcher is \"local\" (this machine, the default) or \"slurm\" (see [slurm])")));
+            return Err(at(
+                l,
+                format!("unknown launcher {other:?}"),
+                Some(
+                    "launcher is \"local\" (this machine, the default) or \"slurm\" (see [slurm])",
+                ),
+            ));
         }
     };
     let Some(raw) = raw else {
@@ -91,11 +118,19 @@ pub fn validate(src: &Source, launcher: Option<&Spanned<String>>, raw: Option<&S
     let word = |s: &Spanned<String>, key: &str| -> Result<String, SpecError> {
         let v = s.get_ref().trim();
         if v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(at(s.span(), format!("`{key}` must be one word, got {:?}", s.get_ref()), None));
+            return Err(at(
+                s.span(),
+                format!("`{key}` must be one word, got {:?}", s.get_ref()),
+                None,
+            ));
         }
         Ok(v.to_string())
     };
-    out.partition = r.partition.as_ref().map(|s| word(s, "partition")).transpose()?;
+    out.partition = r
+        .partition
+        .as_ref()
+        .map(|s| word(s, "partition"))
+        .transpose()?;
     out.account = r.account.as_ref().map(|s| word(s, "account")).transpose()?;
     out.qos = r.qos.as_ref().map(|s| word(s, "qos")).transpose()?;
     if let Some(g) = &r.gres {
@@ -112,32 +147,50 @@ pub fn validate(src: &Source, launcher: Option<&Spanned<String>>, raw: Option<&S
     if let Some(c) = &r.cpus_per_trial {
         let v = *c.get_ref();
         if !(1..=1024).contains(&v) {
-            return Err(at(c.span(), format!("`cpus_per_trial` must be between 1 and 1024, got {v}"), None));
+            return Err(at(
+                c.span(),
+                format!("`cpus_per_trial` must be between 1 and 1024, got {v}"),
+                None,
+            ));
         }
         out.cpus_per_trial = Some(v as u32);
     }
     if let Some(m) = &r.max_jobs {
         let v = *m.get_ref();
         if !(1..=100_000).contains(&v) {
-            return Err(at(m.span(), format!("`max_jobs` must be between 1 and 100000, got {v}"), None));
+            return Err(at(
+                m.span(),
+                format!("`max_jobs` must be between 1 and 100000, got {v}"),
+                None,
+            ));
         }
         out.max_jobs = Some(v as u32);
     }
     if let Some(m) = &r.mem {
         let v = word(m, "mem")?;
         let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
-        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || v.len() - digits.len() > 1 {
+        if digits.is_empty()
+            || !digits.chars().all(|c| c.is_ascii_digit())
+            || v.len() - digits.len() > 1
+        {
             return Err(at(
                 m.span(),
                 format!("invalid mem {v:?}"),
-                Some("memory per trial as srun --mem takes it: a number with an optional K, M, G or T suffix, e.g. \"16G\""),
+                Some(
+                    "memory per trial as srun --mem takes it: a number with an optional K, M, G or T suffix, e.g. \"16G\"",
+                ),
             ));
         }
         out.mem = Some(v);
     }
     if let Some(t) = &r.time {
-        let d = humantime::parse_duration(t.get_ref())
-            .map_err(|e| at(t.span(), format!("invalid time {:?}: {e}", t.get_ref()), Some("a time limit per attempt such as \"30m\", \"4h\" or \"1day\"")))?;
+        let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+            at(
+                t.span(),
+                format!("invalid time {:?}: {e}", t.get_ref()),
+                Some("a time limit per attempt such as \"30m\", \"4h\" or \"1day\""),
+            )
+        })?;
         if d < Duration::from_secs(60) {
             return Err(at(
                 t.span(),
@@ -154,7 +207,9 @@ pub fn validate(src: &Source, launcher: Option<&Spanned<String>>, raw: Option<&S
                 return Err(at(
                     e.span(),
                     format!("`extra` item {v:?} is not an srun option"),
-                    Some("each item is one option, e.g. extra = [\"--constraint=a100\", \"--exclusive\"]"),
+                    Some(
+                        "each item is one option, e.g. extra = [\"--constraint=a100\", \"--exclusive\"]",
+                    ),
                 ));
             }
             let name = v.split('=').next().unwrap_or(v);
@@ -163,7 +218,9 @@ pub fn validate(src: &Source, launcher: Option<&Spanned<String>>, raw: Option<&S
                 return Err(at(
                     e.span(),
                     format!("`extra` item {v:?} sets {r}, which sweep sets itself"),
-                    Some("sweep names each job, streams its stdout and sends the time-limit warning itself; use the [slurm] keys for the rest"),
+                    Some(
+                        "sweep names each job, streams its stdout and sends the time-limit warning itself; use the [slurm] keys for the rest",
+                    ),
                 ));
             }
             out.extra.push(v.clone());
@@ -174,7 +231,8 @@ pub fn validate(src: &Source, launcher: Option<&Spanned<String>>, raw: Option<&S
 
 impl SlurmSpec {
     fn defaults(src: &Source, launcher: Option<&Spanned<String>>) -> SlurmSpec {
-        let (line, col) = super::raw::line_col(&src.text, launcher.map(|l| l.span().start).unwrap_or(0));
+        let (line, col) =
+            super::raw::line_col(&src.text, launcher.map(|l| l.span().start).unwrap_or(0));
         SlurmSpec {
             partition: None,
             gres: None,
@@ -196,7 +254,11 @@ fn gres_gpus(gres: &str) -> Option<u32> {
     let mut gpus = 0;
     for item in gres.split(',') {
         let parts: Vec<&str> = item.split(':').collect();
-        let ok_name = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        let ok_name = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
         let count = match parts.as_slice() {
             [name] if ok_name(name) => 1,
             [name, n] if ok_name(name) && n.parse::<u32>().is_ok() => n.parse().ok()?,
@@ -213,7 +275,10 @@ fn gres_gpus(gres: &str) -> Option<u32> {
 
 /// Slurm's client commands are on PATH (checked before a Slurm run starts).
 pub fn check_tools(spec: &SlurmSpec) -> Result<(), SpecError> {
-    let missing: Vec<&str> = ["srun", "sinfo", "squeue", "scancel", "scontrol"].into_iter().filter(|t| which(t).is_none()).collect();
+    let missing: Vec<&str> = ["srun", "sinfo", "squeue", "scancel", "scontrol"]
+        .into_iter()
+        .filter(|t| which(t).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -232,7 +297,9 @@ pub fn which(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|d| d.join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
 }
 
 #[cfg(test)]
@@ -252,7 +319,10 @@ mod tests {
 
     #[test]
     fn time_rounds_up_to_minutes_and_warns_before() {
-        let src = Source { path: "s.toml".into(), text: String::new() };
+        let src = Source {
+            path: "s.toml".into(),
+            text: String::new(),
+        };
         let mut s = SlurmSpec::defaults(&src, None);
         s.time = Some(Duration::from_secs(90));
         assert_eq!(s.time_minutes(), Some(2));

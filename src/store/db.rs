@@ -3,7 +3,9 @@
 //!
 //! Errors here are user-facing (a path that is a directory, a corrupt file, a
 //! database from a newer `sweep`), so each says what to do.
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,15 +15,25 @@ pub enum StoreError {
     IsDirectory(PathBuf),
     #[error("no database at {0}; run a sweep first (`sweep run FILE`) or pass --db PATH")]
     Missing(PathBuf),
-    #[error("database {path} was written by a newer sweep (schema version {found} > {known}); upgrade sweep")]
-    Newer { path: PathBuf, found: i64, known: i64 },
+    #[error(
+        "database {path} was written by a newer sweep (schema version {found} > {known}); upgrade sweep"
+    )]
+    Newer {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error(
         "database {path} has schema migration {version}, which this sweep does not know: it was written by a different version of sweep; use that version, or another --db"
     )]
     Unknown { path: PathBuf, version: i64 },
-    #[error("{path} is an SQLite database but not a sweep results database (it has tables {tables}); pass another --db, or SWEEP_DB")]
+    #[error(
+        "{path} is an SQLite database but not a sweep results database (it has tables {tables}); pass another --db, or SWEEP_DB"
+    )]
     Foreign { path: PathBuf, tables: String },
-    #[error("cannot open database {path}: {reason}\n  if the file is corrupt, move it away and rerun the sweep (finished trials are then run again)")]
+    #[error(
+        "cannot open database {path}: {reason}\n  if the file is corrupt, move it away and rerun the sweep (finished trials are then run again)"
+    )]
     Open { path: PathBuf, reason: String },
 }
 
@@ -34,7 +46,10 @@ pub fn default_path() -> PathBuf {
 /// Folds the write-ahead log into the database file, so that `results.db`
 /// alone holds everything (people copy it to a laptop without its `-wal`).
 pub async fn checkpoint(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(pool).await.map(drop)
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(pool)
+        .await
+        .map(drop)
 }
 
 /// Opens (and with `create`, creates) the database and brings its schema up to date.
@@ -46,7 +61,10 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         return Err(StoreError::Missing(path.to_path_buf()));
     }
     if create && let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+        std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     }
     // Look before touching: a file that is not ours, or from a newer sweep, is
     // refused before the WAL switch or a migration could change it.
@@ -60,25 +78,44 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(60));
-    let open_err = |e: sqlx::Error| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
-    let connect = || SqlitePoolOptions::new().max_connections(4).connect_with(opts.clone());
+    let open_err = |e: sqlx::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let connect = || {
+        SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts.clone())
+    };
     let pool = connect().await.map_err(open_err)?;
     let before = applied_versions(&pool).await;
-    MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() })?;
+    MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     if applied_versions(&pool).await.len() == before.len() {
         return Ok(pool);
     }
     // A migration that edited the schema text (20261129000003) does not move
     // the schema cookie by itself: move it, and reconnect, so that every
     // connection (ours and other processes') reparses the schema.
-    let version: i64 = sqlx::query_scalar("PRAGMA schema_version").fetch_one(&pool).await.map_err(open_err)?;
-    sqlx::query(&format!("PRAGMA schema_version = {}", version + 1)).execute(&pool).await.map_err(open_err)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA schema_version")
+        .fetch_one(&pool)
+        .await
+        .map_err(open_err)?;
+    sqlx::query(&format!("PRAGMA schema_version = {}", version + 1))
+        .execute(&pool)
+        .await
+        .map_err(open_err)?;
     pool.close().await;
     connect().await.map_err(open_err)
 }
 
 async fn applied_versions(pool: &SqlitePool) -> Vec<i64> {
-    sqlx::query_scalar("SELECT version FROM _sqlx_migrations").fetch_all(pool).await.unwrap_or_default()
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(pool)
+        .await
+        .unwrap_or_default()
 }
 
 /// Refuses, without writing anything, a database that is not sweep's (tables
@@ -87,9 +124,17 @@ async fn applied_versions(pool: &SqlitePool) -> Vec<i64> {
 /// build does not know (sqlx would refuse those too, less clearly).
 async fn check_schema(path: &Path) -> Result<(), StoreError> {
     use sqlx::{ConnectOptions, Connection};
-    let open_err = |e: sqlx::Error| StoreError::Open { path: path.to_path_buf(), reason: e.to_string() };
+    let open_err = |e: sqlx::Error| StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     // Default options: no journal-mode change, nothing created.
-    let mut conn = SqliteConnectOptions::new().filename(path).busy_timeout(Duration::from_secs(60)).connect().await.map_err(open_err)?;
+    let mut conn = SqliteConnectOptions::new()
+        .filename(path)
+        .busy_timeout(Duration::from_secs(60))
+        .connect()
+        .await
+        .map_err(open_err)?;
     let result = async {
         let tables: Vec<String> =
             sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite_%' ORDER BY name")

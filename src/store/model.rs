@@ -17,8 +17,14 @@ pub enum TrialStatus {
 }
 
 impl TrialStatus {
-    pub const ALL: [TrialStatus; 6] =
-        [TrialStatus::Queued, TrialStatus::Running, TrialStatus::Done, TrialStatus::Failed, TrialStatus::Interrupted, TrialStatus::Pruned];
+    pub const ALL: [TrialStatus; 6] = [
+        TrialStatus::Queued,
+        TrialStatus::Running,
+        TrialStatus::Done,
+        TrialStatus::Failed,
+        TrialStatus::Interrupted,
+        TrialStatus::Pruned,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {

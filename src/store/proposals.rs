@@ -22,9 +22,21 @@ pub struct ProposalRow {
 
 /// Writes a proposal and inserts its trials as `queued` (a trial that exists
 /// already is left alone). Called by the recorder inside its transaction.
-pub(super) async fn insert(tx: &mut Transaction<'_, Sqlite>, p: &ProposalRow) -> Result<(), sqlx::Error> {
+pub(super) async fn insert(
+    tx: &mut Transaction<'_, Sqlite>,
+    p: &ProposalRow,
+) -> Result<(), sqlx::Error> {
     for (id, ordinal, c) in &p.trials {
-        super::recorder::insert_trial(tx, id, p.sweep_id, *ordinal, c, p.time, super::recorder::OnConflict::Nothing).await?;
+        super::recorder::insert_trial(
+            tx,
+            id,
+            p.sweep_id,
+            *ordinal,
+            c,
+            p.time,
+            super::recorder::OnConflict::Nothing,
+        )
+        .await?;
     }
     let ids: Vec<&str> = p.trials.iter().map(|(id, _, _)| id.as_str()).collect();
     sqlx::query("INSERT OR IGNORE INTO proposals (sweep_id, k, sampler, budget, observations, params, coords, trial_ids, time) VALUES (?,?,?,?,?,?,?,?,?)")
@@ -43,8 +55,17 @@ pub(super) async fn insert(tx: &mut Transaction<'_, Sqlite>, p: &ProposalRow) ->
 }
 
 /// A sweep's proposals in order: (k, sampler, coords).
-pub async fn of_sweep(pool: &SqlitePool, sweep_id: i64) -> Result<Vec<(i64, String, Vec<f64>)>, sqlx::Error> {
+pub async fn of_sweep(
+    pool: &SqlitePool,
+    sweep_id: i64,
+) -> Result<Vec<(i64, String, Vec<f64>)>, sqlx::Error> {
     let rows: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT k, sampler, coords FROM proposals WHERE sweep_id = ? ORDER BY k").bind(sweep_id).fetch_all(pool).await?;
-    Ok(rows.into_iter().map(|(k, s, c)| (k, s, serde_json::from_str(&c).unwrap_or_default())).collect())
+        sqlx::query_as("SELECT k, sampler, coords FROM proposals WHERE sweep_id = ? ORDER BY k")
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(k, s, c)| (k, s, serde_json::from_str(&c).unwrap_or_default()))
+        .collect())
 }

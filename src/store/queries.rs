@@ -30,11 +30,16 @@ pub struct TrialRow {
 /// Every sweep's name and the sweep file it was registered from (TOML text),
 /// oldest first.
 pub async fn sweep_files(pool: &SqlitePool) -> Result<Vec<(String, String)>, sqlx::Error> {
-    sqlx::query_as("SELECT name, toml FROM sweeps ORDER BY created_at, id").fetch_all(pool).await
+    sqlx::query_as("SELECT name, toml FROM sweeps ORDER BY created_at, id")
+        .fetch_all(pool)
+        .await
 }
 
 /// Each trial of `sweep` with its status, in sweep order.
-pub async fn trial_statuses(pool: &SqlitePool, sweep: &str) -> Result<Vec<(String, TrialStatus)>, sqlx::Error> {
+pub async fn trial_statuses(
+    pool: &SqlitePool,
+    sweep: &str,
+) -> Result<Vec<(String, TrialStatus)>, sqlx::Error> {
     sqlx::query_as("SELECT t.id, t.status FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE s.name = ? ORDER BY t.ordinal")
         .bind(sweep)
         .fetch_all(pool)
@@ -46,21 +51,39 @@ pub async fn resolve_sweep(pool: &SqlitePool, name: Option<&str>) -> Result<Stri
     match name {
         Some(n) => {
             let found: Option<String> =
-                sqlx::query_scalar("SELECT name FROM sweeps WHERE name = ?").bind(n).fetch_optional(pool).await.map_err(|e| e.to_string())?;
+                sqlx::query_scalar("SELECT name FROM sweeps WHERE name = ?")
+                    .bind(n)
+                    .fetch_optional(pool)
+                    .await
+                    .map_err(|e| e.to_string())?;
             match found {
                 Some(s) => Ok(s),
                 None => {
                     let all: Vec<String> =
-                        sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC").fetch_all(pool).await.map_err(|e| e.to_string())?;
-                    Err(format!("no sweep named {n:?} in the database; known sweeps: {}", if all.is_empty() { "(none)".into() } else { all.join(", ") }))
+                        sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC")
+                            .fetch_all(pool)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    Err(format!(
+                        "no sweep named {n:?} in the database; known sweeps: {}",
+                        if all.is_empty() {
+                            "(none)".into()
+                        } else {
+                            all.join(", ")
+                        }
+                    ))
                 }
             }
         }
-        None => sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC, id DESC LIMIT 1")
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "the database holds no sweeps yet; run one with `sweep run FILE`".to_string()),
+        None => {
+            sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC, id DESC LIMIT 1")
+                .fetch_optional(pool)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or_else(|| {
+                    "the database holds no sweeps yet; run one with `sweep run FILE`".to_string()
+                })
+        }
     }
 }
 
@@ -76,20 +99,29 @@ pub async fn trials(pool: &SqlitePool, sweep: &str) -> Result<Vec<TrialRow>, sql
 }
 
 /// A trial's resolved config, its sweep name and its class names (sorted, as ImageFolder orders them).
-pub async fn trial_for_predict(pool: &SqlitePool, trial: &str) -> Result<(String, String, Vec<String>), String> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT t.params, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?")
-        .bind(trial)
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| e.to_string())?;
+pub async fn trial_for_predict(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<(String, String, Vec<String>), String> {
+    let row: Option<(String, String)> = sqlx::query_as(
+        "SELECT t.params, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?",
+    )
+    .bind(trial)
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| e.to_string())?;
     let Some((params, sweep)) = row else {
-        return Err(format!("no trial {trial:?} in the database; list trials with `sweep status` or `sweep report`"));
+        return Err(format!(
+            "no trial {trial:?} in the database; list trials with `sweep status` or `sweep report`"
+        ));
     };
-    let classes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT class FROM class_accuracy WHERE trial_id = ? ORDER BY class")
-        .bind(trial)
-        .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    let classes: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT class FROM class_accuracy WHERE trial_id = ? ORDER BY class",
+    )
+    .bind(trial)
+    .fetch_all(pool)
+    .await
+    .map_err(|e| e.to_string())?;
     Ok((params, sweep, classes))
 }
 
@@ -154,29 +186,55 @@ pub async fn trials_filtered(
 /// Resolves a trial id or unique prefix, preferring the given sweep's trials
 /// (`show`, `plot` and `predict` all resolve ids here).
 /// Returns (trial id, its sweep's name).
-pub async fn resolve_trial(pool: &SqlitePool, prefer_sweep: Option<&str>, prefix: &str) -> Result<(String, String), String> {
+pub async fn resolve_trial(
+    pool: &SqlitePool,
+    prefer_sweep: Option<&str>,
+    prefix: &str,
+) -> Result<(String, String), String> {
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!("{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"));
+        return Err(format!(
+            "{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"
+        ));
     }
     let q = "SELECT t.id, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id LIKE ? || '%' AND (? IS NULL OR s.name = ?) ORDER BY t.id LIMIT 6";
-    let mut found: Vec<(String, String)> =
-        sqlx::query_as(q).bind(prefix).bind(prefer_sweep).bind(prefer_sweep).fetch_all(pool).await.map_err(|e| e.to_string())?;
+    let mut found: Vec<(String, String)> = sqlx::query_as(q)
+        .bind(prefix)
+        .bind(prefer_sweep)
+        .bind(prefer_sweep)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| e.to_string())?;
     if found.is_empty() {
-        found = sqlx::query_as(q).bind(prefix).bind(None::<String>).bind(None::<String>).fetch_all(pool).await.map_err(|e| e.to_string())?;
+        found = sqlx::query_as(q)
+            .bind(prefix)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(format!("no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`")),
+        0 => Err(format!(
+            "no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`"
+        )),
         _ => Err(format!(
             "trial prefix {prefix:?} is ambiguous: {} …; give more digits",
-            found.iter().take(5).map(|(id, _)| id.as_str()).collect::<Vec<_>>().join(", ")
+            found
+                .iter()
+                .take(5)
+                .map(|(id, _)| id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     }
 }
 
 fn all_rows(limit: Option<usize>) -> i64 {
     // SQLite reads a negative LIMIT as "no limit".
-    limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX)).unwrap_or(-1)
+    limit
+        .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+        .unwrap_or(-1)
 }
 
 /// What a sweep's report header says about it (`sweeps` row).
@@ -190,7 +248,12 @@ pub struct SweepMeta {
 }
 
 pub async fn sweep_meta(pool: &SqlitePool, sweep: &str) -> Result<Option<SweepMeta>, sqlx::Error> {
-    sqlx::query_as::<_, SweepMeta>("SELECT dataset, description, status, metric FROM sweeps WHERE name = ?").bind(sweep).fetch_optional(pool).await
+    sqlx::query_as::<_, SweepMeta>(
+        "SELECT dataset, description, status, metric FROM sweeps WHERE name = ?",
+    )
+    .bind(sweep)
+    .fetch_optional(pool)
+    .await
 }
 
 /// One trial's head line for `show`.
@@ -236,7 +299,10 @@ pub async fn attempts(pool: &SqlitePool, trial: &str) -> Result<Vec<AttemptRow>,
 }
 
 /// The last attempt that recorded an error class or message: (class, message).
-pub async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(Option<String>, Option<String>)>, sqlx::Error> {
+pub async fn last_error(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<Option<(Option<String>, Option<String>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT error_class, message FROM attempts WHERE trial_id = ? AND (error_class IS NOT NULL OR message IS NOT NULL) ORDER BY attempt DESC LIMIT 1",
     )
@@ -246,7 +312,12 @@ pub async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(Option
 }
 
 /// One metric series of a trial (e.g. split `valid`, name `accuracy`), in epoch and step order.
-pub async fn metric_series(pool: &SqlitePool, trial: &str, split: &str, name: &str) -> Result<Vec<f64>, sqlx::Error> {
+pub async fn metric_series(
+    pool: &SqlitePool,
+    trial: &str,
+    split: &str,
+    name: &str,
+) -> Result<Vec<f64>, sqlx::Error> {
     sqlx::query_scalar("SELECT value FROM metrics WHERE trial_id = ? AND split = ? AND name = ? ORDER BY epoch, step")
         .bind(trial)
         .bind(split)
@@ -266,7 +337,10 @@ pub struct CurvePoint {
 
 /// Loss and accuracy points of the training (per log step) and validation (per
 /// epoch) splits, by step.
-pub async fn learning_curves(pool: &SqlitePool, trial: &str) -> Result<Vec<CurvePoint>, sqlx::Error> {
+pub async fn learning_curves(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<Vec<CurvePoint>, sqlx::Error> {
     sqlx::query_as::<_, CurvePoint>(
         "SELECT split, name, step, value FROM metrics
          WHERE trial_id = ? AND split IN (?, ?) AND name IN (?, ?) ORDER BY step, epoch",
@@ -290,8 +364,16 @@ pub struct TestResult {
     pub epoch: i64,
 }
 
-pub async fn test_result(pool: &SqlitePool, trial: &str) -> Result<Option<TestResult>, sqlx::Error> {
-    sqlx::query_as::<_, TestResult>("SELECT accuracy, loss, n, epoch FROM test_results WHERE trial_id = ?").bind(trial).fetch_optional(pool).await
+pub async fn test_result(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<Option<TestResult>, sqlx::Error> {
+    sqlx::query_as::<_, TestResult>(
+        "SELECT accuracy, loss, n, epoch FROM test_results WHERE trial_id = ?",
+    )
+    .bind(trial)
+    .fetch_optional(pool)
+    .await
 }
 
 /// A trial of a sweep with its test result, if any (plan order).
@@ -309,13 +391,21 @@ pub struct TrialWithTest {
 impl TrialWithTest {
     pub fn test(&self) -> Option<TestResult> {
         match (self.accuracy, self.loss, self.n, self.epoch) {
-            (Some(accuracy), Some(loss), Some(n), Some(epoch)) => Some(TestResult { accuracy, loss, n, epoch }),
+            (Some(accuracy), Some(loss), Some(n), Some(epoch)) => Some(TestResult {
+                accuracy,
+                loss,
+                n,
+                epoch,
+            }),
             _ => None,
         }
     }
 }
 
-pub async fn trials_with_test(pool: &SqlitePool, sweep: &str) -> Result<Vec<TrialWithTest>, sqlx::Error> {
+pub async fn trials_with_test(
+    pool: &SqlitePool,
+    sweep: &str,
+) -> Result<Vec<TrialWithTest>, sqlx::Error> {
     sqlx::query_as::<_, TrialWithTest>(
         "SELECT t.id, t.status, t.params, r.accuracy, r.loss, r.n, r.epoch
          FROM trials t JOIN sweeps s ON s.id = t.sweep_id LEFT JOIN test_results r ON r.trial_id = t.id
@@ -336,7 +426,10 @@ pub struct ClassAccuracy {
 }
 
 /// Sorted by class name.
-pub async fn class_accuracy(pool: &SqlitePool, trial: &str) -> Result<Vec<ClassAccuracy>, sqlx::Error> {
+pub async fn class_accuracy(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<Vec<ClassAccuracy>, sqlx::Error> {
     sqlx::query_as::<_, ClassAccuracy>("SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class")
         .bind(trial)
         .fetch_all(pool)
@@ -369,7 +462,11 @@ pub struct Misclassified {
 }
 
 /// Most confident mistakes first (then by file); at most `limit` (all with `None`).
-pub async fn misclassified(pool: &SqlitePool, trial: &str, limit: Option<usize>) -> Result<Vec<Misclassified>, sqlx::Error> {
+pub async fn misclassified(
+    pool: &SqlitePool,
+    trial: &str,
+    limit: Option<usize>,
+) -> Result<Vec<Misclassified>, sqlx::Error> {
     sqlx::query_as::<_, Misclassified>("SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file LIMIT ?")
         .bind(trial)
         .bind(all_rows(limit))
@@ -386,7 +483,10 @@ pub struct ClassCount {
 }
 
 /// Sorted by class name (callers order the splits).
-pub async fn class_distribution(pool: &SqlitePool, sweep: &str) -> Result<Vec<ClassCount>, sqlx::Error> {
+pub async fn class_distribution(
+    pool: &SqlitePool,
+    sweep: &str,
+) -> Result<Vec<ClassCount>, sqlx::Error> {
     sqlx::query_as::<_, ClassCount>(
         "SELECT d.split, d.class, d.count FROM class_distribution d JOIN sweeps s ON s.id = d.sweep_id WHERE s.name = ? ORDER BY d.class",
     )
@@ -396,7 +496,10 @@ pub async fn class_distribution(pool: &SqlitePool, sweep: &str) -> Result<Vec<Cl
 }
 
 /// Every stopping decision of a sweep, oldest first (to rebuild rung state on restart).
-pub async fn decisions(pool: &SqlitePool, sweep: &str) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
+pub async fn decisions(
+    pool: &SqlitePool,
+    sweep: &str,
+) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.trial_id, d.epoch, d.method, d.rung, d.bracket, d.metric, d.value, d.cutoff, d.compared, d.action, d.time
          FROM decisions d JOIN trials t ON t.id = d.trial_id JOIN sweeps s ON s.id = t.sweep_id
@@ -408,7 +511,10 @@ pub async fn decisions(pool: &SqlitePool, sweep: &str) -> Result<Vec<super::reco
 }
 
 /// One trial's stopping decisions, by epoch.
-pub async fn trial_decisions(pool: &SqlitePool, trial: &str) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
+pub async fn trial_decisions(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time
          FROM decisions WHERE trial_id = ? ORDER BY epoch, method",
@@ -419,7 +525,11 @@ pub async fn trial_decisions(pool: &SqlitePool, trial: &str) -> Result<Vec<super
 }
 
 /// Validation values per (trial, epoch) of a sweep: `name` is "accuracy" or "loss".
-pub async fn validation_history(pool: &SqlitePool, sweep: &str, name: &str) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
+pub async fn validation_history(
+    pool: &SqlitePool,
+    sweep: &str,
+    name: &str,
+) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.trial_id, m.epoch, m.value FROM metrics m JOIN trials t ON t.id = m.trial_id JOIN sweeps s ON s.id = t.sweep_id
          WHERE s.name = ? AND m.split = 'valid' AND m.name = ? ORDER BY m.epoch",

@@ -127,12 +127,19 @@ impl Recorder {
     /// Waits until everything sent so far is committed.
     pub async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(StoreEvent::Flush(tx)).map_err(|_| "database writer stopped".to_string())?;
-        rx.await.map_err(|_| "database writer stopped".to_string())?
+        self.tx
+            .send(StoreEvent::Flush(tx))
+            .map_err(|_| "database writer stopped".to_string())?;
+        rx.await
+            .map_err(|_| "database writer stopped".to_string())?
     }
 }
 
-async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, failed: tokio::sync::watch::Sender<Option<String>>) -> Result<(), String> {
+async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<StoreEvent>,
+    failed: tokio::sync::watch::Sender<Option<String>>,
+) -> Result<(), String> {
     let mut last_error: Option<String> = None;
     let mut file_work: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -167,7 +174,11 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
         }
         if last_error.is_none() {
             file_work.retain(|h| !h.is_finished());
-            file_work.extend(after.into_iter().map(|AfterCommit(f)| tokio::task::spawn_blocking(f)));
+            file_work.extend(
+                after
+                    .into_iter()
+                    .map(|AfterCommit(f)| tokio::task::spawn_blocking(f)),
+            );
         }
         if !acks.is_empty() {
             for h in file_work.drain(..) {
@@ -190,7 +201,10 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::UnboundedReceiver<StoreEvent>, f
     }
 }
 
-#[expect(clippy::too_many_arguments, reason = "one bind per column of the metrics row")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one bind per column of the metrics row"
+)]
 async fn metric(
     tx: &mut Transaction<'_, Sqlite>,
     trial: &str,
@@ -224,7 +238,11 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
     match ev {
         StoreEvent::Flush(_) | StoreEvent::AfterCommit(_) => {}
         StoreEvent::Heartbeat { sweep_id } => {
-            sqlx::query("UPDATE sweeps SET heartbeat_at = ? WHERE id = ?").bind(now()).bind(sweep_id).execute(&mut **tx).await?;
+            sqlx::query("UPDATE sweeps SET heartbeat_at = ? WHERE id = ?")
+                .bind(now())
+                .bind(sweep_id)
+                .execute(&mut **tx)
+                .await?;
         }
         StoreEvent::SweepStatus { sweep_id, status } => {
             sqlx::query("UPDATE sweeps SET status = ?, updated_at = ? WHERE id = ?")
@@ -248,7 +266,13 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             .execute(&mut **tx)
             .await?;
         }
-        StoreEvent::AttemptStarted { trial, attempt, pid, device, batch_size } => {
+        StoreEvent::AttemptStarted {
+            trial,
+            attempt,
+            pid,
+            device,
+            batch_size,
+        } => {
             sqlx::query("INSERT OR REPLACE INTO attempts (trial_id, attempt, pid, device, batch_size, started_at) VALUES (?,?,?,?,?,?)")
                 .bind(&trial)
                 .bind(attempt)
@@ -258,9 +282,20 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
                 .bind(now())
                 .execute(&mut **tx)
                 .await?;
-            sqlx::query("UPDATE trials SET device = ? WHERE id = ?").bind(&device).bind(&trial).execute(&mut **tx).await?;
+            sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
+                .bind(&device)
+                .bind(&trial)
+                .execute(&mut **tx)
+                .await?;
         }
-        StoreEvent::AttemptPlaced { trial, attempt, node, gpus, job, device } => {
+        StoreEvent::AttemptPlaced {
+            trial,
+            attempt,
+            node,
+            gpus,
+            job,
+            device,
+        } => {
             sqlx::query("UPDATE attempts SET node = ?, gpus = ?, slurm_job = ?, device = ? WHERE trial_id = ? AND attempt = ?")
                 .bind(&node)
                 .bind(&gpus)
@@ -270,9 +305,20 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
                 .bind(attempt)
                 .execute(&mut **tx)
                 .await?;
-            sqlx::query("UPDATE trials SET device = ? WHERE id = ?").bind(&device).bind(&trial).execute(&mut **tx).await?;
+            sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
+                .bind(&device)
+                .bind(&trial)
+                .execute(&mut **tx)
+                .await?;
         }
-        StoreEvent::AttemptEnded { trial, attempt, exit_code, signal, error_class, message } => {
+        StoreEvent::AttemptEnded {
+            trial,
+            attempt,
+            exit_code,
+            signal,
+            error_class,
+            message,
+        } => {
             sqlx::query(
                 "UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?,
                    error_class = COALESCE(?, error_class), message = COALESCE(?, message)
@@ -288,7 +334,11 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             .execute(&mut **tx)
             .await?;
         }
-        StoreEvent::Worker { trial, attempt, msg } => apply_message(tx, &trial, attempt, msg).await?,
+        StoreEvent::Worker {
+            trial,
+            attempt,
+            msg,
+        } => apply_message(tx, &trial, attempt, msg).await?,
         StoreEvent::Decision(d) => {
             // A decision is taken once; a replayed epoch never writes a second row.
             sqlx::query(
@@ -315,34 +365,67 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
 }
 
 /// One worker message → its rows. One small function per message kind.
-async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u32, msg: WorkerMessage) -> Result<(), sqlx::Error> {
+async fn apply_message(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    attempt: u32,
+    msg: WorkerMessage,
+) -> Result<(), sqlx::Error> {
     match msg {
         // The attempt keeps the physical device the launcher gave it (`cuda:3`);
         // the worker's own view after CUDA_VISIBLE_DEVICES (`Cuda(0)`) is not a fact about the machine.
-        WorkerMessage::Hello { threads, .. } => sqlx::query("UPDATE attempts SET hello_at = ?, threads = ? WHERE trial_id = ? AND attempt = ?")
-            .bind(now())
-            .bind(threads)
-            .bind(trial)
-            .bind(attempt)
-            .execute(&mut **tx)
-            .await
-            .map(drop),
+        WorkerMessage::Hello { threads, .. } => sqlx::query(
+            "UPDATE attempts SET hello_at = ?, threads = ? WHERE trial_id = ? AND attempt = ?",
+        )
+        .bind(now())
+        .bind(threads)
+        .bind(trial)
+        .bind(attempt)
+        .execute(&mut **tx)
+        .await
+        .map(drop),
         WorkerMessage::Checkpoint { .. } => Ok(()),
-        WorkerMessage::Data { classes, counts, .. } => class_counts(tx, trial, &classes, counts).await,
-        WorkerMessage::Resumed { from_epoch } => sqlx::query("UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?")
-            .bind(from_epoch)
-            .bind(trial)
-            .bind(attempt)
-            .execute(&mut **tx)
-            .await
-            .map(drop),
-        WorkerMessage::TrainStep { epoch, batch, step, loss, accuracy, lr, images_per_s } => {
-            for (name, v) in [("loss", loss), ("accuracy", accuracy), ("lr", lr), ("images_per_s", images_per_s)] {
+        WorkerMessage::Data {
+            classes, counts, ..
+        } => class_counts(tx, trial, &classes, counts).await,
+        WorkerMessage::Resumed { from_epoch } => sqlx::query(
+            "UPDATE attempts SET resumed_from_epoch = ? WHERE trial_id = ? AND attempt = ?",
+        )
+        .bind(from_epoch)
+        .bind(trial)
+        .bind(attempt)
+        .execute(&mut **tx)
+        .await
+        .map(drop),
+        WorkerMessage::TrainStep {
+            epoch,
+            batch,
+            step,
+            loss,
+            accuracy,
+            lr,
+            images_per_s,
+        } => {
+            for (name, v) in [
+                ("loss", loss),
+                ("accuracy", accuracy),
+                ("lr", lr),
+                ("images_per_s", images_per_s),
+            ] {
                 metric(tx, trial, attempt, "train", epoch, batch, step, name, v).await?;
             }
             Ok(())
         }
-        WorkerMessage::Epoch { epoch, train_loss, train_accuracy, val_loss, val_accuracy, step, seconds, images_per_s } => {
+        WorkerMessage::Epoch {
+            epoch,
+            train_loss,
+            train_accuracy,
+            val_loss,
+            val_accuracy,
+            step,
+            seconds,
+            images_per_s,
+        } => {
             for (split, name, v) in [
                 ("train_epoch", "loss", train_loss),
                 ("train_epoch", "accuracy", train_accuracy),
@@ -355,10 +438,23 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
             }
             epoch_done(tx, trial, epoch, val_accuracy).await
         }
-        WorkerMessage::Test { loss, accuracy, n, per_class, epoch } => test_results(tx, trial, (loss, accuracy, n, epoch), per_class).await,
-        WorkerMessage::Confusion { classes, matrix } => confusion(tx, trial, &classes, &matrix).await,
+        WorkerMessage::Test {
+            loss,
+            accuracy,
+            n,
+            per_class,
+            epoch,
+        } => test_results(tx, trial, (loss, accuracy, n, epoch), per_class).await,
+        WorkerMessage::Confusion { classes, matrix } => {
+            confusion(tx, trial, &classes, &matrix).await
+        }
         WorkerMessage::Misclassified { items } => misclassified(tx, trial, items).await,
-        WorkerMessage::Done { wall_s, images_per_s, timings, .. } => {
+        WorkerMessage::Done {
+            wall_s,
+            images_per_s,
+            timings,
+            ..
+        } => {
             if let Some(t) = timings {
                 sqlx::query("UPDATE attempts SET timings = ? WHERE trial_id = ? AND attempt = ?")
                     .bind(serde_json::to_string(&t).unwrap_or_default())
@@ -375,18 +471,25 @@ async fn apply_message(tx: &mut Transaction<'_, Sqlite>, trial: &str, attempt: u
                 .await
                 .map(drop)
         }
-        WorkerMessage::Error { class, message } => sqlx::query("UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?")
-            .bind(class.as_str())
-            .bind(&message)
-            .bind(trial)
-            .bind(attempt)
-            .execute(&mut **tx)
-            .await
-            .map(drop),
+        WorkerMessage::Error { class, message } => sqlx::query(
+            "UPDATE attempts SET error_class = ?, message = ? WHERE trial_id = ? AND attempt = ?",
+        )
+        .bind(class.as_str())
+        .bind(&message)
+        .bind(trial)
+        .bind(attempt)
+        .execute(&mut **tx)
+        .await
+        .map(drop),
     }
 }
 
-async fn class_counts(tx: &mut Transaction<'_, Sqlite>, trial: &str, classes: &[String], counts: Vec<sweep_protocol::SplitCounts>) -> Result<(), sqlx::Error> {
+async fn class_counts(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    classes: &[String],
+    counts: Vec<sweep_protocol::SplitCounts>,
+) -> Result<(), sqlx::Error> {
     for sc in counts {
         for (c, n) in classes.iter().zip(sc.counts) {
             sqlx::query(
@@ -405,7 +508,12 @@ async fn class_counts(tx: &mut Transaction<'_, Sqlite>, trial: &str, classes: &[
     Ok(())
 }
 
-async fn epoch_done(tx: &mut Transaction<'_, Sqlite>, trial: &str, epoch: u32, val_accuracy: f64) -> Result<(), sqlx::Error> {
+async fn epoch_done(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    epoch: u32,
+    val_accuracy: f64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE trials SET epochs_done = MAX(epochs_done, ?1),
            best_val_accuracy = CASE WHEN best_val_accuracy IS NULL OR ?2 > best_val_accuracy THEN ?2 ELSE best_val_accuracy END
@@ -448,8 +556,16 @@ async fn test_results(
     Ok(())
 }
 
-async fn confusion(tx: &mut Transaction<'_, Sqlite>, trial: &str, classes: &[String], matrix: &[Vec<u64>]) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM confusion WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
+async fn confusion(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    classes: &[String],
+    matrix: &[Vec<u64>],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM confusion WHERE trial_id = ?")
+        .bind(trial)
+        .execute(&mut **tx)
+        .await?;
     for (t, row) in classes.iter().zip(matrix) {
         for (p, count) in classes.iter().zip(row) {
             sqlx::query(
@@ -467,8 +583,15 @@ async fn confusion(tx: &mut Transaction<'_, Sqlite>, trial: &str, classes: &[Str
     Ok(())
 }
 
-async fn misclassified(tx: &mut Transaction<'_, Sqlite>, trial: &str, items: Vec<sweep_protocol::Misclassified>) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM misclassified WHERE trial_id = ?").bind(trial).execute(&mut **tx).await?;
+async fn misclassified(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    items: Vec<sweep_protocol::Misclassified>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM misclassified WHERE trial_id = ?")
+        .bind(trial)
+        .execute(&mut **tx)
+        .await?;
     for m in items {
         sqlx::query("INSERT OR REPLACE INTO misclassified (trial_id, file, true_class, pred_class, prob) VALUES (?,?,?,?,?)")
             .bind(trial)
@@ -508,7 +631,10 @@ pub struct NewSweep<'a> {
 /// Registers the sweep and its planned trials (before any worker starts; the
 /// recorder is not running yet, so this is still the only writer). Existing
 /// trials keep their status; attempts left open by a dead coordinator are closed.
-pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Vec<TrialState>), sqlx::Error> {
+pub async fn register(
+    pool: &SqlitePool,
+    plan: &NewSweep<'_>,
+) -> Result<(i64, Vec<TrialState>), sqlx::Error> {
     let mut tx = pool.begin().await?;
     let t = now();
     sqlx::query(
@@ -531,9 +657,21 @@ pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Ve
     .bind(std::process::id())
     .execute(&mut *tx)
     .await?;
-    let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?").bind(plan.name).fetch_one(&mut *tx).await?;
+    let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?")
+        .bind(plan.name)
+        .fetch_one(&mut *tx)
+        .await?;
     for (i, (id, c)) in plan.trials.iter().enumerate() {
-        insert_trial(&mut tx, id, sweep_id, i as i64, c, t, OnConflict::UpdateOrdinal).await?;
+        insert_trial(
+            &mut tx,
+            id,
+            sweep_id,
+            i as i64,
+            c,
+            t,
+            OnConflict::UpdateOrdinal,
+        )
+        .await?;
     }
     // A coordinator killed with -9 leaves attempts open and trials 'running'.
     sqlx::query(
@@ -545,7 +683,12 @@ pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Ve
     .bind(sweep_id)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("UPDATE trials SET status = 'interrupted' WHERE sweep_id = ? AND status = 'running'").bind(sweep_id).execute(&mut *tx).await?;
+    sqlx::query(
+        "UPDATE trials SET status = 'interrupted' WHERE sweep_id = ? AND status = 'running'",
+    )
+    .bind(sweep_id)
+    .execute(&mut *tx)
+    .await?;
     // 'pruned' trials stay pruned; a trial killed mid-run is 'interrupted' and resumes.
     let rows: Vec<(String, TrialStatus, i64)> =
         sqlx::query_as("SELECT t.id, t.status, (SELECT COALESCE(MAX(attempt), 0) FROM attempts a WHERE a.trial_id = t.id) FROM trials t WHERE t.sweep_id = ?")
@@ -553,7 +696,16 @@ pub async fn register(pool: &SqlitePool, plan: &NewSweep<'_>) -> Result<(i64, Ve
             .fetch_all(&mut *tx)
             .await?;
     tx.commit().await?;
-    Ok((sweep_id, rows.into_iter().map(|(id, status, a)| TrialState { id, status, attempts: a as u32 }).collect()))
+    Ok((
+        sweep_id,
+        rows.into_iter()
+            .map(|(id, status, a)| TrialState {
+                id,
+                status,
+                attempts: a as u32,
+            })
+            .collect(),
+    ))
 }
 
 /// What inserting a trial that exists already does.

@@ -45,7 +45,8 @@ impl Sweep {
     }
 
     pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Sweep {
-        self.args.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
         self
     }
 
@@ -72,7 +73,10 @@ impl Sweep {
     }
 
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Sweep {
-        self.env.push((key.as_ref().to_os_string(), Some(value.as_ref().to_os_string())));
+        self.env.push((
+            key.as_ref().to_os_string(),
+            Some(value.as_ref().to_os_string()),
+        ));
         self
     }
 
@@ -93,7 +97,15 @@ impl Sweep {
     /// (`SWEEP_FAKE_GPUS=0`) and none of `CUDA_VISIBLE_DEVICES` or `FAKE_*`
     /// from the caller's environment. Set further `FAKE_*` after this.
     pub fn fake_worker(mut self, mode: &str) -> Sweep {
-        for v in ["CUDA_VISIBLE_DEVICES", "FAKE_MODE", "FAKE_BARRIER", "FAKE_STEPS", "FAKE_TIMEOUT", "FAKE_PROTOCOL", "FAKE_DIR"] {
+        for v in [
+            "CUDA_VISIBLE_DEVICES",
+            "FAKE_MODE",
+            "FAKE_BARRIER",
+            "FAKE_STEPS",
+            "FAKE_TIMEOUT",
+            "FAKE_PROTOCOL",
+            "FAKE_DIR",
+        ] {
             self = self.env_remove(v);
         }
         if let Some(dir) = self.fake_dir.clone() {
@@ -105,7 +117,8 @@ impl Sweep {
 
     /// Trials run by another stand-in worker (`SWEEP_WORKER_CMD`), with no GPUs.
     pub fn worker(self, cmd: &Path) -> Sweep {
-        self.env("SWEEP_WORKER_CMD", cmd).env("SWEEP_FAKE_GPUS", "0")
+        self.env("SWEEP_WORKER_CMD", cmd)
+            .env("SWEEP_FAKE_GPUS", "0")
     }
 
     /// Runs `sweep` through another program: `PROGRAM ARGS… sweep …`.
@@ -118,7 +131,11 @@ impl Sweep {
     /// capabilities that let root read any file, so that a chmod 000 file is
     /// unreadable to them as to any user. See [`prerequisites::unreadable`].
     pub fn without_read_override(self) -> Sweep {
-        if prerequisites::is_root() { self.wrapped_in(prerequisites::DROP_READ_OVERRIDE) } else { self }
+        if prerequisites::is_root() {
+            self.wrapped_in(prerequisites::DROP_READ_OVERRIDE)
+        } else {
+            self
+        }
     }
 
     /// The name assertion messages give this command (default: its arguments).
@@ -129,7 +146,11 @@ impl Sweep {
 
     fn what(&self) -> String {
         self.label.clone().unwrap_or_else(|| {
-            let args: Vec<String> = self.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let args: Vec<String> = self
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             format!("sweep {}", args.join(" "))
         })
     }
@@ -166,7 +187,10 @@ impl Sweep {
     /// Runs to the end.
     pub fn output(self) -> Out {
         let started = Instant::now();
-        let o = self.command().output().unwrap_or_else(|e| panic!("start `{}`: {e}", self.what()));
+        let o = self
+            .command()
+            .output()
+            .unwrap_or_else(|e| panic!("start `{}`: {e}", self.what()));
         Out::new(self.what(), o.status, o.stdout, o.stderr, started.elapsed())
     }
 
@@ -181,10 +205,21 @@ impl Sweep {
         let stdout = tempfile::NamedTempFile::new().expect("a stdout file");
         let stderr = tempfile::NamedTempFile::new().expect("a stderr file");
         let mut c = self.command();
-        c.stdout(stdout.reopen().expect("stdout file")).stderr(stderr.reopen().expect("stderr file"));
+        c.stdout(stdout.reopen().expect("stdout file"))
+            .stderr(stderr.reopen().expect("stderr file"));
         let started = Instant::now();
-        let child = c.spawn().unwrap_or_else(|e| panic!("start `{}`: {e}", self.what()));
-        Running { child, what: self.what(), stdout, stderr, started, read: 0, pending: Vec::new() }
+        let child = c
+            .spawn()
+            .unwrap_or_else(|e| panic!("start `{}`: {e}", self.what()));
+        Running {
+            child,
+            what: self.what(),
+            stdout,
+            stderr,
+            started,
+            read: 0,
+            pending: Vec::new(),
+        }
     }
 }
 
@@ -201,7 +236,13 @@ pub struct Out {
 }
 
 impl Out {
-    fn new(what: String, status: ExitStatus, stdout: Vec<u8>, stderr: Vec<u8>, elapsed: Duration) -> Out {
+    fn new(
+        what: String,
+        status: ExitStatus,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+        elapsed: Duration,
+    ) -> Out {
         Out {
             what,
             code: status.code(),
@@ -224,7 +265,10 @@ impl Out {
 
     /// The command, its exit and both outputs: for assertion messages.
     pub fn report(&self) -> String {
-        format!("`{}`: exit {:?} (signal {:?})\nstdout:\n{}\nstderr:\n{}", self.what, self.code, self.signal, self.stdout, self.stderr)
+        format!(
+            "`{}`: exit {:?} (signal {:?})\nstdout:\n{}\nstderr:\n{}",
+            self.what, self.code, self.signal, self.stdout, self.stderr
+        )
     }
 
     #[track_caller]
@@ -249,8 +293,19 @@ impl Out {
     /// No panic, whatever the exit code.
     #[track_caller]
     pub fn expect_no_panic(&self) -> &Out {
-        assert!(!self.stderr.contains("panicked"), "{}: panicked\nstderr:\n{}", self.what, self.stderr);
-        assert_ne!(self.code, Some(101), "{}: exit 101 (a panic)\nstderr:\n{}", self.what, self.stderr);
+        assert!(
+            !self.stderr.contains("panicked"),
+            "{}: panicked\nstderr:\n{}",
+            self.what,
+            self.stderr
+        );
+        assert_ne!(
+            self.code,
+            Some(101),
+            "{}: exit 101 (a panic)\nstderr:\n{}",
+            self.what,
+            self.stderr
+        );
         self
     }
 
@@ -259,7 +314,12 @@ impl Out {
     pub fn expect_error(&self, code: i32, says: &[&str]) -> &Out {
         self.expect_no_panic().expect_exit(code);
         for s in says {
-            assert!(self.stderr.contains(s), "{}: stderr lacks {s:?}\nstderr:\n{}", self.what, self.stderr);
+            assert!(
+                self.stderr.contains(s),
+                "{}: stderr lacks {s:?}\nstderr:\n{}",
+                self.what,
+                self.stderr
+            );
         }
         self
     }
@@ -267,13 +327,15 @@ impl Out {
     /// stdout, which must be UTF-8.
     #[track_caller]
     pub fn stdout_utf8(&self) -> &str {
-        std::str::from_utf8(&self.raw_stdout).unwrap_or_else(|e| panic!("{}: stdout is not UTF-8: {e}", self.what))
+        std::str::from_utf8(&self.raw_stdout)
+            .unwrap_or_else(|e| panic!("{}: stdout is not UTF-8: {e}", self.what))
     }
 
     /// stdout as one JSON document.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.raw_stdout).unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{}", self.what, self.stdout))
+        serde_json::from_slice(&self.raw_stdout)
+            .unwrap_or_else(|e| panic!("{}: stdout is not JSON ({e}):\n{}", self.what, self.stdout))
     }
 }
 
@@ -304,12 +366,24 @@ impl Running {
     pub fn signal(&self, sig: i32) {
         // SAFETY: signals the child this Running started and has not reaped.
         let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}): {}", self.pid(), std::io::Error::last_os_error());
+        assert_eq!(
+            rc,
+            0,
+            "kill({}, {sig}): {}",
+            self.pid(),
+            std::io::Error::last_os_error()
+        );
     }
 
     fn out(&self, status: ExitStatus) -> Out {
         let read = |f: &tempfile::NamedTempFile| std::fs::read(f.path()).unwrap_or_default();
-        Out::new(self.what.clone(), status, read(&self.stdout), read(&self.stderr), self.started.elapsed())
+        Out::new(
+            self.what.clone(),
+            status,
+            read(&self.stdout),
+            read(&self.stderr),
+            self.started.elapsed(),
+        )
     }
 
     /// How it ended, once it has.
@@ -335,7 +409,11 @@ impl Running {
             if Instant::now() > deadline {
                 let _ = self.child.kill();
                 let _ = self.child.wait();
-                panic!("`{}` still running after {limit:?}; stderr:\n{}", self.what, std::fs::read_to_string(self.stderr.path()).unwrap_or_default());
+                panic!(
+                    "`{}` still running after {limit:?}; stderr:\n{}",
+                    self.what,
+                    std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -359,13 +437,17 @@ impl Running {
             let ended = self.child.try_wait().expect("try_wait").is_some();
             let mut f = std::fs::File::open(self.stderr.path()).expect("open the stderr file");
             f.seek(SeekFrom::Start(self.read)).expect("seek");
-            let n = f.read_to_end(&mut self.pending).expect("read the stderr file");
+            let n = f
+                .read_to_end(&mut self.pending)
+                .expect("read the stderr file");
             self.read += n as u64;
             if n > 0 {
                 continue;
             }
             if ended {
-                return (!self.pending.is_empty()).then(|| String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned());
+                return (!self.pending.is_empty()).then(|| {
+                    String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned()
+                });
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -381,7 +463,11 @@ impl Running {
     /// stderr lines up to the first `is_it` accepts; fails the test, naming
     /// `what` it waited for, if the process ends first.
     #[track_caller]
-    pub fn wait_for_stderr_line(&mut self, what: &str, is_it: impl Fn(&str) -> bool) -> Vec<String> {
+    pub fn wait_for_stderr_line(
+        &mut self,
+        what: &str,
+        is_it: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
         let mut seen = Vec::new();
         while let Some(line) = self.next_stderr_line() {
             let hit = is_it(&line);
@@ -408,11 +494,18 @@ pub fn alive(pid: i32) -> bool {
     // SAFETY: kill with signal 0 only checks existence and permission.
     if unsafe { libc::kill(pid, 0) } != 0 {
         let err = std::io::Error::last_os_error();
-        assert_eq!(err.raw_os_error(), Some(libc::ESRCH), "kill({pid}, 0): {err}");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::ESRCH),
+            "kill({pid}, 0): {err}"
+        );
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| !rest.trim_start().starts_with('Z')).unwrap_or(true),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }

@@ -11,7 +11,11 @@ pub struct Db {
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(f)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
 }
 
 impl Db {
@@ -32,7 +36,9 @@ impl Db {
         let db = Db::open(path);
         block_on(async {
             let mut c = db.connect(true).await;
-            let migrator = sqlx::migrate::Migrator::new(super::repo_path("migrations")).await.expect("read migrations/");
+            let migrator = sqlx::migrate::Migrator::new(super::repo_path("migrations"))
+                .await
+                .expect("read migrations/");
             migrator.run(&mut c).await.expect("run the migrations");
             c.close().await.expect("close");
         });
@@ -44,8 +50,13 @@ impl Db {
     }
 
     async fn connect(&self, create: bool) -> SqliteConnection {
-        let opts = SqliteConnectOptions::new().filename(&self.path).create_if_missing(create).busy_timeout(Duration::from_secs(30));
-        SqliteConnection::connect_with(&opts).await.unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()))
+        let opts = SqliteConnectOptions::new()
+            .filename(&self.path)
+            .create_if_missing(create)
+            .busy_timeout(Duration::from_secs(30));
+        SqliteConnection::connect_with(&opts)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", self.path.display()))
     }
 
     /// Every row of `sql`, each as a tuple (or any `FromRow`).
@@ -69,7 +80,10 @@ impl Db {
             for b in binds {
                 q = q.bind(*b);
             }
-            let rows = q.fetch_all(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let rows = q
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             c.close().await.expect("close");
             rows
         })
@@ -113,7 +127,10 @@ impl Db {
     pub fn execute(&self, sql: &str) {
         block_on(async {
             let mut c = self.connect(false).await;
-            sqlx::query(sql).execute(&mut c).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+            sqlx::query(sql)
+                .execute(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
             c.close().await.expect("close");
         })
     }

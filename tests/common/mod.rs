@@ -62,14 +62,24 @@ impl Default for Scratch {
 impl Scratch {
     /// An empty folder, removed when the `Scratch` is dropped.
     pub fn new() -> Scratch {
-        let dir = tempfile::Builder::new().prefix("sweep-test-").tempdir().expect("create a scratch folder");
-        Scratch { root: dir.path().to_path_buf(), _dir: Some(dir) }
+        let dir = tempfile::Builder::new()
+            .prefix("sweep-test-")
+            .tempdir()
+            .expect("create a scratch folder");
+        Scratch {
+            root: dir.path().to_path_buf(),
+            _dir: Some(dir),
+        }
     }
 
     /// An empty folder kept until the test process exits: for a fixture that a
     /// `static` shares between the tests of one file.
     pub fn until_exit() -> Scratch {
-        let root = tempfile::Builder::new().prefix("sweep-test-").tempdir().expect("create a scratch folder").keep();
+        let root = tempfile::Builder::new()
+            .prefix("sweep-test-")
+            .tempdir()
+            .expect("create a scratch folder")
+            .keep();
         remove_at_exit(root.clone());
         Scratch { root, _dir: None }
     }
@@ -120,7 +130,9 @@ impl Scratch {
             for (i, class) in classes.iter().enumerate() {
                 let dir = self.path(rel).join(split).join(class);
                 std::fs::create_dir_all(&dir).expect("create a class folder");
-                image::RgbImage::from_pixel(8, 8, image::Rgb([40 * i as u8, 90, 160])).save(dir.join("0.png")).expect("write an image");
+                image::RgbImage::from_pixel(8, 8, image::Rgb([40 * i as u8, 90, 160]))
+                    .save(dir.join("0.png"))
+                    .expect("write an image");
             }
         }
         self
@@ -129,7 +141,8 @@ impl Scratch {
     /// Writes a file below the scratch folder (making its parents).
     pub fn write(&self, rel: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
         let p = self.path(rel);
-        std::fs::create_dir_all(p.parent().expect("a file inside the scratch folder")).expect("create parent folders");
+        std::fs::create_dir_all(p.parent().expect("a file inside the scratch folder"))
+            .expect("create parent folders");
         std::fs::write(&p, contents).unwrap_or_else(|e| panic!("write {}: {e}", p.display()));
         p
     }
@@ -150,7 +163,11 @@ impl Scratch {
 
     /// `sweep --db results.db ARGS…` run in the scratch folder.
     pub fn sweep(&self, args: &[&str]) -> Sweep {
-        sweep(args).db(self.db()).current_dir(&self.root).fake_dir(self.fake_dir()).env("SWEEP_CACHE_DIR", self.decoded_cache())
+        sweep(args)
+            .db(self.db())
+            .current_dir(&self.root)
+            .fake_dir(self.fake_dir())
+            .env("SWEEP_CACHE_DIR", self.decoded_cache())
     }
 
     /// The shared decoded-image cache of this folder's runs (`SWEEP_CACHE_DIR`),
@@ -182,8 +199,17 @@ pub struct SweepFile {
 
 impl SweepFile {
     pub fn new(path: PathBuf, name: &str, dataset: &Path) -> SweepFile {
-        let keys = vec![("name".to_string(), toml_string(name)), ("dataset".to_string(), toml_string(&dataset.display().to_string()))];
-        SweepFile { path, tables: vec![("sweep".to_string(), keys)] }
+        let keys = vec![
+            ("name".to_string(), toml_string(name)),
+            (
+                "dataset".to_string(),
+                toml_string(&dataset.display().to_string()),
+            ),
+        ];
+        SweepFile {
+            path,
+            tables: vec![("sweep".to_string(), keys)],
+        }
     }
 
     /// Written under another file name, in the same folder.
@@ -202,7 +228,9 @@ impl SweepFile {
             }
         };
         for line in lines.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("not a `key = value` line: {line:?}"));
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a `key = value` line: {line:?}"));
             let (key, value) = (key.trim().to_string(), value.trim().to_string());
             let keys = &mut self.tables[i].1;
             match keys.iter_mut().find(|(k, _)| *k == key) {
@@ -247,7 +275,8 @@ impl SweepFile {
     }
 
     pub fn write(&self) -> PathBuf {
-        std::fs::write(&self.path, self.text()).unwrap_or_else(|e| panic!("write {}: {e}", self.path.display()));
+        std::fs::write(&self.path, self.text())
+            .unwrap_or_else(|e| panic!("write {}: {e}", self.path.display()));
         self.path.clone()
     }
 }
@@ -268,7 +297,16 @@ fn demo_dataset(per_class: u32, image_size: u32) -> PathBuf {
     if !dir.exists() {
         let tmp = root.path(format!("demo-{per_class}x{image_size}.partial"));
         let _ = std::fs::remove_dir_all(&tmp);
-        sweep(&["data", "demo"]).arg(&tmp).args(["--per-class", &per_class.to_string(), "--image-size", &image_size.to_string()]).output().expect_success();
+        sweep(&["data", "demo"])
+            .arg(&tmp)
+            .args([
+                "--per-class",
+                &per_class.to_string(),
+                "--image-size",
+                &image_size.to_string(),
+            ])
+            .output()
+            .expect_success();
         std::fs::rename(&tmp, &dir).expect("keep the demo dataset");
     }
     dir
@@ -277,13 +315,15 @@ fn demo_dataset(per_class: u32, image_size: u32) -> PathBuf {
 /// Copies the files and folders below `from` to `to`.
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
-    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display()))
+    {
         let entry = entry.expect("a folder entry");
         let target = to.join(entry.file_name());
         if entry.file_type().expect("a file type").is_dir() {
             copy_tree(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), &target).unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
+            std::fs::copy(entry.path(), &target)
+                .unwrap_or_else(|e| panic!("copy {}: {e}", entry.path().display()));
         }
     }
 }
@@ -311,20 +351,39 @@ fn remove_at_exit(path: PathBuf) {
 /// early-stopping and TPE tests, whose sweeps live in a bare temp dir.
 pub fn curve_run(dir: &Path, epoch_s: &str) -> std::process::Command {
     let mut c = std::process::Command::new(BIN);
-    c.args(["--db", "r.db", "run", "s.toml", "--results", "results", "--plain"])
-        .current_dir(dir)
-        .env("SWEEP_WORKER_CMD", fake_worker())
-        .env("FAKE_MODE", "curve")
-        .env("FAKE_STEPS", "1")
-        .env("FAKE_EPOCH_S", epoch_s)
-        .env_remove("SWEEP_DB")
-        .stdin(std::process::Stdio::null());
+    c.args([
+        "--db",
+        "r.db",
+        "run",
+        "s.toml",
+        "--results",
+        "results",
+        "--plain",
+    ])
+    .current_dir(dir)
+    .env("SWEEP_WORKER_CMD", fake_worker())
+    .env("FAKE_MODE", "curve")
+    .env("FAKE_STEPS", "1")
+    .env("FAKE_EPOCH_S", epoch_s)
+    .env_remove("SWEEP_DB")
+    .stdin(std::process::Stdio::null());
     c
 }
 
 /// `sqlite3 DIR/r.db SQL`, one string a row (columns joined by `|`).
 pub fn sqlite_rows(dir: &Path, sql: &str) -> Vec<String> {
-    let out = std::process::Command::new("sqlite3").arg(dir.join("r.db")).arg(sql).output().expect("sqlite3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+    let out = std::process::Command::new("sqlite3")
+        .arg(dir.join("r.db"))
+        .arg(sql)
+        .output()
+        .expect("sqlite3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
 }

@@ -22,7 +22,9 @@ pub fn in_ci() -> bool {
 #[track_caller]
 pub fn missing(what: &str, how: &str) {
     if in_ci() {
-        panic!("missing prerequisite: {what}\n  {how}\n  (CI=true: a test whose prerequisite is missing fails instead of skipping)");
+        panic!(
+            "missing prerequisite: {what}\n  {how}\n  (CI=true: a test whose prerequisite is missing fails instead of skipping)"
+        );
     }
     eprintln!("SKIPPED: {what}\n  {how}\n  (under CI=true this fails the test)");
 }
@@ -34,7 +36,12 @@ pub fn is_root() -> bool {
 
 /// The `setpriv` prefix that takes from root (and every process it starts)
 /// the capabilities to read and search any file, whatever its mode.
-pub const DROP_READ_OVERRIDE: &[&str] = &["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search", "--"];
+pub const DROP_READ_OVERRIDE: &[&str] = &[
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--",
+];
 
 /// chmod 000 on `path`, and whether a `sweep` run with
 /// [`Sweep::without_read_override`](super::Sweep::without_read_override)
@@ -45,16 +52,29 @@ pub fn unreadable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o000)).expect("chmod 000");
     let probe = if is_root() {
-        Command::new(DROP_READ_OVERRIDE[0]).args(&DROP_READ_OVERRIDE[1..]).arg("cat").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status()
+        Command::new(DROP_READ_OVERRIDE[0])
+            .args(&DROP_READ_OVERRIDE[1..])
+            .arg("cat")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
     } else {
-        Command::new("cat").arg(path).stdout(Stdio::null()).stderr(Stdio::null()).status()
+        Command::new("cat")
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
     };
     if probe.as_ref().is_ok_and(|s| !s.success()) {
         return true;
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).expect("chmod 644");
     missing(
-        &format!("a process that chmod 000 keeps out of {} ({probe:?})", path.display()),
+        &format!(
+            "a process that chmod 000 keeps out of {} ({probe:?})",
+            path.display()
+        ),
         "as root the test runs `sweep` under `setpriv` (util-linux: apt-get install util-linux) without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH; `make test` runs as root in CI",
     );
     false
@@ -70,7 +90,11 @@ impl Tmpfs {
     #[track_caller]
     pub fn mount(path: PathBuf, size: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(&path).expect("create the mount point");
-        let out = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&path).stdin(Stdio::null()).output();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .output();
         match out {
             Ok(o) if o.status.success() => Some(Tmpfs { path }),
             other => {
@@ -98,24 +122,44 @@ impl Drop for Tmpfs {
 /// (as `make test` sets) and root. None after [`missing`] otherwise.
 #[track_caller]
 pub fn chromium() -> Option<PathBuf> {
-    let find = || ["/usr/bin/chromium", "/usr/bin/chromium-browser"].into_iter().map(PathBuf::from).find(|p| p.exists());
+    let find = || {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .into_iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+    };
     if let Some(p) = find() {
         return Some(p);
     }
     const HOW: &str = "`make test` exports SWEEP_INSTALL_CHROMIUM=1 and, run as root (as CI does), this test then apt-get installs Debian's `chromium`";
     if std::env::var("SWEEP_INSTALL_CHROMIUM").as_deref() != Ok("1") {
-        missing("chromium is not installed and SWEEP_INSTALL_CHROMIUM is not 1", HOW);
+        missing(
+            "chromium is not installed and SWEEP_INSTALL_CHROMIUM is not 1",
+            HOW,
+        );
         return None;
     }
     if !is_root() {
-        missing("chromium is not installed, and SWEEP_INSTALL_CHROMIUM=1 needs root to apt-get install it", HOW);
+        missing(
+            "chromium is not installed, and SWEEP_INSTALL_CHROMIUM=1 needs root to apt-get install it",
+            HOW,
+        );
         return None;
     }
-    let apt =
-        |args: &[&str]| Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").stdin(Stdio::null()).status().is_ok_and(|s| s.success());
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     if !apt(&["install", "-y", "-q", "chromium"]) {
         assert!(apt(&["update", "-q"]), "apt-get update failed");
-        assert!(apt(&["install", "-y", "-q", "chromium"]), "apt-get install chromium failed");
+        assert!(
+            apt(&["install", "-y", "-q", "chromium"]),
+            "apt-get install chromium failed"
+        );
     }
     Some(find().expect("chromium installed but /usr/bin/chromium is missing"))
 }
@@ -126,11 +170,18 @@ pub fn chromium() -> Option<PathBuf> {
 /// afterwards. [`missing`] (a failure under CI) and false otherwise.
 #[track_caller]
 pub fn slurm() -> bool {
-    let out = Command::new("sinfo").args(["-h", "-N", "-o", "%T"]).stdin(Stdio::null()).output();
+    let out = Command::new("sinfo")
+        .args(["-h", "-N", "-o", "%T"])
+        .stdin(Stdio::null())
+        .output();
     let why = match out {
         Ok(o) if o.status.success() => {
             let states = String::from_utf8_lossy(&o.stdout).to_string();
-            if states.lines().any(|s| ["idle", "mixed", "allocated", "completing"].iter().any(|w| s.trim().starts_with(w))) {
+            if states.lines().any(|s| {
+                ["idle", "mixed", "allocated", "completing"]
+                    .iter()
+                    .any(|w| s.trim().starts_with(w))
+            }) {
                 return true;
             }
             format!("no node up (sinfo states: {})", states.trim())

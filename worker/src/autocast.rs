@@ -39,7 +39,9 @@ pub fn cuda<T>(enabled: bool, f: impl FnOnce() -> T) -> T {
     if !enabled {
         return f();
     }
-    let _restore = Restore { prev: cuda_enabled() };
+    let _restore = Restore {
+        prev: cuda_enabled(),
+    };
     sweep_autocast_cuda_set_enabled(true);
     sweep_autocast_increment_nesting();
     f()
@@ -89,7 +91,11 @@ mod tests {
         // The flag libtorch's deprecated accessor reads, which tch's
         // `autocast` calls on a CUDA machine: printing a warning each time.
         let mut seen = None;
-        let loud = stderr_of(|| seen = Some(cuda(true, || unsafe { torch_sys::at_autocast_is_enabled() })));
+        let loud = stderr_of(|| {
+            seen = Some(cuda(true, || unsafe {
+                torch_sys::at_autocast_is_enabled()
+            }))
+        });
         assert_eq!(seen, Some(1));
         assert!(loud.contains("deprecated"), "{loud}");
     }

@@ -15,25 +15,30 @@ static TEST_ON_STOP: AtomicBool = AtomicBool::new(false);
 /// Starts the stdin reader (once per process). End of input ends it quietly:
 /// a worker started without a coordinator pipe just never gets a request.
 pub fn spawn_reader() {
-    let _ = std::thread::Builder::new().name("coordinator-stdin".into()).spawn(|| {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if line.trim().is_empty() {
-                continue;
-            }
-            match parse_coordinator_line(&line) {
-                Ok(CoordinatorMessage::Stop { after_epoch, test }) => {
-                    sweep_protocol::log!("coordinator: stop after epoch {after_epoch}{}", if test { ", then test" } else { "" });
-                    TEST_ON_STOP.store(test, Ordering::SeqCst);
-                    STOP_AFTER.store(after_epoch.saturating_add(1), Ordering::SeqCst);
+    let _ = std::thread::Builder::new()
+        .name("coordinator-stdin".into())
+        .spawn(|| {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
                 }
-                Err(e) => {
-                    let shown: String = line.chars().take(120).collect();
-                    sweep_protocol::log!("warning: ignored a line on stdin ({e}): {shown}");
+                match parse_coordinator_line(&line) {
+                    Ok(CoordinatorMessage::Stop { after_epoch, test }) => {
+                        sweep_protocol::log!(
+                            "coordinator: stop after epoch {after_epoch}{}",
+                            if test { ", then test" } else { "" }
+                        );
+                        TEST_ON_STOP.store(test, Ordering::SeqCst);
+                        STOP_AFTER.store(after_epoch.saturating_add(1), Ordering::SeqCst);
+                    }
+                    Err(e) => {
+                        let shown: String = line.chars().take(120).collect();
+                        sweep_protocol::log!("warning: ignored a line on stdin ({e}): {shown}");
+                    }
                 }
             }
-        }
-    });
+        });
 }
 
 /// The coordinator's stop request, if any: (after which epoch, test first?).

@@ -25,13 +25,25 @@ pub mod weights;
 pub fn host_pixels(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch::Tensor {
     use tch::{Device, Kind, Tensor};
     let (n, s) = (n as i64, s as i64);
-    assert_eq!(pixels.len() as i64, n * s * s * 3, "a batch of {n} images of {s} px");
+    assert_eq!(
+        pixels.len() as i64,
+        n * s * s * 3,
+        "a batch of {n} images of {s} px"
+    );
     if device.is_cuda() {
         // SAFETY: the view borrows `pixels` (contiguous, the asserted size)
         // only until `_pin_memory` has copied it; the view is dropped here.
         // `_pin_memory` with the device is what `pin_memory()` does without
         // the deprecated device argument (which makes libtorch warn on every call).
-        let view = unsafe { Tensor::from_blob(pixels.as_ptr(), &[n, s, s, 3], &[s * s * 3, s * 3, 3, 1], Kind::Uint8, Device::Cpu) };
+        let view = unsafe {
+            Tensor::from_blob(
+                pixels.as_ptr(),
+                &[n, s, s, 3],
+                &[s * s * 3, s * 3, 3, 1],
+                Kind::Uint8,
+                Device::Cpu,
+            )
+        };
         view.internal_pin_memory(device)
     } else {
         Tensor::from_slice(pixels).view([n, s, s, 3])
@@ -57,7 +69,10 @@ pub fn host_batch<T>(
         let made = fill(&mut staging[..])?;
         return Ok((host_pixels(staging, n, s, device), made));
     }
-    let t = Tensor::empty([n as i64, s as i64, s as i64, 3], (Kind::Uint8, Device::Cpu));
+    let t = Tensor::empty(
+        [n as i64, s as i64, s as i64, 3],
+        (Kind::Uint8, Device::Cpu),
+    );
     // SAFETY: `t` is a fresh, contiguous u8 tensor of exactly `len` bytes that
     // nothing else refers to while the slice lives.
     let out = unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut u8, len) };
@@ -76,7 +91,11 @@ pub fn host_batch<T>(
 /// weights it would make every convolution mix layouts.
 pub fn device_input(host: &tch::Tensor, device: tch::Device, channels_last: bool) -> tch::Tensor {
     use tch::Kind;
-    let t = if device.is_cuda() { host.to_device_(device, Kind::Uint8, true, false) } else { host.shallow_clone() };
+    let t = if device.is_cuda() {
+        host.to_device_(device, Kind::Uint8, true, false)
+    } else {
+        host.shallow_clone()
+    };
     let t = t.permute([0, 3, 1, 2]);
     // Reordered while still u8: a quarter of the bytes of the float tensor.
     let t = if channels_last { t } else { t.contiguous() };
@@ -98,8 +117,12 @@ fn imagenet_stats(device: tch::Device) -> (tch::Tensor, tch::Tensor) {
         if let Some((_, m, s)) = stats.iter().find(|(d, _, _)| *d == device) {
             return (m.shallow_clone(), s.shallow_clone());
         }
-        let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406]).view([1, 3, 1, 1]).to_device(device);
-        let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225]).view([1, 3, 1, 1]).to_device(device);
+        let mean = Tensor::from_slice(&[0.485f32, 0.456, 0.406])
+            .view([1, 3, 1, 1])
+            .to_device(device);
+        let std = Tensor::from_slice(&[0.229f32, 0.224, 0.225])
+            .view([1, 3, 1, 1])
+            .to_device(device);
         stats.push((device, mean.shallow_clone(), std.shallow_clone()));
         (mean, std)
     })
@@ -110,7 +133,12 @@ fn imagenet_stats(device: tch::Device) -> (tch::Tensor, tch::Tensor) {
 /// kernel queued before it.
 pub fn device_labels(labels: &[i64], device: tch::Device) -> tch::Tensor {
     let t = tch::Tensor::from_slice(labels);
-    if device.is_cuda() { t.internal_pin_memory(device).to_device_(device, tch::Kind::Int64, true, false) } else { t }
+    if device.is_cuda() {
+        t.internal_pin_memory(device)
+            .to_device_(device, tch::Kind::Int64, true, false)
+    } else {
+        t
+    }
 }
 
 /// Normalises an `[N, H, W, 3]` u8 buffer into a contiguous `[N, 3, H, W]`
@@ -142,7 +170,10 @@ mod tests {
                         let raw = pixels[(((img * 2 + y) * 2 + xx) * 3 + c) as usize] as f64;
                         let want = (raw / 255.0 - mean[c as usize]) / std[c as usize];
                         let got = x.double_value(&[img, c, y, xx]);
-                        assert!((got - want).abs() < 1e-5, "image {img} channel {c} ({y},{xx}): {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "image {img} channel {c} ({y},{xx}): {got} vs {want}"
+                        );
                     }
                 }
             }
@@ -186,7 +217,10 @@ mod tests {
             assert!(t.equal(&host_pixels(&pixels, n, s, Device::Cpu)));
         }
         assert!(staging.is_empty(), "the CPU path needs no staging buffer");
-        let e = host_batch(n, s, Device::Cpu, &mut staging, |_| Err::<(), _>("no".to_string())).unwrap_err();
+        let e = host_batch(n, s, Device::Cpu, &mut staging, |_| {
+            Err::<(), _>("no".to_string())
+        })
+        .unwrap_err();
         assert_eq!(e, "no");
     }
 

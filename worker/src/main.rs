@@ -13,7 +13,11 @@ use sweep_protocol::{ErrorClass, PredictJob, WorkerJob, WorkerMessage, emit};
 use sweep_worker::{predict, probe, trainer};
 
 #[derive(Debug, Parser)]
-#[command(name = "sweep-worker", version, about = "The libtorch side of sweep: trains one trial and speaks JSON lines on stdout")]
+#[command(
+    name = "sweep-worker",
+    version,
+    about = "The libtorch side of sweep: trains one trial and speaks JSON lines on stdout"
+)]
 struct Cli {
     /// The job as JSON (`WorkerJob`): train one attempt.
     #[arg(long)]
@@ -45,13 +49,18 @@ fn main() {
     let cli = Cli::parse();
     let code = match (cli.command, cli.job, cli.probe) {
         (Some(Command::Probe), _, _) | (None, None, true) => {
-            println!("{}", serde_json::to_string(&probe::collect()).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string(&probe::collect()).unwrap_or_default()
+            );
             0
         }
         (Some(Command::Predict { job }), _, _) => run_predict(&job),
         (None, Some(job), _) => run_train(&job),
         (None, None, false) => {
-            sweep_protocol::log!("sweep-worker: nothing to do; it is started by `sweep run` with --job JSON (see docs/protocol.md)");
+            sweep_protocol::log!(
+                "sweep-worker: nothing to do; it is started by `sweep run` with --job JSON (see docs/protocol.md)"
+            );
             2
         }
     };
@@ -84,7 +93,10 @@ fn run_train(job: &str) -> i32 {
     let job: WorkerJob = match serde_json::from_str(job) {
         Ok(j) => j,
         Err(e) => {
-            let _ = emit(&WorkerMessage::Error { class: ErrorClass::Config, message: format!("invalid --job JSON: {e}") });
+            let _ = emit(&WorkerMessage::Error {
+                class: ErrorClass::Config,
+                message: format!("invalid --job JSON: {e}"),
+            });
             return 2;
         }
     };
@@ -99,8 +111,15 @@ fn run_train(job: &str) -> i32 {
         Ok(()) => 0,
         Err(f) => {
             sweep_protocol::log!("error ({}): {}", f.class.as_str(), f.message);
-            let _ = emit(&WorkerMessage::Error { class: f.class, message: f.message });
-            if f.class == ErrorClass::Interrupted { 130 } else { 1 }
+            let _ = emit(&WorkerMessage::Error {
+                class: f.class,
+                message: f.message,
+            });
+            if f.class == ErrorClass::Interrupted {
+                130
+            } else {
+                1
+            }
         }
     }
 }

@@ -22,28 +22,74 @@ pub const BACKBONE_GROUP: usize = 0;
 pub const HEAD_GROUP: usize = 1;
 
 fn conv_init() -> nn::Init {
-    nn::Init::Kaiming { dist: nn::init::NormalOrUniform::Normal, fan: nn::init::FanInOut::FanOut, non_linearity: nn::init::NonLinearity::ReLU }
+    nn::Init::Kaiming {
+        dist: nn::init::NormalOrUniform::Normal,
+        fan: nn::init::FanInOut::FanOut,
+        non_linearity: nn::init::NonLinearity::ReLU,
+    }
 }
 
-fn conv(p: nn::Path, cin: i64, cout: i64, k: i64, stride: i64, padding: i64, bias: bool) -> nn::Conv2D {
-    let cfg = nn::ConvConfig { stride, padding, bias, ws_init: conv_init(), bs_init: nn::Init::Const(0.), ..Default::default() };
+fn conv(
+    p: nn::Path,
+    cin: i64,
+    cout: i64,
+    k: i64,
+    stride: i64,
+    padding: i64,
+    bias: bool,
+) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride,
+        padding,
+        bias,
+        ws_init: conv_init(),
+        bs_init: nn::Init::Const(0.),
+        ..Default::default()
+    };
     nn::conv2d(p, cin, cout, k, cfg)
 }
 
 fn bn(p: nn::Path, c: i64) -> nn::BatchNorm {
-    let cfg = nn::BatchNormConfig { eps: 1e-5, momentum: 0.1, ws_init: nn::Init::Const(1.), bs_init: nn::Init::Const(0.), ..Default::default() };
+    let cfg = nn::BatchNormConfig {
+        eps: 1e-5,
+        momentum: 0.1,
+        ws_init: nn::Init::Const(1.),
+        bs_init: nn::Init::Const(0.),
+        ..Default::default()
+    };
     nn::batch_norm2d(p, c, cfg)
 }
 
 /// torch.nn.Linear's default init: U(-1/√fan_in, 1/√fan_in) for weight and bias.
 fn linear_torch(p: nn::Path, cin: i64, cout: i64) -> nn::Linear {
     let b = 1.0 / (cin as f64).sqrt();
-    nn::linear(p, cin, cout, nn::LinearConfig { ws_init: nn::Init::Uniform { lo: -b, up: b }, bs_init: Some(nn::Init::Uniform { lo: -b, up: b }), bias: true })
+    nn::linear(
+        p,
+        cin,
+        cout,
+        nn::LinearConfig {
+            ws_init: nn::Init::Uniform { lo: -b, up: b },
+            bs_init: Some(nn::Init::Uniform { lo: -b, up: b }),
+            bias: true,
+        },
+    )
 }
 
 /// torchvision VGG's classifier init: N(0, 0.01), bias 0.
 fn linear_vgg(p: nn::Path, cin: i64, cout: i64) -> nn::Linear {
-    nn::linear(p, cin, cout, nn::LinearConfig { ws_init: nn::Init::Randn { mean: 0., stdev: 0.01 }, bs_init: Some(nn::Init::Const(0.)), bias: true })
+    nn::linear(
+        p,
+        cin,
+        cout,
+        nn::LinearConfig {
+            ws_init: nn::Init::Randn {
+                mean: 0.,
+                stdev: 0.01,
+            },
+            bs_init: Some(nn::Init::Const(0.)),
+            bias: true,
+        },
+    )
 }
 
 #[derive(Debug)]
@@ -97,18 +143,36 @@ impl ResNet {
                 let stride = if li > 0 && bi == 0 { 2 } else { 1 };
                 let bp = &lp / bi;
                 let out = planes * expansion;
-                let downsample = (bi == 0 && (stride != 1 || inplanes != out))
-                    .then(|| Downsample { conv: conv(&bp / "downsample" / 0, inplanes, out, 1, stride, 0, false), bn: bn(&bp / "downsample" / 1, out) });
+                let downsample =
+                    (bi == 0 && (stride != 1 || inplanes != out)).then(|| Downsample {
+                        conv: conv(&bp / "downsample" / 0, inplanes, out, 1, stride, 0, false),
+                        bn: bn(&bp / "downsample" / 1, out),
+                    });
                 let convs = if bottleneck {
                     vec![
-                        (conv(&bp / "conv1", inplanes, planes, 1, 1, 0, false), bn(&bp / "bn1", planes)),
-                        (conv(&bp / "conv2", planes, planes, 3, stride, 1, false), bn(&bp / "bn2", planes)),
-                        (conv(&bp / "conv3", planes, out, 1, 1, 0, false), bn(&bp / "bn3", out)),
+                        (
+                            conv(&bp / "conv1", inplanes, planes, 1, 1, 0, false),
+                            bn(&bp / "bn1", planes),
+                        ),
+                        (
+                            conv(&bp / "conv2", planes, planes, 3, stride, 1, false),
+                            bn(&bp / "bn2", planes),
+                        ),
+                        (
+                            conv(&bp / "conv3", planes, out, 1, 1, 0, false),
+                            bn(&bp / "bn3", out),
+                        ),
                     ]
                 } else {
                     vec![
-                        (conv(&bp / "conv1", inplanes, planes, 3, stride, 1, false), bn(&bp / "bn1", planes)),
-                        (conv(&bp / "conv2", planes, planes, 3, 1, 1, false), bn(&bp / "bn2", planes)),
+                        (
+                            conv(&bp / "conv1", inplanes, planes, 3, stride, 1, false),
+                            bn(&bp / "bn1", planes),
+                        ),
+                        (
+                            conv(&bp / "conv2", planes, planes, 3, 1, 1, false),
+                            bn(&bp / "bn2", planes),
+                        ),
                     ]
                 };
                 layer.push(Block { convs, downsample });
@@ -120,7 +184,11 @@ impl ResNet {
     }
 
     fn features(&self, xs: &Tensor, train: bool) -> Tensor {
-        let mut ys = xs.apply(&self.conv1).apply_t(&self.bn1, train).relu().max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
+        let mut ys = xs
+            .apply(&self.conv1)
+            .apply_t(&self.bn1, train)
+            .relu()
+            .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         for layer in &self.layers {
             for block in layer {
                 ys = block.forward(&ys, train);
@@ -200,8 +268,12 @@ pub struct Net {
     pub freeze_backbone: bool,
 }
 
-const VGG16: [i64; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
-const VGG19: [i64; 21] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0];
+const VGG16: [i64; 18] = [
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0,
+];
+const VGG19: [i64; 21] = [
+    64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0,
+];
 
 /// Builds `name` with `classes` outputs under `root`. Backbone variables go in
 /// `BACKBONE_GROUP`, head variables in `HEAD_GROUP`.
@@ -232,11 +304,22 @@ pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<N
             let (m, f) = Vgg::new(&bp, &VGG19);
             (Backbone::Vgg(m), f, "classifier", true)
         }
-        other => return Err(format!("unknown backbone {other:?}; valid: {}", sweep_protocol::config::BACKBONES.join(", "))),
+        other => {
+            return Err(format!(
+                "unknown backbone {other:?}; valid: {}",
+                sweep_protocol::config::BACKBONES.join(", ")
+            ));
+        }
     };
     let hp = root.set_group(HEAD_GROUP);
     let hp = &hp / prefix;
-    let lin = |p: nn::Path, i: i64, o: i64| if vgg { linear_vgg(p, i, o) } else { linear_torch(p, i, o) };
+    let lin = |p: nn::Path, i: i64, o: i64| {
+        if vgg {
+            linear_vgg(p, i, o)
+        } else {
+            linear_torch(p, i, o)
+        }
+    };
     let mut layers = Vec::new();
     let mut head_prefix = prefix;
     match (head, vgg) {
@@ -273,7 +356,12 @@ pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<N
             layers.push(HeadLayer::Linear(lin(&hp / idx, cin, classes)));
         }
     }
-    Ok(Net { backbone, head: layers, head_prefix, freeze_backbone: false })
+    Ok(Net {
+        backbone,
+        head: layers,
+        head_prefix,
+        freeze_backbone: false,
+    })
 }
 
 impl Net {
@@ -308,7 +396,11 @@ mod tests {
     fn names(name: &str, head: &Head) -> Vec<(String, Vec<i64>)> {
         let vs = nn::VarStore::new(Device::Cpu);
         let _net = build(&vs.root(), name, 12, head).unwrap();
-        let mut v: Vec<_> = vs.variables().into_iter().map(|(k, t)| (k, t.size())).collect();
+        let mut v: Vec<_> = vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.size()))
+            .collect();
         v.sort();
         v
     }
@@ -316,7 +408,12 @@ mod tests {
     #[test]
     fn resnet18_names_match_torchvision() {
         let v = names("resnet18", &Head::Original);
-        let has = |n: &str, s: &[i64]| assert!(v.iter().any(|(k, sz)| k == n && sz == s), "missing {n} {s:?}");
+        let has = |n: &str, s: &[i64]| {
+            assert!(
+                v.iter().any(|(k, sz)| k == n && sz == s),
+                "missing {n} {s:?}"
+            )
+        };
         has("conv1.weight", &[64, 3, 7, 7]);
         has("bn1.running_mean", &[64]);
         has("layer2.0.downsample.0.weight", &[128, 64, 1, 1]);
@@ -329,11 +426,29 @@ mod tests {
     #[test]
     fn vgg_head_indices() {
         let v = names("vgg16_bn", &Head::Original);
-        assert!(v.iter().any(|(k, s)| k == "features.0.weight" && s == &[64, 3, 3, 3]));
-        assert!(v.iter().any(|(k, s)| k == "features.41.running_mean" && s == &[512]));
-        assert!(v.iter().any(|(k, s)| k == "classifier.6.weight" && s == &[12, 4096]));
-        let m = names("resnet50", &Head::Mlp { hidden: vec![512, 512], dropout: 0.0 });
-        assert!(m.iter().any(|(k, s)| k == "fc.0.weight" && s == &[512, 2048]));
+        assert!(
+            v.iter()
+                .any(|(k, s)| k == "features.0.weight" && s == &[64, 3, 3, 3])
+        );
+        assert!(
+            v.iter()
+                .any(|(k, s)| k == "features.41.running_mean" && s == &[512])
+        );
+        assert!(
+            v.iter()
+                .any(|(k, s)| k == "classifier.6.weight" && s == &[12, 4096])
+        );
+        let m = names(
+            "resnet50",
+            &Head::Mlp {
+                hidden: vec![512, 512],
+                dropout: 0.0,
+            },
+        );
+        assert!(
+            m.iter()
+                .any(|(k, s)| k == "fc.0.weight" && s == &[512, 2048])
+        );
         assert!(m.iter().any(|(k, s)| k == "fc.4.weight" && s == &[12, 512]));
     }
 
@@ -343,7 +458,12 @@ mod tests {
         let mut out: Vec<(String, usize)> = v
             .named_variables
             .iter()
-            .filter_map(|(k, t)| v.trainable_variables.iter().find(|var| var.tensor.data_ptr() == t.data_ptr()).map(|var| (k.clone(), var.group)))
+            .filter_map(|(k, t)| {
+                v.trainable_variables
+                    .iter()
+                    .find(|var| var.tensor.data_ptr() == t.data_ptr())
+                    .map(|var| (k.clone(), var.group))
+            })
             .collect();
         out.sort();
         out
@@ -356,27 +476,62 @@ mod tests {
         assert_eq!(net.head_prefix, "classifier.6");
         let g = groups(&vs);
         for (k, group) in &g {
-            let want = if k.starts_with("classifier.6.") { HEAD_GROUP } else { BACKBONE_GROUP };
+            let want = if k.starts_with("classifier.6.") {
+                HEAD_GROUP
+            } else {
+                BACKBONE_GROUP
+            };
             assert_eq!(*group, want, "{k}");
         }
         assert!(g.iter().any(|(k, _)| k == "classifier.3.weight"));
 
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), "vgg16_bn", 12, &Head::Mlp { hidden: vec![4096, 4096], dropout: 0.5 }).unwrap();
+        let net = build(
+            &vs.root(),
+            "vgg16_bn",
+            12,
+            &Head::Mlp {
+                hidden: vec![4096, 4096],
+                dropout: 0.5,
+            },
+        )
+        .unwrap();
         assert_eq!(net.head_prefix, "classifier");
-        assert!(groups(&vs).iter().all(|(k, group)| (*group == HEAD_GROUP) == k.starts_with("classifier.")));
+        assert!(
+            groups(&vs)
+                .iter()
+                .all(|(k, group)| (*group == HEAD_GROUP) == k.starts_with("classifier."))
+        );
 
         let vs = nn::VarStore::new(Device::Cpu);
         let net = build(&vs.root(), "resnet18", 12, &Head::Original).unwrap();
         assert_eq!(net.head_prefix, "fc");
-        assert!(groups(&vs).iter().all(|(k, group)| (*group == HEAD_GROUP) == k.starts_with("fc.")));
+        assert!(
+            groups(&vs)
+                .iter()
+                .all(|(k, group)| (*group == HEAD_GROUP) == k.starts_with("fc."))
+        );
     }
 
     #[test]
     fn vgg_takes_small_inputs() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let net = build(&vs.root(), "vgg16_bn", 5, &Head::Mlp { hidden: vec![], dropout: 0.0 }).unwrap();
-        let y = tch::no_grad(|| net.forward_t(&Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu)), false));
+        let net = build(
+            &vs.root(),
+            "vgg16_bn",
+            5,
+            &Head::Mlp {
+                hidden: vec![],
+                dropout: 0.0,
+            },
+        )
+        .unwrap();
+        let y = tch::no_grad(|| {
+            net.forward_t(
+                &Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu)),
+                false,
+            )
+        });
         assert_eq!(y.size(), vec![2, 5]);
     }
 }

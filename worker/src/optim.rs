@@ -29,10 +29,18 @@ use tch::{Device, Kind, Tensor, nn};
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Algorithm {
     /// torch.optim.SGD (`maximize=False`).
-    Sgd { momentum: f64, dampening: f64, nesterov: bool },
+    Sgd {
+        momentum: f64,
+        dampening: f64,
+        nesterov: bool,
+    },
     /// torch.optim.Adam (`amsgrad=False`); with `decoupled_weight_decay` it is
     /// torch.optim.AdamW.
-    Adam { betas: [f64; 2], eps: f64, decoupled_weight_decay: bool },
+    Adam {
+        betas: [f64; 2],
+        eps: f64,
+        decoupled_weight_decay: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,13 +53,24 @@ impl Hyper {
     /// The trial's optimizer: `optimizer`, `momentum`, `nesterov`,
     /// `weight_decay`, `betas`, `eps` (dampening is always 0).
     pub fn from_config(cfg: &TrialConfig) -> Hyper {
-        let adam = |decoupled_weight_decay| Algorithm::Adam { betas: cfg.betas, eps: cfg.eps, decoupled_weight_decay };
+        let adam = |decoupled_weight_decay| Algorithm::Adam {
+            betas: cfg.betas,
+            eps: cfg.eps,
+            decoupled_weight_decay,
+        };
         let algorithm = match cfg.optimizer {
-            OptimizerKind::Sgd => Algorithm::Sgd { momentum: cfg.momentum, dampening: 0.0, nesterov: cfg.nesterov },
+            OptimizerKind::Sgd => Algorithm::Sgd {
+                momentum: cfg.momentum,
+                dampening: 0.0,
+                nesterov: cfg.nesterov,
+            },
             OptimizerKind::Adam => adam(false),
             OptimizerKind::Adamw => adam(true),
         };
-        Hyper { algorithm, weight_decay: cfg.weight_decay }
+        Hyper {
+            algorithm,
+            weight_decay: cfg.weight_decay,
+        }
     }
 
     /// The checks torch.optim's constructors make (they raise `ValueError`).
@@ -61,10 +80,17 @@ impl Hyper {
             return bad(&format!("learning rate {lr} (must be >= 0)"));
         }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
-            return bad(&format!("weight_decay {} (must be >= 0)", self.weight_decay));
+            return bad(&format!(
+                "weight_decay {} (must be >= 0)",
+                self.weight_decay
+            ));
         }
         match self.algorithm {
-            Algorithm::Sgd { momentum, dampening, nesterov } => {
+            Algorithm::Sgd {
+                momentum,
+                dampening,
+                nesterov,
+            } => {
                 if momentum.is_nan() || momentum < 0.0 {
                     return bad(&format!("momentum {momentum} (must be >= 0)"));
                 }
@@ -91,8 +117,14 @@ impl Hyper {
     pub fn name(&self) -> &'static str {
         match self.algorithm {
             Algorithm::Sgd { .. } => "sgd",
-            Algorithm::Adam { decoupled_weight_decay: false, .. } => "adam",
-            Algorithm::Adam { decoupled_weight_decay: true, .. } => "adamw",
+            Algorithm::Adam {
+                decoupled_weight_decay: false,
+                ..
+            } => "adam",
+            Algorithm::Adam {
+                decoupled_weight_decay: true,
+                ..
+            } => "adamw",
         }
     }
 }
@@ -106,7 +138,11 @@ pub enum ParamState {
     Momentum(Tensor),
     /// Adam/AdamW: `step` (torch keeps it as a float32 scalar tensor; the
     /// count is what matters), `exp_avg`, `exp_avg_sq`.
-    Adam { step: i64, exp_avg: Tensor, exp_avg_sq: Tensor },
+    Adam {
+        step: i64,
+        exp_avg: Tensor,
+        exp_avg_sq: Tensor,
+    },
 }
 
 #[derive(Debug)]
@@ -138,7 +174,11 @@ pub struct Optimizer {
 
 impl std::fmt::Debug for Optimizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Optimizer").field("hyper", &self.hyper).field("lrs", &self.lrs).field("params", &self.params.len()).finish()
+        f.debug_struct("Optimizer")
+            .field("hyper", &self.hyper)
+            .field("lrs", &self.lrs)
+            .field("params", &self.params.len())
+            .finish()
     }
 }
 
@@ -147,26 +187,46 @@ const SLOTS: [&str; 4] = ["momentum_buffer", "step", "exp_avg", "exp_avg_sq"];
 impl Optimizer {
     /// `params`: (name, tensor, group). Every group starts at `lr`. Fails
     /// (with torch's constructor checks) on invalid hyperparameters.
-    pub fn new(hyper: Hyper, lr: f64, params: Vec<(String, Tensor, usize)>) -> Result<Optimizer, String> {
+    pub fn new(
+        hyper: Hyper,
+        lr: f64,
+        params: Vec<(String, Tensor, usize)>,
+    ) -> Result<Optimizer, String> {
         hyper.validate(lr)?;
-        let mut grad_reset = tch::COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false).map_err(|e| e.to_string())?;
+        let mut grad_reset =
+            tch::COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false).map_err(|e| e.to_string())?;
         let mut seen = std::collections::HashSet::new();
         let mut list = Vec::with_capacity(params.len());
         for (name, tensor, group) in params {
             if !seen.insert(name.clone()) {
                 return Err(format!("parameter {name} given twice"));
             }
-            grad_reset.add_parameters(&tensor, 0).map_err(|e| e.to_string())?;
-            list.push(Param { name, tensor, group, state: ParamState::Empty });
+            grad_reset
+                .add_parameters(&tensor, 0)
+                .map_err(|e| e.to_string())?;
+            list.push(Param {
+                name,
+                tensor,
+                group,
+                state: ParamState::Empty,
+            });
         }
         let groups = list.iter().map(|p| p.group + 1).max().unwrap_or(1);
-        Ok(Optimizer { hyper, lrs: vec![lr; groups], params: list, grad_reset })
+        Ok(Optimizer {
+            hyper,
+            lrs: vec![lr; groups],
+            params: list,
+            grad_reset,
+        })
     }
 
     /// Every variable of `vs` that requires grad (frozen ones are left out),
     /// in its `VarStore` group, named as in the store.
     pub fn for_var_store(vs: &nn::VarStore, hyper: Hyper, lr: f64) -> Result<Optimizer, String> {
-        let vars = vs.variables_.lock().map_err(|_| "variable store lock poisoned".to_string())?;
+        let vars = vs
+            .variables_
+            .lock()
+            .map_err(|_| "variable store lock poisoned".to_string())?;
         // The store keeps names and groups apart; a variable is known by its storage.
         let mut names: HashMap<usize, &String> = HashMap::new();
         for (k, t) in &vars.named_variables {
@@ -180,7 +240,9 @@ impl Optimizer {
             if !var.tensor.requires_grad() {
                 continue;
             }
-            let name = names.get(&(var.tensor.data_ptr() as usize)).ok_or("a trainable variable has no name in the store")?;
+            let name = names
+                .get(&(var.tensor.data_ptr() as usize))
+                .ok_or("a trainable variable has no name in the store")?;
             params.push(((*name).clone(), var.tensor.shallow_clone(), var.group));
         }
         drop(vars);
@@ -203,7 +265,11 @@ impl Optimizer {
 
     /// The parameters' gradients (defined ones only), for loss scaling.
     pub fn grads(&self) -> Vec<Tensor> {
-        self.params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect()
+        self.params
+            .iter()
+            .map(|p| p.tensor.grad())
+            .filter(|g| g.defined())
+            .collect()
     }
 
     /// Sets every gradient to undefined (torch's `zero_grad(set_to_none=True)`).
@@ -214,17 +280,29 @@ impl Optimizer {
     }
 
     pub fn state(&self, name: &str) -> Option<&ParamState> {
-        self.params.iter().find(|p| p.name == name).map(|p| &p.state)
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| &p.state)
     }
 
     fn scalars(&self, group: usize, kind: Kind, device: Device) -> GroupScalars {
         let lr = self.lrs.get(group).copied().unwrap_or(0.0);
         let t = |v: f64| Tensor::scalar_tensor(v, (kind, device));
         let (momentum, dampening) = match self.hyper.algorithm {
-            Algorithm::Sgd { momentum, dampening, .. } => (momentum, dampening),
+            Algorithm::Sgd {
+                momentum,
+                dampening,
+                ..
+            } => (momentum, dampening),
             Algorithm::Adam { .. } => (0.0, 0.0),
         };
-        GroupScalars { neg_lr: t(-lr), weight_decay: t(self.hyper.weight_decay), momentum: t(momentum), one_minus_dampening: t(1.0 - dampening) }
+        GroupScalars {
+            neg_lr: t(-lr),
+            weight_decay: t(self.hyper.weight_decay),
+            momentum: t(momentum),
+            one_minus_dampening: t(1.0 - dampening),
+        }
     }
 
     /// One optimisation step over every parameter that has a gradient.
@@ -237,14 +315,45 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
-                let (group, kind, device) = (self.params[i].group, self.params[i].tensor.kind(), self.params[i].tensor.device());
+                let (group, kind, device) = (
+                    self.params[i].group,
+                    self.params[i].tensor.kind(),
+                    self.params[i].tensor.device(),
+                );
                 let lr = self.lrs.get(group).copied().unwrap_or(0.0);
                 let key = (group, kind, device);
-                let s = scalars.entry(key).or_insert_with(|| self.scalars(group, kind, device));
+                let s = scalars
+                    .entry(key)
+                    .or_insert_with(|| self.scalars(group, kind, device));
                 let p = &mut self.params[i];
                 match hyper.algorithm {
-                    Algorithm::Sgd { momentum, dampening, nesterov } => sgd(p, grad, s, hyper.weight_decay, momentum, dampening, nesterov),
-                    Algorithm::Adam { betas, eps, decoupled_weight_decay } => adam(p, grad, s, lr, hyper.weight_decay, betas, eps, decoupled_weight_decay),
+                    Algorithm::Sgd {
+                        momentum,
+                        dampening,
+                        nesterov,
+                    } => sgd(
+                        p,
+                        grad,
+                        s,
+                        hyper.weight_decay,
+                        momentum,
+                        dampening,
+                        nesterov,
+                    ),
+                    Algorithm::Adam {
+                        betas,
+                        eps,
+                        decoupled_weight_decay,
+                    } => adam(
+                        p,
+                        grad,
+                        s,
+                        lr,
+                        hyper.weight_decay,
+                        betas,
+                        eps,
+                        decoupled_weight_decay,
+                    ),
                 }
             }
         })
@@ -258,8 +367,14 @@ impl Optimizer {
         for p in &self.params {
             match &p.state {
                 ParamState::Empty => {}
-                ParamState::Momentum(buf) => out.push((format!("{}.momentum_buffer", p.name), buf.shallow_clone())),
-                ParamState::Adam { step, exp_avg, exp_avg_sq } => {
+                ParamState::Momentum(buf) => {
+                    out.push((format!("{}.momentum_buffer", p.name), buf.shallow_clone()))
+                }
+                ParamState::Adam {
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                } => {
                     out.push((format!("{}.step", p.name), Tensor::from_slice(&[*step])));
                     out.push((format!("{}.exp_avg", p.name), exp_avg.shallow_clone()));
                     out.push((format!("{}.exp_avg_sq", p.name), exp_avg_sq.shallow_clone()));
@@ -276,7 +391,10 @@ impl Optimizer {
     pub fn load_state_tensors(&mut self, tensors: &HashMap<String, Tensor>) -> Result<(), String> {
         let mut by_param: HashMap<&str, HashMap<&str, &Tensor>> = HashMap::new();
         for (key, t) in tensors {
-            let (name, slot) = key.rsplit_once('.').filter(|(_, s)| SLOTS.contains(s)).ok_or_else(|| format!("unknown optimizer state entry {key}"))?;
+            let (name, slot) = key
+                .rsplit_once('.')
+                .filter(|(_, s)| SLOTS.contains(s))
+                .ok_or_else(|| format!("unknown optimizer state entry {key}"))?;
             by_param.entry(name).or_default().insert(slot, t);
         }
         let mut states = Vec::with_capacity(self.params.len());
@@ -286,9 +404,16 @@ impl Optimizer {
                 continue;
             };
             let like = |slot: &str| -> Result<Tensor, String> {
-                let t = slots.get(slot).ok_or_else(|| format!("optimizer state of {} lacks {slot}", p.name))?;
+                let t = slots
+                    .get(slot)
+                    .ok_or_else(|| format!("optimizer state of {} lacks {slot}", p.name))?;
                 if t.size() != p.tensor.size() {
-                    return Err(format!("optimizer state {}.{slot} has shape {:?}, the parameter {:?}", p.name, t.size(), p.tensor.size()));
+                    return Err(format!(
+                        "optimizer state {}.{slot} has shape {:?}, the parameter {:?}",
+                        p.name,
+                        t.size(),
+                        p.tensor.size()
+                    ));
                 }
                 // The parameter's kind, device and memory layout (channels-last
                 // weights keep channels-last state, as a fresh buffer has),
@@ -298,22 +423,38 @@ impl Optimizer {
                 Ok(d.detach())
             };
             let state = match self.hyper.algorithm {
-                Algorithm::Sgd { .. } if slots.len() == 1 => ParamState::Momentum(like("momentum_buffer")?),
+                Algorithm::Sgd { .. } if slots.len() == 1 => {
+                    ParamState::Momentum(like("momentum_buffer")?)
+                }
                 Algorithm::Adam { .. } if slots.len() == 3 => {
-                    let step = slots.get("step").ok_or_else(|| format!("optimizer state of {} lacks step", p.name))?;
-                    let step = step.f_int64_value(&[0]).map_err(|e| format!("optimizer state {}.step: {e}", p.name))?;
-                    ParamState::Adam { step, exp_avg: like("exp_avg")?, exp_avg_sq: like("exp_avg_sq")? }
+                    let step = slots
+                        .get("step")
+                        .ok_or_else(|| format!("optimizer state of {} lacks step", p.name))?;
+                    let step = step
+                        .f_int64_value(&[0])
+                        .map_err(|e| format!("optimizer state {}.step: {e}", p.name))?;
+                    ParamState::Adam {
+                        step,
+                        exp_avg: like("exp_avg")?,
+                        exp_avg_sq: like("exp_avg_sq")?,
+                    }
                 }
                 _ => {
                     let mut got: Vec<&str> = slots.keys().copied().collect();
                     got.sort();
-                    return Err(format!("optimizer state of {} has slots {got:?}, which {} does not use", p.name, self.hyper.name()));
+                    return Err(format!(
+                        "optimizer state of {} has slots {got:?}, which {} does not use",
+                        p.name,
+                        self.hyper.name()
+                    ));
                 }
             };
             states.push(state);
         }
         if let Some(name) = by_param.keys().next() {
-            return Err(format!("optimizer state names {name}, which is not a parameter being optimized"));
+            return Err(format!(
+                "optimizer state names {name}, which is not a parameter being optimized"
+            ));
         }
         for (p, s) in self.params.iter_mut().zip(states) {
             p.state = s;
@@ -323,9 +464,21 @@ impl Optimizer {
 }
 
 /// `_single_tensor_sgd` for one parameter.
-fn sgd(p: &mut Param, grad: Tensor, s: &GroupScalars, weight_decay: f64, momentum: f64, dampening: f64, nesterov: bool) {
+fn sgd(
+    p: &mut Param,
+    grad: Tensor,
+    s: &GroupScalars,
+    weight_decay: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+) {
     // grad = grad.add(param, alpha=weight_decay)
-    let mut d_p = if weight_decay != 0.0 { grad.addcmul(&p.tensor, &s.weight_decay) } else { grad };
+    let mut d_p = if weight_decay != 0.0 {
+        grad.addcmul(&p.tensor, &s.weight_decay)
+    } else {
+        grad
+    };
     if momentum != 0.0 {
         let buf = match &mut p.state {
             ParamState::Momentum(buf) => {
@@ -346,7 +499,11 @@ fn sgd(p: &mut Param, grad: Tensor, s: &GroupScalars, weight_decay: f64, momentu
             }
         };
         // grad = grad.add(buf, alpha=momentum) if nesterov else buf
-        d_p = if nesterov { d_p.addcmul(&buf, &s.momentum) } else { buf };
+        d_p = if nesterov {
+            d_p.addcmul(&buf, &s.momentum)
+        } else {
+            buf
+        };
     }
     // param.add_(grad, alpha=-lr)
     let _ = p.tensor.addcmul_(&d_p, &s.neg_lr);
@@ -354,11 +511,31 @@ fn sgd(p: &mut Param, grad: Tensor, s: &GroupScalars, weight_decay: f64, momentu
 
 /// `_single_tensor_adam` (`amsgrad=False`, `capturable=False`) for one parameter.
 #[allow(clippy::too_many_arguments)]
-fn adam(p: &mut Param, grad: Tensor, s: &GroupScalars, lr: f64, weight_decay: f64, betas: [f64; 2], eps: f64, decoupled: bool) {
+fn adam(
+    p: &mut Param,
+    grad: Tensor,
+    s: &GroupScalars,
+    lr: f64,
+    weight_decay: f64,
+    betas: [f64; 2],
+    eps: f64,
+    decoupled: bool,
+) {
     if !matches!(p.state, ParamState::Adam { .. }) {
-        p.state = ParamState::Adam { step: 0, exp_avg: p.tensor.zeros_like(), exp_avg_sq: p.tensor.zeros_like() };
+        p.state = ParamState::Adam {
+            step: 0,
+            exp_avg: p.tensor.zeros_like(),
+            exp_avg_sq: p.tensor.zeros_like(),
+        };
     }
-    let ParamState::Adam { step, exp_avg, exp_avg_sq } = &mut p.state else { unreachable!("set just above") };
+    let ParamState::Adam {
+        step,
+        exp_avg,
+        exp_avg_sq,
+    } = &mut p.state
+    else {
+        unreachable!("set just above")
+    };
     let [beta1, beta2] = betas;
     *step += 1;
     let mut grad = grad;
@@ -394,19 +571,60 @@ mod tests {
     use super::*;
 
     fn hyper(algorithm: Algorithm) -> Hyper {
-        Hyper { algorithm, weight_decay: 0.0 }
+        Hyper {
+            algorithm,
+            weight_decay: 0.0,
+        }
     }
 
     #[test]
     fn torch_constructor_checks() {
-        let sgd = |momentum, nesterov| hyper(Algorithm::Sgd { momentum, dampening: 0.0, nesterov });
+        let sgd = |momentum, nesterov| {
+            hyper(Algorithm::Sgd {
+                momentum,
+                dampening: 0.0,
+                nesterov,
+            })
+        };
         assert!(sgd(0.9, true).validate(0.1).is_ok());
-        assert!(sgd(0.0, true).validate(0.1).unwrap_err().contains("nesterov"));
-        assert!(sgd(0.9, false).validate(-1.0).unwrap_err().contains("learning rate"));
-        let adam = |b1, eps| hyper(Algorithm::Adam { betas: [b1, 0.999], eps, decoupled_weight_decay: false });
-        assert!(adam(1.0, 1e-8).validate(0.1).unwrap_err().contains("betas[0]"));
+        assert!(
+            sgd(0.0, true)
+                .validate(0.1)
+                .unwrap_err()
+                .contains("nesterov")
+        );
+        assert!(
+            sgd(0.9, false)
+                .validate(-1.0)
+                .unwrap_err()
+                .contains("learning rate")
+        );
+        let adam = |b1, eps| {
+            hyper(Algorithm::Adam {
+                betas: [b1, 0.999],
+                eps,
+                decoupled_weight_decay: false,
+            })
+        };
+        assert!(
+            adam(1.0, 1e-8)
+                .validate(0.1)
+                .unwrap_err()
+                .contains("betas[0]")
+        );
         assert!(adam(0.9, -1.0).validate(0.1).unwrap_err().contains("eps"));
-        assert!(Hyper { algorithm: Algorithm::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false }, weight_decay: -1.0 }.validate(0.1).is_err());
+        assert!(
+            Hyper {
+                algorithm: Algorithm::Sgd {
+                    momentum: 0.0,
+                    dampening: 0.0,
+                    nesterov: false
+                },
+                weight_decay: -1.0
+            }
+            .validate(0.1)
+            .is_err()
+        );
     }
 
     /// A resumed optimizer's buffers have the parameter's layout, as a fresh
@@ -415,20 +633,47 @@ mod tests {
     /// mix layouts.
     #[test]
     fn restored_state_takes_the_parameter_layout() {
-        let w = Tensor::arange(24, (Kind::Float, Device::Cpu)).view([2, 2, 2, 3]).contiguous().permute([0, 3, 1, 2]).set_requires_grad(true);
-        let h = Hyper { algorithm: Algorithm::Sgd { momentum: 0.9, dampening: 0.0, nesterov: false }, weight_decay: 0.0 };
+        let w = Tensor::arange(24, (Kind::Float, Device::Cpu))
+            .view([2, 2, 2, 3])
+            .contiguous()
+            .permute([0, 3, 1, 2])
+            .set_requires_grad(true);
+        let h = Hyper {
+            algorithm: Algorithm::Sgd {
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: false,
+            },
+            weight_decay: 0.0,
+        };
         let mut fresh = Optimizer::new(h, 0.1, vec![("w".into(), w.shallow_clone(), 0)]).unwrap();
         fresh.zero_grad();
         (&w * 2.0).sum(Kind::Float).backward();
         fresh.step();
-        let Some(ParamState::Momentum(buf)) = fresh.state("w") else { panic!("no momentum buffer") };
-        assert_eq!(buf.stride(), w.stride(), "a fresh buffer follows the parameter");
-        let saved: HashMap<String, Tensor> = fresh.state_tensors().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+        let Some(ParamState::Momentum(buf)) = fresh.state("w") else {
+            panic!("no momentum buffer")
+        };
+        assert_eq!(
+            buf.stride(),
+            w.stride(),
+            "a fresh buffer follows the parameter"
+        );
+        let saved: HashMap<String, Tensor> = fresh
+            .state_tensors()
+            .into_iter()
+            .map(|(k, t)| (k, t.contiguous()))
+            .collect();
         assert_ne!(saved["w.momentum_buffer"].stride(), w.stride());
         let mut resumed = Optimizer::new(h, 0.1, vec![("w".into(), w.shallow_clone(), 0)]).unwrap();
         resumed.load_state_tensors(&saved).unwrap();
-        let Some(ParamState::Momentum(back)) = resumed.state("w") else { panic!("no momentum buffer") };
-        assert_eq!(back.stride(), w.stride(), "the restored buffer follows the parameter too");
+        let Some(ParamState::Momentum(back)) = resumed.state("w") else {
+            panic!("no momentum buffer")
+        };
+        assert_eq!(
+            back.stride(),
+            w.stride(),
+            "the restored buffer follows the parameter too"
+        );
         assert!(back.equal(buf));
     }
 
@@ -436,23 +681,62 @@ mod tests {
     fn params_without_grad_are_skipped_and_state_round_trips() {
         let a = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[3.0f32]).set_requires_grad(true);
-        let h = Hyper { algorithm: Algorithm::Adam { betas: [0.9, 0.999], eps: 1e-8, decoupled_weight_decay: true }, weight_decay: 0.1 };
-        let mut opt = Optimizer::new(h, 0.01, vec![("a".into(), a.shallow_clone(), 0), ("b".into(), b.shallow_clone(), 1)]).unwrap();
+        let h = Hyper {
+            algorithm: Algorithm::Adam {
+                betas: [0.9, 0.999],
+                eps: 1e-8,
+                decoupled_weight_decay: true,
+            },
+            weight_decay: 0.1,
+        };
+        let mut opt = Optimizer::new(
+            h,
+            0.01,
+            vec![
+                ("a".into(), a.shallow_clone(), 0),
+                ("b".into(), b.shallow_clone(), 1),
+            ],
+        )
+        .unwrap();
         opt.zero_grad();
         (&a * 2.0).sum(Kind::Float).backward();
         opt.step();
-        assert!(matches!(opt.state("a"), Some(ParamState::Adam { step: 1, .. })));
-        assert!(matches!(opt.state("b"), Some(ParamState::Empty)), "b had no gradient: no state");
-        assert_eq!(Vec::<f32>::try_from(&b).unwrap(), vec![3.0], "no decay without a gradient");
+        assert!(matches!(
+            opt.state("a"),
+            Some(ParamState::Adam { step: 1, .. })
+        ));
+        assert!(
+            matches!(opt.state("b"), Some(ParamState::Empty)),
+            "b had no gradient: no state"
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(&b).unwrap(),
+            vec![3.0],
+            "no decay without a gradient"
+        );
         opt.zero_grad();
         assert!(!a.grad().defined(), "zero_grad sets gradients to undefined");
         let saved: HashMap<String, Tensor> = opt.state_tensors().into_iter().collect();
         assert_eq!(saved.len(), 3);
-        let mut again = Optimizer::new(h, 0.01, vec![("a".into(), a.shallow_clone(), 0), ("b".into(), b.shallow_clone(), 1)]).unwrap();
+        let mut again = Optimizer::new(
+            h,
+            0.01,
+            vec![
+                ("a".into(), a.shallow_clone(), 0),
+                ("b".into(), b.shallow_clone(), 1),
+            ],
+        )
+        .unwrap();
         again.load_state_tensors(&saved).unwrap();
-        assert!(matches!(again.state("a"), Some(ParamState::Adam { step: 1, .. })));
+        assert!(matches!(
+            again.state("a"),
+            Some(ParamState::Adam { step: 1, .. })
+        ));
         let mut wrong = saved;
-        wrong.insert("c.exp_avg".into(), Tensor::zeros([1], (Kind::Float, Device::Cpu)));
+        wrong.insert(
+            "c.exp_avg".into(),
+            Tensor::zeros([1], (Kind::Float, Device::Cpu)),
+        );
         assert!(again.load_state_tensors(&wrong).unwrap_err().contains("c"));
     }
 }

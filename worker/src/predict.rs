@@ -27,10 +27,16 @@ pub fn run(m: &PredictJob) -> Result<(), String> {
     let net = models::build(&vs.root(), &m.backbone, m.classes.len() as i64, &m.head)?;
     let ext = m.weights.extension().and_then(|e| e.to_str()).unwrap_or("");
     if !m.weights.is_file() {
-        return Err(format!("weights file {} does not exist", m.weights.display()));
+        return Err(format!(
+            "weights file {} does not exist",
+            m.weights.display()
+        ));
     }
     if !matches!(ext, "safetensors" | "pth" | "pt") {
-        return Err(format!("weights file {} is neither .safetensors nor .pth/.pt", m.weights.display()));
+        return Err(format!(
+            "weights file {} is neither .safetensors nor .pth/.pt",
+            m.weights.display()
+        ));
     }
     // Predicting with a freshly initialised layer would be meaningless: the
     // weights' classifier must fit the class count and head exactly.
@@ -56,15 +62,32 @@ pub fn run(m: &PredictJob) -> Result<(), String> {
     for f in files {
         let pixels = preprocess(f, s)?;
         let xs = to_input(&pixels, 1, s, device);
-        let logits = tch::no_grad(|| net.forward_t(&xs, false)).to_kind(Kind::Float).to_device(tch::Device::Cpu).view([-1]);
+        let logits = tch::no_grad(|| net.forward_t(&xs, false))
+            .to_kind(Kind::Float)
+            .to_device(tch::Device::Cpu)
+            .view([-1]);
         let probs = logits.softmax(-1, Kind::Float);
         let (p, idx) = probs.max_dim(-1, false);
         let idx = idx.int64_value(&[]) as usize;
         let logits_v: Vec<f32> = Vec::<f32>::try_from(&logits).map_err(|e| e.to_string())?;
-        let pred = if named_classes { serde_json::Value::String(m.classes.get(idx).cloned().unwrap_or_default()) } else { serde_json::Value::from(idx) };
-        let line = Line { file: f.display().to_string(), pred, prob: p.double_value(&[]), logits: &logits_v };
+        let pred = if named_classes {
+            serde_json::Value::String(m.classes.get(idx).cloned().unwrap_or_default())
+        } else {
+            serde_json::Value::from(idx)
+        };
+        let line = Line {
+            file: f.display().to_string(),
+            pred,
+            prob: p.double_value(&[]),
+            logits: &logits_v,
+        };
         use std::io::Write;
-        writeln!(out, "{}", serde_json::to_string(&line).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string(&line).map_err(|e| e.to_string())?
+        )
+        .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -75,7 +98,8 @@ pub fn preprocess(path: &Path, s: u32) -> Result<Vec<u8>, String> {
     if img.dimensions() == (s, s) {
         return Ok(img.into_raw());
     }
-    let cached = data::resize_shorter(&img, data::stored_size(s)).map_err(|e| format!("{}: {e}", path.display()))?;
+    let cached = data::resize_shorter(&img, data::stored_size(s))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = vec![0u8; (s * s * 3) as usize];
     data::center_crop(&cached.view(), s, &mut out);
     Ok(out)

@@ -36,7 +36,13 @@ fn cudnn_version() -> Option<i64> {
     let nvidia = loaded_libtorch_lib().join("../../nvidia/cudnn/lib");
     let rd = std::fs::read_dir(nvidia).ok()?;
     rd.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("libcudnn.so.")).and_then(|v| v.split('.').next()).and_then(|v| v.parse().ok()))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("libcudnn.so."))
+                .and_then(|v| v.split('.').next())
+                .and_then(|v| v.parse().ok())
+        })
         .max()
 }
 

@@ -143,17 +143,33 @@ struct Machine<'a> {
 
 impl<'a> Machine<'a> {
     fn new(data: &'a [u8]) -> Self {
-        Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), objs: Vec::new(), used: 0, storages: HashMap::new() }
+        Machine {
+            data,
+            pos: 0,
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            objs: Vec::new(),
+            used: 0,
+            storages: HashMap::new(),
+        }
     }
     fn charge(&mut self, n: usize) -> Result<(), String> {
         self.used = self.used.saturating_add(n);
         if self.used > MAX_PICKLE_MEMORY {
-            return Err(format!("the pickle builds more than {} of objects (a pickle bomb?)", mib(MAX_PICKLE_MEMORY as u64)));
+            return Err(format!(
+                "the pickle builds more than {} of objects (a pickle bomb?)",
+                mib(MAX_PICKLE_MEMORY as u64)
+            ));
         }
         Ok(())
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or("truncated pickle")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or("truncated pickle")?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -177,7 +193,10 @@ impl<'a> Machine<'a> {
     }
     fn line(&mut self) -> Result<String, String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or("unterminated GLOBAL")?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("unterminated GLOBAL")?;
         self.charge(n)?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
@@ -190,13 +209,18 @@ impl<'a> Machine<'a> {
         if self.stack.len() <= self.fence() {
             return Err("pickle stack underflow".into());
         }
-        self.stack.pop().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .pop()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn top(&self) -> Result<V, String> {
         if self.stack.len() <= self.fence() {
             return Err("pickle stack underflow".into());
         }
-        self.stack.last().cloned().ok_or_else(|| "pickle stack underflow".to_string())
+        self.stack
+            .last()
+            .cloned()
+            .ok_or_else(|| "pickle stack underflow".to_string())
     }
     fn pop_mark(&mut self) -> Result<Vec<V>, String> {
         let at = self.marks.pop().ok_or("pickle MARK missing")?;
@@ -212,12 +236,21 @@ impl<'a> Machine<'a> {
         }
     }
     fn check_depth(d: u32) -> Result<u32, String> {
-        if d > MAX_DEPTH { Err(format!("the pickle nests containers more than {MAX_DEPTH} levels deep")) } else { Ok(d) }
+        if d > MAX_DEPTH {
+            Err(format!(
+                "the pickle nests containers more than {MAX_DEPTH} levels deep"
+            ))
+        } else {
+            Ok(d)
+        }
     }
     fn new_obj(&mut self, items: Items) -> Result<usize, String> {
         let inner = match &items {
             Items::Seq(v) => v.iter().map(|x| self.depth(x)).max(),
-            Items::Map(v) => v.iter().map(|(k, x)| self.depth(k).max(self.depth(x))).max(),
+            Items::Map(v) => v
+                .iter()
+                .map(|(k, x)| self.depth(k).max(self.depth(x)))
+                .max(),
         };
         let depth = Self::check_depth(inner.map_or(1, |d| d + 1))?;
         self.objs.push(Obj { items, depth });
@@ -240,15 +273,31 @@ impl<'a> Machine<'a> {
             V::List(i) => (i, true),
             V::Dict(i) => (i, false),
             V::Other => return Ok(()),
-            _ => return Err("APPEND or SETITEM on something that is neither a list nor a dict".into()),
+            _ => {
+                return Err(
+                    "APPEND or SETITEM on something that is neither a list nor a dict".into(),
+                );
+            }
         };
-        let inner = seq.iter().map(|x| self.depth(x)).chain(map.iter().map(|(k, x)| self.depth(k).max(self.depth(x)))).max().unwrap_or(0);
+        let inner = seq
+            .iter()
+            .map(|x| self.depth(x))
+            .chain(map.iter().map(|(k, x)| self.depth(k).max(self.depth(x))))
+            .max()
+            .unwrap_or(0);
         let obj = &mut self.objs[i];
         obj.depth = Self::check_depth(obj.depth.max(inner + 1))?;
         match (&mut obj.items, is_list) {
             (Items::Seq(l), true) if map.is_empty() => l.extend(seq),
             (Items::Map(d), false) if seq.is_empty() => d.extend(map),
-            _ => return Err(if is_list { "SETITEM on a list" } else { "APPEND on a dict" }.into()),
+            _ => {
+                return Err(if is_list {
+                    "SETITEM on a list"
+                } else {
+                    "APPEND on a dict"
+                }
+                .into());
+            }
         }
         Ok(())
     }
@@ -261,7 +310,8 @@ impl<'a> Machine<'a> {
         self.marks.clear();
         self.memo.clear();
         let start = self.pos;
-        self.run().map_err(|e| format!("{e} (pickle byte {})", self.pos.saturating_sub(start)))
+        self.run()
+            .map_err(|e| format!("{e} (pickle byte {})", self.pos.saturating_sub(start)))
     }
 
     fn run(&mut self) -> Result<V, String> {
@@ -310,7 +360,11 @@ impl<'a> Machine<'a> {
                         // Only the legacy magic number is this long; keep it as an opaque value.
                         self.stack.push(V::Other);
                     } else {
-                        let mut buf = [if b.last().is_some_and(|x| x & 0x80 != 0) { 0xff } else { 0 }; 8];
+                        let mut buf = [if b.last().is_some_and(|x| x & 0x80 != 0) {
+                            0xff
+                        } else {
+                            0
+                        }; 8];
                         buf[..n].copy_from_slice(b);
                         self.stack.push(V::Int(i64::from_le_bytes(buf)));
                     }
@@ -354,8 +408,16 @@ impl<'a> Machine<'a> {
                     self.memo.insert(i, v);
                 }
                 b'h' | b'j' => {
-                    let i = if op == b'h' { self.u8()? as u32 } else { self.u32()? };
-                    let v = self.memo.get(&i).cloned().ok_or_else(|| format!("pickle memo entry {i} missing"))?;
+                    let i = if op == b'h' {
+                        self.u8()? as u32
+                    } else {
+                        self.u32()?
+                    };
+                    let v = self
+                        .memo
+                        .get(&i)
+                        .cloned()
+                        .ok_or_else(|| format!("pickle memo entry {i} missing"))?;
                     self.stack.push(v);
                 }
                 b't' => {
@@ -420,10 +482,13 @@ impl<'a> Machine<'a> {
     }
 
     fn persistent(&mut self, pid: &V) -> Result<V, String> {
-        let V::Tuple(i) = pid else { return Err("unexpected persistent id".into()) };
+        let V::Tuple(i) = pid else {
+            return Err("unexpected persistent id".into());
+        };
         let (kind, key) = match self.seq(*i) {
             [V::Str(tag), V::Global(g), key, ..] if tag.as_ref() == "storage" => {
-                let kind = storage_kind(&g.1).ok_or_else(|| format!("unsupported storage type {:?}", short(&g.1)))?;
+                let kind = storage_kind(&g.1)
+                    .ok_or_else(|| format!("unsupported storage type {:?}", short(&g.1)))?;
                 let key = match key {
                     V::Str(s) => s.to_string(),
                     V::Int(i) => i.to_string(),
@@ -437,7 +502,10 @@ impl<'a> Machine<'a> {
         if let Some(k) = self.storages.get(&key)
             && *k != kind
         {
-            return Err(format!("storage {} is given two element types ({k:?} and {kind:?})", short(&key)));
+            return Err(format!(
+                "storage {} is given two element types ({k:?} and {kind:?})",
+                short(&key)
+            ));
         }
         self.storages.insert(key.clone(), kind);
         Ok(V::Storage(Rc::new((kind, key))))
@@ -449,14 +517,28 @@ impl<'a> Machine<'a> {
             _ => return Err(format!("tensor {what} is not a tuple of ints")),
         };
         if items.len() > MAX_DIMS {
-            return Err(format!("tensor with {} dimensions (at most {MAX_DIMS})", items.len()));
+            return Err(format!(
+                "tensor with {} dimensions (at most {MAX_DIMS})",
+                items.len()
+            ));
         }
-        items.iter().map(|x| if let V::Int(i) = x { Ok(*i) } else { Err(format!("tensor {what} is not a tuple of ints")) }).collect()
+        items
+            .iter()
+            .map(|x| {
+                if let V::Int(i) = x {
+                    Ok(*i)
+                } else {
+                    Err(format!("tensor {what} is not a tuple of ints"))
+                }
+            })
+            .collect()
     }
 
     fn reduce(&mut self, f: &V, args: &V) -> Result<V, String> {
         let V::Global(g) = f else { return Ok(V::Other) };
-        let V::Tuple(ai) = args else { return Err("REDUCE arguments are not a tuple".into()) };
+        let V::Tuple(ai) = args else {
+            return Err("REDUCE arguments are not a tuple".into());
+        };
         match (g.0.as_str(), g.1.as_str()) {
             ("collections", "OrderedDict") => Ok(V::Dict(self.new_obj(Items::Map(vec![]))?)),
             ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
@@ -466,15 +548,23 @@ impl<'a> Machine<'a> {
                     self.charge(n)?;
                 }
                 let t = match self.seq(*ai) {
-                    [V::Storage(s), V::Int(offset), size, stride, ..] => {
-                        TensorRef { kind: s.0, key: s.1.clone(), offset: *offset, size: self.ints(size, "size")?, stride: self.ints(stride, "stride")? }
-                    }
+                    [V::Storage(s), V::Int(offset), size, stride, ..] => TensorRef {
+                        kind: s.0,
+                        key: s.1.clone(),
+                        offset: *offset,
+                        size: self.ints(size, "size")?,
+                        stride: self.ints(stride, "stride")?,
+                    },
                     _ => return Err("unexpected _rebuild_tensor_v2 arguments".into()),
                 };
                 self.charge(16 * t.size.len())?;
                 Ok(V::Tensor(Rc::new(t)))
             }
-            ("torch._utils", "_rebuild_parameter") => self.seq(*ai).first().cloned().ok_or_else(|| "empty _rebuild_parameter".to_string()),
+            ("torch._utils", "_rebuild_parameter") => self
+                .seq(*ai)
+                .first()
+                .cloned()
+                .ok_or_else(|| "empty _rebuild_parameter".to_string()),
             _ => Ok(V::Other),
         }
     }
@@ -491,15 +581,28 @@ impl<'a> Machine<'a> {
         }
     }
 
-    fn find_tensors(&self, v: &V, depth: u32, visited: &mut HashSet<usize>) -> Result<Option<Named>, String> {
+    fn find_tensors(
+        &self,
+        v: &V,
+        depth: u32,
+        visited: &mut HashSet<usize>,
+    ) -> Result<Option<Named>, String> {
         let V::Dict(i) = v else { return Ok(None) };
         if !visited.insert(*i) {
             return Ok(None);
         }
         if depth > MAX_WRAPPING {
-            return Err(format!("the state_dict is wrapped in more than {MAX_WRAPPING} dicts"));
+            return Err(format!(
+                "the state_dict is wrapped in more than {MAX_WRAPPING} dicts"
+            ));
         }
-        let Some(Obj { items: Items::Map(pairs), .. }) = self.objs.get(*i) else { return Ok(None) };
+        let Some(Obj {
+            items: Items::Map(pairs),
+            ..
+        }) = self.objs.get(*i)
+        else {
+            return Ok(None);
+        };
         // Python's dict semantics: the last value of a repeated name wins.
         // A name shared through the memo is looked up by address, so that a
         // long name repeated many times is hashed once, not each time.
@@ -518,7 +621,10 @@ impl<'a> Machine<'a> {
                 last[at].1 = t;
             }
         }
-        let out: Named = last.into_iter().filter_map(|(k, t)| t.map(|t| (k.to_string(), Rc::clone(t)))).collect();
+        let out: Named = last
+            .into_iter()
+            .filter_map(|(k, t)| t.map(|t| (k.to_string(), Rc::clone(t))))
+            .collect();
         if !out.is_empty() {
             return Ok(Some(out));
         }
@@ -547,7 +653,11 @@ fn plan(refs: Named, storage_bytes: &HashMap<String, u64>) -> Result<Plan, Strin
     // (possibly long) storage key is hashed once, not once per name.
     let mut by_addr: HashMap<*const TensorRef, usize> = HashMap::new();
     let mut ids: HashMap<Rc<TensorRef>, usize> = HashMap::new();
-    let mut p = Plan { names: Vec::new(), view_of: Vec::new(), views: Vec::new() };
+    let mut p = Plan {
+        names: Vec::new(),
+        view_of: Vec::new(),
+        views: Vec::new(),
+    };
     let mut view_bytes: u64 = 0;
     // (`refs` stays alive throughout, so an address is never reused.)
     for (name, t) in &refs {
@@ -557,8 +667,12 @@ fn plan(refs: Named, storage_bytes: &HashMap<String, u64>) -> Result<Plan, Strin
                 let id = match ids.get(t) {
                     Some(&id) => id,
                     None => {
-                        let bytes = *storage_bytes.get(&t.key).ok_or_else(|| format!("{}: storage {} is missing", short(name), short(&t.key)))?;
-                        view_bytes = view_bytes.saturating_add(check_view(t, bytes).map_err(|e| format!("{}: {e}", short(name)))?);
+                        let bytes = *storage_bytes.get(&t.key).ok_or_else(|| {
+                            format!("{}: storage {} is missing", short(name), short(&t.key))
+                        })?;
+                        view_bytes = view_bytes.saturating_add(
+                            check_view(t, bytes).map_err(|e| format!("{}: {e}", short(name)))?,
+                        );
                         p.views.push((**t).clone());
                         ids.insert(Rc::clone(t), p.views.len() - 1);
                         p.views.len() - 1
@@ -587,14 +701,25 @@ fn plan(refs: Named, storage_bytes: &HashMap<String, u64>) -> Result<Plan, Strin
 fn check_view(t: &TensorRef, bytes: u64) -> Result<u64, String> {
     let elem = t.kind.elt_size_in_bytes() as u64;
     if !bytes.is_multiple_of(elem) {
-        return Err(format!("storage {} has {bytes} bytes, not a multiple of its {elem}-byte {:?} elements", short(&t.key), t.kind));
+        return Err(format!(
+            "storage {} has {bytes} bytes, not a multiple of its {elem}-byte {:?} elements",
+            short(&t.key),
+            t.kind
+        ));
     }
     let numel_storage = bytes / elem;
     if t.size.len() != t.stride.len() {
-        return Err(format!("{} sizes but {} strides", t.size.len(), t.stride.len()));
+        return Err(format!(
+            "{} sizes but {} strides",
+            t.size.len(),
+            t.stride.len()
+        ));
     }
     if t.offset < 0 || t.size.iter().any(|&s| s < 0) || t.stride.iter().any(|&s| s < 0) {
-        return Err(format!("negative size, stride or storage offset (size {:?}, stride {:?}, offset {})", t.size, t.stride, t.offset));
+        return Err(format!(
+            "negative size, stride or storage offset (size {:?}, stride {:?}, offset {})",
+            t.size, t.stride, t.offset
+        ));
     }
     let overflow = || format!("size {:?} overflows", t.size);
     // Even for an empty tensor the product of the other dimensions must be sane.
@@ -602,17 +727,25 @@ fn check_view(t: &TensorRef, bytes: u64) -> Result<u64, String> {
     let mut nonzero: u64 = 1;
     for &s in &t.size {
         numel = numel.checked_mul(s as u64).ok_or_else(overflow)?;
-        nonzero = nonzero.checked_mul((s as u64).max(1)).ok_or_else(overflow)?;
+        nonzero = nonzero
+            .checked_mul((s as u64).max(1))
+            .ok_or_else(overflow)?;
     }
     let out_bytes = numel.checked_mul(elem).ok_or_else(overflow)?;
-    nonzero.checked_mul(elem).filter(|&b| b <= i64::MAX as u64).ok_or_else(overflow)?;
+    nonzero
+        .checked_mul(elem)
+        .filter(|&b| b <= i64::MAX as u64)
+        .ok_or_else(overflow)?;
     if numel == 0 {
         return Ok(0);
     }
     // The last element the view reaches must lie inside the storage.
     let mut last = t.offset as u64;
     for (&s, &st) in t.size.iter().zip(&t.stride) {
-        last = (s as u64 - 1).checked_mul(st as u64).and_then(|x| x.checked_add(last)).ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
+        last = (s as u64 - 1)
+            .checked_mul(st as u64)
+            .and_then(|x| x.checked_add(last))
+            .ok_or_else(|| format!("stride {:?} overflows", t.stride))?;
     }
     if last >= numel_storage {
         return Err(format!(
@@ -640,13 +773,20 @@ impl Plan {
 
     /// Makes the views `ids` of storage `key` from `base`, the whole storage
     /// as a 1-d tensor.
-    fn materialise(&self, key: &str, ids: &[usize], base: &Tensor, made: &mut [Option<Tensor>]) -> Result<(), String> {
+    fn materialise(
+        &self,
+        key: &str,
+        ids: &[usize],
+        base: &Tensor,
+        made: &mut [Option<Tensor>],
+    ) -> Result<(), String> {
         for &id in ids {
             let v = &self.views[id];
             let t = if v.size.contains(&0) {
                 Tensor::f_zeros(v.size.as_slice(), (v.kind, tch::Device::Cpu))
             } else {
-                base.f_as_strided(v.size.as_slice(), v.stride.as_slice(), v.offset).and_then(|x| x.f_contiguous())
+                base.f_as_strided(v.size.as_slice(), v.stride.as_slice(), v.offset)
+                    .and_then(|x| x.f_contiguous())
             };
             made[id] = Some(t.map_err(|e| format!("storage {}: {e}", short(key)))?);
         }
@@ -667,7 +807,12 @@ impl Plan {
 
 /// Reads a `torch.save`d state_dict (zip or legacy format).
 pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
-    let err = |m: String| format!("cannot read {} as a PyTorch checkpoint: {m}", path.display());
+    let err = |m: String| {
+        format!(
+            "cannot read {} as a PyTorch checkpoint: {m}",
+            path.display()
+        )
+    };
     let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let len = file.metadata().map_err(|e| err(e.to_string()))?.len();
     let mut magic = [0u8; 2];
@@ -684,17 +829,31 @@ pub fn read(path: &Path) -> Result<Vec<(String, Tensor)>, String> {
 
 /// [`read`] for a checkpoint already in memory; `name` is what errors call it.
 pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Vec<(String, Tensor)>, String> {
-    let r = if bytes.starts_with(b"PK") { read_zip(std::io::Cursor::new(bytes), bytes.len() as u64) } else { read_legacy(bytes) };
+    let r = if bytes.starts_with(b"PK") {
+        read_zip(std::io::Cursor::new(bytes), bytes.len() as u64)
+    } else {
+        read_legacy(bytes)
+    };
     r.map_err(|m| format!("cannot read {name} as a PyTorch checkpoint: {m}"))
 }
 
 /// Reads one zip entry, which must decompress to exactly its declared size,
 /// and that at most `cap` bytes.
-fn read_entry<R: Read + Seek>(zip: &mut zip::ZipArchive<R>, name: &str, cap: u64, what: &str) -> Result<Vec<u8>, String> {
-    let mut f = zip.by_name(name).map_err(|e| format!("{}: {e}", short(name)))?;
+fn read_entry<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+    cap: u64,
+    what: &str,
+) -> Result<Vec<u8>, String> {
+    let mut f = zip
+        .by_name(name)
+        .map_err(|e| format!("{}: {e}", short(name)))?;
     let declared = f.size();
     if declared > cap {
-        return Err(format!("{} declares {declared} bytes, more than {what} ({cap} bytes)", short(name)));
+        return Err(format!(
+            "{} declares {declared} bytes, more than {what} ({cap} bytes)",
+            short(name)
+        ));
     }
     let mut buf = vec![0u8; declared as usize];
     fill(&mut f, name, &mut buf)?;
@@ -708,11 +867,25 @@ fn fill(f: &mut impl Read, name: &str, buf: &mut [u8]) -> Result<(), String> {
     let mut got = 0;
     let mut extra = [0u8; 1];
     loop {
-        let dst = if got < buf.len() { &mut buf[got..] } else { &mut extra[..] };
+        let dst = if got < buf.len() {
+            &mut buf[got..]
+        } else {
+            &mut extra[..]
+        };
         match f.read(dst) {
-            Ok(0) if got < buf.len() => return Err(format!("{name} holds {got} bytes, not the {} its zip header declares", buf.len())),
+            Ok(0) if got < buf.len() => {
+                return Err(format!(
+                    "{name} holds {got} bytes, not the {} its zip header declares",
+                    buf.len()
+                ));
+            }
             Ok(0) => return Ok(()),
-            Ok(_) if got >= buf.len() => return Err(format!("{name} holds more than the {} bytes its zip header declares", buf.len())),
+            Ok(_) if got >= buf.len() => {
+                return Err(format!(
+                    "{name} holds more than the {} bytes its zip header declares",
+                    buf.len()
+                ));
+            }
             Ok(n) => got += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(format!("{name}: {e}")),
@@ -721,8 +894,13 @@ fn fill(f: &mut impl Read, name: &str, buf: &mut [u8]) -> Result<(), String> {
 }
 
 fn read_zip<R: Read + Seek>(reader: R, file_len: u64) -> Result<Vec<(String, Tensor)>, String> {
-    let mut zip = zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip archive: {e}"))?;
-    let pkl_name = zip.file_names().find(|n| n.ends_with("data.pkl")).map(str::to_string).ok_or("no data.pkl in the archive")?;
+    let mut zip =
+        zip::ZipArchive::new(reader).map_err(|e| format!("not a readable zip archive: {e}"))?;
+    let pkl_name = zip
+        .file_names()
+        .find(|n| n.ends_with("data.pkl"))
+        .map(str::to_string)
+        .ok_or("no data.pkl in the archive")?;
     let prefix = pkl_name[..pkl_name.len() - "data.pkl".len()].to_string();
     // All the archive's entries together may expand to its size plus ZIP_SLACK.
     let mut budget = file_len.saturating_add(ZIP_SLACK);
@@ -730,10 +908,18 @@ fn read_zip<R: Read + Seek>(reader: R, file_len: u64) -> Result<Vec<(String, Ten
         let order = read_entry(&mut zip, &format!("{prefix}byteorder"), 16, "a byte order")?;
         budget -= order.len() as u64;
         if order != b"little" {
-            return Err(format!("byte order {:?} (only little-endian checkpoints are supported)", String::from_utf8_lossy(&order)));
+            return Err(format!(
+                "byte order {:?} (only little-endian checkpoints are supported)",
+                String::from_utf8_lossy(&order)
+            ));
         }
     }
-    let pkl = read_entry(&mut zip, &pkl_name, MAX_PICKLE_BYTES.min(budget), "the pickle limit")?;
+    let pkl = read_entry(
+        &mut zip,
+        &pkl_name,
+        MAX_PICKLE_BYTES.min(budget),
+        "the pickle limit",
+    )?;
     budget -= pkl.len() as u64;
     let refs = {
         let mut m = Machine::new(&pkl);
@@ -747,7 +933,10 @@ fn read_zip<R: Read + Seek>(reader: R, file_len: u64) -> Result<Vec<(String, Ten
     for (_, t) in &refs {
         if seen.insert(Rc::as_ptr(t)) && !sizes.contains_key(&t.key) {
             let name = format!("{prefix}data/{}", t.key);
-            let n = zip.by_name(&name).map_err(|e| format!("storage {} ({}): {e}", short(&t.key), short(&name)))?.size();
+            let n = zip
+                .by_name(&name)
+                .map_err(|e| format!("storage {} ({}): {e}", short(&t.key), short(&name)))?
+                .size();
             total = total.saturating_add(n);
             sizes.insert(t.key.clone(), n);
         }
@@ -765,9 +954,14 @@ fn read_zip<R: Read + Seek>(reader: R, file_len: u64) -> Result<Vec<(String, Ten
         let name = format!("{prefix}data/{key}");
         let kind = plan.views[ids[0]].kind;
         let bytes = sizes[&key] as usize;
-        let base =
-            Tensor::f_empty([(bytes / kind.elt_size_in_bytes()) as i64], (kind, tch::Device::Cpu)).map_err(|e| format!("storage {}: {e}", short(&key)))?;
-        let mut f = zip.by_name(&name).map_err(|e| format!("{}: {e}", short(&name)))?;
+        let base = Tensor::f_empty(
+            [(bytes / kind.elt_size_in_bytes()) as i64],
+            (kind, tch::Device::Cpu),
+        )
+        .map_err(|e| format!("storage {}: {e}", short(&key)))?;
+        let mut f = zip
+            .by_name(&name)
+            .map_err(|e| format!("{}: {e}", short(&name)))?;
         if bytes == 0 {
             fill(&mut f, &name, &mut [])?;
         } else {
@@ -789,9 +983,13 @@ const LEGACY_MAGIC: [u8; 10] = [0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 
 /// keys), then each storage as a little-endian u64 element count and its bytes.
 fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
     let mut m = Machine::new(bytes);
-    let no_magic = || "neither a zip archive nor a legacy torch.save file (no magic number)".to_string();
+    let no_magic =
+        || "neither a zip archive nor a legacy torch.save file (no magic number)".to_string();
     m.load().map_err(|_| no_magic())?;
-    if !bytes[..m.pos].windows(LEGACY_MAGIC.len()).any(|w| w == LEGACY_MAGIC) {
+    if !bytes[..m.pos]
+        .windows(LEGACY_MAGIC.len())
+        .any(|w| w == LEGACY_MAGIC)
+    {
         return Err(no_magic());
     }
     let _protocol = m.load()?;
@@ -803,7 +1001,13 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
         V::List(i) => m
             .seq(i)
             .iter()
-            .map(|k| if let V::Str(s) = k { Ok(Rc::clone(s)) } else { Err("a storage key is not a string".to_string()) })
+            .map(|k| {
+                if let V::Str(s) = k {
+                    Ok(Rc::clone(s))
+                } else {
+                    Err("a storage key is not a string".to_string())
+                }
+            })
             .collect::<Result<_, _>>()?,
         _ => return Err("legacy checkpoint without a storage key list".into()),
     };
@@ -815,26 +1019,47 @@ fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, String> {
         if !listed.insert(k.as_ptr()) || storages.contains_key(k.as_ref()) {
             return Err(format!("storage {} is listed twice", short(k)));
         }
-        let header = bytes.get(pos..pos.saturating_add(8)).ok_or_else(|| format!("storage {}: truncated header", short(k)))?;
-        let numel = u64::from_le_bytes(header.try_into().map_err(|_| "truncated header".to_string())?);
+        let header = bytes
+            .get(pos..pos.saturating_add(8))
+            .ok_or_else(|| format!("storage {}: truncated header", short(k)))?;
+        let numel = u64::from_le_bytes(
+            header
+                .try_into()
+                .map_err(|_| "truncated header".to_string())?,
+        );
         pos += 8;
-        let kind = m.storages.get(k.as_ref()).ok_or_else(|| format!("storage {} is listed but never described", short(k)))?;
+        let kind = m
+            .storages
+            .get(k.as_ref())
+            .ok_or_else(|| format!("storage {} is listed but never described", short(k)))?;
         let len = numel
             .checked_mul(kind.elt_size_in_bytes() as u64)
             .filter(|&l| l <= (bytes.len() - pos) as u64)
-            .ok_or_else(|| format!("storage {} declares {numel} {kind:?} elements but only {} bytes follow", short(k), bytes.len() - pos))?
-            as usize;
+            .ok_or_else(|| {
+                format!(
+                    "storage {} declares {numel} {kind:?} elements but only {} bytes follow",
+                    short(k),
+                    bytes.len() - pos
+                )
+            })? as usize;
         storages.insert(k, &bytes[pos..pos + len]);
         pos += len;
     }
-    let sizes: HashMap<String, u64> = storages.iter().map(|(k, v)| (k.to_string(), v.len() as u64)).collect();
+    let sizes: HashMap<String, u64> = storages
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.len() as u64))
+        .collect();
     let plan = plan(refs, &sizes)?;
     let mut made: Vec<Option<Tensor>> = (0..plan.views.len()).map(|_| None).collect();
     for (key, ids) in plan.by_storage() {
         let kind = plan.views[ids[0]].kind;
         let bytes = storages[key.as_str()];
-        let base =
-            Tensor::f_from_data_size(bytes, &[(bytes.len() / kind.elt_size_in_bytes()) as i64], kind).map_err(|e| format!("storage {}: {e}", short(&key)))?;
+        let base = Tensor::f_from_data_size(
+            bytes,
+            &[(bytes.len() / kind.elt_size_in_bytes()) as i64],
+            kind,
+        )
+        .map_err(|e| format!("storage {}: {e}", short(&key)))?;
         plan.materialise(&key, &ids, &base, &mut made)?;
     }
     plan.finish(made)
@@ -850,7 +1075,9 @@ mod tests {
         for len in 0..300usize {
             let mut v = Vec::with_capacity(len);
             for _ in 0..len {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 v.push((seed >> 33) as u8);
             }
             let _ = Machine::new(&v).load();
@@ -879,7 +1106,9 @@ mod tests {
         }
         p.push(b'.');
         let mut m = Machine::new(&p);
-        let V::List(i) = m.load().unwrap() else { panic!("not a list") };
+        let V::List(i) = m.load().unwrap() else {
+            panic!("not a list")
+        };
         assert_eq!(m.seq(i).len(), 1001);
         assert!(m.objs.len() == 2);
     }

@@ -32,7 +32,9 @@ use std::sync::mpsc::Receiver;
 use std::time::Instant;
 use sweep_dataset::imagefolder::{self as data, Layout, SplitCache};
 use sweep_protocol::config::{Schedule, SelectMetric, TrialConfig, WorkerJob};
-use sweep_protocol::message::{ClassAccuracy, ErrorClass, Misclassified, SplitCounts, Timings, WorkerMessage, emit};
+use sweep_protocol::message::{
+    ClassAccuracy, ErrorClass, Misclassified, SplitCounts, Timings, WorkerMessage, emit,
+};
 use tch::nn::ModuleT;
 use tch::{Device, Kind, Tensor, nn};
 
@@ -47,7 +49,10 @@ pub struct Failure {
 
 impl Failure {
     fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        Failure { class, message: message.into() }
+        Failure {
+            class,
+            message: message.into(),
+        }
     }
 }
 
@@ -72,7 +77,14 @@ struct State {
 
 impl State {
     fn new(select: SelectMetric) -> State {
-        State { epoch: 0, step: 0, best_val_accuracy: -1.0, best_epoch: 0, best_val_loss: None, select }
+        State {
+            epoch: 0,
+            step: 0,
+            best_val_accuracy: -1.0,
+            best_epoch: 0,
+            best_val_loss: None,
+            select,
+        }
     }
 
     /// Whether an epoch with these validation figures takes over as the best:
@@ -96,8 +108,10 @@ impl State {
 static JOURNAL: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
 
 fn journal(msg: &WorkerMessage) {
-    if matches!(msg, WorkerMessage::TrainStep { .. } | WorkerMessage::Epoch { .. })
-        && let Ok(mut guard) = JOURNAL.lock()
+    if matches!(
+        msg,
+        WorkerMessage::TrainStep { .. } | WorkerMessage::Epoch { .. }
+    ) && let Ok(mut guard) = JOURNAL.lock()
         && let Some(f) = guard.as_mut()
     {
         use std::io::Write;
@@ -112,7 +126,12 @@ fn journal(msg: &WorkerMessage) {
 /// Writes one message on stdout. A closed stdout means the coordinator is
 /// gone: stop rather than train for nobody.
 fn emit_msg(msg: &WorkerMessage) -> Result<(), Failure> {
-    emit(msg).map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))
+    emit(msg).map_err(|e| {
+        Failure::new(
+            ErrorClass::Interrupted,
+            format!("coordinator pipe closed: {e}"),
+        )
+    })
 }
 
 fn emit_line(line: &str) -> Result<(), Failure> {
@@ -121,7 +140,12 @@ fn emit_line(line: &str) -> Result<(), Failure> {
     out.write_all(line.as_bytes())
         .and_then(|_| out.write_all(b"\n"))
         .and_then(|_| out.flush())
-        .map_err(|e| Failure::new(ErrorClass::Interrupted, format!("coordinator pipe closed: {e}")))
+        .map_err(|e| {
+            Failure::new(
+                ErrorClass::Interrupted,
+                format!("coordinator pipe closed: {e}"),
+            )
+        })
 }
 
 fn send(msg: WorkerMessage) -> Result<(), Failure> {
@@ -138,9 +162,13 @@ fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
     if let Some(until) = replay_until {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
         for line in text.lines() {
-            let Ok(msg) = sweep_protocol::message::parse_line(line) else { continue };
+            let Ok(msg) = sweep_protocol::message::parse_line(line) else {
+                continue;
+            };
             let epoch = match &msg {
-                WorkerMessage::TrainStep { epoch, .. } | WorkerMessage::Epoch { epoch, .. } => *epoch,
+                WorkerMessage::TrainStep { epoch, .. } | WorkerMessage::Epoch { epoch, .. } => {
+                    *epoch
+                }
                 _ => continue,
             };
             if epoch <= until {
@@ -153,8 +181,15 @@ fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
         }
     }
     write_atomic(&path, kept.as_bytes())?;
-    let f =
-        std::fs::OpenOptions::new().append(true).open(&path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot open {}: {e}", path.display())))?;
+    let f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(|e| {
+            Failure::new(
+                ErrorClass::Internal,
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?;
     if let Ok(mut g) = JOURNAL.lock() {
         *g = Some(f);
     }
@@ -162,12 +197,21 @@ fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
 }
 
 pub fn device() -> Device {
-    if tch::Cuda::is_available() { Device::Cuda(0) } else { Device::Cpu }
+    if tch::Cuda::is_available() {
+        Device::Cuda(0)
+    } else {
+        Device::Cpu
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))?;
+    std::fs::write(&tmp, bytes).map_err(|e| {
+        Failure::new(
+            ErrorClass::Internal,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })?;
     put_in_place(&tmp, path)
 }
 
@@ -179,21 +223,41 @@ fn checkpoint_tmp(path: &Path) -> PathBuf {
 
 /// The commit of an atomic write: the finished temporary `tmp` renamed over `path`.
 fn put_in_place(tmp: &Path, path: &Path) -> Result<(), Failure> {
-    std::fs::rename(tmp, path).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot write {}: {e}", path.display())))
+    std::fs::rename(tmp, path).map_err(|e| {
+        Failure::new(
+            ErrorClass::Internal,
+            format!("cannot write {}: {e}", path.display()),
+        )
+    })
 }
 
 fn disk_full_hint(e: &dyn std::fmt::Display) -> &'static str {
-    if e.to_string().contains("No space left") { "; the disk is full: free space and rerun to resume from the last checkpoint" } else { "" }
+    if e.to_string().contains("No space left") {
+        "; the disk is full: free space and rerun to resume from the last checkpoint"
+    } else {
+        ""
+    }
 }
 
 fn save_vs(vs: &nn::VarStore, path: &Path) -> Result<(), Failure> {
     let tmp = checkpoint_tmp(path);
     // Contiguous (NCHW) copies of channels-last weights: the file format is
     // the same whatever layout the trial trained in.
-    let named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+    let named: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.contiguous()))
+        .collect();
     if let Err(e) = Tensor::write_safetensors(&named, &tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(Failure::new(ErrorClass::Internal, format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
+        return Err(Failure::new(
+            ErrorClass::Internal,
+            format!(
+                "cannot save checkpoint {}: {e}{}",
+                tmp.display(),
+                disk_full_hint(&e)
+            ),
+        ));
     }
     put_in_place(&tmp, path)
 }
@@ -223,18 +287,27 @@ struct Data {
 
 fn load_data(job: &WorkerJob) -> Result<Data, Failure> {
     let t0 = Instant::now();
-    let layout = data::scan(&job.dataset).map_err(|e| Failure::new(ErrorClass::Data, e.to_string()))?;
+    let layout =
+        data::scan(&job.dataset).map_err(|e| Failure::new(ErrorClass::Data, e.to_string()))?;
     let skip = job.config.skip_bad_images;
     let de = |e: data::DataError| Failure::new(ErrorClass::Data, e.to_string());
     let (train, valid, test) = match shared_cache(job, &layout) {
         Some(ready) => {
             let open = |files| sweep_dataset::cache::open_split(&ready, files, skip).map_err(de);
-            (open(&layout.train)?, open(&layout.valid)?, open(&layout.test)?)
+            (
+                open(&layout.train)?,
+                open(&layout.valid)?,
+                open(&layout.test)?,
+            )
         }
         None => {
             let short = job.config.cache_short();
             let load = |files| data::load_split_at(files, short, skip).map_err(de);
-            (load(&layout.train)?, load(&layout.valid)?, load(&layout.test)?)
+            (
+                load(&layout.train)?,
+                load(&layout.valid)?,
+                load(&layout.test)?,
+            )
         }
     };
     let counts = |split: &str, c: &SplitCache| {
@@ -244,15 +317,27 @@ fn load_data(job: &WorkerJob) -> Result<Data, Failure> {
                 *x += 1;
             }
         }
-        SplitCounts { split: split.into(), counts: v }
+        SplitCounts {
+            split: split.into(),
+            counts: v,
+        }
     };
     send(WorkerMessage::Data {
         classes: layout.classes.clone(),
-        counts: vec![counts("train", &train), counts("valid", &valid), counts("test", &test)],
+        counts: vec![
+            counts("train", &train),
+            counts("valid", &valid),
+            counts("test", &test),
+        ],
         skipped: train.skipped + valid.skipped + test.skipped,
         decode_s: t0.elapsed().as_secs_f64(),
     })?;
-    Ok(Data { layout, train: Arc::new(train), valid, test })
+    Ok(Data {
+        layout,
+        train: Arc::new(train),
+        valid,
+        test,
+    })
 }
 
 /// The shared decoded-image cache for this trial, when the coordinator sent
@@ -264,21 +349,34 @@ fn shared_cache(job: &WorkerJob, layout: &Layout) -> Option<sweep_dataset::cache
     use sweep_dataset::cache;
     let hash = job.dataset_hash.as_deref().filter(|_| cache::enabled())?;
     let root = cache::root();
-    match cache::ensure(&root, &job.dataset, layout, hash, job.config.cache_short(), 0) {
+    match cache::ensure(
+        &root,
+        &job.dataset,
+        layout,
+        hash,
+        job.config.cache_short(),
+        0,
+    ) {
         Ok(ready) => {
             let how = if ready.built { "built" } else { "mapped" };
             sweep_protocol::log!("{how} the decoded-image cache {}", ready.dir.display());
             Some(ready)
         }
         Err(e) => {
-            sweep_protocol::log!("warning: decoding into memory instead of the shared cache under {}: {e}", root.display());
+            sweep_protocol::log!(
+                "warning: decoding into memory instead of the shared cache under {}: {e}",
+                root.display()
+            );
             None
         }
     }
 }
 
 fn panic_message(p: &(dyn Any + Send)) -> String {
-    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "panic".into())
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 /// Fragments of libtorch errors that mean the trial's settings cannot work
@@ -303,7 +401,8 @@ const CONFIG_ERRORS: [&str; 9] = [
 fn classify_panic(msg: &str) -> ErrorClass {
     let m = msg.to_ascii_lowercase();
     // cuBLAS and cuDNN report running out of device memory as ALLOC_FAILED.
-    if m.contains("out of memory") || m.contains("outofmemory") || m.contains("status_alloc_failed") {
+    if m.contains("out of memory") || m.contains("outofmemory") || m.contains("status_alloc_failed")
+    {
         ErrorClass::Oom
     } else if CONFIG_ERRORS.iter().any(|c| m.contains(c)) {
         ErrorClass::Config
@@ -315,11 +414,16 @@ fn classify_panic(msg: &str) -> ErrorClass {
 /// The message of a libtorch error without tch's `unwrap` wrapping and the
 /// C++ stack trace.
 fn torch_message(raw: &str) -> String {
-    let s = raw.strip_prefix("called `Result::unwrap()` on an `Err` value: ").unwrap_or(raw);
+    let s = raw
+        .strip_prefix("called `Result::unwrap()` on an `Err` value: ")
+        .unwrap_or(raw);
     let s = s.strip_prefix("Torch(\"").unwrap_or(s);
     let s = s.split("\\nException raised from").next().unwrap_or(s);
     let s = s.split("\nException raised from").next().unwrap_or(s);
-    s.trim_end_matches("\")").replace("\\n", " ").trim().to_string()
+    s.trim_end_matches("\")")
+        .replace("\\n", " ")
+        .trim()
+        .to_string()
 }
 
 /// Runs the whole trial. Panics inside libtorch are caught and classified.
@@ -370,8 +474,14 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
 }
 
 fn threads(job: &WorkerJob) -> (i32, usize) {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let total = if job.threads == 0 { cores } else { job.threads as usize };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let total = if job.threads == 0 {
+        cores
+    } else {
+        job.threads as usize
+    };
     if tch::Cuda::is_available() {
         // The model runs on the GPU: the host's work is mostly batch assembly
         // (crop, resize, flip), which then sets the pace. Three quarters of
@@ -381,7 +491,11 @@ fn threads(job: &WorkerJob) -> (i32, usize) {
     }
     // On few cores batch assembly is cheap next to the model: give torch every
     // core and one loader thread; from 4 cores on, set a quarter aside.
-    if total >= 4 { ((total - total / 4) as i32, total / 4) } else { (total as i32, 1) }
+    if total >= 4 {
+        ((total - total / 4) as i32, total / 4)
+    } else {
+        (total as i32, 1)
+    }
 }
 
 /// The torch seed of an epoch. Dropout masks, the only randomness training
@@ -389,7 +503,10 @@ fn threads(job: &WorkerJob) -> (i32, usize) {
 /// the data order and augmentation: a resumed epoch draws the same ones.
 fn epoch_seed(seed: u64, epoch: u32) -> i64 {
     // splitmix64 of seed and epoch, kept non-negative.
-    let mut z = seed ^ (epoch as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed
+        ^ (epoch as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ((z ^ (z >> 31)) >> 1) as i64
@@ -426,7 +543,13 @@ struct Running {
 
 impl Running {
     fn new() -> Running {
-        Running { loss: 0.0, correct: 0, n: 0, batches: 0, since: Instant::now() }
+        Running {
+            loss: 0.0,
+            correct: 0,
+            n: 0,
+            batches: 0,
+            since: Instant::now(),
+        }
     }
 
     fn add(&mut self, loss: f64, correct: i64, n: usize) {
@@ -475,7 +598,9 @@ impl<'a> Trainer<'a> {
         let cfg = &job.config;
         let (torch_threads, loader_threads) = threads(job);
         tch::set_num_threads(torch_threads);
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(loader_threads.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(loader_threads.max(1))
+            .build_global();
         let device = device();
         if device.is_cuda() {
             tch::Cuda::cudnn_set_benchmark(sweep_protocol::config::CUDNN_BENCHMARK);
@@ -498,8 +623,14 @@ impl<'a> Trainer<'a> {
         if cfg.channels_last {
             to_channels_last(&vs);
         }
-        let opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(cfg), cfg.lr).map_err(|m| Failure::new(ErrorClass::Config, m))?;
-        std::fs::create_dir_all(&job.out_dir).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot create {}: {e}", job.out_dir.display())))?;
+        let opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(cfg), cfg.lr)
+            .map_err(|m| Failure::new(ErrorClass::Config, m))?;
+        std::fs::create_dir_all(&job.out_dir).map_err(|e| {
+            Failure::new(
+                ErrorClass::Internal,
+                format!("cannot create {}: {e}", job.out_dir.display()),
+            )
+        })?;
         let mut batches_per_epoch = data.train.len().div_ceil(cfg.batch_size.max(1) as usize);
         if cfg.max_batches > 0 {
             batches_per_epoch = batches_per_epoch.min(cfg.max_batches as usize);
@@ -518,7 +649,11 @@ impl<'a> Trainer<'a> {
             batches_per_epoch,
             started: Instant::now(),
             images_seen: 0,
-            timings: Timings { data_s, model_s: t_model.elapsed().as_secs_f64(), ..Timings::default() },
+            timings: Timings {
+                data_s,
+                model_s: t_model.elapsed().as_secs_f64(),
+                ..Timings::default()
+            },
         })
     }
 
@@ -535,12 +670,19 @@ impl<'a> Trainer<'a> {
         let resumed = if self.paths.train_state.exists() {
             self.load_train_state()?;
             true
-        } else if let (true, Ok(text)) = (self.paths.last.exists(), std::fs::read_to_string(&self.paths.state))
-            && let Ok(s) = serde_json::from_str::<State>(&text)
+        } else if let (true, Ok(text)) = (
+            self.paths.last.exists(),
+            std::fs::read_to_string(&self.paths.state),
+        ) && let Ok(s) = serde_json::from_str::<State>(&text)
         {
             // Written by a worker before exact resume: weights and counters only.
-            self.vs.load(&self.paths.last).map_err(|e| self.cannot_resume(&self.paths.last, e))?;
-            sweep_protocol::log!("{} holds no training state (an older worker's checkpoint): optimizer state restarts", self.paths.dir.display());
+            self.vs
+                .load(&self.paths.last)
+                .map_err(|e| self.cannot_resume(&self.paths.last, e))?;
+            sweep_protocol::log!(
+                "{} holds no training state (an older worker's checkpoint): optimizer state restarts",
+                self.paths.dir.display()
+            );
             self.state = s;
             true
         } else {
@@ -556,30 +698,51 @@ impl<'a> Trainer<'a> {
                 );
                 self.state.select = self.job.select;
             }
-            sweep_protocol::log!("resuming {} after epoch {}", self.job.trial, self.state.epoch);
-            send(WorkerMessage::Resumed { from_epoch: self.state.epoch })?;
+            sweep_protocol::log!(
+                "resuming {} after epoch {}",
+                self.job.trial,
+                self.state.epoch
+            );
+            send(WorkerMessage::Resumed {
+                from_epoch: self.state.epoch,
+            })?;
         }
-        open_journal(&self.paths.dir, (self.state.epoch > 0).then_some(self.state.epoch))
+        open_journal(
+            &self.paths.dir,
+            (self.state.epoch > 0).then_some(self.state.epoch),
+        )
     }
 
     fn cannot_resume(&self, path: &Path, e: impl std::fmt::Display) -> Failure {
-        Failure::new(ErrorClass::Internal, format!("cannot resume from {}: {e}", path.display()))
+        Failure::new(
+            ErrorClass::Internal,
+            format!("cannot resume from {}: {e}", path.display()),
+        )
     }
 
     fn load_train_state(&mut self) -> Result<(), Failure> {
         let path = self.paths.train_state.clone();
         let saved = read_train_state(&path).map_err(|e| self.cannot_resume(&path, e))?;
         if saved.meta.optimizer != self.opt.hyper().name() {
-            return Err(
-                self.cannot_resume(&path, format!("it was written for optimizer {}, this trial uses {}", saved.meta.optimizer, self.opt.hyper().name()))
-            );
+            return Err(self.cannot_resume(
+                &path,
+                format!(
+                    "it was written for optimizer {}, this trial uses {}",
+                    saved.meta.optimizer,
+                    self.opt.hyper().name()
+                ),
+            ));
         }
         load_weights(&self.vs, &saved.model).map_err(|e| self.cannot_resume(&path, e))?;
-        self.opt.load_state_tensors(&saved.optim).map_err(|e| self.cannot_resume(&path, e))?;
+        self.opt
+            .load_state_tensors(&saved.optim)
+            .map_err(|e| self.cannot_resume(&path, e))?;
         self.scaler.restore(saved.meta.scaler);
         self.state = saved.meta.state;
         // A kill between the commit and the end of the exports: finish them.
-        let exported = std::fs::read_to_string(&self.paths.state).ok().and_then(|t| serde_json::from_str::<State>(&t).ok());
+        let exported = std::fs::read_to_string(&self.paths.state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<State>(&t).ok());
         if exported.as_ref() != Some(&self.state) || !self.paths.last.exists() {
             self.export(self.state.best_epoch == self.state.epoch)?;
         }
@@ -601,10 +764,18 @@ impl<'a> Trainer<'a> {
         let order = data::epoch_order(cache.len(), seed, epoch);
         let device = self.device;
         let mut staging = Vec::new();
-        let rx = spawn_loader(order, cfg.batch_size as usize, self.batches_per_epoch, epoch, move |idx| {
-            // Pixels go to (pinned) host memory here, on the loader thread.
-            host_batch(idx.len(), s, device, &mut staging, |out| data::train_batch_into(&cache, idx, s, &augment, seed, epoch, out))
-        });
+        let rx = spawn_loader(
+            order,
+            cfg.batch_size as usize,
+            self.batches_per_epoch,
+            epoch,
+            move |idx| {
+                // Pixels go to (pinned) host memory here, on the loader thread.
+                host_batch(idx.len(), s, device, &mut staging, |out| {
+                    data::train_batch_into(&cache, idx, s, &augment, seed, epoch, out)
+                })
+            },
+        );
         let mut epoch_run = Running::new();
         let mut window = Running::new();
         let mut batch_no = 0u32;
@@ -620,7 +791,13 @@ impl<'a> Trainer<'a> {
             let out = train_step(&self.net, &mut self.opt, &mut self.scaler, &xs, &ys);
             let finite = out.loss.is_finite();
             if !finite && !self.scaler.enabled {
-                return Err(Failure::new(ErrorClass::Nan, format!("loss is {} at epoch {epoch} batch {batch_no}; try a lower lr", out.loss)));
+                return Err(Failure::new(
+                    ErrorClass::Nan,
+                    format!(
+                        "loss is {} at epoch {epoch} batch {batch_no}; try a lower lr",
+                        out.loss
+                    ),
+                ));
             }
             if n == 1 {
                 self.check_single_image_batch(epoch, batch_no)?;
@@ -640,11 +817,17 @@ impl<'a> Trainer<'a> {
             if STOP.load(Ordering::SeqCst) {
                 return Err(Failure::new(
                     ErrorClass::Interrupted,
-                    format!("stopped by signal during epoch {epoch}; last checkpoint is epoch {}", self.state.epoch),
+                    format!(
+                        "stopped by signal during epoch {epoch}; last checkpoint is epoch {}",
+                        self.state.epoch
+                    ),
                 ));
             }
             if crate::control::stop_requested().is_some() {
-                return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by the coordinator during epoch {epoch}")));
+                return Err(Failure::new(
+                    ErrorClass::Interrupted,
+                    format!("stopped by the coordinator during epoch {epoch}"),
+                ));
             }
             waited = Instant::now();
             self.timings.train_s += waited.duration_since(computing).as_secs_f64();
@@ -652,13 +835,18 @@ impl<'a> Trainer<'a> {
         if epoch_run.n == 0 && batch_no > 0 {
             return Err(Failure::new(
                 ErrorClass::Nan,
-                format!("the loss was not finite at any of the {batch_no} batches of epoch {epoch}, under amp's loss scaling; try a lower lr or amp = false"),
+                format!(
+                    "the loss was not finite at any of the {batch_no} batches of epoch {epoch}, under amp's loss scaling; try a lower lr or amp = false"
+                ),
             ));
         }
         if (batch_no as usize) < self.batches_per_epoch {
             return Err(Failure::new(
                 ErrorClass::Internal,
-                format!("the data loader ended epoch {epoch} after {batch_no} of {} batches", self.batches_per_epoch),
+                format!(
+                    "the data loader ended epoch {epoch} after {batch_no} of {} batches",
+                    self.batches_per_epoch
+                ),
             ));
         }
         if window.batches > 0 {
@@ -667,7 +855,13 @@ impl<'a> Trainer<'a> {
         Ok(epoch_run)
     }
 
-    fn record_window(&mut self, epoch: u32, batch: u32, lr: f64, window: &mut Running) -> Result<(), Failure> {
+    fn record_window(
+        &mut self,
+        epoch: u32,
+        batch: u32,
+        lr: f64,
+        window: &mut Running,
+    ) -> Result<(), Failure> {
         send(WorkerMessage::TrainStep {
             epoch,
             batch,
@@ -689,7 +883,12 @@ impl<'a> Trainer<'a> {
         if self.net.freeze_backbone {
             return Ok(());
         }
-        let broken = self.vs.variables().into_iter().filter(|(k, _)| k.ends_with("running_var")).find(|(_, v)| v.isfinite().all().int64_value(&[]) == 0);
+        let broken = self
+            .vs
+            .variables()
+            .into_iter()
+            .filter(|(k, _)| k.ends_with("running_var"))
+            .find(|(_, v)| v.isfinite().all().int64_value(&[]) == 0);
         match broken {
             None => Ok(()),
             Some((name, _)) => Err(Failure::new(
@@ -714,7 +913,13 @@ impl<'a> Trainer<'a> {
         let val = evaluate(&self.net, &self.data.valid, cfg, self.device, false)?;
         self.timings.valid_s += t_valid.elapsed().as_secs_f64();
         if !val.loss.is_finite() {
-            return Err(Failure::new(ErrorClass::Nan, format!("validation loss is {} after epoch {epoch}; try a lower lr", val.loss)));
+            return Err(Failure::new(
+                ErrorClass::Nan,
+                format!(
+                    "validation loss is {} after epoch {epoch}; try a lower lr",
+                    val.loss
+                ),
+            ));
         }
         self.state.epoch = epoch;
         self.state.select = self.job.select;
@@ -742,12 +947,23 @@ impl<'a> Trainer<'a> {
         self.export(improved)?;
         self.timings.checkpoint_s += t_save.elapsed().as_secs_f64();
         emit_msg(&msg)?;
-        send(WorkerMessage::Checkpoint { epoch, kind: "last".into(), path: self.paths.last.display().to_string() })?;
+        send(WorkerMessage::Checkpoint {
+            epoch,
+            kind: "last".into(),
+            path: self.paths.last.display().to_string(),
+        })?;
         if improved {
-            send(WorkerMessage::Checkpoint { epoch, kind: "best".into(), path: self.paths.best.display().to_string() })?;
+            send(WorkerMessage::Checkpoint {
+                epoch,
+                kind: "best".into(),
+                path: self.paths.best.display().to_string(),
+            })?;
         }
         if STOP.load(Ordering::SeqCst) {
-            return Err(Failure::new(ErrorClass::Interrupted, format!("stopped by signal after epoch {epoch}")));
+            return Err(Failure::new(
+                ErrorClass::Interrupted,
+                format!("stopped by signal after epoch {epoch}"),
+            ));
         }
         Ok(())
     }
@@ -762,8 +978,18 @@ impl<'a> Trainer<'a> {
             rng_seed: self.cfg.seed,
             bits: FloatBits::of(&self.state, &self.scaler.state()),
         };
-        let mut tensors: Vec<(String, Tensor)> = self.vs.variables().into_iter().map(|(k, t)| (format!("model.{k}"), t)).collect();
-        tensors.extend(self.opt.state_tensors().into_iter().map(|(k, t)| (format!("optim.{k}"), t)));
+        let mut tensors: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (format!("model.{k}"), t))
+            .collect();
+        tensors.extend(
+            self.opt
+                .state_tensors()
+                .into_iter()
+                .map(|(k, t)| (format!("optim.{k}"), t)),
+        );
         write_train_state(&self.paths.train_state, &meta, tensors)
     }
 
@@ -774,7 +1000,8 @@ impl<'a> Trainer<'a> {
         if best {
             link_or_save(&self.vs, &self.paths.last, &self.paths.best)?;
         }
-        let json = serde_json::to_vec(&self.state).map_err(|e| Failure::new(ErrorClass::Internal, e.to_string()))?;
+        let json = serde_json::to_vec(&self.state)
+            .map_err(|e| Failure::new(ErrorClass::Internal, e.to_string()))?;
         write_atomic(&self.paths.state, &json)
     }
 
@@ -794,7 +1021,10 @@ impl<'a> Trainer<'a> {
     }
 
     fn stop_early(&mut self, (after_epoch, test): (u32, bool)) -> Result<(), Failure> {
-        sweep_protocol::log!("stopping early as the coordinator asked (after epoch {after_epoch}); last checkpoint: epoch {}", self.state.epoch);
+        sweep_protocol::log!(
+            "stopping early as the coordinator asked (after epoch {after_epoch}); last checkpoint: epoch {}",
+            self.state.epoch
+        );
         if test {
             return self.test_and_report();
         }
@@ -807,7 +1037,12 @@ impl<'a> Trainer<'a> {
         let t_test = Instant::now();
         let best = &self.paths.best;
         if best.exists() {
-            self.vs.load(best).map_err(|e| Failure::new(ErrorClass::Internal, format!("cannot load {}: {e}", best.display())))?;
+            self.vs.load(best).map_err(|e| {
+                Failure::new(
+                    ErrorClass::Internal,
+                    format!("cannot load {}: {e}", best.display()),
+                )
+            })?;
         }
         let cfg = self.cfg;
         let test = evaluate(&self.net, &self.data.test, cfg, self.device, true)?;
@@ -823,7 +1058,13 @@ impl<'a> Trainer<'a> {
             }
             if truth != pred {
                 mis.push(Misclassified {
-                    file: self.data.test.paths.get(i).map(|p| p.display().to_string()).unwrap_or_default(),
+                    file: self
+                        .data
+                        .test
+                        .paths
+                        .get(i)
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                     truth: classes.get(truth).cloned().unwrap_or_default(),
                     pred: classes.get(pred).cloned().unwrap_or_default(),
                     prob,
@@ -836,12 +1077,30 @@ impl<'a> Trainer<'a> {
             .map(|(c, name)| {
                 let total: u64 = matrix[c].iter().sum();
                 let correct = matrix[c][c];
-                ClassAccuracy { class: name.clone(), correct, total, accuracy: if total > 0 { correct as f64 / total as f64 } else { 0.0 } }
+                ClassAccuracy {
+                    class: name.clone(),
+                    correct,
+                    total,
+                    accuracy: if total > 0 {
+                        correct as f64 / total as f64
+                    } else {
+                        0.0
+                    },
+                }
             })
             .collect();
         self.timings.test_s = t_test.elapsed().as_secs_f64();
-        send(WorkerMessage::Test { loss: test.loss, accuracy: test.accuracy, n: test.preds.len(), per_class, epoch: self.state.best_epoch })?;
-        send(WorkerMessage::Confusion { classes: classes.clone(), matrix })?;
+        send(WorkerMessage::Test {
+            loss: test.loss,
+            accuracy: test.accuracy,
+            n: test.preds.len(),
+            per_class,
+            epoch: self.state.best_epoch,
+        })?;
+        send(WorkerMessage::Confusion {
+            classes: classes.clone(),
+            matrix,
+        })?;
         send(WorkerMessage::Misclassified { items: mis })?;
         self.send_done()
     }
@@ -850,20 +1109,44 @@ impl<'a> Trainer<'a> {
 /// The network and its variables: backbone, head, pretrained weights, frozen
 /// backbone. All of it follows from the configuration, so what libtorch
 /// rejects while building (a negative layer size, …) is a config error.
-fn build_model(cfg: &TrialConfig, device: Device, classes: i64) -> Result<(nn::VarStore, Net), Failure> {
+fn build_model(
+    cfg: &TrialConfig,
+    device: Device,
+    classes: i64,
+) -> Result<(nn::VarStore, Net), Failure> {
     let mut vs = nn::VarStore::new(device);
-    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| models::build(&vs.root(), &cfg.backbone, classes, &cfg.head)));
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        models::build(&vs.root(), &cfg.backbone, classes, &cfg.head)
+    }));
     let mut net = match built {
         Ok(net) => net.map_err(|m| Failure::new(ErrorClass::Config, m))?,
         Err(p) => {
             let raw = panic_message(&*p);
-            let class = if classify_panic(&raw) == ErrorClass::Oom { ErrorClass::Oom } else { ErrorClass::Config };
-            return Err(Failure::new(class, format!("cannot build {} with head {:?}: {}", cfg.backbone, cfg.head, torch_message(&raw))));
+            let class = if classify_panic(&raw) == ErrorClass::Oom {
+                ErrorClass::Oom
+            } else {
+                ErrorClass::Config
+            };
+            return Err(Failure::new(
+                class,
+                format!(
+                    "cannot build {} with head {:?}: {}",
+                    cfg.backbone,
+                    cfg.head,
+                    torch_message(&raw)
+                ),
+            ));
         }
     };
     if let Some(p) = &cfg.pretrained {
-        let r = weights::load_into(&mut vs, p, net.head_prefix).map_err(|m| Failure::new(ErrorClass::Config, m))?;
-        sweep_protocol::log!("loaded {} tensors from {} ({} head tensors re-initialised)", r.loaded, p.display(), r.head_skipped);
+        let r = weights::load_into(&mut vs, p, net.head_prefix)
+            .map_err(|m| Failure::new(ErrorClass::Config, m))?;
+        sweep_protocol::log!(
+            "loaded {} tensors from {} ({} head tensors re-initialised)",
+            r.loaded,
+            p.display(),
+            r.head_skipped
+        );
     }
     if cfg.freeze_backbone {
         net.freeze_backbone = true;
@@ -922,19 +1205,37 @@ pub struct StepOutcome {
 /// together), where torch's GradScaler reads once too: every read makes the
 /// host wait until the device has run everything queued before it. A step
 /// whose loss is not finite is not taken.
-pub fn train_step(net: &Net, opt: &mut Optimizer, scaler: &mut GradScaler, xs: &Tensor, ys: &Tensor) -> StepOutcome {
+pub fn train_step(
+    net: &Net,
+    opt: &mut Optimizer,
+    scaler: &mut GradScaler,
+    xs: &Tensor,
+    ys: &Tensor,
+) -> StepOutcome {
     let logits = crate::autocast::cuda(scaler.enabled, || net.forward_t(xs, true));
     let loss = logits.to_kind(Kind::Float).cross_entropy_for_logits(ys);
     let correct = logits.argmax(-1, false).eq_tensor(ys).sum(Kind::Int64);
     let found_inf = scaler.backward(opt, &loss);
-    let mut read = vec![loss.detach().to_kind(Kind::Double), correct.to_kind(Kind::Double)];
+    let mut read = vec![
+        loss.detach().to_kind(Kind::Double),
+        correct.to_kind(Kind::Double),
+    ];
     // `found_inf` has one element in one dimension; the others none.
-    read.extend(found_inf.as_ref().map(|f| f.reshape([]).to_kind(Kind::Double)));
-    let values = Vec::<f64>::try_from(Tensor::stack(&read, 0).to_device(tch::Device::Cpu)).expect("a 1-d f64 tensor");
+    read.extend(
+        found_inf
+            .as_ref()
+            .map(|f| f.reshape([]).to_kind(Kind::Double)),
+    );
+    let values = Vec::<f64>::try_from(Tensor::stack(&read, 0).to_device(tch::Device::Cpu))
+        .expect("a 1-d f64 tensor");
     let (loss_v, correct) = (values[0], values[1] as i64);
     let finite_grads = values.get(2).is_none_or(|&f| f == 0.0);
     let stepped = scaler.step(opt, loss_v.is_finite() && finite_grads);
-    StepOutcome { loss: loss_v, correct, stepped }
+    StepOutcome {
+        loss: loss_v,
+        correct,
+        stepped,
+    }
 }
 
 /// `amp` scales the loss only on CUDA. `SWEEP_TEST_CPU_LOSS_SCALING=1` scales
@@ -973,11 +1274,18 @@ impl GradScaler {
     const GROWTH_INTERVAL: u32 = 2000;
 
     pub fn new(enabled: bool) -> Self {
-        GradScaler { enabled, scale: Self::INIT_SCALE, good_steps: 0 }
+        GradScaler {
+            enabled,
+            scale: Self::INIT_SCALE,
+            good_steps: 0,
+        }
     }
 
     pub fn state(&self) -> ScalerState {
-        ScalerState { scale: self.scale, good_steps: self.good_steps }
+        ScalerState {
+            scale: self.scale,
+            good_steps: self.good_steps,
+        }
     }
 
     pub fn restore(&mut self, s: ScalerState) {
@@ -1057,7 +1365,13 @@ type Loaded<T> = Result<T, Failure>;
 /// with an `internal` failure (`oom` when memory ran out) that names the
 /// epoch and batch — never with a channel that just closes, which would
 /// look like the end of the epoch.
-fn spawn_loader<T, F>(order: Vec<usize>, bs: usize, batches: usize, epoch: u32, mut build: F) -> Receiver<Loaded<T>>
+fn spawn_loader<T, F>(
+    order: Vec<usize>,
+    bs: usize,
+    batches: usize,
+    epoch: u32,
+    mut build: F,
+) -> Receiver<Loaded<T>>
 where
     T: Send + 'static,
     F: FnMut(&[usize]) -> Result<T, String> + Send + 'static,
@@ -1065,15 +1379,28 @@ where
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
     std::thread::spawn(move || {
         for (i, chunk) in order.chunks(bs.max(1)).take(batches).enumerate() {
-            let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(chunk))) {
+            let item = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build(chunk)))
+            {
                 Ok(Ok(b)) => Ok(b),
-                Ok(Err(m)) => Err(Failure::new(ErrorClass::Data, format!("epoch {epoch} batch {}: {m}", i + 1))),
+                Ok(Err(m)) => Err(Failure::new(
+                    ErrorClass::Data,
+                    format!("epoch {epoch} batch {}: {m}", i + 1),
+                )),
                 Err(p) => {
                     // Pinned host memory is allocated here: running out of it is `oom`.
                     let raw = panic_message(&*p);
                     Err(match classify_panic(&raw) {
-                        ErrorClass::Oom => Failure::new(ErrorClass::Oom, format!("epoch {epoch} batch {}: {}", i + 1, torch_message(&raw))),
-                        _ => Failure::new(ErrorClass::Internal, format!("the data loader panicked building batch {} of epoch {epoch}: {raw}", i + 1)),
+                        ErrorClass::Oom => Failure::new(
+                            ErrorClass::Oom,
+                            format!("epoch {epoch} batch {}: {}", i + 1, torch_message(&raw)),
+                        ),
+                        _ => Failure::new(
+                            ErrorClass::Internal,
+                            format!(
+                                "the data loader panicked building batch {} of epoch {epoch}: {raw}",
+                                i + 1
+                            ),
+                        ),
                     })
                 }
             };
@@ -1095,7 +1422,13 @@ pub struct Eval {
 
 /// Loss and accuracy of `net` on `split`, at the trial's image size, batch
 /// size and memory format; `keep`: every image's prediction and probability.
-pub fn evaluate(net: &Net, split: &SplitCache, cfg: &TrialConfig, device: Device, keep: bool) -> Result<Eval, Failure> {
+pub fn evaluate(
+    net: &Net,
+    split: &SplitCache,
+    cfg: &TrialConfig,
+    device: Device,
+    keep: bool,
+) -> Result<Eval, Failure> {
     let (s, bs) = (cfg.image_size, cfg.batch_size as usize);
     tch::no_grad(|| {
         let n = split.len();
@@ -1107,12 +1440,15 @@ pub fn evaluate(net: &Net, split: &SplitCache, cfg: &TrialConfig, device: Device
         let idx: Vec<usize> = (0..n).collect();
         let mut staging = Vec::new();
         for chunk in idx.chunks(bs.max(1)) {
-            let (host, labels) = host_batch(chunk.len(), s, device, &mut staging, |out| data::eval_batch_into(split, chunk, s, out))
-                .map_err(|m| Failure::new(ErrorClass::Data, m))?;
+            let (host, labels) = host_batch(chunk.len(), s, device, &mut staging, |out| {
+                data::eval_batch_into(split, chunk, s, out)
+            })
+            .map_err(|m| Failure::new(ErrorClass::Data, m))?;
             let xs = device_input(&host, device, cfg.channels_last);
             let ys = device_labels(&labels, device);
             let logits = net.forward_t(&xs, false).to_kind(Kind::Float);
-            loss_sum += logits.cross_entropy_for_logits(&ys).to_kind(Kind::Double) * chunk.len() as f64;
+            loss_sum +=
+                logits.cross_entropy_for_logits(&ys).to_kind(Kind::Double) * chunk.len() as f64;
             let pred = logits.argmax(-1, false);
             correct_sum += pred.eq_tensor(&ys).sum(Kind::Int64);
             if keep {
@@ -1123,13 +1459,24 @@ pub fn evaluate(net: &Net, split: &SplitCache, cfg: &TrialConfig, device: Device
         let loss = loss_sum.double_value(&[]);
         let correct = correct_sum.int64_value(&[]);
         let (preds, probs) = if keep && !preds.is_empty() {
-            let preds = Vec::<i64>::try_from(Tensor::cat(&preds, 0).to_device(Device::Cpu)).unwrap_or_default();
-            let probs = Vec::<f64>::try_from(Tensor::cat(&probs, 0).to_kind(Kind::Double).to_device(Device::Cpu)).unwrap_or_default();
+            let preds = Vec::<i64>::try_from(Tensor::cat(&preds, 0).to_device(Device::Cpu))
+                .unwrap_or_default();
+            let probs = Vec::<f64>::try_from(
+                Tensor::cat(&probs, 0)
+                    .to_kind(Kind::Double)
+                    .to_device(Device::Cpu),
+            )
+            .unwrap_or_default();
             (preds, probs)
         } else {
             (Vec::new(), Vec::new())
         };
-        Ok(Eval { loss: loss / n.max(1) as f64, accuracy: correct as f64 / n.max(1) as f64, preds, probs })
+        Ok(Eval {
+            loss: loss / n.max(1) as f64,
+            accuracy: correct as f64 / n.max(1) as f64,
+            preds,
+            probs,
+        })
     })
 }
 
@@ -1167,7 +1514,11 @@ struct FloatBits {
 
 impl FloatBits {
     fn of(state: &State, scaler: &ScalerState) -> FloatBits {
-        FloatBits { best_val_accuracy: state.best_val_accuracy.to_bits(), best_val_loss: state.best_val_loss.map(f64::to_bits), scale: scaler.scale.to_bits() }
+        FloatBits {
+            best_val_accuracy: state.best_val_accuracy.to_bits(),
+            best_val_loss: state.best_val_loss.map(f64::to_bits),
+            scale: scaler.scale.to_bits(),
+        }
     }
 
     fn restore(&self, state: &mut State, scaler: &mut ScalerState) {
@@ -1206,7 +1557,18 @@ fn dtype_of(kind: Kind) -> Option<safetensors::Dtype> {
 }
 
 fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
-    [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16, Kind::Int64, Kind::Int, Kind::Uint8, Kind::Bool].into_iter().find(|k| dtype_of(*k) == Some(dtype))
+    [
+        Kind::Float,
+        Kind::Double,
+        Kind::Half,
+        Kind::BFloat16,
+        Kind::Int64,
+        Kind::Int,
+        Kind::Uint8,
+        Kind::Bool,
+    ]
+    .into_iter()
+    .find(|k| dtype_of(*k) == Some(dtype))
 }
 
 impl safetensors::View for CpuView {
@@ -1226,43 +1588,73 @@ impl safetensors::View for CpuView {
     }
 }
 
-fn write_train_state(path: &Path, meta: &TrainMeta, tensors: Vec<(String, Tensor)>) -> Result<(), Failure> {
+fn write_train_state(
+    path: &Path,
+    meta: &TrainMeta,
+    tensors: Vec<(String, Tensor)>,
+) -> Result<(), Failure> {
     let internal = |m: String| Failure::new(ErrorClass::Internal, m);
     let mut views = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let dtype = dtype_of(t.kind()).ok_or_else(|| internal(format!("cannot checkpoint {name}: dtype {:?}", t.kind())))?;
+        let dtype = dtype_of(t.kind())
+            .ok_or_else(|| internal(format!("cannot checkpoint {name}: dtype {:?}", t.kind())))?;
         let tensor = t.detach().to_device(Device::Cpu).contiguous();
-        views.push((name, CpuView { shape: tensor.size().iter().map(|&d| d as usize).collect(), tensor, dtype }));
+        views.push((
+            name,
+            CpuView {
+                shape: tensor.size().iter().map(|&d| d as usize).collect(),
+                tensor,
+                dtype,
+            },
+        ));
     }
     let json = serde_json::to_string(meta).map_err(|e| internal(e.to_string()))?;
     let metadata = Some(HashMap::from([("sweep".to_string(), json)]));
     let tmp = checkpoint_tmp(path);
     let written = safetensors::serialize_to_file(views, &metadata, &tmp)
         .map_err(|e| e.to_string())
-        .and_then(|_| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| e.to_string()));
+        .and_then(|_| {
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| e.to_string())
+        });
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(internal(format!("cannot save checkpoint {}: {e}{}", tmp.display(), disk_full_hint(&e))));
+        return Err(internal(format!(
+            "cannot save checkpoint {}: {e}{}",
+            tmp.display(),
+            disk_full_hint(&e)
+        )));
     }
     put_in_place(&tmp, path)
 }
 
 fn read_train_state(path: &Path) -> Result<SavedTrainState, String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{e:?}"))?;
-    let json = header.metadata().as_ref().and_then(|m| m.get("sweep")).ok_or("no `sweep` metadata")?;
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{e:?}"))?;
+    let json = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("sweep"))
+        .ok_or("no `sweep` metadata")?;
     let mut meta: TrainMeta = serde_json::from_str(json).map_err(|e| format!("metadata: {e}"))?;
     let bits = meta.bits;
     bits.restore(&mut meta.state, &mut meta.scaler);
     if meta.format != TRAIN_STATE_FORMAT {
-        return Err(format!("format {} (this worker reads {TRAIN_STATE_FORMAT})", meta.format));
+        return Err(format!(
+            "format {} (this worker reads {TRAIN_STATE_FORMAT})",
+            meta.format
+        ));
     }
     let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| format!("{e:?}"))?;
     let (mut model, mut optim) = (HashMap::new(), HashMap::new());
     for (name, view) in file.tensors() {
-        let kind = kind_of(view.dtype()).ok_or_else(|| format!("{name}: dtype {:?}", view.dtype()))?;
+        let kind =
+            kind_of(view.dtype()).ok_or_else(|| format!("{name}: dtype {:?}", view.dtype()))?;
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, kind).map_err(|e| format!("{name}: {e}"))?;
+        let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+            .map_err(|e| format!("{name}: {e}"))?;
         if let Some(k) = name.strip_prefix("model.") {
             model.insert(k.to_string(), t);
         } else if let Some(k) = name.strip_prefix("optim.") {
@@ -1282,11 +1674,19 @@ fn load_weights(vs: &nn::VarStore, tensors: &HashMap<String, Tensor>) -> Result<
     }
     tch::no_grad(|| {
         for (name, var) in &vars {
-            let src = tensors.get(name).ok_or_else(|| format!("{name} is missing"))?;
+            let src = tensors
+                .get(name)
+                .ok_or_else(|| format!("{name} is missing"))?;
             if src.size() != var.size() {
-                return Err(format!("{name} has shape {:?}, the model {:?}", src.size(), var.size()));
+                return Err(format!(
+                    "{name} has shape {:?}, the model {:?}",
+                    src.size(),
+                    var.size()
+                ));
             }
-            var.shallow_clone().f_copy_(src).map_err(|e| format!("{name}: {e}"))?;
+            var.shallow_clone()
+                .f_copy_(src)
+                .map_err(|e| format!("{name}: {e}"))?;
         }
         Ok(())
     })
@@ -1298,7 +1698,10 @@ mod tests {
     use crate::optim::{Algorithm, Hyper};
 
     fn batch(idx: &[usize]) -> Result<data::Batch, String> {
-        Ok(data::Batch { pixels: vec![0; idx.len()], labels: idx.iter().map(|&i| i as i64).collect() })
+        Ok(data::Batch {
+            pixels: vec![0; idx.len()],
+            labels: idx.iter().map(|&i| i as i64).collect(),
+        })
     }
 
     #[test]
@@ -1317,37 +1720,75 @@ mod tests {
             batch(idx)
         });
         let items: Vec<Loaded<data::Batch>> = rx.iter().collect();
-        assert_eq!(items.len(), 2, "the batch before the panic, then the failure; nothing after");
+        assert_eq!(
+            items.len(),
+            2,
+            "the batch before the panic, then the failure; nothing after"
+        );
         assert!(items[0].is_ok());
-        let Err(f) = &items[1] else { panic!("a failure, not a closed channel") };
+        let Err(f) = &items[1] else {
+            panic!("a failure, not a closed channel")
+        };
         assert_eq!(f.class, ErrorClass::Internal);
-        assert!(f.message.contains("epoch 7") && f.message.contains("batch 2") && f.message.contains("index 99 out of range"), "{}", f.message);
+        assert!(
+            f.message.contains("epoch 7")
+                && f.message.contains("batch 2")
+                && f.message.contains("index 99 out of range"),
+            "{}",
+            f.message
+        );
     }
 
     /// Pinned host memory is allocated on the loader thread: running out of
     /// it is `oom` (a smaller batch may fit), like device memory.
     #[test]
     fn running_out_of_memory_in_the_loader_is_oom() {
-        let rx = spawn_loader((0..8).collect(), 4, 2, 2, |_: &[usize]| -> Result<data::Batch, String> {
-            panic!(
-                "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB\\nException raised from malloc at alloc.cpp:1\")"
-            )
-        });
+        let rx = spawn_loader(
+            (0..8).collect(),
+            4,
+            2,
+            2,
+            |_: &[usize]| -> Result<data::Batch, String> {
+                panic!(
+                    "called `Result::unwrap()` on an `Err` value: Torch(\"CUDA out of memory. Tried to allocate 2.00 GiB\\nException raised from malloc at alloc.cpp:1\")"
+                )
+            },
+        );
         let items: Vec<Loaded<data::Batch>> = rx.iter().collect();
-        let Err(f) = &items[0] else { panic!("a failure") };
+        let Err(f) = &items[0] else {
+            panic!("a failure")
+        };
         assert_eq!(f.class, ErrorClass::Oom);
-        assert!(f.message.contains("epoch 2 batch 1") && f.message.contains("CUDA out of memory. Tried to allocate 2.00 GiB"), "{}", f.message);
-        assert!(!f.message.contains("Exception raised from") && !f.message.contains("unwrap"), "{}", f.message);
+        assert!(
+            f.message.contains("epoch 2 batch 1")
+                && f.message
+                    .contains("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            "{}",
+            f.message
+        );
+        assert!(
+            !f.message.contains("Exception raised from") && !f.message.contains("unwrap"),
+            "{}",
+            f.message
+        );
     }
 
     #[test]
     fn a_batch_error_is_a_data_failure_naming_the_epoch() {
-        let rx = spawn_loader((0..8).collect(), 4, 2, 3, |_: &[usize]| Err("cannot crop".to_string()));
+        let rx = spawn_loader((0..8).collect(), 4, 2, 3, |_: &[usize]| {
+            Err("cannot crop".to_string())
+        });
         let items: Vec<Loaded<data::Batch>> = rx.iter().collect();
         assert_eq!(items.len(), 1);
-        let Err(f) = &items[0] else { panic!("a data failure") };
+        let Err(f) = &items[0] else {
+            panic!("a data failure")
+        };
         assert_eq!(f.class, ErrorClass::Data);
-        assert!(f.message.contains("epoch 3") && f.message.contains("cannot crop"), "{}", f.message);
+        assert!(
+            f.message.contains("epoch 3") && f.message.contains("cannot crop"),
+            "{}",
+            f.message
+        );
     }
 
     /// A tch call that fails panics with `unwrap`'s message around libtorch's:
@@ -1361,7 +1802,15 @@ mod tests {
     fn libtorch_shape_and_argument_errors_are_config_errors() {
         let cases = [
             // A feature map the image size left at 1×1, pooled 2×2 (VGG below 32 px).
-            torch_panic(|| Tensor::zeros([1, 3, 1, 1], (Kind::Float, Device::Cpu)).max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)),
+            torch_panic(|| {
+                Tensor::zeros([1, 3, 1, 1], (Kind::Float, Device::Cpu)).max_pool2d(
+                    [2, 2],
+                    [2, 2],
+                    [0, 0],
+                    [1, 1],
+                    false,
+                )
+            }),
             // A convolution kernel larger than its input.
             torch_panic(|| {
                 Tensor::zeros([1, 3, 2, 2], (Kind::Float, Device::Cpu)).conv2d(
@@ -1374,7 +1823,12 @@ mod tests {
                 )
             }),
             // A head whose sizes do not chain.
-            torch_panic(|| Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)).linear(&Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)), None::<Tensor>)),
+            torch_panic(|| {
+                Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)).linear(
+                    &Tensor::zeros([3, 4], (Kind::Float, Device::Cpu)),
+                    None::<Tensor>,
+                )
+            }),
             // A negative layer size.
             torch_panic(|| Tensor::zeros([-3, 4], (Kind::Float, Device::Cpu))),
             // A dropout probability out of range.
@@ -1383,13 +1837,30 @@ mod tests {
         for raw in &cases {
             assert_eq!(classify_panic(raw), ErrorClass::Config, "{raw}");
             let clean = torch_message(raw);
-            assert!(!clean.contains("Exception raised from") && !clean.contains("unwrap"), "{clean}");
+            assert!(
+                !clean.contains("Exception raised from") && !clean.contains("unwrap"),
+                "{clean}"
+            );
         }
-        assert_eq!(classify_panic("CUDA out of memory. Tried to allocate 2.00 GiB"), ErrorClass::Oom);
+        assert_eq!(
+            classify_panic("CUDA out of memory. Tried to allocate 2.00 GiB"),
+            ErrorClass::Oom
+        );
         // cuBLAS and cuDNN word running out of device memory their own way.
-        assert_eq!(classify_panic("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), ErrorClass::Oom);
-        assert_eq!(classify_panic("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), ErrorClass::Oom);
-        assert_eq!(classify_panic("called `Option::unwrap()` on a `None` value"), ErrorClass::Internal);
+        assert_eq!(
+            classify_panic(
+                "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"
+            ),
+            ErrorClass::Oom
+        );
+        assert_eq!(
+            classify_panic("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+            ErrorClass::Oom
+        );
+        assert_eq!(
+            classify_panic("called `Option::unwrap()` on a `None` value"),
+            ErrorClass::Internal
+        );
     }
 
     /// The whole training step with loss scaling on (the amp path, which on
@@ -1399,31 +1870,66 @@ mod tests {
     /// loss is NaN is skipped and halves the scale.
     #[test]
     fn a_train_step_under_loss_scaling_reads_once_and_steps() {
-        let cfg = TrialConfig { image_size: 32, batch_size: 2, ..TrialConfig::default() };
+        let cfg = TrialConfig {
+            image_size: 32,
+            batch_size: 2,
+            ..TrialConfig::default()
+        };
         let (vs, net) = build_model(&cfg, Device::Cpu, 3).unwrap();
-        let mut opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(&cfg), cfg.lr).unwrap();
+        let mut opt =
+            Optimizer::for_var_store(&vs, optim::Hyper::from_config(&cfg), cfg.lr).unwrap();
         let mut scaler = GradScaler::new(true);
         let xs = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let ys = Tensor::from_slice(&[0i64, 2]);
-        let params = || -> Vec<Tensor> { vs.trainable_variables().iter().map(|t| t.copy()).collect() };
+        let params =
+            || -> Vec<Tensor> { vs.trainable_variables().iter().map(|t| t.copy()).collect() };
         let before = params();
         let out = train_step(&net, &mut opt, &mut scaler, &xs, &ys);
-        assert!(out.loss.is_finite() && out.stepped && (0..=2).contains(&out.correct), "{out:?}");
-        assert_eq!(scaler.state(), ScalerState { scale: 65536.0, good_steps: 1 });
+        assert!(
+            out.loss.is_finite() && out.stepped && (0..=2).contains(&out.correct),
+            "{out:?}"
+        );
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 65536.0,
+                good_steps: 1
+            }
+        );
         let stepped = params();
-        assert!(before.iter().zip(&stepped).any(|(a, b)| !a.equal(b)), "the step changed the weights");
+        assert!(
+            before.iter().zip(&stepped).any(|(a, b)| !a.equal(b)),
+            "the step changed the weights"
+        );
         let out = train_step(&net, &mut opt, &mut scaler, &xs.full_like(f64::NAN), &ys);
         assert!(out.loss.is_nan() && !out.stepped, "{out:?}");
-        assert!(stepped.iter().zip(&params()).all(|(a, b)| a.equal(b)), "a skipped step leaves the weights");
-        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
+        assert!(
+            stepped.iter().zip(&params()).all(|(a, b)| a.equal(b)),
+            "a skipped step leaves the weights"
+        );
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 32768.0,
+                good_steps: 0
+            }
+        );
     }
 
     /// Building the model is a function of the configuration alone: a head
     /// with a negative layer size makes libtorch panic, and that is `config`.
     #[test]
     fn a_model_build_panic_is_a_config_error() {
-        let cfg = TrialConfig { head: sweep_protocol::config::Head::Mlp { hidden: vec![-5], dropout: 0.0 }, ..TrialConfig::default() };
-        let Err(f) = build_model(&cfg, Device::Cpu, 3) else { panic!("a negative hidden size cannot build") };
+        let cfg = TrialConfig {
+            head: sweep_protocol::config::Head::Mlp {
+                hidden: vec![-5],
+                dropout: 0.0,
+            },
+            ..TrialConfig::default()
+        };
+        let Err(f) = build_model(&cfg, Device::Cpu, 3) else {
+            panic!("a negative hidden size cannot build")
+        };
         assert_eq!(f.class, ErrorClass::Config, "{}", f.message);
         assert!(f.message.contains("negative"), "{}", f.message);
     }
@@ -1431,38 +1937,61 @@ mod tests {
     #[test]
     fn best_epoch_rules() {
         let mut s = State::new(SelectMetric::ValAccuracy);
-        assert!(s.improves(SelectMetric::ValAccuracy, 9.0, 0.0), "the first epoch is the best so far");
+        assert!(
+            s.improves(SelectMetric::ValAccuracy, 9.0, 0.0),
+            "the first epoch is the best so far"
+        );
         s.best_epoch = 1;
         s.best_val_accuracy = 0.5;
         s.best_val_loss = Some(1.0);
         assert!(s.improves(SelectMetric::ValAccuracy, 2.0, 0.6));
-        assert!(!s.improves(SelectMetric::ValAccuracy, 0.1, 0.5), "a tie keeps the earlier epoch");
+        assert!(
+            !s.improves(SelectMetric::ValAccuracy, 0.1, 0.5),
+            "a tie keeps the earlier epoch"
+        );
         assert!(!s.improves(SelectMetric::ValAccuracy, 0.1, 0.4));
         assert!(s.improves(SelectMetric::ValLoss, 0.9, 0.1));
-        assert!(!s.improves(SelectMetric::ValLoss, 1.0, 0.9), "a tie keeps the earlier epoch");
+        assert!(
+            !s.improves(SelectMetric::ValLoss, 1.0, 0.9),
+            "a tie keeps the earlier epoch"
+        );
         assert!(!s.improves(SelectMetric::ValLoss, 1.1, 0.9));
         // An older worker's state.json has no loss: any loss beats none.
-        let old: State = serde_json::from_str(r#"{"epoch":2,"step":8,"best_val_accuracy":0.5,"best_epoch":1}"#).unwrap();
+        let old: State =
+            serde_json::from_str(r#"{"epoch":2,"step":8,"best_val_accuracy":0.5,"best_epoch":1}"#)
+                .unwrap();
         assert_eq!(old.select, SelectMetric::ValAccuracy);
         assert!(old.improves(SelectMetric::ValLoss, 5.0, 0.0));
     }
 
     #[test]
     fn epoch_seeds_differ_and_are_stable() {
-        let seeds: std::collections::HashSet<i64> = (1..=50).map(|e| epoch_seed(0, e)).chain((1..=50).map(|e| epoch_seed(1, e))).collect();
+        let seeds: std::collections::HashSet<i64> = (1..=50)
+            .map(|e| epoch_seed(0, e))
+            .chain((1..=50).map(|e| epoch_seed(1, e)))
+            .collect();
         assert_eq!(seeds.len(), 100);
         assert!(seeds.iter().all(|&s| s >= 0));
         assert_eq!(epoch_seed(3, 2), epoch_seed(3, 2));
     }
 
     fn sgd(p: &Tensor) -> Optimizer {
-        let h = Hyper { algorithm: Algorithm::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false }, weight_decay: 0.0 };
+        let h = Hyper {
+            algorithm: Algorithm::Sgd {
+                momentum: 0.0,
+                dampening: 0.0,
+                nesterov: false,
+            },
+            weight_decay: 0.0,
+        };
         Optimizer::new(h, 0.5, vec![("p".into(), p.shallow_clone(), 0)]).unwrap()
     }
 
     /// What `train_step` does with the scaler after the forward pass.
     fn step_on(scaler: &mut GradScaler, opt: &mut Optimizer, loss: &Tensor) -> bool {
-        let found = scaler.backward(opt, loss).expect("amp checks the gradients");
+        let found = scaler
+            .backward(opt, loss)
+            .expect("amp checks the gradients");
         let loss = loss.double_value(&[]);
         scaler.step(opt, loss.is_finite() && found.double_value(&[0]) == 0.0)
     }
@@ -1479,25 +2008,66 @@ mod tests {
         // d/dp of sum(p * 1e36) is 1e36; × 65536 overflows f32.
         let stepped = step_on(&mut scaler, &mut opt, &(&p * 1e36).sum(Kind::Float));
         assert!(!stepped);
-        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
-        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![1.0, -2.0], "a skipped step leaves the parameters");
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 32768.0,
+                good_steps: 0
+            }
+        );
+        assert_eq!(
+            Vec::<f32>::try_from(&p).unwrap(),
+            vec![1.0, -2.0],
+            "a skipped step leaves the parameters"
+        );
         // Gradient 3 per element; lr 0.5.
         assert!(step_on(&mut scaler, &mut opt, &(&p * 3.0).sum(Kind::Float)));
-        assert_eq!(Vec::<f32>::try_from(&p).unwrap(), vec![-0.5, -3.5], "the step used the unscaled gradient");
-        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 1 });
-        scaler.restore(ScalerState { scale: 32768.0, good_steps: 1999 });
+        assert_eq!(
+            Vec::<f32>::try_from(&p).unwrap(),
+            vec![-0.5, -3.5],
+            "the step used the unscaled gradient"
+        );
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 32768.0,
+                good_steps: 1
+            }
+        );
+        scaler.restore(ScalerState {
+            scale: 32768.0,
+            good_steps: 1999,
+        });
         assert!(step_on(&mut scaler, &mut opt, &(&p * 0.0).sum(Kind::Float)));
-        assert_eq!(scaler.state(), ScalerState { scale: 65536.0, good_steps: 0 });
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 65536.0,
+                good_steps: 0
+            }
+        );
         let nan = step_on(&mut scaler, &mut opt, &(&p * f64::NAN).sum(Kind::Float));
         assert!(!nan);
-        assert_eq!(scaler.state(), ScalerState { scale: 32768.0, good_steps: 0 });
+        assert_eq!(
+            scaler.state(),
+            ScalerState {
+                scale: 32768.0,
+                good_steps: 0
+            }
+        );
     }
 
     /// The fused check covers every gradient, not just the first: an inf in
     /// the last of three is found, and finite gradients come back unscaled.
     #[test]
     fn unscale_and_check_sees_every_gradient() {
-        let grads = || [Tensor::from_slice(&[4.0f32, -8.0]), Tensor::from_slice(&[2.0f32]), Tensor::from_slice(&[16.0f32, 0.0, 1.0])];
+        let grads = || {
+            [
+                Tensor::from_slice(&[4.0f32, -8.0]),
+                Tensor::from_slice(&[2.0f32]),
+                Tensor::from_slice(&[16.0f32, 0.0, 1.0]),
+            ]
+        };
         let g = grads();
         let finite = |g: &[Tensor]| unscale_and_check(g, 0.25).double_value(&[0]) == 0.0;
         assert!(finite(&g));
@@ -1518,18 +2088,31 @@ mod tests {
     fn best_is_a_link_of_last_that_outlives_the_next_last() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let (last, best) = (dir.path().join("last.safetensors"), dir.path().join("best.safetensors"));
+        let (last, best) = (
+            dir.path().join("last.safetensors"),
+            dir.path().join("best.safetensors"),
+        );
         let vs = nn::VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
         save_vs(&vs, &last).unwrap();
         link_or_save(&vs, &last, &best).unwrap();
-        assert_eq!(std::fs::metadata(&best).unwrap().ino(), std::fs::metadata(&last).unwrap().ino());
+        assert_eq!(
+            std::fs::metadata(&best).unwrap().ino(),
+            std::fs::metadata(&last).unwrap().ino()
+        );
         assert!(!dir.path().join("best.tmp.safetensors").exists());
         tch::no_grad(|| {
             let _ = w.shallow_clone().fill_(2.0);
         });
         save_vs(&vs, &last).unwrap();
-        let read = |p: &Path| Tensor::read_safetensors(p).unwrap().into_iter().find(|(k, _)| k == "w").unwrap().1;
+        let read = |p: &Path| {
+            Tensor::read_safetensors(p)
+                .unwrap()
+                .into_iter()
+                .find(|(k, _)| k == "w")
+                .unwrap()
+                .1
+        };
         assert_eq!(Vec::<f32>::try_from(read(&best)).unwrap(), vec![1.0; 3]);
         assert_eq!(Vec::<f32>::try_from(read(&last)).unwrap(), vec![2.0; 3]);
         // A second best epoch replaces the link.
@@ -1542,15 +2125,43 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(TRAIN_STATE);
         // Floats whose shortest decimal has 17 digits, the ones a best-effort parser may miss.
-        let state = State { epoch: 3, step: 12, best_val_accuracy: 0.1 + 0.2, best_epoch: 2, best_val_loss: Some(1.0 / 3.0), select: SelectMetric::ValLoss };
-        let scaler = ScalerState { scale: 1024.0, good_steps: 7 };
-        let meta = TrainMeta { format: TRAIN_STATE_FORMAT, bits: FloatBits::of(&state, &scaler), state, optimizer: "adamw".into(), scaler, rng_seed: 9 };
+        let state = State {
+            epoch: 3,
+            step: 12,
+            best_val_accuracy: 0.1 + 0.2,
+            best_epoch: 2,
+            best_val_loss: Some(1.0 / 3.0),
+            select: SelectMetric::ValLoss,
+        };
+        let scaler = ScalerState {
+            scale: 1024.0,
+            good_steps: 7,
+        };
+        let meta = TrainMeta {
+            format: TRAIN_STATE_FORMAT,
+            bits: FloatBits::of(&state, &scaler),
+            state,
+            optimizer: "adamw".into(),
+            scaler,
+            rng_seed: 9,
+        };
         let w = Tensor::from_slice(&[1.5f32, -0.25, 3.0]).view([3, 1]);
         let step = Tensor::from_slice(&[5i64]);
-        write_train_state(&path, &meta, vec![("model.fc.weight".into(), w.shallow_clone()), ("optim.fc.weight.step".into(), step)]).unwrap();
+        write_train_state(
+            &path,
+            &meta,
+            vec![
+                ("model.fc.weight".into(), w.shallow_clone()),
+                ("optim.fc.weight.step".into(), step),
+            ],
+        )
+        .unwrap();
         let back = read_train_state(&path).unwrap();
         assert_eq!(back.meta.state, meta.state);
-        assert_eq!(back.meta.state.best_val_loss.map(f64::to_bits), Some((1.0f64 / 3.0).to_bits()));
+        assert_eq!(
+            back.meta.state.best_val_loss.map(f64::to_bits),
+            Some((1.0f64 / 3.0).to_bits())
+        );
         assert_eq!(back.meta.scaler, meta.scaler);
         assert_eq!(back.meta.optimizer, "adamw");
         assert!(back.model["fc.weight"].equal(&w));

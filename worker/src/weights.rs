@@ -62,15 +62,28 @@ impl LoadReport {
         for name in &self.loaded_names {
             let parts: Vec<&str> = name.split('.').collect();
             // Inside the classifier, name its layers (classifier.0, classifier.3).
-            let n = if parts[0] == head_top && parts.len() > 2 { 2 } else { 1 };
+            let n = if parts[0] == head_top && parts.len() > 2 {
+                2
+            } else {
+                1
+            };
             let g = parts[..n].join(".");
             match groups.iter_mut().find(|(k, _)| *k == g) {
                 Some((_, c)) => *c += 1,
                 None => groups.push((g, 1)),
             }
         }
-        let loaded = groups.iter().map(|(g, c)| format!("{g} ({c})")).collect::<Vec<_>>().join(", ");
-        let mut s = format!("weights {}: loaded {} tensors: {}", path.display(), self.loaded, if loaded.is_empty() { "none" } else { &loaded });
+        let loaded = groups
+            .iter()
+            .map(|(g, c)| format!("{g} ({c})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut s = format!(
+            "weights {}: loaded {} tensors: {}",
+            path.display(),
+            self.loaded,
+            if loaded.is_empty() { "none" } else { &loaded }
+        );
         if !self.replaced.is_empty() {
             let r = self
                 .replaced
@@ -81,11 +94,24 @@ impl LoadReport {
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
-            s.push_str(&format!("; replaced (sized by the class count, freshly initialised): {r}"));
+            s.push_str(&format!(
+                "; replaced (sized by the class count, freshly initialised): {r}"
+            ));
         }
-        let extra: Vec<&String> = self.ignored.iter().filter(|n| !self.replaced.iter().any(|(r, _, _)| r == *n)).collect();
+        let extra: Vec<&String> = self
+            .ignored
+            .iter()
+            .filter(|n| !self.replaced.iter().any(|(r, _, _)| r == *n))
+            .collect();
         if !extra.is_empty() {
-            s.push_str(&format!("; ignored from the file: {}", extra.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")));
+            s.push_str(&format!(
+                "; ignored from the file: {}",
+                extra
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         s
     }
@@ -100,13 +126,27 @@ pub fn load_into(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<Lo
 
 /// [`load_into`] without the log line.
 pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, String> {
-    let file: HashMap<String, Tensor> = read(path)?.into_iter().filter(|(k, _)| !k.ends_with("num_batches_tracked")).collect();
+    let file: HashMap<String, Tensor> = read(path)?
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
+        .collect();
     let vars = vs.variables();
-    let is_head = |k: &str| k == head_prefix || k.strip_prefix(head_prefix).is_some_and(|rest| rest.starts_with('.'));
-    let model_shapes: BTreeMap<&String, Vec<i64>> = vars.iter().map(|(k, t)| (k, t.size())).collect();
+    let is_head = |k: &str| {
+        k == head_prefix
+            || k.strip_prefix(head_prefix)
+                .is_some_and(|rest| rest.starts_with('.'))
+    };
+    let model_shapes: BTreeMap<&String, Vec<i64>> =
+        vars.iter().map(|(k, t)| (k, t.size())).collect();
 
-    let head_fits = vars.iter().filter(|(k, _)| is_head(k)).all(|(k, t)| file.get(k).is_some_and(|f| f.size() == t.size()))
-        && file.keys().filter(|k| is_head(k)).all(|k| vars.contains_key(k));
+    let head_fits = vars
+        .iter()
+        .filter(|(k, _)| is_head(k))
+        .all(|(k, t)| file.get(k).is_some_and(|f| f.size() == t.size()))
+        && file
+            .keys()
+            .filter(|k| is_head(k))
+            .all(|k| vars.contains_key(k));
 
     let mut missing = Vec::new();
     let mut mismatched = Vec::new();
@@ -116,17 +156,31 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
         }
         match file.get(*k) {
             None => missing.push((*k).clone()),
-            Some(t) if &t.size() != shape => mismatched.push(format!("{k}: file {:?} vs model {:?}", t.size(), shape)),
+            Some(t) if &t.size() != shape => {
+                mismatched.push(format!("{k}: file {:?} vs model {:?}", t.size(), shape))
+            }
             Some(_) => {}
         }
     }
-    let mut unexpected: Vec<String> = file.keys().filter(|k| !is_head(k) && !vars.contains_key(*k)).cloned().collect();
+    let mut unexpected: Vec<String> = file
+        .keys()
+        .filter(|k| !is_head(k) && !vars.contains_key(*k))
+        .cloned()
+        .collect();
     if !(missing.is_empty() && mismatched.is_empty() && unexpected.is_empty()) {
         let mut msg = format!("weights {} do not fit the model:", path.display());
         unexpected.sort();
-        for (label, list) in [("missing", &missing), ("unexpected", &unexpected), ("shape mismatch", &mismatched)] {
+        for (label, list) in [
+            ("missing", &missing),
+            ("unexpected", &unexpected),
+            ("shape mismatch", &mismatched),
+        ] {
             if !list.is_empty() {
-                msg.push_str(&format!("\n  {label} ({}): {}", list.len(), list.join(", ")));
+                msg.push_str(&format!(
+                    "\n  {label} ({}): {}",
+                    list.len(),
+                    list.join(", ")
+                ));
             }
         }
         msg.push_str("\n  check that the file was saved from the same backbone (torchvision names, e.g. conv1.weight) and, for a classifier other than the last layer, the same head");
@@ -136,12 +190,15 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
     tch::no_grad(|| -> Result<(), String> {
         for (k, shape) in &model_shapes {
             if is_head(k) && !head_fits {
-                report.replaced.push(((*k).clone(), shape.clone(), file.get(*k).map(|t| t.size())));
+                report
+                    .replaced
+                    .push(((*k).clone(), shape.clone(), file.get(*k).map(|t| t.size())));
                 continue;
             }
             if let Some(src) = file.get(*k) {
                 let mut var = vars[*k].shallow_clone();
-                var.f_copy_(&src.to_kind(var.kind()).to_device(var.device())).map_err(|e| format!("{k}: {e}"))?;
+                var.f_copy_(&src.to_kind(var.kind()).to_device(var.device()))
+                    .map_err(|e| format!("{k}: {e}"))?;
                 report.loaded_names.push((*k).clone());
             }
         }
@@ -169,19 +226,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vs = nn::VarStore::new(Device::Cpu);
         crate::models::build(&vs.root(), "resnet18", 3, &Head::Original).unwrap();
-        let half: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.to_kind(Kind::Half))).collect();
+        let half: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_kind(Kind::Half)))
+            .collect();
         let path = dir.path().join("best.safetensors");
         Tensor::write_safetensors(&half, &path).unwrap();
 
         let mut fresh = nn::VarStore::new(Device::Cpu);
-        let fresh_net = crate::models::build(&fresh.root(), "resnet18", 3, &Head::Original).unwrap();
+        let fresh_net =
+            crate::models::build(&fresh.root(), "resnet18", 3, &Head::Original).unwrap();
         let report = load(&mut fresh, &path, fresh_net.head_prefix).unwrap();
         assert_eq!((report.loaded, report.head_skipped), (half.len(), 0));
         let loaded = fresh.variables();
         for (k, h) in &half {
             let v = &loaded[k];
             assert_eq!(v.kind(), Kind::Float, "{k}");
-            assert!(v.equal(&h.to_kind(Kind::Float)), "{k}: not the float16 values widened");
+            assert!(
+                v.equal(&h.to_kind(Kind::Float)),
+                "{k}: not the float16 values widened"
+            );
         }
     }
 }

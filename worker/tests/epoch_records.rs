@@ -20,7 +20,15 @@ const TRAIN_IMAGES: usize = 72;
 
 fn dataset(root: &Path) -> PathBuf {
     let dir = root.join("data");
-    sweep_dataset::demo::generate(&dir, &sweep_dataset::demo::DemoOptions { per_class: 6, image_size: 32, seed: 1 }).unwrap();
+    sweep_dataset::demo::generate(
+        &dir,
+        &sweep_dataset::demo::DemoOptions {
+            per_class: 6,
+            image_size: 32,
+            seed: 1,
+        },
+    )
+    .unwrap();
     dir
 }
 
@@ -39,11 +47,29 @@ fn run(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> Ru
 }
 
 /// [`run`] with these environment variables set for the worker.
-fn run_env(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric, env: &[(&str, &str)]) -> Run {
+fn run_env(
+    data: &Path,
+    out: &Path,
+    config: TrialConfig,
+    select: SelectMetric,
+    env: &[(&str, &str)],
+) -> Run {
     let job = common::job(data, out, config, select);
-    let out = Command::new(WORKER).envs(env.iter().copied()).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
-    let messages = String::from_utf8(out.stdout).unwrap().lines().map(|l| parse_line(l).unwrap()).collect();
-    Run { messages, ok: out.status.success(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    let out = Command::new(WORKER)
+        .envs(env.iter().copied())
+        .args(["--job", &serde_json::to_string(&job).unwrap()])
+        .output()
+        .unwrap();
+    let messages = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| parse_line(l).unwrap())
+        .collect();
+    Run {
+        messages,
+        ok: out.status.success(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
 /// (epoch, batch, loss, accuracy) of every train_step record.
@@ -51,7 +77,13 @@ fn train_steps(run: &Run) -> Vec<(u32, u32, f64, f64)> {
     run.messages
         .iter()
         .filter_map(|m| match m {
-            WorkerMessage::TrainStep { epoch, batch, loss, accuracy, .. } => Some((*epoch, *batch, *loss, *accuracy)),
+            WorkerMessage::TrainStep {
+                epoch,
+                batch,
+                loss,
+                accuracy,
+                ..
+            } => Some((*epoch, *batch, *loss, *accuracy)),
             _ => None,
         })
         .collect()
@@ -62,9 +94,20 @@ fn epochs(run: &Run) -> Vec<(u32, f64, f64, f64, f64)> {
     run.messages
         .iter()
         .filter_map(|m| match m {
-            WorkerMessage::Epoch { epoch, train_loss, train_accuracy, val_loss, val_accuracy, .. } => {
-                Some((*epoch, *train_loss, *train_accuracy, *val_loss, *val_accuracy))
-            }
+            WorkerMessage::Epoch {
+                epoch,
+                train_loss,
+                train_accuracy,
+                val_loss,
+                val_accuracy,
+                ..
+            } => Some((
+                *epoch,
+                *train_loss,
+                *train_accuracy,
+                *val_loss,
+                *val_accuracy,
+            )),
             _ => None,
         })
         .collect()
@@ -77,13 +120,26 @@ fn every_batch_is_in_a_train_step_record() {
     // 72 images in batches of 8: 9 batches an epoch. log_every 4: windows of
     // 4, 4 and the partial 1; log_every 100: one partial window of all 9.
     for (log_every, n_epochs, want) in [(4u32, 2, vec![4u32, 8, 9]), (100, 1, vec![9])] {
-        let r = run(&data, &dir.path().join(format!("log{log_every}")), TrialConfig { epochs: n_epochs, log_every, ..config() }, SelectMetric::ValAccuracy);
+        let r = run(
+            &data,
+            &dir.path().join(format!("log{log_every}")),
+            TrialConfig {
+                epochs: n_epochs,
+                log_every,
+                ..config()
+            },
+            SelectMetric::ValAccuracy,
+        );
         assert!(r.ok, "{}", r.stderr);
         let steps = train_steps(&r);
         assert_eq!(epochs(&r).len(), n_epochs as usize);
         for (epoch, train_loss, train_accuracy, ..) in epochs(&r) {
             let windows: Vec<_> = steps.iter().filter(|s| s.0 == epoch).collect();
-            assert_eq!(windows.iter().map(|s| s.1).collect::<Vec<_>>(), want, "log_every {log_every}, epoch {epoch}: batches recorded");
+            assert_eq!(
+                windows.iter().map(|s| s.1).collect::<Vec<_>>(),
+                want,
+                "log_every {log_every}, epoch {epoch}: batches recorded"
+            );
             // Window means weighted by their images give the epoch's: no batch left out.
             let mut prev = 0u32;
             let (mut loss, mut correct) = (0.0, 0.0);
@@ -93,8 +149,14 @@ fn every_batch_is_in_a_train_step_record() {
                 correct += a * images;
                 prev = batch;
             }
-            assert!((loss / TRAIN_IMAGES as f64 - train_loss).abs() < 1e-9 * train_loss, "epoch {epoch}: {loss} vs {train_loss}");
-            assert!((correct / TRAIN_IMAGES as f64 - train_accuracy).abs() < 1e-9, "epoch {epoch}: {correct} vs {train_accuracy}");
+            assert!(
+                (loss / TRAIN_IMAGES as f64 - train_loss).abs() < 1e-9 * train_loss,
+                "epoch {epoch}: {loss} vs {train_loss}"
+            );
+            assert!(
+                (correct / TRAIN_IMAGES as f64 - train_accuracy).abs() < 1e-9,
+                "epoch {epoch}: {correct} vs {train_accuracy}"
+            );
         }
     }
 }
@@ -122,7 +184,18 @@ fn select_decides_the_best_checkpoint_and_what_is_tested() {
     let mut chosen = Vec::new();
     for select in [SelectMetric::ValLoss, SelectMetric::ValAccuracy] {
         let out = dir.path().join(format!("{select:?}"));
-        let r = run(&data, &out, TrialConfig { epochs: 4, lr: 0.05, log_every: 100, max_batches: 4, ..config() }, select);
+        let r = run(
+            &data,
+            &out,
+            TrialConfig {
+                epochs: 4,
+                lr: 0.05,
+                log_every: 100,
+                max_batches: 4,
+                ..config()
+            },
+            select,
+        );
         assert!(r.ok, "{}", r.stderr);
         let eps = epochs(&r);
         assert_eq!(eps.len(), 4);
@@ -147,27 +220,58 @@ fn select_decides_the_best_checkpoint_and_what_is_tested() {
                 _ => None,
             })
             .collect();
-        assert_eq!(best_marks, improving, "{select:?}: `best` checkpoints written");
+        assert_eq!(
+            best_marks, improving,
+            "{select:?}: `best` checkpoints written"
+        );
         let (test_epoch, test_loss, test_accuracy) = r
             .messages
             .iter()
             .find_map(|m| match m {
-                WorkerMessage::Test { epoch, loss, accuracy, .. } => Some((*epoch, *loss, *accuracy)),
+                WorkerMessage::Test {
+                    epoch,
+                    loss,
+                    accuracy,
+                    ..
+                } => Some((*epoch, *loss, *accuracy)),
                 _ => None,
             })
             .unwrap();
-        assert_eq!(test_epoch, best.0, "{select:?}: the test message names the best epoch");
-        assert_eq!((test_loss, test_accuracy), (best.3, best.4), "{select:?}: the tested weights are epoch {}'s", best.0);
-        let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("state.json")).unwrap()).unwrap();
+        assert_eq!(
+            test_epoch, best.0,
+            "{select:?}: the test message names the best epoch"
+        );
+        assert_eq!(
+            (test_loss, test_accuracy),
+            (best.3, best.4),
+            "{select:?}: the tested weights are epoch {}'s",
+            best.0
+        );
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("state.json")).unwrap()).unwrap();
         assert_eq!(state["best_epoch"], best.0, "{select:?}: {state}");
-        assert_eq!(state["best_val_loss"].as_f64(), Some(best.3), "{select:?}: {state}");
-        assert_eq!(state["best_val_accuracy"].as_f64(), Some(best.4), "{select:?}: {state}");
+        assert_eq!(
+            state["best_val_loss"].as_f64(),
+            Some(best.3),
+            "{select:?}: {state}"
+        );
+        assert_eq!(
+            state["best_val_accuracy"].as_f64(),
+            Some(best.4),
+            "{select:?}: {state}"
+        );
         let done = r.messages.iter().find_map(|m| match m {
-            WorkerMessage::Done { best_val_accuracy, .. } => Some(*best_val_accuracy),
+            WorkerMessage::Done {
+                best_val_accuracy, ..
+            } => Some(*best_val_accuracy),
             _ => None,
         });
         assert_eq!(done, Some(best.4));
-        chosen.push((select, best.0, eps.iter().map(|e| (e.3, e.4)).collect::<Vec<_>>()));
+        chosen.push((
+            select,
+            best.0,
+            eps.iter().map(|e| (e.3, e.4)).collect::<Vec<_>>(),
+        ));
     }
     eprintln!("best epoch by select (val_loss, val_accuracy per epoch): {chosen:?}");
 }
@@ -185,17 +289,40 @@ fn configurations_libtorch_cannot_train_are_config_errors() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     // VGG halves the image five times: 16 px reach 1×1 before the last max-pool.
-    let r = run(&data, &dir.path().join("vgg16"), TrialConfig { backbone: "vgg16_bn".into(), image_size: 16, ..config() }, SelectMetric::ValAccuracy);
+    let r = run(
+        &data,
+        &dir.path().join("vgg16"),
+        TrialConfig {
+            backbone: "vgg16_bn".into(),
+            image_size: 16,
+            ..config()
+        },
+        SelectMetric::ValAccuracy,
+    );
     let (class, message) = error_of(&r);
     assert_eq!(class, ErrorClass::Config, "{message}");
-    assert!(message.contains("Output size is too small") && message.contains("image_size 16"), "{message}");
+    assert!(
+        message.contains("Output size is too small") && message.contains("image_size 16"),
+        "{message}"
+    );
     assert!(!message.contains("Exception raised from"), "{message}");
     // 72 images in batches of 71 leave a last batch of one; at 32 px resnet18's
     // last BatchNorm sees 1×1 maps, so one value per channel.
-    let r = run(&data, &dir.path().join("single"), TrialConfig { batch_size: 71, ..config() }, SelectMetric::ValAccuracy);
+    let r = run(
+        &data,
+        &dir.path().join("single"),
+        TrialConfig {
+            batch_size: 71,
+            ..config()
+        },
+        SelectMetric::ValAccuracy,
+    );
     let (class, message) = error_of(&r);
     assert_eq!(class, ErrorClass::Config, "{message}");
-    assert!(message.contains("single image") && message.contains("batch_size 71"), "{message}");
+    assert!(
+        message.contains("single image") && message.contains("batch_size 71"),
+        "{message}"
+    );
 }
 
 /// The amp training loop on the CPU (`SWEEP_TEST_CPU_LOSS_SCALING=1`: loss
@@ -208,16 +335,44 @@ fn configurations_libtorch_cannot_train_are_config_errors() {
 fn the_amp_loop_with_loss_scaling_records_what_f32_training_does() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
-    let cfg = TrialConfig { epochs: 2, log_every: 4, ..config() };
-    let plain = run(&data, &dir.path().join("plain"), cfg.clone(), SelectMetric::ValAccuracy);
+    let cfg = TrialConfig {
+        epochs: 2,
+        log_every: 4,
+        ..config()
+    };
+    let plain = run(
+        &data,
+        &dir.path().join("plain"),
+        cfg.clone(),
+        SelectMetric::ValAccuracy,
+    );
     assert!(plain.ok, "{}", plain.stderr);
     let scaled = [("SWEEP_TEST_CPU_LOSS_SCALING", "1")];
-    let amp = run_env(&data, &dir.path().join("amp"), TrialConfig { amp: true, ..cfg.clone() }, SelectMetric::ValAccuracy, &scaled);
+    let amp = run_env(
+        &data,
+        &dir.path().join("amp"),
+        TrialConfig {
+            amp: true,
+            ..cfg.clone()
+        },
+        SelectMetric::ValAccuracy,
+        &scaled,
+    );
     assert!(amp.ok, "{}", amp.stderr);
     assert_eq!(train_steps(&amp), train_steps(&plain));
     assert_eq!(epochs(&amp), epochs(&plain));
     // An lr this large makes every loss infinite or NaN after the first steps.
-    let diverged = run_env(&data, &dir.path().join("diverge"), TrialConfig { amp: true, lr: 1e30, ..cfg }, SelectMetric::ValAccuracy, &scaled);
+    let diverged = run_env(
+        &data,
+        &dir.path().join("diverge"),
+        TrialConfig {
+            amp: true,
+            lr: 1e30,
+            ..cfg
+        },
+        SelectMetric::ValAccuracy,
+        &scaled,
+    );
     let (class, message) = error_of(&diverged);
     assert_eq!(class, ErrorClass::Nan, "{message}");
 }

@@ -16,7 +16,15 @@ const WORKER: &str = env!("CARGO_BIN_EXE_sweep-worker");
 
 fn dataset(root: &Path) -> PathBuf {
     let dir = root.join("data");
-    sweep_dataset::demo::generate(&dir, &sweep_dataset::demo::DemoOptions { per_class: 6, image_size: 32, seed: 0 }).unwrap();
+    sweep_dataset::demo::generate(
+        &dir,
+        &sweep_dataset::demo::DemoOptions {
+            per_class: 6,
+            image_size: 32,
+            seed: 0,
+        },
+    )
+    .unwrap();
     dir
 }
 
@@ -35,7 +43,10 @@ fn job(data: &Path, out: &Path, optimizer: Optimizer) -> String {
         optimizer,
         momentum: 0.9,
         weight_decay,
-        head: Head::Mlp { hidden: vec![32], dropout: 0.5 },
+        head: Head::Mlp {
+            hidden: vec![32],
+            dropout: 0.5,
+        },
         log_every: 1,
         max_batches: 5,
         seed: 3,
@@ -57,21 +68,36 @@ fn job(data: &Path, out: &Path, optimizer: Optimizer) -> String {
 /// The worker's stdout lines; the run must succeed.
 fn run_to_end(job: &str) -> Vec<String> {
     let out = Command::new(WORKER).args(["--job", job]).output().unwrap();
-    assert!(out.status.success(), "worker failed ({}):\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+    assert!(
+        out.status.success(),
+        "worker failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect()
 }
 
 /// Runs the worker and SIGKILLs it once it has reported epoch 1 and two
 /// batches of epoch 2; returns what it printed.
 fn run_and_kill_in_epoch_2(job: &str) -> Vec<String> {
-    let mut child = Command::new(WORKER).args(["--job", job]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(WORKER)
+        .args(["--job", job])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let mut lines = Vec::new();
     let mut seen_epoch_1 = false;
     for line in BufReader::new(child.stdout.take().unwrap()).lines() {
         let line = line.unwrap();
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         seen_epoch_1 |= v["type"] == "epoch" && v["epoch"] == 1;
-        let in_epoch_2 = v["type"] == "train_step" && v["epoch"] == 2 && v["batch"].as_u64().unwrap() >= 2;
+        let in_epoch_2 =
+            v["type"] == "train_step" && v["epoch"] == 2 && v["batch"].as_u64().unwrap() >= 2;
         lines.push(line);
         if seen_epoch_1 && in_epoch_2 {
             child.kill().unwrap(); // SIGKILL
@@ -80,7 +106,11 @@ fn run_and_kill_in_epoch_2(job: &str) -> Vec<String> {
     }
     let status = child.wait().unwrap();
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "the worker must die by SIGKILL during epoch 2 (it ended with {status})");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "the worker must die by SIGKILL during epoch 2 (it ended with {status})"
+    );
     lines
 }
 
@@ -111,7 +141,10 @@ fn records(lines: &[String]) -> BTreeMap<String, String> {
 fn tensors(path: &Path) -> BTreeMap<String, Vec<u8>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors().into_iter().map(|(k, v)| (k, v.data().to_vec())).collect()
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.data().to_vec()))
+        .collect()
 }
 
 fn check(optimizer: Optimizer) {
@@ -120,38 +153,76 @@ fn check(optimizer: Optimizer) {
     let (straight, interrupted) = (dir.path().join("straight"), dir.path().join("interrupted"));
 
     let reference = records(&run_to_end(&job(&data, &straight, optimizer)));
-    assert_eq!(reference.keys().filter(|k| k.starts_with("train_step")).count(), 10, "5 batches × 2 epochs, log_every 1");
+    assert_eq!(
+        reference
+            .keys()
+            .filter(|k| k.starts_with("train_step"))
+            .count(),
+        10,
+        "5 batches × 2 epochs, log_every 1"
+    );
 
     let killed = run_and_kill_in_epoch_2(&job(&data, &interrupted, optimizer));
-    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(interrupted.join("state.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(interrupted.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["epoch"], 1, "the kill came during epoch 2");
     let resumed = run_to_end(&job(&data, &interrupted, optimizer));
-    assert!(resumed.iter().any(|l| l.contains(r#""type":"resumed","from_epoch":1"#)), "the second run resumed after epoch 1");
+    assert!(
+        resumed
+            .iter()
+            .any(|l| l.contains(r#""type":"resumed","from_epoch":1"#)),
+        "the second run resumed after epoch 1"
+    );
 
     // The resumed run's records (epoch 1 replayed from its journal, then its
     // own) and the killed run's must all be the uninterrupted run's.
     let after = records(&resumed);
     let mut union = records(&killed);
-    assert!(union.keys().any(|k| k.starts_with("train_step e2")), "the killed run trained part of epoch 2");
+    assert!(
+        union.keys().any(|k| k.starts_with("train_step e2")),
+        "the killed run trained part of epoch 2"
+    );
     for (k, v) in &after {
         if let Some(before) = union.insert(k.clone(), v.clone()) {
-            assert_eq!(&before, v, "{k}: the killed run and the resumed run disagree");
+            assert_eq!(
+                &before, v,
+                "{k}: the killed run and the resumed run disagree"
+            );
         }
     }
     for (name, recs) in [("resumed run", &after), ("union of both runs", &union)] {
-        let missing: Vec<&String> = reference.keys().filter(|k| !recs.contains_key(*k)).collect();
+        let missing: Vec<&String> = reference
+            .keys()
+            .filter(|k| !recs.contains_key(*k))
+            .collect();
         assert!(missing.is_empty(), "{name} lacks {missing:?}");
         for (k, v) in recs {
-            assert_eq!(reference.get(k), Some(v), "{optimizer:?}, {name}: {k} differs from the uninterrupted run");
+            assert_eq!(
+                reference.get(k),
+                Some(v),
+                "{optimizer:?}, {name}: {k} differs from the uninterrupted run"
+            );
         }
     }
     // The same weights, BatchNorm statistics and optimizer state at the end.
-    for file in ["last.safetensors", "best.safetensors", "train_state.safetensors"] {
-        assert_eq!(tensors(&straight.join(file)), tensors(&interrupted.join(file)), "{optimizer:?}: {file} differs");
+    for file in [
+        "last.safetensors",
+        "best.safetensors",
+        "train_state.safetensors",
+    ] {
+        assert_eq!(
+            tensors(&straight.join(file)),
+            tensors(&interrupted.join(file)),
+            "{optimizer:?}: {file} differs"
+        );
     }
     let state = tensors(&straight.join("train_state.safetensors"));
     let slots: Vec<&String> = state.keys().filter(|k| k.starts_with("optim.")).collect();
-    assert!(slots.len() >= 62, "{optimizer:?}: the optimizer state is checkpointed ({} entries)", slots.len());
+    assert!(
+        slots.len() >= 62,
+        "{optimizer:?}: the optimizer state is checkpointed ({} entries)",
+        slots.len()
+    );
 }
 
 #[test]

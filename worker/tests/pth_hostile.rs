@@ -126,8 +126,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn status_kb(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let line = s.lines().find(|l| l.starts_with(field)).unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
-    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("bad {line}"))
+    let line = s
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("bad {line}"))
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -139,13 +145,18 @@ struct Cost {
 
 impl Cost {
     fn max(self, o: Cost) -> Cost {
-        Cost { heap: self.heap.max(o.heap), rss: self.rss.max(o.rss), time: self.time.max(o.time) }
+        Cost {
+            heap: self.heap.max(o.heap),
+            rss: self.rss.max(o.rss),
+            time: self.time.max(o.time),
+        }
     }
 }
 
 /// Runs `f` (which must not panic) and measures its peak heap, peak RSS growth and time.
 fn measure<R>(f: impl FnOnce() -> R) -> (R, Cost) {
-    std::fs::write("/proc/self/clear_refs", "5").expect("cannot reset the peak RSS through /proc/self/clear_refs");
+    std::fs::write("/proc/self/clear_refs", "5")
+        .expect("cannot reset the peak RSS through /proc/self/clear_refs");
     let rss0 = status_kb("VmRSS:");
     let start = LIVE.with(|c| c.get());
     PEAK.with(|c| c.set(start));
@@ -159,8 +170,16 @@ fn measure<R>(f: impl FnOnce() -> R) -> (R, Cost) {
 }
 
 fn check_bounds(what: &str, c: Cost) {
-    assert!(c.heap < MAX_HEAP, "{what}: {} MiB of Rust heap", c.heap >> 20);
-    assert!(c.rss < MAX_RSS, "{what}: peak RSS grew by {} MiB", c.rss >> 20);
+    assert!(
+        c.heap < MAX_HEAP,
+        "{what}: {} MiB of Rust heap",
+        c.heap >> 20
+    );
+    assert!(
+        c.rss < MAX_RSS,
+        "{what}: peak RSS grew by {} MiB",
+        c.rss >> 20
+    );
     assert!(c.time < MAX_TIME, "{what}: took {:?}", c.time);
 }
 
@@ -169,7 +188,8 @@ fn check_bounds(what: &str, c: Cost) {
 /// A torch.save-like zip archive: archive/data.pkl and archive/data/<key>.
 fn torch_zip(pkl: &[u8], storages: &[(&str, &[u8])]) -> Vec<u8> {
     let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     z.start_file("archive/data.pkl", o).unwrap();
     z.write_all(pkl).unwrap();
     for (k, v) in storages {
@@ -194,7 +214,8 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 fn rezip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut z = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let o =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     for (n, v) in entries {
         z.start_file(n.as_str(), o).unwrap();
         z.write_all(v).unwrap();
@@ -216,14 +237,19 @@ fn float_tensor(key: &str, n: u8) -> Vec<u8> {
     v.extend(b"ctorch\nFloatStorage\n");
     v.extend(binunicode(key.as_bytes()));
     v.extend(binunicode(b"cpu"));
-    v.extend([b'K', n, b't', b'Q', b'K', 0, b'K', n, 0x85, b'K', 1, 0x85, 0x89]);
+    v.extend([
+        b'K', n, b't', b'Q', b'K', 0, b'K', n, 0x85, b'K', 1, 0x85, 0x89,
+    ]);
     v.extend(b"ccollections\nOrderedDict\n)Rt");
     v.push(b'R');
     v
 }
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/pth-hostile").canonicalize().expect("tests/fixtures/pth-hostile")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/pth-hostile")
+        .canonicalize()
+        .expect("tests/fixtures/pth-hostile")
 }
 
 // ------------------------------------------------------------- the bomb
@@ -249,7 +275,11 @@ fn memo_doubling_bomb_is_refused_in_bounded_memory() {
     let e = r.unwrap_err();
     assert!(e.contains("bomb.pth") && e.contains("levels deep"), "{e}");
     check_bounds("bomb", cost);
-    assert!(cost.heap < 1 << 20, "the bomb still took {} KiB", cost.heap >> 10);
+    assert!(
+        cost.heap < 1 << 20,
+        "the bomb still took {} KiB",
+        cost.heap >> 10
+    );
 }
 
 /// The same bomb through `sweep-worker predict` (what `sweep predict` runs):
@@ -267,18 +297,33 @@ fn predict_refuses_the_bomb() {
         paths: vec![],
     };
     let t0 = Instant::now();
-    let out =
-        std::process::Command::new(env!("CARGO_BIN_EXE_sweep-worker")).args(["predict", "--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sweep-worker"))
+        .args(["predict", "--job", &serde_json::to_string(&job).unwrap()])
+        .output()
+        .unwrap();
     let took = t0.elapsed();
     // SAFETY: getrusage only writes the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) }, 0);
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    eprintln!("predict on the bomb: {took:?}, peak RSS of the worker {} MiB", usage.ru_maxrss >> 10);
+    eprintln!(
+        "predict on the bomb: {took:?}, peak RSS of the worker {} MiB",
+        usage.ru_maxrss >> 10
+    );
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("memo-bomb.pth") && err.contains("levels deep"), "{err}");
+    assert!(
+        err.contains("memo-bomb.pth") && err.contains("levels deep"),
+        "{err}"
+    );
     // The worker's own libtorch and resnet18 take a few hundred MiB; the bomb adds nothing.
-    assert!(usage.ru_maxrss < 1 << 20, "the worker peaked at {} MiB", usage.ru_maxrss >> 10);
+    assert!(
+        usage.ru_maxrss < 1 << 20,
+        "the worker peaked at {} MiB",
+        usage.ru_maxrss >> 10
+    );
     assert!(took < Duration::from_secs(60), "{took:?}");
 }
 
@@ -331,7 +376,11 @@ fn a_long_shared_storage_key_is_not_rehashed_per_name() {
     assert_eq!(v.len(), 70_001);
     assert_eq!(Vec::<f32>::try_from(&v[70_000].1).unwrap(), vec![1.0, 2.0]);
     check_bounds("long shared key", cost);
-    assert!(cost.time < Duration::from_secs(1), "{:?}: the key is hashed per name (about 3 s when it is)", cost.time);
+    assert!(
+        cost.time < Duration::from_secs(1),
+        "{:?}: the key is hashed per name (about 3 s when it is)",
+        cost.time
+    );
 }
 
 /// The legacy format's storage-key list naming one 1 MB key 100 000 times
@@ -340,7 +389,9 @@ fn a_long_shared_storage_key_is_not_rehashed_per_name() {
 fn a_legacy_key_list_of_one_shared_long_key_is_refused() {
     let _s = serial();
     let key = "k".repeat(1 << 20);
-    let mut f = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02}.".to_vec();
+    let mut f =
+        b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.\x80\x02M\xe9\x03.\x80\x02}."
+            .to_vec();
     f.extend(b"\x80\x02}");
     f.extend(binunicode(b"w"));
     f.extend(float_tensor(&key, 2));
@@ -364,13 +415,17 @@ fn a_legacy_key_list_of_one_shared_long_key_is_refused() {
 
 /// (file, expected fragment) from the README table.
 fn corpus() -> Vec<(String, String)> {
-    let readme = std::fs::read_to_string(fixtures().join("README.md")).expect("tests/fixtures/pth-hostile/README.md");
+    let readme = std::fs::read_to_string(fixtures().join("README.md"))
+        .expect("tests/fixtures/pth-hostile/README.md");
     readme
         .lines()
         .filter(|l| l.starts_with("| `"))
         .map(|l| {
             let cols: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cols[1].trim_matches('`').to_string(), cols[2].trim_matches('`').to_string())
+            (
+                cols[1].trim_matches('`').to_string(),
+                cols[2].trim_matches('`').to_string(),
+            )
         })
         .collect()
 }
@@ -379,7 +434,11 @@ fn corpus() -> Vec<(String, String)> {
 fn every_hostile_fixture_is_a_clear_error() {
     let _s = serial();
     let cases = corpus();
-    assert!(cases.len() >= 50, "only {} cases in the README", cases.len());
+    assert!(
+        cases.len() >= 50,
+        "only {} cases in the README",
+        cases.len()
+    );
     let on_disk: Vec<String> = std::fs::read_dir(fixtures())
         .unwrap()
         .filter_map(|e| e.ok())
@@ -387,7 +446,10 @@ fn every_hostile_fixture_is_a_clear_error() {
         .filter(|n| n.ends_with(".pth"))
         .collect();
     for n in &on_disk {
-        assert!(cases.iter().any(|(c, _)| c == n), "{n} is not documented in the README");
+        assert!(
+            cases.iter().any(|(c, _)| c == n),
+            "{n} is not documented in the README"
+        );
     }
     let mut worst = Cost::default();
     for (file, fragment) in &cases {
@@ -399,8 +461,14 @@ fn every_hostile_fixture_is_a_clear_error() {
             Err(e) => e,
         };
         eprintln!("{file}: {cost:?}\n    {e}");
-        assert!(e.contains(file.as_str()), "{file}: the error does not name the file: {e}");
-        assert!(e.contains(fragment.as_str()), "{file}: expected {fragment:?} in: {e}");
+        assert!(
+            e.contains(file.as_str()),
+            "{file}: the error does not name the file: {e}"
+        );
+        assert!(
+            e.contains(fragment.as_str()),
+            "{file}: expected {fragment:?} in: {e}"
+        );
         assert!(!e.contains("panicked"), "{e}");
         check_bounds(file, cost);
         worst = worst.max(cost);
@@ -411,20 +479,29 @@ fn every_hostile_fixture_is_a_clear_error() {
 #[test]
 fn the_valid_seeds_load_exactly() {
     let _s = serial();
-    let want: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join("valid/small.json")).unwrap()).unwrap();
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("valid/small.json")).unwrap(),
+    )
+    .unwrap();
     let want = want.as_object().unwrap();
     for f in ["small.pth", "small.legacy.pth"] {
         let got = pth::read(&fixtures().join("valid").join(f)).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(got.len(), want.len(), "{f}: tensor count");
         for (name, t) in &got {
-            let w = want.get(name).unwrap_or_else(|| panic!("{f}: unexpected {name}"));
+            let w = want
+                .get(name)
+                .unwrap_or_else(|| panic!("{f}: unexpected {name}"));
             let shape: Vec<i64> = serde_json::from_value(w["shape"].clone()).unwrap();
             let values: Vec<f64> = serde_json::from_value(w["values"].clone()).unwrap();
             assert_eq!(t.size(), shape, "{f}: {name} shape");
-            let got: Vec<f64> = Vec::try_from(&t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
+            let got: Vec<f64> =
+                Vec::try_from(&t.to_kind(tch::Kind::Double).flatten(0, -1)).unwrap();
             assert_eq!(got, values, "{f}: {name} values");
         }
-        assert!(got.iter().any(|(n, _)| n == "view.expanded"), "{f}: the stride-0 view is exercised");
+        assert!(
+            got.iter().any(|(n, _)| n == "view.expanded"),
+            "{f}: the stride-0 view is exercised"
+        );
     }
 }
 
@@ -435,17 +512,28 @@ fn fuzz_one(bytes: &[u8]) -> Result<(), TestCaseError> {
     let _s = serial();
     let (r, cost) = measure(|| pth::read_bytes(bytes, "fuzz.pth").map(|v| v.len()));
     if let Err(e) = &r {
-        prop_assert!(e.starts_with("cannot read fuzz.pth as a PyTorch checkpoint: "), "{}", e);
+        prop_assert!(
+            e.starts_with("cannot read fuzz.pth as a PyTorch checkpoint: "),
+            "{}",
+            e
+        );
     }
     prop_assert!(cost.heap < MAX_HEAP, "{} MiB of heap", cost.heap >> 20);
-    prop_assert!(cost.rss < MAX_RSS, "peak RSS grew by {} MiB", cost.rss >> 20);
+    prop_assert!(
+        cost.rss < MAX_RSS,
+        "peak RSS grew by {} MiB",
+        cost.rss >> 20
+    );
     prop_assert!(cost.time < MAX_TIME, "took {:?}", cost.time);
     Ok(())
 }
 
 fn seeds() -> (Vec<u8>, Vec<u8>) {
     let dir = fixtures().join("valid");
-    (std::fs::read(dir.join("small.pth")).unwrap(), std::fs::read(dir.join("small.legacy.pth")).unwrap())
+    (
+        std::fs::read(dir.join("small.pth")).unwrap(),
+        std::fs::read(dir.join("small.legacy.pth")).unwrap(),
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -463,7 +551,13 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (at, 1u8..).prop_map(|(a, b)| Mutation::Flip(a, b)),
         // Interesting bytes: opcodes, lengths, 0xff runs.
-        (at, prop::sample::select(vec![0u8, 1, 0x7f, 0x80, 0xff, b'h', b'q', b'(', b'.', b'R', b'K', b'J', b'X'])).prop_map(|(a, b)| Mutation::Set(a, b)),
+        (
+            at,
+            prop::sample::select(vec![
+                0u8, 1, 0x7f, 0x80, 0xff, b'h', b'q', b'(', b'.', b'R', b'K', b'J', b'X'
+            ])
+        )
+            .prop_map(|(a, b)| Mutation::Set(a, b)),
         at.prop_map(Mutation::Truncate),
         (at, prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(a, v)| Mutation::Insert(a, v)),
         (at, 1usize..32).prop_map(|(a, n)| Mutation::Remove(a, n)),
@@ -569,19 +663,34 @@ fn view_case() -> impl Strategy<Value = ViewCase> {
     let big = vec![-1, 1 << 20, 1 << 31, 1 << 40, 1 << 62, i64::MAX];
     let size = interesting(vec![0, 1, 1, 2, 2, 3, 5, 8], big.clone());
     let stride = interesting(vec![0, 1, 1, 2, 3, 5, 8, 40], big.clone());
-    (0usize..2, interesting(vec![0, 0, 1, 2, 5, 39], big), 0usize..5, prop::collection::vec((size, stride), 0..5), 0u8..20).prop_map(
-        |(storage, offset, _, dims, odd)| {
+    (
+        0usize..2,
+        interesting(vec![0, 0, 1, 2, 5, 39], big),
+        0usize..5,
+        prop::collection::vec((size, stride), 0..5),
+        0u8..20,
+    )
+        .prop_map(|(storage, offset, _, dims, odd)| {
             let (size, mut stride): (Vec<i64>, Vec<i64>) = dims.into_iter().unzip();
             if odd == 0 {
                 stride.push(1);
             }
-            ViewCase { storage, offset, size, stride }
-        },
-    )
+            ViewCase {
+                storage,
+                offset,
+                size,
+                stride,
+            }
+        })
 }
 
 /// (torch storage type, element size) of the fuzzed storages.
-const KINDS: [(&str, usize); 4] = [("FloatStorage", 4), ("LongStorage", 8), ("ByteStorage", 1), ("HalfStorage", 2)];
+const KINDS: [(&str, usize); 4] = [
+    ("FloatStorage", 4),
+    ("LongStorage", 8),
+    ("ByteStorage", 1),
+    ("HalfStorage", 2),
+];
 
 fn int_op(v: i64) -> Vec<u8> {
     let mut o = vec![0x8a, 8];
@@ -633,7 +742,12 @@ fn expected_bytes(c: &ViewCase, elem: usize, storage_len: usize) -> Option<u128>
     if c.size.contains(&0) {
         return Some(0);
     }
-    let last: i128 = c.offset as i128 + c.size.iter().zip(&c.stride).map(|(&s, &st)| (s as i128 - 1) * st as i128).sum::<i128>();
+    let last: i128 = c.offset as i128
+        + c.size
+            .iter()
+            .zip(&c.stride)
+            .map(|(&s, &st)| (s as i128 - 1) * st as i128)
+            .sum::<i128>();
     if last >= (storage_len / elem) as i128 {
         return None;
     }

@@ -36,45 +36,90 @@ use tch::{Device, Tensor, nn};
 const THREADS: i32 = 1;
 
 fn read(path: &Path) -> HashMap<String, Tensor> {
-    Tensor::read_safetensors(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).into_iter().collect()
+    Tensor::read_safetensors(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .collect()
 }
 
 fn hyper(spec: &serde_json::Value, opt: &str) -> (Hyper, f64) {
     let h = &spec["optimizers"][opt];
     let f = |k: &str| h[k].as_f64().unwrap();
     let algorithm = match opt {
-        "sgd" => Algorithm::Sgd { momentum: f("momentum"), dampening: 0.0, nesterov: false },
-        "adamw" => Algorithm::Adam { betas: [h["betas"][0].as_f64().unwrap(), h["betas"][1].as_f64().unwrap()], eps: f("eps"), decoupled_weight_decay: true },
+        "sgd" => Algorithm::Sgd {
+            momentum: f("momentum"),
+            dampening: 0.0,
+            nesterov: false,
+        },
+        "adamw" => Algorithm::Adam {
+            betas: [
+                h["betas"][0].as_f64().unwrap(),
+                h["betas"][1].as_f64().unwrap(),
+            ],
+            eps: f("eps"),
+            decoupled_weight_decay: true,
+        },
         other => panic!("unknown optimizer {other}"),
     };
-    (Hyper { algorithm, weight_decay: f("weight_decay") }, f("lr"))
+    (
+        Hyper {
+            algorithm,
+            weight_decay: f("weight_decay"),
+        },
+        f("lr"),
+    )
 }
 
 /// The worker's side: 20 steps from the reference's initial state; losses and final variables.
-fn train(dir: &Path, spec: &serde_json::Value, model: &str, head: &Head, opt: &str) -> (Vec<f32>, HashMap<String, Tensor>) {
+fn train(
+    dir: &Path,
+    spec: &serde_json::Value,
+    model: &str,
+    head: &Head,
+    opt: &str,
+) -> (Vec<f32>, HashMap<String, Tensor>) {
     let vs = nn::VarStore::new(Device::Cpu);
     let classes = spec["classes"].as_i64().unwrap();
     let net = models::build(&vs.root(), model, classes, head).unwrap();
     let init = read(&dir.join(format!("{model}_init.safetensors")));
     let vars = vs.variables();
-    assert_eq!(vars.len(), init.len(), "{model}: variables vs torchvision's state_dict (less num_batches_tracked)");
+    assert_eq!(
+        vars.len(),
+        init.len(),
+        "{model}: variables vs torchvision's state_dict (less num_batches_tracked)"
+    );
     tch::no_grad(|| {
         for (name, var) in &vars {
-            let src = init.get(name).unwrap_or_else(|| panic!("{model}: {name} not in torchvision's state_dict"));
+            let src = init
+                .get(name)
+                .unwrap_or_else(|| panic!("{model}: {name} not in torchvision's state_dict"));
             var.shallow_clone().copy_(src);
         }
     });
     let (h, lr) = hyper(spec, opt);
     let mut optimizer = Optimizer::for_var_store(&vs, h, lr).unwrap();
-    optimizer.set_lr(BACKBONE_GROUP, lr * spec["backbone_lr_scale"].as_f64().unwrap());
+    optimizer.set_lr(
+        BACKBONE_GROUP,
+        lr * spec["backbone_lr_scale"].as_f64().unwrap(),
+    );
     optimizer.set_lr(HEAD_GROUP, lr);
     let mut scaler = GradScaler::new(false);
     let batches = read(&dir.join(format!("{model}_batches.safetensors")));
     tch::manual_seed(spec["dropout_seed"].as_i64().unwrap());
     let losses = (0..spec["steps"].as_i64().unwrap())
         .map(|k| {
-            let out = train_step(&net, &mut optimizer, &mut scaler, &batches["x"].get(k), &batches["y"].get(k));
-            assert!(out.stepped, "{model}/{opt}: step {k} not taken (loss {})", out.loss);
+            let out = train_step(
+                &net,
+                &mut optimizer,
+                &mut scaler,
+                &batches["x"].get(k),
+                &batches["y"].get(k),
+            );
+            assert!(
+                out.stepped,
+                "{model}/{opt}: step {k} not taken (loss {})",
+                out.loss
+            );
             // The loss is an f32 tensor; as f32 again, exactly its value.
             out.loss as f32
         })
@@ -87,11 +132,31 @@ fn resnet18_and_vgg16_bn_train_like_pytorch() {
     tch::set_num_threads(THREADS);
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/train_reference.py");
-    let out = Command::new(python()).arg(script).arg(dir.path()).arg(THREADS.to_string()).output().expect("run the reference script");
-    assert!(out.status.success(), "train_reference.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let spec: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("train_reference.json")).unwrap()).unwrap();
+    let out = Command::new(python())
+        .arg(script)
+        .arg(dir.path())
+        .arg(THREADS.to_string())
+        .output()
+        .expect("run the reference script");
+    assert!(
+        out.status.success(),
+        "train_reference.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("train_reference.json")).unwrap())
+            .unwrap();
     let torch_losses = read(&dir.path().join("losses.safetensors"));
-    let models = [("resnet18", Head::Original), ("vgg16_bn", Head::Mlp { hidden: vec![64], dropout: 0.5 })];
+    let models = [
+        ("resnet18", Head::Original),
+        (
+            "vgg16_bn",
+            Head::Mlp {
+                hidden: vec![64],
+                dropout: 0.5,
+            },
+        ),
+    ];
     let mut report = Vec::new();
     let mut failures = Vec::new();
     for (model, head) in &models {
@@ -106,14 +171,23 @@ fn resnet18_and_vgg16_bn_train_like_pytorch() {
                 loss_worst = loss_worst.max(rel);
                 loss_exact += usize::from(got == w);
                 if got != w {
-                    failures.push(format!("{model}/{opt}: loss at step {} is {got}, torch {w} (relative {rel:.2e})", k + 1));
+                    failures.push(format!(
+                        "{model}/{opt}: loss at step {} is {got}, torch {w} (relative {rel:.2e})",
+                        k + 1
+                    ));
                 }
             }
             let fin = read(&dir.path().join(format!("{model}_{opt}_final.safetensors")));
-            assert_eq!(fin.len(), vars.len(), "{model}/{opt}: final state_dict size");
+            assert_eq!(
+                fin.len(),
+                vars.len(),
+                "{model}/{opt}: final state_dict size"
+            );
             let (mut worst, mut worst_name, mut exact, mut moved) = (0.0f64, String::new(), 0, 0);
             for (name, w) in &fin {
-                let got = vars.get(name).unwrap_or_else(|| panic!("{model}: {name} missing"));
+                let got = vars
+                    .get(name)
+                    .unwrap_or_else(|| panic!("{model}: {name} missing"));
                 let scale = w.abs().max().double_value(&[]).max(1e-12);
                 let rel = (got - w).abs().max().double_value(&[]) / scale;
                 if rel > worst {
@@ -121,12 +195,18 @@ fn resnet18_and_vgg16_bn_train_like_pytorch() {
                 }
                 exact += usize::from(got.equal(w));
                 if !got.equal(w) {
-                    failures.push(format!("{model}/{opt}: {name} differs from torch by {rel:.2e} of its scale"));
+                    failures.push(format!(
+                        "{model}/{opt}: {name} differs from torch by {rel:.2e} of its scale"
+                    ));
                 }
                 moved += usize::from(!init[name].equal(w));
             }
             // The comparison is only worth something if training changed things.
-            assert!(moved * 10 > fin.len() * 9, "{model}/{opt}: only {moved} of {} tensors changed in 20 steps", fin.len());
+            assert!(
+                moved * 10 > fin.len() * 9,
+                "{model}/{opt}: only {moved} of {} tensors changed in 20 steps",
+                fin.len()
+            );
             report.push(format!(
                 "{model}/{opt}: losses {:.4} → {:.4}; loss max rel Δ {loss_worst:.2e} ({loss_exact}/{} identical); \
                  weights+BN stats max rel Δ {worst:.2e} ({worst_name}), {exact}/{} tensors identical",

@@ -46,9 +46,22 @@ for f in formats:
 "#;
 
 fn make(dir: &Path, name: &str, formats: &[&str]) -> Vec<PathBuf> {
-    let out = Command::new(python()).args(["-c", MAKE, concat!(env!("CARGO_MANIFEST_DIR"), "/../tests")]).arg(dir).arg(name).args(formats).output().unwrap();
-    assert!(out.status.success(), "making {name} with torchvision failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    formats.iter().map(|f| dir.join(format!("{name}.{f}"))).collect()
+    let out = Command::new(python())
+        .args(["-c", MAKE, concat!(env!("CARGO_MANIFEST_DIR"), "/../tests")])
+        .arg(dir)
+        .arg(name)
+        .args(formats)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "making {name} with torchvision failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    formats
+        .iter()
+        .map(|f| dir.join(format!("{name}.{f}")))
+        .collect()
 }
 
 fn equal(a: &Tensor, b: &Tensor) -> bool {
@@ -57,11 +70,26 @@ fn equal(a: &Tensor, b: &Tensor) -> bool {
 
 /// Builds `backbone` with `classes` outputs and `head`, snapshots its fresh
 /// variables, loads `file`; returns (fresh, loaded, report, head_prefix).
-fn load(backbone: &str, classes: i64, head: &Head, file: &Path) -> (HashMap<String, Tensor>, HashMap<String, Tensor>, weights::LoadReport, &'static str) {
+fn load(
+    backbone: &str,
+    classes: i64,
+    head: &Head,
+    file: &Path,
+) -> (
+    HashMap<String, Tensor>,
+    HashMap<String, Tensor>,
+    weights::LoadReport,
+    &'static str,
+) {
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = models::build(&vs.root(), backbone, classes, head).unwrap();
-    let fresh: HashMap<String, Tensor> = vs.variables().into_iter().map(|(k, t)| (k, t.copy())).collect();
-    let report = weights::load_into(&mut vs, file, net.head_prefix).unwrap_or_else(|e| panic!("{e}"));
+    let fresh: HashMap<String, Tensor> = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (k, t.copy()))
+        .collect();
+    let report =
+        weights::load_into(&mut vs, file, net.head_prefix).unwrap_or_else(|e| panic!("{e}"));
     (fresh, vs.variables(), report, net.head_prefix)
 }
 
@@ -84,15 +112,26 @@ fn check(
     let mut from_file = 0;
     for (k, t) in loaded {
         if replaced(k) {
-            assert!(equal(t, &fresh[k]), "{what}: {k} was replaced, so it must keep its fresh initialisation");
+            assert!(
+                equal(t, &fresh[k]),
+                "{what}: {k} was replaced, so it must keep its fresh initialisation"
+            );
             if let Some(f) = file.get(k) {
-                assert!(f.size() != t.size() || !equal(t, f) || k.ends_with(".bias"), "{what}: {k} came from the file");
+                assert!(
+                    f.size() != t.size() || !equal(t, f) || k.ends_with(".bias"),
+                    "{what}: {k} came from the file"
+                );
             }
         } else {
-            let f = file.get(k).unwrap_or_else(|| panic!("{what}: {k} is not in the file"));
+            let f = file
+                .get(k)
+                .unwrap_or_else(|| panic!("{what}: {k} is not in the file"));
             assert!(equal(t, f), "{what}: {k} differs from the file");
             // (Conv and Linear biases start at 0 in both.)
-            assert!(!equal(t, &fresh[k]) || k.ends_with(".bias"), "{what}: {k} still has its fresh values");
+            assert!(
+                !equal(t, &fresh[k]) || k.ends_with(".bias"),
+                "{what}: {k} still has its fresh values"
+            );
             from_file += 1;
         }
     }
@@ -102,7 +141,11 @@ fn check(
 #[test]
 fn resnet18_replaces_only_fc() {
     let dir = tempfile::tempdir().unwrap();
-    let files = make(dir.path(), "resnet18", &["pth", "legacy.pth", "safetensors"]);
+    let files = make(
+        dir.path(),
+        "resnet18",
+        &["pth", "legacy.pth", "safetensors"],
+    );
     for file in &files {
         let what = file.file_name().unwrap().to_string_lossy().into_owned();
         let contents = weights::read(file).unwrap();
@@ -111,28 +154,56 @@ fn resnet18_replaces_only_fc() {
         assert_eq!(names(&report), ["fc.bias", "fc.weight"], "{what}");
         assert_eq!(loaded["fc.weight"].size(), [CLASSES, 512]);
         let n = check(&loaded, &fresh, &contents, |k| k.starts_with("fc."), &what);
-        assert_eq!(n, 100, "{what}: every conv, BatchNorm weight/bias and running statistic");
+        assert_eq!(
+            n, 100,
+            "{what}: every conv, BatchNorm weight/bias and running statistic"
+        );
         assert_eq!((report.loaded, report.head_skipped), (100, 2));
         let line = report.summary(file, prefix);
-        assert!(line.contains("layer4 (") && line.contains("fc.weight [12, 512] (the file's is [1000, 512])"), "{line}");
+        assert!(
+            line.contains("layer4 (")
+                && line.contains("fc.weight [12, 512] (the file's is [1000, 512])"),
+            "{line}"
+        );
     }
 
     // With the file's own class count nothing is replaced: fc is loaded too.
     let contents = weights::read(&files[0]).unwrap();
     let (fresh, loaded, report, _) = load("resnet18", 1000, &Head::Original, &files[0]);
     assert!(report.replaced.is_empty());
-    assert_eq!(check(&loaded, &fresh, &contents, |_| false, "1000 classes"), 102);
+    assert_eq!(
+        check(&loaded, &fresh, &contents, |_| false, "1000 classes"),
+        102
+    );
 
     // An MLP head is new as a whole; the file's fc is ignored.
-    let (fresh, loaded, report, _) = load("resnet18", CLASSES, &Head::Mlp { hidden: vec![512], dropout: 0.0 }, &files[0]);
-    assert_eq!(names(&report), ["fc.0.bias", "fc.0.weight", "fc.2.bias", "fc.2.weight"]);
+    let (fresh, loaded, report, _) = load(
+        "resnet18",
+        CLASSES,
+        &Head::Mlp {
+            hidden: vec![512],
+            dropout: 0.0,
+        },
+        &files[0],
+    );
+    assert_eq!(
+        names(&report),
+        ["fc.0.bias", "fc.0.weight", "fc.2.bias", "fc.2.weight"]
+    );
     assert_eq!(report.ignored, ["fc.bias", "fc.weight"]);
-    assert_eq!(check(&loaded, &fresh, &contents, |k| k.starts_with("fc."), "mlp"), 100);
+    assert_eq!(
+        check(&loaded, &fresh, &contents, |k| k.starts_with("fc."), "mlp"),
+        100
+    );
 
     // predict refuses weights whose classifier does not fit instead of
     // predicting with a random layer.
     let refused = predict(&files[0], "resnet18", CLASSES);
-    assert!(refused.contains("does not match 12 classes") && refused.contains("fc.weight: file [1000, 512] vs model [12, 512]"), "{refused}");
+    assert!(
+        refused.contains("does not match 12 classes")
+            && refused.contains("fc.weight: file [1000, 512] vs model [12, 512]"),
+        "{refused}"
+    );
 }
 
 /// `sweep-worker predict` with `classes` classes and the original head;
@@ -147,7 +218,10 @@ fn predict(weights: &Path, backbone: &str, classes: i64) -> String {
         image_size: 32,
         paths: vec![],
     };
-    let out = Command::new(WORKER).args(["predict", "--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let out = Command::new(WORKER)
+        .args(["predict", "--job", &serde_json::to_string(&job).unwrap()])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(2), "predict should refuse: {err}");
     assert!(out.stdout.is_empty(), "predict printed predictions");
@@ -158,21 +232,40 @@ fn predict(weights: &Path, backbone: &str, classes: i64) -> String {
 fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
     let dir = tempfile::tempdir().unwrap();
     let file = make(dir.path(), "vgg16_bn", &["pth"]).remove(0);
-    let contents = pth::read(&file).unwrap().into_iter().collect::<HashMap<_, _>>();
+    let contents = pth::read(&file)
+        .unwrap()
+        .into_iter()
+        .collect::<HashMap<_, _>>();
     assert_eq!(contents["classifier.6.weight"].size(), [1000, 4096]);
 
     let (fresh, loaded, report, prefix) = load("vgg16_bn", CLASSES, &Head::Original, &file);
     assert_eq!(prefix, "classifier.6");
     assert_eq!(names(&report), ["classifier.6.bias", "classifier.6.weight"]);
     assert_eq!(loaded["classifier.6.weight"].size(), [CLASSES, 4096]);
-    let n = check(&loaded, &fresh, &contents, |k| k.starts_with("classifier.6."), "vgg16_bn original");
+    let n = check(
+        &loaded,
+        &fresh,
+        &contents,
+        |k| k.starts_with("classifier.6."),
+        "vgg16_bn original",
+    );
     // 13 conv layers (weight, bias), 13 BatchNorms (weight, bias, running mean/var), fc6, fc7.
     assert_eq!(n, 13 * 2 + 13 * 4 + 4);
-    for k in ["classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias"] {
+    for k in [
+        "classifier.0.weight",
+        "classifier.0.bias",
+        "classifier.3.weight",
+        "classifier.3.bias",
+    ] {
         assert!(equal(&loaded[k], &contents[k]), "{k}");
     }
     let line = report.summary(&file, prefix);
-    assert!(line.contains("loaded 82 tensors: classifier.0 (2), classifier.3 (2), features (78); replaced"), "{line}");
+    assert!(
+        line.contains(
+            "loaded 82 tensors: classifier.0 (2), classifier.3 (2), features (78); replaced"
+        ),
+        "{line}"
+    );
     assert!(line.contains("replaced (sized by the class count, freshly initialised): classifier.6.bias [12] (the file's is [1000]), classifier.6.weight [12, 4096] (the file's is [1000, 4096])"), "{line}");
     drop((fresh, loaded));
     // (An MLP head shaped exactly like fc6/fc7 is new as a whole: its head
@@ -181,7 +274,15 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
 
     // A real trial: 1 epoch, head original, frozen backbone.
     let data = dir.path().join("data");
-    sweep_dataset::demo::generate(&data, &sweep_dataset::demo::DemoOptions { per_class: 2, image_size: 32, seed: 1 }).unwrap();
+    sweep_dataset::demo::generate(
+        &data,
+        &sweep_dataset::demo::DemoOptions {
+            per_class: 2,
+            image_size: 32,
+            seed: 1,
+        },
+    )
+    .unwrap();
     let out_dir = dir.path().join("trial");
     let job = WorkerJob {
         trial: "t".into(),
@@ -205,7 +306,10 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
         select: SelectMetric::ValAccuracy,
         dataset_hash: None,
     };
-    let out = Command::new(WORKER).args(["--job", &serde_json::to_string(&job).unwrap()]).output().unwrap();
+    let out = Command::new(WORKER)
+        .args(["--job", &serde_json::to_string(&job).unwrap()])
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the trial failed:\n{stderr}");
     assert!(
@@ -220,12 +324,25 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
             assert_eq!(t.shape()[0], CLASSES as usize, "{name}");
             continue;
         }
-        let f = contents.get(&name).unwrap_or_else(|| panic!("best.safetensors holds {name}, which the model does not have"));
+        let f = contents.get(&name).unwrap_or_else(|| {
+            panic!("best.safetensors holds {name}, which the model does not have")
+        });
         let mut bytes = vec![0u8; f.numel() * 4];
         f.copy_data_u8(&mut bytes, f.numel());
-        assert_eq!(t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>(), f.size(), "{name}");
-        assert!(t.data() == bytes.as_slice(), "{name} changed during a frozen-backbone trial, or was not loaded from the file");
+        assert_eq!(
+            t.shape().iter().map(|&d| d as i64).collect::<Vec<_>>(),
+            f.size(),
+            "{name}"
+        );
+        assert!(
+            t.data() == bytes.as_slice(),
+            "{name} changed during a frozen-backbone trial, or was not loaded from the file"
+        );
         kept += 1;
     }
-    assert_eq!(kept, 13 * 6 + 4, "every backbone tensor and fc6/fc7 compared");
+    assert_eq!(
+        kept,
+        13 * 6 + 4,
+        "every backbone tensor and fc6/fc7 compared"
+    );
 }

@@ -6,7 +6,10 @@
 //! children) and gets SIGKILL when the coordinator dies (PR_SET_PDEATHSIG), so
 //! no orphan keeps a GPU busy. GPUs are found with `nvidia-smi` plus a probe
 //! worker; the coordinator itself never initialises CUDA.
-use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest, StdinLines, slots_for};
+use super::{
+    Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Slot, SlotRequest,
+    StdinLines, slots_for,
+};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -33,9 +36,17 @@ pub fn find_worker() -> Result<PathBuf, WorkerNotFound> {
         if is_executable(&p) {
             return Ok(p);
         }
-        return Err(WorkerNotFound { looked: vec![format!("SWEEP_WORKER={} (not an executable file)", p.display())] });
+        return Err(WorkerNotFound {
+            looked: vec![format!(
+                "SWEEP_WORKER={} (not an executable file)",
+                p.display()
+            )],
+        });
     }
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         let p = dir.join(WORKER_NAME);
         if is_executable(&p) {
             return Ok(p);
@@ -59,8 +70,16 @@ fn is_executable(p: &Path) -> bool {
 
 /// Runs `sweep-worker probe` and parses its one JSON line.
 pub async fn probe(worker: &Path) -> Option<sweep_protocol::ProbeInfo> {
-    let out =
-        tokio::time::timeout(Duration::from_secs(120), tokio::process::Command::new(worker).arg("probe").stdin(Stdio::null()).output()).await.ok()?.ok()?;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::process::Command::new(worker)
+            .arg("probe")
+            .stdin(Stdio::null())
+            .output(),
+    )
+    .await
+    .ok()?
+    .ok()?;
     serde_json::from_slice(&out.stdout).ok()
 }
 
@@ -71,7 +90,13 @@ pub fn gpu_names() -> Vec<String> {
         .output()
         .ok()
         .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -89,30 +114,56 @@ impl LocalLauncher {
         if !self.real_worker {
             return None;
         }
-        self.probed.get_or_init(|| probe(&self.program)).await.as_ref()
+        self.probed
+            .get_or_init(|| probe(&self.program))
+            .await
+            .as_ref()
     }
 
     /// `SWEEP_WORKER_CMD` when set, else the `sweep-worker` that [`find_worker`] finds.
     pub fn from_env() -> Result<LocalLauncher, WorkerNotFound> {
         if let Some(cmd) = std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
-            return Ok(LocalLauncher { program: cmd.into(), real_worker: false, probed: Default::default() });
+            return Ok(LocalLauncher {
+                program: cmd.into(),
+                real_worker: false,
+                probed: Default::default(),
+            });
         }
-        Ok(LocalLauncher { program: find_worker()?, real_worker: true, probed: Default::default() })
+        Ok(LocalLauncher {
+            program: find_worker()?,
+            real_worker: true,
+            probed: Default::default(),
+        })
     }
 
     /// GPU ids to use ([`gpu_ids`]). `SWEEP_FAKE_GPUS=N` pretends N GPUs exist (scheduling
     /// tests); otherwise no `nvidia-smi` means no GPU, else a probe worker counts
     /// the devices that CUDA sees (honouring `CUDA_VISIBLE_DEVICES`).
     async fn detect_gpus(&self, wanted: Option<&[u32]>) -> Vec<String> {
-        if let Some(n) = std::env::var("SWEEP_FAKE_GPUS").ok().and_then(|v| v.parse::<u32>().ok()) {
+        if let Some(n) = std::env::var("SWEEP_FAKE_GPUS")
+            .ok()
+            .and_then(|v| v.parse::<u32>().ok())
+        {
             return gpu_ids(None, n, wanted);
         }
-        let smi = tokio::process::Command::new("nvidia-smi").arg("-L").stdin(Stdio::null()).output().await;
+        let smi = tokio::process::Command::new("nvidia-smi")
+            .arg("-L")
+            .stdin(Stdio::null())
+            .output()
+            .await;
         if !matches!(&smi, Ok(o) if o.status.success()) || !self.real_worker {
             return vec![];
         }
-        let count = self.probe_once().await.map(|p| p.cuda_devices.max(0) as u32).unwrap_or(0);
-        gpu_ids(std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(), count, wanted)
+        let count = self
+            .probe_once()
+            .await
+            .map(|p| p.cuda_devices.max(0) as u32)
+            .unwrap_or(0);
+        gpu_ids(
+            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+            count,
+            wanted,
+        )
     }
 }
 
@@ -128,13 +179,21 @@ impl LocalLauncher {
 /// positions in the list (0 = its first device).
 fn gpu_ids(visible: Option<&str>, count: u32, wanted: Option<&[u32]>) -> Vec<String> {
     let tokens: Vec<String> = match visible.filter(|v| !v.trim().is_empty()) {
-        Some(v) => v.split(',').map(|t| t.trim().to_string()).take(count as usize).collect(),
+        Some(v) => v
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .take(count as usize)
+            .collect(),
         None => (0..count).map(|i| i.to_string()).collect(),
     };
     let Some(wanted) = wanted else { return tokens };
     let host: Option<Vec<u32>> = tokens.iter().map(|t| t.parse().ok()).collect();
     let names: Vec<u32> = host.unwrap_or_else(|| (0..tokens.len() as u32).collect());
-    wanted.iter().filter_map(|w| names.iter().position(|n| n == w)).map(|i| tokens[i].clone()).collect()
+    wanted
+        .iter()
+        .filter_map(|w| names.iter().position(|n| n == w))
+        .map(|i| tokens[i].clone())
+        .collect()
 }
 
 /// Signals the worker's process group (pgid = pid, set at spawn).
@@ -207,7 +266,11 @@ impl Launcher for LocalLauncher {
                 cmd.env("CUDA_VISIBLE_DEVICES", "");
             }
         }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true).process_group(0);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .process_group(0);
         // The coordinator's pid, taken before the fork: the child compares its
         // parent with it. (Comparing with 1 would kill every worker when the
         // coordinator itself is PID 1, as in `docker run` without --init.)
@@ -226,15 +289,28 @@ impl Launcher for LocalLauncher {
             });
         }
         let mut child = cmd.spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("worker has no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("worker has no stdout"))?;
         let stdin = child.stdin.take().map(StdinLines::spawn);
-        let control = Arc::new(GroupControl { pid: child.id(), stdin });
+        let control = Arc::new(GroupControl {
+            pid: child.id(),
+            stdin,
+        });
         let exit = Box::pin(async move {
             use std::os::unix::process::ExitStatusExt;
             let s = child.wait().await?;
-            Ok(ExitStatus { code: s.code(), signal: s.signal() })
+            Ok(ExitStatus {
+                code: s.code(),
+                signal: s.signal(),
+            })
         });
-        Ok(Attempt { stdout: Box::pin(stdout), control, exit })
+        Ok(Attempt {
+            stdout: Box::pin(stdout),
+            control,
+            exit,
+        })
     }
 }
 
@@ -255,9 +331,15 @@ mod tests {
         // Integer lists: the children get the host's indices, as before.
         assert_eq!(ids(Some("2,3"), 2, None), ["2", "3"]);
         // UUIDs and MIG instances, exactly as the parent wrote them.
-        assert_eq!(ids(Some("GPU-aaa,GPU-bbb"), 2, None), ["GPU-aaa", "GPU-bbb"]);
+        assert_eq!(
+            ids(Some("GPU-aaa,GPU-bbb"), 2, None),
+            ["GPU-aaa", "GPU-bbb"]
+        );
         assert_eq!(ids(Some("MIG-x"), 1, None), ["MIG-x"]);
-        assert_eq!(ids(Some("MIG-GPU-8f6c/1/0,MIG-GPU-8f6c/2/0"), 2, None), ["MIG-GPU-8f6c/1/0", "MIG-GPU-8f6c/2/0"]);
+        assert_eq!(
+            ids(Some("MIG-GPU-8f6c/1/0,MIG-GPU-8f6c/2/0"), 2, None),
+            ["MIG-GPU-8f6c/1/0", "MIG-GPU-8f6c/2/0"]
+        );
         // Whitespace around tokens is not part of them.
         assert_eq!(ids(Some(" GPU-aaa , 3 "), 2, None), ["GPU-aaa", "3"]);
         assert_eq!(ids(Some(" 1 , 0"), 2, None), ["1", "0"]);
@@ -281,7 +363,10 @@ mod tests {
         assert_eq!(ids(Some("2,3"), 2, Some(&[3])), ["3"]);
         assert!(ids(Some("2,3"), 2, Some(&[0, 1])).is_empty());
         // UUIDs or MIG ids: `gpus` names positions in CUDA_VISIBLE_DEVICES.
-        assert_eq!(ids(Some("GPU-aaa,GPU-bbb,GPU-ccc"), 3, Some(&[2, 0])), ["GPU-ccc", "GPU-aaa"]);
+        assert_eq!(
+            ids(Some("GPU-aaa,GPU-bbb,GPU-ccc"), 3, Some(&[2, 0])),
+            ["GPU-ccc", "GPU-aaa"]
+        );
         assert_eq!(ids(Some("GPU-aaa,GPU-bbb"), 2, Some(&[1, 7])), ["GPU-bbb"]);
         assert_eq!(ids(Some("1,MIG-x"), 2, Some(&[1])), ["MIG-x"]);
         // Only what the probe saw counts.

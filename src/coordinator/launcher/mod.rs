@@ -40,7 +40,16 @@ impl Slot {
 
 /// The GPUs among `slots`, once each (their lane 0), in order.
 pub fn gpus_of<'a>(slots: impl IntoIterator<Item = &'a Slot>) -> Vec<&'a str> {
-    slots.into_iter().filter_map(|s| if let Slot::Gpu { id, lane: 0 } = s { Some(id.as_str()) } else { None }).collect()
+    slots
+        .into_iter()
+        .filter_map(|s| {
+            if let Slot::Gpu { id, lane: 0 } = s {
+                Some(id.as_str())
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 /// What slots a sweep may use: `[resources]` of the plan, in launcher terms.
@@ -87,7 +96,10 @@ pub trait AttemptControl: Send + Sync {
     /// job state: timeout, preempted, cancelled), when that overrides what the
     /// exit status says. `worker_interrupted`: SIGTERM stopped the worker (it
     /// reported the stop, or died of the signal before its handler was set).
-    fn end_state(&self, _worker_interrupted: bool) -> BoxFuture<'_, Option<(crate::store::FailureClass, String)>> {
+    fn end_state(
+        &self,
+        _worker_interrupted: bool,
+    ) -> BoxFuture<'_, Option<(crate::store::FailureClass, String)>> {
         Box::pin(async { None })
     }
     /// Lines to the worker's stdin (protocol 2: early-stopping `stop`), when
@@ -170,9 +182,19 @@ pub trait Launcher: Send + Sync {
 /// trial's intra-op threads do: `bench/sweep-vs-pytorch.sh`), but no more
 /// trials than there are to run (a lone trial keeps every core) and no more
 /// than `mem_available` holds at `per_trial` bytes each. At least one.
-pub fn auto_cpu_workers(cores: u32, to_run: usize, mem_available: Option<u64>, per_trial: u64) -> u32 {
-    let by_memory = mem_available.map(|m| (m / per_trial.max(1)).min(u32::MAX as u64) as u32).unwrap_or(u32::MAX);
-    cores.min(to_run.min(u32::MAX as usize) as u32).min(by_memory).max(1)
+pub fn auto_cpu_workers(
+    cores: u32,
+    to_run: usize,
+    mem_available: Option<u64>,
+    per_trial: u64,
+) -> u32 {
+    let by_memory = mem_available
+        .map(|m| (m / per_trial.max(1)).min(u32::MAX as u64) as u32)
+        .unwrap_or(u32::MAX);
+    cores
+        .min(to_run.min(u32::MAX as usize) as u32)
+        .min(by_memory)
+        .max(1)
 }
 
 /// Memory the kernel says can be given to new processes without swapping
@@ -187,9 +209,18 @@ pub fn mem_available() -> Option<u64> {
 /// Expands GPU ids into slots (`trials_per_gpu` lanes each), or CPU lanes.
 pub fn slots_for(gpus: &[String], request: &SlotRequest) -> Vec<Slot> {
     if gpus.is_empty() {
-        (0..request.cpu_workers).map(|lane| Slot::Cpu { lane }).collect()
+        (0..request.cpu_workers)
+            .map(|lane| Slot::Cpu { lane })
+            .collect()
     } else {
-        gpus.iter().flat_map(|id| (0..request.trials_per_gpu).map(move |lane| Slot::Gpu { id: id.clone(), lane })).collect()
+        gpus.iter()
+            .flat_map(|id| {
+                (0..request.trials_per_gpu).map(move |lane| Slot::Gpu {
+                    id: id.clone(),
+                    lane,
+                })
+            })
+            .collect()
     }
 }
 

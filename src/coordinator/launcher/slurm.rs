@@ -32,7 +32,10 @@
 //! that is gone) and waits until they have left the queue, so that no stale
 //! worker writes in a trial directory that a new attempt is using.
 use super::local::{WorkerNotFound, find_worker};
-use super::{Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Placement, Slot, SlotRequest, StdinLines};
+use super::{
+    Attempt, AttemptControl, BoxFuture, ExitStatus, LaunchSpec, Launcher, Placement, Slot,
+    SlotRequest, StdinLines,
+};
 use crate::spec::slurm::SlurmSpec;
 use crate::store::FailureClass;
 use std::path::PathBuf;
@@ -78,15 +81,27 @@ impl SlurmLauncher {
     /// `SWEEP_WORKER_CMD` when set, else the `sweep-worker` that [`find_worker`]
     /// finds; resolved here, once, to an absolute path.
     pub fn from_env(spec: SlurmSpec, sweep: &str) -> Result<SlurmLauncher, WorkerNotFound> {
-        let (program, real_worker) = match std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
-            Some(cmd) => (PathBuf::from(cmd), false),
-            None => (find_worker()?, true),
-        };
-        let program = std::fs::canonicalize(&program).unwrap_or_else(|_| std::path::absolute(&program).unwrap_or(program));
-        let allocation = std::env::var("SLURM_JOB_ID").ok().filter(|v| !v.trim().is_empty());
+        let (program, real_worker) =
+            match std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
+                Some(cmd) => (PathBuf::from(cmd), false),
+                None => (find_worker()?, true),
+            };
+        let program = std::fs::canonicalize(&program)
+            .unwrap_or_else(|_| std::path::absolute(&program).unwrap_or(program));
+        let allocation = std::env::var("SLURM_JOB_ID")
+            .ok()
+            .filter(|v| !v.trim().is_empty());
         // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
-        Ok(SlurmLauncher { spec, sweep: sweep.to_string(), program, real_worker, allocation, uid, accounting: Default::default() })
+        Ok(SlurmLauncher {
+            spec,
+            sweep: sweep.to_string(),
+            program,
+            real_worker,
+            allocation,
+            uid,
+            accounting: Default::default(),
+        })
     }
 
     /// `sweep.<sweep>.`: every job and step of this sweep starts with it
@@ -104,8 +119,12 @@ impl SlurmLauncher {
         *self
             .accounting
             .get_or_init(|| async {
-                let out = output("scontrol", &["show", "config"]).await.unwrap_or_default();
-                out.lines().any(|l| l.starts_with("AccountingStorageType") && !l.contains("accounting_storage/none"))
+                let out = output("scontrol", &["show", "config"])
+                    .await
+                    .unwrap_or_default();
+                out.lines().any(|l| {
+                    l.starts_with("AccountingStorageType") && !l.contains("accounting_storage/none")
+                })
             })
             .await
     }
@@ -116,7 +135,9 @@ impl SlurmLauncher {
         let uid = self.uid.to_string();
         let prefix = self.prefix();
         let mut ids = Vec::new();
-        let jobs = output("squeue", &["-h", "-u", &uid, "-o", "%i|%j"]).await.unwrap_or_default();
+        let jobs = output("squeue", &["-h", "-u", &uid, "-o", "%i|%j"])
+            .await
+            .unwrap_or_default();
         for l in jobs.lines() {
             if let Some((id, name)) = l.trim().split_once('|')
                 && name.starts_with(&prefix)
@@ -124,7 +145,9 @@ impl SlurmLauncher {
                 ids.push(id.to_string());
             }
         }
-        let steps = output("squeue", &["-h", "-s", "-u", &uid, "-o", "%i|%j"]).await.unwrap_or_default();
+        let steps = output("squeue", &["-h", "-s", "-u", &uid, "-o", "%i|%j"])
+            .await
+            .unwrap_or_default();
         for l in steps.lines() {
             if let Some((id, name)) = l.trim().split_once('|')
                 && name.starts_with(&prefix)
@@ -146,7 +169,11 @@ impl SlurmLauncher {
         let mut args: Vec<&str> = vec!["--signal=KILL"];
         args.extend(ids.iter().map(String::as_str));
         let _ = output("scancel", &args).await;
-        let _ = output("scancel", &ids.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let _ = output(
+            "scancel",
+            &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+        .await;
         let deadline = Instant::now() + GONE_WAIT;
         while Instant::now() < deadline && !self.ours().await.is_empty() {
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -157,27 +184,51 @@ impl SlurmLauncher {
     /// Trials in flight: `max_jobs`, and inside an allocation no more than it holds.
     async fn capacity(&self) -> u32 {
         let Some(job) = &self.allocation else {
-            return self.spec.max_jobs.unwrap_or(crate::spec::slurm::DEFAULT_MAX_JOBS);
+            return self
+                .spec
+                .max_jobs
+                .unwrap_or(crate::spec::slurm::DEFAULT_MAX_JOBS);
         };
-        let show = output("scontrol", &["show", "job", "-o", job]).await.unwrap_or_default();
-        let tres = field(&show, "AllocTRES").or_else(|| field(&show, "TRES")).unwrap_or_default();
-        let count = |key: &str| tres.split(',').find_map(|kv| kv.strip_prefix(key).and_then(|v| v.parse::<u32>().ok()));
+        let show = output("scontrol", &["show", "job", "-o", job])
+            .await
+            .unwrap_or_default();
+        let tres = field(&show, "AllocTRES")
+            .or_else(|| field(&show, "TRES"))
+            .unwrap_or_default();
+        let count = |key: &str| {
+            tres.split(',')
+                .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.parse::<u32>().ok()))
+        };
         let mut fit = u32::MAX;
         if self.spec.gpus_per_trial > 0 {
             // AllocTRES counts GPUs only where accounting tracks gres/gpu; else
             // TresPerNode ("gres:gpu:2", "gres/gpu:a100:2") times the nodes, else the job's environment.
-            let nodes: u32 = field(&show, "NumNodes").and_then(|v| v.split('-').next().and_then(|n| n.parse().ok())).unwrap_or(1);
+            let nodes: u32 = field(&show, "NumNodes")
+                .and_then(|v| v.split('-').next().and_then(|n| n.parse().ok()))
+                .unwrap_or(1);
             let per_node = field(&show, "TresPerNode").and_then(|t| {
                 t.split(',').find_map(|g| {
-                    let g = g.strip_prefix("gres:gpu").or_else(|| g.strip_prefix("gres/gpu"))?;
-                    g.rsplit(':').next().and_then(|n| n.parse::<u32>().ok()).or(Some(1))
+                    let g = g
+                        .strip_prefix("gres:gpu")
+                        .or_else(|| g.strip_prefix("gres/gpu"))?;
+                    g.rsplit(':')
+                        .next()
+                        .and_then(|n| n.parse::<u32>().ok())
+                        .or(Some(1))
                 })
             });
-            let env = std::env::var("SLURM_GPUS_ON_NODE").ok().and_then(|v| v.parse::<u32>().ok());
-            let gpus = count("gres/gpu=").or(per_node.map(|g| g * nodes)).or(env.map(|g| g * nodes)).unwrap_or(0);
+            let env = std::env::var("SLURM_GPUS_ON_NODE")
+                .ok()
+                .and_then(|v| v.parse::<u32>().ok());
+            let gpus = count("gres/gpu=")
+                .or(per_node.map(|g| g * nodes))
+                .or(env.map(|g| g * nodes))
+                .unwrap_or(0);
             fit = fit.min(gpus.checked_div(self.spec.gpus_per_trial).unwrap_or(0));
         }
-        if let Some(cpus) = count("cpu=").or_else(|| field(&show, "NumCPUs").and_then(|v| v.parse().ok())) {
+        if let Some(cpus) =
+            count("cpu=").or_else(|| field(&show, "NumCPUs").and_then(|v| v.parse().ok()))
+        {
             fit = fit.min(cpus / self.spec.cpus_per_trial.unwrap_or(1));
         }
         let fit = if fit == u32::MAX { 1 } else { fit.max(1) };
@@ -187,7 +238,11 @@ impl SlurmLauncher {
     /// `srun`'s options for one attempt (before the program).
     fn srun_args(&self, name: &str) -> Vec<String> {
         let s = &self.spec;
-        let mut a = vec![format!("--job-name={name}"), "--nodes=1".into(), "--ntasks=1".into()];
+        let mut a = vec![
+            format!("--job-name={name}"),
+            "--nodes=1".into(),
+            "--ntasks=1".into(),
+        ];
         if self.allocation.is_some() {
             // A step on exactly the resources it asks for, so steps run side by side.
             a.push("--exact".into());
@@ -215,20 +270,33 @@ impl SlurmLauncher {
 
 /// `KEY=value` out of `scontrol show … -o` text.
 fn field(text: &str, key: &str) -> Option<String> {
-    text.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('='))).map(String::from)
+    text.split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+        .map(String::from)
 }
 
 /// stdout of a Slurm command, or None when it cannot run or fails.
 async fn output(cmd: &str, args: &[&str]) -> Option<String> {
-    let o = tokio::process::Command::new(cmd).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().await.ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    let o = tokio::process::Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Starts a Slurm command without waiting for it (from the dispatcher's sync
 /// stop requests); its exit is collected in the background.
 fn fire(cmd: &str, args: Vec<String>) {
     let mut c = std::process::Command::new(cmd);
-    c.args(&args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    c.args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
     if let Ok(mut child) = c.spawn() {
         std::thread::spawn(move || child.wait());
     }
@@ -252,13 +320,17 @@ impl Launcher for SlurmLauncher {
                 );
             }
             let _ = self.accounting().await;
-            (0..self.capacity().await).map(|lane| Slot::Slurm { lane }).collect()
+            (0..self.capacity().await)
+                .map(|lane| Slot::Slurm { lane })
+                .collect()
         })
     }
 
     fn describe(&self) -> BoxFuture<'_, serde_json::Value> {
         Box::pin(async move {
-            let version = output("srun", &["--version"]).await.map(|v| v.trim().to_string());
+            let version = output("srun", &["--version"])
+                .await
+                .map(|v| v.trim().to_string());
             serde_json::json!({
                 "worker": self.program.display().to_string(),
                 "launcher": "slurm",
@@ -273,7 +345,12 @@ impl Launcher for SlurmLauncher {
         Box::pin(async move {
             let left = self.cancel_all().await;
             if !left.is_empty() {
-                eprintln!("sweep {}: cancelled {} Slurm job(s)/step(s) still queued ({})", self.sweep, left.len(), left.join(", "));
+                eprintln!(
+                    "sweep {}: cancelled {} Slurm job(s)/step(s) still queued ({})",
+                    self.sweep,
+                    left.len(),
+                    left.join(", ")
+                );
             }
         })
     }
@@ -291,15 +368,31 @@ impl Launcher for SlurmLauncher {
         let json = serde_json::to_string(&job).map_err(std::io::Error::other)?;
         let name = self.job_name(&job.trial);
         let shared = "results/ and the dataset must be on a filesystem that the compute nodes mount at the same path (e.g. under $HOME or a shared /scratch): pass --results and `dataset` on it";
-        let e_dir = config_error(format!("the trial directory {} is not visible or not writable on the compute node; {shared}", job.out_dir.display()));
-        let e_data = config_error(format!("the dataset {} is not readable on the compute node; {shared}", job.dataset.display()));
+        let e_dir = config_error(format!(
+            "the trial directory {} is not visible or not writable on the compute node; {shared}",
+            job.out_dir.display()
+        ));
+        let e_data = config_error(format!(
+            "the dataset {} is not readable on the compute node; {shared}",
+            job.dataset.display()
+        ));
         let e_worker = config_error(format!(
             "the worker {} is not an executable file on the compute node; install sweep-worker on shared storage (or on every node at this path), or set SWEEP_WORKER",
             self.program.display()
         ));
         let mut cmd = tokio::process::Command::new("srun");
-        cmd.args(self.srun_args(&name)).arg("--").arg("/bin/sh").arg("-c").arg(PREAMBLE).arg("sweep-slurm");
-        cmd.arg(&job.out_dir).arg(&job.dataset).arg(&self.program).arg(e_dir).arg(e_data).arg(e_worker);
+        cmd.args(self.srun_args(&name))
+            .arg("--")
+            .arg("/bin/sh")
+            .arg("-c")
+            .arg(PREAMBLE)
+            .arg("sweep-slurm");
+        cmd.arg(&job.out_dir)
+            .arg(&job.dataset)
+            .arg(&self.program)
+            .arg(e_dir)
+            .arg(e_data)
+            .arg(e_worker);
         cmd.arg("--job").arg(json);
         cmd.env("SWEEP_SLOT_TAG", SLOT_TAG);
         if self.spec.gpus_per_trial == 0 {
@@ -307,7 +400,11 @@ impl Launcher for SlurmLauncher {
             cmd.env("CUDA_VISIBLE_DEVICES", "");
         }
         // stdin stays a pipe: srun forwards it to the task, as the local worker's own stdin.
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::from(log)).kill_on_drop(true).process_group(0);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .process_group(0);
         let coordinator = std::process::id();
         // SAFETY: prctl and getppid are async-signal-safe; nothing else runs between fork and exec.
         unsafe {
@@ -323,7 +420,10 @@ impl Launcher for SlurmLauncher {
             });
         }
         let mut child = cmd.spawn()?;
-        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("srun has no stdout"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| std::io::Error::other("srun has no stdout"))?;
         let control = Arc::new(SlurmControl {
             pid: child.id(),
             name,
@@ -342,31 +442,59 @@ impl Launcher for SlurmLauncher {
         let exit = Box::pin(async move {
             use std::os::unix::process::ExitStatusExt;
             let s = child.wait().await?;
-            Ok(ExitStatus { code: s.code(), signal: s.signal() })
+            Ok(ExitStatus {
+                code: s.code(),
+                signal: s.signal(),
+            })
         });
-        Ok(Attempt { stdout: Box::pin(reader), control, exit })
+        Ok(Attempt {
+            stdout: Box::pin(reader),
+            control,
+            exit,
+        })
     }
 }
 
 /// Takes the preamble's slot line out of srun's stdout and passes the rest on.
-async fn split_slot_line(stdout: tokio::process::ChildStdout, mut to: tokio::io::DuplexStream, control: Arc<SlurmControl>) {
+async fn split_slot_line(
+    stdout: tokio::process::ChildStdout,
+    mut to: tokio::io::DuplexStream,
+    control: Arc<SlurmControl>,
+) {
     let mut reader = BufReader::new(stdout);
     let mut first = Vec::new();
-    if (&mut reader).take(4096).read_until(b'\n', &mut first).await.is_err() {
+    if (&mut reader)
+        .take(4096)
+        .read_until(b'\n', &mut first)
+        .await
+        .is_err()
+    {
         return;
     }
     let line = String::from_utf8_lossy(&first);
     match line.strip_prefix(SLOT_TAG) {
         Some(rest) => {
-            let kv: std::collections::HashMap<&str, &str> = rest.split_whitespace().filter_map(|w| w.split_once('=')).collect();
+            let kv: std::collections::HashMap<&str, &str> = rest
+                .split_whitespace()
+                .filter_map(|w| w.split_once('='))
+                .collect();
             let get = |k: &str| kv.get(k).copied().unwrap_or("").to_string();
             let job = match (get("job"), get("step")) {
                 (j, s) if control.step_mode && !s.is_empty() => format!("{j}.{s}"),
                 (j, _) => j,
             };
             let cvd = get("cvd");
-            let device = if cvd.is_empty() { "cpu".to_string() } else { format!("cuda:{cvd}") };
-            *control.placement.lock().unwrap_or_else(|e| e.into_inner()) = Some(Placement { node: get("node"), gpus: get("gpus"), job, device });
+            let device = if cvd.is_empty() {
+                "cpu".to_string()
+            } else {
+                format!("cuda:{cvd}")
+            };
+            *control.placement.lock().unwrap_or_else(|e| e.into_inner()) = Some(Placement {
+                node: get("node"),
+                gpus: get("gpus"),
+                job,
+                device,
+            });
         }
         None => {
             if to.write_all(&first).await.is_err() {
@@ -398,7 +526,12 @@ pub struct SlurmControl {
 
 impl SlurmControl {
     fn target(&self) -> Option<String> {
-        self.placement.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|p| p.job.clone()).filter(|j| !j.is_empty())
+        self.placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.job.clone())
+            .filter(|j| !j.is_empty())
     }
 
     fn signal_srun(&self, sig: i32) {
@@ -416,15 +549,28 @@ impl SlurmControl {
         let deadline = Instant::now() + STATE_WAIT;
         loop {
             let state = if accounting {
-                let args: Vec<&str> = if self.step_mode { vec!["-n", "-P", "-j", id, "-o", "State"] } else { vec!["-n", "-P", "-X", "-j", id, "-o", "State"] };
-                output("sacct", &args).await.and_then(|o| o.lines().next().map(|l| l.split_whitespace().next().unwrap_or("").to_string()))
+                let args: Vec<&str> = if self.step_mode {
+                    vec!["-n", "-P", "-j", id, "-o", "State"]
+                } else {
+                    vec!["-n", "-P", "-X", "-j", id, "-o", "State"]
+                };
+                output("sacct", &args).await.and_then(|o| {
+                    o.lines()
+                        .next()
+                        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+                })
             } else if !self.step_mode {
-                output("scontrol", &["show", "job", "-o", id]).await.and_then(|o| field(&o, "JobState"))
+                output("scontrol", &["show", "job", "-o", id])
+                    .await
+                    .and_then(|o| field(&o, "JobState"))
             } else {
                 None
             };
             match state.as_deref() {
-                Some("PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | "SUSPENDED" | "REQUEUED" | "RESIZING" | "") if Instant::now() < deadline => {
+                Some(
+                    "PENDING" | "RUNNING" | "COMPLETING" | "CONFIGURING" | "SUSPENDED" | "REQUEUED"
+                    | "RESIZING" | "",
+                ) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Some(s) if !s.is_empty() => return Some(s.to_string()),
@@ -436,7 +582,10 @@ impl SlurmControl {
     /// `*** JOB 12 ON node CANCELLED AT … DUE TO TIME LIMIT ***`, as slurmstepd writes it into the task's stderr.
     fn state_from_log(&self) -> Option<String> {
         let text = std::fs::read_to_string(&self.log).ok()?;
-        let line = text.lines().rev().find(|l| l.contains("***") && l.contains(" CANCELLED AT "))?;
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.contains("***") && l.contains(" CANCELLED AT "))?;
         Some(
             if line.contains("DUE TO TIME LIMIT") {
                 "TIMEOUT"
@@ -463,7 +612,13 @@ impl AttemptControl for SlurmControl {
             // Running: SIGTERM to the worker; it stops at a clean batch.
             Some(id) => fire("scancel", vec!["--signal=TERM".into(), id]),
             // Still queued (or starting): nothing to save, withdraw it.
-            None if !self.step_mode => fire("scancel", vec![format!("--name={}", self.name), format!("--user={}", self.uid)]),
+            None if !self.step_mode => fire(
+                "scancel",
+                vec![
+                    format!("--name={}", self.name),
+                    format!("--user={}", self.uid),
+                ],
+            ),
             None => self.signal_srun(libc::SIGTERM),
         }
     }
@@ -475,7 +630,13 @@ impl AttemptControl for SlurmControl {
                 fire("scancel", vec!["--signal=KILL".into(), id.clone()]);
                 fire("scancel", vec![id]);
             }
-            None if !self.step_mode => fire("scancel", vec![format!("--name={}", self.name), format!("--user={}", self.uid)]),
+            None if !self.step_mode => fire(
+                "scancel",
+                vec![
+                    format!("--name={}", self.name),
+                    format!("--user={}", self.uid),
+                ],
+            ),
             None => {}
         }
         // srun on SIGTERM kills its step at once and exits.
@@ -487,7 +648,10 @@ impl AttemptControl for SlurmControl {
     }
 
     fn placement(&self) -> Option<Placement> {
-        self.placement.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.placement
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn end_state(&self, worker_interrupted: bool) -> BoxFuture<'_, Option<(FailureClass, String)>> {
@@ -498,7 +662,13 @@ impl AttemptControl for SlurmControl {
             let Some(id) = self.target() else {
                 // srun gave up before the job started: say why, and whether retrying can help.
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                let line = log.lines().rev().find(|l| l.starts_with("srun: error:"))?.trim_start_matches("srun: error:").trim().to_string();
+                let line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("srun: error:"))?
+                    .trim_start_matches("srun: error:")
+                    .trim()
+                    .to_string();
                 let permanent = [
                     "Invalid partition",
                     "Invalid generic resource",
@@ -509,8 +679,17 @@ impl AttemptControl for SlurmControl {
                 ]
                 .iter()
                 .any(|m| line.contains(m));
-                let class = if permanent { FailureClass::Worker(sweep_protocol::ErrorClass::Config) } else { FailureClass::Crash };
-                return Some((class, format!("srun could not start the job: {line}; check [slurm] in the sweep file")));
+                let class = if permanent {
+                    FailureClass::Worker(sweep_protocol::ErrorClass::Config)
+                } else {
+                    FailureClass::Crash
+                };
+                return Some((
+                    class,
+                    format!(
+                        "srun could not start the job: {line}; check [slurm] in the sweep file"
+                    ),
+                ));
             };
             let accounting = match self.accounting {
                 Some(a) => a,
@@ -518,29 +697,62 @@ impl AttemptControl for SlurmControl {
                     .await
                     .unwrap_or_default()
                     .lines()
-                    .any(|l| l.starts_with("AccountingStorageType") && !l.contains("accounting_storage/none")),
+                    .any(|l| {
+                        l.starts_with("AccountingStorageType")
+                            && !l.contains("accounting_storage/none")
+                    }),
             };
             let state = self.final_state(&id, accounting).await.unwrap_or_default();
             let what = if self.step_mode { "step" } else { "job" };
-            let limit = self.time.map(|t| humantime::format_duration(t).to_string()).unwrap_or_default();
-            let by_limit =
-                || (FailureClass::Timeout, format!("Slurm {what} {id} reached its time limit ([slurm] time = {limit:?}); resumed from its last checkpoint"));
+            let limit = self
+                .time
+                .map(|t| humantime::format_duration(t).to_string())
+                .unwrap_or_default();
+            let by_limit = || {
+                (
+                    FailureClass::Timeout,
+                    format!(
+                        "Slurm {what} {id} reached its time limit ([slurm] time = {limit:?}); resumed from its last checkpoint"
+                    ),
+                )
+            };
             Some(match state.split_whitespace().next().unwrap_or("") {
                 "TIMEOUT" => by_limit(),
-                "DEADLINE" => (FailureClass::Timeout, format!("Slurm {what} {id} reached its deadline")),
-                "PREEMPTED" => (FailureClass::Preempted, format!("Slurm {what} {id} was preempted; resumed from its last checkpoint")),
-                "NODE_FAIL" | "BOOT_FAIL" => (FailureClass::Crash, format!("Slurm {what} {id}: its node failed ({state})")),
-                "OUT_OF_MEMORY" => {
-                    (FailureClass::Worker(sweep_protocol::ErrorClass::Oom), format!("Slurm {what} {id} ran out of memory (OUT_OF_MEMORY); raise [slurm] mem"))
-                }
+                "DEADLINE" => (
+                    FailureClass::Timeout,
+                    format!("Slurm {what} {id} reached its deadline"),
+                ),
+                "PREEMPTED" => (
+                    FailureClass::Preempted,
+                    format!("Slurm {what} {id} was preempted; resumed from its last checkpoint"),
+                ),
+                "NODE_FAIL" | "BOOT_FAIL" => (
+                    FailureClass::Crash,
+                    format!("Slurm {what} {id}: its node failed ({state})"),
+                ),
+                "OUT_OF_MEMORY" => (
+                    FailureClass::Worker(sweep_protocol::ErrorClass::Oom),
+                    format!(
+                        "Slurm {what} {id} ran out of memory (OUT_OF_MEMORY); raise [slurm] mem"
+                    ),
+                ),
                 // A step stopped by the time-limit warning reads CANCELLED in its log.
-                "CANCELLED" if worker_interrupted && self.step_mode && self.near_limit() => by_limit(),
-                "CANCELLED" => (FailureClass::Cancelled, format!("Slurm {what} {id} was cancelled outside sweep (scancel); resumed from its last checkpoint")),
+                "CANCELLED" if worker_interrupted && self.step_mode && self.near_limit() => {
+                    by_limit()
+                }
+                "CANCELLED" => (
+                    FailureClass::Cancelled,
+                    format!(
+                        "Slurm {what} {id} was cancelled outside sweep (scancel); resumed from its last checkpoint"
+                    ),
+                ),
                 // The worker stopped on SIGTERM that nobody here sent: Slurm's
                 // warning before the time limit (--signal).
                 _ if worker_interrupted && self.time.is_some() => (
                     FailureClass::Timeout,
-                    format!("Slurm {what} {id} was stopped at a clean batch by the warning before its time limit ([slurm] time = {limit:?})"),
+                    format!(
+                        "Slurm {what} {id} was stopped at a clean batch by the warning before its time limit ([slurm] time = {limit:?})"
+                    ),
                 ),
                 _ => return None,
             })

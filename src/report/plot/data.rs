@@ -37,7 +37,10 @@ pub use crate::store::queries::{ClassAccuracy, Misclassified, TestResult};
 
 impl TrialData {
     pub fn has_curves(&self) -> bool {
-        !(self.train_loss.is_empty() && self.train_acc.is_empty() && self.valid_loss.is_empty() && self.valid_acc.is_empty())
+        !(self.train_loss.is_empty()
+            && self.train_acc.is_empty()
+            && self.valid_loss.is_empty()
+            && self.valid_acc.is_empty())
     }
     pub fn has_confusion(&self) -> bool {
         !self.classes.is_empty() && self.confusion.iter().flatten().any(|c| *c > 0)
@@ -78,31 +81,61 @@ pub fn value_text(v: Option<&Value>) -> String {
         Some(Value::Null) | None => "none".into(),
         Some(v) => v.to_string(),
     };
-    if s.chars().count() > 24 { s.chars().take(23).chain(['…']).collect() } else { s }
+    if s.chars().count() > 24 {
+        s.chars().take(23).chain(['…']).collect()
+    } else {
+        s
+    }
 }
 
 /// Keys whose values differ between the trials, in the report's column order.
 fn varying(params: &[&Map<String, Value>]) -> Vec<String> {
-    let order: Vec<&str> = sweep_protocol::PARAM_KEYS.iter().copied().chain(["seed", "pretrained"]).collect();
+    let order: Vec<&str> = sweep_protocol::PARAM_KEYS
+        .iter()
+        .copied()
+        .chain(["seed", "pretrained"])
+        .collect();
     let mut keys: Vec<String> = params.iter().flat_map(|p| p.keys()).cloned().collect();
     keys.sort();
     keys.dedup();
     let first = params.first();
-    let mut out: Vec<String> = keys.into_iter().filter(|k| params.iter().any(|p| p.get(k) != first.and_then(|f| f.get(k)))).collect();
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            params
+                .iter()
+                .any(|p| p.get(k) != first.and_then(|f| f.get(k)))
+        })
+        .collect();
     out.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
     out
 }
 
 fn label(p: &Map<String, Value>, keys: &[String], with_seed: bool) -> String {
-    keys.iter().filter(|k| with_seed || k.as_str() != "seed").map(|k| format!("{k}={}", value_text(p.get(k)))).collect::<Vec<_>>().join(" ")
+    keys.iter()
+        .filter(|k| with_seed || k.as_str() != "seed")
+        .map(|k| format!("{k}={}", value_text(p.get(k))))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Loads a sweep: every trial's labels and test result, and the curves,
 /// confusion and per-class results of `only` that trial (or of all with `None`).
-pub async fn load_sweep(pool: &SqlitePool, sweep: &str, only: Option<&str>) -> Result<SweepData, String> {
+pub async fn load_sweep(
+    pool: &SqlitePool,
+    sweep: &str,
+    only: Option<&str>,
+) -> Result<SweepData, String> {
     let heads = queries::trials_with_test(pool, sweep).await.map_err(e)?;
-    let params: Vec<Map<String, Value>> =
-        heads.iter().map(|h| serde_json::from_str::<Value>(&h.params).ok().and_then(|v| v.as_object().cloned()).unwrap_or_default()).collect();
+    let params: Vec<Map<String, Value>> = heads
+        .iter()
+        .map(|h| {
+            serde_json::from_str::<Value>(&h.params)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+        })
+        .collect();
     let keys = varying(&params.iter().collect::<Vec<_>>());
     let mut trials = Vec::new();
     for (head, p) in heads.into_iter().zip(params) {
@@ -132,11 +165,29 @@ pub async fn load_sweep(pool: &SqlitePool, sweep: &str, only: Option<&str>) -> R
         load_details(pool, &mut t).await?;
         trials.push(t);
     }
-    let mut distribution: Vec<(String, String, i64)> =
-        queries::class_distribution(pool, sweep).await.map_err(e)?.into_iter().map(|c| (c.split, c.class, c.count)).collect();
-    let split_rank = |s: &str| ["train", "valid", "test"].iter().position(|x| *x == s).unwrap_or(3);
-    distribution.sort_by(|a, b| split_rank(&a.0).cmp(&split_rank(&b.0)).then(a.0.cmp(&b.0)).then(a.1.cmp(&b.1)));
-    Ok(SweepData { name: sweep.to_string(), trials, distribution })
+    let mut distribution: Vec<(String, String, i64)> = queries::class_distribution(pool, sweep)
+        .await
+        .map_err(e)?
+        .into_iter()
+        .map(|c| (c.split, c.class, c.count))
+        .collect();
+    let split_rank = |s: &str| {
+        ["train", "valid", "test"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap_or(3)
+    };
+    distribution.sort_by(|a, b| {
+        split_rank(&a.0)
+            .cmp(&split_rank(&b.0))
+            .then(a.0.cmp(&b.0))
+            .then(a.1.cmp(&b.1))
+    });
+    Ok(SweepData {
+        name: sweep.to_string(),
+        trials,
+        distribution,
+    })
 }
 
 async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String> {
@@ -156,19 +207,32 @@ async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String
     }
     t.class_accuracy = queries::class_accuracy(pool, &t.id).await.map_err(e)?;
     let cells = queries::confusion(pool, &t.id).await.map_err(e)?;
-    let mut classes: Vec<String> =
-        t.class_accuracy.iter().map(|c| c.class.clone()).chain(cells.iter().flat_map(|c| [c.true_class.clone(), c.pred_class.clone()])).collect();
+    let mut classes: Vec<String> = t
+        .class_accuracy
+        .iter()
+        .map(|c| c.class.clone())
+        .chain(
+            cells
+                .iter()
+                .flat_map(|c| [c.true_class.clone(), c.pred_class.clone()]),
+        )
+        .collect();
     classes.sort();
     classes.dedup();
     let mut m = vec![vec![0i64; classes.len()]; classes.len()];
     for c in cells {
-        if let (Ok(i), Ok(j)) = (classes.binary_search(&c.true_class), classes.binary_search(&c.pred_class)) {
+        if let (Ok(i), Ok(j)) = (
+            classes.binary_search(&c.true_class),
+            classes.binary_search(&c.pred_class),
+        ) {
             m[i][j] += c.count;
         }
     }
     t.classes = classes;
     t.confusion = m;
-    t.misclassified = queries::misclassified(pool, &t.id, Some(10)).await.map_err(e)?;
+    t.misclassified = queries::misclassified(pool, &t.id, Some(10))
+        .await
+        .map_err(e)?;
     Ok(())
 }
 
@@ -198,20 +262,36 @@ pub fn accuracy_groups(s: &SweepData) -> Vec<Group<'_>> {
     let mut groups: Vec<Group> = Vec::new();
     for t in &s.trials {
         let Some(test) = t.test else { continue };
-        match groups.iter_mut().find(|g| g.trials.first().is_some_and(|f| f.config_key == t.config_key)) {
+        match groups.iter_mut().find(|g| {
+            g.trials
+                .first()
+                .is_some_and(|f| f.config_key == t.config_key)
+        }) {
             Some(g) => {
                 g.trials.push(t);
                 g.accuracies.push(test.accuracy);
             }
-            None => groups.push(Group { label: String::new(), trials: vec![t], accuracies: vec![test.accuracy] }),
+            None => groups.push(Group {
+                label: String::new(),
+                trials: vec![t],
+                accuracies: vec![test.accuracy],
+            }),
         }
     }
     for g in &mut groups {
-        let Some(first) = g.trials.first() else { continue };
+        let Some(first) = g.trials.first() else {
+            continue;
+        };
         g.label = if g.trials.len() == 1 {
-            format!("{} {}", first.id, first.config_label).trim().to_string()
+            format!("{} {}", first.id, first.config_label)
+                .trim()
+                .to_string()
         } else {
-            let cfg = if first.config_label.is_empty() { "all trials".to_string() } else { first.config_label.clone() };
+            let cfg = if first.config_label.is_empty() {
+                "all trials".to_string()
+            } else {
+                first.config_label.clone()
+            };
             format!("{cfg} ({} seeds)", g.trials.len())
         };
     }

@@ -25,7 +25,15 @@ use std::sync::{Mutex, OnceLock};
 pub const PRIMARY_FAMILY: &str = "DejaVu Sans";
 
 /// Families preferred, in this order, among the system's fonts that have a character.
-const PREFERRED: [&str; 7] = ["Noto Sans", "Noto Sans CJK SC", "Noto Sans Arabic", "Noto Sans Arabic UI", "Noto Color Emoji", "Noto Emoji", "Symbola"];
+const PREFERRED: [&str; 7] = [
+    "Noto Sans",
+    "Noto Sans CJK SC",
+    "Noto Sans Arabic",
+    "Noto Sans Arabic UI",
+    "Noto Color Emoji",
+    "Noto Emoji",
+    "Symbola",
+];
 
 /// One font face: `ab_glyph` draws its glyphs, `rustybuzz` shapes text with it.
 pub struct Face {
@@ -43,7 +51,13 @@ impl Face {
         let shaper = rustybuzz::Face::from_slice(data, index)?;
         let units_per_em = glyphs.units_per_em().filter(|u| *u > 0.0)?;
         let height_unscaled = glyphs.height_unscaled();
-        (height_unscaled > 0.0).then_some(Face { family, glyphs, shaper, units_per_em, height_unscaled })
+        (height_unscaled > 0.0).then_some(Face {
+            family,
+            glyphs,
+            shaper,
+            units_per_em,
+            height_unscaled,
+        })
     }
 
     pub fn covers(&self, c: char) -> bool {
@@ -59,11 +73,16 @@ impl Face {
 /// The embedded DejaVu Sans.
 pub fn primary() -> Option<&'static Face> {
     static PRIMARY: OnceLock<Option<Face>> = OnceLock::new();
-    PRIMARY.get_or_init(|| Face::new(PRIMARY_FAMILY.into(), dejavu::sans::regular(), 0)).as_ref()
+    PRIMARY
+        .get_or_init(|| Face::new(PRIMARY_FAMILY.into(), dejavu::sans::regular(), 0))
+        .as_ref()
 }
 
 fn fallback_enabled() -> bool {
-    !matches!(std::env::var("SWEEP_FONT_FALLBACK").as_deref(), Ok("0" | "off" | "false" | "no"))
+    !matches!(
+        std::env::var("SWEEP_FONT_FALLBACK").as_deref(),
+        Ok("0" | "off" | "false" | "no")
+    )
 }
 
 /// The system's fonts, scanned on first need, and what was chosen from them.
@@ -84,9 +103,18 @@ impl System {
             db.load_system_fonts();
             let mut faces: Vec<&fontdb::FaceInfo> = db.faces().collect();
             faces.sort_by_cached_key(|f| {
-                let family = f.families.first().map(|(n, _)| n.clone()).unwrap_or_default();
-                let known = PREFERRED.iter().position(|p| *p == family).unwrap_or(PREFERRED.len());
-                let sans = family.contains("Sans") || family.contains("Gothic") || family.contains("Emoji");
+                let family = f
+                    .families
+                    .first()
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default();
+                let known = PREFERRED
+                    .iter()
+                    .position(|p| *p == family)
+                    .unwrap_or(PREFERRED.len());
+                let sans = family.contains("Sans")
+                    || family.contains("Gothic")
+                    || family.contains("Emoji");
                 (
                     f.style != fontdb::Style::Normal,
                     f.weight.0.abs_diff(400),
@@ -112,7 +140,11 @@ impl System {
         for i in 0..self.candidates.len() {
             let id = self.candidates[i];
             let db = self.db.as_ref()?;
-            let has = db.with_face_data(id, |data, index| ttf_parser_face(data, index).is_some_and(|f| f.glyph_index(c).is_some())).unwrap_or(false);
+            let has = db
+                .with_face_data(id, |data, index| {
+                    ttf_parser_face(data, index).is_some_and(|f| f.glyph_index(c).is_some())
+                })
+                .unwrap_or(false);
             if has && let Some(face) = self.load(id) {
                 found = Some(face);
                 break;
@@ -128,19 +160,29 @@ impl System {
             return *f;
         }
         let info = self.db.as_ref()?.face(id)?.clone();
-        let family = info.families.first().map(|(n, _)| n.clone()).unwrap_or_else(|| info.post_script_name.clone());
+        let family = info
+            .families
+            .first()
+            .map(|(n, _)| n.clone())
+            .unwrap_or_else(|| info.post_script_name.clone());
         let data = match &info.source {
-            fontdb::Source::Binary(b) => Some(&*Box::leak((**b).as_ref().to_vec().into_boxed_slice())),
-            fontdb::Source::File(path) | fontdb::Source::SharedFile(path, _) => match self.files.get(path) {
-                Some(d) => Some(*d),
-                None => std::fs::read(path).ok().map(|bytes| {
-                    let d: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-                    self.files.insert(path.clone(), d);
-                    d
-                }),
-            },
+            fontdb::Source::Binary(b) => {
+                Some(&*Box::leak((**b).as_ref().to_vec().into_boxed_slice()))
+            }
+            fontdb::Source::File(path) | fontdb::Source::SharedFile(path, _) => {
+                match self.files.get(path) {
+                    Some(d) => Some(*d),
+                    None => std::fs::read(path).ok().map(|bytes| {
+                        let d: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                        self.files.insert(path.clone(), d);
+                        d
+                    }),
+                }
+            }
         };
-        let face: Option<&'static Face> = data.and_then(|d| Face::new(family, d, info.index)).map(|f| &*Box::leak(Box::new(f)));
+        let face: Option<&'static Face> = data
+            .and_then(|d| Face::new(family, d, info.index))
+            .map(|f| &*Box::leak(Box::new(f)));
         self.faces.insert(id, face);
         face
     }
@@ -230,7 +272,13 @@ pub fn layout(text: &str, size: f32) -> Option<Line> {
     let primary = primary()?;
     let scaled = primary.glyphs.as_scaled(PxScale::from(size));
     let em_px = size * primary.units_per_em / primary.height_unscaled;
-    let mut line = Line { glyphs: Vec::new(), width: 0.0, em_px, ascent: scaled.ascent(), descent: scaled.descent() };
+    let mut line = Line {
+        glyphs: Vec::new(),
+        width: 0.0,
+        em_px,
+        ascent: scaled.ascent(),
+        descent: scaled.descent(),
+    };
     if text.is_empty() {
         return Some(line);
     }
@@ -246,7 +294,8 @@ pub fn layout(text: &str, size: f32) -> Option<Line> {
                 let at = run.start + i;
                 let end = at + c.len_utf8();
                 if let Some((face, range)) = pieces.last_mut()
-                    && (clings(c) && face.covers(c) || face_for(c).is_some_and(|f| std::ptr::eq(f, *face)))
+                    && (clings(c) && face.covers(c)
+                        || face_for(c).is_some_and(|f| std::ptr::eq(f, *face)))
                 {
                     range.end = end;
                     continue;
@@ -259,12 +308,21 @@ pub fn layout(text: &str, size: f32) -> Option<Line> {
             for (face, range) in pieces {
                 let mut buf = rustybuzz::UnicodeBuffer::new();
                 buf.push_str(&text[range]);
-                buf.set_direction(if rtl { rustybuzz::Direction::RightToLeft } else { rustybuzz::Direction::LeftToRight });
+                buf.set_direction(if rtl {
+                    rustybuzz::Direction::RightToLeft
+                } else {
+                    rustybuzz::Direction::LeftToRight
+                });
                 buf.guess_segment_properties();
                 let shaped = rustybuzz::shape(&face.shaper, &[], buf);
                 let k = em_px / face.units_per_em;
                 for (info, pos) in shaped.glyph_infos().iter().zip(shaped.glyph_positions()) {
-                    line.glyphs.push(Placed { face, id: GlyphId(info.glyph_id as u16), x: pen + pos.x_offset as f32 * k, y: -(pos.y_offset as f32) * k });
+                    line.glyphs.push(Placed {
+                        face,
+                        id: GlyphId(info.glyph_id as u16),
+                        x: pen + pos.x_offset as f32 * k,
+                        y: -(pos.y_offset as f32) * k,
+                    });
                     pen += pos.x_advance as f32 * k;
                 }
             }
@@ -277,14 +335,18 @@ pub fn layout(text: &str, size: f32) -> Option<Line> {
 /// Width and height in pixels as plotters measures text (its `ab_glyph`
 /// backend: advance width, and size ÷ 1.24 for the height), for any script.
 pub fn text_size(text: &str, size: f64) -> (u32, u32) {
-    let w = layout(text, size as f32).map(|l| l.width).unwrap_or(text.chars().count() as f32 * size as f32 * 0.6);
+    let w = layout(text, size as f32)
+        .map(|l| l.width)
+        .unwrap_or(text.chars().count() as f32 * size as f32 * 0.6);
     (w.max(0.0) as u32, (size / 1.24) as u32)
 }
 
 /// The SVG `font-family` for `text`: the embedded font's family, the system
 /// families that draw what it lacks, then the generic `sans-serif`.
 pub fn css_families(text: &str, size: f64) -> String {
-    let families = layout(text, size as f32).map(|l| l.families()).unwrap_or_else(|| vec![PRIMARY_FAMILY]);
+    let families = layout(text, size as f32)
+        .map(|l| l.families())
+        .unwrap_or_else(|| vec![PRIMARY_FAMILY]);
     let mut out: Vec<String> = families.iter().map(|f| css_name(f)).collect();
     out.push("sans-serif".into());
     out.join(", ")
@@ -294,17 +356,28 @@ pub fn css_families(text: &str, size: f64) -> String {
 fn css_name(name: &str) -> String {
     let plain = name.split(' ').all(|w| {
         let mut cs = w.chars();
-        cs.next().is_some_and(|c| c.is_ascii_alphabetic()) && cs.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        cs.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && cs.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     });
-    if plain { name.to_string() } else { format!("'{}'", name.replace(['\'', '\\'], "")) }
+    if plain {
+        name.to_string()
+    } else {
+        format!("'{}'", name.replace(['\'', '\\'], ""))
+    }
 }
 
 /// Draws one glyph whose pen position is `at` (pixels, y down, relative to
 /// wherever the caller's text is anchored): calls `put(x, y, colour, alpha)`
 /// per pixel, with the colour for bitmap (emoji) glyphs and `None` for outline
 /// glyphs, which take the text's colour.
-pub fn rasterize(g: &Placed, em_px: f32, at: (f32, f32), mut put: impl FnMut(i32, i32, Option<[u8; 3]>, f32)) {
-    let glyph = g.id.with_scale_and_position(g.face.scale_for_em(em_px), ab_glyph::point(at.0, at.1));
+pub fn rasterize(
+    g: &Placed,
+    em_px: f32,
+    at: (f32, f32),
+    mut put: impl FnMut(i32, i32, Option<[u8; 3]>, f32),
+) {
+    let glyph =
+        g.id.with_scale_and_position(g.face.scale_for_em(em_px), ab_glyph::point(at.0, at.1));
     if let Some(outline) = g.face.glyphs.outline_glyph(glyph) {
         let b = outline.px_bounds();
         let (bx, by) = (b.min.x as i32, b.min.y as i32);
@@ -316,20 +389,37 @@ pub fn rasterize(g: &Placed, em_px: f32, at: (f32, f32), mut put: impl FnMut(i32
         return;
     }
     // Colour emoji: the bitmap of the strike nearest the size, scaled.
-    let Some(img) = g.face.glyphs.glyph_raster_image2(g.id, em_px.ceil() as u16) else { return };
+    let Some(img) = g.face.glyphs.glyph_raster_image2(g.id, em_px.ceil() as u16) else {
+        return;
+    };
     if !matches!(img.format, ab_glyph::GlyphImageFormat::Png) || img.pixels_per_em == 0 {
         return;
     }
-    let Ok(decoded) = image::load_from_memory_with_format(img.data, image::ImageFormat::Png) else { return };
+    let Ok(decoded) = image::load_from_memory_with_format(img.data, image::ImageFormat::Png) else {
+        return;
+    };
     let k = em_px / img.pixels_per_em as f32;
-    let (w, h) = (((decoded.width() as f32 * k).round() as u32).max(1), ((decoded.height() as f32 * k).round() as u32).max(1));
-    let small = image::imageops::resize(&decoded.to_rgba8(), w, h, image::imageops::FilterType::Triangle);
+    let (w, h) = (
+        ((decoded.width() as f32 * k).round() as u32).max(1),
+        ((decoded.height() as f32 * k).round() as u32).max(1),
+    );
+    let small = image::imageops::resize(
+        &decoded.to_rgba8(),
+        w,
+        h,
+        image::imageops::FilterType::Triangle,
+    );
     // The strike's origin: x from the pen, y of the image's bottom above the baseline.
     let left = (at.0 + img.origin.x * k).round() as i32;
     let top = (at.1 - (img.origin.y + img.height as f32) * k).round() as i32;
     for (x, y, p) in small.enumerate_pixels() {
         if p.0[3] > 0 {
-            put(left + x as i32, top + y as i32, Some([p.0[0], p.0[1], p.0[2]]), p.0[3] as f32 / 255.0);
+            put(
+                left + x as i32,
+                top + y as i32,
+                Some([p.0[0], p.0[1], p.0[2]]),
+                p.0[3] as f32 / 255.0,
+            );
         }
     }
 }
@@ -341,7 +431,11 @@ mod tests {
     #[test]
     fn latin_stays_in_the_embedded_font() {
         let l = layout("validation accuracy", 14.0).unwrap();
-        assert!(l.glyphs.iter().all(|g| std::ptr::eq(g.face, primary().unwrap())));
+        assert!(
+            l.glyphs
+                .iter()
+                .all(|g| std::ptr::eq(g.face, primary().unwrap()))
+        );
         assert_eq!(l.families(), vec![PRIMARY_FAMILY]);
         assert!(l.width > 100.0 && l.width < 200.0, "{}", l.width);
         assert_eq!(css_families("loss", 13.0), "DejaVu Sans, sans-serif");
@@ -353,14 +447,27 @@ mod tests {
         // (a different glyph than the isolated letter), and the first letter
         // (ع) is placed rightmost.
         let word = layout("عقرب", 20.0).unwrap();
-        let isolated: Vec<GlyphId> = "عقرب".chars().map(|c| primary().unwrap().glyphs.glyph_id(c)).collect();
+        let isolated: Vec<GlyphId> = "عقرب"
+            .chars()
+            .map(|c| primary().unwrap().glyphs.glyph_id(c))
+            .collect();
         assert_eq!(word.glyphs.len(), 4);
-        let first_letter = word.glyphs.iter().max_by(|a, b| a.x.total_cmp(&b.x)).unwrap();
+        let first_letter = word
+            .glyphs
+            .iter()
+            .max_by(|a, b| a.x.total_cmp(&b.x))
+            .unwrap();
         let shaped_ids: Vec<GlyphId> = word.glyphs.iter().map(|g| g.id).collect();
-        assert!(!isolated.contains(&first_letter.id), "ع is in its initial form, not isolated");
+        assert!(
+            !isolated.contains(&first_letter.id),
+            "ع is in its initial form, not isolated"
+        );
         assert_ne!(shaped_ids, isolated, "letters joined");
         // Same glyphs as the initial form of ع that DejaVu Sans has (U+FECB ARABIC LETTER AIN INITIAL FORM).
-        assert_eq!(first_letter.id, primary().unwrap().glyphs.glyph_id('\u{FECB}'));
+        assert_eq!(
+            first_letter.id,
+            primary().unwrap().glyphs.glyph_id('\u{FECB}')
+        );
     }
 
     #[test]

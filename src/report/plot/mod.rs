@@ -63,7 +63,12 @@ fn ensure_fonts() -> Result<(), String> {
     static INIT: OnceLock<Result<(), String>> = OnceLock::new();
     INIT.get_or_init(|| {
         let bad = |_| "the embedded DejaVu Sans font could not be loaded".to_string();
-        plotters::style::register_font(FontFamily::SansSerif.as_str(), FontStyle::Normal, dejavu::sans::regular()).map_err(bad)?;
+        plotters::style::register_font(
+            FontFamily::SansSerif.as_str(),
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        )
+        .map_err(bad)?;
         Ok(())
     })
     .clone()
@@ -110,7 +115,11 @@ impl Chart<'_> {
             Chart::Confusion(t) => charts::confusion(root, t),
             Chart::Accuracy(s) => charts::accuracy(root, s),
             Chart::SweepCurves(s) => charts::sweep_curves(root, s),
-            Chart::ClassDistribution(s) => charts::class_counts(root, &format!("images per class and split — sweep {}", s.name), &s.distribution),
+            Chart::ClassDistribution(s) => charts::class_counts(
+                root,
+                &format!("images per class and split — sweep {}", s.name),
+                &s.distribution,
+            ),
         }
     }
 }
@@ -148,7 +157,9 @@ where
 pub(crate) fn encode_png(size: (u32, u32), rgb: &[u8]) -> Result<Vec<u8>, String> {
     use image::ImageEncoder;
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out).write_image(rgb, size.0, size.1, image::ExtendedColorType::Rgb8).map_err(|e| format!("encoding PNG: {e}"))?;
+    image::codecs::png::PngEncoder::new(&mut out)
+        .write_image(rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
+        .map_err(|e| format!("encoding PNG: {e}"))?;
     Ok(out)
 }
 
@@ -163,8 +174,14 @@ pub fn render_png(chart: &Chart) -> Result<Vec<u8>, String> {
 
 /// Writes through a temporary file in the same folder and renames it into place.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| format!("{}: not a file name", path.display()))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
@@ -188,19 +205,35 @@ fn write_chart(dir: &Path, chart: &Chart, written: &mut Vec<PathBuf>) -> Result<
 
 /// `sweep plot`: every chart of the sweep (or of one trial, by id or unique
 /// prefix) as PNG and SVG under `out`. Returns the written paths.
-pub async fn write_all(pool: &SqlitePool, sweep: &str, trial: Option<&str>, out: &Path) -> Result<Vec<PathBuf>, String> {
+pub async fn write_all(
+    pool: &SqlitePool,
+    sweep: &str,
+    trial: Option<&str>,
+    out: &Path,
+) -> Result<Vec<PathBuf>, String> {
     if out.exists() && !out.is_dir() {
-        return Err(format!("--out {} is a file; pass a directory", out.display()));
+        return Err(format!(
+            "--out {} is a file; pass a directory",
+            out.display()
+        ));
     }
     let mut written = Vec::new();
     if let Some(prefix) = trial {
-        let (id, sweep_of_trial) = crate::store::queries::resolve_trial(pool, Some(sweep), prefix).await?;
+        let (id, sweep_of_trial) =
+            crate::store::queries::resolve_trial(pool, Some(sweep), prefix).await?;
         let s = data::load_sweep(pool, &sweep_of_trial, Some(&id)).await?;
-        let t = s.trials.first().ok_or_else(|| format!("trial {id} vanished from the database while plotting"))?;
+        let t = s
+            .trials
+            .first()
+            .ok_or_else(|| format!("trial {id} vanished from the database while plotting"))?;
         if !t.has_curves() {
-            return Err(format!("trial {id} has no metrics yet (status {}); charts need at least one logged step", t.status));
+            return Err(format!(
+                "trial {id} has no metrics yet (status {}); charts need at least one logged step",
+                t.status
+            ));
         }
-        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        std::fs::create_dir_all(out)
+            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
         write_chart(out, &Chart::TrialCurves(t), &mut written)?;
         if t.has_confusion() {
             write_chart(out, &Chart::Confusion(t), &mut written)?;
@@ -214,7 +247,9 @@ pub async fn write_all(pool: &SqlitePool, sweep: &str, trial: Option<&str>, out:
         return Err(format!("sweep {sweep} has no trials"));
     }
     if !s.trials.iter().any(|t| t.has_curves()) {
-        return Err(format!("sweep {sweep} has no metrics yet; run it (`sweep run FILE`) and plot again"));
+        return Err(format!(
+            "sweep {sweep} has no metrics yet; run it (`sweep run FILE`) and plot again"
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     let mut skipped = Vec::new();

@@ -63,14 +63,21 @@ fn thumbnail(path: &Path) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity((THUMB * THUMB * 3) as usize);
     for y in 0..THUMB {
         let start = (((y0 + y) * c.width + x0) * 3) as usize;
-        out.extend_from_slice(c.pixels.get(start..start + (THUMB * 3) as usize).ok_or("thumbnail crop out of bounds")?);
+        out.extend_from_slice(
+            c.pixels
+                .get(start..start + (THUMB * 3) as usize)
+                .ok_or("thumbnail crop out of bounds")?,
+        );
     }
     Ok(out)
 }
 
 fn counts(layout: &Layout) -> Vec<[usize; 3]> {
     let mut c = vec![[0usize; 3]; layout.classes.len()];
-    for (s, split) in [&layout.train, &layout.valid, &layout.test].into_iter().enumerate() {
+    for (s, split) in [&layout.train, &layout.valid, &layout.test]
+        .into_iter()
+        .enumerate()
+    {
         for (_, label) in &split.items {
             if let Some(row) = c.get_mut(*label as usize) {
                 row[s] += 1;
@@ -81,53 +88,107 @@ fn counts(layout: &Layout) -> Vec<[usize; 3]> {
 }
 
 pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, String> {
-    let ext = out.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).unwrap_or_default();
+    let ext = out
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+        .unwrap_or_default();
     let format = match ext.as_str() {
         "png" => Format::Png,
         "svg" => Format::Svg,
-        _ => return Err(format!("--out {}: unsupported file type {ext:?}; use a .png or .svg file name", out.display())),
+        _ => {
+            return Err(format!(
+                "--out {}: unsupported file type {ext:?}; use a .png or .svg file name",
+                out.display()
+            ));
+        }
     };
     if per_class == 0 || per_class > MAX_PER_CLASS {
-        return Err(format!("--per-class must be between 1 and {MAX_PER_CLASS}, got {per_class}"));
+        return Err(format!(
+            "--per-class must be between 1 and {MAX_PER_CLASS}, got {per_class}"
+        ));
     }
     let layout = data::scan(dataset).map_err(|e| e.to_string())?;
     let counts = counts(&layout);
     // Columns actually filled: no wider than the largest class's training images.
-    let per_class = counts.iter().map(|c| c[0]).max().unwrap_or(0).min(per_class).max(1);
+    let per_class = counts
+        .iter()
+        .map(|c| c[0])
+        .max()
+        .unwrap_or(0)
+        .min(per_class)
+        .max(1);
     // The first `per_class` training images of each class (sorted file order: deterministic).
     let picks: Vec<(usize, usize, PathBuf)> = (0..layout.classes.len())
         .flat_map(|ci| {
-            layout.train.items.iter().filter(move |(_, l)| *l as usize == ci).take(per_class).enumerate().map(move |(col, (p, _))| (ci, col, p.clone()))
+            layout
+                .train
+                .items
+                .iter()
+                .filter(move |(_, l)| *l as usize == ci)
+                .take(per_class)
+                .enumerate()
+                .map(move |(col, (p, _))| (ci, col, p.clone()))
         })
         .collect();
-    let thumbs: Vec<Thumb> = picks.into_par_iter().map(|(class, col, path)| Thumb { class, col, pixels: thumbnail(&path), path }).collect();
+    let thumbs: Vec<Thumb> = picks
+        .into_par_iter()
+        .map(|(class, col, path)| Thumb {
+            class,
+            col,
+            pixels: thumbnail(&path),
+            path,
+        })
+        .collect();
     for t in &thumbs {
         if let Err(e) = &t.pixels {
             eprintln!("note: {}: {e}", t.path.display());
         }
     }
     super::ensure_fonts()?;
-    let name =
-        dataset.canonicalize().ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dataset.display().to_string());
+    let name = dataset
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| dataset.display().to_string());
     // Measured as the charts draw it (any script: see `fonts`).
-    let label_w = layout.classes.iter().map(|c| super::fonts::text_size(c, 15.0).0 + 12).fold(120, u32::max).min(320);
+    let label_w = layout
+        .classes
+        .iter()
+        .map(|c| super::fonts::text_size(c, 15.0).0 + 12)
+        .fold(120, u32::max)
+        .min(320);
     let n = layout.classes.len();
-    let mut g = Geometry { width: 0, height: 0, label_w };
+    let mut g = Geometry {
+        width: 0,
+        height: 0,
+        label_w,
+    };
     g.width = g.counts_x(per_class) + 3 * COUNT_COL + 20;
     g.height = TOP + n as u32 * PITCH + 44;
     let size = (g.width, g.height);
     let bytes = match format {
         Format::Png => {
-            let mut rgb = super::rgb_with(size, |root| draw_frame(root, &g, &layout, &counts, &name, per_class, &thumbs))?;
+            let mut rgb = super::rgb_with(size, |root| {
+                draw_frame(root, &g, &layout, &counts, &name, per_class, &thumbs)
+            })?;
             for t in &thumbs {
                 if let Ok(px) = &t.pixels {
-                    blit(&mut rgb, g.width, g.thumb_x(t.col), g.row_y(t.class) + (PITCH - THUMB) / 2, px);
+                    blit(
+                        &mut rgb,
+                        g.width,
+                        g.thumb_x(t.col),
+                        g.row_y(t.class) + (PITCH - THUMB) / 2,
+                        px,
+                    );
                 }
             }
             super::encode_png(size, &rgb)?
         }
         Format::Svg => {
-            let mut svg = super::svg_with(size, |root| draw_frame(root, &g, &layout, &counts, &name, per_class, &thumbs))?;
+            let mut svg = super::svg_with(size, |root| {
+                draw_frame(root, &g, &layout, &counts, &name, per_class, &thumbs)
+            })?;
             let mut images = String::new();
             for t in &thumbs {
                 if let Ok(px) = &t.pixels {
@@ -140,7 +201,9 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
                     ));
                 }
             }
-            let end = svg.rfind("</svg>").ok_or("internal: SVG output has no closing tag")?;
+            let end = svg
+                .rfind("</svg>")
+                .ok_or("internal: SVG output has no closing tag")?;
             svg.insert_str(end, &images);
             svg.into_bytes()
         }
@@ -173,40 +236,99 @@ fn draw_frame<DB: DrawingBackend>(
     let muted = RGBColor(120, 120, 120);
     let style = |size: f64, h: HPos| font(size).color(&text).pos(Pos::new(h, VPos::Center));
     root.fill(&WHITE).map_err(de)?;
-    let totals: [usize; 3] = counts.iter().fold([0; 3], |a, c| [a[0] + c[0], a[1] + c[1], a[2] + c[2]]);
-    let title = format!("dataset {name} — {} classes; train {}, valid {}, test {} images", layout.classes.len(), totals[0], totals[1], totals[2]);
-    root.draw_text(&title, &style(20.0, HPos::Left), (20, 28)).map_err(de)?;
+    let totals: [usize; 3] = counts
+        .iter()
+        .fold([0; 3], |a, c| [a[0] + c[0], a[1] + c[1], a[2] + c[2]]);
+    let title = format!(
+        "dataset {name} — {} classes; train {}, valid {}, test {} images",
+        layout.classes.len(),
+        totals[0],
+        totals[1],
+        totals[2]
+    );
+    root.draw_text(&title, &style(20.0, HPos::Left), (20, 28))
+        .map_err(de)?;
     let header_y = TOP as i32 - 16;
-    root.draw_text("class", &style(14.0, HPos::Left).color(&muted), (20, header_y)).map_err(de)?;
-    root.draw_text(&format!("first {per_class} training images"), &style(14.0, HPos::Left).color(&muted), (g.thumb_x(0) as i32, header_y)).map_err(de)?;
+    root.draw_text(
+        "class",
+        &style(14.0, HPos::Left).color(&muted),
+        (20, header_y),
+    )
+    .map_err(de)?;
+    root.draw_text(
+        &format!("first {per_class} training images"),
+        &style(14.0, HPos::Left).color(&muted),
+        (g.thumb_x(0) as i32, header_y),
+    )
+    .map_err(de)?;
     let cx = g.counts_x(per_class) as i32;
     for (k, split) in ["train", "valid", "test"].iter().enumerate() {
-        root.draw_text(split, &style(14.0, HPos::Right).color(&muted), (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, header_y)).map_err(de)?;
+        root.draw_text(
+            split,
+            &style(14.0, HPos::Right).color(&muted),
+            (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, header_y),
+        )
+        .map_err(de)?;
     }
     for (ci, class) in layout.classes.iter().enumerate() {
         let y = g.row_y(ci) as i32;
         if ci % 2 == 1 {
-            root.draw(&Rectangle::new([(10, y), (g.width as i32 - 10, y + PITCH as i32)], RGBColor(244, 246, 248).filled())).map_err(de)?;
+            root.draw(&Rectangle::new(
+                [(10, y), (g.width as i32 - 10, y + PITCH as i32)],
+                RGBColor(244, 246, 248).filled(),
+            ))
+            .map_err(de)?;
         }
         let mid = y + PITCH as i32 / 2;
-        root.draw_text(class, &style(15.0, HPos::Left), (20, mid)).map_err(de)?;
+        root.draw_text(class, &style(15.0, HPos::Left), (20, mid))
+            .map_err(de)?;
         for (k, c) in counts[ci].iter().enumerate() {
-            root.draw_text(&c.to_string(), &style(15.0, HPos::Right), (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, mid)).map_err(de)?;
+            root.draw_text(
+                &c.to_string(),
+                &style(15.0, HPos::Right),
+                (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, mid),
+            )
+            .map_err(de)?;
         }
     }
     for t in thumbs {
         if t.pixels.is_err() {
-            let (x, y) = (g.thumb_x(t.col) as i32, (g.row_y(t.class) + (PITCH - THUMB) / 2) as i32);
-            root.draw(&Rectangle::new([(x, y), (x + THUMB as i32, y + THUMB as i32)], RGBColor(230, 230, 230).filled())).map_err(de)?;
-            root.draw(&PathElement::new(vec![(x, y), (x + THUMB as i32, y + THUMB as i32)], RED.stroke_width(2))).map_err(de)?;
-            root.draw(&PathElement::new(vec![(x + THUMB as i32, y), (x, y + THUMB as i32)], RED.stroke_width(2))).map_err(de)?;
+            let (x, y) = (
+                g.thumb_x(t.col) as i32,
+                (g.row_y(t.class) + (PITCH - THUMB) / 2) as i32,
+            );
+            root.draw(&Rectangle::new(
+                [(x, y), (x + THUMB as i32, y + THUMB as i32)],
+                RGBColor(230, 230, 230).filled(),
+            ))
+            .map_err(de)?;
+            root.draw(&PathElement::new(
+                vec![(x, y), (x + THUMB as i32, y + THUMB as i32)],
+                RED.stroke_width(2),
+            ))
+            .map_err(de)?;
+            root.draw(&PathElement::new(
+                vec![(x + THUMB as i32, y), (x, y + THUMB as i32)],
+                RED.stroke_width(2),
+            ))
+            .map_err(de)?;
         }
     }
     let y = (TOP + layout.classes.len() as u32 * PITCH) as i32;
-    root.draw(&PathElement::new(vec![(10, y + 4), (g.width as i32 - 10, y + 4)], muted.stroke_width(1))).map_err(de)?;
-    root.draw_text("total", &style(15.0, HPos::Left), (20, y + 24)).map_err(de)?;
+    root.draw(&PathElement::new(
+        vec![(10, y + 4), (g.width as i32 - 10, y + 4)],
+        muted.stroke_width(1),
+    ))
+    .map_err(de)?;
+    root.draw_text("total", &style(15.0, HPos::Left), (20, y + 24))
+        .map_err(de)?;
     for (k, c) in totals.iter().enumerate() {
-        root.draw_text(&c.to_string(), &style(15.0, HPos::Right), (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, y + 24)).map_err(de)?;
+        root.draw_text(
+            &c.to_string(),
+            &style(15.0, HPos::Right),
+            (cx + (k as i32 + 1) * COUNT_COL as i32 - 8, y + 24),
+        )
+        .map_err(de)?;
     }
     Ok(())
 }

@@ -20,7 +20,10 @@
 use super::fonts;
 use plotters::prelude::*;
 use plotters_backend::text_anchor::{HPos, VPos};
-use plotters_backend::{BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind, FontFamily, FontStyle, FontTransform};
+use plotters_backend::{
+    BackendColor, BackendCoord, BackendStyle, BackendTextStyle, DrawingErrorKind, FontFamily,
+    FontStyle, FontTransform,
+};
 
 /// The drawing methods both wrappers pass to the plotters backend they wrap
 /// (`self.0`) unchanged; only text is handled here.
@@ -35,13 +38,28 @@ macro_rules! delegate_drawing {
         fn present(&mut self) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
             self.0.present()
         }
-        fn draw_pixel(&mut self, point: BackendCoord, color: BackendColor) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        fn draw_pixel(
+            &mut self,
+            point: BackendCoord,
+            color: BackendColor,
+        ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
             self.0.draw_pixel(point, color)
         }
-        fn draw_line<S: BackendStyle>(&mut self, from: BackendCoord, to: BackendCoord, style: &S) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        fn draw_line<S: BackendStyle>(
+            &mut self,
+            from: BackendCoord,
+            to: BackendCoord,
+            style: &S,
+        ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
             self.0.draw_line(from, to, style)
         }
-        fn draw_rect<S: BackendStyle>(&mut self, ul: BackendCoord, br: BackendCoord, style: &S, fill: bool) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        fn draw_rect<S: BackendStyle>(
+            &mut self,
+            ul: BackendCoord,
+            br: BackendCoord,
+            style: &S,
+            fill: bool,
+        ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
             self.0.draw_rect(ul, br, style, fill)
         }
     };
@@ -55,15 +73,29 @@ impl<'a> DrawingBackend for Raster<'a> {
     type ErrorType = BitmapError<'a>;
 
     delegate_drawing!();
-    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.blit_bitmap(pos, size, src)
     }
 
-    fn estimate_text_size<S: BackendTextStyle>(&self, text: &str, style: &S) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+    fn estimate_text_size<S: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &S,
+    ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
         Ok(fonts::text_size(text, style.size()))
     }
 
-    fn draw_text<S: BackendTextStyle>(&mut self, text: &str, style: &S, pos: BackendCoord) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         let color = style.color();
         if color.alpha == 0.0 || text.is_empty() {
             return Ok(());
@@ -85,14 +117,22 @@ impl<'a> DrawingBackend for Raster<'a> {
         let trans = style.transform();
         let mut result = Ok(());
         for g in &line.glyphs {
-            fonts::rasterize(g, line.em_px, (g.x + dx, baseline + g.y), |x, y, rgb, alpha| {
-                if result.is_err() {
-                    return;
-                }
-                let (tx, ty) = trans.transform(x, y);
-                let c = BackendColor { alpha: color.alpha * alpha as f64, rgb: rgb.map(|[r, g, b]| (r, g, b)).unwrap_or(color.rgb) };
-                result = self.0.draw_pixel((pos.0 + tx, pos.1 + ty), c);
-            });
+            fonts::rasterize(
+                g,
+                line.em_px,
+                (g.x + dx, baseline + g.y),
+                |x, y, rgb, alpha| {
+                    if result.is_err() {
+                        return;
+                    }
+                    let (tx, ty) = trans.transform(x, y);
+                    let c = BackendColor {
+                        alpha: color.alpha * alpha as f64,
+                        rgb: rgb.map(|[r, g, b]| (r, g, b)).unwrap_or(color.rgb),
+                    };
+                    result = self.0.draw_pixel((pos.0 + tx, pos.1 + ty), c);
+                },
+            );
             std::mem::replace(&mut result, Ok(()))?;
         }
         Ok(())
@@ -132,7 +172,12 @@ impl<S: BackendTextStyle> BackendTextStyle for Named<'_, S> {
     fn layout_box(&self, text: &str) -> Result<((i32, i32), (i32, i32)), Self::FontError> {
         self.inner.layout_box(text)
     }
-    fn draw<E, F: FnMut(i32, i32, BackendColor) -> Result<(), E>>(&self, text: &str, pos: BackendCoord, draw: F) -> Result<Result<(), E>, Self::FontError> {
+    fn draw<E, F: FnMut(i32, i32, BackendColor) -> Result<(), E>>(
+        &self,
+        text: &str,
+        pos: BackendCoord,
+        draw: F,
+    ) -> Result<Result<(), E>, Self::FontError> {
         self.inner.draw(text, pos, draw)
     }
 }
@@ -141,25 +186,56 @@ impl<'a> DrawingBackend for Vector<'a> {
     type ErrorType = SvgError<'a>;
 
     delegate_drawing!();
-    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, path: I, style: &S) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn draw_path<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        path: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.draw_path(path, style)
     }
-    fn draw_circle<S: BackendStyle>(&mut self, center: BackendCoord, radius: u32, style: &S, fill: bool) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn draw_circle<S: BackendStyle>(
+        &mut self,
+        center: BackendCoord,
+        radius: u32,
+        style: &S,
+        fill: bool,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.draw_circle(center, radius, style, fill)
     }
-    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(&mut self, vert: I, style: &S) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn fill_polygon<S: BackendStyle, I: IntoIterator<Item = BackendCoord>>(
+        &mut self,
+        vert: I,
+        style: &S,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.fill_polygon(vert, style)
     }
-    fn blit_bitmap(&mut self, pos: BackendCoord, size: (u32, u32), src: &[u8]) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+    fn blit_bitmap(
+        &mut self,
+        pos: BackendCoord,
+        size: (u32, u32),
+        src: &[u8],
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
         self.0.blit_bitmap(pos, size, src)
     }
 
-    fn estimate_text_size<S: BackendTextStyle>(&self, text: &str, style: &S) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
+    fn estimate_text_size<S: BackendTextStyle>(
+        &self,
+        text: &str,
+        style: &S,
+    ) -> Result<(u32, u32), DrawingErrorKind<Self::ErrorType>> {
         Ok(fonts::text_size(text, style.size()))
     }
 
-    fn draw_text<S: BackendTextStyle>(&mut self, text: &str, style: &S, pos: BackendCoord) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
-        let named = Named { inner: style, families: fonts::css_families(text, style.size()) };
+    fn draw_text<S: BackendTextStyle>(
+        &mut self,
+        text: &str,
+        style: &S,
+        pos: BackendCoord,
+    ) -> Result<(), DrawingErrorKind<Self::ErrorType>> {
+        let named = Named {
+            inner: style,
+            families: fonts::css_families(text, style.size()),
+        };
         self.0.draw_text(text, &named, pos)
     }
 }

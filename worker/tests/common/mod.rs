@@ -10,10 +10,14 @@ pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("SWEEP_PYTHON") {
         return p.into();
     }
-    let cache =
-        std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"));
     let p = cache.join("sweep/torch-2.11.0/bin/python");
-    assert!(p.exists(), "no Python with PyTorch 2.11 and torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON");
+    assert!(
+        p.exists(),
+        "no Python with PyTorch 2.11 and torchvision: run the tests through `make test` (it installs one) or set SWEEP_PYTHON"
+    );
     p
 }
 
@@ -26,7 +30,10 @@ pub fn tiny_config() -> TrialConfig {
         epochs: 1,
         image_size: 32,
         batch_size: 8,
-        head: Head::Mlp { hidden: vec![], dropout: 0.0 },
+        head: Head::Mlp {
+            hidden: vec![],
+            dropout: 0.0,
+        },
         augment: vec![],
         ..TrialConfig::default()
     }
@@ -34,5 +41,14 @@ pub fn tiny_config() -> TrialConfig {
 
 /// A job for trial "t" of sweep "s" on one thread, without the shared decode cache.
 pub fn job(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -> WorkerJob {
-    WorkerJob { trial: "t".into(), sweep: "s".into(), dataset: data.to_path_buf(), out_dir: out.to_path_buf(), threads: 1, config, select, dataset_hash: None }
+    WorkerJob {
+        trial: "t".into(),
+        sweep: "s".into(),
+        dataset: data.to_path_buf(),
+        out_dir: out.to_path_buf(),
+        threads: 1,
+        config,
+        select,
+        dataset_hash: None,
+    }
 }
