@@ -73,7 +73,7 @@ bench-readonly: build
 bench-gpu: build
 	bench/gpu-smoke.sh
 
-# 1,000 stand-in trials through a real single-node Slurm (see README "On a Slurm cluster").
+# 1,000 stand-in trials through a real single-node Slurm (see docs/slurm.md, "Scale").
 bench-slurm: build
 	bench/slurm-scale.sh
 

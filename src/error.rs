@@ -1,4 +1,4 @@
-//! Every way a command can fail, and its exit code (README "Exit codes"):
+//! Every way a command can fail, and its exit code (docs/cli.md#exit-codes):
 //! 0 ok, 1 some trials failed or the run broke, 2 bad input, 130 interrupted.
 //! The code comes from the variant, never from the message text.
 use crate::coordinator::RunError;

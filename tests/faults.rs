@@ -2,7 +2,7 @@
 //! random (seeded) points, the coordinator SIGKILLed five times in one sweep,
 //! and a full disk under the checkpoints and under the database. The count of
 //! randomised runs is small by default; `SWEEP_FAULT_RUNS=20` is the full run
-//! whose figures README's "Reliability" section reports.
+//! whose figures docs/reliability.md reports.
 //!
 //! The full-disk cases mount a small tmpfs, which needs root: under CI they
 //! fail where they cannot (see `common::prerequisites`).

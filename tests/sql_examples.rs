@@ -1,15 +1,16 @@
-//! Every ```sql block of README.md runs against a database made by a real
-//! small sweep named `quickstart`, so the documented queries stay true.
+//! Every ```sql block of docs/database.md runs against a database made by a
+//! real small sweep named `quickstart`, so the documented queries stay true.
 mod common;
 
 use common::{Scratch, repo_path};
 use sqlx::Row;
 
-fn readme_queries() -> Vec<String> {
-    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+/// The body of every ```sql block of docs/database.md, in order.
+fn documented_queries() -> Vec<String> {
+    let doc = std::fs::read_to_string(repo_path("docs/database.md")).unwrap();
     let mut out = Vec::new();
     let mut cur: Option<String> = None;
-    for line in readme.lines() {
+    for line in doc.lines() {
         match (&mut cur, line.trim_start()) {
             (None, l) if l.starts_with("```sql") => cur = Some(String::new()),
             (Some(q), l) if l.starts_with("```") => {
@@ -27,11 +28,11 @@ fn readme_queries() -> Vec<String> {
 }
 
 #[test]
-fn readme_queries_run_against_a_real_sweep() {
-    let queries = readme_queries();
+fn documented_queries_run_against_a_real_sweep() {
+    let queries = documented_queries();
     assert!(
         queries.len() >= 5,
-        "README documents at least five example queries, found {}",
+        "docs/database.md documents at least five example queries, found {}",
         queries.len()
     );
     let s = Scratch::new().with_demo(4, 32);
@@ -47,10 +48,13 @@ fn readme_queries_run_against_a_real_sweep() {
     for q in &queries {
         let rows = db
             .try_rows(q)
-            .unwrap_or_else(|e| panic!("README query failed: {e}\n{q}"));
+            .unwrap_or_else(|e| panic!("docs/database.md query failed: {e}\n{q}"));
         let returns_rows = !q.contains("FROM attempts a"); // no attempt failed in this sweep
         if returns_rows {
-            assert!(!rows.is_empty(), "README query returned nothing:\n{q}");
+            assert!(
+                !rows.is_empty(),
+                "docs/database.md query returned nothing:\n{q}"
+            );
             assert!(rows[0].columns().len() >= 2);
         }
     }
