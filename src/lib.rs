@@ -21,6 +21,11 @@ pub mod coordinator;
 pub mod dataset;
 pub mod doctor;
 pub mod error;
-pub mod report;
 pub mod spec;
-pub mod store;
+
+/// The store and the views are crates of their own (`store/`, `report/`), so
+/// that the compiler holds the layering: neither can import the spec or the
+/// coordinator. Re-exported so the flow still reads `sweep::store::…`.
+pub use sweep_report as report;
+pub use sweep_store as store;
+pub use sweep_trialfiles as trialfiles;

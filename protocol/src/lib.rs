@@ -10,6 +10,7 @@
 //! (`SWEEP_WORKER_CMD`); `docs/protocol.md` is the human description.
 pub mod config;
 pub mod message;
+pub mod trial_dir;
 
 pub use config::{
     BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, SelectMetric,

@@ -256,7 +256,7 @@ pub async fn run(
     let per_trial = plan
         .trials
         .iter()
-        .map(|t| retention::cpu_trial_memory(&t.config, classes))
+        .map(|t| super::estimate::cpu_trial_memory(&t.config, classes))
         .max()
         .unwrap_or(0);
     let cores = std::thread::available_parallelism()
@@ -493,7 +493,7 @@ fn warn_if_short_of_space(
     classes: u64,
 ) {
     let need =
-        retention::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
+        super::estimate::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
     if let Some(free) = retention::free_space(&opts.results)
         && need > free
     {
@@ -514,7 +514,7 @@ fn warn_if_short_of_space(
 /// behind): the worker would report their epochs, wall time and test accuracy
 /// as this run's. The old directory is kept, renamed, and the trial starts fresh.
 fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> {
-    if !["state.json", "last.safetensors", "train_state.safetensors"]
+    if !sweep_protocol::trial_dir::RESUME_FILES
         .iter()
         .any(|f| dir.join(f).exists())
     {
@@ -732,7 +732,7 @@ impl Dispatcher {
                 dataset_hash: self.decoded_cache.clone(),
             };
             let spec = LaunchSpec {
-                log_path: job.out_dir.join(format!("attempt-{}.log", q.attempt)),
+                log_path: sweep_protocol::trial_dir::attempt_log(&job.out_dir, q.attempt),
                 job,
                 slot: slot.clone(),
             };

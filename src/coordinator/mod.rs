@@ -6,11 +6,11 @@ pub mod attempt;
 pub mod dispatcher;
 pub mod launcher;
 pub mod lock;
-pub mod precision;
+pub mod estimate;
 pub mod progress;
 pub mod proposer;
-pub mod retention;
 pub mod sampler;
+pub use sweep_trialfiles::{precision, retention};
 pub mod stopping;
 #[cfg(test)]
 mod tests;

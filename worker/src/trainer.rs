@@ -157,7 +157,7 @@ fn send(msg: WorkerMessage) -> Result<(), Failure> {
 /// only those lines: records of an epoch a kill interrupted are dropped, as
 /// that epoch is trained again. A fresh start empties it.
 fn open_journal(dir: &Path, replay_until: Option<u32>) -> Result<(), Failure> {
-    let path = dir.join("journal.jsonl");
+    let path = dir.join(trial_dir::JOURNAL);
     let mut kept = String::new();
     if let Some(until) = replay_until {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -524,9 +524,9 @@ impl Paths {
     fn new(dir: &Path) -> Paths {
         Paths {
             dir: dir.to_path_buf(),
-            last: dir.join("last.safetensors"),
-            best: dir.join("best.safetensors"),
-            state: dir.join("state.json"),
+            last: dir.join(trial_dir::LAST),
+            best: dir.join(trial_dir::BEST),
+            state: dir.join(trial_dir::STATE),
             train_state: dir.join(TRAIN_STATE),
         }
     }
@@ -1482,7 +1482,7 @@ pub fn evaluate(
 
 // ---- train_state.safetensors ----
 
-const TRAIN_STATE: &str = "train_state.safetensors";
+use sweep_protocol::trial_dir::{self, TRAIN_STATE};
 const TRAIN_STATE_FORMAT: u32 = 1;
 
 /// The non-tensor part of `train_state.safetensors`, as JSON under the

@@ -220,7 +220,7 @@ pub async fn write_all(
     let mut written = Vec::new();
     if let Some(prefix) = trial {
         let (id, sweep_of_trial) =
-            crate::store::queries::resolve_trial(pool, Some(sweep), prefix).await?;
+            sweep_store::queries::resolve_trial(pool, Some(sweep), prefix).await?;
         let s = data::load_sweep(pool, &sweep_of_trial, Some(&id)).await?;
         let t = s
             .trials

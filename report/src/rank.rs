@@ -1,6 +1,6 @@
 //! `sweep report`: trials of a sweep ranked by a metric, as a table, markdown,
 //! csv or json. One data model (`Report`), one small renderer per format.
-use crate::store::queries::TrialRow;
+use sweep_store::queries::TrialRow;
 use serde::Serialize;
 use std::collections::BTreeSet;
 use tabled::settings::Style;
@@ -42,7 +42,7 @@ pub struct ReportRow {
     pub epochs: i64,
     pub wall_s: Option<f64>,
     pub images_per_s: Option<f64>,
-    pub status: crate::store::TrialStatus,
+    pub status: sweep_store::TrialStatus,
 }
 
 fn key(metric: &str, r: &TrialRow) -> Option<f64> {
@@ -232,7 +232,7 @@ fn human_rows(r: &Report) -> Vec<Vec<String>> {
 /// best it reached by then).
 fn status_text(row: &ReportRow) -> String {
     match row.status {
-        crate::store::TrialStatus::Pruned => format!("pruned at epoch {}", row.epochs),
+        sweep_store::TrialStatus::Pruned => format!("pruned at epoch {}", row.epochs),
         s => s.to_string(),
     }
 }
@@ -952,7 +952,7 @@ mod tests {
 #[cfg(test)]
 mod snapshots {
     use super::*;
-    use crate::store::queries::TrialRow;
+    use sweep_store::queries::TrialRow;
 
     pub(super) fn row(
         trial: &str,

@@ -1,7 +1,7 @@
 //! What the charts and the HTML report read from the database: per-trial
 //! learning curves, test results, confusion counts and per-class accuracy,
 //! and the sweep's class distribution, all through `store::queries`.
-use crate::store::queries;
+use sweep_store::queries;
 use serde_json::{Map, Value};
 use sqlx::SqlitePool;
 
@@ -33,7 +33,7 @@ pub struct TrialData {
     pub misclassified: Vec<Misclassified>,
 }
 
-pub use crate::store::queries::{ClassAccuracy, Misclassified, TestResult};
+pub use sweep_store::queries::{ClassAccuracy, Misclassified, TestResult};
 
 impl TrialData {
     pub fn has_curves(&self) -> bool {

@@ -37,7 +37,7 @@ pub enum StoreError {
     Open { path: PathBuf, reason: String },
 }
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 pub fn default_path() -> PathBuf {
     PathBuf::from("results/results.db")

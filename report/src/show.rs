@@ -1,5 +1,5 @@
 //! `sweep show TRIAL`: one trial in depth, for a terminal. Read-only.
-use crate::store::queries;
+use sweep_store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
 use std::path::Path;
@@ -41,7 +41,7 @@ pub fn sparkline(values: &[f64]) -> String {
 /// headers declare (float16 after `keep_precision = "half"`); `last` that is
 /// a second name of `best` (the last epoch was the best) says so.
 pub fn checkpoints_line(dir: &Path) -> String {
-    use crate::coordinator::{precision, retention};
+    use sweep_trialfiles::{precision, retention};
     let present: Vec<&str> = [retention::BEST, retention::LAST, retention::TRAIN_STATE]
         .into_iter()
         .filter(|n| dir.join(n).is_file())
@@ -370,7 +370,7 @@ mod snapshots {
             .build()
             .unwrap();
         let out = rt.block_on(async {
-            let pool = crate::store::db::open(&dir.path().join("r.db"), true).await.unwrap();
+            let pool = sweep_store::db::open(&dir.path().join("r.db"), true).await.unwrap();
             let stmts = [
                 "INSERT INTO sweeps (id, name, file, toml, dataset, created_at, updated_at) VALUES (1, 'zodiac', 's.toml', '', 'data/zodiac', 0, 0)",
                 r#"INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, device, epochs_done, created_at)

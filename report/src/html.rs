@@ -15,10 +15,10 @@
 //! and in each trial section `figure.curves`, `figure.confusion`,
 //! `table.class-accuracy`, `table.top-confusions`.
 //! The file is written atomically (temporary file + rename).
-use crate::report::plot::data::{self, SweepData, TrialData};
-use crate::report::plot::{Chart, render_svg};
-use crate::report::rank::Report;
-use crate::store::queries;
+use crate::plot::data::{self, SweepData, TrialData};
+use crate::plot::{Chart, render_svg};
+use crate::rank::Report;
+use sweep_store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
 use std::path::Path;
@@ -60,7 +60,7 @@ fn esc(s: &str) -> String {
     out
 }
 
-use crate::report::rank::{num, param_text, pct};
+use crate::rank::{num, param_text, pct};
 
 /// A plotters SVG document made fit for inlining: no namespace URI, labelled for screen readers.
 fn inline_svg(svg: &str, label: &str) -> String {
@@ -400,5 +400,5 @@ pub async fn write_html(
         ));
     }
     let html = render(pool, sweep, report).await?;
-    crate::report::plot::write_atomic(out, html.as_bytes())
+    crate::plot::write_atomic(out, html.as_bytes())
 }
