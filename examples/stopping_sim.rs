@@ -337,6 +337,7 @@ async fn main() {
         reduction: 3,
         patience: None,
         test_pruned: false,
+        stop_grace: 120,
     };
     let sizes: Vec<usize> = std::env::args()
         .skip(1)

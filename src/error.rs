@@ -46,8 +46,13 @@ impl Error {
             Error::Spec(_) | Error::Store(_) | Error::WorkerNotFound(_) | Error::BadInput(_) => {
                 EXIT_BAD_INPUT
             }
-            Error::Run(RunError::AlreadyRunning { .. } | RunError::Resources(_)) => EXIT_BAD_INPUT,
-            Error::Run(RunError::Store(_) | RunError::Io(_)) | Error::Failed(_) => EXIT_FAILED,
+            Error::Run(
+                RunError::AlreadyRunning { .. }
+                | RunError::Resources(_)
+                | RunError::ProposalMismatch(_),
+            ) => EXIT_BAD_INPUT,
+            Error::Run(RunError::Database(_) | RunError::WriteFailed { .. } | RunError::Io(_))
+            | Error::Failed(_) => EXIT_FAILED,
         }
     }
 }

@@ -47,6 +47,19 @@ fn worker_pids(db: &Db) -> Vec<i32> {
 
 /// Checks what every run must leave behind: all trials done, every metric row
 /// present exactly once, every attempt closed.
+/// The pids of the workers running now, waiting (10 s at most) for the
+/// recorder to commit a started attempt's pid.
+fn running_worker_pids(db: &Db) -> Vec<i32> {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let pids = worker_pids(db);
+        if !pids.is_empty() || std::time::Instant::now() > until {
+            return pids;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn check_complete(db: &Db, trials: i64, epochs: i64) {
     assert_eq!(
         db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"),
@@ -107,29 +120,35 @@ fn workers_sigkilled_at_random_points_lose_nothing() {
         let mut targets: Vec<usize> = (0..2).map(|_| rng.gen_range(2..14)).collect();
         targets.sort();
         let mut seen = 0;
+        let mut sent = 0;
         while let Some(line) = run.next_stderr_line() {
             if line.contains("batch") || line.contains("epoch") {
                 seen += 1;
                 if targets.first() == Some(&seen) {
                     targets.remove(0);
-                    for pid in worker_pids(&db) {
+                    // A progress line means a worker runs; its pid reaches
+                    // the database with the recorder's next batch.
+                    for pid in running_worker_pids(&db) {
                         // SAFETY: kill(2) on a worker's process group.
                         unsafe { libc::kill(-pid, libc::SIGKILL) };
-                        kills += 1;
+                        sent += 1;
                     }
                 }
             }
         }
         let out = run.wait();
         assert_eq!(out.code, Some(0), "seed {seed}:\n{}", out.stderr);
+        assert!(sent >= 1, "seed {seed}: no worker was killed, so nothing was tested");
+        kills += sent;
         check_complete(&db, 2, EPOCHS);
         let killed =
             db.count("SELECT COUNT(*) FROM attempts WHERE signal = 9 AND error_class = 'crash'");
         let retried = db.count("SELECT COUNT(*) FROM attempts WHERE attempt > 1");
         assert_eq!(
-            killed, retried,
-            "seed {seed}: every SIGKILLed attempt is recorded with its signal and retried"
+            killed, sent,
+            "seed {seed}: every SIGKILLed attempt is recorded with its signal"
         );
+        assert_eq!(killed, retried, "seed {seed}: every SIGKILLed attempt is retried");
     }
     eprintln!("reliability: {n} runs, {kills} worker SIGKILLs, 0 rows lost, 0 duplicated");
 }
@@ -210,11 +229,18 @@ fn full_disk_under_the_database_is_a_clear_error_and_the_database_survives() {
         .fake_worker("ok")
         .env("FAKE_STEPS", "3000")
         .output();
-    out.expect_failure().expect_no_panic();
+    out.expect_exit(1).expect_no_panic();
     assert!(
-        out.stderr.contains("database")
-            && (out.stderr.contains("full") || out.stderr.contains("No space")),
+        out.stderr.contains(&format!("results can no longer be written to {}", db.display()))
+            && (out.stderr.contains("full") || out.stderr.contains("No space"))
+            && out.stderr.contains("free on its filesystem"),
         "{}",
+        out.stderr
+    );
+    assert_eq!(
+        out.stderr.matches("results can no longer be written").count(),
+        1,
+        "one error, said once:\n{}",
         out.stderr
     );
     std::fs::remove_file(&filler).unwrap();

@@ -352,3 +352,56 @@ fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
     let report = String::from_utf8_lossy(&report.stdout);
     assert_eq!(report.matches("pruned at epoch ").count(), 8, "{report}");
 }
+
+/// `[stopping] stop_grace`: a worker deaf to its stop line (it never reads
+/// stdin) gets SIGTERM once the grace is over, and its trial still ends
+/// `pruned`, not failed or interrupted.
+#[test]
+fn a_worker_that_ignores_its_stop_line_gets_sigterm_after_stop_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let made = Command::new(BIN)
+        .args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    // The best first: the two others are below it at rung 0 and told to stop.
+    std::fs::write(
+        dir.path().join("s.toml"),
+        "[sweep]\nname = \"st\"\ndataset = \"data\"\n[defaults]\nepochs = 9\n[grid]\nlr = [0.09, 0.05, 0.01]\n[resources]\ncpu_workers = 1\n[stopping]\nmethod = \"asha\"\nmin_epochs = 1\nreduction = 3\nstop_grace = 1\n",
+    )
+    .unwrap();
+    // 1 s an epoch: a deaf worker would need 8 s more to finish by itself.
+    let out = command(dir.path(), "1.0")
+        .env("FAKE_DIR", dir.path())
+        .env("FAKE_IGNORE_STDIN", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        query(
+            dir.path(),
+            "SELECT status, count(*) FROM trials GROUP BY status ORDER BY status"
+        ),
+        ["done|1", "pruned|2"]
+    );
+    let events = std::fs::read_to_string(dir.path().join("events")).unwrap();
+    assert_eq!(
+        events.lines().filter(|l| l.starts_with("term ")).count(),
+        2,
+        "each deaf pruned worker got SIGTERM: {events}"
+    );
+    assert_eq!(
+        stderr.matches("no stop after 1s of the stop line; sending SIGTERM").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(
+        query(
+            dir.path(),
+            "SELECT max(epochs_done) FROM trials WHERE status = 'pruned'"
+        ) != ["9"],
+        "a pruned worker ran to its end: the SIGTERM came too late"
+    );
+}

@@ -16,7 +16,7 @@ use super::retention;
 use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
 use crate::spec::{CpuWorkers, GpuSelection, Keep, KeepPrecision, PlannedTrial, SweepPlan};
-use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent};
+use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent, WriteError};
 use crate::store::{FailureClass, SweepStatus, TrialStatus};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
@@ -68,9 +68,6 @@ struct Running {
     last_epoch: u32,
 }
 
-/// A worker sent a `stop` line but still runs after this long: SIGTERM.
-const STOP_LINE_GRACE: Duration = Duration::from_secs(120);
-
 /// Run state, owned by one task.
 struct Dispatcher {
     plan: SweepPlan,
@@ -88,7 +85,9 @@ struct Dispatcher {
     kill_at: Option<Instant>,
     /// Tells attempts still in their retry backoff that the run is stopping.
     stop_tx: watch::Sender<bool>,
-    db_error: Option<String>,
+    db_error: Option<WriteError>,
+    /// The database file, for the message when it can no longer be written.
+    db_path: std::path::PathBuf,
     /// Early stopping across trials (`[stopping]`), when configured.
     stopper: Option<Stopper>,
     /// Trials told to stop by a decision, until their attempt ends.
@@ -200,6 +199,20 @@ async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(),
     Ok(())
 }
 
+/// How long workers get to checkpoint and exit once the database can no
+/// longer be written, before they are killed: their last records cannot be
+/// kept anyway, and the user should get the error in seconds.
+const DB_ERROR_GRACE: Duration = Duration::from_secs(10);
+
+/// The error that ends a run whose results could not be written.
+fn write_failed(db: &Path, error: WriteError) -> RunError {
+    RunError::WriteFailed {
+        free: retention::free_space(db),
+        db: db.to_path_buf(),
+        error,
+    }
+}
+
 /// Runs (or resumes) every trial of `plan` through `launcher`.
 pub async fn run(
     mut plan: SweepPlan,
@@ -226,9 +239,7 @@ pub async fn run(
             .map(|t| (t.id.as_str(), &t.config))
             .collect(),
     };
-    let (sweep_id, states) = recorder::register(&pool, &new)
-        .await
-        .map_err(|e| RunError::Store(e.to_string()))?;
+    let (sweep_id, states) = recorder::register(&pool, &new).await?;
     let state: HashMap<String, recorder::TrialState> =
         states.into_iter().map(|s| (s.id.clone(), s)).collect();
     let (proposer, startup_rows) = restore_proposer(&mut plan, &pool, sweep_id).await?;
@@ -237,8 +248,7 @@ pub async fn run(
     let stopper = match plan.stopping.active() {
         true => Some(
             restore_stopper(&plan, &pool, &mut queue, &mut early_pruned)
-                .await
-                .map_err(|e| RunError::Store(e.to_string()))?,
+                .await?,
         ),
         false => None,
     };
@@ -306,7 +316,7 @@ pub async fn run(
     let shorts = queue.iter().map(|q| q.trial.config.cache_short()).collect();
     let decoded_cache =
         crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
-    let (recorder, writer) = Recorder::spawn(pool.clone());
+    let (recorder, writer) = Recorder::spawn(&pool).await?;
     for row in startup_rows {
         recorder.send(StoreEvent::Proposal(Box::new(row)));
     }
@@ -340,6 +350,7 @@ pub async fn run(
         kill_at: None,
         stop_tx,
         db_error: None,
+        db_path: pool.connect_options().get_filename().to_path_buf(),
         stopper,
         pruning: HashMap::new(),
         pruned: 0,
@@ -352,6 +363,8 @@ pub async fn run(
     let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
     let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+    // Stop lines are checked every second, so a short `stop_grace` is kept.
+    let mut stop_check = tokio::time::interval(Duration::from_secs(1));
     loop {
         if d.propose_ready() {
             // Written before any of its trials starts: a resumed sweep continues this sequence.
@@ -372,8 +385,8 @@ pub async fn run(
             _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => d.on_grace_over(),
             _ = heartbeat.tick() => {
                 d.recorder.send(StoreEvent::Heartbeat { sweep_id });
-                d.stop_lines_overdue();
             }
+            _ = stop_check.tick(), if !d.stop_sent.is_empty() => d.stop_lines_overdue(),
             e = recorder.failed(), if d.db_error.is_none() => d.on_db_error(e),
         }
     }
@@ -393,21 +406,18 @@ async fn restore_proposer(
     let Some(space) = plan.search.clone() else {
         return Ok((None, vec![]));
     };
-    let store = |e: sqlx::Error| RunError::Store(e.to_string());
     let recorded: Vec<(i64, Vec<f64>)> = crate::store::proposals::of_sweep(pool, sweep_id)
-        .await
-        .map_err(store)?
+        .await?
         .into_iter()
         .map(|(k, _, c)| (k, c))
         .collect();
     let (mut proposer, resumed) =
-        Proposer::new(space, plan.select, &plan.trials, &recorded).map_err(RunError::Store)?;
+        Proposer::new(space, plan.select, &plan.trials, &recorded)?;
     let startup = proposer.startup_rows(sweep_id, &plan.trials);
     plan.trials.extend(resumed);
     for (trial, epoch, value) in
         crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name())
-            .await
-            .map_err(store)?
+            .await?
     {
         proposer.observe_metric(&trial, epoch as u32, value);
     }
@@ -981,7 +991,7 @@ impl Dispatcher {
         let overdue: Vec<String> = self
             .stop_sent
             .iter()
-            .filter(|(_, t)| now.duration_since(**t) > STOP_LINE_GRACE)
+            .filter(|(_, t)| now.duration_since(**t) > self.stop_line_grace())
             .map(|(k, _)| k.clone())
             .collect();
         for trial in overdue {
@@ -989,11 +999,16 @@ impl Dispatcher {
             if let Some(c) = self.running.get(&trial).and_then(|r| r.control.as_ref()) {
                 self.progress.warn(&format!(
                     "trial {trial}: no stop after {}s of the stop line; sending SIGTERM",
-                    STOP_LINE_GRACE.as_secs()
+                    self.stop_line_grace().as_secs()
                 ));
                 c.terminate();
             }
         }
+    }
+
+    /// `[stopping] stop_grace`: how long a told-to-stop trial may take.
+    fn stop_line_grace(&self) -> Duration {
+        Duration::from_secs(self.plan.stopping.stop_grace.into())
     }
 
     fn controls(&self) -> impl Iterator<Item = &Arc<dyn AttemptControl>> {
@@ -1025,33 +1040,37 @@ impl Dispatcher {
         self.kill_at = None;
     }
 
-    /// Nothing more can be recorded: stop like an interrupt, report the cause.
-    fn on_db_error(&mut self, e: String) {
-        eprintln!(
-            "stopping: results can no longer be written ({e}); free space and rerun the same command to resume"
-        );
+    /// Nothing more can be recorded: stop every worker at once (their
+    /// trials stay resumable), and report the cause when the run ends.
+    fn on_db_error(&mut self, e: WriteError) {
         self.db_error = Some(e);
         if !self.stopping {
-            self.on_interrupt();
+            self.stopping = true;
+            sweep_protocol::log!(
+                "stopping {} running trial(s): the database can no longer be written",
+                self.running.len()
+            );
+            self.controls().for_each(|c| c.terminate());
+            self.kill_at = Some(Instant::now() + self.opts.grace.min(DB_ERROR_GRACE));
+            self.stop_tx.send_replace(true);
         }
     }
+
 
     async fn finish(
         mut self,
         sweep_id: i64,
         ran: usize,
         skipped: usize,
-        writer: tokio::task::JoinHandle<Result<(), String>>,
+        writer: tokio::task::JoinHandle<Result<(), WriteError>>,
     ) -> Result<Outcome, RunError> {
         self.progress.finish();
         self.launcher.shutdown().await;
         if let Some(e) = self.db_error.take() {
-            let _ = self.recorder.flush().await;
+            let err = write_failed(&self.db_path, e);
             drop(self);
             let _ = writer.await;
-            return Err(RunError::Store(format!(
-                "{e}\n  the database is intact up to the last committed write; free space and run the same command again to resume"
-            )));
+            return Err(err);
         }
         // Trials never started because of a stop stay queued; mark them interrupted.
         if self.stopping {
@@ -1076,12 +1095,15 @@ impl Dispatcher {
         };
         self.recorder
             .send(StoreEvent::SweepStatus { sweep_id, status });
-        self.recorder.flush().await.map_err(RunError::Store)?;
+        if let Err(e) = self.recorder.flush().await {
+            return Err(write_failed(&self.db_path, e));
+        }
+        let db = self.db_path.clone();
         drop(self);
-        writer
-            .await
-            .map_err(|e| RunError::Store(e.to_string()))?
-            .map_err(RunError::Store)?;
-        Ok(outcome)
+        match writer.await {
+            Ok(Ok(())) => Ok(outcome),
+            Ok(Err(e)) => Err(write_failed(&db, e)),
+            Err(_) => Err(write_failed(&db, WriteError::Stopped)),
+        }
     }
 }

@@ -41,6 +41,15 @@ pub struct Proposal {
     pub trials: Vec<PlannedTrial>,
 }
 
+/// A TPE proposal recorded by an earlier run that the sweep file, edited
+/// since, can no longer express (a parameter or range removed).
+#[derive(Debug, thiserror::Error)]
+#[error("proposal {k} of this sweep no longer fits its file: {reason}")]
+pub struct ProposalMismatch {
+    pub k: i64,
+    pub reason: String,
+}
+
 impl Proposer {
     /// `planned`: the plan's trials (the startup draws); `recorded`: the
     /// proposals already in the database, in order, as (k, coords).
@@ -49,7 +58,7 @@ impl Proposer {
         metric: SelectMetric,
         planned: &[PlannedTrial],
         recorded: &[(i64, Vec<f64>)],
-    ) -> Result<(Proposer, Vec<PlannedTrial>), String> {
+    ) -> Result<(Proposer, Vec<PlannedTrial>), ProposalMismatch> {
         let mut p = Proposer {
             space,
             metric,
@@ -74,7 +83,10 @@ impl Proposer {
             let trials = p
                 .space
                 .trials(coords)
-                .map_err(|e| format!("proposal {k} of this sweep no longer fits its file: {e}"))?;
+                .map_err(|e| ProposalMismatch {
+                    k: *k,
+                    reason: e.to_string(),
+                })?;
             for t in &trials {
                 if p.known.insert(t.id.clone()) {
                     p.order.push((t.id.clone(), coords.clone()));

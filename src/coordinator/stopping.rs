@@ -338,6 +338,7 @@ mod tests {
             reduction,
             patience,
             test_pruned: false,
+            stop_grace: 120,
         }
     }
 

@@ -64,6 +64,9 @@ pub struct Stopping {
     pub patience: Option<u32>,
     /// Test pruned trials too (on their best checkpoint); default false.
     pub test_pruned: bool,
+    /// Seconds a stopped trial has to end after its stop line before it gets
+    /// SIGTERM (a worker that ignores its stdin). Default 120.
+    pub stop_grace: u32,
 }
 
 impl Stopping {
@@ -75,6 +78,7 @@ impl Stopping {
             reduction: 3,
             patience: None,
             test_pruned: false,
+            stop_grace: 120,
         }
     }
 
@@ -826,6 +830,9 @@ fn stopping(
     }
     if let Some(v) = &r.test_pruned {
         out.test_pruned = *v.get_ref();
+    }
+    if let Some(v) = &r.stop_grace {
+        out.stop_grace = ranged(v, "stop_grace", 1, 86_400)?;
     }
     Ok(out)
 }

@@ -43,6 +43,7 @@ pub struct RawStopping {
     pub reduction: Option<Spanned<i64>>,
     pub patience: Option<Spanned<i64>>,
     pub test_pruned: Option<Spanned<bool>>,
+    pub stop_grace: Option<Spanned<i64>>,
 }
 
 /// A `[grid]` entry. Array items keep their own spans, so a bad value among

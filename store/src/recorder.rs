@@ -4,9 +4,15 @@
 //! `StoreEvent`; one task applies them, batching whatever is queued into one
 //! transaction. Readers (`sweep report`, `sqlite3`) see whole transactions only
 //! (WAL), and a trial becomes `done` only after all of its test rows landed.
+//!
+//! The writer holds one connection of its own, with a short busy timeout, and
+//! stops writing at the first failed commit (a full disk, an I/O error): every
+//! later batch would fail the same way, each after waiting on SQLite's busy
+//! handler, and the coordinator would hang instead of stopping. It never
+//! prints: the failure goes to [`Recorder::failed`] and the flushes.
 use super::model::{FailureClass, SweepStatus, TrialStatus};
 use super::now;
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
 use sweep_protocol::{TrialConfig, WorkerMessage};
 use tokio::sync::{mpsc, oneshot};
 
@@ -54,7 +60,7 @@ pub enum StoreEvent {
     Decision(DecisionRow),
     /// A point of a TPE search and its trials (`proposals`), before they start.
     Proposal(Box<super::proposals::ProposalRow>),
-    Flush(oneshot::Sender<Result<(), String>>),
+    Flush(oneshot::Sender<Result<(), WriteError>>),
     AfterCommit(AfterCommit),
 }
 
@@ -90,24 +96,75 @@ pub struct DecisionRow {
     pub time: f64,
 }
 
+/// Why the recorder can keep no more results. Cloned to every waiter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// A commit failed; nothing after it was written.
+    #[error("database write failed: {reason}")]
+    Failed {
+        reason: String,
+        /// SQLite said the database or its disk is full (SQLITE_FULL, ENOSPC).
+        full: bool,
+    },
+    /// The writer task is gone (it panicked or the runtime is shutting down).
+    #[error("the database writer stopped")]
+    Stopped,
+}
+
+impl WriteError {
+    fn of(e: &sqlx::Error) -> WriteError {
+        let code = e.as_database_error().and_then(|d| d.code());
+        let text = e.to_string();
+        WriteError::Failed {
+            full: code.as_deref() == Some("13")
+                || text.contains("database or disk is full")
+                || text.contains("No space left on device"),
+            reason: text,
+        }
+    }
+
+    /// Whether the failure was a full disk (or database size limit).
+    pub fn is_full(&self) -> bool {
+        matches!(self, WriteError::Failed { full: true, .. })
+    }
+}
+
+/// Seconds the writer waits for a lock held by another process (`sqlite3`
+/// with an open write transaction) before the commit fails. Readers never
+/// block it (WAL); a longer wait only hides a stuck writer.
+const WRITER_BUSY_TIMEOUT_MS: u32 = 5_000;
+
 #[derive(Clone)]
 pub struct Recorder {
     tx: mpsc::UnboundedSender<StoreEvent>,
-    failed: tokio::sync::watch::Receiver<Option<String>>,
+    failed: tokio::sync::watch::Receiver<Option<WriteError>>,
 }
 
 impl Recorder {
-    /// Starts the writer task; it ends when every `Recorder` clone is dropped.
-    pub fn spawn(pool: SqlitePool) -> (Recorder, tokio::task::JoinHandle<Result<(), String>>) {
+    /// Starts the writer task on a connection of its own (taken from `pool`
+    /// and detached from it); it ends when every `Recorder` clone is dropped.
+    pub async fn spawn(
+        pool: &SqlitePool,
+    ) -> Result<(Recorder, tokio::task::JoinHandle<Result<(), WriteError>>), sqlx::Error> {
+        Recorder::spawn_on(pool.acquire().await?.detach()).await
+    }
+
+    /// [`Recorder::spawn`] on a given connection (tests set limits on it).
+    pub async fn spawn_on(
+        mut conn: SqliteConnection,
+    ) -> Result<(Recorder, tokio::task::JoinHandle<Result<(), WriteError>>), sqlx::Error> {
+        sqlx::query(&format!("PRAGMA busy_timeout = {WRITER_BUSY_TIMEOUT_MS}"))
+            .execute(&mut conn)
+            .await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let (failed_tx, failed) = tokio::sync::watch::channel(None);
-        let handle = tokio::spawn(writer(pool, rx, failed_tx));
-        (Recorder { tx, failed }, handle)
+        let handle = tokio::spawn(writer(conn, rx, failed_tx));
+        Ok((Recorder { tx, failed }, handle))
     }
 
     /// Resolves with the error once a database write has failed (disk full,
     /// I/O error): results can no longer be kept, so the dispatcher stops.
-    pub async fn failed(&self) -> String {
+    pub async fn failed(&self) -> WriteError {
         let mut rx = self.failed.clone();
         loop {
             if let Some(e) = rx.borrow_and_update().clone() {
@@ -125,22 +182,46 @@ impl Recorder {
     }
 
     /// Waits until everything sent so far is committed.
-    pub async fn flush(&self) -> Result<(), String> {
+    pub async fn flush(&self) -> Result<(), WriteError> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(StoreEvent::Flush(tx))
-            .map_err(|_| "database writer stopped".to_string())?;
-        rx.await
-            .map_err(|_| "database writer stopped".to_string())?
+            .map_err(|_| WriteError::Stopped)?;
+        rx.await.map_err(|_| WriteError::Stopped)?
     }
 }
 
+/// Applies one batch in one transaction: the writes, then (after the commit)
+/// which flushes to answer and which file work to run.
+async fn commit_batch(
+    conn: &mut SqliteConnection,
+    batch: Vec<StoreEvent>,
+    acks: &mut Vec<oneshot::Sender<Result<(), WriteError>>>,
+    after: &mut Vec<AfterCommit>,
+) -> Result<(), sqlx::Error> {
+    // Flushes and file work are taken out first: a write that fails midway
+    // must still answer every flush of the batch (with the error).
+    let mut writes = Vec::with_capacity(batch.len());
+    for ev in batch {
+        match ev {
+            StoreEvent::Flush(ack) => acks.push(ack),
+            StoreEvent::AfterCommit(f) => after.push(f),
+            ev => writes.push(ev),
+        }
+    }
+    let mut tx = conn.begin().await?;
+    for ev in writes {
+        apply(&mut tx, ev).await?;
+    }
+    tx.commit().await
+}
+
 async fn writer(
-    pool: SqlitePool,
+    mut conn: SqliteConnection,
     mut rx: mpsc::UnboundedReceiver<StoreEvent>,
-    failed: tokio::sync::watch::Sender<Option<String>>,
-) -> Result<(), String> {
-    let mut last_error: Option<String> = None;
+    failed: tokio::sync::watch::Sender<Option<WriteError>>,
+) -> Result<(), WriteError> {
+    let mut last_error: Option<WriteError> = None;
     let mut file_work: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -152,25 +233,20 @@ async fn writer(
         }
         let mut acks = Vec::new();
         let mut after = Vec::new();
-        let result = async {
-            let mut tx = pool.begin().await?;
+        if last_error.is_none() {
+            if let Err(e) = commit_batch(&mut conn, batch, &mut acks, &mut after).await {
+                let e = WriteError::of(&e);
+                failed.send_replace(Some(e.clone()));
+                last_error = Some(e);
+            }
+        } else {
+            // Nothing more is written after a failed commit: only the
+            // flushes are answered (with the error), and no file work runs.
             for ev in batch {
-                match ev {
-                    StoreEvent::Flush(ack) => acks.push(ack),
-                    StoreEvent::AfterCommit(f) => after.push(f),
-                    ev => apply(&mut tx, ev).await?,
+                if let StoreEvent::Flush(ack) = ev {
+                    acks.push(ack);
                 }
             }
-            tx.commit().await
-        }
-        .await;
-        if let Err(e) = &result {
-            let msg = format!("database write failed: {e}");
-            if last_error.is_none() {
-                eprintln!("error: {msg}");
-                failed.send_replace(Some(msg.clone()));
-            }
-            last_error = Some(msg);
         }
         if last_error.is_none() {
             file_work.retain(|h| !h.is_finished());
@@ -195,6 +271,7 @@ async fn writer(
     for h in file_work {
         let _ = h.await;
     }
+    let _ = conn.close().await;
     match last_error {
         Some(e) => Err(e),
         None => Ok(()),
@@ -749,4 +826,148 @@ pub(super) async fn insert_trial(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::ConnectOptions;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use std::time::Duration;
+
+    /// A registered sweep with one trial, and a writer connection whose
+    /// database may grow by `room_pages` pages at most (SQLite's
+    /// `max_page_count`: a full disk, in milliseconds).
+    async fn full_soon(
+        dir: &std::path::Path,
+        room_pages: i64,
+    ) -> (SqlitePool, i64, SqliteConnection) {
+        let path = dir.join("r.db");
+        let pool = crate::db::open(&path, true).await.unwrap();
+        let config = TrialConfig::default();
+        let new = NewSweep {
+            name: "s",
+            file: "s.toml".into(),
+            toml: "",
+            description: None,
+            metric: "accuracy",
+            dataset: "data".into(),
+            dataset_hash: "h",
+            system_info: serde_json::json!({}),
+            trials: vec![("t1", &config)],
+        };
+        let (sweep_id, _) = register(&pool, &new).await.unwrap();
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .connect()
+            .await
+            .unwrap();
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query(&format!("PRAGMA max_page_count = {}", pages + room_pages))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        (pool, sweep_id, conn)
+    }
+
+    fn decision(i: usize) -> StoreEvent {
+        StoreEvent::Decision(DecisionRow {
+            trial_id: "t1".into(),
+            epoch: i as i64,
+            method: "asha".into(),
+            rung: Some(0),
+            bracket: None,
+            // A wide row, so that the database fills in a few batches.
+            metric: "x".repeat(2000),
+            value: 0.5,
+            cutoff: None,
+            compared: 1,
+            action: "continue".into(),
+            time: 0.0,
+        })
+    }
+
+    async fn decisions(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM decisions")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn after_the_first_failed_commit_nothing_more_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, sweep_id, conn) = full_soon(dir.path(), 3).await;
+        let (recorder, writer) = Recorder::spawn_on(conn).await.unwrap();
+        recorder.send(decision(0));
+        recorder.flush().await.expect("one row fits");
+        assert_eq!(decisions(&pool).await, 1);
+        // Batches until one no longer fits.
+        let mut failed = None;
+        for i in 1..200 {
+            recorder.send(decision(i));
+            if let Err(e) = recorder.flush().await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let e = failed.expect("the database filled up");
+        assert!(e.is_full(), "{e}");
+        assert_eq!(recorder.failed().await, e);
+        let kept = decisions(&pool).await;
+        let beat = || async {
+            sqlx::query_scalar::<_, f64>("SELECT heartbeat_at FROM sweeps WHERE id = ?")
+                .bind(sweep_id)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        };
+        let beat_before = beat().await;
+        // A heartbeat needs no new page, so it would commit if the writer
+        // tried again: it must not, nothing lands after the failure.
+        recorder.send(StoreEvent::Heartbeat { sweep_id });
+        let again = tokio::time::timeout(Duration::from_secs(30), recorder.flush())
+            .await
+            .expect("a flush after the failure answers at once");
+        assert_eq!(again, Err(e.clone()));
+        assert_eq!(decisions(&pool).await, kept, "rows written after the failure");
+        assert_eq!(beat().await, beat_before, "a heartbeat written after the failure");
+        drop(recorder);
+        let end = tokio::time::timeout(Duration::from_secs(30), writer)
+            .await
+            .expect("the writer ends once its senders are gone")
+            .unwrap();
+        assert_eq!(end, Err(e));
+        let ok: String = sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(ok, "ok");
+    }
+
+    #[tokio::test]
+    async fn the_writer_waits_briefly_for_a_lock_held_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, sweep_id, conn) = full_soon(dir.path(), 1000).await;
+        let (recorder, writer) = Recorder::spawn_on(conn).await.unwrap();
+        // Another process (`sqlite3`) holds the write lock and never lets go.
+        let mut other = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        recorder.send(StoreEvent::Heartbeat { sweep_id });
+        let started = std::time::Instant::now();
+        let r = tokio::time::timeout(Duration::from_secs(50), recorder.flush())
+            .await
+            .expect("the writer gave up on the lock instead of waiting a minute");
+        assert!(matches!(r, Err(WriteError::Failed { full: false, .. })), "{r:?}");
+        assert!(started.elapsed() >= Duration::from_millis(WRITER_BUSY_TIMEOUT_MS as u64 / 2));
+        sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
+        drop(recorder);
+        assert!(writer.await.unwrap().is_err());
+    }
 }
