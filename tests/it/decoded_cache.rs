@@ -2,7 +2,7 @@
 //! build | ls | clear`, two builders at once, a build killed half-way, a
 //! changed dataset, and real training that records the same metrics with and
 //! without the cache (the coordinator builds it; the workers only map it).
-mod common;
+use crate::common;
 
 use common::{EXIT_BAD_INPUT, Scratch};
 

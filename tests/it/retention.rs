@@ -2,7 +2,7 @@
 //! default), pruned trials without checkpoints, `sweep gc` for sweeps run
 //! with more, disk use in `sweep status`, and a warning before a sweep whose
 //! checkpoints will not fit. Real worker, tiny data.
-mod common;
+use crate::common;
 
 use common::Scratch;
 use common::prerequisites::Tmpfs;

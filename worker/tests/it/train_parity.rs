@@ -22,7 +22,7 @@
 //! 32 px normalises layer4 over 4 values per channel), about as far apart as
 //! a real mistake would put them. On a mismatch the message lists the steps
 //! and tensors that differ and by how much.
-mod common;
+use crate::common;
 use common::python;
 use std::collections::HashMap;
 use std::path::Path;

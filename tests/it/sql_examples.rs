@@ -1,6 +1,6 @@
 //! Every ```sql block of docs/database.md runs against a database made by a
 //! real small sweep named `quickstart`, so the documented queries stay true.
-mod common;
+use crate::common;
 
 use common::{Scratch, repo_path};
 use sqlx::Row;

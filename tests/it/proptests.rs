@@ -11,7 +11,7 @@
 //!
 //! Each case starts the binary (about half a second), so the default is 16
 //! cases per property; SWEEP_PROPTEST_CASES=N runs N.
-mod common;
+use crate::common;
 
 use common::{Out, Scratch};
 use proptest::prelude::*;

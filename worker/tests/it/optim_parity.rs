@@ -6,7 +6,7 @@
 //! change half way, a parameter that misses a gradient once and one that never
 //! gets one. Reference: tests/optim_reference.py, run with the project's
 //! PyTorch (`SWEEP_PYTHON`); a missing Python fails the test.
-mod common;
+use crate::common;
 use common::python;
 use std::collections::HashMap;
 use std::path::Path;

@@ -8,7 +8,7 @@
 //! whole file takes well under a minute on 2 cores. Runs on images go as an
 //! ordinary user's would: as root, `sweep` runs without the capability to read
 //! any file, so that chmod 000 means what it says (see `common::prerequisites`).
-mod common;
+use crate::common;
 
 use common::prerequisites::unreadable;
 use common::{Db, EXIT_BAD_INPUT, EXIT_FAILED, Scratch, Sweep};

@@ -3,7 +3,7 @@
 //! the binary alone in a fresh directory, run in a mount namespace where the
 //! libtorch directory is hidden under an empty tmpfs.
 use std::path::{Path, PathBuf};
-mod common;
+use crate::common;
 use common::prerequisites::missing;
 use std::process::{Command, Stdio};
 

@@ -5,7 +5,7 @@
 //! renders it (Chromium is installed by the test when SWEEP_INSTALL_CHROMIUM=1
 //! and running as root, as `make test` does; otherwise that test fails under
 //! CI and is skipped, with the reason, elsewhere).
-mod common;
+use crate::common;
 
 use common::{Scratch, prerequisites, sweep};
 use std::collections::HashSet;

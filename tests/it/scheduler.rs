@@ -3,7 +3,7 @@
 //! libtorch training runs. Concurrency and device assignment are proved from
 //! the events the fake workers append to `FAKE_DIR/events`, never from sleeps;
 //! every wait polls with a deadline.
-mod common;
+use crate::common;
 
 use common::{Db, Running, Scratch, SweepFile, assert_all_die};
 use std::collections::{BTreeMap, BTreeSet};

@@ -6,7 +6,7 @@
 //!
 //! The full-disk cases mount a small tmpfs, which needs root: under CI they
 //! fail where they cannot (see `common::prerequisites`).
-mod common;
+use crate::common;
 
 use common::prerequisites::Tmpfs;
 use common::{Db, Scratch, SweepFile, assert_all_die};

@@ -3,7 +3,7 @@
 //! the float32 weights, a trial that may still resume is never rewritten,
 //! `sweep gc --keep-precision half` does it for older sweeps, and a bad value
 //! is a located error. Real worker, tiny data.
-mod common;
+use crate::common;
 
 use common::{EXIT_BAD_INPUT, Scratch};
 use std::collections::BTreeSet;

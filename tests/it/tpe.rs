@@ -3,7 +3,7 @@
 //! saturates at 10 × lr): proposals are rows written before their trials
 //! start, a killed sweep continues the same sequence, `--dry-run` shows the
 //! space and the startup draws, and bad settings are located errors.
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

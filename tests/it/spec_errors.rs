@@ -4,7 +4,7 @@
 //! file and checks the documented contract: exit code 2, one
 //! `error: FILE:LINE:COL: message` pointing at the offending key or value, a
 //! helpful message, and nothing written (no database, no results folder).
-mod common;
+use crate::common;
 
 use common::{EXIT_BAD_INPUT, Out, Scratch};
 use std::path::{Path, PathBuf};

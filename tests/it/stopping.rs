@@ -1,6 +1,6 @@
 //! Early stopping end to end through the real coordinator and database, with
 //! the fake worker's `curve` mode (validation accuracy saturates at 10 × lr).
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

@@ -3,7 +3,7 @@
 //! and `freeze_backbone` trains the head only. Reference data comes from the
 //! PyTorch/torchvision that the project's set-up installs (`SWEEP_PYTHON`, set
 //! by `make test`; nothing is downloaded).
-mod common;
+use crate::common;
 
 use common::{EXIT_BAD_INPUT, Scratch, repo_path, sweep};
 use std::path::{Path, PathBuf};

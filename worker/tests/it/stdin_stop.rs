@@ -2,7 +2,7 @@
 //! `stop` line on stdin, sent while the worker trains on, ends it at the next
 //! batch boundary with a clean exit, its last epoch checkpoint kept, the best
 //! checkpoint tested when asked, and `done` reporting the epochs trained.
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

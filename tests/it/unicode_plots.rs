@@ -18,7 +18,7 @@
 //!
 //! Under CI=true a missing font or `fc-list` fails the test; elsewhere it is
 //! skipped with the reason.
-mod common;
+use crate::common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! a worker of another protocol version, and which device an attempt records.
 //! Fake worker (tests/fake_worker.py), so these run in seconds.
 use std::path::{Path, PathBuf};
-mod common;
+use crate::common;
 use common::prerequisites::missing;
 use std::process::{Command, Output, Stdio};
 

@@ -3,7 +3,7 @@
 //! finished trials, a grown grid runs only the new trials, the same seed gives
 //! identical metrics, and a kill -9 of the coordinator resumes from the
 //! checkpoint epoch.
-mod common;
+use crate::common;
 
 use common::{Scratch, SweepFile, sweep};
 

@@ -10,7 +10,7 @@
 //!
 //! Needs the project's PyTorch/torchvision (`SWEEP_PYTHON`, set by `make
 //! test`); a missing Python fails the test.
-mod common;
+use crate::common;
 use common::python;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

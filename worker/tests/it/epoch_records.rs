@@ -7,7 +7,7 @@
 //!   is the one tested, and fills state.json's best fields;
 //! - a configuration libtorch cannot train (a feature map pooled to nothing, a
 //!   batch of one image under BatchNorm) fails with class `config`.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! Trial ids never change across upgrades: a finished trial is never rerun, so
 //! a changed id would rerun (and duplicate) every finished trial. The ids below
 //! were planned by sweep 0.1.0 (commit 21a69d1) from tests/fixtures/pinned-ids.toml.
-mod common;
+use crate::common;
 
 use common::{Scratch, repo_path};
 
