@@ -492,8 +492,12 @@ fn warn_if_short_of_space(
     slots: usize,
     classes: u64,
 ) {
-    let need =
-        super::estimate::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
+    let need = super::estimate::sweep_estimate(
+        plan,
+        queue.iter().map(|q| &q.trial.config),
+        classes,
+        slots,
+    );
     if let Some(free) = retention::free_space(&opts.results)
         && need > free
     {
@@ -1036,12 +1040,12 @@ impl Dispatcher {
         }
     }
 
-    async fn finish(
+    async fn finish<E: std::fmt::Display>(
         mut self,
         sweep_id: i64,
         ran: usize,
         skipped: usize,
-        writer: tokio::task::JoinHandle<Result<(), String>>,
+        writer: tokio::task::JoinHandle<Result<(), E>>,
     ) -> Result<Outcome, RunError> {
         self.progress.finish();
         self.launcher.shutdown().await;
@@ -1081,7 +1085,7 @@ impl Dispatcher {
         writer
             .await
             .map_err(|e| RunError::Store(e.to_string()))?
-            .map_err(RunError::Store)?;
+            .map_err(|e| RunError::Store(e.to_string()))?;
         Ok(outcome)
     }
 }
