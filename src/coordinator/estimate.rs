@@ -250,4 +250,5 @@ mod tests {
             Some((5 * w, 4 * w))
         );
     }
+
 }
