@@ -84,15 +84,15 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         pool.close().await;
         Ok(match outcome {
             Outcome::AllDone { ran, skipped } => {
-                eprintln!("all trials succeeded ({ran} run, {skipped} already done)");
+                sweep_protocol::log!("all trials succeeded ({ran} run, {skipped} already done)");
                 EXIT_OK
             }
             Outcome::SomeFailed { failed } => {
-                eprintln!("{failed} trial(s) failed; see `sweep status` and results/<sweep>/<trial>/attempt-N.log; rerun with --retry-failed");
+                sweep_protocol::log!("{failed} trial(s) failed; see `sweep status` and results/<sweep>/<trial>/attempt-N.log; rerun with --retry-failed");
                 EXIT_FAILED
             }
             Outcome::Interrupted => {
-                eprintln!("interrupted; run the same command again to resume");
+                sweep_protocol::log!("interrupted; run the same command again to resume");
                 EXIT_INTERRUPTED
             }
         })
@@ -163,14 +163,9 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref())
-            .await
-            .map_err(CliError::bad_input)?;
+        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await?;
         // `[sweep] metric` picked each trial's checkpoint; it also ranks unless --best says otherwise.
-        let picked_by = queries::sweep_meta(&pool, &sweep)
-            .await
-            .map_err(CliError::failed)?
-            .map(|m| m.metric);
+        let picked_by = queries::sweep_meta(&pool, &sweep).await?.map(|m| m.metric);
         let best = match args.best {
             Some(b) => b.as_str(),
             None => rank::default_metric(picked_by.as_deref()),
@@ -210,9 +205,7 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
                 valid_keys.join(", ")
             )));
         }
-        let rows = queries::trials_filtered(&pool, &sweep, &filters, status)
-            .await
-            .map_err(CliError::failed)?;
+        let rows = queries::trials_filtered(&pool, &sweep, &filters, status).await?;
         let params: Vec<serde_json::Map<String, serde_json::Value>> = rows
             .iter()
             .map(|r| {
@@ -225,7 +218,7 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> =
             rows.iter().map(|r| r.trial.clone()).zip(params).collect();
         // Every matching trial, ranked; --top cuts the rows shown, never what --group-by computes over.
-        let mut r = rank::build(&sweep, best, rows, None).map_err(CliError::bad_input)?;
+        let mut r = rank::build(&sweep, best, rows, None)?;
         r.checkpoints_picked_by = picked_by;
         match &args.group_by {
             Some(k) => {
@@ -235,22 +228,17 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
                     .map(|row| by_id.get(&row.trial).cloned().unwrap_or_default())
                     .collect();
                 let g = rank::group(&r, k, &ordered, args.top);
-                print!(
-                    "{}",
-                    rank::render_groups(&g, format).map_err(CliError::bad_input)?
-                );
+                print!("{}", rank::render_groups(&g, format)?);
                 r.rows.truncate(args.top.unwrap_or(usize::MAX));
             }
             None => {
                 r.rows.truncate(args.top.unwrap_or(usize::MAX));
-                print!("{}", rank::render(&r, format).map_err(CliError::bad_input)?);
+                print!("{}", rank::render(&r, format)?);
             }
         }
         if let Some(path) = &args.html {
-            crate::report::html::write_html(&pool, &sweep, &r, path)
-                .await
-                .map_err(CliError::failed)?;
-            eprintln!("wrote {}", path.display());
+            crate::report::html::write_html(&pool, &sweep, &r, path).await?;
+            sweep_protocol::log!("wrote {}", path.display());
         }
         Ok(EXIT_OK)
     })
@@ -260,8 +248,8 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await.map_err(CliError::bad_input)?;
-        let rows = queries::trials(&pool, &sweep).await.map_err(CliError::failed)?;
+        let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await?;
+        let rows = queries::trials(&pool, &sweep).await?;
         let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
         println!(
             "sweep {sweep}: {} trials — queued {}, running {}, done {}, pruned {}, failed {}, interrupted {}",
@@ -349,21 +337,21 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
         let only = match &args.sweep {
-            Some(n) => Some(queries::resolve_sweep(&pool, Some(n)).await.map_err(CliError::bad_input)?),
+            Some(n) => Some(queries::resolve_sweep(&pool, Some(n)).await?),
             None => None,
         };
-        let sweeps = queries::sweep_files(&pool).await.map_err(CliError::failed)?;
+        let sweeps = queries::sweep_files(&pool).await?;
         let verb = if args.dry_run { "would free" } else { "freed" };
         let mut total = retention::Freed::default();
         let mut total_halved = retention::Halved::default();
         let mut any_half = false;
         for (name, toml_text) in sweeps.iter().filter(|(n, _)| only.as_ref().is_none_or(|o| o == n)) {
             let Some(keep) = forced.or_else(|| resources_setting(toml_text, "keep", defaults.keep, Keep::parse)) else {
-                eprintln!("sweep {name}: its file asks for a `keep` this version does not know; skipped (pass --keep)");
+                sweep_protocol::log!("sweep {name}: its file asks for a `keep` this version does not know; skipped (pass --keep)");
                 continue;
             };
             let precision = forced_precision.or_else(|| resources_setting(toml_text, "keep_precision", defaults.keep_precision, KeepPrecision::parse)).unwrap_or_else(|| {
-                eprintln!(
+                sweep_protocol::log!(
                     "sweep {name}: its file asks for a `keep_precision` this version does not know; its weights are left as they are (pass --keep-precision)"
                 );
                 KeepPrecision::Full
@@ -372,13 +360,13 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
             any_half |= half;
             let mut freed = retention::Freed::default();
             let mut halved = retention::Halved::default();
-            for (trial, status) in queries::trial_statuses(&pool, name).await.map_err(CliError::failed)? {
+            for (trial, status) in queries::trial_statuses(&pool, name).await? {
                 let dir = results.join(name).join(&trial);
                 freed += retention::apply(&dir, status, keep, args.dry_run).map_err(|e| CliError::failed(e.to_string()))?;
                 halved += retention::halve_kept(&dir, status, keep, precision, args.dry_run).map_err(|e| CliError::failed(e.to_string()))?;
             }
             for w in &halved.kept_full {
-                eprintln!("warning: {w}");
+                sweep_protocol::log!("warning: {w}");
             }
             let left = retention::disk_use(&results.join(name));
             let left = if args.dry_run { left.saturating_sub(freed.bytes + halved.bytes) } else { left };
@@ -417,7 +405,7 @@ pub fn data(cmd: DataCommand) -> CmdResult {
                 },
             )
             .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
-            eprintln!(
+            sweep_protocol::log!(
                 "wrote {} ({} classes; train {}, valid {}, test {} images; {image_size}px) in {:.1}s",
                 out.display(),
                 crate::dataset::demo::CLASSES.len(),
@@ -433,8 +421,7 @@ pub fn data(cmd: DataCommand) -> CmdResult {
             out,
             per_class,
         } => {
-            let path = crate::report::plot::dataset_overview(&dataset, &out, per_class)
-                .map_err(CliError::bad_input)?;
+            let path = crate::report::plot::dataset_overview(&dataset, &out, per_class)?;
             println!("{}", path.display());
             Ok(EXIT_OK)
         }
@@ -448,9 +435,7 @@ pub fn show(a: crate::cli::ShowArgs, db: Option<PathBuf>) -> CmdResult {
         let results = results_dir(a.results.clone(), &db);
         print!(
             "{}",
-            crate::report::show::render(&pool, &a.trial, Some(&results))
-                .await
-                .map_err(CliError::bad_input)?
+            crate::report::show::render(&pool, &a.trial, Some(&results)).await?
         );
         Ok(EXIT_OK)
     })
@@ -460,12 +445,9 @@ pub fn plot(a: crate::cli::PlotArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
-        let sweep = queries::resolve_sweep(&pool, a.sweep.as_deref())
-            .await
-            .map_err(CliError::bad_input)?;
-        let files = crate::report::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out)
-            .await
-            .map_err(CliError::bad_input)?;
+        let sweep = queries::resolve_sweep(&pool, a.sweep.as_deref()).await?;
+        let files =
+            crate::report::plot::write_all(&pool, &sweep, a.trial.as_deref(), &a.out).await?;
         for f in files {
             println!("{}", f.display());
         }
@@ -513,13 +495,9 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
         let db = db_path(db);
         let (params, sweep, classes, trial) = runtime()?.block_on(async {
             let pool = db::open(&db, false).await?;
-            let (trial, _) = queries::resolve_trial(&pool, None, trial)
-                .await
-                .map_err(CliError::bad_input)?;
-            queries::trial_for_predict(&pool, &trial)
-                .await
-                .map_err(CliError::bad_input)
-                .map(|(p, s, c)| (p, s, c, trial))
+            let (trial, _) = queries::resolve_trial(&pool, None, trial).await?;
+            let (p, s, c) = queries::trial_for_predict(&pool, &trial).await?;
+            Ok::<_, CliError>((p, s, c, trial))
         })?;
         let config: TrialConfig = serde_json::from_str(&params).map_err(|e| {
             CliError::failed(format!("trial {trial}: stored params unreadable: {e}"))

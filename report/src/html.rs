@@ -16,12 +16,24 @@
 //! `table.class-accuracy`, `table.top-confusions`.
 //! The file is written atomically (temporary file + rename).
 use crate::plot::data::{self, SweepData, TrialData};
-use crate::plot::{Chart, render_svg};
+use crate::plot::{Chart, PlotError, render_svg};
 use crate::rank::Report;
-use sweep_store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use sweep_store::queries;
+
+/// Why the HTML report could not be written: `--html` names a folder (the
+/// user's input), or the charts, the database or the disk failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HtmlError {
+    #[error("--html {} is a directory; pass a file name such as report.html", .0.display())]
+    IsDirectory(PathBuf),
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+    #[error("reading the database: {0}")]
+    Db(#[from] sqlx::Error),
+}
 
 const STYLE: &str = r#"
 :root { color-scheme: light; }
@@ -78,7 +90,7 @@ fn figure(
     class: &str,
     chart: &Chart,
     caption: &str,
-) -> Result<(), String> {
+) -> Result<(), HtmlError> {
     let svg = render_svg(chart)?;
     let id = id.map(|i| format!(" id=\"{i}\"")).unwrap_or_default();
     let _ = writeln!(
@@ -139,10 +151,8 @@ fn report_table(out: &mut String, r: &Report) {
     out.push_str("</tbody>\n</table>\n");
 }
 
-async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(String, String)>, String> {
-    let row = queries::last_error(pool, trial)
-        .await
-        .map_err(|e| format!("reading the database: {e}"))?;
+async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(String, String)>, HtmlError> {
+    let row = queries::last_error(pool, trial).await?;
     Ok(row.map(|(c, m)| (c.unwrap_or_else(|| "error".into()), m.unwrap_or_default())))
 }
 
@@ -151,7 +161,7 @@ async fn trial_section(
     pool: &SqlitePool,
     rank: usize,
     t: &TrialData,
-) -> Result<(), String> {
+) -> Result<(), HtmlError> {
     let id = esc(&t.id);
     let _ = writeln!(out, "<section class=\"trial\" id=\"trial-{id}\">");
     let _ = writeln!(
@@ -272,7 +282,7 @@ async fn trial_section(
 }
 
 /// Renders the whole document (no I/O but the database reads).
-pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<String, String> {
+pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<String, HtmlError> {
     let all = data::load_sweep(pool, sweep, None).await?;
     // The report decides which trials appear (filters, --top) and in which order.
     let trials: Vec<(usize, TrialData)> = report
@@ -290,9 +300,7 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
         trials: trials.iter().map(|(_, t)| t.clone()).collect(),
         distribution: all.distribution.clone(),
     };
-    let meta = queries::sweep_meta(pool, sweep)
-        .await
-        .map_err(|e| format!("reading the database: {e}"))?;
+    let meta = queries::sweep_meta(pool, sweep).await?;
 
     let mut out = String::with_capacity(256 * 1024);
     let _ = writeln!(
@@ -392,13 +400,12 @@ pub async fn write_html(
     sweep: &str,
     report: &Report,
     out: &Path,
-) -> Result<(), String> {
+) -> Result<(), HtmlError> {
     if out.is_dir() {
-        return Err(format!(
-            "--html {} is a directory; pass a file name such as report.html",
-            out.display()
-        ));
+        return Err(HtmlError::IsDirectory(out.to_path_buf()));
     }
     let html = render(pool, sweep, report).await?;
-    crate::plot::write_atomic(out, html.as_bytes())
+    crate::plot::write_atomic(out, html.as_bytes())?;
+    crate::plot::fonts::warn_missing_glyphs();
+    Ok(())
 }

@@ -1,8 +1,8 @@
 //! `sweep report`: trials of a sweep ranked by a metric, as a table, markdown,
 //! csv or json. One data model (`Report`), one small renderer per format.
-use sweep_store::queries::TrialRow;
 use serde::Serialize;
 use std::collections::BTreeSet;
+use sweep_store::queries::TrialRow;
 use tabled::settings::Style;
 
 pub const METRICS: [&str; 6] = [
@@ -57,17 +57,26 @@ fn key(metric: &str, r: &TrialRow) -> Option<f64> {
     }
 }
 
+/// A metric or output format this version does not know (the user's input),
+/// or a report that would not serialise.
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    #[error("unknown metric {0:?}; valid metrics: {valid}", valid = METRICS.join(", "))]
+    UnknownMetric(String),
+    #[error("unknown format {0:?}; valid formats: {valid}", valid = FORMATS.join(", "))]
+    UnknownFormat(String),
+    #[error("writing the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
 pub fn build(
     sweep: &str,
     metric: &str,
     rows: Vec<TrialRow>,
     top: Option<usize>,
-) -> Result<Report, String> {
+) -> Result<Report, RankError> {
     if !METRICS.contains(&metric) {
-        return Err(format!(
-            "unknown metric {metric:?}; valid metrics: {}",
-            METRICS.join(", ")
-        ));
+        return Err(RankError::UnknownMetric(metric.to_string()));
     }
     let params: Vec<serde_json::Map<String, serde_json::Value>> = rows
         .iter()
@@ -237,7 +246,7 @@ fn status_text(row: &ReportRow) -> String {
     }
 }
 
-pub fn render(r: &Report, format: &str) -> Result<String, String> {
+pub fn render(r: &Report, format: &str) -> Result<String, RankError> {
     match format {
         "table" | "markdown" => {
             let mut b = tabled::builder::Builder::default();
@@ -298,13 +307,8 @@ pub fn render(r: &Report, format: &str) -> Result<String, String> {
             }
             Ok(out)
         }
-        "json" => serde_json::to_string_pretty(r)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
-        other => Err(format!(
-            "unknown format {other:?}; valid formats: {}",
-            FORMATS.join(", ")
-        )),
+        "json" => Ok(serde_json::to_string_pretty(r)? + "\n"),
+        other => Err(RankError::UnknownFormat(other.to_string())),
     }
 }
 
@@ -627,7 +631,7 @@ fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String>
     lines
 }
 
-pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
+pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, RankError> {
     let is_pct = is_fraction(&g.metric);
     let f = |x: f64| {
         if is_pct {
@@ -742,13 +746,8 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, String> {
             }
             Ok(s)
         }
-        "json" => serde_json::to_string_pretty(g)
-            .map(|s| s + "\n")
-            .map_err(|e| e.to_string()),
-        other => Err(format!(
-            "unknown format {other:?}; valid formats: {}",
-            FORMATS.join(", ")
-        )),
+        "json" => Ok(serde_json::to_string_pretty(g)? + "\n"),
+        other => Err(RankError::UnknownFormat(other.to_string())),
     }
 }
 

@@ -1,8 +1,8 @@
 //! `sweep show TRIAL`: one trial in depth, for a terminal. Read-only.
-use sweep_store::queries;
 use sqlx::SqlitePool;
 use std::fmt::Write;
 use std::path::Path;
+use sweep_store::queries;
 use tabled::settings::Style;
 
 const SPARKS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
@@ -73,16 +73,25 @@ pub fn checkpoints_line(dir: &Path) -> String {
     format!("checkpoints: {} in {}", files.join(", "), dir.display())
 }
 
+/// The trial is not there (or its prefix is not one trial): the user's input;
+/// or the database failed while reading it.
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    #[error(transparent)]
+    Resolve(#[from] queries::ResolveError),
+    #[error("reading the database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
 /// The trial in depth; with `results` (the results directory the sweep ran
 /// with) also the checkpoints it holds on disk and their precision.
 pub async fn render(
     pool: &SqlitePool,
     prefix: &str,
     results: Option<&Path>,
-) -> Result<String, String> {
+) -> Result<String, ShowError> {
     let (trial, _) = queries::resolve_trial(pool, None, prefix).await?;
-    let e = |e: sqlx::Error| e.to_string();
-    let head = queries::trial_header(pool, &trial).await.map_err(e)?;
+    let head = queries::trial_header(pool, &trial).await?;
     let mut out = String::new();
     // What every worker sets on a CUDA device (sweep_protocol::config::CUDNN_BENCHMARK).
     let cudnn = match head.device.as_deref() {
@@ -127,7 +136,7 @@ pub async fn render(
         }
     }
 
-    let attempts = queries::attempts(pool, &trial).await.map_err(e)?;
+    let attempts = queries::attempts(pool, &trial).await?;
     let _ = writeln!(out, "\nattempts");
     let mut b = tabled::builder::Builder::default();
     b.push_record(["#", "seconds", "exit", "error", "message", "resumed from"].map(String::from));
@@ -175,15 +184,11 @@ pub async fn render(
         let _ = writeln!(
             out,
             "  {label:<15} {}",
-            sparkline(
-                &queries::metric_series(pool, &trial, split, name)
-                    .await
-                    .map_err(e)?
-            )
+            sparkline(&queries::metric_series(pool, &trial, split, name).await?)
         );
     }
 
-    let decisions = queries::trial_decisions(pool, &trial).await.map_err(e)?;
+    let decisions = queries::trial_decisions(pool, &trial).await?;
     if !decisions.is_empty() {
         let _ = writeln!(out, "\nearly-stopping decisions");
         let mut b = tabled::builder::Builder::default();
@@ -212,7 +217,7 @@ pub async fn render(
         let _ = writeln!(out, "{t}");
     }
 
-    let Some(test) = queries::test_result(pool, &trial).await.map_err(e)? else {
+    let Some(test) = queries::test_result(pool, &trial).await? else {
         let pruned = decisions.iter().find(|d| d.action == "stop");
         let _ = match pruned {
             Some(d) => writeln!(
@@ -233,7 +238,7 @@ pub async fn render(
         test.loss
     );
 
-    let per_class = queries::class_accuracy(pool, &trial).await.map_err(e)?;
+    let per_class = queries::class_accuracy(pool, &trial).await?;
     let mut b = tabled::builder::Builder::default();
     b.push_record(["class", "correct", "total", "accuracy"].map(String::from));
     for c in &per_class {
@@ -248,7 +253,7 @@ pub async fn render(
     t.with(Style::rounded());
     let _ = writeln!(out, "\nper-class accuracy\n{t}");
 
-    let cells = queries::confusion(pool, &trial).await.map_err(e)?;
+    let cells = queries::confusion(pool, &trial).await?;
     let classes: Vec<String> = per_class.iter().map(|p| p.class.clone()).collect();
     let mut b = tabled::builder::Builder::default();
     let mut header = vec!["true \\ pred".to_string()];
@@ -291,9 +296,7 @@ pub async fn render(
         let _ = writeln!(out, "  {} → {}: {}", c.true_class, c.pred_class, c.count);
     }
 
-    let mis = queries::misclassified(pool, &trial, None)
-        .await
-        .map_err(e)?;
+    let mis = queries::misclassified(pool, &trial, None).await?;
     let _ = writeln!(out, "\nmisclassified test images ({})", mis.len());
     for m in mis.iter().take(20) {
         let _ = writeln!(

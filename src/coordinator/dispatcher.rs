@@ -502,8 +502,12 @@ fn warn_if_short_of_space(
     slots: usize,
     classes: u64,
 ) {
-    let need =
-        super::estimate::sweep_estimate(plan, queue.iter().map(|q| &q.trial.config), classes, slots);
+    let need = super::estimate::sweep_estimate(
+        plan,
+        queue.iter().map(|q| &q.trial.config),
+        classes,
+        slots,
+    );
     if let Some(free) = retention::free_space(&opts.results)
         && need > free
     {
@@ -1055,7 +1059,6 @@ impl Dispatcher {
             self.stop_tx.send_replace(true);
         }
     }
-
 
     async fn finish(
         mut self,

@@ -357,7 +357,7 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
     }
     let dataset = PathBuf::from(sweep.dataset.get_ref());
     check_dataset(&dataset).map_err(|m| {
-        at(src, &sweep.dataset, m, Some("generate the demo data with `sweep data demo data/demo`, or point `dataset` at an ImageFolder root (paths are relative to the current directory)".into()))
+        at(src, &sweep.dataset, m.to_string(), Some("generate the demo data with `sweep data demo data/demo`, or point `dataset` at an ImageFolder root (paths are relative to the current directory)".into()))
     })?;
     let metric = match &sweep.metric {
         None => "val_accuracy".to_string(),
@@ -733,18 +733,29 @@ fn unknown_backbone(src: &Source, s: &Spanned<impl Sized>, name: &str) -> SpecEr
     at(src, s, format!("unknown backbone {name:?}"), Some(help))
 }
 
-fn check_dataset(root: &Path) -> Result<(), String> {
+/// Why `[sweep] dataset` is not an ImageFolder root; reported at the key's
+/// line as a `SpecError` (exit 2).
+#[derive(Debug, thiserror::Error)]
+enum DatasetProblem {
+    #[error("dataset {:?} does not exist", .0.display().to_string())]
+    Missing(PathBuf),
+    #[error("dataset {:?} is not a directory", .0.display().to_string())]
+    NotADirectory(PathBuf),
+    #[error("dataset {:?} is not an ImageFolder root: missing {}", root.display().to_string(), splits.join(", "))]
+    MissingSplits {
+        root: PathBuf,
+        splits: Vec<&'static str>,
+    },
+    #[error(transparent)]
+    Layout(#[from] sweep_dataset::imagefolder::DataError),
+}
+
+fn check_dataset(root: &Path) -> Result<(), DatasetProblem> {
     if !root.exists() {
-        return Err(format!(
-            "dataset {:?} does not exist",
-            root.display().to_string()
-        ));
+        return Err(DatasetProblem::Missing(root.to_path_buf()));
     }
     if !root.is_dir() {
-        return Err(format!(
-            "dataset {:?} is not a directory",
-            root.display().to_string()
-        ));
+        return Err(DatasetProblem::NotADirectory(root.to_path_buf()));
     }
     let mut missing = Vec::new();
     if !root.join("train").is_dir() {
@@ -757,18 +768,16 @@ fn check_dataset(root: &Path) -> Result<(), String> {
         missing.push("test/");
     }
     if !missing.is_empty() {
-        return Err(format!(
-            "dataset {:?} is not an ImageFolder root: missing {}",
-            root.display().to_string(),
-            missing.join(", ")
-        ));
+        return Err(DatasetProblem::MissingSplits {
+            root: root.to_path_buf(),
+            splits: missing,
+        });
     }
     // The whole layout (classes in every split, no empty class) is checked
     // here, so that a layout error is exit 2 before anything starts rather
     // than a failed trial. Listing files is cheap; no image is decoded.
-    sweep_dataset::imagefolder::scan(root)
-        .map(drop)
-        .map_err(|e| e.to_string())
+    sweep_dataset::imagefolder::scan(root).map(drop)?;
+    Ok(())
 }
 
 fn stopping(

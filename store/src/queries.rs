@@ -46,43 +46,76 @@ pub async fn trial_statuses(
         .await
 }
 
+/// Why a sweep or trial named on the command line could not be resolved. Every
+/// variant but `Db` is the user's input (exit 2); `Db` is the database failing
+/// (locked, corrupt, unreadable: exit 1), which must never read as "not found".
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(
+        "no sweep named {name:?} in the database; known sweeps: {}",
+        list_or_none(known)
+    )]
+    NoSuchSweep { name: String, known: Vec<String> },
+    #[error("the database holds no sweeps yet; run one with `sweep run FILE`")]
+    NoSweeps,
+    #[error(
+        "{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"
+    )]
+    NotATrialId { prefix: String },
+    #[error(
+        "no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`"
+    )]
+    NoSuchTrial { prefix: String },
+    #[error("trial prefix {prefix:?} is ambiguous: {} …; give more digits", candidates.join(", "))]
+    Ambiguous {
+        prefix: String,
+        /// Up to five of the trials it matches.
+        candidates: Vec<String>,
+    },
+    #[error("reading the database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+impl ResolveError {
+    /// True when the user named something that is not there (or not one
+    /// thing); false when the database itself failed.
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, ResolveError::Db(_))
+    }
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "(none)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// The named sweep, or the most recently updated one.
-pub async fn resolve_sweep(pool: &SqlitePool, name: Option<&str>) -> Result<String, String> {
+pub async fn resolve_sweep(pool: &SqlitePool, name: Option<&str>) -> Result<String, ResolveError> {
     match name {
         Some(n) => {
             let found: Option<String> =
                 sqlx::query_scalar("SELECT name FROM sweeps WHERE name = ?")
                     .bind(n)
                     .fetch_optional(pool)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    .await?;
             match found {
                 Some(s) => Ok(s),
-                None => {
-                    let all: Vec<String> =
-                        sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC")
-                            .fetch_all(pool)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                    Err(format!(
-                        "no sweep named {n:?} in the database; known sweeps: {}",
-                        if all.is_empty() {
-                            "(none)".into()
-                        } else {
-                            all.join(", ")
-                        }
-                    ))
-                }
+                None => Err(ResolveError::NoSuchSweep {
+                    name: n.to_string(),
+                    known: sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC")
+                        .fetch_all(pool)
+                        .await?,
+                }),
             }
         }
         None => {
             sqlx::query_scalar("SELECT name FROM sweeps ORDER BY updated_at DESC, id DESC LIMIT 1")
                 .fetch_optional(pool)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or_else(|| {
-                    "the database holds no sweeps yet; run one with `sweep run FILE`".to_string()
-                })
+                .await?
+                .ok_or(ResolveError::NoSweeps)
         }
     }
 }
@@ -102,26 +135,24 @@ pub async fn trials(pool: &SqlitePool, sweep: &str) -> Result<Vec<TrialRow>, sql
 pub async fn trial_for_predict(
     pool: &SqlitePool,
     trial: &str,
-) -> Result<(String, String, Vec<String>), String> {
+) -> Result<(String, String, Vec<String>), ResolveError> {
     let row: Option<(String, String)> = sqlx::query_as(
         "SELECT t.params, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?",
     )
     .bind(trial)
     .fetch_optional(pool)
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     let Some((params, sweep)) = row else {
-        return Err(format!(
-            "no trial {trial:?} in the database; list trials with `sweep status` or `sweep report`"
-        ));
+        return Err(ResolveError::NoSuchTrial {
+            prefix: trial.to_string(),
+        });
     };
     let classes: Vec<String> = sqlx::query_scalar(
         "SELECT DISTINCT class FROM class_accuracy WHERE trial_id = ? ORDER BY class",
     )
     .bind(trial)
     .fetch_all(pool)
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     Ok((params, sweep, classes))
 }
 
@@ -190,11 +221,11 @@ pub async fn resolve_trial(
     pool: &SqlitePool,
     prefer_sweep: Option<&str>,
     prefix: &str,
-) -> Result<(String, String), String> {
+) -> Result<(String, String), ResolveError> {
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(format!(
-            "{prefix:?} is not a trial id (ids are hex, e.g. 5fb60f28a7); list them with `sweep status`"
-        ));
+        return Err(ResolveError::NotATrialId {
+            prefix: prefix.to_string(),
+        });
     }
     let q = "SELECT t.id, s.name FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id LIKE ? || '%' AND (? IS NULL OR s.name = ?) ORDER BY t.id LIMIT 6";
     let mut found: Vec<(String, String)> = sqlx::query_as(q)
@@ -202,31 +233,24 @@ pub async fn resolve_trial(
         .bind(prefer_sweep)
         .bind(prefer_sweep)
         .fetch_all(pool)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if found.is_empty() {
         found = sqlx::query_as(q)
             .bind(prefix)
             .bind(None::<String>)
             .bind(None::<String>)
             .fetch_all(pool)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
     }
     match found.len() {
         1 => Ok(found.remove(0)),
-        0 => Err(format!(
-            "no trial {prefix:?} in the database; list trials with `sweep status` or `sweep report`"
-        )),
-        _ => Err(format!(
-            "trial prefix {prefix:?} is ambiguous: {} …; give more digits",
-            found
-                .iter()
-                .take(5)
-                .map(|(id, _)| id.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
+        0 => Err(ResolveError::NoSuchTrial {
+            prefix: prefix.to_string(),
+        }),
+        _ => Err(ResolveError::Ambiguous {
+            prefix: prefix.to_string(),
+            candidates: found.into_iter().take(5).map(|(id, _)| id).collect(),
+        }),
     }
 }
 

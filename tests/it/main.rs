@@ -12,6 +12,7 @@ mod bad_input;
 mod decoded_cache;
 mod doc_links;
 mod e2e;
+mod exit_codes;
 mod faults;
 mod half_weights;
 mod migrations;

@@ -1,7 +1,7 @@
 //! The chart drawings, generic over the plotters backend so that one drawing
 //! gives both the PNG and the SVG (and the HTML report's inline SVG).
 use super::data::{SweepData, TrialData, accuracy_groups};
-use super::font;
+use super::{PlotError, font};
 use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -43,8 +43,8 @@ pub fn color(i: usize) -> RGBColor {
     )
 }
 
-pub fn de<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> String {
-    format!("drawing the chart failed: {e}")
+pub fn de<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> PlotError {
+    PlotError::Draw(e.to_string())
 }
 
 fn text_style(size: f64) -> TextStyle<'static> {
@@ -85,7 +85,7 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-fn title<DB: DrawingBackend>(root: &Area<DB>, text: &str, size: f64) -> Result<(), String> {
+fn title<DB: DrawingBackend>(root: &Area<DB>, text: &str, size: f64) -> Result<(), PlotError> {
     let (w, _) = root.dim_in_pixel();
     let max_chars = (w as f64 / (size * 0.55)) as usize;
     root.draw_text(
@@ -108,7 +108,7 @@ fn legend_row<DB: DrawingBackend>(
     root: &Area<DB>,
     y: i32,
     items: &[(&str, RGBColor, Mark)],
-) -> Result<(), String> {
+) -> Result<(), PlotError> {
     let (w, _) = root.dim_in_pixel();
     let size = 13.0;
     let widths: Vec<i32> = items
@@ -144,7 +144,7 @@ fn legend_row<DB: DrawingBackend>(
     Ok(())
 }
 
-fn no_data<DB: DrawingBackend>(root: &Area<DB>, text: &str) -> Result<(), String> {
+fn no_data<DB: DrawingBackend>(root: &Area<DB>, text: &str) -> Result<(), PlotError> {
     let (w, h) = root.dim_in_pixel();
     root.draw_text(
         text,
@@ -175,7 +175,7 @@ fn step_range(series: &[&[(i64, f64)]]) -> std::ops::Range<i64> {
 /// One trial's learning curves: loss (left) and accuracy (right) against the
 /// global step; training per log step as a line, validation per epoch as a
 /// line with markers.
-pub fn trial_curves<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Result<(), String> {
+pub fn trial_curves<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(de)?;
     let mut head = format!("trial {}", t.id);
     if !t.label.is_empty() {
@@ -196,7 +196,7 @@ pub fn trial_curves<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Resul
     let (_, body) = root.split_vertically(66);
     let panels = body.split_evenly((1, 2));
     let [left, right] = panels.as_slice() else {
-        return Err("internal: chart panels".into());
+        return Err(PlotError::Internal("chart panels"));
     };
     panel(left, "loss", &t.train_loss, &t.valid_loss, false)?;
     panel(right, "accuracy", &t.train_acc, &t.valid_acc, true)
@@ -208,7 +208,7 @@ fn panel<DB: DrawingBackend>(
     train: &[(i64, f64)],
     valid: &[(i64, f64)],
     is_accuracy: bool,
-) -> Result<(), String> {
+) -> Result<(), PlotError> {
     let xs = step_range(&[train, valid]);
     let ys = if is_accuracy {
         ACCURACY_RANGE
@@ -289,7 +289,7 @@ fn heat(f: f64) -> RGBColor {
 }
 
 /// The test confusion matrix: true class down, predicted class across, counts in the cells.
-pub fn confusion<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Result<(), String> {
+pub fn confusion<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(de)?;
     let n = t.classes.len();
     let images: i64 = t.confusion.iter().flatten().sum();
@@ -408,7 +408,7 @@ pub fn confusion<DB: DrawingBackend>(root: &Area<DB>, t: &TrialData) -> Result<(
 
 /// Test accuracy per trial as horizontal bars; seed repeats of one config are
 /// one bar at their mean with a ±1 std error bar and the single runs as dots.
-pub fn accuracy<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<(), String> {
+pub fn accuracy<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(de)?;
     let groups = accuracy_groups(s);
     let repeated = groups.iter().any(|g| g.trials.len() > 1);
@@ -522,7 +522,7 @@ pub fn accuracy<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<()
 }
 
 /// Validation accuracy per epoch of every trial, overlaid, with a legend.
-pub fn sweep_curves<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<(), String> {
+pub fn sweep_curves<DB: DrawingBackend>(root: &Area<DB>, s: &SweepData) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(de)?;
     title(
         root,
@@ -583,7 +583,7 @@ pub fn class_counts<DB: DrawingBackend>(
     root: &Area<DB>,
     heading: &str,
     counts: &[(String, String, i64)],
-) -> Result<(), String> {
+) -> Result<(), PlotError> {
     root.fill(&WHITE).map_err(de)?;
     title(root, heading, 20.0)?;
     let mut classes: Vec<&str> = counts.iter().map(|c| c.1.as_str()).collect();

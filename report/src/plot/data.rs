@@ -1,9 +1,10 @@
 //! What the charts and the HTML report read from the database: per-trial
 //! learning curves, test results, confusion counts and per-class accuracy,
 //! and the sweep's class distribution, all through `store::queries`.
-use sweep_store::queries;
+use super::PlotError;
 use serde_json::{Map, Value};
 use sqlx::SqlitePool;
+use sweep_store::queries;
 
 /// One trial with everything its charts need.
 #[derive(Debug, Clone)]
@@ -70,10 +71,6 @@ pub struct SweepData {
     pub distribution: Vec<(String, String, i64)>,
 }
 
-fn e(err: sqlx::Error) -> String {
-    format!("reading the database: {err}")
-}
-
 /// A short text for a parameter value: strings bare, numbers as written, objects as compact JSON.
 pub fn value_text(v: Option<&Value>) -> String {
     let s = match v {
@@ -125,8 +122,8 @@ pub async fn load_sweep(
     pool: &SqlitePool,
     sweep: &str,
     only: Option<&str>,
-) -> Result<SweepData, String> {
-    let heads = queries::trials_with_test(pool, sweep).await.map_err(e)?;
+) -> Result<SweepData, PlotError> {
+    let heads = queries::trials_with_test(pool, sweep).await?;
     let params: Vec<Map<String, Value>> = heads
         .iter()
         .map(|h| {
@@ -166,8 +163,7 @@ pub async fn load_sweep(
         trials.push(t);
     }
     let mut distribution: Vec<(String, String, i64)> = queries::class_distribution(pool, sweep)
-        .await
-        .map_err(e)?
+        .await?
         .into_iter()
         .map(|c| (c.split, c.class, c.count))
         .collect();
@@ -190,8 +186,8 @@ pub async fn load_sweep(
     })
 }
 
-async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String> {
-    for point in queries::learning_curves(pool, &t.id).await.map_err(e)? {
+async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), PlotError> {
+    for point in queries::learning_curves(pool, &t.id).await? {
         // A diverged run logs NaN/inf losses: they cannot be drawn, so they are left out.
         if !point.value.is_finite() {
             continue;
@@ -205,8 +201,8 @@ async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String
         };
         series.push((point.step, point.value));
     }
-    t.class_accuracy = queries::class_accuracy(pool, &t.id).await.map_err(e)?;
-    let cells = queries::confusion(pool, &t.id).await.map_err(e)?;
+    t.class_accuracy = queries::class_accuracy(pool, &t.id).await?;
+    let cells = queries::confusion(pool, &t.id).await?;
     let mut classes: Vec<String> = t
         .class_accuracy
         .iter()
@@ -230,9 +226,7 @@ async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), String
     }
     t.classes = classes;
     t.confusion = m;
-    t.misclassified = queries::misclassified(pool, &t.id, Some(10))
-        .await
-        .map_err(e)?;
+    t.misclassified = queries::misclassified(pool, &t.id, Some(10)).await?;
     Ok(())
 }
 

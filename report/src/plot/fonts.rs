@@ -10,6 +10,13 @@
 //! choice per character is cached. Set `SWEEP_FONT_FALLBACK=0` to use the
 //! embedded font alone (characters it lacks then show as its empty box).
 //!
+//! A character that no font of the machine has is drawn as an empty box; the
+//! command then warns once (`warn_missing_glyphs`, called when its files are
+//! written), naming the characters, their script and the Debian/Ubuntu package
+//! whose fonts cover it (`Script::package`). Not with `SWEEP_FONT_FALLBACK=0`:
+//! the boxes are then what was asked for. `sweep doctor` shows which scripts
+//! the installed fonts cover (`script_coverage`).
+//!
 //! Text is laid out like a browser would: split into bidirectional runs
 //! (`unicode-bidi`, so Arabic and Hebrew read right to left), each run into
 //! pieces per font, and each piece shaped by `rustybuzz` (HarfBuzz's shaping:
@@ -17,7 +24,8 @@
 //! fallback font are scaled to the same em size as DejaVu Sans; colour emoji
 //! fonts that carry PNG bitmaps (CBDT, sbix) are drawn from those bitmaps.
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont};
-use std::collections::HashMap;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -94,6 +102,9 @@ struct System {
     by_char: HashMap<char, Option<&'static Face>>,
     faces: HashMap<fontdb::ID, Option<&'static Face>>,
     files: HashMap<PathBuf, &'static [u8]>,
+    /// Characters no font had, in the order met, and those already warned about.
+    missing: Vec<char>,
+    warned: BTreeSet<char>,
 }
 
 impl System {
@@ -151,6 +162,9 @@ impl System {
             }
         }
         self.by_char.insert(c, found);
+        if found.is_none() && !ignorable(c) {
+            self.missing.push(c);
+        }
         found
     }
 
@@ -424,6 +438,219 @@ pub fn rasterize(
     }
 }
 
+/// A writing system, as far as which font package draws it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Script {
+    Latin,
+    Greek,
+    Cyrillic,
+    Arabic,
+    Hebrew,
+    Devanagari,
+    Thai,
+    /// Chinese, Japanese (kana too) and Korean (Hangul).
+    #[serde(rename = "CJK")]
+    Cjk,
+    #[serde(rename = "emoji")]
+    Emoji,
+    #[serde(rename = "other")]
+    Other,
+}
+
+impl Script {
+    /// The scripts `sweep doctor` probes, each with one character of it.
+    pub const PROBED: [(Script, char); 9] = [
+        (Script::Latin, 'A'),
+        (Script::Greek, 'Ω'),
+        (Script::Cyrillic, 'Ж'),
+        (Script::Arabic, 'ع'),
+        (Script::Hebrew, 'א'),
+        (Script::Devanagari, 'क'),
+        (Script::Thai, 'ก'),
+        (Script::Cjk, '山'),
+        (Script::Emoji, '🐐'),
+    ];
+
+    pub fn of(c: char) -> Script {
+        match c as u32 {
+            0x41..=0x5A | 0x61..=0x7A | 0xC0..=0x24F | 0x1E00..=0x1EFF => Script::Latin,
+            0x370..=0x3FF | 0x1F00..=0x1FFF => Script::Greek,
+            0x400..=0x52F | 0x1C80..=0x1C8F | 0x2DE0..=0x2DFF | 0xA640..=0xA69F => Script::Cyrillic,
+            0x590..=0x5FF | 0xFB1D..=0xFB4F => Script::Hebrew,
+            0x600..=0x6FF | 0x750..=0x77F | 0x8A0..=0x8FF | 0xFB50..=0xFDFF | 0xFE70..=0xFEFF => {
+                Script::Arabic
+            }
+            0x900..=0x97F | 0xA8E0..=0xA8FF => Script::Devanagari,
+            0xE00..=0xE7F => Script::Thai,
+            0x1100..=0x11FF
+            | 0x2E80..=0x2FDF
+            | 0x3000..=0x303F
+            | 0x3040..=0x30FF
+            | 0x3100..=0x31FF
+            | 0x3200..=0x9FFF
+            | 0xA960..=0xA97F
+            | 0xAC00..=0xD7FF
+            | 0xF900..=0xFAFF
+            | 0xFF00..=0xFFEF
+            | 0x20000..=0x3FFFF => Script::Cjk,
+            0x2600..=0x27BF | 0x1F000..=0x1FAFF => Script::Emoji,
+            _ => Script::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Script::Latin => "Latin",
+            Script::Greek => "Greek",
+            Script::Cyrillic => "Cyrillic",
+            Script::Arabic => "Arabic",
+            Script::Hebrew => "Hebrew",
+            Script::Devanagari => "Devanagari",
+            Script::Thai => "Thai",
+            Script::Cjk => "CJK",
+            Script::Emoji => "emoji",
+            Script::Other => "other",
+        }
+    }
+
+    /// The Debian/Ubuntu package whose fonts draw this script (Fedora and
+    /// others name theirs google-noto-*).
+    pub fn package(self) -> &'static str {
+        match self {
+            Script::Cjk => "fonts-noto-cjk",
+            Script::Emoji => "fonts-noto-color-emoji",
+            Script::Latin
+            | Script::Greek
+            | Script::Cyrillic
+            | Script::Arabic
+            | Script::Hebrew
+            | Script::Devanagari
+            | Script::Thai => "fonts-noto-core",
+            Script::Other => "fonts-noto",
+        }
+    }
+}
+
+/// Characters that draw nothing of their own (spaces, joiners, variation
+/// selectors, marks that cling to the glyph before them): no font need have them.
+fn ignorable(c: char) -> bool {
+    c.is_control()
+        || c.is_whitespace()
+        || clings(c)
+        || matches!(c as u32, 0x200B..=0x200F | 0x2060..=0x206F | 0xFEFF | 0xE0000..=0xE0FFF)
+}
+
+/// The family that draws `c`: the embedded DejaVu Sans when it has it, else the
+/// first face of `db` that does (in `db`'s order).
+pub fn covering_family(c: char, db: &fontdb::Database) -> Option<String> {
+    if primary().is_some_and(|p| p.covers(c)) {
+        return Some(PRIMARY_FAMILY.to_string());
+    }
+    db.faces().find_map(|f| {
+        let has = db
+            .with_face_data(f.id, |data, index| {
+                ttf_parser_face(data, index).is_some_and(|face| face.glyph_index(c).is_some())
+            })
+            .unwrap_or(false);
+        has.then(|| {
+            f.families
+                .first()
+                .map(|(n, _)| n.clone())
+                .unwrap_or_else(|| f.post_script_name.clone())
+        })
+    })
+}
+
+/// The characters of `text` (each once, in order) that neither the embedded
+/// font nor any face of `db` draws.
+pub fn missing_glyphs(text: &str, db: &fontdb::Database) -> Vec<char> {
+    let mut out: Vec<char> = Vec::new();
+    for c in text.chars() {
+        if !ignorable(c) && !out.contains(&c) && covering_family(c, db).is_none() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The warning for characters no font draws: each script's characters, the
+/// package to install for it, and where to look next. `None` when nothing is missing.
+pub fn missing_glyphs_warning(missing: &[char]) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    let mut scripts: Vec<(Script, Vec<char>)> = Vec::new();
+    for &c in missing {
+        let script = Script::of(c);
+        match scripts.iter_mut().find(|(s, _)| *s == script) {
+            Some((_, cs)) => cs.push(c),
+            None => scripts.push((script, vec![c])),
+        }
+    }
+    let groups: Vec<String> = scripts
+        .iter()
+        .map(|(s, cs)| {
+            let chars: Vec<String> = cs.iter().map(|c| c.to_string()).collect();
+            format!("{} ({}: {})", chars.join(" "), s.name(), s.package())
+        })
+        .collect();
+    let mut packages: Vec<&str> = scripts.iter().map(|(s, _)| s.package()).collect();
+    packages.dedup();
+    Some(format!(
+        "warning: no installed font draws {}; they show as empty boxes. Install the fonts (Debian/Ubuntu: `apt install {}`) and draw again; `sweep doctor` lists the scripts the installed fonts cover",
+        groups.join(", "),
+        packages.join(" ")
+    ))
+}
+
+/// Warns (once per character per process) about the characters that were
+/// laid out since the last call and that no font of the machine draws.
+pub fn warn_missing_glyphs() {
+    let Ok(mut guard) = system().lock() else {
+        return;
+    };
+    let s = &mut *guard;
+    let fresh: Vec<char> = s
+        .missing
+        .drain(..)
+        .filter(|c| s.warned.insert(*c))
+        .collect();
+    drop(guard);
+    if let Some(w) = missing_glyphs_warning(&fresh) {
+        sweep_protocol::log!("{w}");
+    }
+}
+
+/// One probed script: the family that draws its sample character (`None`:
+/// no installed font) and the package that would.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScriptCoverage {
+    pub script: Script,
+    pub sample: char,
+    pub font: Option<String>,
+    pub package: &'static str,
+}
+
+/// The machine's fonts as the charts find them (fontconfig's directories).
+pub fn system_fonts() -> fontdb::Database {
+    let mut db = fontdb::Database::new();
+    db.load_system_fonts();
+    db
+}
+
+/// Which of `Script::PROBED` the embedded font or a face of `db` draws.
+pub fn script_coverage(db: &fontdb::Database) -> Vec<ScriptCoverage> {
+    Script::PROBED
+        .iter()
+        .map(|&(script, sample)| ScriptCoverage {
+            script,
+            sample,
+            font: covering_family(sample, db),
+            package: script.package(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,6 +695,59 @@ mod tests {
             first_letter.id,
             primary().unwrap().glyphs.glyph_id('\u{FECB}')
         );
+    }
+
+    /// A machine whose only font is DejaVu Sans: 山羊 (goat) has no glyphs,
+    /// the warning names both characters and fonts-noto-cjk; the Latin,
+    /// Arabic (DejaVu has it) and the space are not named.
+    #[test]
+    fn characters_no_font_draws_are_named_with_their_package() {
+        let mut db = fontdb::Database::new();
+        db.load_font_data(dejavu::sans::regular().to_vec());
+        let missing = missing_glyphs("goat 山羊 عقرب 🐐 山", &db);
+        assert_eq!(missing, vec!['山', '羊', '🐐']);
+        let w = missing_glyphs_warning(&missing).unwrap();
+        assert!(w.contains("山 羊 (CJK: fonts-noto-cjk)"), "{w}");
+        assert!(w.contains("🐐 (emoji: fonts-noto-color-emoji)"), "{w}");
+        assert!(
+            w.contains("apt install fonts-noto-cjk fonts-noto-color-emoji"),
+            "{w}"
+        );
+        assert!(!w.contains('ع') && !w.contains("goat"), "{w}");
+        assert_eq!(missing_glyphs_warning(&[]), None);
+
+        let empty = fontdb::Database::new();
+        assert_eq!(missing_glyphs("loss", &empty), Vec::<char>::new());
+        let by_script: Vec<(Script, bool)> = script_coverage(&db)
+            .iter()
+            .map(|c| (c.script, c.font.is_some()))
+            .collect();
+        assert!(by_script.contains(&(Script::Latin, true)));
+        assert!(by_script.contains(&(Script::Cjk, false)));
+        assert!(by_script.contains(&(Script::Emoji, false)));
+    }
+
+    #[test]
+    fn scripts_map_to_the_package_that_covers_them() {
+        for (c, script, package) in [
+            ('羊', Script::Cjk, "fonts-noto-cjk"),
+            ('あ', Script::Cjk, "fonts-noto-cjk"),
+            ('한', Script::Cjk, "fonts-noto-cjk"),
+            ('ع', Script::Arabic, "fonts-noto-core"),
+            ('א', Script::Hebrew, "fonts-noto-core"),
+            ('क', Script::Devanagari, "fonts-noto-core"),
+            ('🐐', Script::Emoji, "fonts-noto-color-emoji"),
+            ('ᚠ', Script::Other, "fonts-noto"),
+        ] {
+            assert_eq!(
+                (Script::of(c), Script::of(c).package()),
+                (script, package),
+                "{c}"
+            );
+        }
+        for (script, sample) in Script::PROBED {
+            assert_eq!(Script::of(sample), script, "{sample}");
+        }
     }
 
     #[test]

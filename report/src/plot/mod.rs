@@ -51,6 +51,61 @@ use plotters::style::{FontDesc, FontFamily, FontStyle};
 use sqlx::SqlitePool;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use sweep_dataset::imagefolder::DataError;
+use sweep_store::queries::ResolveError;
+
+/// Why a chart, a dataset overview or the HTML report's charts could not be
+/// made. The first group is what the user asked for (a trial that is not
+/// there, a sweep with nothing to draw yet, an `--out` that cannot be one);
+/// the second is the machine failing (the database, the disk, the drawing).
+/// The CLI decides the exit code by variant (`sweep::error`).
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error("--out {} is a file; pass a directory", .0.display())]
+    OutIsFile(PathBuf),
+    #[error("--out {}: unsupported file type {ext:?}; use a .png or .svg file name", path.display())]
+    UnsupportedOut { path: PathBuf, ext: String },
+    #[error("--per-class must be between 1 and {max}, got {got}")]
+    PerClass { got: usize, max: usize },
+    #[error("{}: not a file name", .0.display())]
+    NotAFileName(PathBuf),
+    #[error(
+        "trial {trial} has no metrics yet (status {status}); charts need at least one logged step"
+    )]
+    TrialHasNoMetrics { trial: String, status: String },
+    #[error("sweep {0} has no trials")]
+    NoTrials(String),
+    #[error("sweep {0} has no metrics yet; run it (`sweep run FILE`) and plot again")]
+    SweepHasNoMetrics(String),
+    /// `sweep data show` on a folder that is not an ImageFolder.
+    #[error(transparent)]
+    Dataset(#[from] DataError),
+
+    #[error("reading the database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("trial {0} vanished from the database while plotting")]
+    Vanished(String),
+    #[error("cannot create {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("drawing the chart failed: {0}")]
+    Draw(String),
+    #[error("encoding PNG: {0}")]
+    Encode(#[from] image::ImageError),
+    #[error("the embedded DejaVu Sans font could not be loaded")]
+    Font,
+    #[error("internal: {0}")]
+    Internal(&'static str),
+}
 
 pub const TRIAL_CURVES_SIZE: (u32, u32) = (1000, 600);
 pub const CONFUSION_SIZE: (u32, u32) = (800, 800);
@@ -59,19 +114,17 @@ pub const SWEEP_CURVES_SIZE: (u32, u32) = (1000, 600);
 pub const DISTRIBUTION_SIZE: (u32, u32) = (1000, 600);
 
 /// Registers the embedded DejaVu Sans as plotters' `sans-serif` (once per process).
-fn ensure_fonts() -> Result<(), String> {
-    static INIT: OnceLock<Result<(), String>> = OnceLock::new();
-    INIT.get_or_init(|| {
-        let bad = |_| "the embedded DejaVu Sans font could not be loaded".to_string();
+fn ensure_fonts() -> Result<(), PlotError> {
+    static INIT: OnceLock<bool> = OnceLock::new();
+    let loaded = *INIT.get_or_init(|| {
         plotters::style::register_font(
             FontFamily::SansSerif.as_str(),
             FontStyle::Normal,
             dejavu::sans::regular(),
         )
-        .map_err(bad)?;
-        Ok(())
-    })
-    .clone()
+        .is_ok()
+    });
+    loaded.then_some(()).ok_or(PlotError::Font)
 }
 
 pub(crate) fn font(size: f64) -> FontDesc<'static> {
@@ -109,7 +162,7 @@ impl Chart<'_> {
         }
     }
 
-    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), String> {
+    fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         match self {
             Chart::TrialCurves(t) => charts::trial_curves(root, t),
             Chart::Confusion(t) => charts::confusion(root, t),
@@ -125,9 +178,9 @@ impl Chart<'_> {
 }
 
 /// Draws onto an SVG document held in memory.
-pub(crate) fn svg_with<F>(size: (u32, u32), draw: F) -> Result<String, String>
+pub(crate) fn svg_with<F>(size: (u32, u32), draw: F) -> Result<String, PlotError>
 where
-    F: FnOnce(&DrawingArea<raster::Vector, Shift>) -> Result<(), String>,
+    F: FnOnce(&DrawingArea<raster::Vector, Shift>) -> Result<(), PlotError>,
 {
     ensure_fonts()?;
     let mut out = String::new();
@@ -140,9 +193,9 @@ where
 }
 
 /// Draws onto a white RGB buffer; returns the pixels (RGB8, row-major).
-pub(crate) fn rgb_with<F>(size: (u32, u32), draw: F) -> Result<Vec<u8>, String>
+pub(crate) fn rgb_with<F>(size: (u32, u32), draw: F) -> Result<Vec<u8>, PlotError>
 where
-    F: FnOnce(&DrawingArea<raster::Raster, Shift>) -> Result<(), String>,
+    F: FnOnce(&DrawingArea<raster::Raster, Shift>) -> Result<(), PlotError>,
 {
     ensure_fonts()?;
     let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
@@ -154,45 +207,58 @@ where
     Ok(buf)
 }
 
-pub(crate) fn encode_png(size: (u32, u32), rgb: &[u8]) -> Result<Vec<u8>, String> {
+pub(crate) fn encode_png(size: (u32, u32), rgb: &[u8]) -> Result<Vec<u8>, PlotError> {
     use image::ImageEncoder;
     let mut out = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut out)
-        .write_image(rgb, size.0, size.1, image::ExtendedColorType::Rgb8)
-        .map_err(|e| format!("encoding PNG: {e}"))?;
+    image::codecs::png::PngEncoder::new(&mut out).write_image(
+        rgb,
+        size.0,
+        size.1,
+        image::ExtendedColorType::Rgb8,
+    )?;
     Ok(out)
 }
 
-pub fn render_svg(chart: &Chart) -> Result<String, String> {
+pub fn render_svg(chart: &Chart) -> Result<String, PlotError> {
     svg_with(chart.size(), |root| chart.draw(root))
 }
 
-pub fn render_png(chart: &Chart) -> Result<Vec<u8>, String> {
+pub fn render_png(chart: &Chart) -> Result<Vec<u8>, PlotError> {
     let rgb = rgb_with(chart.size(), |root| chart.draw(root))?;
     encode_png(chart.size(), &rgb)
 }
 
 /// Writes through a temporary file in the same folder and renames it into place.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("{}: not a file name", path.display()))?;
+        .ok_or_else(|| PlotError::NotAFileName(path.to_path_buf()))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    create_dir(dir)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
+    if let Err(source) = res {
         let _ = std::fs::remove_file(&tmp);
-        return Err(format!("cannot write {}: {e}", path.display()));
+        return Err(PlotError::Write {
+            path: path.to_path_buf(),
+            source,
+        });
     }
     Ok(())
 }
 
-fn write_chart(dir: &Path, chart: &Chart, written: &mut Vec<PathBuf>) -> Result<(), String> {
+fn create_dir(dir: &Path) -> Result<(), PlotError> {
+    std::fs::create_dir_all(dir).map_err(|source| PlotError::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn write_chart(dir: &Path, chart: &Chart, written: &mut Vec<PathBuf>) -> Result<(), PlotError> {
     let stem = chart.stem();
     let png = dir.join(format!("{stem}.png"));
     write_atomic(&png, &render_png(chart)?)?;
@@ -210,12 +276,9 @@ pub async fn write_all(
     sweep: &str,
     trial: Option<&str>,
     out: &Path,
-) -> Result<Vec<PathBuf>, String> {
+) -> Result<Vec<PathBuf>, PlotError> {
     if out.exists() && !out.is_dir() {
-        return Err(format!(
-            "--out {} is a file; pass a directory",
-            out.display()
-        ));
+        return Err(PlotError::OutIsFile(out.to_path_buf()));
     }
     let mut written = Vec::new();
     if let Some(prefix) = trial {
@@ -225,33 +288,31 @@ pub async fn write_all(
         let t = s
             .trials
             .first()
-            .ok_or_else(|| format!("trial {id} vanished from the database while plotting"))?;
+            .ok_or_else(|| PlotError::Vanished(id.clone()))?;
         if !t.has_curves() {
-            return Err(format!(
-                "trial {id} has no metrics yet (status {}); charts need at least one logged step",
-                t.status
-            ));
+            return Err(PlotError::TrialHasNoMetrics {
+                trial: id,
+                status: t.status.clone(),
+            });
         }
-        std::fs::create_dir_all(out)
-            .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+        create_dir(out)?;
         write_chart(out, &Chart::TrialCurves(t), &mut written)?;
         if t.has_confusion() {
             write_chart(out, &Chart::Confusion(t), &mut written)?;
         } else {
-            eprintln!("note: trial {id} has no test results yet; no confusion heatmap");
+            sweep_protocol::log!("note: trial {id} has no test results yet; no confusion heatmap");
         }
+        fonts::warn_missing_glyphs();
         return Ok(written);
     }
     let s = data::load_sweep(pool, sweep, None).await?;
     if s.trials.is_empty() {
-        return Err(format!("sweep {sweep} has no trials"));
+        return Err(PlotError::NoTrials(sweep.to_string()));
     }
     if !s.trials.iter().any(|t| t.has_curves()) {
-        return Err(format!(
-            "sweep {sweep} has no metrics yet; run it (`sweep run FILE`) and plot again"
-        ));
+        return Err(PlotError::SweepHasNoMetrics(sweep.to_string()));
     }
-    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    create_dir(out)?;
     let mut skipped = Vec::new();
     for t in &s.trials {
         if t.has_curves() {
@@ -267,7 +328,9 @@ pub async fn write_all(
     if s.trials.iter().any(|t| t.test.is_some()) {
         write_chart(out, &Chart::Accuracy(&s), &mut written)?;
     } else {
-        eprintln!("note: no trial of sweep {sweep} has test results yet; no accuracy chart");
+        sweep_protocol::log!(
+            "note: no trial of sweep {sweep} has test results yet; no accuracy chart"
+        );
     }
     if s.trials.iter().any(|t| !t.valid_acc.is_empty()) {
         write_chart(out, &Chart::SweepCurves(&s), &mut written)?;
@@ -276,13 +339,20 @@ pub async fn write_all(
         write_chart(out, &Chart::ClassDistribution(&s), &mut written)?;
     }
     if !skipped.is_empty() {
-        eprintln!("note: no charts for {}", skipped.join(", "));
+        sweep_protocol::log!("note: no charts for {}", skipped.join(", "));
     }
+    fonts::warn_missing_glyphs();
     Ok(written)
 }
 
 /// `sweep data show`: sample images per class and the class counts of each
 /// split of an ImageFolder, as PNG or SVG (by the extension of `out`).
-pub fn dataset_overview(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, String> {
-    overview::write(dataset, out, per_class)
+pub fn dataset_overview(
+    dataset: &Path,
+    out: &Path,
+    per_class: usize,
+) -> Result<PathBuf, PlotError> {
+    let written = overview::write(dataset, out, per_class)?;
+    fonts::warn_missing_glyphs();
+    Ok(written)
 }

@@ -9,7 +9,7 @@
 //! Thumbnails are 64 × 64 (shorter side resized, centre crop). `per_class`
 //! is 1–64.
 use super::charts::de;
-use super::font;
+use super::{PlotError, font};
 use base64::Engine;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -87,7 +87,7 @@ fn counts(layout: &Layout) -> Vec<[usize; 3]> {
     c
 }
 
-pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, String> {
+pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, PlotError> {
     let ext = out
         .extension()
         .and_then(|e| e.to_str())
@@ -97,18 +97,19 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
         "png" => Format::Png,
         "svg" => Format::Svg,
         _ => {
-            return Err(format!(
-                "--out {}: unsupported file type {ext:?}; use a .png or .svg file name",
-                out.display()
-            ));
+            return Err(PlotError::UnsupportedOut {
+                path: out.to_path_buf(),
+                ext,
+            });
         }
     };
     if per_class == 0 || per_class > MAX_PER_CLASS {
-        return Err(format!(
-            "--per-class must be between 1 and {MAX_PER_CLASS}, got {per_class}"
-        ));
+        return Err(PlotError::PerClass {
+            got: per_class,
+            max: MAX_PER_CLASS,
+        });
     }
-    let layout = data::scan(dataset).map_err(|e| e.to_string())?;
+    let layout = data::scan(dataset)?;
     let counts = counts(&layout);
     // Columns actually filled: no wider than the largest class's training images.
     let per_class = counts
@@ -142,7 +143,7 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
         .collect();
     for t in &thumbs {
         if let Err(e) = &t.pixels {
-            eprintln!("note: {}: {e}", t.path.display());
+            sweep_protocol::log!("note: {}: {e}", t.path.display());
         }
     }
     super::ensure_fonts()?;
@@ -203,7 +204,7 @@ pub fn write(dataset: &Path, out: &Path, per_class: usize) -> Result<PathBuf, St
             }
             let end = svg
                 .rfind("</svg>")
-                .ok_or("internal: SVG output has no closing tag")?;
+                .ok_or(PlotError::Internal("SVG output has no closing tag"))?;
             svg.insert_str(end, &images);
             svg.into_bytes()
         }
@@ -231,7 +232,7 @@ fn draw_frame<DB: DrawingBackend>(
     name: &str,
     per_class: usize,
     thumbs: &[Thumb],
-) -> Result<(), String> {
+) -> Result<(), PlotError> {
     let text = RGBColor(30, 30, 30);
     let muted = RGBColor(120, 120, 120);
     let style = |size: f64, h: HPos| font(size).color(&text).pos(Pos::new(h, VPos::Center));
