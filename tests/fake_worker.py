@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Scripted stand-in for `sweep worker`, used by tests/scheduler.rs.
-
-The coordinator runs `$SWEEP_WORKER_CMD --job JSON` when SWEEP_WORKER_CMD is
-set. This script parses the job, then behaves as FAKE_MODE says:
+"""Scripted stand-in for `sweep-worker`: speaks protocol 2 (JSON lines on
+stdout, stop lines on stdin) without libtorch, so the coordinator's scheduling,
+retries, signals, stopping, retention and Slurm paths are tested in seconds.
+The harness (tests/common, `Sweep::fake_worker`) points SWEEP_WORKER_CMD at it;
+the coordinator then runs `$SWEEP_WORKER_CMD --job JSON` for each attempt.
+This script checks the job's keys (exit 2 on a bad job), then behaves as
+FAKE_MODE says:
 
   ok             hello, data, train_step/epoch/checkpoint messages for
                  job.config.epochs epochs, test, confusion, misclassified, done
@@ -43,8 +46,6 @@ Other environment variables (all optional):
                  first died before it started) runs its epochs
                  without FAKE_EPOCH_S sleeps (a first attempt too slow for
                  a time limit, a retry that fits in it)
-  FAKE_IGNORE_STDIN  1: curve mode does not read stdin (a worker deaf to
-                 stop lines: the coordinator's SIGTERM fallback stops it)
 
 Python 3 standard library only.
 """
@@ -276,7 +277,7 @@ def main():
     RETRY = MODE == "curve" and (os.path.exists(started_marker) or len(logs) > 1)
     if MODE == "curve":
         open(started_marker, "a").close()
-    if MODE == "curve" and os.environ.get("FAKE_IGNORE_STDIN") != "1":
+    if MODE == "curve":
         threading.Thread(target=read_stdin, daemon=True).start()
     event("start", trial, pid, os.environ.get("CUDA_VISIBLE_DEVICES") or "-", time.monotonic())
     if BARRIER:
