@@ -46,6 +46,8 @@ Other environment variables (all optional):
                  first died before it started) runs its epochs
                  without FAKE_EPOCH_S sleeps (a first attempt too slow for
                  a time limit, a retry that fits in it)
+  FAKE_IGNORE_STDIN  1: curve mode does not read stdin (a worker deaf to
+                 stop lines: the coordinator's SIGTERM fallback stops it)
 
 Python 3 standard library only.
 """
@@ -277,7 +279,7 @@ def main():
     RETRY = MODE == "curve" and (os.path.exists(started_marker) or len(logs) > 1)
     if MODE == "curve":
         open(started_marker, "a").close()
-    if MODE == "curve":
+    if MODE == "curve" and os.environ.get("FAKE_IGNORE_STDIN") != "1":
         threading.Thread(target=read_stdin, daemon=True).start()
     event("start", trial, pid, os.environ.get("CUDA_VISIBLE_DEVICES") or "-", time.monotonic())
     if BARRIER:
