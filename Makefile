@@ -10,7 +10,7 @@ TORCH_DIR = $$(scripts/install-libtorch.sh)
 SWEEP := target/release/sweep
 PREFIX ?= $(HOME)/.local
 
-.PHONY: all libtorch build demo test clippy fmt fmt-check install clean bench-gpu bench-readonly bench-slurm slurm-start slurm-stop
+.PHONY: all libtorch build demo test clippy machete fmt fmt-check install clean bench-gpu bench-readonly bench-slurm slurm-start slurm-stop
 
 all: build
 
@@ -58,20 +58,29 @@ test: build
 	exit $$status
 
 # sweep and sweep-worker side by side (sweep finds the worker beside itself),
-# the man page and the shell completions.
+# the man page and the shell completions, which the built binary writes
+# (`sweep generate man`, `sweep completions SHELL`).
 install: build
 	install -d "$(PREFIX)/bin" "$(PREFIX)/share/man/man1" \
 	  "$(PREFIX)/share/bash-completion/completions" "$(PREFIX)/share/zsh/site-functions" "$(PREFIX)/share/fish/vendor_completions.d"
-	install -m 755 target/release/sweep target/release/sweep-worker "$(PREFIX)/bin/"
-	install -m 644 target/release/man/sweep.1 "$(PREFIX)/share/man/man1/"
-	install -m 644 target/release/completions/sweep.bash "$(PREFIX)/share/bash-completion/completions/sweep"
-	install -m 644 target/release/completions/_sweep "$(PREFIX)/share/zsh/site-functions/"
-	install -m 644 target/release/completions/sweep.fish "$(PREFIX)/share/fish/vendor_completions.d/"
+	install -m 755 $(SWEEP) target/release/sweep-worker "$(PREFIX)/bin/"
+	$(SWEEP) generate man > "$(PREFIX)/share/man/man1/sweep.1"
+	$(SWEEP) completions bash > "$(PREFIX)/share/bash-completion/completions/sweep"
+	$(SWEEP) completions zsh > "$(PREFIX)/share/zsh/site-functions/_sweep"
+	$(SWEEP) completions fish > "$(PREFIX)/share/fish/vendor_completions.d/sweep.fish"
+	chmod 644 "$(PREFIX)/share/man/man1/sweep.1" "$(PREFIX)/share/bash-completion/completions/sweep" \
+	  "$(PREFIX)/share/zsh/site-functions/_sweep" "$(PREFIX)/share/fish/vendor_completions.d/sweep.fish"
 	echo "installed sweep and sweep-worker into $(PREFIX)/bin"
 
 clippy: libtorch
 	export LIBTORCH="$(TORCH_DIR)"
 	cargo clippy --release --workspace --all-targets -- -D warnings
+
+# Dependencies no crate of the workspace uses (cargo-machete, installed once
+# into ~/.cargo/bin; it reads the sources, so it needs no build or libtorch).
+machete:
+	command -v cargo-machete >/dev/null || cargo install cargo-machete --version 0.9.2 --locked
+	cargo machete
 
 fmt:
 	cargo fmt --all

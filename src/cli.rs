@@ -1,40 +1,15 @@
 //! Command-line interface (clap derive). Parsing only; `commands` does the work.
 //!
-//! Self-contained (clap and std only): `build.rs` includes this file to
-//! generate the man page and shell completions at build time.
+//! Closed sets of the domain are taken as they are (`Metric`, `TrialStatus`,
+//! `Keep`, `KeepPrecision` derive `ValueEnum` in their own crates), so no argument is
+//! a string mapped onto an enum a second time. The man page and the shell
+//! completions are generated from this definition at run time (`sweep
+//! generate man`, `sweep completions SHELL`), as ripgrep and just do.
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-
-/// `report --best`: what ranks the trials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "snake_case")]
-pub enum BestMetric {
-    /// Test accuracy (higher is better).
-    Accuracy,
-    /// Test loss (lower is better).
-    Loss,
-    /// Best validation accuracy.
-    ValAccuracy,
-    /// Validation loss of the last epoch.
-    ValLoss,
-    /// Wall time (shorter is better).
-    Time,
-    /// Training images per second.
-    Throughput,
-}
-
-impl BestMetric {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            BestMetric::Accuracy => "accuracy",
-            BestMetric::Loss => "loss",
-            BestMetric::ValAccuracy => "val_accuracy",
-            BestMetric::ValLoss => "val_loss",
-            BestMetric::Time => "time",
-            BestMetric::Throughput => "throughput",
-        }
-    }
-}
+use sweep_report::rank::Metric;
+use sweep_store::TrialStatus;
+use sweep_trialfiles::{Keep, KeepPrecision};
 
 /// `report --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,16 +29,6 @@ impl Format {
             Format::Json => "json",
         }
     }
-}
-
-/// `report --status`: a trial's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StatusArg {
-    Queued,
-    Running,
-    Done,
-    Failed,
-    Interrupted,
 }
 
 /// `predict --head`: the classifier the weights were trained with.
@@ -123,12 +88,21 @@ pub enum Command {
         #[arg(value_enum)]
         shell: Shell,
     },
+    /// Print the man page (e.g. `sweep generate man > ~/.local/share/man/man1/sweep.1`).
+    #[command(subcommand)]
+    Generate(GenerateCommand),
     /// The shared decoded-image cache (every image decoded once per dataset and size): list, build, clear.
     #[command(subcommand)]
     Cache(CacheCommand),
     /// Benchmarks of parts of the pipeline.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GenerateCommand {
+    /// The man page of sweep, as roff, on stdout.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,7 +184,7 @@ pub struct ReportArgs {
     pub sweep: Option<String>,
     /// What ranks the trials (default: the sweep's `[sweep] metric`, which picked each trial's tested checkpoint).
     #[arg(long, value_enum)]
-    pub best: Option<BestMetric>,
+    pub best: Option<Metric>,
     /// Show only the first N trials (with --group-by: the first N groups; the statistics still use every matching trial).
     #[arg(long)]
     pub top: Option<usize>,
@@ -225,7 +199,7 @@ pub struct ReportArgs {
     pub filters: Vec<String>,
     /// Keep trials with this status.
     #[arg(long, value_enum)]
-    pub status: Option<StatusArg>,
+    pub status: Option<TrialStatus>,
     /// Also write one self-contained HTML report (table, charts, a section per trial).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
@@ -268,12 +242,12 @@ pub struct GcArgs {
     #[arg(long)]
     pub sweep: Option<String>,
     /// What a done trial keeps: best, best+last or all (default: each sweep's own `[resources] keep`, else best).
-    #[arg(long, value_parser = ["best", "best+last", "all"])]
-    pub keep: Option<String>,
+    #[arg(long, value_enum)]
+    pub keep: Option<Keep>,
     /// The precision of the weights a done trial keeps: half rewrites them as float16, full leaves them as they are
     /// (default: each sweep's own `[resources] keep_precision`, else full).
-    #[arg(long, value_parser = ["full", "half"])]
-    pub keep_precision: Option<String>,
+    #[arg(long, value_enum)]
+    pub keep_precision: Option<KeepPrecision>,
     /// Say what would be removed or rewritten; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -1,13 +1,15 @@
 //! One function per subcommand: turn parsed arguments into work and an exit
 //! code. Failures are `error::Error` variants, which carry their exit code.
-use crate::cli::{DataCommand, GcArgs, HeadArg, ReportArgs, RunArgs, Shell, StatusArg, StatusArgs};
+use crate::cli::{
+    DataCommand, GcArgs, GenerateCommand, HeadArg, ReportArgs, RunArgs, Shell, StatusArgs,
+};
 use crate::coordinator::launcher::Launcher;
 use crate::coordinator::launcher::local::{LocalLauncher, find_worker};
 use crate::coordinator::{self, Outcome, RunOptions, retention};
 pub use crate::error::{
     CmdResult, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, Error as CliError,
 };
-use crate::report::rank;
+use crate::report::rank::{self, Metric};
 use crate::spec::{Keep, KeepPrecision};
 use crate::store::{TrialStatus, db, queries};
 use std::path::{Path, PathBuf};
@@ -73,8 +75,7 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         let outcome = coordinator::run(plan, opts, launcher, pool.clone(), info, hash).await?;
         // Summary table of this sweep.
         if let Ok(rows) = queries::trials(&pool, &name).await
-            && let Ok(r) = rank::build(&name, "accuracy", rows, None)
-            && let Ok(t) = rank::render(&r, "table")
+            && let Ok(t) = rank::render(&rank::build(&name, Metric::Accuracy, rows, None), "table")
         {
             print!("{t}");
         }
@@ -167,7 +168,7 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         // `[sweep] metric` picked each trial's checkpoint; it also ranks unless --best says otherwise.
         let picked_by = queries::sweep_meta(&pool, &sweep).await?.map(|m| m.metric);
         let best = match args.best {
-            Some(b) => b.as_str(),
+            Some(b) => b,
             None => rank::default_metric(picked_by.as_deref()),
         };
         let mut filters = Vec::new();
@@ -190,13 +191,6 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
             }
             filters.push((k.to_string(), queries::FilterValue::parse(v)));
         }
-        let status = args.status.map(|s| match s {
-            StatusArg::Queued => TrialStatus::Queued,
-            StatusArg::Running => TrialStatus::Running,
-            StatusArg::Done => TrialStatus::Done,
-            StatusArg::Failed => TrialStatus::Failed,
-            StatusArg::Interrupted => TrialStatus::Interrupted,
-        });
         if let Some(k) = &args.group_by
             && !valid_keys.contains(&k.as_str())
         {
@@ -205,7 +199,7 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
                 valid_keys.join(", ")
             )));
         }
-        let rows = queries::trials_filtered(&pool, &sweep, &filters, status).await?;
+        let rows = queries::trials_filtered(&pool, &sweep, &filters, args.status).await?;
         let params: Vec<serde_json::Map<String, serde_json::Value>> = rows
             .iter()
             .map(|r| {
@@ -218,7 +212,7 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> =
             rows.iter().map(|r| r.trial.clone()).zip(params).collect();
         // Every matching trial, ranked; --top cuts the rows shown, never what --group-by computes over.
-        let mut r = rank::build(&sweep, best, rows, None)?;
+        let mut r = rank::build(&sweep, best, rows, None);
         r.checkpoints_picked_by = picked_by;
         match &args.group_by {
             Some(k) => {
@@ -327,11 +321,8 @@ fn halved_words(precision_asked: bool, h: &retention::Halved, dry_run: bool) -> 
 pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
     let db = db_path(db);
     let results = results_dir(args.results, &db);
-    let forced = args.keep.as_deref().and_then(Keep::parse);
-    let forced_precision = args
-        .keep_precision
-        .as_deref()
-        .and_then(KeepPrecision::parse);
+    let forced = args.keep;
+    let forced_precision = args.keep_precision;
     // What a sweep file that leaves them out gets.
     let defaults = crate::spec::Resources::default();
     runtime()?.block_on(async {
@@ -477,6 +468,25 @@ pub fn completions(shell: Shell) -> CmdResult {
         Shell::Fish => clap_complete::Shell::Fish,
     };
     clap_complete::generate(shell, &mut cmd, "sweep", &mut std::io::stdout());
+    Ok(EXIT_OK)
+}
+
+/// `sweep generate man`: the man page, rendered from the CLI definition at
+/// run time (`make install` writes it to share/man/man1/sweep.1).
+pub fn generate(what: GenerateCommand) -> CmdResult {
+    use clap::CommandFactory;
+    use std::io::Write;
+    match what {
+        GenerateCommand::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(crate::cli::Cli::command())
+                .render(&mut page)
+                .map_err(CliError::failed)?;
+            std::io::stdout()
+                .write_all(&page)
+                .map_err(CliError::failed)?;
+        }
+    }
     Ok(EXIT_OK)
 }
 

@@ -24,6 +24,7 @@ fn main() {
         Command::Predict(a) => commands::predict(a, db),
         Command::Gc(a) => commands::gc(a, db),
         Command::Completions { shell } => commands::completions(shell),
+        Command::Generate(g) => commands::generate(g),
         Command::Cache(c) => sweep::cache_commands::cache(c),
         Command::Bench(b) => sweep::cache_commands::bench(b),
     };

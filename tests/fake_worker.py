@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Scripted stand-in for `sweep worker`, used by tests/scheduler.rs.
-
-The coordinator runs `$SWEEP_WORKER_CMD --job JSON` when SWEEP_WORKER_CMD is
-set. This script parses the job, then behaves as FAKE_MODE says:
+"""Scripted stand-in for `sweep-worker`: speaks protocol 2 (JSON lines on
+stdout, stop lines on stdin) without libtorch, so the coordinator's scheduling,
+retries, signals, stopping, retention and Slurm paths are tested in seconds.
+The harness (tests/common, `Sweep::fake_worker`) points SWEEP_WORKER_CMD at it;
+the coordinator then runs `$SWEEP_WORKER_CMD --job JSON` for each attempt.
+This script checks the job's keys (exit 2 on a bad job), then behaves as
+FAKE_MODE says:
 
   ok             hello, data, train_step/epoch/checkpoint messages for
                  job.config.epochs epochs, test, confusion, misclassified, done

@@ -1,8 +1,9 @@
 //! The resolved configuration of one trial: what the coordinator hands a worker.
 //!
-//! This type is the contract between `plan` (which builds and validates it) and
-//! `train` (which obeys it). It is serialised as JSON on the worker's command
-//! line and stored in the `trials.params` column; its canonical JSON is hashed
+//! This type is the contract between the coordinator's spec
+//! (`sweep::spec::plan`, which builds and validates it) and the worker's
+//! trainer (`sweep_worker::trainer`, which obeys it). It is serialised as JSON
+//! on the worker's command line and stored in the `trials.params` column; its canonical JSON is hashed
 //! into the trial id, so field order and names are part of the identity.
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -334,7 +334,7 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
         out,
         "<p class=\"meta\">{} trials, ranked by {} ({}){picked} · generated {generated} by sweep {}</p>\n</header>",
         report.rows.len(),
-        esc(&report.metric),
+        esc(report.metric.as_str()),
         esc(&report.ranked_by),
         env!("CARGO_PKG_VERSION")
     );

@@ -5,21 +5,91 @@ use std::collections::BTreeSet;
 use sweep_store::queries::TrialRow;
 use tabled::settings::Style;
 
-pub const METRICS: [&str; 6] = [
-    "accuracy",
-    "loss",
-    "val_accuracy",
-    "val_loss",
-    "time",
-    "throughput",
-];
+/// What ranks the trials (`report --best`, else the sweep's `[sweep]
+/// metric`). A clap value enum, so the CLI takes it as is; serialised (json
+/// output) and displayed (titles, headers) by its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum Metric {
+    /// Test accuracy (higher is better).
+    Accuracy,
+    /// Test loss (lower is better).
+    Loss,
+    /// Best validation accuracy.
+    ValAccuracy,
+    /// Validation loss of the last epoch.
+    ValLoss,
+    /// Wall time (shorter is better).
+    Time,
+    /// Training images per second.
+    Throughput,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 6] = [
+        Metric::Accuracy,
+        Metric::Loss,
+        Metric::ValAccuracy,
+        Metric::ValLoss,
+        Metric::Time,
+        Metric::Throughput,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "accuracy",
+            Metric::Loss => "loss",
+            Metric::ValAccuracy => "val_accuracy",
+            Metric::ValLoss => "val_loss",
+            Metric::Time => "time",
+            Metric::Throughput => "throughput",
+        }
+    }
+
+    /// The metric named `name` (as stored for `[sweep] metric`).
+    pub fn parse(name: &str) -> Option<Metric> {
+        Metric::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
+    /// A ranking metric in words, with its direction.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Metric::Accuracy => "test accuracy, higher is better",
+            Metric::Loss => "test loss, lower is better",
+            Metric::ValAccuracy => "best validation accuracy, higher is better",
+            // trial_summary.val_loss is the validation loss of the last epoch.
+            Metric::ValLoss => "validation loss of the last epoch, lower is better",
+            Metric::Time => "wall time, shorter is better",
+            Metric::Throughput => "training images per second, higher is better",
+        }
+    }
+
+    fn higher_is_better(self) -> bool {
+        matches!(
+            self,
+            Metric::Accuracy | Metric::ValAccuracy | Metric::Throughput
+        )
+    }
+
+    fn is_fraction(self) -> bool {
+        matches!(self, Metric::Accuracy | Metric::ValAccuracy)
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub const FORMATS: [&str; 4] = ["table", "markdown", "csv", "json"];
 
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub sweep: String,
     /// What ranks the trials (`--best`, by default the sweep's `[sweep] metric`).
-    pub metric: String,
+    pub metric: Metric,
     /// The same in words, e.g. "test accuracy, higher is better".
     pub ranked_by: String,
     /// The sweep's `[sweep] metric`: what picked each trial's best checkpoint
@@ -45,39 +115,28 @@ pub struct ReportRow {
     pub status: sweep_store::TrialStatus,
 }
 
-fn key(metric: &str, r: &TrialRow) -> Option<f64> {
+fn key(metric: Metric, r: &TrialRow) -> Option<f64> {
     match metric {
-        "accuracy" => r.test_accuracy.map(|v| -v),
-        "loss" => r.test_loss,
-        "val_accuracy" => r.val_accuracy.map(|v| -v),
-        "val_loss" => r.val_loss,
-        "time" => r.wall_s,
-        "throughput" => r.images_per_s.map(|v| -v),
-        _ => None,
+        Metric::Accuracy => r.test_accuracy.map(|v| -v),
+        Metric::Loss => r.test_loss,
+        Metric::ValAccuracy => r.val_accuracy.map(|v| -v),
+        Metric::ValLoss => r.val_loss,
+        Metric::Time => r.wall_s,
+        Metric::Throughput => r.images_per_s.map(|v| -v),
     }
 }
 
-/// A metric or output format this version does not know (the user's input),
-/// or a report that would not serialise.
+/// An output format this version does not know (the user's input), or a
+/// report that would not serialise.
 #[derive(Debug, thiserror::Error)]
 pub enum RankError {
-    #[error("unknown metric {0:?}; valid metrics: {valid}", valid = METRICS.join(", "))]
-    UnknownMetric(String),
     #[error("unknown format {0:?}; valid formats: {valid}", valid = FORMATS.join(", "))]
     UnknownFormat(String),
     #[error("writing the report as JSON: {0}")]
     Json(#[from] serde_json::Error),
 }
 
-pub fn build(
-    sweep: &str,
-    metric: &str,
-    rows: Vec<TrialRow>,
-    top: Option<usize>,
-) -> Result<Report, RankError> {
-    if !METRICS.contains(&metric) {
-        return Err(RankError::UnknownMetric(metric.to_string()));
-    }
+pub fn build(sweep: &str, metric: Metric, rows: Vec<TrialRow>, top: Option<usize>) -> Report {
     let params: Vec<serde_json::Map<String, serde_json::Value>> = rows
         .iter()
         .map(|r| {
@@ -133,36 +192,22 @@ pub fn build(
             status: r.status,
         })
         .collect();
-    Ok(Report {
+    Report {
         sweep: sweep.to_string(),
-        metric: metric.to_string(),
-        ranked_by: describe(metric).to_string(),
+        metric,
+        ranked_by: metric.describe().to_string(),
         checkpoints_picked_by: None,
         varying,
         rows: out,
-    })
-}
-
-/// A ranking metric in words, with its direction.
-pub fn describe(metric: &str) -> &'static str {
-    match metric {
-        "accuracy" => "test accuracy, higher is better",
-        "loss" => "test loss, lower is better",
-        "val_accuracy" => "best validation accuracy, higher is better",
-        // trial_summary.val_loss is the validation loss of the last epoch.
-        "val_loss" => "validation loss of the last epoch, lower is better",
-        "time" => "wall time, shorter is better",
-        "throughput" => "training images per second, higher is better",
-        _ => "unknown metric",
     }
 }
 
 /// The ranking metric a sweep's `[sweep] metric` stands for (`val_accuracy`
 /// unless it names another known metric).
-pub fn default_metric(sweep_metric: Option<&str>) -> &'static str {
+pub fn default_metric(sweep_metric: Option<&str>) -> Metric {
     sweep_metric
-        .and_then(|m| METRICS.iter().copied().find(|k| *k == m))
-        .unwrap_or("val_accuracy")
+        .and_then(Metric::parse)
+        .unwrap_or(Metric::ValAccuracy)
 }
 
 /// The header line of the table and markdown formats: what ranks the trials
@@ -344,7 +389,7 @@ pub struct Group {
 #[derive(Debug, Serialize)]
 pub struct GroupReport {
     pub sweep: String,
-    pub metric: String,
+    pub metric: Metric,
     pub ranked_by: String,
     pub checkpoints_picked_by: Option<String>,
     pub key: String,
@@ -368,30 +413,21 @@ pub struct GroupReport {
 /// Below this (Holm-adjusted) p-value a difference is called significant.
 pub const ALPHA: f64 = 0.05;
 
-fn metric_value(metric: &str, r: &ReportRow) -> Option<f64> {
+fn metric_value(metric: Metric, r: &ReportRow) -> Option<f64> {
     match metric {
-        "accuracy" => r.test_accuracy,
-        "loss" => r.test_loss,
-        "val_accuracy" => r.val_accuracy,
-        "val_loss" => r.val_loss,
-        "time" => r.wall_s,
-        "throughput" => r.images_per_s,
-        _ => None,
+        Metric::Accuracy => r.test_accuracy,
+        Metric::Loss => r.test_loss,
+        Metric::ValAccuracy => r.val_accuracy,
+        Metric::ValLoss => r.val_loss,
+        Metric::Time => r.wall_s,
+        Metric::Throughput => r.images_per_s,
     }
-}
-
-fn higher_is_better(metric: &str) -> bool {
-    matches!(metric, "accuracy" | "val_accuracy" | "throughput")
-}
-
-fn is_fraction(metric: &str) -> bool {
-    matches!(metric, "accuracy" | "val_accuracy")
 }
 
 /// The range a metric's values live in: accuracies in [0, 1], every other
 /// metric (losses, seconds, images per second) in [0, ∞).
-fn metric_range(metric: &str) -> (f64, f64) {
-    if is_fraction(metric) {
+fn metric_range(metric: Metric) -> (f64, f64) {
+    if metric.is_fraction() {
         (0.0, 1.0)
     } else {
         (0.0, f64::INFINITY)
@@ -468,7 +504,7 @@ pub fn group(
     rows_params: &[serde_json::Map<String, serde_json::Value>],
     top: Option<usize>,
 ) -> GroupReport {
-    let metric = report.metric.as_str();
+    let metric = report.metric;
     let mut groups: Vec<(serde_json::Value, Vec<f64>, Vec<String>)> = Vec::new();
     for (row, params) in report.rows.iter().zip(rows_params) {
         let v = params.get(key).cloned().unwrap_or(serde_json::Value::Null);
@@ -517,7 +553,7 @@ pub fn group(
             )
         })
         .collect();
-    let up = higher_is_better(metric);
+    let up = metric.higher_is_better();
     // Stable: ties keep the order of first appearance in the ranking.
     out.sort_by(|a, b| match (a.0.mean, b.0.mean) {
         (Some(x), Some(y)) => {
@@ -554,7 +590,7 @@ pub fn group(
     let best = has_best.then(|| out[0].0.value.clone());
     GroupReport {
         sweep: report.sweep.clone(),
-        metric: report.metric.clone(),
+        metric: report.metric,
         ranked_by: report.ranked_by.clone(),
         checkpoints_picked_by: report.checkpoints_picked_by.clone(),
         key: key.to_string(),
@@ -573,7 +609,7 @@ pub fn group(
         ),
         ci_method: format!(
             "mean ± t(0.975, n−1)·std/√n (Student t), clamped to the metric's range {}",
-            if is_fraction(metric) {
+            if metric.is_fraction() {
                 "[0%, 100%]"
             } else {
                 "[0, ∞)"
@@ -600,11 +636,11 @@ fn fmt_p(p: f64) -> String {
     }
 }
 
-fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String> {
+fn verdict(key: &str, metric: Metric, groups: &[(Group, Vec<f64>)]) -> Vec<String> {
     let Some((best, _)) = groups.first().filter(|g| g.0.mean.is_some()) else {
         return Vec::new();
     };
-    let word = if higher_is_better(metric) {
+    let word = if metric.higher_is_better() {
         "highest"
     } else {
         "lowest"
@@ -632,7 +668,7 @@ fn verdict(key: &str, metric: &str, groups: &[(Group, Vec<f64>)]) -> Vec<String>
 }
 
 pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, RankError> {
-    let is_pct = is_fraction(&g.metric);
+    let is_pct = g.metric.is_fraction();
     let f = |x: f64| {
         if is_pct {
             format!("{:.2}%", x * 100.0)
@@ -797,7 +833,7 @@ mod tests {
                 rows.push(r);
             }
         }
-        let r = build("s", "accuracy", rows, None).unwrap();
+        let r = build("s", Metric::Accuracy, rows, None);
         for row in &r.rows {
             let name = row.trial.trim_end_matches(char::is_numeric);
             params.push(
@@ -913,16 +949,31 @@ mod tests {
             (raw.0 + 0.298_940_678_6).abs() < 1e-9 && (raw.1 - 0.518_940_678_6).abs() < 1e-9,
             "{raw:?}"
         );
-        let (cut, moved) = clamp_ci(raw, metric_range("loss"));
+        let (cut, moved) = clamp_ci(raw, metric_range(Metric::Loss));
         assert!(moved && cut.0 == 0.0 && cut.1 == raw.1);
+    }
+
+    /// `report --best` (clap), the json output (serde), titles (Display) and
+    /// the stored `[sweep] metric` (`parse`) use one name per metric.
+    #[test]
+    fn a_metric_has_one_name() {
+        use clap::ValueEnum;
+        for m in Metric::ALL {
+            let name = m.as_str();
+            assert_eq!(Metric::from_str(name, false), Ok(m));
+            assert_eq!(Metric::parse(name), Some(m));
+            assert_eq!(m.to_string(), name);
+            assert_eq!(serde_json::to_value(m).unwrap(), name);
+        }
+        assert_eq!(Metric::value_variants(), Metric::ALL);
     }
 
     #[test]
     fn default_ranking_is_the_sweeps_metric() {
-        assert_eq!(default_metric(Some("val_loss")), "val_loss");
-        assert_eq!(default_metric(Some("val_accuracy")), "val_accuracy");
-        assert_eq!(default_metric(None), "val_accuracy");
-        let mut r = build("s", "val_loss", vec![], None).unwrap();
+        assert_eq!(default_metric(Some("val_loss")), Metric::ValLoss);
+        assert_eq!(default_metric(Some("val_accuracy")), Metric::ValAccuracy);
+        assert_eq!(default_metric(None), Metric::ValAccuracy);
+        let mut r = build("s", Metric::ValLoss, vec![], None);
         r.checkpoints_picked_by = Some("val_loss".into());
         let t = render(&r, "table").unwrap();
         assert!(
@@ -996,14 +1047,14 @@ mod snapshots {
 
     #[test]
     fn report_table() {
-        let mut r = build("backbones", "accuracy", rows(), None).unwrap();
+        let mut r = build("backbones", Metric::Accuracy, rows(), None);
         r.checkpoints_picked_by = Some("val_accuracy".into());
         insta::assert_snapshot!(render(&r, "table").unwrap());
     }
 
     #[test]
     fn report_markdown_top_2_by_loss() {
-        let mut r = build("backbones", "loss", rows(), Some(2)).unwrap();
+        let mut r = build("backbones", Metric::Loss, rows(), Some(2));
         r.checkpoints_picked_by = Some("val_loss".into());
         insta::assert_snapshot!(render(&r, "markdown").unwrap());
     }
@@ -1023,7 +1074,7 @@ mod snapshots {
             .collect();
         let by_id: std::collections::HashMap<String, _> =
             rs.iter().map(|r| r.trial.clone()).zip(params).collect();
-        let mut r = build("backbones", "accuracy", rs, None).unwrap();
+        let mut r = build("backbones", Metric::Accuracy, rs, None);
         r.checkpoints_picked_by = Some("val_accuracy".into());
         let ordered: Vec<_> = r.rows.iter().map(|row| by_id[&row.trial].clone()).collect();
         let g = group(&r, "backbone", &ordered, None);

@@ -246,10 +246,7 @@ pub async fn run(
     let (mut queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
     let mut early_pruned = Vec::new();
     let stopper = match plan.stopping.active() {
-        true => Some(
-            restore_stopper(&plan, &pool, &mut queue, &mut early_pruned)
-                .await?,
-        ),
+        true => Some(restore_stopper(&plan, &pool, &mut queue, &mut early_pruned).await?),
         false => None,
     };
     for q in queue.iter().filter(|q| q.attempt == 1) {
@@ -411,13 +408,11 @@ async fn restore_proposer(
         .into_iter()
         .map(|(k, _, c)| (k, c))
         .collect();
-    let (mut proposer, resumed) =
-        Proposer::new(space, plan.select, &plan.trials, &recorded)?;
+    let (mut proposer, resumed) = Proposer::new(space, plan.select, &plan.trials, &recorded)?;
     let startup = proposer.startup_rows(sweep_id, &plan.trials);
     plan.trials.extend(resumed);
     for (trial, epoch, value) in
-        crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name())
-            .await?
+        crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name()).await?
     {
         proposer.observe_metric(&trial, epoch as u32, value);
     }

@@ -250,5 +250,4 @@ mod tests {
             Some((5 * w, 4 * w))
         );
     }
-
 }

@@ -4,9 +4,9 @@
 //! store's recorder and never links libtorch.
 pub mod attempt;
 pub mod dispatcher;
+pub mod estimate;
 pub mod launcher;
 pub mod lock;
-pub mod estimate;
 pub mod progress;
 pub mod proposer;
 pub mod sampler;

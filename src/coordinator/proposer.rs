@@ -80,13 +80,10 @@ impl Proposer {
             .iter()
             .filter(|(k, _)| *k as usize >= p.space.startup)
         {
-            let trials = p
-                .space
-                .trials(coords)
-                .map_err(|e| ProposalMismatch {
-                    k: *k,
-                    reason: e.to_string(),
-                })?;
+            let trials = p.space.trials(coords).map_err(|e| ProposalMismatch {
+                k: *k,
+                reason: e.to_string(),
+            })?;
             for t in &trials {
                 if p.known.insert(t.id.clone()) {
                     p.order.push((t.id.clone(), coords.clone()));

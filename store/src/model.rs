@@ -2,10 +2,14 @@
 //! in the database (`trials.status`, `sweeps.status`, `attempts.error_class`).
 use serde::{Deserialize, Serialize};
 
-/// A trial's lifecycle (`trials.status`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+/// A trial's lifecycle (`trials.status`). Also the values of `sweep report
+/// --status` (clap), which has always offered every status but `pruned`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
 pub enum TrialStatus {
     Queued,
     Running,
@@ -13,6 +17,7 @@ pub enum TrialStatus {
     Failed,
     Interrupted,
     /// Stopped early by `[stopping]`: a success, not a failure.
+    #[value(skip)]
     Pruned,
 }
 

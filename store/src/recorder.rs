@@ -933,8 +933,16 @@ mod tests {
             .await
             .expect("a flush after the failure answers at once");
         assert_eq!(again, Err(e.clone()));
-        assert_eq!(decisions(&pool).await, kept, "rows written after the failure");
-        assert_eq!(beat().await, beat_before, "a heartbeat written after the failure");
+        assert_eq!(
+            decisions(&pool).await,
+            kept,
+            "rows written after the failure"
+        );
+        assert_eq!(
+            beat().await,
+            beat_before,
+            "a heartbeat written after the failure"
+        );
         drop(recorder);
         let end = tokio::time::timeout(Duration::from_secs(30), writer)
             .await
@@ -964,7 +972,10 @@ mod tests {
         let r = tokio::time::timeout(Duration::from_secs(50), recorder.flush())
             .await
             .expect("the writer gave up on the lock instead of waiting a minute");
-        assert!(matches!(r, Err(WriteError::Failed { full: false, .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(WriteError::Failed { full: false, .. })),
+            "{r:?}"
+        );
         assert!(started.elapsed() >= Duration::from_millis(WRITER_BUSY_TIMEOUT_MS as u64 / 2));
         sqlx::query("ROLLBACK").execute(&mut *other).await.unwrap();
         drop(recorder);

@@ -138,7 +138,10 @@ fn workers_sigkilled_at_random_points_lose_nothing() {
         }
         let out = run.wait();
         assert_eq!(out.code, Some(0), "seed {seed}:\n{}", out.stderr);
-        assert!(sent >= 1, "seed {seed}: no worker was killed, so nothing was tested");
+        assert!(
+            sent >= 1,
+            "seed {seed}: no worker was killed, so nothing was tested"
+        );
         kills += sent;
         check_complete(&db, 2, EPOCHS);
         let killed =
@@ -148,7 +151,10 @@ fn workers_sigkilled_at_random_points_lose_nothing() {
             killed, sent,
             "seed {seed}: every SIGKILLed attempt is recorded with its signal"
         );
-        assert_eq!(killed, retried, "seed {seed}: every SIGKILLed attempt is retried");
+        assert_eq!(
+            killed, retried,
+            "seed {seed}: every SIGKILLed attempt is retried"
+        );
     }
     eprintln!("reliability: {n} runs, {kills} worker SIGKILLs, 0 rows lost, 0 duplicated");
 }
@@ -231,14 +237,18 @@ fn full_disk_under_the_database_is_a_clear_error_and_the_database_survives() {
         .output();
     out.expect_exit(1).expect_no_panic();
     assert!(
-        out.stderr.contains(&format!("results can no longer be written to {}", db.display()))
-            && (out.stderr.contains("full") || out.stderr.contains("No space"))
+        out.stderr.contains(&format!(
+            "results can no longer be written to {}",
+            db.display()
+        )) && (out.stderr.contains("full") || out.stderr.contains("No space"))
             && out.stderr.contains("free on its filesystem"),
         "{}",
         out.stderr
     );
     assert_eq!(
-        out.stderr.matches("results can no longer be written").count(),
+        out.stderr
+            .matches("results can no longer be written")
+            .count(),
         1,
         "one error, said once:\n{}",
         out.stderr

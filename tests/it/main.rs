@@ -9,6 +9,7 @@
 mod common;
 
 mod bad_input;
+mod cli_generate;
 mod decoded_cache;
 mod doc_links;
 mod e2e;

@@ -2,9 +2,9 @@
 //! read-only command works on a machine without libtorch — here, a copy of
 //! the binary alone in a fresh directory, run in a mount namespace where the
 //! libtorch directory is hidden under an empty tmpfs.
-use std::path::{Path, PathBuf};
 use crate::common;
 use common::prerequisites::missing;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sweep");

@@ -1,9 +1,9 @@
 //! The coordinator's process handling: as PID 1 (Docker without --init), with
 //! a worker of another protocol version, and which device an attempt records.
 //! Fake worker (tests/fake_worker.py), so these run in seconds.
-use std::path::{Path, PathBuf};
 use crate::common;
 use common::prerequisites::missing;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sweep");

@@ -360,7 +360,15 @@ fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
 fn a_worker_that_ignores_its_stop_line_gets_sigterm_after_stop_grace() {
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new(BIN)
-        .args(["data", "demo", "data", "--per-class", "4", "--image-size", "32"])
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
         .current_dir(dir.path())
         .output()
         .unwrap();
@@ -393,7 +401,9 @@ fn a_worker_that_ignores_its_stop_line_gets_sigterm_after_stop_grace() {
         "each deaf pruned worker got SIGTERM: {events}"
     );
     assert_eq!(
-        stderr.matches("no stop after 1s of the stop line; sending SIGTERM").count(),
+        stderr
+            .matches("no stop after 1s of the stop line; sending SIGTERM")
+            .count(),
         2,
         "{stderr}"
     );

@@ -22,9 +22,6 @@ struct Cli {
     /// The job as JSON (`WorkerJob`): train one attempt.
     #[arg(long)]
     job: Option<String>,
-    /// Same as the `probe` subcommand.
-    #[arg(long, hide = true)]
-    probe: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -47,17 +44,17 @@ extern "C" fn on_stop(_sig: libc::c_int) {
 
 fn main() {
     let cli = Cli::parse();
-    let code = match (cli.command, cli.job, cli.probe) {
-        (Some(Command::Probe), _, _) | (None, None, true) => {
+    let code = match (cli.command, cli.job) {
+        (Some(Command::Probe), _) => {
             println!(
                 "{}",
                 serde_json::to_string(&probe::collect()).unwrap_or_default()
             );
             0
         }
-        (Some(Command::Predict { job }), _, _) => run_predict(&job),
-        (None, Some(job), _) => run_train(&job),
-        (None, None, false) => {
+        (Some(Command::Predict { job }), _) => run_predict(&job),
+        (None, Some(job)) => run_train(&job),
+        (None, None) => {
             sweep_protocol::log!(
                 "sweep-worker: nothing to do; it is started by `sweep run` with --job JSON (see docs/protocol.md)"
             );

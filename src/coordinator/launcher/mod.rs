@@ -1,7 +1,8 @@
 //! The launcher: the seam between "what to run" (the dispatcher) and "where
-//! it runs" (a local subprocess today, a Slurm step tomorrow). The dispatcher
-//! sees only this trait: it asks for slots, starts attempts, reads their
-//! stdout lines, asks them to stop, kills them and waits for their exit.
+//! it runs" (a local subprocess, `local`; an `srun` job or step, `slurm`).
+//! The dispatcher sees only this trait: it asks for slots, starts attempts,
+//! reads their stdout lines, asks them to stop, kills them and waits for
+//! their exit.
 //! Everything that touches processes, signals or GPUs lives behind it; the
 //! dispatcher never calls libc or nvidia-smi itself.
 pub mod local;
