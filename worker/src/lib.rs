@@ -210,7 +210,7 @@ mod tests {
         for _ in 0..3 {
             let (t, tag) = host_batch(n, s, Device::Cpu, &mut staging, |out| {
                 out.copy_from_slice(&pixels);
-                Ok("filled")
+                Ok::<_, String>("filled")
             })
             .unwrap();
             assert_eq!(tag, "filled");

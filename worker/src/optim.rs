@@ -772,6 +772,12 @@ mod tests {
             "c.exp_avg".into(),
             Tensor::zeros([1], (Kind::Float, Device::Cpu)),
         );
-        assert!(again.load_state_tensors(&wrong).unwrap_err().contains("c"));
+        assert!(
+            again
+                .load_state_tensors(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("c")
+        );
     }
 }

@@ -350,6 +350,7 @@ pub fn read_bytes(bytes: &[u8], name: &str) -> Result<Vec<(String, Tensor)>, Rea
 
 #[cfg(test)]
 mod tests {
+    use super::pickle::{Machine, V};
     use super::*;
 
     #[test]

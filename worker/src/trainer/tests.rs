@@ -1,6 +1,7 @@
 use super::*;
 use super::{checkpoint::*, failure::*, loader::*, scaler::*};
 use crate::optim::{Algorithm, Hyper};
+use sweep_protocol::trial_dir::TRAIN_STATE;
 
 fn batch(idx: &[usize]) -> Result<data::Batch, String> {
     Ok(data::Batch {
