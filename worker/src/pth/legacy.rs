@@ -26,9 +26,37 @@ pub(super) fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthErro
     let _protocol = m.load()?;
     let _sys = m.load()?;
     let root = m.load()?;
+    let keys = storage_keys(&mut m)?;
+    let refs = m.state_dict(&root)?;
+    let storages = storage_bytes(&m, &keys, bytes)?;
+    let sizes: HashMap<String, u64> = storages
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.len() as u64))
+        .collect();
+    let plan = plan(refs, &sizes)?;
+    let mut made: Vec<Option<Tensor>> = (0..plan.views.len()).map(|_| None).collect();
+    for (key, ids) in plan.by_storage() {
+        let kind = plan.views[ids[0]].kind;
+        let bytes = storages[key.as_str()];
+        let base = Tensor::f_from_data_size(
+            bytes,
+            &[(bytes.len() / kind.elt_size_in_bytes()) as i64],
+            kind,
+        )
+        .map_err(|source| PthError::Torch {
+            key: short(&key),
+            source,
+        })?;
+        plan.materialise(&key, &ids, &base, &mut made)?;
+    }
+    plan.finish(made)
+}
+
+/// The fifth pickle: the list of storage keys, in the order their bytes follow.
+fn storage_keys(m: &mut Machine) -> Result<Vec<Rc<str>>, PthError> {
     // The keys stay shared strings: a long key listed many times through the
     // memo is neither copied nor hashed more than once.
-    let keys: Vec<Rc<str>> = match m.load()? {
+    match m.load()? {
         V::List(i) => m
             .seq(i)
             .iter()
@@ -39,18 +67,25 @@ pub(super) fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthErro
                     Err(PthError::WrongType("a storage key is not a string".into()))
                 }
             })
-            .collect::<Result<_, _>>()?,
-        _ => {
-            return Err(PthError::WrongType(
-                "legacy checkpoint without a storage key list".into(),
-            ));
-        }
-    };
-    let refs = m.state_dict(&root)?;
+            .collect(),
+        _ => Err(PthError::WrongType(
+            "legacy checkpoint without a storage key list".into(),
+        )),
+    }
+}
+
+/// Each listed storage's bytes, after the pickles: a little-endian u64
+/// element count, then the elements. Every key once, described by a pickle,
+/// and inside the file.
+fn storage_bytes<'b>(
+    m: &Machine,
+    keys: &'b [Rc<str>],
+    bytes: &'b [u8],
+) -> Result<HashMap<&'b str, &'b [u8]>, PthError> {
     let mut pos = m.pos;
     let mut storages: HashMap<&str, &[u8]> = HashMap::new();
     let mut listed: HashSet<*const u8> = HashSet::new();
-    for k in &keys {
+    for k in keys {
         if !listed.insert(k.as_ptr()) || storages.contains_key(k.as_ref()) {
             return Err(PthError::Container(format!(
                 "storage {} is listed twice",
@@ -85,25 +120,5 @@ pub(super) fn read_legacy(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthErro
         storages.insert(k, &bytes[pos..pos + len]);
         pos += len;
     }
-    let sizes: HashMap<String, u64> = storages
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.len() as u64))
-        .collect();
-    let plan = plan(refs, &sizes)?;
-    let mut made: Vec<Option<Tensor>> = (0..plan.views.len()).map(|_| None).collect();
-    for (key, ids) in plan.by_storage() {
-        let kind = plan.views[ids[0]].kind;
-        let bytes = storages[key.as_str()];
-        let base = Tensor::f_from_data_size(
-            bytes,
-            &[(bytes.len() / kind.elt_size_in_bytes()) as i64],
-            kind,
-        )
-        .map_err(|source| PthError::Torch {
-            key: short(&key),
-            source,
-        })?;
-        plan.materialise(&key, &ids, &base, &mut made)?;
-    }
-    plan.finish(made)
+    Ok(storages)
 }

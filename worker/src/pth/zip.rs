@@ -98,26 +98,7 @@ pub(super) fn read_zip<R: Read + Seek>(
         m.state_dict(&root)?
     };
     drop(pkl);
-    let mut sizes: HashMap<String, u64> = HashMap::new();
-    let mut total: u64 = 0;
-    let mut seen: HashSet<*const TensorRef> = HashSet::new();
-    for (_, t) in &refs {
-        if seen.insert(Rc::as_ptr(t)) && !sizes.contains_key(&t.key) {
-            let name = format!("{prefix}data/{}", t.key);
-            let n = zip
-                .by_name(&name)
-                .map_err(|e| {
-                    PthError::Container(format!(
-                        "storage {} ({}): {e}",
-                        short(&t.key),
-                        short(&name)
-                    ))
-                })?
-                .size();
-            total = total.saturating_add(n);
-            sizes.insert(t.key.clone(), n);
-        }
-    }
+    let (sizes, total) = storage_sizes(&mut zip, &prefix, &refs)?;
     if total > budget {
         return Err(PthError::Limit(format!(
             "its storages declare {total} bytes, more than the archive's {file_len} bytes plus {} (a compression bomb or overlapping entries?)",
@@ -154,4 +135,34 @@ pub(super) fn read_zip<R: Read + Seek>(
         plan.materialise(&key, &ids, &base, &mut made)?;
     }
     plan.finish(made)
+}
+
+/// The declared size of every storage the state_dict uses (each looked up
+/// once), and their total.
+fn storage_sizes<R: Read + Seek>(
+    zip: &mut ::zip::ZipArchive<R>,
+    prefix: &str,
+    refs: &Named,
+) -> Result<(HashMap<String, u64>, u64), PthError> {
+    let mut sizes: HashMap<String, u64> = HashMap::new();
+    let mut total: u64 = 0;
+    let mut seen: HashSet<*const TensorRef> = HashSet::new();
+    for (_, t) in refs {
+        if seen.insert(Rc::as_ptr(t)) && !sizes.contains_key(&t.key) {
+            let name = format!("{prefix}data/{}", t.key);
+            let n = zip
+                .by_name(&name)
+                .map_err(|e| {
+                    PthError::Container(format!(
+                        "storage {} ({}): {e}",
+                        short(&t.key),
+                        short(&name)
+                    ))
+                })?
+                .size();
+            total = total.saturating_add(n);
+            sizes.insert(t.key.clone(), n);
+        }
+    }
+    Ok((sizes, total))
 }

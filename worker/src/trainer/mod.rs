@@ -418,24 +418,46 @@ impl<'a> Trainer<'a> {
             if window.batches == cfg.log_every {
                 self.record_window(epoch, batch_no, lr, &mut window)?;
             }
-            if STOP.load(Ordering::SeqCst) {
-                return Err(Failure::new(
-                    ErrorClass::Interrupted,
-                    format!(
-                        "stopped by signal during epoch {epoch}; last checkpoint is epoch {}",
-                        self.state.epoch
-                    ),
-                ));
-            }
-            if crate::control::stop_requested().is_some() {
-                return Err(Failure::new(
-                    ErrorClass::Interrupted,
-                    format!("stopped by the coordinator during epoch {epoch}"),
-                ));
-            }
+            self.check_stop(epoch)?;
             waited = Instant::now();
             self.timings.train_s += waited.duration_since(computing).as_secs_f64();
         }
+        self.check_epoch_complete(epoch, batch_no, &epoch_run)?;
+        if window.batches > 0 {
+            self.record_window(epoch, batch_no, lr, &mut window)?;
+        }
+        Ok(epoch_run)
+    }
+
+    /// A stop asked for in the middle of an epoch (a signal, or the
+    /// coordinator): the epoch ends here and the last committed one stands.
+    fn check_stop(&self, epoch: u32) -> Result<(), Failure> {
+        if STOP.load(Ordering::SeqCst) {
+            return Err(Failure::new(
+                ErrorClass::Interrupted,
+                format!(
+                    "stopped by signal during epoch {epoch}; last checkpoint is epoch {}",
+                    self.state.epoch
+                ),
+            ));
+        }
+        if crate::control::stop_requested().is_some() {
+            return Err(Failure::new(
+                ErrorClass::Interrupted,
+                format!("stopped by the coordinator during epoch {epoch}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// After the last batch: some batch had a finite loss, and the loader
+    /// delivered every batch of the epoch.
+    fn check_epoch_complete(
+        &self,
+        epoch: u32,
+        batch_no: u32,
+        epoch_run: &Running,
+    ) -> Result<(), Failure> {
         if epoch_run.n == 0 && batch_no > 0 {
             return Err(Failure::new(
                 ErrorClass::Nan,
@@ -453,10 +475,7 @@ impl<'a> Trainer<'a> {
                 ),
             ));
         }
-        if window.batches > 0 {
-            self.record_window(epoch, batch_no, lr, &mut window)?;
-        }
-        Ok(epoch_run)
+        Ok(())
     }
 
     fn record_window(
