@@ -490,7 +490,7 @@ fn write_split(
     let header = (MAGIC.len() + 8 + n * RECORD) as u64;
     let end = Mutex::new(header);
     // Outer error: the build's (a write failed); inner: the image's (it did not decode).
-    let placed: Vec<Result<(u32, u32, u64), String>> = files
+    let placed: Vec<Result<(u32, u32, u64), DataError>> = files
         .items
         .par_iter()
         .map(|(p, _)| {
@@ -507,8 +507,7 @@ fn write_split(
             match written {
                 Ok(Ok(placed)) => Ok(Ok(placed)),
                 Ok(Err(e)) => Err(io_err(path)(e)),
-                Err(DataError::BadImage { reason, .. }) => Ok(Err(reason)),
-                Err(e) => Ok(Err(e.to_string())),
+                Err(e) => Ok(Err(e)),
             }
         })
         .collect::<Result<_, DataError>>()?;
@@ -524,7 +523,13 @@ fn write_split(
                 index.extend_from_slice(&offset.to_le_bytes());
                 images += 1;
             }
-            Err(reason) => failed.push(Failed { item, reason }),
+            Err(e) => {
+                let reason = match e {
+                    DataError::BadImage { reason, .. } => reason,
+                    e => e.to_string(),
+                };
+                failed.push(Failed { item, reason })
+            }
         }
     }
     let mut head = Vec::with_capacity(16 + index.len());
@@ -642,7 +647,8 @@ pub fn open_split(
         labels.push(*label);
         paths.push(p.clone());
     }
-    SplitCache::mapped(map, entries, labels, paths, meta.failed.len()).map_err(bad)
+    SplitCache::mapped(map, entries, labels, paths, meta.failed.len())
+        .map_err(|e| bad(e.to_string()))
 }
 
 /// One cache as `sweep cache ls` shows it.

@@ -55,13 +55,13 @@ pub fn host_pixels(pixels: &[u8], n: usize, s: u32, device: tch::Device) -> tch:
 /// writes straight into the tensor's memory: no zeroed buffer and no copy a
 /// batch. For CUDA it writes into `staging` (kept by the caller from batch
 /// to batch), copied once into pinned memory by [`host_pixels`].
-pub fn host_batch<T>(
+pub fn host_batch<T, E>(
     n: usize,
     s: u32,
     device: tch::Device,
     staging: &mut Vec<u8>,
-    fill: impl FnOnce(&mut [u8]) -> Result<T, String>,
-) -> Result<(tch::Tensor, T), String> {
+    fill: impl FnOnce(&mut [u8]) -> Result<T, E>,
+) -> Result<(tch::Tensor, T), E> {
     use tch::{Device, Kind, Tensor};
     let len = n * (s as usize) * (s as usize) * 3;
     if device.is_cuda() {
@@ -210,7 +210,7 @@ mod tests {
         for _ in 0..3 {
             let (t, tag) = host_batch(n, s, Device::Cpu, &mut staging, |out| {
                 out.copy_from_slice(&pixels);
-                Ok("filled")
+                Ok::<_, String>("filled")
             })
             .unwrap();
             assert_eq!(tag, "filled");

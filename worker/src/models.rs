@@ -277,7 +277,19 @@ const VGG19: [i64; 21] = [
 
 /// Builds `name` with `classes` outputs under `root`. Backbone variables go in
 /// `BACKBONE_GROUP`, head variables in `HEAD_GROUP`.
-pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<Net, String> {
+/// A backbone this worker cannot build.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown backbone {name:?}; valid: {}", sweep_protocol::config::BACKBONES.join(", "))]
+pub struct UnknownBackbone {
+    pub name: String,
+}
+
+pub fn build(
+    root: &nn::Path,
+    name: &str,
+    classes: i64,
+    head: &Head,
+) -> Result<Net, UnknownBackbone> {
     let bp = root.set_group(BACKBONE_GROUP);
     let (backbone, feat, prefix, vgg) = match name {
         "resnet18" => {
@@ -305,10 +317,7 @@ pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<N
             (Backbone::Vgg(m), f, "classifier", true)
         }
         other => {
-            return Err(format!(
-                "unknown backbone {other:?}; valid: {}",
-                sweep_protocol::config::BACKBONES.join(", ")
-            ));
+            return Err(UnknownBackbone { name: other.into() });
         }
     };
     let hp = root.set_group(HEAD_GROUP);

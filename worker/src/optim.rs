@@ -24,6 +24,23 @@ use std::collections::HashMap;
 use sweep_protocol::config::{Optimizer as OptimizerKind, TrialConfig};
 use tch::{Device, Kind, Tensor, nn};
 
+/// Why an optimizer cannot be made, or saved state cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum OptimError {
+    /// A setting torch.optim's constructors refuse (they raise `ValueError`).
+    #[error("invalid optimizer setting: {0}")]
+    Invalid(String),
+    /// The parameters given: one twice, an empty one, an unnamed one.
+    #[error("{0}")]
+    Params(String),
+    /// Saved optimizer state that does not fit this optimizer's parameters.
+    #[error("{0}")]
+    State(String),
+    /// libtorch refused an operation.
+    #[error("{0}")]
+    Torch(#[from] tch::TchError),
+}
+
 /// The update rule and its hyperparameters (everything but the learning rate,
 /// which is per parameter group).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -74,8 +91,8 @@ impl Hyper {
     }
 
     /// The checks torch.optim's constructors make (they raise `ValueError`).
-    pub fn validate(&self, lr: f64) -> Result<(), String> {
-        let bad = |what: &str| Err(format!("invalid optimizer setting: {what}"));
+    pub fn validate(&self, lr: f64) -> Result<(), OptimError> {
+        let bad = |what: &str| Err(OptimError::Invalid(what.to_string()));
         if lr.is_nan() || lr < 0.0 {
             return bad(&format!("learning rate {lr} (must be >= 0)"));
         }
@@ -191,19 +208,16 @@ impl Optimizer {
         hyper: Hyper,
         lr: f64,
         params: Vec<(String, Tensor, usize)>,
-    ) -> Result<Optimizer, String> {
+    ) -> Result<Optimizer, OptimError> {
         hyper.validate(lr)?;
-        let mut grad_reset =
-            tch::COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false).map_err(|e| e.to_string())?;
+        let mut grad_reset = tch::COptimizer::sgd(0.0, 0.0, 0.0, 0.0, false)?;
         let mut seen = std::collections::HashSet::new();
         let mut list = Vec::with_capacity(params.len());
         for (name, tensor, group) in params {
             if !seen.insert(name.clone()) {
-                return Err(format!("parameter {name} given twice"));
+                return Err(OptimError::Params(format!("parameter {name} given twice")));
             }
-            grad_reset
-                .add_parameters(&tensor, 0)
-                .map_err(|e| e.to_string())?;
+            grad_reset.add_parameters(&tensor, 0)?;
             list.push(Param {
                 name,
                 tensor,
@@ -222,16 +236,23 @@ impl Optimizer {
 
     /// Every variable of `vs` that requires grad (frozen ones are left out),
     /// in its `VarStore` group, named as in the store.
-    pub fn for_var_store(vs: &nn::VarStore, hyper: Hyper, lr: f64) -> Result<Optimizer, String> {
+    pub fn for_var_store(
+        vs: &nn::VarStore,
+        hyper: Hyper,
+        lr: f64,
+    ) -> Result<Optimizer, OptimError> {
         let vars = vs
             .variables_
             .lock()
-            .map_err(|_| "variable store lock poisoned".to_string())?;
+            .map_err(|_| OptimError::Params("variable store lock poisoned".into()))?;
         // The store keeps names and groups apart; a variable is known by its storage.
         let mut names: HashMap<usize, &String> = HashMap::new();
         for (k, t) in &vars.named_variables {
             if t.numel() == 0 {
-                return Err(format!("parameter {k} is empty (shape {:?})", t.size()));
+                return Err(OptimError::Params(format!(
+                    "parameter {k} is empty (shape {:?})",
+                    t.size()
+                )));
             }
             names.insert(t.data_ptr() as usize, k);
         }
@@ -242,7 +263,9 @@ impl Optimizer {
             }
             let name = names
                 .get(&(var.tensor.data_ptr() as usize))
-                .ok_or("a trainable variable has no name in the store")?;
+                .ok_or_else(|| {
+                    OptimError::Params("a trainable variable has no name in the store".into())
+                })?;
             params.push(((*name).clone(), var.tensor.shallow_clone(), var.group));
         }
         drop(vars);
@@ -388,13 +411,16 @@ impl Optimizer {
     /// any device; they are copied to the parameter's). Every entry must name
     /// a parameter of this optimizer, with the slots its algorithm uses and
     /// the parameter's shape; anything else is an error and nothing is changed.
-    pub fn load_state_tensors(&mut self, tensors: &HashMap<String, Tensor>) -> Result<(), String> {
+    pub fn load_state_tensors(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+    ) -> Result<(), OptimError> {
         let mut by_param: HashMap<&str, HashMap<&str, &Tensor>> = HashMap::new();
         for (key, t) in tensors {
             let (name, slot) = key
                 .rsplit_once('.')
                 .filter(|(_, s)| SLOTS.contains(s))
-                .ok_or_else(|| format!("unknown optimizer state entry {key}"))?;
+                .ok_or_else(|| OptimError::State(format!("unknown optimizer state entry {key}")))?;
             by_param.entry(name).or_default().insert(slot, t);
         }
         let mut states = Vec::with_capacity(self.params.len());
@@ -403,17 +429,17 @@ impl Optimizer {
                 states.push(ParamState::Empty);
                 continue;
             };
-            let like = |slot: &str| -> Result<Tensor, String> {
-                let t = slots
-                    .get(slot)
-                    .ok_or_else(|| format!("optimizer state of {} lacks {slot}", p.name))?;
+            let like = |slot: &str| -> Result<Tensor, OptimError> {
+                let t = slots.get(slot).ok_or_else(|| {
+                    OptimError::State(format!("optimizer state of {} lacks {slot}", p.name))
+                })?;
                 if t.size() != p.tensor.size() {
-                    return Err(format!(
+                    return Err(OptimError::State(format!(
                         "optimizer state {}.{slot} has shape {:?}, the parameter {:?}",
                         p.name,
                         t.size(),
                         p.tensor.size()
-                    ));
+                    )));
                 }
                 // The parameter's kind, device and memory layout (channels-last
                 // weights keep channels-last state, as a fresh buffer has),
@@ -427,12 +453,12 @@ impl Optimizer {
                     ParamState::Momentum(like("momentum_buffer")?)
                 }
                 Algorithm::Adam { .. } if slots.len() == 3 => {
-                    let step = slots
-                        .get("step")
-                        .ok_or_else(|| format!("optimizer state of {} lacks step", p.name))?;
-                    let step = step
-                        .f_int64_value(&[0])
-                        .map_err(|e| format!("optimizer state {}.step: {e}", p.name))?;
+                    let step = slots.get("step").ok_or_else(|| {
+                        OptimError::State(format!("optimizer state of {} lacks step", p.name))
+                    })?;
+                    let step = step.f_int64_value(&[0]).map_err(|e| {
+                        OptimError::State(format!("optimizer state {}.step: {e}", p.name))
+                    })?;
                     ParamState::Adam {
                         step,
                         exp_avg: like("exp_avg")?,
@@ -442,19 +468,19 @@ impl Optimizer {
                 _ => {
                     let mut got: Vec<&str> = slots.keys().copied().collect();
                     got.sort();
-                    return Err(format!(
+                    return Err(OptimError::State(format!(
                         "optimizer state of {} has slots {got:?}, which {} does not use",
                         p.name,
                         self.hyper.name()
-                    ));
+                    )));
                 }
             };
             states.push(state);
         }
         if let Some(name) = by_param.keys().next() {
-            return Err(format!(
+            return Err(OptimError::State(format!(
                 "optimizer state names {name}, which is not a parameter being optimized"
-            ));
+            )));
         }
         for (p, s) in self.params.iter_mut().zip(states) {
             p.state = s;
@@ -591,12 +617,14 @@ mod tests {
             sgd(0.0, true)
                 .validate(0.1)
                 .unwrap_err()
+                .to_string()
                 .contains("nesterov")
         );
         assert!(
             sgd(0.9, false)
                 .validate(-1.0)
                 .unwrap_err()
+                .to_string()
                 .contains("learning rate")
         );
         let adam = |b1, eps| {
@@ -610,9 +638,16 @@ mod tests {
             adam(1.0, 1e-8)
                 .validate(0.1)
                 .unwrap_err()
+                .to_string()
                 .contains("betas[0]")
         );
-        assert!(adam(0.9, -1.0).validate(0.1).unwrap_err().contains("eps"));
+        assert!(
+            adam(0.9, -1.0)
+                .validate(0.1)
+                .unwrap_err()
+                .to_string()
+                .contains("eps")
+        );
         assert!(
             Hyper {
                 algorithm: Algorithm::Sgd {
@@ -737,6 +772,12 @@ mod tests {
             "c.exp_avg".into(),
             Tensor::zeros([1], (Kind::Float, Device::Cpu)),
         );
-        assert!(again.load_state_tensors(&wrong).unwrap_err().contains("c"));
+        assert!(
+            again
+                .load_state_tensors(&wrong)
+                .unwrap_err()
+                .to_string()
+                .contains("c")
+        );
     }
 }

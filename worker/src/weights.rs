@@ -22,17 +22,41 @@
 //! trial's weights kept with `[resources] keep_precision = "half"`) is widened
 //! to float32, and the model computes in float32.
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tch::{Tensor, nn::VarStore};
 
-pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, String> {
+/// Why weights could not be loaded into a model.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    /// A `.safetensors` file that libtorch cannot read.
+    #[error("cannot read weights {}: {source}", .path.display())]
+    Safetensors {
+        path: PathBuf,
+        source: tch::TchError,
+    },
+    /// A `torch.save` file the checkpoint reader refuses.
+    #[error(transparent)]
+    Pth(#[from] crate::pth::ReadError),
+    /// Tensors missing, unexpected or of the wrong shape: every one listed,
+    /// with what to check.
+    #[error("{0}")]
+    DoNotFit(String),
+    /// libtorch could not copy a tensor into the model.
+    #[error("{name}: {source}")]
+    Copy { name: String, source: tch::TchError },
+}
+
+pub fn read(path: &Path) -> Result<HashMap<String, Tensor>, WeightsError> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let named = match ext {
         "safetensors" => Tensor::read_safetensors(path),
         // torch.save's zip archive (or legacy file) of a state_dict.
-        _ => return crate::pth::read(path).map(|v| v.into_iter().collect()),
+        _ => return Ok(crate::pth::read(path)?.into_iter().collect()),
     }
-    .map_err(|e| format!("cannot read weights {}: {e}", path.display()))?;
+    .map_err(|source| WeightsError::Safetensors {
+        path: path.to_path_buf(),
+        source,
+    })?;
     Ok(named.into_iter().collect())
 }
 
@@ -118,14 +142,18 @@ impl LoadReport {
 }
 
 /// Loads `path` into `vs` by the rules above and logs what it did.
-pub fn load_into(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, String> {
+pub fn load_into(
+    vs: &mut VarStore,
+    path: &Path,
+    head_prefix: &str,
+) -> Result<LoadReport, WeightsError> {
     let report = load(vs, path, head_prefix)?;
     sweep_protocol::log!("{}", report.summary(path, head_prefix));
     Ok(report)
 }
 
 /// [`load_into`] without the log line.
-pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, String> {
+pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, WeightsError> {
     let file: HashMap<String, Tensor> = read(path)?
         .into_iter()
         .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
@@ -184,10 +212,10 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
             }
         }
         msg.push_str("\n  check that the file was saved from the same backbone (torchvision names, e.g. conv1.weight) and, for a classifier other than the last layer, the same head");
-        return Err(msg);
+        return Err(WeightsError::DoNotFit(msg));
     }
     let mut report = LoadReport::default();
-    tch::no_grad(|| -> Result<(), String> {
+    tch::no_grad(|| -> Result<(), WeightsError> {
         for (k, shape) in &model_shapes {
             if is_head(k) && !head_fits {
                 report
@@ -198,7 +226,10 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
             if let Some(src) = file.get(*k) {
                 let mut var = vars[*k].shallow_clone();
                 var.f_copy_(&src.to_kind(var.kind()).to_device(var.device()))
-                    .map_err(|e| format!("{k}: {e}"))?;
+                    .map_err(|source| WeightsError::Copy {
+                        name: (*k).clone(),
+                        source,
+                    })?;
                 report.loaded_names.push((*k).clone());
             }
         }

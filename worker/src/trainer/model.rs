@@ -1,0 +1,74 @@
+//! The trial's network: built from the configuration, pretrained weights
+//! loaded, backbone frozen, channels-last as asked. A libtorch refusal here
+//! is the configuration's fault (`config`).
+use super::failure::{classify_panic, panic_message, torch_message};
+use super::*;
+
+/// The network and its variables: backbone, head, pretrained weights, frozen
+/// backbone. All of it follows from the configuration, so what libtorch
+/// rejects while building (a negative layer size, …) is a config error.
+pub(super) fn build_model(
+    cfg: &TrialConfig,
+    device: Device,
+    classes: i64,
+) -> Result<(nn::VarStore, Net), Failure> {
+    let mut vs = nn::VarStore::new(device);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        models::build(&vs.root(), &cfg.backbone, classes, &cfg.head)
+    }));
+    let mut net = match built {
+        Ok(net) => net.map_err(|m| Failure::new(ErrorClass::Config, m.to_string()))?,
+        Err(p) => {
+            let raw = panic_message(&*p);
+            let class = if classify_panic(&raw) == ErrorClass::Oom {
+                ErrorClass::Oom
+            } else {
+                ErrorClass::Config
+            };
+            return Err(Failure::new(
+                class,
+                format!(
+                    "cannot build {} with head {:?}: {}",
+                    cfg.backbone,
+                    cfg.head,
+                    torch_message(&raw)
+                ),
+            ));
+        }
+    };
+    if let Some(p) = &cfg.pretrained {
+        let r = weights::load_into(&mut vs, p, net.head_prefix)
+            .map_err(|m| Failure::new(ErrorClass::Config, m.to_string()))?;
+        sweep_protocol::log!(
+            "loaded {} tensors from {} ({} head tensors re-initialised)",
+            r.loaded,
+            p.display(),
+            r.head_skipped
+        );
+    }
+    if cfg.freeze_backbone {
+        net.freeze_backbone = true;
+        let prefix = format!("{}.", net.head_prefix);
+        for (k, t) in vs.variables() {
+            if !(k.starts_with(&prefix) || k == net.head_prefix) {
+                let _ = t.set_requires_grad(false);
+            }
+        }
+    }
+    Ok((vs, net))
+}
+
+/// Gives every 4-d variable (convolution weights) channels-last strides, as
+/// `model.to(memory_format=torch.channels_last)` does; the inputs already
+/// arrive channels-last (an NHWC buffer viewed as NCHW), so convolutions run
+/// in NHWC (tensor cores under amp) without layout conversions.
+pub(super) fn to_channels_last(vs: &nn::VarStore) {
+    tch::no_grad(|| {
+        for (_, mut v) in vs.variables() {
+            if v.dim() == 4 {
+                let cl = v.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+                v.set_data(&cl);
+            }
+        }
+    })
+}
