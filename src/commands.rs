@@ -116,11 +116,7 @@ fn dry_run_table(plan: &crate::spec::SweepPlan) -> String {
         let mut row = vec![(i + 1).to_string(), t.id.clone()];
         row.extend(keys.iter().map(|k| {
             v.get(k)
-                .map(|x| {
-                    x.as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| x.to_string())
-                })
+                .map(sweep_protocol::config::value_text)
                 .unwrap_or_default()
         }));
         row.extend([

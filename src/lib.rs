@@ -14,6 +14,9 @@
 //! ```
 //! `cli` parses, `commands` turns each subcommand into work, `error` maps
 //! every failure to its exit code.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 pub mod cache_commands;
 pub mod cli;
 pub mod commands;

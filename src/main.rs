@@ -1,5 +1,8 @@
 //! `sweep`: parse the command line, run one command, map the outcome to an
 //! exit code (0 ok, 1 some trials failed, 2 bad input, 130 interrupted).
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 use clap::Parser;
 use sweep::cli::{Cli, Command};
 use sweep::commands;

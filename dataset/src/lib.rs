@@ -9,6 +9,9 @@
 //! - [`cache`]: the shared, memory-mapped decoded-image cache.
 //!
 //! Must never depend on tch or on the database.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 pub mod cache;
 pub mod demo;
 pub mod hash;

@@ -355,3 +355,60 @@ mod tests {
         assert_eq!(j, r#"{"mlp":{"hidden":[512,512],"dropout":0.0}}"#);
     }
 }
+
+/// A parameter value as people read it: a string bare (`resnet18`, not
+/// `"resnet18"`), anything else as compact JSON (`0.01`, `[512, 256]`).
+pub fn value_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    }
+}
+
+/// The parameters whose values differ between trials (`params`: each trial's
+/// parameters as JSON objects), in the order of [`PARAM_KEYS`], then `seed`
+/// and `pretrained`, then any other key alphabetically. The one answer to
+/// "which parameters vary" for the plan, the report's columns and the charts.
+pub fn varying_keys(params: &[&serde_json::Map<String, serde_json::Value>]) -> Vec<String> {
+    let order: Vec<&str> = PARAM_KEYS
+        .iter()
+        .copied()
+        .chain(["seed", "pretrained"])
+        .collect();
+    let keys: std::collections::BTreeSet<&String> = params.iter().flat_map(|p| p.keys()).collect();
+    let first = params.first();
+    let mut out: Vec<String> = keys
+        .into_iter()
+        .filter(|k| {
+            params
+                .iter()
+                .any(|p| p.get(*k) != first.and_then(|f| f.get(*k)))
+        })
+        .cloned()
+        .collect();
+    out.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
+    out
+}
+
+#[cfg(test)]
+mod varying_tests {
+    use super::varying_keys;
+    use serde_json::json;
+
+    #[test]
+    fn only_keys_that_differ_in_param_order_then_the_rest() {
+        let a = json!({"zeta": 1, "lr": 0.1, "backbone": "resnet18", "seed": 0, "alpha": 1});
+        let b = json!({"zeta": 2, "lr": 0.2, "backbone": "resnet18", "seed": 1, "alpha": 2});
+        let c = json!({"zeta": 2, "lr": 0.2, "backbone": "resnet18", "seed": 1, "extra": true});
+        let maps: Vec<_> = [&a, &b, &c]
+            .iter()
+            .map(|v| v.as_object().unwrap())
+            .collect();
+        assert_eq!(
+            varying_keys(&maps),
+            ["lr", "seed", "alpha", "extra", "zeta"]
+        );
+        assert!(varying_keys(&maps[..1]).is_empty());
+        assert!(varying_keys(&[]).is_empty());
+    }
+}

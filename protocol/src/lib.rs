@@ -8,6 +8,9 @@
 //!
 //! Any program that reads `--job JSON` and speaks [`message`] can be a worker
 //! (`SWEEP_WORKER_CMD`); `docs/protocol.md` is the human description.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 pub mod config;
 pub mod message;
 pub mod trial_dir;

@@ -3,6 +3,9 @@
 //! (`plot`: PNG/SVG) and the self-contained HTML report (`html`). Read-only;
 //! fed by the store's queries. Must never import the spec's parser, the
 //! coordinator or anything that trains.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 pub mod html;
 pub mod plot;
 pub mod rank;

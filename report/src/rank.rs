@@ -1,7 +1,6 @@
 //! `sweep report`: trials of a sweep ranked by a metric, as a table, markdown,
 //! csv or json. One data model (`Report`), one small renderer per format.
 use serde::Serialize;
-use std::collections::BTreeSet;
 use sweep_store::queries::TrialRow;
 use tabled::settings::Style;
 
@@ -146,22 +145,7 @@ pub fn build(sweep: &str, metric: Metric, rows: Vec<TrialRow>, top: Option<usize
                 .unwrap_or_default()
         })
         .collect();
-    let keys: BTreeSet<&String> = params.iter().flat_map(|p| p.keys()).collect();
-    let order: Vec<&str> = sweep_protocol::PARAM_KEYS
-        .iter()
-        .copied()
-        .chain(["seed", "pretrained"])
-        .collect();
-    let mut varying: Vec<String> = keys
-        .into_iter()
-        .filter(|k| {
-            params
-                .iter()
-                .any(|p| p.get(*k) != params.first().and_then(|f| f.get(*k)))
-        })
-        .cloned()
-        .collect();
-    varying.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
+    let varying = sweep_protocol::config::varying_keys(&params.iter().collect::<Vec<_>>());
     let mut items: Vec<(TrialRow, serde_json::Map<String, serde_json::Value>)> =
         rows.into_iter().zip(params).collect();
     // Stable: ties keep plan order; trials without the metric go last.
@@ -237,11 +221,7 @@ pub fn num(v: Option<f64>, prec: usize) -> String {
 }
 
 pub fn param_text(v: Option<&serde_json::Value>) -> String {
-    match v {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
-        None => "-".into(),
-    }
+    v.map_or_else(|| "-".into(), sweep_protocol::config::value_text)
 }
 
 fn header(r: &Report) -> Vec<String> {
@@ -619,12 +599,6 @@ pub fn group(
     }
 }
 
-fn show_value(v: &serde_json::Value) -> String {
-    v.as_str()
-        .map(String::from)
-        .unwrap_or_else(|| v.to_string())
-}
-
 fn fmt_p(p: f64) -> String {
     // 0 comes only from two groups without spread and different means.
     if p == 0.0 {
@@ -647,14 +621,14 @@ fn verdict(key: &str, metric: Metric, groups: &[(Group, Vec<f64>)]) -> Vec<Strin
     };
     let mut lines = vec![format!(
         "best: {key} = {} ({word} mean {metric}, n = {})",
-        show_value(&best.value),
+        param_text(Some(&best.value)),
         best.n
     )];
     for (g, _) in groups.iter().skip(1).filter(|g| g.0.mean.is_some()) {
         let pair = format!(
             "{key} = {} vs {}",
-            show_value(&best.value),
-            show_value(&g.value)
+            param_text(Some(&best.value)),
+            param_text(Some(&g.value))
         );
         lines.push(match (g.p_welch, g.p_holm) {
             (Some(p), Some(adj)) => {
@@ -696,7 +670,7 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, RankError>
                     None => "-".into(),
                 };
                 b.push_record([
-                    show_value(&grp.value),
+                    param_text(Some(&grp.value)),
                     grp.n.to_string(),
                     grp.mean.map(f).unwrap_or_else(|| "-".into()),
                     grp.std.map(f).unwrap_or_else(|| "-".into()),
@@ -769,7 +743,7 @@ pub fn render_groups(g: &GroupReport, format: &str) -> Result<String, RankError>
             for grp in &g.groups {
                 s.push_str(&format!(
                     "{},{},{},{},{},{},{},{},{}\n",
-                    csv_field(&show_value(&grp.value)),
+                    csv_field(&param_text(Some(&grp.value))),
                     grp.n,
                     raw(grp.mean),
                     raw(grp.std),

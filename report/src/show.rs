@@ -126,13 +126,7 @@ pub async fn render(
         serde_json::from_str::<serde_json::Value>(&head.params)
     {
         for (k, v) in map {
-            let _ = writeln!(
-                out,
-                "  {k:<18} {}",
-                v.as_str()
-                    .map(String::from)
-                    .unwrap_or_else(|| v.to_string())
-            );
+            let _ = writeln!(out, "  {k:<18} {}", sweep_protocol::config::value_text(&v));
         }
     }
 

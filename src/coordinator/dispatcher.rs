@@ -110,14 +110,8 @@ fn label(t: &PlannedTrial, varying: &[String]) -> String {
     let parts: Vec<String> = varying
         .iter()
         .filter_map(|k| {
-            v.get(k).map(|x| {
-                format!(
-                    "{k}={}",
-                    x.as_str()
-                        .map(String::from)
-                        .unwrap_or_else(|| x.to_string())
-                )
-            })
+            v.get(k)
+                .map(|x| format!("{k}={}", sweep_protocol::config::value_text(x)))
         })
         .collect();
     if parts.is_empty() {
@@ -191,7 +185,7 @@ async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(),
             plan.file.display()
         )));
     }
-    eprintln!(
+    sweep_protocol::log!(
         "warning: [resources] gpus = [{listed}]: only {} of these GPUs is here ({seen}); running on [{}]",
         got.len(),
         got.join(", ")
@@ -296,7 +290,7 @@ pub async fn run(
             plan.resources.trials_per_gpu
         )
     };
-    eprintln!(
+    sweep_protocol::log!(
         "sweep {}: {} trials ({} to run, {skipped} already finished{}) on {device_desc}",
         plan.name,
         plan.trials.len(),
@@ -480,11 +474,14 @@ fn tidy_finished(
 /// Problems are warnings (`hint` says what finishes the job later).
 fn release(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision, hint: &str) {
     if let Err(e) = retention::apply(dir, status, keep, false) {
-        eprintln!("warning: {e}{hint}");
+        sweep_protocol::log!("warning: {e}{hint}");
     }
     match retention::halve_kept(dir, status, keep, precision, false) {
-        Ok(h) => h.kept_full.iter().for_each(|w| eprintln!("warning: {w}")),
-        Err(e) => eprintln!("warning: {e}{hint}"),
+        Ok(h) => h
+            .kept_full
+            .iter()
+            .for_each(|w| sweep_protocol::log!("warning: {w}")),
+        Err(e) => sweep_protocol::log!("warning: {e}{hint}"),
     }
 }
 
@@ -506,7 +503,7 @@ fn warn_if_short_of_space(
     if let Some(free) = retention::free_space(&opts.results)
         && need > free
     {
-        eprintln!(
+        sweep_protocol::log!(
             "warning: the checkpoints of this sweep may need up to {} (keep = \"{}\", keep_precision = \"{}\"), but {} has {} free; \
              free space, set [resources] keep = \"best\" (and keep_precision = \"half\"), or run `sweep gc` on older sweeps",
             retention::human_bytes(need),
@@ -544,7 +541,7 @@ fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> 
             format!("cannot move {} aside: {e}", dir.display()),
         ))
     })?;
-    eprintln!(
+    sweep_protocol::log!(
         "warning: {} holds checkpoints of a run this database does not know (was the database deleted?); \
          moved them to {} and the trial starts fresh",
         dir.display(),
@@ -1019,7 +1016,7 @@ impl Dispatcher {
     fn on_interrupt(&mut self) {
         if !self.stopping {
             self.stopping = true;
-            eprintln!(
+            sweep_protocol::log!(
                 "interrupt: stopping {} running trial(s) (grace {}s; press Ctrl-C again to kill)",
                 self.running.len(),
                 self.opts.grace.as_secs()
@@ -1027,7 +1024,7 @@ impl Dispatcher {
             self.controls().for_each(|c| c.terminate());
             self.kill_at = Some(Instant::now() + self.opts.grace);
         } else {
-            eprintln!("second interrupt: killing workers");
+            sweep_protocol::log!("second interrupt: killing workers");
             self.controls().for_each(|c| c.kill());
             self.kill_at = None;
         }

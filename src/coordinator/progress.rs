@@ -71,7 +71,7 @@ impl Progress {
                 pb.set_message(format!("starting on {device}"));
                 self.trial_bars.insert(trial.to_string(), pb);
             }
-            None => eprintln!("[{trial}] start {label} attempt {attempt} on {device}"),
+            None => sweep_protocol::log!("[{trial}] start {label} attempt {attempt} on {device}"),
         }
     }
 
@@ -127,15 +127,15 @@ impl Progress {
                     ..
                 },
             ) => {
-                eprintln!(
+                sweep_protocol::log!(
                     "[{trial}] epoch {epoch}: train loss {train_loss:.4}, val loss {val_loss:.4}, val acc {:.2}% ({seconds:.1}s)",
                     val_accuracy * 100.0
                 );
             }
             (None, WorkerMessage::Resumed { from_epoch }) => {
-                eprintln!("[{trial}] resumed after epoch {from_epoch}")
+                sweep_protocol::log!("[{trial}] resumed after epoch {from_epoch}")
             }
-            (None, WorkerMessage::Test { accuracy, loss, .. }) => eprintln!(
+            (None, WorkerMessage::Test { accuracy, loss, .. }) => sweep_protocol::log!(
                 "[{trial}] test loss {loss:.4}, test acc {:.2}%",
                 accuracy * 100.0
             ),
@@ -149,7 +149,7 @@ impl Progress {
                     ..
                 },
             ) => {
-                eprintln!(
+                sweep_protocol::log!(
                     "[{trial}] epoch {epoch} batch {batch}: loss {loss:.4}, acc {:.2}%",
                     accuracy * 100.0
                 )
@@ -163,7 +163,7 @@ impl Progress {
             Some((mp, _)) => {
                 let _ = mp.println(format!("warning: {text}"));
             }
-            None => eprintln!("warning: {text}"),
+            None => sweep_protocol::log!("warning: {text}"),
         }
     }
 
@@ -188,7 +188,7 @@ impl Progress {
                 }
                 overall.set_message(msg);
             }
-            None => eprintln!("[{trial}] {outcome} ({msg}, total {})", self.total),
+            None => sweep_protocol::log!("[{trial}] {outcome} ({msg}, total {})", self.total),
         }
     }
 

@@ -38,7 +38,7 @@ fn prepare_blocking(
     for short in shorts {
         let t0 = std::time::Instant::now();
         match cache::ensure(&root, dataset, &layout, hash, short, 0) {
-            Ok(r) if r.built => eprintln!(
+            Ok(r) if r.built => sweep_protocol::log!(
                 "decoded {} images of {} once at size {} in {:.1} s into {} (shared by every trial; `sweep cache ls`)",
                 r.meta.images(),
                 dataset.display(),
@@ -48,7 +48,7 @@ fn prepare_blocking(
             ),
             Ok(_) => {}
             Err(e) => {
-                eprintln!(
+                sweep_protocol::log!(
                     "warning: no shared decoded-image cache under {} ({e}); each worker decodes the dataset itself",
                     root.display()
                 );

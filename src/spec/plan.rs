@@ -698,28 +698,14 @@ fn seeded_trials(
 
 /// Keys whose value differs between trials (plus `seed` when there are several).
 pub fn varying_keys(trials: &[PlannedTrial]) -> Vec<String> {
-    let Some(first) = trials.first() else {
-        return vec![];
-    };
-    let json = |c: &TrialConfig| serde_json::to_value(c).unwrap_or_default();
-    let first = json(&first.config);
-    let mut keys: Vec<String> = Vec::new();
-    let all: Vec<serde_json::Value> = trials.iter().map(|t| json(&t.config)).collect();
-    if let Some(obj) = first.as_object() {
-        for k in obj.keys() {
-            if all.iter().any(|v| v.get(k) != first.get(k)) {
-                keys.push(k.clone());
-            }
-        }
-    }
-    // Keep the natural order of the config, not alphabetical.
-    let order: Vec<&str> = PARAM_KEYS
+    let json: Vec<serde_json::Map<String, serde_json::Value>> = trials
         .iter()
-        .copied()
-        .chain(["seed", "pretrained"])
+        .map(|t| match serde_json::to_value(&t.config) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => Default::default(),
+        })
         .collect();
-    keys.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
-    keys
+    sweep_protocol::config::varying_keys(&json.iter().collect::<Vec<_>>())
 }
 
 fn unknown_backbone(src: &Source, s: &Spanned<impl Sized>, name: &str) -> SpecError {

@@ -3,6 +3,9 @@
 //! side for reports; `model` holds the enums stored as text.
 //!
 //! Must never import from the spec, the coordinator or the reports.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 pub mod db;
 pub mod model;
 pub mod proposals;

@@ -6,6 +6,9 @@
 //! A crate of its own so that the coordinator (which applies it after a trial)
 //! and the views (`sweep show` lists what a trial holds) share it without the
 //! views depending on the coordinator.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 mod keep;
 pub mod precision;
 pub mod retention;

@@ -7,6 +7,9 @@
 //! - [`weights`], [`pth`]: `.safetensors` and `torch.save` readers.
 //! - [`predict`]: classify image files with a trial's checkpoint.
 //! - [`probe`]: libtorch, CUDA and cuDNN facts for `sweep doctor` and the launcher.
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 pub mod autocast;
 pub mod control;
 pub mod models;

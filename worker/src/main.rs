@@ -7,6 +7,9 @@
 //!
 //! Failure is reported as a protocol `error` message plus an exit code (130
 //! when stopped by a signal, 2 for an unreadable job, 1 otherwise).
+// One diagnostic channel: `sweep_protocol::log!`, which never panics on a
+// closed stderr (`eprintln!` does).
+#![deny(clippy::print_stderr)]
 use clap::{Parser, Subcommand};
 use std::sync::atomic::Ordering;
 use sweep_protocol::{ErrorClass, PredictJob, WorkerJob, WorkerMessage, emit};

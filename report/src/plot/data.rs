@@ -74,38 +74,14 @@ pub struct SweepData {
 /// A short text for a parameter value: strings bare, numbers as written, objects as compact JSON.
 pub fn value_text(v: Option<&Value>) -> String {
     let s = match v {
-        Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => "none".into(),
-        Some(v) => v.to_string(),
+        Some(v) => sweep_protocol::config::value_text(v),
     };
     if s.chars().count() > 24 {
         s.chars().take(23).chain(['…']).collect()
     } else {
         s
     }
-}
-
-/// Keys whose values differ between the trials, in the report's column order.
-fn varying(params: &[&Map<String, Value>]) -> Vec<String> {
-    let order: Vec<&str> = sweep_protocol::PARAM_KEYS
-        .iter()
-        .copied()
-        .chain(["seed", "pretrained"])
-        .collect();
-    let mut keys: Vec<String> = params.iter().flat_map(|p| p.keys()).cloned().collect();
-    keys.sort();
-    keys.dedup();
-    let first = params.first();
-    let mut out: Vec<String> = keys
-        .into_iter()
-        .filter(|k| {
-            params
-                .iter()
-                .any(|p| p.get(k) != first.and_then(|f| f.get(k)))
-        })
-        .collect();
-    out.sort_by_key(|k| order.iter().position(|o| o == k).unwrap_or(usize::MAX));
-    out
 }
 
 fn label(p: &Map<String, Value>, keys: &[String], with_seed: bool) -> String {
@@ -133,7 +109,7 @@ pub async fn load_sweep(
                 .unwrap_or_default()
         })
         .collect();
-    let keys = varying(&params.iter().collect::<Vec<_>>());
+    let keys = sweep_protocol::config::varying_keys(&params.iter().collect::<Vec<_>>());
     let mut trials = Vec::new();
     for (head, p) in heads.into_iter().zip(params) {
         if only.is_some_and(|o| o != head.id) {

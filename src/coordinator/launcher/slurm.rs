@@ -312,7 +312,7 @@ impl Launcher for SlurmLauncher {
         Box::pin(async move {
             let left = self.cancel_all().await;
             if !left.is_empty() {
-                eprintln!(
+                sweep_protocol::log!(
                     "sweep {}: cancelled {} Slurm job(s)/step(s) of this sweep left by a coordinator that did not clean up ({}); their trials resume from their last checkpoints",
                     self.sweep,
                     left.len(),
@@ -345,7 +345,7 @@ impl Launcher for SlurmLauncher {
         Box::pin(async move {
             let left = self.cancel_all().await;
             if !left.is_empty() {
-                eprintln!(
+                sweep_protocol::log!(
                     "sweep {}: cancelled {} Slurm job(s)/step(s) still queued ({})",
                     self.sweep,
                     left.len(),
