@@ -334,7 +334,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             sqlx::query(
                 "UPDATE trials SET status = ?1,
                    started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?2 ELSE started_at END,
-                   finished_at = CASE WHEN ?1 IN ('done','failed','interrupted') THEN ?2 ELSE NULL END
+                   finished_at = CASE WHEN ?1 IN ('done','failed','interrupted','pruned') THEN ?2 ELSE NULL END
                  WHERE id = ?3",
             )
             .bind(status.as_str())
@@ -954,6 +954,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok, "ok");
+    }
+
+    async fn finished_at(pool: &SqlitePool) -> Option<f64> {
+        sqlx::query_scalar("SELECT finished_at FROM trials WHERE id = 't1'")
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    }
+
+    /// A pruned trial has ended: queries and timelines that read
+    /// `trials.finished_at` must not lose it.
+    #[tokio::test]
+    async fn a_pruned_trial_has_a_finish_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _, conn) = full_soon(dir.path(), 1000).await;
+        let (recorder, writer) = Recorder::spawn_on(conn).await.unwrap();
+        for status in [TrialStatus::Running, TrialStatus::Pruned] {
+            recorder.send(StoreEvent::TrialStatus {
+                trial: "t1".into(),
+                status,
+            });
+        }
+        recorder.flush().await.unwrap();
+        assert!(finished_at(&pool).await.is_some());
+        drop(recorder);
+        writer.await.unwrap().unwrap();
+    }
+
+    /// Databases written before the fix: the upgrade gives their pruned
+    /// trials the end of their last attempt.
+    #[tokio::test]
+    async fn the_upgrade_gives_old_pruned_trials_their_finish_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (pool, _, _) = full_soon(dir.path(), 1000).await;
+        for sql in [
+            "UPDATE trials SET status = 'pruned', finished_at = NULL WHERE id = 't1'",
+            "INSERT INTO attempts (trial_id, attempt, started_at, finished_at) VALUES ('t1', 1, 10.0, 20.0), ('t1', 2, 30.0, 42.5)",
+            "DELETE FROM _sqlx_migrations WHERE version = 20261207000001",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+        let pool = crate::db::open(&dir.path().join("r.db"), false)
+            .await
+            .unwrap();
+        assert_eq!(finished_at(&pool).await, Some(42.5));
     }
 
     #[tokio::test]

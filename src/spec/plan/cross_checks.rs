@@ -1,0 +1,151 @@
+//! Cross-checks between keys, found at validation time with the key's place.
+use super::*;
+
+fn plan(body: &str) -> Result<SweepPlan, SpecError> {
+    let dir = tempfile::tempdir().unwrap();
+    for split in ["train", "valid", "test"] {
+        for class in ["a", "b"] {
+            let d = dir.path().join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("0.png"), b"x").unwrap();
+        }
+    }
+    let text = format!(
+        "[sweep]\nname = \"x\"\ndataset = \"{}\"\n{body}",
+        dir.path().display()
+    );
+    let src = Source {
+        path: "x.toml".into(),
+        text,
+    };
+    let raw = src.parse()?;
+    build(&src, raw)
+}
+
+fn err(body: &str) -> String {
+    let e = plan(body).unwrap_err();
+    format!("{}:{}: {}", e.line, e.col, e.message)
+}
+
+#[test]
+fn nesterov_needs_sgd_with_momentum() {
+    assert_eq!(
+        err("[defaults]\noptimizer = \"adam\"\nnesterov = true\n"),
+        "6:1: `nesterov = true` needs optimizer = \"sgd\" (this trial uses Adam)"
+    );
+    assert_eq!(
+        err("[defaults]\nmomentum = 0.0\nnesterov = true\n"),
+        "6:1: `nesterov = true` needs `momentum` > 0"
+    );
+    assert!(plan("[defaults]\nmomentum = 0.9\nnesterov = true\n").is_ok());
+}
+
+#[test]
+fn cache_size_and_channels_last() {
+    let p = plan("[defaults]\ncache_size = 300\nchannels_last = true\n").unwrap();
+    assert_eq!(
+        p.trials[0].config.cache_size,
+        Some(sweep_protocol::config::CacheSize::Short(300))
+    );
+    assert!(p.trials[0].config.channels_last);
+    let p = plan("[defaults]\ncache_size = \"original\"\n").unwrap();
+    assert_eq!(p.trials[0].config.cache_short(), None);
+    assert!(
+        err("[defaults]\ncache_size = 100\n")
+            .contains("`cache_size = 100` is smaller than image_size 224")
+    );
+    assert!(
+        err("[defaults]\ncache_size = \"huge\"\n")
+            .contains("`cache_size` must be a shorter side in pixels")
+    );
+    assert!(
+        err("[defaults]\nchannels_last = 1\n").contains("`channels_last` must be true or false")
+    );
+}
+
+#[test]
+fn momentum_is_rejected_for_adam_and_betas_for_sgd() {
+    assert!(
+        err("[grid]\noptimizer = [\"sgd\", \"adamw\"]\n[defaults]\nmomentum = 0.8\n")
+            .ends_with("`momentum` means nothing for Adamw: Adam and AdamW use `betas`")
+    );
+    assert!(
+        err("[defaults]\nbetas = [0.8, 0.99]\n").contains("`betas` applies to adam and adamw only")
+    );
+    assert!(
+        err("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 1.5]\n")
+            .contains("values must be in [0, 1)")
+    );
+    let p = plan("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 0.99]\neps = 1e-6\n").unwrap();
+    assert_eq!(
+        (p.trials[0].config.betas, p.trials[0].config.eps),
+        ([0.8, 0.99], 1e-6)
+    );
+}
+
+#[test]
+fn adamw_defaults_to_pytorchs_weight_decay() {
+    let p = plan("[grid]\noptimizer = [\"sgd\", \"adam\", \"adamw\"]\n").unwrap();
+    let wd: Vec<f64> = p.trials.iter().map(|t| t.config.weight_decay).collect();
+    assert_eq!(wd, [0.0, 0.0, 0.01]);
+    let p = plan("[defaults]\noptimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
+    assert_eq!(
+        p.trials[0].config.weight_decay, 0.0,
+        "an explicit value wins"
+    );
+}
+
+#[test]
+fn a_metric_must_be_a_validation_figure() {
+    let e = plan("metric = \"accuracy\"\n").unwrap_err();
+    assert!(e.help.unwrap().contains("must be a validation figure"));
+}
+
+#[test]
+fn keep_precision_is_full_by_default_half_if_asked_and_located_when_wrong() {
+    assert_eq!(
+        plan("").unwrap().resources.keep_precision,
+        KeepPrecision::Full
+    );
+    assert_eq!(
+        plan("[resources]\nkeep_precision = \"half\"\n")
+            .unwrap()
+            .resources
+            .keep_precision,
+        KeepPrecision::Half
+    );
+    assert_eq!(
+        plan("[resources]\nkeep_precision = \"full\"\n")
+            .unwrap()
+            .resources
+            .keep_precision,
+        KeepPrecision::Full
+    );
+    assert_eq!(
+        err("[resources]\nkeep_precision = \"fp16\"\n"),
+        "5:18: unknown `keep_precision` \"fp16\""
+    );
+    let e = plan("[resources]\nkeep_precision = \"fp16\"\n").unwrap_err();
+    assert!(e.help.unwrap().contains("\"full\", \"half\""));
+    assert!(
+        err("[resources]\nkeep_precision = true\n").starts_with("5:18: invalid type"),
+        "{}",
+        err("[resources]\nkeep_precision = true\n")
+    );
+}
+
+#[test]
+fn stopping_is_validated() {
+    assert!(err("[stopping]\nmethod = \"ashaa\"\n").contains("unknown stopping method \"ashaa\""));
+    assert!(err("[stopping]\nreduction = 1\n").contains("`reduction` must be between 2 and 100"));
+    let p = plan("[stopping]\nmethod = \"hyperband\"\nmin_epochs = 2\npatience = 4\n").unwrap();
+    assert_eq!(
+        (
+            p.stopping.method,
+            p.stopping.min_epochs,
+            p.stopping.reduction,
+            p.stopping.patience
+        ),
+        (StopMethod::Hyperband, 2, 3, Some(4))
+    );
+}

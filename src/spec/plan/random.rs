@@ -1,0 +1,157 @@
+//! `[random]`: the sampled parameters and their draws (`samples`, a seed per sweep).
+use super::*;
+
+pub(super) fn random_samples(
+    src: &Source,
+    r: &Spanned<Params>,
+    name: &str,
+    base: &TrialConfig,
+) -> Result<(Vec<Draw>, Dims), SpecError> {
+    let mut samples: Option<usize> = None;
+    let mut dists = Vec::new();
+    for (k, v) in r.get_ref() {
+        if k.get_ref() == "samples" {
+            match v.get_ref().as_integer() {
+                Some(n) if (1..=100_000).contains(&n) => samples = Some(n as usize),
+                _ => {
+                    return Err(at(
+                        src,
+                        v,
+                        "`samples` must be an integer between 1 and 100000",
+                        None,
+                    ));
+                }
+            }
+            continue;
+        }
+        if matches!(k.get_ref().as_str(), "sampler" | "startup") {
+            continue; // search::sampler_settings
+        }
+        if !PARAM_KEYS.contains(&k.get_ref().as_str()) {
+            return Err(unknown_key(src, k));
+        }
+        let Some(table) = v.get_ref().as_table().filter(|t| t.len() == 1) else {
+            return Err(at(
+                src,
+                v,
+                format!("random `{}` must be one distribution", k.get_ref()),
+                Some(DIST_HELP.into()),
+            ));
+        };
+        let Some((kind, arg)) = table.iter().next() else {
+            return Err(at(src, v, "empty distribution", Some(DIST_HELP.into())));
+        };
+        let dist = match (kind.as_str(), arg) {
+            ("choice", Value::Array(a)) if !a.is_empty() => {
+                // Check every choice, not only those this sweep happens to draw.
+                for item in a {
+                    apply(
+                        src,
+                        &mut base.clone(),
+                        k,
+                        &Spanned::new(v.span(), item.clone()),
+                    )?;
+                }
+                Dist::Choice(a.clone())
+            }
+            ("uniform" | "loguniform" | "int", Value::Array(a)) if a.len() == 2 => {
+                let lo = a[0].as_float().or(a[0].as_integer().map(|i| i as f64));
+                let hi = a[1].as_float().or(a[1].as_integer().map(|i| i as f64));
+                match (lo, hi) {
+                    // Finite bounds with a finite width: rand panics otherwise. For
+                    // loguniform the same holds for the logs (two adjacent large
+                    // floats have equal logarithms: an empty range).
+                    (Some(lo), Some(hi))
+                        if lo < hi
+                            && (hi - lo).is_finite()
+                            && (kind != "loguniform" || (lo > 0.0 && lo.ln() < hi.ln())) =>
+                    {
+                        match kind.as_str() {
+                            "uniform" => Dist::Uniform(lo, hi),
+                            "loguniform" => Dist::LogUniform(lo, hi),
+                            _ => {
+                                let (lo, hi) = (lo.round() as i64, hi.round() as i64);
+                                // Both ends can be drawn: check them now.
+                                for end in [lo, hi] {
+                                    apply(
+                                        src,
+                                        &mut base.clone(),
+                                        k,
+                                        &Spanned::new(v.span(), Value::Integer(end)),
+                                    )?;
+                                }
+                                Dist::Int(lo, hi)
+                            }
+                        }
+                    }
+                    _ => {
+                        return Err(at(
+                            src,
+                            v,
+                            format!(
+                                "`{kind}` needs finite [low, high] with low < high{}",
+                                if kind == "loguniform" {
+                                    " and low > 0 (and ln(low) < ln(high))"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(at(
+                    src,
+                    v,
+                    format!("invalid distribution for `{}`", k.get_ref()),
+                    Some(DIST_HELP.into()),
+                ));
+            }
+        };
+        dists.push((k.clone(), v.span(), dist));
+    }
+    let Some(n) = samples else {
+        return Err(at(src, r, "[random] needs `samples = N`", None));
+    };
+    // Seeded by the sweep name: the same file always draws the same trials.
+    let mut seed = 0xcbf2_9ce4_8422_2325u64;
+    for b in name.bytes() {
+        seed = (seed ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut draw = Vec::new();
+        for (k, span, d) in &dists {
+            let value = match d {
+                Dist::Choice(a) => a[rng.gen_range(0..a.len())].clone(),
+                Dist::Uniform(lo, hi) => Value::Float(rng.gen_range(*lo..*hi)),
+                Dist::LogUniform(lo, hi) => Value::Float((rng.gen_range(lo.ln()..hi.ln())).exp()),
+                Dist::Int(lo, hi) => Value::Integer(rng.gen_range(*lo..=*hi)),
+            };
+            let sv = Spanned::new(span.clone(), value);
+            apply(src, &mut base.clone(), k, &sv)?;
+            draw.push((k.clone(), sv));
+        }
+        out.push(draw);
+    }
+    Ok((out, dists))
+}
+
+pub(super) const DIST_HELP: &str =
+    "use { choice = [...] }, { uniform = [a, b] }, { loguniform = [a, b] } or { int = [a, b] }";
+
+pub(super) fn unknown_key(src: &Source, k: &Spanned<String>) -> SpecError {
+    let word = k.get_ref();
+    let help = if word == "seed" {
+        "seeds are set for the whole sweep: [sweep] seeds = [0, 1, 2]".to_string()
+    } else {
+        match did_you_mean(word, PARAM_KEYS) {
+            Some(s) => format!("did you mean `{s}`?"),
+            None => format!("valid parameters: {}", PARAM_KEYS.join(", ")),
+        }
+    };
+    at(src, k, format!("unknown parameter `{word}`"), Some(help))
+}
