@@ -46,21 +46,6 @@ fn scan(dataset: &Path) -> Result<data::Layout, CliError> {
     })
 }
 
-fn human_bytes(b: u64) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB"];
-    let mut v = b as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < units.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
-}
-
 fn ago(t: Option<SystemTime>) -> String {
     let Some(d) = t.and_then(|t| SystemTime::now().duration_since(t).ok()) else {
         return "-".into();
@@ -94,7 +79,7 @@ pub fn cache(cmd: CacheCommand) -> CmdResult {
                         m.content_hash.clone(),
                         m.cache_size.clone(),
                         m.images().to_string(),
-                        human_bytes(l.bytes),
+                        crate::trialfiles::retention::human_bytes(l.bytes),
                         ago(l.last_used),
                     ]),
                     None => b.push_record([
@@ -111,7 +96,7 @@ pub fn cache(cmd: CacheCommand) -> CmdResult {
                             .to_string(),
                         "-".into(),
                         "-".into(),
-                        human_bytes(l.bytes),
+                        crate::trialfiles::retention::human_bytes(l.bytes),
                         "-".into(),
                     ]),
                 }
@@ -122,7 +107,7 @@ pub fn cache(cmd: CacheCommand) -> CmdResult {
             println!(
                 "{} cache(s), {} under {}",
                 listed.len(),
-                human_bytes(total),
+                crate::trialfiles::retention::human_bytes(total),
                 root.display()
             );
             Ok(EXIT_OK)
@@ -188,12 +173,15 @@ pub fn cache(cmd: CacheCommand) -> CmdResult {
                 match r {
                     cache::Removed::Removed { key, bytes } => {
                         freed += bytes;
-                        println!("removed {key} ({})", human_bytes(*bytes));
+                        println!(
+                            "removed {key} ({})",
+                            crate::trialfiles::retention::human_bytes(*bytes)
+                        );
                     }
                     cache::Removed::Busy { key } => println!("kept {key}: a build is using it"),
                 }
             }
-            println!("freed {}", human_bytes(freed));
+            println!("freed {}", crate::trialfiles::retention::human_bytes(freed));
             Ok(EXIT_OK)
         }
     }

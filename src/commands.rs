@@ -391,7 +391,10 @@ pub fn data(cmd: DataCommand) -> CmdResult {
                     seed,
                 },
             )
-            .map_err(|e| CliError::bad_input(format!("{e:#}")))?;
+            .map_err(|e| match e {
+                crate::dataset::demo::DemoError::Request(m) => CliError::bad_input(m),
+                e => CliError::failed(e),
+            })?;
             sweep_protocol::log!(
                 "wrote {} ({} classes; train {}, valid {}, test {} images; {image_size}px) in {:.1}s",
                 out.display(),

@@ -18,7 +18,48 @@ use std::f32::consts::PI;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+/// Why the demo dataset could not be written: the request (exit 2) or the
+/// machine (exit 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The options or the output path are wrong.
+    #[error("{0}")]
+    Request(String),
+    /// A file or folder could not be read, written or moved.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    /// A PNG could not be encoded.
+    #[error("{what}: {source}")]
+    Encode {
+        what: String,
+        source: image::ImageError,
+    },
+}
+
+type Result<T> = std::result::Result<T, DemoError>;
+
+/// `.with_context(..)` for I/O errors: the error with what was being done.
+trait Context<T> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> Context<T> for std::io::Result<T> {
+    fn with_context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| DemoError::Io {
+            what: what(),
+            source,
+        })
+    }
+}
+
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(DemoError::Request(format!($($arg)*)))
+    };
+}
 use image::ExtendedColorType;
 use image::ImageEncoder;
 use image::codecs::png::PngEncoder;
@@ -90,12 +131,12 @@ pub fn generate(out: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
         }
     }
 
-    let name = out.file_name().with_context(|| {
-        format!(
+    let Some(name) = out.file_name() else {
+        bail!(
             "output path {} has no final directory name; choose a path like ./demo-data",
             out.display()
-        )
-    })?;
+        );
+    };
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -201,7 +242,10 @@ fn write_dataset(root: &Path, opts: &DemoOptions) -> Result<DemoSummary> {
                 opts.image_size,
                 ExtendedColorType::Rgb8,
             )
-            .with_context(|| format!("encoding PNG {}", job.path.display()))?;
+            .map_err(|source| DemoError::Encode {
+                what: format!("encoding PNG {}", job.path.display()),
+                source,
+            })?;
         fs::write(&job.path, &png).with_context(|| format!("writing {}", job.path.display()))
     })?;
 

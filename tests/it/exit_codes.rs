@@ -139,6 +139,15 @@ fn output_that_cannot_be_written_is_a_failure_not_bad_input() {
     s.sweep(&["data", "show", "data", "--out", &png])
         .output()
         .expect_error(EXIT_FAILED, &["cannot create"]);
+    // `data demo`: a folder that cannot be made is the machine's failure; an
+    // output folder that already holds files is the user's input.
+    let demo = format!("{}/demo", unwritable("demo"));
+    s.sweep(&["data", "demo", &demo])
+        .output()
+        .expect_error(EXIT_FAILED, &["creating parent directory"]);
+    s.sweep(&["data", "demo", "data"])
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["already exists and is not empty"]);
 }
 
 /// A database that opens but fails the query (here: its `sweeps` table is
