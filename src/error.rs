@@ -14,7 +14,7 @@ use crate::report::plot::PlotError;
 use crate::report::rank::RankError;
 use crate::report::show::ShowError;
 use crate::spec::SpecError;
-use crate::store::db::StoreError;
+use crate::store::db::{OpenCause, StoreError};
 use crate::store::queries::ResolveError;
 
 pub const EXIT_OK: i32 = 0;
@@ -102,7 +102,14 @@ fn store_code(e: &StoreError) -> i32 {
         | StoreError::Newer { .. }
         | StoreError::Unknown { .. }
         | StoreError::Foreign { .. }
-        | StoreError::Open { .. } => EXIT_BAD_INPUT,
+        | StoreError::Open {
+            cause: OpenCause::NotADatabase,
+            ..
+        } => EXIT_BAD_INPUT,
+        StoreError::Open {
+            cause: OpenCause::Machine,
+            ..
+        } => EXIT_FAILED,
     }
 }
 

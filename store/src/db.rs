@@ -34,7 +34,51 @@ pub enum StoreError {
     #[error(
         "cannot open database {path}: {reason}\n  if the file is corrupt, move it away and rerun the sweep (finished trials are then run again)"
     )]
-    Open { path: PathBuf, reason: String },
+    Open {
+        path: PathBuf,
+        reason: String,
+        /// Whose problem it is: the file given, or the machine.
+        cause: OpenCause,
+    },
+}
+
+/// Why a database could not be opened, for the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenCause {
+    /// The file is not an SQLite database, or is damaged (SQLITE_NOTADB,
+    /// SQLITE_CORRUPT): the path the user gave is wrong.
+    NotADatabase,
+    /// Locked past the busy timeout, unreadable, a full disk, an I/O error:
+    /// the machine failed, the input may be right.
+    Machine,
+}
+
+impl OpenCause {
+    fn of(e: &sqlx::Error) -> OpenCause {
+        let code = match e {
+            sqlx::Error::Migrate(m) => match &**m {
+                sqlx::migrate::MigrateError::Execute(e)
+                | sqlx::migrate::MigrateError::ExecuteMigration(e, _) => {
+                    return OpenCause::of(e);
+                }
+                _ => None,
+            },
+            e => e.as_database_error().and_then(|d| d.code()),
+        };
+        // Primary result codes (extended codes keep them in the low byte).
+        match code.and_then(|c| c.parse::<i64>().ok()).map(|c| c & 0xff) {
+            Some(11 | 26) => OpenCause::NotADatabase,
+            _ => OpenCause::Machine,
+        }
+    }
+}
+
+fn open_failure(path: &Path, e: sqlx::Error) -> StoreError {
+    StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+        cause: OpenCause::of(&e),
+    }
 }
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -64,6 +108,7 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         std::fs::create_dir_all(parent).map_err(|e| StoreError::Open {
             path: path.to_path_buf(),
             reason: e.to_string(),
+            cause: OpenCause::Machine,
         })?;
     }
     // Look before touching: a file that is not ours, or from a newer sweep, is
@@ -78,10 +123,7 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(60));
-    let open_err = |e: sqlx::Error| StoreError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let open_err = |e: sqlx::Error| open_failure(path, e);
     let connect = || {
         SqlitePoolOptions::new()
             .max_connections(4)
@@ -89,10 +131,10 @@ pub async fn open(path: &Path, create: bool) -> Result<SqlitePool, StoreError> {
     };
     let pool = connect().await.map_err(open_err)?;
     let before = applied_versions(&pool).await;
-    MIGRATOR.run(&pool).await.map_err(|e| StoreError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    MIGRATOR
+        .run(&pool)
+        .await
+        .map_err(|e| open_failure(path, e.into()))?;
     if applied_versions(&pool).await.len() == before.len() {
         return Ok(pool);
     }
@@ -124,10 +166,7 @@ async fn applied_versions(pool: &SqlitePool) -> Vec<i64> {
 /// build does not know (sqlx would refuse those too, less clearly).
 async fn check_schema(path: &Path) -> Result<(), StoreError> {
     use sqlx::{ConnectOptions, Connection};
-    let open_err = |e: sqlx::Error| StoreError::Open {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let open_err = |e: sqlx::Error| open_failure(path, e);
     // Default options: no journal-mode change, nothing created.
     let mut conn = SqliteConnectOptions::new()
         .filename(path)

@@ -180,3 +180,25 @@ fn a_database_that_fails_a_query_is_a_failure_not_bad_input() {
         );
     }
 }
+
+/// A database that cannot be opened: a file that is not a database is the
+/// user's input (2); one the machine will not let us read (permissions here;
+/// a lock held past the busy timeout or an I/O error the same way) is the
+/// machine's failure (1), though the path is right.
+#[test]
+fn a_database_the_machine_cannot_open_is_a_failure_not_bad_input() {
+    let (s, _) = finished_sweep();
+    let garbage = s.path("garbage.db");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    s.sweep(&["status"])
+        .db(&garbage)
+        .output()
+        .expect_error(EXIT_BAD_INPUT, &["cannot open database", "not a database"]);
+    if !common::prerequisites::unreadable(&s.db()) {
+        return;
+    }
+    s.sweep(&["status"])
+        .without_read_override()
+        .output()
+        .expect_error(EXIT_FAILED, &["cannot open database"]);
+}
