@@ -285,22 +285,6 @@ fn results_dir(results: Option<PathBuf>, db: &Path) -> PathBuf {
     })
 }
 
-/// The `[resources]` setting `key` of a stored sweep file, read with
-/// `parse` (`default` when the file leaves it out); `None` when the file
-/// says something this version does not know.
-fn resources_setting<T>(
-    toml_text: &str,
-    key: &str,
-    default: T,
-    parse: fn(&str) -> Option<T>,
-) -> Option<T> {
-    let v: toml::Value = toml::from_str(toml_text).ok()?;
-    match v.get("resources").and_then(|r| r.get(key)) {
-        None => Some(default),
-        Some(k) => parse(k.as_str()?),
-    }
-}
-
 /// ", 23 MB by rewriting 1 file(s) as float16" (nothing without half precision).
 fn halved_words(precision_asked: bool, h: &retention::Halved, dry_run: bool) -> String {
     if !precision_asked {
@@ -333,11 +317,11 @@ pub fn gc(args: GcArgs, db: Option<PathBuf>) -> CmdResult {
         let mut total_halved = retention::Halved::default();
         let mut any_half = false;
         for (name, toml_text) in sweeps.iter().filter(|(n, _)| only.as_ref().is_none_or(|o| o == n)) {
-            let Some(keep) = forced.or_else(|| resources_setting(toml_text, "keep", defaults.keep, Keep::parse)) else {
+            let Some(keep) = forced.or_else(|| crate::spec::resources_setting(toml_text, "keep", defaults.keep, Keep::parse)) else {
                 sweep_protocol::log!("sweep {name}: its file asks for a `keep` this version does not know; skipped (pass --keep)");
                 continue;
             };
-            let precision = forced_precision.or_else(|| resources_setting(toml_text, "keep_precision", defaults.keep_precision, KeepPrecision::parse)).unwrap_or_else(|| {
+            let precision = forced_precision.or_else(|| crate::spec::resources_setting(toml_text, "keep_precision", defaults.keep_precision, KeepPrecision::parse)).unwrap_or_else(|| {
                 sweep_protocol::log!(
                     "sweep {name}: its file asks for a `keep_precision` this version does not know; its weights are left as they are (pass --keep-precision)"
                 );

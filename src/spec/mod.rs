@@ -14,3 +14,21 @@ pub use plan::{
     StopMethod, Stopping, SweepPlan, load,
 };
 pub use raw::SpecError;
+
+/// The `[resources]` setting `key` of a sweep file stored in the database
+/// (`sweeps.toml`, perhaps written by an older or newer sweep), read with
+/// `parse` (`default` when the file leaves it out); `None` when the file
+/// says something this version does not know. The spec is the one reader of
+/// sweep-file TOML, also for `sweep gc`.
+pub fn resources_setting<T>(
+    toml_text: &str,
+    key: &str,
+    default: T,
+    parse: fn(&str) -> Option<T>,
+) -> Option<T> {
+    let v: toml::Value = toml::from_str(toml_text).ok()?;
+    match v.get("resources").and_then(|r| r.get(key)) {
+        None => Some(default),
+        Some(k) => parse(k.as_str()?),
+    }
+}
