@@ -15,7 +15,7 @@
 use half::f16;
 use safetensors::tensor::{Metadata, TensorView};
 use safetensors::{Dtype, SafeTensors};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 /// What [`halve_file`] did (or, dry, would do) to one file.
@@ -180,43 +180,22 @@ pub fn halve_file(path: &Path, dry_run: bool) -> io::Result<Halving> {
     Ok(Halving::Halved { before, after })
 }
 
-/// temp, fsync, rename, fsync the folder: `path` is the old file or the new one, never a part.
+/// The float16 rewrite of `path`, atomically ([`crate::write_atomic`]).
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = temp_path(path);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
+    crate::write_atomic(&temp_path(path), path, bytes).map_err(|e| {
         let hint = if e.raw_os_error() == Some(libc::ENOSPC) {
             "; the disk is full"
         } else {
             ""
         };
-        return Err(io::Error::new(
+        io::Error::new(
             e.kind(),
             format!(
                 "cannot rewrite {} as float16: {e}{hint}; it is left as it was",
                 path.display()
             ),
-        ));
-    }
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        // The rename is durable once the folder is synced; a failure here leaves a valid file either way.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+        )
+    })
 }
 
 #[cfg(test)]

@@ -240,15 +240,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PlotError> {
         .unwrap_or(Path::new("."));
     create_dir(dir)?;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(source) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(PlotError::Write {
-            path: path.to_path_buf(),
-            source,
-        });
-    }
-    Ok(())
+    sweep_trialfiles::write_atomic(&tmp, path, bytes).map_err(|source| PlotError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn create_dir(dir: &Path) -> Result<(), PlotError> {
