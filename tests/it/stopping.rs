@@ -8,6 +8,13 @@ use std::process::{Command, Output, Stdio};
 use common::{BIN, curve_run as command, sqlite_rows as query};
 
 fn scratch(stopping: &str) -> tempfile::TempDir {
+    // Best first, one trial at a time: every later trial is judged against better records.
+    let lrs: Vec<String> = (1..=9).rev().map(|i| format!("0.0{i}")).collect();
+    scratch_with(&lrs, stopping)
+}
+
+/// Demo data and a sweep `st` of 9 epochs over `lrs`, one trial at a time.
+fn scratch_with(lrs: &[String], stopping: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new(BIN)
         .args([
@@ -23,8 +30,6 @@ fn scratch(stopping: &str) -> tempfile::TempDir {
         .output()
         .unwrap();
     assert!(made.status.success());
-    // Best first, one trial at a time: every later trial is judged against better records.
-    let lrs: Vec<String> = (1..=9).rev().map(|i| format!("0.0{i}")).collect();
     std::fs::write(
         dir.path().join("s.toml"),
         format!(
@@ -358,27 +363,12 @@ fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
 /// `pruned`, not failed or interrupted.
 #[test]
 fn a_worker_that_ignores_its_stop_line_gets_sigterm_after_stop_grace() {
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success());
     // The best first: the two others are below it at rung 0 and told to stop.
-    std::fs::write(
-        dir.path().join("s.toml"),
-        "[sweep]\nname = \"st\"\ndataset = \"data\"\n[defaults]\nepochs = 9\n[grid]\nlr = [0.09, 0.05, 0.01]\n[resources]\ncpu_workers = 1\n[stopping]\nmethod = \"asha\"\nmin_epochs = 1\nreduction = 3\nstop_grace = 1\n",
-    )
-    .unwrap();
+    let lrs = ["0.09", "0.05", "0.01"].map(String::from);
+    let dir = scratch_with(
+        &lrs,
+        "method = \"asha\"\nmin_epochs = 1\nreduction = 3\nstop_grace = 1",
+    );
     // 1 s an epoch: a deaf worker would need 8 s more to finish by itself.
     let out = command(dir.path(), "1.0")
         .env("FAKE_DIR", dir.path())
