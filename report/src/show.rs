@@ -131,6 +131,60 @@ pub async fn render(
     }
 
     let attempts = queries::attempts(pool, &trial).await?;
+    attempts_table(&mut out, attempts);
+
+    let _ = writeln!(out, "\nlearning curves");
+    for (label, split, name) in [
+        ("train loss", "train", "loss"),
+        ("train accuracy", "train", "accuracy"),
+        ("val loss", "valid", "loss"),
+        ("val accuracy", "valid", "accuracy"),
+    ] {
+        let _ = writeln!(
+            out,
+            "  {label:<15} {}",
+            sparkline(&queries::metric_series(pool, &trial, split, name).await?)
+        );
+    }
+
+    let decisions = queries::trial_decisions(pool, &trial).await?;
+    decisions_table(&mut out, &decisions);
+
+    let Some(test) = queries::test_result(pool, &trial).await? else {
+        let pruned = decisions.iter().find(|d| d.action == "stop");
+        let _ = match pruned {
+            Some(d) => writeln!(
+                out,
+                "\npruned by {} at epoch {}: not tested (`test_pruned = true` in [stopping] tests pruned trials)",
+                d.method, d.epoch
+            ),
+            None => writeln!(out, "\nno test results yet"),
+        };
+        return Ok(out);
+    };
+    let _ = writeln!(
+        out,
+        "\ntest (best-validation checkpoint, epoch {}): accuracy {:.2}% ({} images), loss {:.4}",
+        test.epoch,
+        test.accuracy * 100.0,
+        test.n,
+        test.loss
+    );
+
+    let per_class = queries::class_accuracy(pool, &trial).await?;
+    per_class_table(&mut out, &per_class);
+
+    let cells = queries::confusion(pool, &trial).await?;
+    confusions(&mut out, &per_class, &cells);
+
+    let mis = queries::misclassified(pool, &trial, None).await?;
+    misclassified_list(&mut out, &mis, &trial);
+
+    Ok(out)
+}
+
+/// Every attempt of the trial: how long, how it ended, where it resumed.
+fn attempts_table(out: &mut String, attempts: Vec<queries::AttemptRow>) {
     let _ = writeln!(out, "\nattempts");
     let mut b = tabled::builder::Builder::default();
     b.push_record(["#", "seconds", "exit", "error", "message", "resumed from"].map(String::from));
@@ -167,22 +221,10 @@ pub async fn render(
     let mut t = b.build();
     t.with(Style::rounded());
     let _ = writeln!(out, "{t}");
+}
 
-    let _ = writeln!(out, "\nlearning curves");
-    for (label, split, name) in [
-        ("train loss", "train", "loss"),
-        ("train accuracy", "train", "accuracy"),
-        ("val loss", "valid", "loss"),
-        ("val accuracy", "valid", "accuracy"),
-    ] {
-        let _ = writeln!(
-            out,
-            "  {label:<15} {}",
-            sparkline(&queries::metric_series(pool, &trial, split, name).await?)
-        );
-    }
-
-    let decisions = queries::trial_decisions(pool, &trial).await?;
+/// The early-stopping decisions about the trial, when there are any.
+fn decisions_table(out: &mut String, decisions: &[sweep_store::recorder::DecisionRow]) {
     if !decisions.is_empty() {
         let _ = writeln!(out, "\nearly-stopping decisions");
         let mut b = tabled::builder::Builder::default();
@@ -192,7 +234,7 @@ pub async fn render(
             ]
             .map(String::from),
         );
-        for d in &decisions {
+        for d in decisions {
             b.push_record([
                 d.epoch.to_string(),
                 d.method.clone(),
@@ -210,32 +252,13 @@ pub async fn render(
         t.with(tabled::settings::Style::rounded());
         let _ = writeln!(out, "{t}");
     }
+}
 
-    let Some(test) = queries::test_result(pool, &trial).await? else {
-        let pruned = decisions.iter().find(|d| d.action == "stop");
-        let _ = match pruned {
-            Some(d) => writeln!(
-                out,
-                "\npruned by {} at epoch {}: not tested (`test_pruned = true` in [stopping] tests pruned trials)",
-                d.method, d.epoch
-            ),
-            None => writeln!(out, "\nno test results yet"),
-        };
-        return Ok(out);
-    };
-    let _ = writeln!(
-        out,
-        "\ntest (best-validation checkpoint, epoch {}): accuracy {:.2}% ({} images), loss {:.4}",
-        test.epoch,
-        test.accuracy * 100.0,
-        test.n,
-        test.loss
-    );
-
-    let per_class = queries::class_accuracy(pool, &trial).await?;
+/// Test accuracy of each class.
+fn per_class_table(out: &mut String, per_class: &[queries::ClassAccuracy]) {
     let mut b = tabled::builder::Builder::default();
     b.push_record(["class", "correct", "total", "accuracy"].map(String::from));
-    for c in &per_class {
+    for c in per_class {
         b.push_record([
             c.class.clone(),
             c.correct.to_string(),
@@ -246,8 +269,14 @@ pub async fn render(
     let mut t = b.build();
     t.with(Style::rounded());
     let _ = writeln!(out, "\nper-class accuracy\n{t}");
+}
 
-    let cells = queries::confusion(pool, &trial).await?;
+/// The confusion matrix over the classes, then the ten largest confusions.
+fn confusions(
+    out: &mut String,
+    per_class: &[queries::ClassAccuracy],
+    cells: &[queries::ConfusionCell],
+) {
     let classes: Vec<String> = per_class.iter().map(|p| p.class.clone()).collect();
     let mut b = tabled::builder::Builder::default();
     let mut header = vec!["true \\ pred".to_string()];
@@ -289,8 +318,10 @@ pub async fn render(
     for c in off.iter().take(10) {
         let _ = writeln!(out, "  {} → {}: {}", c.true_class, c.pred_class, c.count);
     }
+}
 
-    let mis = queries::misclassified(pool, &trial, None).await?;
+/// The first twenty misclassified test images, and how to query the rest.
+fn misclassified_list(out: &mut String, mis: &[queries::Misclassified], trial: &str) {
     let _ = writeln!(out, "\nmisclassified test images ({})", mis.len());
     for m in mis.iter().take(20) {
         let _ = writeln!(
@@ -306,7 +337,6 @@ pub async fn render(
             mis.len() - 20
         );
     }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -8,16 +8,21 @@
 //! refuses); finished trials are never rerun; nothing here calls libc on a
 //! worker or looks for GPUs: that is the launcher's job.
 use super::attempt::{self, AttemptResult};
-use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, SlotRequest, gpus_of};
+use super::launcher::{AttemptControl, LaunchSpec, Launcher, Slot, gpus_of};
 use super::lock::lock_sweep;
 use super::progress::Progress;
 use super::proposer::Proposer;
 use super::retention;
 use super::stopping::{Decision, Stopper};
 use super::{RunError, RunOptions};
-use crate::spec::{CpuWorkers, GpuSelection, Keep, KeepPrecision, PlannedTrial, SweepPlan};
+use crate::spec::{Keep, KeepPrecision, PlannedTrial, SweepPlan};
 use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent, WriteError};
 use crate::store::{FailureClass, SweepStatus, TrialStatus};
+use restore::{
+    check_gpu_list, initial_queue, restore_proposer, restore_stopper,
+    set_aside_unknown_checkpoints, slot_request, tidy_finished, train_classes,
+    warn_if_short_of_space,
+};
 use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
@@ -26,6 +31,8 @@ use sweep_protocol::{SelectMetric, WorkerJob, WorkerMessage};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+mod restore;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -121,78 +128,6 @@ fn label(t: &PlannedTrial, varying: &[String]) -> String {
     }
 }
 
-/// The slots `[resources]` asks for; `cpu_workers = "auto"` is resolved
-/// here, for a sweep of `trials` trials whose largest memory estimate is
-/// `per_trial`, on `cores` cores.
-fn slot_request(plan: &SweepPlan, trials: usize, per_trial: u64, cores: u32) -> SlotRequest {
-    let r = &plan.resources;
-    SlotRequest {
-        gpus: match &r.gpus {
-            GpuSelection::All => None,
-            GpuSelection::List(l) => Some(l.clone()),
-        },
-        trials_per_gpu: r.trials_per_gpu,
-        cpu_workers: match r.cpu_workers {
-            CpuWorkers::Fixed(n) => n,
-            CpuWorkers::Auto => super::launcher::auto_cpu_workers(
-                cores,
-                trials,
-                super::launcher::mem_available(),
-                per_trial,
-            ),
-        },
-    }
-}
-
-/// `[resources] gpus = [...]` asks for GPUs by name: when none of them is
-/// there the trials would all run on the CPU, so that is an error, before
-/// anything is written; when some are missing, a warning names them.
-async fn check_gpu_list(plan: &SweepPlan, launcher: &dyn Launcher) -> Result<(), RunError> {
-    let GpuSelection::List(wanted) = &plan.resources.gpus else {
-        return Ok(());
-    };
-    if wanted.is_empty() || plan.slurm.is_some() {
-        return Ok(());
-    }
-    let request = |gpus: Option<Vec<u32>>| SlotRequest {
-        gpus,
-        trials_per_gpu: 1,
-        cpu_workers: 1,
-    };
-    let got_slots = launcher.slots(&request(Some(wanted.clone()))).await;
-    let got = gpus_of(&got_slots);
-    let mut distinct = wanted.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    if got.len() >= distinct.len() {
-        return Ok(());
-    }
-    let all_slots = launcher.slots(&request(None)).await;
-    let all = gpus_of(&all_slots);
-    let listed = wanted
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(", ");
-    let seen = if all.is_empty() {
-        "no GPU is visible here (nvidia-smi, CUDA_VISIBLE_DEVICES)".to_string()
-    } else {
-        format!("the GPUs visible here are [{}]", all.join(", "))
-    };
-    if got.is_empty() {
-        return Err(RunError::Resources(format!(
-            "{}: [resources] gpus = [{listed}], but none of these GPUs is here: {seen}; list some of those, or write gpus = \"all\" (which trains on the CPU when there is no GPU)",
-            plan.file.display()
-        )));
-    }
-    sweep_protocol::log!(
-        "warning: [resources] gpus = [{listed}]: only {} of these GPUs is here ({seen}); running on [{}]",
-        got.len(),
-        got.join(", ")
-    );
-    Ok(())
-}
-
 /// How long workers get to checkpoint and exit once the database can no
 /// longer be written, before they are killed: their last records cannot be
 /// kept anyway, and the user should get the error in seconds.
@@ -218,24 +153,7 @@ pub async fn run(
 ) -> Result<Outcome, RunError> {
     let _lock = lock_sweep(&opts.results, &plan.name)?;
     check_gpu_list(&plan, launcher.as_ref()).await?;
-    let new = NewSweep {
-        name: &plan.name,
-        file: plan.file.display().to_string(),
-        toml: &plan.toml,
-        description: plan.description.as_deref(),
-        metric: &plan.metric,
-        dataset: plan.dataset.display().to_string(),
-        dataset_hash: &dataset_hash,
-        system_info,
-        trials: plan
-            .trials
-            .iter()
-            .map(|t| (t.id.as_str(), &t.config))
-            .collect(),
-    };
-    let (sweep_id, states) = recorder::register(&pool, &new).await?;
-    let state: HashMap<String, recorder::TrialState> =
-        states.into_iter().map(|s| (s.id.clone(), s)).collect();
+    let (sweep_id, state) = register(&plan, &pool, system_info, &dataset_hash).await?;
     let (proposer, startup_rows) = restore_proposer(&mut plan, &pool, sweep_id).await?;
     let (mut queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
     let mut early_pruned = Vec::new();
@@ -251,45 +169,11 @@ pub async fn run(
         .as_ref()
         .map(|p| p.remaining() * p.seeds())
         .unwrap_or(0);
-    // "auto" counts every trial of the sweep, not the ones left to run: a
-    // resumed or retried trial then gets the thread count it first had, and
-    // with it the same metrics to the last digit (they differ across thread counts).
-    let per_trial = plan
-        .trials
-        .iter()
-        .map(|t| super::estimate::cpu_trial_memory(&t.config, classes))
-        .max()
-        .unwrap_or(0);
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1) as u32;
-    let mut free = launcher
-        .slots(&slot_request(
-            &plan,
-            plan.trials.len() + to_propose,
-            per_trial,
-            cores,
-        ))
-        .await;
-    free.reverse();
+    let (free, cores) = take_slots(&plan, launcher.as_ref(), to_propose, classes).await;
     tidy_finished(&plan, &opts, &state);
     warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
-    let gpus = gpus_of(free.iter().rev());
-    let device_desc = if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
-        format!("Slurm, up to {} trial(s) in flight", free.len())
-    } else if gpus.is_empty() {
-        format!(
-            "{} CPU worker(s), {threads_per_worker} threads each",
-            free.len()
-        )
-    } else {
-        format!(
-            "GPUs [{}], {} trial(s) per GPU",
-            gpus.join(", "),
-            plan.resources.trials_per_gpu
-        )
-    };
+    let device_desc = describe_slots(&plan, &free, threads_per_worker);
     sweep_protocol::log!(
         "sweep {}: {} trials ({} to run, {skipped} already finished{}) on {device_desc}",
         plan.name,
@@ -308,21 +192,8 @@ pub async fn run(
     let decoded_cache =
         crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
     let (recorder, writer) = Recorder::spawn(&pool).await?;
-    for row in startup_rows {
-        recorder.send(StoreEvent::Proposal(Box::new(row)));
-    }
-    for (d, stopped) in early_pruned {
-        if d.method != "restored" {
-            recorder.send(StoreEvent::Decision(decision_row(&d, &plan)));
-        }
-        if stopped {
-            recorder.send(StoreEvent::TrialStatus {
-                trial: d.trial.clone(),
-                status: TrialStatus::Pruned,
-            });
-        }
-    }
-    let (events, mut ev_rx) = mpsc::unbounded_channel::<Event>();
+    send_restored(&recorder, &plan, startup_rows, early_pruned);
+    let (events, ev_rx) = mpsc::unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(false);
     let ran = queue.len();
     let mut d = Dispatcher {
@@ -351,120 +222,112 @@ pub async fn run(
         proposed: 0,
         sweep_id,
     };
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
-    // Stop lines are checked every second, so a short `stop_grace` is kept.
-    let mut stop_check = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        if d.propose_ready() {
-            // Written before any of its trials starts: a resumed sweep continues this sequence.
-            if let Err(e) = d.recorder.flush().await {
-                d.on_db_error(e);
-            }
-        }
-        d.start_ready(&stop_rx);
-        if d.running.is_empty() && (d.queue.is_empty() || d.stopping) {
-            break;
-        }
-        let kill_at = d.kill_at;
-        let recorder = d.recorder.clone();
-        tokio::select! {
-            Some(ev) = ev_rx.recv() => d.on_event(ev),
-            _ = sigint.recv() => d.on_interrupt(),
-            _ = sigterm.recv() => d.on_interrupt(),
-            _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => d.on_grace_over(),
-            _ = heartbeat.tick() => {
-                d.recorder.send(StoreEvent::Heartbeat { sweep_id });
-            }
-            _ = stop_check.tick(), if !d.stop_sent.is_empty() => d.stop_lines_overdue(),
-            e = recorder.failed(), if d.db_error.is_none() => d.on_db_error(e),
-        }
-    }
+    d.run_loop(ev_rx, stop_rx).await?;
     let ran = ran + d.proposed;
     d.finish(sweep_id, ran, skipped, writer).await
 }
 
-/// `[random] sampler = "tpe"`: the proposals a previous run made join the
-/// plan (their trials resume like planned ones), and the proposer is rebuilt
-/// with the validation results so far. Also returns the startup draws as the
-/// sequence's first rows (written once; a rerun ignores them).
-async fn restore_proposer(
-    plan: &mut SweepPlan,
+/// The sweep and its planned trials, registered (or found) in the database;
+/// returns the sweep's id and what the database knows of each trial.
+async fn register(
+    plan: &SweepPlan,
     pool: &sqlx::SqlitePool,
-    sweep_id: i64,
-) -> Result<(Option<Proposer>, Vec<recorder::ProposalRow>), RunError> {
-    let Some(space) = plan.search.clone() else {
-        return Ok((None, vec![]));
+    system_info: serde_json::Value,
+    dataset_hash: &str,
+) -> Result<(i64, HashMap<String, recorder::TrialState>), RunError> {
+    let new = NewSweep {
+        name: &plan.name,
+        file: plan.file.display().to_string(),
+        toml: &plan.toml,
+        description: plan.description.as_deref(),
+        metric: &plan.metric,
+        dataset: plan.dataset.display().to_string(),
+        dataset_hash,
+        system_info,
+        trials: plan
+            .trials
+            .iter()
+            .map(|t| (t.id.as_str(), &t.config))
+            .collect(),
     };
-    let recorded: Vec<(i64, Vec<f64>)> = crate::store::proposals::of_sweep(pool, sweep_id)
-        .await?
-        .into_iter()
-        .map(|(k, _, c)| (k, c))
-        .collect();
-    let (mut proposer, resumed) = Proposer::new(space, plan.select, &plan.trials, &recorded)?;
-    let startup = proposer.startup_rows(sweep_id, &plan.trials);
-    plan.trials.extend(resumed);
-    for (trial, epoch, value) in
-        crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name()).await?
-    {
-        proposer.observe_metric(&trial, epoch as u32, value);
-    }
-    Ok((Some(proposer), startup))
+    let (sweep_id, states) = recorder::register(pool, &new).await?;
+    let state: HashMap<String, recorder::TrialState> =
+        states.into_iter().map(|s| (s.id.clone(), s)).collect();
+    Ok((sweep_id, state))
 }
 
-/// Which planned trials to run: all but the done ones (and the failed ones
-/// unless `retry_failed`). Returns (queue, skipped, skipped because failed).
-fn initial_queue(
+/// The free slots (last first, as the loop pops them) and the machine's core
+/// count, for a sweep with `to_propose` trials still to be proposed.
+async fn take_slots(
     plan: &SweepPlan,
-    state: &HashMap<String, recorder::TrialState>,
-    retry_failed: bool,
-) -> (VecDeque<Queued>, usize, usize) {
-    let mut queue = VecDeque::new();
-    let (mut skipped, mut skipped_failed) = (0, 0);
-    for t in &plan.trials {
-        let s = state.get(&t.id);
-        match s.map(|s| s.status) {
-            Some(st) if st.is_final() => skipped += 1,
-            Some(TrialStatus::Failed) if !retry_failed => {
-                skipped += 1;
-                skipped_failed += 1;
-            }
-            _ => queue.push_back(Queued {
-                trial: t.clone(),
-                attempt: s.map(|s| s.attempts).unwrap_or(0) + 1,
-                tries: 0,
-                delay: Duration::ZERO,
-            }),
-        }
+    launcher: &dyn Launcher,
+    to_propose: usize,
+    classes: u64,
+) -> (Vec<Slot>, u32) {
+    // "auto" counts every trial of the sweep, not the ones left to run: a
+    // resumed or retried trial then gets the thread count it first had, and
+    // with it the same metrics to the last digit (they differ across thread counts).
+    let per_trial = plan
+        .trials
+        .iter()
+        .map(|t| super::estimate::cpu_trial_memory(&t.config, classes))
+        .max()
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u32;
+    let mut free = launcher
+        .slots(&slot_request(
+            plan,
+            plan.trials.len() + to_propose,
+            per_trial,
+            cores,
+        ))
+        .await;
+    free.reverse();
+    (free, cores)
+}
+
+/// Where the trials run, for the start-up line: "GPUs [0, 1], 2 trial(s) per GPU".
+fn describe_slots(plan: &SweepPlan, free: &[Slot], threads_per_worker: u32) -> String {
+    let gpus = gpus_of(free.iter().rev());
+    if free.iter().any(|s| matches!(s, Slot::Slurm { .. })) {
+        format!("Slurm, up to {} trial(s) in flight", free.len())
+    } else if gpus.is_empty() {
+        format!(
+            "{} CPU worker(s), {threads_per_worker} threads each",
+            free.len()
+        )
+    } else {
+        format!(
+            "GPUs [{}], {} trial(s) per GPU",
+            gpus.join(", "),
+            plan.resources.trials_per_gpu
+        )
     }
-    (queue, skipped, skipped_failed)
 }
 
-/// The class folders of train/ (validation checked the layout): one
-/// directory read, not another walk of every image.
-fn train_classes(plan: &SweepPlan) -> u64 {
-    std::fs::read_dir(plan.dataset.join("train"))
-        .map(|d| d.flatten().filter(|e| e.path().is_dir()).count())
-        .unwrap_or(1000) as u64
-}
-
-/// Finished trials whose clean-up a crash interrupted (or that ran with
-/// another `keep` or `keep_precision`) are brought in line with this run's.
-fn tidy_finished(
+/// What start-up restored and must still be written: the TPE startup rows,
+/// then the decisions made now for epochs recorded before a crash (restored
+/// ones are in the database already) and the trials they stop.
+fn send_restored(
+    recorder: &Recorder,
     plan: &SweepPlan,
-    opts: &RunOptions,
-    state: &HashMap<String, recorder::TrialState>,
+    startup_rows: Vec<recorder::ProposalRow>,
+    early_pruned: Vec<(Decision, bool)>,
 ) {
-    for t in &plan.trials {
-        if let Some(s) = state.get(&t.id) {
-            release(
-                &opts.results.join(&plan.name).join(&t.id),
-                s.status,
-                plan.resources.keep,
-                plan.resources.keep_precision,
-                "",
-            );
+    for row in startup_rows {
+        recorder.send(StoreEvent::Proposal(Box::new(row)));
+    }
+    for (d, stopped) in early_pruned {
+        if d.method != "restored" {
+            recorder.send(StoreEvent::Decision(decision_row(&d, plan)));
+        }
+        if stopped {
+            recorder.send(StoreEvent::TrialStatus {
+                trial: d.trial.clone(),
+                status: TrialStatus::Pruned,
+            });
         }
     }
 }
@@ -483,162 +346,6 @@ fn release(dir: &Path, status: TrialStatus, keep: Keep, precision: KeepPrecision
             .for_each(|w| sweep_protocol::log!("warning: {w}")),
         Err(e) => sweep_protocol::log!("warning: {e}{hint}"),
     }
-}
-
-/// Warns (it does not refuse: estimates are estimates) when the results
-/// directory's filesystem cannot hold the checkpoints the queued trials will write.
-fn warn_if_short_of_space(
-    plan: &SweepPlan,
-    opts: &RunOptions,
-    queue: &VecDeque<Queued>,
-    slots: usize,
-    classes: u64,
-) {
-    let need = super::estimate::sweep_estimate(
-        plan,
-        queue.iter().map(|q| &q.trial.config),
-        classes,
-        slots,
-    );
-    if let Some(free) = retention::free_space(&opts.results)
-        && need > free
-    {
-        sweep_protocol::log!(
-            "warning: the checkpoints of this sweep may need up to {} (keep = \"{}\", keep_precision = \"{}\"), but {} has {} free; \
-             free space, set [resources] keep = \"best\" (and keep_precision = \"half\"), or run `sweep gc` on older sweeps",
-            retention::human_bytes(need),
-            plan.resources.keep.as_str(),
-            plan.resources.keep_precision.as_str(),
-            opts.results.display(),
-            retention::human_bytes(free)
-        );
-    }
-}
-
-/// A trial the database has never run must not resume from checkpoints it
-/// knows nothing about (a deleted database with an old `results/` left
-/// behind): the worker would report their epochs, wall time and test accuracy
-/// as this run's. The old directory is kept, renamed, and the trial starts fresh.
-fn set_aside_unknown_checkpoints(dir: &std::path::Path) -> Result<(), RunError> {
-    if !sweep_protocol::trial_dir::RESUME_FILES
-        .iter()
-        .any(|f| dir.join(f).exists())
-    {
-        return Ok(());
-    }
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let aside = dir.with_file_name(format!("{name}.orphaned-{stamp}"));
-    std::fs::rename(dir, &aside).map_err(|e| {
-        RunError::Io(std::io::Error::new(
-            e.kind(),
-            format!("cannot move {} aside: {e}", dir.display()),
-        ))
-    })?;
-    sweep_protocol::log!(
-        "warning: {} holds checkpoints of a run this database does not know (was the database deleted?); \
-         moved them to {} and the trial starts fresh",
-        dir.display(),
-        aside.display()
-    );
-    Ok(())
-}
-
-/// Rebuilds the stopper from the database (decisions and validation
-/// history), so a restarted coordinator judges like the one that died. An
-/// epoch recorded before the crash whose decision was not is decided now
-/// (none is lost); a trial that such a decision stops leaves the queue.
-async fn restore_stopper(
-    plan: &SweepPlan,
-    pool: &sqlx::SqlitePool,
-    queue: &mut VecDeque<Queued>,
-    pruned_now: &mut Vec<(Decision, bool)>,
-) -> Result<Stopper, sqlx::Error> {
-    use crate::store::queries;
-    let mut stopper = Stopper::new(plan.stopping.clone());
-    let max_epochs = plan
-        .trials
-        .iter()
-        .map(|t| t.config.epochs)
-        .max()
-        .unwrap_or(1);
-    for (i, t) in plan.trials.iter().enumerate() {
-        stopper.assign(&t.id, i, max_epochs);
-    }
-    let mut stopped = std::collections::HashSet::new();
-    for d in queries::decisions(pool, &plan.name).await? {
-        if d.action == "stop" {
-            // Told to stop before a restart: pruned, whatever its row says
-            // (the coordinator may have died before recording the status).
-            stopped.insert(d.trial_id.clone());
-        }
-        stopper.restore(&Decision {
-            trial: d.trial_id,
-            epoch: d.epoch as u32,
-            rung: d.rung.map(|r| r as u32),
-            bracket: d.bracket.map(|b| b as u32),
-            method: "restored",
-            value: d.value,
-            cutoff: d.cutoff,
-            compared: d.compared as usize,
-            stop: d.action == "stop",
-        });
-    }
-    let name = match stopper.metric() {
-        SelectMetric::ValAccuracy => "accuracy",
-        SelectMetric::ValLoss => "loss",
-    };
-    let history = queries::validation_history(pool, &plan.name, name).await?;
-    for (trial, epoch, value) in &history {
-        stopper.observe(trial, *epoch as u32, *value);
-    }
-    let queued: std::collections::HashSet<String> =
-        queue.iter().map(|q| q.trial.id.clone()).collect();
-    let epochs: HashMap<&str, u32> = plan
-        .trials
-        .iter()
-        .map(|t| (t.id.as_str(), t.config.epochs))
-        .collect();
-    for trial in stopped.iter().filter(|t| queued.contains(*t)) {
-        pruned_now.push((
-            Decision {
-                trial: trial.clone(),
-                epoch: 0,
-                rung: None,
-                bracket: None,
-                method: "restored",
-                value: 0.0,
-                cutoff: None,
-                compared: 0,
-                stop: true,
-            },
-            true,
-        ));
-    }
-    for (trial, epoch, value) in history {
-        let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else {
-            continue;
-        };
-        if stopped.contains(&trial) || stopper.is_decided(&trial, epoch as u32) {
-            continue;
-        }
-        let ds = stopper.report(&trial, epoch as u32, n, value);
-        let stop = ds.iter().any(|d| d.stop);
-        for d in ds {
-            pruned_now.push((d, stop));
-        }
-        if stop {
-            stopped.insert(trial);
-        }
-    }
-    queue.retain(|q| !stopped.contains(&q.trial.id));
-    Ok(stopper)
 }
 
 fn decision_row(d: &Decision, plan: &SweepPlan) -> recorder::DecisionRow {
@@ -680,6 +387,48 @@ fn explain(d: &Decision) -> String {
 }
 
 impl Dispatcher {
+    /// The one `select!` loop: proposes and starts what can start, then waits
+    /// for the next attempt event, signal or timer; ends when nothing runs and
+    /// nothing more will start.
+    async fn run_loop(
+        &mut self,
+        mut ev_rx: mpsc::UnboundedReceiver<Event>,
+        stop_rx: watch::Receiver<bool>,
+    ) -> Result<(), RunError> {
+        let d = self;
+        let sweep_id = d.sweep_id;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(RunError::Io)?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(RunError::Io)?;
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
+        // Stop lines are checked every second, so a short `stop_grace` is kept.
+        let mut stop_check = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            if d.propose_ready() {
+                // Written before any of its trials starts: a resumed sweep continues this sequence.
+                if let Err(e) = d.recorder.flush().await {
+                    d.on_db_error(e);
+                }
+            }
+            d.start_ready(&stop_rx);
+            if d.running.is_empty() && (d.queue.is_empty() || d.stopping) {
+                return Ok(());
+            }
+            let kill_at = d.kill_at;
+            let recorder = d.recorder.clone();
+            tokio::select! {
+                Some(ev) = ev_rx.recv() => d.on_event(ev),
+                _ = sigint.recv() => d.on_interrupt(),
+                _ = sigterm.recv() => d.on_interrupt(),
+                _ = async { match kill_at { Some(t) => tokio::time::sleep_until(t).await, None => std::future::pending().await } } => d.on_grace_over(),
+                _ = heartbeat.tick() => {
+                    d.recorder.send(StoreEvent::Heartbeat { sweep_id });
+                }
+                _ = stop_check.tick(), if !d.stop_sent.is_empty() => d.stop_lines_overdue(),
+                e = recorder.failed(), if d.db_error.is_none() => d.on_db_error(e),
+            }
+        }
+    }
+
     /// TPE: proposes a point for every slot the queue cannot fill, and queues
     /// its trials. True when something was proposed (the caller commits it
     /// before anything starts).
