@@ -329,42 +329,14 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
                 .execute(&mut **tx)
                 .await?;
         }
-        StoreEvent::TrialStatus { trial, status } => {
-            let t = now();
-            sqlx::query(
-                "UPDATE trials SET status = ?1,
-                   started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?2 ELSE started_at END,
-                   finished_at = CASE WHEN ?1 IN ('done','failed','interrupted','pruned') THEN ?2 ELSE NULL END
-                 WHERE id = ?3",
-            )
-            .bind(status.as_str())
-            .bind(t)
-            .bind(&trial)
-            .execute(&mut **tx)
-            .await?;
-        }
+        StoreEvent::TrialStatus { trial, status } => trial_status(tx, &trial, status).await?,
         StoreEvent::AttemptStarted {
             trial,
             attempt,
             pid,
             device,
             batch_size,
-        } => {
-            sqlx::query("INSERT OR REPLACE INTO attempts (trial_id, attempt, pid, device, batch_size, started_at) VALUES (?,?,?,?,?,?)")
-                .bind(&trial)
-                .bind(attempt)
-                .bind(pid)
-                .bind(&device)
-                .bind(batch_size)
-                .bind(now())
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
-                .bind(&device)
-                .bind(&trial)
-                .execute(&mut **tx)
-                .await?;
-        }
+        } => attempt_started(tx, &trial, attempt, pid, &device, batch_size).await?,
         StoreEvent::AttemptPlaced {
             trial,
             attempt,
@@ -372,22 +344,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             gpus,
             job,
             device,
-        } => {
-            sqlx::query("UPDATE attempts SET node = ?, gpus = ?, slurm_job = ?, device = ? WHERE trial_id = ? AND attempt = ?")
-                .bind(&node)
-                .bind(&gpus)
-                .bind(&job)
-                .bind(&device)
-                .bind(&trial)
-                .bind(attempt)
-                .execute(&mut **tx)
-                .await?;
-            sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
-                .bind(&device)
-                .bind(&trial)
-                .execute(&mut **tx)
-                .await?;
-        }
+        } => attempt_placed(tx, &trial, attempt, [&node, &gpus, &job, &device]).await?,
         StoreEvent::AttemptEnded {
             trial,
             attempt,
@@ -396,48 +353,140 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             error_class,
             message,
         } => {
-            sqlx::query(
-                "UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?,
-                   error_class = COALESCE(?, error_class), message = COALESCE(?, message)
-                 WHERE trial_id = ? AND attempt = ?",
-            )
-            .bind(now())
-            .bind(exit_code)
-            .bind(signal)
-            .bind(error_class.map(FailureClass::as_str))
-            .bind(message)
-            .bind(&trial)
-            .bind(attempt)
-            .execute(&mut **tx)
-            .await?;
+            let end = (exit_code, signal, error_class, message);
+            attempt_ended(tx, &trial, attempt, end).await?
         }
         StoreEvent::Worker {
             trial,
             attempt,
             msg,
         } => apply_message(tx, &trial, attempt, msg).await?,
-        StoreEvent::Decision(d) => {
-            // A decision is taken once; a replayed epoch never writes a second row.
-            sqlx::query(
-                "INSERT OR IGNORE INTO decisions (trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time)
-                 VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            )
-            .bind(&d.trial_id)
-            .bind(d.epoch)
-            .bind(&d.method)
-            .bind(d.rung)
-            .bind(d.bracket)
-            .bind(&d.metric)
-            .bind(d.value)
-            .bind(d.cutoff)
-            .bind(d.compared)
-            .bind(&d.action)
-            .bind(d.time)
-            .execute(&mut **tx)
-            .await?;
-        }
+        StoreEvent::Decision(d) => decision(tx, &d).await?,
         StoreEvent::Proposal(p) => super::proposals::insert(tx, &p).await?,
     }
+    Ok(())
+}
+
+/// A trial's status; it started when first running, ended when final or stopped.
+async fn trial_status(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    status: TrialStatus,
+) -> Result<(), sqlx::Error> {
+    let t = now();
+    sqlx::query(
+        "UPDATE trials SET status = ?1,
+           started_at = CASE WHEN ?1 = 'running' AND started_at IS NULL THEN ?2 ELSE started_at END,
+           finished_at = CASE WHEN ?1 IN ('done','failed','interrupted','pruned') THEN ?2 ELSE NULL END
+         WHERE id = ?3",
+    )
+    .bind(status.as_str())
+    .bind(t)
+    .bind(trial)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A new attempt row; the trial's device is the attempt's.
+async fn attempt_started(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    attempt: u32,
+    pid: Option<u32>,
+    device: &str,
+    batch_size: u32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR REPLACE INTO attempts (trial_id, attempt, pid, device, batch_size, started_at) VALUES (?,?,?,?,?,?)")
+        .bind(trial)
+        .bind(attempt)
+        .bind(pid)
+        .bind(device)
+        .bind(batch_size)
+        .bind(now())
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
+        .bind(device)
+        .bind(trial)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Where Slurm placed an attempt: `[node, gpus, job, device]`.
+async fn attempt_placed(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    attempt: u32,
+    [node, gpus, job, device]: [&str; 4],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE attempts SET node = ?, gpus = ?, slurm_job = ?, device = ? WHERE trial_id = ? AND attempt = ?")
+        .bind(node)
+        .bind(gpus)
+        .bind(job)
+        .bind(device)
+        .bind(trial)
+        .bind(attempt)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
+        .bind(device)
+        .bind(trial)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// An attempt's end: (exit code, signal, failure class, message).
+async fn attempt_ended(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    attempt: u32,
+    (exit_code, signal, error_class, message): (
+        Option<i32>,
+        Option<i32>,
+        Option<FailureClass>,
+        Option<String>,
+    ),
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE attempts SET finished_at = ?, exit_code = ?, signal = ?,
+           error_class = COALESCE(?, error_class), message = COALESCE(?, message)
+         WHERE trial_id = ? AND attempt = ?",
+    )
+    .bind(now())
+    .bind(exit_code)
+    .bind(signal)
+    .bind(error_class.map(FailureClass::as_str))
+    .bind(message)
+    .bind(trial)
+    .bind(attempt)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// One early-stopping decision.
+async fn decision(tx: &mut Transaction<'_, Sqlite>, d: &DecisionRow) -> Result<(), sqlx::Error> {
+    // A decision is taken once; a replayed epoch never writes a second row.
+    sqlx::query(
+        "INSERT OR IGNORE INTO decisions (trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time)
+         VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    .bind(&d.trial_id)
+    .bind(d.epoch)
+    .bind(&d.method)
+    .bind(d.rung)
+    .bind(d.bracket)
+    .bind(&d.metric)
+    .bind(d.value)
+    .bind(d.cutoff)
+    .bind(d.compared)
+    .bind(&d.action)
+    .bind(d.time)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
