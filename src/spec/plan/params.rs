@@ -96,82 +96,10 @@ pub fn apply(
         }
         "step_size" => c.step_size = int(1, 10_000)?,
         "gamma" => c.gamma = float(0.0, 1.0, false)?,
-        "head" => {
-            c.head = match val {
-                Value::String(s) if s == "original" => Head::Original,
-                Value::Table(t) => {
-                    let mut hidden = vec![512, 512];
-                    let mut dropout = 0.0;
-                    for (hk, hv) in t {
-                        match hk.as_str() {
-                            "hidden" => {
-                                let arr = hv.as_array().ok_or_else(|| at(src, v, "`head.hidden` must be a list of layer widths, e.g. [512, 512]", None))?;
-                                hidden = arr
-                                    .iter()
-                                    .map(|x| x.as_integer().filter(|n| (1..=1_000_000).contains(n)))
-                                    .collect::<Option<Vec<_>>>()
-                                    .ok_or_else(|| {
-                                        at(
-                                            src,
-                                            v,
-                                            "`head.hidden` widths must be positive integers",
-                                            None,
-                                        )
-                                    })?;
-                            }
-                            "dropout" => {
-                                dropout = num(hv).filter(|d| (0.0..1.0).contains(d)).ok_or_else(
-                                    || {
-                                        at(
-                                            src,
-                                            v,
-                                            "`head.dropout` must be a number in [0, 1)",
-                                            None,
-                                        )
-                                    },
-                                )?;
-                            }
-                            other => {
-                                return Err(at(
-                                    src,
-                                    v,
-                                    format!("unknown head key `{other}`"),
-                                    Some("a head table takes `hidden` and `dropout`".into()),
-                                ));
-                            }
-                        }
-                    }
-                    Head::Mlp { hidden, dropout }
-                }
-                _ => {
-                    return Err(wrong(
-                        "\"original\" or a table { hidden = [...], dropout = 0.0 }",
-                    ));
-                }
-            }
-        }
+        "head" => c.head = head(src, v, &wrong)?,
         "freeze_backbone" => c.freeze_backbone = boolean()?,
         "backbone_lr_scale" => c.backbone_lr_scale = float(0.0, 100.0, true)?,
-        "augment" => {
-            let arr = val
-                .as_array()
-                .ok_or_else(|| wrong("a list of augmentations"))?;
-            let mut out = Vec::new();
-            for a in arr {
-                match a.as_str() {
-                    Some(s) if AUGMENTS.contains(&s) => out.push(s.to_string()),
-                    _ => {
-                        return Err(at(
-                            src,
-                            v,
-                            format!("unknown augmentation {}", describe(a)),
-                            Some(format!("valid augmentations: {}", AUGMENTS.join(", "))),
-                        ));
-                    }
-                }
-            }
-            c.augment = out;
-        }
+        "augment" => c.augment = augment(src, v, &wrong)?,
         "skip_bad_images" => c.skip_bad_images = boolean()?,
         "amp" => c.amp = boolean()?,
         "log_every" => c.log_every = int(1, 1_000_000)?,
@@ -218,4 +146,92 @@ pub(super) fn describe(v: &Value) -> String {
 
 pub(super) fn num(v: &Value) -> Option<f64> {
     v.as_float().or_else(|| v.as_integer().map(|i| i as f64))
+}
+
+/// `head = "original"` or `head = { hidden = [...], dropout = ... }`.
+fn head(
+    src: &Source,
+    v: &Spanned<Value>,
+    wrong: &dyn Fn(&str) -> SpecError,
+) -> Result<Head, SpecError> {
+    let val = v.get_ref();
+    Ok(match val {
+        Value::String(s) if s == "original" => Head::Original,
+        Value::Table(t) => {
+            let mut hidden = vec![512, 512];
+            let mut dropout = 0.0;
+            for (hk, hv) in t {
+                match hk.as_str() {
+                    "hidden" => {
+                        let arr = hv.as_array().ok_or_else(|| {
+                            at(
+                                src,
+                                v,
+                                "`head.hidden` must be a list of layer widths, e.g. [512, 512]",
+                                None,
+                            )
+                        })?;
+                        hidden = arr
+                            .iter()
+                            .map(|x| x.as_integer().filter(|n| (1..=1_000_000).contains(n)))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| {
+                                at(
+                                    src,
+                                    v,
+                                    "`head.hidden` widths must be positive integers",
+                                    None,
+                                )
+                            })?;
+                    }
+                    "dropout" => {
+                        dropout = num(hv).filter(|d| (0.0..1.0).contains(d)).ok_or_else(|| {
+                            at(src, v, "`head.dropout` must be a number in [0, 1)", None)
+                        })?;
+                    }
+                    other => {
+                        return Err(at(
+                            src,
+                            v,
+                            format!("unknown head key `{other}`"),
+                            Some("a head table takes `hidden` and `dropout`".into()),
+                        ));
+                    }
+                }
+            }
+            Head::Mlp { hidden, dropout }
+        }
+        _ => {
+            return Err(wrong(
+                "\"original\" or a table { hidden = [...], dropout = 0.0 }",
+            ));
+        }
+    })
+}
+
+/// `augment = [...]`, each one of [`AUGMENTS`].
+fn augment(
+    src: &Source,
+    v: &Spanned<Value>,
+    wrong: &dyn Fn(&str) -> SpecError,
+) -> Result<Vec<String>, SpecError> {
+    let val = v.get_ref();
+    let arr = val
+        .as_array()
+        .ok_or_else(|| wrong("a list of augmentations"))?;
+    let mut out = Vec::new();
+    for a in arr {
+        match a.as_str() {
+            Some(s) if AUGMENTS.contains(&s) => out.push(s.to_string()),
+            _ => {
+                return Err(at(
+                    src,
+                    v,
+                    format!("unknown augmentation {}", describe(a)),
+                    Some(format!("valid augmentations: {}", AUGMENTS.join(", "))),
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
