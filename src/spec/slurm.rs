@@ -48,6 +48,70 @@ pub struct SlurmSpec {
     pub declared: (PathBuf, usize, usize),
 }
 
+/// Builds a located error: (span, message, help).
+type At<'a> = dyn Fn(std::ops::Range<usize>, String, Option<&str>) -> SpecError + 'a;
+
+/// `mem`: memory per trial as `srun --mem` takes it.
+fn mem(at: &At, v: String, span: std::ops::Range<usize>) -> Result<String, SpecError> {
+    let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
+    if digits.is_empty()
+        || !digits.chars().all(|c| c.is_ascii_digit())
+        || v.len() - digits.len() > 1
+    {
+        return Err(at(
+            span,
+            format!("invalid mem {v:?}"),
+            Some(
+                "memory per trial as srun --mem takes it: a number with an optional K, M, G or T suffix, e.g. \"16G\"",
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// `time`: a time limit per attempt, a minute or more.
+fn time_limit(at: &At, t: &Spanned<String>) -> Result<Duration, SpecError> {
+    let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
+        at(
+            t.span(),
+            format!("invalid time {:?}: {e}", t.get_ref()),
+            Some("a time limit per attempt such as \"30m\", \"4h\" or \"1day\""),
+        )
+    })?;
+    if d < Duration::from_secs(60) {
+        return Err(at(
+            t.span(),
+            format!("time {:?} is under a minute", t.get_ref()),
+            Some("Slurm counts time limits in whole minutes: write \"1m\" or more"),
+        ));
+    }
+    Ok(d)
+}
+
+/// One `extra` item: an srun option that sweep does not set itself.
+fn extra_option(at: &At, e: &Spanned<String>) -> Result<String, SpecError> {
+    let v = e.get_ref();
+    if !v.starts_with('-') || v.trim() != v || v.len() < 2 {
+        return Err(at(
+            e.span(),
+            format!("`extra` item {v:?} is not an srun option"),
+            Some("each item is one option, e.g. extra = [\"--constraint=a100\", \"--exclusive\"]"),
+        ));
+    }
+    let name = v.split('=').next().unwrap_or(v);
+    let short = (name.len() > 2 && !name.starts_with("--")).then(|| &name[..2]);
+    if let Some(r) = RESERVED.iter().find(|r| **r == name || Some(**r) == short) {
+        return Err(at(
+            e.span(),
+            format!("`extra` item {v:?} sets {r}, which sweep sets itself"),
+            Some(
+                "sweep names each job, streams its stdout and sends the time-limit warning itself; use the [slurm] keys for the rest",
+            ),
+        ));
+    }
+    Ok(v.clone())
+}
+
 impl SlurmSpec {
     /// `--time` in Slurm's minutes (at least 1).
     pub fn time_minutes(&self) -> Option<u64> {
@@ -167,63 +231,14 @@ pub fn validate(
         out.max_jobs = Some(v as u32);
     }
     if let Some(m) = &r.mem {
-        let v = word(m, "mem")?;
-        let digits = v.trim_end_matches(['K', 'M', 'G', 'T', 'k', 'm', 'g', 't']);
-        if digits.is_empty()
-            || !digits.chars().all(|c| c.is_ascii_digit())
-            || v.len() - digits.len() > 1
-        {
-            return Err(at(
-                m.span(),
-                format!("invalid mem {v:?}"),
-                Some(
-                    "memory per trial as srun --mem takes it: a number with an optional K, M, G or T suffix, e.g. \"16G\"",
-                ),
-            ));
-        }
-        out.mem = Some(v);
+        out.mem = Some(mem(&at, word(m, "mem")?, m.span())?);
     }
     if let Some(t) = &r.time {
-        let d = humantime::parse_duration(t.get_ref()).map_err(|e| {
-            at(
-                t.span(),
-                format!("invalid time {:?}: {e}", t.get_ref()),
-                Some("a time limit per attempt such as \"30m\", \"4h\" or \"1day\""),
-            )
-        })?;
-        if d < Duration::from_secs(60) {
-            return Err(at(
-                t.span(),
-                format!("time {:?} is under a minute", t.get_ref()),
-                Some("Slurm counts time limits in whole minutes: write \"1m\" or more"),
-            ));
-        }
-        out.time = Some(d);
+        out.time = Some(time_limit(&at, t)?);
     }
     if let Some(list) = &r.extra {
         for e in list.get_ref() {
-            let v = e.get_ref();
-            if !v.starts_with('-') || v.trim() != v || v.len() < 2 {
-                return Err(at(
-                    e.span(),
-                    format!("`extra` item {v:?} is not an srun option"),
-                    Some(
-                        "each item is one option, e.g. extra = [\"--constraint=a100\", \"--exclusive\"]",
-                    ),
-                ));
-            }
-            let name = v.split('=').next().unwrap_or(v);
-            let short = (name.len() > 2 && !name.starts_with("--")).then(|| &name[..2]);
-            if let Some(r) = RESERVED.iter().find(|r| **r == name || Some(**r) == short) {
-                return Err(at(
-                    e.span(),
-                    format!("`extra` item {v:?} sets {r}, which sweep sets itself"),
-                    Some(
-                        "sweep names each job, streams its stdout and sends the time-limit warning itself; use the [slurm] keys for the rest",
-                    ),
-                ));
-            }
-            out.extra.push(v.clone());
+            out.extra.push(extra_option(&at, e)?);
         }
     }
     Ok(Some(out))
