@@ -406,12 +406,21 @@ async fn attempt_started(
         .bind(now())
         .execute(&mut **tx)
         .await?;
+    trial_device(tx, trial, device).await
+}
+
+/// A trial's device is its latest attempt's.
+async fn trial_device(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    device: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
         .bind(device)
         .bind(trial)
         .execute(&mut **tx)
-        .await?;
-    Ok(())
+        .await
+        .map(drop)
 }
 
 /// Where Slurm placed an attempt: `[node, gpus, job, device]`.
@@ -430,12 +439,7 @@ async fn attempt_placed(
         .bind(attempt)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE trials SET device = ? WHERE id = ?")
-        .bind(device)
-        .bind(trial)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    trial_device(tx, trial, device).await
 }
 
 /// An attempt's end: (exit code, signal, failure class, message).
