@@ -770,8 +770,7 @@ impl Dispatcher {
                 self.running.len(),
                 self.opts.grace.as_secs()
             );
-            self.controls().for_each(|c| c.terminate());
-            self.kill_at = Some(Instant::now() + self.opts.grace);
+            self.terminate_all(self.opts.grace);
         } else {
             sweep_protocol::log!("second interrupt: killing workers");
             self.controls().for_each(|c| c.kill());
@@ -795,10 +794,15 @@ impl Dispatcher {
                 "stopping {} running trial(s): the database can no longer be written",
                 self.running.len()
             );
-            self.controls().for_each(|c| c.terminate());
-            self.kill_at = Some(Instant::now() + self.opts.grace.min(DB_ERROR_GRACE));
+            self.terminate_all(self.opts.grace.min(DB_ERROR_GRACE));
             self.stop_tx.send_replace(true);
         }
+    }
+
+    /// SIGTERM to every worker; SIGKILL once `grace` is over.
+    fn terminate_all(&mut self, grace: Duration) {
+        self.controls().for_each(|c| c.terminate());
+        self.kill_at = Some(Instant::now() + grace);
     }
 
     async fn finish(
