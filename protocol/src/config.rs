@@ -356,6 +356,71 @@ mod tests {
     }
 }
 
+/// The parameters of one trial: the built-in trainer's config, or a user
+/// program's own parameters (`[program]`: any names, the values as the sweep
+/// file gives them, `seed` included). Serialised as the JSON object stored in
+/// `trials.params` and hashed into the trial id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum TrialParams {
+    Builtin(TrialConfig),
+    Program(serde_json::Map<String, serde_json::Value>),
+}
+
+impl TrialParams {
+    pub fn builtin(&self) -> Option<&TrialConfig> {
+        match self {
+            TrialParams::Builtin(c) => Some(c),
+            TrialParams::Program(_) => None,
+        }
+    }
+
+    pub fn builtin_mut(&mut self) -> Option<&mut TrialConfig> {
+        match self {
+            TrialParams::Builtin(c) => Some(c),
+            TrialParams::Program(_) => None,
+        }
+    }
+
+    /// Every parameter as a JSON object (what `trials.params` holds).
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        match self {
+            TrialParams::Builtin(c) => match serde_json::to_value(c) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            },
+            TrialParams::Program(m) => m.clone(),
+        }
+    }
+
+    /// A program parameter (or config field) as a number, when it is one.
+    pub fn number(&self, key: &str) -> Option<f64> {
+        match self {
+            TrialParams::Builtin(c) => serde_json::to_value(c).ok()?.get(key)?.as_f64(),
+            TrialParams::Program(m) => m.get(key)?.as_f64(),
+        }
+    }
+
+    /// The trial's epoch budget: the config's `epochs`, or a program's
+    /// integer `epochs` parameter (`None`: the program decides alone).
+    pub fn epochs(&self) -> Option<u32> {
+        match self {
+            TrialParams::Builtin(c) => Some(c.epochs),
+            TrialParams::Program(m) => m
+                .get("epochs")?
+                .as_u64()
+                .and_then(|e| u32::try_from(e).ok()),
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        match self {
+            TrialParams::Builtin(c) => c.seed,
+            TrialParams::Program(m) => m.get("seed").and_then(|s| s.as_u64()).unwrap_or(0),
+        }
+    }
+}
+
 /// A parameter value as people read it: a string bare (`resnet18`, not
 /// `"resnet18"`), anything else as compact JSON (`0.01`, `[512, 256]`).
 pub fn value_text(v: &serde_json::Value) -> String {

@@ -17,10 +17,10 @@ pub mod trial_dir;
 
 pub use config::{
     BACKBONES, Head, Optimizer, PARAM_KEYS, PredictJob, ProbeInfo, Schedule, SelectMetric,
-    TrialConfig, WorkerJob,
+    TrialConfig, TrialParams, WorkerJob,
 };
 pub use message::{
-    ClassAccuracy, ErrorClass, Misclassified, PROTOCOL_VERSION, ProtocolError, SplitCounts,
-    Timings, WorkerMessage, emit, parse_line,
+    ClassAccuracy, ErrorClass, Misclassified, PROTOCOL_VERSION, ProgramLine, ProtocolError,
+    SplitCounts, Timings, WorkerMessage, emit, parse_line, parse_program_line,
 };
 pub use message::{CoordinatorMessage, parse_coordinator_line};

@@ -79,6 +79,18 @@ pub enum WorkerMessage {
     Misclassified {
         items: Vec<Misclassified>,
     },
+    /// A user program's metric record (`[program]`): the coordinator turns
+    /// each JSON-object line of the program's stdout with an integer `epoch`
+    /// and/or `step` into one of these ([`parse_record`]). `sweep-worker`
+    /// never sends it.
+    Record {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step: Option<u64>,
+        /// Every other numeric field, by the name the program gave it.
+        values: std::collections::BTreeMap<String, f64>,
+    },
     Done {
         epochs: u32,
         wall_s: f64,
@@ -176,6 +188,173 @@ pub fn parse_line(line: &str) -> Result<WorkerMessage, ProtocolError> {
         return Err(ProtocolError::TooLong(line.len()));
     }
     serde_json::from_str(line.trim_end()).map_err(|e| ProtocolError::Malformed(e.to_string()))
+}
+
+/// How the coordinator reads one stdout line of a user's program (`[program]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProgramLine {
+    /// A metric record, and the names of fields it dropped (not finite
+    /// numbers: strings, booleans, nested values, NaN, ±Infinity), which the
+    /// caller reports as a warning.
+    Record(WorkerMessage, Vec<String>),
+    /// Not a JSON object: a line of the program's own log.
+    Log,
+    /// A JSON object that is not a record, and why (kept as a log line, with a warning).
+    NotARecord(String),
+}
+
+/// Reads one stdout line of a user's program. A JSON object with an integer
+/// `epoch` and/or `step` (≥ 0) is a record of its other numeric fields;
+/// anything else is the program's log. Python's `json.dumps` writes a
+/// diverged value as a bare `NaN`/`Infinity`, which is not JSON: such a
+/// field is dropped (and named), the rest of the record kept. Never panics.
+pub fn parse_program_line(line: &str) -> ProgramLine {
+    let t = line.trim();
+    if !(t.starts_with('{') && t.ends_with('}')) || t.len() > MAX_LINE_BYTES {
+        return ProgramLine::Log;
+    }
+    let obj = match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(t) {
+        Ok(o) => o,
+        Err(_) => match serde_json::from_str(&non_finite_as_null(t)) {
+            Ok(o) => o,
+            Err(_) => return ProgramLine::Log,
+        },
+    };
+    let index = |key: &str| -> Result<Option<u64>, String> {
+        match obj.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("`{key}` must be an integer ≥ 0, got {v}")),
+        }
+    };
+    let (epoch, step) = match (index("epoch"), index("step")) {
+        (Ok(e), Ok(s)) => (e, s),
+        (Err(why), _) | (_, Err(why)) => return ProgramLine::NotARecord(why),
+    };
+    if epoch.is_none() && step.is_none() {
+        return ProgramLine::NotARecord(
+            "a JSON line without an integer `epoch` or `step` is not a metric record".into(),
+        );
+    }
+    let epoch = match epoch.map(u32::try_from).transpose() {
+        Ok(e) => e,
+        Err(_) => return ProgramLine::NotARecord("`epoch` is too large".into()),
+    };
+    let mut values = std::collections::BTreeMap::new();
+    let mut skipped = Vec::new();
+    for (k, v) in obj {
+        if k == "epoch" || k == "step" {
+            continue;
+        }
+        match v.as_f64().filter(|f| f.is_finite()) {
+            Some(f) => {
+                values.insert(k, f);
+            }
+            None => skipped.push(k),
+        }
+    }
+    ProgramLine::Record(
+        WorkerMessage::Record {
+            epoch,
+            step,
+            values,
+        },
+        skipped,
+    )
+}
+
+/// `NaN`, `Infinity` and `-Infinity` outside strings replaced by `null`.
+fn non_finite_as_null(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut in_str = false;
+    let mut escaped = false;
+    let mut rest = t;
+    while let Some(c) = rest.chars().next() {
+        if in_str {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_str = false;
+            }
+            rest = &rest[c.len_utf8()..];
+            continue;
+        }
+        if c == '"' {
+            in_str = true;
+        }
+        let token = ["-Infinity", "Infinity", "NaN"]
+            .into_iter()
+            .find(|tok| rest.starts_with(tok));
+        match token {
+            Some(tok) => {
+                out.push_str("null");
+                rest = &rest[tok.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod program_line_tests {
+    use super::*;
+
+    fn record(line: &str) -> (Option<u32>, Option<u64>, Vec<(String, f64)>, Vec<String>) {
+        match parse_program_line(line) {
+            ProgramLine::Record(
+                WorkerMessage::Record {
+                    epoch,
+                    step,
+                    values,
+                },
+                skipped,
+            ) => (epoch, step, values.into_iter().collect(), skipped),
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_logs_and_non_records() {
+        let (e, s, v, k) = record(r#"{"epoch": 3, "val_acc": 0.81, "val_loss": 0.52}"#);
+        assert_eq!((e, s), (Some(3), None));
+        assert_eq!(v, [("val_acc".into(), 0.81), ("val_loss".into(), 0.52)]);
+        assert!(k.is_empty());
+        let (e, s, v, _) = record(r#"  {"step":1200,"epoch":2,"loss":1}  "#);
+        assert_eq!((e, s, v), (Some(2), Some(1200), vec![("loss".into(), 1.0)]));
+        for log in ["epoch 3 done", "", "[1, 2]", "{not json}", "{\"epoch\": 1"] {
+            assert_eq!(parse_program_line(log), ProgramLine::Log, "{log}");
+        }
+        for (line, why) in [
+            (r#"{"val_acc": 0.8}"#, "without an integer"),
+            (r#"{"epoch": "3", "a": 1}"#, "`epoch` must be an integer"),
+            (r#"{"epoch": 1.5, "a": 1}"#, "`epoch` must be an integer"),
+            (r#"{"step": -1, "a": 1}"#, "`step` must be an integer"),
+            (r#"{"epoch": 99999999999, "a": 1}"#, "too large"),
+        ] {
+            match parse_program_line(line) {
+                ProgramLine::NotARecord(w) => assert!(w.contains(why), "{line}: {w}"),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn non_numbers_and_non_finite_values_are_dropped_by_name() {
+        let (_, _, v, k) = record(
+            r#"{"epoch": 1, "note": "NaN here", "ok": true, "val_loss": NaN, "x": -Infinity, "y": 2}"#,
+        );
+        assert_eq!(v, [("y".into(), 2.0)]);
+        assert_eq!(k, ["note", "ok", "val_loss", "x"]);
+    }
 }
 
 /// A human log line on stderr that never panics: `eprintln!` panics when

@@ -235,19 +235,27 @@ async fn register(
     system_info: serde_json::Value,
     dataset_hash: &str,
 ) -> Result<(i64, HashMap<String, recorder::TrialState>), RunError> {
+    let params: Vec<sweep_protocol::TrialParams> = plan
+        .trials
+        .iter()
+        .map(|t| sweep_protocol::TrialParams::Builtin(t.config.clone()))
+        .collect();
     let new = NewSweep {
         name: &plan.name,
         file: plan.file.display().to_string(),
         toml: &plan.toml,
         description: plan.description.as_deref(),
         metric: &plan.metric,
+        maximize: plan.metric != "val_loss",
+        program: None,
         dataset: plan.dataset.display().to_string(),
         dataset_hash,
         system_info,
         trials: plan
             .trials
             .iter()
-            .map(|t| (t.id.as_str(), &t.config))
+            .zip(&params)
+            .map(|(t, p)| (t.id.as_str(), p))
             .collect(),
     };
     let (sweep_id, states) = recorder::register(pool, &new).await?;

@@ -244,7 +244,13 @@ impl Proposer {
             trials: trials
                 .iter()
                 .enumerate()
-                .map(|(i, t)| (t.id.clone(), ordinal0 + i as i64, t.config.clone()))
+                .map(|(i, t)| {
+                    (
+                        t.id.clone(),
+                        ordinal0 + i as i64,
+                        sweep_protocol::TrialParams::Builtin(t.config.clone()),
+                    )
+                })
                 .collect(),
             time: crate::store::now(),
         };
@@ -283,7 +289,13 @@ impl Proposer {
                     trials: chunk
                         .iter()
                         .enumerate()
-                        .map(|(i, t)| (t.id.clone(), (k * seeds + i) as i64, t.config.clone()))
+                        .map(|(i, t)| {
+                            (
+                                t.id.clone(),
+                                (k * seeds + i) as i64,
+                                sweep_protocol::TrialParams::Builtin(t.config.clone()),
+                            )
+                        })
                         .collect(),
                     time: crate::store::now(),
                 })

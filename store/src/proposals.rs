@@ -2,7 +2,7 @@
 //! sweep's search, written (with its trials' rows) in one transaction before
 //! any of its trials starts, and read back when a sweep resumes.
 use sqlx::{Sqlite, SqlitePool, Transaction};
-use sweep_protocol::TrialConfig;
+use sweep_protocol::TrialParams;
 
 /// One point of the sequence and its trials.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +16,7 @@ pub struct ProposalRow {
     pub params: serde_json::Value,
     pub coords: Vec<f64>,
     /// (trial id, ordinal among the sweep's trials, config), one per seed.
-    pub trials: Vec<(String, i64, TrialConfig)>,
+    pub trials: Vec<(String, i64, TrialParams)>,
     pub time: f64,
 }
 

@@ -13,7 +13,7 @@
 use super::model::{FailureClass, SweepStatus, TrialStatus};
 use super::now;
 use sqlx::{Connection, Sqlite, SqliteConnection, SqlitePool, Transaction};
-use sweep_protocol::{TrialConfig, WorkerMessage};
+use sweep_protocol::{TrialParams, WorkerMessage};
 use tokio::sync::{mpsc, oneshot};
 
 #[derive(Debug)]
@@ -579,6 +579,11 @@ async fn apply_message(
             confusion(tx, trial, &classes, &matrix).await
         }
         WorkerMessage::Misclassified { items } => misclassified(tx, trial, items).await,
+        WorkerMessage::Record {
+            epoch,
+            step,
+            values,
+        } => program_record(tx, trial, attempt, (epoch, step), values).await,
         WorkerMessage::Done {
             wall_s,
             images_per_s,
@@ -634,6 +639,39 @@ async fn class_counts(
             .execute(&mut **tx)
             .await?;
         }
+    }
+    Ok(())
+}
+
+/// A user program's record: each value a `metrics` row under the name the
+/// program gave it: split 'test' for `test_*` fields, 'step' in a record with
+/// a `step`, else 'epoch' (see migrations/20261207000002_program.sql). A
+/// replayed record (a resumed program reporting an epoch again) replaces its
+/// rows. An epoch record moves `trials.epochs_done`.
+async fn program_record(
+    tx: &mut Transaction<'_, Sqlite>,
+    trial: &str,
+    attempt: u32,
+    (epoch, step): (Option<u32>, Option<u64>),
+    values: std::collections::BTreeMap<String, f64>,
+) -> Result<(), sqlx::Error> {
+    let e = epoch.unwrap_or(0);
+    for (name, v) in &values {
+        let (split, s) = if name.starts_with("test_") {
+            ("test", 0)
+        } else if let Some(s) = step {
+            ("step", s)
+        } else {
+            ("epoch", 0)
+        };
+        metric(tx, trial, attempt, split, e, 0, s, name, *v).await?;
+    }
+    if let (Some(epoch), None) = (epoch, step) {
+        sqlx::query("UPDATE trials SET epochs_done = MAX(epochs_done, ?) WHERE id = ?")
+            .bind(epoch)
+            .bind(trial)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
 }
@@ -751,11 +789,15 @@ pub struct NewSweep<'a> {
     pub toml: &'a str,
     pub description: Option<&'a str>,
     pub metric: &'a str,
+    /// How `metric` ranks: true = higher is better.
+    pub maximize: bool,
+    /// `[program] command` as JSON (None: the built-in trainer).
+    pub program: Option<String>,
     pub dataset: String,
     pub dataset_hash: &'a str,
     pub system_info: serde_json::Value,
     /// (trial id, resolved config), in plan order.
-    pub trials: Vec<(&'a str, &'a TrialConfig)>,
+    pub trials: Vec<(&'a str, &'a TrialParams)>,
 }
 
 /// Registers the sweep and its planned trials (before any worker starts; the
@@ -768,10 +810,11 @@ pub async fn register(
     let mut tx = pool.begin().await?;
     let t = now();
     sqlx::query(
-        "INSERT INTO sweeps (name, file, toml, description, metric, dataset, dataset_hash, system_info, status, created_at, updated_at, coordinator_pid, heartbeat_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?9)
+        "INSERT INTO sweeps (name, file, toml, description, metric, dataset, dataset_hash, system_info, status, created_at, updated_at, coordinator_pid, heartbeat_at, direction, program)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'running', ?9, ?9, ?10, ?9, ?11, ?12)
          ON CONFLICT (name) DO UPDATE SET file = excluded.file, toml = excluded.toml, description = excluded.description,
            metric = excluded.metric, dataset = excluded.dataset, dataset_hash = excluded.dataset_hash,
+           direction = excluded.direction, program = excluded.program,
            system_info = excluded.system_info, status = 'running', updated_at = excluded.updated_at,
            coordinator_pid = excluded.coordinator_pid, heartbeat_at = excluded.heartbeat_at",
     )
@@ -785,6 +828,8 @@ pub async fn register(
     .bind(plan.system_info.to_string())
     .bind(t)
     .bind(std::process::id())
+    .bind(if plan.maximize { "max" } else { "min" })
+    .bind(&plan.program)
     .execute(&mut *tx)
     .await?;
     let sweep_id: i64 = sqlx::query_scalar("SELECT id FROM sweeps WHERE name = ?")
@@ -853,7 +898,7 @@ pub(super) async fn insert_trial(
     id: &str,
     sweep_id: i64,
     ordinal: i64,
-    c: &TrialConfig,
+    c: &TrialParams,
     time: f64,
     on_conflict: OnConflict,
 ) -> Result<(), sqlx::Error> {
@@ -869,12 +914,20 @@ pub(super) async fn insert_trial(
     .bind(sweep_id)
     .bind(ordinal)
     .bind(serde_json::to_string(c).unwrap_or_default())
-    .bind(&c.backbone)
-    .bind(c.lr)
-    .bind(c.epochs)
-    .bind(c.batch_size)
-    .bind(c.image_size)
-    .bind(c.seed as i64)
+    // A program's trial fills these columns from its parameters of the same
+    // name when it has them (see migrations/20261207000002_program.sql).
+    .bind(match c {
+        TrialParams::Builtin(c) => c.backbone.clone(),
+        TrialParams::Program(m) => m
+            .get("backbone")
+            .map(sweep_protocol::config::value_text)
+            .unwrap_or_default(),
+    })
+    .bind(c.number("lr").unwrap_or(0.0))
+    .bind(c.epochs().unwrap_or(0))
+    .bind(c.number("batch_size").unwrap_or(0.0) as i64)
+    .bind(c.number("image_size").unwrap_or(0.0) as i64)
+    .bind(c.seed() as i64)
     .bind(time)
     .execute(&mut **tx)
     .await?;
@@ -897,13 +950,15 @@ mod tests {
     ) -> (SqlitePool, i64, SqliteConnection) {
         let path = dir.join("r.db");
         let pool = crate::db::open(&path, true).await.unwrap();
-        let config = TrialConfig::default();
+        let config = TrialParams::Builtin(sweep_protocol::TrialConfig::default());
         let new = NewSweep {
             name: "s",
             file: "s.toml".into(),
             toml: "",
             description: None,
             metric: "accuracy",
+            maximize: true,
+            program: None,
             dataset: "data".into(),
             dataset_hash: "h",
             system_info: serde_json::json!({}),
@@ -924,6 +979,97 @@ mod tests {
             .await
             .unwrap();
         (pool, sweep_id, conn)
+    }
+
+    /// A program's records land in `metrics` under its own names, by split;
+    /// a replayed epoch replaces its rows; only epoch records move `epochs_done`.
+    #[tokio::test]
+    async fn program_records_are_metric_rows_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::open(&dir.path().join("r.db"), true)
+            .await
+            .unwrap();
+        let mut params = serde_json::Map::new();
+        params.insert("lr".into(), serde_json::json!(0.01));
+        params.insert("epochs".into(), serde_json::json!(5));
+        params.insert("seed".into(), serde_json::json!(3));
+        let params = TrialParams::Program(params);
+        let new = NewSweep {
+            name: "p",
+            file: "p.toml".into(),
+            toml: "",
+            description: None,
+            metric: "val_loss",
+            maximize: false,
+            program: Some(r#"["python","train.py"]"#.into()),
+            dataset: String::new(),
+            dataset_hash: "",
+            system_info: serde_json::json!({}),
+            trials: vec![("t1", &params)],
+        };
+        register(&pool, &new).await.unwrap();
+        let (rec, writer) = Recorder::spawn(&pool).await.unwrap();
+        rec.send(StoreEvent::AttemptStarted {
+            trial: "t1".into(),
+            attempt: 1,
+            pid: None,
+            device: "cpu".into(),
+            batch_size: 0,
+        });
+        let record =
+            |epoch: Option<u32>, step: Option<u64>, kv: &[(&str, f64)]| StoreEvent::Worker {
+                trial: "t1".into(),
+                attempt: 1,
+                msg: WorkerMessage::Record {
+                    epoch,
+                    step,
+                    values: kv.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                },
+            };
+        rec.send(record(None, Some(10), &[("loss", 2.0)]));
+        rec.send(record(Some(1), Some(20), &[("loss", 1.5)]));
+        rec.send(record(
+            Some(1),
+            None,
+            &[("val_loss", 0.9), ("val_acc", 0.5)],
+        ));
+        rec.send(record(Some(2), None, &[("val_loss", 0.8)]));
+        rec.send(record(
+            Some(2),
+            None,
+            &[("val_loss", 0.7), ("test_acc", 0.6)],
+        ));
+        rec.flush().await.unwrap();
+        drop(rec);
+        writer.await.unwrap().unwrap();
+        let rows: Vec<(String, i64, i64, String, f64)> = sqlx::query_as(
+            "SELECT split, epoch, step, name, value FROM metrics WHERE trial_id = 't1' ORDER BY split, epoch, step, name",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let expect = [
+            ("epoch", 1, 0, "val_acc", 0.5),
+            ("epoch", 1, 0, "val_loss", 0.9),
+            ("epoch", 2, 0, "val_loss", 0.7),
+            ("step", 0, 10, "loss", 2.0),
+            ("step", 1, 20, "loss", 1.5),
+            ("test", 2, 0, "test_acc", 0.6),
+        ];
+        let rows: Vec<(&str, i64, i64, &str, f64)> = rows
+            .iter()
+            .map(|(a, b, c, d, e)| (a.as_str(), *b, *c, d.as_str(), *e))
+            .collect();
+        assert_eq!(rows, expect);
+        let (done, lr, epochs, seed, dir_, prog): (i64, f64, i64, i64, String, Option<String>) = sqlx::query_as(
+            "SELECT t.epochs_done, t.lr, t.epochs, t.seed, s.direction, s.program FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = 't1'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!((done, lr, epochs, seed), (2, 0.01, 5, 3));
+        assert_eq!(dir_, "min");
+        assert_eq!(prog.as_deref(), Some(r#"["python","train.py"]"#));
     }
 
     fn decision(i: usize) -> StoreEvent {
