@@ -51,9 +51,11 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
                 crate::coordinator::launcher::slurm::SlurmLauncher::from_env(
                     spec.clone(),
                     &plan.name,
+                    plan.program.is_some(),
                 )?,
             )
         }
+        None if plan.program.is_some() => Arc::new(LocalLauncher::for_programs()),
         None => Arc::new(LocalLauncher::from_env()?),
     };
     let db = db_path(db);
@@ -69,7 +71,10 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         if let (Some(info), serde_json::Value::Object(worker)) = (info.as_object_mut(), launcher.describe().await) {
             info.extend(worker);
         }
-        let hash = crate::dataset::hash::content_hash(&plan.dataset);
+        let hash = match plan.program {
+            Some(_) => String::new(),
+            None => crate::dataset::hash::content_hash(&plan.dataset),
+        };
         let name = plan.name.clone();
         let opts = RunOptions { results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
         let outcome = coordinator::run(plan, opts, launcher, pool.clone(), info, hash).await?;
@@ -109,21 +114,25 @@ fn dry_run_table(plan: &crate::spec::SweepPlan) -> String {
         plan.varying.clone()
     };
     header.extend(keys.iter().cloned());
-    header.extend(["epochs", "image_size", "batch_size"].map(String::from));
+    let columns: &[&str] = match plan.program {
+        Some(_) => &["epochs"],
+        None => &["epochs", "image_size", "batch_size"],
+    };
+    header.extend(columns.iter().map(|c| c.to_string()));
     b.push_record(header);
     for (i, t) in plan.trials.iter().enumerate() {
-        let v = serde_json::to_value(&t.config).unwrap_or_default();
+        let v = t.config.to_json();
         let mut row = vec![(i + 1).to_string(), t.id.clone()];
         row.extend(keys.iter().map(|k| {
             v.get(k)
                 .map(sweep_protocol::config::value_text)
                 .unwrap_or_default()
         }));
-        row.extend([
-            t.config.epochs.to_string(),
-            t.config.image_size.to_string(),
-            t.config.batch_size.to_string(),
-        ]);
+        row.extend(columns.iter().map(|c| {
+            v.get(*c)
+                .map(sweep_protocol::config::value_text)
+                .unwrap_or_else(|| "-".into())
+        }));
         b.push_record(row);
     }
     let mut t = b.build();

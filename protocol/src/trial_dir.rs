@@ -15,6 +15,10 @@ pub const STATE: &str = "state.json";
 /// Every message the worker sent, replayed on resume.
 pub const JOURNAL: &str = "journal.jsonl";
 
+/// A `[program]` trial's parameters as a JSON object (`SWEEP_PARAMS`),
+/// written before each attempt.
+pub const PARAMS: &str = "params.json";
+
 /// Files whose presence means a trial has run here and may resume from them.
 pub const RESUME_FILES: [&str; 3] = [STATE, LAST, TRAIN_STATE];
 

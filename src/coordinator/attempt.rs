@@ -91,6 +91,15 @@ async fn run_attempt(
     policy: Policy,
 ) -> AttemptResult {
     let trial = spec.job.trial.clone();
+    if let Some(p) = &spec.program
+        && let Err(e) = write_params(&p.params.0, &p.params.1)
+    {
+        return AttemptResult::failed(
+            FailureClass::Worker(sweep_protocol::ErrorClass::Internal),
+            format!("cannot write {}: {e}", p.params.0.display()),
+        );
+    }
+    let begun = std::time::Instant::now();
     let started = launcher.start(spec);
     let pid = started.as_ref().ok().and_then(|a| a.control.pid());
     recorder.send(StoreEvent::AttemptStarted {
@@ -123,6 +132,10 @@ async fn run_attempt(
         result: &mut result,
         control: &control,
         placed: false,
+        program: spec
+            .program
+            .as_ref()
+            .map(|_| ProgramOutput::new(&spec.log_path)),
     };
     let read = relay.read_all(attempt.stdout);
     let timed_out = match policy.timeout {
@@ -133,6 +146,7 @@ async fn run_attempt(
         }
     };
     let placed = relay.placed;
+    let program = relay.program.take();
     if timed_out {
         control.kill();
     }
@@ -151,6 +165,31 @@ async fn run_attempt(
     if !placed {
         record_placement(recorder, &trial, policy.attempt, control.as_ref());
     }
+    if let Some(out) = program {
+        // Whatever the program left running in its group goes with it: its
+        // slot (and GPU memory) is free only once the whole group is gone.
+        reap_group(control.as_ref()).await;
+        if !timed_out && result.exit.code == Some(0) && result.class.is_none() {
+            let done = WorkerMessage::Done {
+                epochs: out.last_epoch,
+                wall_s: begun.elapsed().as_secs_f64(),
+                // A program reports no throughput of its own (stored as NULL).
+                images_per_s: f64::NAN,
+                best_val_accuracy: f64::NAN,
+                timings: None,
+            };
+            result.done = true;
+            let _ = ev.send(Event::Message {
+                trial: trial.clone(),
+                msg: done.clone(),
+            });
+            recorder.send(StoreEvent::Worker {
+                trial: trial.clone(),
+                attempt: policy.attempt,
+                msg: done,
+            });
+        }
+    }
     let clean = result.done && result.exit.code == Some(0) && result.class.is_none();
     if !timed_out && !clean {
         // The launcher's view of the end (Slurm: time limit, preemption, scancel).
@@ -168,7 +207,85 @@ async fn run_attempt(
         }
     }
     classify(&mut result, timed_out, policy.timeout, spec);
+    if spec.program.is_some()
+        && let Some(m) = &mut result.message
+        && !result.done
+    {
+        // The program's own last words say more than an exit code.
+        let tail = log_tail(&spec.log_path, 20);
+        if !tail.is_empty() {
+            m.push_str(":\n");
+            m.push_str(&tail);
+        }
+    }
     result
+}
+
+/// Writes a program's parameters file (`SWEEP_PARAMS`) in its trial folder.
+fn write_params(path: &std::path::Path, json: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    sweep_trialfiles::write_atomic(&path.with_extension("json.tmp"), path, json.as_bytes())
+}
+
+/// The last `n` lines of an attempt log (at most its last 16 KiB).
+fn log_tail(path: &std::path::Path, n: usize) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(16 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// After a program's process ended: SIGKILL to what is left of its process
+/// group, and wait (up to 10 s) until none of it runs.
+async fn reap_group(control: &dyn super::launcher::AttemptControl) {
+    for _ in 0..100 {
+        if !control.group_alive() {
+            return;
+        }
+        control.kill();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What is read from a program's stdout besides records: its log lines go
+/// to the attempt log; warnings about non-records are capped.
+struct ProgramOutput {
+    log: Option<std::fs::File>,
+    last_epoch: u32,
+    warned: u32,
+}
+
+/// Warnings about one attempt's unusable JSON lines, at most.
+const PROGRAM_WARNINGS: u32 = 5;
+
+impl ProgramOutput {
+    fn new(log: &std::path::Path) -> ProgramOutput {
+        ProgramOutput {
+            log: std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(log)
+                .ok(),
+            last_epoch: 0,
+            warned: 0,
+        }
+    }
+
+    fn log_line(&mut self, line: &str) {
+        use std::io::Write;
+        if let Some(f) = &mut self.log {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 /// Records where the attempt runs, when the launcher knows (once per attempt).
@@ -239,6 +356,8 @@ struct Relay<'a> {
     control: &'a Arc<dyn super::launcher::AttemptControl>,
     /// The attempt's placement is recorded (at its first message).
     placed: bool,
+    /// A user's program (`[program]`), not the worker, is speaking.
+    program: Option<ProgramOutput>,
 }
 
 impl Relay<'_> {
@@ -257,6 +376,10 @@ impl Relay<'_> {
                 Ok(None) => break,
                 Ok(Some(true)) => {
                     self.warn(format!("worker line over {MAX_LINE_BYTES} bytes ignored"))
+                }
+                Ok(Some(false)) if self.program.is_some() => {
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    self.program_line(&line);
                 }
                 Ok(Some(false)) => {
                     let line = String::from_utf8_lossy(&buf);
@@ -279,6 +402,55 @@ impl Relay<'_> {
                     self.warn(format!("reading worker output failed: {e}"));
                     break;
                 }
+            }
+        }
+    }
+
+    /// One stdout line of a user's program: a record, or a line of its log.
+    fn program_line(&mut self, line: &str) {
+        use sweep_protocol::ProgramLine;
+        let Some(out) = self.program.as_mut() else {
+            return;
+        };
+        let warning = match sweep_protocol::parse_program_line(line) {
+            ProgramLine::Log => {
+                out.log_line(line);
+                None
+            }
+            ProgramLine::NotARecord(why) => {
+                out.log_line(line);
+                let shown: String = line.chars().take(120).collect();
+                Some(format!("{why}; kept as a log line: {shown}"))
+            }
+            ProgramLine::Record(msg, dropped) => {
+                if let WorkerMessage::Record {
+                    epoch: Some(e),
+                    step: None,
+                    ..
+                } = &msg
+                {
+                    out.last_epoch = out.last_epoch.max(*e);
+                }
+                let w = (!dropped.is_empty()).then(|| {
+                    format!(
+                        "record field(s) {} not recorded: a metric is a finite number",
+                        dropped.join(", ")
+                    )
+                });
+                self.on_message(msg);
+                w
+            }
+        };
+        if let Some(w) = warning
+            && let Some(out) = self.program.as_mut()
+        {
+            out.warned += 1;
+            match out.warned {
+                n if n < PROGRAM_WARNINGS => self.warn(w),
+                PROGRAM_WARNINGS => self.warn(format!(
+                    "{w} (further such warnings of this attempt are not shown)"
+                )),
+                _ => {}
             }
         }
     }

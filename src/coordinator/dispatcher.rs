@@ -27,7 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use sweep_protocol::{SelectMetric, WorkerJob, WorkerMessage};
+use sweep_protocol::{WorkerJob, WorkerMessage};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -73,6 +73,46 @@ struct Running {
     /// The last epoch the worker reported (a pruned worker that ends with
     /// `done` before its last epoch stopped early; at its last, it finished).
     last_epoch: u32,
+    /// The attempt reported the sweep's metric at least once.
+    reported: bool,
+}
+
+/// The epoch a message closes: the built-in worker's `epoch`, a program's epoch record.
+fn epoch_of(msg: &WorkerMessage) -> Option<u32> {
+    match msg {
+        WorkerMessage::Epoch { epoch, .. } => Some(*epoch),
+        WorkerMessage::Record {
+            epoch: Some(e),
+            step: None,
+            ..
+        } => Some(*e),
+        _ => None,
+    }
+}
+
+/// The value of `metric` at the epoch a message closes, if it carries it.
+fn metric_value(metric: &crate::spec::Objective, msg: &WorkerMessage) -> Option<(u32, f64)> {
+    match msg {
+        WorkerMessage::Epoch {
+            epoch,
+            val_accuracy,
+            val_loss,
+            ..
+        } if !metric.program => Some((
+            *epoch,
+            if metric.name == "val_loss" {
+                *val_loss
+            } else {
+                *val_accuracy
+            },
+        )),
+        WorkerMessage::Record {
+            epoch: Some(e),
+            step: None,
+            values,
+        } if metric.program => values.get(&metric.name).map(|v| (*e, *v)),
+        _ => None,
+    }
 }
 
 /// Run state, owned by one task.
@@ -113,7 +153,7 @@ struct Dispatcher {
 }
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
-    let v = serde_json::to_value(&t.config).unwrap_or_default();
+    let v = t.config.to_json();
     let parts: Vec<String> = varying
         .iter()
         .filter_map(|k| {
@@ -122,7 +162,10 @@ fn label(t: &PlannedTrial, varying: &[String]) -> String {
         })
         .collect();
     if parts.is_empty() {
-        t.config.backbone.clone()
+        match t.builtin() {
+            Some(c) => c.backbone.clone(),
+            None => t.id.clone(),
+        }
     } else {
         parts.join(" ")
     }
@@ -188,7 +231,10 @@ pub async fn run(
 
     // The dataset decoded once for every cache size the queued trials use,
     // before the first of them starts.
-    let shorts = queue.iter().map(|q| q.trial.config.cache_short()).collect();
+    let shorts = queue
+        .iter()
+        .filter_map(|q| q.trial.builtin().map(|c| c.cache_short()))
+        .collect();
     let decoded_cache =
         crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
     let (recorder, writer) = Recorder::spawn(&pool).await?;
@@ -235,27 +281,21 @@ async fn register(
     system_info: serde_json::Value,
     dataset_hash: &str,
 ) -> Result<(i64, HashMap<String, recorder::TrialState>), RunError> {
-    let params: Vec<sweep_protocol::TrialParams> = plan
-        .trials
-        .iter()
-        .map(|t| sweep_protocol::TrialParams::Builtin(t.config.clone()))
-        .collect();
     let new = NewSweep {
         name: &plan.name,
         file: plan.file.display().to_string(),
         toml: &plan.toml,
         description: plan.description.as_deref(),
         metric: &plan.metric,
-        maximize: plan.metric != "val_loss",
-        program: None,
+        maximize: plan.maximize,
+        program: plan.program.as_ref().map(|p| p.json.clone()),
         dataset: plan.dataset.display().to_string(),
         dataset_hash,
         system_info,
         trials: plan
             .trials
             .iter()
-            .zip(&params)
-            .map(|(t, p)| (t.id.as_str(), p))
+            .map(|t| (t.id.as_str(), &t.config))
             .collect(),
     };
     let (sweep_id, states) = recorder::register(pool, &new).await?;
@@ -278,7 +318,8 @@ async fn take_slots(
     let per_trial = plan
         .trials
         .iter()
-        .map(|t| super::estimate::cpu_trial_memory(&t.config, classes))
+        .filter_map(|t| t.builtin())
+        .map(|c| super::estimate::cpu_trial_memory(c, classes))
         .max()
         .unwrap_or(0);
     let cores = std::thread::available_parallelism()
@@ -363,10 +404,7 @@ fn decision_row(d: &Decision, plan: &SweepPlan) -> recorder::DecisionRow {
         method: d.method.to_string(),
         rung: d.rung.map(i64::from),
         bracket: d.bracket.map(i64::from),
-        metric: match plan.stopping.metric {
-            SelectMetric::ValAccuracy => "val_accuracy".into(),
-            SelectMetric::ValLoss => "val_loss".into(),
-        },
+        metric: plan.stopping.metric.name.clone(),
         value: d.value,
         cutoff: d.cutoff,
         compared: d.compared as i64,
@@ -455,7 +493,7 @@ impl Dispatcher {
                 .trials
                 .iter()
                 .chain(&prop.trials)
-                .map(|t| t.config.epochs)
+                .filter_map(|t| t.config.epochs())
                 .max()
                 .unwrap_or(1);
             for t in prop.trials {
@@ -490,13 +528,24 @@ impl Dispatcher {
                 dataset: self.plan.dataset.clone(),
                 out_dir: self.opts.results.join(&self.plan.name).join(&trial),
                 threads: self.threads_per_worker,
-                config: q.trial.config.clone(),
+                config: q.trial.builtin().cloned().unwrap_or_default(),
                 select: self.plan.select,
                 dataset_hash: self.decoded_cache.clone(),
             };
+            let program = self.plan.program.as_ref().map(|p| {
+                super::program::run_for(
+                    p,
+                    &self.plan.name,
+                    &q.trial,
+                    &job.out_dir,
+                    q.attempt,
+                    self.threads_per_worker,
+                )
+            });
             let spec = LaunchSpec {
                 log_path: sweep_protocol::trial_dir::attempt_log(&job.out_dir, q.attempt),
                 job,
+                program,
                 slot: slot.clone(),
             };
             self.progress.started(
@@ -504,7 +553,7 @@ impl Dispatcher {
                 &label(&q.trial, &self.plan.varying),
                 q.attempt,
                 &slot.label(),
-                q.trial.config.epochs,
+                q.trial.config.epochs().unwrap_or(0),
             );
             self.recorder.send(StoreEvent::TrialStatus {
                 trial: trial.clone(),
@@ -528,6 +577,7 @@ impl Dispatcher {
                     control: None,
                     queued: q,
                     last_epoch: 0,
+                    reported: false,
                 },
             );
         }
@@ -537,20 +587,23 @@ impl Dispatcher {
         match ev {
             Event::Started { trial, control } => self.on_started(trial, control),
             Event::Message { trial, msg } => {
-                if let WorkerMessage::Epoch {
-                    epoch,
-                    val_accuracy,
-                    val_loss,
-                    ..
-                } = &msg
+                if let Some(epoch) = epoch_of(&msg)
+                    && let Some(r) = self.running.get_mut(&trial)
                 {
+                    r.last_epoch = r.last_epoch.max(epoch);
+                }
+                let objective = self.plan.objective();
+                if let Some((epoch, v)) = metric_value(&objective, &msg) {
                     if let Some(r) = self.running.get_mut(&trial) {
-                        r.last_epoch = r.last_epoch.max(*epoch);
+                        r.reported = true;
                     }
                     if let Some(p) = self.proposer.as_mut() {
-                        p.observe(&trial, *epoch, *val_accuracy, *val_loss);
+                        p.observe_metric(&trial, epoch, v);
                     }
-                    self.judge(&trial, *epoch, *val_accuracy, *val_loss);
+                }
+                let judged = self.stopper.as_ref().map(|s| s.metric().clone());
+                if let Some((epoch, v)) = judged.and_then(|m| metric_value(&m, &msg)) {
+                    self.judge(&trial, epoch, v);
                 }
                 self.progress.message(&trial, &msg);
             }
@@ -582,6 +635,7 @@ impl Dispatcher {
         let Some(Running {
             queued: mut q,
             last_epoch,
+            reported,
             ..
         }) = self.running.remove(&trial)
         else {
@@ -603,10 +657,9 @@ impl Dispatcher {
         }
         // A worker told to stop ends cleanly (`done`, exit 0) before its last
         // epoch, or by SIGTERM; one that reached its last epoch first finished.
-        let pruned_by = self
-            .pruning
-            .remove(&trial)
-            .filter(|_| !(result.succeeded() && last_epoch >= q.trial.config.epochs));
+        let pruned_by = self.pruning.remove(&trial).filter(|_| {
+            !(result.succeeded() && q.trial.config.epochs().is_some_and(|n| last_epoch >= n))
+        });
         if let Some(why) = &pruned_by {
             result.class = Some(FailureClass::Pruned);
             result.message = Some(why.clone());
@@ -644,6 +697,12 @@ impl Dispatcher {
             (Some(c), None) => format!("{status}: {c}"),
             _ => status.to_string(),
         };
+        if self.plan.program.is_some() && status == TrialStatus::Done && !reported {
+            self.progress.warn(&format!(
+                "trial {trial}: finished without reporting `{}` in an epoch record; it is done but cannot be ranked by it",
+                self.plan.metric
+            ));
+        }
         self.progress
             .finished(&trial, status, &why, self.queue.len());
         if status == TrialStatus::Queued {
@@ -655,7 +714,9 @@ impl Dispatcher {
     /// `[resources] keep` does not keep, and with `keep_precision = "half"`
     /// rewrites the kept weights as float16 (see `retention`).
     fn release_checkpoints(&self, trial: &str, status: TrialStatus) {
-        if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) {
+        // A program's folder holds its own files: they are its to keep.
+        if !matches!(status, TrialStatus::Done | TrialStatus::Pruned) || self.plan.program.is_some()
+        {
             return;
         }
         let (dir, keep, precision) = (
@@ -680,12 +741,16 @@ impl Dispatcher {
     /// Puts a failed attempt's trial back with a backoff (and half the batch after an OOM).
     fn requeue(&mut self, mut q: Queued, class: Option<FailureClass>) {
         let oom = class == Some(FailureClass::Worker(sweep_protocol::ErrorClass::Oom));
-        if oom && self.plan.resources.oom_retry_halve_batch && q.trial.config.batch_size > 1 {
+        if let Some(c) = q.trial.config.builtin_mut()
+            && oom
+            && self.plan.resources.oom_retry_halve_batch
+            && c.batch_size > 1
+        {
             // Same trial (same id), smaller batches; attempts.batch_size records it.
-            q.trial.config.batch_size /= 2;
+            c.batch_size /= 2;
             self.progress.warn(&format!(
                 "trial {}: out of memory; retrying with batch_size {}",
-                q.trial.id, q.trial.config.batch_size
+                q.trial.id, c.batch_size
             ));
         }
         q.attempt += 1;
@@ -695,7 +760,7 @@ impl Dispatcher {
 
     /// A trial finished an epoch: ask the stopper; record every decision; stop
     /// the trial (SIGTERM: it ends at a clean batch, its epoch checkpoint kept).
-    fn judge(&mut self, trial: &str, epoch: u32, val_accuracy: f64, val_loss: f64) {
+    fn judge(&mut self, trial: &str, epoch: u32, value: f64) {
         let Some(stopper) = self.stopper.as_mut() else {
             return;
         };
@@ -705,11 +770,8 @@ impl Dispatcher {
         if self.pruning.contains_key(trial) {
             return; // told to stop already: epochs it trains meanwhile are not judged again
         }
-        let value = match stopper.metric() {
-            SelectMetric::ValAccuracy => val_accuracy,
-            SelectMetric::ValLoss => val_loss,
-        };
-        let decisions = stopper.report(trial, epoch, r.queued.trial.config.epochs, value);
+        let epochs = r.queued.trial.config.epochs().unwrap_or(u32::MAX);
+        let decisions = stopper.report(trial, epoch, epochs, value);
         for d in &decisions {
             self.recorder
                 .send(StoreEvent::Decision(decision_row(d, &self.plan)));
@@ -726,11 +788,22 @@ impl Dispatcher {
                     test: self.plan.stopping.test_pruned,
                 })
                 .unwrap_or_default();
-                match c.stdin() {
-                    Some(s) if s.send(line) => {
-                        self.stop_sent.insert(trial.to_string(), Instant::now());
+                let program = self.plan.program.is_some();
+                if program {
+                    // A program gets SIGTERM at once (and the stop line, for
+                    // one that prefers it), SIGKILL after `stop_grace`.
+                    c.terminate();
+                    if let Some(s) = c.stdin() {
+                        s.send(line);
                     }
-                    _ => c.terminate(),
+                    self.stop_sent.insert(trial.to_string(), Instant::now());
+                } else {
+                    match c.stdin() {
+                        Some(s) if s.send(line) => {
+                            self.stop_sent.insert(trial.to_string(), Instant::now());
+                        }
+                        _ => c.terminate(),
+                    }
                 }
             }
             self.pruning.insert(trial.to_string(), why);
@@ -750,11 +823,19 @@ impl Dispatcher {
         for trial in overdue {
             self.stop_sent.remove(&trial);
             if let Some(c) = self.running.get(&trial).and_then(|r| r.control.as_ref()) {
-                self.progress.warn(&format!(
-                    "trial {trial}: no stop after {}s of the stop line; sending SIGTERM",
-                    self.stop_line_grace().as_secs()
-                ));
-                c.terminate();
+                if self.plan.program.is_some() {
+                    self.progress.warn(&format!(
+                        "trial {trial}: still running {}s after SIGTERM; sending SIGKILL",
+                        self.stop_line_grace().as_secs()
+                    ));
+                    c.kill();
+                } else {
+                    self.progress.warn(&format!(
+                        "trial {trial}: no stop after {}s of the stop line; sending SIGTERM",
+                        self.stop_line_grace().as_secs()
+                    ));
+                    c.terminate();
+                }
             }
         }
     }

@@ -13,18 +13,18 @@
 //! Proposal `k` draws from its own RNG seeded by (sweep, k): the sequence
 //! depends only on the results seen, which is what makes a resume continue it.
 use super::sampler::{self, Observation, Point};
+use crate::spec::Objective;
 use crate::spec::PlannedTrial;
 use crate::spec::search::SearchSpace;
 use crate::store::proposals::ProposalRow;
 use std::collections::{HashMap, HashSet};
-use sweep_protocol::SelectMetric;
 
 /// Redraws (random) before a point whose trials all exist already is given up on.
 const DUPLICATE_REDRAWS: u64 = 64;
 
 pub struct Proposer {
     space: SearchSpace,
-    metric: SelectMetric,
+    metric: Objective,
     /// Trials with a point, in the order they were proposed (observation order).
     order: Vec<(String, Point)>,
     /// trial → oriented validation value per epoch (index epoch − 1; NaN unknown).
@@ -55,7 +55,7 @@ impl Proposer {
     /// proposals already in the database, in order, as (k, coords).
     pub fn new(
         space: SearchSpace,
-        metric: SelectMetric,
+        metric: Objective,
         planned: &[PlannedTrial],
         recorded: &[(i64, Vec<f64>)],
     ) -> Result<(Proposer, Vec<PlannedTrial>), ProposalMismatch> {
@@ -113,29 +113,14 @@ impl Proposer {
         self.space.dims.iter().map(|(_, d)| d.clone()).collect()
     }
 
-    /// A validation value of `trial` at `epoch`, as reported.
-    pub fn observe(&mut self, trial: &str, epoch: u32, val_accuracy: f64, val_loss: f64) {
-        let v = match self.metric {
-            SelectMetric::ValAccuracy => val_accuracy,
-            SelectMetric::ValLoss => val_loss,
-        };
-        self.observe_metric(trial, epoch, v);
+    /// The metric TPE optimises (`[sweep] metric`).
+    pub fn metric(&self) -> &Objective {
+        &self.metric
     }
 
-    /// The metric TPE optimises (`[sweep] metric`), as stored ("accuracy" or "loss").
-    pub fn metric_name(&self) -> &'static str {
-        match self.metric {
-            SelectMetric::ValAccuracy => "accuracy",
-            SelectMetric::ValLoss => "loss",
-        }
-    }
-
-    /// A value of `[sweep] metric` as reported (a loss is negated here).
+    /// A value of `[sweep] metric` as reported (oriented here: higher is better).
     pub fn observe_metric(&mut self, trial: &str, epoch: u32, value: f64) {
-        let v = match self.metric {
-            SelectMetric::ValAccuracy => value,
-            SelectMetric::ValLoss => -value,
-        };
+        let v = self.metric.orient(value);
         let h = self.history.entry(trial.to_string()).or_default();
         let i = epoch.saturating_sub(1) as usize;
         if h.len() <= i {
@@ -244,13 +229,7 @@ impl Proposer {
             trials: trials
                 .iter()
                 .enumerate()
-                .map(|(i, t)| {
-                    (
-                        t.id.clone(),
-                        ordinal0 + i as i64,
-                        sweep_protocol::TrialParams::Builtin(t.config.clone()),
-                    )
-                })
+                .map(|(i, t)| (t.id.clone(), ordinal0 + i as i64, t.config.clone()))
                 .collect(),
             time: crate::store::now(),
         };
@@ -289,13 +268,7 @@ impl Proposer {
                     trials: chunk
                         .iter()
                         .enumerate()
-                        .map(|(i, t)| {
-                            (
-                                t.id.clone(),
-                                (k * seeds + i) as i64,
-                                sweep_protocol::TrialParams::Builtin(t.config.clone()),
-                            )
-                        })
+                        .map(|(i, t)| (t.id.clone(), (k * seeds + i) as i64, t.config.clone()))
                         .collect(),
                     time: crate::store::now(),
                 })

@@ -21,9 +21,9 @@
 //!   other trials that reached `e`; at least `MEDIAN_MIN_TRIALS` of them are needed.
 //! - **Patience**: stop a trial after `patience` epochs without improving its
 //!   own best value.
+use crate::spec::Objective;
 use crate::spec::{StopMethod, Stopping};
 use std::collections::{BTreeMap, HashMap};
-use sweep_protocol::SelectMetric;
 
 /// The median rule needs this many other trials at an epoch before it judges.
 pub const MEDIAN_MIN_TRIALS: usize = 3;
@@ -101,11 +101,8 @@ fn percentile_sorted(v: &[f64], q: f64) -> Option<f64> {
     Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
 }
 
-fn orient(metric: SelectMetric, v: f64) -> f64 {
-    match metric {
-        SelectMetric::ValAccuracy => v,
-        SelectMetric::ValLoss => -v,
-    }
+fn orient(metric: &Objective, v: f64) -> f64 {
+    metric.orient(v)
 }
 
 /// numpy.percentile with linear interpolation; `q` in [0, 100].
@@ -133,8 +130,8 @@ impl Stopper {
         }
     }
 
-    pub fn metric(&self) -> SelectMetric {
-        self.cfg.metric
+    pub fn metric(&self) -> &Objective {
+        &self.cfg.metric
     }
 
     /// Number of Hyperband brackets for trials of up to `max_epochs` epochs.
@@ -183,7 +180,7 @@ impl Stopper {
             self.rungs
                 .entry((bracket, rung))
                 .or_default()
-                .insert(&d.trial, orient(self.cfg.metric, d.value));
+                .insert(&d.trial, orient(&self.cfg.metric, d.value));
         }
     }
 
@@ -195,7 +192,7 @@ impl Stopper {
         if h.len() <= i {
             h.resize(i + 1, f64::NAN);
         }
-        h[i] = orient(self.cfg.metric, value);
+        h[i] = orient(&self.cfg.metric, value);
     }
 
     pub fn is_decided(&self, trial: &str, epoch: u32) -> bool {
@@ -235,12 +232,12 @@ impl Stopper {
         value: f64,
     ) -> Option<Decision> {
         let (bracket, rung) = self.rung_at(trial, epoch, epochs)?;
-        let metric = self.cfg.metric;
+        let metric = self.cfg.metric.clone();
         let recorded = self.rungs.entry((bracket, rung)).or_default();
         let others = recorded.others(trial);
         let compared = others.len();
         let cutoff = percentile_sorted(&others, (1.0 - 1.0 / self.cfg.reduction as f64) * 100.0);
-        let v = orient(metric, value);
+        let v = orient(&metric, value);
         let stop = cutoff.is_some_and(|c| v < c);
         recorded.insert(trial, v);
         Some(Decision {
@@ -254,7 +251,7 @@ impl Stopper {
                 "asha"
             },
             value,
-            cutoff: cutoff.map(|c| orient(metric, c)),
+            cutoff: cutoff.map(|c| orient(&metric, c)),
             compared,
             stop,
         })
@@ -289,7 +286,7 @@ impl Stopper {
             .filter(|x| !x.is_nan())
             .fold(f64::NEG_INFINITY, f64::max);
         let m = median(&means)?;
-        let metric = self.cfg.metric;
+        let metric = self.cfg.metric.clone();
         Some(Decision {
             trial: trial.to_string(),
             epoch,
@@ -297,7 +294,7 @@ impl Stopper {
             bracket: None,
             method: "median",
             value,
-            cutoff: Some(orient(metric, m)),
+            cutoff: Some(orient(&metric, m)),
             compared: means.len(),
             stop: best < m,
         })
@@ -319,7 +316,7 @@ impl Stopper {
             bracket: None,
             method: "patience",
             value,
-            cutoff: Some(orient(self.cfg.metric, best)),
+            cutoff: Some(orient(&self.cfg.metric, best)),
             compared: since,
             stop: since >= patience as usize,
         })
@@ -333,7 +330,7 @@ mod tests {
     fn cfg(method: StopMethod, min_epochs: u32, reduction: u32, patience: Option<u32>) -> Stopping {
         Stopping {
             method,
-            metric: SelectMetric::ValAccuracy,
+            metric: Objective::builtin(sweep_protocol::SelectMetric::ValAccuracy),
             min_epochs,
             reduction,
             patience,
@@ -395,7 +392,7 @@ mod tests {
     #[test]
     fn a_loss_is_judged_lower_is_better() {
         let mut s = Stopper::new(Stopping {
-            metric: SelectMetric::ValLoss,
+            metric: Objective::builtin(sweep_protocol::SelectMetric::ValLoss),
             ..cfg(StopMethod::Asha, 1, 2, None)
         });
         s.assign("a", 0, 4);

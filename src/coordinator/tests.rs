@@ -140,7 +140,11 @@ fn plan(trials: &[&str], retries: u32) -> SweepPlan {
         dataset: "data".into(),
         metric: "val_accuracy".into(),
         select: SelectMetric::ValAccuracy,
-        stopping: crate::spec::Stopping::none(SelectMetric::ValAccuracy),
+        stopping: crate::spec::Stopping::none(crate::spec::Objective::builtin(
+            SelectMetric::ValAccuracy,
+        )),
+        maximize: true,
+        program: None,
         description: None,
         resources: Resources {
             retries,
@@ -150,10 +154,10 @@ fn plan(trials: &[&str], retries: u32) -> SweepPlan {
             .iter()
             .map(|id| PlannedTrial {
                 id: id.to_string(),
-                config: TrialConfig {
+                config: sweep_protocol::TrialParams::Builtin(TrialConfig {
                     batch_size: 32,
                     ..TrialConfig::default()
-                },
+                }),
             })
             .collect(),
         varying: vec![],

@@ -5,13 +5,14 @@
 //! or the reports.
 pub mod id;
 pub mod plan;
+pub mod program;
 pub mod raw;
 pub mod search;
 pub mod slurm;
 
 pub use plan::{
-    CpuWorkers, GpuSelection, Keep, KeepPrecision, METRICS, PARAM_KEYS, PlannedTrial, Resources,
-    StopMethod, Stopping, SweepPlan, load,
+    CpuWorkers, GpuSelection, Keep, KeepPrecision, METRICS, Objective, PARAM_KEYS, PlannedTrial,
+    Resources, StopMethod, Stopping, SweepPlan, load,
 };
 pub use raw::SpecError;
 

@@ -16,7 +16,9 @@ use rand::{Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use sweep_protocol::{BACKBONES, Head, Optimizer, Schedule, SelectMetric, TrialConfig};
+use sweep_protocol::{
+    BACKBONES, Head, Optimizer, Schedule, SelectMetric, TrialConfig, TrialParams,
+};
 use toml::{Spanned, Value};
 
 pub use sweep_protocol::PARAM_KEYS;
@@ -36,7 +38,7 @@ use random::{random_samples, unknown_key};
 use resources::resources;
 pub use resources::{CpuWorkers, GpuSelection, Resources};
 use stopping::stopping;
-pub use stopping::{StopMethod, Stopping};
+pub use stopping::{Objective, StopMethod, Stopping};
 
 /// The most trials one sweep file may plan.
 pub const MAX_TRIALS: usize = 100_000;
@@ -50,7 +52,25 @@ pub use sweep_trialfiles::{Keep, KeepPrecision};
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlannedTrial {
     pub id: String,
-    pub config: TrialConfig,
+    pub config: TrialParams,
+}
+
+impl SweepPlan {
+    /// `[sweep] metric` with its direction: what TPE optimises.
+    pub fn objective(&self) -> Objective {
+        Objective {
+            name: self.metric.clone(),
+            maximize: self.maximize,
+            program: self.program.is_some(),
+        }
+    }
+}
+
+impl PlannedTrial {
+    /// The built-in trainer's config (`None` for a `[program]` trial).
+    pub fn builtin(&self) -> Option<&TrialConfig> {
+        self.config.builtin()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,8 +78,13 @@ pub struct SweepPlan {
     pub name: String,
     pub file: PathBuf,
     pub toml: String,
+    /// The ImageFolder root (empty with `[program]`).
     pub dataset: PathBuf,
     pub metric: String,
+    /// `[sweep] direction`: true when a higher `metric` is better.
+    pub maximize: bool,
+    /// `[program]`: the user's own program runs each trial (None: `sweep-worker`).
+    pub program: Option<super::program::ProgramSpec>,
     /// What picks each trial's best checkpoint (from `metric`).
     pub select: SelectMetric,
     pub stopping: Stopping,
@@ -87,12 +112,24 @@ fn at<T>(src: &Source, s: &Spanned<T>, msg: impl Into<String>, help: Option<Stri
 
 pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     let header = sweep_header(src, &raw)?;
+    let program = match &raw.program {
+        Some(p) => Some(super::program::validate(src, p)?),
+        None => None,
+    };
+    if let (Some(_), Some((k, _))) = (&program, raw.pretrained.iter().next()) {
+        return Err(at(
+            src,
+            k,
+            "[pretrained] is for the built-in trainer; with [program] your program loads its own weights",
+            Some("pass a weights path as a parameter instead, e.g. [defaults] weights = \"w.pth\" and \"--weights\", \"{weights}\" in the command".into()),
+        ));
+    }
     let pretrained = pretrained_weights(src, &raw)?;
     let resources = match &raw.resources {
         None => Resources::default(),
         Some(r) => resources(src, r.get_ref())?,
     };
-    let mut base = Point::default();
+    let mut base = Point::new(program.is_some());
     for (k, v) in &raw.defaults {
         base.set(src, k, v)?;
     }
@@ -104,15 +141,30 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     check_size(src, &raw, &axes, random_draws.len(), header.seeds.len())?;
     let points = expand(src, &raw, &base, &axes, &random_draws)?;
     let trials = seeded_trials(src, &header, &pretrained, points)?;
+    if let Some((p, spans)) = &program {
+        p.check_params(
+            src,
+            spans,
+            trials.iter().filter_map(|t| match &t.config {
+                TrialParams::Program(m) => Some(m),
+                TrialParams::Builtin(_) => None,
+            }),
+        )?;
+    }
     let varying = varying_keys(&trials);
     let select = if header.metric == "val_loss" {
         SelectMetric::ValLoss
     } else {
         SelectMetric::ValAccuracy
     };
+    let objective = Objective {
+        name: header.metric.clone(),
+        maximize: header.maximize,
+        program: program.is_some(),
+    };
     let stopping = match &raw.stopping {
-        None => Stopping::none(select),
-        Some(st) => stopping(src, st.get_ref(), select)?,
+        None => Stopping::none(objective),
+        Some(st) => stopping(src, st.get_ref(), objective)?,
     };
     let slurm = super::slurm::validate(
         src,
@@ -141,6 +193,8 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         toml: src.text.clone(),
         dataset: header.dataset,
         metric: header.metric,
+        maximize: header.maximize,
+        program: program.map(|(p, _)| p),
         select,
         stopping,
         description: header.description,
@@ -162,7 +216,7 @@ fn tpe_or_random(
     pretrained: &BTreeMap<String, PathBuf>,
     base: &Point,
 ) -> Result<(Vec<Draw>, Option<super::search::SearchSpace>), SpecError> {
-    let (mut draws, dists) = random_samples(src, r, &header.name, &base.config)?;
+    let (mut draws, dists) = random_samples(src, r, &header.name, base)?;
     let (sampler, startup) = super::search::sampler_settings(src, r, draws.len())?;
     if sampler == super::search::Sampler::Random {
         return Ok((draws, None));
@@ -185,7 +239,7 @@ fn tpe_or_random(
         ));
     }
     for (k, span, d) in &dists {
-        super::search::check_bounds(src, &base.config, k, span.clone(), d)?;
+        super::search::check_bounds(src, base, k, span.clone(), d)?;
     }
     let samples = draws.len();
     draws.truncate(startup);
@@ -226,6 +280,7 @@ struct Header {
     name: String,
     dataset: PathBuf,
     metric: String,
+    maximize: bool,
     description: Option<String>,
     seeds: Vec<u64>,
 }
@@ -245,10 +300,47 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
             Some("use letters, digits, '-' and '_' only (it names a folder under results/)".into()),
         ));
     }
-    let dataset = PathBuf::from(sweep.dataset.get_ref());
-    check_dataset(&dataset).map_err(|m| {
-        at(src, &sweep.dataset, m.to_string(), Some("generate the demo data with `sweep data demo data/demo`, or point `dataset` at an ImageFolder root (paths are relative to the current directory)".into()))
-    })?;
+    let dataset = match (&sweep.dataset, &raw.program) {
+        (Some(d), None) => {
+            let dataset = PathBuf::from(d.get_ref());
+            check_dataset(&dataset).map_err(|m| {
+                at(src, d, m.to_string(), Some("generate the demo data with `sweep data demo data/demo`, or point `dataset` at an ImageFolder root (paths are relative to the current directory)".into()))
+            })?;
+            dataset
+        }
+        (None, None) => {
+            return Err(at(
+                src,
+                &raw.sweep,
+                "[sweep] needs `dataset`",
+                Some("point `dataset` at an ImageFolder root (train/, valid/, test/), or run your own program with a [program] section".into()),
+            ));
+        }
+        (Some(d), Some(_)) => {
+            return Err(at(
+                src,
+                d,
+                "`dataset` is for the built-in trainer; with [program] your program reads its own data",
+                Some("pass the path as a parameter instead, e.g. [defaults] data = \"data/demo\" and \"--data\", \"{data}\" in the command".into()),
+            ));
+        }
+        (None, Some(_)) => PathBuf::new(),
+    };
+    if raw.program.is_some() {
+        let (metric, maximize) = program_metric(src, sweep)?;
+        let seeds = match &sweep.seeds {
+            None => vec![0],
+            Some(list) => seeds(src, list)?,
+        };
+        return Ok(Header {
+            name,
+            dataset,
+            metric,
+            maximize,
+            description: sweep.description.clone(),
+            seeds,
+        });
+    }
     let metric = match &sweep.metric {
         None => "val_accuracy".to_string(),
         Some(m) if METRICS.contains(&m.get_ref().as_str()) => m.get_ref().clone(),
@@ -269,6 +361,17 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
             ));
         }
     };
+    let maximize = metric != "val_loss";
+    if let Some(d) = &sweep.direction
+        && d.get_ref() != if maximize { "max" } else { "min" }
+    {
+        return Err(at(
+            src,
+            d,
+            format!("{metric} is {}, not {:?}", if maximize { "maximised" } else { "minimised" }, d.get_ref()),
+            Some("`direction` matters for a [program]'s own metrics; for the built-in trainer leave it out".into()),
+        ));
+    }
     let seeds = match &sweep.seeds {
         None => vec![0],
         Some(list) => seeds(src, list)?,
@@ -277,9 +380,49 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
         name,
         dataset,
         metric,
+        maximize,
         description: sweep.description.clone(),
         seeds,
     })
+}
+
+/// `[sweep] metric` and `direction` of a `[program]` sweep: any name the
+/// program reports; "min" by default for names ending in "loss", else "max".
+fn program_metric(
+    src: &Source,
+    sweep: &crate::spec::raw::RawSweep,
+) -> Result<(String, bool), SpecError> {
+    let Some(m) = &sweep.metric else {
+        return Err(at(
+            src,
+            &sweep.name,
+            "a [program] sweep needs [sweep] metric",
+            Some("name the value your program reports that ranks trials, e.g. metric = \"val_acc\" for records like {\"epoch\": 3, \"val_acc\": 0.81}".into()),
+        ));
+    };
+    let name = m.get_ref();
+    if name.is_empty() || name == "epoch" || name == "step" || name.starts_with("test_") {
+        return Err(at(
+            src,
+            m,
+            format!("{name:?} cannot rank trials"),
+            Some("the metric is a value of the program's epoch records (not `epoch`, `step` or a test_* result), e.g. \"val_acc\"".into()),
+        ));
+    }
+    let maximize = match sweep.direction.as_ref().map(|d| (d, d.get_ref().as_str())) {
+        None => !name.ends_with("loss"),
+        Some((_, "max")) => true,
+        Some((_, "min")) => false,
+        Some((d, other)) => {
+            return Err(at(
+                src,
+                d,
+                format!("unknown direction {other:?}"),
+                Some("direction = \"max\" (higher is better) or \"min\" (lower is better); the default is \"min\" for names ending in \"loss\", else \"max\"".into()),
+            ));
+        }
+    };
+    Ok((name.clone(), maximize))
 }
 
 fn seeds(src: &Source, list: &Spanned<Vec<Spanned<i64>>>) -> Result<Vec<u64>, SpecError> {
@@ -364,7 +507,7 @@ fn grid_axes<'a>(src: &Source, raw: &'a RawFile, base: &Point) -> Result<Vec<Axi
             }
         };
         for val in &values {
-            base.clone().set(src, k, val)?;
+            base.check(src, k, val)?;
         }
         axes.push((k, values));
     }
@@ -419,27 +562,61 @@ fn check_size(
 
 /// A config being built, and where each key was set (for cross-checks that
 /// point at the right place, and for defaults that depend on other keys).
-#[derive(Clone, Default, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Point {
-    config: TrialConfig,
+    config: TrialParams,
     set_at: BTreeMap<String, usize>,
 }
 
 impl Point {
+    /// An empty point: the built-in trainer's defaults, or no parameter at all for a program.
+    pub(super) fn new(program: bool) -> Point {
+        Point {
+            config: if program {
+                TrialParams::Program(Default::default())
+            } else {
+                TrialParams::Builtin(TrialConfig::default())
+            },
+            set_at: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn is_program(&self) -> bool {
+        matches!(self.config, TrialParams::Program(_))
+    }
+
     pub(super) fn set(
         &mut self,
         src: &Source,
         k: &Spanned<String>,
         v: &Spanned<Value>,
     ) -> Result<(), SpecError> {
-        apply(src, &mut self.config, k, v)?;
+        match &mut self.config {
+            TrialParams::Builtin(c) => apply(src, c, k, v)?,
+            TrialParams::Program(m) => {
+                super::program::check_param_name(src, k)?;
+                m.insert(k.get_ref().clone(), super::program::param_value(src, k, v)?);
+            }
+        }
         self.set_at.insert(k.get_ref().clone(), k.span().start);
         Ok(())
     }
 
+    /// Checks that `v` is a valid value of `k` here, keeping nothing.
+    pub(super) fn check(
+        &self,
+        src: &Source,
+        k: &Spanned<String>,
+        v: &Spanned<Value>,
+    ) -> Result<(), SpecError> {
+        self.clone().set(src, k, v)
+    }
+
     /// Cross-checks between keys, and defaults that depend on the optimizer.
-    pub(super) fn finish(mut self, src: &Source) -> Result<TrialConfig, SpecError> {
-        let c = &mut self.config;
+    pub(super) fn finish(mut self, src: &Source) -> Result<TrialParams, SpecError> {
+        let TrialParams::Builtin(c) = &mut self.config else {
+            return Ok(self.config);
+        };
         let err = |key: &str, msg: String, help: &str| {
             src.error_at(
                 self.set_at.get(key).copied().unwrap_or(0),
@@ -517,7 +694,7 @@ fn expand(
     base: &Point,
     axes: &[Axis<'_>],
     random_draws: &[Vec<(Spanned<String>, Spanned<Value>)>],
-) -> Result<Vec<TrialConfig>, SpecError> {
+) -> Result<Vec<TrialParams>, SpecError> {
     let mut grid_points: Vec<Vec<(&Spanned<String>, &Spanned<Value>)>> = vec![vec![]];
     for (k, values) in axes {
         grid_points = grid_points
@@ -557,15 +734,13 @@ fn seeded_trials(
     src: &Source,
     header: &Header,
     pretrained: &BTreeMap<String, PathBuf>,
-    points: Vec<TrialConfig>,
+    points: Vec<TrialParams>,
 ) -> Result<Vec<PlannedTrial>, SpecError> {
     let mut trials = Vec::new();
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for p in points {
         for &seed in &header.seeds {
-            let mut c = p.clone();
-            c.seed = seed;
-            c.pretrained = pretrained.get(&c.backbone).cloned();
+            let c = with_seed(p.clone(), seed, pretrained);
             let id = trial_id(&header.name, &header.dataset, &c);
             match seen.get(&id) {
                 None => {
@@ -586,15 +761,29 @@ fn seeded_trials(
     Ok(trials)
 }
 
+/// A point's trial for one seed: the seed set (a program gets it as its
+/// `seed` parameter) and, for the built-in trainer, its `[pretrained]` weights.
+pub(super) fn with_seed(
+    mut p: TrialParams,
+    seed: u64,
+    pretrained: &BTreeMap<String, PathBuf>,
+) -> TrialParams {
+    match &mut p {
+        TrialParams::Builtin(c) => {
+            c.seed = seed;
+            c.pretrained = pretrained.get(&c.backbone).cloned();
+        }
+        TrialParams::Program(m) => {
+            m.insert("seed".into(), seed.into());
+        }
+    }
+    p
+}
+
 /// Keys whose value differs between trials (plus `seed` when there are several).
 pub fn varying_keys(trials: &[PlannedTrial]) -> Vec<String> {
-    let json: Vec<serde_json::Map<String, serde_json::Value>> = trials
-        .iter()
-        .map(|t| match serde_json::to_value(&t.config) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => Default::default(),
-        })
-        .collect();
+    let json: Vec<serde_json::Map<String, serde_json::Value>> =
+        trials.iter().map(|t| t.config.to_json()).collect();
     sweep_protocol::config::varying_keys(&json.iter().collect::<Vec<_>>())
 }
 

@@ -31,6 +31,9 @@ pub struct RawFile {
     pub stopping: Option<Spanned<RawStopping>>,
     #[serde(default)]
     pub slurm: Option<Spanned<super::slurm::RawSlurm>>,
+    /// A user's own training program instead of the built-in trainer.
+    #[serde(default)]
+    pub program: Option<Spanned<super::program::RawProgram>>,
 }
 
 /// `[stopping]`: early stopping across trials, decided at epoch boundaries.
@@ -99,9 +102,12 @@ impl<'de> Deserialize<'de> for GridValues {
 #[serde(deny_unknown_fields)]
 pub struct RawSweep {
     pub name: Spanned<String>,
-    pub dataset: Spanned<String>,
+    /// Required for the built-in trainer; not used with `[program]`.
+    pub dataset: Option<Spanned<String>>,
     pub seeds: Option<Spanned<Vec<Spanned<i64>>>>,
     pub metric: Option<Spanned<String>>,
+    /// "max" or "min": how `metric` ranks.
+    pub direction: Option<Spanned<String>>,
     pub description: Option<String>,
 }
 

@@ -7,12 +7,12 @@
 //! and turned into trials here (`SearchSpace::trials`), with the same checks
 //! and the same trial ids as planned ones.
 use super::id::trial_id;
-use super::plan::{PlannedTrial, Point, apply};
+use super::plan::{PlannedTrial, Point};
 use super::raw::{Params, Source, SpecError};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
-use sweep_protocol::TrialConfig;
+use sweep_protocol::TrialParams;
 use toml::{Spanned, Value};
 
 /// Optuna's default number of random trials before TPE.
@@ -114,9 +114,7 @@ impl SearchSpace {
             .seeds
             .iter()
             .map(|&seed| {
-                let mut c = config.clone();
-                c.seed = seed;
-                c.pretrained = self.pretrained.get(&c.backbone).cloned();
+                let c = super::plan::with_seed(config.clone(), seed, &self.pretrained);
                 PlannedTrial {
                     id: trial_id(&self.name, &self.dataset, &c),
                     config: c,
@@ -132,8 +130,8 @@ impl SearchSpace {
 
     /// The point a resolved config sits at (for planned startup trials and
     /// proposals read back from the database).
-    pub fn point_of(&self, config: &TrialConfig) -> Option<Vec<f64>> {
-        let json = serde_json::to_value(config).ok()?;
+    pub fn point_of(&self, config: &TrialParams) -> Option<Vec<f64>> {
+        let json = config.to_json();
         self.dims
             .iter()
             .map(|(k, d)| d.coord(json.get(k)?))
@@ -202,7 +200,7 @@ pub(super) fn sampler_settings(
 /// anywhere in the range, not only where the startup draws fell.
 pub(super) fn check_bounds(
     src: &Source,
-    base: &TrialConfig,
+    base: &Point,
     k: &Spanned<String>,
     span: Range<usize>,
     dim: &Dim,
@@ -212,7 +210,7 @@ pub(super) fn check_bounds(
         _ => return Ok(()),
     };
     for end in ends {
-        apply(src, &mut base.clone(), k, &Spanned::new(span.clone(), end))
+        base.check(src, k, &Spanned::new(span.clone(), end))
             .map_err(|e| SpecError { help: Some("sampler = \"tpe\" may propose any value of the range, its ends included; narrow it".into()), ..e })?;
     }
     Ok(())

@@ -548,17 +548,20 @@ pub async fn trial_decisions(
     .await
 }
 
-/// Validation values per (trial, epoch) of a sweep: `name` is "accuracy" or "loss".
+/// The values per (trial, epoch) of a sweep's metric `name` in `split` ("valid" and
+/// "accuracy" or "loss" for the built-in trainer; "epoch" and its name for a program).
 pub async fn validation_history(
     pool: &SqlitePool,
     sweep: &str,
+    split: &str,
     name: &str,
 ) -> Result<Vec<(String, i64, f64)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT m.trial_id, m.epoch, m.value FROM metrics m JOIN trials t ON t.id = m.trial_id JOIN sweeps s ON s.id = t.sweep_id
-         WHERE s.name = ? AND m.split = 'valid' AND m.name = ? ORDER BY m.epoch",
+         WHERE s.name = ? AND m.split = ? AND m.name = ? ORDER BY m.epoch",
     )
     .bind(sweep)
+    .bind(split)
     .bind(name)
     .fetch_all(pool)
     .await

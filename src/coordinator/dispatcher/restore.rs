@@ -16,7 +16,6 @@ use crate::store::TrialStatus;
 use crate::store::recorder;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
-use sweep_protocol::SelectMetric;
 
 /// The slots `[resources]` asks for; `cpu_workers = "auto"` is resolved
 /// here, for a sweep of `trials` trials whose largest memory estimate is
@@ -115,11 +114,12 @@ pub(super) async fn restore_proposer(
         .into_iter()
         .map(|(k, _, c)| (k, c))
         .collect();
-    let (mut proposer, resumed) = Proposer::new(space, plan.select, &plan.trials, &recorded)?;
+    let (mut proposer, resumed) = Proposer::new(space, plan.objective(), &plan.trials, &recorded)?;
     let startup = proposer.startup_rows(sweep_id, &plan.trials);
     plan.trials.extend(resumed);
+    let (split, name) = proposer.metric().db_key();
     for (trial, epoch, value) in
-        crate::store::queries::validation_history(pool, &plan.name, proposer.metric_name()).await?
+        crate::store::queries::validation_history(pool, &plan.name, split, name).await?
     {
         proposer.observe_metric(&trial, epoch as u32, value);
     }
@@ -193,7 +193,7 @@ pub(super) fn warn_if_short_of_space(
 ) {
     let need = crate::coordinator::estimate::sweep_estimate(
         plan,
-        queue.iter().map(|q| &q.trial.config),
+        queue.iter().filter_map(|q| q.trial.builtin()),
         classes,
         slots,
     );
@@ -262,18 +262,15 @@ pub(super) async fn restore_stopper(
     let max_epochs = plan
         .trials
         .iter()
-        .map(|t| t.config.epochs)
+        .filter_map(|t| t.config.epochs())
         .max()
         .unwrap_or(1);
     for (i, t) in plan.trials.iter().enumerate() {
         stopper.assign(&t.id, i, max_epochs);
     }
     let mut stopped = restore_decisions(&mut stopper, queries::decisions(pool, &plan.name).await?);
-    let name = match stopper.metric() {
-        SelectMetric::ValAccuracy => "accuracy",
-        SelectMetric::ValLoss => "loss",
-    };
-    let history = queries::validation_history(pool, &plan.name, name).await?;
+    let (split, name) = stopper.metric().db_key();
+    let history = queries::validation_history(pool, &plan.name, split, name).await?;
     for (trial, epoch, value) in &history {
         stopper.observe(trial, *epoch as u32, *value);
     }
@@ -347,7 +344,7 @@ fn decide_missed_epochs(
     let epochs: HashMap<&str, u32> = plan
         .trials
         .iter()
-        .map(|t| (t.id.as_str(), t.config.epochs))
+        .map(|t| (t.id.as_str(), t.config.epochs().unwrap_or(u32::MAX)))
         .collect();
     for (trial, epoch, value) in history {
         let (Some(&n), true) = (epochs.get(trial.as_str()), queued.contains(&trial)) else {

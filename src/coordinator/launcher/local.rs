@@ -101,7 +101,8 @@ pub fn gpu_names() -> Vec<String> {
 }
 
 pub struct LocalLauncher {
-    program: PathBuf,
+    /// The worker (None: a `[program]` sweep on a machine without `sweep-worker`).
+    program: Option<PathBuf>,
     /// The real `sweep-worker` (probe-able) rather than a `SWEEP_WORKER_CMD` stand-in.
     real_worker: bool,
     /// `sweep-worker probe`, run at most once (it loads libtorch: ~1 s).
@@ -115,7 +116,12 @@ impl LocalLauncher {
             return None;
         }
         self.probed
-            .get_or_init(|| probe(&self.program))
+            .get_or_init(|| async {
+                match &self.program {
+                    Some(p) => probe(p).await,
+                    None => None,
+                }
+            })
             .await
             .as_ref()
     }
@@ -124,16 +130,27 @@ impl LocalLauncher {
     pub fn from_env() -> Result<LocalLauncher, WorkerNotFound> {
         if let Some(cmd) = std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
             return Ok(LocalLauncher {
-                program: cmd.into(),
+                program: Some(cmd.into()),
                 real_worker: false,
                 probed: Default::default(),
             });
         }
         Ok(LocalLauncher {
-            program: find_worker()?,
+            program: Some(find_worker()?),
             real_worker: true,
             probed: Default::default(),
         })
+    }
+
+    /// For a `[program]` sweep: the worker is only asked how many GPUs CUDA
+    /// sees, when there is one; without it `nvidia-smi -L` counts them.
+    pub fn for_programs() -> LocalLauncher {
+        let worker = find_worker().ok();
+        LocalLauncher {
+            real_worker: worker.is_some(),
+            program: worker,
+            probed: Default::default(),
+        }
     }
 
     /// GPU ids to use ([`gpu_ids`]). `SWEEP_FAKE_GPUS=N` pretends N GPUs exist (scheduling
@@ -151,14 +168,29 @@ impl LocalLauncher {
             .stdin(Stdio::null())
             .output()
             .await;
-        if !matches!(&smi, Ok(o) if o.status.success()) || !self.real_worker {
+        let listed = match &smi {
+            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.starts_with("GPU "))
+                .count() as u32,
+            _ => return vec![],
+        };
+        let count = if self.real_worker {
+            self.probe_once()
+                .await
+                .map(|p| p.cuda_devices.max(0) as u32)
+                .unwrap_or(0)
+        } else if self.program.is_none() {
+            // No worker to ask: the GPUs nvidia-smi lists, as far as the
+            // coordinator's CUDA_VISIBLE_DEVICES lets programs see them.
+            match std::env::var("CUDA_VISIBLE_DEVICES") {
+                Ok(v) if !v.trim().is_empty() => listed.min(v.split(',').count() as u32),
+                Ok(_) => 0,
+                Err(_) => listed,
+            }
+        } else {
             return vec![];
-        }
-        let count = self
-            .probe_once()
-            .await
-            .map(|p| p.cuda_devices.max(0) as u32)
-            .unwrap_or(0);
+        };
         gpu_ids(
             std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
             count,
@@ -221,6 +253,11 @@ impl AttemptControl for GroupControl {
     fn kill(&self) {
         self.signal(libc::SIGKILL);
     }
+    fn group_alive(&self) -> bool {
+        // SAFETY: kill(2) with signal 0 only checks that the group exists.
+        self.pid
+            .is_some_and(|pid| unsafe { libc::kill(-(pid as i32), 0) } == 0)
+    }
     fn pid(&self) -> Option<u32> {
         self.pid
     }
@@ -241,7 +278,7 @@ impl Launcher for LocalLauncher {
         Box::pin(async move {
             let probe = self.probe_once().await;
             serde_json::json!({
-                "worker": self.program.display().to_string(),
+                "worker": self.program.as_ref().map(|p| p.display().to_string()),
                 "libtorch": probe.as_ref().map(|p| p.libtorch.clone()),
                 "cuda": probe.as_ref().and_then(|p| p.libtorch.split_once('+').map(|(_, v)| v.to_string())),
                 "gpus": gpu_names(),
@@ -253,10 +290,27 @@ impl Launcher for LocalLauncher {
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let log = std::fs::File::create(&spec.log_path)?;
-        let job = serde_json::to_string(&spec.job).map_err(std::io::Error::other)?;
-        let mut cmd = tokio::process::Command::new(&self.program);
-        cmd.arg("--job").arg(job);
+        let log = super::open_log(&spec.log_path)?;
+        let mut cmd = match &spec.program {
+            Some(p) => {
+                let mut cmd = tokio::process::Command::new(&p.argv[0]);
+                cmd.args(&p.argv[1..]).envs(p.env.iter().cloned());
+                if let Some(w) = &p.workdir {
+                    cmd.current_dir(w);
+                }
+                cmd
+            }
+            None => {
+                let job = serde_json::to_string(&spec.job).map_err(std::io::Error::other)?;
+                let mut cmd = tokio::process::Command::new(
+                    self.program
+                        .as_ref()
+                        .ok_or_else(|| std::io::Error::other(WorkerNotFound { looked: vec![] }))?,
+                );
+                cmd.arg("--job").arg(job);
+                cmd
+            }
+        };
         match &spec.slot {
             Slot::Gpu { id, .. } => {
                 cmd.env("CUDA_VISIBLE_DEVICES", id);

@@ -64,13 +64,37 @@ pub struct SlotRequest {
     pub cpu_workers: u32,
 }
 
+/// A user's program (`[program]`) in place of `sweep-worker`, resolved for
+/// one attempt: argv with its placeholders filled, the `SWEEP_*` variables
+/// and `[program] env`, the working directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgramRun {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<PathBuf>,
+    /// `SWEEP_PARAMS`: the file and its JSON, written before the attempt starts.
+    pub params: (PathBuf, String),
+}
+
 /// Everything needed to start one attempt.
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
+    /// The attempt's trial, sweep and folder (`out_dir`); the built-in
+    /// worker's whole job. For a program its `config` is not used.
     pub job: WorkerJob,
+    /// Run this program instead of the worker (`[program]`).
+    pub program: Option<ProgramRun>,
     pub slot: Slot,
     /// stderr of the worker goes here (results/<sweep>/<trial>/attempt-N.log).
     pub log_path: PathBuf,
+}
+
+/// A new, empty attempt log, opened for appending: the process's stderr
+/// and the coordinator's copy of a program's stdout log lines both go to its
+/// end, never over each other.
+pub fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::File::create(path)?;
+    std::fs::OpenOptions::new().append(true).open(path)
 }
 
 /// How an attempt's process ended.
@@ -85,6 +109,12 @@ pub struct ExitStatus {
 pub trait AttemptControl: Send + Sync {
     /// Ask the attempt to stop at a clean point (SIGTERM to its process group).
     fn terminate(&self);
+    /// Whether any process of the attempt's process group is still alive
+    /// (after its leader exited: children it left behind). A launcher that
+    /// cannot tell says false.
+    fn group_alive(&self) -> bool {
+        false
+    }
     /// Stop it now (SIGKILL to its process group).
     fn kill(&self);
     /// The OS process id, when there is one (recorded in `attempts.pid`).

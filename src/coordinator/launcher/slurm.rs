@@ -55,8 +55,8 @@ gpus=${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-${CUDA_VISIBLE_DEVICES:-}}}
 printf '%s node=%s job=%s step=%s gpus=%s cvd=%s\n' "$SWEEP_SLOT_TAG" "${SLURMD_NODENAME:-$(hostname -s)}" "${SLURM_JOB_ID:-}" "${SLURM_STEP_ID:-}" "$gpus" "${CUDA_VISIBLE_DEVICES:-}"
 if [ ! -d "$dir" ] || [ ! -w "$dir" ]; then printf '%s\n' "$e_dir"; exit 2; fi
 if [ ! -d "$data" ] || [ ! -r "$data" ]; then printf '%s\n' "$e_data"; exit 2; fi
-if [ ! -x "$worker" ]; then printf '%s\n' "$e_worker"; exit 2; fi
-exec "$worker" "$@"
+if [ -n "$worker" ] && [ ! -x "$worker" ]; then printf '%s\n' "$e_worker"; exit 2; fi
+exec ${worker:+"$worker"} "$@"
 "#;
 
 /// How long a finished job's state may take to settle (COMPLETING → final).
@@ -80,9 +80,16 @@ pub struct SlurmLauncher {
 impl SlurmLauncher {
     /// `SWEEP_WORKER_CMD` when set, else the `sweep-worker` that [`find_worker`]
     /// finds; resolved here, once, to an absolute path.
-    pub fn from_env(spec: SlurmSpec, sweep: &str) -> Result<SlurmLauncher, WorkerNotFound> {
+    /// `programs`: a `[program]` sweep, whose attempts run the user's
+    /// program (no worker needed).
+    pub fn from_env(
+        spec: SlurmSpec,
+        sweep: &str,
+        programs: bool,
+    ) -> Result<SlurmLauncher, WorkerNotFound> {
         let (program, real_worker) =
             match std::env::var_os("SWEEP_WORKER_CMD").filter(|c| !c.is_empty()) {
+                _ if programs => (PathBuf::new(), false),
                 Some(cmd) => (PathBuf::from(cmd), false),
                 None => (find_worker()?, true),
             };
@@ -359,11 +366,15 @@ impl Launcher for SlurmLauncher {
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let log = std::fs::File::create(&spec.log_path)?;
+        let log = super::open_log(&spec.log_path)?;
         let mut job = spec.job.clone();
         // Compute nodes may start elsewhere than this shell's directory.
         job.out_dir = std::path::absolute(&job.out_dir)?;
-        job.dataset = std::path::absolute(&job.dataset)?;
+        job.dataset = match &spec.program {
+            // A program reads its own data; the preamble checks the trial folder twice.
+            Some(_) => job.out_dir.clone(),
+            None => std::path::absolute(&job.dataset)?,
+        };
         job.threads = self.spec.cpus_per_trial.unwrap_or(1);
         let json = serde_json::to_string(&job).map_err(std::io::Error::other)?;
         let name = self.job_name(&job.trial);
@@ -381,8 +392,11 @@ impl Launcher for SlurmLauncher {
             self.program.display()
         ));
         let mut cmd = tokio::process::Command::new("srun");
-        cmd.args(self.srun_args(&name))
-            .arg("--")
+        cmd.args(self.srun_args(&name));
+        if let Some(w) = spec.program.as_ref().and_then(|p| p.workdir.as_ref()) {
+            cmd.arg(format!("--chdir={}", std::path::absolute(w)?.display()));
+        }
+        cmd.arg("--")
             .arg("/bin/sh")
             .arg("-c")
             .arg(PREAMBLE)
@@ -393,7 +407,15 @@ impl Launcher for SlurmLauncher {
             .arg(e_dir)
             .arg(e_data)
             .arg(e_worker);
-        cmd.arg("--job").arg(json);
+        match &spec.program {
+            // srun passes the environment on (--export=ALL is its default).
+            Some(p) => {
+                cmd.args(&p.argv).envs(p.env.iter().cloned());
+            }
+            None => {
+                cmd.arg("--job").arg(json);
+            }
+        }
         cmd.env("SWEEP_SLOT_TAG", SLOT_TAG);
         if self.spec.gpus_per_trial == 0 {
             // No GPU asked for: keep the trial off any GPU the node has.

@@ -44,12 +44,12 @@ fn nesterov_needs_sgd_with_momentum() {
 fn cache_size_and_channels_last() {
     let p = plan("[defaults]\ncache_size = 300\nchannels_last = true\n").unwrap();
     assert_eq!(
-        p.trials[0].config.cache_size,
+        p.trials[0].builtin().unwrap().cache_size,
         Some(sweep_protocol::config::CacheSize::Short(300))
     );
-    assert!(p.trials[0].config.channels_last);
+    assert!(p.trials[0].builtin().unwrap().channels_last);
     let p = plan("[defaults]\ncache_size = \"original\"\n").unwrap();
-    assert_eq!(p.trials[0].config.cache_short(), None);
+    assert_eq!(p.trials[0].builtin().unwrap().cache_short(), None);
     assert!(
         err("[defaults]\ncache_size = 100\n")
             .contains("`cache_size = 100` is smaller than image_size 224")
@@ -78,7 +78,10 @@ fn momentum_is_rejected_for_adam_and_betas_for_sgd() {
     );
     let p = plan("[defaults]\noptimizer = \"adam\"\nbetas = [0.8, 0.99]\neps = 1e-6\n").unwrap();
     assert_eq!(
-        (p.trials[0].config.betas, p.trials[0].config.eps),
+        (
+            p.trials[0].builtin().unwrap().betas,
+            p.trials[0].builtin().unwrap().eps
+        ),
         ([0.8, 0.99], 1e-6)
     );
 }
@@ -86,11 +89,16 @@ fn momentum_is_rejected_for_adam_and_betas_for_sgd() {
 #[test]
 fn adamw_defaults_to_pytorchs_weight_decay() {
     let p = plan("[grid]\noptimizer = [\"sgd\", \"adam\", \"adamw\"]\n").unwrap();
-    let wd: Vec<f64> = p.trials.iter().map(|t| t.config.weight_decay).collect();
+    let wd: Vec<f64> = p
+        .trials
+        .iter()
+        .map(|t| t.builtin().unwrap().weight_decay)
+        .collect();
     assert_eq!(wd, [0.0, 0.0, 0.01]);
     let p = plan("[defaults]\noptimizer = \"adamw\"\nweight_decay = 0.0\n").unwrap();
     assert_eq!(
-        p.trials[0].config.weight_decay, 0.0,
+        p.trials[0].builtin().unwrap().weight_decay,
+        0.0,
         "an explicit value wins"
     );
 }

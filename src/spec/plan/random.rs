@@ -5,7 +5,7 @@ pub(super) fn random_samples(
     src: &Source,
     r: &Spanned<Params>,
     name: &str,
-    base: &TrialConfig,
+    base: &Point,
 ) -> Result<(Vec<Draw>, Dims), SpecError> {
     let mut samples: Option<usize> = None;
     let mut dists = Vec::new();
@@ -27,7 +27,7 @@ pub(super) fn random_samples(
         if matches!(k.get_ref().as_str(), "sampler" | "startup") {
             continue; // search::sampler_settings
         }
-        if !PARAM_KEYS.contains(&k.get_ref().as_str()) {
+        if !base.is_program() && !PARAM_KEYS.contains(&k.get_ref().as_str()) {
             return Err(unknown_key(src, k));
         }
         let Some(table) = v.get_ref().as_table().filter(|t| t.len() == 1) else {
@@ -45,12 +45,7 @@ pub(super) fn random_samples(
             ("choice", Value::Array(a)) if !a.is_empty() => {
                 // Check every choice, not only those this sweep happens to draw.
                 for item in a {
-                    apply(
-                        src,
-                        &mut base.clone(),
-                        k,
-                        &Spanned::new(v.span(), item.clone()),
-                    )?;
+                    base.check(src, k, &Spanned::new(v.span(), item.clone()))?;
                 }
                 Dist::Choice(a.clone())
             }
@@ -73,9 +68,8 @@ pub(super) fn random_samples(
                                 let (lo, hi) = (lo.round() as i64, hi.round() as i64);
                                 // Both ends can be drawn: check them now.
                                 for end in [lo, hi] {
-                                    apply(
+                                    base.check(
                                         src,
-                                        &mut base.clone(),
                                         k,
                                         &Spanned::new(v.span(), Value::Integer(end)),
                                     )?;
@@ -132,7 +126,7 @@ pub(super) fn random_samples(
                 Dist::Int(lo, hi) => Value::Integer(rng.gen_range(*lo..=*hi)),
             };
             let sv = Spanned::new(span.clone(), value);
-            apply(src, &mut base.clone(), k, &sv)?;
+            base.check(src, k, &sv)?;
             draw.push((k.clone(), sv));
         }
         out.push(draw);
