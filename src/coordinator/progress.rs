@@ -132,6 +132,27 @@ impl Progress {
                     val_accuracy * 100.0
                 );
             }
+            (
+                Some(_),
+                WorkerMessage::Record {
+                    epoch: Some(epoch),
+                    step: None,
+                    values,
+                },
+            ) => {
+                if let Some(pb) = self.trial_bars.get(trial) {
+                    pb.set_position(*epoch as u64);
+                    pb.set_message(record_text(values));
+                }
+            }
+            (
+                None,
+                WorkerMessage::Record {
+                    epoch: Some(epoch),
+                    step: None,
+                    values,
+                },
+            ) => sweep_protocol::log!("[{trial}] epoch {epoch}: {}", record_text(values)),
             (None, WorkerMessage::Resumed { from_epoch }) => {
                 sweep_protocol::log!("[{trial}] resumed after epoch {from_epoch}")
             }
@@ -198,4 +219,13 @@ impl Progress {
             let _ = mp.clear();
         }
     }
+}
+
+/// A program's epoch record as a progress line: "val_acc 0.8123, val_loss 0.52".
+fn record_text(values: &std::collections::BTreeMap<String, f64>) -> String {
+    values
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
