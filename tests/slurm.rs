@@ -779,3 +779,59 @@ fn check_metrics(db: &Db, trials: i64, epochs: i64) {
     );
     assert_eq!(db.count("SELECT COUNT(*) FROM test_results"), trials);
 }
+
+/// `[program]` through the Slurm launcher: srun passes the environment, the
+/// program's records and the stop signal, so the shell example is swept with
+/// ASHA exactly as on one machine.
+#[test]
+fn a_program_is_swept_through_slurm_with_asha() {
+    if !prerequisites::slurm() {
+        return;
+    }
+    let _gpus = gpus();
+    let s = Scratch::new();
+    let example = std::fs::read_to_string(common::repo_path("examples/shell/sweep.toml")).unwrap();
+    let text = example.replace(
+        "\"sh\", \"examples/shell/train.sh\"",
+        &format!(
+            "\"sh\", {:?}",
+            common::repo_path("examples/shell/train.sh")
+                .display()
+                .to_string()
+        ),
+    ) + "\n[resources]\nlauncher = \"slurm\"\n[slurm]\ncpus_per_trial = 1\n";
+    let file = s.write("shell-slurm.toml", text);
+    let out = s
+        .run(&file)
+        .env("TRAIN_SLEEP", "0.2")
+        .output_within(Duration::from_secs(300));
+    out.expect_success();
+    let db = s.open_db();
+    // The best learning rate is best at every epoch: ASHA never stops it.
+    let best: (String, i64) = db
+        .query("SELECT status, epochs_done FROM trials WHERE json_extract(params, '$.lr') = 0.01")
+        [0]
+    .clone();
+    assert_eq!(best, ("done".to_string(), 9), "{}", out.report());
+    assert!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'pruned'") >= 1);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM trials WHERE status NOT IN ('done', 'pruned')"),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM attempts WHERE slurm_job IS NULL OR slurm_job = ''"),
+        0,
+        "every attempt ran as a Slurm job"
+    );
+    // Every epoch a program reported is one row, and its last is epochs_done.
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM trials t WHERE t.epochs_done != (SELECT COUNT(*) FROM metrics m WHERE m.trial_id = t.id AND m.split = 'epoch' AND m.name = 'val_acc')"
+        ),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM decisions WHERE metric = 'val_acc' AND action = 'stop'"),
+        db.count("SELECT COUNT(*) FROM trials WHERE status = 'pruned'")
+    );
+}

@@ -47,6 +47,10 @@ pub struct Policy {
 /// A worker that closed stdout yet keeps running gets this long to exit.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
 
+/// How long a program's stdout is still read after it exited (the lines
+/// in the pipe), before what keeps the pipe open is killed.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
 pub(super) async fn run(
     launcher: Arc<dyn Launcher>,
     spec: LaunchSpec,
@@ -137,7 +141,29 @@ async fn run_attempt(
             .as_ref()
             .map(|_| ProgramOutput::new(&spec.log_path)),
     };
-    let read = relay.read_all(attempt.stdout);
+    let is_program = relay.program.is_some();
+    let mut exit = attempt.exit;
+    let mut exited = None;
+    let read = async {
+        let read = relay.read_all(attempt.stdout);
+        if !is_program {
+            return read.await;
+        }
+        // A program's stdout may stay open after it ended: a child it left
+        // in the background holds the pipe. Its exit ends the reading: what
+        // it printed last is drained, then whatever still holds the pipe goes.
+        tokio::pin!(read);
+        tokio::select! {
+            _ = &mut read => {}
+            s = &mut exit => {
+                exited = Some(s);
+                if tokio::time::timeout(DRAIN_AFTER_EXIT, &mut read).await.is_err() {
+                    reap_group(control.as_ref()).await;
+                    read.await;
+                }
+            }
+        }
+    };
     let timed_out = match policy.timeout {
         Some(t) => tokio::time::timeout(t, read).await.is_err(),
         None => {
@@ -150,13 +176,15 @@ async fn run_attempt(
     if timed_out {
         control.kill();
     }
-    let mut exit = attempt.exit;
-    let status = match tokio::time::timeout(EXIT_WAIT, &mut exit).await {
-        Ok(s) => s,
-        Err(_) => {
-            control.kill();
-            exit.await
-        }
+    let status = match exited {
+        Some(s) => s,
+        None => match tokio::time::timeout(EXIT_WAIT, &mut exit).await {
+            Ok(s) => s,
+            Err(_) => {
+                control.kill();
+                exit.await
+            }
+        },
     };
     match status {
         Ok(s) => result.exit = s,

@@ -13,7 +13,10 @@ fn program(s: &Scratch, body: &str) {
 }
 
 fn sweep_toml(s: &Scratch, name: &str, rest: &str) -> std::path::PathBuf {
-    s.write(format!("{name}.toml"), format!("[sweep]\nname = \"{name}\"\n{rest}\n"))
+    s.write(
+        format!("{name}.toml"),
+        format!("[sweep]\nname = \"{name}\"\n{rest}\n"),
+    )
 }
 
 fn ids_by(db: &common::Db, key: &str) -> Vec<(String, String)> {
@@ -32,7 +35,7 @@ for a in "$@"; do printf '%s\n' "$a"; done > "$d/argv"
 env | grep -E '^(SWEEP_|CUDA_VISIBLE_DEVICES=|PYTHONUNBUFFERED=|MY_VAR=)' | sort > "$d/env"
 cp "$SWEEP_PARAMS" "$d/params.copy"
 pwd > "$d/pwd"
-sh -c 'sleep 30' &
+sh -c 'sleep 300' &
 echo $! > "$d/bg.pid"
 echo '{"epoch": 1, "score": 0.5}'"#,
     );
@@ -55,9 +58,11 @@ amp = [true, false]
 trials_per_gpu = 1
 "#,
     );
+    // The background child holds the program's stdout: the trial must end
+    // with the program, not 300 s later with the child.
     s.run(&file)
         .env("SWEEP_FAKE_GPUS", "2")
-        .output()
+        .output_within(Duration::from_secs(120))
         .expect_success();
     let db = s.open_db();
     let trials = ids_by(&db, "amp");
@@ -81,9 +86,14 @@ trials_per_gpu = 1
             format!("{id}/1/args"),
             "0".into(),
         ]);
-        assert_eq!(read("argv").lines().collect::<Vec<_>>(), expect, "trial {id}");
+        assert_eq!(
+            read("argv").lines().collect::<Vec<_>>(),
+            expect,
+            "trial {id}"
+        );
         let env = read("env");
-        let device: String = db.scalar_with("SELECT device FROM attempts WHERE trial_id = ?", &[id]);
+        let device: String =
+            db.scalar_with("SELECT device FROM attempts WHERE trial_id = ?", &[id]);
         let gpu = device.strip_prefix("cuda:").expect("a GPU slot");
         for want in [
             format!("SWEEP_TRIAL_ID={id}"),
@@ -98,12 +108,24 @@ trials_per_gpu = 1
         }
         let params: serde_json::Value = serde_json::from_str(&read("params.copy")).unwrap();
         let stored: String = db.scalar_with("SELECT params FROM trials WHERE id = ?", &[id]);
-        assert_eq!(params, serde_json::from_str::<serde_json::Value>(&stored).unwrap());
+        assert_eq!(
+            params,
+            serde_json::from_str::<serde_json::Value>(&stored).unwrap()
+        );
         assert_eq!(params["hidden"], serde_json::json!([512, 256]));
-        assert_eq!(read("pwd").trim(), std::path::absolute(s.path("work")).unwrap().display().to_string());
+        assert_eq!(
+            read("pwd").trim(),
+            std::path::absolute(s.path("work"))
+                .unwrap()
+                .display()
+                .to_string()
+        );
         // What the program left running went with it.
         let bg: i32 = read("bg.pid").trim().parse().unwrap();
-        assert!(!alive(bg), "the program's background child {bg} outlived it");
+        assert!(
+            !alive(bg),
+            "the program's background child {bg} outlived it"
+        );
     }
     let devices: Vec<String> = db
         .query::<(String,)>("SELECT device FROM attempts ORDER BY device")
@@ -122,7 +144,12 @@ fn the_shell_example_is_swept_with_asha_and_ranked_by_its_own_metric() {
     let example = std::fs::read_to_string(common::repo_path("examples/shell/sweep.toml")).unwrap();
     let text = example.replace(
         "\"sh\", \"examples/shell/train.sh\"",
-        &format!("\"sh\", {:?}", common::repo_path("examples/shell/train.sh").display().to_string()),
+        &format!(
+            "\"sh\", {:?}",
+            common::repo_path("examples/shell/train.sh")
+                .display()
+                .to_string()
+        ),
     ) + "\n[resources]\ncpu_workers = 1\n";
     let file = s.write("shell.toml", text);
     let out = s.run(&file).env("TRAIN_SLEEP", "0.05").output();
@@ -153,12 +180,17 @@ fn the_shell_example_is_swept_with_asha_and_ranked_by_its_own_metric() {
         db.count("SELECT COUNT(*) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.status = 'pruned' AND m.split = 'epoch' AND m.name = 'val_acc'"),
         3
     );
-    assert_eq!(db.count("SELECT COUNT(*) FROM metrics WHERE split = 'test' AND name = 'test_acc'"), 3);
-    assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE finished_at IS NULL"), 0);
-    // The known curve, to the digit the program printed.
-    let best: f64 = db.scalar(
-        "SELECT MAX(value) FROM metrics WHERE split = 'epoch' AND name = 'val_acc'",
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM metrics WHERE split = 'test' AND name = 'test_acc'"),
+        3
     );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM trials WHERE finished_at IS NULL"),
+        0
+    );
+    // The known curve, to the digit the program printed.
+    let best: f64 =
+        db.scalar("SELECT MAX(value) FROM metrics WHERE split = 'epoch' AND name = 'val_acc'");
     assert!((best - 0.9 * (1.0 - 0.6f64.powi(9))).abs() < 1e-6, "{best}");
     let sweep: (String, String) =
         db.query::<(String, String)>("SELECT direction, program FROM sweeps")[0].clone();
@@ -218,7 +250,11 @@ stop_grace = 1
             assert_eq!(status, "done", "{rows:?}");
         } else {
             assert_eq!(status, "pruned", "{rows:?}\n{}", out.report());
-            let want = if ignore == "1" { libc::SIGKILL } else { libc::SIGTERM };
+            let want = if ignore == "1" {
+                libc::SIGKILL
+            } else {
+                libc::SIGTERM
+            };
             assert_eq!(*signal, Some(want as i64), "ignore={ignore}: {rows:?}");
         }
     }
@@ -270,9 +306,8 @@ retries = 0
     let db = s.open_db();
     let by_mode: Vec<(String, String)> = ids_by(&db, "mode");
     let id = |m: &str| by_mode.iter().find(|(_, v)| v == m).unwrap().0.clone();
-    let status = |m: &str| -> String {
-        db.scalar_with("SELECT status FROM trials WHERE id = ?", &[&id(m)])
-    };
+    let status =
+        |m: &str| -> String { db.scalar_with("SELECT status FROM trials WHERE id = ?", &[&id(m)]) };
     assert_eq!(status("chatty"), "done");
     assert_eq!(status("silent"), "done");
     assert_eq!(status("crash"), "failed");
@@ -282,7 +317,10 @@ retries = 0
     );
     assert_eq!(
         rows,
-        [("epoch".to_string(), "m".to_string(), 0.5), ("step".into(), "loss".into(), 2.5)]
+        [
+            ("epoch".to_string(), "m".to_string(), 0.5),
+            ("step".into(), "loss".into(), 2.5)
+        ]
     );
     for warning in [
         "not a metric record",
@@ -291,14 +329,36 @@ retries = 0
         "bytes ignored",
         &format!("trial {}: finished without reporting `m`", id("silent")),
     ] {
-        assert!(out.stderr.contains(warning), "no {warning:?} in\n{}", out.report());
+        assert!(
+            out.stderr.contains(warning),
+            "no {warning:?} in\n{}",
+            out.report()
+        );
     }
-    let log = std::fs::read_to_string(s.results().join("odd").join(id("chatty")).join("attempt-1.log")).unwrap();
+    let log = std::fs::read_to_string(
+        s.results()
+            .join("odd")
+            .join(id("chatty"))
+            .join("attempt-1.log"),
+    )
+    .unwrap();
     assert!(log.contains("plain log line\n{not json\n"), "{log}");
-    let message: String = db.scalar_with("SELECT message FROM attempts WHERE trial_id = ?", &[&id("crash")]);
-    assert!(message.contains("code Some(3)") || message.contains("code 3"), "{message}");
-    assert!(message.contains("stderr line 30") && message.contains("stderr line 11"), "{message}");
-    assert!(!message.contains("stderr line 10\n"), "only the last 20 lines: {message}");
+    let message: String = db.scalar_with(
+        "SELECT message FROM attempts WHERE trial_id = ?",
+        &[&id("crash")],
+    );
+    assert!(
+        message.contains("code Some(3)") || message.contains("code 3"),
+        "{message}"
+    );
+    assert!(
+        message.contains("stderr line 30") && message.contains("stderr line 11"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("stderr line 10\n"),
+        "only the last 20 lines: {message}"
+    );
 }
 
 #[test]
@@ -309,7 +369,9 @@ fn mistakes_in_program_sweeps_are_exit_2_and_nothing_is_written() {
     for (name, body, says) in [
         (
             "placeholder",
-            format!("metric = \"m\"\n[program]\ncommand = [\"sh\", {prog:?}, \"{{lrr}}\"]\n[defaults]\nlr = 0.1"),
+            format!(
+                "metric = \"m\"\n[program]\ncommand = [\"sh\", {prog:?}, \"{{lrr}}\"]\n[defaults]\nlr = 0.1"
+            ),
             vec!["placeholder.toml:5:", "`{lrr}`", "did you mean `lr`?"],
         ),
         (
@@ -329,12 +391,16 @@ fn mistakes_in_program_sweeps_are_exit_2_and_nothing_is_written() {
         ),
         (
             "flag",
-            format!("metric = \"m\"\n[program]\ncommand = [\"sh\", {prog:?}, {{ flag = \"--amp\", when = \"amp\" }}]\n[grid]\namp = [1, 2]"),
+            format!(
+                "metric = \"m\"\n[program]\ncommand = [\"sh\", {prog:?}, {{ flag = \"--amp\", when = \"amp\" }}]\n[grid]\namp = [1, 2]"
+            ),
             vec!["needs a boolean"],
         ),
         (
             "badname",
-            format!("metric = \"m\"\n[program]\ncommand = [\"sh\", {prog:?}]\n[defaults]\n\"my-lr\" = 1"),
+            format!(
+                "metric = \"m\"\n[program]\ncommand = [\"sh\", {prog:?}]\n[defaults]\n\"my-lr\" = 1"
+            ),
             vec!["not an identifier"],
         ),
     ] {
@@ -363,7 +429,9 @@ epochs = 8
 [grid]
 lr = [0.01, 0.001]
 "#,
-            common::repo_path("examples/shell/train.sh").display().to_string()
+            common::repo_path("examples/shell/train.sh")
+                .display()
+                .to_string()
         ),
     );
     let db = s.open_db();
@@ -372,17 +440,29 @@ lr = [0.01, 0.001]
     let pids: Vec<(i64,)> = db.query("SELECT pid FROM attempts WHERE pid IS NOT NULL");
     run.kill();
     let pids: Vec<i32> = pids.into_iter().map(|(p,)| p as i32).collect();
-    assert_all_die(&pids, Duration::from_secs(10), "programs outliving their coordinator");
+    assert_all_die(
+        &pids,
+        Duration::from_secs(10),
+        "programs outliving their coordinator",
+    );
     s.run(&file).output().expect_success();
-    assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"), 2);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'"),
+        2
+    );
     let per_epoch: Vec<(String, i64, i64)> = db.query(
         "SELECT trial_id, epoch, COUNT(*) FROM metrics WHERE split = 'epoch' AND name = 'val_acc' GROUP BY trial_id, epoch ORDER BY trial_id, epoch",
     );
     assert_eq!(per_epoch.len(), 16, "{per_epoch:?}");
     assert!(per_epoch.iter().all(|(_, _, n)| *n == 1), "{per_epoch:?}");
     for (id, _) in ids_by(&db, "lr") {
-        let log = std::fs::read_to_string(s.results().join("crash").join(&id).join("attempt-2.log")).unwrap();
-        assert!(log.contains("resuming after epoch"), "trial {id} did not resume from SWEEP_TRIAL_DIR: {log}");
+        let log =
+            std::fs::read_to_string(s.results().join("crash").join(&id).join("attempt-2.log"))
+                .unwrap();
+        assert!(
+            log.contains("resuming after epoch"),
+            "trial {id} did not resume from SWEEP_TRIAL_DIR: {log}"
+        );
     }
 }
 
@@ -430,7 +510,10 @@ sleep 300"#
         std::thread::sleep(Duration::from_millis(50));
     }
     let db = s.open_db();
-    assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'interrupted'"), 2);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM trials WHERE status = 'interrupted'"),
+        2
+    );
 }
 
 /// Pids whose command line contains `needle`.
@@ -459,31 +542,60 @@ fn the_pytorch_example_runs_with_tpe_and_asha() {
         return;
     };
     let s = Scratch::new().with_demo_in("data/demo", 20, 32);
-    let example = std::fs::read_to_string(common::repo_path("examples/pytorch/sweep.toml")).unwrap();
+    let example =
+        std::fs::read_to_string(common::repo_path("examples/pytorch/sweep.toml")).unwrap();
     let text = example
-        .replace("\"examples/pytorch/train.py\"", &format!("{:?}", common::repo_path("examples/pytorch/train.py").display().to_string()))
+        .replace(
+            "\"examples/pytorch/train.py\"",
+            &format!(
+                "{:?}",
+                common::repo_path("examples/pytorch/train.py")
+                    .display()
+                    .to_string()
+            ),
+        )
         .replace("samples = 12", "samples = 5")
         .replace("startup = 6", "startup = 3")
         .replace("epochs = 9", "epochs = 3");
     assert_ne!(text, example);
     let file = s.write("pt.toml", text);
     let bin = python.parent().unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
-    let out = s.run(&file).env("PATH", path).output_within(Duration::from_secs(400));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = s
+        .run(&file)
+        .env("PATH", path)
+        .output_within(Duration::from_secs(400));
     out.expect_success();
     let db = s.open_db();
     assert_eq!(db.count("SELECT COUNT(*) FROM trials"), 5);
-    assert_eq!(db.count("SELECT COUNT(*) FROM proposals"), 5, "TPE proposed after the startup draws");
-    assert_eq!(db.count("SELECT COUNT(*) FROM trials WHERE status NOT IN ('done', 'pruned')"), 0, "{}", out.report());
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM proposals"),
+        5,
+        "TPE proposed after the startup draws"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM trials WHERE status NOT IN ('done', 'pruned')"),
+        0,
+        "{}",
+        out.report()
+    );
     assert!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'done'") >= 1);
     assert!(db.count("SELECT COUNT(*) FROM decisions WHERE metric = 'val_acc'") >= 1);
     for name in ["train_loss", "train_acc", "val_loss", "val_acc"] {
         assert!(
-            db.count(&format!("SELECT COUNT(*) FROM metrics WHERE split = 'epoch' AND name = '{name}'")) >= 5,
+            db.count(&format!(
+                "SELECT COUNT(*) FROM metrics WHERE split = 'epoch' AND name = '{name}'"
+            )) >= 5,
             "{name}"
         );
     }
-    assert!(db.count("SELECT COUNT(*) FROM metrics WHERE split = 'test' AND name = 'test_acc'") >= 1);
+    assert!(
+        db.count("SELECT COUNT(*) FROM metrics WHERE split = 'test' AND name = 'test_acc'") >= 1
+    );
 }
 
 /// The Python with torch and torchvision that `make test` exports as
@@ -499,4 +611,55 @@ fn python_with_torch() -> Option<std::path::PathBuf> {
             None
         }
     }
+}
+
+/// TPE models a program's metric with its direction: a loss (minimised by
+/// default) whose minimum is at x = 3 draws the proposals there. One trial
+/// at a time, so that every proposal sees the same history run after run.
+#[test]
+fn tpe_minimises_a_programs_loss() {
+    let s = Scratch::new();
+    program(
+        &s,
+        r#"awk -v x="$1" 'BEGIN { printf "{\"epoch\": 1, \"val_loss\": %.6f}\n", (x - 3) ^ 2 }'"#,
+    );
+    let file = sweep_toml(
+        &s,
+        "tpe-loss",
+        &format!(
+            r#"metric = "val_loss"
+[program]
+command = ["sh", {:?}, "{{x}}"]
+[random]
+samples = 24
+sampler = "tpe"
+startup = 6
+x = {{ uniform = [0.0, 10.0] }}
+[resources]
+cpu_workers = 1
+"#,
+            s.path("prog.sh").display().to_string()
+        ),
+    );
+    s.run(&file).output().expect_success();
+    let db = s.open_db();
+    let mut tpe: Vec<f64> = db
+        .query::<(f64,)>(
+            "SELECT ABS(json_extract(params, '$.x') - 3) FROM proposals WHERE sampler = 'tpe'",
+        )
+        .into_iter()
+        .map(|(d,)| d)
+        .collect();
+    tpe.sort_by(f64::total_cmp);
+    assert_eq!(tpe.len(), 18);
+    // Uniform draws on [0, 10] are 2.9 from x = 3 on average; proposals that
+    // maximised the loss would sit near 0 or 10.
+    let median = (tpe[8] + tpe[9]) / 2.0;
+    assert!(
+        median < 1.5,
+        "TPE's proposals are not drawn to the minimum: |x - 3| {tpe:.2?}"
+    );
+    assert!(tpe[0] < 0.2, "no proposal near the minimum: {tpe:.2?}");
+    let sweep: (String,) = db.query::<(String,)>("SELECT direction FROM sweeps")[0].clone();
+    assert_eq!(sweep.0, "min");
 }
