@@ -23,7 +23,7 @@ use sweep::coordinator::launcher::{
 };
 use sweep::coordinator::stopping::Stopper;
 use sweep::coordinator::{RunOptions, run};
-use sweep::spec::{PlannedTrial, Resources, StopMethod, Stopping, SweepPlan};
+use sweep::spec::{Objective, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan};
 use sweep_protocol::{SelectMetric, TrialConfig, WorkerMessage};
 
 #[derive(Clone, Copy)]
@@ -178,6 +178,8 @@ async fn simulate(
         toml: String::new(),
         dataset: "sim".into(),
         metric: "val_accuracy".into(),
+        maximize: true,
+        program: None,
         select: SelectMetric::ValAccuracy,
         stopping,
         description: None,
@@ -190,10 +192,10 @@ async fn simulate(
             .iter()
             .map(|id| PlannedTrial {
                 id: id.clone(),
-                config: TrialConfig {
+                config: sweep_protocol::TrialParams::Builtin(TrialConfig {
                     epochs,
                     ..TrialConfig::default()
-                },
+                }),
             })
             .collect(),
         varying: vec![],
@@ -332,7 +334,7 @@ async fn main() {
     let epochs = 27;
     let asha = |method| Stopping {
         method,
-        metric: SelectMetric::ValAccuracy,
+        metric: Objective::builtin(SelectMetric::ValAccuracy),
         min_epochs: 1,
         reduction: 3,
         patience: None,
@@ -360,7 +362,10 @@ async fn main() {
         let grid_epochs = (n as u64) * epochs as u64;
         let top = cs.iter().map(|c| c.at(epochs, 0.0)).fold(0.0, f64::max);
         for (label, st) in [
-            ("none", Stopping::none(SelectMetric::ValAccuracy)),
+            (
+                "none",
+                Stopping::none(Objective::builtin(SelectMetric::ValAccuracy)),
+            ),
             ("asha", asha(StopMethod::Asha)),
             (
                 "asha min3",

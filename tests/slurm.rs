@@ -808,9 +808,9 @@ fn a_program_is_swept_through_slurm_with_asha() {
     out.expect_success();
     let db = s.open_db();
     // The best learning rate is best at every epoch: ASHA never stops it.
-    let best: (String, i64) = db
-        .query("SELECT status, epochs_done FROM trials WHERE json_extract(params, '$.lr') = 0.01")
-        [0]
+    let best: (String, i64) = db.query::<(String, i64)>(
+        "SELECT status, epochs_done FROM trials WHERE json_extract(params, '$.lr') = 0.01",
+    )[0]
     .clone();
     assert_eq!(best, ("done".to_string(), 9), "{}", out.report());
     assert!(db.count("SELECT COUNT(*) FROM trials WHERE status = 'pruned'") >= 1);

@@ -308,7 +308,9 @@ fn non_finite_as_null(t: &str) -> String {
 mod program_line_tests {
     use super::*;
 
-    fn record(line: &str) -> (Option<u32>, Option<u64>, Vec<(String, f64)>, Vec<String>) {
+    type Parsed = (Option<u32>, Option<u64>, Vec<(String, f64)>, Vec<String>);
+
+    fn record(line: &str) -> Parsed {
         match parse_program_line(line) {
             ProgramLine::Record(
                 WorkerMessage::Record {

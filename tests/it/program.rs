@@ -240,7 +240,8 @@ stop_grace = 1
     let out = s.run(&file).output_within(Duration::from_secs(120));
     out.expect_success();
     let db = s.open_db();
-    let rows: Vec<(String, String, String, Option<i64>, Option<i64>)> = db.query(
+    type Row = (String, String, String, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = db.query(
         "SELECT json_extract(t.params, '$.ignore') || '', json_extract(t.params, '$.quality') || '', t.status, a.signal, a.exit_code
          FROM trials t JOIN attempts a ON a.trial_id = t.id ORDER BY t.ordinal",
     );
