@@ -20,6 +20,7 @@ mod migrations;
 mod no_libtorch;
 mod plots;
 mod process_safety;
+mod program_reports;
 mod proptests;
 mod retention;
 mod scheduler;
