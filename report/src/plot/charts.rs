@@ -827,7 +827,9 @@ pub fn metric_curves<DB: DrawingBackend>(
         _ => String::new(),
     };
     title(root, &format!("{name}{what} — sweep {}", s.name), 20.0)?;
-    let series: Vec<(usize, &TrialData, &[(i64, f64)])> = s
+    // (colour index, trial, its points of this metric)
+    type Curve<'t> = (usize, &'t TrialData, &'t [(i64, f64)]);
+    let series: Vec<Curve> = s
         .trials
         .iter()
         .enumerate()

@@ -260,7 +260,9 @@ async fn load_program(
     p: &crate::program::ProgramSweep,
     t: &mut TrialData,
 ) -> Result<(), PlotError> {
-    let mut by_name: std::collections::HashMap<(String, String), Vec<(i64, i64, f64)>> =
+    // (split, name) → (epoch, step, value) in record order.
+    type Points = Vec<(i64, i64, f64)>;
+    let mut by_name: std::collections::HashMap<(String, String), Points> =
         std::collections::HashMap::new();
     // Ordered by split, name, epoch, step: each list is in record order.
     for x in queries::program_points(pool, &t.id).await? {
