@@ -556,6 +556,34 @@ mod tests {
 
 #[cfg(test)]
 mod snapshots {
+    /// A program trial (`[program]` sweep), its rows as the recorder writes them.
+    #[test]
+    fn show_program_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(async {
+            let pool = sweep_store::db::open(&dir.path().join("r.db"), true).await.unwrap();
+            let stmts = [
+                r#"INSERT INTO sweeps (id, name, file, toml, dataset, created_at, updated_at, metric, direction, program) VALUES (1, 'mylab', 's.toml', '', '', 0, 0, 'val_acc', 'max', '["python","train.py"]')"#,
+                r#"INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, device, epochs_done, created_at)
+                   VALUES ('5fb60f28a7', 1, 0, '{"dropout":0.1,"lr":0.001,"seed":0}', '', 0.001, 0, 0, 0, 0, 'done', 'cuda:0', 2, 0)"#,
+                "INSERT INTO attempts (trial_id, attempt, started_at, finished_at, exit_code) VALUES ('5fb60f28a7', 1, 100, 160.5, 0)",
+                "INSERT INTO metrics VALUES ('5fb60f28a7', 1, 'epoch', 1, 0, 0, 'val_acc', 0.71, 0), ('5fb60f28a7', 1, 'epoch', 1, 0, 0, 'val_loss', 0.9, 0),
+                   ('5fb60f28a7', 1, 'epoch', 2, 0, 0, 'val_loss', 0.7, 0), ('5fb60f28a7', 1, 'epoch', 2, 0, 0, 'val_acc', 0.68, 0),
+                   ('5fb60f28a7', 1, 'step', 1, 0, 100, 'loss', 2.1, 0), ('5fb60f28a7', 1, 'step', 2, 0, 200, 'loss', 1.4, 0),
+                   ('5fb60f28a7', 1, 'test', 2, 0, 0, 'test_acc', 0.66, 0)",
+            ];
+            for s in stmts {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            super::render(&pool, "5fb6", None).await.unwrap()
+        });
+        insta::assert_snapshot!(out);
+    }
+
     /// A database with one finished trial, written row by row, rendered by `show`.
     #[test]
     fn show_one_trial() {

@@ -682,3 +682,23 @@ fn the_html_report_has_the_programs_table_and_curves() {
     let d = &html[html.find(&format!("id=\"trial-{D}\"")).unwrap()..];
     assert!(d.contains("<h2>#- trial"), "unranked");
 }
+
+/// The program query of docs/database.md returns each trial's best val_acc.
+#[test]
+fn the_documented_program_query_holds() {
+    let doc = std::fs::read_to_string(common::repo_path("docs/database.md")).unwrap();
+    let start = doc
+        .find("```text\nSELECT t.id AS trial")
+        .expect("docs/database.md has the program query")
+        + "```text\n".len();
+    let query = &doc[start..start + doc[start..].find("```").unwrap()];
+    let rows: Vec<(String, f64, f64)> = fixture().open_db().query(query);
+    assert_eq!(
+        rows,
+        [
+            (A.to_string(), 0.01, 0.8),
+            (B.to_string(), 0.001, 0.75),
+            (C.to_string(), 0.01, 0.72)
+        ]
+    );
+}

@@ -666,6 +666,51 @@ mod snapshots {
         insta::assert_snapshot!(render(&r, "markdown").unwrap());
     }
 
+    /// A program sweep: its metric and the ranking metric as columns, the
+    /// trial that never reported the ranking metric last and unranked.
+    #[test]
+    fn report_program_sweep_by_another_metric() {
+        use crate::program::ProgramSweep;
+        use sweep_store::queries::MetricSummary;
+        let summary = |trial: &str, name: &str, min: f64, max: f64, last: f64| MetricSummary {
+            trial: trial.into(),
+            split: if name.starts_with("test_") {
+                "test"
+            } else {
+                "epoch"
+            }
+            .into(),
+            name: name.into(),
+            min,
+            max,
+            last,
+            last_epoch: 3,
+            n: 3,
+        };
+        let p = ProgramSweep::new(
+            "val_acc".into(),
+            Some("max".into()),
+            r#"["python","train.py"]"#.into(),
+            vec![
+                summary("a1b2c3d4e5", "val_acc", 0.5, 0.8, 0.6),
+                summary("a1b2c3d4e5", "val_loss", 0.3, 0.9, 0.62),
+                summary("b2c3d4e5f6", "val_acc", 0.4, 0.75, 0.75),
+                summary("b2c3d4e5f6", "val_loss", 0.5, 1.0, 0.5),
+                summary("c3d4e5f6a7", "val_acc", 0.72, 0.72, 0.72),
+            ],
+        );
+        let mut rows = rows();
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.params = format!(r#"{{"lr":{},"dropout":0.{i}}}"#, r.lr);
+            r.val_accuracy = None;
+            r.test_accuracy = None;
+        }
+        rows.truncate(4);
+        let ranking = program_ranking("mylab", Some("val_loss"), &p).unwrap();
+        let r = build_program("mylab", &p, ranking, rows);
+        insta::assert_snapshot!(render(&r, "table").unwrap());
+    }
+
     #[test]
     fn report_grouped_with_verdict() {
         let rs = rows();
