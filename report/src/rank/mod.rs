@@ -659,6 +659,19 @@ mod snapshots {
         insta::assert_snapshot!(render(&r, "table").unwrap());
     }
 
+    /// The json and csv of a built-in sweep's report, as they were before
+    /// program sweeps (a program sweep's rows have another shape).
+    #[test]
+    fn report_json_and_csv_of_a_builtin_sweep() {
+        let mut r = build("backbones", Metric::Accuracy, rows(), None);
+        r.checkpoints_picked_by = Some("val_accuracy".into());
+        insta::assert_snapshot!(format!(
+            "{}\n{}",
+            render(&r, "json").unwrap(),
+            render(&r, "csv").unwrap()
+        ));
+    }
+
     #[test]
     fn report_markdown_top_2_by_loss() {
         let mut r = build("backbones", Metric::Loss, rows(), Some(2));
