@@ -1,13 +1,14 @@
 //! Command-line interface (clap derive). Parsing only; `commands` does the work.
 //!
-//! Closed sets of the domain are taken as they are (`Metric`, `TrialStatus`,
+//! Closed sets of the domain are taken as they are (`TrialStatus`,
 //! `Keep`, `KeepPrecision` derive `ValueEnum` in their own crates), so no argument is
-//! a string mapped onto an enum a second time. The man page and the shell
+//! a string mapped onto an enum a second time. `report --best` is the
+//! exception: a `[program]` sweep ranks by any name its program reported, so
+//! the name is checked against the sweep (`sweep_report::rank::report`). The man page and the shell
 //! completions are generated from this definition at run time (`sweep
 //! generate man`, `sweep completions SHELL`), as ripgrep and just do.
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
-use sweep_report::rank::Metric;
 use sweep_store::TrialStatus;
 use sweep_trialfiles::{Keep, KeepPrecision};
 
@@ -182,9 +183,10 @@ pub struct ReportArgs {
     /// Sweep name (default: the most recent).
     #[arg(long)]
     pub sweep: Option<String>,
-    /// What ranks the trials (default: the sweep's `[sweep] metric`, which picked each trial's tested checkpoint).
-    #[arg(long, value_enum)]
-    pub best: Option<Metric>,
+    /// What ranks the trials (default: the sweep's `[sweep] metric`, which picked each trial's tested checkpoint):
+    /// accuracy, loss, val_accuracy, val_loss, time or throughput; for a `[program]` sweep any epoch or test_* metric its program reported, or time.
+    #[arg(long, value_name = "METRIC")]
+    pub best: Option<String>,
     /// Show only the first N trials (with --group-by: the first N groups; the statistics still use every matching trial).
     #[arg(long)]
     pub top: Option<usize>,

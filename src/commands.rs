@@ -172,16 +172,21 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         let sweep = queries::resolve_sweep(&pool, args.sweep.as_deref()).await?;
         // `[sweep] metric` picked each trial's checkpoint; it also ranks unless --best says otherwise.
         let picked_by = queries::sweep_meta(&pool, &sweep).await?.map(|m| m.metric);
-        let best = match args.best {
-            Some(b) => b,
-            None => rank::default_metric(picked_by.as_deref()),
-        };
+        // A program sweep (`[program]`) ranks by the names its program reported.
+        let program = crate::report::program::ProgramSweep::load(&pool, &sweep).await?;
         let mut filters = Vec::new();
-        let valid_keys: Vec<&str> = sweep_protocol::PARAM_KEYS
-            .iter()
-            .copied()
-            .chain(["seed"])
-            .collect();
+        let program_keys = match &program {
+            Some(_) => crate::report::program::param_keys(&queries::trials(&pool, &sweep).await?),
+            None => Vec::new(),
+        };
+        let valid_keys: Vec<&str> = match &program {
+            Some(_) => program_keys.iter().map(String::as_str).collect(),
+            None => sweep_protocol::PARAM_KEYS
+                .iter()
+                .copied()
+                .chain(["seed"])
+                .collect(),
+        };
         for f in &args.filters {
             let Some((k, v)) = f.split_once('=') else {
                 return Err(CliError::bad_input(format!(
@@ -217,8 +222,13 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
         let by_id: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>> =
             rows.iter().map(|r| r.trial.clone()).zip(params).collect();
         // Every matching trial, ranked; --top cuts the rows shown, never what --group-by computes over.
-        let mut r = rank::build(&sweep, best, rows, None);
-        r.checkpoints_picked_by = picked_by;
+        let mut r = rank::report(
+            &sweep,
+            args.best.as_deref(),
+            picked_by,
+            program.as_ref(),
+            rows,
+        )?;
         match &args.group_by {
             Some(k) => {
                 let ordered: Vec<_> = r
@@ -260,6 +270,9 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
             count(TrialStatus::Failed),
             count(TrialStatus::Interrupted)
         );
+        if let Some(p) = crate::report::program::ProgramSweep::load(&pool, &sweep).await? {
+            println!("{}", crate::report::program::status_table(&rows, &p));
+        } else {
         let mut b = tabled::builder::Builder::default();
         b.push_record(["trial", "backbone", "lr", "seed", "status", "epoch", "val acc", "test acc", "attempts", "device"].map(String::from));
         for r in &rows {
@@ -279,6 +292,7 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
         let mut t = b.build();
         t.with(tabled::settings::Style::rounded());
         println!("{t}");
+        }
         let dir = results_dir(args.results, &db).join(&sweep);
         let free = retention::free_space(&dir).map(|f| format!(", {} free", retention::human_bytes(f))).unwrap_or_default();
         println!("disk: {} in {}{free}", retention::human_bytes(retention::disk_use(&dir)), dir.display());

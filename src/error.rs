@@ -80,7 +80,9 @@ impl Error {
             Error::Html(HtmlError::IsDirectory(_)) => EXIT_BAD_INPUT,
             Error::Html(HtmlError::Plot(e)) => plot_code(e),
             Error::Show(ShowError::Resolve(e)) => resolve_code(e),
-            Error::Rank(RankError::UnknownFormat(_)) => EXIT_BAD_INPUT,
+            Error::Rank(RankError::UnknownFormat(_) | RankError::UnknownMetric { .. }) => {
+                EXIT_BAD_INPUT
+            }
             Error::Html(HtmlError::Db(_))
             | Error::Show(ShowError::Db(_))
             | Error::Rank(RankError::Json(_))

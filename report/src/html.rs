@@ -14,6 +14,12 @@
 //! with `<figure id="chart-accuracy|chart-curves|chart-class-distribution">`,
 //! and in each trial section `figure.curves`, `figure.confusion`,
 //! `table.class-accuracy`, `table.top-confusions`.
+//!
+//! A program sweep (`[program]`) shows its own metrics instead: the table's
+//! columns are the sweep's metric and the ranking metric, `#charts` holds one
+//! `<figure id="chart-<stem>">` per metric (`chart-curves` is the sweep's
+//! metric; the stems are `sweep plot`'s file names), and each trial section
+//! has its `figure.curves` (a panel per metric) and `table.test-values`.
 //! The file is written atomically (temporary file + rename).
 use crate::plot::data::{self, SweepData, TrialData};
 use crate::plot::{Chart, PlotError, render_svg};
@@ -72,7 +78,16 @@ fn esc(s: &str) -> String {
     out
 }
 
+use crate::program::fmt_value;
 use crate::rank::{num, param_text, pct};
+
+/// `[program] command` (a JSON argv template) as one line, e.g. `python train.py --lr {lr}`.
+pub fn command_text(json: &str) -> String {
+    match serde_json::from_str::<Vec<String>>(json) {
+        Ok(argv) => argv.join(" "),
+        Err(_) => json.to_string(),
+    }
+}
 
 /// A plotters SVG document made fit for inlining: no namespace URI, labelled for screen readers.
 fn inline_svg(svg: &str, label: &str) -> String {
@@ -102,7 +117,53 @@ fn figure(
     Ok(())
 }
 
+/// A program sweep's table: its metric columns, the last epoch, status and wall time.
+fn program_table(out: &mut String, r: &Report, p: &crate::rank::ProgramReport) {
+    out.push_str("<table id=\"report\">\n<thead><tr>");
+    let mut header: Vec<String> = vec!["rank".into(), "trial".into()];
+    header.extend(r.varying.iter().cloned());
+    header.extend(p.columns.iter().cloned());
+    header.extend(["epochs", "status", "wall s"].map(String::from));
+    for h in &header {
+        let _ = write!(out, "<th>{}</th>", esc(h));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for row in &r.rows {
+        let _ = write!(
+            out,
+            "<tr><td class=\"num\">{}</td><td><a href=\"#trial-{id}\"><code>{id}</code></a></td>",
+            row.rank_text(),
+            id = esc(&row.trial)
+        );
+        for k in &r.varying {
+            let _ = write!(out, "<td>{}</td>", esc(&param_text(row.params.get(k))));
+        }
+        for (_, v) in row.metrics.iter().flatten() {
+            let _ = write!(out, "<td class=\"num\">{}</td>", esc(&fmt_value(*v)));
+        }
+        let _ = write!(out, "<td class=\"num\">{}</td>", row.epochs);
+        let _ = writeln!(
+            out,
+            "<td class=\"status-{s}\">{s}</td><td class=\"num\">{}</td></tr>",
+            esc(&num(row.wall_s, 1)),
+            s = row.status
+        );
+    }
+    out.push_str("</tbody>\n</table>\n");
+    if p.unranked > 0 {
+        let _ = writeln!(
+            out,
+            "<p class=\"note\" id=\"unranked\">{} trial(s) did not report {}: listed last, unranked</p>",
+            p.unranked,
+            esc(r.metric.name())
+        );
+    }
+}
+
 fn report_table(out: &mut String, r: &Report) {
+    if let Some(p) = &r.program {
+        return program_table(out, r, p);
+    }
     out.push_str("<table id=\"report\">\n<thead><tr>");
     let mut header: Vec<String> = vec!["rank".into(), "trial".into()];
     header.extend(r.varying.iter().cloned());
@@ -126,7 +187,7 @@ fn report_table(out: &mut String, r: &Report) {
         let _ = write!(
             out,
             "<tr><td class=\"num\">{}</td><td><a href=\"#trial-{id}\"><code>{id}</code></a></td>",
-            row.rank,
+            row.rank_text(),
             id = esc(&row.trial)
         );
         for k in &r.varying {
@@ -159,9 +220,11 @@ async fn last_error(pool: &SqlitePool, trial: &str) -> Result<Option<(String, St
 async fn trial_section(
     out: &mut String,
     pool: &SqlitePool,
-    rank: usize,
+    rank: Option<usize>,
     t: &TrialData,
+    program: bool,
 ) -> Result<(), HtmlError> {
+    let rank = rank.map_or_else(|| "-".to_string(), |r| r.to_string());
     let id = esc(&t.id);
     let _ = writeln!(out, "<section class=\"trial\" id=\"trial-{id}\">");
     let _ = writeln!(
@@ -173,6 +236,7 @@ async fn trial_section(
         let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(&t.label));
     }
     match t.test {
+        _ if program => test_values(out, t),
         Some(test) => {
             let _ = writeln!(
                 out,
@@ -217,7 +281,11 @@ async fn trial_section(
             None,
             "curves",
             &Chart::TrialCurves(t),
-            "learning curves: loss and accuracy per global step (train per log step, validation per epoch)",
+            if program {
+                "the metrics the program reported: epoch metrics by epoch, step metrics by step"
+            } else {
+                "learning curves: loss and accuracy per global step (train per log step, validation per epoch)"
+            },
         )?;
     } else {
         let _ = writeln!(out, "<p class=\"note\">no metrics recorded yet</p>");
@@ -281,11 +349,29 @@ async fn trial_section(
     Ok(())
 }
 
+/// A program trial's `test_*` values (the last it reported of each).
+fn test_values(out: &mut String, t: &TrialData) {
+    if t.test_values.is_empty() {
+        let _ = writeln!(out, "<p class=\"note\">no test_* values reported</p>");
+        return;
+    }
+    out.push_str("<table class=\"test-values\">\n<thead><tr><th>test metric</th><th>value</th><th>epoch</th></tr></thead>\n<tbody>\n");
+    for (name, v, epoch) in &t.test_values {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{epoch}</td></tr>",
+            esc(name),
+            esc(&fmt_value(Some(*v)))
+        );
+    }
+    out.push_str("</tbody>\n</table>\n");
+}
+
 /// Renders the whole document (no I/O but the database reads).
 pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<String, HtmlError> {
     let all = data::load_sweep(pool, sweep, None).await?;
     // The report decides which trials appear (filters, --top) and in which order.
-    let trials: Vec<(usize, TrialData)> = report
+    let trials: Vec<(Option<usize>, TrialData)> = report
         .rows
         .iter()
         .filter_map(|row| {
@@ -299,6 +385,8 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
         name: all.name.clone(),
         trials: trials.iter().map(|(_, t)| t.clone()).collect(),
         distribution: all.distribution.clone(),
+        program: all.program.clone(),
+        metric_charts: all.metric_charts.clone(),
     };
     let meta = queries::sweep_meta(pool, sweep).await?;
 
@@ -317,12 +405,24 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
         if let Some(d) = m.description.as_deref().filter(|d| !d.is_empty()) {
             let _ = writeln!(out, "<p class=\"meta\">{}</p>", esc(d));
         }
-        let _ = writeln!(
-            out,
-            "<p class=\"meta\">dataset <code>{}</code> · sweep status {}</p>",
-            esc(&m.dataset),
-            esc(&m.status)
-        );
+        match &all.program {
+            Some(p) => {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"meta\">program <code>{}</code> · sweep status {}</p>",
+                    esc(&command_text(&p.command)),
+                    esc(&m.status)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"meta\">dataset <code>{}</code> · sweep status {}</p>",
+                    esc(&m.dataset),
+                    esc(&m.status)
+                );
+            }
+        }
     }
     let generated = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     let picked = report
@@ -334,7 +434,7 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
         out,
         "<p class=\"meta\">{} trials, ranked by {} ({}){picked} · generated {generated} by sweep {}</p>\n</header>",
         report.rows.len(),
-        esc(report.metric.as_str()),
+        esc(report.metric.name()),
         esc(&report.ranked_by),
         env!("CARGO_PKG_VERSION")
     );
@@ -353,6 +453,26 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
     report_table(&mut out, report);
     out.push_str("</section>\n<section id=\"charts\">\n<h2>sweep charts</h2>\n");
     let mut any = false;
+    for (i, mc) in shown.metric_charts.iter().enumerate() {
+        if shown.trials.iter().any(|t| {
+            t.series
+                .iter()
+                .any(|s| s.name == mc.name && s.per_step == mc.per_step)
+        }) {
+            figure(
+                &mut out,
+                Some(&format!("chart-{}", mc.stem)),
+                "curves",
+                &Chart::MetricCurves(&shown, i),
+                &format!(
+                    "{} of every trial, by {}",
+                    mc.name,
+                    if mc.per_step { "step" } else { "epoch" }
+                ),
+            )?;
+            any = true;
+        }
+    }
     if shown.trials.iter().any(|t| t.test.is_some()) {
         figure(
             &mut out,
@@ -388,7 +508,7 @@ pub async fn render(pool: &SqlitePool, sweep: &str, report: &Report) -> Result<S
     }
     out.push_str("</section>\n");
     for (rank, t) in &trials {
-        trial_section(&mut out, pool, *rank, t).await?;
+        trial_section(&mut out, pool, *rank, t, all.program.is_some()).await?;
     }
     out.push_str("</body>\n</html>\n");
     Ok(out)

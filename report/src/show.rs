@@ -92,6 +92,11 @@ pub async fn render(
 ) -> Result<String, ShowError> {
     let (trial, _) = queries::resolve_trial(pool, None, prefix).await?;
     let head = queries::trial_header(pool, &trial).await?;
+    if let Some(meta) = queries::sweep_meta(pool, &head.sweep).await?
+        && meta.program.is_some()
+    {
+        return program_trial(pool, &trial, head, meta, results).await;
+    }
     let mut out = String::new();
     // What every worker sets on a CUDA device (sweep_protocol::config::CUDNN_BENCHMARK).
     let cudnn = match head.device.as_deref() {
@@ -180,6 +185,169 @@ pub async fn render(
     let mis = queries::misclassified(pool, &trial, None).await?;
     misclassified_list(&mut out, &mis, &trial);
 
+    Ok(out)
+}
+
+/// A program trial (`[program]` sweeps) in depth: its folder, parameters,
+/// attempts, every epoch metric per epoch (the sweep's metric first), its
+/// step metrics, stopping decisions and `test_*` values.
+async fn program_trial(
+    pool: &SqlitePool,
+    trial: &str,
+    head: queries::TrialHeader,
+    meta: queries::SweepMeta,
+    results: Option<&Path>,
+) -> Result<String, ShowError> {
+    use crate::program::{display_name, fmt_value, higher_is_better};
+    let mut out = String::new();
+    let budget = if head.epochs > 0 {
+        format!("/{}", head.epochs)
+    } else {
+        String::new()
+    };
+    let _ = writeln!(
+        out,
+        "trial {trial} (sweep {}) — {}, epoch {}{budget}, device {}",
+        head.sweep,
+        head.status,
+        head.epochs_done,
+        head.device.as_deref().unwrap_or("-")
+    );
+    if let Some(results) = results {
+        let dir = results.join(&head.sweep).join(trial);
+        let _ = if dir.is_dir() {
+            let size = sweep_trialfiles::retention::disk_use(&dir);
+            writeln!(
+                out,
+                "trial folder: {} ({})",
+                dir.display(),
+                sweep_trialfiles::retention::human_bytes(size)
+            )
+        } else {
+            writeln!(
+                out,
+                "trial folder: none at {} (pass --results DIR if the sweep ran with another)",
+                dir.display()
+            )
+        };
+    }
+    let _ = writeln!(out, "\nparameters");
+    if let Ok(serde_json::Value::Object(map)) =
+        serde_json::from_str::<serde_json::Value>(&head.params)
+    {
+        for (k, v) in map {
+            let _ = writeln!(
+                out,
+                "  {:<18} {}",
+                display_name(&k),
+                sweep_protocol::config::value_text(&v)
+            );
+        }
+    }
+    attempts_table(&mut out, queries::attempts(pool, trial).await?);
+
+    let points = queries::program_points(pool, trial).await?;
+    let of = |split: &'static str| points.iter().filter(move |p| p.split == split);
+    // The sweep's metric first, then the others by name.
+    let mut names: Vec<&str> = of("epoch").map(|p| p.name.as_str()).collect();
+    names.sort_by_key(|n| (*n != meta.metric, *n));
+    names.dedup();
+    let up = higher_is_better(&meta.metric, &meta.metric, meta.direction.as_deref());
+    let _ = writeln!(
+        out,
+        "\nmetrics per epoch ({}: the sweep's metric, {} is better)",
+        display_name(&meta.metric),
+        if up { "higher" } else { "lower" }
+    );
+    if names.is_empty() {
+        let _ = writeln!(out, "  none reported yet");
+    } else {
+        let mut rows: std::collections::BTreeMap<i64, Vec<Option<f64>>> = Default::default();
+        let idx: std::collections::HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        for p in of("epoch") {
+            if let Some(&i) = idx.get(p.name.as_str()) {
+                rows.entry(p.epoch)
+                    .or_insert_with(|| vec![None; names.len()])[i] = Some(p.value);
+            }
+        }
+        let mut b = tabled::builder::Builder::default();
+        let mut h = vec!["epoch".to_string()];
+        h.extend(names.iter().map(|n| display_name(n)));
+        b.push_record(h);
+        for (epoch, vals) in &rows {
+            let mut r = vec![epoch.to_string()];
+            r.extend(vals.iter().map(|v| fmt_value(*v)));
+            b.push_record(r);
+        }
+        let mut t = b.build();
+        t.with(Style::rounded());
+        let _ = writeln!(out, "{t}");
+    }
+    let best = of("epoch")
+        .filter(|p| p.name == meta.metric)
+        .fold(None::<(f64, i64)>, |acc, p| match acc {
+            Some((v, _)) if (up && v >= p.value) || (!up && v <= p.value) => acc,
+            _ => Some((p.value, p.epoch)),
+        });
+    let _ = match best {
+        Some((v, e)) => writeln!(
+            out,
+            "best {} {} at epoch {e}",
+            display_name(&meta.metric),
+            fmt_value(Some(v))
+        ),
+        None => writeln!(
+            out,
+            "{} (the sweep's metric) not reported: the trial is unranked",
+            display_name(&meta.metric)
+        ),
+    };
+
+    // Ordered by name, then epoch and step: one pass groups them.
+    let mut steps: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    for p in of("step") {
+        steps.entry(&p.name).or_default().push(p.value);
+    }
+    if !steps.is_empty() {
+        let _ = writeln!(out, "\nstep metrics");
+        let w = steps
+            .keys()
+            .map(|n| n.chars().count())
+            .max()
+            .unwrap_or(0)
+            .min(30);
+        for (n, vals) in &steps {
+            let _ = writeln!(out, "  {:<w$} {}", display_name(n), sparkline(vals));
+        }
+    }
+
+    decisions_table(&mut out, &queries::trial_decisions(pool, trial).await?);
+
+    let _ = writeln!(out, "\ntest");
+    // In epoch then step order: the last of each name is the latest.
+    let mut tests: std::collections::BTreeMap<&str, &queries::ProgramPoint> = Default::default();
+    for p in of("test") {
+        tests.insert(&p.name, p);
+    }
+    let w = tests
+        .keys()
+        .map(|n| n.chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(30);
+    for (n, p) in &tests {
+        let _ = writeln!(
+            out,
+            "  {:<w$} {} (epoch {})",
+            display_name(n),
+            fmt_value(Some(p.value)),
+            p.epoch
+        );
+    }
+    if tests.is_empty() {
+        let _ = writeln!(out, "  no test_* values reported");
+    }
     Ok(out)
 }
 
@@ -388,6 +556,34 @@ mod tests {
 
 #[cfg(test)]
 mod snapshots {
+    /// A program trial (`[program]` sweep), its rows as the recorder writes them.
+    #[test]
+    fn show_program_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let out = rt.block_on(async {
+            let pool = sweep_store::db::open(&dir.path().join("r.db"), true).await.unwrap();
+            let stmts = [
+                r#"INSERT INTO sweeps (id, name, file, toml, dataset, created_at, updated_at, metric, direction, program) VALUES (1, 'mylab', 's.toml', '', '', 0, 0, 'val_acc', 'max', '["python","train.py"]')"#,
+                r#"INSERT INTO trials (id, sweep_id, ordinal, params, backbone, lr, epochs, batch_size, image_size, seed, status, device, epochs_done, created_at)
+                   VALUES ('5fb60f28a7', 1, 0, '{"dropout":0.1,"lr":0.001,"seed":0}', '', 0.001, 0, 0, 0, 0, 'done', 'cuda:0', 2, 0)"#,
+                "INSERT INTO attempts (trial_id, attempt, started_at, finished_at, exit_code) VALUES ('5fb60f28a7', 1, 100, 160.5, 0)",
+                "INSERT INTO metrics VALUES ('5fb60f28a7', 1, 'epoch', 1, 0, 0, 'val_acc', 0.71, 0), ('5fb60f28a7', 1, 'epoch', 1, 0, 0, 'val_loss', 0.9, 0),
+                   ('5fb60f28a7', 1, 'epoch', 2, 0, 0, 'val_loss', 0.7, 0), ('5fb60f28a7', 1, 'epoch', 2, 0, 0, 'val_acc', 0.68, 0),
+                   ('5fb60f28a7', 1, 'step', 1, 0, 100, 'loss', 2.1, 0), ('5fb60f28a7', 1, 'step', 2, 0, 200, 'loss', 1.4, 0),
+                   ('5fb60f28a7', 1, 'test', 2, 0, 0, 'test_acc', 0.66, 0)",
+            ];
+            for s in stmts {
+                sqlx::query(s).execute(&pool).await.unwrap();
+            }
+            super::render(&pool, "5fb6", None).await.unwrap()
+        });
+        insta::assert_snapshot!(out);
+    }
+
     /// A database with one finished trial, written row by row, rendered by `show`.
     #[test]
     fn show_one_trial() {

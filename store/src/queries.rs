@@ -267,13 +267,18 @@ pub struct SweepMeta {
     pub dataset: String,
     pub description: Option<String>,
     pub status: String,
-    /// `[sweep] metric`: what picked each trial's best checkpoint (val_accuracy or val_loss).
+    /// `[sweep] metric`: what picked each trial's best checkpoint (val_accuracy
+    /// or val_loss), or for a program sweep any name the program reports.
     pub metric: String,
+    /// How `metric` ranks: 'max' or 'min' (NULL in sweeps made before the column).
+    pub direction: Option<String>,
+    /// `[program] command` as a JSON argv template; NULL for the built-in trainer.
+    pub program: Option<String>,
 }
 
 pub async fn sweep_meta(pool: &SqlitePool, sweep: &str) -> Result<Option<SweepMeta>, sqlx::Error> {
     sqlx::query_as::<_, SweepMeta>(
-        "SELECT dataset, description, status, metric FROM sweeps WHERE name = ?",
+        "SELECT dataset, description, status, metric, direction, program FROM sweeps WHERE name = ?",
     )
     .bind(sweep)
     .fetch_optional(pool)
@@ -563,6 +568,69 @@ pub async fn validation_history(
     .bind(sweep)
     .bind(split)
     .bind(name)
+    .fetch_all(pool)
+    .await
+}
+
+/// What a program trial reported under one (split, name), summed up:
+/// `split` is 'epoch', 'step' or 'test' (see migrations/20261207000002_program.sql).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MetricSummary {
+    pub trial: String,
+    pub split: String,
+    pub name: String,
+    pub min: f64,
+    pub max: f64,
+    /// The value of the latest record (highest epoch, then step).
+    pub last: f64,
+    /// The epoch of that record.
+    pub last_epoch: i64,
+    /// How many records carried it.
+    pub n: i64,
+}
+
+/// Every (trial, split, name) a program sweep's trials reported, summed up,
+/// by trial (plan order), split and name. The built-in trainer's splits
+/// (`train`, `train_epoch`, `valid`) are left out.
+pub async fn program_metric_summaries(
+    pool: &SqlitePool,
+    sweep: &str,
+) -> Result<Vec<MetricSummary>, sqlx::Error> {
+    sqlx::query_as::<_, MetricSummary>(
+        "SELECT m.trial_id AS trial, m.split, m.name, MIN(m.value) AS min, MAX(m.value) AS max,
+                (SELECT l.value FROM metrics l WHERE l.trial_id = m.trial_id AND l.split = m.split AND l.name = m.name
+                  ORDER BY l.epoch DESC, l.step DESC LIMIT 1) AS last,
+                MAX(m.epoch) AS last_epoch, COUNT(*) AS n
+         FROM metrics m JOIN trials t ON t.id = m.trial_id JOIN sweeps s ON s.id = t.sweep_id
+         WHERE s.name = ? AND m.split IN ('epoch', 'step', 'test')
+         GROUP BY m.trial_id, m.split, m.name
+         ORDER BY t.ordinal, m.split, m.name",
+    )
+    .bind(sweep)
+    .fetch_all(pool)
+    .await
+}
+
+/// One record value of a program trial (`metrics` row of split 'epoch', 'step' or 'test').
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProgramPoint {
+    pub split: String,
+    pub name: String,
+    pub epoch: i64,
+    pub step: i64,
+    pub value: f64,
+}
+
+/// Every value a program trial reported, by split, name, epoch and step.
+pub async fn program_points(
+    pool: &SqlitePool,
+    trial: &str,
+) -> Result<Vec<ProgramPoint>, sqlx::Error> {
+    sqlx::query_as::<_, ProgramPoint>(
+        "SELECT split, name, epoch, step, value FROM metrics
+         WHERE trial_id = ? AND split IN ('epoch', 'step', 'test') ORDER BY split, name, epoch, step",
+    )
+    .bind(trial)
     .fetch_all(pool)
     .await
 }

@@ -21,6 +21,7 @@ mod no_libtorch;
 mod plots;
 mod process_safety;
 mod program;
+mod program_reports;
 mod proptests;
 mod retention;
 mod scheduler;

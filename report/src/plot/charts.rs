@@ -697,3 +697,188 @@ pub fn class_counts<DB: DrawingBackend>(
     }
     Ok(())
 }
+
+/// Columns of panels in a program trial's chart, and the height of a row of them.
+pub const PROGRAM_PANEL_COLUMNS: usize = 3;
+pub const PROGRAM_PANEL_HEIGHT: u32 = 280;
+/// Above the panels of a program trial's chart: the title.
+const PROGRAM_TOP: u32 = 50;
+
+/// The size of a program trial's chart with `panels` panels: 1000 wide, one
+/// row of [`PROGRAM_PANEL_HEIGHT`] per [`PROGRAM_PANEL_COLUMNS`] panels.
+pub fn program_curves_size(panels: usize) -> (u32, u32) {
+    let rows = panels
+        .clamp(1, super::data::MAX_METRIC_CHARTS)
+        .div_ceil(PROGRAM_PANEL_COLUMNS);
+    (1000, PROGRAM_TOP + rows as u32 * PROGRAM_PANEL_HEIGHT)
+}
+
+/// A y range around `values` with a little room above and below.
+fn value_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+        (l.min(v), h.max(v))
+    });
+    if !(lo.is_finite() && hi.is_finite()) {
+        return 0.0..1.0;
+    }
+    let pad = ((hi - lo) * 0.1)
+        .max(hi.abs().max(lo.abs()) * 0.02)
+        .max(1e-6);
+    lo - pad..hi + pad
+}
+
+/// A number on a program metric's axis: few digits, scientific when large or tiny.
+fn axis_number(v: &f64) -> String {
+    let a = v.abs();
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        format!("{v:.1e}")
+    } else if a >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A program trial's curves: one panel per metric (the sweep's metric
+/// first), epoch metrics by epoch with a marker per record, step metrics by
+/// step; at most [`super::data::MAX_METRIC_CHARTS`] panels.
+pub fn program_trial_curves<DB: DrawingBackend>(
+    root: &Area<DB>,
+    t: &TrialData,
+) -> Result<(), PlotError> {
+    root.fill(&WHITE).map_err(de)?;
+    let mut head = format!("trial {}", t.id);
+    if !t.label.is_empty() {
+        head.push_str(&format!(" — {}", t.label));
+    }
+    let shown = &t.series[..t.series.len().min(super::data::MAX_METRIC_CHARTS)];
+    if shown.len() < t.series.len() {
+        head.push_str(&format!(
+            " — first {} of {} metrics",
+            shown.len(),
+            t.series.len()
+        ));
+    }
+    title(root, &head, 20.0)?;
+    if shown.is_empty() {
+        return no_data(root, "no metrics reported yet");
+    }
+    let (_, body) = root.split_vertically(PROGRAM_TOP);
+    let rows = shown.len().div_ceil(PROGRAM_PANEL_COLUMNS);
+    let panels = body.split_evenly((rows, PROGRAM_PANEL_COLUMNS));
+    for (i, (s, area)) in shown.iter().zip(panels.iter()).enumerate() {
+        let name = crate::program::display_name(&s.name);
+        let caption = if s.per_step {
+            format!("{} (per step)", truncate(&name, 30))
+        } else {
+            truncate(&name, 40)
+        };
+        let xs = step_range(&[s.points.as_slice()]);
+        let ys = value_range(s.points.iter().map(|p| p.1));
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, font(15.0))
+            .margin(10)
+            .x_label_area_size(36)
+            .y_label_area_size(58)
+            .build_cartesian_2d(xs, ys)
+            .map_err(de)?;
+        house_mesh(&mut chart.configure_mesh())
+            .x_desc(if s.per_step { "step" } else { "epoch" })
+            .x_labels(6)
+            .y_labels(6)
+            .y_label_formatter(&axis_number)
+            .draw()
+            .map_err(de)?;
+        let c = color(i);
+        chart
+            .draw_series(LineSeries::new(s.points.iter().copied(), c.stroke_width(2)))
+            .map_err(de)?;
+        if !s.per_step {
+            chart
+                .draw_series(s.points.iter().map(|p| Circle::new(*p, 3, c.filled())))
+                .map_err(de)?;
+        }
+    }
+    Ok(())
+}
+
+/// One program metric of every trial, overlaid (by epoch, or by step for a
+/// step metric), with a legend.
+pub fn metric_curves<DB: DrawingBackend>(
+    root: &Area<DB>,
+    s: &SweepData,
+    chart_index: usize,
+) -> Result<(), PlotError> {
+    root.fill(&WHITE).map_err(de)?;
+    let Some(mc) = s.metric_charts.get(chart_index) else {
+        return Err(PlotError::Internal("metric chart index"));
+    };
+    let name = crate::program::display_name(&mc.name);
+    let what = match &s.program {
+        Some(p) if !mc.per_step && mc.name == p.metric => format!(
+            " (the sweep's metric, {} is better)",
+            if p.higher_is_better(&mc.name) {
+                "higher"
+            } else {
+                "lower"
+            }
+        ),
+        _ if mc.per_step => " per step".to_string(),
+        _ => String::new(),
+    };
+    title(root, &format!("{name}{what} — sweep {}", s.name), 20.0)?;
+    // (colour index, trial, its points of this metric)
+    type Curve<'t> = (usize, &'t TrialData, &'t [(i64, f64)]);
+    let series: Vec<Curve> = s
+        .trials
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            t.series
+                .iter()
+                .find(|x| x.name == mc.name && x.per_step == mc.per_step)
+                .map(|x| (i, t, x.points.as_slice()))
+        })
+        .collect();
+    if series.is_empty() {
+        return no_data(root, "no trial reported it yet");
+    }
+    let all: Vec<&[(i64, f64)]> = series.iter().map(|x| x.2).collect();
+    let ys = value_range(all.iter().flat_map(|p| p.iter().map(|x| x.1)));
+    let (_, body) = root.split_vertically(44);
+    let mut chart = ChartBuilder::on(&body)
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(64)
+        .build_cartesian_2d(step_range(&all), ys)
+        .map_err(de)?;
+    house_mesh(&mut chart.configure_mesh())
+        .x_desc(if mc.per_step { "step" } else { "epoch" })
+        .y_desc(truncate(&name, 40))
+        .y_label_formatter(&axis_number)
+        .draw()
+        .map_err(de)?;
+    let legend_size = (360.0 / series.len() as f64).clamp(8.0, 13.0);
+    for (i, t, points) in &series {
+        let c = color(*i);
+        let label = truncate(format!("{} {}", t.id, t.label).trim(), 48);
+        chart
+            .draw_series(LineSeries::new(points.iter().copied(), c.stroke_width(2)))
+            .map_err(de)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        if !mc.per_step {
+            chart
+                .draw_series(points.iter().map(|p| Circle::new(*p, 3, c.filled())))
+                .map_err(de)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(GRID)
+        .label_font(text_style(legend_size))
+        .draw()
+        .map_err(de)
+}

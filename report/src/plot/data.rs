@@ -32,13 +32,44 @@ pub struct TrialData {
     pub class_accuracy: Vec<ClassAccuracy>,
     /// Most confident mistakes first.
     pub misclassified: Vec<Misclassified>,
+    /// A program trial's curves (`[program]` sweeps): each epoch metric by
+    /// epoch, the sweep's metric first, then each step metric by step.
+    pub series: Vec<Series>,
+    /// A program trial's `test_*` values: (name, last value, its epoch), by name.
+    pub test_values: Vec<(String, f64, i64)>,
 }
+
+/// One metric of a program trial: (epoch, value) per epoch record, or
+/// (step, value) per step record.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub per_step: bool,
+    pub points: Vec<(i64, f64)>,
+}
+
+/// A sweep-wide chart of one program metric (every trial's curve of it):
+/// its name, whether it is a step metric, and its file stem (`curves` for
+/// the sweep's metric, `curves-<name>` / `curves-step-<name>` for the others,
+/// the name made safe for a file name and unique).
+#[derive(Debug, Clone)]
+pub struct MetricChart {
+    pub name: String,
+    pub per_step: bool,
+    pub stem: String,
+}
+
+/// At most this many program metrics get a chart (sweep-wide files, and the
+/// panels of a trial's chart); the sweep's metric comes first. A program can
+/// print any number of names; a folder of thousands of charts helps no one.
+pub const MAX_METRIC_CHARTS: usize = 24;
 
 pub use sweep_store::queries::{ClassAccuracy, Misclassified, TestResult};
 
 impl TrialData {
     pub fn has_curves(&self) -> bool {
-        !(self.train_loss.is_empty()
+        !(self.series.is_empty()
+            && self.train_loss.is_empty()
             && self.train_acc.is_empty()
             && self.valid_loss.is_empty()
             && self.valid_acc.is_empty())
@@ -69,6 +100,59 @@ pub struct SweepData {
     pub trials: Vec<TrialData>,
     /// (split, class, count), splits in train/valid/test order, classes sorted.
     pub distribution: Vec<(String, String, i64)>,
+    /// A program sweep's metrics (None for the built-in trainer).
+    pub program: Option<crate::program::ProgramSweep>,
+    /// A program sweep's sweep-wide metric charts, the sweep's metric first;
+    /// at most [`MAX_METRIC_CHARTS`].
+    pub metric_charts: Vec<MetricChart>,
+}
+
+/// `name` as a piece of a file name: ASCII letters, digits, `-` and `_`
+/// kept, everything else `_`, at most 60 characters.
+fn file_safe(name: &str) -> String {
+    name.chars()
+        .take(60)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The sweep-wide charts of a program sweep: every epoch metric (the
+/// sweep's metric first, as `curves`), then every step metric, up to
+/// [`MAX_METRIC_CHARTS`], each with a unique file stem.
+pub fn metric_charts(p: &crate::program::ProgramSweep) -> Vec<MetricChart> {
+    let mut out: Vec<MetricChart> = Vec::new();
+    let names = p
+        .epoch_names
+        .iter()
+        .map(|n| (n, false))
+        .chain(p.step_names.iter().map(|n| (n, true)));
+    for (name, per_step) in names.take(MAX_METRIC_CHARTS) {
+        let base = if !per_step && *name == p.metric {
+            "curves".to_string()
+        } else if per_step {
+            format!("curves-step-{}", file_safe(name))
+        } else {
+            format!("curves-{}", file_safe(name))
+        };
+        let mut stem = base.clone();
+        let mut k = 2;
+        while out.iter().any(|c| c.stem == stem) {
+            stem = format!("{base}-{k}");
+            k += 1;
+        }
+        out.push(MetricChart {
+            name: name.clone(),
+            per_step,
+            stem,
+        });
+    }
+    out
 }
 
 /// A short text for a parameter value: strings bare, numbers as written, objects as compact JSON.
@@ -110,6 +194,7 @@ pub async fn load_sweep(
         })
         .collect();
     let keys = sweep_protocol::config::varying_keys(&params.iter().collect::<Vec<_>>());
+    let program = crate::program::ProgramSweep::load(pool, sweep).await?;
     let mut trials = Vec::new();
     for (head, p) in heads.into_iter().zip(params) {
         if only.is_some_and(|o| o != head.id) {
@@ -134,8 +219,13 @@ pub async fn load_sweep(
             confusion: Vec::new(),
             class_accuracy: Vec::new(),
             misclassified: Vec::new(),
+            series: Vec::new(),
+            test_values: Vec::new(),
         };
-        load_details(pool, &mut t).await?;
+        match &program {
+            Some(p) => load_program(pool, p, &mut t).await?,
+            None => load_details(pool, &mut t).await?,
+        }
         trials.push(t);
     }
     let mut distribution: Vec<(String, String, i64)> = queries::class_distribution(pool, sweep)
@@ -159,7 +249,55 @@ pub async fn load_sweep(
         name: sweep.to_string(),
         trials,
         distribution,
+        metric_charts: program.as_ref().map(metric_charts).unwrap_or_default(),
+        program,
     })
+}
+
+/// A program trial's series (the sweep's metric first) and `test_*` values.
+async fn load_program(
+    pool: &SqlitePool,
+    p: &crate::program::ProgramSweep,
+    t: &mut TrialData,
+) -> Result<(), PlotError> {
+    // (split, name) → (epoch, step, value) in record order.
+    type Points = Vec<(i64, i64, f64)>;
+    let mut by_name: std::collections::HashMap<(String, String), Points> =
+        std::collections::HashMap::new();
+    // Ordered by split, name, epoch, step: each list is in record order.
+    for x in queries::program_points(pool, &t.id).await? {
+        by_name
+            .entry((x.split, x.name))
+            .or_default()
+            .push((x.epoch, x.step, x.value));
+    }
+    let order = p
+        .epoch_names
+        .iter()
+        .map(|n| ("epoch", n))
+        .chain(p.step_names.iter().map(|n| ("step", n)));
+    for (split, name) in order {
+        let Some(pts) = by_name.get(&(split.to_string(), name.clone())) else {
+            continue;
+        };
+        t.series.push(Series {
+            name: name.clone(),
+            per_step: split == "step",
+            points: pts
+                .iter()
+                .map(|&(e, s, v)| (if split == "step" { s } else { e }, v))
+                .collect(),
+        });
+    }
+    for name in &p.test_names {
+        if let Some(&(epoch, _, v)) = by_name
+            .get(&("test".to_string(), name.clone()))
+            .and_then(|l| l.last())
+        {
+            t.test_values.push((name.clone(), v, epoch));
+        }
+    }
+    Ok(())
 }
 
 async fn load_details(pool: &SqlitePool, t: &mut TrialData) -> Result<(), PlotError> {

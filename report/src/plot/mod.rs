@@ -16,6 +16,18 @@
 //! | `curves.png/.svg` | 1000 × 600 | validation accuracy of every trial overlaid, with a legend |
 //! | `class-distribution.png/.svg` | 1000 × 600 | images per class in each split |
 //!
+//! A program sweep (`[program]`: a user's own training program) has no test
+//! confusions or class counts; its charts are the metrics it reported:
+//!
+//! | file | size | what |
+//! | --- | --- | --- |
+//! | `<trial>-curves.png/.svg` | 1000 × (50 + 280 per row of 3 panels) | one panel per metric, the sweep's metric first: epoch metrics by epoch, step metrics by step |
+//! | `curves.png/.svg` | 1000 × 600 | the sweep's metric of every trial by epoch, overlaid, with a legend |
+//! | `curves-<name>.png/.svg` | 1000 × 600 | the same for each other epoch metric (`<name>`: the metric's name with every character but ASCII letters, digits, `-` and `_` as `_`) |
+//! | `curves-step-<name>.png/.svg` | 1000 × 600 | the same for each step metric, by step |
+//!
+//! At most `data::MAX_METRIC_CHARTS` (24) metrics are drawn, the sweep's metric first.
+//!
 //! The dataset overview (`sweep data show`) grows with the data: 64 × 64 px
 //! thumbnails in a 70 px pitch, one row per class, `per_class` columns, plus a
 //! class-label column and a train/valid/test count column (see `overview`).
@@ -138,16 +150,22 @@ pub enum Chart<'a> {
     Accuracy(&'a SweepData),
     SweepCurves(&'a SweepData),
     ClassDistribution(&'a SweepData),
+    /// One metric of a program sweep, every trial's curve of it (an index into `SweepData::metric_charts`).
+    MetricCurves(&'a SweepData, usize),
 }
 
 impl Chart<'_> {
     pub fn size(&self) -> (u32, u32) {
         match self {
+            Chart::TrialCurves(t) if !t.series.is_empty() => {
+                charts::program_curves_size(t.series.len())
+            }
             Chart::TrialCurves(_) => TRIAL_CURVES_SIZE,
             Chart::Confusion(_) => CONFUSION_SIZE,
             Chart::Accuracy(_) => ACCURACY_SIZE,
             Chart::SweepCurves(_) => SWEEP_CURVES_SIZE,
             Chart::ClassDistribution(_) => DISTRIBUTION_SIZE,
+            Chart::MetricCurves(..) => SWEEP_CURVES_SIZE,
         }
     }
 
@@ -159,11 +177,16 @@ impl Chart<'_> {
             Chart::Accuracy(_) => "accuracy".into(),
             Chart::SweepCurves(_) => "curves".into(),
             Chart::ClassDistribution(_) => "class-distribution".into(),
+            Chart::MetricCurves(s, i) => s
+                .metric_charts
+                .get(*i)
+                .map_or_else(|| "curves".into(), |c| c.stem.clone()),
         }
     }
 
     fn draw<DB: DrawingBackend>(&self, root: &DrawingArea<DB, Shift>) -> Result<(), PlotError> {
         match self {
+            Chart::TrialCurves(t) if !t.series.is_empty() => charts::program_trial_curves(root, t),
             Chart::TrialCurves(t) => charts::trial_curves(root, t),
             Chart::Confusion(t) => charts::confusion(root, t),
             Chart::Accuracy(s) => charts::accuracy(root, s),
@@ -173,6 +196,7 @@ impl Chart<'_> {
                 &format!("images per class and split — sweep {}", s.name),
                 &s.distribution,
             ),
+            Chart::MetricCurves(s, i) => charts::metric_curves(root, s, *i),
         }
     }
 }
@@ -294,7 +318,7 @@ pub async fn write_all(
         write_chart(out, &Chart::TrialCurves(t), &mut written)?;
         if t.has_confusion() {
             write_chart(out, &Chart::Confusion(t), &mut written)?;
-        } else {
+        } else if s.program.is_none() {
             sweep_protocol::log!("note: trial {id} has no test results yet; no confusion heatmap");
         }
         fonts::warn_missing_glyphs();
@@ -320,7 +344,9 @@ pub async fn write_all(
             write_chart(out, &Chart::Confusion(t), &mut written)?;
         }
     }
-    if s.trials.iter().any(|t| t.test.is_some()) {
+    if s.program.is_some() {
+        program_charts(&s, out, &mut written)?;
+    } else if s.trials.iter().any(|t| t.test.is_some()) {
         write_chart(out, &Chart::Accuracy(&s), &mut written)?;
     } else {
         sweep_protocol::log!(
@@ -338,6 +364,24 @@ pub async fn write_all(
     }
     fonts::warn_missing_glyphs();
     Ok(written)
+}
+
+/// A program sweep's sweep-wide charts: one per metric, the sweep's metric first.
+fn program_charts(s: &SweepData, out: &Path, written: &mut Vec<PathBuf>) -> Result<(), PlotError> {
+    for i in 0..s.metric_charts.len() {
+        write_chart(out, &Chart::MetricCurves(s, i), written)?;
+    }
+    if let Some(p) = &s.program {
+        let total = p.epoch_names.len() + p.step_names.len();
+        if total > s.metric_charts.len() {
+            sweep_protocol::log!(
+                "note: sweep {} has {total} metrics; charts for the first {} (the sweep's metric first)",
+                s.name,
+                s.metric_charts.len()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `sweep data show`: sample images per class and the class counts of each

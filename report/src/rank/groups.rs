@@ -2,7 +2,7 @@
 //! spread and 95 % interval of the ranking metric, the best group tested
 //! against each other one (Welch, Holm-corrected), and the verdict in words.
 //! Statistics only; `render` formats them.
-use super::{Metric, Report, ReportRow, param_text};
+use super::{Ranking, Report, param_text};
 use serde::Serialize;
 
 /// Mean ± std and a 95 % confidence interval of the ranking metric for one
@@ -29,7 +29,7 @@ pub struct Group {
 #[derive(Debug, Serialize)]
 pub struct GroupReport {
     pub sweep: String,
-    pub metric: Metric,
+    pub metric: Ranking,
     pub ranked_by: String,
     pub checkpoints_picked_by: Option<String>,
     pub key: String,
@@ -53,25 +53,9 @@ pub struct GroupReport {
 /// Below this (Holm-adjusted) p-value a difference is called significant.
 pub const ALPHA: f64 = 0.05;
 
-fn metric_value(metric: Metric, r: &ReportRow) -> Option<f64> {
-    match metric {
-        Metric::Accuracy => r.test_accuracy,
-        Metric::Loss => r.test_loss,
-        Metric::ValAccuracy => r.val_accuracy,
-        Metric::ValLoss => r.val_loss,
-        Metric::Time => r.wall_s,
-        Metric::Throughput => r.images_per_s,
-    }
-}
-
-/// The range a metric's values live in: accuracies in [0, 1], every other
-/// metric (losses, seconds, images per second) in [0, ∞).
-fn metric_range(metric: Metric) -> (f64, f64) {
-    if metric.is_fraction() {
-        (0.0, 1.0)
-    } else {
-        (0.0, f64::INFINITY)
-    }
+/// The range a metric's values live in (`Ranking::range`).
+fn metric_range(metric: &Ranking) -> (f64, f64) {
+    metric.range()
 }
 
 pub fn mean_std(xs: &[f64]) -> (f64, Option<f64>) {
@@ -144,7 +128,7 @@ pub fn group(
     rows_params: &[serde_json::Map<String, serde_json::Value>],
     top: Option<usize>,
 ) -> GroupReport {
-    let metric = report.metric;
+    let metric = &report.metric;
     let range = metric_range(metric);
     let mut out: Vec<(Group, Vec<f64>)> = collect(report, key, rows_params)
         .into_iter()
@@ -158,7 +142,7 @@ pub fn group(
     let best = has_best.then(|| out[0].0.value.clone());
     GroupReport {
         sweep: report.sweep.clone(),
-        metric: report.metric,
+        metric: report.metric.clone(),
         ranked_by: report.ranked_by.clone(),
         checkpoints_picked_by: report.checkpoints_picked_by.clone(),
         key: key.to_string(),
@@ -175,14 +159,17 @@ pub fn group(
             "two-sided Welch's t-test of the best group against each other group; p-values Holm-adjusted over the {} comparison(s); significant below {ALPHA}",
             raw.len()
         ),
-        ci_method: format!(
-            "mean ± t(0.975, n−1)·std/√n (Student t), clamped to the metric's range {}",
-            if metric.is_fraction() {
-                "[0%, 100%]"
-            } else {
-                "[0, ∞)"
-            }
-        ),
+        ci_method: match range {
+            (lo, hi) if lo.is_finite() || hi.is_finite() => format!(
+                "mean ± t(0.975, n−1)·std/√n (Student t), clamped to the metric's range {}",
+                if metric.is_fraction() {
+                    "[0%, 100%]"
+                } else {
+                    "[0, ∞)"
+                }
+            ),
+            _ => "mean ± t(0.975, n−1)·std/√n (Student t)".to_string(),
+        },
         verdict,
     }
 }
@@ -194,7 +181,7 @@ fn collect(
     key: &str,
     rows_params: &[serde_json::Map<String, serde_json::Value>],
 ) -> Vec<(serde_json::Value, Vec<f64>, Vec<String>)> {
-    let metric = report.metric;
+    let metric = &report.metric;
     let mut groups: Vec<(serde_json::Value, Vec<f64>, Vec<String>)> = Vec::new();
     for (row, params) in report.rows.iter().zip(rows_params) {
         let v = params.get(key).cloned().unwrap_or(serde_json::Value::Null);
@@ -205,7 +192,7 @@ fn collect(
                 groups.len() - 1
             }
         };
-        if let Some(x) = metric_value(metric, row) {
+        if let Some(x) = row.value(metric) {
             groups[idx].1.push(x);
         }
         groups[idx].2.push(row.trial.clone());
@@ -300,7 +287,7 @@ pub(super) fn fmt_p(p: f64) -> String {
     }
 }
 
-fn verdict(key: &str, metric: Metric, groups: &[(Group, Vec<f64>)]) -> Vec<String> {
+fn verdict(key: &str, metric: &Ranking, groups: &[(Group, Vec<f64>)]) -> Vec<String> {
     let Some((best, _)) = groups.first().filter(|g| g.0.mean.is_some()) else {
         return Vec::new();
     };
@@ -334,7 +321,7 @@ fn verdict(key: &str, metric: Metric, groups: &[(Group, Vec<f64>)]) -> Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rank::{build, render_groups, snapshots};
+    use crate::rank::{Metric, build, render_groups, snapshots};
 
     #[test]
     fn welch_matches_scipy() {
@@ -494,7 +481,7 @@ mod tests {
             (raw.0 + 0.298_940_678_6).abs() < 1e-9 && (raw.1 - 0.518_940_678_6).abs() < 1e-9,
             "{raw:?}"
         );
-        let (cut, moved) = clamp_ci(raw, metric_range(Metric::Loss));
+        let (cut, moved) = clamp_ci(raw, metric_range(&Ranking::Builtin(Metric::Loss)));
         assert!(moved && cut.0 == 0.0 && cut.1 == raw.1);
     }
 

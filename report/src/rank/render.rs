@@ -2,6 +2,7 @@
 //! table, markdown, csv or json. Formatting only: every number comes computed.
 use super::groups::fmt_p;
 use super::{Group, GroupReport, RankError, Report, ReportRow, num, param_text, pct};
+use crate::program::{display_name, fmt_value};
 use tabled::settings::Style;
 
 /// The header line of the table and markdown formats: what ranks the trials
@@ -11,18 +12,48 @@ fn title(r: &Report) -> String {
         "sweep {} — {} trials, ranked by {} ({})",
         r.sweep,
         r.rows.len(),
-        r.metric,
+        display_name(r.metric.name()),
         r.ranked_by
     );
     if let Some(m) = &r.checkpoints_picked_by {
         t.push_str(&format!("; checkpoints picked by {m}"));
     }
+    if let Some(p) = &r.program
+        && p.sweep_metric != r.metric.name()
+    {
+        t.push_str(&format!(
+            "; the sweep's metric is {}",
+            display_name(&p.sweep_metric)
+        ));
+    }
     t
+}
+
+/// The column names after the parameters: a program sweep's metric
+/// columns, the last epoch, status and wall time; the built-in trainer's
+/// columns otherwise. `raw`: the csv names (a program's names as they are).
+fn program_tail(r: &Report, raw: bool) -> Option<Vec<String>> {
+    let p = r.program.as_ref()?;
+    let mut h: Vec<String> = p
+        .columns
+        .iter()
+        .map(|c| if raw { c.clone() } else { display_name(c) })
+        .collect();
+    h.extend(if raw {
+        ["epochs", "status", "wall_s"].map(String::from)
+    } else {
+        ["epochs", "status", "wall s"].map(String::from)
+    });
+    Some(h)
 }
 
 fn header(r: &Report) -> Vec<String> {
     let mut h = vec!["rank".to_string(), "trial".into()];
-    h.extend(r.varying.iter().cloned());
+    h.extend(r.varying.iter().map(|k| display_name(k)));
+    if let Some(tail) = program_tail(r, false) {
+        h.extend(tail);
+        return h;
+    }
     h.extend(
         [
             "val acc",
@@ -42,8 +73,13 @@ fn human_rows(r: &Report) -> Vec<Vec<String>> {
     r.rows
         .iter()
         .map(|row| {
-            let mut v = vec![row.rank.to_string(), row.trial.clone()];
+            let mut v = vec![row.rank_text(), row.trial.clone()];
             v.extend(r.varying.iter().map(|k| param_text(row.params.get(k))));
+            if let Some(m) = &row.metrics {
+                v.extend(m.iter().map(|(_, x)| fmt_value(*x)));
+                v.extend([row.epochs.to_string(), status_text(row), num(row.wall_s, 1)]);
+                return v;
+            }
             v.extend([
                 pct(row.val_accuracy),
                 pct(row.test_accuracy),
@@ -82,38 +118,64 @@ pub fn render(r: &Report, format: &str) -> Result<String, RankError> {
                 t.with(Style::rounded());
             }
             let title = title(r);
-            Ok(if format == "table" {
+            let mut out = if format == "table" {
                 format!("{title}\n{t}\n")
             } else {
                 format!("**{title}**\n\n{t}\n")
-            })
+            };
+            if let Some(line) = unranked_line(r) {
+                if format == "markdown" {
+                    out.push('\n');
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+            Ok(out)
         }
         "csv" => {
             let mut out = String::new();
             let mut h = vec!["rank".to_string(), "trial".into()];
-            h.extend(r.varying.iter().cloned());
-            h.extend(
-                [
-                    "val_accuracy",
-                    "test_accuracy",
-                    "test_loss",
-                    "epochs",
-                    "wall_s",
-                    "images_per_s",
-                    "status",
-                ]
-                .map(String::from),
-            );
+            h.extend(r.varying.iter().map(|k| csv_field(k)));
+            if let Some(tail) = program_tail(r, true) {
+                h.extend(tail.iter().map(|c| csv_field(c)));
+            } else {
+                h.extend(
+                    [
+                        "val_accuracy",
+                        "test_accuracy",
+                        "test_loss",
+                        "epochs",
+                        "wall_s",
+                        "images_per_s",
+                        "status",
+                    ]
+                    .map(String::from),
+                );
+            }
             out.push_str(&h.join(","));
             out.push('\n');
             let raw = |v: Option<f64>| v.map(|x| format!("{x:?}")).unwrap_or_default();
             for row in &r.rows {
-                let mut v = vec![row.rank.to_string(), row.trial.clone()];
+                let mut v = vec![
+                    row.rank.map(|n| n.to_string()).unwrap_or_default(),
+                    row.trial.clone(),
+                ];
                 v.extend(
                     r.varying
                         .iter()
                         .map(|k| csv_field(&param_text(row.params.get(k)))),
                 );
+                if let Some(m) = &row.metrics {
+                    v.extend(m.iter().map(|(_, x)| raw(*x)));
+                    v.extend([
+                        row.epochs.to_string(),
+                        row.status.to_string(),
+                        raw(row.wall_s),
+                    ]);
+                    out.push_str(&v.join(","));
+                    out.push('\n');
+                    continue;
+                }
                 v.extend([
                     raw(row.val_accuracy),
                     raw(row.test_accuracy),
@@ -131,6 +193,18 @@ pub fn render(r: &Report, format: &str) -> Result<String, RankError> {
         "json" => Ok(serde_json::to_string_pretty(r)? + "\n"),
         other => Err(RankError::UnknownFormat(other.to_string())),
     }
+}
+
+/// Under a program sweep's table: how many trials never reported the
+/// ranking metric (they are listed last, without a rank).
+fn unranked_line(r: &Report) -> Option<String> {
+    let n = r.program.as_ref()?.unranked;
+    (n > 0).then(|| {
+        format!(
+            "{n} trial(s) did not report {}: listed last, unranked",
+            display_name(r.metric.name())
+        )
+    })
 }
 
 fn csv_field(s: &str) -> String {
