@@ -79,8 +79,14 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         let opts = RunOptions { results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
         let outcome = coordinator::run(plan, opts, launcher, pool.clone(), info, hash).await?;
         // Summary table of this sweep.
+        // A program sweep: ranked by its own metric, with its own columns.
+        let program = crate::report::program::ProgramSweep::load(&pool, &name).await.ok().flatten();
         if let Ok(rows) = queries::trials(&pool, &name).await
-            && let Ok(t) = rank::render(&rank::build(&name, Metric::Accuracy, rows, None), "table")
+            && let Some(r) = match &program {
+                Some(p) => rank::report(&name, None, Some(p.metric.clone()), Some(p), rows).ok(),
+                None => Some(rank::build(&name, Metric::Accuracy, rows, None)),
+            }
+            && let Ok(t) = rank::render(&r, "table")
         {
             print!("{t}");
         }

@@ -196,6 +196,22 @@ fn the_shell_example_is_swept_with_asha_and_ranked_by_its_own_metric() {
         db.query::<(String, String)>("SELECT direction, program FROM sweeps")[0].clone();
     assert_eq!(sweep.0, "max");
     assert!(sweep.1.contains("train.sh"), "{}", sweep.1);
+    // `sweep report` ranks by the program's metric, best first.
+    let report = s.sweep(&["report", "--format", "json"]).output();
+    report.expect_success();
+    let lrs: Vec<f64> = report.json()["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["params"]["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lrs, [0.01, 0.03, 0.1, 0.003, 0.001, 0.0003]);
+    // The run's own summary is that ranking too.
+    assert!(
+        out.stdout_utf8().contains("ranked by val_acc"),
+        "{}",
+        out.report()
+    );
 }
 
 /// ASHA's verdict is SIGTERM to the program's process group: a program that
