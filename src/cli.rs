@@ -327,6 +327,27 @@ pub enum ExportCommand {
     Tensorboard(ExportTensorboardArgs),
     /// Two tidy CSV files for pandas: OUT/metrics.csv (one line per metric row) and OUT/trials.csv (trials with their parameters).
     Csv(ExportCsvArgs),
+    /// An MLflow tracking server, through its REST API: one experiment per sweep, one run per trial, found again by its trial-id tag.
+    Mlflow(ExportMlflowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportMlflowArgs {
+    /// The tracking server, e.g. http://127.0.0.1:5000 (credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    #[arg(long, env = "MLFLOW_TRACKING_URI", value_name = "URI")]
+    pub tracking_uri: String,
+    /// The experiment to log into (default: one named after each sweep).
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+    /// Only this sweep (default: every sweep of the database).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Keep exporting while `sweep run` writes; ends when the sweep is no longer running, or on Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: seconds between passes.
+    #[arg(long, default_value_t = 5.0, requires = "follow", value_parser = positive_seconds)]
+    pub interval: f64,
 }
 
 #[derive(Debug, Args)]

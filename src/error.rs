@@ -17,6 +17,7 @@ use crate::spec::SpecError;
 use crate::store::db::{OpenCause, StoreError};
 use crate::store::queries::ResolveError;
 use sweep_export::ExportError;
+use sweep_export::mlflow::MlflowError;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -144,7 +145,14 @@ fn export_code(e: &ExportError) -> i32 {
         ExportError::OutIsFile(_) | ExportError::BadSweepName(_) | ExportError::Busy(_) => {
             EXIT_BAD_INPUT
         }
-        ExportError::Db(_) | ExportError::Write { .. } => EXIT_FAILED,
+        ExportError::Mlflow(MlflowError::BadUri(_) | MlflowError::Auth { .. }) => EXIT_BAD_INPUT,
+        ExportError::Mlflow(
+            MlflowError::Unreachable { .. }
+            | MlflowError::Rejected { .. }
+            | MlflowError::BadResponse { .. },
+        )
+        | ExportError::Db(_)
+        | ExportError::Write { .. } => EXIT_FAILED,
     }
 }
 

@@ -9,6 +9,8 @@
 //!   at its global step, test results, and the HParams plugin's data;
 //! * [`csv`]: a tidy long-format file of every metric row and one of trials
 //!   with their parameters, for pandas;
+//! * [`mlflow`]: one MLflow run per trial through the tracking server's REST
+//!   API, found again by its trial-id tag;
 //! * [`follow`]: repeats an export while `sweep run` writes, until the sweep
 //!   ends or Ctrl-C.
 //!
@@ -19,6 +21,7 @@
 #![deny(clippy::print_stderr)]
 pub mod csv;
 pub mod follow;
+pub mod mlflow;
 pub mod proto;
 pub mod tensorboard;
 pub mod tfrecord;
@@ -34,6 +37,8 @@ pub enum ExportError {
     Resolve(#[from] ResolveError),
     #[error("reading the database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Mlflow(#[from] mlflow::MlflowError),
     #[error("{0} is a file; the export's OUT must be a folder (it is created if missing)")]
     OutIsFile(PathBuf),
     #[error(

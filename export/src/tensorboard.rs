@@ -420,25 +420,8 @@ fn trial_events(
     let mut scalars = Scalars {
         seen: HashSet::new(),
     };
-    for m in metrics {
-        events.push(scalars.event(tag(&m.split, &m.name), m.step, m.time, m.value));
-    }
-    if let Some(t) = test {
-        let step = metrics
-            .iter()
-            .find(|m| m.split == "valid" && m.epoch == t.epoch)
-            .or(metrics.last())
-            .map_or(0, |m| m.step);
-        events.push(scalars.event("test/loss".into(), step, t.time, t.loss));
-        events.push(scalars.event("test/accuracy".into(), step, t.time, t.accuracy));
-        for c in classes {
-            events.push(scalars.event(
-                format!("test/class_accuracy/{}", c.class),
-                step,
-                t.time,
-                c.accuracy,
-            ));
-        }
+    for p in points(metrics, test, classes) {
+        events.push(scalars.event(p.tag, p.step, p.time, p.value));
     }
     let end = match trial.status {
         TrialStatus::Done | TrialStatus::Pruned => Some(proto::STATUS_SUCCESS),
@@ -460,6 +443,56 @@ fn trial_events(
         ));
     }
     events
+}
+
+/// One scalar of a trial, as every exporter publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub tag: String,
+    pub step: i64,
+    /// Unix seconds.
+    pub time: f64,
+    pub value: f64,
+}
+
+/// A trial's scalars: every metric row (`split/name` at its global step),
+/// then its test results at the step of the tested checkpoint's validation
+/// (`test/loss`, `test/accuracy`, `test/class_accuracy/<class>`).
+pub fn points(
+    metrics: &[MetricRow],
+    test: Option<&ExportTest>,
+    classes: &[ClassAccuracy],
+) -> Vec<Point> {
+    let mut out: Vec<Point> = metrics
+        .iter()
+        .map(|m| Point {
+            tag: tag(&m.split, &m.name),
+            step: m.step,
+            time: m.time,
+            value: m.value,
+        })
+        .collect();
+    if let Some(t) = test {
+        let step = metrics
+            .iter()
+            .find(|m| m.split == "valid" && m.epoch == t.epoch)
+            .or(metrics.last())
+            .map_or(0, |m| m.step);
+        let mut at = |tag: String, value: f64| {
+            out.push(Point {
+                tag,
+                step,
+                time: t.time,
+                value,
+            })
+        };
+        at("test/loss".into(), t.loss);
+        at("test/accuracy".into(), t.accuracy);
+        for c in classes {
+            at(format!("test/class_accuracy/{}", c.class), c.accuracy);
+        }
+    }
+    out
 }
 
 /// What syncing one file did.

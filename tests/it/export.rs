@@ -434,3 +434,241 @@ fn export_refuses_a_file_as_out_and_an_unknown_sweep() {
         .output()
         .expect_error(EXIT_BAD_INPUT, &["no sweep named \"dogs\"", "cats"]);
 }
+
+/// `mlflow server` (SQLite backend) on a free port, started for one test and
+/// stopped with its worker processes when dropped.
+struct MlflowServer {
+    child: std::process::Child,
+    uri: String,
+}
+
+impl MlflowServer {
+    fn start(python: &Path, dir: &Path) -> MlflowServer {
+        use std::os::unix::process::CommandExt;
+        let port = free_port();
+        let child = std::process::Command::new(python)
+            .args([
+                "-m",
+                "mlflow",
+                "server",
+                "--workers",
+                "1",
+                "--host",
+                "127.0.0.1",
+                "--port",
+            ])
+            .arg(port.to_string())
+            .arg("--backend-store-uri")
+            .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+            .arg("--default-artifact-root")
+            .arg(dir.join("artifacts"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::fs::File::create(dir.join("mlflow.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("mlflow.err")).unwrap())
+            .process_group(0)
+            .spawn()
+            .expect("start mlflow server");
+        let server = MlflowServer {
+            child,
+            uri: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while !health_ok(port) {
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "mlflow server did not answer /health within 120 s:\n{}",
+                std::fs::read_to_string(dir.join("mlflow.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+}
+
+impl Drop for MlflowServer {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this test started.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn health_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut c) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    if c.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
+}
+
+fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value {
+    let out = std::process::Command::new(python)
+        .arg(repo_path("tests/read_mlflow.py"))
+        .args([uri, experiment])
+        .output()
+        .expect("run tests/read_mlflow.py");
+    assert!(
+        out.status.success(),
+        "read_mlflow.py failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    v[experiment].clone()
+}
+
+/// What each trial's run must hold: (key, step, timestamp ms, value bits), sorted.
+fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
+    expected(db)
+        .into_iter()
+        .map(|(trial, rows)| {
+            let mut rows: Vec<_> = rows
+                .into_iter()
+                .map(|(tag, step, v, t)| {
+                    (tag, step, (f64::from_bits(t) * 1000.0).round() as i64, v)
+                })
+                .collect();
+            rows.sort();
+            (trial, rows)
+        })
+        .collect()
+}
+
+fn assert_mlflow_equals_db(read: &serde_json::Value, db: &Db) {
+    let want = expected_mlflow(db);
+    assert_eq!(
+        read.as_object().map(|o| o.len()),
+        Some(want.len()),
+        "{read}"
+    );
+    for (trial, rows) in &want {
+        let run = &read[trial];
+        let got: Vec<(String, i64, i64, u64)> = run["metrics"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no run for trial {trial}: {read}"))
+            .iter()
+            .map(|m| {
+                (
+                    m[0].as_str().unwrap().to_string(),
+                    m[1].as_i64().unwrap(),
+                    m[2].as_i64().unwrap(),
+                    m[3].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            &got, rows,
+            "trial {trial}: MLflow's metric history differs from the database"
+        );
+    }
+    for (trial, params, status) in
+        db.query::<(String, String, String)>("SELECT id, params, status FROM trials")
+    {
+        let run = &read[&trial];
+        let params: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&params).unwrap();
+        for (k, v) in params {
+            let want = match v {
+                serde_json::Value::Null => continue,
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            assert_eq!(run["params"][&k], want.as_str(), "trial {trial} param {k}");
+        }
+        assert_eq!(run["tags"]["sweep.status"], status.as_str());
+        let mlflow_status = match status.as_str() {
+            "done" => "FINISHED",
+            "failed" => "FAILED",
+            _ => "KILLED",
+        };
+        assert_eq!(run["status"], mlflow_status, "{run}");
+    }
+}
+
+#[test]
+fn mlflow_reads_back_the_database_and_reexport_changes_nothing() {
+    let Some(python) = prerequisites::export_python() else {
+        return;
+    };
+    let s =
+        Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &["a", "b"]);
+    finished_sweep(&s, "ml");
+    let db = s.open_db();
+    let server = MlflowServer::start(&python, &s.fresh_dir("mlflow"));
+
+    // An export that got only part of the way (as one killed mid-run would):
+    // a copy of the database without the second epoch and the test results.
+    let partial = s.path("partial.db");
+    std::fs::copy(s.db(), &partial).unwrap();
+    let p = Db::open(&partial);
+    p.execute("DELETE FROM metrics WHERE epoch = 2");
+    p.execute("DELETE FROM test_results");
+    p.execute("UPDATE trials SET status = 'running', finished_at = NULL");
+    s.sweep(&["export", "mlflow", "--tracking-uri", &server.uri])
+        .db(&partial)
+        .output()
+        .expect_success();
+
+    // The rerun over the whole database completes every run, duplicating nothing.
+    let out = s
+        .sweep(&["export", "mlflow", "--tracking-uri", &server.uri])
+        .output();
+    out.expect_success();
+    assert!(out.stderr.contains("0 created"), "{}", out.stderr);
+    let read = read_mlflow(&python, &server.uri, "ml");
+    assert_mlflow_equals_db(&read, &db);
+
+    // A second export of the finished sweep changes nothing.
+    let again = s
+        .sweep(&["export", "mlflow", "--tracking-uri", &server.uri])
+        .output();
+    again.expect_success();
+    assert!(
+        again
+            .stderr
+            .contains("0 param(s), 0 tag(s), 0 metric value(s) logged, 0 status(es) updated"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(read_mlflow(&python, &server.uri, "ml"), read);
+}
+
+#[test]
+fn mlflow_unreachable_is_a_clear_error() {
+    let s = Scratch::new();
+    hand_made_db(&s);
+    let uri = format!("http://127.0.0.1:{}", free_port());
+    s.sweep(&["export", "mlflow", "--tracking-uri", &uri])
+        .env("MLFLOW_TRACKING_USERNAME", "me")
+        .env("MLFLOW_TRACKING_PASSWORD", "hunter2")
+        .output()
+        .expect_error(
+            crate::common::EXIT_FAILED,
+            &["cannot reach the MLflow server at", &uri],
+        );
+    let out = s
+        .sweep(&[
+            "export",
+            "mlflow",
+            "--tracking-uri",
+            "http://me:hunter2@127.0.0.1:1",
+        ])
+        .output();
+    out.expect_error(crate::common::EXIT_FAILED, &["http://***@127.0.0.1:1"]);
+    assert!(!out.stderr.contains("hunter2"), "{}", out.stderr);
+}
