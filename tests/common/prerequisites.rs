@@ -8,6 +8,7 @@
 //! | Chromium | plots.rs, HTML rendering | exports `SWEEP_INSTALL_CHROMIUM=1`; [`chromium`] then `apt-get install`s Debian's `chromium` |
 //! | a small tmpfs | faults.rs, full-disk cases | root may `mount -t tmpfs` ([`Tmpfs`]) |
 //! | a Slurm cluster | slurm.rs | starts `scripts/slurm/start-slurm.sh --install` (single node, two fake GPUs) before the tests, `stop-slurm.sh` after |
+//! | Python packages `tensorboard`, `mlflow` | export.rs | [`export_python`] makes a venv with them from PyPI once, under `${XDG_CACHE_HOME:-~/.cache}/sweep/` |
 //! | a file chmod 000 keeps out | bad_input.rs, unreadable image | as root the `sweep` process runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (`setpriv`, util-linux); as any other user chmod 000 is enough |
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
