@@ -84,6 +84,9 @@ pub enum Command {
     Predict(PredictArgs),
     /// Remove checkpoints finished trials no longer need (`[resources] keep`, `keep_precision`), for older sweeps too.
     Gc(GcArgs),
+    /// Publish results where people already look: TensorBoard event files, CSV (docs/export.md).
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Print a shell completion script (e.g. `sweep completions bash > /etc/bash_completion.d/sweep`).
     Completions {
         #[arg(value_enum)]
@@ -317,4 +320,67 @@ pub struct PredictArgs {
     /// Image files.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
+}
+
+/// `sweep export`: one subcommand per destination (docs/export.md).
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// TensorBoard event files: OUT/<sweep>/<trial>/ per trial (scalars, test results, HParams); rerun to update.
+    Tensorboard(ExportTensorboardArgs),
+    /// Two tidy CSV files for pandas: OUT/metrics.csv (one line per metric row) and OUT/trials.csv (trials with their parameters).
+    Csv(ExportCsvArgs),
+    /// An MLflow tracking server, through its REST API: one experiment per sweep, one run per trial, found again by its trial-id tag.
+    Mlflow(ExportMlflowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportMlflowArgs {
+    /// The tracking server, e.g. http://127.0.0.1:5000 (credentials: MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD).
+    #[arg(long, env = "MLFLOW_TRACKING_URI", value_name = "URI")]
+    pub tracking_uri: String,
+    /// The experiment to log into (default: one named after each sweep).
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+    /// Only this sweep (default: every sweep of the database).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Keep exporting while `sweep run` writes; ends when the sweep is no longer running, or on Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: seconds between passes.
+    #[arg(long, default_value_t = 5.0, requires = "follow", value_parser = positive_seconds)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportTensorboardArgs {
+    /// Folder to write (created if missing); point `tensorboard --logdir` at OUT/<sweep>.
+    pub out: PathBuf,
+    /// Only this sweep (default: every sweep of the database).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Keep exporting while `sweep run` writes; ends when the sweep is no longer running, or on Ctrl-C.
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: seconds between passes.
+    #[arg(long, default_value_t = 2.0, requires = "follow", value_parser = positive_seconds)]
+    pub interval: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportCsvArgs {
+    /// Folder to write metrics.csv and trials.csv into (created if missing).
+    pub out: PathBuf,
+    /// Only this sweep (default: every sweep of the database).
+    #[arg(long)]
+    pub sweep: Option<String>,
+}
+
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.05..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a number of seconds between 0.05 and 3600"
+        )),
+    }
 }

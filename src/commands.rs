@@ -590,3 +590,80 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
         _ => Ok(EXIT_FAILED),
     }
 }
+
+/// `sweep export tensorboard|csv|mlflow`: the work is in the `sweep-export` crate.
+pub fn export(cmd: crate::cli::ExportCommand, db: Option<PathBuf>) -> CmdResult {
+    use crate::cli::ExportCommand;
+    use sweep_export::follow::{Ended, follow};
+    let db = db_path(db);
+    runtime()?.block_on(async {
+        let pool = db::open(&db, false).await?;
+        match cmd {
+            ExportCommand::Tensorboard(a) => {
+                let _lock = sweep_export::lock_out(&a.out)?;
+                let pass = || async {
+                    let sweeps = sweep_export::selected_sweeps(&pool, a.sweep.as_deref()).await?;
+                    let tally = sweep_export::tensorboard::export(&pool, &a.out, &sweeps).await?;
+                    if tally.records > 0 || !a.follow {
+                        sweep_protocol::log!("{}: {tally}", a.out.display());
+                    }
+                    Ok(())
+                };
+                if !a.follow {
+                    pass().await?;
+                    return Ok(EXIT_OK);
+                }
+                let every = Duration::from_secs_f64(a.interval);
+                match follow(&pool, a.sweep.as_deref(), every, pass).await? {
+                    Ended::Finished => Ok(EXIT_OK),
+                    Ended::Interrupted => Ok(EXIT_INTERRUPTED),
+                }
+            }
+            ExportCommand::Mlflow(a) => {
+                let client = sweep_export::mlflow::Client::new(&a.tracking_uri)
+                    .map_err(sweep_export::ExportError::from)?;
+                let pass = || async {
+                    let sweeps = sweep_export::selected_sweeps(&pool, a.sweep.as_deref()).await?;
+                    let tally = sweep_export::mlflow::export(
+                        &pool,
+                        &client,
+                        a.experiment.as_deref(),
+                        &sweeps,
+                    )
+                    .await?;
+                    if tally.metrics + tally.params + tally.tags + tally.statuses > 0 || !a.follow {
+                        sweep_protocol::log!("mlflow: {tally}");
+                    }
+                    Ok(())
+                };
+                if !a.follow {
+                    pass().await?;
+                    return Ok(EXIT_OK);
+                }
+                let every = Duration::from_secs_f64(a.interval);
+                match follow(&pool, a.sweep.as_deref(), every, pass).await? {
+                    Ended::Finished => Ok(EXIT_OK),
+                    Ended::Interrupted => Ok(EXIT_INTERRUPTED),
+                }
+            }
+            ExportCommand::Csv(a) => {
+                let _lock = sweep_export::lock_out(&a.out)?;
+                let sweeps = sweep_export::selected_sweeps(&pool, a.sweep.as_deref()).await?;
+                let w = sweep_export::csv::export(&pool, &a.out, &sweeps).await?;
+                sweep_protocol::log!(
+                    "{}: metrics.csv {} row(s){}, trials.csv {} row(s){}",
+                    a.out.display(),
+                    w.metrics_rows,
+                    if w.metrics_written {
+                        ""
+                    } else {
+                        " (unchanged)"
+                    },
+                    w.trials_rows,
+                    if w.trials_written { "" } else { " (unchanged)" }
+                );
+                Ok(EXIT_OK)
+            }
+        }
+    })
+}

@@ -16,6 +16,8 @@ use crate::report::show::ShowError;
 use crate::spec::SpecError;
 use crate::store::db::{OpenCause, StoreError};
 use crate::store::queries::ResolveError;
+use sweep_export::ExportError;
+use sweep_export::mlflow::MlflowError;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -51,6 +53,9 @@ pub enum Error {
     /// `sweep report`: the metric or the format.
     #[error(transparent)]
     Rank(#[from] RankError),
+    /// `sweep export`.
+    #[error(transparent)]
+    Export(#[from] ExportError),
     /// A query of an opened database failed: locked, corrupt, unreadable.
     #[error("reading the database: {0}")]
     Db(#[from] sqlx::Error),
@@ -77,6 +82,7 @@ impl Error {
             Error::Run(e) => run_code(e),
             Error::Resolve(e) => resolve_code(e),
             Error::Plot(e) => plot_code(e),
+            Error::Export(e) => export_code(e),
             Error::Html(HtmlError::IsDirectory(_)) => EXIT_BAD_INPUT,
             Error::Html(HtmlError::Plot(e)) => plot_code(e),
             Error::Show(ShowError::Resolve(e)) => resolve_code(e),
@@ -132,6 +138,23 @@ fn resolve_code(e: &ResolveError) -> i32 {
         | ResolveError::NoSuchTrial { .. }
         | ResolveError::Ambiguous { .. } => EXIT_BAD_INPUT,
         ResolveError::Db(_) => EXIT_FAILED,
+    }
+}
+
+fn export_code(e: &ExportError) -> i32 {
+    match e {
+        ExportError::Resolve(e) => resolve_code(e),
+        ExportError::OutIsFile(_) | ExportError::BadSweepName(_) | ExportError::Busy(_) => {
+            EXIT_BAD_INPUT
+        }
+        ExportError::Mlflow(MlflowError::BadUri(_) | MlflowError::Auth { .. }) => EXIT_BAD_INPUT,
+        ExportError::Mlflow(
+            MlflowError::Unreachable { .. }
+            | MlflowError::Rejected { .. }
+            | MlflowError::BadResponse { .. },
+        )
+        | ExportError::Db(_)
+        | ExportError::Write { .. } => EXIT_FAILED,
     }
 }
 

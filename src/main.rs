@@ -26,6 +26,7 @@ fn main() {
         Command::Doctor(a) => commands::doctor(a.json, db),
         Command::Predict(a) => commands::predict(a, db),
         Command::Gc(a) => commands::gc(a, db),
+        Command::Export(e) => commands::export(e, db),
         Command::Completions { shell } => commands::completions(shell),
         Command::Generate(g) => commands::generate(g),
         Command::Cache(c) => sweep::cache_commands::cache(c),

@@ -7,6 +7,7 @@
 // closed stderr (`eprintln!` does).
 #![deny(clippy::print_stderr)]
 pub mod db;
+pub mod export_queries;
 pub mod model;
 pub mod proposals;
 pub mod queries;

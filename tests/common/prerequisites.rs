@@ -8,6 +8,7 @@
 //! | Chromium | plots.rs, HTML rendering | exports `SWEEP_INSTALL_CHROMIUM=1`; [`chromium`] then `apt-get install`s Debian's `chromium` |
 //! | a small tmpfs | faults.rs, full-disk cases | root may `mount -t tmpfs` ([`Tmpfs`]) |
 //! | a Slurm cluster | slurm.rs | starts `scripts/slurm/start-slurm.sh --install` (single node, two fake GPUs) before the tests, `stop-slurm.sh` after |
+//! | Python packages `tensorboard`, `mlflow` | export.rs | [`export_python`] makes a venv with them from PyPI once, under `${XDG_CACHE_HOME:-~/.cache}/sweep/` |
 //! | a file chmod 000 keeps out | bad_input.rs, unreadable image | as root the `sweep` process runs without CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (`setpriv`, util-linux); as any other user chmod 000 is enough |
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -210,4 +211,76 @@ pub fn slurm() -> bool {
         "`make test` starts one (scripts/slurm/start-slurm.sh --install, as root: apt-get installs slurmctld slurmd slurm-client munge) and stops it afterwards; by hand: sudo scripts/slurm/start-slurm.sh --install",
     );
     false
+}
+
+/// The pinned PyPI packages the export tests read their output back with.
+pub const EXPORT_PACKAGES: &[&str] = &["tensorboard==2.21.0", "mlflow==3.17.2"];
+
+/// The Python of a virtual environment holding [`EXPORT_PACKAGES`] (TensorBoard's
+/// reader, MLflow's server and client): made on first use with `python3 -m venv`
+/// and pip from PyPI, under `${XDG_CACHE_HOME:-~/.cache}/sweep/` (shared by every
+/// clone and run, never in git). [`missing`] (a failure under CI) and None when
+/// it cannot be made.
+#[track_caller]
+pub fn export_python() -> Option<PathBuf> {
+    static MADE: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = made.as_ref() {
+        return Some(p.clone());
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("sweep");
+    let name = format!(
+        "export-venv-{}",
+        EXPORT_PACKAGES.join("-").replace("==", "")
+    );
+    let venv = cache.join(&name);
+    let python = venv.join("bin/python");
+    if !python.exists() {
+        const HOW: &str = "the test makes it with `python3 -m venv` and `pip install` from PyPI (needs python3 with venv and pip, and the network); `make test` and CI do the same";
+        let partial = cache.join(format!("{name}.partial-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&partial);
+        let _ = std::fs::create_dir_all(&cache);
+        let run = |cmd: &mut Command| {
+            cmd.stdin(Stdio::null())
+                .output()
+                .map_err(|e| e.to_string())
+                .and_then(|o| {
+                    if o.status.success() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&o.stderr).into_owned())
+                    }
+                })
+        };
+        let made_now =
+            run(Command::new("python3").arg("-m").arg("venv").arg(&partial)).and_then(|()| {
+                run(Command::new(partial.join("bin/python"))
+                    .args([
+                        "-m",
+                        "pip",
+                        "install",
+                        "--quiet",
+                        "--disable-pip-version-check",
+                    ])
+                    .args(EXPORT_PACKAGES))
+            });
+        if let Err(why) = made_now {
+            let _ = std::fs::remove_dir_all(&partial);
+            missing(
+                &format!("a Python venv with {} ({why})", EXPORT_PACKAGES.join(", ")),
+                HOW,
+            );
+            return None;
+        }
+        // Another test process may have finished first: then its venv is kept.
+        if std::fs::rename(&partial, &venv).is_err() {
+            let _ = std::fs::remove_dir_all(&partial);
+        }
+    }
+    *made = Some(python.clone());
+    Some(python)
 }

@@ -14,6 +14,7 @@ mod decoded_cache;
 mod doc_links;
 mod e2e;
 mod exit_codes;
+mod export;
 mod faults;
 mod half_weights;
 mod migrations;

@@ -1,0 +1,50 @@
+//! `--follow`: an export pass, then another every `interval`, while any of
+//! the selected sweeps is `running`; the pass after the last one stopped
+//! running is the final one, so it sees every row `sweep run` wrote. Ctrl-C
+//! ends it between passes (each pass leaves the files whole).
+use crate::ExportError;
+use std::future::Future;
+use std::time::Duration;
+use sweep_store::export_queries;
+
+/// How following ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// No selected sweep is running any more, and the last pass saw it so.
+    Finished,
+    /// Ctrl-C (or SIGTERM).
+    Interrupted,
+}
+
+/// Runs `pass` until the sweeps named by `only` (or every sweep) have all
+/// left `running`, or until the process is asked to stop.
+pub async fn follow<F, Fut>(
+    pool: &sqlx::SqlitePool,
+    only: Option<&str>,
+    interval: Duration,
+    mut pass: F,
+) -> Result<Ended, ExportError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ExportError>>,
+{
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| ExportError::Write {
+            path: "(signal handler)".into(),
+            source: e,
+        })?;
+    loop {
+        // Read before the pass: a sweep seen finished here has written everything this pass exports.
+        let sweeps = export_queries::sweeps(pool, only).await?;
+        let running = sweeps.iter().any(|s| s.status == "running");
+        pass().await?;
+        if !running {
+            return Ok(Ended::Finished);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(Ended::Interrupted),
+            _ = term.recv() => return Ok(Ended::Interrupted),
+        }
+    }
+}
