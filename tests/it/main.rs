@@ -23,6 +23,7 @@ mod process_safety;
 mod proptests;
 mod retention;
 mod scheduler;
+mod serve;
 mod spec_errors;
 mod sql_examples;
 mod stopping;
