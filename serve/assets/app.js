@@ -747,7 +747,10 @@ async function trialPage(main, id) {
     const rows = d.attempts.map((a) => {
       const det = h("details", { open: openLogs.has(a.attempt) }, h("summary", {}, "log tail"), h("pre", { class: "log" }, "loading…"));
       const load = async () => {
-        try { const l = await api(`/api/trials/${encodeURIComponent(id)}/log/${a.attempt}`); det.lastChild.textContent = (l.truncated ? "… (the last " + l.text.length + " bytes of " + l.size + ")\n" : "") + (l.text || "(empty)"); }
+        try {
+          const l = await api(`/api/trials/${encodeURIComponent(id)}/log/${a.attempt}`);
+          det.lastChild.textContent = l.text === null ? l.missing : (l.truncated ? "… (the last " + l.text.length + " characters of " + l.size + " bytes)\n" : "") + (l.text || "(empty)");
+        }
         catch (e) { det.lastChild.textContent = e.message; }
       };
       det.addEventListener("toggle", () => { if (det.open) { openLogs.add(a.attempt); load(); } else openLogs.delete(a.attempt); });

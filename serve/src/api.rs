@@ -76,11 +76,18 @@ impl Params {
     }
 
     fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .rev()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 
     fn all(&self, k: &str) -> impl Iterator<Item = &str> {
-        self.0.iter().filter(move |(n, _)| n == k).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .filter(move |(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
     }
 
     /// An integer in `lo..=hi`, or `default` when absent.
@@ -185,7 +192,9 @@ pub async fn sweeps(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiR
     // Bounded: the 200 newest sweeps (a database rarely holds more than a few).
     for r in rows.into_iter().take(200) {
         let best = st.cache.get(&r.name).await?.and_then(|s| s.best);
-        out.push(json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize(&r.metric) }));
+        out.push(
+            json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize(&r.metric) }),
+        );
     }
     ok(json!({ "now": now(), "sweeps": out }))
 }
@@ -283,7 +292,16 @@ pub async fn trials(
         .filter(|v| !v.is_empty())
         .collect();
     for st in &statuses {
-        if !["queued", "running", "done", "pruned", "failed", "interrupted"].contains(st) {
+        if ![
+            "queued",
+            "running",
+            "done",
+            "pruned",
+            "failed",
+            "interrupted",
+        ]
+        .contains(st)
+        {
             return Err(ApiError::BadRequest(format!(
                 "status={st:?} is not a trial status; use queued, running, done, pruned, failed or interrupted"
             )));
@@ -470,9 +488,7 @@ pub fn thin<T: Copy>(v: &[T], n: usize) -> Vec<T> {
     if v.len() <= n || n < 2 {
         return v.to_vec();
     }
-    (0..n)
-        .map(|i| v[i * (v.len() - 1) / (n - 1)])
-        .collect()
+    (0..n).map(|i| v[i * (v.len() - 1) / (n - 1)]).collect()
 }
 
 /// Train loss per step of a few trials (the ones selected on the page).
@@ -518,7 +534,10 @@ fn best_json(s: &Snapshot) -> Value {
         .filter(|c| c.1.is_finite())
         .collect();
     all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-    let start = s.sweep.first_start.unwrap_or(all.first().map_or(0.0, |c| c.0));
+    let start = s
+        .sweep
+        .first_start
+        .unwrap_or(all.first().map_or(0.0, |c| c.0));
     let mut by_time = Vec::new();
     let mut by_epochs = Vec::new();
     let mut best: Option<f64> = None;
@@ -551,7 +570,10 @@ pub async fn points(
     let p = Params::parse(raw, &["limit"])?;
     let s = snapshot(&st, &name).await?;
     let limit = p.int("limit", 3000, 1, 10_000)? as usize;
-    memo(&s, format!("points {limit}"), || async { Ok(points_json(&s, limit)) }).await
+    memo(&s, format!("points {limit}"), || async {
+        Ok(points_json(&s, limit))
+    })
+    .await
 }
 
 fn points_json(s: &Snapshot, limit: usize) -> Value {
@@ -704,7 +726,9 @@ pub async fn trial(
     }
     let pool = st.cache.pool();
     let Some(t) = q::trial(pool, &id).await? else {
-        return Err(ApiError::NotFound(format!("no trial {id:?} in the database")));
+        return Err(ApiError::NotFound(format!(
+            "no trial {id:?} in the database"
+        )));
     };
     let attempts = q::trial_attempts(pool, &id).await?;
     let test = q::trial_test(pool, &id).await?;
@@ -767,8 +791,15 @@ pub async fn trial_log(
         return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
     }
     let Some(t) = q::trial(st.cache.pool(), &id).await? else {
-        return Err(ApiError::NotFound(format!("no trial {id:?} in the database")));
+        return Err(ApiError::NotFound(format!(
+            "no trial {id:?} in the database"
+        )));
     };
+    if t.id != id {
+        return Err(ApiError::NotFound(format!(
+            "no trial {id:?} in the database"
+        )));
+    }
     let sweep_dir = std::path::Path::new(&t.sweep);
     // The sweep's name comes from the database, not the request; it still
     // must be one plain folder name.
@@ -785,14 +816,19 @@ pub async fn trial_log(
     let tail = tokio::task::spawn_blocking(move || tail(&path, bytes))
         .await
         .map_err(|e| ApiError::NotFound(e.to_string()))?;
+    // A log that is not there is an answer, not an error: a database copied
+    // to a laptop comes without its trial folders.
     match tail {
         Some((text, truncated, size)) => {
             ok(json!({ "text": text, "truncated": truncated, "size": size }))
         }
-        None => Err(ApiError::NotFound(format!(
-            "no log for attempt {attempt} of trial {id} under {}",
-            st.results.display()
-        ))),
+        None => ok(json!({
+            "text": null,
+            "missing": format!(
+                "no log for attempt {attempt} of trial {id} under {} (serve with --results DIR where the sweep ran)",
+                st.results.display()
+            ),
+        })),
     }
 }
 
@@ -859,12 +895,7 @@ fn read_under(root: &str, file: &str) -> Option<(Vec<u8>, &'static str)> {
     if !path.starts_with(&root) || !path.is_file() {
         return None;
     }
-    let mime = match path
-        .extension()?
-        .to_str()?
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let mime = match path.extension()?.to_str()?.to_ascii_lowercase().as_str() {
         "png" => "image/png",
         "jpg" | "jpeg" => "image/jpeg",
         "gif" => "image/gif",

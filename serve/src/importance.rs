@@ -131,7 +131,9 @@ pub fn compute(
     // The top 10 % (at least 2) by the metric.
     let mut order: Vec<usize> = (0..ys.len()).collect();
     order.sort_by(|&a, &b| {
-        let o = ys[a].partial_cmp(&ys[b]).unwrap_or(std::cmp::Ordering::Equal);
+        let o = ys[a]
+            .partial_cmp(&ys[b])
+            .unwrap_or(std::cmp::Ordering::Equal);
         if maximize { o.reverse() } else { o }
     });
     let n_top = ((ys.len() as f64 * 0.1).ceil() as usize).max(2);
@@ -142,7 +144,9 @@ pub fn compute(
     let mut out: Vec<Importance> = params
         .iter()
         .map(|p| {
-            let idx: Vec<usize> = (0..ys.len()).filter(|&i| xs[i].contains_key(&p.name)).collect();
+            let idx: Vec<usize> = (0..ys.len())
+                .filter(|&i| xs[i].contains_key(&p.name))
+                .collect();
             let trials = idx.len();
             if trials < 4 {
                 return Importance {

@@ -111,9 +111,7 @@ fn is_loopback_host(h: &str) -> bool {
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -335,7 +333,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "sweep serve: {} (read-only) at {url}", opts.db.display());
+        let _ = writeln!(
+            out,
+            "sweep serve: {} (read-only) at {url}",
+            opts.db.display()
+        );
         let _ = writeln!(out, "press Ctrl-C to stop");
         let _ = out.flush();
     }
@@ -410,7 +412,12 @@ pub async fn importance_table(
         out.push_str("  no parameter varies between the trials\n");
         return Ok(Some(out));
     }
-    let w = r.iter().map(|i| i.name.chars().count()).max().unwrap_or(9).max(9);
+    let w = r
+        .iter()
+        .map(|i| i.name.chars().count())
+        .max()
+        .unwrap_or(9)
+        .max(9);
     out.push_str(&format!(
         "  {:<w$}  {:>9}  {:>10}  {:>6}\n",
         "parameter", "PED-ANOVA", "Spearman ρ", "trials"
@@ -441,7 +448,12 @@ mod tests {
         ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["evil.example:8080", "10.0.0.1", "", "localhost.evil.example"] {
+        for h in [
+            "evil.example:8080",
+            "10.0.0.1",
+            "",
+            "localhost.evil.example",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

@@ -22,9 +22,18 @@ pub const MIN_AGE: Duration = Duration::from_millis(400);
 /// everything else (accuracy, F1, AUC, a user program's score) goes up.
 pub fn maximize(metric: &str) -> bool {
     let m = metric.to_ascii_lowercase();
-    !["loss", "err", "mse", "mae", "rmse", "perplexity", "wer", "cer"]
-        .iter()
-        .any(|k| m.contains(k))
+    ![
+        "loss",
+        "err",
+        "mse",
+        "mae",
+        "rmse",
+        "perplexity",
+        "wer",
+        "cer",
+    ]
+    .iter()
+    .any(|k| m.contains(k))
 }
 
 /// A parameter scalar: number, or anything else as text.
@@ -183,7 +192,8 @@ impl Snapshot {
             });
             c.shrink_to_fit();
         }
-        let flat: Vec<BTreeMap<String, Scalar>> = lines.iter().map(|l| flatten(&l.params)).collect();
+        let flat: Vec<BTreeMap<String, Scalar>> =
+            lines.iter().map(|l| flatten(&l.params)).collect();
         let params = varying(&flat);
         let keep: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
         let mut trials = Vec::with_capacity(lines.len());
@@ -262,8 +272,8 @@ fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
         let nums: Vec<f64> = vals.iter().filter_map(|v| v.as_f64()).collect();
         let min = nums.iter().copied().reduce(f64::min);
         let max = nums.iter().copied().reduce(f64::max);
-        let log = numeric
-            && matches!((min, max), (Some(lo), Some(hi)) if lo > 0.0 && hi / lo >= 20.0);
+        let log =
+            numeric && matches!((min, max), (Some(lo), Some(hi)) if lo > 0.0 && hi / lo >= 20.0);
         let mut values: Vec<Scalar> = Vec::new();
         for v in &vals {
             if values.len() >= 50 {
@@ -278,7 +288,11 @@ fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
             values.clear();
         }
         if numeric {
-            values.sort_by(|a, b| a.as_f64().partial_cmp(&b.as_f64()).unwrap_or(std::cmp::Ordering::Equal));
+            values.sort_by(|a, b| {
+                a.as_f64()
+                    .partial_cmp(&b.as_f64())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
         }
         out.push(ParamKey {
             name: name.to_string(),
@@ -292,13 +306,17 @@ fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
     out
 }
 
+/// One sweep's latest snapshot and the `data_version` it was built at; its
+/// lock lets one request build while the others wait for the result.
+type Slot = Arc<Mutex<Option<(Arc<Snapshot>, i64)>>>;
+
 /// The latest snapshot of each sweep asked for, rebuilt when the database
 /// has moved on.
 pub struct Cache {
     pool: SqlitePool,
     probe: Mutex<SqliteConnection>,
     /// Per sweep: its latest snapshot and the `data_version` it was built at.
-    sweeps: Mutex<HashMap<String, Arc<Mutex<Option<(Arc<Snapshot>, i64)>>>>>,
+    sweeps: Mutex<HashMap<String, Slot>>,
 }
 
 impl Cache {

@@ -384,7 +384,10 @@ pub struct AttemptDetail {
     pub slurm_job: Option<String>,
 }
 
-pub async fn trial_attempts(pool: &SqlitePool, id: &str) -> Result<Vec<AttemptDetail>, sqlx::Error> {
+pub async fn trial_attempts(
+    pool: &SqlitePool,
+    id: &str,
+) -> Result<Vec<AttemptDetail>, sqlx::Error> {
     sqlx::query_as(
         "SELECT attempt, pid, device, batch_size, started_at, finished_at, exit_code, signal,
                 error_class, message, resumed_from_epoch, node, slurm_job
