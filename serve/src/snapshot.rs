@@ -306,16 +306,24 @@ fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
     out
 }
 
-/// One sweep's latest snapshot and the `data_version` it was built at; its
-/// lock lets one request build while the others wait for the result.
-type Slot = Arc<Mutex<Option<(Arc<Snapshot>, i64)>>>;
+/// One sweep's latest snapshot, the `data_version` it was built at, and
+/// whether a newer one is being built.
+#[derive(Default)]
+struct SlotState {
+    snap: Option<(Arc<Snapshot>, i64)>,
+    building: bool,
+}
 
-/// The latest snapshot of each sweep asked for, rebuilt when the database
-/// has moved on.
+type Slot = Arc<Mutex<SlotState>>;
+
+/// The latest snapshot of each sweep asked for. When the database has moved
+/// on, the next request starts a rebuild in the background and is answered
+/// from the snapshot it has (stale while it revalidates): on a 10,000-trial
+/// sweep a rebuild takes a second or more, and no request should wait for it.
+/// Only the very first request of a sweep waits for its first build.
 pub struct Cache {
     pool: SqlitePool,
     probe: Mutex<SqliteConnection>,
-    /// Per sweep: its latest snapshot and the `data_version` it was built at.
     sweeps: Mutex<HashMap<String, Slot>>,
 }
 
@@ -338,33 +346,57 @@ impl Cache {
         q::data_version(&mut p).await
     }
 
+    async fn build(&self, name: &str) -> Result<Option<Snapshot>, sqlx::Error> {
+        match q::sweep(&self.pool, name).await? {
+            Some(row) => Ok(Some(Snapshot::build(&self.pool, row).await?)),
+            None => Ok(None),
+        }
+    }
+
     /// The sweep named `name` (None: no such sweep).
-    pub async fn get(&self, name: &str) -> Result<Option<Arc<Snapshot>>, sqlx::Error> {
+    pub async fn get(self: &Arc<Self>, name: &str) -> Result<Option<Arc<Snapshot>>, sqlx::Error> {
         let slot = {
             let mut m = self.sweeps.lock().await;
-            // Bounded: one slot per sweep that exists (names not found are not kept).
+            // Bounded: one slot per sweep that exists (names not found are removed).
             m.entry(name.to_string()).or_default().clone()
         };
-        // One builder per sweep at a time; the others wait for its result.
         let mut held = slot.lock().await;
-        if let Some((s, _)) = held.as_ref()
+        if let Some((s, _)) = held.snap.as_ref()
             && s.built.elapsed() < MIN_AGE
         {
             return Ok(Some(s.clone()));
         }
         let version = self.version().await?;
-        if let Some((s, at)) = held.as_ref()
-            && *at == version
-        {
-            return Ok(Some(s.clone()));
+        if let Some((s, at)) = held.snap.as_ref() {
+            let s = s.clone();
+            if *at != version && !held.building {
+                held.building = true;
+                let (me, slot, name) = (self.clone(), slot.clone(), name.to_string());
+                tokio::spawn(async move {
+                    let built = me.build(&name).await;
+                    let mut h = slot.lock().await;
+                    h.building = false;
+                    match built {
+                        Ok(Some(snap)) => h.snap = Some((Arc::new(snap), version)),
+                        Ok(None) => h.snap = None,
+                        Err(e) => sweep_protocol::log!("serve: rebuilding sweep {name}: {e}"),
+                    }
+                });
+            }
+            return Ok(Some(s));
         }
-        let Some(row) = q::sweep(&self.pool, name).await? else {
-            *held = None;
-            self.sweeps.lock().await.remove(name);
-            return Ok(None);
-        };
-        let snap = Arc::new(Snapshot::build(&self.pool, row).await?);
-        *held = Some((snap.clone(), version));
-        Ok(Some(snap))
+        // The first request of a sweep: nothing to answer with but a build.
+        match self.build(name).await? {
+            Some(snap) => {
+                let snap = Arc::new(snap);
+                held.snap = Some((snap.clone(), version));
+                Ok(Some(snap))
+            }
+            None => {
+                drop(held);
+                self.sweeps.lock().await.remove(name);
+                Ok(None)
+            }
+        }
     }
 }

@@ -1054,9 +1054,18 @@ fn report_importance_ranks_the_parameter_that_decides_the_metric_first() {
         .find("parameter importance for imp (val_accuracy, higher better), from 6 trials with a value:")
         .unwrap_or_else(|| panic!("no importance section:\n{text}"));
     let rows: Vec<&str> = text[at..].lines().skip(2).collect();
-    assert!(rows[0].trim_start().starts_with("lr "), "lr is not first:\n{text}");
+    assert!(
+        rows[0].trim_start().starts_with("lr "),
+        "lr is not first:\n{text}"
+    );
     let cols: Vec<&str> = rows[0].split_whitespace().collect();
-    assert_eq!(cols[1], "1.000", "lr is the only parameter that varies:\n{text}");
-    assert!(cols[2].starts_with('+'), "a higher lr gives a higher ceiling in `curve` mode:\n{text}");
+    assert_eq!(
+        cols[1], "1.000",
+        "lr is the only parameter that varies:\n{text}"
+    );
+    assert!(
+        cols[2].starts_with('+'),
+        "a higher lr gives a higher ceiling in `curve` mode:\n{text}"
+    );
     assert_eq!(cols[3], "6");
 }
