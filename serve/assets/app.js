@@ -250,7 +250,7 @@ function lineChart(o) {
 
 // Horizontal bars: items [{label, value, color, text}].
 function barChart(o) {
-  const rowH = 20, w = o.width || 560, m = { l: Math.min(220, 12 + 7 * Math.max(4, ...o.items.map((i) => String(i.label).length))), r: 60, t: 6, b: 24 };
+  const rowH = 20, w = o.width || 560, m = { l: Math.min(220, 12 + 7 * Math.max(4, ...o.items.map((i) => String(i.label).length))), r: 130, t: 6, b: o.xLabel ? 36 : 24 };
   const hgt = m.t + m.b + rowH * Math.max(1, o.items.length);
   if (!o.items.length) return emptyChart(w, 80, o.empty || "nothing to show yet");
   const max = o.max ?? Math.max(1e-12, ...o.items.map((i) => i.value || 0));
@@ -656,7 +656,20 @@ async function sweepPage(main, name) {
   function renderTimeline(d) {
     const w = widthOf(el.timeline, 1100);
     if (!d.bars.length) { replace(el.timeline, figure(null, emptyChart(w, 100, "no attempt has started yet"))); return; }
-    const laneOf = (b) => (b.node ? b.node + " " : "") + (b.device || "?");
+    // One lane per slot: attempts on the same device that overlap in time
+    // (several CPU workers, all `cpu`) are packed into numbered sub-lanes.
+    const dev = (b) => (b.node ? b.node + " " : "") + (b.device || "?");
+    const ends = new Map();
+    const laneName = new Map();
+    for (const b of [...d.bars].sort((x, y) => x.started_at - y.started_at)) {
+      const free = ends.get(dev(b)) || [];
+      let k = free.findIndex((e) => e <= b.started_at + 1e-6);
+      if (k < 0) { k = free.length; free.push(0); }
+      free[k] = b.finished_at || d.now;
+      ends.set(dev(b), free);
+      laneName.set(b, k);
+    }
+    const laneOf = (b) => dev(b) + ((ends.get(dev(b)) || []).length > 1 ? " #" + (laneName.get(b) + 1) : "");
     const lanes = [...new Set(d.bars.map(laneOf))].sort();
     const rowH = 18, m = { l: Math.min(200, 14 + 7 * Math.max(...lanes.map((l) => l.length))), r: 14, t: 8, b: 34 };
     const hgt = m.t + m.b + rowH * lanes.length;
