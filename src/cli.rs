@@ -75,6 +75,8 @@ pub enum Command {
     Show(ShowArgs),
     /// Charts as PNG and SVG: learning curves, accuracy per trial, confusion heatmaps, class counts.
     Plot(PlotArgs),
+    /// A live, read-only web dashboard over the database (prints its URL; Ctrl-C stops it).
+    Serve(ServeArgs),
     /// Datasets: generate the built-in demo ImageFolder.
     #[command(subcommand)]
     Data(DataCommand),
@@ -208,6 +210,28 @@ pub struct ReportArgs {
     /// Also write one self-contained HTML report (table, charts, a section per trial).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Also print which parameters matter: PED-ANOVA and Spearman's rank correlation with the sweep's metric.
+    #[arg(long)]
+    pub importance: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; a non-loopback one (e.g. 0.0.0.0) needs --token.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free one; the URL printed says which).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Required by every request (at least 16 letters, digits, '-' or '_'), or "generate" to have one made and printed in the URL.
+    #[arg(long, env = "SWEEP_SERVE_TOKEN", value_name = "TOKEN|generate")]
+    pub token: Option<String>,
+    /// Open the page in this desktop's browser.
+    #[arg(long)]
+    pub open: bool,
+    /// The results directory the sweeps ran with, for the attempt logs (default: the database's folder).
+    #[arg(long, value_name = "DIR")]
+    pub results: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,7 +1,8 @@
 //! One function per subcommand: turn parsed arguments into work and an exit
 //! code. Failures are `error::Error` variants, which carry their exit code.
 use crate::cli::{
-    DataCommand, GcArgs, GenerateCommand, HeadArg, ReportArgs, RunArgs, Shell, StatusArgs,
+    DataCommand, GcArgs, GenerateCommand, HeadArg, ReportArgs, RunArgs, ServeArgs, Shell,
+    StatusArgs,
 };
 use crate::coordinator::launcher::Launcher;
 use crate::coordinator::launcher::local::{LocalLauncher, find_worker};
@@ -255,8 +256,28 @@ pub fn report(args: ReportArgs, db: Option<PathBuf>) -> CmdResult {
             crate::report::html::write_html(&pool, &sweep, &r, path).await?;
             sweep_protocol::log!("wrote {}", path.display());
         }
+        if args.importance
+            && let Some(table) = sweep_serve::importance_table(&pool, &sweep).await?
+        {
+            print!("\n{table}");
+        }
         Ok(EXIT_OK)
     })
+}
+
+/// `sweep serve`: the dashboard's logic is the `sweep-serve` crate.
+pub fn serve(args: ServeArgs, db: Option<PathBuf>) -> CmdResult {
+    let db = db_path(db);
+    let results = results_dir(args.results, &db);
+    runtime()?.block_on(sweep_serve::serve(sweep_serve::ServeOptions {
+        db,
+        results,
+        host: args.host,
+        port: args.port,
+        token: args.token,
+        open: args.open,
+    }))?;
+    Ok(EXIT_OK)
 }
 
 pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {

@@ -56,6 +56,9 @@ pub enum Error {
     /// `sweep export`.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// `sweep serve`: flags, the database, the port.
+    #[error(transparent)]
+    Serve(#[from] sweep_serve::ServeError),
     /// A query of an opened database failed: locked, corrupt, unreadable.
     #[error("reading the database: {0}")]
     Db(#[from] sqlx::Error),
@@ -79,6 +82,9 @@ impl Error {
         match self {
             Error::Spec(_) | Error::WorkerNotFound(_) | Error::BadInput(_) => EXIT_BAD_INPUT,
             Error::Store(e) => store_code(e),
+            Error::Serve(sweep_serve::ServeError::Store(e)) => store_code(e),
+            Error::Serve(e) if e.is_bad_input() => EXIT_BAD_INPUT,
+            Error::Serve(_) => EXIT_FAILED,
             Error::Run(e) => run_code(e),
             Error::Resolve(e) => resolve_code(e),
             Error::Plot(e) => plot_code(e),

@@ -22,6 +22,7 @@ fn main() {
         Command::Status(a) => commands::status(a, db),
         Command::Show(a) => commands::show(a, db),
         Command::Plot(a) => commands::plot(a, db),
+        Command::Serve(a) => commands::serve(a, db),
         Command::Data(d) => commands::data(d),
         Command::Doctor(a) => commands::doctor(a.json, db),
         Command::Predict(a) => commands::predict(a, db),

@@ -12,6 +12,7 @@ pub mod model;
 pub mod proposals;
 pub mod queries;
 pub mod recorder;
+pub mod serve_queries;
 
 pub use model::{FailureClass, SweepStatus, TrialStatus};
 

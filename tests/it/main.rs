@@ -26,6 +26,7 @@ mod program_reports;
 mod proptests;
 mod retention;
 mod scheduler;
+mod serve;
 mod spec_errors;
 mod sql_examples;
 mod stopping;

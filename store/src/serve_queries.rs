@@ -1,0 +1,551 @@
+//! The read side of `sweep serve`: a read-only connection (SQLite
+//! `mode=ro`, `query_only`) and the queries the live dashboard asks.
+//!
+//! Never writes, never migrates, never changes the journal mode: the database
+//! may belong to a running `sweep run` (WAL: readers never block its writer)
+//! or be a copied file on a laptop. Every value from a request is bound as a
+//! parameter, never spliced into SQL. Statuses and error classes are read as
+//! text, so a status a newer `sweep` adds shows as it is instead of failing.
+use crate::db::{MIGRATOR, OpenCause, StoreError};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::{Connection, SqliteConnection};
+use std::path::Path;
+use std::time::Duration;
+
+fn options(path: &Path) -> SqliteConnectOptions {
+    // `read_only(true)` opens with SQLITE_OPEN_READONLY (the `mode=ro` of a
+    // URI); `query_only` makes even a stray write statement fail. No journal
+    // mode is set: a WAL database stays WAL, read through its `-wal`.
+    SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .create_if_missing(false)
+        .pragma("query_only", "ON")
+        .busy_timeout(Duration::from_secs(5))
+}
+
+fn open_error(path: &Path, e: sqlx::Error) -> StoreError {
+    let cause = match e
+        .as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i64>().ok())
+        .map(|c| c & 0xff)
+    {
+        Some(11 | 26) => OpenCause::NotADatabase,
+        _ => OpenCause::Machine,
+    };
+    StoreError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+        cause,
+    }
+}
+
+/// Opens `path` read-only: a pool for the queries, and refuses a file that is
+/// not a sweep database or comes from a newer `sweep`, writing nothing.
+pub async fn open_read_only(path: &Path) -> Result<SqlitePool, StoreError> {
+    if path.is_dir() {
+        return Err(StoreError::IsDirectory(path.to_path_buf()));
+    }
+    if !path.exists() {
+        return Err(StoreError::Missing(path.to_path_buf()));
+    }
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options(path))
+        .await
+        .map_err(|e| open_error(path, e))?;
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type IN ('table','view') AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .map_err(|e| open_error(path, e))?;
+    if !tables.iter().any(|t| t == "_sqlx_migrations") || !tables.iter().any(|t| t == "sweeps") {
+        let mut shown: Vec<&str> = tables.iter().map(String::as_str).take(5).collect();
+        if tables.len() > 5 {
+            shown.push("…");
+        }
+        return Err(StoreError::Foreign {
+            path: path.to_path_buf(),
+            tables: if shown.is_empty() {
+                "none".into()
+            } else {
+                shown.join(", ")
+            },
+        });
+    }
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations")
+        .fetch_all(&pool)
+        .await
+        .map_err(|e| open_error(path, e))?;
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    if let Some(found) = applied.iter().copied().filter(|&v| v > known).max() {
+        return Err(StoreError::Newer {
+            path: path.to_path_buf(),
+            found,
+            known,
+        });
+    }
+    Ok(pool)
+}
+
+/// One connection of its own for [`data_version`]: SQLite's counter moves
+/// only for commits made by *other* connections, so it must be asked on the
+/// same connection every time.
+pub async fn change_probe(path: &Path) -> Result<SqliteConnection, StoreError> {
+    SqliteConnection::connect_with(&options(path))
+        .await
+        .map_err(|e| open_error(path, e))
+}
+
+/// `PRAGMA data_version`: changes whenever another connection (the recorder
+/// of a running sweep) committed since the last call on `conn`.
+pub async fn data_version(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("PRAGMA data_version")
+        .fetch_one(conn)
+        .await
+}
+
+/// A sweep's row with its trials counted by status.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct SweepRow {
+    pub id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub metric: String,
+    /// 'max' | 'min' (None in databases made before it).
+    pub direction: Option<String>,
+    /// `[program] command` (None: the built-in trainer).
+    pub program: Option<String>,
+    pub dataset: String,
+    pub status: String,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub heartbeat_at: Option<f64>,
+    pub trials: i64,
+    pub queued: i64,
+    pub running: i64,
+    pub done: i64,
+    pub pruned: i64,
+    pub failed: i64,
+    pub interrupted: i64,
+    /// When its first attempt started and its last one ended (or the latest start).
+    pub first_start: Option<f64>,
+    pub last_activity: Option<f64>,
+}
+
+const SWEEP_ROW: &str =
+    "SELECT s.id, s.name, s.description, s.metric, s.direction, s.program, s.dataset, s.status,
+       s.created_at, s.updated_at, s.heartbeat_at,
+       COUNT(t.id) AS trials,
+       COALESCE(SUM(t.status = 'queued'), 0) AS queued,
+       COALESCE(SUM(t.status = 'running'), 0) AS running,
+       COALESCE(SUM(t.status = 'done'), 0) AS done,
+       COALESCE(SUM(t.status = 'pruned'), 0) AS pruned,
+       COALESCE(SUM(t.status = 'failed'), 0) AS failed,
+       COALESCE(SUM(t.status = 'interrupted'), 0) AS interrupted,
+       MIN(t.started_at) AS first_start,
+       MAX(MAX(COALESCE(t.finished_at, 0), COALESCE(t.started_at, 0))) AS last_activity
+FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id";
+
+/// Every sweep, the most recently created first.
+pub async fn sweeps(pool: &SqlitePool) -> Result<Vec<SweepRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SWEEP_ROW} GROUP BY s.id ORDER BY s.created_at DESC, s.id DESC"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// One sweep by name.
+pub async fn sweep(pool: &SqlitePool, name: &str) -> Result<Option<SweepRow>, sqlx::Error> {
+    sqlx::query_as(&format!("{SWEEP_ROW} WHERE s.name = ? GROUP BY s.id"))
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A trial as the sweep page's table needs it (without its metric values).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TrialLine {
+    pub rowid: i64,
+    pub id: String,
+    pub ordinal: i64,
+    pub status: String,
+    pub device: Option<String>,
+    pub epochs: i64,
+    pub epochs_done: i64,
+    pub params: String,
+    pub images_per_s: Option<f64>,
+    pub wall_s: Option<f64>,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+    pub attempts: i64,
+    pub test_accuracy: Option<f64>,
+    /// The trial's latest stopping decision: method, rung, epoch, action.
+    pub decision_method: Option<String>,
+    pub decision_rung: Option<i64>,
+    pub decision_epoch: Option<i64>,
+    pub decision_action: Option<String>,
+}
+
+pub async fn sweep_trials(pool: &SqlitePool, sweep_id: i64) -> Result<Vec<TrialLine>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.rowid, t.id, t.ordinal, t.status, t.device, t.epochs, t.epochs_done, t.params,
+                t.images_per_s, t.wall_s, t.created_at, t.started_at, t.finished_at,
+                (SELECT COUNT(*) FROM attempts a WHERE a.trial_id = t.id) AS attempts,
+                r.accuracy AS test_accuracy,
+                d.method AS decision_method, d.rung AS decision_rung, d.epoch AS decision_epoch,
+                d.action AS decision_action
+         FROM trials t
+         LEFT JOIN test_results r ON r.trial_id = t.id
+         LEFT JOIN decisions d ON d.rowid = (SELECT d2.rowid FROM decisions d2 WHERE d2.trial_id = t.id
+                                              ORDER BY d2.epoch DESC, d2.time DESC LIMIT 1)
+         WHERE t.sweep_id = ?
+         ORDER BY t.ordinal",
+    )
+    .bind(sweep_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Where a sweep's metric is recorded: a `[program]` sweep's (`program`)
+/// in its epoch records (split `epoch`, under its own name); the built-in
+/// worker's `val_X` in split `valid`, name `X`; any other name as it is, in
+/// any per-epoch split.
+pub fn metric_source(metric: &str, program: bool) -> (Option<&'static str>, String) {
+    if program {
+        return (Some("epoch"), metric.to_string());
+    }
+    match metric.strip_prefix("val_") {
+        Some(rest) if !rest.is_empty() => (Some("valid"), rest.to_string()),
+        _ => (None, metric.to_string()),
+    }
+}
+
+/// One per-epoch value of the sweep's metric.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct EpochValue {
+    /// The trial's rowid ([`TrialLine::rowid`]): cheaper than its id.
+    pub trial_rowid: i64,
+    pub epoch: i64,
+    pub value: f64,
+    pub time: f64,
+}
+
+/// Every per-epoch value of `metric` for the trials of a sweep. Each
+/// trial's rows come together, but in no promised order: sorting 300,000
+/// rows in SQLite's temp b-tree costs more than the caller's sort per trial.
+pub async fn sweep_metric_values(
+    pool: &SqlitePool,
+    sweep_id: i64,
+    metric: &str,
+    program: bool,
+) -> Result<Vec<EpochValue>, sqlx::Error> {
+    let (split, name) = metric_source(metric, program);
+    match split {
+        Some(split) => {
+            sqlx::query_as(
+                "SELECT t.rowid AS trial_rowid, m.epoch, m.value, m.time FROM trials t
+                 JOIN metrics m ON m.trial_id = t.id AND m.split = ? AND m.name = ?
+                 WHERE t.sweep_id = ?",
+            )
+            .bind(split)
+            .bind(&name)
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await
+        }
+        None => {
+            sqlx::query_as(
+                "SELECT t.rowid AS trial_rowid, m.epoch, m.value, m.time FROM trials t
+                 JOIN metrics m ON m.trial_id = t.id AND m.name = ? AND m.split != 'train'
+                 WHERE t.sweep_id = ?",
+            )
+            .bind(&name)
+            .bind(sweep_id)
+            .fetch_all(pool)
+            .await
+        }
+    }
+}
+
+/// One worker process, for the sweep's timeline.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TimelineBar {
+    pub trial: String,
+    pub attempt: i64,
+    pub device: Option<String>,
+    pub node: Option<String>,
+    pub started_at: f64,
+    pub finished_at: Option<f64>,
+    pub error_class: Option<String>,
+    pub exit_code: Option<i64>,
+    pub trial_status: String,
+}
+
+/// The newest `limit` attempts of a sweep, oldest first.
+pub async fn timeline(
+    pool: &SqlitePool,
+    sweep_id: i64,
+    limit: i64,
+) -> Result<Vec<TimelineBar>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM (
+           SELECT a.trial_id AS trial, a.attempt, a.device, a.node, a.started_at, a.finished_at,
+                  a.error_class, a.exit_code, t.status AS trial_status
+           FROM attempts a JOIN trials t ON t.id = a.trial_id
+           WHERE t.sweep_id = ?
+           ORDER BY a.started_at DESC LIMIT ?)
+         ORDER BY started_at",
+    )
+    .bind(sweep_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// One early-stopping decision, for the per-rung view.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub trial: String,
+    pub epoch: i64,
+    pub method: String,
+    pub rung: Option<i64>,
+    pub bracket: Option<i64>,
+    pub metric: String,
+    pub value: f64,
+    pub cutoff: Option<f64>,
+    pub compared: i64,
+    pub action: String,
+    pub time: f64,
+}
+
+/// The sweep's stopping decisions, at most `limit`, in time order.
+pub async fn sweep_decisions(
+    pool: &SqlitePool,
+    sweep_id: i64,
+    limit: i64,
+) -> Result<Vec<DecisionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.trial_id AS trial, d.epoch, d.method, d.rung, d.bracket, d.metric, d.value,
+                d.cutoff, d.compared, d.action, d.time
+         FROM decisions d JOIN trials t ON t.id = d.trial_id
+         WHERE t.sweep_id = ?
+         ORDER BY d.time, d.trial_id LIMIT ?",
+    )
+    .bind(sweep_id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// A trial's page head.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TrialDetail {
+    pub id: String,
+    pub sweep: String,
+    pub metric: String,
+    /// 'max' | 'min' (None in databases made before it).
+    pub direction: Option<String>,
+    pub dataset: String,
+    pub ordinal: i64,
+    pub status: String,
+    pub device: Option<String>,
+    pub epochs: i64,
+    pub epochs_done: i64,
+    pub params: String,
+    pub best_val_accuracy: Option<f64>,
+    pub images_per_s: Option<f64>,
+    pub wall_s: Option<f64>,
+    pub created_at: f64,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+}
+
+pub async fn trial(pool: &SqlitePool, id: &str) -> Result<Option<TrialDetail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, s.name AS sweep, s.metric, s.direction, s.dataset, t.ordinal, t.status, t.device, t.epochs,
+                t.epochs_done, t.params, t.best_val_accuracy, t.images_per_s, t.wall_s,
+                t.created_at, t.started_at, t.finished_at
+         FROM trials t JOIN sweeps s ON s.id = t.sweep_id WHERE t.id = ?",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// One attempt of a trial, every column the page shows.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AttemptDetail {
+    pub attempt: i64,
+    pub pid: Option<i64>,
+    pub device: Option<String>,
+    pub batch_size: Option<i64>,
+    pub started_at: f64,
+    pub finished_at: Option<f64>,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub error_class: Option<String>,
+    pub message: Option<String>,
+    pub resumed_from_epoch: Option<i64>,
+    pub node: Option<String>,
+    pub slurm_job: Option<String>,
+}
+
+pub async fn trial_attempts(
+    pool: &SqlitePool,
+    id: &str,
+) -> Result<Vec<AttemptDetail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT attempt, pid, device, batch_size, started_at, finished_at, exit_code, signal,
+                error_class, message, resumed_from_epoch, node, slurm_job
+         FROM attempts WHERE trial_id = ? ORDER BY attempt",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+}
+
+/// One metric row of a trial.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MetricPoint {
+    pub split: String,
+    pub name: String,
+    pub epoch: i64,
+    pub step: i64,
+    pub value: f64,
+}
+
+/// A trial's metric rows, at most `limit` (the newest are dropped past it;
+/// the caller thins the per-step series).
+pub async fn trial_metrics(
+    pool: &SqlitePool,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<MetricPoint>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT split, name, epoch, step, value FROM metrics WHERE trial_id = ?
+         ORDER BY split, name, step, epoch LIMIT ?",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The train loss of several trials, per step, for the sweep page.
+pub async fn train_loss(
+    pool: &SqlitePool,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT step, value FROM metrics WHERE trial_id = ? AND split = 'train' AND name = 'loss'
+         ORDER BY step LIMIT ?",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct TestRow {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub n: i64,
+    pub epoch: i64,
+}
+
+pub async fn trial_test(pool: &SqlitePool, id: &str) -> Result<Option<TestRow>, sqlx::Error> {
+    sqlx::query_as("SELECT loss, accuracy, n, epoch FROM test_results WHERE trial_id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ClassRow {
+    pub class: String,
+    pub correct: i64,
+    pub total: i64,
+    pub accuracy: f64,
+}
+
+pub async fn trial_classes(
+    pool: &SqlitePool,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<ClassRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class LIMIT ?",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ConfusionRow {
+    pub true_class: String,
+    pub pred_class: String,
+    pub count: i64,
+}
+
+pub async fn trial_confusion(
+    pool: &SqlitePool,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<ConfusionRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class LIMIT ?",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct MisclassifiedRow {
+    pub file: String,
+    pub true_class: String,
+    pub pred_class: String,
+    pub prob: f64,
+}
+
+pub async fn trial_misclassified(
+    pool: &SqlitePool,
+    id: &str,
+    limit: i64,
+) -> Result<Vec<MisclassifiedRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file LIMIT ?",
+    )
+    .bind(id)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether `file` is one of the trial's misclassified images, and the
+/// sweep's dataset root it is relative to.
+pub async fn misclassified_file(
+    pool: &SqlitePool,
+    id: &str,
+    file: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT s.dataset FROM misclassified m JOIN trials t ON t.id = m.trial_id
+         JOIN sweeps s ON s.id = t.sweep_id WHERE m.trial_id = ? AND m.file = ?",
+    )
+    .bind(id)
+    .bind(file)
+    .fetch_optional(pool)
+    .await
+}
