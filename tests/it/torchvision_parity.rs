@@ -132,6 +132,30 @@ fn vggs_match_torchvision_logits() {
 }
 
 #[test]
+fn convnexts_match_torchvision_logits() {
+    check_parity(&["convnext_tiny", "convnext_small"]);
+}
+
+#[test]
+fn efficientnets_match_torchvision_logits() {
+    check_parity(&["efficientnet_b0", "efficientnet_v2_s"]);
+}
+
+#[test]
+fn mobilenet_v3_and_regnet_y_match_torchvision_logits() {
+    check_parity(&["mobilenet_v3_large", "regnet_y_3_2gf"]);
+}
+
+/// The checkpoint is made at 224 px (197 positions) and the logits by
+/// torchvision's ViT built for SIZE and loaded through its
+/// `interpolate_embeddings`: the worker resizes the position embeddings
+/// on load exactly so.
+#[test]
+fn vit_b_16_matches_torchvision_logits_at_another_image_size() {
+    check_parity(&["vit_b_16"]);
+}
+
+#[test]
 fn a_wrong_checkpoint_is_a_clear_error_listing_keys() {
     let s = Scratch::new();
     let r = reference(s.root(), &["resnet18"]);
