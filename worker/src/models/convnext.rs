@@ -130,6 +130,19 @@ impl ConvNeXt {
         )
     }
 
+    /// Each block's stochastic-depth rate, in order.
+    #[cfg(test)]
+    pub(super) fn block_rates(&self) -> Vec<f64> {
+        self.stages
+            .iter()
+            .filter_map(|s| match s {
+                Stage::Blocks(b) => Some(b.iter().map(|b| b.sd)),
+                Stage::Downsample(..) => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Through `classifier.1` (flatten): what the class layer sees.
     pub(super) fn features(&self, xs: &Tensor, train: bool, drop: bool) -> Tensor {
         let mut ys = layer_norm_2d(&self.stem.1, &xs.apply(&self.stem.0));

@@ -227,6 +227,12 @@ impl EfficientNet {
         Some((EfficientNet { stem, stages, last }, last_channel))
     }
 
+    /// Each block's stochastic-depth rate, in order.
+    #[cfg(test)]
+    pub(super) fn block_rates(&self) -> Vec<f64> {
+        self.stages.iter().flatten().map(|b| b.sd).collect()
+    }
+
     pub(super) fn features(&self, xs: &Tensor, train: bool, drop: bool) -> Tensor {
         let mut ys = self.stem.forward(xs, train);
         for stage in &self.stages {

@@ -667,4 +667,127 @@ mod tests {
         });
         assert_eq!(y.size(), vec![2, 5]);
     }
+
+    /// torchvision's state_dict sizes (less `num_batches_tracked`) and the
+    /// class layer `head = "original"` replaces, per newer backbone.
+    const NEWER: [(&str, usize, &str); 7] = [
+        ("convnext_tiny", 182, "classifier.2"),
+        ("convnext_small", 344, "classifier.2"),
+        ("efficientnet_b0", 311, "classifier.1"),
+        ("efficientnet_v2_s", 672, "classifier.1"),
+        ("mobilenet_v3_large", 266, "classifier.3"),
+        ("regnet_y_3_2gf", 426, "fc"),
+        ("vit_b_16", 152, "heads.head"),
+    ];
+
+    /// Every newer backbone: torchvision's number of tensors; the original
+    /// head is exactly its class layer (the only `HEAD_GROUP` variables,
+    /// sized by the class count), the MLP head replaces what the docs say;
+    /// and a 32-px batch (ViT built for 32 px) gives (batch, classes) logits.
+    #[test]
+    fn newer_backbones_heads_and_groups() {
+        for (name, count, class_layer) in NEWER {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build_sized(&vs.root(), name, 12, &Head::Original, 32).unwrap();
+            assert_eq!(net.head_prefix, class_layer, "{name}");
+            let g = groups(&vs);
+            let vars = vs.variables();
+            assert_eq!(
+                vars.len(),
+                count,
+                "{name}: tensors vs torchvision's state_dict"
+            );
+            let head: Vec<String> = g
+                .iter()
+                .filter(|(_, group)| *group == HEAD_GROUP)
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(
+                head,
+                [
+                    format!("{class_layer}.bias"),
+                    format!("{class_layer}.weight")
+                ],
+                "{name}"
+            );
+            assert_eq!(vars[&format!("{class_layer}.weight")].size()[0], 12);
+            let y = tch::no_grad(|| {
+                net.forward_t(
+                    &Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu)),
+                    false,
+                )
+            });
+            assert_eq!(y.size(), [2, 12], "{name}");
+
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build_sized(&vs.root(), name, 12, &Head::default(), 32).unwrap();
+            let want = match name {
+                "convnext_tiny" | "convnext_small" => "classifier.2",
+                "efficientnet_b0" | "efficientnet_v2_s" | "mobilenet_v3_large" => "classifier",
+                "regnet_y_3_2gf" => "fc",
+                _ => "heads",
+            };
+            assert_eq!(net.head_prefix, want, "{name}");
+            let g = groups(&vs);
+            for (k, group) in &g {
+                assert_eq!(
+                    *group == HEAD_GROUP,
+                    k.starts_with(&format!("{want}.")),
+                    "{name}: {k}"
+                );
+            }
+            // Two hidden layers and the class layer.
+            assert_eq!(
+                g.iter().filter(|(_, gr)| *gr == HEAD_GROUP).count(),
+                6,
+                "{name}"
+            );
+            if name.starts_with("convnext") {
+                // The LayerNorm before the classifier stays (pretrained, backbone).
+                assert!(
+                    g.iter()
+                        .any(|(k, gr)| k == "classifier.0.weight" && *gr == BACKBONE_GROUP)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn vit_needs_a_multiple_of_16() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let Err(e) = build_sized(&vs.root(), "vit_b_16", 3, &Head::Original, 100) else {
+            panic!("100 px is not a multiple of 16")
+        };
+        assert!(e.to_string().contains("multiple of 16"), "{e}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        build_sized(&vs.root(), "vit_b_16", 3, &Head::Original, 384).unwrap();
+        assert_eq!(
+            vs.variables()["encoder.pos_embedding"].size(),
+            [1, 24 * 24 + 1, 768]
+        );
+    }
+
+    /// torchvision's per-block stochastic-depth rates: ConvNeXt's rise
+    /// linearly from 0 to the model's rate at the last block; EfficientNet's
+    /// are rate · index / count (never reaching it).
+    #[test]
+    fn stochastic_depth_rates_are_torchvisions() {
+        assert_eq!(convnext::config("convnext_tiny"), Some(([3, 3, 9, 3], 0.1)));
+        assert_eq!(
+            convnext::config("convnext_small"),
+            Some(([3, 3, 27, 3], 0.4))
+        );
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (m, _) = convnext::ConvNeXt::new(&vs.root(), [3, 3, 9, 3], 0.1);
+        let rates = m.block_rates();
+        assert_eq!(rates.len(), 18);
+        assert_eq!(rates[0], 0.0);
+        assert!((rates[17] - 0.1).abs() < 1e-12);
+        assert!((rates[5] - 0.1 * 5.0 / 17.0).abs() < 1e-12);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (m, _) = efficientnet::EfficientNet::new(&vs.root(), "efficientnet_b0").unwrap();
+        let rates = m.block_rates();
+        assert_eq!(rates.len(), 16);
+        assert!((rates[15] - 0.2 * 15.0 / 16.0).abs() < 1e-12);
+    }
 }
