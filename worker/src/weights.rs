@@ -17,6 +17,10 @@
 //!   same shape, and the file may hold nothing else: any missing key,
 //!   unexpected key or shape mismatch is an error that lists them all.
 //!
+//! - a ViT's `encoder.pos_embedding` made for another image size is resized
+//!   to the model's as torchvision's `interpolate_embeddings` does (see
+//!   [`crate::models::vit`]) and the report says so;
+//!
 //! [`load_into`] logs on stderr what was loaded and what was replaced, by name.
 //! Tensors are converted to the model's dtype on load: a float16 file (a
 //! trial's weights kept with `[resources] keep_precision = "half"`) is widened

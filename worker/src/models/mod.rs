@@ -3,16 +3,20 @@
 //! `features.0.weight`, `classifier.6.bias`, …), same BatchNorm eps/momentum
 //! and the same from-scratch initialisation. torchvision's `num_batches_tracked`
 //! buffers are the one difference: tch's BatchNorm has none (they only matter
-//! when momentum is None), so the loader skips them.
+//! when momentum is None), so the loader skips them. ResNet and VGG live here;
+//! ConvNeXt, EfficientNet, MobileNetV3, RegNetY and ViT in their own modules,
+//! built from the blocks in `layers` (each module's doc says what torchvision
+//! sets for it: norms, activations, stochastic depth, dropout, inits).
 //!
 //! The *head* — the layer(s) sized by the class count — lives under one
-//! prefix, `Net::head_prefix`: `fc` for a ResNet, `classifier.6` (the last
-//! layer only) for VGG's original classifier, and the whole `fc` /
-//! `classifier` for an MLP head. That is what the PyTorch transfer-learning
-//! recipe replaces: loading pretrained weights keeps everything else (VGG's
-//! pretrained fc6/fc7, `classifier.0` and `classifier.3`, included), the head
-//! gets its own lr group (`HEAD_GROUP`), and `freeze_backbone` trains the head
-//! only.
+//! prefix, `Net::head_prefix`: the class layer of torchvision's classifier
+//! (`fc`, `classifier.6` VGG, `classifier.2` ConvNeXt, `classifier.1`
+//! EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT) with `head =
+//! "original"`, or the MLP head that takes its place. That is what the
+//! PyTorch transfer-learning recipe replaces: loading pretrained weights keeps
+//! everything else (VGG's fc6/fc7, MobileNetV3's `classifier.0`, ConvNeXt's
+//! LayerNorm `classifier.0` included), the head gets its own lr group
+//! (`HEAD_GROUP`), and `freeze_backbone` trains the head only.
 use sweep_protocol::config::Head;
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
