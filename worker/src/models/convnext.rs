@@ -70,7 +70,7 @@ impl CnBlock {
 #[derive(Debug)]
 enum Stage {
     Blocks(Vec<CnBlock>),
-    Downsample(nn::LayerNorm, nn::Conv2D),
+    Downsample(Box<(nn::LayerNorm, nn::Conv2D)>),
 }
 
 #[derive(Debug)]
@@ -113,10 +113,10 @@ impl ConvNeXt {
             stages.push(Stage::Blocks(blocks));
             if s < 3 {
                 let dp = &f / (2 + 2 * s);
-                stages.push(Stage::Downsample(
+                stages.push(Stage::Downsample(Box::new((
                     layer_norm(&dp / 0, dim, EPS),
                     conv2d(&dp / 1, dim, dims[s + 1], spec(2, 2, 1), 0),
-                ));
+                ))));
             }
         }
         let head_norm = layer_norm(p / "classifier" / 0, dims[3], EPS);
@@ -137,7 +137,7 @@ impl ConvNeXt {
             .iter()
             .filter_map(|s| match s {
                 Stage::Blocks(b) => Some(b.iter().map(|b| b.sd)),
-                Stage::Downsample(..) => None,
+                Stage::Downsample(_) => None,
             })
             .flatten()
             .collect()
@@ -149,7 +149,7 @@ impl ConvNeXt {
         for s in &self.stages {
             ys = match s {
                 Stage::Blocks(b) => b.iter().fold(ys, |y, b| b.forward(&y, train, drop)),
-                Stage::Downsample(n, c) => layer_norm_2d(n, &ys).apply(c),
+                Stage::Downsample(d) => layer_norm_2d(&d.0, &ys).apply(&d.1),
             };
         }
         let ys = ys.adaptive_avg_pool2d([1, 1]);

@@ -464,8 +464,7 @@ fn a_resnet_file_for_convnext_names_missing_and_unexpected_keys() {
     let mut vs = nn::VarStore::new(Device::Cpu);
     let net = models::build(&vs.root(), "convnext_tiny", CLASSES, &Head::Original).unwrap();
     let err = weights::load(&mut vs, &file, net.head_prefix)
-        .err()
-        .expect("a resnet18 file does not fit convnext_tiny")
+        .expect_err("a resnet18 file does not fit convnext_tiny")
         .to_string();
     assert!(
         err.contains("missing (180)")
