@@ -51,9 +51,25 @@ valid = datasets.ImageFolder(f"{data}/valid", eval_tf)
 test = datasets.ImageFolder(f"{data}/test", eval_tf) if run_test else None
 dl = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=True, num_workers=workers)
 vl = torch.utils.data.DataLoader(valid, batch_size=batch, num_workers=workers)
-model = getattr(torchvision.models, backbone)(weights=None)
-feat = model.fc.in_features
-model.fc = nn.Sequential(nn.Linear(feat, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, len(train.classes)))
+model = getattr(torchvision.models, backbone)(**({"image_size": size} if backbone.startswith("vit_") else {}), weights=None)
+
+
+def mlp(feat):
+    """sweep's default head: features → 512 → ReLU → 512 → ReLU → classes."""
+    return nn.Sequential(nn.Linear(feat, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, len(train.classes)))
+
+
+# Where sweep's MLP head goes, per family (docs/sweep-file.md, Backbones).
+if backbone.startswith("convnext"):
+    model.classifier[2] = mlp(model.classifier[2].in_features)
+elif backbone.startswith(("efficientnet", "mobilenet")):
+    model.classifier = mlp(model.classifier[0].in_features if backbone.startswith("mobilenet") else model.classifier[1].in_features)
+elif backbone.startswith("vit"):
+    model.heads = mlp(model.heads.head.in_features)
+elif backbone.startswith("vgg"):
+    model.classifier = mlp(512 * 7 * 7)
+else:
+    model.fc = mlp(model.fc.in_features)
 opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 t0 = time.time()
 setup_s = t0 - imported_at

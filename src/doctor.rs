@@ -102,6 +102,10 @@ pub fn render(d: &Doctor) -> String {
         ),
         None => {}
     }
+    s.push_str(&format!(
+        "backbones      {} (torchvision's)\n",
+        sweep_protocol::BACKBONES.join(", ")
+    ));
     s.push_str(&format!("database       {}\n", d.database));
     s.push_str(&fonts_text(&d.font_scripts));
     s

@@ -12,13 +12,20 @@ use std::path::PathBuf;
 /// (`torch.backends.cudnn.benchmark`): it does, and `sweep show` says so.
 pub const CUDNN_BENCHMARK: bool = true;
 
-pub const BACKBONES: [&str; 6] = [
+pub const BACKBONES: [&str; 13] = [
     "resnet18",
     "resnet34",
     "resnet50",
     "resnet101",
     "vgg16_bn",
     "vgg19_bn",
+    "convnext_tiny",
+    "convnext_small",
+    "efficientnet_b0",
+    "efficientnet_v2_s",
+    "mobilenet_v3_large",
+    "regnet_y_3_2gf",
+    "vit_b_16",
 ];
 
 /// The sweep-file keys of `TrialConfig`, in declaration order: the one list that

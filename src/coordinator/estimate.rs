@@ -25,6 +25,16 @@ fn backbone(name: &str) -> Option<BackboneFacts> {
         "resnet101" => (42_500_160, 2048, 300e6),
         "vgg16_bn" => (14_723_136, 512 * 7 * 7, 200e6),
         "vgg19_bn" => (20_035_392, 512 * 7 * 7, 220e6),
+        // Measured with PyTorch's models (same libtorch kernels), 1.5 times
+        // the peak RSS per image: bench/backbone_memory.py, 2026-12-07.
+        "convnext_tiny" => (27_820_128, 768, 195e6),
+        "convnext_small" => (49_454_688, 768, 315e6),
+        "efficientnet_b0" => (4_007_548, 1280, 215e6),
+        "efficientnet_v2_s" => (20_177_488, 1280, 240e6),
+        // Without its classifier.0 (960 → 1280), which the original head adds.
+        "mobilenet_v3_large" => (2_971_952, 960, 90e6),
+        "regnet_y_3_2gf" => (17_923_338, 1512, 245e6),
+        "vit_b_16" => (85_798_656, 768, 220e6),
         _ => return None,
     };
     Some(BackboneFacts {
@@ -49,6 +59,9 @@ pub fn parameters(backbone: &str, head: &Head, classes: u64) -> Option<u64> {
     let head = match head {
         Head::Original if backbone.starts_with("vgg") => {
             linear(features, 4096) + linear(4096, 4096) + linear(4096, classes)
+        }
+        Head::Original if backbone == "mobilenet_v3_large" => {
+            linear(features, 1280) + linear(1280, classes)
         }
         Head::Original => linear(features, classes),
         Head::Mlp { hidden, .. } => {
@@ -145,6 +158,13 @@ mod tests {
             ("resnet101", 44_549_160),
             ("vgg16_bn", 138_365_992),
             ("vgg19_bn", 143_678_248),
+            ("convnext_tiny", 28_589_128),
+            ("convnext_small", 50_223_688),
+            ("efficientnet_b0", 5_288_548),
+            ("efficientnet_v2_s", 21_458_488),
+            ("mobilenet_v3_large", 5_483_032),
+            ("regnet_y_3_2gf", 19_436_338),
+            ("vit_b_16", 86_567_656),
         ] {
             assert_eq!(parameters(b, &Head::Original, 1000), Some(n), "{b}");
         }
@@ -207,6 +227,44 @@ mod tests {
             assert!(
                 (1.1..2.0).contains(&ratio),
                 "{backbone} {image_size} px batch {batch_size}: estimate / measured = {ratio:.2}"
+            );
+        }
+    }
+
+    /// The newer backbones' estimates against the peak RSS of PyTorch
+    /// training the same model at 224 px, 2 threads, SGD with momentum
+    /// (bench/backbone_memory.py, 2026-12-07; a Python process, so a little
+    /// above what the worker needs): the same bounds as above.
+    #[test]
+    fn cpu_trial_memory_covers_measured_pytorch() {
+        let measured_gb = [
+            ("convnext_tiny", 8, 1.96),
+            ("convnext_tiny", 16, 2.98),
+            ("convnext_small", 8, 2.72),
+            ("convnext_small", 16, 4.39),
+            ("efficientnet_b0", 8, 1.80),
+            ("efficientnet_b0", 16, 2.94),
+            ("efficientnet_v2_s", 8, 2.41),
+            ("efficientnet_v2_s", 16, 3.67),
+            ("mobilenet_v3_large", 8, 1.37),
+            ("mobilenet_v3_large", 16, 1.83),
+            ("regnet_y_3_2gf", 8, 2.26),
+            ("regnet_y_3_2gf", 16, 3.55),
+            ("vit_b_16", 8, 2.86),
+            ("vit_b_16", 16, 4.04),
+        ];
+        for (backbone, batch_size, gb) in measured_gb {
+            let cfg = sweep_protocol::TrialConfig {
+                backbone: backbone.into(),
+                image_size: 224,
+                batch_size,
+                head: Head::Original,
+                ..Default::default()
+            };
+            let ratio = cpu_trial_memory(&cfg, 10) as f64 / (gb * 1e9);
+            assert!(
+                (1.1..2.0).contains(&ratio),
+                "{backbone} batch {batch_size}: estimate / measured = {ratio:.2}"
             );
         }
     }

@@ -15,7 +15,7 @@ use tch::nn::{self, ModuleT};
 #[derive(Debug, thiserror::Error)]
 pub enum PredictError {
     #[error(transparent)]
-    Model(#[from] models::UnknownBackbone),
+    Model(#[from] models::BuildError),
     #[error(transparent)]
     Weights(#[from] weights::WeightsError),
     /// A weights file that does not exist, has an unknown extension, or
@@ -46,7 +46,13 @@ pub fn run(m: &PredictJob) -> Result<(), PredictError> {
     let (files, named_classes) = (&m.paths, m.named_classes);
     let device = trainer::device();
     let mut vs = nn::VarStore::new(device);
-    let net = models::build(&vs.root(), &m.backbone, m.classes.len() as i64, &m.head)?;
+    let net = models::build_sized(
+        &vs.root(),
+        &m.backbone,
+        m.classes.len() as i64,
+        &m.head,
+        i64::from(m.image_size),
+    )?;
     let ext = m.weights.extension().and_then(|e| e.to_str()).unwrap_or("");
     if !m.weights.is_file() {
         return Err(PredictError::WeightsFile(format!(

@@ -17,6 +17,10 @@
 //!   same shape, and the file may hold nothing else: any missing key,
 //!   unexpected key or shape mismatch is an error that lists them all.
 //!
+//! - a ViT's `encoder.pos_embedding` made for another image size is resized
+//!   to the model's as torchvision's `interpolate_embeddings` does (see
+//!   [`crate::models::vit`]) and the report says so;
+//!
 //! [`load_into`] logs on stderr what was loaded and what was replaced, by name.
 //! Tensors are converted to the model's dtype on load: a float16 file (a
 //! trial's weights kept with `[resources] keep_precision = "half"`) is widened
@@ -75,6 +79,9 @@ pub struct LoadReport {
     pub replaced: Vec<(String, Vec<i64>, Option<Vec<i64>>)>,
     /// The file's tensors under the head prefix that were not loaded, sorted.
     pub ignored: Vec<String>,
+    /// ViT position embeddings made for another image size and interpolated
+    /// to the model's: name, the file's shape, the model's.
+    pub resized: Vec<(String, Vec<i64>, Vec<i64>)>,
 }
 
 impl LoadReport {
@@ -127,6 +134,11 @@ impl LoadReport {
             .iter()
             .filter(|n| !self.replaced.iter().any(|(r, _, _)| r == *n))
             .collect();
+        for (n, from, to) in &self.resized {
+            s.push_str(&format!(
+                "; {n} interpolated from {from:?} to {to:?} (torchvision's interpolate_embeddings: another image size)"
+            ));
+        }
         if !extra.is_empty() {
             s.push_str(&format!(
                 "; ignored from the file: {}",
@@ -154,11 +166,27 @@ pub fn load_into(
 
 /// [`load_into`] without the log line.
 pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadReport, WeightsError> {
-    let file: HashMap<String, Tensor> = read(path)?
+    let mut file: HashMap<String, Tensor> = read(path)?
         .into_iter()
         .filter(|(k, _)| !k.ends_with("num_batches_tracked"))
         .collect();
     let vars = vs.variables();
+    // A ViT's position embeddings follow the image size: resize the file's
+    // to the model's as torchvision's `interpolate_embeddings` does.
+    let mut resized = Vec::new();
+    let pos = crate::models::vit::POS_EMBEDDING;
+    if let (Some(model), Some(f)) = (vars.get(pos), file.get(pos)) {
+        let (to, from) = (model.size(), f.size());
+        if to != from
+            && to.len() == 3
+            && from.len() == 3
+            && to[2] == from[2]
+            && let Some(t) = crate::models::vit::interpolate_pos_embedding(f, to[1])
+        {
+            file.insert(pos.to_string(), t);
+            resized.push((pos.to_string(), from, to));
+        }
+    }
     let is_head = |k: &str| {
         k == head_prefix
             || k.strip_prefix(head_prefix)
@@ -214,7 +242,10 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
         msg.push_str("\n  check that the file was saved from the same backbone (torchvision names, e.g. conv1.weight) and, for a classifier other than the last layer, the same head");
         return Err(WeightsError::DoNotFit(msg));
     }
-    let mut report = LoadReport::default();
+    let mut report = LoadReport {
+        resized,
+        ..LoadReport::default()
+    };
     tch::no_grad(|| -> Result<(), WeightsError> {
         for (k, shape) in &model_shapes {
             if is_head(k) && !head_fits {

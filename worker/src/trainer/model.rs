@@ -14,7 +14,13 @@ pub(super) fn build_model(
 ) -> Result<(nn::VarStore, Net), Failure> {
     let mut vs = nn::VarStore::new(device);
     let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        models::build(&vs.root(), &cfg.backbone, classes, &cfg.head)
+        models::build_sized(
+            &vs.root(),
+            &cfg.backbone,
+            classes,
+            &cfg.head,
+            i64::from(cfg.image_size),
+        )
     }));
     let mut net = match built {
         Ok(net) => net.map_err(|m| Failure::new(ErrorClass::Config, m.to_string()))?,

@@ -472,3 +472,58 @@ fn train_state_round_trips() {
     assert_eq!(back.optim["fc.weight.step"].int64_value(&[0]), 5);
     assert!(!dir.path().join("train_state.tmp.safetensors").exists());
 }
+
+/// `freeze_backbone` for every newer family: one training step with the
+/// default MLP head changes the head and nothing else — no backbone weight,
+/// no BatchNorm running statistic (the frozen backbone's BatchNorm stays in
+/// eval mode) — and only the head's variables are trainable.
+#[test]
+fn freeze_backbone_trains_only_the_head_of_every_newer_backbone() {
+    for backbone in [
+        "convnext_tiny",
+        "efficientnet_b0",
+        "mobilenet_v3_large",
+        "regnet_y_3_2gf",
+        "vit_b_16",
+    ] {
+        let cfg = TrialConfig {
+            backbone: backbone.into(),
+            image_size: 32,
+            batch_size: 2,
+            freeze_backbone: true,
+            lr: 0.1,
+            ..TrialConfig::default()
+        };
+        let (vs, net) = build_model(&cfg, Device::Cpu, 3).unwrap();
+        let prefix = format!("{}.", net.head_prefix);
+        let mut opt =
+            Optimizer::for_var_store(&vs, optim::Hyper::from_config(&cfg), cfg.lr).unwrap();
+        let mut scaler = GradScaler::new(false);
+        let before: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .map(|(k, t)| (k, t.copy()))
+            .collect();
+        let xs = Tensor::rand([2, 3, 32, 32], (Kind::Float, Device::Cpu));
+        let out = train_step(
+            &net,
+            &mut opt,
+            &mut scaler,
+            &xs,
+            &Tensor::from_slice(&[0i64, 2]),
+        );
+        assert!(out.stepped, "{backbone}: {out:?}");
+        let after = vs.variables();
+        let mut head_moved = 0;
+        for (k, b) in &before {
+            let head = k.starts_with(&prefix);
+            assert_eq!(after[k].requires_grad(), head, "{backbone}: {k} trainable");
+            if head {
+                head_moved += usize::from(!after[k].equal(b));
+            } else {
+                assert!(after[k].equal(b), "{backbone}: frozen {k} changed");
+            }
+        }
+        assert!(head_moved >= 3, "{backbone}: the head's weights trained");
+    }
+}

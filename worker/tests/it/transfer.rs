@@ -23,17 +23,17 @@ const WORKER: &str = env!("CARGO_BIN_EXE_sweep-worker");
 const CLASSES: i64 = 12;
 
 /// torchvision's `name` with its default 1000 classes, random weights and
-/// randomised BatchNorm statistics, saved as torchvision would (`torch.save`
+/// randomised BatchNorm statistics (and LayerNorms, layer scales; `torch_models.randomise_for_parity`), saved as torchvision would (`torch.save`
 /// of the state_dict) in each of `formats` (pth, legacy.pth, safetensors).
 const MAKE: &str = r#"
 import sys, torch, torchvision
 sys.path.insert(0, sys.argv[1])
 from safetensors.torch import save_file
-from torch_models import randomise_batchnorm
+from torch_models import randomise_for_parity
 out, name, formats = sys.argv[2], sys.argv[3], sys.argv[4:]
 torch.manual_seed(0)
 model = getattr(torchvision.models, name)(weights=None)
-randomise_batchnorm(model)
+randomise_for_parity(model)
 sd = model.state_dict()
 for f in formats:
     path = f"{out}/{name}.{f}"
@@ -344,5 +344,134 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
         kept,
         13 * 6 + 4,
         "every backbone tensor and fc6/fc7 compared"
+    );
+}
+
+/// The newer families from torchvision's 1000-class files: `head =
+/// "original"` replaces exactly the class layer (`classifier.2` ConvNeXt,
+/// `classifier.1` EfficientNet, `classifier.3` MobileNetV3 — its
+/// `classifier.0` is kept —, `fc` RegNet, `heads.head` ViT) and loads every
+/// other tensor from the file; an MLP head replaces what it names and the
+/// file's classifier is ignored; a ViT built for 64 px loads the 224-px file
+/// with its position embeddings interpolated, and says so.
+#[test]
+fn newer_backbones_replace_only_the_class_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    for (backbone, class_layer, mlp, ignored) in [
+        (
+            "convnext_tiny",
+            "classifier.2",
+            "classifier.2",
+            &["classifier.2"][..],
+        ),
+        (
+            "efficientnet_b0",
+            "classifier.1",
+            "classifier",
+            &["classifier.1"][..],
+        ),
+        (
+            "mobilenet_v3_large",
+            "classifier.3",
+            "classifier",
+            &["classifier.0", "classifier.3"][..],
+        ),
+        ("regnet_y_3_2gf", "fc", "fc", &["fc"][..]),
+        ("vit_b_16", "heads.head", "heads", &["heads.head"][..]),
+    ] {
+        let file = make(dir.path(), backbone, &["pth"]).remove(0);
+        let contents = weights::read(&file).unwrap();
+        let (fresh, loaded, report, prefix) = load(backbone, CLASSES, &Head::Original, &file);
+        assert_eq!(prefix, class_layer);
+        assert_eq!(
+            names(&report),
+            [
+                format!("{class_layer}.bias"),
+                format!("{class_layer}.weight")
+            ],
+            "{backbone}"
+        );
+        let head = format!("{class_layer}.");
+        let n = check(
+            &loaded,
+            &fresh,
+            &contents,
+            |k| k.starts_with(&head),
+            backbone,
+        );
+        assert_eq!(
+            n,
+            loaded.len() - 2,
+            "{backbone}: all but the class layer from the file"
+        );
+
+        let mlp_head = Head::Mlp {
+            hidden: vec![64],
+            dropout: 0.0,
+        };
+        let (fresh, loaded, report, prefix) = load(backbone, CLASSES, &mlp_head, &file);
+        assert_eq!(prefix, mlp, "{backbone}");
+        let mut want_ignored: Vec<String> = ignored
+            .iter()
+            .flat_map(|l| [format!("{l}.bias"), format!("{l}.weight")])
+            .collect();
+        want_ignored.sort();
+        assert_eq!(report.ignored, want_ignored, "{backbone}");
+        let head = format!("{mlp}.");
+        let n = check(
+            &loaded,
+            &fresh,
+            &contents,
+            |k| k.starts_with(&head),
+            backbone,
+        );
+        assert_eq!(
+            n,
+            loaded.len() - 4,
+            "{backbone}: all but the MLP head from the file"
+        );
+        let _ = std::fs::remove_file(&file);
+
+        if backbone == "vit_b_16" {
+            let file = make(dir.path(), backbone, &["safetensors"]).remove(0);
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let net =
+                models::build_sized(&vs.root(), backbone, CLASSES, &Head::Original, 64).unwrap();
+            let report = weights::load(&mut vs, &file, net.head_prefix).unwrap();
+            assert_eq!(
+                report.resized,
+                [(
+                    "encoder.pos_embedding".to_string(),
+                    vec![1, 197, 768],
+                    vec![1, 17, 768]
+                )]
+            );
+            let line = report.summary(&file, net.head_prefix);
+            assert!(
+                line.contains("interpolated from [1, 197, 768] to [1, 17, 768]"),
+                "{line}"
+            );
+        }
+    }
+}
+
+/// A ResNet file given to ConvNeXt: the error names the missing and the
+/// unexpected keys, and says what to check.
+#[test]
+fn a_resnet_file_for_convnext_names_missing_and_unexpected_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = make(dir.path(), "resnet18", &["pth"]).remove(0);
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = models::build(&vs.root(), "convnext_tiny", CLASSES, &Head::Original).unwrap();
+    let err = weights::load(&mut vs, &file, net.head_prefix)
+        .expect_err("a resnet18 file does not fit convnext_tiny")
+        .to_string();
+    assert!(
+        err.contains("missing (180)")
+            && err.contains("features.1.0.block.0.weight")
+            && err.contains("unexpected (")
+            && err.contains("layer1.0.conv1.weight")
+            && err.contains("same backbone"),
+        "{err}"
     );
 }

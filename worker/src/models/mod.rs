@@ -3,19 +3,30 @@
 //! `features.0.weight`, `classifier.6.bias`, …), same BatchNorm eps/momentum
 //! and the same from-scratch initialisation. torchvision's `num_batches_tracked`
 //! buffers are the one difference: tch's BatchNorm has none (they only matter
-//! when momentum is None), so the loader skips them.
+//! when momentum is None), so the loader skips them. ResNet and VGG live here;
+//! ConvNeXt, EfficientNet, MobileNetV3, RegNetY and ViT in their own modules,
+//! built from the blocks in `layers` (each module's doc says what torchvision
+//! sets for it: norms, activations, stochastic depth, dropout, inits).
 //!
 //! The *head* — the layer(s) sized by the class count — lives under one
-//! prefix, `Net::head_prefix`: `fc` for a ResNet, `classifier.6` (the last
-//! layer only) for VGG's original classifier, and the whole `fc` /
-//! `classifier` for an MLP head. That is what the PyTorch transfer-learning
-//! recipe replaces: loading pretrained weights keeps everything else (VGG's
-//! pretrained fc6/fc7, `classifier.0` and `classifier.3`, included), the head
-//! gets its own lr group (`HEAD_GROUP`), and `freeze_backbone` trains the head
-//! only.
+//! prefix, `Net::head_prefix`: the class layer of torchvision's classifier
+//! (`fc`, `classifier.6` VGG, `classifier.2` ConvNeXt, `classifier.1`
+//! EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT) with `head =
+//! "original"`, or the MLP head that takes its place. That is what the
+//! PyTorch transfer-learning recipe replaces: loading pretrained weights keeps
+//! everything else (VGG's fc6/fc7, MobileNetV3's `classifier.0`, ConvNeXt's
+//! LayerNorm `classifier.0` included), the head gets its own lr group
+//! (`HEAD_GROUP`), and `freeze_backbone` trains the head only.
 use sweep_protocol::config::Head;
 use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
+
+mod convnext;
+mod efficientnet;
+mod layers;
+mod mobilenet;
+mod regnet;
+pub mod vit;
 
 /// Optimizer group of backbone parameters; the head is `HEAD_GROUP`.
 pub const BACKBONE_GROUP: usize = 0;
@@ -246,12 +257,30 @@ impl Vgg {
 enum Backbone {
     ResNet(Box<ResNet>),
     Vgg(Vgg),
+    ConvNeXt(Box<convnext::ConvNeXt>),
+    EfficientNet(Box<efficientnet::EfficientNet>),
+    MobileNetV3(Box<mobilenet::MobileNetV3>),
+    RegNet(Box<regnet::RegNet>),
+    Vit(Box<vit::Vit>),
+}
+
+/// The architecture family: decides the head's layout and initialisation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    ResNet,
+    Vgg,
+    ConvNeXt,
+    EfficientNet,
+    MobileNetV3,
+    RegNet,
+    Vit,
 }
 
 #[derive(Debug)]
 enum HeadLayer {
     Linear(nn::Linear),
     Relu,
+    Hardswish,
     Dropout(f64),
 }
 
@@ -260,12 +289,19 @@ enum HeadLayer {
 pub struct Net {
     backbone: Backbone,
     head: Vec<HeadLayer>,
+    pub family: Family,
     /// The layer(s) sized by the class count: every head parameter's name
-    /// starts with `<prefix>.`. `fc` (ResNet, either head), `classifier.6`
-    /// (VGG, original head) or `classifier` (VGG, MLP head).
+    /// starts with `<prefix>.`. The original head's class layer (`fc`,
+    /// `classifier.6` VGG, `classifier.2` ConvNeXt, `classifier.1`
+    /// EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT) or the
+    /// MLP head that replaces it (`fc`, `classifier`, `classifier.2`
+    /// ConvNeXt — its LayerNorm `classifier.0` stays —, `heads` ViT).
     pub head_prefix: &'static str,
     /// Keep the backbone's BatchNorm in eval mode (frozen backbone).
     pub freeze_backbone: bool,
+    /// Dropout and stochastic depth active in training (the default); the
+    /// training-parity tests turn them off to compare one step exactly.
+    pub stochastic: bool,
 }
 
 const VGG16: [i64; 18] = [
@@ -275,81 +311,162 @@ const VGG19: [i64; 21] = [
     64, 64, 0, 128, 128, 0, 256, 256, 256, 256, 0, 512, 512, 512, 512, 0, 512, 512, 512, 512, 0,
 ];
 
-/// Builds `name` with `classes` outputs under `root`. Backbone variables go in
-/// `BACKBONE_GROUP`, head variables in `HEAD_GROUP`.
-/// A backbone this worker cannot build.
+/// A backbone this worker cannot build, or not at this image size.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown backbone {name:?}; valid: {}", sweep_protocol::config::BACKBONES.join(", "))]
-pub struct UnknownBackbone {
-    pub name: String,
+pub enum BuildError {
+    #[error("unknown backbone {name:?}; valid: {}", sweep_protocol::config::BACKBONES.join(", "))]
+    Unknown { name: String },
+    #[error("{0}")]
+    ImageSize(String),
 }
 
-pub fn build(
+/// [`build_sized`] for 224-px inputs (the size only matters to a ViT).
+pub fn build(root: &nn::Path, name: &str, classes: i64, head: &Head) -> Result<Net, BuildError> {
+    build_sized(root, name, classes, head, 224)
+}
+
+/// Builds `name` with `classes` outputs under `root` for `image_size`-px
+/// inputs. Backbone variables go in `BACKBONE_GROUP`, head variables in
+/// `HEAD_GROUP`.
+pub fn build_sized(
     root: &nn::Path,
     name: &str,
     classes: i64,
     head: &Head,
-) -> Result<Net, UnknownBackbone> {
+    image_size: i64,
+) -> Result<Net, BuildError> {
     let bp = root.set_group(BACKBONE_GROUP);
-    let (backbone, feat, prefix, vgg) = match name {
-        "resnet18" => {
-            let (m, f) = ResNet::new(&bp, [2, 2, 2, 2], false);
-            (Backbone::ResNet(Box::new(m)), f, "fc", false)
-        }
-        "resnet34" => {
-            let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], false);
-            (Backbone::ResNet(Box::new(m)), f, "fc", false)
-        }
-        "resnet50" => {
-            let (m, f) = ResNet::new(&bp, [3, 4, 6, 3], true);
-            (Backbone::ResNet(Box::new(m)), f, "fc", false)
-        }
-        "resnet101" => {
-            let (m, f) = ResNet::new(&bp, [3, 4, 23, 3], true);
-            (Backbone::ResNet(Box::new(m)), f, "fc", false)
+    let (backbone, feat, family) = match name {
+        "resnet18" | "resnet34" | "resnet50" | "resnet101" => {
+            let (blocks, bottleneck) = match name {
+                "resnet18" => ([2, 2, 2, 2], false),
+                "resnet34" => ([3, 4, 6, 3], false),
+                "resnet50" => ([3, 4, 6, 3], true),
+                _ => ([3, 4, 23, 3], true),
+            };
+            let (m, f) = ResNet::new(&bp, blocks, bottleneck);
+            (Backbone::ResNet(Box::new(m)), f, Family::ResNet)
         }
         "vgg16_bn" => {
             let (m, f) = Vgg::new(&bp, &VGG16);
-            (Backbone::Vgg(m), f, "classifier", true)
+            (Backbone::Vgg(m), f, Family::Vgg)
         }
         "vgg19_bn" => {
             let (m, f) = Vgg::new(&bp, &VGG19);
-            (Backbone::Vgg(m), f, "classifier", true)
+            (Backbone::Vgg(m), f, Family::Vgg)
+        }
+        _ if convnext::config(name).is_some() => {
+            let (depths, sd) = convnext::config(name).unwrap_or(([0; 4], 0.0));
+            let (m, f) = convnext::ConvNeXt::new(&bp, depths, sd);
+            (Backbone::ConvNeXt(Box::new(m)), f, Family::ConvNeXt)
+        }
+        "efficientnet_b0" | "efficientnet_v2_s" => {
+            let Some((m, f)) = efficientnet::EfficientNet::new(&bp, name) else {
+                return Err(BuildError::Unknown { name: name.into() });
+            };
+            (Backbone::EfficientNet(Box::new(m)), f, Family::EfficientNet)
+        }
+        "mobilenet_v3_large" => {
+            let (m, f) = mobilenet::MobileNetV3::large(&bp);
+            (Backbone::MobileNetV3(Box::new(m)), f, Family::MobileNetV3)
+        }
+        "regnet_y_3_2gf" => {
+            let (m, f) = regnet::RegNet::y_3_2gf(&bp);
+            (Backbone::RegNet(Box::new(m)), f, Family::RegNet)
+        }
+        "vit_b_16" => {
+            vit::check_image_size(image_size).map_err(BuildError::ImageSize)?;
+            let (m, f) = vit::Vit::b_16(&bp, image_size);
+            (Backbone::Vit(Box::new(m)), f, Family::Vit)
         }
         other => {
-            return Err(UnknownBackbone { name: other.into() });
+            return Err(BuildError::Unknown { name: other.into() });
         }
     };
-    let hp = root.set_group(HEAD_GROUP);
-    let hp = &hp / prefix;
+    let hroot = root.set_group(HEAD_GROUP);
+    // Hidden layers of an MLP head: torch.nn.Linear's init (VGG: its own).
     let lin = |p: nn::Path, i: i64, o: i64| {
-        if vgg {
+        if family == Family::Vgg {
             linear_vgg(p, i, o)
         } else {
             linear_torch(p, i, o)
         }
     };
     let mut layers = Vec::new();
-    let mut head_prefix = prefix;
-    match (head, vgg) {
-        (Head::Original, false) => {
-            // ResNet's `fc` is a bare Linear, not a Sequential.
-            layers.push(HeadLayer::Linear(linear_torch(hp.clone(), feat, classes)));
-        }
-        (Head::Original, true) => {
-            // fc6 and fc7 are pretrained layers like the backbone's (its lr
-            // group; frozen with it); only fc8, sized by the class count, is the head.
-            let body = &bp / prefix;
-            layers.push(HeadLayer::Linear(lin(&body / 0, feat, 4096)));
-            layers.push(HeadLayer::Relu);
-            layers.push(HeadLayer::Dropout(0.5));
-            layers.push(HeadLayer::Linear(lin(&body / 3, 4096, 4096)));
-            layers.push(HeadLayer::Relu);
-            layers.push(HeadLayer::Dropout(0.5));
-            layers.push(HeadLayer::Linear(lin(&hp / 6, 4096, classes)));
-            head_prefix = "classifier.6";
-        }
-        (Head::Mlp { hidden, dropout }, _) => {
+    let head_prefix = match head {
+        Head::Original => match family {
+            Family::ResNet => {
+                // ResNet's `fc` is a bare Linear, not a Sequential.
+                layers.push(HeadLayer::Linear(linear_torch(
+                    &hroot / "fc",
+                    feat,
+                    classes,
+                )));
+                "fc"
+            }
+            Family::Vgg => {
+                // fc6 and fc7 are pretrained layers like the backbone's (its lr
+                // group; frozen with it); only fc8, sized by the class count, is the head.
+                let body = &bp / "classifier";
+                layers.push(HeadLayer::Linear(lin(&body / 0, feat, 4096)));
+                layers.push(HeadLayer::Relu);
+                layers.push(HeadLayer::Dropout(0.5));
+                layers.push(HeadLayer::Linear(lin(&body / 3, 4096, 4096)));
+                layers.push(HeadLayer::Relu);
+                layers.push(HeadLayer::Dropout(0.5));
+                layers.push(HeadLayer::Linear(lin(
+                    &hroot / "classifier" / 6,
+                    4096,
+                    classes,
+                )));
+                "classifier.6"
+            }
+            Family::ConvNeXt => {
+                let p = &hroot / "classifier" / 2;
+                layers.push(HeadLayer::Linear(convnext::class_layer(p, feat, classes)));
+                "classifier.2"
+            }
+            Family::EfficientNet => {
+                layers.push(HeadLayer::Dropout(efficientnet::DROPOUT));
+                let p = &hroot / "classifier" / 1;
+                layers.push(HeadLayer::Linear(efficientnet::class_layer(
+                    p, feat, classes,
+                )));
+                "classifier.1"
+            }
+            Family::MobileNetV3 => {
+                // classifier.0 (960 → 1280) is pretrained, as VGG's fc6/fc7.
+                let last = mobilenet::LAST_CHANNEL;
+                let body = &bp / "classifier" / 0;
+                layers.push(HeadLayer::Linear(mobilenet::linear(body, feat, last)));
+                layers.push(HeadLayer::Hardswish);
+                layers.push(HeadLayer::Dropout(mobilenet::DROPOUT));
+                let p = &hroot / "classifier" / 3;
+                layers.push(HeadLayer::Linear(mobilenet::linear(p, last, classes)));
+                "classifier.3"
+            }
+            Family::RegNet => {
+                let p = &hroot / "fc";
+                layers.push(HeadLayer::Linear(regnet::class_layer(p, feat, classes)));
+                "fc"
+            }
+            Family::Vit => {
+                let p = &hroot / "heads" / "head";
+                layers.push(HeadLayer::Linear(vit::class_layer(p, feat, classes)));
+                "heads.head"
+            }
+        },
+        Head::Mlp { hidden, dropout } => {
+            let prefix = match family {
+                Family::ResNet | Family::RegNet => "fc",
+                Family::Vgg | Family::EfficientNet | Family::MobileNetV3 => "classifier",
+                Family::ConvNeXt => "classifier.2",
+                Family::Vit => "heads",
+            };
+            let mut hp = hroot.clone();
+            for part in prefix.split('.') {
+                hp = &hp / part;
+            }
             let mut idx = 0;
             let mut cin = feat;
             for &h in hidden {
@@ -363,22 +480,32 @@ pub fn build(
                 cin = h;
             }
             layers.push(HeadLayer::Linear(lin(&hp / idx, cin, classes)));
+            prefix
         }
-    }
+    };
     Ok(Net {
         backbone,
         head: layers,
+        family,
         head_prefix,
         freeze_backbone: false,
+        stochastic: true,
     })
 }
 
 impl Net {
+    /// What the head sees: pooled (and for ConvNeXt, normalised) features.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let train = train && !self.freeze_backbone;
+        let drop = self.stochastic;
         match &self.backbone {
             Backbone::ResNet(m) => m.features(xs, train),
             Backbone::Vgg(m) => m.features(xs, train),
+            Backbone::ConvNeXt(m) => m.features(xs, train, drop),
+            Backbone::EfficientNet(m) => m.features(xs, train, drop),
+            Backbone::MobileNetV3(m) => m.features(xs, train),
+            Backbone::RegNet(m) => m.features(xs, train),
+            Backbone::Vit(m) => m.features(xs),
         }
     }
 }
@@ -390,7 +517,8 @@ impl ModuleT for Net {
             ys = match l {
                 HeadLayer::Linear(m) => m.forward(&ys),
                 HeadLayer::Relu => ys.relu(),
-                HeadLayer::Dropout(p) => ys.dropout(*p, train),
+                HeadLayer::Hardswish => ys.hardswish(),
+                HeadLayer::Dropout(p) => ys.dropout(*p, train && self.stochastic),
             };
         }
         ys
@@ -542,5 +670,128 @@ mod tests {
             )
         });
         assert_eq!(y.size(), vec![2, 5]);
+    }
+
+    /// torchvision's state_dict sizes (less `num_batches_tracked`) and the
+    /// class layer `head = "original"` replaces, per newer backbone.
+    const NEWER: [(&str, usize, &str); 7] = [
+        ("convnext_tiny", 182, "classifier.2"),
+        ("convnext_small", 344, "classifier.2"),
+        ("efficientnet_b0", 311, "classifier.1"),
+        ("efficientnet_v2_s", 672, "classifier.1"),
+        ("mobilenet_v3_large", 266, "classifier.3"),
+        ("regnet_y_3_2gf", 426, "fc"),
+        ("vit_b_16", 152, "heads.head"),
+    ];
+
+    /// Every newer backbone: torchvision's number of tensors; the original
+    /// head is exactly its class layer (the only `HEAD_GROUP` variables,
+    /// sized by the class count), the MLP head replaces what the docs say;
+    /// and a 32-px batch (ViT built for 32 px) gives (batch, classes) logits.
+    #[test]
+    fn newer_backbones_heads_and_groups() {
+        for (name, count, class_layer) in NEWER {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build_sized(&vs.root(), name, 12, &Head::Original, 32).unwrap();
+            assert_eq!(net.head_prefix, class_layer, "{name}");
+            let g = groups(&vs);
+            let vars = vs.variables();
+            assert_eq!(
+                vars.len(),
+                count,
+                "{name}: tensors vs torchvision's state_dict"
+            );
+            let head: Vec<String> = g
+                .iter()
+                .filter(|(_, group)| *group == HEAD_GROUP)
+                .map(|(k, _)| k.clone())
+                .collect();
+            assert_eq!(
+                head,
+                [
+                    format!("{class_layer}.bias"),
+                    format!("{class_layer}.weight")
+                ],
+                "{name}"
+            );
+            assert_eq!(vars[&format!("{class_layer}.weight")].size()[0], 12);
+            let y = tch::no_grad(|| {
+                net.forward_t(
+                    &Tensor::zeros([2, 3, 32, 32], (tch::Kind::Float, Device::Cpu)),
+                    false,
+                )
+            });
+            assert_eq!(y.size(), [2, 12], "{name}");
+
+            let vs = nn::VarStore::new(Device::Cpu);
+            let net = build_sized(&vs.root(), name, 12, &Head::default(), 32).unwrap();
+            let want = match name {
+                "convnext_tiny" | "convnext_small" => "classifier.2",
+                "efficientnet_b0" | "efficientnet_v2_s" | "mobilenet_v3_large" => "classifier",
+                "regnet_y_3_2gf" => "fc",
+                _ => "heads",
+            };
+            assert_eq!(net.head_prefix, want, "{name}");
+            let g = groups(&vs);
+            for (k, group) in &g {
+                assert_eq!(
+                    *group == HEAD_GROUP,
+                    k.starts_with(&format!("{want}.")),
+                    "{name}: {k}"
+                );
+            }
+            // Two hidden layers and the class layer.
+            assert_eq!(
+                g.iter().filter(|(_, gr)| *gr == HEAD_GROUP).count(),
+                6,
+                "{name}"
+            );
+            if name.starts_with("convnext") {
+                // The LayerNorm before the classifier stays (pretrained, backbone).
+                assert!(
+                    g.iter()
+                        .any(|(k, gr)| k == "classifier.0.weight" && *gr == BACKBONE_GROUP)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn vit_needs_a_multiple_of_16() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let Err(e) = build_sized(&vs.root(), "vit_b_16", 3, &Head::Original, 100) else {
+            panic!("100 px is not a multiple of 16")
+        };
+        assert!(e.to_string().contains("multiple of 16"), "{e}");
+        let vs = nn::VarStore::new(Device::Cpu);
+        build_sized(&vs.root(), "vit_b_16", 3, &Head::Original, 384).unwrap();
+        assert_eq!(
+            vs.variables()["encoder.pos_embedding"].size(),
+            [1, 24 * 24 + 1, 768]
+        );
+    }
+
+    /// torchvision's per-block stochastic-depth rates: ConvNeXt's rise
+    /// linearly from 0 to the model's rate at the last block; EfficientNet's
+    /// are rate · index / count (never reaching it).
+    #[test]
+    fn stochastic_depth_rates_are_torchvisions() {
+        assert_eq!(convnext::config("convnext_tiny"), Some(([3, 3, 9, 3], 0.1)));
+        assert_eq!(
+            convnext::config("convnext_small"),
+            Some(([3, 3, 27, 3], 0.4))
+        );
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (m, _) = convnext::ConvNeXt::new(&vs.root(), [3, 3, 9, 3], 0.1);
+        let rates = m.block_rates();
+        assert_eq!(rates.len(), 18);
+        assert_eq!(rates[0], 0.0);
+        assert!((rates[17] - 0.1).abs() < 1e-12);
+        assert!((rates[5] - 0.1 * 5.0 / 17.0).abs() < 1e-12);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (m, _) = efficientnet::EfficientNet::new(&vs.root(), "efficientnet_b0").unwrap();
+        let rates = m.block_rates();
+        assert_eq!(rates.len(), 16);
+        assert!((rates[15] - 0.2 * 15.0 / 16.0).abs() < 1e-12);
     }
 }
