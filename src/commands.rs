@@ -615,7 +615,11 @@ pub fn predict(a: crate::cli::PredictArgs, db: Option<PathBuf>) -> CmdResult {
 /// `sweep export tensorboard|csv|mlflow`: the work is in the `sweep-export` crate.
 pub fn export(cmd: crate::cli::ExportCommand, db: Option<PathBuf>) -> CmdResult {
     use crate::cli::ExportCommand;
-    use sweep_export::follow::{Ended, follow};
+    use sweep_export::follow::{Ended, once_or_follow};
+    let code = |e: Ended| match e {
+        Ended::Finished => EXIT_OK,
+        Ended::Interrupted => EXIT_INTERRUPTED,
+    };
     let db = db_path(db);
     runtime()?.block_on(async {
         let pool = db::open(&db, false).await?;
@@ -630,15 +634,10 @@ pub fn export(cmd: crate::cli::ExportCommand, db: Option<PathBuf>) -> CmdResult 
                     }
                     Ok(())
                 };
-                if !a.follow {
-                    pass().await?;
-                    return Ok(EXIT_OK);
-                }
-                let every = Duration::from_secs_f64(a.interval);
-                match follow(&pool, a.sweep.as_deref(), every, pass).await? {
-                    Ended::Finished => Ok(EXIT_OK),
-                    Ended::Interrupted => Ok(EXIT_INTERRUPTED),
-                }
+                let every = a.follow.then(|| Duration::from_secs_f64(a.interval));
+                Ok(code(
+                    once_or_follow(&pool, a.sweep.as_deref(), every, pass).await?,
+                ))
             }
             ExportCommand::Mlflow(a) => {
                 let client = sweep_export::mlflow::Client::new(&a.tracking_uri)
@@ -657,15 +656,10 @@ pub fn export(cmd: crate::cli::ExportCommand, db: Option<PathBuf>) -> CmdResult 
                     }
                     Ok(())
                 };
-                if !a.follow {
-                    pass().await?;
-                    return Ok(EXIT_OK);
-                }
-                let every = Duration::from_secs_f64(a.interval);
-                match follow(&pool, a.sweep.as_deref(), every, pass).await? {
-                    Ended::Finished => Ok(EXIT_OK),
-                    Ended::Interrupted => Ok(EXIT_INTERRUPTED),
-                }
+                let every = a.follow.then(|| Duration::from_secs_f64(a.interval));
+                Ok(code(
+                    once_or_follow(&pool, a.sweep.as_deref(), every, pass).await?,
+                ))
             }
             ExportCommand::Csv(a) => {
                 let _lock = sweep_export::lock_out(&a.out)?;

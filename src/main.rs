@@ -8,13 +8,22 @@ use sweep::cli::{Cli, Command};
 use sweep::commands;
 
 fn main() {
-    // `sweep status | head -1` should end quietly, like any Unix tool, not
-    // panic on a broken pipe.
-    // SAFETY: restoring the default disposition of one signal at start-up.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // `sweep status | head -1` should end quietly, like any Unix tool, not
+    // panic on a broken pipe. The long-running commands keep SIGPIPE
+    // ignored (Rust's default): `sweep run` writes stop lines to trial
+    // processes that may have just died, and `serve`/`export` write to
+    // sockets a client may close; a closed pipe there is an error to
+    // handle, never the end of the coordinator.
+    if !matches!(
+        cli.command,
+        Command::Run(_) | Command::Serve(_) | Command::Export(_)
+    ) {
+        // SAFETY: restoring the default disposition of one signal at start-up.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let db = cli.db;
     let result = match cli.command {
         Command::Run(a) => commands::run(a, db),

@@ -790,17 +790,10 @@ fn a_program_is_swept_through_slurm_with_asha() {
     }
     let _gpus = gpus();
     let s = Scratch::new();
-    let example = std::fs::read_to_string(common::repo_path("examples/shell/sweep.toml")).unwrap();
-    let text = example.replace(
-        "\"sh\", \"examples/shell/train.sh\"",
-        &format!(
-            "\"sh\", {:?}",
-            common::repo_path("examples/shell/train.sh")
-                .display()
-                .to_string()
-        ),
-    ) + "\n[resources]\nlauncher = \"slurm\"\n[slurm]\ncpus_per_trial = 1\n";
-    let file = s.write("shell-slurm.toml", text);
+    let file = s.write(
+        "shell-slurm.toml",
+        common::shell_example("[resources]\nlauncher = \"slurm\"\n[slurm]\ncpus_per_trial = 1"),
+    );
     let out = s
         .run(&file)
         .env("TRAIN_SLEEP", "0.2")

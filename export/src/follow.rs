@@ -16,6 +16,25 @@ pub enum Ended {
     Interrupted,
 }
 
+/// Runs `pass` once (`every` is None), or every `every` until the sweeps
+/// named by `only` (or every sweep) have all left `running`, or until the
+/// process is asked to stop (`--follow`).
+pub async fn once_or_follow<F, Fut>(
+    pool: &sqlx::SqlitePool,
+    only: Option<&str>,
+    every: Option<Duration>,
+    mut pass: F,
+) -> Result<Ended, ExportError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), ExportError>>,
+{
+    match every {
+        None => pass().await.map(|()| Ended::Finished),
+        Some(interval) => follow(pool, only, interval, pass).await,
+    }
+}
+
 /// Runs `pass` until the sweeps named by `only` (or every sweep) have all
 /// left `running`, or until the process is asked to stop.
 pub async fn follow<F, Fut>(

@@ -326,21 +326,31 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
         }
         (None, Some(_)) => PathBuf::new(),
     };
-    if raw.program.is_some() {
-        let (metric, maximize) = program_metric(src, sweep)?;
-        let seeds = match &sweep.seeds {
-            None => vec![0],
-            Some(list) => seeds(src, list)?,
-        };
-        return Ok(Header {
-            name,
-            dataset,
-            metric,
-            maximize,
-            description: sweep.description.clone(),
-            seeds,
-        });
-    }
+    let (metric, maximize) = match raw.program {
+        Some(_) => program_metric(src, sweep)?,
+        None => builtin_metric(src, sweep)?,
+    };
+    let seeds = match &sweep.seeds {
+        None => vec![0],
+        Some(list) => seeds(src, list)?,
+    };
+    Ok(Header {
+        name,
+        dataset,
+        metric,
+        maximize,
+        description: sweep.description.clone(),
+        seeds,
+    })
+}
+
+/// `[sweep] metric` of a built-in sweep: what picks each trial's best
+/// checkpoint (val_accuracy, maximised, or val_loss, minimised); a
+/// `direction`, when given, must agree.
+fn builtin_metric(
+    src: &Source,
+    sweep: &crate::spec::raw::RawSweep,
+) -> Result<(String, bool), SpecError> {
     let metric = match &sweep.metric {
         None => "val_accuracy".to_string(),
         Some(m) if METRICS.contains(&m.get_ref().as_str()) => m.get_ref().clone(),
@@ -372,18 +382,7 @@ fn sweep_header(src: &Source, raw: &RawFile) -> Result<Header, SpecError> {
             Some("`direction` matters for a [program]'s own metrics; for the built-in trainer leave it out".into()),
         ));
     }
-    let seeds = match &sweep.seeds {
-        None => vec![0],
-        Some(list) => seeds(src, list)?,
-    };
-    Ok(Header {
-        name,
-        dataset,
-        metric,
-        maximize,
-        description: sweep.description.clone(),
-        seeds,
-    })
+    Ok((metric, maximize))
 }
 
 /// `[sweep] metric` and `direction` of a `[program]` sweep: any name the

@@ -41,6 +41,24 @@ pub fn repo_path(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
+/// `examples/shell/sweep.toml` (a `[program]` sweep of a shell script with a
+/// known curve) with its program's path made absolute, so that it runs from
+/// a scratch folder, and `extra` (TOML tables) appended.
+pub fn shell_example(extra: &str) -> String {
+    let example = std::fs::read_to_string(repo_path("examples/shell/sweep.toml"))
+        .expect("read examples/shell/sweep.toml");
+    let script = format!(
+        "{:?}",
+        repo_path("examples/shell/train.sh").display().to_string()
+    );
+    let text = example.replace("\"examples/shell/train.sh\"", &script);
+    assert_ne!(
+        text, example,
+        "examples/shell/sweep.toml no longer names its script"
+    );
+    format!("{text}\n{extra}\n")
+}
+
 /// The scripted stand-in worker (`FAKE_MODE` says how it behaves).
 pub fn fake_worker() -> PathBuf {
     repo_path("tests/fake_worker.py")

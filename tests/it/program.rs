@@ -141,17 +141,10 @@ trials_per_gpu = 1
 #[test]
 fn the_shell_example_is_swept_with_asha_and_ranked_by_its_own_metric() {
     let s = Scratch::new();
-    let example = std::fs::read_to_string(common::repo_path("examples/shell/sweep.toml")).unwrap();
-    let text = example.replace(
-        "\"sh\", \"examples/shell/train.sh\"",
-        &format!(
-            "\"sh\", {:?}",
-            common::repo_path("examples/shell/train.sh")
-                .display()
-                .to_string()
-        ),
-    ) + "\n[resources]\ncpu_workers = 1\n";
-    let file = s.write("shell.toml", text);
+    let file = s.write(
+        "shell.toml",
+        common::shell_example("[resources]\ncpu_workers = 1"),
+    );
     let out = s.run(&file).env("TRAIN_SLEEP", "0.05").output();
     out.expect_success();
     let db = s.open_db();
@@ -222,7 +215,10 @@ fn a_stopped_program_gets_sigterm_then_sigkill_after_the_grace() {
     let s = Scratch::new();
     program(
         &s,
-        r#"[ "$1" = true ] && trap '' TERM
+        // stdin closed: the stop line written after SIGTERM meets a
+        // closed pipe, which must not take the coordinator down (SIGPIPE).
+        r#"exec 0<&-
+[ "$1" = true ] && trap '' TERM
 e=0
 while [ $e -lt 8 ]; do
   e=$((e + 1))
