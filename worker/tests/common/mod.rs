@@ -52,3 +52,12 @@ pub fn job(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -
         dataset_hash: None,
     }
 }
+
+/// libtorch's process-wide state (its random generator, its thread count),
+/// for one in-process test at a time: a test that seeds the generator and
+/// draws dropout masks from it is bit-exact only while no other test of
+/// this binary builds a model (which draws initial weights) meanwhile.
+pub fn torch_global() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -129,6 +129,7 @@ fn train(
 
 #[test]
 fn resnet18_and_vgg16_bn_train_like_pytorch() {
+    let _torch = common::torch_global();
     tch::set_num_threads(THREADS);
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/train_reference.py");
@@ -235,6 +236,7 @@ fn resnet18_and_vgg16_bn_train_like_pytorch() {
 /// these by O(1).
 #[test]
 fn newer_backbones_train_like_pytorch() {
+    let _torch = common::torch_global();
     let models = [
         "convnext_tiny",
         "efficientnet_b0",

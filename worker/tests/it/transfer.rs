@@ -140,6 +140,7 @@ fn check(
 
 #[test]
 fn resnet18_replaces_only_fc() {
+    let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     let files = make(
         dir.path(),
@@ -230,6 +231,7 @@ fn predict(weights: &Path, backbone: &str, classes: i64) -> String {
 
 #[test]
 fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
+    let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     let file = make(dir.path(), "vgg16_bn", &["pth"]).remove(0);
     let contents = pth::read(&file)
@@ -356,6 +358,7 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
 /// with its position embeddings interpolated, and says so.
 #[test]
 fn newer_backbones_replace_only_the_class_layer() {
+    let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     for (backbone, class_layer, mlp, ignored) in [
         (
@@ -459,6 +462,7 @@ fn newer_backbones_replace_only_the_class_layer() {
 /// unexpected keys, and says what to check.
 #[test]
 fn a_resnet_file_for_convnext_names_missing_and_unexpected_keys() {
+    let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     let file = make(dir.path(), "resnet18", &["pth"]).remove(0);
     let mut vs = nn::VarStore::new(Device::Cpu);
