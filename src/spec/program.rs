@@ -276,9 +276,9 @@ pub fn validate(
     for item in items {
         let at = |m: String, help: &str| src.error_at(item.span().start, m, Some(help.to_string()));
         let arg = match item.get_ref() {
-            Value::String(s) => Arg::Text(pieces(s).map_err(|m| {
+            Value::String(s) => Arg::Text(pieces(s).map_err(|e| {
                 at(
-                    m,
+                    e.to_string(),
                     "write a placeholder as {name}; a literal brace as {{ or }}",
                 )
             })?),
@@ -328,10 +328,10 @@ pub fn validate(
                     Piece::Param(_) => "",
                 })
                 .collect();
-            find_executable(&exe, workdir.as_deref()).map_err(|m| {
+            find_executable(&exe, workdir.as_deref()).map_err(|e| {
                 src.error_at(
                     spans[0].start,
-                    m,
+                    e.to_string(),
                     Some("give a program on PATH (\"python\") or a path to an executable file (relative paths start from `workdir`, else from where `sweep run` runs)".into()),
                 )
             })?;
@@ -360,8 +360,30 @@ pub fn validate(
     ))
 }
 
+/// A command element that is not a valid template.
+#[derive(Debug, thiserror::Error)]
+enum TemplateError {
+    #[error("bad placeholder `{{{name}` in {text:?}")]
+    BadPlaceholder { name: String, text: String },
+    #[error("unmatched `}}` in {0:?}")]
+    Unmatched(String),
+}
+
+/// Why the program (the first command element) cannot be run.
+#[derive(Debug, thiserror::Error)]
+enum ProgramNotFound {
+    #[error(
+        "program {0:?} is not an executable file (chmod +x it, or run it through its interpreter)"
+    )]
+    NotExecutable(String),
+    #[error("program {0:?} does not exist")]
+    Missing(String),
+    #[error("program {0:?} is not found on PATH")]
+    NotOnPath(String),
+}
+
 /// `{name}` placeholders and literal text; `{{`, `}}` are braces.
-fn pieces(s: &str) -> Result<Vec<Piece>, String> {
+fn pieces(s: &str) -> Result<Vec<Piece>, TemplateError> {
     let mut out = Vec::new();
     let mut lit = String::new();
     let mut chars = s.chars().peekable();
@@ -389,14 +411,17 @@ fn pieces(s: &str) -> Result<Vec<Piece>, String> {
                     && !name.is_empty()
                     && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                 if !ok {
-                    return Err(format!("bad placeholder `{{{name}` in {s:?}"));
+                    return Err(TemplateError::BadPlaceholder {
+                        name,
+                        text: s.to_string(),
+                    });
                 }
                 if !lit.is_empty() {
                     out.push(Piece::Lit(std::mem::take(&mut lit)));
                 }
                 out.push(Piece::Param(name));
             }
-            '}' => return Err(format!("unmatched `}}` in {s:?}")),
+            '}' => return Err(TemplateError::Unmatched(s.to_string())),
             c => lit.push(c),
         }
     }
@@ -407,7 +432,7 @@ fn pieces(s: &str) -> Result<Vec<Piece>, String> {
 }
 
 /// The program file: a path (with a `/`) to an executable file, or a name on PATH.
-fn find_executable(exe: &str, workdir: Option<&Path>) -> Result<PathBuf, String> {
+fn find_executable(exe: &str, workdir: Option<&Path>) -> Result<PathBuf, ProgramNotFound> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         p.metadata()
@@ -423,11 +448,9 @@ fn find_executable(exe: &str, workdir: Option<&Path>) -> Result<PathBuf, String>
             return Ok(p);
         }
         return Err(if p.exists() {
-            format!(
-                "program {exe:?} is not an executable file (chmod +x it, or run it through its interpreter)"
-            )
+            ProgramNotFound::NotExecutable(exe.to_string())
         } else {
-            format!("program {exe:?} does not exist")
+            ProgramNotFound::Missing(exe.to_string())
         });
     }
     std::env::var_os("PATH")
@@ -435,7 +458,7 @@ fn find_executable(exe: &str, workdir: Option<&Path>) -> Result<PathBuf, String>
         .flat_map(std::env::split_paths)
         .map(|d| d.join(exe))
         .find(|p| executable(p))
-        .ok_or_else(|| format!("program {exe:?} is not found on PATH"))
+        .ok_or_else(|| ProgramNotFound::NotOnPath(exe.to_string()))
 }
 
 #[cfg(test)]
