@@ -30,38 +30,107 @@ use sweep_protocol::{SelectMetric, TrialConfig, WorkerMessage};
 struct Curve {
     ceiling: f64,
     k: f64,
+    /// Accuracy lost per epoch after the fast start (overfitting): curves cross.
+    decay: f64,
+    /// Half-width of the uniform noise on each validation value.
+    noise: f64,
 }
 
 impl Curve {
     fn at(&self, e: u32, noise: f64) -> f64 {
-        (self.ceiling * (1.0 - (-(e as f64) / self.k).exp()) + noise).clamp(0.0, 1.0)
+        (self.ceiling * (1.0 - (-(e as f64) / self.k).exp()) - self.decay * e as f64 + noise)
+            .clamp(0.0, 1.0)
+    }
+
+    /// The value recorded at epoch `e` in run `seed`: the same for a resumed
+    /// trial as for one that never paused (noise drawn per (seed, trial, epoch)).
+    fn recorded(&self, seed: u64, trial: &str, e: u32) -> f64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(
+            seed ^ u64::from_str_radix(trial, 16).unwrap_or(0).rotate_left(17) ^ e as u64,
+        );
+        let n = if self.noise > 0.0 {
+            rng.gen_range(-self.noise..self.noise)
+        } else {
+            0.0
+        };
+        self.at(e, n)
     }
 }
 
-fn curves(n: usize, seed: u64) -> Vec<Curve> {
+/// The curve families of the simulation, each a different way for early
+/// records to mislead.
+const FAMILIES: [&str; 4] = ["mixed", "slow-best", "crossing", "noisy"];
+
+/// `n` curves of a family:
+/// - mixed: ceilings in [0.50, 0.85], time constants in [0.5, 2] epochs; a
+///   third are slow starters (k in [3, 6]) with higher ceilings ([0.70, 0.95]).
+/// - slow-best: one knob u ∈ [0, 1] sets both: ceiling 0.50 + 0.45u, k 0.5 + 5u;
+///   the best configurations are the slowest (low learning rates).
+/// - crossing: fast starters overfit (lose up to 1 point an epoch after their
+///   start); slow ones climb past them.
+/// - noisy: mixed, with ±3 points of noise on every value.
+fn curves(family: &str, n: usize, seed: u64) -> Vec<Curve> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..n)
-        .map(|i| {
-            let slow = i % 3 == 0;
-            let k = if slow {
-                rng.gen_range(3.0..6.0)
-            } else {
-                rng.gen_range(0.5..2.0)
-            };
-            let ceiling = if slow {
-                rng.gen_range(0.70..0.95)
-            } else {
-                rng.gen_range(0.50..0.85)
-            };
-            Curve { ceiling, k }
+        .map(|i| match family {
+            "slow-best" => {
+                let u: f64 = rng.gen_range(0.0..1.0);
+                Curve {
+                    ceiling: 0.50 + 0.45 * u,
+                    k: 0.5 + 5.0 * u,
+                    decay: 0.0,
+                    noise: 0.005,
+                }
+            }
+            "crossing" => {
+                let u: f64 = rng.gen_range(0.0..1.0);
+                Curve {
+                    ceiling: 0.60 + 0.30 * u,
+                    k: 0.5 + 4.0 * u,
+                    decay: 0.01 * (1.0 - u),
+                    noise: 0.005,
+                }
+            }
+            _ => {
+                let slow = i % 3 == 0;
+                let k = if slow {
+                    rng.gen_range(3.0..6.0)
+                } else {
+                    rng.gen_range(0.5..2.0)
+                };
+                let ceiling = if slow {
+                    rng.gen_range(0.70..0.95)
+                } else {
+                    rng.gen_range(0.50..0.85)
+                };
+                Curve {
+                    ceiling,
+                    k,
+                    decay: 0.0,
+                    noise: if family == "noisy" { 0.03 } else { 0.005 },
+                }
+            }
         })
         .collect()
 }
 
-/// The simulated worker: one epoch message per tick; stops when terminated.
+/// What the simulated workers did: epochs trained, attempts started, and
+/// every recorded value in the order it was recorded.
+#[derive(Default)]
+struct Tally {
+    epochs: u64,
+    starts: u64,
+    /// (epochs trained so far, value recorded).
+    records: Vec<(u64, f64)>,
+    /// trial → its last epoch trained (a promoted trial resumes after it).
+    done: HashMap<String, u32>,
+}
+
+/// The simulated worker: one epoch message per tick, resuming where the
+/// trial's previous attempt ended, pausing at `pause_after`; stops when terminated.
 struct SimLauncher {
     curves: HashMap<String, Curve>,
-    epochs_run: Arc<Mutex<u64>>,
+    tally: Arc<Mutex<Tally>>,
     seed: u64,
 }
 
@@ -96,22 +165,33 @@ impl Launcher for SimLauncher {
             .copied()
             .unwrap_or_else(|| param_curve(&spec.job.config));
         let epochs = spec.job.config.epochs;
+        let last = spec.job.pause_after.unwrap_or(epochs).min(epochs);
         let flag = Arc::new(Flag(AtomicBool::new(false)));
         let (mut tx, rx) = tokio::io::duplex(1 << 16);
         let stop = Arc::clone(&flag);
-        let counter = Arc::clone(&self.epochs_run);
-        let mut rng = ChaCha8Rng::seed_from_u64(
-            self.seed ^ u64::from_str_radix(&spec.job.trial, 16).unwrap_or(0),
-        );
+        let tally = Arc::clone(&self.tally);
+        let trial = spec.job.trial.clone();
+        let seed = self.seed;
+        let first = {
+            let mut t = tally.lock().unwrap();
+            t.starts += 1;
+            t.done.get(&trial).copied().unwrap_or(0) + 1
+        };
         let task = tokio::spawn(async move {
             let mut best: f64 = 0.0;
-            for e in 1..=epochs {
+            for e in first..=last {
                 if stop.0.load(Ordering::SeqCst) {
                     return 130;
                 }
-                let acc = curve.at(e, rng.gen_range(-0.005..0.005));
+                let acc = curve.recorded(seed, &trial, e);
                 best = best.max(acc);
-                *counter.lock().unwrap() += 1;
+                {
+                    let mut t = tally.lock().unwrap();
+                    t.epochs += 1;
+                    let n = t.epochs;
+                    t.records.push((n, acc));
+                    t.done.insert(trial.clone(), e);
+                }
                 let m = WorkerMessage::Epoch {
                     epoch: e,
                     train_loss: 1.0 - acc,
@@ -130,7 +210,7 @@ impl Launcher for SimLauncher {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             let done = WorkerMessage::Done {
-                epochs,
+                epochs: last,
                 wall_s: 0.0,
                 images_per_s: 0.0,
                 best_val_accuracy: best,
@@ -155,9 +235,13 @@ impl Launcher for SimLauncher {
 }
 
 struct Outcome {
+    /// Epochs trained, attempts started.
     epochs: u64,
-    chosen: usize,
-    wall: Duration,
+    starts: u64,
+    /// The best validation value any trial recorded.
+    best: f64,
+    /// Epochs trained when a value within `within` of `target` was first recorded.
+    reached_at: Option<u64>,
 }
 
 async fn simulate(
@@ -166,6 +250,7 @@ async fn simulate(
     epochs: u32,
     stopping: Stopping,
     seed: u64,
+    target: f64,
 ) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let pool = sweep::store::db::open(&dir.path().join("sim.db"), true)
@@ -186,6 +271,7 @@ async fn simulate(
         resources: Resources {
             retries: 0,
             oom_retry_halve_batch: false,
+            cpu_workers: sweep::spec::CpuWorkers::Fixed(2),
             ..Resources::default()
         },
         trials: ids
@@ -202,10 +288,10 @@ async fn simulate(
         slurm: None,
         search: None,
     };
-    let epochs_run = Arc::new(Mutex::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
     let launcher = Arc::new(SimLauncher {
         curves: ids.iter().cloned().zip(curves.iter().copied()).collect(),
-        epochs_run: Arc::clone(&epochs_run),
+        tally: Arc::clone(&tally),
         seed,
     });
     let opts = RunOptions {
@@ -214,7 +300,6 @@ async fn simulate(
         plain: true,
         grace: Duration::from_secs(1),
     };
-    let t0 = Instant::now();
     run(
         plan,
         opts,
@@ -225,15 +310,21 @@ async fn simulate(
     )
     .await
     .unwrap();
-    let wall = t0.elapsed();
-    let (id, _) = best_finished(&pool).await;
-    let e = *epochs_run.lock().unwrap();
+    let t = tally.lock().unwrap();
     Outcome {
-        epochs: e,
-        chosen: usize::from_str_radix(&id, 16).unwrap(),
-        wall,
+        epochs: t.epochs,
+        starts: t.starts,
+        best: t.records.iter().map(|r| r.1).fold(0.0, f64::max),
+        reached_at: t
+            .records
+            .iter()
+            .find(|r| r.1 >= target - WITHIN)
+            .map(|r| r.0),
     }
 }
+
+/// "Within 1 point" of the grid's best validation accuracy.
+const WITHIN: f64 = 0.01;
 
 /// The configuration a method picks: (id, params) of the finished trial with
 /// the best final validation accuracy.
@@ -256,6 +347,8 @@ fn param_curve(c: &TrialConfig) -> Curve {
     Curve {
         ceiling: 0.5 + 0.45 * (-((x - 0.75).powi(2) + (y - 0.5).powi(2)) / 0.05).exp(),
         k: 0.5 + 5.5 * x,
+        decay: 0.0,
+        noise: 0.005,
     }
 }
 
@@ -291,10 +384,10 @@ async fn search(sampler: &str, stopping: &str, epochs: u32, seed: u64) -> (u64, 
     let pool = sweep::store::db::open(&dir.path().join("sim.db"), true)
         .await
         .unwrap();
-    let epochs_run = Arc::new(Mutex::new(0));
+    let tally = Arc::new(Mutex::new(Tally::default()));
     let launcher = Arc::new(SimLauncher {
         curves: HashMap::new(),
-        epochs_run: Arc::clone(&epochs_run),
+        tally: Arc::clone(&tally),
         seed,
     });
     let opts = RunOptions {
@@ -315,97 +408,94 @@ async fn search(sampler: &str, stopping: &str, epochs: u32, seed: u64) -> (u64, 
     .unwrap();
     let (_, params) = best_finished(&pool).await;
     let config: TrialConfig = serde_json::from_str(&params).unwrap();
-    let e = *epochs_run.lock().unwrap();
+    let e = tally.lock().unwrap().epochs;
     (e, param_curve(&config).at(epochs, 0.0))
-}
-
-fn rank_of(curves: &[Curve], epochs: u32, chosen: usize) -> usize {
-    let fin = |c: &Curve| c.at(epochs, 0.0);
-    curves
-        .iter()
-        .filter(|c| fin(c) > fin(&curves[chosen]))
-        .count()
-        + 1
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    // Rungs at 1, 3, 9 below 27 epochs.
-    let epochs = 27;
-    let asha = |method| Stopping {
+    let asha = |method, promote, reduction| Stopping {
         method,
         metric: Objective::builtin(SelectMetric::ValAccuracy),
         min_epochs: 1,
-        reduction: 3,
+        reduction,
         patience: None,
         test_pruned: false,
         stop_grace: 120,
+        promote,
+        auto: false,
     };
-    let sizes: Vec<usize> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
-    let sizes = if sizes.is_empty() {
-        vec![81, 1000]
-    } else {
-        sizes
-    };
+    let seeds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(5);
+    let methods: Vec<(&str, Stopping)> = vec![
+        ("asha", asha(StopMethod::Asha, false, 3)),
+        ("asha promote", asha(StopMethod::Asha, true, 3)),
+        ("asha promote r4", asha(StopMethod::Asha, true, 4)),
+        ("hyperband", asha(StopMethod::Hyperband, false, 3)),
+        ("hyperband promote", asha(StopMethod::Hyperband, true, 3)),
+        ("median", asha(StopMethod::Median, false, 3)),
+    ];
     println!(
-        "early stopping on synthetic curves ({epochs} epochs a trial, one worker, real dispatcher + SQLite)"
+        "early stopping on synthetic curves: real dispatcher + SQLite, 2 workers, {seeds} seeds a family"
     );
     println!(
-        "{:>6} {:<10} {:>12} {:>10} {:>10} {:>12} {:>9}",
-        "trials", "method", "epochs run", "vs grid", "rank", "regret", "wall s"
+        "cost: epochs trained / the grid's; within 1: runs that recorded a value within 1 point of the grid's best; to 1 pt: epochs trained until then / the grid's (mean over the runs that did)"
     );
-    for n in sizes {
-        let cs = curves(n, 7);
-        let grid_epochs = (n as u64) * epochs as u64;
-        let top = cs.iter().map(|c| c.at(epochs, 0.0)).fold(0.0, f64::max);
-        for (label, st) in [
-            (
-                "none",
-                Stopping::none(Objective::builtin(SelectMetric::ValAccuracy)),
-            ),
-            ("asha", asha(StopMethod::Asha)),
-            (
-                "asha min3",
-                Stopping {
-                    min_epochs: 3,
-                    ..asha(StopMethod::Asha)
-                },
-            ),
-            ("hyperband", asha(StopMethod::Hyperband)),
-            (
-                "median",
-                Stopping {
-                    min_epochs: 3,
-                    ..asha(StopMethod::Median)
-                },
-            ),
-        ] {
-            if label == "none" && n > 100 {
-                // The full grid runs every epoch and finds the best by definition.
-                println!(
-                    "{n:>6} {label:<10} {grid_epochs:>12} {:>9.3}x {:>10} {:>12.4} {:>9}",
-                    1.0,
-                    format!("1/{n}"),
-                    0.0,
-                    "(computed)"
-                );
-                continue;
+    for (n, epochs) in [(27usize, 9u32), (81, 27)] {
+        println!("\n{n} configurations × {epochs} epochs");
+        println!(
+            "{:<10} {:<18} {:>7} {:>8} {:>14} {:>10} {:>9}",
+            "family", "method", "cost", "starts", "regret pts", "within 1", "to 1 pt"
+        );
+        for family in FAMILIES {
+            let grid_epochs = (n as u64) * epochs as u64;
+            let mut rows: Vec<(&str, Vec<Outcome>)> =
+                methods.iter().map(|(l, _)| (*l, vec![])).collect();
+            for seed in 0..seeds {
+                let cs = curves(family, n, 1000 + seed);
+                // The grid: every epoch of every configuration, computed.
+                let ids: Vec<String> = (0..n).map(|i| format!("{i:010x}")).collect();
+                let target = cs
+                    .iter()
+                    .zip(&ids)
+                    .flat_map(|(c, id)| (1..=epochs).map(move |e| c.recorded(seed, id, e)))
+                    .fold(0.0, f64::max);
+                for (i, (label, st)) in methods.iter().enumerate() {
+                    let o = simulate(label, &cs, epochs, st.clone(), seed, target).await;
+                    rows[i].1.push(Outcome {
+                        best: target - o.best,
+                        ..o
+                    });
+                }
             }
-            let o = simulate(label, &cs, epochs, st, 7).await;
-            let rank = rank_of(&cs, epochs, o.chosen);
-            println!(
-                "{n:>6} {label:<10} {:>12} {:>9.3}x {:>10} {:>12.4} {:>9.2}",
-                o.epochs,
-                o.epochs as f64 / grid_epochs as f64,
-                format!("{rank}/{n}"),
-                top - cs[o.chosen].at(epochs, 0.0),
-                o.wall.as_secs_f64()
-            );
+            for (label, outs) in rows {
+                let k = outs.len() as f64;
+                let cost =
+                    outs.iter().map(|o| o.epochs as f64).sum::<f64>() / k / grid_epochs as f64;
+                let starts = outs.iter().map(|o| o.starts as f64).sum::<f64>() / k;
+                let regret: Vec<f64> = outs.iter().map(|o| o.best * 100.0).collect();
+                let mean_regret = regret.iter().sum::<f64>() / k;
+                let max_regret = regret.iter().copied().fold(0.0, f64::max);
+                let reached: Vec<f64> = outs
+                    .iter()
+                    .filter_map(|o| o.reached_at.map(|e| e as f64 / grid_epochs as f64))
+                    .collect();
+                let to1 = if reached.is_empty() {
+                    "-".to_string()
+                } else {
+                    format!("{:.3}", reached.iter().sum::<f64>() / reached.len() as f64)
+                };
+                println!(
+                    "{family:<10} {label:<18} {cost:>7.3} {starts:>8.1} {:>14} {:>10} {to1:>9}",
+                    format!("{mean_regret:.2} (≤{max_regret:.2})"),
+                    format!("{}/{}", reached.len(), outs.len()),
+                );
+            }
         }
     }
+    let epochs = 27;
     // TPE against random draws on the parametric family, with and without ASHA.
     println!(
         "81-point searches of a parametric family (lr × momentum; the best region starts slow), {epochs} epochs a trial:"
@@ -416,6 +506,10 @@ async fn main() {
     );
     let asha_toml = "[stopping]\nmethod = \"asha\"\nmin_epochs = 1\nreduction = 3\n";
     let hb_toml = "[stopping]\nmethod = \"hyperband\"\nmin_epochs = 1\nreduction = 3\n";
+    let asha_p =
+        "[stopping]\nmethod = \"asha\"\nmode = \"promote\"\nmin_epochs = 1\nreduction = 3\n";
+    let hb_p =
+        "[stopping]\nmethod = \"hyperband\"\nmode = \"promote\"\nmin_epochs = 1\nreduction = 3\n";
     // The family's best final value, on a fine grid.
     let optimum = (0..=400)
         .flat_map(|i| (0..=100).map(move |j| (i, j)))
@@ -435,6 +529,9 @@ async fn main() {
         ("tpe", "tpe", ""),
         ("tpe + asha", "tpe", asha_toml),
         ("tpe + hyperband", "tpe", hb_toml),
+        ("random + asha promote", "random", asha_p),
+        ("tpe + asha promote", "tpe", asha_p),
+        ("tpe + hyperband promote", "tpe", hb_p),
     ] {
         let (e, value) = search(sampler, stopping, epochs, 7).await;
         println!(
@@ -447,7 +544,7 @@ async fn main() {
     // the last epoch stand at each rung (noise-free curves: the ranks are the
     // family's, not noise's). A rung keeps only its top 1/3.
     let n = 81;
-    let cs = curves(n, 7);
+    let cs = curves("mixed", n, 7);
     let final_rank = |e: u32| -> Vec<usize> {
         let mut idx: Vec<usize> = (0..n).collect();
         idx.sort_by(|&a, &b| cs[b].at(e, 0.0).total_cmp(&cs[a].at(e, 0.0)));
@@ -472,8 +569,8 @@ async fn main() {
     }
     // Decision time of the stopper alone at 10,000 trials (rung records grow with every report).
     let n = 10_000;
-    let cs = curves(n, 11);
-    let mut s = Stopper::new(asha(StopMethod::Asha));
+    let cs = curves("mixed", n, 11);
+    let mut s = Stopper::new(asha(StopMethod::Asha, false, 3));
     let mut reports = 0u64;
     let t0 = Instant::now();
     for (i, c) in cs.iter().enumerate() {
@@ -483,7 +580,7 @@ async fn main() {
             reports += 1;
             if s.report(&id, e, epochs, c.at(e, 0.0))
                 .iter()
-                .any(|d| d.stop)
+                .any(|d| d.stop())
             {
                 break;
             }

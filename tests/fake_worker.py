@@ -28,7 +28,10 @@ FAKE_MODE says:
                  protocol-2 lines on stdin: on {"type":"stop","after_epoch":e}
                  it stops at the next step boundary, appends
                  `stopline <trial> <e> <epochs done>` to FAKE_DIR/events, tests
-                 when the line says "test": true, sends `done` and exits 0
+                 when the line says "test": true, sends `done` and exits 0;
+                 with the job's `pause_after` (ok and curve modes) it trains
+                 to that epoch, appends `pause <trial> <epoch> <monotonic>` to
+                 FAKE_DIR/events, sends `done` without testing and exits 0
 
 Other environment variables (all optional):
 
@@ -231,6 +234,14 @@ def test_results(epoch):
 
 def finish(job, first_epoch=1):
     epochs = int(job["config"]["epochs"])
+    pause = job.get("pause_after")
+    if pause is not None and int(pause) < epochs:
+        # Promotion-based stopping: train to the rung, keep the checkpoint, `done`, exit 0.
+        for e in range(first_epoch, int(pause) + 1):
+            epoch(job, e)
+        event("pause", job["trial"], max(EPOCHS_DONE[0], first_epoch - 1), time.monotonic())
+        emit("done", epochs=EPOCHS_DONE[0], wall_s=0.1, images_per_s=100.0, best_val_accuracy=0.5)
+        return
     for e in range(first_epoch, epochs + 1):
         epoch(job, e)
     if MODE == "curve":

@@ -11,7 +11,9 @@
 # It prints one JSON record per epoch on stdout, logs to stderr, stops
 # cleanly on SIGTERM (a stopped trial), and resumes from DIR/epoch when a
 # previous attempt was interrupted (SWEEP_TRIAL_DIR is the same folder on
-# every attempt).
+# every attempt). With SWEEP_PAUSE_AFTER set (promotion-based stopping) it
+# ends after that epoch, its checkpoint kept: the sweep resumes it if it is
+# promoted (`resumable = true` in [program] says it can).
 set -eu
 lr=0.01 epochs=5 out=${SWEEP_TRIAL_DIR:-.} pause=${TRAIN_SLEEP:-0.1}
 while [ $# -gt 0 ]; do
@@ -31,7 +33,11 @@ if [ -f "$out/epoch" ]; then
 fi
 trap 'echo "SIGTERM: stopping after epoch $epoch" >&2; exit 0' TERM
 echo "training with lr=$lr for $epochs epochs"
-while [ "$epoch" -lt "$epochs" ]; do
+last=$epochs
+if [ -n "${SWEEP_PAUSE_AFTER:-}" ] && [ "$SWEEP_PAUSE_AFTER" -lt "$epochs" ]; then
+  last=$SWEEP_PAUSE_AFTER
+fi
+while [ "$epoch" -lt "$last" ]; do
   sleep "$pause"
   epoch=$((epoch + 1))
   awk -v lr="$lr" -v e="$epoch" 'BEGIN {
@@ -41,6 +47,10 @@ while [ "$epoch" -lt "$epochs" ]; do
   }'
   echo "$epoch" > "$out/epoch.tmp" && mv "$out/epoch.tmp" "$out/epoch"
 done
+if [ "$last" -lt "$epochs" ]; then
+  echo "paused after epoch $epoch" >&2
+  exit 0
+fi
 awk -v lr="$lr" -v e="$epoch" 'BEGIN {
   d = log(lr) / log(10) + 2; if (d < 0) d = -d
   printf "{\"epoch\": %d, \"test_acc\": %.6f}\n", e, (0.88 - 0.1 * d) * (1 - 0.6 ^ e)

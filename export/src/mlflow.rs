@@ -294,7 +294,8 @@ struct TrialData {
 /// MLflow's run status for a trial's.
 fn run_status(s: TrialStatus) -> &'static str {
     match s {
-        TrialStatus::Queued => "SCHEDULED",
+        // Paused: waiting at a rung to be promoted (resumed) or pruned.
+        TrialStatus::Queued | TrialStatus::Paused => "SCHEDULED",
         TrialStatus::Running => "RUNNING",
         TrialStatus::Done => "FINISHED",
         TrialStatus::Failed => "FAILED",

@@ -426,7 +426,10 @@ fn trial_events(
     let end = match trial.status {
         TrialStatus::Done | TrialStatus::Pruned => Some(proto::STATUS_SUCCESS),
         TrialStatus::Failed => Some(proto::STATUS_FAILURE),
-        TrialStatus::Queued | TrialStatus::Running | TrialStatus::Interrupted => None,
+        TrialStatus::Queued
+        | TrialStatus::Running
+        | TrialStatus::Interrupted
+        | TrialStatus::Paused => None,
     };
     if let Some(status) = end {
         let at = trial.finished_at.unwrap_or(trial.created_at);

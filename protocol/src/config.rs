@@ -284,6 +284,12 @@ pub struct WorkerJob {
     /// dataset into its own memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dataset_hash: Option<String>,
+    /// Promotion-based early stopping: train up to this epoch, keep its
+    /// checkpoint and end with `done` (exit 0) without testing; the trial is
+    /// paused, and a later attempt resumes it exactly from that checkpoint.
+    /// `None`: train to `config.epochs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause_after: Option<u32>,
 }
 
 /// What picks a trial's best checkpoint (the one tested and kept).

@@ -13,7 +13,7 @@ use super::lock::lock_sweep;
 use super::progress::Progress;
 use super::proposer::Proposer;
 use super::retention;
-use super::stopping::{Decision, Stopper};
+use super::stopping::{Action, Decision, Stopper};
 use super::{RunError, RunOptions};
 use crate::spec::{Keep, KeepPrecision, PlannedTrial, SweepPlan};
 use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent, WriteError};
@@ -150,6 +150,8 @@ struct Dispatcher {
     /// Trials proposed during this run.
     proposed: usize,
     sweep_id: i64,
+    /// Promotion mode: trials paused at a rung, ready to resume (next attempt).
+    paused: HashMap<String, Queued>,
 }
 
 fn label(t: &PlannedTrial, varying: &[String]) -> String {
@@ -204,6 +206,8 @@ pub async fn run(
         true => Some(restore_stopper(&plan, &pool, &mut queue, &mut early_pruned).await?),
         false => None,
     };
+    // Promotion mode: trials paused at a rung wait outside the queue.
+    let paused = take_paused(stopper.as_ref(), &mut queue);
     for q in queue.iter().filter(|q| q.attempt == 1) {
         set_aside_unknown_checkpoints(&opts.results.join(&plan.name).join(&q.trial.id))?;
     }
@@ -217,15 +221,31 @@ pub async fn run(
     warn_if_short_of_space(&plan, &opts, &queue, free.len(), classes);
     let threads_per_worker = (cores / free.len().max(1) as u32).max(1);
     let device_desc = describe_slots(&plan, &free, threads_per_worker);
+    if plan.stopping.active() {
+        sweep_protocol::log!(
+            "early stopping: {}{}",
+            if plan.stopping.auto {
+                "method \"auto\" chose "
+            } else {
+                ""
+            },
+            plan.stopping.describe()
+        );
+    }
     sweep_protocol::log!(
-        "sweep {}: {} trials ({} to run, {skipped} already finished{}) on {device_desc}",
+        "sweep {}: {} trials ({} to run, {skipped} already finished{}{}) on {device_desc}",
         plan.name,
         plan.trials.len(),
-        queue.len(),
+        queue.len() + paused.len(),
         if skipped_failed > 0 {
             format!(", {skipped_failed} failed: rerun with --retry-failed")
         } else {
             String::new()
+        },
+        if paused.is_empty() {
+            String::new()
+        } else {
+            format!(", {} of them paused at a rung", paused.len())
         }
     );
 
@@ -239,11 +259,19 @@ pub async fn run(
         crate::dataset::decoded::prepare(plan.dataset.clone(), dataset_hash.clone(), shorts).await;
     let (recorder, writer) = Recorder::spawn(&pool).await?;
     send_restored(&recorder, &plan, startup_rows, early_pruned);
+    // A coordinator that died between a pause and the trial's status left it
+    // running or interrupted in the database: it is paused.
+    for trial in paused.keys() {
+        recorder.send(StoreEvent::TrialStatus {
+            trial: trial.clone(),
+            status: TrialStatus::Paused,
+        });
+    }
     let (events, ev_rx) = mpsc::unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let ran = queue.len();
+    let ran = queue.len() + paused.len();
     let mut d = Dispatcher {
-        progress: Progress::new(queue.len() + to_propose, opts.plain),
+        progress: Progress::new(queue.len() + paused.len() + to_propose, opts.plain),
         plan,
         opts,
         launcher,
@@ -267,10 +295,26 @@ pub async fn run(
         proposer,
         proposed: 0,
         sweep_id,
+        paused,
     };
     d.run_loop(ev_rx, stop_rx).await?;
     let ran = ran + d.proposed;
     d.finish(sweep_id, ran, skipped, writer).await
+}
+
+/// Promotion mode: the queued trials the stopper knows as paused at a rung
+/// leave the queue; they resume when promoted (their next attempt).
+fn take_paused(stopper: Option<&Stopper>, queue: &mut VecDeque<Queued>) -> HashMap<String, Queued> {
+    let Some(s) = stopper.filter(|s| s.promotes()) else {
+        return HashMap::new();
+    };
+    let (paused, rest): (Vec<Queued>, Vec<Queued>) =
+        queue.drain(..).partition(|q| s.is_paused(&q.trial.id));
+    queue.extend(rest);
+    paused
+        .into_iter()
+        .map(|q| (q.trial.id.clone(), q))
+        .collect()
 }
 
 /// The sweep and its planned trials, registered (or found) in the database;
@@ -408,7 +452,7 @@ fn decision_row(d: &Decision, plan: &SweepPlan) -> recorder::DecisionRow {
         value: d.value,
         cutoff: d.cutoff,
         compared: d.compared as i64,
-        action: if d.stop { "stop" } else { "continue" }.into(),
+        action: d.action.as_str().into(),
         time: crate::store::now(),
     }
 }
@@ -457,6 +501,10 @@ impl Dispatcher {
             }
             d.start_ready(&stop_rx);
             if d.running.is_empty() && (d.queue.is_empty() || d.stopping) {
+                if !d.stopping && !d.paused.is_empty() {
+                    // Nothing runs, nothing new starts and nobody can be promoted.
+                    d.stop_paused();
+                }
                 return Ok(());
             }
             let kill_at = d.kill_at;
@@ -517,11 +565,21 @@ impl Dispatcher {
 
     /// Starts queued trials on free slots (nothing once stopping).
     fn start_ready(&mut self, stop_rx: &watch::Receiver<bool>) {
-        while !self.stopping && !self.free.is_empty() && !self.queue.is_empty() {
-            let (Some(slot), Some(q)) = (self.free.pop(), self.queue.pop_front()) else {
+        while !self.stopping && !self.free.is_empty() {
+            // Promotion mode: a paused trial that can be promoted goes before
+            // any new configuration.
+            let next = match self.next_promoted() {
+                Some(q) => Some(q),
+                None => self.queue.pop_front(),
+            };
+            let (Some(q), Some(slot)) = (next, self.free.pop()) else {
                 break;
             };
             let trial = q.trial.id.clone();
+            let pause_after = self
+                .stopper
+                .as_ref()
+                .and_then(|s| s.pause_after(&trial, q.trial.config.epochs().unwrap_or(u32::MAX)));
             let job = WorkerJob {
                 trial: trial.clone(),
                 sweep: self.plan.name.clone(),
@@ -531,6 +589,7 @@ impl Dispatcher {
                 config: q.trial.builtin().cloned().unwrap_or_default(),
                 select: self.plan.select,
                 dataset_hash: self.decoded_cache.clone(),
+                pause_after,
             };
             let program = self.plan.program.as_ref().map(|p| {
                 super::program::run_for(
@@ -540,6 +599,7 @@ impl Dispatcher {
                     &job.out_dir,
                     q.attempt,
                     self.threads_per_worker,
+                    pause_after,
                 )
             });
             let spec = LaunchSpec {
@@ -660,11 +720,20 @@ impl Dispatcher {
         let pruned_by = self.pruning.remove(&trial).filter(|_| {
             !(result.succeeded() && q.trial.config.epochs().is_some_and(|n| last_epoch >= n))
         });
+        // Promotion mode: a trial that completed its rung waits there,
+        // whatever its process did after the rung's epoch was recorded.
+        let paused = !self.stopping && self.stopper.as_ref().is_some_and(|s| s.is_paused(&trial));
+        if paused {
+            result.class = None;
+            result.message = Some(format!("paused after epoch {last_epoch}"));
+        }
         if let Some(why) = &pruned_by {
             result.class = Some(FailureClass::Pruned);
             result.message = Some(why.clone());
         }
-        let status = if result.succeeded() && pruned_by.is_none() {
+        let status = if paused {
+            TrialStatus::Paused
+        } else if result.succeeded() && pruned_by.is_none() {
             TrialStatus::Done
         } else if pruned_by.is_some() {
             self.pruned += 1;
@@ -707,6 +776,63 @@ impl Dispatcher {
             .finished(&trial, status, &why, self.queue.len());
         if status == TrialStatus::Queued {
             self.requeue(q, result.class);
+        } else if status == TrialStatus::Paused {
+            q.attempt += 1;
+            q.tries = 0;
+            q.delay = Duration::ZERO;
+            self.paused.insert(trial, q);
+        }
+    }
+
+    /// Promotion mode: the paused trial to resume now, if any can be promoted
+    /// (its decision row becomes `promote`).
+    fn next_promoted(&mut self) -> Option<Queued> {
+        // Ending: nothing runs or waits in the queue (the caller holds a free slot).
+        let ending = self.running.is_empty() && self.queue.is_empty();
+        let paused = &self.paused;
+        let d = self
+            .stopper
+            .as_mut()?
+            .next_promotion(|t| paused.contains_key(t), ending)?;
+        self.recorder
+            .send(StoreEvent::Decision(decision_row(&d, &self.plan)));
+        self.progress.warn(&format!(
+            "trial {}: promoted from rung {} (epoch {}): {:.4} is in the top 1/{} of {} record(s)",
+            d.trial,
+            d.rung.unwrap_or(0),
+            d.epoch,
+            d.value,
+            self.plan.stopping.reduction,
+            d.compared + 1
+        ));
+        self.paused.remove(&d.trial)
+    }
+
+    /// Promotion mode, at the end: the trials still paused were never in the
+    /// top of their rung; they are pruned (their rung decision becomes `stop`).
+    fn stop_paused(&mut self) {
+        let Some(s) = self.stopper.as_mut() else {
+            return;
+        };
+        for d in s.stop_paused() {
+            self.recorder
+                .send(StoreEvent::Decision(decision_row(&d, &self.plan)));
+            self.recorder.send(StoreEvent::TrialStatus {
+                trial: d.trial.clone(),
+                status: TrialStatus::Pruned,
+            });
+            self.pruned += 1;
+            self.paused.remove(&d.trial);
+            self.release_checkpoints(&d.trial, TrialStatus::Pruned);
+            let why = format!(
+                "pruned: paused at rung {} (epoch {}) and never in the top 1/{} of its {} record(s)",
+                d.rung.unwrap_or(0),
+                d.epoch,
+                self.plan.stopping.reduction,
+                d.compared + 1
+            );
+            self.progress
+                .finished(&d.trial, TrialStatus::Pruned, &why, 0);
         }
     }
 
@@ -776,7 +902,24 @@ impl Dispatcher {
             self.recorder
                 .send(StoreEvent::Decision(decision_row(d, &self.plan)));
         }
-        if let Some(d) = decisions.iter().find(|d| d.stop) {
+        if let Some(d) = decisions
+            .iter()
+            .find(|d| d.action == Action::Pause && self.plan.program.is_some())
+            && let Some(c) = &r.control
+        {
+            // A program is asked to end after the rung's epoch (it got
+            // SWEEP_PAUSE_AFTER too): the stop line, SIGTERM after stop_grace.
+            let line = serde_json::to_string(&sweep_protocol::CoordinatorMessage::Stop {
+                after_epoch: d.epoch,
+                test: false,
+            })
+            .unwrap_or_default();
+            if let Some(s) = c.stdin() {
+                s.send(line);
+            }
+            self.stop_sent.insert(trial.to_string(), Instant::now());
+        }
+        if let Some(d) = decisions.iter().find(|d| d.stop()) {
             let why = explain(d);
             self.progress.warn(&format!("trial {trial}: {why}"));
             if let Some(c) = &r.control {
@@ -822,8 +965,9 @@ impl Dispatcher {
             .collect();
         for trial in overdue {
             self.stop_sent.remove(&trial);
+            let pausing = self.stopper.as_ref().is_some_and(|s| s.is_paused(&trial));
             if let Some(c) = self.running.get(&trial).and_then(|r| r.control.as_ref()) {
-                if self.plan.program.is_some() {
+                if self.plan.program.is_some() && !pausing {
                     self.progress.warn(&format!(
                         "trial {trial}: still running {}s after SIGTERM; sending SIGKILL",
                         self.stop_line_grace().as_secs()

@@ -16,6 +16,7 @@ pub fn run_for(
     out_dir: &Path,
     attempt: u32,
     threads: u32,
+    pause_after: Option<u32>,
 ) -> ProgramRun {
     // Absolute, so that it names the same folder from any `workdir` (and node).
     let dir = std::path::absolute(out_dir).unwrap_or_else(|_| out_dir.to_path_buf());
@@ -45,6 +46,11 @@ pub fn run_for(
         ("SWEEP_PARAMS".into(), params_file.display().to_string()),
         ("SWEEP_THREADS".into(), threads.to_string()),
     ]);
+    // Promotion-based stopping: end after this epoch, checkpoint kept (a
+    // `resumable` program is resumed from it when promoted).
+    if let Some(e) = pause_after {
+        env.push(("SWEEP_PAUSE_AFTER".into(), e.to_string()));
+    }
     ProgramRun {
         argv,
         env,

@@ -15,6 +15,8 @@ pub struct Progress {
     failed: usize,
     interrupted: usize,
     pruned: usize,
+    /// Promotion mode: trials waiting at a rung.
+    paused: std::collections::HashSet<String>,
 }
 
 impl Progress {
@@ -40,6 +42,7 @@ impl Progress {
             failed: 0,
             interrupted: 0,
             pruned: 0,
+            paused: Default::default(),
         }
     }
 
@@ -51,6 +54,9 @@ impl Progress {
         parts.push(format!("failed {}", self.failed));
         if self.interrupted > 0 {
             parts.push(format!("interrupted {}", self.interrupted));
+        }
+        if !self.paused.is_empty() {
+            parts.push(format!("paused {}", self.paused.len()));
         }
         parts.push(format!("queued {queued}"));
         parts.join(" · ")
@@ -190,13 +196,19 @@ impl Progress {
 
     /// An attempt ended; `status` is the trial's new status (`queued`: it will be retried).
     pub fn finished(&mut self, trial: &str, status: TrialStatus, outcome: &str, queued: usize) {
-        let final_state = status != TrialStatus::Queued;
+        let final_state = !matches!(status, TrialStatus::Queued | TrialStatus::Paused);
         match status {
             TrialStatus::Done => self.done += 1,
             TrialStatus::Failed => self.failed += 1,
             TrialStatus::Pruned => self.pruned += 1,
             TrialStatus::Interrupted => self.interrupted += 1,
+            TrialStatus::Paused => {
+                self.paused.insert(trial.to_string());
+            }
             TrialStatus::Queued | TrialStatus::Running => {}
+        }
+        if status != TrialStatus::Paused {
+            self.paused.remove(trial);
         }
         let msg = self.overall_msg(queued);
         match &self.bars {

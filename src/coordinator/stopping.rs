@@ -12,6 +12,15 @@
 //!   below the `(1 − 1/reduction)` quantile of them (linear interpolation, as
 //!   numpy's percentile), i.e. it is in the top `1/reduction`. The first trial
 //!   at a rung always continues; no trial waits for others.
+//! - **Promotion-based ASHA** (`mode = "promote"`, the paper's Algorithm 2):
+//!   a trial that completes a rung **pauses** (its checkpoint kept, its slot
+//!   freed). Whenever a slot is free, the best paused trial that is in the
+//!   top `⌊n/reduction⌋` of its rung's `n` records (top rung first) is
+//!   **promoted** — resumed exactly from its checkpoint to the next rung; a
+//!   new configuration starts only when nobody can be promoted. Nobody is
+//!   stopped against a handful of early records: a paused trial can be
+//!   promoted as long as the sweep runs, and the ones still paused when
+//!   nothing else can run are pruned then.
 //! - **Hyperband**: brackets `s = 0..=S`, `S = ⌊log_r(max_epochs/min_epochs)⌋`;
 //!   bracket `s` is ASHA with a first rung at `min_epochs · r^s`; trials are
 //!   assigned round-robin by their position in the plan.
@@ -23,10 +32,43 @@
 //!   own best value.
 use crate::spec::Objective;
 use crate::spec::{StopMethod, Stopping};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The median rule needs this many other trials at an epoch before it judges.
 pub const MEDIAN_MIN_TRIALS: usize = 3;
+
+/// What a decision does to its trial (`decisions.action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Action {
+    Continue,
+    Stop,
+    /// Promotion mode: the trial ends its attempt at this rung, resumable.
+    Pause,
+    /// Promotion mode: a paused trial resumes towards its next rung.
+    Promote,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Continue => "continue",
+            Action::Stop => "stop",
+            Action::Pause => "pause",
+            Action::Promote => "promote",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Action> {
+        [
+            Action::Continue,
+            Action::Stop,
+            Action::Pause,
+            Action::Promote,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
@@ -43,7 +85,13 @@ pub struct Decision {
     pub cutoff: Option<f64>,
     /// How many records it was compared with (patience: epochs since the best).
     pub compared: usize,
-    pub stop: bool,
+    pub action: Action,
+}
+
+impl Decision {
+    pub fn stop(&self) -> bool {
+        self.action == Action::Stop
+    }
 }
 
 pub struct Stopper {
@@ -55,6 +103,10 @@ pub struct Stopper {
     bracket_of: HashMap<String, u32>,
     /// (trial, epoch) already decided (a resumed worker replays its epochs).
     decided: std::collections::HashSet<(String, u32)>,
+    /// Promotion mode: trial → the (bracket, rung, epoch) it is paused at.
+    paused: BTreeMap<String, (u32, u32, u32)>,
+    /// Promotion mode: (bracket, rung) → the trials promoted from it.
+    promoted: HashMap<(u32, u32), HashSet<String>>,
 }
 
 /// The records at one rung: by trial, and as a sorted list, so that a cutoff
@@ -127,7 +179,14 @@ impl Stopper {
             history: HashMap::new(),
             bracket_of: HashMap::new(),
             decided: Default::default(),
+            paused: BTreeMap::new(),
+            promoted: HashMap::new(),
         }
+    }
+
+    /// Promotion mode (`mode = "promote"` with asha or hyperband).
+    pub fn promotes(&self) -> bool {
+        self.cfg.promote && matches!(self.cfg.method, StopMethod::Asha | StopMethod::Hyperband)
     }
 
     pub fn metric(&self) -> &Objective {
@@ -159,17 +218,20 @@ impl Stopper {
     /// (rungs stop below the trial's last epoch: the last epoch needs no verdict).
     fn rung_at(&self, trial: &str, epoch: u32, epochs: u32) -> Option<(u32, u32)> {
         let b = self.bracket_of.get(trial).copied().unwrap_or(0);
+        self.rungs_of(trial, epochs)
+            .find(|&(_, e)| e == epoch)
+            .map(|(k, _)| (b, k))
+    }
+
+    /// A trial's rungs: (index, epoch), below its last epoch.
+    fn rungs_of(&self, trial: &str, epochs: u32) -> impl Iterator<Item = (u32, u32)> {
+        let b = self.bracket_of.get(trial).copied().unwrap_or(0);
         let r = self.cfg.reduction.max(2) as u64;
-        let mut milestone = self.cfg.min_epochs.max(1) as u64 * r.pow(b);
-        let mut k = 0;
-        while milestone < epochs as u64 {
-            if milestone == epoch as u64 {
-                return Some((b, k));
-            }
-            milestone *= r;
-            k += 1;
-        }
-        None
+        let first = self.cfg.min_epochs.max(1) as u64 * r.pow(b);
+        std::iter::successors(Some(first), move |m| Some(m * r))
+            .take_while(move |&m| m < epochs as u64)
+            .enumerate()
+            .map(|(k, m)| (k as u32, m as u32))
     }
 
     /// Restores a decision recorded before a restart (rung records, and the
@@ -181,6 +243,150 @@ impl Stopper {
                 .entry((bracket, rung))
                 .or_default()
                 .insert(&d.trial, orient(&self.cfg.metric, d.value));
+            match d.action {
+                Action::Pause => {
+                    self.paused
+                        .insert(d.trial.clone(), (bracket, rung, d.epoch));
+                }
+                Action::Promote => {
+                    self.promoted
+                        .entry((bracket, rung))
+                        .or_default()
+                        .insert(d.trial.clone());
+                }
+                Action::Continue | Action::Stop => {}
+            }
+        }
+    }
+
+    /// Promotion mode: the trial waits at a rung.
+    pub fn is_paused(&self, trial: &str) -> bool {
+        self.paused.contains_key(trial)
+    }
+
+    /// Promotion mode: the trials waiting at a rung.
+    pub fn paused(&self) -> impl Iterator<Item = &str> {
+        self.paused.keys().map(String::as_str)
+    }
+
+    /// Promotion mode: the epoch after which a trial of `epochs` epochs
+    /// pauses next: its first rung it has not been promoted from (`None`:
+    /// it runs to its last epoch, or the mode is not promotion).
+    pub fn pause_after(&self, trial: &str, epochs: u32) -> Option<u32> {
+        if !self.promotes() {
+            return None;
+        }
+        let b = self.bracket_of.get(trial).copied().unwrap_or(0);
+        self.rungs_of(trial, epochs)
+            .find(|(k, _)| {
+                !self
+                    .promoted
+                    .get(&(b, *k))
+                    .is_some_and(|p| p.contains(trial))
+            })
+            .map(|(_, e)| e)
+    }
+
+    /// The records at (bracket, rung), best first (ties: trial id), and how
+    /// many of them make the top `1/reduction`.
+    /// `ending`: the top `⌈n/reduction⌉` instead (see [`Stopper::next_promotion`]).
+    fn ranked(&self, key: (u32, u32), ending: bool) -> (Vec<(&str, f64)>, usize) {
+        let Some(rung) = self.rungs.get(&key) else {
+            return (vec![], 0);
+        };
+        let mut v: Vec<(&str, f64)> = rung
+            .by_trial
+            .iter()
+            .map(|(t, x)| (t.as_str(), *x))
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let r = self.cfg.reduction.max(2) as usize;
+        let top = if ending {
+            v.len().div_ceil(r)
+        } else {
+            v.len() / r
+        };
+        (v, top)
+    }
+
+    /// The value a record had to reach to be in the top `1/reduction` of
+    /// its rung now (as reported), if any record is.
+    fn promotion_cutoff(&self, key: (u32, u32)) -> Option<f64> {
+        let (v, top) = self.ranked(key, false);
+        (top > 0).then(|| orient(&self.cfg.metric, v[top - 1].1))
+    }
+
+    /// Promotion mode, when a slot is free: the paused trial to resume, if
+    /// any is in the top `⌊n/reduction⌋` of its rung's `n` records (highest
+    /// rung first, then the best value; Algorithm 2 of Li et al. 2020), among
+    /// those `ready` (whose paused attempt has ended). The decision is the
+    /// trial's rung decision, now `promote`.
+    ///
+    /// `ending`: nothing runs and nothing new can start. A finite sweep then
+    /// takes the top `⌈n/reduction⌉` (at least the best of a rung), so that
+    /// the best of the highest rung still reaches the last epoch.
+    pub fn next_promotion(
+        &mut self,
+        ready: impl Fn(&str) -> bool,
+        ending: bool,
+    ) -> Option<Decision> {
+        if !self.promotes() || self.paused.is_empty() {
+            return None;
+        }
+        let mut keys: Vec<(u32, u32)> = self.paused.values().map(|&(b, k, _)| (b, k)).collect();
+        keys.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        keys.dedup();
+        for key in keys {
+            let (ranked, top) = self.ranked(key, ending);
+            let pick = ranked[..top]
+                .iter()
+                .find(|(t, _)| self.paused.get(*t).is_some_and(|p| (p.0, p.1) == key) && ready(t))
+                .map(|(t, _)| t.to_string());
+            let Some(trial) = pick else { continue };
+            let at = self.paused.remove(&trial)?;
+            self.promoted.entry(key).or_default().insert(trial.clone());
+            return Some(self.rung_decision(trial, at, Action::Promote));
+        }
+        None
+    }
+
+    /// The decision row of a trial at its rung `(bracket, rung, epoch)`, with
+    /// the rung's promotion cutoff and record count as they are now.
+    fn rung_decision(
+        &self,
+        trial: String,
+        (bracket, rung, epoch): (u32, u32, u32),
+        action: Action,
+    ) -> Decision {
+        let records = &self.rungs[&(bracket, rung)].by_trial;
+        Decision {
+            value: orient(&self.cfg.metric, records[&trial]),
+            cutoff: self.promotion_cutoff((bracket, rung)),
+            compared: records.len() - 1,
+            trial,
+            epoch,
+            rung: Some(rung),
+            bracket: Some(bracket),
+            method: self.method_name(),
+            action,
+        }
+    }
+
+    /// Promotion mode, when nothing runs and nobody can be promoted: every
+    /// trial still paused is stopped for good (its rung decision, now `stop`).
+    pub fn stop_paused(&mut self) -> Vec<Decision> {
+        let paused = std::mem::take(&mut self.paused);
+        paused
+            .into_iter()
+            .map(|(trial, at)| self.rung_decision(trial, at, Action::Stop))
+            .collect()
+    }
+
+    fn method_name(&self) -> &'static str {
+        if self.cfg.method == StopMethod::Hyperband {
+            "hyperband"
+        } else {
+            "asha"
         }
     }
 
@@ -232,6 +438,9 @@ impl Stopper {
         value: f64,
     ) -> Option<Decision> {
         let (bracket, rung) = self.rung_at(trial, epoch, epochs)?;
+        if self.promotes() {
+            return Some(self.pause_at_rung(trial, epoch, value, (bracket, rung)));
+        }
         let metric = self.cfg.metric.clone();
         let recorded = self.rungs.entry((bracket, rung)).or_default();
         let others = recorded.others(trial);
@@ -245,16 +454,23 @@ impl Stopper {
             epoch,
             rung: Some(rung),
             bracket: Some(bracket),
-            method: if self.cfg.method == StopMethod::Hyperband {
-                "hyperband"
-            } else {
-                "asha"
-            },
+            method: self.method_name(),
             value,
             cutoff: cutoff.map(|c| orient(&metric, c)),
             compared,
-            stop,
+            action: if stop { Action::Stop } else { Action::Continue },
         })
+    }
+
+    /// Promotion mode: a trial completed a rung: its record joins the rung
+    /// and it pauses there (it is promoted, maybe at once, by
+    /// [`Stopper::next_promotion`] when a slot is free).
+    fn pause_at_rung(&mut self, trial: &str, epoch: u32, value: f64, key: (u32, u32)) -> Decision {
+        let v = orient(&self.cfg.metric, value);
+        self.rungs.entry(key).or_default().insert(trial, v);
+        let at = (key.0, key.1, epoch);
+        self.paused.insert(trial.to_string(), at);
+        self.rung_decision(trial.to_string(), at, Action::Pause)
     }
 
     fn median_rule(&self, trial: &str, epoch: u32, value: f64) -> Option<Decision> {
@@ -296,7 +512,11 @@ impl Stopper {
             value,
             cutoff: Some(orient(&metric, m)),
             compared: means.len(),
-            stop: best < m,
+            action: if best < m {
+                Action::Stop
+            } else {
+                Action::Continue
+            },
         })
     }
 
@@ -318,7 +538,11 @@ impl Stopper {
             value,
             cutoff: Some(orient(&self.cfg.metric, best)),
             compared: since,
-            stop: since >= patience as usize,
+            action: if since >= patience as usize {
+                Action::Stop
+            } else {
+                Action::Continue
+            },
         })
     }
 }
@@ -336,6 +560,8 @@ mod tests {
             patience,
             test_pruned: false,
             stop_grace: 120,
+            promote: false,
+            auto: false,
         }
     }
 
@@ -362,7 +588,7 @@ mod tests {
             assert!(d.len() <= 1);
             d.into_iter()
                 .next()
-                .map(|d| (d.rung, d.compared, d.cutoff, d.stop))
+                .map(|d| (d.rung, d.compared, d.cutoff, d.stop()))
         };
         // rung 0 (epoch 1): first record continues (no cutoff).
         assert_eq!(verdict("a", 1, 0.30), Some((Some(0), 0, None, false)));
@@ -389,6 +615,146 @@ mod tests {
         assert_eq!(verdict("e", 1, 0.36), None);
     }
 
+    /// Promotion-based ASHA (Algorithm 2 of Li et al. 2020), reduction 3,
+    /// rungs at epochs 1 and 3 of 9: every trial pauses at a rung; a paused
+    /// trial is promoted once it is in the top ⌊n/3⌋ of the rung's n records
+    /// (the top rung first, the best first); the rest are stopped at the end.
+    /// Every step below is worked out by hand from that rule.
+    #[test]
+    fn promotion_asha_pauses_at_rungs_and_promotes_the_top_third() {
+        let mut s = Stopper::new(Stopping {
+            promote: true,
+            ..cfg(StopMethod::Asha, 1, 3, None)
+        });
+        for (i, t) in ["a", "b", "c", "d", "e", "f"].iter().enumerate() {
+            s.assign(t, i, 9);
+        }
+        assert_eq!(s.pause_after("a", 9), Some(1), "new trials pause at rung 0");
+        let pause = |s: &mut Stopper, t: &str, e: u32, v: f64| {
+            let d = s.report(t, e, 9, v);
+            assert_eq!(d.len(), 1);
+            assert_eq!(d[0].action, Action::Pause, "{d:?}");
+            d[0].clone()
+        };
+        // a, b: ⌊1/3⌋ = ⌊2/3⌋ = 0 records make the top: nobody can be promoted.
+        assert_eq!(pause(&mut s, "a", 1, 0.30).cutoff, None);
+        pause(&mut s, "b", 1, 0.20);
+        assert_eq!(s.next_promotion(|_| true, false), None);
+        // c: 3 records → the top 1 is c (0.50): promoted, cutoff its own value.
+        let d = pause(&mut s, "c", 1, 0.50);
+        assert_eq!((d.compared, d.cutoff), (2, Some(0.50)));
+        let p = s.next_promotion(|_| true, false).unwrap();
+        assert_eq!(
+            (p.trial.as_str(), p.epoch, p.rung, p.action, p.compared),
+            ("c", 1, Some(0), Action::Promote, 2)
+        );
+        assert_eq!(
+            s.next_promotion(|_| true, false),
+            None,
+            "one promotion per third"
+        );
+        assert_eq!(s.pause_after("c", 9), Some(3), "c next pauses at rung 1");
+        // d, e, f: 6 records → top 2 = c (promoted) and a (0.30 > 0.25 > 0.2…).
+        pause(&mut s, "d", 1, 0.25);
+        pause(&mut s, "e", 1, 0.10);
+        assert_eq!(
+            s.next_promotion(|_| true, false),
+            None,
+            "5 records: top 1 is c, already promoted"
+        );
+        pause(&mut s, "f", 1, 0.15);
+        let p = s.next_promotion(|_| true, false).unwrap();
+        assert_eq!((p.trial.as_str(), p.cutoff), ("a", Some(0.30)));
+        // c reaches rung 1 (epoch 3): alone there, ⌊1/3⌋ = 0: it waits; a
+        // higher-rung candidate would go first, but there is none.
+        pause(&mut s, "c", 3, 0.60);
+        assert_eq!(s.next_promotion(|_| true, false), None);
+        // Nothing else can run: the paused ones end as stops, at their rung.
+        let mut stops: Vec<(String, u32, Action)> = s
+            .stop_paused()
+            .into_iter()
+            .map(|d| (d.trial, d.epoch, d.action))
+            .collect();
+        stops.sort();
+        assert_eq!(
+            stops,
+            [
+                ("b".to_string(), 1, Action::Stop),
+                ("c".to_string(), 3, Action::Stop),
+                ("d".to_string(), 1, Action::Stop),
+                ("e".to_string(), 1, Action::Stop),
+                ("f".to_string(), 1, Action::Stop),
+            ]
+        );
+        assert!(!s.is_paused("c"));
+    }
+
+    /// The top rung goes first: a trial paused at rung 1 that can be promoted
+    /// is resumed before one at rung 0; a promoted trial runs to its last
+    /// epoch once no rung is left below it; restored rows rebuild the state.
+    #[test]
+    fn promotion_prefers_the_highest_rung_and_survives_a_restore() {
+        let mut s = Stopper::new(Stopping {
+            promote: true,
+            ..cfg(StopMethod::Asha, 1, 2, None)
+        });
+        // reduction 2, 4 epochs: rungs at 1 and 2.
+        for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
+            s.assign(t, i, 4);
+        }
+        let mut rows = vec![];
+        for (t, v) in [("a", 0.9), ("b", 0.8)] {
+            rows.extend(s.report(t, 1, 4, v));
+        }
+        let p = s.next_promotion(|_| true, false).unwrap();
+        assert_eq!(p.trial, "a");
+        rows.push(p);
+        rows.extend(s.report("a", 2, 4, 0.95));
+        assert_eq!(
+            s.next_promotion(|_| true, false),
+            None,
+            "a alone at rung 1, b alone below it"
+        );
+        rows.extend(s.report("c", 1, 4, 0.7));
+        rows.extend(s.report("d", 1, 4, 0.6));
+        // Rung 0: top ⌊4/2⌋ = a (promoted) and b → b.
+        let p = s.next_promotion(|_| true, false).unwrap();
+        assert_eq!((p.trial.as_str(), p.rung), ("b", Some(0)));
+        rows.push(p);
+        rows.extend(s.report("b", 2, 4, 0.1));
+        // Rung 1 now has a (0.95) and b (0.1): ⌊2/2⌋ = 1 → a, from rung 1.
+        let p = s.next_promotion(|_| true, false).unwrap();
+        assert_eq!((p.trial.as_str(), p.rung), ("a", Some(1)));
+        assert_eq!(s.pause_after("a", 4), None, "no rung left below epoch 4");
+        rows.push(p);
+        // A new stopper from the rows (the database after a restart) decides the same.
+        let mut r = Stopper::new(Stopping {
+            promote: true,
+            ..cfg(StopMethod::Asha, 1, 2, None)
+        });
+        for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
+            r.assign(t, i, 4);
+        }
+        // The database keeps one row per (trial, epoch, method): the last action.
+        let mut last: BTreeMap<(String, u32), Decision> = BTreeMap::new();
+        for d in rows {
+            last.insert((d.trial.clone(), d.epoch), d);
+        }
+        for d in last.values() {
+            r.restore(d);
+        }
+        let mut paused: Vec<&str> = r.paused().collect();
+        paused.sort();
+        let mut expected: Vec<&str> = s.paused().collect();
+        expected.sort();
+        assert_eq!(paused, expected);
+        assert_eq!(
+            r.next_promotion(|_| true, false),
+            s.next_promotion(|_| true, false)
+        );
+        assert_eq!(r.pause_after("a", 4), None);
+    }
+
     #[test]
     fn a_loss_is_judged_lower_is_better() {
         let mut s = Stopper::new(Stopping {
@@ -397,9 +763,9 @@ mod tests {
         });
         s.assign("a", 0, 4);
         s.assign("b", 1, 4);
-        assert!(!s.report("a", 1, 4, 1.0)[0].stop);
+        assert!(!s.report("a", 1, 4, 1.0)[0].stop());
         let d = &s.report("b", 1, 4, 2.0)[0];
-        assert!(d.stop, "{d:?}");
+        assert!(d.stop(), "{d:?}");
         assert_eq!(d.cutoff, Some(1.0));
     }
 
@@ -436,7 +802,10 @@ mod tests {
         // d at epoch 2: running means of a, b, c = 0.6, 0.5, 0.4 → median 0.5; d's best 0.45 < 0.5 → stop.
         let d = s.report("d", 2, 10, 0.45);
         assert_eq!(d.len(), 1);
-        assert_eq!((d[0].method, d[0].compared, d[0].stop), ("median", 3, true));
+        assert_eq!(
+            (d[0].method, d[0].compared, d[0].stop()),
+            ("median", 3, true)
+        );
         assert!((d[0].cutoff.unwrap() - 0.5).abs() < 1e-12);
     }
 
@@ -446,7 +815,7 @@ mod tests {
         let stops: Vec<bool> = [0.5, 0.6, 0.55, 0.6, 0.59]
             .iter()
             .enumerate()
-            .map(|(e, v)| s.report("a", e as u32 + 1, 10, *v)[0].stop)
+            .map(|(e, v)| s.report("a", e as u32 + 1, 10, *v)[0].stop())
             .collect();
         // best 0.6 at epoch 2 (0.6 at epoch 4 is not an improvement): epochs since best 0,0,1,2,3.
         assert_eq!(stops, [false, false, false, true, true]);

@@ -164,7 +164,12 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     };
     let stopping = match &raw.stopping {
         None => Stopping::none(objective),
-        Some(st) => stopping(src, st.get_ref(), objective)?,
+        Some(st) => stopping(
+            src,
+            st.get_ref(),
+            objective,
+            program.as_ref().is_none_or(|(p, _)| p.resumable),
+        )?,
     };
     let slurm = super::slurm::validate(
         src,

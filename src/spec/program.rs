@@ -30,6 +30,9 @@ pub struct RawProgram {
     pub workdir: Option<Spanned<String>>,
     #[serde(default)]
     pub env: BTreeMap<Spanned<String>, Spanned<String>>,
+    /// The program resumes from its own checkpoint in `SWEEP_TRIAL_DIR` and
+    /// stops after the epoch `SWEEP_PAUSE_AFTER` when that is set.
+    pub resumable: Option<Spanned<bool>>,
 }
 
 /// A validated `[program]`.
@@ -40,6 +43,9 @@ pub struct ProgramSpec {
     pub workdir: Option<PathBuf>,
     /// Extra environment variables.
     pub env: BTreeMap<String, String>,
+    /// `resumable = true`: it can be paused at an epoch and resumed
+    /// (promotion-based stopping).
+    pub resumable: bool,
     /// `command` as written, JSON (stored in `sweeps.program`).
     pub json: String,
 }
@@ -354,6 +360,7 @@ pub fn validate(
             command,
             workdir,
             env,
+            resumable: r.resumable.as_ref().is_some_and(|v| *v.get_ref()),
             json: serde_json::Value::Array(json).to_string(),
         },
         spans,

@@ -41,6 +41,9 @@ pub struct RawFile {
 #[serde(deny_unknown_fields)]
 pub struct RawStopping {
     pub method: Option<Spanned<String>>,
+    /// asha/hyperband: "stop" (a trial below the cutoff is stopped for good)
+    /// or "promote" (it pauses at its rung and may be promoted later).
+    pub mode: Option<Spanned<String>>,
     pub metric: Option<Spanned<String>>,
     pub min_epochs: Option<Spanned<i64>>,
     pub reduction: Option<Spanned<i64>>,

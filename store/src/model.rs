@@ -19,16 +19,20 @@ pub enum TrialStatus {
     /// Stopped early by `[stopping]`: a success, not a failure.
     #[value(skip)]
     Pruned,
+    /// Paused at a rung by promotion-based stopping, its checkpoint kept:
+    /// resumed if promoted, else `pruned` when the sweep ends.
+    Paused,
 }
 
 impl TrialStatus {
-    pub const ALL: [TrialStatus; 6] = [
+    pub const ALL: [TrialStatus; 7] = [
         TrialStatus::Queued,
         TrialStatus::Running,
         TrialStatus::Done,
         TrialStatus::Failed,
         TrialStatus::Interrupted,
         TrialStatus::Pruned,
+        TrialStatus::Paused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +43,7 @@ impl TrialStatus {
             TrialStatus::Failed => "failed",
             TrialStatus::Interrupted => "interrupted",
             TrialStatus::Pruned => "pruned",
+            TrialStatus::Paused => "paused",
         }
     }
 

@@ -474,9 +474,15 @@ async fn attempt_ended(
 /// One early-stopping decision.
 async fn decision(tx: &mut Transaction<'_, Sqlite>, d: &DecisionRow) -> Result<(), sqlx::Error> {
     // A decision is taken once; a replayed epoch never writes a second row.
+    // A `pause` (promotion mode) is the one decision that changes later: it
+    // becomes `promote` or `stop`, with the cutoff and count of that moment.
     sqlx::query(
-        "INSERT OR IGNORE INTO decisions (trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time)
-         VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        "INSERT INTO decisions (trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time)
+         VALUES (?,?,?,?,?,?,?,?,?,?,?)
+         ON CONFLICT (trial_id, epoch, method) DO UPDATE SET
+           action = excluded.action, cutoff = excluded.cutoff,
+           compared = excluded.compared, time = excluded.time
+         WHERE decisions.action = 'pause' AND excluded.action IN ('promote', 'stop')",
     )
     .bind(&d.trial_id)
     .bind(d.epoch)

@@ -388,6 +388,37 @@ pub fn curve_run(dir: &Path, epoch_s: &str) -> std::process::Command {
     c
 }
 
+/// Starts `cmd` (a `sweep run` writing DIR/r.db) and kills it with SIGKILL
+/// once the database holds `n` early-stopping decisions (within 90 s).
+pub fn kill_after_decisions(dir: &Path, mut cmd: std::process::Command, n: u32) {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let seen: u32 = if dir.join("r.db").exists() {
+            sqlite_rows(dir, "SELECT count(*) FROM decisions")
+                .first()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        if seen >= n {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {n} decisions within 90 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// `sqlite3 DIR/r.db SQL`, one string a row (columns joined by `|`).
 pub fn sqlite_rows(dir: &Path, sql: &str) -> Vec<String> {
     let out = std::process::Command::new("sqlite3")

@@ -23,6 +23,7 @@ mod plots;
 mod process_safety;
 mod program;
 mod program_reports;
+mod promotion;
 mod proptests;
 mod retention;
 mod scheduler;

@@ -299,6 +299,21 @@ const CASES: &[Case] = &[
         at: (7, 1),
         says: &["duplicate key `lr`"],
     },
+    Case {
+        name: "stopping_mode_with_median",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n[grid]\nlr = [0.1]\n[stopping]\nmethod = \"median\"\nmode = \"promote\"\n",
+        at: (8, 8),
+        says: &[
+            "`mode` applies to asha and hyperband",
+            "set method = \"asha\" or \"hyperband\"",
+        ],
+    },
+    Case {
+        name: "unknown_stopping_mode",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n[grid]\nlr = [0.1]\n[stopping]\nmethod = \"asha\"\nmode = \"pause\"\n",
+        at: (8, 8),
+        says: &["unknown stopping mode \"pause\"", "valid modes: stop"],
+    },
 ];
 
 /// Checks one failing run; returns a description of what is wrong, if anything.

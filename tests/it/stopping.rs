@@ -210,41 +210,8 @@ fn patience_alone_stops_each_trial_two_epochs_after_it_stopped_improving() {
 #[test]
 fn a_coordinator_killed_mid_asha_loses_no_decision_and_repeats_none() {
     let dir = scratch("method = \"asha\"\nmin_epochs = 1\nreduction = 3");
-    let mut child = command(dir.path(), "0.3")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     // Wait for a few decisions to be committed, then kill -9.
-    loop {
-        let n = if dir.path().join("r.db").exists() {
-            Command::new("sqlite3")
-                .arg(dir.path().join("r.db"))
-                .arg("SELECT count(*) FROM decisions")
-                .output()
-                .ok()
-                .and_then(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .trim()
-                        .parse::<u32>()
-                        .ok()
-                })
-                .unwrap_or(0)
-        } else {
-            0
-        };
-        if n >= 3 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no decisions within 60 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    common::kill_after_decisions(dir.path(), command(dir.path(), "0.3"), 3);
     let out = run(dir.path());
     assert_eq!(
         out.status.code(),

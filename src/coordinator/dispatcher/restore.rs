@@ -10,7 +10,7 @@ use crate::coordinator::RunOptions;
 use crate::coordinator::launcher::{Launcher, SlotRequest, gpus_of};
 use crate::coordinator::proposer::Proposer;
 use crate::coordinator::retention;
-use crate::coordinator::stopping::{Decision, Stopper};
+use crate::coordinator::stopping::{Action, Decision, Stopper};
 use crate::spec::{CpuWorkers, GpuSelection, SweepPlan};
 use crate::store::TrialStatus;
 use crate::store::recorder;
@@ -286,7 +286,7 @@ pub(super) async fn restore_stopper(
                 value: 0.0,
                 cutoff: None,
                 compared: 0,
-                stop: true,
+                action: Action::Stop,
             },
             true,
         ));
@@ -325,7 +325,7 @@ fn restore_decisions(
             value: d.value,
             cutoff: d.cutoff,
             compared: d.compared as usize,
-            stop: d.action == "stop",
+            action: Action::parse(&d.action).unwrap_or(Action::Continue),
         });
     }
     stopped
@@ -354,7 +354,7 @@ fn decide_missed_epochs(
             continue;
         }
         let ds = stopper.report(&trial, epoch as u32, n, value);
-        let stop = ds.iter().any(|d| d.stop);
+        let stop = ds.iter().any(Decision::stop);
         for d in ds {
             pruned_now.push((d, stop));
         }

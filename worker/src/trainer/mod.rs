@@ -105,7 +105,13 @@ pub fn run(job: &WorkerJob) -> Result<(), Failure> {
 fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
     let mut trainer = Trainer::setup(job)?;
     trainer.resume()?;
-    for epoch in (trainer.state.epoch + 1)..=job.config.epochs {
+    // Promotion-based stopping pauses the trial at a rung: its checkpoint is
+    // kept, and it is resumed (exactly) if it is promoted.
+    let last = match job.pause_after {
+        Some(p) if p < job.config.epochs => p,
+        _ => job.config.epochs,
+    };
+    for epoch in (trainer.state.epoch + 1)..=last {
         if let Some(stop) = crate::control::stop_requested() {
             return trainer.stop_early(stop);
         }
@@ -118,6 +124,14 @@ fn run_inner(job: &WorkerJob) -> Result<(), Failure> {
             },
         };
         trainer.end_epoch(epoch, totals)?;
+    }
+    if last < job.config.epochs {
+        sweep_protocol::log!(
+            "paused after epoch {} of {} as the coordinator asked; the checkpoint is kept to resume from",
+            trainer.state.epoch,
+            job.config.epochs
+        );
+        return trainer.send_done();
     }
     trainer.test_and_report()
 }

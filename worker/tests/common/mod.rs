@@ -50,6 +50,7 @@ pub fn job(data: &Path, out: &Path, config: TrialConfig, select: SelectMetric) -
         config,
         select,
         dataset_hash: None,
+        pause_after: None,
     }
 }
 

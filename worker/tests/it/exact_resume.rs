@@ -61,6 +61,7 @@ fn job(data: &Path, out: &Path, optimizer: Optimizer) -> String {
         config,
         select: Default::default(),
         dataset_hash: None,
+        pause_after: None,
     };
     serde_json::to_string(&job).unwrap()
 }
@@ -238,4 +239,65 @@ fn adam_resumes_exactly() {
 #[test]
 fn adamw_resumes_exactly() {
     check(Optimizer::Adamw);
+}
+
+/// Promotion-based stopping pauses a trial at a rung (`pause_after`): the
+/// worker trains to that epoch, keeps its checkpoint and ends with `done`
+/// (exit 0) without testing; the next attempt, promoted, resumes from it and
+/// records exactly what an uninterrupted run does, with the same final
+/// weights and optimizer state.
+#[test]
+fn a_trial_paused_at_a_rung_and_promoted_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let (straight, paused) = (dir.path().join("straight"), dir.path().join("paused"));
+    let reference = records(&run_to_end(&job(&data, &straight, Optimizer::Adam)));
+
+    let mut first: serde_json::Value =
+        serde_json::from_str(&job(&data, &paused, Optimizer::Adam)).unwrap();
+    first["pause_after"] = 1.into();
+    let before = run_to_end(&first.to_string());
+    let types: Vec<String> = before
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string())
+        .collect();
+    assert!(
+        !types.contains(&"\"test\"".to_string()),
+        "a pause does not test: {types:?}"
+    );
+    assert_eq!(types.last().map(String::as_str), Some("\"done\""));
+    assert!(
+        !before.iter().any(|l| l.contains(r#""epoch":2"#)),
+        "nothing of epoch 2 was trained before the pause"
+    );
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(paused.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["epoch"], 1);
+
+    let after = run_to_end(&job(&data, &paused, Optimizer::Adam));
+    assert!(
+        after
+            .iter()
+            .any(|l| l.contains(r#""type":"resumed","from_epoch":1"#)),
+        "the promoted attempt resumed after epoch 1"
+    );
+    let mut union = records(&before);
+    union.remove("done");
+    for (k, v) in records(&after) {
+        if let Some(b) = union.insert(k.clone(), v.clone()) {
+            assert_eq!(b, v, "{k}: the paused and the promoted attempt disagree");
+        }
+    }
+    assert_eq!(union, reference, "paused + promoted = uninterrupted");
+    for file in [
+        "last.safetensors",
+        "best.safetensors",
+        "train_state.safetensors",
+    ] {
+        assert_eq!(
+            tensors(&straight.join(file)),
+            tensors(&paused.join(file)),
+            "{file} differs"
+        );
+    }
 }

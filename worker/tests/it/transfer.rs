@@ -307,6 +307,7 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
         },
         select: SelectMetric::ValAccuracy,
         dataset_hash: None,
+        pause_after: None,
     };
     let out = Command::new(WORKER)
         .args(["--job", &serde_json::to_string(&job).unwrap()])

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Search methods on real training (built-in trainer, demo data, this machine):
+# for each space and seed, the full grid, then every early-stopping method on
+# the same 27 configurations, one after the other. Prints, per run: wall and
+# CPU seconds, epochs trained, the best validation accuracy, its distance to
+# the grid's best (points), and the seconds until a value within 1 point of
+# the grid's best was first recorded (from the metrics rows' times).
+#
+#   bench/search.sh [SPACES] [SEEDS] [PER_CLASS] [WORKERS]
+#       SPACES: comma-separated from lr-wd,backbone-lr   (default lr-wd)
+#       SEEDS:  comma-separated                          (default 0,1,2)
+#       PER_CLASS: training images a class               (default 60)
+#       WORKERS: trials at once                          (default 2)
+#
+# Spaces (resnet from scratch, 32 px, Adam, cosine schedule, hflip, 9 epochs):
+#   lr-wd:       resnet18; lr 1e-4 … 0.05 (9, log-spaced) × weight_decay {0, 1e-4, 1e-3}
+#   backbone-lr: resnet18/34/50 × lr {5e-4, 1e-3, 2e-3} × weight_decay {0, 1e-4, 1e-3}
+# CPU seconds (coordinator and workers) are the fairer figure on a shared machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+spaces=${1:-lr-wd}
+seeds=${2:-0,1,2}
+per_class=${3:-60}
+workers=${4:-2}
+methods=${METHODS:-"none asha asha-promote hyperband hyperband-promote median auto"}
+cargo build --release --quiet --workspace --bins
+BIN=$PWD/target/release/sweep
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+"$BIN" data demo "$W/data" --per-class "$per_class" --image-size 32 >/dev/null
+echo "$(date -u +%F) $(nproc) cores; $per_class training images a class (12 classes), $workers trials at once"
+printf '%-12s %4s %-18s %8s %8s %7s %10s %8s %10s\n' space seed method "wall s" "CPU s" epochs "best val" "vs grid" "to 1 pt s"
+for space in ${spaces//,/ }; do
+  case $space in
+    lr-wd) grid='backbone = ["resnet18"]
+lr = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
+weight_decay = [0.0, 0.0001, 0.001]' ;;
+    backbone-lr) grid='backbone = ["resnet18", "resnet34", "resnet50"]
+lr = [0.0005, 0.001, 0.002]
+weight_decay = [0.0, 0.0001, 0.001]' ;;
+    *) echo "unknown space $space" >&2; exit 2 ;;
+  esac
+  for seed in ${seeds//,/ }; do
+    grid_best=""
+    for method in $methods; do
+      case $method in
+        none) stop='method = "none"' ;;
+        asha) stop='method = "asha"' ;;
+        asha-promote) stop='method = "asha"
+mode = "promote"' ;;
+        hyperband) stop='method = "hyperband"' ;;
+        hyperband-promote) stop='method = "hyperband"
+mode = "promote"' ;;
+        median) stop='method = "median"' ;;
+        auto) stop='method = "auto"' ;;
+        *) echo "unknown method $method" >&2; exit 2 ;;
+      esac
+      name="$space-$seed-$method"
+      cat > "$W/$name.toml" <<TOML
+[sweep]
+name = "$name"
+dataset = "$W/data"
+seeds = [$seed]
+[defaults]
+epochs = 9
+image_size = 32
+batch_size = 32
+optimizer = "adam"
+schedule = "cosine"
+augment = ["hflip"]
+head = "original"
+[grid]
+$grid
+[resources]
+cpu_workers = $workers
+[stopping]
+$stop
+min_epochs = 1
+reduction = 3
+TOML
+      if [ "$method" = auto ]; then sed -i '/^min_epochs\|^reduction/d' "$W/$name.toml"; fi
+      start=$(date +%s.%N)
+      /usr/bin/time -f "%U %S" -o "$W/$name.time" "$BIN" --db "$W/r.db" run "$W/$name.toml" --results "$W/results" --plain >/dev/null 2>"$W/$name.log" || { tail -20 "$W/$name.log"; exit 1; }
+      end=$(date +%s.%N)
+      read -r user sys <"$W/$name.time"
+      q() { sqlite3 "$W/r.db" "$1"; }
+      sid=$(q "SELECT id FROM sweeps WHERE name = '$name'")
+      epochs=$(q "SELECT count(*) FROM (SELECT DISTINCT m.trial_id, m.epoch FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.sweep_id = $sid AND m.split = 'valid' AND m.name = 'accuracy')")
+      best=$(q "SELECT max(m.value) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.sweep_id = $sid AND m.split = 'valid' AND m.name = 'accuracy'")
+      [ -z "$grid_best" ] && grid_best=$best
+      first=$(q "SELECT min(a.started_at) FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.sweep_id = $sid")
+      reach=$(q "SELECT coalesce(printf('%.1f', min(m.time) - $first), '-') FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.sweep_id = $sid AND m.split = 'valid' AND m.name = 'accuracy' AND m.value >= $grid_best - 0.01")
+      printf '%-12s %4s %-18s %8.1f %8.1f %7s %9.1f%% %+8.1f %10s\n' "$space" "$seed" "$method" \
+        "$(echo "$end - $start" | bc)" "$(echo "$user + $sys" | bc)" "$epochs" \
+        "$(echo "$best * 100" | bc -l)" "$(echo "($best - $grid_best) * 100" | bc -l)" "$reach"
+    done
+  done
+done
