@@ -191,7 +191,7 @@ pub async fn sweeps(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiR
     let mut out = Vec::with_capacity(rows.len().min(200));
     // Bounded: the 200 newest sweeps (a database rarely holds more than a few).
     for r in rows.into_iter().take(200) {
-        let best = st.cache.get(&r.name).await?.and_then(|s| s.best);
+        let best = st.cache.best_soon(&r.name).await;
         out.push(
             json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize_for(&r.metric, r.direction.as_deref()) }),
         );
@@ -351,10 +351,15 @@ pub async fn trials(
             Filter::Eq(k, v) => t.params.get(k).is_some_and(|x| x.text() == *v),
         })
     };
-    let mut rows: Vec<&TrialSnap> = s.trials.iter().filter(|t| keep(t)).collect();
+    let mut rows: Vec<&TrialSnap> = s.trials.iter().map(|t| &**t).filter(|t| keep(t)).collect();
     let matched = rows.len();
     sort_rows(&mut rows, &sort, s.maximize, desc);
-    let page: Vec<&TrialSnap> = rows.into_iter().skip(offset).take(limit).collect();
+    let page: Vec<_> = rows
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| s.row(t))
+        .collect();
     ok(json!({
         "now": now(),
         "total": s.trials.len(),
@@ -441,7 +446,12 @@ pub async fn curves(
     let s = snapshot(&st, &name).await?;
     let top = p.int("top", 30, 0, 1000)? as usize;
     let asked = p.ids("trials", 50)?;
-    let mut ranked: Vec<&TrialSnap> = s.trials.iter().filter(|t| t.best.is_some()).collect();
+    let mut ranked: Vec<&TrialSnap> = s
+        .trials
+        .iter()
+        .map(|t| &**t)
+        .filter(|t| t.best.is_some())
+        .collect();
     ranked.sort_by(|a, b| {
         let (x, y) = (a.best.unwrap_or(0.0), b.best.unwrap_or(0.0));
         let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
@@ -449,17 +459,17 @@ pub async fn curves(
     });
     let mut chosen: Vec<&TrialSnap> = ranked.into_iter().take(top).collect();
     let mut running = 0;
-    for t in &s.trials {
+    for t in s.trials.iter().map(|t| &**t) {
         if t.status == "running" && running < 200 && !chosen.iter().any(|c| c.id == t.id) {
             chosen.push(t);
             running += 1;
         }
     }
     for id in &asked {
-        if let Some(&i) = s.index.get(id)
+        if let Some(t) = s.trial(id)
             && !chosen.iter().any(|c| c.id == *id)
         {
-            chosen.push(&s.trials[i]);
+            chosen.push(t);
         }
     }
     let series: Vec<Value> = chosen
@@ -470,7 +480,7 @@ pub async fn curves(
                 "status": t.status,
                 "best": t.best,
                 "epochs": t.epochs,
-                "points": t.curve.iter().map(|c| [c.0 as f64, c.1]).collect::<Vec<_>>(),
+                "points": t.curve.iter().map(|c| [c.epoch as f64, c.value]).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -530,7 +540,7 @@ fn best_json(s: &Snapshot) -> Value {
     let mut all: Vec<(f64, f64, &str)> = s
         .trials
         .iter()
-        .flat_map(|t| t.curve.iter().map(move |c| (c.2, c.1, t.id.as_str())))
+        .flat_map(|t| t.curve.iter().map(move |c| (s.time(c), c.value, t.id.as_str())))
         .filter(|c| c.1.is_finite())
         .collect();
     all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
@@ -577,7 +587,12 @@ pub async fn points(
 }
 
 fn points_json(s: &Snapshot, limit: usize) -> Value {
-    let mut rows: Vec<&TrialSnap> = s.trials.iter().filter(|t| t.best.is_some()).collect();
+    let mut rows: Vec<&TrialSnap> = s
+        .trials
+        .iter()
+        .map(|t| &**t)
+        .filter(|t| t.best.is_some())
+        .collect();
     let with = rows.len();
     sort_rows(&mut rows, "best", s.maximize, false);
     let rows: Vec<Value> = rows
@@ -626,7 +641,7 @@ fn importance_json(s: &Snapshot, epoch: Option<i64>) -> Value {
     for t in &s.trials {
         let y = match epoch {
             None => t.best,
-            Some(e) => t.curve.iter().find(|c| c.0 == e).map(|c| c.1),
+            Some(e) => t.curve.iter().find(|c| c.epoch as i64 == e).map(|c| c.value),
         };
         if let Some(y) = y.filter(|y| y.is_finite()) {
             xs.push(t.params.clone());

@@ -388,10 +388,9 @@ pub async fn importance_table(
     pool: &sqlx::SqlitePool,
     sweep: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let Some(row) = sweep_store::serve_queries::sweep(pool, sweep).await? else {
+    let Some(s) = snapshot::Snapshot::load(pool, sweep, None).await? else {
         return Ok(None);
     };
-    let s = snapshot::Snapshot::build(pool, row).await?;
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     for t in &s.trials {

@@ -803,15 +803,40 @@ fn the_pages_follow_a_running_sweep_without_a_reload() {
 
 /// `bench/serve.sh`: figures on a big database (`SWEEP_SERVE_BENCH_DB`, a
 /// sweep named `bench`), printed beside their targets; nothing is asserted
-/// about time (a benchmark, not a test).
+/// about time (a benchmark, not a test). With `SWEEP_SERVE_BENCH_OLD_DB` (the
+/// same database without migrations newer than an older `sweep`) it also
+/// runs this `sweep` on that file and, with `SWEEP_SERVE_BENCH_OLD_BIN`, the
+/// older `sweep` on it first: before and after in one run, on one machine.
 #[test]
 #[ignore = "a benchmark: bench/serve.sh runs it on a 10,000-trial database"]
 fn bench_serve_on_a_big_database() {
     let db = PathBuf::from(std::env::var("SWEEP_SERVE_BENCH_DB").expect("SWEEP_SERVE_BENCH_DB"));
+    let old_db = std::env::var_os("SWEEP_SERVE_BENCH_OLD_DB").map(PathBuf::from);
+    let old_bin = std::env::var_os("SWEEP_SERVE_BENCH_OLD_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from);
+    let bin = PathBuf::from(common::BIN);
+    let mut runs: Vec<(&str, &Path, &Path)> = Vec::new();
+    if let (Some(old_bin), Some(old_db)) = (&old_bin, &old_db) {
+        runs.push(("before: the older sweep", old_bin, old_db));
+    }
+    if let Some(old_db) = &old_db {
+        runs.push(("this sweep, on a database without the index", &bin, old_db));
+    }
+    runs.push(("this sweep", &bin, &db));
+    for (label, bin, db) in runs {
+        println!("\n=== {label} ({})", bin.display());
+        bench_one(bin, db);
+    }
+}
+
+fn bench_one(bin: &Path, db: &Path) {
     let chromium = prerequisites::chromium();
     let s = Scratch::new();
-    let start_server = || {
-        let mut c = common::sweep(&["serve", "--port", "0"]).db(&db).command();
+    let start_server = |db: &Path| {
+        let mut c = std::process::Command::new(bin);
+        c.arg("--db").arg(db).args(["serve", "--port", "0"]);
+        c.env_remove("SWEEP_DB").stdin(Stdio::null());
         c.stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = c.spawn().expect("start sweep serve");
         let mut line = String::new();
@@ -832,7 +857,6 @@ fn bench_serve_on_a_big_database() {
             port,
         }
     };
-    let _ = &s;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let timed = |server: &Server, path: &str| {
         let t = Instant::now();
@@ -842,13 +866,13 @@ fn bench_serve_on_a_big_database() {
     };
 
     // 1. Every endpoint: the first request (a fresh server: the snapshot is built) and warm ones.
-    let server = start_server();
+    let server = start_server(db);
     let trial = server.get_json("/api/sweeps/bench/trials?sort=best&limit=1")["rows"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
     drop(server);
-    let server = start_server();
+    let server = start_server(db);
     println!("API, 10,000 trials (target: every response <= 100 ms)");
     println!(
         "  {:<58} {:>9} {:>9} {:>9}",
@@ -888,7 +912,7 @@ fn bench_serve_on_a_big_database() {
     // 2. The sweep page's first render (table and curves on the page), on a fresh server and a warm one.
     if let Some(chromium) = &chromium {
         for label in ["fresh server", "warm server"] {
-            let server = start_server();
+            let server = start_server(db);
             if label == "warm server" {
                 server.get("/api/sweeps/bench");
             }
@@ -904,29 +928,9 @@ fn bench_serve_on_a_big_database() {
     // 3. 50 pages following live updates: each polls what the sweep page polls every second
     //    while a writer commits a new epoch of one trial every 2 s (a copy of the database).
     let live_db = s.path("live.db");
-    std::fs::copy(&db, &live_db).unwrap();
-    let mut c = common::sweep(&["serve", "--port", "0"])
-        .db(&live_db)
-        .command();
-    c.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let server = Server {
-        child,
-        url: line,
-        port,
-    };
+    std::fs::copy(db, &live_db).unwrap();
+    let server = start_server(&live_db);
+    let port = server.port;
     let pid = server.child.id();
     let trial = server.get_json("/api/sweeps/bench/trials?sort=epoch&limit=1")["rows"][0]["id"]
         .as_str()
