@@ -540,7 +540,11 @@ fn best_json(s: &Snapshot) -> Value {
     let mut all: Vec<(f64, f64, &str)> = s
         .trials
         .iter()
-        .flat_map(|t| t.curve.iter().map(move |c| (s.time(c), c.value, t.id.as_str())))
+        .flat_map(|t| {
+            t.curve
+                .iter()
+                .map(move |c| (s.time(c), c.value, t.id.as_str()))
+        })
         .filter(|c| c.1.is_finite())
         .collect();
     all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
@@ -641,7 +645,11 @@ fn importance_json(s: &Snapshot, epoch: Option<i64>) -> Value {
     for t in &s.trials {
         let y = match epoch {
             None => t.best,
-            Some(e) => t.curve.iter().find(|c| c.epoch as i64 == e).map(|c| c.value),
+            Some(e) => t
+                .curve
+                .iter()
+                .find(|c| c.epoch as i64 == e)
+                .map(|c| c.value),
         };
         if let Some(y) = y.filter(|y| y.is_finite()) {
             xs.push(t.params.clone());

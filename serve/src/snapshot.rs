@@ -236,7 +236,11 @@ impl TrialSnap {
         self.best = None;
         for c in &self.curve {
             let v = c.value;
-            if v.is_finite() && self.best.is_none_or(|b| if maximize { v > b } else { v < b }) {
+            if v.is_finite()
+                && self
+                    .best
+                    .is_none_or(|b| if maximize { v > b } else { v < b })
+            {
                 self.best = Some(v);
             }
         }

@@ -147,7 +147,7 @@ const SWEEP_ROW: &str =
        COALESCE(SUM(t.status = 'failed'), 0) AS failed,
        COALESCE(SUM(t.status = 'interrupted'), 0) AS interrupted,
        MIN(t.started_at) AS first_start,
-       MAX(MAX(COALESCE(t.finished_at, 0), COALESCE(t.started_at, 0))) AS last_activity
+       NULLIF(MAX(MAX(COALESCE(t.finished_at, 0.0), COALESCE(t.started_at, 0.0))), 0.0) AS last_activity
 FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id";
 
 /// Every sweep, the most recently created first.
@@ -380,7 +380,9 @@ pub async fn metric_values(
     let cols = "t.rowid AS trial_rowid, m.epoch, m.value, m.time";
     let sql = match which {
         Values::All => {
-            format!("SELECT {cols} FROM trials t JOIN metrics m ON m.trial_id = t.id AND {on} WHERE t.sweep_id = ?")
+            format!(
+                "SELECT {cols} FROM trials t JOIN metrics m ON m.trial_id = t.id AND {on} WHERE t.sweep_id = ?"
+            )
         }
         // CROSS JOIN keeps metrics the outer loop: a rowid range, not every trial's index range.
         Values::Since(_) => format!(

@@ -310,6 +310,58 @@ impl Page {
         path
     }
 
+    /// A real mouse event (DevTools `Input.dispatchMouseEvent`) at page coordinates.
+    fn mouse(&self, kind: &str, x: f64, y: f64) {
+        use headless_chrome::protocol::cdp::Input;
+        let (kind, button, buttons) = match kind {
+            "down" => (
+                Input::DispatchMouseEventTypeOption::MousePressed,
+                Some(Input::MouseButton::Left),
+                Some(1),
+            ),
+            "up" => (
+                Input::DispatchMouseEventTypeOption::MouseReleased,
+                Some(Input::MouseButton::Left),
+                Some(0),
+            ),
+            "drag" => (
+                Input::DispatchMouseEventTypeOption::MouseMoved,
+                Some(Input::MouseButton::Left),
+                Some(1),
+            ),
+            _ => (Input::DispatchMouseEventTypeOption::MouseMoved, None, None),
+        };
+        self.tab
+            .call_method(Input::DispatchMouseEvent {
+                Type: kind,
+                x,
+                y,
+                modifiers: None,
+                timestamp: None,
+                click_count: buttons.map(|_| 1),
+                button,
+                buttons,
+                force: None,
+                tangential_pressure: None,
+                tilt_x: None,
+                tilt_y: None,
+                twist: None,
+                delta_x: None,
+                delta_y: None,
+                pointer_Type: None,
+            })
+            .expect("dispatch a mouse event");
+    }
+
+    /// `[x, y]` page coordinates computed by `js`.
+    fn point(&self, js: &str) -> (f64, f64) {
+        let v = self.eval(js);
+        match (v[0].as_f64(), v[1].as_f64()) {
+            (Some(x), Some(y)) => (x, y),
+            _ => panic!("{js} gave no point: {v}"),
+        }
+    }
+
     #[track_caller]
     fn assert_clean(&self, what: &str) {
         let errors = self.errors.lock().unwrap().clone();
@@ -797,6 +849,299 @@ fn the_pages_follow_a_running_sweep_without_a_reload() {
     page.screenshot("sweep-live");
     page.assert_clean("live sweep page");
     run.finish_within(Duration::from_secs(120)).expect_success();
+}
+
+/// Serving beside a running `sweep run` never blocks its writes: a server
+/// asked as fast as it answers, from four threads, while a sweep of 8
+/// trials × 12 epochs runs, and the sweep still records every row, with no
+/// SQLITE_BUSY ("database is locked") anywhere and no failed request. (No
+/// timing is asserted: a blocked writer shows as busy errors and missing
+/// rows, since the recorder's writes would time out.)
+#[test]
+fn serving_beside_a_running_sweep_never_blocks_its_writes() {
+    let s = finished_sweep("first");
+    let server = Server::start(&s, &[]);
+    let file = s
+        .sweep_file("beside")
+        .defaults("epochs = 12")
+        .grid("lr = [0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02]")
+        .resources("cpu_workers = 4")
+        .write();
+    let run = s
+        .run(&file)
+        .fake_worker("curve")
+        .env("FAKE_STEPS", "4")
+        .env("FAKE_EPOCH_S", "0.05")
+        .spawn();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let askers: Vec<_> = (0..4)
+        .map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let paths = [
+                    "/api/sweeps",
+                    "/api/sweeps/beside",
+                    "/api/sweeps/beside/trials?sort=best",
+                    "/api/sweeps/beside/curves?top=100",
+                    "/api/sweeps/beside/best",
+                    "/api/sweeps/beside/points",
+                    "/api/sweeps/beside/timeline",
+                    "/api/sweeps/beside/importance",
+                ];
+                let (mut asked, mut failed) = (0, Vec::new());
+                let mut i = k;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = paths[i % paths.len()];
+                    let (code, body) = http_get(port, path, &[]);
+                    // 404: the sweep is not in the database yet.
+                    if code != 200 && code != 404 {
+                        failed.push(format!("{path}: {code} {body}"));
+                    }
+                    asked += 1;
+                    i += 1;
+                }
+                (asked, failed)
+            })
+        })
+        .collect();
+    let out = run.finish_within(Duration::from_secs(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut asked = 0;
+    for a in askers {
+        let (n, failed) = a.join().unwrap();
+        assert!(failed.is_empty(), "requests failed: {failed:#?}");
+        asked += n;
+    }
+    out.expect_success();
+    assert!(asked > 50, "the server was asked only {asked} times");
+    // SQLite's words for a writer kept waiting (SQLITE_BUSY, code 5).
+    let blocked: Vec<&str> = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines())
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("database is locked") || l.contains("sqlite_busy") || l.contains("(code: 5)")
+        })
+        .collect();
+    assert!(
+        blocked.is_empty(),
+        "sweep run met a locked database beside sweep serve: {blocked:#?}"
+    );
+    let db = common::Db::open(s.db());
+    let beside =
+        "(SELECT t.id FROM trials t JOIN sweeps w ON w.id = t.sweep_id WHERE w.name = 'beside')";
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM trials WHERE id IN {beside} AND status = 'done' AND epochs_done = 12")),
+        8,
+        "every trial done with 12 epochs"
+    );
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM metrics WHERE trial_id IN {beside} AND split = 'valid' AND name = 'accuracy'")),
+        8 * 12,
+        "every epoch's validation row"
+    );
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM metrics WHERE trial_id IN {beside} AND split = 'train' AND name = 'loss'")),
+        8 * 12 * 4,
+        "every step's train row"
+    );
+    // And the server comes to show every epoch too (a poll: its snapshot
+    // may be up to one refresh behind the last commit).
+    let points = || -> usize {
+        server.get_json("/api/sweeps/beside/curves?top=8")["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["points"].as_array().unwrap().len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while points() != 8 * 12 {
+        assert!(
+            Instant::now() < deadline,
+            "the server shows {} of the 96 values",
+            points()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(server);
+}
+
+/// Hovering a learning curve shows its trial, epoch and value.
+#[test]
+fn hovering_a_chart_shows_the_values_under_the_mouse() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let s = finished_sweep("hover");
+    let server = Server::start(&s, &[]);
+    let curves = server.get_json("/api/sweeps/hover/curves?top=30");
+    let page = Page::open(&chromium, &server.page("/sweep/hover"));
+    page.wait_for(
+        "document.querySelectorAll('#curves-chart path[stroke-width]').length >= 6",
+        "the learning curves",
+    );
+    page.assert_clean("before hovering");
+    assert_eq!(page.eval("document.getElementById('tip').hidden"), true);
+    // The last vertex of the first curve, in page coordinates.
+    let (x, y) = page.point(
+        "(() => { const p = document.querySelector('#curves-chart path[stroke-width]'); p.scrollIntoView({ block: 'center' }); \
+           const q = p.getPointAtLength(p.getTotalLength()); const m = p.getScreenCTM(); \
+           return [q.x * m.a + q.y * m.c + m.e, q.x * m.b + q.y * m.d + m.f]; })()",
+    );
+    page.mouse("move", x, y);
+    page.wait_for(
+        "!document.getElementById('tip').hidden && document.getElementById('tip').textContent.includes('epoch')",
+        "a tooltip",
+    );
+    let text = page.eval("document.getElementById('tip').textContent");
+    let text = text.as_str().unwrap();
+    // Its value is one of the curves' values, as the API has it.
+    let shown: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse().ok())
+        .collect();
+    let series = curves["series"].as_array().unwrap();
+    let hit = series
+        .iter()
+        .find(|c| text.contains(c["id"].as_str().unwrap()));
+    let hit = hit.unwrap_or_else(|| panic!("the tooltip names no trial: {text:?}"));
+    let last = hit["points"].as_array().unwrap().last().unwrap().clone();
+    let (epoch, value) = (last[0].as_f64().unwrap(), last[1].as_f64().unwrap());
+    assert!(
+        shown.contains(&epoch) && shown.iter().any(|v| (v - value).abs() < 5e-4),
+        "the tooltip {text:?} does not show epoch {epoch} and value {value}"
+    );
+    // Moving off the chart hides it.
+    page.mouse("move", 2.0, 2.0);
+    page.wait_for(
+        "document.getElementById('tip').hidden",
+        "the tooltip hidden",
+    );
+    page.assert_clean("hovering");
+}
+
+/// Brushing the metric's axis of the parallel coordinates from its top
+/// selects the best trials, and only them.
+#[test]
+fn brushing_parallel_coordinates_selects_the_trials_in_the_range() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let s = finished_sweep("brush");
+    let server = Server::start(&s, &[]);
+    let page = Page::open(&chromium, &server.page("/sweep/brush"));
+    page.wait_for(
+        "document.querySelectorAll('#sec-parcoords path').length >= 6",
+        "the parallel coordinates",
+    );
+    let selected = "[...document.querySelectorAll('#sec-parcoords path')].filter(p => p.__row && p.getAttribute('stroke-opacity') === '0.6')";
+    assert_eq!(
+        page.eval(&format!("{selected}.length")),
+        6,
+        "all selected at first"
+    );
+    // The metric's axis is the last one: drag from its top to its middle.
+    let band = page.eval("(() => { const r = [...document.querySelectorAll('#sec-parcoords rect[cursor=crosshair]')].pop(); r.scrollIntoView({ block: 'center' }); const b = r.getBoundingClientRect(); return [b.x + b.width / 2, b.y, b.height]; })()");
+    let (x, top, height) = (
+        band[0].as_f64().unwrap(),
+        band[1].as_f64().unwrap(),
+        band[2].as_f64().unwrap(),
+    );
+    page.mouse("move", x, top + 1.0);
+    page.mouse("down", x, top + 1.0);
+    page.mouse("drag", x, top + height * 0.25);
+    page.mouse("drag", x, top + height * 0.5);
+    page.mouse("up", x, top + height * 0.5);
+    page.wait_for(
+        "document.querySelector('#sec-parcoords .note').textContent.includes('in the brushed ranges')",
+        "a brushed range",
+    );
+    let chosen = page.eval(&format!("{selected}.map(p => p.__row.value)"));
+    let others = page.eval("[...document.querySelectorAll('#sec-parcoords path')].filter(p => p.__row && p.getAttribute('stroke-opacity') !== '0.6').map(p => p.__row.value)");
+    let (chosen, others): (Vec<f64>, Vec<f64>) = (
+        serde_json::from_value(chosen).unwrap(),
+        serde_json::from_value(others).unwrap(),
+    );
+    assert!(
+        !chosen.is_empty() && !others.is_empty(),
+        "the top half of the axis selects some trials, not all: {chosen:?} / {others:?}"
+    );
+    let worst_chosen = chosen.iter().copied().fold(f64::INFINITY, f64::min);
+    let best_other = others.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        worst_chosen > best_other,
+        "the top of the val_accuracy axis selects the best trials: {chosen:?} against {others:?}"
+    );
+    let note = page.eval("document.querySelector('#sec-parcoords .note').textContent");
+    assert!(
+        note.as_str()
+            .unwrap()
+            .starts_with(&format!("{} of 6 trials", chosen.len())),
+        "{note}"
+    );
+    page.screenshot("parcoords-brushed");
+    page.assert_clean("brushing");
+}
+
+/// Class names in Chinese and Japanese are shown on the trial page (the
+/// per-class table, the confusion heatmap, the thumbnails' captions) and
+/// drawn with glyphs: two different characters are drawn differently in the
+/// page's font, which two missing-glyph boxes would not be.
+#[test]
+fn cjk_class_names_render_on_the_trial_page() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let s = finished_sweep("cjk");
+    let db = common::Db::open(s.db());
+    let trial: String = db.scalar("SELECT trial_id FROM misclassified ORDER BY trial_id LIMIT 1");
+    for (from, to) in [("a", "鼠"), ("b", "ねこ")] {
+        for sql in [
+            format!("UPDATE class_accuracy SET class = '{to}' WHERE class = '{from}'"),
+            format!("UPDATE confusion SET true_class = '{to}' WHERE true_class = '{from}'"),
+            format!("UPDATE confusion SET pred_class = '{to}' WHERE pred_class = '{from}'"),
+            format!("UPDATE misclassified SET true_class = '{to}' WHERE true_class = '{from}'"),
+            format!("UPDATE misclassified SET pred_class = '{to}' WHERE pred_class = '{from}'"),
+        ] {
+            db.execute(&sql);
+        }
+    }
+    let server = Server::start(&s, &[]);
+    let page = Page::open(&chromium, &server.page(&format!("/trial/{trial}")));
+    page.wait_for(
+        "!!document.querySelector('#sec-confusion svg') && document.querySelectorAll('#sec-mis img').length === 2",
+        "the trial's classes",
+    );
+    for name in ["鼠", "ねこ"] {
+        page.wait_for(
+            &format!("[...document.querySelectorAll('#sec-confusion text')].some(t => t.textContent === {name:?})"),
+            &format!("{name} in the heatmap"),
+        );
+        let shown = page.eval(&format!(
+            "document.body.innerText.split({name:?}).length - 1"
+        ));
+        assert!(
+            shown.as_u64().unwrap() >= 3,
+            "{name} in the table, the heatmap and a caption ({shown})"
+        );
+    }
+    let drawn = page.eval(
+        "(() => { const t = [...document.querySelectorAll('#sec-confusion text')].find(t => t.textContent === '鼠'); \
+           const font = getComputedStyle(t).fontSize + ' ' + getComputedStyle(t).fontFamily; \
+           const ink = (ch) => { const c = document.createElement('canvas'); c.width = c.height = 64; \
+             const g = c.getContext('2d'); g.font = font.replace(/^[0-9.]+px/, '48px'); g.fillText(ch, 4, 52); \
+             return Array.from(g.getImageData(0, 0, 64, 64).data).join(); }; \
+           return ink('鼠') !== ink('猫') && ink('ね') !== ink('こ'); })()",
+    );
+    assert_eq!(
+        drawn, true,
+        "the CJK names are drawn as boxes: no CJK font in the page"
+    );
+    page.screenshot("trial-cjk");
+    page.assert_clean("trial page with CJK class names");
 }
 
 // ------------------------------------------------------------ the benchmark
