@@ -188,14 +188,15 @@ fn now() -> f64 {
 pub async fn sweeps(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     Params::parse(raw, &[])?;
     let rows = q::sweeps(st.cache.pool()).await?;
-    let mut out = Vec::with_capacity(rows.len().min(200));
     // Bounded: the 200 newest sweeps (a database rarely holds more than a few).
-    for r in rows.into_iter().take(200) {
-        let best = st.cache.best_soon(&r.name).await;
-        out.push(
-            json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize_for(&r.metric, r.direction.as_deref()) }),
-        );
-    }
+    let rows: Vec<q::SweepRow> = rows.into_iter().take(200).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let bests = st.cache.bests(&names).await;
+    let out: Vec<Value> = rows
+        .iter()
+        .zip(bests)
+        .map(|(r, best)| json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize_for(&r.metric, r.direction.as_deref()) }))
+        .collect();
     ok(json!({ "now": now(), "sweeps": out }))
 }
 

@@ -635,19 +635,30 @@ impl Cache {
         }
     }
 
-    /// The best value of a sweep if its snapshot is built or builds within
-    /// [`REFRESH_WAIT`]; else None, and the build goes on in the background,
-    /// so that the sweeps list never waits for a big sweep.
-    pub async fn best_soon(self: &Arc<Self>, name: &str) -> Option<f64> {
-        let (me, name) = (self.clone(), name.to_string());
-        let mut task = tokio::spawn(async move { me.get(&name).await });
-        match tokio::time::timeout(REFRESH_WAIT, &mut task).await {
-            Ok(Ok(Ok(s))) => s.and_then(|s| s.best),
-            Ok(Ok(Err(e))) => {
-                sweep_protocol::log!("serve: {e}");
-                None
-            }
-            _ => None,
+    /// The best value of each sweep whose snapshot is built or builds
+    /// within [`REFRESH_WAIT`] (all at once); None for the others, whose
+    /// build goes on in the background, so that the sweeps list never waits
+    /// for a big sweep.
+    pub async fn bests(self: &Arc<Self>, names: &[&str]) -> Vec<Option<f64>> {
+        let deadline = tokio::time::Instant::now() + REFRESH_WAIT;
+        let tasks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (me, name) = (self.clone(), name.to_string());
+                tokio::spawn(async move { me.get(&name).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for mut task in tasks {
+            out.push(match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Ok(s))) => s.and_then(|s| s.best),
+                Ok(Ok(Err(e))) => {
+                    sweep_protocol::log!("serve: {e}");
+                    None
+                }
+                _ => None,
+            });
         }
+        out
     }
 }
