@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use sweep_store::queries;
 use sweep_store::serve_queries as q;
 
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +184,75 @@ fn now() -> f64 {
     sweep_store::now()
 }
 
+/// What every `/api/sweeps/{name}/…` and `/api/trials/{id}…` handler starts
+/// from: the state, the name or id in the path, and the raw query string.
+/// [`Req::sweep`] and [`Req::trial`] check the query against what the
+/// endpoint takes (400) before anything is read.
+pub struct Req {
+    st: AppState,
+    key: String,
+    raw: Option<String>,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Req {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // The first path segment after the endpoint's prefix (`{name}` or `{id}`).
+        let key = Path::<Vec<(String, String)>>::from_request_parts(parts, st)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?
+            .0
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let RawQuery(raw) = RawQuery::from_request_parts(parts, st)
+            .await
+            .unwrap_or(RawQuery(None));
+        Ok(Req {
+            st: st.clone(),
+            key,
+            raw,
+        })
+    }
+}
+
+impl Req {
+    /// The query's parameters and the sweep's snapshot.
+    async fn sweep(&self, allowed: &[&str]) -> Result<(Params, Arc<Snapshot>), ApiError> {
+        let p = Params::parse(self.raw.clone(), allowed)?;
+        Ok((p, snapshot(&self.st, &self.key).await?))
+    }
+
+    /// The query's parameters and the trial id, checked to be one (404).
+    fn trial(&self, allowed: &[&str]) -> Result<(Params, &str), ApiError> {
+        let p = Params::parse(self.raw.clone(), allowed)?;
+        if !is_trial_id(&self.key) {
+            return Err(ApiError::NotFound(format!(
+                "{:?} is not a trial id",
+                self.key
+            )));
+        }
+        Ok((p, &self.key))
+    }
+
+    fn pool(&self) -> &sqlx::SqlitePool {
+        self.st.cache.pool()
+    }
+}
+
+/// The trial's row, or a 404 that says so.
+async fn trial_row(pool: &sqlx::SqlitePool, id: &str) -> Result<q::TrialDetail, ApiError> {
+    q::trial(pool, id)
+        .await?
+        .filter(|t| t.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no trial {id:?} in the database")))
+}
+
 // ---------------------------------------------------------------- sweeps
 
 pub async fn sweeps(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
@@ -200,13 +270,8 @@ pub async fn sweeps(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiR
     ok(json!({ "now": now(), "sweeps": out }))
 }
 
-pub async fn sweep(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn sweep(r: Req) -> ApiResult {
+    let (_, s) = r.sweep(&[]).await?;
     let best_trial = s
         .trials
         .iter()
@@ -261,16 +326,10 @@ fn parse_num(k: &str, v: &str, what: &str) -> Result<Option<f64>, ApiError> {
 }
 
 /// Sorted, filtered, paged trial table.
-pub async fn trials(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(
-        raw,
-        &["offset", "limit", "sort", "desc", "status", "range", "eq"],
-    )?;
-    let s = snapshot(&st, &name).await?;
+pub async fn trials(r: Req) -> ApiResult {
+    let (p, s) = r
+        .sweep(&["offset", "limit", "sort", "desc", "status", "range", "eq"])
+        .await?;
     let limit = p.int("limit", 50, 1, 500)? as usize;
     let offset = p.int("offset", 0, 0, 10_000_000)? as usize;
     let desc = p.flag("desc")?;
@@ -438,13 +497,8 @@ fn sort_rows<'a>(rows: &mut [&'a TrialSnap], key: &str, maximize: bool, desc: bo
 
 /// Learning curves on the sweep's metric: the top K trials by best value,
 /// every running trial (at most 200), and the ones asked for by id.
-pub async fn curves(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["top", "trials"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn curves(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["top", "trials"]).await?;
     let top = p.int("top", 30, 0, 1000)? as usize;
     let asked = p.ids("trials", 50)?;
     let mut ranked: Vec<&TrialSnap> = s
@@ -503,19 +557,14 @@ pub fn thin<T: Copy>(v: &[T], n: usize) -> Vec<T> {
 }
 
 /// Train loss per step of a few trials (the ones selected on the page).
-pub async fn train_loss(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["trials"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn train_loss(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["trials"]).await?;
     let mut out = Vec::new();
     for id in p.ids("trials", 10)? {
         if !s.index.contains_key(&id) {
             continue;
         }
-        let pts = q::train_loss(st.cache.pool(), &id, 200_000).await?;
+        let pts = q::train_loss(r.pool(), &id, 200_000).await?;
         let pts: Vec<[f64; 2]> = thin(&pts, 1500)
             .into_iter()
             .map(|(step, v)| [step as f64, v])
@@ -527,13 +576,8 @@ pub async fn train_loss(
 
 /// The best value so far against wall time since the sweep's first start
 /// and against epochs spent (every epoch of every trial counted once).
-pub async fn best(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn best(r: Req) -> ApiResult {
+    let (_, s) = r.sweep(&[]).await?;
     memo(&s, "best".into(), || async { Ok(best_json(&s)) }).await
 }
 
@@ -577,13 +621,8 @@ fn best_json(s: &Snapshot) -> Value {
 
 /// Parameters and metric of every trial with a value, for parallel
 /// coordinates and slice plots (at most `limit`, the best first).
-pub async fn points(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["limit"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn points(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["limit"]).await?;
     let limit = p.int("limit", 3000, 1, 10_000)? as usize;
     memo(&s, format!("points {limit}"), || async {
         Ok(points_json(&s, limit))
@@ -623,13 +662,8 @@ fn points_json(s: &Snapshot, limit: usize) -> Value {
 
 /// Parameter importance (Spearman and PED-ANOVA), on each trial's best value
 /// or, with `epoch=N`, on the value at epoch N (intermediate results).
-pub async fn importance(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["epoch"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn importance(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["epoch"]).await?;
     let epoch = match p.get("epoch") {
         None | Some("") => None,
         Some(_) => Some(p.int("epoch", 1, 1, 100_000)?),
@@ -667,15 +701,10 @@ fn importance_json(s: &Snapshot, epoch: Option<i64>) -> Value {
     })
 }
 
-pub async fn timeline(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["limit"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn timeline(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["limit"]).await?;
     let limit = p.int("limit", 3000, 1, 20_000)?;
-    let pool = st.cache.pool();
+    let pool = r.pool();
     memo(&s, format!("timeline {limit}"), || async {
         let bars = q::timeline(pool, s.sweep.id, limit).await?;
         Ok(json!({ "now": now(), "bars": bars }))
@@ -684,15 +713,10 @@ pub async fn timeline(
 }
 
 /// Early stopping per rung: every decision's value, the cutoff and who was stopped.
-pub async fn decisions(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["limit"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn decisions(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["limit"]).await?;
     let limit = p.int("limit", 20_000, 1, 50_000)?;
-    let pool = st.cache.pool();
+    let pool = r.pool();
     memo(&s, format!("decisions {limit}"), || async {
         let rows = q::sweep_decisions(pool, s.sweep.id, limit).await?;
         Ok(decisions_json(&rows))
@@ -739,26 +763,15 @@ fn decisions_json(rows: &[q::DecisionRow]) -> Value {
 
 // ---------------------------------------------------------------- trials
 
-pub async fn trial(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    if !is_trial_id(&id) {
-        return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
-    }
-    let pool = st.cache.pool();
-    let Some(t) = q::trial(pool, &id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no trial {id:?} in the database"
-        )));
-    };
-    let attempts = q::trial_attempts(pool, &id).await?;
-    let test = q::trial_test(pool, &id).await?;
-    let classes = q::trial_classes(pool, &id, 1000).await?;
-    let confusion = q::trial_confusion(pool, &id, 40_000).await?;
-    let misclassified = q::trial_misclassified(pool, &id, 200).await?;
+pub async fn trial(r: Req) -> ApiResult {
+    let (_, id) = r.trial(&[])?;
+    let pool = r.pool();
+    let t = trial_row(pool, id).await?;
+    let attempts = queries::attempts(pool, id).await?;
+    let test = queries::test_result(pool, id).await?;
+    let classes = q::trial_classes(pool, id, 1000).await?;
+    let confusion = q::trial_confusion(pool, id, 40_000).await?;
+    let misclassified = queries::misclassified(pool, id, Some(200)).await?;
     let params = crate::snapshot::flatten(&t.params);
     ok(json!({
         "now": now(),
@@ -774,16 +787,9 @@ pub async fn trial(
 }
 
 /// Every metric series of one trial, each thinned to at most 1,500 points.
-pub async fn trial_metrics(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    if !is_trial_id(&id) {
-        return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
-    }
-    let rows = q::trial_metrics(st.cache.pool(), &id, 300_000).await?;
+pub async fn trial_metrics(r: Req) -> ApiResult {
+    let (_, id) = r.trial(&[])?;
+    let rows = q::trial_metrics(r.pool(), id, 300_000).await?;
     let mut series: BTreeMap<(String, String), Vec<[f64; 3]>> = BTreeMap::new();
     for r in rows {
         series
@@ -814,16 +820,7 @@ pub async fn trial_log(
     if !is_trial_id(&id) {
         return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
     }
-    let Some(t) = q::trial(st.cache.pool(), &id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no trial {id:?} in the database"
-        )));
-    };
-    if t.id != id {
-        return Err(ApiError::NotFound(format!(
-            "no trial {id:?} in the database"
-        )));
-    }
+    let t = trial_row(st.cache.pool(), &id).await?;
     let sweep_dir = std::path::Path::new(&t.sweep);
     // The sweep's name comes from the database, not the request; it still
     // must be one plain folder name.
@@ -870,20 +867,16 @@ fn tail(path: &std::path::Path, bytes: u64) -> Option<(String, bool, u64)> {
 /// A misclassified test image: only a file the database lists for this
 /// trial, whose canonical path (symlinks resolved) lies under the sweep's
 /// dataset root. Anything else is a 404, saying nothing about what exists.
-pub async fn trial_image(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(raw, &["file"])?;
+pub async fn trial_image(r: Req) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("no such image".into());
+    let (p, id) = r.trial(&["file"]).map_err(|e| match e {
+        ApiError::NotFound(_) => not_found(),
+        e => e,
+    })?;
     let Some(file) = p.get("file") else {
         return Err(ApiError::BadRequest("file=PATH is required".into()));
     };
-    if !is_trial_id(&id) {
-        return Err(not_found());
-    }
-    let Some(root) = q::misclassified_file(st.cache.pool(), &id, file).await? else {
+    let Some(root) = q::misclassified_file(r.pool(), id, file).await? else {
         return Err(not_found());
     };
     let file = file.to_string();

@@ -7,6 +7,7 @@
 //! parameter, never spliced into SQL. Statuses and error classes are read as
 //! text, so a status a newer `sweep` adds shows as it is instead of failing.
 use crate::db::{MIGRATOR, OpenCause, StoreError};
+use crate::queries::{ClassAccuracy, ConfusionCell};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, SqliteConnection};
@@ -515,38 +516,6 @@ pub async fn trial(pool: &SqlitePool, id: &str) -> Result<Option<TrialDetail>, s
     .await
 }
 
-/// One attempt of a trial, every column the page shows.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct AttemptDetail {
-    pub attempt: i64,
-    pub pid: Option<i64>,
-    pub device: Option<String>,
-    pub batch_size: Option<i64>,
-    pub started_at: f64,
-    pub finished_at: Option<f64>,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i64>,
-    pub error_class: Option<String>,
-    pub message: Option<String>,
-    pub resumed_from_epoch: Option<i64>,
-    pub node: Option<String>,
-    pub slurm_job: Option<String>,
-}
-
-pub async fn trial_attempts(
-    pool: &SqlitePool,
-    id: &str,
-) -> Result<Vec<AttemptDetail>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT attempt, pid, device, batch_size, started_at, finished_at, exit_code, signal,
-                error_class, message, resumed_from_epoch, node, slurm_job
-         FROM attempts WHERE trial_id = ? ORDER BY attempt",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-}
-
 /// One metric row of a trial.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct MetricPoint {
@@ -590,34 +559,12 @@ pub async fn train_loss(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct TestRow {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub n: i64,
-    pub epoch: i64,
-}
-
-pub async fn trial_test(pool: &SqlitePool, id: &str) -> Result<Option<TestRow>, sqlx::Error> {
-    sqlx::query_as("SELECT loss, accuracy, n, epoch FROM test_results WHERE trial_id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ClassRow {
-    pub class: String,
-    pub correct: i64,
-    pub total: i64,
-    pub accuracy: f64,
-}
-
+/// A trial's per-class accuracies, sorted by class, at most `limit`.
 pub async fn trial_classes(
     pool: &SqlitePool,
     id: &str,
     limit: i64,
-) -> Result<Vec<ClassRow>, sqlx::Error> {
+) -> Result<Vec<ClassAccuracy>, sqlx::Error> {
     sqlx::query_as(
         "SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class LIMIT ?",
     )
@@ -627,42 +574,14 @@ pub async fn trial_classes(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ConfusionRow {
-    pub true_class: String,
-    pub pred_class: String,
-    pub count: i64,
-}
-
+/// A trial's confusion cells, sorted by true and predicted class, at most `limit`.
 pub async fn trial_confusion(
     pool: &SqlitePool,
     id: &str,
     limit: i64,
-) -> Result<Vec<ConfusionRow>, sqlx::Error> {
+) -> Result<Vec<ConfusionCell>, sqlx::Error> {
     sqlx::query_as(
         "SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class LIMIT ?",
-    )
-    .bind(id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct MisclassifiedRow {
-    pub file: String,
-    pub true_class: String,
-    pub pred_class: String,
-    pub prob: f64,
-}
-
-pub async fn trial_misclassified(
-    pool: &SqlitePool,
-    id: &str,
-    limit: i64,
-) -> Result<Vec<MisclassifiedRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file LIMIT ?",
     )
     .bind(id)
     .bind(limit)
