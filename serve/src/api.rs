@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use sweep_store::queries;
 use sweep_store::serve_queries as q;
 
 #[derive(Debug, thiserror::Error)]
@@ -183,29 +184,94 @@ fn now() -> f64 {
     sweep_store::now()
 }
 
+/// What every `/api/sweeps/{name}/…` and `/api/trials/{id}…` handler starts
+/// from: the state, the name or id in the path, and the raw query string.
+/// [`Req::sweep`] and [`Req::trial`] check the query against what the
+/// endpoint takes (400) before anything is read.
+pub struct Req {
+    st: AppState,
+    key: String,
+    raw: Option<String>,
+}
+
+impl axum::extract::FromRequestParts<AppState> for Req {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        st: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // The first path segment after the endpoint's prefix (`{name}` or `{id}`).
+        let key = Path::<Vec<(String, String)>>::from_request_parts(parts, st)
+            .await
+            .map_err(|e| ApiError::BadRequest(e.body_text()))?
+            .0
+            .into_iter()
+            .next()
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        let RawQuery(raw) = RawQuery::from_request_parts(parts, st)
+            .await
+            .unwrap_or(RawQuery(None));
+        Ok(Req {
+            st: st.clone(),
+            key,
+            raw,
+        })
+    }
+}
+
+impl Req {
+    /// The query's parameters and the sweep's snapshot.
+    async fn sweep(&self, allowed: &[&str]) -> Result<(Params, Arc<Snapshot>), ApiError> {
+        let p = Params::parse(self.raw.clone(), allowed)?;
+        Ok((p, snapshot(&self.st, &self.key).await?))
+    }
+
+    /// The query's parameters and the trial id, checked to be one (404).
+    fn trial(&self, allowed: &[&str]) -> Result<(Params, &str), ApiError> {
+        let p = Params::parse(self.raw.clone(), allowed)?;
+        if !is_trial_id(&self.key) {
+            return Err(ApiError::NotFound(format!(
+                "{:?} is not a trial id",
+                self.key
+            )));
+        }
+        Ok((p, &self.key))
+    }
+
+    fn pool(&self) -> &sqlx::SqlitePool {
+        self.st.cache.pool()
+    }
+}
+
+/// The trial's row, or a 404 that says so.
+async fn trial_row(pool: &sqlx::SqlitePool, id: &str) -> Result<q::TrialDetail, ApiError> {
+    q::trial(pool, id)
+        .await?
+        .filter(|t| t.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no trial {id:?} in the database")))
+}
+
 // ---------------------------------------------------------------- sweeps
 
 pub async fn sweeps(State(st): State<AppState>, RawQuery(raw): RawQuery) -> ApiResult {
     Params::parse(raw, &[])?;
     let rows = q::sweeps(st.cache.pool()).await?;
-    let mut out = Vec::with_capacity(rows.len().min(200));
     // Bounded: the 200 newest sweeps (a database rarely holds more than a few).
-    for r in rows.into_iter().take(200) {
-        let best = st.cache.get(&r.name).await?.and_then(|s| s.best);
-        out.push(
-            json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize_for(&r.metric, r.direction.as_deref()) }),
-        );
-    }
+    let rows: Vec<q::SweepRow> = rows.into_iter().take(200).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    let bests = st.cache.bests(&names).await;
+    let out: Vec<Value> = rows
+        .iter()
+        .zip(bests)
+        .map(|(r, best)| json!({ "sweep": r, "best": best, "maximize": crate::snapshot::maximize_for(&r.metric, r.direction.as_deref()) }))
+        .collect();
     ok(json!({ "now": now(), "sweeps": out }))
 }
 
-pub async fn sweep(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn sweep(r: Req) -> ApiResult {
+    let (_, s) = r.sweep(&[]).await?;
     let best_trial = s
         .trials
         .iter()
@@ -260,16 +326,10 @@ fn parse_num(k: &str, v: &str, what: &str) -> Result<Option<f64>, ApiError> {
 }
 
 /// Sorted, filtered, paged trial table.
-pub async fn trials(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(
-        raw,
-        &["offset", "limit", "sort", "desc", "status", "range", "eq"],
-    )?;
-    let s = snapshot(&st, &name).await?;
+pub async fn trials(r: Req) -> ApiResult {
+    let (p, s) = r
+        .sweep(&["offset", "limit", "sort", "desc", "status", "range", "eq"])
+        .await?;
     let limit = p.int("limit", 50, 1, 500)? as usize;
     let offset = p.int("offset", 0, 0, 10_000_000)? as usize;
     let desc = p.flag("desc")?;
@@ -351,10 +411,15 @@ pub async fn trials(
             Filter::Eq(k, v) => t.params.get(k).is_some_and(|x| x.text() == *v),
         })
     };
-    let mut rows: Vec<&TrialSnap> = s.trials.iter().filter(|t| keep(t)).collect();
+    let mut rows: Vec<&TrialSnap> = s.trials.iter().map(|t| &**t).filter(|t| keep(t)).collect();
     let matched = rows.len();
     sort_rows(&mut rows, &sort, s.maximize, desc);
-    let page: Vec<&TrialSnap> = rows.into_iter().skip(offset).take(limit).collect();
+    let page: Vec<_> = rows
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(|t| s.row(t))
+        .collect();
     ok(json!({
         "now": now(),
         "total": s.trials.len(),
@@ -432,16 +497,16 @@ fn sort_rows<'a>(rows: &mut [&'a TrialSnap], key: &str, maximize: bool, desc: bo
 
 /// Learning curves on the sweep's metric: the top K trials by best value,
 /// every running trial (at most 200), and the ones asked for by id.
-pub async fn curves(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["top", "trials"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn curves(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["top", "trials"]).await?;
     let top = p.int("top", 30, 0, 1000)? as usize;
     let asked = p.ids("trials", 50)?;
-    let mut ranked: Vec<&TrialSnap> = s.trials.iter().filter(|t| t.best.is_some()).collect();
+    let mut ranked: Vec<&TrialSnap> = s
+        .trials
+        .iter()
+        .map(|t| &**t)
+        .filter(|t| t.best.is_some())
+        .collect();
     ranked.sort_by(|a, b| {
         let (x, y) = (a.best.unwrap_or(0.0), b.best.unwrap_or(0.0));
         let o = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
@@ -449,17 +514,17 @@ pub async fn curves(
     });
     let mut chosen: Vec<&TrialSnap> = ranked.into_iter().take(top).collect();
     let mut running = 0;
-    for t in &s.trials {
+    for t in s.trials.iter().map(|t| &**t) {
         if t.status == "running" && running < 200 && !chosen.iter().any(|c| c.id == t.id) {
             chosen.push(t);
             running += 1;
         }
     }
     for id in &asked {
-        if let Some(&i) = s.index.get(id)
+        if let Some(t) = s.trial(id)
             && !chosen.iter().any(|c| c.id == *id)
         {
-            chosen.push(&s.trials[i]);
+            chosen.push(t);
         }
     }
     let series: Vec<Value> = chosen
@@ -470,7 +535,7 @@ pub async fn curves(
                 "status": t.status,
                 "best": t.best,
                 "epochs": t.epochs,
-                "points": t.curve.iter().map(|c| [c.0 as f64, c.1]).collect::<Vec<_>>(),
+                "points": t.curve.iter().map(|c| [c.epoch as f64, c.value]).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -492,19 +557,14 @@ pub fn thin<T: Copy>(v: &[T], n: usize) -> Vec<T> {
 }
 
 /// Train loss per step of a few trials (the ones selected on the page).
-pub async fn train_loss(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["trials"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn train_loss(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["trials"]).await?;
     let mut out = Vec::new();
     for id in p.ids("trials", 10)? {
         if !s.index.contains_key(&id) {
             continue;
         }
-        let pts = q::train_loss(st.cache.pool(), &id, 200_000).await?;
+        let pts = q::train_loss(r.pool(), &id, 200_000).await?;
         let pts: Vec<[f64; 2]> = thin(&pts, 1500)
             .into_iter()
             .map(|(step, v)| [step as f64, v])
@@ -516,13 +576,8 @@ pub async fn train_loss(
 
 /// The best value so far against wall time since the sweep's first start
 /// and against epochs spent (every epoch of every trial counted once).
-pub async fn best(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn best(r: Req) -> ApiResult {
+    let (_, s) = r.sweep(&[]).await?;
     memo(&s, "best".into(), || async { Ok(best_json(&s)) }).await
 }
 
@@ -530,7 +585,11 @@ fn best_json(s: &Snapshot) -> Value {
     let mut all: Vec<(f64, f64, &str)> = s
         .trials
         .iter()
-        .flat_map(|t| t.curve.iter().map(move |c| (c.2, c.1, t.id.as_str())))
+        .flat_map(|t| {
+            t.curve
+                .iter()
+                .map(move |c| (s.time(c), c.value, t.id.as_str()))
+        })
         .filter(|c| c.1.is_finite())
         .collect();
     all.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
@@ -562,13 +621,8 @@ fn best_json(s: &Snapshot) -> Value {
 
 /// Parameters and metric of every trial with a value, for parallel
 /// coordinates and slice plots (at most `limit`, the best first).
-pub async fn points(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["limit"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn points(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["limit"]).await?;
     let limit = p.int("limit", 3000, 1, 10_000)? as usize;
     memo(&s, format!("points {limit}"), || async {
         Ok(points_json(&s, limit))
@@ -577,7 +631,12 @@ pub async fn points(
 }
 
 fn points_json(s: &Snapshot, limit: usize) -> Value {
-    let mut rows: Vec<&TrialSnap> = s.trials.iter().filter(|t| t.best.is_some()).collect();
+    let mut rows: Vec<&TrialSnap> = s
+        .trials
+        .iter()
+        .map(|t| &**t)
+        .filter(|t| t.best.is_some())
+        .collect();
     let with = rows.len();
     sort_rows(&mut rows, "best", s.maximize, false);
     let rows: Vec<Value> = rows
@@ -603,13 +662,8 @@ fn points_json(s: &Snapshot, limit: usize) -> Value {
 
 /// Parameter importance (Spearman and PED-ANOVA), on each trial's best value
 /// or, with `epoch=N`, on the value at epoch N (intermediate results).
-pub async fn importance(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["epoch"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn importance(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["epoch"]).await?;
     let epoch = match p.get("epoch") {
         None | Some("") => None,
         Some(_) => Some(p.int("epoch", 1, 1, 100_000)?),
@@ -626,7 +680,11 @@ fn importance_json(s: &Snapshot, epoch: Option<i64>) -> Value {
     for t in &s.trials {
         let y = match epoch {
             None => t.best,
-            Some(e) => t.curve.iter().find(|c| c.0 == e).map(|c| c.1),
+            Some(e) => t
+                .curve
+                .iter()
+                .find(|c| c.epoch as i64 == e)
+                .map(|c| c.value),
         };
         if let Some(y) = y.filter(|y| y.is_finite()) {
             xs.push(t.params.clone());
@@ -643,15 +701,10 @@ fn importance_json(s: &Snapshot, epoch: Option<i64>) -> Value {
     })
 }
 
-pub async fn timeline(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["limit"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn timeline(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["limit"]).await?;
     let limit = p.int("limit", 3000, 1, 20_000)?;
-    let pool = st.cache.pool();
+    let pool = r.pool();
     memo(&s, format!("timeline {limit}"), || async {
         let bars = q::timeline(pool, s.sweep.id, limit).await?;
         Ok(json!({ "now": now(), "bars": bars }))
@@ -660,15 +713,10 @@ pub async fn timeline(
 }
 
 /// Early stopping per rung: every decision's value, the cutoff and who was stopped.
-pub async fn decisions(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    let p = Params::parse(raw, &["limit"])?;
-    let s = snapshot(&st, &name).await?;
+pub async fn decisions(r: Req) -> ApiResult {
+    let (p, s) = r.sweep(&["limit"]).await?;
     let limit = p.int("limit", 20_000, 1, 50_000)?;
-    let pool = st.cache.pool();
+    let pool = r.pool();
     memo(&s, format!("decisions {limit}"), || async {
         let rows = q::sweep_decisions(pool, s.sweep.id, limit).await?;
         Ok(decisions_json(&rows))
@@ -715,26 +763,15 @@ fn decisions_json(rows: &[q::DecisionRow]) -> Value {
 
 // ---------------------------------------------------------------- trials
 
-pub async fn trial(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    if !is_trial_id(&id) {
-        return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
-    }
-    let pool = st.cache.pool();
-    let Some(t) = q::trial(pool, &id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no trial {id:?} in the database"
-        )));
-    };
-    let attempts = q::trial_attempts(pool, &id).await?;
-    let test = q::trial_test(pool, &id).await?;
-    let classes = q::trial_classes(pool, &id, 1000).await?;
-    let confusion = q::trial_confusion(pool, &id, 40_000).await?;
-    let misclassified = q::trial_misclassified(pool, &id, 200).await?;
+pub async fn trial(r: Req) -> ApiResult {
+    let (_, id) = r.trial(&[])?;
+    let pool = r.pool();
+    let t = trial_row(pool, id).await?;
+    let attempts = queries::attempts(pool, id).await?;
+    let test = queries::test_result(pool, id).await?;
+    let classes = q::trial_classes(pool, id, 1000).await?;
+    let confusion = q::trial_confusion(pool, id, 40_000).await?;
+    let misclassified = queries::misclassified(pool, id, Some(200)).await?;
     let params = crate::snapshot::flatten(&t.params);
     ok(json!({
         "now": now(),
@@ -750,16 +787,9 @@ pub async fn trial(
 }
 
 /// Every metric series of one trial, each thinned to at most 1,500 points.
-pub async fn trial_metrics(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> ApiResult {
-    Params::parse(raw, &[])?;
-    if !is_trial_id(&id) {
-        return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
-    }
-    let rows = q::trial_metrics(st.cache.pool(), &id, 300_000).await?;
+pub async fn trial_metrics(r: Req) -> ApiResult {
+    let (_, id) = r.trial(&[])?;
+    let rows = q::trial_metrics(r.pool(), id, 300_000).await?;
     let mut series: BTreeMap<(String, String), Vec<[f64; 3]>> = BTreeMap::new();
     for r in rows {
         series
@@ -790,16 +820,7 @@ pub async fn trial_log(
     if !is_trial_id(&id) {
         return Err(ApiError::NotFound(format!("{id:?} is not a trial id")));
     }
-    let Some(t) = q::trial(st.cache.pool(), &id).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no trial {id:?} in the database"
-        )));
-    };
-    if t.id != id {
-        return Err(ApiError::NotFound(format!(
-            "no trial {id:?} in the database"
-        )));
-    }
+    let t = trial_row(st.cache.pool(), &id).await?;
     let sweep_dir = std::path::Path::new(&t.sweep);
     // The sweep's name comes from the database, not the request; it still
     // must be one plain folder name.
@@ -846,20 +867,16 @@ fn tail(path: &std::path::Path, bytes: u64) -> Option<(String, bool, u64)> {
 /// A misclassified test image: only a file the database lists for this
 /// trial, whose canonical path (symlinks resolved) lies under the sweep's
 /// dataset root. Anything else is a 404, saying nothing about what exists.
-pub async fn trial_image(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    let p = Params::parse(raw, &["file"])?;
+pub async fn trial_image(r: Req) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("no such image".into());
+    let (p, id) = r.trial(&["file"]).map_err(|e| match e {
+        ApiError::NotFound(_) => not_found(),
+        e => e,
+    })?;
     let Some(file) = p.get("file") else {
         return Err(ApiError::BadRequest("file=PATH is required".into()));
     };
-    if !is_trial_id(&id) {
-        return Err(not_found());
-    }
-    let Some(root) = q::misclassified_file(st.cache.pool(), &id, file).await? else {
+    let Some(root) = q::misclassified_file(r.pool(), id, file).await? else {
         return Err(not_found());
     };
     let file = file.to_string();

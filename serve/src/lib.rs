@@ -278,6 +278,9 @@ fn generate_token() -> String {
         .collect()
 }
 
+/// How many of the newest sweeps are read at start, before anyone asks.
+const WARM_SWEEPS: usize = 3;
+
 /// Opens the database, binds, prints the URL on stdout, and serves until
 /// Ctrl-C (or SIGTERM).
 pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
@@ -314,6 +317,24 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServeError> {
         token: token.as_deref().map(Arc::from),
         loopback: ip.is_loopback(),
     };
+    // Build the newest sweeps' snapshots now, in the background: by the
+    // time a person opens the page (seconds later), a 10,000-trial sweep's
+    // first build (a few hundred milliseconds) is done.
+    {
+        let cache = state.cache.clone();
+        tokio::spawn(async move {
+            match sweep_store::serve_queries::sweeps(cache.pool()).await {
+                Ok(rows) => {
+                    for r in rows.iter().take(WARM_SWEEPS) {
+                        if let Err(e) = cache.get(&r.name).await {
+                            sweep_protocol::log!("serve: reading sweep {}: {e}", r.name);
+                        }
+                    }
+                }
+                Err(e) => sweep_protocol::log!("serve: listing the sweeps: {e}"),
+            }
+        });
+    }
     let addr = SocketAddr::new(ip, opts.port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -388,10 +409,9 @@ pub async fn importance_table(
     pool: &sqlx::SqlitePool,
     sweep: &str,
 ) -> Result<Option<String>, sqlx::Error> {
-    let Some(row) = sweep_store::serve_queries::sweep(pool, sweep).await? else {
+    let Some(s) = snapshot::Snapshot::load(pool, sweep, None).await? else {
         return Ok(None);
     };
-    let s = snapshot::Snapshot::build(pool, row).await?;
     let mut xs = Vec::new();
     let mut ys = Vec::new();
     for t in &s.trials {

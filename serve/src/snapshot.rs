@@ -1,11 +1,21 @@
 //! A sweep as the dashboard sees it at one moment: its trials, each with its
-//! flattened parameters and its curve on the sweep's metric, built from a
-//! handful of queries and shared by every request until the database moves.
+//! flattened parameters and its curve on the sweep's metric, shared by every
+//! request until the database moves.
 //!
 //! Why a snapshot: 50 open pages polling every second would otherwise each
-//! run the same sweep-wide queries. The [`Cache`] rebuilds a sweep at most
+//! run the same sweep-wide queries. The [`Cache`] refreshes a sweep at most
 //! once per [`MIN_AGE`], and only when `PRAGMA data_version` says another
-//! connection committed; every request between reads the shared `Arc`.
+//! connection committed.
+//!
+//! Why incremental: a sweep of 10,000 trials × 30 epochs has 300,000 values
+//! on its metric; reading them all again on every commit took seconds and
+//! held two copies in memory. A refresh reads, in one read transaction, only
+//! what was added since the last one ([`q::Marks`]: metric, attempt,
+//! decision and test rows by rowid, new trials by rowid), plus every trial's
+//! few changing columns, and shares every unchanged trial (an `Arc`) with
+//! the snapshot before it. A trial that gained an attempt has its curve
+//! read again whole, since a resumed attempt re-records epochs in place.
+//! Curves are kept compactly: 16 bytes a point ([`Pt`]).
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::{SqliteConnection, SqlitePool};
@@ -13,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use sweep_store::serve_queries as q;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Notify};
 
 /// A snapshot younger than this is served without asking the database.
 pub const MIN_AGE: Duration = Duration::from_millis(400);
@@ -127,8 +137,21 @@ pub struct ParamKey {
     pub max: Option<f64>,
 }
 
+/// One point of a learning curve: 16 bytes instead of three 8-byte numbers.
+/// The value stays `f64` so that best values and rankings are exact; the
+/// time is seconds after the sweep was created, which `f32` holds to
+/// within 0.1 s for a sweep that runs a fortnight.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pt {
+    pub epoch: u32,
+    pub t: f32,
+    pub value: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TrialSnap {
+    #[serde(skip)]
+    pub rowid: i64,
     pub id: String,
     pub ordinal: i64,
     pub status: String,
@@ -142,13 +165,87 @@ pub struct TrialSnap {
     pub attempts: i64,
     pub test_accuracy: Option<f64>,
     pub decision: Option<Decision>,
-    /// The varying parameters only (see [`Snapshot::params`]).
+    /// Every flattened parameter, varying or not; a response shows only the
+    /// varying ones ([`Snapshot::row`]).
+    #[serde(skip)]
     pub params: BTreeMap<String, Scalar>,
     pub best: Option<f64>,
     pub last: Option<f64>,
-    /// (epoch, value, unix time) on the sweep's metric.
+    /// The sweep's metric by epoch, in epoch order.
     #[serde(skip)]
-    pub curve: Vec<(i64, f64, f64)>,
+    pub curve: Vec<Pt>,
+}
+
+impl TrialSnap {
+    fn new(h: q::TrialHead) -> TrialSnap {
+        TrialSnap {
+            rowid: h.rowid,
+            id: h.id,
+            ordinal: h.ordinal,
+            status: String::new(),
+            device: None,
+            epochs: h.epochs,
+            epochs_done: 0,
+            images_per_s: None,
+            wall_s: None,
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            test_accuracy: None,
+            decision: None,
+            params: flatten(&h.params),
+            best: None,
+            last: None,
+            curve: Vec::new(),
+        }
+    }
+
+    fn state_differs(&self, s: &q::TrialState) -> bool {
+        self.status != s.status
+            || self.device != s.device
+            || self.epochs_done != s.epochs_done
+            || self.images_per_s != s.images_per_s
+            || self.wall_s != s.wall_s
+            || self.started_at != s.started_at
+            || self.finished_at != s.finished_at
+    }
+
+    fn set_state(&mut self, s: q::TrialState) {
+        self.status = s.status;
+        self.device = s.device;
+        self.epochs_done = s.epochs_done;
+        self.images_per_s = s.images_per_s;
+        self.wall_s = s.wall_s;
+        self.started_at = s.started_at;
+        self.finished_at = s.finished_at;
+    }
+
+    /// Adds a value; an epoch recorded twice keeps the later record.
+    fn put(&mut self, p: Pt) {
+        match self.curve.binary_search_by_key(&p.epoch, |c| c.epoch) {
+            Ok(i) => {
+                if p.t >= self.curve[i].t {
+                    self.curve[i] = p;
+                }
+            }
+            Err(i) => self.curve.insert(i, p),
+        }
+    }
+
+    fn summarise(&mut self, maximize: bool) {
+        self.best = None;
+        for c in &self.curve {
+            let v = c.value;
+            if v.is_finite()
+                && self
+                    .best
+                    .is_none_or(|b| if maximize { v > b } else { v < b })
+            {
+                self.best = Some(v);
+            }
+        }
+        self.last = self.curve.last().map(|c| c.value);
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -157,16 +254,34 @@ pub struct Decision {
     pub rung: Option<i64>,
     pub epoch: Option<i64>,
     pub action: String,
+    /// When it was made: of two at one epoch, the later is the latest.
+    #[serde(skip)]
+    pub time: f64,
+}
+
+/// A trial as the table shows it: its columns and its varying parameters.
+#[derive(Serialize)]
+pub struct Row<'a> {
+    #[serde(flatten)]
+    pub trial: &'a TrialSnap,
+    pub params: BTreeMap<&'a str, &'a Scalar>,
 }
 
 pub struct Snapshot {
     pub sweep: q::SweepRow,
     pub maximize: bool,
+    /// The parameters that vary between the trials.
     pub params: Vec<ParamKey>,
-    pub trials: Vec<TrialSnap>,
-    pub index: HashMap<String, usize>,
+    pub trials: Vec<Arc<TrialSnap>>,
+    /// Trial id → position in `trials`.
+    pub index: Arc<HashMap<String, usize>>,
+    by_rowid: Arc<HashMap<i64, usize>>,
     pub best: Option<f64>,
     pub built: Instant,
+    /// Where the next refresh starts reading.
+    marks: q::Marks,
+    /// The sweep's `created_at`: curve times are seconds after it.
+    origin: f64,
     /// Responses computed from this snapshot (by endpoint and parameters),
     /// served again until the database moves and a new snapshot replaces it.
     pub memo: std::sync::Mutex<HashMap<String, axum::body::Bytes>>,
@@ -178,94 +293,193 @@ impl Snapshot {
         if self.maximize { a > b } else { a < b }
     }
 
-    pub async fn build(pool: &SqlitePool, sweep: q::SweepRow) -> Result<Snapshot, sqlx::Error> {
-        let lines = q::sweep_trials(pool, sweep.id).await?;
-        let values =
-            q::sweep_metric_values(pool, sweep.id, &sweep.metric, sweep.program.is_some()).await?;
+    /// The unix time of a curve point.
+    pub fn time(&self, p: &Pt) -> f64 {
+        self.origin + p.t as f64
+    }
+
+    /// The trial with this id.
+    pub fn trial(&self, id: &str) -> Option<&TrialSnap> {
+        self.index.get(id).map(|&i| &*self.trials[i])
+    }
+
+    /// `t` as the table shows it, with the varying parameters only.
+    pub fn row<'a>(&'a self, t: &'a TrialSnap) -> Row<'a> {
+        Row {
+            trial: t,
+            params: self
+                .params
+                .iter()
+                .filter_map(|k| t.params.get_key_value(&k.name))
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
+        }
+    }
+
+    /// The sweep named `name` as the database has it now: built from
+    /// `prev` and the rows added since it when `prev` is given (and is of
+    /// the same sweep), else from scratch. None: no such sweep.
+    pub async fn load(
+        pool: &SqlitePool,
+        name: &str,
+        prev: Option<&Snapshot>,
+    ) -> Result<Option<Snapshot>, sqlx::Error> {
+        // One read transaction: every query sees the same commit, and the
+        // marks say exactly where that commit ends.
+        let mut tx = pool.begin().await?;
+        let Some(sweep) = q::sweep(&mut *tx, name).await? else {
+            return Ok(None);
+        };
+        let prev = prev.filter(|p| p.sweep.id == sweep.id && sweep.trials >= p.trials.len() as i64);
+        let marks = q::marks(&mut tx).await?;
         let maximize = maximize_for(&sweep.metric, sweep.direction.as_deref());
-        let mut curves: HashMap<i64, Vec<(i64, f64, f64)>> = HashMap::with_capacity(lines.len());
-        for v in values {
-            curves
-                .entry(v.trial_rowid)
-                .or_default()
-                .push((v.epoch, v.value, v.time));
-        }
-        for c in curves.values_mut() {
-            // Epoch order; a split other than `valid` may record an epoch twice: keep the later.
-            c.sort_by(|a, b| a.0.cmp(&b.0).then(a.2.total_cmp(&b.2)));
-            c.dedup_by(|later, earlier| {
-                if later.0 == earlier.0 {
-                    *earlier = *later;
-                    true
-                } else {
-                    false
+        let from = prev.map(|p| p.marks).unwrap_or_default();
+        let origin = prev.map_or(sweep.created_at, |p| p.origin);
+        let (mut trials, mut index, mut by_rowid) = match prev {
+            Some(p) => (p.trials.clone(), p.index.clone(), p.by_rowid.clone()),
+            None => Default::default(),
+        };
+        let mut touched = vec![false; trials.len()];
+
+        let added = q::trials_added(&mut tx, sweep.id, from.trials).await?;
+        let new_trials = !added.is_empty();
+        if new_trials {
+            let (index, by_rowid) = (Arc::make_mut(&mut index), Arc::make_mut(&mut by_rowid));
+            for h in added {
+                // A trial planned again keeps its row: only ever appended.
+                if by_rowid.contains_key(&h.rowid) {
+                    continue;
                 }
-            });
-            c.shrink_to_fit();
-        }
-        let flat: Vec<BTreeMap<String, Scalar>> =
-            lines.iter().map(|l| flatten(&l.params)).collect();
-        let params = varying(&flat);
-        let keep: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
-        let mut trials = Vec::with_capacity(lines.len());
-        let mut index = HashMap::with_capacity(lines.len());
-        let mut sweep_best: Option<f64> = None;
-        for (l, mut f) in lines.into_iter().zip(flat) {
-            f.retain(|k, _| keep.contains(&k.as_str()));
-            let curve = curves.remove(&l.rowid).unwrap_or_default();
-            let mut best: Option<f64> = None;
-            for &(_, v, _) in &curve {
-                if v.is_finite() && best.is_none_or(|b| if maximize { v > b } else { v < b }) {
-                    best = Some(v);
-                }
+                index.insert(h.id.clone(), trials.len());
+                by_rowid.insert(h.rowid, trials.len());
+                trials.push(Arc::new(TrialSnap::new(h)));
+                touched.push(true);
             }
-            if let Some(b) = best
-                && sweep_best.is_none_or(|s| if maximize { b > s } else { b < s })
+        }
+        q::trial_states(&mut tx, sweep.id, |st| {
+            if let Some(&i) = by_rowid.get(&st.rowid)
+                && trials[i].state_differs(&st)
             {
-                sweep_best = Some(b);
+                Arc::make_mut(&mut trials[i]).set_state(st);
             }
-            let decision = l.decision_action.clone().map(|action| Decision {
-                method: l.decision_method.clone().unwrap_or_default(),
-                rung: l.decision_rung,
-                epoch: l.decision_epoch,
-                action,
-            });
-            index.insert(l.id.clone(), trials.len());
-            trials.push(TrialSnap {
-                id: l.id,
-                ordinal: l.ordinal,
-                status: l.status,
-                device: l.device,
-                epochs: l.epochs,
-                epochs_done: l.epochs_done,
-                images_per_s: l.images_per_s,
-                wall_s: l.wall_s,
-                started_at: l.started_at,
-                finished_at: l.finished_at,
-                attempts: l.attempts,
-                test_accuracy: l.test_accuracy,
-                decision,
-                params: f,
-                best,
-                last: curve.last().map(|c| c.1),
-                curve,
-            });
+        })
+        .await?;
+        let mut reload = Vec::new();
+        for (rowid, n) in q::attempt_counts(&mut tx, sweep.id, from.attempts).await? {
+            if let Some(&i) = by_rowid.get(&rowid)
+                && trials[i].attempts != n
+            {
+                // A later attempt may record an epoch again, in place.
+                if prev.is_some() && trials[i].attempts > 0 {
+                    reload.push(i);
+                }
+                Arc::make_mut(&mut trials[i]).attempts = n;
+            }
         }
-        Ok(Snapshot {
+        for (rowid, acc) in q::tests_added(&mut tx, sweep.id, from.tests).await? {
+            if let Some(&i) = by_rowid.get(&rowid) {
+                Arc::make_mut(&mut trials[i]).test_accuracy = Some(acc);
+            }
+        }
+        q::decisions_added(&mut tx, sweep.id, from.decisions, |d| {
+            let Some(&i) = by_rowid.get(&d.trial_rowid) else {
+                return;
+            };
+            let later = trials[i]
+                .decision
+                .as_ref()
+                .is_none_or(|o| (d.epoch, d.time) >= (o.epoch.unwrap_or(0), o.time));
+            if later {
+                Arc::make_mut(&mut trials[i]).decision = Some(Decision {
+                    method: d.method,
+                    rung: d.rung,
+                    epoch: Some(d.epoch),
+                    action: d.action,
+                    time: d.time,
+                });
+            }
+        })
+        .await?;
+
+        let program = sweep.program.is_some();
+        let which = if prev.is_some() {
+            q::Values::Since(from.metrics)
+        } else {
+            q::Values::All
+        };
+        let mut put = |trials: &mut Vec<Arc<TrialSnap>>, v: q::EpochValue| {
+            if let Some(&i) = by_rowid.get(&v.trial_rowid) {
+                Arc::make_mut(&mut trials[i]).put(Pt {
+                    epoch: v.epoch.clamp(0, u32::MAX as i64) as u32,
+                    t: (v.time - origin) as f32,
+                    value: v.value,
+                });
+                touched[i] = true;
+            }
+        };
+        q::metric_values(&mut tx, sweep.id, &sweep.metric, program, which, |v| {
+            put(&mut trials, v)
+        })
+        .await?;
+        for i in reload {
+            // Marked touched by `put` if it has a value left; summarised again either way.
+            let t = Arc::make_mut(&mut trials[i]);
+            t.curve.clear();
+            t.best = None;
+            t.last = None;
+            let rowid = trials[i].rowid;
+            q::metric_values(
+                &mut tx,
+                sweep.id,
+                &sweep.metric,
+                program,
+                q::Values::Trial(rowid),
+                |v| put(&mut trials, v),
+            )
+            .await?;
+        }
+        drop(tx);
+
+        let mut best: Option<f64> = None;
+        for (t, touched) in trials.iter_mut().zip(&touched) {
+            if *touched {
+                let t = Arc::make_mut(t);
+                t.summarise(maximize);
+                if prev.is_none() {
+                    t.curve.shrink_to_fit();
+                }
+            }
+            if let Some(b) = t.best
+                && best.is_none_or(|s| if maximize { b > s } else { b < s })
+            {
+                best = Some(b);
+            }
+        }
+        let params = match prev {
+            Some(p) if !new_trials => p.params.clone(),
+            _ => varying(trials.iter().map(|t| &t.params), trials.len()),
+        };
+        Ok(Some(Snapshot {
             sweep,
             maximize,
             params,
             trials,
             index,
-            best: sweep_best,
+            by_rowid,
+            best,
             built: Instant::now(),
+            marks,
+            origin,
             memo: std::sync::Mutex::new(HashMap::new()),
-        })
+        }))
     }
 }
 
 /// The keys whose value is not the same in every trial.
-fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
+fn varying<'a>(
+    flat: impl Iterator<Item = &'a BTreeMap<String, Scalar>>,
+    n: usize,
+) -> Vec<ParamKey> {
     let mut keys: BTreeMap<&str, Vec<&Scalar>> = BTreeMap::new();
     for f in flat {
         for (k, v) in f {
@@ -274,7 +488,7 @@ fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
     }
     let mut out = Vec::new();
     for (name, vals) in keys {
-        let missing = vals.len() < flat.len();
+        let missing = vals.len() < n;
         let first = vals[0];
         if !missing && vals.iter().all(|v| *v == first) {
             continue;
@@ -317,25 +531,33 @@ fn varying(flat: &[BTreeMap<String, Scalar>]) -> Vec<ParamKey> {
     out
 }
 
-/// One sweep's latest snapshot, the `data_version` it was built at, and
-/// whether a newer one is being built.
+/// One sweep's latest snapshot and the `data_version` it was built at, and
+/// whether a refresh is under way.
 #[derive(Default)]
 struct SlotState {
     snap: Option<(Arc<Snapshot>, i64)>,
-    building: bool,
+    refreshing: bool,
 }
 
-type Slot = Arc<Mutex<SlotState>>;
+#[derive(Default)]
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Wakes the requests waiting for a refresh.
+    refreshed: Notify,
+}
 
-/// The latest snapshot of each sweep asked for. When the database has moved
-/// on, the next request starts a rebuild in the background and is answered
-/// from the snapshot it has (stale while it revalidates): on a 10,000-trial
-/// sweep a rebuild takes a second or more, and no request should wait for it.
-/// Only the very first request of a sweep waits for its first build.
+/// How long a request waits for a refresh before it is answered from the
+/// snapshot it has (stale while it revalidates). A refresh of a 10,000-trial
+/// sweep takes a few tens of milliseconds; one that takes longer (a burst
+/// of rows after a long pause) never holds a request up for longer.
+pub const REFRESH_WAIT: Duration = Duration::from_millis(60);
+
+/// The latest snapshot of each sweep asked for. Only the very first request
+/// of a sweep waits for its first build.
 pub struct Cache {
     pool: SqlitePool,
     probe: Mutex<SqliteConnection>,
-    sweeps: Mutex<HashMap<String, Slot>>,
+    sweeps: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl Cache {
@@ -357,13 +579,6 @@ impl Cache {
         q::data_version(&mut p).await
     }
 
-    async fn build(&self, name: &str) -> Result<Option<Snapshot>, sqlx::Error> {
-        match q::sweep(&self.pool, name).await? {
-            Some(row) => Ok(Some(Snapshot::build(&self.pool, row).await?)),
-            None => Ok(None),
-        }
-    }
-
     /// The sweep named `name` (None: no such sweep).
     pub async fn get(self: &Arc<Self>, name: &str) -> Result<Option<Arc<Snapshot>>, sqlx::Error> {
         let slot = {
@@ -371,7 +586,7 @@ impl Cache {
             // Bounded: one slot per sweep that exists (names not found are removed).
             m.entry(name.to_string()).or_default().clone()
         };
-        let mut held = slot.lock().await;
+        let mut held = slot.state.lock().await;
         if let Some((s, _)) = held.snap.as_ref()
             && s.built.elapsed() < MIN_AGE
         {
@@ -379,25 +594,34 @@ impl Cache {
         }
         let version = self.version().await?;
         if let Some((s, at)) = held.snap.as_ref() {
-            let s = s.clone();
-            if *at != version && !held.building {
-                held.building = true;
-                let (me, slot, name) = (self.clone(), slot.clone(), name.to_string());
+            if *at == version {
+                return Ok(Some(s.clone()));
+            }
+            let prev = s.clone();
+            if !held.refreshing {
+                held.refreshing = true;
+                let (pool, slot, name) = (self.pool.clone(), slot.clone(), name.to_string());
                 tokio::spawn(async move {
-                    let built = me.build(&name).await;
-                    let mut h = slot.lock().await;
-                    h.building = false;
-                    match built {
+                    let fresh = Snapshot::load(&pool, &name, Some(&prev)).await;
+                    let mut h = slot.state.lock().await;
+                    h.refreshing = false;
+                    match fresh {
                         Ok(Some(snap)) => h.snap = Some((Arc::new(snap), version)),
                         Ok(None) => h.snap = None,
-                        Err(e) => sweep_protocol::log!("serve: rebuilding sweep {name}: {e}"),
+                        Err(e) => sweep_protocol::log!("serve: refreshing sweep {name}: {e}"),
                     }
+                    drop(h);
+                    slot.refreshed.notify_waiters();
                 });
             }
-            return Ok(Some(s));
+            let refreshed = slot.refreshed.notified();
+            drop(held);
+            let _ = tokio::time::timeout(REFRESH_WAIT, refreshed).await;
+            let held = slot.state.lock().await;
+            return Ok(held.snap.as_ref().map(|(s, _)| s.clone()));
         }
         // The first request of a sweep: nothing to answer with but a build.
-        match self.build(name).await? {
+        match Snapshot::load(&self.pool, name, None).await? {
             Some(snap) => {
                 let snap = Arc::new(snap);
                 held.snap = Some((snap.clone(), version));
@@ -409,5 +633,33 @@ impl Cache {
                 Ok(None)
             }
         }
+    }
+
+    /// The best value of each sweep whose snapshot is built or builds
+    /// within a third of [`REFRESH_WAIT`] (all at once); None for the others, whose
+    /// build goes on in the background, so that the sweeps list never waits
+    /// for a big sweep.
+    pub async fn bests(self: &Arc<Self>, names: &[&str]) -> Vec<Option<f64>> {
+        // Shorter than a sweep page's wait: the list also runs a query over every trial.
+        let deadline = tokio::time::Instant::now() + REFRESH_WAIT / 3;
+        let tasks: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let (me, name) = (self.clone(), name.to_string());
+                tokio::spawn(async move { me.get(&name).await })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(tasks.len());
+        for mut task in tasks {
+            out.push(match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(Ok(s))) => s.and_then(|s| s.best),
+                Ok(Ok(Err(e))) => {
+                    sweep_protocol::log!("serve: {e}");
+                    None
+                }
+                _ => None,
+            });
+        }
+        out
     }
 }

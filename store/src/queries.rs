@@ -306,9 +306,14 @@ pub async fn trial_header(pool: &SqlitePool, trial: &str) -> Result<TrialHeader,
 }
 
 /// One worker process of a trial (`attempts` row).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AttemptRow {
     pub attempt: i64,
+    pub pid: Option<i64>,
+    pub device: Option<String>,
+    pub batch_size: Option<i64>,
+    pub node: Option<String>,
+    pub slurm_job: Option<String>,
     pub started_at: Option<f64>,
     pub finished_at: Option<f64>,
     pub exit_code: Option<i64>,
@@ -320,7 +325,7 @@ pub struct AttemptRow {
 
 pub async fn attempts(pool: &SqlitePool, trial: &str) -> Result<Vec<AttemptRow>, sqlx::Error> {
     sqlx::query_as::<_, AttemptRow>(
-        "SELECT attempt, started_at, finished_at, exit_code, signal, error_class, message, resumed_from_epoch FROM attempts WHERE trial_id = ? ORDER BY attempt",
+        "SELECT attempt, pid, device, batch_size, node, slurm_job, started_at, finished_at, exit_code, signal, error_class, message, resumed_from_epoch FROM attempts WHERE trial_id = ? ORDER BY attempt",
     )
     .bind(trial)
     .fetch_all(pool)
@@ -384,7 +389,7 @@ pub async fn learning_curves(
 }
 
 /// A trial's test result (`test_results` row): the best-validation checkpoint on the test split.
-#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+#[derive(Debug, Clone, Copy, Serialize, sqlx::FromRow)]
 pub struct TestResult {
     pub accuracy: f64,
     pub loss: f64,
@@ -446,7 +451,7 @@ pub async fn trials_with_test(
 }
 
 /// Per-class test accuracy of a trial (`class_accuracy` row).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ClassAccuracy {
     pub class: String,
     pub correct: i64,
@@ -466,7 +471,7 @@ pub async fn class_accuracy(
 }
 
 /// One cell of a trial's test confusion matrix.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct ConfusionCell {
     pub true_class: String,
     pub pred_class: String,
@@ -482,7 +487,7 @@ pub async fn confusion(pool: &SqlitePool, trial: &str) -> Result<Vec<ConfusionCe
 }
 
 /// A misclassified test image.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Misclassified {
     pub file: String,
     pub true_class: String,

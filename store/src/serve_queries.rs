@@ -7,6 +7,7 @@
 //! parameter, never spliced into SQL. Statuses and error classes are read as
 //! text, so a status a newer `sweep` adds shows as it is instead of failing.
 use crate::db::{MIGRATOR, OpenCause, StoreError};
+use crate::queries::{ClassAccuracy, ConfusionCell};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, SqliteConnection};
@@ -147,7 +148,7 @@ const SWEEP_ROW: &str =
        COALESCE(SUM(t.status = 'failed'), 0) AS failed,
        COALESCE(SUM(t.status = 'interrupted'), 0) AS interrupted,
        MIN(t.started_at) AS first_start,
-       MAX(MAX(COALESCE(t.finished_at, 0), COALESCE(t.started_at, 0))) AS last_activity
+       NULLIF(MAX(MAX(COALESCE(t.finished_at, 0.0), COALESCE(t.started_at, 0.0))), 0.0) AS last_activity
 FROM sweeps s LEFT JOIN trials t ON t.sweep_id = s.id";
 
 /// Every sweep, the most recently created first.
@@ -160,56 +161,166 @@ pub async fn sweeps(pool: &SqlitePool) -> Result<Vec<SweepRow>, sqlx::Error> {
 }
 
 /// One sweep by name.
-pub async fn sweep(pool: &SqlitePool, name: &str) -> Result<Option<SweepRow>, sqlx::Error> {
+pub async fn sweep<'e>(
+    on: impl sqlx::SqliteExecutor<'e>,
+    name: &str,
+) -> Result<Option<SweepRow>, sqlx::Error> {
     sqlx::query_as(&format!("{SWEEP_ROW} WHERE s.name = ? GROUP BY s.id"))
         .bind(name)
-        .fetch_optional(pool)
+        .fetch_optional(on)
         .await
 }
 
-/// A trial as the sweep page's table needs it (without its metric values).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct TrialLine {
+/// The newest rowid of each table a sweep's snapshot follows, read in the
+/// same transaction as the rows it was built from: the next refresh asks
+/// only for rows past these. Every table here is appended to (metrics are
+/// upserted in place only when a new attempt re-records an epoch, and a new
+/// attempt makes the caller reload that trial's curve); rowids only grow
+/// because nothing deletes the newest row.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Marks {
+    pub trials: i64,
+    pub metrics: i64,
+    pub attempts: i64,
+    pub decisions: i64,
+    pub tests: i64,
+}
+
+pub async fn marks(conn: &mut SqliteConnection) -> Result<Marks, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT (SELECT COALESCE(MAX(rowid), 0) FROM trials) AS trials,
+                (SELECT COALESCE(MAX(rowid), 0) FROM metrics) AS metrics,
+                (SELECT COALESCE(MAX(rowid), 0) FROM attempts) AS attempts,
+                (SELECT COALESCE(MAX(rowid), 0) FROM decisions) AS decisions,
+                (SELECT COALESCE(MAX(rowid), 0) FROM test_results) AS tests",
+    )
+    .fetch_one(conn)
+    .await
+}
+
+/// A trial's columns that never change once it is planned.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TrialHead {
     pub rowid: i64,
     pub id: String,
     pub ordinal: i64,
-    pub status: String,
-    pub device: Option<String>,
     pub epochs: i64,
-    pub epochs_done: i64,
     pub params: String,
-    pub images_per_s: Option<f64>,
-    pub wall_s: Option<f64>,
-    pub created_at: f64,
-    pub started_at: Option<f64>,
-    pub finished_at: Option<f64>,
-    pub attempts: i64,
-    pub test_accuracy: Option<f64>,
-    /// The trial's latest stopping decision: method, rung, epoch, action.
-    pub decision_method: Option<String>,
-    pub decision_rung: Option<i64>,
-    pub decision_epoch: Option<i64>,
-    pub decision_action: Option<String>,
 }
 
-pub async fn sweep_trials(pool: &SqlitePool, sweep_id: i64) -> Result<Vec<TrialLine>, sqlx::Error> {
+/// The sweep's trials added after rowid `after` (0: all of them).
+pub async fn trials_added(
+    conn: &mut SqliteConnection,
+    sweep_id: i64,
+    after: i64,
+) -> Result<Vec<TrialHead>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT t.rowid, t.id, t.ordinal, t.status, t.device, t.epochs, t.epochs_done, t.params,
-                t.images_per_s, t.wall_s, t.created_at, t.started_at, t.finished_at,
-                (SELECT COUNT(*) FROM attempts a WHERE a.trial_id = t.id) AS attempts,
-                r.accuracy AS test_accuracy,
-                d.method AS decision_method, d.rung AS decision_rung, d.epoch AS decision_epoch,
-                d.action AS decision_action
-         FROM trials t
-         LEFT JOIN test_results r ON r.trial_id = t.id
-         LEFT JOIN decisions d ON d.rowid = (SELECT d2.rowid FROM decisions d2 WHERE d2.trial_id = t.id
-                                              ORDER BY d2.epoch DESC, d2.time DESC LIMIT 1)
-         WHERE t.sweep_id = ?
-         ORDER BY t.ordinal",
+        "SELECT rowid, id, ordinal, epochs, params FROM trials
+         WHERE sweep_id = ? AND rowid > ? ORDER BY ordinal",
     )
     .bind(sweep_id)
-    .fetch_all(pool)
+    .bind(after)
+    .fetch_all(conn)
     .await
+}
+
+/// A trial's columns that the recorder updates while it runs.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TrialState {
+    pub rowid: i64,
+    pub status: String,
+    pub device: Option<String>,
+    pub epochs_done: i64,
+    pub images_per_s: Option<f64>,
+    pub wall_s: Option<f64>,
+    pub started_at: Option<f64>,
+    pub finished_at: Option<f64>,
+}
+
+/// Every trial's changing columns (trials have no change counter, and
+/// 10,000 short rows cost a few milliseconds).
+pub async fn trial_states(
+    conn: &mut SqliteConnection,
+    sweep_id: i64,
+    mut each: impl FnMut(TrialState),
+) -> Result<(), sqlx::Error> {
+    use futures_util::TryStreamExt;
+    let mut rows = sqlx::query_as(
+        "SELECT rowid, status, device, epochs_done, images_per_s, wall_s, started_at, finished_at
+         FROM trials WHERE sweep_id = ?",
+    )
+    .bind(sweep_id)
+    .fetch(conn);
+    while let Some(r) = rows.try_next().await? {
+        each(r);
+    }
+    Ok(())
+}
+
+/// How many attempts each trial has that gained one after attempt rowid `after`.
+pub async fn attempt_counts(
+    conn: &mut SqliteConnection,
+    sweep_id: i64,
+    after: i64,
+) -> Result<Vec<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.rowid, (SELECT COUNT(*) FROM attempts a WHERE a.trial_id = t.id)
+         FROM trials t
+         WHERE t.sweep_id = ? AND t.id IN (SELECT trial_id FROM attempts WHERE rowid > ?)",
+    )
+    .bind(sweep_id)
+    .bind(after)
+    .fetch_all(conn)
+    .await
+}
+
+/// Test accuracies recorded after test rowid `after`: (trial rowid, accuracy).
+pub async fn tests_added(
+    conn: &mut SqliteConnection,
+    sweep_id: i64,
+    after: i64,
+) -> Result<Vec<(i64, f64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.rowid, r.accuracy FROM test_results r CROSS JOIN trials t ON t.id = r.trial_id
+         WHERE r.rowid > ? AND t.sweep_id = ?",
+    )
+    .bind(after)
+    .bind(sweep_id)
+    .fetch_all(conn)
+    .await
+}
+
+/// A stopping decision, as a trial's row shows its latest.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DecisionMark {
+    pub trial_rowid: i64,
+    pub method: String,
+    pub rung: Option<i64>,
+    pub epoch: i64,
+    pub action: String,
+    pub time: f64,
+}
+
+/// The sweep's decisions recorded after decision rowid `after`, in no order.
+pub async fn decisions_added(
+    conn: &mut SqliteConnection,
+    sweep_id: i64,
+    after: i64,
+    mut each: impl FnMut(DecisionMark),
+) -> Result<(), sqlx::Error> {
+    use futures_util::TryStreamExt;
+    let mut rows = sqlx::query_as(
+        "SELECT t.rowid AS trial_rowid, d.method, d.rung, d.epoch, d.action, d.time
+         FROM decisions d CROSS JOIN trials t ON t.id = d.trial_id
+         WHERE d.rowid > ? AND t.sweep_id = ?",
+    )
+    .bind(after)
+    .bind(sweep_id)
+    .fetch(conn);
+    while let Some(r) = rows.try_next().await? {
+        each(r);
+    }
+    Ok(())
 }
 
 /// Where a sweep's metric is recorded: a `[program]` sweep's (`program`)
@@ -229,48 +340,75 @@ pub fn metric_source(metric: &str, program: bool) -> (Option<&'static str>, Stri
 /// One per-epoch value of the sweep's metric.
 #[derive(Debug, Clone, Copy, sqlx::FromRow)]
 pub struct EpochValue {
-    /// The trial's rowid ([`TrialLine::rowid`]): cheaper than its id.
+    /// The trial's rowid: cheaper than its id.
     pub trial_rowid: i64,
     pub epoch: i64,
     pub value: f64,
     pub time: f64,
 }
 
-/// Every per-epoch value of `metric` for the trials of a sweep. Each
-/// trial's rows come together, but in no promised order: sorting 300,000
-/// rows in SQLite's temp b-tree costs more than the caller's sort per trial.
-pub async fn sweep_metric_values(
-    pool: &SqlitePool,
+/// Which of a sweep's metric values to read.
+#[derive(Debug, Clone, Copy)]
+pub enum Values {
+    /// All of them (through the covering index `metrics_epoch_values`, a
+    /// range per trial).
+    All,
+    /// Those recorded after metrics rowid N (a range of the table itself).
+    Since(i64),
+    /// Those of the trial with this rowid.
+    Trial(i64),
+}
+
+/// The sweep's per-epoch values of `metric`, handed to `each` as they are
+/// read (never all in memory at once), in no promised order.
+pub async fn metric_values(
+    conn: &mut SqliteConnection,
     sweep_id: i64,
     metric: &str,
     program: bool,
-) -> Result<Vec<EpochValue>, sqlx::Error> {
+    which: Values,
+    mut each: impl FnMut(EpochValue),
+) -> Result<(), sqlx::Error> {
+    use futures_util::TryStreamExt;
     let (split, name) = metric_source(metric, program);
-    match split {
-        Some(split) => {
-            sqlx::query_as(
-                "SELECT t.rowid AS trial_rowid, m.epoch, m.value, m.time FROM trials t
-                 JOIN metrics m ON m.trial_id = t.id AND m.split = ? AND m.name = ?
-                 WHERE t.sweep_id = ?",
+    // The `NOT IN` term is the partial index's own WHERE, written the same
+    // way so that SQLite can use the index.
+    let on = if split.is_some() {
+        "m.split = ? AND m.name = ? AND m.split NOT IN ('train', 'step')"
+    } else {
+        "m.name = ? AND m.split NOT IN ('train', 'step')"
+    };
+    let cols = "t.rowid AS trial_rowid, m.epoch, m.value, m.time";
+    let sql = match which {
+        Values::All => {
+            format!(
+                "SELECT {cols} FROM trials t JOIN metrics m ON m.trial_id = t.id AND {on} WHERE t.sweep_id = ?"
             )
-            .bind(split)
-            .bind(&name)
-            .bind(sweep_id)
-            .fetch_all(pool)
-            .await
         }
-        None => {
-            sqlx::query_as(
-                "SELECT t.rowid AS trial_rowid, m.epoch, m.value, m.time FROM trials t
-                 JOIN metrics m ON m.trial_id = t.id AND m.name = ? AND m.split != 'train'
-                 WHERE t.sweep_id = ?",
-            )
-            .bind(&name)
-            .bind(sweep_id)
-            .fetch_all(pool)
-            .await
-        }
+        // CROSS JOIN keeps metrics the outer loop: a rowid range, not every trial's index range.
+        Values::Since(_) => format!(
+            "SELECT {cols} FROM metrics m CROSS JOIN trials t ON t.id = m.trial_id WHERE m.rowid > ? AND {on} AND t.sweep_id = ?"
+        ),
+        Values::Trial(_) => format!(
+            "SELECT {cols} FROM trials t JOIN metrics m ON m.trial_id = t.id AND {on} WHERE t.sweep_id = ? AND t.rowid = ?"
+        ),
+    };
+    let mut query = sqlx::query_as::<_, EpochValue>(&sql);
+    if let Values::Since(after) = which {
+        query = query.bind(after);
     }
+    if let Some(split) = split {
+        query = query.bind(split);
+    }
+    query = query.bind(name).bind(sweep_id);
+    if let Values::Trial(rowid) = which {
+        query = query.bind(rowid);
+    }
+    let mut rows = query.fetch(conn);
+    while let Some(r) = rows.try_next().await? {
+        each(r);
+    }
+    Ok(())
 }
 
 /// One worker process, for the sweep's timeline.
@@ -378,38 +516,6 @@ pub async fn trial(pool: &SqlitePool, id: &str) -> Result<Option<TrialDetail>, s
     .await
 }
 
-/// One attempt of a trial, every column the page shows.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct AttemptDetail {
-    pub attempt: i64,
-    pub pid: Option<i64>,
-    pub device: Option<String>,
-    pub batch_size: Option<i64>,
-    pub started_at: f64,
-    pub finished_at: Option<f64>,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i64>,
-    pub error_class: Option<String>,
-    pub message: Option<String>,
-    pub resumed_from_epoch: Option<i64>,
-    pub node: Option<String>,
-    pub slurm_job: Option<String>,
-}
-
-pub async fn trial_attempts(
-    pool: &SqlitePool,
-    id: &str,
-) -> Result<Vec<AttemptDetail>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT attempt, pid, device, batch_size, started_at, finished_at, exit_code, signal,
-                error_class, message, resumed_from_epoch, node, slurm_job
-         FROM attempts WHERE trial_id = ? ORDER BY attempt",
-    )
-    .bind(id)
-    .fetch_all(pool)
-    .await
-}
-
 /// One metric row of a trial.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct MetricPoint {
@@ -453,34 +559,12 @@ pub async fn train_loss(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct TestRow {
-    pub loss: f64,
-    pub accuracy: f64,
-    pub n: i64,
-    pub epoch: i64,
-}
-
-pub async fn trial_test(pool: &SqlitePool, id: &str) -> Result<Option<TestRow>, sqlx::Error> {
-    sqlx::query_as("SELECT loss, accuracy, n, epoch FROM test_results WHERE trial_id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ClassRow {
-    pub class: String,
-    pub correct: i64,
-    pub total: i64,
-    pub accuracy: f64,
-}
-
+/// A trial's per-class accuracies, sorted by class, at most `limit`.
 pub async fn trial_classes(
     pool: &SqlitePool,
     id: &str,
     limit: i64,
-) -> Result<Vec<ClassRow>, sqlx::Error> {
+) -> Result<Vec<ClassAccuracy>, sqlx::Error> {
     sqlx::query_as(
         "SELECT class, correct, total, accuracy FROM class_accuracy WHERE trial_id = ? ORDER BY class LIMIT ?",
     )
@@ -490,42 +574,14 @@ pub async fn trial_classes(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct ConfusionRow {
-    pub true_class: String,
-    pub pred_class: String,
-    pub count: i64,
-}
-
+/// A trial's confusion cells, sorted by true and predicted class, at most `limit`.
 pub async fn trial_confusion(
     pool: &SqlitePool,
     id: &str,
     limit: i64,
-) -> Result<Vec<ConfusionRow>, sqlx::Error> {
+) -> Result<Vec<ConfusionCell>, sqlx::Error> {
     sqlx::query_as(
         "SELECT true_class, pred_class, count FROM confusion WHERE trial_id = ? ORDER BY true_class, pred_class LIMIT ?",
-    )
-    .bind(id)
-    .bind(limit)
-    .fetch_all(pool)
-    .await
-}
-
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
-pub struct MisclassifiedRow {
-    pub file: String,
-    pub true_class: String,
-    pub pred_class: String,
-    pub prob: f64,
-}
-
-pub async fn trial_misclassified(
-    pool: &SqlitePool,
-    id: &str,
-    limit: i64,
-) -> Result<Vec<MisclassifiedRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT file, true_class, pred_class, prob FROM misclassified WHERE trial_id = ? ORDER BY prob DESC, file LIMIT ?",
     )
     .bind(id)
     .bind(limit)

@@ -310,6 +310,58 @@ impl Page {
         path
     }
 
+    /// A real mouse event (DevTools `Input.dispatchMouseEvent`) at page coordinates.
+    fn mouse(&self, kind: &str, x: f64, y: f64) {
+        use headless_chrome::protocol::cdp::Input;
+        let (kind, button, buttons) = match kind {
+            "down" => (
+                Input::DispatchMouseEventTypeOption::MousePressed,
+                Some(Input::MouseButton::Left),
+                Some(1),
+            ),
+            "up" => (
+                Input::DispatchMouseEventTypeOption::MouseReleased,
+                Some(Input::MouseButton::Left),
+                Some(0),
+            ),
+            "drag" => (
+                Input::DispatchMouseEventTypeOption::MouseMoved,
+                Some(Input::MouseButton::Left),
+                Some(1),
+            ),
+            _ => (Input::DispatchMouseEventTypeOption::MouseMoved, None, None),
+        };
+        self.tab
+            .call_method(Input::DispatchMouseEvent {
+                Type: kind,
+                x,
+                y,
+                modifiers: None,
+                timestamp: None,
+                click_count: buttons.map(|_| 1),
+                button,
+                buttons,
+                force: None,
+                tangential_pressure: None,
+                tilt_x: None,
+                tilt_y: None,
+                twist: None,
+                delta_x: None,
+                delta_y: None,
+                pointer_Type: None,
+            })
+            .expect("dispatch a mouse event");
+    }
+
+    /// `[x, y]` page coordinates computed by `js`.
+    fn point(&self, js: &str) -> (f64, f64) {
+        let v = self.eval(js);
+        match (v[0].as_f64(), v[1].as_f64()) {
+            (Some(x), Some(y)) => (x, y),
+            _ => panic!("{js} gave no point: {v}"),
+        }
+    }
+
     #[track_caller]
     fn assert_clean(&self, what: &str) {
         let errors = self.errors.lock().unwrap().clone();
@@ -799,19 +851,337 @@ fn the_pages_follow_a_running_sweep_without_a_reload() {
     run.finish_within(Duration::from_secs(120)).expect_success();
 }
 
+/// Serving beside a running `sweep run` never blocks its writes: a server
+/// asked as fast as it answers, from four threads, while a sweep of 8
+/// trials × 12 epochs runs, and the sweep still records every row, with no
+/// SQLITE_BUSY ("database is locked") anywhere and no failed request. (No
+/// timing is asserted: a blocked writer shows as busy errors and missing
+/// rows, since the recorder's writes would time out.)
+#[test]
+fn serving_beside_a_running_sweep_never_blocks_its_writes() {
+    let s = finished_sweep("first");
+    let server = Server::start(&s, &[]);
+    let file = s
+        .sweep_file("beside")
+        .defaults("epochs = 12")
+        .grid("lr = [0.09, 0.08, 0.07, 0.06, 0.05, 0.04, 0.03, 0.02]")
+        .resources("cpu_workers = 4")
+        .write();
+    let run = s
+        .run(&file)
+        .fake_worker("curve")
+        .env("FAKE_STEPS", "4")
+        .env("FAKE_EPOCH_S", "0.05")
+        .spawn();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let port = server.port;
+    let askers: Vec<_> = (0..4)
+        .map(|k| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let paths = [
+                    "/api/sweeps",
+                    "/api/sweeps/beside",
+                    "/api/sweeps/beside/trials?sort=best",
+                    "/api/sweeps/beside/curves?top=100",
+                    "/api/sweeps/beside/best",
+                    "/api/sweeps/beside/points",
+                    "/api/sweeps/beside/timeline",
+                    "/api/sweeps/beside/importance",
+                ];
+                let (mut asked, mut failed) = (0, Vec::new());
+                let mut i = k;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let path = paths[i % paths.len()];
+                    let (code, body) = http_get(port, path, &[]);
+                    // 404: the sweep is not in the database yet.
+                    if code != 200 && code != 404 {
+                        failed.push(format!("{path}: {code} {body}"));
+                    }
+                    asked += 1;
+                    i += 1;
+                }
+                (asked, failed)
+            })
+        })
+        .collect();
+    let out = run.finish_within(Duration::from_secs(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut asked = 0;
+    for a in askers {
+        let (n, failed) = a.join().unwrap();
+        assert!(failed.is_empty(), "requests failed: {failed:#?}");
+        asked += n;
+    }
+    out.expect_success();
+    assert!(asked > 50, "the server was asked only {asked} times");
+    // SQLite's words for a writer kept waiting (SQLITE_BUSY, code 5).
+    let blocked: Vec<&str> = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines())
+        .filter(|l| {
+            let l = l.to_lowercase();
+            l.contains("database is locked") || l.contains("sqlite_busy") || l.contains("(code: 5)")
+        })
+        .collect();
+    assert!(
+        blocked.is_empty(),
+        "sweep run met a locked database beside sweep serve: {blocked:#?}"
+    );
+    let db = common::Db::open(s.db());
+    let beside =
+        "(SELECT t.id FROM trials t JOIN sweeps w ON w.id = t.sweep_id WHERE w.name = 'beside')";
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM trials WHERE id IN {beside} AND status = 'done' AND epochs_done = 12")),
+        8,
+        "every trial done with 12 epochs"
+    );
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM metrics WHERE trial_id IN {beside} AND split = 'valid' AND name = 'accuracy'")),
+        8 * 12,
+        "every epoch's validation row"
+    );
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM metrics WHERE trial_id IN {beside} AND split = 'train' AND name = 'loss'")),
+        8 * 12 * 4,
+        "every step's train row"
+    );
+    // And the server comes to show every epoch too (a poll: its snapshot
+    // may be up to one refresh behind the last commit).
+    let points = || -> usize {
+        server.get_json("/api/sweeps/beside/curves?top=8")["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["points"].as_array().unwrap().len())
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while points() != 8 * 12 {
+        assert!(
+            Instant::now() < deadline,
+            "the server shows {} of the 96 values",
+            points()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(server);
+}
+
+/// Hovering a learning curve shows its trial, epoch and value.
+#[test]
+fn hovering_a_chart_shows_the_values_under_the_mouse() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let s = finished_sweep("hover");
+    let server = Server::start(&s, &[]);
+    let curves = server.get_json("/api/sweeps/hover/curves?top=30");
+    let page = Page::open(&chromium, &server.page("/sweep/hover"));
+    page.wait_for(
+        "document.querySelectorAll('#curves-chart path[stroke-width]').length >= 6",
+        "the learning curves",
+    );
+    page.assert_clean("before hovering");
+    assert_eq!(page.eval("document.getElementById('tip').hidden"), true);
+    // The last vertex of the first curve, in page coordinates.
+    let (x, y) = page.point(
+        "(() => { const p = document.querySelector('#curves-chart path[stroke-width]'); p.scrollIntoView({ block: 'center' }); \
+           const q = p.getPointAtLength(p.getTotalLength()); const m = p.getScreenCTM(); \
+           return [q.x * m.a + q.y * m.c + m.e, q.x * m.b + q.y * m.d + m.f]; })()",
+    );
+    page.mouse("move", x, y);
+    page.wait_for(
+        "!document.getElementById('tip').hidden && document.getElementById('tip').textContent.includes('epoch')",
+        "a tooltip",
+    );
+    let text = page.eval("document.getElementById('tip').textContent");
+    let text = text.as_str().unwrap();
+    // Its value is one of the curves' values, as the API has it.
+    let shown: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(": ").next()?.trim().parse().ok())
+        .collect();
+    let series = curves["series"].as_array().unwrap();
+    let hit = series
+        .iter()
+        .find(|c| text.contains(c["id"].as_str().unwrap()));
+    let hit = hit.unwrap_or_else(|| panic!("the tooltip names no trial: {text:?}"));
+    let last = hit["points"].as_array().unwrap().last().unwrap().clone();
+    let (epoch, value) = (last[0].as_f64().unwrap(), last[1].as_f64().unwrap());
+    assert!(
+        shown.contains(&epoch) && shown.iter().any(|v| (v - value).abs() < 5e-4),
+        "the tooltip {text:?} does not show epoch {epoch} and value {value}"
+    );
+    // Moving off the chart hides it.
+    page.mouse("move", 2.0, 2.0);
+    page.wait_for(
+        "document.getElementById('tip').hidden",
+        "the tooltip hidden",
+    );
+    page.assert_clean("hovering");
+}
+
+/// Brushing the metric's axis of the parallel coordinates from its top
+/// selects the best trials, and only them.
+#[test]
+fn brushing_parallel_coordinates_selects_the_trials_in_the_range() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let s = finished_sweep("brush");
+    let server = Server::start(&s, &[]);
+    let page = Page::open(&chromium, &server.page("/sweep/brush"));
+    page.wait_for(
+        "document.querySelectorAll('#sec-parcoords path').length >= 6",
+        "the parallel coordinates",
+    );
+    let selected = "[...document.querySelectorAll('#sec-parcoords path')].filter(p => p.__row && p.getAttribute('stroke-opacity') === '0.6')";
+    assert_eq!(
+        page.eval(&format!("{selected}.length")),
+        6,
+        "all selected at first"
+    );
+    // The metric's axis is the last one: drag from its top to its middle.
+    let band = page.eval("(() => { const r = [...document.querySelectorAll('#sec-parcoords rect[cursor=crosshair]')].pop(); r.scrollIntoView({ block: 'center' }); const b = r.getBoundingClientRect(); return [b.x + b.width / 2, b.y, b.height]; })()");
+    let (x, top, height) = (
+        band[0].as_f64().unwrap(),
+        band[1].as_f64().unwrap(),
+        band[2].as_f64().unwrap(),
+    );
+    page.mouse("move", x, top + 1.0);
+    page.mouse("down", x, top + 1.0);
+    page.mouse("drag", x, top + height * 0.25);
+    page.mouse("drag", x, top + height * 0.5);
+    page.mouse("up", x, top + height * 0.5);
+    page.wait_for(
+        "document.querySelector('#sec-parcoords .note').textContent.includes('in the brushed ranges')",
+        "a brushed range",
+    );
+    let chosen = page.eval(&format!("{selected}.map(p => p.__row.value)"));
+    let others = page.eval("[...document.querySelectorAll('#sec-parcoords path')].filter(p => p.__row && p.getAttribute('stroke-opacity') !== '0.6').map(p => p.__row.value)");
+    let (chosen, others): (Vec<f64>, Vec<f64>) = (
+        serde_json::from_value(chosen).unwrap(),
+        serde_json::from_value(others).unwrap(),
+    );
+    assert!(
+        !chosen.is_empty() && !others.is_empty(),
+        "the top half of the axis selects some trials, not all: {chosen:?} / {others:?}"
+    );
+    let worst_chosen = chosen.iter().copied().fold(f64::INFINITY, f64::min);
+    let best_other = others.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    assert!(
+        worst_chosen > best_other,
+        "the top of the val_accuracy axis selects the best trials: {chosen:?} against {others:?}"
+    );
+    let note = page.eval("document.querySelector('#sec-parcoords .note').textContent");
+    assert!(
+        note.as_str()
+            .unwrap()
+            .starts_with(&format!("{} of 6 trials", chosen.len())),
+        "{note}"
+    );
+    page.screenshot("parcoords-brushed");
+    page.assert_clean("brushing");
+}
+
+/// Class names in Chinese and Japanese are shown on the trial page (the
+/// per-class table, the confusion heatmap, the thumbnails' captions) and
+/// drawn with glyphs: two different characters are drawn differently in the
+/// page's font, which two missing-glyph boxes would not be.
+#[test]
+fn cjk_class_names_render_on_the_trial_page() {
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let s = finished_sweep("cjk");
+    let db = common::Db::open(s.db());
+    let trial: String = db.scalar("SELECT trial_id FROM misclassified ORDER BY trial_id LIMIT 1");
+    for (from, to) in [("a", "鼠"), ("b", "ねこ")] {
+        for sql in [
+            format!("UPDATE class_accuracy SET class = '{to}' WHERE class = '{from}'"),
+            format!("UPDATE confusion SET true_class = '{to}' WHERE true_class = '{from}'"),
+            format!("UPDATE confusion SET pred_class = '{to}' WHERE pred_class = '{from}'"),
+            format!("UPDATE misclassified SET true_class = '{to}' WHERE true_class = '{from}'"),
+            format!("UPDATE misclassified SET pred_class = '{to}' WHERE pred_class = '{from}'"),
+        ] {
+            db.execute(&sql);
+        }
+    }
+    let server = Server::start(&s, &[]);
+    let page = Page::open(&chromium, &server.page(&format!("/trial/{trial}")));
+    page.wait_for(
+        "!!document.querySelector('#sec-confusion svg') && document.querySelectorAll('#sec-mis img').length === 2",
+        "the trial's classes",
+    );
+    for name in ["鼠", "ねこ"] {
+        page.wait_for(
+            &format!("[...document.querySelectorAll('#sec-confusion text')].some(t => t.textContent === {name:?})"),
+            &format!("{name} in the heatmap"),
+        );
+        let shown = page.eval(&format!(
+            "document.body.innerText.split({name:?}).length - 1"
+        ));
+        assert!(
+            shown.as_u64().unwrap() >= 3,
+            "{name} in the table, the heatmap and a caption ({shown})"
+        );
+    }
+    let drawn = page.eval(
+        "(() => { const t = [...document.querySelectorAll('#sec-confusion text')].find(t => t.textContent === '鼠'); \
+           const font = getComputedStyle(t).fontSize + ' ' + getComputedStyle(t).fontFamily; \
+           const ink = (ch) => { const c = document.createElement('canvas'); c.width = c.height = 64; \
+             const g = c.getContext('2d'); g.font = font.replace(/^[0-9.]+px/, '48px'); g.fillText(ch, 4, 52); \
+             return Array.from(g.getImageData(0, 0, 64, 64).data).join(); }; \
+           return ink('鼠') !== ink('猫') && ink('ね') !== ink('こ'); })()",
+    );
+    assert_eq!(
+        drawn, true,
+        "the CJK names are drawn as boxes: no CJK font in the page"
+    );
+    page.screenshot("trial-cjk");
+    page.assert_clean("trial page with CJK class names");
+}
+
 // ------------------------------------------------------------ the benchmark
 
 /// `bench/serve.sh`: figures on a big database (`SWEEP_SERVE_BENCH_DB`, a
 /// sweep named `bench`), printed beside their targets; nothing is asserted
-/// about time (a benchmark, not a test).
+/// about time (a benchmark, not a test). With `SWEEP_SERVE_BENCH_OLD_DB` (the
+/// same database without migrations newer than an older `sweep`) it also
+/// runs this `sweep` on that file and, with `SWEEP_SERVE_BENCH_OLD_BIN`, the
+/// older `sweep` on it first: before and after in one run, on one machine.
 #[test]
 #[ignore = "a benchmark: bench/serve.sh runs it on a 10,000-trial database"]
 fn bench_serve_on_a_big_database() {
     let db = PathBuf::from(std::env::var("SWEEP_SERVE_BENCH_DB").expect("SWEEP_SERVE_BENCH_DB"));
+    let old_db = std::env::var_os("SWEEP_SERVE_BENCH_OLD_DB").map(PathBuf::from);
+    let old_bin = std::env::var_os("SWEEP_SERVE_BENCH_OLD_BIN")
+        .filter(|b| !b.is_empty())
+        .map(PathBuf::from);
+    let bin = PathBuf::from(common::BIN);
+    let mut runs: Vec<(&str, &Path, &Path)> = Vec::new();
+    if let (Some(old_bin), Some(old_db)) = (&old_bin, &old_db) {
+        runs.push(("before: the older sweep", old_bin, old_db));
+    }
+    if let Some(old_db) = &old_db {
+        runs.push(("this sweep, on a database without the index", &bin, old_db));
+    }
+    runs.push(("this sweep", &bin, &db));
+    for (label, bin, db) in runs {
+        println!("\n=== {label} ({})", bin.display());
+        bench_one(bin, db);
+    }
+}
+
+fn bench_one(bin: &Path, db: &Path) {
     let chromium = prerequisites::chromium();
     let s = Scratch::new();
-    let start_server = || {
-        let mut c = common::sweep(&["serve", "--port", "0"]).db(&db).command();
+    let start_server = |db: &Path| {
+        let mut c = std::process::Command::new(bin);
+        c.arg("--db").arg(db).args(["serve", "--port", "0"]);
+        c.env_remove("SWEEP_DB").stdin(Stdio::null());
         c.stdout(Stdio::piped()).stderr(Stdio::null());
         let mut child = c.spawn().expect("start sweep serve");
         let mut line = String::new();
@@ -832,7 +1202,6 @@ fn bench_serve_on_a_big_database() {
             port,
         }
     };
-    let _ = &s;
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     let timed = |server: &Server, path: &str| {
         let t = Instant::now();
@@ -842,13 +1211,13 @@ fn bench_serve_on_a_big_database() {
     };
 
     // 1. Every endpoint: the first request (a fresh server: the snapshot is built) and warm ones.
-    let server = start_server();
+    let server = start_server(db);
     let trial = server.get_json("/api/sweeps/bench/trials?sort=best&limit=1")["rows"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
     drop(server);
-    let server = start_server();
+    let server = start_server(db);
     println!("API, 10,000 trials (target: every response <= 100 ms)");
     println!(
         "  {:<58} {:>9} {:>9} {:>9}",
@@ -888,7 +1257,7 @@ fn bench_serve_on_a_big_database() {
     // 2. The sweep page's first render (table and curves on the page), on a fresh server and a warm one.
     if let Some(chromium) = &chromium {
         for label in ["fresh server", "warm server"] {
-            let server = start_server();
+            let server = start_server(db);
             if label == "warm server" {
                 server.get("/api/sweeps/bench");
             }
@@ -904,29 +1273,9 @@ fn bench_serve_on_a_big_database() {
     // 3. 50 pages following live updates: each polls what the sweep page polls every second
     //    while a writer commits a new epoch of one trial every 2 s (a copy of the database).
     let live_db = s.path("live.db");
-    std::fs::copy(&db, &live_db).unwrap();
-    let mut c = common::sweep(&["serve", "--port", "0"])
-        .db(&live_db)
-        .command();
-    c.stdout(Stdio::piped()).stderr(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line
-        .trim()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
-    let server = Server {
-        child,
-        url: line,
-        port,
-    };
+    std::fs::copy(db, &live_db).unwrap();
+    let server = start_server(&live_db);
+    let port = server.port;
     let pid = server.child.id();
     let trial = server.get_json("/api/sweeps/bench/trials?sort=epoch&limit=1")["rows"][0]["id"]
         .as_str()
