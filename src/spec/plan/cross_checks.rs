@@ -157,3 +157,32 @@ fn stopping_is_validated() {
         (StopMethod::Hyperband, 2, 3, Some(4))
     );
 }
+
+/// `layer_decay`: 0 < d ≤ 1, 1 (off) by default and then left out of the
+/// trial's JSON (so trial ids do not change), a grid axis like any other.
+#[test]
+fn layer_decay_is_a_fraction_in_0_1() {
+    let p = plan("[grid]\nlayer_decay = [0.65, 1.0]\n").unwrap();
+    let d: Vec<f64> = p
+        .trials
+        .iter()
+        .map(|t| t.builtin().unwrap().layer_decay)
+        .collect();
+    assert_eq!(d, [0.65, 1.0]);
+    assert_eq!(p.varying, ["layer_decay"]);
+    assert!(p.trials[1].config.to_json().get("layer_decay").is_none());
+    assert_eq!(p.trials[0].config.to_json()["layer_decay"], 0.65);
+    let off = plan("[defaults]\nlr = 0.01\n").unwrap();
+    assert_eq!(
+        off.trials[0].id, p.trials[1].id,
+        "layer_decay = 1 is the default"
+    );
+    for bad in ["0", "0.0", "-0.5", "1.01", "nan", "inf"] {
+        let e = err(&format!("[defaults]\nlayer_decay = {bad}\n"));
+        assert!(
+            e.contains("`layer_decay` must be > 0 and ≤ 1"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(err("[defaults]\nlayer_decay = \"0.7\"\n").contains("`layer_decay` must be a number"));
+}
