@@ -8,8 +8,10 @@
 # RSS of each (GNU time's maximum resident set size of the process tree:
 # the worker for sweep, the Python process for PyTorch).
 #
-#   bench/backbones.sh [IMAGE_SIZE] [EPOCHS] [BACKBONE...]
-# defaults: 64 px, 2 epochs, every backbone of the issue. Needs `make build`
+#   [BATCH=32] [PER_CLASS=100] bench/backbones.sh [IMAGE_SIZE] [EPOCHS] [BACKBONE...]
+# defaults: 64 px, 2 epochs, every backbone of the issue, batch 32, 100
+# training images per class (12 classes); a small machine finishes in about
+# 15 minutes with BATCH=16 PER_CLASS=8. Needs `make build`
 # first (and uses the PyTorch that make installs). On the CPU; a GPU machine
 # runs the sweep side on the GPU (see bench/gpu.sh for a GPU comparison).
 set -euo pipefail
@@ -17,16 +19,17 @@ cd "$(dirname "$0")/.."
 SIZE="${1:-64}"; EPOCHS="${2:-2}"; shift $(( $# > 2 ? 2 : $# )) || true
 BACKBONES=("$@")
 [ ${#BACKBONES[@]} -gt 0 ] || BACKBONES=(resnet50 convnext_tiny convnext_small efficientnet_b0 efficientnet_v2_s mobilenet_v3_large regnet_y_3_2gf vit_b_16)
-BATCH=32
+BATCH="${BATCH:-32}"
+PER_CLASS="${PER_CLASS:-100}"
 THREADS=$(nproc)
 LIBTORCH="${LIBTORCH:-$(scripts/install-libtorch.sh)}"
 PY="$(dirname "$(dirname "$(dirname "$(dirname "$LIBTORCH")")")")/bin/python"
 BIN=target/release/sweep
 [ -x /usr/bin/time ] || { echo "needs GNU time (/usr/bin/time; apt-get install time)" >&2; exit 2; }
 WORK="$(mktemp -d)"; trap 'rm -rf "$WORK"' EXIT
-"$BIN" data demo "$WORK/data" --per-class 100 --image-size "$SIZE" 2>/dev/null
+"$BIN" data demo "$WORK/data" --per-class "$PER_CLASS" --image-size "$SIZE" 2>/dev/null
 peak_gb() { awk -F': ' '/Maximum resident set size/ {printf "%.2f", $2 / 1048576}' "$1"; }
-printf "%s, %s px, %s epochs, batch %s, 1200 train images, %s threads, %s\n" "$(date -u +%F)" "$SIZE" "$EPOCHS" "$BATCH" "$THREADS" "$(uname -m)"
+printf "%s, %s px, %s epochs, batch %s, %s train images, %s threads, %s\n" "$(date -u +%F)" "$SIZE" "$EPOCHS" "$BATCH" "$((12 * PER_CLASS))" "$THREADS" "$(uname -m)"
 printf "%-20s %12s %12s %7s %11s %11s\n" backbone "sweep img/s" "torch img/s" ratio "sweep RSS" "torch RSS"
 for B in "${BACKBONES[@]}"; do
   cat > "$WORK/$B.toml" <<TOML

@@ -41,6 +41,7 @@ fn git_commit() -> Option<String> {
 
 pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
     let plan = crate::spec::load(&args.file)?;
+    crate::preflight::check_pretrained(&plan)?;
     if args.dry_run {
         print!("{}", dry_run_table(&plan));
         return Ok(EXIT_OK);

@@ -24,6 +24,7 @@ pub mod coordinator;
 pub mod dataset;
 pub mod doctor;
 pub mod error;
+pub mod preflight;
 pub mod spec;
 
 /// The store and the views are crates of their own (`store/`, `report/`), so

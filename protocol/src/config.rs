@@ -31,7 +31,7 @@ pub const BACKBONES: [&str; 13] = [
 /// The sweep-file keys of `TrialConfig`, in declaration order: the one list that
 /// the spec's key check, the report columns and "which keys vary" derive from.
 /// `seed` and `pretrained` are set by `[sweep]` and `[pretrained]`, not per trial.
-pub const PARAM_KEYS: [&str; 24] = [
+pub const PARAM_KEYS: [&str; 25] = [
     "backbone",
     "lr",
     "epochs",
@@ -56,6 +56,7 @@ pub const PARAM_KEYS: [&str; 24] = [
     "eps",
     "cache_size",
     "channels_last",
+    "layer_decay",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +142,20 @@ pub struct TrialConfig {
     /// tensor cores prefer under amp.
     #[serde(default, skip_serializing_if = "is_false")]
     pub channels_last: bool,
+    /// Layer-wise lr decay: a parameter at depth d of a network whose head
+    /// is at depth `top` learns at lr × `layer_decay^(top − d)` (also ×
+    /// `backbone_lr_scale` in the backbone); 1.0 = off. Depths as BEiT and
+    /// ConvNeXt fine-tune (see the worker's `models::depth`).
+    #[serde(default = "default_layer_decay", skip_serializing_if = "is_one")]
+    pub layer_decay: f64,
+}
+
+pub fn default_layer_decay() -> f64 {
+    1.0
+}
+
+fn is_one(x: &f64) -> bool {
+    *x == 1.0
 }
 
 fn is_false(b: &bool) -> bool {
@@ -227,6 +242,7 @@ impl Default for TrialConfig {
             eps: default_eps(),
             cache_size: None,
             channels_last: false,
+            layer_decay: default_layer_decay(),
         }
     }
 }

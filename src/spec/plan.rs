@@ -56,6 +56,54 @@ pub struct PlannedTrial {
 }
 
 impl SweepPlan {
+    /// One trial config per `[pretrained]` file and head kind the planned
+    /// trials use (the first such trial's: backbone, head, image size,
+    /// weights): what must load before anything starts (`sweep run` has
+    /// `sweep-worker check-weights` load each; the spec itself never runs
+    /// the worker).
+    pub fn pretrained_uses(&self) -> Vec<TrialConfig> {
+        let mut out: Vec<TrialConfig> = Vec::new();
+        for c in self.trials.iter().filter_map(PlannedTrial::builtin) {
+            if c.pretrained.is_none() {
+                continue;
+            }
+            let original = matches!(c.head, Head::Original);
+            if !out.iter().any(|o| {
+                o.backbone == c.backbone
+                    && o.pretrained == c.pretrained
+                    && matches!(o.head, Head::Original) == original
+            }) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// A located error for `[pretrained] backbone = "…"` of this plan's file
+    /// (its value's line:col), found after validation, e.g. by the worker.
+    pub fn pretrained_error(
+        &self,
+        backbone: &str,
+        message: impl Into<String>,
+        help: Option<String>,
+    ) -> SpecError {
+        let src = Source {
+            path: self.file.clone(),
+            text: self.toml.clone(),
+        };
+        let offset = src
+            .parse()
+            .ok()
+            .and_then(|raw| {
+                raw.pretrained
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == backbone)
+                    .map(|(_, v)| v.span().start)
+            })
+            .unwrap_or(0);
+        src.error_at(offset, message, help)
+    }
+
     /// `[sweep] metric` with its direction: what TPE optimises.
     pub fn objective(&self) -> Objective {
         Objective {
@@ -681,6 +729,22 @@ impl Point {
                     c.image_size,
                     sweep_protocol::config::default_cache_short(c.image_size)
                 ),
+            ));
+        }
+        // torchvision's ViT-B/16 cuts the image into 16-px patches.
+        if c.backbone == "vit_b_16" && c.image_size % 16 != 0 {
+            let key = if self.set_at.contains_key("image_size") {
+                "image_size"
+            } else {
+                "backbone"
+            };
+            return Err(err(
+                key,
+                format!(
+                    "vit_b_16 needs image_size to be a multiple of 16 (its patch size), not {}",
+                    c.image_size
+                ),
+                "use e.g. 224 or 384 (the position embeddings of 224-px weights are resized to it)",
             ));
         }
         // PyTorch's AdamW default weight decay is 0.01 (SGD's and Adam's is 0).

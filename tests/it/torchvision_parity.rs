@@ -227,3 +227,79 @@ fn freeze_backbone_changes_only_the_head() {
     let v = s.sweep(&["report", "--format", "json"]).output().json();
     assert_eq!(v["rows"][0]["status"], "done");
 }
+
+/// A `[pretrained]` file that cannot load into its backbone stops `sweep run`
+/// at validation, before anything starts: exit 2, the error located at the
+/// `[pretrained]` entry and naming the missing and unexpected keys (a ResNet
+/// `.pth` for `convnext_tiny`) or what is wrong with the file (a truncated
+/// one), and nothing written (no database, no results folder). `--dry-run`
+/// refuses it the same way.
+#[test]
+fn a_wrong_pretrained_file_is_exit_2_before_anything_starts() {
+    let s = Scratch::new().with_demo(2, 32);
+    reference(s.root(), &["resnet18"]);
+    let full = std::fs::read(s.path("resnet18.pth")).unwrap();
+    std::fs::write(s.path("truncated.pth"), &full[..full.len() / 2]).unwrap();
+    let cases: [(&str, &str, &[&str]); 2] = [
+        (
+            "convnext_tiny",
+            "resnet18.pth",
+            &[
+                "[pretrained] convnext_tiny = \"resnet18.pth\" cannot be used",
+                "missing (180): classifier.0.bias, classifier.0.weight, features.0.0.bias",
+                "… and 160 more",
+                "unexpected (",
+                "bn1.bias",
+                "layer1.0.conv1.weight",
+            ],
+        ),
+        (
+            "resnet18",
+            "truncated.pth",
+            &[
+                "[pretrained] resnet18 = \"truncated.pth\" cannot be used",
+                "truncated.pth",
+            ],
+        ),
+    ];
+    for (backbone, file, want) in cases {
+        let sweep_file = s
+            .sweep_file("wrong")
+            .defaults(&format!(
+                "backbone = \"{backbone}\"\nhead = \"original\"\nepochs = 1\nimage_size = 32\nbatch_size = 4\nmax_batches = 1"
+            ))
+            .table("pretrained", &format!("{backbone} = \"{file}\""))
+            .write();
+        let text = std::fs::read_to_string(&sweep_file).unwrap();
+        let line = text
+            .lines()
+            .position(|l| l.starts_with(&format!("{backbone} = ")))
+            .unwrap()
+            + 1;
+        for dry in [true, false] {
+            let mut cmd = s.run(&sweep_file);
+            if dry {
+                cmd = cmd.arg("--dry-run");
+            }
+            let out = cmd.output();
+            out.expect_exit(EXIT_BAD_INPUT);
+            assert!(
+                out.stderr.contains(&format!("wrong.toml:{line}:")),
+                "{backbone}: located at the [pretrained] entry (line {line}):\n{}",
+                out.stderr
+            );
+            for w in want {
+                assert!(
+                    out.stderr.contains(w),
+                    "{backbone}: {w:?} in\n{}",
+                    out.stderr
+                );
+            }
+            assert!(!s.db().exists(), "{backbone}: a database was written");
+            assert!(
+                !s.results().exists(),
+                "{backbone}: a results folder was written"
+            );
+        }
+    }
+}

@@ -3,7 +3,9 @@
 //!
 //! - `sweep-worker --job JSON`: train one attempt (`WorkerJob`), protocol on stdout;
 //! - `sweep-worker probe`: one JSON line of `ProbeInfo` (libtorch, CUDA);
-//! - `sweep-worker predict --job JSON`: classify images (`PredictJob`).
+//! - `sweep-worker predict --job JSON`: classify images (`PredictJob`);
+//! - `sweep-worker check-weights --job JSON`: do the `[pretrained]` files of
+//!   these trial configs load into their models (`sweep run` asks before it starts).
 //!
 //! Failure is reported as a protocol `error` message plus an exit code (130
 //! when stopped by a signal, 2 for an unreadable job, 1 otherwise).
@@ -39,6 +41,14 @@ enum Command {
         #[arg(long)]
         job: String,
     },
+    /// Check that `[pretrained]` files load into their models: `--job` is a
+    /// JSON array of trial configs; one JSON line per config with a weights
+    /// file (`backbone`, `weights`, `error`: null when it loads); exit 2
+    /// when one does not. `sweep run` asks this before starting anything.
+    CheckWeights {
+        #[arg(long)]
+        job: String,
+    },
 }
 
 extern "C" fn on_stop(_sig: libc::c_int) {
@@ -56,6 +66,7 @@ fn main() {
             0
         }
         (Some(Command::Predict { job }), _) => run_predict(&job),
+        (Some(Command::CheckWeights { job }), _) => run_check_weights(&job),
         (None, Some(job)) => run_train(&job),
         (None, None) => {
             sweep_protocol::log!(
@@ -87,6 +98,33 @@ fn run_predict(job: &str) -> i32 {
             2
         }
     }
+}
+
+fn run_check_weights(job: &str) -> i32 {
+    let configs: Vec<sweep_protocol::TrialConfig> = match serde_json::from_str(job) {
+        Ok(c) => c,
+        Err(e) => {
+            sweep_protocol::log!("error: invalid check-weights --job JSON: {e}");
+            return 2;
+        }
+    };
+    let mut refused = false;
+    for cfg in &configs {
+        let Some(path) = &cfg.pretrained else {
+            continue;
+        };
+        let error = sweep_worker::weights::check(cfg)
+            .err()
+            .map(|e| e.to_string());
+        refused |= error.is_some();
+        let line = serde_json::json!({
+            "backbone": cfg.backbone,
+            "weights": path,
+            "error": error,
+        });
+        println!("{line}");
+    }
+    if refused { 2 } else { 0 }
 }
 
 fn run_train(job: &str) -> i32 {

@@ -182,6 +182,8 @@ struct GroupScalars {
 pub struct Optimizer {
     hyper: Hyper,
     lrs: Vec<f64>,
+    /// Each group's lr multiplier for [`Optimizer::set_base_lr`].
+    scales: Vec<f64>,
     params: Vec<Param>,
     /// Holds the same parameters only for `zero_grad`: libtorch's
     /// `Optimizer::zero_grad()` resets gradients to undefined, which tch's
@@ -197,6 +199,38 @@ impl std::fmt::Debug for Optimizer {
             .field("params", &self.params.len())
             .finish()
     }
+}
+
+/// Every variable of `vs` that requires grad: (name, tensor, `VarStore` group).
+fn trainable(vs: &nn::VarStore) -> Result<Vec<(String, Tensor, usize)>, OptimError> {
+    let vars = vs
+        .variables_
+        .lock()
+        .map_err(|_| OptimError::Params("variable store lock poisoned".into()))?;
+    // The store keeps names and groups apart; a variable is known by its storage.
+    let mut names: HashMap<usize, &String> = HashMap::new();
+    for (k, t) in &vars.named_variables {
+        if t.numel() == 0 {
+            return Err(OptimError::Params(format!(
+                "parameter {k} is empty (shape {:?})",
+                t.size()
+            )));
+        }
+        names.insert(t.data_ptr() as usize, k);
+    }
+    let mut params = Vec::new();
+    for var in &vars.trainable_variables {
+        if !var.tensor.requires_grad() {
+            continue;
+        }
+        let name = names
+            .get(&(var.tensor.data_ptr() as usize))
+            .ok_or_else(|| {
+                OptimError::Params("a trainable variable has no name in the store".into())
+            })?;
+        params.push(((*name).clone(), var.tensor.shallow_clone(), var.group));
+    }
+    Ok(params)
 }
 
 const SLOTS: [&str; 4] = ["momentum_buffer", "step", "exp_avg", "exp_avg_sq"];
@@ -229,6 +263,7 @@ impl Optimizer {
         Ok(Optimizer {
             hyper,
             lrs: vec![lr; groups],
+            scales: vec![1.0; groups],
             params: list,
             grad_reset,
         })
@@ -241,35 +276,56 @@ impl Optimizer {
         hyper: Hyper,
         lr: f64,
     ) -> Result<Optimizer, OptimError> {
-        let vars = vs
-            .variables_
-            .lock()
-            .map_err(|_| OptimError::Params("variable store lock poisoned".into()))?;
-        // The store keeps names and groups apart; a variable is known by its storage.
-        let mut names: HashMap<usize, &String> = HashMap::new();
-        for (k, t) in &vars.named_variables {
-            if t.numel() == 0 {
+        Optimizer::new(hyper, lr, trainable(vs)?)
+    }
+
+    /// Every variable of `vs` that requires grad, each with its own lr
+    /// multiplier `scale(name, VarStore group)`: the parameters of equal
+    /// multipliers form one group (numbered in the order of their first
+    /// parameter), whose lr [`Optimizer::set_base_lr`] sets to base ×
+    /// multiplier — torch.optim with one param group per multiplier, `lr =
+    /// base * multiplier` (layer-wise lr decay, `backbone_lr_scale`).
+    pub fn for_var_store_scaled(
+        vs: &nn::VarStore,
+        hyper: Hyper,
+        lr: f64,
+        scale: impl Fn(&str, usize) -> f64,
+    ) -> Result<Optimizer, OptimError> {
+        let mut scales: Vec<f64> = Vec::new();
+        let mut params = trainable(vs)?;
+        for (name, _, group) in &mut params {
+            let s = scale(name, *group);
+            if !(s.is_finite() && s >= 0.0) {
                 return Err(OptimError::Params(format!(
-                    "parameter {k} is empty (shape {:?})",
-                    t.size()
+                    "parameter {name}: lr multiplier {s} is not a finite number ≥ 0"
                 )));
             }
-            names.insert(t.data_ptr() as usize, k);
+            *group = match scales.iter().position(|x| x.to_bits() == s.to_bits()) {
+                Some(g) => g,
+                None => {
+                    scales.push(s);
+                    scales.len() - 1
+                }
+            };
         }
-        let mut params = Vec::new();
-        for var in &vars.trainable_variables {
-            if !var.tensor.requires_grad() {
-                continue;
-            }
-            let name = names
-                .get(&(var.tensor.data_ptr() as usize))
-                .ok_or_else(|| {
-                    OptimError::Params("a trainable variable has no name in the store".into())
-                })?;
-            params.push(((*name).clone(), var.tensor.shallow_clone(), var.group));
+        let mut opt = Optimizer::new(hyper, lr, params)?;
+        opt.scales = scales;
+        opt.set_base_lr(lr);
+        Ok(opt)
+    }
+
+    /// Every group's lr = `lr` × its multiplier (1 unless built by
+    /// [`Optimizer::for_var_store_scaled`]).
+    pub fn set_base_lr(&mut self, lr: f64) {
+        for (g, l) in self.lrs.iter_mut().enumerate() {
+            *l = lr * self.scales.get(g).copied().unwrap_or(1.0);
         }
-        drop(vars);
-        Optimizer::new(hyper, lr, params)
+    }
+
+    /// The lr a parameter gets at the next step.
+    pub fn lr_of(&self, name: &str) -> Option<f64> {
+        let p = self.params.iter().find(|p| p.name == name)?;
+        self.lrs.get(p.group).copied()
     }
 
     pub fn hyper(&self) -> Hyper {
@@ -779,5 +835,51 @@ mod tests {
                 .to_string()
                 .contains("c")
         );
+    }
+
+    /// Each parameter's multiplier: equal multipliers share a group, and
+    /// `set_base_lr` puts every group at base × multiplier; a plain SGD step
+    /// moves each parameter by exactly its own lr × gradient.
+    #[test]
+    fn scaled_groups_follow_the_base_lr() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let root = vs.root();
+        for (name, group) in [("a", 0), ("b", 0), ("c", 1), ("d", 1)] {
+            let _ = root.set_group(group).var(name, &[2], nn::Init::Const(1.0));
+        }
+        let scale = |name: &str, group: usize| match (name, group) {
+            ("a", 0) => 0.25,
+            ("b", 0) | ("c", 1) => 0.5,
+            _ => 1.0,
+        };
+        let h = Hyper {
+            algorithm: Algorithm::Sgd {
+                momentum: 0.0,
+                dampening: 0.0,
+                nesterov: false,
+            },
+            weight_decay: 0.0,
+        };
+        let mut opt = Optimizer::for_var_store_scaled(&vs, h, 0.1, scale).unwrap();
+        assert_eq!(opt.lrs.len(), 3, "three distinct multipliers");
+        for (n, want) in [("a", 0.025), ("b", 0.05), ("c", 0.05), ("d", 0.1)] {
+            assert_eq!(opt.lr_of(n), Some(want), "{n}");
+        }
+        opt.set_base_lr(2.0);
+        for (n, want) in [("a", 0.5), ("b", 1.0), ("c", 1.0), ("d", 2.0)] {
+            assert_eq!(opt.lr_of(n), Some(want), "{n}");
+        }
+        let vars = vs.variables();
+        let loss = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| vars[*n].sum(Kind::Float))
+            .fold(Tensor::from(0.0f32), |acc, t| acc + t);
+        opt.zero_grad();
+        loss.backward();
+        opt.step();
+        for (n, want) in [("a", 0.5f32), ("b", 0.0), ("c", 0.0), ("d", -1.0)] {
+            assert_eq!(Vec::<f32>::try_from(&vars[n]).unwrap(), [want, want], "{n}");
+        }
+        assert!(Optimizer::for_var_store_scaled(&vs, h, 0.1, |_, _| f64::NAN).is_err());
     }
 }

@@ -235,7 +235,7 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
                 msg.push_str(&format!(
                     "\n  {label} ({}): {}",
                     list.len(),
-                    list.join(", ")
+                    first_names(list)
                 ));
             }
         }
@@ -273,6 +273,60 @@ pub fn load(vs: &mut VarStore, path: &Path, head_prefix: &str) -> Result<LoadRep
     report.loaded = report.loaded_names.len();
     report.head_skipped = report.replaced.len();
     Ok(report)
+}
+
+/// The most names one list of a [`WeightsError::DoNotFit`] message shows.
+pub const LISTED: usize = 20;
+
+/// The first [`LISTED`] names, and how many more there are.
+fn first_names(list: &[String]) -> String {
+    let shown = list[..list.len().min(LISTED)].join(", ");
+    match list.len().saturating_sub(LISTED) {
+        0 => shown,
+        more => format!("{shown}, … and {more} more"),
+    }
+}
+
+/// Why `sweep-worker check-weights` refuses a `[pretrained]` file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    #[error("{0}")]
+    Build(#[from] crate::models::BuildError),
+    #[error("{0}")]
+    Weights(#[from] WeightsError),
+    #[error("cannot build {backbone}: {message}")]
+    Panic { backbone: String, message: String },
+}
+
+/// Whether `cfg.pretrained` loads into `cfg`'s network (backbone, head and
+/// image size as the trial builds it; the class count does not matter, the
+/// class layer is replaced when it does not fit): the very rules of
+/// [`load`], on the CPU, reading the whole file (a truncated file fails
+/// here). `sweep run` asks this for every `[pretrained]` file before
+/// anything starts (`sweep-worker check-weights`). Ok(None): no file.
+pub fn check(cfg: &sweep_protocol::TrialConfig) -> Result<Option<LoadReport>, CheckError> {
+    let Some(path) = &cfg.pretrained else {
+        return Ok(None);
+    };
+    let mut vs = VarStore::new(tch::Device::Cpu);
+    let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        crate::models::build_sized(
+            &vs.root(),
+            &cfg.backbone,
+            2,
+            &cfg.head,
+            i64::from(cfg.image_size),
+        )
+    }))
+    .map_err(|p| CheckError::Panic {
+        backbone: cfg.backbone.clone(),
+        message: p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default(),
+    })??;
+    Ok(Some(load(&mut vs, path, built.head_prefix)?))
 }
 
 #[cfg(test)]

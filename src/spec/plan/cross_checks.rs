@@ -157,3 +157,45 @@ fn stopping_is_validated() {
         (StopMethod::Hyperband, 2, 3, Some(4))
     );
 }
+
+/// `layer_decay`: 0 < d ≤ 1, 1 (off) by default and then left out of the
+/// trial's JSON (so trial ids do not change), a grid axis like any other.
+#[test]
+fn layer_decay_is_a_fraction_in_0_1() {
+    let p = plan("[grid]\nlayer_decay = [0.65, 1.0]\n").unwrap();
+    let d: Vec<f64> = p
+        .trials
+        .iter()
+        .map(|t| t.builtin().unwrap().layer_decay)
+        .collect();
+    assert_eq!(d, [0.65, 1.0]);
+    assert_eq!(p.varying, ["layer_decay"]);
+    assert!(p.trials[1].config.to_json().get("layer_decay").is_none());
+    assert_eq!(p.trials[0].config.to_json()["layer_decay"], 0.65);
+    let off = plan("[defaults]\nepochs = 10\n").unwrap();
+    assert_eq!(
+        off.trials[0].config.to_json(),
+        p.trials[1].config.to_json(),
+        "layer_decay = 1 is the default: the same parameters, so the same trial id"
+    );
+    for bad in ["0", "0.0", "-0.5", "1.01", "nan", "inf"] {
+        let e = err(&format!("[defaults]\nlayer_decay = {bad}\n"));
+        assert!(
+            e.contains("`layer_decay` must be > 0 and ≤ 1"),
+            "{bad}: {e}"
+        );
+    }
+    assert!(err("[defaults]\nlayer_decay = \"0.7\"\n").contains("`layer_decay` must be a number"));
+}
+
+/// ViT-B/16 cuts images into 16-px patches: another image size is refused
+/// here, located, rather than failing every trial as it builds the model.
+#[test]
+fn vit_needs_an_image_size_multiple_of_16() {
+    assert_eq!(
+        err("[defaults]\nbackbone = \"vit_b_16\"\nimage_size = 100\n"),
+        "6:1: vit_b_16 needs image_size to be a multiple of 16 (its patch size), not 100"
+    );
+    assert!(plan("[defaults]\nbackbone = \"vit_b_16\"\nimage_size = 384\n").is_ok());
+    assert!(plan("[defaults]\nbackbone = \"resnet18\"\nimage_size = 100\n").is_ok());
+}

@@ -127,6 +127,7 @@ pub fn apply(
             })
         }
         "channels_last" => c.channels_last = boolean()?,
+        "layer_decay" => c.layer_decay = float(0.0, 1.0, false)?,
         _ => return Err(unknown_key(src, k)),
     }
     Ok(())

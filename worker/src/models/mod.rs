@@ -22,6 +22,7 @@ use tch::Tensor;
 use tch::nn::{self, Module, ModuleT};
 
 mod convnext;
+pub mod depth;
 mod efficientnet;
 mod layers;
 mod mobilenet;
@@ -494,6 +495,12 @@ pub fn build_sized(
 }
 
 impl Net {
+    /// The depth of each of `names` (this net's variables) for layer-wise
+    /// lr decay: see [`depth`].
+    pub fn depths(&self, names: &[String]) -> depth::Depths {
+        depth::Depths::new(self.family, self.head_prefix, names)
+    }
+
     /// What the head sees: pooled (and for ConvNeXt, normalised) features.
     pub fn features(&self, xs: &Tensor, train: bool) -> Tensor {
         let train = train && !self.freeze_backbone;

@@ -35,7 +35,7 @@ mod scaler;
 #[cfg(test)]
 mod tests;
 
-use crate::models::{self, BACKBONE_GROUP, HEAD_GROUP, Net};
+use crate::models::{self, Net};
 use crate::optim::{self, Optimizer};
 use crate::{device_input, device_labels, host_batch, weights};
 use checkpoint::{
@@ -47,6 +47,7 @@ pub use failure::Failure;
 use failure::{classify_panic, panic_message, torch_message};
 use journal::{emit_msg, journal, open_journal, send};
 use loader::{Data, load_data, spawn_loader, threads};
+pub use model::optimizer;
 use model::{build_model, to_channels_last};
 use scaler::cpu_loss_scaling;
 pub use scaler::{GradScaler, ScalerState, StepOutcome, train_step};
@@ -241,8 +242,7 @@ impl<'a> Trainer<'a> {
         if cfg.channels_last {
             to_channels_last(&vs);
         }
-        let opt = Optimizer::for_var_store(&vs, optim::Hyper::from_config(cfg), cfg.lr)
-            .map_err(|m| Failure::new(ErrorClass::Config, m.to_string()))?;
+        let opt = optimizer(cfg, &vs, &net)?;
         std::fs::create_dir_all(&job.out_dir).map_err(|e| {
             Failure::new(
                 ErrorClass::Internal,
@@ -373,8 +373,7 @@ impl<'a> Trainer<'a> {
     fn train_epoch(&mut self, epoch: u32) -> Result<Running, Failure> {
         let cfg = self.cfg;
         let lr = lr_at(cfg, epoch);
-        self.opt.set_lr(BACKBONE_GROUP, lr * cfg.backbone_lr_scale);
-        self.opt.set_lr(HEAD_GROUP, lr);
+        self.opt.set_base_lr(lr);
         tch::manual_seed(epoch_seed(cfg.seed, epoch));
         let (s, seed) = (cfg.image_size, cfg.seed);
         let cache = Arc::clone(&self.data.train);

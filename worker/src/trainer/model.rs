@@ -78,3 +78,34 @@ pub(super) fn to_channels_last(vs: &nn::VarStore) {
         }
     })
 }
+
+/// The optimizer over the trainable variables, each parameter at the base lr
+/// × its multiplier: `backbone_lr_scale` for the backbone's, × `layer_decay ^
+/// (top − depth)` with layer-wise decay (see [`crate::models::depth`]); the
+/// head's is 1. What `train_epoch` then sets with `set_base_lr`.
+pub fn optimizer(cfg: &TrialConfig, vs: &nn::VarStore, net: &Net) -> Result<Optimizer, Failure> {
+    let names: Vec<String> = vs.variables().into_keys().collect();
+    let depths = net.depths(&names);
+    let decay = cfg.layer_decay;
+    let bls = cfg.backbone_lr_scale;
+    let scale = |name: &str, group: usize| {
+        let backbone = if group == models::BACKBONE_GROUP {
+            bls
+        } else {
+            1.0
+        };
+        backbone * depths.scale(name, decay)
+    };
+    let opt = Optimizer::for_var_store_scaled(vs, optim::Hyper::from_config(cfg), cfg.lr, scale)
+        .map_err(|m| Failure::new(ErrorClass::Config, m.to_string()))?;
+    if decay != 1.0 {
+        sweep_protocol::log!(
+            "layer_decay {decay}: {} depths, lr × {decay}^{} at the input (× {:.3e}) to × 1 at the head ({})",
+            depths.top + 1,
+            depths.top,
+            decay.powf(depths.top as f64),
+            net.head_prefix
+        );
+    }
+    Ok(opt)
+}

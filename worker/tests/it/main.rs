@@ -6,6 +6,7 @@ mod common;
 
 mod epoch_records;
 mod exact_resume;
+mod layer_decay;
 mod optim_parity;
 mod pth_hostile;
 mod stdin_stop;
