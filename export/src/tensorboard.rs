@@ -117,6 +117,33 @@ pub async fn export(
     Ok(tally)
 }
 
+/// `[sweep] tensorboard = "OUT"`: keeps `OUT/<sweep>/` up to date while
+/// `sweep run` runs sweep `name`, as `sweep export tensorboard OUT --sweep
+/// NAME --follow` does from another process, until `done` resolves; then a
+/// final pass. Returns the records written over the whole run. The caller
+/// holds OUT's lock ([`crate::lock_out`]) from before the run starts.
+pub async fn beside_run(
+    pool: &sqlx::SqlitePool,
+    out: &Path,
+    name: &str,
+    done: impl std::future::Future<Output = ()>,
+) -> Result<usize, ExportError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let written = AtomicUsize::new(0);
+    let pass = || async {
+        // Empty until the run has recorded the sweep.
+        let sweeps = export_queries::sweeps(pool, Some(name)).await?;
+        let tally = export(pool, out, &sweeps).await?;
+        written.fetch_add(tally.records, Ordering::Relaxed);
+        Ok(())
+    };
+    crate::follow::beside(BESIDE_RUN_INTERVAL, done, pass).await?;
+    Ok(written.into_inner())
+}
+
+/// How often [`beside_run`] looks for new rows: `--follow`'s default.
+pub const BESIDE_RUN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The top-level keys of a trial's parameters (an unparsable text gives none).
 fn params_of(json: &str) -> BTreeMap<String, serde_json::Value> {
     match serde_json::from_str::<serde_json::Value>(json) {

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// (tag, step, value bits, wall-time bits), sorted: a multiset of scalars.
-type Scalars = Vec<(String, i64, u64, u64)>;
+pub(crate) type Scalars = Vec<(String, i64, u64, u64)>;
 
 /// Class names in three scripts, added to every trial's per-class test results.
 const CLASSES: [&str; 3] = ["猫", "قطة", "кошка"];
 
-fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
+pub(crate) fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
     let file = s
         .sweep_file(name)
         .tiny_training()
@@ -32,7 +32,7 @@ fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
 }
 
 /// What the database says each trial's run folder must show.
-fn expected(db: &Db) -> BTreeMap<String, Scalars> {
+pub(crate) fn expected(db: &Db) -> BTreeMap<String, Scalars> {
     let mut out: BTreeMap<String, Scalars> = BTreeMap::new();
     for (trial, split, name, step, value, time) in db
         .query::<(String, String, String, i64, f64, f64)>(
@@ -68,7 +68,7 @@ fn expected(db: &Db) -> BTreeMap<String, Scalars> {
 }
 
 /// TensorBoard's reading of LOGDIR (see tests/read_tensorboard.py).
-fn read_back(python: &Path, logdir: &Path) -> serde_json::Value {
+pub(crate) fn read_back(python: &Path, logdir: &Path) -> serde_json::Value {
     let out = std::process::Command::new(python)
         .arg(repo_path("tests/read_tensorboard.py"))
         .arg(logdir)
@@ -82,7 +82,7 @@ fn read_back(python: &Path, logdir: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("read_tensorboard.py prints JSON")
 }
 
-fn scalars_of(read: &serde_json::Value, run: &str) -> Scalars {
+pub(crate) fn scalars_of(read: &serde_json::Value, run: &str) -> Scalars {
     let mut rows: Scalars = read["runs"][run]["scalars"]
         .as_array()
         .unwrap_or_else(|| panic!("no run {run} in {read}"))
@@ -133,7 +133,7 @@ fn event_file(dir: &Path) -> PathBuf {
     files.into_iter().next().unwrap()
 }
 
-fn assert_equals_db(read: &serde_json::Value, want: &BTreeMap<String, Scalars>) {
+pub(crate) fn assert_equals_db(read: &serde_json::Value, want: &BTreeMap<String, Scalars>) {
     for (trial, rows) in want {
         assert_eq!(
             &scalars_of(read, trial),
@@ -315,7 +315,7 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
     assert_eq!(read["runs"][&trial]["session_end"], "STATUS_SUCCESS");
 }
 
-fn event_file_if_any(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn event_file_if_any(dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
         .map(|e| e.unwrap().path())
@@ -323,7 +323,7 @@ fn event_file_if_any(dir: &Path) -> Option<PathBuf> {
 }
 
 /// A database written by hand, so the CSV snapshot is the same on every run.
-fn hand_made_db(s: &Scratch) -> Db {
+pub(crate) fn hand_made_db(s: &Scratch) -> Db {
     let db = Db::create_with_schema(&s.db());
     db.execute(
         "INSERT INTO sweeps (id, name, file, toml, metric, dataset, status, created_at, updated_at)
@@ -437,13 +437,13 @@ fn export_refuses_a_file_as_out_and_an_unknown_sweep() {
 
 /// `mlflow server` (SQLite backend) on a free port, started for one test and
 /// stopped with its worker processes when dropped.
-struct MlflowServer {
+pub(crate) struct MlflowServer {
     child: std::process::Child,
-    uri: String,
+    pub(crate) uri: String,
 }
 
 impl MlflowServer {
-    fn start(python: &Path, dir: &Path) -> MlflowServer {
+    pub(crate) fn start(python: &Path, dir: &Path) -> MlflowServer {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let child = std::process::Command::new(python)
@@ -493,7 +493,7 @@ impl Drop for MlflowServer {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -517,7 +517,7 @@ fn health_ok(port: u16) -> bool {
     answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
 }
 
-fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value {
+pub(crate) fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value {
     let out = std::process::Command::new(python)
         .arg(repo_path("tests/read_mlflow.py"))
         .args([uri, experiment])
@@ -533,7 +533,7 @@ fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value 
 }
 
 /// What each trial's run must hold: (key, step, timestamp ms, value bits), sorted.
-fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
+pub(crate) fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
     expected(db)
         .into_iter()
         .map(|(trial, rows)| {
@@ -549,7 +549,7 @@ fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
         .collect()
 }
 
-fn assert_mlflow_equals_db(read: &serde_json::Value, db: &Db) {
+pub(crate) fn assert_mlflow_equals_db(read: &serde_json::Value, db: &Db) {
     let want = expected_mlflow(db);
     assert_eq!(
         read.as_object().map(|o| o.len()),
