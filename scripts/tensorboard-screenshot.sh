@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remakes docs/images/tensorboard-hparams.png: a small real sweep (the built-in
-# trainer: ResNet-18 from scratch on 32 px demo data, 4 trials of 3 epochs, on
+# trainer: ResNet-18 from scratch on 32 px demo data, 4 trials of 5 epochs, on
 # the CPU; a few minutes on 2 cores) run with `[sweep] tensorboard`, then
 # TensorBoard from the test venv over its files, and headless Chromium's
 # screenshot of the HParams tab, made small (a 64-colour palette).
@@ -31,7 +31,7 @@ tensorboard = "$work/runs"
 
 [defaults]
 backbone = "resnet18"
-epochs = 3
+epochs = 5
 image_size = 32
 batch_size = 32
 optimizer = "adam"
@@ -49,13 +49,14 @@ SWEEP_WORKER="$PWD/target/release/sweep-worker" \
   target/release/sweep --db "$work/results.db" run "$work/hparams.toml" --results "$work/results" --plain
 
 port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$venv/bin/tensorboard" --logdir "$work/runs/hparams" --host 127.0.0.1 --port "$port" >"$work/tb.log" 2>&1 &
+"$venv/bin/python" -m tensorboard.main --logdir "$work/runs/hparams" --host 127.0.0.1 --port "$port" >"$work/tb.log" 2>&1 &
 tb_pid=$!
 for _ in $(seq 120); do
   curl -fs "http://127.0.0.1:$port/data/runs" >/dev/null && break
+  kill -0 "$tb_pid" || { cat "$work/tb.log" >&2; exit 1; }
   sleep 0.5
 done
-chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1280,760 \
+chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1600,640 \
   --virtual-time-budget=20000 --screenshot="$work/shot.png" "http://127.0.0.1:$port/#hparams" 2>/dev/null
 "$python" - "$work/shot.png" "$out" <<'EOF'
 import sys

@@ -188,8 +188,13 @@ fn hparam_infos(
             }
         }
     }
-    kinds
+    // What the sweep varies first: TensorBoard's HParams tab shows the first
+    // few columns and axes by default, and constants there tell nothing.
+    let varies = |name: &str| all.iter().any(|p| p.get(name) != all[0].get(name));
+    let (varying, fixed): (Vec<_>, Vec<_>) = kinds.into_iter().partition(|(name, _)| varies(name));
+    varying
         .into_iter()
+        .chain(fixed)
         .filter_map(|(name, kind)| {
             let kind = kind?;
             let values: Vec<prost_types::Value> = all

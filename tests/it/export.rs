@@ -168,6 +168,8 @@ fn tensorboard_reads_back_the_database_exactly_and_reexport_writes_nothing() {
     // HParams: the experiment (the sweep's metric first) and each session.
     let exp = &read["experiment"];
     assert_eq!(exp["metrics"][0], "valid/accuracy", "{exp}");
+    // What the sweep varies comes first (TensorBoard shows the first few by default).
+    assert_eq!(exp["hparams"][0][0], "lr", "{exp}");
     assert!(
         exp["hparams"]
             .as_array()
@@ -240,34 +242,8 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
     let s =
         Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &["a", "b"]);
     let file = s.sweep_file("live").tiny_training().write();
-    // block: the worker records its first epoch, then waits for FAKE_DIR/release.
-    let run = s
-        .run(&file)
-        .fake_worker("block")
-        .env("FAKE_TIMEOUT", "120")
-        .spawn();
-    let db = s.open_db();
     let limit = Duration::from_secs(120);
-    let start = Instant::now();
-    // The worker says `ready` once its first epoch is out; then the coordinator records it.
-    let events = s.fake_dir().join("events");
-    while !std::fs::read_to_string(&events).is_ok_and(|e| e.contains("ready ")) {
-        assert!(
-            start.elapsed() < limit,
-            "the worker was not ready within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while db
-        .try_rows("SELECT 1 FROM metrics WHERE split = 'valid'")
-        .map_or(true, |r| r.is_empty())
-    {
-        assert!(
-            start.elapsed() < limit,
-            "no epoch recorded within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (run, db) = run_blocked_after_first_epoch(&s, &file, limit);
     let out = s.path("live-out");
     let follow = s
         .sweep(&[
@@ -281,23 +257,78 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
         ])
         .arg(&out)
         .spawn();
-    // The first epoch shows up while the sweep is still running.
     let trial: String = db.scalar("SELECT id FROM trials");
-    let trial_dir = out.join("live").join(&trial);
-    let first_epoch = expected(&db)[&trial].clone();
+    wait_for_first_epoch_in_tensorboard(&python, &out.join("live"), &db, &trial, limit);
+    std::fs::write(s.fake_dir().join("release"), b"").unwrap();
+    run.finish_within(limit).expect_success();
+    // --follow ends by itself once the sweep is done, with everything exported.
+    follow.finish_within(limit).expect_success();
+    let read = read_back(&python, &out.join("live"));
+    assert_equals_db(&read, &expected(&db));
+    assert_eq!(read["runs"][&trial]["session_end"], "STATUS_SUCCESS");
+}
+
+/// `sweep run FILE` with the stand-in worker in `block` mode (it records its
+/// first epoch, then waits for FAKE_DIR/release), returned once that epoch is
+/// in the database.
+pub(crate) fn run_blocked_after_first_epoch(
+    s: &Scratch,
+    file: &Path,
+    limit: Duration,
+) -> (crate::common::Running, Db) {
+    let run = s
+        .run(file)
+        .fake_worker("block")
+        .env("FAKE_TIMEOUT", "120")
+        .spawn();
+    let start = Instant::now();
+    // The worker says `ready` once its first epoch is out; then the coordinator records it.
+    let events = s.fake_dir().join("events");
+    while !std::fs::read_to_string(&events).is_ok_and(|e| e.contains("ready ")) {
+        assert!(
+            start.elapsed() < limit,
+            "the worker was not ready within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let db = s.open_db();
+    while db
+        .try_rows("SELECT 1 FROM metrics WHERE split = 'valid'")
+        .map_or(true, |r| r.is_empty())
+    {
+        assert!(
+            start.elapsed() < limit,
+            "no epoch recorded within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (run, db)
+}
+
+/// Waits until TensorBoard reads from LOGDIR exactly `trial`'s rows so far
+/// (its first epoch), with the trial not ended yet.
+pub(crate) fn wait_for_first_epoch_in_tensorboard(
+    python: &Path,
+    logdir: &Path,
+    db: &Db,
+    trial: &str,
+    limit: Duration,
+) {
+    let start = Instant::now();
+    let first_epoch = expected(db)[trial].clone();
     loop {
-        if trial_dir.exists() && event_file_if_any(&trial_dir).is_some() {
-            let read = read_back(&python, &out.join("live"));
-            if read["runs"][&trial]["scalars"]
+        if event_file_if_any(&logdir.join(trial)).is_some() {
+            let read = read_back(python, logdir);
+            if read["runs"][trial]["scalars"]
                 .as_array()
                 .is_some_and(|r| r.len() >= first_epoch.len())
             {
-                assert_eq!(scalars_of(&read, &trial), first_epoch);
+                assert_eq!(scalars_of(&read, trial), first_epoch);
                 assert!(
-                    read["runs"][&trial]["session_end"].is_null(),
+                    read["runs"][trial]["session_end"].is_null(),
                     "the trial has not ended yet"
                 );
-                break;
+                return;
             }
         }
         assert!(
@@ -306,13 +337,6 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    std::fs::write(s.fake_dir().join("release"), b"").unwrap();
-    run.finish_within(limit).expect_success();
-    // --follow ends by itself once the sweep is done, with everything exported.
-    follow.finish_within(limit).expect_success();
-    let read = read_back(&python, &out.join("live"));
-    assert_equals_db(&read, &expected(&db));
-    assert_eq!(read["runs"][&trial]["session_end"], "STATUS_SUCCESS");
 }
 
 pub(crate) fn event_file_if_any(dir: &Path) -> Option<PathBuf> {

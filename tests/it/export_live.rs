@@ -2,9 +2,12 @@
 //! its sweep up to date while it runs (the same files as `sweep export
 //! tensorboard DIR --sweep NAME --follow`), read back with TensorBoard's own
 //! reader; and the key's mistakes, located in the sweep file.
-use super::export::{assert_equals_db, event_file_if_any, expected, read_back, scalars_of};
+use super::export::{
+    assert_equals_db, event_file_if_any, expected, read_back, run_blocked_after_first_epoch,
+    wait_for_first_epoch_in_tensorboard,
+};
 use crate::common::{EXIT_BAD_INPUT, Scratch, prerequisites};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn sweep_run_keeps_its_tensorboard_files_up_to_date() {
@@ -19,58 +22,12 @@ fn sweep_run_keeps_its_tensorboard_files_up_to_date() {
         .sweep(r#"tensorboard = "tb/runs""#)
         .tiny_training()
         .write();
-    // block: the worker records its first epoch, then waits for FAKE_DIR/release.
-    let run = s
-        .run(&file)
-        .fake_worker("block")
-        .env("FAKE_TIMEOUT", "120")
-        .spawn();
     let limit = Duration::from_secs(120);
-    let start = Instant::now();
-    let events = s.fake_dir().join("events");
-    while !std::fs::read_to_string(&events).is_ok_and(|e| e.contains("ready ")) {
-        assert!(
-            start.elapsed() < limit,
-            "the worker was not ready within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let db = s.open_db();
-    while db
-        .try_rows("SELECT 1 FROM metrics WHERE split = 'valid'")
-        .map_or(true, |r| r.is_empty())
-    {
-        assert!(
-            start.elapsed() < limit,
-            "no epoch recorded within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (run, db) = run_blocked_after_first_epoch(&s, &file, limit);
     // The first epoch shows up in TensorBoard while the trial still runs.
     let logdir = s.path("tb/runs/live");
     let trial: String = db.scalar("SELECT id FROM trials");
-    let first_epoch = expected(&db)[&trial].clone();
-    loop {
-        if event_file_if_any(&logdir.join(&trial)).is_some() {
-            let read = read_back(&python, &logdir);
-            if read["runs"][&trial]["scalars"]
-                .as_array()
-                .is_some_and(|r| r.len() >= first_epoch.len())
-            {
-                assert_eq!(scalars_of(&read, &trial), first_epoch);
-                assert!(
-                    read["runs"][&trial]["session_end"].is_null(),
-                    "the trial has not ended yet"
-                );
-                break;
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "sweep run did not export the first epoch within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_first_epoch_in_tensorboard(&python, &logdir, &db, &trial, limit);
     std::fs::write(s.fake_dir().join("release"), b"").unwrap();
     let out = run.finish_within(limit);
     out.expect_success();
