@@ -15,9 +15,12 @@
 //! it instead of showing a step twice. Nothing is written when the file
 //! already is the list.
 //!
-//! Scalars are written as TensorBoard's scalar plugin data with a DT_DOUBLE
-//! tensor, so the value read back is the database's f64, bit for bit (the
-//! legacy `simple_value` is a float32).
+//! Scalars are written as TensorBoard's scalar plugin data with a DT_FLOAT
+//! tensor: the database's f64 rounded to the nearest f32, TensorBoard's own
+//! precision. A DT_DOUBLE tensor would keep every bit, and TensorBoard's
+//! Python loader reads it, but its default loader (the Rust data server,
+//! `--load_fast=auto`) drops it, so neither the Scalars nor the HParams tab
+//! would show anything. The CSV and MLflow exports keep the doubles.
 use crate::proto::{self, Event, HParamsData, Summary, SummaryValue, What};
 use crate::{ExportError, folder_name, tfrecord};
 use prost::Message;
@@ -309,6 +312,7 @@ fn hparams_value(tag: &str, data: HParamsData) -> SummaryValue {
             tensor_shape: Some(proto::TensorShapeProto {
                 dim: vec![proto::Dim { size: 0 }],
             }),
+            float_val: vec![],
             double_val: vec![],
         }),
     }
@@ -383,8 +387,9 @@ fn experiment_events(sweep: &ExportSweep, infos: &[(HInfo, Option<proto::Domain>
     )]
 }
 
-/// Scalar summaries: the scalar plugin's data class, a DT_DOUBLE tensor of
-/// shape `[]`. The plugin metadata rides on a tag's first event in a file, as
+/// Scalar summaries: the scalar plugin's data class, a DT_FLOAT tensor of
+/// shape `[]` (TensorBoard's default loader, its Rust data server, drops
+/// DT_DOUBLE scalars: the Scalars and HParams tabs then show nothing). The plugin metadata rides on a tag's first event in a file, as
 /// TensorFlow's writer does.
 struct Scalars {
     seen: HashSet<String>,
@@ -409,9 +414,10 @@ impl Scalars {
                 tag,
                 metadata,
                 tensor: Some(proto::TensorProto {
-                    dtype: proto::DT_DOUBLE,
+                    dtype: proto::DT_FLOAT,
                     tensor_shape: Some(proto::TensorShapeProto { dim: vec![] }),
-                    double_val: vec![v],
+                    float_val: vec![v as f32],
+                    double_val: vec![],
                 }),
             },
         )

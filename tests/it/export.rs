@@ -31,8 +31,21 @@ pub(crate) fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
     file
 }
 
-/// What the database says each trial's run folder must show.
+/// What the database says each trial's run folder must show: its values
+/// rounded to float32, as the export writes them for TensorBoard.
 pub(crate) fn expected(db: &Db) -> BTreeMap<String, Scalars> {
+    let mut out = expected_exact(db);
+    for rows in out.values_mut() {
+        for r in rows.iter_mut() {
+            r.2 = f64::from(f64::from_bits(r.2) as f32).to_bits();
+        }
+        rows.sort();
+    }
+    out
+}
+
+/// Every scalar of the database as (tag, step, value bits, time bits), exactly.
+pub(crate) fn expected_exact(db: &Db) -> BTreeMap<String, Scalars> {
     let mut out: BTreeMap<String, Scalars> = BTreeMap::new();
     for (trial, split, name, step, value, time) in db
         .query::<(String, String, String, i64, f64, f64)>(
@@ -232,6 +245,125 @@ fn tensorboard_reads_back_the_database_exactly_and_reexport_writes_nothing() {
         "a changed past must start a new generation"
     );
     assert_equals_db(&read_back(&python, &logdir), &expected(&db));
+}
+
+/// One HTTP/1.0 request to 127.0.0.1:`port`; the answer's body, if 200.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// `tensorboard --logdir` as users start it: its default (Rust) loader.
+struct TensorboardServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TensorboardServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tensorboard_with_its_default_loader_shows_the_scalars_and_hparams_metrics() {
+    let Some(python) = prerequisites::export_python() else {
+        return;
+    };
+    let s =
+        Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &["a", "b"]);
+    finished_sweep(&s, "tb");
+    let db = s.open_db();
+    let want = expected(&db);
+    let out = s.path("tb-out");
+    s.sweep(&["export", "tensorboard"])
+        .arg(&out)
+        .output()
+        .expect_success();
+    let port = free_port();
+    let server = TensorboardServer {
+        child: std::process::Command::new(&python)
+            .args(["-m", "tensorboard.main", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--logdir")
+            .arg(out.join("tb"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(s.path("tensorboard.log")).unwrap())
+            .spawn()
+            .expect("start tensorboard"),
+        port,
+    };
+    // Every trial's tags, once the server has loaded them.
+    let start = Instant::now();
+    let tags: serde_json::Value = loop {
+        if let Some(body) = http(server.port, "GET", "/data/plugin/scalars/tags", "")
+            && let Ok(tags) = serde_json::from_str::<serde_json::Value>(&body)
+            && want.keys().all(|t| tags[t].get("valid/accuracy").is_some())
+        {
+            break tags;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "tensorboard did not list the scalars within 120 s:\n{}",
+            std::fs::read_to_string(s.path("tensorboard.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (trial, rows) in &want {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        names.dedup();
+        let mut listed: Vec<&str> = tags[trial]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, names, "trial {trial}");
+    }
+    // The HParams tab's table: each session with its last validation accuracy.
+    let groups = http(
+        server.port,
+        "POST",
+        "/data/plugin/hparams/session_groups",
+        r#"{"experimentName": "", "includeMetrics": true, "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [], "startIndex": 0, "sliceSize": 100}"#,
+    )
+    .expect("session_groups answers 200");
+    let groups: serde_json::Value = serde_json::from_str(&groups).unwrap();
+    let groups = groups["sessionGroups"].as_array().unwrap();
+    assert_eq!(groups.len(), want.len(), "{groups:?}");
+    for g in groups {
+        let trial = g["name"].as_str().unwrap();
+        let last = want[trial]
+            .iter()
+            .filter(|r| r.0 == "valid/accuracy")
+            .max_by_key(|r| r.1)
+            .unwrap();
+        let shown = g["metricValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"]["tag"] == "valid/accuracy")
+            .unwrap_or_else(|| panic!("no valid/accuracy for {trial}: {g}"));
+        assert_eq!(
+            shown["value"].as_f64().map(f64::to_bits),
+            Some(last.2),
+            "{g}"
+        );
+    }
 }
 
 #[test]
@@ -558,7 +690,7 @@ pub(crate) fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_j
 
 /// What each trial's run must hold: (key, step, timestamp ms, value bits), sorted.
 pub(crate) fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
-    expected(db)
+    expected_exact(db)
         .into_iter()
         .map(|(trial, rows)| {
             let mut rows: Vec<_> = rows
