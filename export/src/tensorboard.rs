@@ -191,8 +191,9 @@ fn hparam_infos(
             }
         }
     }
-    // What the sweep varies first: TensorBoard's HParams tab shows the first
-    // few columns and axes by default, and constants there tell nothing.
+    // What the sweep varies first, for readers that keep this order.
+    // (TensorBoard 2.21's HParams tab re-sorts by the `differs` flag of
+    // HParamInfo, which is not written yet, then by name.)
     let varies = |name: &str| all.iter().any(|p| p.get(name) != all[0].get(name));
     let (varying, fixed): (Vec<_>, Vec<_>) = kinds.into_iter().partition(|(name, _)| varies(name));
     varying

@@ -181,7 +181,7 @@ fn tensorboard_reads_back_the_database_exactly_and_reexport_writes_nothing() {
     // HParams: the experiment (the sweep's metric first) and each session.
     let exp = &read["experiment"];
     assert_eq!(exp["metrics"][0], "valid/accuracy", "{exp}");
-    // What the sweep varies comes first (TensorBoard shows the first few by default).
+    // What the sweep varies comes first.
     assert_eq!(exp["hparams"][0][0], "lr", "{exp}");
     assert!(
         exp["hparams"]
