@@ -79,7 +79,19 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
         };
         let name = plan.name.clone();
         let opts = RunOptions { results: args.results.clone(), retry_failed: args.retry_failed, plain: args.plain, grace: Duration::from_secs(args.grace) };
-        let outcome = coordinator::run(plan, opts, launcher, pool.clone(), info, hash).await?;
+        let (done, live) = match plan.tensorboard() {
+            Some(out) => {
+                let (done, until) = tokio::sync::oneshot::channel::<()>();
+                (Some(done), Some(tensorboard_beside_run(&db, out, name.clone(), until).await?))
+            }
+            None => (None, None),
+        };
+        let outcome = coordinator::run(plan, opts, launcher, pool.clone(), info, hash).await;
+        drop(done);
+        if let Some(live) = live {
+            live.await;
+        }
+        let outcome = outcome?;
         // Summary table of this sweep.
         // A program sweep: ranked by its own metric, with its own columns.
         let program = crate::report::program::ProgramSweep::load(&pool, &name).await.ok().flatten();
@@ -110,6 +122,49 @@ pub fn run(args: RunArgs, db: Option<PathBuf>) -> CmdResult {
                 EXIT_INTERRUPTED
             }
         })
+    })
+}
+
+/// `[sweep] tensorboard`: OUT locked before the run launches anything (a
+/// `sweep export` already writing there is an error, exit 2), then the
+/// export crate's follow loop beside the run, on its own read-only pool as
+/// `sweep export tensorboard OUT --sweep NAME --follow` would be; it makes a
+/// final pass once `until` fires (the run ended, however). In process rather
+/// than a child `sweep export`: the root crate already links the exporter,
+/// and the run's Ctrl-C handling then covers it too. The returned future
+/// ends when that final pass has, and says how it went.
+async fn tensorboard_beside_run(
+    db: &Path,
+    out: PathBuf,
+    name: String,
+    until: tokio::sync::oneshot::Receiver<()>,
+) -> Result<impl std::future::Future<Output = ()>, CliError> {
+    let lock = sweep_export::lock_out(&out)?;
+    let pool = db::open(db, false).await?;
+    let task = tokio::spawn(async move {
+        let r = sweep_export::tensorboard::beside_run(&pool, &out, &name, async {
+            let _ = until.await;
+        })
+        .await;
+        pool.close().await;
+        drop(lock);
+        match r {
+            Ok(n) => sweep_protocol::log!(
+                "TensorBoard files up to date in {} ({n} record(s) written); view them with `tensorboard --logdir {}`",
+                out.display(),
+                out.join(&name).display()
+            ),
+            Err(e) => sweep_protocol::log!(
+                "warning: the TensorBoard files in {} may be behind the database: {e}; complete them with `sweep export tensorboard {} --sweep {name}`",
+                out.display(),
+                out.display()
+            ),
+        }
+    });
+    Ok(async move {
+        if let Err(e) = task.await {
+            sweep_protocol::log!("warning: the TensorBoard export beside the run stopped: {e}");
+        }
     })
 }
 

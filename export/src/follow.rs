@@ -2,6 +2,11 @@
 //! the selected sweeps is `running`; the pass after the last one stopped
 //! running is the final one, so it sees every row `sweep run` wrote. Ctrl-C
 //! ends it between passes (each pass leaves the files whole).
+//!
+//! [`beside`] is the same loop run inside `sweep run` (`[sweep]
+//! tensorboard`): it ends when the run says so, not on the sweep's status or
+//! a signal (the run owns Ctrl-C), with a final pass after the run's last
+//! write.
 use crate::ExportError;
 use std::future::Future;
 use std::time::Duration;
@@ -64,6 +69,36 @@ where
             _ = tokio::time::sleep(interval) => {}
             _ = tokio::signal::ctrl_c() => return Ok(Ended::Interrupted),
             _ = term.recv() => return Ok(Ended::Interrupted),
+        }
+    }
+}
+
+/// Runs `pass` every `interval` until `done` resolves, then once more: that
+/// final pass starts after the run's last write, so it exports everything.
+/// A pass that fails while the run goes on (a full disk, a busy database) is
+/// logged as a warning and tried again at the next; the run is never
+/// stopped for it. The final pass's error is returned.
+pub async fn beside<D, F, Fut, T>(
+    interval: Duration,
+    done: D,
+    mut pass: F,
+) -> Result<T, ExportError>
+where
+    D: Future<Output = ()>,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ExportError>>,
+{
+    tokio::pin!(done);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut done => return pass().await,
+            () = tokio::time::sleep(interval) => {}
+        }
+        if let Err(e) = pass().await {
+            sweep_protocol::log!(
+                "warning: exporting while the sweep runs: {e}; trying again in {interval:?}"
+            );
         }
     }
 }

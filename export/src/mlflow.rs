@@ -128,81 +128,82 @@ impl Client {
         query: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Result<Value, MlflowError> {
-        let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
-        let mut wait = FIRST_BACKOFF;
-        let mut last = String::new();
-        for attempt in 1..=TRIES {
-            if attempt > 1 {
-                std::thread::sleep(wait);
-                wait *= 2;
-            }
-            let sent = match body {
-                None => {
-                    let mut r = self.agent.get(&url);
-                    for (k, v) in query {
-                        r = r.query(*k, *v);
-                    }
-                    if let Some(a) = &self.auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.call()
-                }
-                Some(b) => {
-                    let mut r = self
-                        .agent
-                        .post(&url)
-                        .header("Content-Type", "application/json");
-                    if let Some(a) = &self.auth {
-                        r = r.header("Authorization", a);
-                    }
-                    r.send(b.to_string())
-                }
-            };
-            let mut resp = match sent {
-                Ok(r) => r,
-                Err(e) => {
-                    last = e.to_string();
-                    continue;
-                }
-            };
-            let status = resp.status().as_u16();
-            let text = resp
-                .body_mut()
-                .with_config()
-                .limit(256 * 1024 * 1024)
-                .read_to_string()
-                .unwrap_or_default();
-            match status {
-                200..=299 => {
-                    return serde_json::from_str(&text).map_err(|e| MlflowError::BadResponse {
-                        uri: self.shown.clone(),
-                        endpoint: endpoint.to_string(),
-                        reason: e.to_string(),
-                    });
-                }
-                401 | 403 => {
-                    return Err(MlflowError::Auth {
-                        uri: self.shown.clone(),
-                        status,
-                        endpoint: endpoint.to_string(),
-                    });
-                }
-                429 | 500..=599 => last = format!("HTTP {status}: {}", server_message(&text)),
-                _ => {
-                    return Err(MlflowError::Rejected {
-                        uri: self.shown.clone(),
-                        status,
-                        endpoint: endpoint.to_string(),
-                        message: server_message(&text),
-                    });
-                }
+        let mut backoff = Backoff::default();
+        while backoff.next() {
+            match self.try_once(endpoint, query, body) {
+                Try::Done(r) => return r,
+                Try::Again(why) => backoff.last = why,
             }
         }
-        Err(MlflowError::Unreachable {
-            uri: self.shown.clone(),
-            tries: TRIES,
-            reason: last,
+        Err(self.unreachable(backoff))
+    }
+
+    /// One request, once: its answer, or why it is worth another try
+    /// (connection error, 429, 5xx).
+    fn try_once(&self, endpoint: &str, query: &[(&str, &str)], body: Option<&Value>) -> Try {
+        let url = format!("{}/api/2.0/mlflow/{endpoint}", self.base);
+        let sent = match body {
+            None => {
+                let mut r = self.agent.get(&url);
+                for (k, v) in query {
+                    r = r.query(*k, *v);
+                }
+                if let Some(a) = &self.auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            Some(b) => {
+                let mut r = self
+                    .agent
+                    .post(&url)
+                    .header("Content-Type", "application/json");
+                if let Some(a) = &self.auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(b.to_string())
+            }
+        };
+        let mut resp = match sent {
+            Ok(r) => r,
+            Err(e) => return Try::Again(e.to_string()),
+        };
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(256 * 1024 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        Try::Done(match status {
+            200..=299 => serde_json::from_str(&text).map_err(|e| MlflowError::BadResponse {
+                uri: self.shown.clone(),
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            }),
+            401 | 403 => Err(MlflowError::Auth {
+                uri: self.shown.clone(),
+                status,
+                endpoint: endpoint.to_string(),
+            }),
+            429 | 500..=599 => {
+                return Try::Again(format!("HTTP {status}: {}", server_message(&text)));
+            }
+            _ => Err(MlflowError::Rejected {
+                uri: self.shown.clone(),
+                status,
+                endpoint: endpoint.to_string(),
+                message: server_message(&text),
+            }),
         })
+    }
+
+    fn unreachable(&self, backoff: Backoff) -> MlflowError {
+        MlflowError::Unreachable {
+            uri: self.shown.clone(),
+            tries: backoff.tries,
+            reason: backoff.last,
+        }
     }
 
     fn post(&self, endpoint: &str, body: Value) -> Result<Value, MlflowError> {
@@ -235,6 +236,35 @@ impl Client {
                 .ok_or_else(|| self.bad("experiments/create", "no experiment_id")),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// How one request went, when it may be tried again.
+enum Try {
+    Done(Result<Value, MlflowError>),
+    /// A connection error, 429 or 5xx: why.
+    Again(String),
+}
+
+/// [`TRIES`] tries with exponential backoff between them.
+#[derive(Default)]
+struct Backoff {
+    tries: u32,
+    /// Why the last try failed.
+    last: String,
+}
+
+impl Backoff {
+    /// Waits before every try but the first; false once [`TRIES`] are spent.
+    fn next(&mut self) -> bool {
+        if self.tries >= TRIES {
+            return false;
+        }
+        if self.tries > 0 {
+            std::thread::sleep(FIRST_BACKOFF * 2u32.pow(self.tries - 1));
+        }
+        self.tries += 1;
+        true
     }
 }
 
@@ -407,32 +437,8 @@ fn sync_trial(
     if let Some(fc) = &t.failure_class {
         tags.insert("sweep.failure_class".into(), fc.clone());
     }
-    let found = client.post(
-        "runs/search",
-        json!({
-            "experiment_ids": [experiment_id],
-            "filter": format!("tags.`sweep.trial_id` = '{}'", t.id),
-            "max_results": 2,
-        }),
-    )?;
-    let existing = found["runs"].as_array().and_then(|r| r.first()).cloned();
-    let created = existing.is_none();
-    let run = match existing {
-        Some(r) => r,
-        None => {
-            tally.runs_created += 1;
-            let r = client.post(
-                "runs/create",
-                json!({
-                    "experiment_id": experiment_id,
-                    "run_name": t.id,
-                    "start_time": ms(t.started_at.unwrap_or(t.created_at)),
-                    "tags": [{"key": "sweep.trial_id", "value": t.id}],
-                }),
-            )?;
-            r["run"].clone()
-        }
-    };
+    let (run, created) = find_or_create(client, experiment_id, t)?;
+    tally.runs_created += usize::from(created);
     let run_id = run["info"]["run_id"]
         .as_str()
         .ok_or_else(|| client.bad("runs/search", "a run without run_id"))?
@@ -516,6 +522,42 @@ fn sync_trial(
         tally.statuses += 1;
     }
     Ok(())
+}
+
+/// The trial's run, found by its tag, else created (and true). A
+/// `runs/create` whose answer was lost (a dropped connection, a 5xx) may
+/// have made the run all the same, so it is never simply sent again: the
+/// search runs first on every try.
+fn find_or_create(
+    client: &Client,
+    experiment_id: &str,
+    t: &ExportTrial,
+) -> Result<(Value, bool), MlflowError> {
+    let mut backoff = Backoff::default();
+    while backoff.next() {
+        let found = client.post(
+            "runs/search",
+            json!({
+                "experiment_ids": [experiment_id],
+                "filter": format!("tags.`sweep.trial_id` = '{}'", t.id),
+                "max_results": 2,
+            }),
+        )?;
+        if let Some(run) = found["runs"].as_array().and_then(|r| r.first()) {
+            return Ok((run.clone(), false));
+        }
+        let create = json!({
+            "experiment_id": experiment_id,
+            "run_name": t.id,
+            "start_time": ms(t.started_at.unwrap_or(t.created_at)),
+            "tags": [{"key": "sweep.trial_id", "value": t.id}],
+        });
+        match client.try_once("runs/create", &[], Some(&create)) {
+            Try::Done(r) => return r.map(|v| (v["run"].clone(), true)),
+            Try::Again(why) => backoff.last = why,
+        }
+    }
+    Err(client.unreachable(backoff))
 }
 
 /// (step, timestamp, value bits) of every entry of a run's history for `key`.

@@ -88,12 +88,13 @@ pub struct TensorProto {
     pub dtype: i32,
     #[prost(message, optional, tag = "2")]
     pub tensor_shape: Option<TensorShapeProto>,
+    #[prost(float, repeated, tag = "5")]
+    pub float_val: Vec<f32>,
     #[prost(double, repeated, tag = "6")]
     pub double_val: Vec<f64>,
 }
 
 pub const DT_FLOAT: i32 = 1;
-pub const DT_DOUBLE: i32 = 2;
 
 /// `tensorboard.TensorShapeProto`.
 #[derive(Clone, PartialEq, prost::Message)]

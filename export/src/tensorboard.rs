@@ -15,9 +15,12 @@
 //! it instead of showing a step twice. Nothing is written when the file
 //! already is the list.
 //!
-//! Scalars are written as TensorBoard's scalar plugin data with a DT_DOUBLE
-//! tensor, so the value read back is the database's f64, bit for bit (the
-//! legacy `simple_value` is a float32).
+//! Scalars are written as TensorBoard's scalar plugin data with a DT_FLOAT
+//! tensor: the database's f64 rounded to the nearest f32, TensorBoard's own
+//! precision. A DT_DOUBLE tensor would keep every bit, and TensorBoard's
+//! Python loader reads it, but its default loader (the Rust data server,
+//! `--load_fast=auto`) drops it, so neither the Scalars nor the HParams tab
+//! would show anything. The CSV and MLflow exports keep the doubles.
 use crate::proto::{self, Event, HParamsData, Summary, SummaryValue, What};
 use crate::{ExportError, folder_name, tfrecord};
 use prost::Message;
@@ -117,6 +120,33 @@ pub async fn export(
     Ok(tally)
 }
 
+/// `[sweep] tensorboard = "OUT"`: keeps `OUT/<sweep>/` up to date while
+/// `sweep run` runs sweep `name`, as `sweep export tensorboard OUT --sweep
+/// NAME --follow` does from another process, until `done` resolves; then a
+/// final pass. Returns the records written over the whole run. The caller
+/// holds OUT's lock ([`crate::lock_out`]) from before the run starts.
+pub async fn beside_run(
+    pool: &sqlx::SqlitePool,
+    out: &Path,
+    name: &str,
+    done: impl std::future::Future<Output = ()>,
+) -> Result<usize, ExportError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let written = AtomicUsize::new(0);
+    let pass = || async {
+        // Empty until the run has recorded the sweep.
+        let sweeps = export_queries::sweeps(pool, Some(name)).await?;
+        let tally = export(pool, out, &sweeps).await?;
+        written.fetch_add(tally.records, Ordering::Relaxed);
+        Ok(())
+    };
+    crate::follow::beside(BESIDE_RUN_INTERVAL, done, pass).await?;
+    Ok(written.into_inner())
+}
+
+/// How often [`beside_run`] looks for new rows: `--follow`'s default.
+pub const BESIDE_RUN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The top-level keys of a trial's parameters (an unparsable text gives none).
 fn params_of(json: &str) -> BTreeMap<String, serde_json::Value> {
     match serde_json::from_str::<serde_json::Value>(json) {
@@ -161,8 +191,14 @@ fn hparam_infos(
             }
         }
     }
-    kinds
+    // What the sweep varies first, for readers that keep this order.
+    // (TensorBoard 2.21's HParams tab re-sorts by the `differs` flag of
+    // HParamInfo, which is not written yet, then by name.)
+    let varies = |name: &str| all.iter().any(|p| p.get(name) != all[0].get(name));
+    let (varying, fixed): (Vec<_>, Vec<_>) = kinds.into_iter().partition(|(name, _)| varies(name));
+    varying
         .into_iter()
+        .chain(fixed)
         .filter_map(|(name, kind)| {
             let kind = kind?;
             let values: Vec<prost_types::Value> = all
@@ -277,6 +313,7 @@ fn hparams_value(tag: &str, data: HParamsData) -> SummaryValue {
             tensor_shape: Some(proto::TensorShapeProto {
                 dim: vec![proto::Dim { size: 0 }],
             }),
+            float_val: vec![],
             double_val: vec![],
         }),
     }
@@ -351,8 +388,9 @@ fn experiment_events(sweep: &ExportSweep, infos: &[(HInfo, Option<proto::Domain>
     )]
 }
 
-/// Scalar summaries: the scalar plugin's data class, a DT_DOUBLE tensor of
-/// shape `[]`. The plugin metadata rides on a tag's first event in a file, as
+/// Scalar summaries: the scalar plugin's data class, a DT_FLOAT tensor of
+/// shape `[]` (TensorBoard's default loader, its Rust data server, drops
+/// DT_DOUBLE scalars: the Scalars and HParams tabs then show nothing). The plugin metadata rides on a tag's first event in a file, as
 /// TensorFlow's writer does.
 struct Scalars {
     seen: HashSet<String>,
@@ -377,9 +415,10 @@ impl Scalars {
                 tag,
                 metadata,
                 tensor: Some(proto::TensorProto {
-                    dtype: proto::DT_DOUBLE,
+                    dtype: proto::DT_FLOAT,
                     tensor_shape: Some(proto::TensorShapeProto { dim: vec![] }),
-                    double_val: vec![v],
+                    float_val: vec![v as f32],
+                    double_val: vec![],
                 }),
             },
         )

@@ -112,6 +112,64 @@ impl SweepPlan {
             program: self.program.is_some(),
         }
     }
+
+    /// `[sweep] tensorboard`: the folder `sweep run` keeps TensorBoard event
+    /// files in while it runs. Read again from the file's text, which
+    /// [`build`] validated, rather than kept as a field, so the plans that
+    /// tests and the stopping simulator write out field by field stay as
+    /// they are.
+    pub fn tensorboard(&self) -> Option<PathBuf> {
+        let src = Source {
+            path: self.file.clone(),
+            text: self.toml.clone(),
+        };
+        let raw = src.parse().ok()?;
+        tensorboard_dir(&src, raw.sweep.get_ref()).ok().flatten()
+    }
+}
+
+/// `[sweep] tensorboard = "runs/"`: `sweep run` writes there what `sweep
+/// export tensorboard runs/ --sweep NAME --follow` would. A relative path is
+/// taken from the current directory, like `dataset`. The folder is created
+/// when the run starts; here it is only checked that no file stands where
+/// it, or a folder on its way, must be.
+fn tensorboard_dir(
+    src: &Source,
+    sweep: &crate::spec::raw::RawSweep,
+) -> Result<Option<PathBuf>, SpecError> {
+    let Some(t) = &sweep.tensorboard else {
+        return Ok(None);
+    };
+    let help = || {
+        Some("name a folder (created if missing), e.g. tensorboard = \"runs/\"; then `tensorboard --logdir runs/<sweep>`".to_string())
+    };
+    if t.get_ref().trim().is_empty() || t.get_ref().contains('\0') {
+        return Err(at(src, t, "`tensorboard` must name a folder", help()));
+    }
+    let dir = PathBuf::from(t.get_ref());
+    let mut probe = Some(dir.as_path()).filter(|p| !p.as_os_str().is_empty());
+    while let Some(p) = probe {
+        if p.is_dir() {
+            break;
+        }
+        if p.exists() {
+            let msg = if p == dir {
+                format!(
+                    "tensorboard {:?} is a file, not a folder",
+                    dir.display().to_string()
+                )
+            } else {
+                format!(
+                    "tensorboard {:?} cannot be made: {:?} is a file",
+                    dir.display().to_string(),
+                    p.display().to_string()
+                )
+            };
+            return Err(at(src, t, msg, help()));
+        }
+        probe = p.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    Ok(Some(dir))
 }
 
 impl PlannedTrial {
@@ -160,6 +218,7 @@ fn at<T>(src: &Source, s: &Spanned<T>, msg: impl Into<String>, help: Option<Stri
 
 pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
     let header = sweep_header(src, &raw)?;
+    tensorboard_dir(src, raw.sweep.get_ref())?;
     let program = match &raw.program {
         Some(p) => Some(super::program::validate(src, p)?),
         None => None,

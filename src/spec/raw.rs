@@ -112,6 +112,8 @@ pub struct RawSweep {
     /// "max" or "min": how `metric` ranks.
     pub direction: Option<Spanned<String>>,
     pub description: Option<String>,
+    /// A folder `sweep run` keeps TensorBoard event files in while it runs.
+    pub tensorboard: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

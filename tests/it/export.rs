@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// (tag, step, value bits, wall-time bits), sorted: a multiset of scalars.
-type Scalars = Vec<(String, i64, u64, u64)>;
+pub(crate) type Scalars = Vec<(String, i64, u64, u64)>;
 
 /// Class names in three scripts, added to every trial's per-class test results.
 const CLASSES: [&str; 3] = ["猫", "قطة", "кошка"];
 
-fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
+pub(crate) fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
     let file = s
         .sweep_file(name)
         .tiny_training()
@@ -31,8 +31,21 @@ fn finished_sweep(s: &Scratch, name: &str) -> PathBuf {
     file
 }
 
-/// What the database says each trial's run folder must show.
-fn expected(db: &Db) -> BTreeMap<String, Scalars> {
+/// What the database says each trial's run folder must show: its values
+/// rounded to float32, as the export writes them for TensorBoard.
+pub(crate) fn expected(db: &Db) -> BTreeMap<String, Scalars> {
+    let mut out = expected_exact(db);
+    for rows in out.values_mut() {
+        for r in rows.iter_mut() {
+            r.2 = f64::from(f64::from_bits(r.2) as f32).to_bits();
+        }
+        rows.sort();
+    }
+    out
+}
+
+/// Every scalar of the database as (tag, step, value bits, time bits), exactly.
+pub(crate) fn expected_exact(db: &Db) -> BTreeMap<String, Scalars> {
     let mut out: BTreeMap<String, Scalars> = BTreeMap::new();
     for (trial, split, name, step, value, time) in db
         .query::<(String, String, String, i64, f64, f64)>(
@@ -68,7 +81,7 @@ fn expected(db: &Db) -> BTreeMap<String, Scalars> {
 }
 
 /// TensorBoard's reading of LOGDIR (see tests/read_tensorboard.py).
-fn read_back(python: &Path, logdir: &Path) -> serde_json::Value {
+pub(crate) fn read_back(python: &Path, logdir: &Path) -> serde_json::Value {
     let out = std::process::Command::new(python)
         .arg(repo_path("tests/read_tensorboard.py"))
         .arg(logdir)
@@ -82,7 +95,7 @@ fn read_back(python: &Path, logdir: &Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("read_tensorboard.py prints JSON")
 }
 
-fn scalars_of(read: &serde_json::Value, run: &str) -> Scalars {
+pub(crate) fn scalars_of(read: &serde_json::Value, run: &str) -> Scalars {
     let mut rows: Scalars = read["runs"][run]["scalars"]
         .as_array()
         .unwrap_or_else(|| panic!("no run {run} in {read}"))
@@ -133,7 +146,7 @@ fn event_file(dir: &Path) -> PathBuf {
     files.into_iter().next().unwrap()
 }
 
-fn assert_equals_db(read: &serde_json::Value, want: &BTreeMap<String, Scalars>) {
+pub(crate) fn assert_equals_db(read: &serde_json::Value, want: &BTreeMap<String, Scalars>) {
     for (trial, rows) in want {
         assert_eq!(
             &scalars_of(read, trial),
@@ -168,6 +181,8 @@ fn tensorboard_reads_back_the_database_exactly_and_reexport_writes_nothing() {
     // HParams: the experiment (the sweep's metric first) and each session.
     let exp = &read["experiment"];
     assert_eq!(exp["metrics"][0], "valid/accuracy", "{exp}");
+    // What the sweep varies comes first.
+    assert_eq!(exp["hparams"][0][0], "lr", "{exp}");
     assert!(
         exp["hparams"]
             .as_array()
@@ -232,6 +247,125 @@ fn tensorboard_reads_back_the_database_exactly_and_reexport_writes_nothing() {
     assert_equals_db(&read_back(&python, &logdir), &expected(&db));
 }
 
+/// One HTTP/1.0 request to 127.0.0.1:`port`; the answer's body, if 200.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        c,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    head.contains(" 200 ").then(|| body.to_string())
+}
+
+/// `tensorboard --logdir` as users start it: its default (Rust) loader.
+struct TensorboardServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for TensorboardServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn tensorboard_with_its_default_loader_shows_the_scalars_and_hparams_metrics() {
+    let Some(python) = prerequisites::export_python() else {
+        return;
+    };
+    let s =
+        Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &["a", "b"]);
+    finished_sweep(&s, "tb");
+    let db = s.open_db();
+    let want = expected(&db);
+    let out = s.path("tb-out");
+    s.sweep(&["export", "tensorboard"])
+        .arg(&out)
+        .output()
+        .expect_success();
+    let port = free_port();
+    let server = TensorboardServer {
+        child: std::process::Command::new(&python)
+            .args(["-m", "tensorboard.main", "--host", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .arg("--logdir")
+            .arg(out.join("tb"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(s.path("tensorboard.log")).unwrap())
+            .spawn()
+            .expect("start tensorboard"),
+        port,
+    };
+    // Every trial's tags, once the server has loaded them.
+    let start = Instant::now();
+    let tags: serde_json::Value = loop {
+        if let Some(body) = http(server.port, "GET", "/data/plugin/scalars/tags", "")
+            && let Ok(tags) = serde_json::from_str::<serde_json::Value>(&body)
+            && want.keys().all(|t| tags[t].get("valid/accuracy").is_some())
+        {
+            break tags;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "tensorboard did not list the scalars within 120 s:\n{}",
+            std::fs::read_to_string(s.path("tensorboard.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for (trial, rows) in &want {
+        let mut names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        names.dedup();
+        let mut listed: Vec<&str> = tags[trial]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        listed.sort();
+        assert_eq!(listed, names, "trial {trial}");
+    }
+    // The HParams tab's table: each session with its last validation accuracy.
+    let groups = http(
+        server.port,
+        "POST",
+        "/data/plugin/hparams/session_groups",
+        r#"{"experimentName": "", "includeMetrics": true, "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"], "colParams": [], "startIndex": 0, "sliceSize": 100}"#,
+    )
+    .expect("session_groups answers 200");
+    let groups: serde_json::Value = serde_json::from_str(&groups).unwrap();
+    let groups = groups["sessionGroups"].as_array().unwrap();
+    assert_eq!(groups.len(), want.len(), "{groups:?}");
+    for g in groups {
+        let trial = g["name"].as_str().unwrap();
+        let last = want[trial]
+            .iter()
+            .filter(|r| r.0 == "valid/accuracy")
+            .max_by_key(|r| r.1)
+            .unwrap();
+        let shown = g["metricValues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"]["tag"] == "valid/accuracy")
+            .unwrap_or_else(|| panic!("no valid/accuracy for {trial}: {g}"));
+        assert_eq!(
+            shown["value"].as_f64().map(f64::to_bits),
+            Some(last.2),
+            "{g}"
+        );
+    }
+}
+
 #[test]
 fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
     let Some(python) = prerequisites::export_python() else {
@@ -240,34 +374,8 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
     let s =
         Scratch::new().with_one_image_per_class("data", &["train", "valid", "test"], &["a", "b"]);
     let file = s.sweep_file("live").tiny_training().write();
-    // block: the worker records its first epoch, then waits for FAKE_DIR/release.
-    let run = s
-        .run(&file)
-        .fake_worker("block")
-        .env("FAKE_TIMEOUT", "120")
-        .spawn();
-    let db = s.open_db();
     let limit = Duration::from_secs(120);
-    let start = Instant::now();
-    // The worker says `ready` once its first epoch is out; then the coordinator records it.
-    let events = s.fake_dir().join("events");
-    while !std::fs::read_to_string(&events).is_ok_and(|e| e.contains("ready ")) {
-        assert!(
-            start.elapsed() < limit,
-            "the worker was not ready within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    while db
-        .try_rows("SELECT 1 FROM metrics WHERE split = 'valid'")
-        .map_or(true, |r| r.is_empty())
-    {
-        assert!(
-            start.elapsed() < limit,
-            "no epoch recorded within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (run, db) = run_blocked_after_first_epoch(&s, &file, limit);
     let out = s.path("live-out");
     let follow = s
         .sweep(&[
@@ -281,31 +389,8 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
         ])
         .arg(&out)
         .spawn();
-    // The first epoch shows up while the sweep is still running.
     let trial: String = db.scalar("SELECT id FROM trials");
-    let trial_dir = out.join("live").join(&trial);
-    let first_epoch = expected(&db)[&trial].clone();
-    loop {
-        if trial_dir.exists() && event_file_if_any(&trial_dir).is_some() {
-            let read = read_back(&python, &out.join("live"));
-            if read["runs"][&trial]["scalars"]
-                .as_array()
-                .is_some_and(|r| r.len() >= first_epoch.len())
-            {
-                assert_eq!(scalars_of(&read, &trial), first_epoch);
-                assert!(
-                    read["runs"][&trial]["session_end"].is_null(),
-                    "the trial has not ended yet"
-                );
-                break;
-            }
-        }
-        assert!(
-            start.elapsed() < limit,
-            "the first epoch was not exported within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_first_epoch_in_tensorboard(&python, &out.join("live"), &db, &trial, limit);
     std::fs::write(s.fake_dir().join("release"), b"").unwrap();
     run.finish_within(limit).expect_success();
     // --follow ends by itself once the sweep is done, with everything exported.
@@ -315,7 +400,78 @@ fn tensorboard_follow_exports_while_the_sweep_runs_and_ends_with_it() {
     assert_eq!(read["runs"][&trial]["session_end"], "STATUS_SUCCESS");
 }
 
-fn event_file_if_any(dir: &Path) -> Option<PathBuf> {
+/// `sweep run FILE` with the stand-in worker in `block` mode (it records its
+/// first epoch, then waits for FAKE_DIR/release), returned once that epoch is
+/// in the database.
+pub(crate) fn run_blocked_after_first_epoch(
+    s: &Scratch,
+    file: &Path,
+    limit: Duration,
+) -> (crate::common::Running, Db) {
+    let run = s
+        .run(file)
+        .fake_worker("block")
+        .env("FAKE_TIMEOUT", "120")
+        .spawn();
+    let start = Instant::now();
+    // The worker says `ready` once its first epoch is out; then the coordinator records it.
+    let events = s.fake_dir().join("events");
+    while !std::fs::read_to_string(&events).is_ok_and(|e| e.contains("ready ")) {
+        assert!(
+            start.elapsed() < limit,
+            "the worker was not ready within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let db = s.open_db();
+    while db
+        .try_rows("SELECT 1 FROM metrics WHERE split = 'valid'")
+        .map_or(true, |r| r.is_empty())
+    {
+        assert!(
+            start.elapsed() < limit,
+            "no epoch recorded within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (run, db)
+}
+
+/// Waits until TensorBoard reads from LOGDIR exactly `trial`'s rows so far
+/// (its first epoch), with the trial not ended yet.
+pub(crate) fn wait_for_first_epoch_in_tensorboard(
+    python: &Path,
+    logdir: &Path,
+    db: &Db,
+    trial: &str,
+    limit: Duration,
+) {
+    let start = Instant::now();
+    let first_epoch = expected(db)[trial].clone();
+    loop {
+        if event_file_if_any(&logdir.join(trial)).is_some() {
+            let read = read_back(python, logdir);
+            if read["runs"][trial]["scalars"]
+                .as_array()
+                .is_some_and(|r| r.len() >= first_epoch.len())
+            {
+                assert_eq!(scalars_of(&read, trial), first_epoch);
+                assert!(
+                    read["runs"][trial]["session_end"].is_null(),
+                    "the trial has not ended yet"
+                );
+                return;
+            }
+        }
+        assert!(
+            start.elapsed() < limit,
+            "the first epoch was not exported within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub(crate) fn event_file_if_any(dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(dir)
         .ok()?
         .map(|e| e.unwrap().path())
@@ -323,7 +479,7 @@ fn event_file_if_any(dir: &Path) -> Option<PathBuf> {
 }
 
 /// A database written by hand, so the CSV snapshot is the same on every run.
-fn hand_made_db(s: &Scratch) -> Db {
+pub(crate) fn hand_made_db(s: &Scratch) -> Db {
     let db = Db::create_with_schema(&s.db());
     db.execute(
         "INSERT INTO sweeps (id, name, file, toml, metric, dataset, status, created_at, updated_at)
@@ -437,13 +593,13 @@ fn export_refuses_a_file_as_out_and_an_unknown_sweep() {
 
 /// `mlflow server` (SQLite backend) on a free port, started for one test and
 /// stopped with its worker processes when dropped.
-struct MlflowServer {
+pub(crate) struct MlflowServer {
     child: std::process::Child,
-    uri: String,
+    pub(crate) uri: String,
 }
 
 impl MlflowServer {
-    fn start(python: &Path, dir: &Path) -> MlflowServer {
+    pub(crate) fn start(python: &Path, dir: &Path) -> MlflowServer {
         use std::os::unix::process::CommandExt;
         let port = free_port();
         let child = std::process::Command::new(python)
@@ -493,7 +649,7 @@ impl Drop for MlflowServer {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -517,7 +673,7 @@ fn health_ok(port: u16) -> bool {
     answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200")
 }
 
-fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value {
+pub(crate) fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value {
     let out = std::process::Command::new(python)
         .arg(repo_path("tests/read_mlflow.py"))
         .args([uri, experiment])
@@ -533,8 +689,8 @@ fn read_mlflow(python: &Path, uri: &str, experiment: &str) -> serde_json::Value 
 }
 
 /// What each trial's run must hold: (key, step, timestamp ms, value bits), sorted.
-fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
-    expected(db)
+pub(crate) fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
+    expected_exact(db)
         .into_iter()
         .map(|(trial, rows)| {
             let mut rows: Vec<_> = rows
@@ -549,7 +705,7 @@ fn expected_mlflow(db: &Db) -> BTreeMap<String, Vec<(String, i64, i64, u64)>> {
         .collect()
 }
 
-fn assert_mlflow_equals_db(read: &serde_json::Value, db: &Db) {
+pub(crate) fn assert_mlflow_equals_db(read: &serde_json::Value, db: &Db) {
     let want = expected_mlflow(db);
     assert_eq!(
         read.as_object().map(|o| o.len()),

@@ -55,7 +55,7 @@ const CASES: &[Case] = &[
         at: (5, 1),
         says: &[
             "unknown field `epochs`",
-            "help: valid keys here: name, dataset, seeds, metric, direction, description",
+            "help: valid keys here: name, dataset, seeds, metric, direction, description, tensorboard",
         ],
     },
     Case {
