@@ -89,7 +89,7 @@ TOML
       best=$(q "SELECT max(m.value) FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.sweep_id = $sid AND m.split = 'valid' AND m.name = 'accuracy'")
       [ -z "$grid_best" ] && grid_best=$best
       first=$(q "SELECT min(a.started_at) FROM attempts a JOIN trials t ON t.id = a.trial_id WHERE t.sweep_id = $sid")
-      reach=$(q "SELECT coalesce(printf('%.1f', min(m.time) - $first), '-') FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.sweep_id = $sid AND m.split = 'valid' AND m.name = 'accuracy' AND m.value >= $grid_best - 0.01")
+      reach=$(q "SELECT CASE WHEN min(m.time) IS NULL THEN '-' ELSE printf('%.1f', min(m.time) - $first) END FROM metrics m JOIN trials t ON t.id = m.trial_id WHERE t.sweep_id = $sid AND m.split = 'valid' AND m.name = 'accuracy' AND m.value >= $grid_best - 0.01")
       printf '%-12s %4s %-18s %8.1f %8.1f %7s %9.1f%% %+8.1f %10s\n' "$space" "$seed" "$method" \
         "$(echo "$end - $start" | bc)" "$(echo "$user + $sys" | bc)" "$epochs" \
         "$(echo "$best * 100" | bc -l)" "$(echo "($best - $grid_best) * 100" | bc -l)" "$reach"

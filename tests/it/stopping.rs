@@ -3,7 +3,7 @@
 use crate::common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::{BIN, curve_run as command, sqlite_rows as query};
 
