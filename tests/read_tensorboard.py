@@ -64,7 +64,7 @@ def main():
                 exp = hp_metadata.parse_experiment_plugin_data(content)
                 experiment = {
                     "name": exp.name,
-                    "hparams": [[h.name, api_pb2.DataType.Name(h.type)] for h in exp.hparam_infos],
+                    "hparams": [[h.name, api_pb2.DataType.Name(h.type), h.differs] for h in exp.hparam_infos],
                     "metrics": [m.name.tag for m in exp.metric_infos],
                 }
     json.dump({"runs": runs, "experiment": experiment}, sys.stdout, sort_keys=True)

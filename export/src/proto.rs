@@ -153,6 +153,10 @@ pub struct HParamInfo {
     pub r#type: i32,
     #[prost(oneof = "Domain", tags = "5, 6")]
     pub domain: Option<Domain>,
+    /// The value varies among the sweep's trials: TensorBoard's HParams
+    /// tab shows these columns first.
+    #[prost(bool, tag = "7")]
+    pub differs: bool,
 }
 
 pub const DATA_TYPE_STRING: i32 = 1;

@@ -167,6 +167,8 @@ enum HType {
 struct HInfo {
     name: String,
     kind: HType,
+    /// The sweep varies it (HParamInfo.differs).
+    differs: bool,
 }
 
 /// At most this many distinct values are listed as a discrete domain; a
@@ -191,9 +193,8 @@ fn hparam_infos(
             }
         }
     }
-    // What the sweep varies first, for readers that keep this order.
-    // (TensorBoard 2.21's HParams tab re-sorts by the `differs` flag of
-    // HParamInfo, which is not written yet, then by name.)
+    // What the sweep varies first, flagged `differs` (TensorBoard's HParams
+    // tab sorts by that flag, then by name; other readers keep this order).
     let varies = |name: &str| all.iter().any(|p| p.get(name) != all[0].get(name));
     let (varying, fixed): (Vec<_>, Vec<_>) = kinds.into_iter().partition(|(name, _)| varies(name));
     varying
@@ -210,6 +211,7 @@ fn hparam_infos(
                 HInfo {
                     name: name.to_string(),
                     kind,
+                    differs: varies(name),
                 },
                 domain,
             ))
@@ -372,6 +374,7 @@ fn experiment_events(sweep: &ExportSweep, infos: &[(HInfo, Option<proto::Domain>
                 HType::Text => proto::DATA_TYPE_STRING,
             },
             domain: domain.clone(),
+            differs: info.differs,
         })
         .collect();
     let experiment = proto::Experiment {

@@ -20,7 +20,9 @@ pub enum TrialStatus {
     #[value(skip)]
     Pruned,
     /// Paused at a rung by promotion-based stopping, its checkpoint kept:
-    /// resumed if promoted, else `pruned` when the sweep ends.
+    /// resumed if promoted, else `pruned` when the sweep ends. (Not a
+    /// `report --status` value, like `pruned`: that list is unchanged.)
+    #[value(skip)]
     Paused,
 }
 

@@ -181,8 +181,20 @@ fn tensorboard_reads_back_the_database_exactly_and_reexport_writes_nothing() {
     // HParams: the experiment (the sweep's metric first) and each session.
     let exp = &read["experiment"];
     assert_eq!(exp["metrics"][0], "valid/accuracy", "{exp}");
-    // What the sweep varies comes first.
+    // What the sweep varies comes first, flagged `differs` (TensorBoard
+    // shows those columns first); the constant settings are not flagged.
     assert_eq!(exp["hparams"][0][0], "lr", "{exp}");
+    let differs: Vec<&str> = exp["hparams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h[2] == true)
+        .map(|h| h[0].as_str().unwrap())
+        .collect();
+    assert!(
+        differs.contains(&"lr") && !differs.contains(&"image_size"),
+        "{exp}"
+    );
     assert!(
         exp["hparams"]
             .as_array()
