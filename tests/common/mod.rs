@@ -398,14 +398,21 @@ pub fn kill_after_decisions(dir: &Path, mut cmd: std::process::Command, n: u32) 
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
     loop {
-        let seen: u32 = if dir.join("r.db").exists() {
-            sqlite_rows(dir, "SELECT count(*) FROM decisions")
-                .first()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0)
-        } else {
-            0
-        };
+        // Polled with a busy timeout, and an error (the coordinator creating or
+        // migrating the file holds it locked) counts as none yet.
+        let seen: u32 = (dir.join("r.db").exists())
+            .then(|| {
+                std::process::Command::new("sqlite3")
+                    .args(["-cmd", ".timeout 2000"])
+                    .arg(dir.join("r.db"))
+                    .arg("SELECT count(*) FROM decisions")
+                    .output()
+                    .ok()
+                    .filter(|o| o.status.success())
+                    .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            })
+            .flatten()
+            .unwrap_or(0);
         if seen >= n {
             break;
         }
