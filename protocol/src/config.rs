@@ -332,6 +332,8 @@ mod tests {
             eps: 1e-6,
             cache_size: Some(CacheSize::ORIGINAL),
             channels_last: true,
+            // Left out of the JSON at its default (1.0), like the two above.
+            layer_decay: 0.75,
             ..TrialConfig::default()
         };
         let v = serde_json::to_value(&c).unwrap();
