@@ -402,11 +402,15 @@ pub struct ExportCsvArgs {
     pub sweep: Option<String>,
 }
 
-fn positive_seconds(s: &str) -> Result<f64, String> {
+/// A polling interval that is not a number of seconds in range (clap
+/// reports it as a usage error, exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a number of seconds between 0.05 and 3600")]
+pub struct NotSeconds(String);
+
+fn positive_seconds(s: &str) -> Result<f64, NotSeconds> {
     match s.parse::<f64>() {
         Ok(v) if v.is_finite() && (0.05..=3600.0).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{s:?} is not a number of seconds between 0.05 and 3600"
-        )),
+        _ => Err(NotSeconds(s.to_string())),
     }
 }

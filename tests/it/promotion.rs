@@ -12,31 +12,11 @@ use common::{BIN, curve_run as command, sqlite_rows as query};
 /// Demo data and a sweep `st` of 9 epochs over lr 0.09, 0.08, …, 0.01 (best
 /// first), one trial at a time, promotion ASHA with rungs at epochs 1 and 3.
 fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success());
     let lrs: Vec<String> = (1..=9).rev().map(|i| format!("0.0{i}")).collect();
-    std::fs::write(
-        dir.path().join("s.toml"),
-        format!(
-            "[sweep]\nname = \"st\"\ndataset = \"data\"\n[defaults]\nepochs = 9\n[grid]\nlr = [{}]\n[resources]\ncpu_workers = 1\n[stopping]\nmethod = \"asha\"\nmode = \"promote\"\nmin_epochs = 1\nreduction = 3\n",
-            lrs.join(", ")
-        ),
+    crate::stopping::scratch_with(
+        &lrs,
+        "method = \"asha\"\nmode = \"promote\"\nmin_epochs = 1\nreduction = 3",
     )
-    .unwrap();
-    dir
 }
 
 /// The outcome of the rule, worked out by hand for this order (best first,

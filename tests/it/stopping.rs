@@ -14,7 +14,7 @@ fn scratch(stopping: &str) -> tempfile::TempDir {
 }
 
 /// Demo data and a sweep `st` of 9 epochs over `lrs`, one trial at a time.
-fn scratch_with(lrs: &[String], stopping: &str) -> tempfile::TempDir {
+pub(crate) fn scratch_with(lrs: &[String], stopping: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let made = Command::new(BIN)
         .args([
