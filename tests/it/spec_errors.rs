@@ -123,7 +123,7 @@ const CASES: &[Case] = &[
         at: (6, 12),
         says: &[
             "unknown backbone \"resnet51\"",
-            "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn, convnext_tiny, convnext_small, efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, regnet_y_3_2gf, vit_b_16",
+            "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn, convnext_tiny, convnext_small, efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, regnet_y_3_2gf, vit_b_16, swin_t",
         ],
     },
     Case {

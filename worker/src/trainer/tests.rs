@@ -485,6 +485,7 @@ fn freeze_backbone_trains_only_the_head_of_every_newer_backbone() {
         "mobilenet_v3_large",
         "regnet_y_3_2gf",
         "vit_b_16",
+        "swin_t",
     ] {
         let cfg = TrialConfig {
             backbone: backbone.into(),
