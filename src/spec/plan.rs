@@ -362,6 +362,7 @@ fn tpe_or_random(
     }
     for (k, span, d) in &dists {
         super::search::check_bounds(src, base, k, span.clone(), d)?;
+        super::search::check_choices(src, base, k, span.clone(), d)?;
     }
     let samples = draws.len();
     draws.truncate(startup);

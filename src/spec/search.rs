@@ -259,6 +259,39 @@ pub(super) fn sampler_settings(
     Ok((sampler, startup))
 }
 
+/// Checks each choice of a dimension as a grid value is checked: with
+/// `[defaults]`, through the cross-checks between keys (vit_b_16 and an
+/// `image_size` not a multiple of 16, adam and `momentum`, …). TPE may
+/// propose any choice after the start, not only those the startup draws
+/// picked, and a proposal that fails them would fail its trial.
+pub(super) fn check_choices(
+    src: &Source,
+    base: &Point,
+    k: &Spanned<String>,
+    span: Range<usize>,
+    dim: &Dim,
+) -> Result<(), SpecError> {
+    let Dim::Choice(values) = dim else {
+        return Ok(());
+    };
+    for v in values {
+        let mut p = base.clone();
+        p.set(src, k, &Spanned::new(span.clone(), v.clone()))?;
+        p.finish(src).map_err(|e| {
+            let tpe = "sampler = \"tpe\" may propose every choice, not only those the startup draws picked";
+            let help = match e.help.clone() {
+                Some(h) => format!("{h}; {tpe}"),
+                None => tpe.to_string(),
+            };
+            SpecError {
+                help: Some(help),
+                ..e
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Checks a dimension's bounds as values of its key: TPE may propose
 /// anywhere in the range, not only where the startup draws fell.
 pub(super) fn check_bounds(

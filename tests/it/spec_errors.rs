@@ -254,6 +254,17 @@ const CASES: &[Case] = &[
         at: (6, 1),
         says: &["unknown backbone \"resnet\"", "valid backbones:"],
     },
+    // A choice TPE may propose after the startup draw (here resnet18) is
+    // held to the cross-checks a grid value is: vit_b_16 at 100 px.
+    Case {
+        name: "tpe_choice_refused_as_a_grid_value_is",
+        toml: "[sweep]\nname = \"tpe\"\ndataset = \"{ds}\"\n\n[defaults]\nimage_size = 100\n\n[random]\nsamples = 4\nsampler = \"tpe\"\nstartup = 1\nbackbone = { choice = [\"resnet18\", \"vit_b_16\"] }\n",
+        at: (6, 1),
+        says: &[
+            "vit_b_16 needs image_size to be a multiple of 16 (its patch size), not 100",
+            "sampler = \"tpe\" may propose every choice",
+        ],
+    },
     Case {
         name: "head_unknown_key",
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[defaults]\nhead = { hidden = [256], dropuot = 0.1 }\n",
