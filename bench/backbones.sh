@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE="${1:-64}"; EPOCHS="${2:-2}"; shift $(( $# > 2 ? 2 : $# )) || true
 BACKBONES=("$@")
-[ ${#BACKBONES[@]} -gt 0 ] || BACKBONES=(resnet50 convnext_tiny convnext_small efficientnet_b0 efficientnet_v2_s mobilenet_v3_large regnet_y_3_2gf vit_b_16)
+[ ${#BACKBONES[@]} -gt 0 ] || BACKBONES=(resnet50 convnext_tiny convnext_small efficientnet_b0 efficientnet_v2_s mobilenet_v3_large regnet_y_3_2gf vit_b_16 swin_t)
 BATCH="${BATCH:-32}"
 PER_CLASS="${PER_CLASS:-100}"
 THREADS=$(nproc)

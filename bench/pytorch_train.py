@@ -66,6 +66,8 @@ elif backbone.startswith(("efficientnet", "mobilenet")):
     model.classifier = mlp(model.classifier[0].in_features if backbone.startswith("mobilenet") else model.classifier[1].in_features)
 elif backbone.startswith("vit"):
     model.heads = mlp(model.heads.head.in_features)
+elif backbone.startswith("swin"):
+    model.head = mlp(model.head.in_features)
 elif backbone.startswith("vgg"):
     model.classifier = mlp(512 * 7 * 7)
 else:

@@ -329,7 +329,7 @@ pub struct PredictArgs {
     #[arg(long, default_value = "results", value_name = "DIR")]
     pub results: PathBuf,
     /// torchvision's name: resnet18/34/50/101, vgg16_bn, vgg19_bn, convnext_tiny/small,
-    /// efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, regnet_y_3_2gf, vit_b_16.
+    /// efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, regnet_y_3_2gf, vit_b_16, swin_t.
     #[arg(long, requires_all = ["weights", "classes"])]
     pub backbone: Option<String>,
     /// `.safetensors` or torchvision `.pth` state_dict.

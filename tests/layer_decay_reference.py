@@ -10,6 +10,11 @@ fine-tuning recipes themselves, independently of the worker:
   the rest 13), scale = decay ** (12 + 1 - layer);
 - convnext_tiny: ConvNeXt's `get_num_layer_for_convnext` (downsample_layers
   and stages renamed to torchvision's `features.k`), scale = decay ** (12 + 1 - layer);
+- swin_t: SimMIM's `get_swin_layer` (patch_embed 0, block j of stage s at
+  sum(depths[:s]) + j + 1, the stage's downsample with its last block,
+  the rest 13; SimMIM's `layers.s.blocks.j` / `layers.s.downsample` renamed
+  to torchvision's `features.{2s+1}.j` / `features.{2s+2}`),
+  scale = decay ** (12 + 1 - layer);
 - resnet18: timm's block-by-block grouping (stem 0, each BasicBlock in
   order, fc last).
 
@@ -43,7 +48,7 @@ IMAGE = 32
 DECAY = 0.75
 BACKBONE_LR_SCALE = 0.1
 SGD = {"lr": 0.01, "momentum": 0.9, "weight_decay": 5e-4}
-HEAD = {"resnet18": "fc", "convnext_tiny": "classifier.2", "vit_b_16": "heads.head"}
+HEAD = {"resnet18": "fc", "convnext_tiny": "classifier.2", "vit_b_16": "heads.head", "swin_t": "head"}
 
 
 def vit_layer(name):
@@ -78,6 +83,27 @@ def convnext_layer(name):
     return 12
 
 
+def swin_layer(name, depths=(2, 2, 6, 2)):
+    # SimMIM's optimizer.get_swin_layer with num_layers = sum(depths) + 2, on
+    # SimMIM's names: torchvision's features.0 is patch_embed, features.2s+1
+    # is layers.s.blocks, features.2s+2 is layers.s.downsample.
+    parts = name.split(".")
+    if parts[0] != "features":
+        return sum(depths) + 1
+    k = int(parts[1])
+    if k == 0:
+        return 0
+    if k % 2 == 1:
+        simmim = f"layers.{(k - 1) // 2}.blocks.{parts[2]}"
+    else:
+        simmim = f"layers.{(k - 2) // 2}.downsample.{parts[2]}"
+    layer_id = int(simmim.split(".")[1])
+    block_id = simmim.split(".")[3]
+    if block_id in ("reduction", "norm"):
+        return sum(depths[:layer_id + 1])
+    return sum(depths[:layer_id]) + int(block_id) + 1
+
+
 def resnet_layer(name, blocks):
     parts = name.split(".")
     if parts[0] in ("conv1", "bn1"):
@@ -94,6 +120,8 @@ def layers(name, model):
         return {n: (vit_layer(n), 13) for n in names}
     if name == "convnext_tiny":
         return {n: (convnext_layer(n), 13) for n in names}
+    if name == "swin_t":
+        return {n: (swin_layer(n), 13) for n in names}
     blocks = sorted({(int(n.split(".")[0][5:]), int(n.split(".")[1])) for n in names if n.startswith("layer")})
     return {n: (resnet_layer(n, blocks), len(blocks) + 1) for n in names}
 

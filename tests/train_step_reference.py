@@ -42,6 +42,7 @@ HEAD = {
     "mobilenet_v3_large": "classifier.3",
     "regnet_y_3_2gf": "fc",
     "vit_b_16": "heads.head",
+    "swin_t": "head",
 }
 
 

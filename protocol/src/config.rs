@@ -12,7 +12,7 @@ use std::path::PathBuf;
 /// (`torch.backends.cudnn.benchmark`): it does, and `sweep show` says so.
 pub const CUDNN_BENCHMARK: bool = true;
 
-pub const BACKBONES: [&str; 13] = [
+pub const BACKBONES: [&str; 14] = [
     "resnet18",
     "resnet34",
     "resnet50",
@@ -26,6 +26,7 @@ pub const BACKBONES: [&str; 13] = [
     "mobilenet_v3_large",
     "regnet_y_3_2gf",
     "vit_b_16",
+    "swin_t",
 ];
 
 /// The sweep-file keys of `TrialConfig`, in declaration order: the one list that

@@ -35,6 +35,7 @@ fn backbone(name: &str) -> Option<BackboneFacts> {
         "mobilenet_v3_large" => (2_971_952, 960, 90e6),
         "regnet_y_3_2gf" => (17_923_338, 1512, 245e6),
         "vit_b_16" => (85_798_656, 768, 220e6),
+        "swin_t" => (27_519_354, 768, 230e6),
         _ => return None,
     };
     Some(BackboneFacts {
@@ -165,6 +166,7 @@ mod tests {
             ("mobilenet_v3_large", 5_483_032),
             ("regnet_y_3_2gf", 19_436_338),
             ("vit_b_16", 86_567_656),
+            ("swin_t", 28_288_354),
         ] {
             assert_eq!(parameters(b, &Head::Original, 1000), Some(n), "{b}");
         }
@@ -252,6 +254,8 @@ mod tests {
             ("regnet_y_3_2gf", 16, 3.55),
             ("vit_b_16", 8, 2.86),
             ("vit_b_16", 16, 4.04),
+            ("swin_t", 8, 2.16),
+            ("swin_t", 16, 3.39),
         ];
         for (backbone, batch_size, gb) in measured_gb {
             let cfg = sweep_protocol::TrialConfig {

@@ -58,12 +58,22 @@ pub struct PlannedTrial {
 impl SweepPlan {
     /// One trial config per `[pretrained]` file and head kind the planned
     /// trials use (the first such trial's: backbone, head, image size,
-    /// weights): what must load before anything starts (`sweep run` has
-    /// `sweep-worker check-weights` load each; the spec itself never runs
-    /// the worker).
+    /// weights), and, with `sampler = "tpe"`, per file and head kind that a
+    /// later proposal may use (every `backbone` choice, not only those the
+    /// startup draws picked: [`SearchSpace::backbone_configs`]): what must
+    /// load before anything starts (`sweep run` has `sweep-worker
+    /// check-weights` load each; the spec itself never runs the worker).
+    ///
+    /// [`SearchSpace::backbone_configs`]: super::search::SearchSpace::backbone_configs
     pub fn pretrained_uses(&self) -> Vec<TrialConfig> {
         let mut out: Vec<TrialConfig> = Vec::new();
-        for c in self.trials.iter().filter_map(PlannedTrial::builtin) {
+        let proposable = self
+            .search
+            .as_ref()
+            .map(|s| s.backbone_configs())
+            .unwrap_or_default();
+        let planned = self.trials.iter().filter_map(PlannedTrial::builtin);
+        for c in planned.chain(&proposable) {
             if c.pretrained.is_none() {
                 continue;
             }
@@ -352,6 +362,7 @@ fn tpe_or_random(
     }
     for (k, span, d) in &dists {
         super::search::check_bounds(src, base, k, span.clone(), d)?;
+        super::search::check_choices(src, base, k, span.clone(), d)?;
     }
     let samples = draws.len();
     draws.truncate(startup);

@@ -72,6 +72,9 @@ impl Dim {
     }
 }
 
+/// A value of a dimension with the spans of its key and of its values.
+type Located = (Range<usize>, Range<usize>, Value);
+
 /// The space TPE searches, and what it needs to make trials of its points.
 #[derive(Debug, Clone)]
 pub struct SearchSpace {
@@ -121,6 +124,66 @@ impl SearchSpace {
                 }
             })
             .collect())
+    }
+
+    /// A config for every `backbone` × `head` value this space may propose
+    /// (each choice of those dimensions, or `[defaults]`' where they are
+    /// not searched; the other keys as `[defaults]` sets them), with its
+    /// `[pretrained]` weights: what the `[pretrained]` check before the
+    /// sweep starts must cover besides the startup draws, since a grid
+    /// value is covered by its planned trial but a choice TPE proposes
+    /// after the start has none yet. Combinations the cross-checks refuse
+    /// are left out.
+    pub fn backbone_configs(&self) -> Vec<sweep_protocol::TrialConfig> {
+        let src = Source {
+            path: self.file.clone(),
+            text: self.text.clone(),
+        };
+        // Each value of `backbone` (`head`) with where its key and values
+        // are written; [None] when the key is not searched.
+        let axis = |key: &str| -> Vec<Option<Located>> {
+            self.dims
+                .iter()
+                .zip(&self.spans)
+                .find(|((k, _), _)| k == key)
+                .and_then(|((_, d), (ks, vs))| match d {
+                    Dim::Choice(c) => Some(
+                        c.iter()
+                            .map(|v| Some((ks.clone(), vs.clone(), v.clone())))
+                            .collect(),
+                    ),
+                    _ => None,
+                })
+                .unwrap_or_else(|| vec![None])
+        };
+        let mut out = Vec::new();
+        for b in axis("backbone") {
+            for h in axis("head") {
+                let mut p = self.base.clone();
+                let mut ok = true;
+                for (key, set) in [("backbone", &b), ("head", &h)] {
+                    if let Some((ks, vs, v)) = set {
+                        ok &= p
+                            .set(
+                                &src,
+                                &Spanned::new(ks.clone(), key.to_string()),
+                                &Spanned::new(vs.clone(), v.clone()),
+                            )
+                            .is_ok();
+                    }
+                }
+                let Some(Ok(TrialParams::Builtin(c))) = ok.then(|| p.finish(&src)) else {
+                    continue;
+                };
+                let seed = self.seeds.first().copied().unwrap_or_default();
+                if let TrialParams::Builtin(c) =
+                    super::plan::with_seed(TrialParams::Builtin(c), seed, &self.pretrained)
+                {
+                    out.push(c);
+                }
+            }
+        }
+        out
     }
 
     /// Trials per point (one per `[sweep] seeds` entry).
@@ -194,6 +257,39 @@ pub(super) fn sampler_settings(
         },
     };
     Ok((sampler, startup))
+}
+
+/// Checks each choice of a dimension as a grid value is checked: with
+/// `[defaults]`, through the cross-checks between keys (vit_b_16 and an
+/// `image_size` not a multiple of 16, adam and `momentum`, …). TPE may
+/// propose any choice after the start, not only those the startup draws
+/// picked, and a proposal that fails them would fail its trial.
+pub(super) fn check_choices(
+    src: &Source,
+    base: &Point,
+    k: &Spanned<String>,
+    span: Range<usize>,
+    dim: &Dim,
+) -> Result<(), SpecError> {
+    let Dim::Choice(values) = dim else {
+        return Ok(());
+    };
+    for v in values {
+        let mut p = base.clone();
+        p.set(src, k, &Spanned::new(span.clone(), v.clone()))?;
+        p.finish(src).map_err(|e| {
+            let tpe = "sampler = \"tpe\" may propose every choice, not only those the startup draws picked";
+            let help = match e.help.clone() {
+                Some(h) => format!("{h}; {tpe}"),
+                None => tpe.to_string(),
+            };
+            SpecError {
+                help: Some(help),
+                ..e
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Checks a dimension's bounds as values of its key: TPE may propose

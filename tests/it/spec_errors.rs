@@ -123,7 +123,7 @@ const CASES: &[Case] = &[
         at: (6, 12),
         says: &[
             "unknown backbone \"resnet51\"",
-            "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn, convnext_tiny, convnext_small, efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, regnet_y_3_2gf, vit_b_16",
+            "valid backbones: resnet18, resnet34, resnet50, resnet101, vgg16_bn, vgg19_bn, convnext_tiny, convnext_small, efficientnet_b0, efficientnet_v2_s, mobilenet_v3_large, regnet_y_3_2gf, vit_b_16, swin_t",
         ],
     },
     Case {
@@ -253,6 +253,17 @@ const CASES: &[Case] = &[
         toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n\n[pretrained]\nresnet = \"{tmp}/weights/resnet.safetensors\"\n",
         at: (6, 1),
         says: &["unknown backbone \"resnet\"", "valid backbones:"],
+    },
+    // A choice TPE may propose after the startup draw (here resnet18) is
+    // held to the cross-checks a grid value is: vit_b_16 at 100 px.
+    Case {
+        name: "tpe_choice_refused_as_a_grid_value_is",
+        toml: "[sweep]\nname = \"tpe\"\ndataset = \"{ds}\"\n\n[defaults]\nimage_size = 100\n\n[random]\nsamples = 4\nsampler = \"tpe\"\nstartup = 1\nbackbone = { choice = [\"resnet18\", \"vit_b_16\"] }\n",
+        at: (6, 1),
+        says: &[
+            "vit_b_16 needs image_size to be a multiple of 16 (its patch size), not 100",
+            "sampler = \"tpe\" may propose every choice",
+        ],
     },
     Case {
         name: "head_unknown_key",

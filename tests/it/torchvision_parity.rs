@@ -156,6 +156,16 @@ fn vit_b_16_matches_torchvision_logits_at_another_image_size() {
     check_parity(&["vit_b_16"]);
 }
 
+/// At 64 px Swin-T's 16×16 and 8×8 maps are padded to 21×21 and 14×14 for
+/// the 7×7 windows and the odd blocks shift them (with the mask), the 4×4
+/// and 2×2 maps are padded to one window and not shifted: every branch of
+/// torchvision's `shifted_window_attention`. The `relative_position_index`
+/// buffers come from the file like the weights.
+#[test]
+fn swin_t_matches_torchvision_logits() {
+    check_parity(&["swin_t"]);
+}
+
 #[test]
 fn a_wrong_checkpoint_is_a_clear_error_listing_keys() {
     let s = Scratch::new();
@@ -301,5 +311,68 @@ fn a_wrong_pretrained_file_is_exit_2_before_anything_starts() {
                 "{backbone}: a results folder was written"
             );
         }
+    }
+}
+
+/// `[random] sampler = "tpe"` with `backbone` a choice: the plan holds only
+/// the startup draw (resnet18 here), and convnext_tiny is a value TPE may
+/// propose later. Its `[pretrained]` file (a ResNet checkpoint) is refused
+/// at validation all the same, exactly as for a grid value: exit 2 located
+/// at the `[pretrained]` entry, naming the missing keys, nothing written,
+/// `--dry-run` too. With a file that fits, the same sweep plans.
+#[test]
+fn a_wrong_pretrained_file_for_a_backbone_tpe_may_propose_is_exit_2() {
+    let s = Scratch::new().with_demo(2, 32);
+    reference(s.root(), &["resnet18"]);
+    let write = |entries: &str| {
+        s.sweep_file("tpe")
+            .defaults("head = \"original\"\nepochs = 1\nimage_size = 32\nbatch_size = 4\nmax_batches = 1")
+            .table(
+                "random",
+                "samples = 4\nsampler = \"tpe\"\nstartup = 1\nbackbone = { choice = [\"resnet18\", \"convnext_tiny\"] }",
+            )
+            .table("pretrained", entries)
+            .write()
+    };
+    // The startup draw is resnet18: the old check, planned trials only, saw nothing wrong.
+    let fine = write("resnet18 = \"resnet18.pth\"");
+    let out = s.run(&fine).arg("--dry-run").output();
+    out.expect_success();
+    let rows: Vec<&str> = out
+        .stdout_utf8()
+        .lines()
+        .filter(|l| l.starts_with("│ 1 "))
+        .collect();
+    assert!(
+        out.stdout_utf8().contains("1 trials planned")
+            && rows.len() == 1
+            && rows[0].contains("resnet18"),
+        "the startup draw must be resnet18 for this test to mean anything:\n{}",
+        out.stdout_utf8()
+    );
+    let bad = write("resnet18 = \"resnet18.pth\"\nconvnext_tiny = \"resnet18.pth\"");
+    let text = std::fs::read_to_string(&bad).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("convnext_tiny = "))
+        .unwrap()
+        + 1;
+    for dry in [true, false] {
+        let mut cmd = s.run(&bad);
+        if dry {
+            cmd = cmd.arg("--dry-run");
+        }
+        let out = cmd.output();
+        out.expect_exit(EXIT_BAD_INPUT);
+        for w in [
+            format!("tpe.toml:{line}:"),
+            "[pretrained] convnext_tiny = \"resnet18.pth\" cannot be used".to_string(),
+            "missing (180)".to_string(),
+            "layer1.0.conv1.weight".to_string(),
+        ] {
+            assert!(out.stderr.contains(&w), "{w:?} in\n{}", out.stderr);
+        }
+        assert!(!s.db().exists(), "a database was written");
+        assert!(!s.results().exists(), "a results folder was written");
     }
 }

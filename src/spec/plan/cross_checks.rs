@@ -199,3 +199,59 @@ fn vit_needs_an_image_size_multiple_of_16() {
     assert!(plan("[defaults]\nbackbone = \"vit_b_16\"\nimage_size = 384\n").is_ok());
     assert!(plan("[defaults]\nbackbone = \"resnet18\"\nimage_size = 100\n").is_ok());
 }
+
+/// With `sampler = "tpe"` the plan holds only the startup draws, but the
+/// `[pretrained]` check before the start must load every file a later
+/// proposal may use: each `backbone` choice with a `[pretrained]` entry,
+/// for each `head` kind searched, with its file (resnet34 has none: it
+/// trains from scratch, nothing to check).
+#[test]
+fn pretrained_uses_cover_every_backbone_tpe_may_propose() {
+    let w = tempfile::tempdir().unwrap();
+    let file = |b: &str| {
+        let p = w.path().join(format!("{b}.pth"));
+        std::fs::write(&p, b"x").unwrap();
+        p
+    };
+    let (r18, cnx) = (file("resnet18"), file("convnext_tiny"));
+    let p = plan(&format!(
+        "[random]\nsamples = 6\nsampler = \"tpe\"\nstartup = 1\n\
+         backbone = {{ choice = [\"resnet18\", \"convnext_tiny\", \"resnet34\"] }}\n\
+         head = {{ choice = [\"original\", {{ hidden = [] }}] }}\n\n\
+         [pretrained]\nresnet18 = \"{}\"\nconvnext_tiny = \"{}\"\n",
+        r18.display(),
+        cnx.display()
+    ))
+    .unwrap();
+    assert_eq!(p.trials.len(), 1, "one startup draw");
+    let mut got: Vec<(String, bool, PathBuf)> = p
+        .pretrained_uses()
+        .into_iter()
+        .map(|c| {
+            let original = matches!(c.head, Head::Original);
+            (c.backbone, original, c.pretrained.unwrap())
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("convnext_tiny".to_string(), false, cnx.clone()),
+            ("convnext_tiny".to_string(), true, cnx),
+            ("resnet18".to_string(), false, r18.clone()),
+            ("resnet18".to_string(), true, r18),
+        ]
+    );
+    // Plain random draws are all planned: their trials are what is checked.
+    let p = plan(&format!(
+        "[random]\nsamples = 3\nbackbone = {{ choice = [\"resnet18\", \"resnet34\"] }}\n\n[pretrained]\nresnet18 = \"{}\"\n",
+        w.path().join("resnet18.pth").display()
+    ))
+    .unwrap();
+    let planned = p
+        .trials
+        .iter()
+        .filter(|t| t.builtin().unwrap().backbone == "resnet18")
+        .count();
+    assert_eq!(p.pretrained_uses().len(), usize::from(planned > 0));
+}

@@ -15,6 +15,11 @@
 //!   (`features.2`, `.3`) 2, the third downsample 3, stage 3's blocks
 //!   (`features.5.j`) 3 + ⌊j/3⌋, the last downsample and stage 4
 //!   (`features.6`, `.7`) 12, `classifier.0` (the LayerNorm) and the head 13.
+//! - Swin (`swin_t`), as SimMIM's Swin fine-tuning code (`get_swin_layer`,
+//!   14 layers): the patch embedding (`features.0`) 0, block j of stage s
+//!   (`features.{2s+1}.j`) at (blocks before stage s) + j + 1, the
+//!   PatchMerging after stage s (`features.{2s+2}`) with that stage's last
+//!   block, the final `norm` and the head 13.
 //! - The others, block by block as timm: the stem 0 (`conv1`/`bn1`, VGG's
 //!   first convolution, `features.0`, `stem`), then every block in order
 //!   (a residual block, a VGG convolution with its BatchNorm, an MBConv or
@@ -40,6 +45,11 @@ enum Unit {
 
 /// ConvNeXt's fine-tuning code numbers 12 layers plus the head.
 const CONVNEXT_TOP: usize = 13;
+
+/// SimMIM numbers Swin's blocks 1..=12 and puts the rest at 13.
+fn swin_top() -> usize {
+    super::swin::DEPTHS.iter().sum::<usize>() + 1
+}
 
 /// Every parameter's depth and the head's (`top`).
 #[derive(Debug, Clone)]
@@ -67,10 +77,10 @@ impl Depths {
             .enumerate()
             .map(|(i, u)| (*u, i + 1))
             .collect();
-        let top = if family == Family::ConvNeXt {
-            CONVNEXT_TOP
-        } else {
-            blocks.len() + 1
+        let top = match family {
+            Family::ConvNeXt => CONVNEXT_TOP,
+            Family::Swin => swin_top(),
+            _ => blocks.len() + 1,
         };
         let ids = units
             .into_iter()
@@ -198,6 +208,20 @@ fn unit(family: Family, head_prefix: &str, name: &str, names: &HashSet<&str>) ->
             },
             _ => Unit::Top,
         },
+        Family::Swin => match (first, num(p.get(1))) {
+            ("features", Some(0)) => Unit::Stem,
+            ("features", Some(k)) => {
+                let stage = ((k - 1) / 2) as usize;
+                let before: usize = super::swin::DEPTHS[..stage.min(4)].iter().sum();
+                if k % 2 == 1 {
+                    Unit::Fixed(before + num(p.get(2)).unwrap_or(0) as usize + 1)
+                } else {
+                    // The merging after stage `stage`: with its last block.
+                    Unit::Fixed(before + super::swin::DEPTHS[stage.min(3)])
+                }
+            }
+            _ => Unit::Top,
+        },
     }
 }
 
@@ -276,6 +300,43 @@ mod tests {
         }
         let (d, _) = depths("convnext_small", &Head::Original);
         check(&d, &[("features.5.26.block.0.weight", 11)]);
+    }
+
+    /// Swin-T as SimMIM numbers it: 14 layers, the patch embedding 0, the
+    /// 12 blocks 1..=12, each PatchMerging with the block before it, the
+    /// final norm with the head at 13.
+    #[test]
+    fn swin_depths_are_simmims() {
+        for (head, class_layer) in [
+            (Head::Original, "head.weight"),
+            (Head::default(), "head.4.weight"),
+        ] {
+            let (d, names) = depths("swin_t", &head);
+            assert_eq!(d.top, 13);
+            assert!(names.iter().all(|n| d.depth(n).is_some()));
+            check(
+                &d,
+                &[
+                    ("features.0.0.weight", 0),
+                    ("features.0.2.bias", 0),
+                    ("features.1.0.norm1.weight", 1),
+                    ("features.1.1.attn.relative_position_bias_table", 2),
+                    ("features.2.reduction.weight", 2),
+                    ("features.2.norm.bias", 2),
+                    ("features.3.0.attn.qkv.weight", 3),
+                    ("features.3.1.mlp.3.bias", 4),
+                    ("features.4.reduction.weight", 4),
+                    ("features.5.0.norm2.weight", 5),
+                    ("features.5.5.attn.proj.weight", 10),
+                    ("features.6.norm.weight", 10),
+                    ("features.7.0.mlp.0.weight", 11),
+                    ("features.7.1.attn.qkv.bias", 12),
+                    ("norm.weight", 13),
+                    (class_layer, 13),
+                ],
+            );
+            assert_eq!(d.scale("features.0.0.weight", 0.9), 0.9f64.powf(13.0));
+        }
     }
 
     /// The CNNs block by block: stem 0, every block in order, head last.

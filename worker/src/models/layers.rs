@@ -239,6 +239,20 @@ pub(super) fn linear(p: nn::Path, cin: i64, cout: i64, ws: nn::Init, bs: nn::Ini
     )
 }
 
+/// `Linear(bias=False)` with an explicit weight init.
+pub(super) fn linear_no_bias(p: nn::Path, cin: i64, cout: i64, ws: nn::Init) -> nn::Linear {
+    nn::linear(
+        p,
+        cin,
+        cout,
+        nn::LinearConfig {
+            ws_init: ws,
+            bs_init: None,
+            bias: false,
+        },
+    )
+}
+
 /// N(0, std) — also torchvision's `trunc_normal_(std)` for the stds it uses
 /// (0.02, √(1/768)): its cut is at ±2 absolute, 50+ standard deviations out.
 pub(super) fn normal(std: f64) -> nn::Init {

@@ -4,14 +4,14 @@
 //! and the same from-scratch initialisation. torchvision's `num_batches_tracked`
 //! buffers are the one difference: tch's BatchNorm has none (they only matter
 //! when momentum is None), so the loader skips them. ResNet and VGG live here;
-//! ConvNeXt, EfficientNet, MobileNetV3, RegNetY and ViT in their own modules,
+//! ConvNeXt, EfficientNet, MobileNetV3, RegNetY, ViT and Swin in their own modules,
 //! built from the blocks in `layers` (each module's doc says what torchvision
 //! sets for it: norms, activations, stochastic depth, dropout, inits).
 //!
 //! The *head* — the layer(s) sized by the class count — lives under one
 //! prefix, `Net::head_prefix`: the class layer of torchvision's classifier
 //! (`fc`, `classifier.6` VGG, `classifier.2` ConvNeXt, `classifier.1`
-//! EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT) with `head =
+//! EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT, `head` Swin) with `head =
 //! "original"`, or the MLP head that takes its place. That is what the
 //! PyTorch transfer-learning recipe replaces: loading pretrained weights keeps
 //! everything else (VGG's fc6/fc7, MobileNetV3's `classifier.0`, ConvNeXt's
@@ -27,6 +27,7 @@ mod efficientnet;
 mod layers;
 mod mobilenet;
 mod regnet;
+mod swin;
 pub mod vit;
 
 /// Optimizer group of backbone parameters; the head is `HEAD_GROUP`.
@@ -263,6 +264,7 @@ enum Backbone {
     MobileNetV3(Box<mobilenet::MobileNetV3>),
     RegNet(Box<regnet::RegNet>),
     Vit(Box<vit::Vit>),
+    Swin(Box<swin::Swin>),
 }
 
 /// The architecture family: decides the head's layout and initialisation.
@@ -275,6 +277,7 @@ pub enum Family {
     MobileNetV3,
     RegNet,
     Vit,
+    Swin,
 }
 
 #[derive(Debug)]
@@ -294,9 +297,10 @@ pub struct Net {
     /// The layer(s) sized by the class count: every head parameter's name
     /// starts with `<prefix>.`. The original head's class layer (`fc`,
     /// `classifier.6` VGG, `classifier.2` ConvNeXt, `classifier.1`
-    /// EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT) or the
-    /// MLP head that replaces it (`fc`, `classifier`, `classifier.2`
-    /// ConvNeXt — its LayerNorm `classifier.0` stays —, `heads` ViT).
+    /// EfficientNet, `classifier.3` MobileNetV3, `heads.head` ViT, `head`
+    /// Swin) or the MLP head that replaces it (`fc`, `classifier`,
+    /// `classifier.2` ConvNeXt — its LayerNorm `classifier.0` stays —,
+    /// `heads` ViT, `head` Swin).
     pub head_prefix: &'static str,
     /// Keep the backbone's BatchNorm in eval mode (frozen backbone).
     pub freeze_backbone: bool,
@@ -380,6 +384,10 @@ pub fn build_sized(
             let (m, f) = vit::Vit::b_16(&bp, image_size);
             (Backbone::Vit(Box::new(m)), f, Family::Vit)
         }
+        "swin_t" => {
+            let (m, f) = swin::Swin::t(&bp);
+            (Backbone::Swin(Box::new(m)), f, Family::Swin)
+        }
         other => {
             return Err(BuildError::Unknown { name: other.into() });
         }
@@ -456,6 +464,11 @@ pub fn build_sized(
                 layers.push(HeadLayer::Linear(vit::class_layer(p, feat, classes)));
                 "heads.head"
             }
+            Family::Swin => {
+                let p = &hroot / "head";
+                layers.push(HeadLayer::Linear(swin::class_layer(p, feat, classes)));
+                "head"
+            }
         },
         Head::Mlp { hidden, dropout } => {
             let prefix = match family {
@@ -463,6 +476,7 @@ pub fn build_sized(
                 Family::Vgg | Family::EfficientNet | Family::MobileNetV3 => "classifier",
                 Family::ConvNeXt => "classifier.2",
                 Family::Vit => "heads",
+                Family::Swin => "head",
             };
             let mut hp = hroot.clone();
             for part in prefix.split('.') {
@@ -513,6 +527,7 @@ impl Net {
             Backbone::MobileNetV3(m) => m.features(xs, train),
             Backbone::RegNet(m) => m.features(xs, train),
             Backbone::Vit(m) => m.features(xs),
+            Backbone::Swin(m) => m.features(xs, train, drop),
         }
     }
 }
@@ -681,7 +696,7 @@ mod tests {
 
     /// torchvision's state_dict sizes (less `num_batches_tracked`) and the
     /// class layer `head = "original"` replaces, per newer backbone.
-    const NEWER: [(&str, usize, &str); 7] = [
+    const NEWER: [(&str, usize, &str); 8] = [
         ("convnext_tiny", 182, "classifier.2"),
         ("convnext_small", 344, "classifier.2"),
         ("efficientnet_b0", 311, "classifier.1"),
@@ -689,6 +704,7 @@ mod tests {
         ("mobilenet_v3_large", 266, "classifier.3"),
         ("regnet_y_3_2gf", 426, "fc"),
         ("vit_b_16", 152, "heads.head"),
+        ("swin_t", 185, "head"),
     ];
 
     /// Every newer backbone: torchvision's number of tensors; the original
@@ -736,6 +752,7 @@ mod tests {
                 "convnext_tiny" | "convnext_small" => "classifier.2",
                 "efficientnet_b0" | "efficientnet_v2_s" | "mobilenet_v3_large" => "classifier",
                 "regnet_y_3_2gf" => "fc",
+                "swin_t" => "head",
                 _ => "heads",
             };
             assert_eq!(net.head_prefix, want, "{name}");
@@ -778,8 +795,8 @@ mod tests {
         );
     }
 
-    /// torchvision's per-block stochastic-depth rates: ConvNeXt's rise
-    /// linearly from 0 to the model's rate at the last block; EfficientNet's
+    /// torchvision's per-block stochastic-depth rates: ConvNeXt's and Swin's
+    /// rise linearly from 0 to the model's rate at the last block; EfficientNet's
     /// are rate · index / count (never reaching it).
     #[test]
     fn stochastic_depth_rates_are_torchvisions() {
@@ -800,5 +817,13 @@ mod tests {
         let rates = m.block_rates();
         assert_eq!(rates.len(), 16);
         assert!((rates[15] - 0.2 * 15.0 / 16.0).abs() < 1e-12);
+        // Swin-T: 12 blocks, 0 to 0.2 linearly, as ConvNeXt.
+        let vs = nn::VarStore::new(Device::Cpu);
+        let (m, _) = swin::Swin::t(&vs.root());
+        let rates = m.block_rates();
+        assert_eq!(rates.len(), 12);
+        assert_eq!(rates[0], 0.0);
+        assert!((rates[11] - 0.2).abs() < 1e-12);
+        assert!((rates[4] - 0.2 * 4.0 / 11.0).abs() < 1e-12);
     }
 }

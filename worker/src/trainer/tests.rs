@@ -485,6 +485,7 @@ fn freeze_backbone_trains_only_the_head_of_every_newer_backbone() {
         "mobilenet_v3_large",
         "regnet_y_3_2gf",
         "vit_b_16",
+        "swin_t",
     ] {
         let cfg = TrialConfig {
             backbone: backbone.into(),
@@ -526,4 +527,83 @@ fn freeze_backbone_trains_only_the_head_of_every_newer_backbone() {
         }
         assert!(head_moved >= 3, "{backbone}: the head's weights trained");
     }
+}
+
+/// Swin's `relative_position_index` buffers (int64, never trained) travel
+/// with the weights: through the training state a resumed trial reads back
+/// (bit for bit, still int64) and through `best.safetensors` loaded by the
+/// pretrained rules (`sweep predict`, `[pretrained]`). Each fresh model has
+/// its buffers zeroed first, so only the file can restore them.
+#[test]
+fn swin_buffers_round_trip_through_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrialConfig {
+        backbone: "swin_t".into(),
+        image_size: 32,
+        head: sweep_protocol::config::Head::Original,
+        ..TrialConfig::default()
+    };
+    let name = "features.5.3.attn.relative_position_index";
+    let (vs, _) = build_model(&cfg, Device::Cpu, 3).unwrap();
+    assert_eq!(vs.variables()[name].kind(), Kind::Int64);
+    let fresh = || {
+        let (vs, net) = build_model(&cfg, Device::Cpu, 3).unwrap();
+        tch::no_grad(|| {
+            for (k, t) in vs.variables() {
+                if k.ends_with("relative_position_index") {
+                    let _ = t.shallow_clone().fill_(0);
+                }
+            }
+        });
+        (vs, net)
+    };
+    let same = |a: &nn::VarStore, what: &str| {
+        let want = vs.variables();
+        let got = a.variables();
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (k, t) in &want {
+            assert!(
+                got[k].kind() == t.kind() && got[k].equal(t),
+                "{what}: {k} differs"
+            );
+        }
+    };
+
+    let state = State {
+        epoch: 1,
+        step: 2,
+        best_val_accuracy: 0.5,
+        best_epoch: 1,
+        best_val_loss: None,
+        select: SelectMetric::ValAccuracy,
+    };
+    let scaler = ScalerState {
+        scale: 1.0,
+        good_steps: 0,
+    };
+    let meta = TrainMeta {
+        format: TRAIN_STATE_FORMAT,
+        bits: FloatBits::of(&state, &scaler),
+        state,
+        optimizer: "sgd".into(),
+        scaler,
+        rng_seed: 1,
+    };
+    let path = dir.path().join(TRAIN_STATE);
+    let tensors = vs
+        .variables()
+        .into_iter()
+        .map(|(k, t)| (format!("model.{k}"), t))
+        .collect();
+    write_train_state(&path, &meta, tensors).unwrap();
+    let back = read_train_state(&path).unwrap();
+    let (resumed, _) = fresh();
+    load_weights(&resumed, &back.model).unwrap();
+    same(&resumed, "training state");
+
+    let best = dir.path().join("best.safetensors");
+    save_vs(&vs, &best).unwrap();
+    let (mut loaded, net) = fresh();
+    crate::weights::load(&mut loaded, &best, net.head_prefix).unwrap();
+    same(&loaded, "best.safetensors");
 }

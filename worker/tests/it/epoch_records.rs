@@ -402,6 +402,7 @@ fn newer_families_train_with_amp_and_channels_last() {
         "mobilenet_v3_large",
         "regnet_y_3_2gf",
         "vit_b_16",
+        "swin_t",
     ] {
         let cfg = TrialConfig {
             backbone: backbone.into(),

@@ -1,7 +1,8 @@
 //! Layer-wise lr decay (`layer_decay`) against torch.optim with the param
 //! groups of the fine-tuning recipes, built independently in Python
 //! (tests/layer_decay_reference.py: BEiT's numbering for vit_b_16,
-//! ConvNeXt's for convnext_tiny, timm's block by block for resnet18), with
+//! ConvNeXt's for convnext_tiny, SimMIM's for swin_t, timm's block by block
+//! for resnet18), with
 //! `backbone_lr_scale` 0.1 on top.
 //!
 //! The optimizer is the trainer's own (`trainer::optimizer` from a
@@ -9,7 +10,7 @@
 //! the bit (a parameter at a wrong depth gets another power of the decay);
 //! then two SGD steps (momentum, weight decay) in train mode (dropout and stochastic depth off) from
 //! the same weights on the same batches: resnet18 bit-identical (as in
-//! train_parity.rs), convnext_tiny and vit_b_16 within the tolerances of
+//! train_parity.rs), convnext_tiny, vit_b_16 and swin_t within the tolerances of
 //! `newer_backbones_train_like_pytorch` (losses 1e-4 relative, each
 //! parameter's update within 1e-2 of torch's, or within 4 ulps of its
 //! weights: the deepest layers' updates are that small).
@@ -34,7 +35,7 @@ fn read(path: &Path) -> HashMap<String, Tensor> {
 fn layer_decay_matches_the_recipes_param_groups_in_torch() {
     let _torch = common::torch_global();
     tch::set_num_threads(1);
-    let models = ["resnet18", "convnext_tiny", "vit_b_16"];
+    let models = ["resnet18", "convnext_tiny", "vit_b_16", "swin_t"];
     let dir = tempfile::tempdir().unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/layer_decay_reference.py");
     let out = Command::new(python())

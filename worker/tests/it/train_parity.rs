@@ -244,6 +244,7 @@ fn newer_backbones_train_like_pytorch() {
         "mobilenet_v3_large",
         "regnet_y_3_2gf",
         "vit_b_16",
+        "swin_t",
     ];
     tch::set_num_threads(THREADS);
     let dir = tempfile::tempdir().unwrap();

@@ -127,9 +127,12 @@ fn check(
                 .get(k)
                 .unwrap_or_else(|| panic!("{what}: {k} is not in the file"));
             assert!(equal(t, f), "{what}: {k} differs from the file");
-            // (Conv and Linear biases start at 0 in both.)
+            // (Conv and Linear biases start at 0 in both; Swin's
+            // relative_position_index is a constant buffer, computed alike.)
             assert!(
-                !equal(t, &fresh[k]) || k.ends_with(".bias"),
+                !equal(t, &fresh[k])
+                    || k.ends_with(".bias")
+                    || k.ends_with(".relative_position_index"),
                 "{what}: {k} still has its fresh values"
             );
             from_file += 1;
@@ -353,7 +356,8 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
 /// The newer families from torchvision's 1000-class files: `head =
 /// "original"` replaces exactly the class layer (`classifier.2` ConvNeXt,
 /// `classifier.1` EfficientNet, `classifier.3` MobileNetV3 — its
-/// `classifier.0` is kept —, `fc` RegNet, `heads.head` ViT) and loads every
+/// `classifier.0` is kept —, `fc` RegNet, `heads.head` ViT, `head` Swin,
+/// whose `relative_position_index` buffers load like any tensor) and loads every
 /// other tensor from the file; an MLP head replaces what it names and the
 /// file's classifier is ignored; a ViT built for 64 px loads the 224-px file
 /// with its position embeddings interpolated, and says so.
@@ -382,6 +386,7 @@ fn newer_backbones_replace_only_the_class_layer() {
         ),
         ("regnet_y_3_2gf", "fc", "fc", &["fc"][..]),
         ("vit_b_16", "heads.head", "heads", &["heads.head"][..]),
+        ("swin_t", "head", "head", &["head"][..]),
     ] {
         let file = make(dir.path(), backbone, &["pth"]).remove(0);
         let contents = weights::read(&file).unwrap();
