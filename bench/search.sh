@@ -15,6 +15,11 @@
 # Spaces (resnet from scratch, 32 px, Adam, cosine schedule, hflip, 9 epochs):
 #   lr-wd:       resnet18; lr 1e-4 … 0.05 (9, log-spaced) × weight_decay {0, 1e-4, 1e-3}
 #   backbone-lr: resnet18/34/50 × lr {5e-4, 1e-3, 2e-3} × weight_decay {0, 1e-4, 1e-3}
+# Methods (METHODS="..."): none (the grid), asha, asha-promote, hyperband,
+# hyperband-promote, median, auto, and pbt5: population-based training of 5
+# configurations drawn from the same space ([random], lr log-uniform over the
+# grid's range), interval 1, lr perturbed ×0.8/×1.25 or resampled (p 0.25) —
+# at 5 of 27 configurations its cost is about a fifth of the grid's.
 # CPU seconds (coordinator and workers) are the fairer figure on a shared machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +27,7 @@ spaces=${1:-lr-wd}
 seeds=${2:-0,1,2}
 per_class=${3:-60}
 workers=${4:-2}
-methods=${METHODS:-"none asha asha-promote hyperband hyperband-promote median auto"}
+methods=${METHODS:-"none asha asha-promote hyperband hyperband-promote median auto pbt5"}
 cargo build --release --quiet --workspace --bins
 BIN=$PWD/target/release/sweep
 W=$(mktemp -d)
@@ -34,10 +39,14 @@ for space in ${spaces//,/ }; do
   case $space in
     lr-wd) grid='backbone = ["resnet18"]
 lr = [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05]
-weight_decay = [0.0, 0.0001, 0.001]' ;;
+weight_decay = [0.0, 0.0001, 0.001]'
+      lr_range='0.0001, 0.05'
+      population='backbone = { choice = ["resnet18"] }' ;;
     backbone-lr) grid='backbone = ["resnet18", "resnet34", "resnet50"]
 lr = [0.0005, 0.001, 0.002]
-weight_decay = [0.0, 0.0001, 0.001]' ;;
+weight_decay = [0.0, 0.0001, 0.001]'
+      lr_range='0.0005, 0.002'
+      population='backbone = { choice = ["resnet18", "resnet34", "resnet50"] }' ;;
     *) echo "unknown space $space" >&2; exit 2 ;;
   esac
   for seed in ${seeds//,/ }; do
@@ -53,8 +62,21 @@ mode = "promote"' ;;
 mode = "promote"' ;;
         median) stop='method = "median"' ;;
         auto) stop='method = "auto"' ;;
+        pbt5) stop="method = \"pbt\"
+interval = 1
+[stopping.perturb]
+lr = { factors = [0.8, 1.25], resample = 0.25, loguniform = [$lr_range] }" ;;
         *) echo "unknown method $method" >&2; exit 2 ;;
       esac
+      space_text="[grid]
+$grid"
+      if [ "$method" = pbt5 ]; then
+        space_text="[random]
+samples = 5
+$population
+lr = { loguniform = [$lr_range] }
+weight_decay = { choice = [0.0, 0.0001, 0.001] }"
+      fi
       name="$space-$seed-$method"
       cat > "$W/$name.toml" <<TOML
 [sweep]
@@ -69,16 +91,15 @@ optimizer = "adam"
 schedule = "cosine"
 augment = ["hflip"]
 head = "original"
-[grid]
-$grid
+$space_text
 [resources]
 cpu_workers = $workers
 [stopping]
-$stop
 min_epochs = 1
 reduction = 3
+$stop
 TOML
-      if [ "$method" = auto ]; then sed -i '/^min_epochs\|^reduction/d' "$W/$name.toml"; fi
+      case $method in auto|pbt5) sed -i '/^min_epochs\|^reduction/d' "$W/$name.toml" ;; esac
       start=$(date +%s.%N)
       /usr/bin/time -f "%U %S" -o "$W/$name.time" "$BIN" --db "$W/r.db" run "$W/$name.toml" --results "$W/results" --plain >/dev/null 2>"$W/$name.log" || { tail -20 "$W/$name.log"; exit 1; }
       end=$(date +%s.%N)
