@@ -71,20 +71,8 @@ lr = [0.8, 1.2]
 }
 
 fn run(dir: &Path, sleep: &str) -> Command {
-    let mut c = Command::new(BIN);
-    c.args([
-        "--db",
-        "r.db",
-        "run",
-        "s.toml",
-        "--results",
-        "results",
-        "--plain",
-    ])
-    .current_dir(dir)
-    .env("TRAIN_SLEEP", sleep)
-    .env_remove("SWEEP_DB")
-    .stdin(std::process::Stdio::null());
+    let mut c = common::run_in(dir);
+    c.env("TRAIN_SLEEP", sleep);
     c
 }
 
@@ -252,21 +240,11 @@ fn the_bottom_quantile_copies_the_top_and_trains_on_with_a_perturbed_lr() {
 /// values) and the same scores as an uninterrupted run.
 #[test]
 fn a_pbt_sweep_killed_twice_decides_and_trains_the_same() {
-    let straight = scratch();
-    let out = run(straight.path(), "0").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (straight, killed) = common::straight_and_killed(
+        scratch,
+        |dir, slow| run(dir, if slow { "0.3" } else { "0" }),
+        &[3, 7],
     );
-    let killed = scratch();
-    for wanted in [3u32, 7] {
-        common::kill_after_decisions(killed.path(), run(killed.path(), "0.3"), wanted);
-    }
-    let out = run(killed.path(), "0").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
     let summary = |dir: &Path| {
         (
             query(
@@ -283,7 +261,7 @@ fn a_pbt_sweep_killed_twice_decides_and_trains_the_same() {
     };
     let (a, b) = (summary(straight.path()), summary(killed.path()));
     assert_eq!(a.1.len(), 3);
-    assert_eq!(a, b, "killed twice and resumed ≠ straight\n{stderr}");
+    assert_eq!(a, b, "killed twice and resumed ≠ straight");
 }
 
 /// The built-in trainer (real libtorch, tiny data): with the factor 1.0 the

@@ -310,24 +310,10 @@ fn every_method_decides_the_same_after_kill_9_as_without() {
             .unwrap();
             dir
         };
-        let straight = fresh();
-        let out = command(straight.path(), "0.02").output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let killed = fresh();
-        for wanted in [2u32, 5] {
-            common::kill_after_decisions(killed.path(), command(killed.path(), "0.25"), wanted);
-        }
-        let out = command(killed.path(), "0.02").output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (straight, killed) = common::straight_and_killed(
+            fresh,
+            |dir, slow| command(dir, if slow { "0.25" } else { "0.02" }),
+            &[2, 5],
         );
         let summary = |dir: &Path| {
             (
