@@ -88,7 +88,15 @@ function color(i) {
   const r = Math.round(((n >> 16) & 255) * f), g = Math.round(((n >> 8) & 255) * f), b = Math.round((n & 255) * f);
   return `rgb(${r},${g},${b})`;
 }
-const STATUS_COLOR = { done: "#2ca02c", running: "#ff7f0e", pruned: "#9a9a9a", failed: "#d62728", interrupted: "#9467bd", queued: "#7f7f7f" };
+const STATUS_COLOR = { done: "#2ca02c", running: "#ff7f0e", paused: "#1f77b4", pruned: "#9a9a9a", failed: "#d62728", interrupted: "#9467bd", queued: "#7f7f7f" };
+// Every trial status, in the order the page lists them (`paused`: waiting at a rung of promotion-based stopping).
+const STATUSES = ["running", "paused", "done", "pruned", "failed", "interrupted", "queued"];
+// An early-stopping decision's action: continued and stopped as before; paused (waiting at the rung) and
+// promoted (paused, then resumed) in the paused colour and in cyan, drawn as a square and a triangle.
+const ACTION = {
+  continue: { color: "#2ca02c", label: "continued" }, stop: { color: "#d62728", label: "stopped" },
+  pause: { color: STATUS_COLOR.paused, label: "paused", shape: "square" }, promote: { color: "#17becf", label: "promoted", shape: "triangle" },
+};
 const FAIL_COLOR = { oom: "#d62728", data: "#8c564b", nan: "#e377c2", config: "#bcbd22", timeout: "#ff9896", crash: "#a50f15",
   protocol: "#c49c94", internal: "#7b4173", interrupted: "#9467bd", preempted: "#17becf", cancelled: "#7f7f7f", pruned: "#9a9a9a" };
 
@@ -359,7 +367,7 @@ async function sweepsPage(main) {
 }
 
 function statusBar(x) {
-  const parts = [["done", x.done], ["running", x.running], ["pruned", x.pruned], ["failed", x.failed], ["interrupted", x.interrupted], ["queued", x.queued]];
+  const parts = [["done", x.done], ["running", x.running], ["paused", x.paused], ["pruned", x.pruned], ["failed", x.failed], ["interrupted", x.interrupted], ["queued", x.queued]];
   const w = 160, total = Math.max(1, x.trials);
   const svg = s("svg", { width: w, height: 12, viewBox: `0 0 ${w} 12`, class: "bar" });
   let at = 0;
@@ -435,7 +443,7 @@ async function sweepPage(main, name) {
       x.description ? h("p", { class: "muted" }, x.description) : null,
       h("p", { class: "note" }, "dataset ", x.dataset, " · metric ", x.metric, meta.maximize ? " (higher is better)" : " (lower is better)"));
     replace(el.cards, h("div", { class: "cards" },
-      card("trials", x.trials), card("running", x.running), card("done", x.done), card("pruned", x.pruned),
+      card("trials", x.trials), card("running", x.running), x.paused ? card("paused", x.paused) : null, card("done", x.done), card("pruned", x.pruned),
       card("failed", x.failed + x.interrupted), card("queued", x.queued),
       card("best " + x.metric, meta.best_trial ? h("a", { href: trialHref(meta.best_trial) }, num(meta.best)) : num(meta.best)),
       card("started", when(x.created_at)),
@@ -443,7 +451,7 @@ async function sweepPage(main, name) {
   }
 
   function renderTools() {
-    const statuses = ["running", "done", "pruned", "failed", "interrupted", "queued"].map((k) =>
+    const statuses = STATUSES.map((k) =>
       h("label", {}, h("input", { type: "checkbox", checked: st.statuses.has(k), on: { change: (e) => { e.target.checked ? st.statuses.add(k) : st.statuses.delete(k); st.offset = 0; refreshTable(); } } }), k));
     const keySel = h("select", { "aria-label": "parameter" }, st.params.map((p) => h("option", { value: p.name }, p.name)));
     const lo = h("input", { type: "text", placeholder: "min / value", "aria-label": "minimum" }), hi = h("input", { type: "text", placeholder: "max", "aria-label": "maximum" });
@@ -650,7 +658,8 @@ async function sweepPage(main, name) {
       svg.appendChild(g);
       return figure(`${d.metric} against ${p.name}`, svg);
     });
-    replace(el.slices, h("div", { class: "legend" }, ["done", "running", "pruned", "failed"].map((k) => h("span", {}, h("i", { style: { background: STATUS_COLOR[k], height: "8px", width: "8px" } }), k))), h("div", { class: "slices" }, figs));
+    const shown = ["done", "running", "pruned", "failed"].concat(d.rows.some((r) => r.status === "paused") ? ["paused"] : []);
+    replace(el.slices, h("div", { class: "legend" }, shown.map((k) => h("span", {}, h("i", { style: { background: STATUS_COLOR[k], height: "8px", width: "8px" } }), k))), h("div", { class: "slices" }, figs));
   }
 
   function renderTimeline(d) {
@@ -678,7 +687,7 @@ async function sweepPage(main, name) {
     const svg = chartBox(w, hgt);
     axes(svg, m, w, hgt, xs, () => 0, niceTicks(0, t1 - t0, 8), [], "wall time since the first attempt", null, dur);
     lanes.forEach((l, i) => svg.appendChild(s("text", { x: m.l - 6, y: m.t + i * rowH + 13, "text-anchor": "end" }, l)));
-    const outcome = (b) => b.finished_at === null ? "running" : b.error_class ? b.error_class : (b.trial_status === "pruned" ? "pruned" : "done");
+    const outcome = (b) => b.finished_at === null ? "running" : b.error_class ? b.error_class : (b.trial_status === "pruned" || b.trial_status === "paused" ? b.trial_status : "done");
     for (const b of d.bars) {
       const i = lanes.indexOf(laneOf(b)), o = outcome(b);
       const x = xs(b.started_at - t0), x2 = xs((b.finished_at || d.now) - t0);
@@ -699,15 +708,22 @@ async function sweepPage(main, name) {
       const svg = chartBox(w, hgt);
       axes(svg, m, w, hgt, (x) => m.l + x * (w - m.l - m.r), ys, [], niceTicks(y0, y1, 4), `${r.values.length} decisions`, r.metric);
       r.values.forEach((v, k) => {
-        const x = m.l + (.1 + .8 * ((k * 2654435761) % 997) / 997) * (w - m.l - m.r);
-        svg.appendChild(hover(s("circle", { cx: x, cy: ys(v[0]), r: 3.2, fill: v[1] ? "#d62728" : "#2ca02c", "fill-opacity": .7 }),
-          `trial ${v[2]}\n${r.metric}: ${num(v[0])}\ncutoff: ${num(v[3])}\n${v[1] ? "stopped" : "continued"}`));
+        const x = m.l + (.1 + .8 * ((k * 2654435761) % 997) / 997) * (w - m.l - m.r), y = ys(v[0]);
+        const a = ACTION[v[1]] || { color: "#7f7f7f", label: String(v[1]) };
+        const look = { fill: a.color, "fill-opacity": .7, class: "decision d-" + (ACTION[v[1]] ? v[1] : "other") };
+        const mark = a.shape === "square" ? s("rect", { x: x - 3, y: y - 3, width: 6, height: 6, ...look })
+          : a.shape === "triangle" ? s("path", { d: `M${x},${y - 4}L${x + 3.8},${y + 3}L${x - 3.8},${y + 3}Z`, ...look })
+          : s("circle", { cx: x, cy: y, r: 3.2, ...look });
+        svg.appendChild(hover(mark, `trial ${v[2]}\n${r.metric}: ${num(v[0])}\ncutoff: ${num(v[3])}\n${a.label}`));
       });
       if (r.cutoff !== null) svg.appendChild(hover(s("line", { x1: m.l, x2: w - m.r, y1: ys(r.cutoff), y2: ys(r.cutoff), stroke: "#1e1e1e", "stroke-dasharray": "5 3", "stroke-width": 1.5 }), `latest cutoff: ${num(r.cutoff)}`));
       const title = r.method === "asha" || r.method === "hyperband" ? `${r.method} bracket ${r.bracket} rung ${r.rung} (epoch ${r.epochs.join(", ")})` : `${r.method} at epoch ${r.rung}`;
-      return figure(`${title}: ${r.stopped} of ${r.decisions} stopped`, svg);
+      const promo = r.paused || r.promoted ? `, ${r.paused} paused, ${r.promoted} promoted` : "";
+      return figure(`${title}: ${r.stopped} of ${r.decisions} stopped${promo}`, svg);
     });
-    replace(el.rungs, h("div", { class: "legend" }, h("span", {}, h("i", { style: { background: "#2ca02c", height: "8px" } }), "continued"), h("span", {}, h("i", { style: { background: "#d62728", height: "8px" } }), "stopped"), h("span", {}, h("i", { style: { background: "#1e1e1e" } }), "cutoff (dashed)")), h("div", { class: "slices" }, figs));
+    const acts = ["continue", "stop"].concat(d.rungs.some((r) => r.paused || r.promoted) ? ["pause", "promote"] : []);
+    replace(el.rungs, h("div", { class: "legend" }, acts.map((k) => h("span", {}, h("i", { style: { background: ACTION[k].color, height: "8px" } }), ACTION[k].label)),
+      h("span", {}, h("i", { style: { background: "#1e1e1e" } }), "cutoff (dashed)")), h("div", { class: "slices" }, figs));
   }
 
   every(1000, refreshFast);

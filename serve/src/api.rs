@@ -351,19 +351,13 @@ pub async fn trials(r: Req) -> ApiResult {
         .flat_map(|v| v.split(','))
         .filter(|v| !v.is_empty())
         .collect();
+    // Every status the store knows (paused included), named as it stores them.
+    let known = sweep_store::TrialStatus::ALL.map(|t| t.as_str());
     for st in &statuses {
-        if ![
-            "queued",
-            "running",
-            "done",
-            "pruned",
-            "failed",
-            "interrupted",
-        ]
-        .contains(st)
-        {
+        if !known.contains(st) {
             return Err(ApiError::BadRequest(format!(
-                "status={st:?} is not a trial status; use queued, running, done, pruned, failed or interrupted"
+                "status={st:?} is not a trial status; use {}",
+                known.join(", ")
             )));
         }
     }
@@ -712,53 +706,42 @@ pub async fn timeline(r: Req) -> ApiResult {
     .await
 }
 
-/// Early stopping per rung: every decision's value, the cutoff and who was stopped.
+/// Early stopping per rung: the decisions' values (at most `per_rung` a
+/// rung), the cutoff, and how many were stopped, paused and promoted.
 pub async fn decisions(r: Req) -> ApiResult {
-    let (p, s) = r.sweep(&["limit"]).await?;
-    let limit = p.int("limit", 20_000, 1, 50_000)?;
+    let (p, s) = r.sweep(&["limit", "per_rung"]).await?;
+    let limit = p.int("limit", 20_000, 1, 50_000)? as usize;
+    let per_rung = p.int("per_rung", 2000, 1, 5000)? as usize;
     let pool = r.pool();
-    memo(&s, format!("decisions {limit}"), || async {
-        let rows = q::sweep_decisions(pool, s.sweep.id, limit).await?;
-        Ok(decisions_json(&rows))
+    memo(&s, format!("decisions {limit} {per_rung}"), || async {
+        let (total, rungs) = q::decisions_by_rung(pool, s.sweep.id, limit, per_rung).await?;
+        Ok(decisions_json(total, &rungs))
     })
     .await
 }
 
-fn decisions_json(rows: &[q::DecisionRow]) -> Value {
-    // Group by (method, bracket, rung): rules without rungs (median, patience) group by epoch.
-    let mut groups: BTreeMap<(String, i64, i64), Vec<&q::DecisionRow>> = BTreeMap::new();
-    for d in rows {
-        let rung = d.rung.unwrap_or(d.epoch);
-        groups
-            .entry((d.method.clone(), d.bracket.unwrap_or(0), rung))
-            .or_default()
-            .push(d);
-    }
-    let out: Vec<Value> = groups
-        .into_iter()
-        .map(|((method, bracket, rung), ds)| {
-            let stopped = ds.iter().filter(|d| d.action == "stop").count();
-            let cutoff = ds.iter().rev().find_map(|d| d.cutoff);
-            let epochs: Vec<i64> = {
-                let mut e: Vec<i64> = ds.iter().map(|d| d.epoch).collect();
-                e.sort();
-                e.dedup();
-                e
-            };
+fn decisions_json(total: usize, rungs: &[q::RungDecisions]) -> Value {
+    let out: Vec<Value> = rungs
+        .iter()
+        .map(|g| {
             json!({
-                "method": method,
-                "bracket": bracket,
-                "rung": rung,
-                "epochs": epochs,
-                "metric": ds[0].metric,
-                "decisions": ds.len(),
-                "stopped": stopped,
-                "cutoff": cutoff,
-                "values": ds.iter().take(2000).map(|d| json!([d.value, d.action == "stop", d.trial, d.cutoff])).collect::<Vec<_>>(),
+                "method": g.method,
+                "bracket": g.bracket,
+                "rung": g.rung,
+                "epochs": g.epochs,
+                "metric": g.metric,
+                "decisions": g.decisions,
+                "stopped": g.stopped,
+                "paused": g.paused,
+                "promoted": g.promoted,
+                "cutoff": g.cutoff,
+                // [value, action, trial, cutoff]: the action as recorded
+                // (continue, stop, pause, promote).
+                "values": g.values.iter().map(|d| json!([d.value, d.action, d.trial_id, d.cutoff])).collect::<Vec<_>>(),
             })
         })
         .collect();
-    json!({ "total": rows.len(), "rungs": out })
+    json!({ "total": total, "rungs": out })
 }
 
 // ---------------------------------------------------------------- trials

@@ -178,19 +178,20 @@ pub struct TrialSnap {
 
 impl TrialSnap {
     fn new(h: q::TrialHead) -> TrialSnap {
+        let s = h.state;
         TrialSnap {
             rowid: h.rowid,
             id: h.id,
             ordinal: h.ordinal,
-            status: String::new(),
-            device: None,
+            status: s.status,
+            device: s.device,
             epochs: h.epochs,
-            epochs_done: 0,
-            images_per_s: None,
-            wall_s: None,
-            started_at: None,
-            finished_at: None,
-            attempts: 0,
+            epochs_done: s.epochs_done,
+            images_per_s: s.images_per_s,
+            wall_s: s.wall_s,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            attempts: h.attempts,
             test_accuracy: None,
             decision: None,
             params: flatten(&h.params),
@@ -222,14 +223,7 @@ impl TrialSnap {
 
     /// Adds a value; an epoch recorded twice keeps the later record.
     fn put(&mut self, p: Pt) {
-        match self.curve.binary_search_by_key(&p.epoch, |c| c.epoch) {
-            Ok(i) => {
-                if p.t >= self.curve[i].t {
-                    self.curve[i] = p;
-                }
-            }
-            Err(i) => self.curve.insert(i, p),
-        }
+        put(&mut self.curve, p);
     }
 
     fn summarise(&mut self, maximize: bool) {
@@ -246,6 +240,77 @@ impl TrialSnap {
         }
         self.last = self.curve.last().map(|c| c.value);
     }
+}
+
+/// Adds `p` to a curve kept in epoch order; an epoch recorded twice keeps
+/// the later record.
+fn put(curve: &mut Vec<Pt>, p: Pt) {
+    match curve.binary_search_by_key(&p.epoch, |c| c.epoch) {
+        Ok(i) => {
+            if p.t >= curve[i].t {
+                curve[i] = p;
+            }
+        }
+        Err(i) => curve.insert(i, p),
+    }
+}
+
+fn point(v: &q::EpochValue, origin: f64) -> Pt {
+    Pt {
+        epoch: v.epoch.clamp(0, u32::MAX as i64) as u32,
+        t: (v.time - origin) as f32,
+        value: v.value,
+    }
+}
+
+/// One first read of a sweep at a time (see [`Snapshot::load`]).
+static FIRST_READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// Every curve of a sweep on its metric, by trial rowid: a first read's
+/// biggest query (223,000 values for 10,000 trials × 30 epochs), run on a
+/// connection of its own while the trials are read on another, so that the
+/// two take about as long as the longer of them on two cores.
+///
+/// Its read transaction starts after the other's, so it may see values
+/// committed after the marks the snapshot keeps: harmless, since the next
+/// refresh reads every value past those marks again and [`put`] keeps one
+/// value an epoch (a value re-recorded in place comes with a new attempt,
+/// which makes the refresh read that trial's curve again whole); values of
+/// trials the snapshot does not have yet are dropped and read with them.
+async fn first_curves(
+    pool: SqlitePool,
+    sweep_id: i64,
+    metric: String,
+    program: bool,
+    origin: f64,
+) -> Result<HashMap<i64, Vec<Pt>>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let mut curves: HashMap<i64, Vec<Pt>> = HashMap::new();
+    // Values come trial after trial: the current curve is kept at hand.
+    let mut at: Option<(i64, Vec<Pt>)> = None;
+    q::metric_values(
+        &mut conn,
+        sweep_id,
+        &metric,
+        program,
+        q::Values::All,
+        |v| match &mut at {
+            Some((rowid, c)) if *rowid == v.trial_rowid => put(c, point(&v, origin)),
+            _ => {
+                if let Some((rowid, c)) = at.take() {
+                    curves.insert(rowid, c);
+                }
+                let mut c = curves.remove(&v.trial_rowid).unwrap_or_default();
+                put(&mut c, point(&v, origin));
+                at = Some((v.trial_rowid, c));
+            }
+        },
+    )
+    .await?;
+    if let Some((rowid, c)) = at {
+        curves.insert(rowid, c);
+    }
+    Ok(curves)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -324,6 +389,19 @@ impl Snapshot {
         name: &str,
         prev: Option<&Snapshot>,
     ) -> Result<Option<Snapshot>, sqlx::Error> {
+        // A first read takes two of the pool's connections (the curves are
+        // read on one of their own): one first read at a time, so that
+        // several (the sweeps list asks every sweep's best at once) can
+        // never each hold one connection while waiting for another.
+        let first = match prev {
+            None => Some(
+                FIRST_READS
+                    .acquire()
+                    .await
+                    .map_err(|e| sqlx::Error::Protocol(format!("reading sweep {name}: {e}")))?,
+            ),
+            Some(_) => None,
+        };
         // One read transaction: every query sees the same commit, and the
         // marks say exactly where that commit ends.
         let mut tx = pool.begin().await?;
@@ -335,6 +413,17 @@ impl Snapshot {
         let maximize = maximize_for(&sweep.metric, sweep.direction.as_deref());
         let from = prev.map(|p| p.marks).unwrap_or_default();
         let origin = prev.map_or(sweep.created_at, |p| p.origin);
+        let program = sweep.program.is_some();
+        // A first read: every curve, read beside the rest.
+        let curves = first.is_some().then(|| {
+            tokio::spawn(first_curves(
+                pool.clone(),
+                sweep.id,
+                sweep.metric.clone(),
+                program,
+                origin,
+            ))
+        });
         let (mut trials, mut index, mut by_rowid) = match prev {
             Some(p) => (p.trials.clone(), p.index.clone(), p.by_rowid.clone()),
             None => Default::default(),
@@ -356,16 +445,24 @@ impl Snapshot {
                 touched.push(true);
             }
         }
-        q::trial_states(&mut tx, sweep.id, |st| {
-            if let Some(&i) = by_rowid.get(&st.rowid)
-                && trials[i].state_differs(&st)
-            {
-                Arc::make_mut(&mut trials[i]).set_state(st);
-            }
-        })
-        .await?;
+        // A first read has every trial's state from `trials_added`.
+        if prev.is_some() {
+            q::trial_states(&mut tx, sweep.id, |st| {
+                if let Some(&i) = by_rowid.get(&st.rowid)
+                    && trials[i].state_differs(&st)
+                {
+                    Arc::make_mut(&mut trials[i]).set_state(st);
+                }
+            })
+            .await?;
+        }
         let mut reload = Vec::new();
-        for (rowid, n) in q::attempt_counts(&mut tx, sweep.id, from.attempts).await? {
+        // A first read has every trial's count from `trials_added`.
+        let counted = match prev {
+            Some(_) => q::attempt_counts(&mut tx, sweep.id, from.attempts).await?,
+            None => Vec::new(),
+        };
+        for (rowid, n) in counted {
             if let Some(&i) = by_rowid.get(&rowid)
                 && trials[i].attempts != n
             {
@@ -401,26 +498,37 @@ impl Snapshot {
         })
         .await?;
 
-        let program = sweep.program.is_some();
-        let which = if prev.is_some() {
-            q::Values::Since(from.metrics)
-        } else {
-            q::Values::All
-        };
-        let mut put = |trials: &mut Vec<Arc<TrialSnap>>, v: q::EpochValue| {
+        let put = |trials: &mut Vec<Arc<TrialSnap>>, touched: &mut Vec<bool>, v: q::EpochValue| {
             if let Some(&i) = by_rowid.get(&v.trial_rowid) {
-                Arc::make_mut(&mut trials[i]).put(Pt {
-                    epoch: v.epoch.clamp(0, u32::MAX as i64) as u32,
-                    t: (v.time - origin) as f32,
-                    value: v.value,
-                });
+                Arc::make_mut(&mut trials[i]).put(point(&v, origin));
                 touched[i] = true;
             }
         };
-        q::metric_values(&mut tx, sweep.id, &sweep.metric, program, which, |v| {
-            put(&mut trials, v)
-        })
-        .await?;
+        match curves {
+            Some(task) => {
+                let curves = task.await.map_err(|e| {
+                    sqlx::Error::Protocol(format!("reading the curves of sweep {name}: {e}"))
+                })??;
+                for (rowid, curve) in curves {
+                    if let Some(&i) = by_rowid.get(&rowid) {
+                        Arc::make_mut(&mut trials[i]).curve = curve;
+                        touched[i] = true;
+                    }
+                }
+            }
+            None => {
+                // A refresh; or a snapshot of a sweep recreated under the
+                // same name, read from scratch on this connection.
+                let which = match prev {
+                    Some(_) => q::Values::Since(from.metrics),
+                    None => q::Values::All,
+                };
+                q::metric_values(&mut tx, sweep.id, &sweep.metric, program, which, |v| {
+                    put(&mut trials, &mut touched, v)
+                })
+                .await?
+            }
+        }
         for i in reload {
             // Marked touched by `put` if it has a value left; summarised again either way.
             let t = Arc::make_mut(&mut trials[i]);
@@ -434,7 +542,7 @@ impl Snapshot {
                 &sweep.metric,
                 program,
                 q::Values::Trial(rowid),
-                |v| put(&mut trials, v),
+                |v| put(&mut trials, &mut touched, v),
             )
             .await?;
         }

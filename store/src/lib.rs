@@ -1,6 +1,8 @@
 //! The SQLite store: the only module with SQL in it. `db` opens and migrates;
 //! `recorder` is the only writer while a sweep runs; `queries` is the read
-//! side for reports; `model` holds the enums stored as text.
+//! side for reports; `model` holds the enums stored as text and the rows
+//! shared by writer and readers; `scan` reads big result sets past sqlx's
+//! per-row cost.
 //!
 //! Must never import from the spec, the coordinator or the reports.
 // One diagnostic channel: `sweep_protocol::log!`, which never panics on a
@@ -13,6 +15,7 @@ pub mod model;
 pub mod proposals;
 pub mod queries;
 pub mod recorder;
+pub mod scan;
 pub mod serve_queries;
 
 pub use model::{FailureClass, SweepStatus, TrialStatus};

@@ -1,5 +1,6 @@
 //! The store's vocabulary: closed sets that are enums in code and text only
-//! in the database (`trials.status`, `sweeps.status`, `attempts.error_class`).
+//! in the database (`trials.status`, `sweeps.status`, `attempts.error_class`),
+//! and the rows that one side writes and others read ([`DecisionRow`]).
 use serde::{Deserialize, Serialize};
 
 /// A trial's lifecycle (`trials.status`). Also the values of `sweep report
@@ -126,4 +127,30 @@ impl std::fmt::Display for FailureClass {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
+}
+
+/// One early-stopping decision: a row of the `decisions` table, as the
+/// recorder writes it and as `sweep report`, the coordinator's restore and
+/// `sweep serve` read it back.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct DecisionRow {
+    pub trial_id: String,
+    pub epoch: i64,
+    /// asha, hyperband, median, patience.
+    pub method: String,
+    /// asha/hyperband: the rung's index (0: the first).
+    pub rung: Option<i64>,
+    /// asha/hyperband: the bracket (asha: 0).
+    pub bracket: Option<i64>,
+    pub metric: String,
+    /// The trial's value at this epoch.
+    pub value: f64,
+    /// The value it had to reach.
+    pub cutoff: Option<f64>,
+    /// Records compared with (patience: epochs since the best).
+    pub compared: i64,
+    /// continue, stop, pause or promote (text: a newer `sweep`'s action
+    /// shows as it is).
+    pub action: String,
+    pub time: f64,
 }

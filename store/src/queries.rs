@@ -533,7 +533,7 @@ pub async fn class_distribution(
 pub async fn decisions(
     pool: &SqlitePool,
     sweep: &str,
-) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
+) -> Result<Vec<super::model::DecisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT d.trial_id, d.epoch, d.method, d.rung, d.bracket, d.metric, d.value, d.cutoff, d.compared, d.action, d.time
          FROM decisions d JOIN trials t ON t.id = d.trial_id JOIN sweeps s ON s.id = t.sweep_id
@@ -548,7 +548,7 @@ pub async fn decisions(
 pub async fn trial_decisions(
     pool: &SqlitePool,
     trial: &str,
-) -> Result<Vec<super::recorder::DecisionRow>, sqlx::Error> {
+) -> Result<Vec<super::model::DecisionRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time
          FROM decisions WHERE trial_id = ? ORDER BY epoch, method",

@@ -82,21 +82,9 @@ impl std::fmt::Debug for AfterCommit {
 
 pub use super::proposals::ProposalRow;
 
-/// One early-stopping decision (`decisions` table).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct DecisionRow {
-    pub trial_id: String,
-    pub epoch: i64,
-    pub method: String,
-    pub rung: Option<i64>,
-    pub bracket: Option<i64>,
-    pub metric: String,
-    pub value: f64,
-    pub cutoff: Option<f64>,
-    pub compared: i64,
-    pub action: String,
-    pub time: f64,
-}
+/// The row the recorder writes for a stopping decision (one type with the
+/// readers': `sweep report`, the restore on resume and `sweep serve`).
+pub use super::model::DecisionRow;
 
 /// Why the recorder can keep no more results. Cloned to every waiter.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -433,6 +433,7 @@ fn the_api_is_bounded_and_answers_malformed_parameters_with_400() {
         ("/api/sweeps/api/curves?top=5000", "top"),
         ("/api/sweeps/api/curves?trials=../../etc", "not a trial id"),
         ("/api/sweeps/api/importance?epoch=0", "epoch"),
+        ("/api/sweeps/api/decisions?per_rung=0", "per_rung"),
         ("/api/sweeps/api/timeline?limit=1e9", "limit"),
         (
             "/api/trials/0123abcd/log/x",
@@ -1084,6 +1085,152 @@ fn brushing_parallel_coordinates_selects_the_trials_in_the_range() {
     );
     page.screenshot("parcoords-brushed");
     page.assert_clean("brushing");
+}
+
+/// Promotion-based stopping (`mode = "promote"`): a `paused` trial is its
+/// own status (counted on the sweeps page and the sweep page, a filter of
+/// the table, its own colour), and `pause` and `promote` decisions are drawn
+/// apart from `stop` and `continue` in the early-stopping view, counted per
+/// rung. The rows are written the way the coordinator writes them: a
+/// trial's status `paused` and its decision at the rung `pause`; an earlier
+/// pause that was resumed, `promote`.
+#[test]
+fn paused_trials_and_promotions_show_as_their_own_status_and_decisions() {
+    let s = finished_sweep("promo");
+    let db = common::Db::open(s.db());
+    let paused: String = db.scalar(
+        "SELECT trial_id FROM decisions WHERE rung = 0 ORDER BY value DESC, trial_id LIMIT 1",
+    );
+    let promoted: String = db.scalar(&format!(
+        "SELECT trial_id FROM decisions WHERE rung = 0 AND trial_id != '{paused}' ORDER BY value DESC, trial_id LIMIT 1"
+    ));
+    db.execute(&format!(
+        "UPDATE trials SET status = 'paused' WHERE id = '{paused}'"
+    ));
+    db.execute(&format!(
+        "UPDATE decisions SET action = 'pause' WHERE trial_id = '{paused}' AND rung = 0"
+    ));
+    db.execute(&format!(
+        "UPDATE decisions SET action = 'promote' WHERE trial_id = '{promoted}' AND rung = 0"
+    ));
+    let rung0 = db.count("SELECT COUNT(*) FROM decisions WHERE rung = 0");
+    let stopped0 = db.count("SELECT COUNT(*) FROM decisions WHERE rung = 0 AND action = 'stop'");
+    drop(db);
+    let server = Server::start(&s, &[]);
+
+    // The API: counted, filtered, and the decisions' actions as recorded.
+    let list = server.get_json("/api/sweeps");
+    assert_eq!(list["sweeps"][0]["sweep"]["paused"], 1, "{list}");
+    let only = server.get_json("/api/sweeps/promo/trials?status=paused");
+    assert_eq!(only["matched"], 1, "{only}");
+    assert_eq!(only["rows"][0]["id"], paused.as_str(), "{only}");
+    let (code, body) = server.get("/api/sweeps/promo/trials?status=sleeping");
+    assert_eq!(code, 400);
+    assert!(body.contains("paused"), "the 400 lists paused: {body}");
+    let dec = server.get_json("/api/sweeps/promo/decisions");
+    let rungs = dec["rungs"].as_array().unwrap();
+    let first = rungs
+        .iter()
+        .find(|r| r["rung"] == 0)
+        .unwrap_or_else(|| panic!("no rung 0: {dec}"));
+    assert_eq!(first["decisions"], rung0, "{first}");
+    assert_eq!(first["paused"], 1, "{first}");
+    assert_eq!(first["promoted"], 1, "{first}");
+    assert_eq!(first["stopped"], stopped0, "{first}");
+    let action_of = |id: &str| {
+        first["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v[2] == id)
+            .map(|v| v[1].clone())
+    };
+    assert_eq!(action_of(&paused), Some("pause".into()), "{first}");
+    assert_eq!(action_of(&promoted), Some("promote".into()), "{first}");
+    // Bounded per rung: the counts stay whole, the values are cut.
+    let one = server.get_json("/api/sweeps/promo/decisions?per_rung=1");
+    for r in one["rungs"].as_array().unwrap() {
+        assert_eq!(r["values"].as_array().unwrap().len(), 1, "{r}");
+    }
+    assert_eq!(one["total"], dec["total"]);
+    assert_eq!(
+        one["rungs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["rung"] == 0)
+            .unwrap()["decisions"],
+        rung0
+    );
+    let (code, body) = server.get("/api/sweeps/promo/decisions?per_rung=0");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("per_rung"), "{body}");
+
+    // In the browser.
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let page = Page::open(&chromium, &server.page("/"));
+    page.wait_for(
+        "!!document.querySelector('#sweeps .note') && document.querySelector('#sweeps .note').textContent.includes('paused 1')",
+        "paused 1 in the sweeps list",
+    );
+    assert_eq!(
+        page.eval("[...document.querySelectorAll('#sweeps svg.bar rect')].some(r => r.getAttribute('fill') === '#1f77b4')"),
+        true,
+        "the paused part of the status bar in the paused colour"
+    );
+    page.assert_clean("sweeps page with a paused trial");
+
+    page.go(&server.page("/sweep/promo"));
+    page.wait_for(
+        "document.querySelectorAll('#trials tbody tr[data-id]').length === 6",
+        "six trials",
+    );
+    page.wait_for(
+        "[...document.querySelectorAll('#sec-cards .card')].some(c => c.querySelector('.k').textContent === 'paused' && c.querySelector('.v').textContent === '1')",
+        "a paused card",
+    );
+    // The status filter: paused alone shows the paused trial alone, its pill in the paused colour.
+    page.eval("[...document.querySelectorAll('#sec-tools label')].find(l => l.textContent.trim() === 'paused').querySelector('input').click()");
+    page.wait_for(
+        &format!("document.querySelectorAll('#trials tbody tr[data-id]').length === 1 && document.querySelector('#trials tbody tr[data-id]').dataset.id === '{paused}'"),
+        "only the paused trial",
+    );
+    assert_eq!(
+        page.eval(
+            "getComputedStyle(document.querySelector('#trials tbody .status.s-paused')).color"
+        ),
+        "rgb(9, 105, 218)",
+        "the paused pill's colour"
+    );
+    // The early-stopping view: pause and promote marks of their own, counted in the title.
+    page.wait_for(
+        "document.querySelectorAll('#sec-rungs .decision.d-pause').length === 1 && document.querySelectorAll('#sec-rungs .decision.d-promote').length === 1",
+        "a pause and a promote mark",
+    );
+    assert_eq!(
+        page.eval("[document.querySelector('#sec-rungs .d-pause').tagName, document.querySelector('#sec-rungs .d-pause').getAttribute('fill'), document.querySelector('#sec-rungs .d-promote').tagName, document.querySelector('#sec-rungs .d-promote').getAttribute('fill')]"),
+        serde_json::json!(["rect", "#1f77b4", "path", "#17becf"]),
+    );
+    let marks: usize = rungs
+        .iter()
+        .map(|r| r["values"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        page.eval("document.querySelectorAll('#sec-rungs .decision').length"),
+        marks,
+        "one mark per decision"
+    );
+    let text = page.eval("document.querySelector('#sec-rungs').innerText");
+    let text = text.as_str().unwrap();
+    assert!(text.contains("1 paused, 1 promoted"), "{text}");
+    assert!(
+        text.contains("paused") && text.contains("promoted") && text.contains("stopped"),
+        "the legend: {text}"
+    );
+    page.screenshot("sweep-paused");
+    page.assert_clean("sweep page with a paused trial");
 }
 
 /// Class names in Chinese and Japanese are shown on the trial page (the
