@@ -7,7 +7,7 @@ use super::recorder::DecisionRow;
 use sqlx::{Sqlite, SqlitePool, Transaction};
 
 /// One exploit.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct LineageRow {
     pub trial_id: String,
     pub epoch: i64,
@@ -68,8 +68,16 @@ pub async fn of_sweep(pool: &SqlitePool, sweep: &str) -> Result<Vec<LineageRow>,
     .await
 }
 
-/// One trial's exploits, by epoch.
+/// One trial's exploits, by epoch (none in a database older than the
+/// table: `sweep serve` and the reports open files they never migrate).
 pub async fn of_trial(pool: &SqlitePool, trial: &str) -> Result<Vec<LineageRow>, sqlx::Error> {
+    let exists: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'lineage'")
+            .fetch_optional(pool)
+            .await?;
+    if exists.is_none() {
+        return Ok(vec![]);
+    }
     sqlx::query_as(
         "SELECT trial_id, epoch, donor_id, value, donor_value, params, changes, time
          FROM lineage WHERE trial_id = ? ORDER BY epoch",

@@ -35,12 +35,13 @@ fn gain(lr: f64) -> f64 {
     0.1 - 0.03 * (lr.log10() + 2.0).abs()
 }
 
-fn scratch() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("train.sh"), TRAIN).unwrap();
-    let train = dir.path().join("train.sh");
+/// Writes `train.sh` and the sweep `s.toml` ("pbt-shell": 4 learning rates,
+/// 4 epochs, interval 1, quantile 0.25, lr ×0.8 or ×1.2) into `dir`.
+pub fn write_sweep(dir: &Path) {
+    std::fs::write(dir.join("train.sh"), TRAIN).unwrap();
+    let train = dir.join("train.sh");
     std::fs::write(
-        dir.path().join("s.toml"),
+        dir.join("s.toml"),
         format!(
             r#"[sweep]
 name = "pbt-shell"
@@ -67,6 +68,11 @@ lr = [0.8, 1.2]
         ),
     )
     .unwrap();
+}
+
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    write_sweep(dir.path());
     dir
 }
 
