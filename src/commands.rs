@@ -344,10 +344,11 @@ pub fn status(args: StatusArgs, db: Option<PathBuf>) -> CmdResult {
         let rows = queries::trials(&pool, &sweep).await?;
         let count = |s: TrialStatus| rows.iter().filter(|r| r.status == s).count();
         println!(
-            "sweep {sweep}: {} trials — queued {}, running {}, done {}, pruned {}, failed {}, interrupted {}",
+            "sweep {sweep}: {} trials — queued {}, running {}, paused {}, done {}, pruned {}, failed {}, interrupted {}",
             rows.len(),
             count(TrialStatus::Queued),
             count(TrialStatus::Running),
+            count(TrialStatus::Paused),
             count(TrialStatus::Done),
             count(TrialStatus::Pruned),
             count(TrialStatus::Failed),

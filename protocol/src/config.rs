@@ -428,9 +428,38 @@ impl TrialParams {
     /// A program parameter (or config field) as a number, when it is one.
     pub fn number(&self, key: &str) -> Option<f64> {
         match self {
+            // Left out of the JSON at its default.
+            TrialParams::Builtin(c) if key == "layer_decay" => Some(c.layer_decay),
             TrialParams::Builtin(c) => serde_json::to_value(c).ok()?.get(key)?.as_f64(),
             TrialParams::Program(m) => m.get(key)?.as_f64(),
         }
+    }
+
+    /// The same parameters with `key` set to the number `v` (an integer
+    /// where the value was one: rounded), or `None` when `key` is not a
+    /// number here or the result is not a valid config.
+    pub fn with_number(&self, key: &str, v: f64) -> Option<TrialParams> {
+        let mut m = self.to_json();
+        let float = serde_json::Value::from(1.0);
+        let old = match (m.get(key), self) {
+            (Some(old), _) => old,
+            (None, TrialParams::Builtin(_)) if self.number(key).is_some() => &float,
+            (None, _) => return None,
+        };
+        let new = if old.is_i64() || old.is_u64() {
+            serde_json::Value::from(v.round() as i64)
+        } else if old.is_f64() {
+            serde_json::Value::from(serde_json::Number::from_f64(v)?)
+        } else {
+            return None;
+        };
+        m.insert(key.to_string(), new);
+        Some(match self {
+            TrialParams::Builtin(_) => {
+                TrialParams::Builtin(serde_json::from_value(serde_json::Value::Object(m)).ok()?)
+            }
+            TrialParams::Program(_) => TrialParams::Program(m),
+        })
     }
 
     /// The trial's epoch budget: the config's `epochs`, or a program's

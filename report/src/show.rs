@@ -154,6 +154,10 @@ pub async fn render(
 
     let decisions = queries::trial_decisions(pool, &trial).await?;
     decisions_table(&mut out, &decisions);
+    lineage_lines(
+        &mut out,
+        &sweep_store::lineage::of_trial(pool, &trial).await?,
+    );
 
     let Some(test) = queries::test_result(pool, &trial).await? else {
         let pruned = decisions.iter().find(|d| d.action == "stop");
@@ -323,6 +327,10 @@ async fn program_trial(
     }
 
     decisions_table(&mut out, &queries::trial_decisions(pool, trial).await?);
+    lineage_lines(
+        &mut out,
+        &sweep_store::lineage::of_trial(pool, trial).await?,
+    );
 
     let _ = writeln!(out, "\ntest");
     // In epoch then step order: the last of each name is the latest.
@@ -419,6 +427,39 @@ fn decisions_table(out: &mut String, decisions: &[sweep_store::recorder::Decisio
         let mut t = b.build();
         t.with(tabled::settings::Style::rounded());
         let _ = writeln!(out, "{t}");
+    }
+}
+
+/// PBT: each checkpoint this trial copied, from whom, and what changed.
+fn lineage_lines(out: &mut String, rows: &[sweep_store::lineage::LineageRow]) {
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "\npbt lineage");
+    for l in rows {
+        let changes: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&l.changes).unwrap_or_default();
+        let changed = changes
+            .iter()
+            .map(|(k, v)| match (v.get(0), v.get(1)) {
+                (Some(a), Some(b)) => format!("{k} {a} → {b}"),
+                _ => format!("{k} {v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let _ = writeln!(
+            out,
+            "  epoch {}: took the checkpoint of trial {} ({:.4}, this trial {:.4}); {}",
+            l.epoch,
+            l.donor_id,
+            l.donor_value,
+            l.value,
+            if changed.is_empty() {
+                "parameters unchanged".to_string()
+            } else {
+                changed
+            }
+        );
     }
 }
 

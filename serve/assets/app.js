@@ -96,6 +96,8 @@ const STATUSES = ["running", "paused", "done", "pruned", "failed", "interrupted"
 const ACTION = {
   continue: { color: "#2ca02c", label: "continued" }, stop: { color: "#d62728", label: "stopped" },
   pause: { color: STATUS_COLOR.paused, label: "paused", shape: "square" }, promote: { color: "#17becf", label: "promoted", shape: "triangle" },
+  // PBT: resumed from a better trial's checkpoint, its parameters perturbed (a diamond).
+  exploit: { color: "#e377c2", label: "exploited", shape: "diamond" },
 };
 const FAIL_COLOR = { oom: "#d62728", data: "#8c564b", nan: "#e377c2", config: "#bcbd22", timeout: "#ff9896", crash: "#a50f15",
   protocol: "#c49c94", internal: "#7b4173", interrupted: "#9467bd", preempted: "#17becf", cancelled: "#7f7f7f", pruned: "#9a9a9a" };
@@ -713,15 +715,17 @@ async function sweepPage(main, name) {
         const look = { fill: a.color, "fill-opacity": .7, class: "decision d-" + (ACTION[v[1]] ? v[1] : "other") };
         const mark = a.shape === "square" ? s("rect", { x: x - 3, y: y - 3, width: 6, height: 6, ...look })
           : a.shape === "triangle" ? s("path", { d: `M${x},${y - 4}L${x + 3.8},${y + 3}L${x - 3.8},${y + 3}Z`, ...look })
+          : a.shape === "diamond" ? s("path", { d: `M${x},${y - 4.5}L${x + 4},${y}L${x},${y + 4.5}L${x - 4},${y}Z`, ...look })
           : s("circle", { cx: x, cy: y, r: 3.2, ...look });
         svg.appendChild(hover(mark, `trial ${v[2]}\n${r.metric}: ${num(v[0])}\ncutoff: ${num(v[3])}\n${a.label}`));
       });
       if (r.cutoff !== null) svg.appendChild(hover(s("line", { x1: m.l, x2: w - m.r, y1: ys(r.cutoff), y2: ys(r.cutoff), stroke: "#1e1e1e", "stroke-dasharray": "5 3", "stroke-width": 1.5 }), `latest cutoff: ${num(r.cutoff)}`));
-      const title = r.method === "asha" || r.method === "hyperband" ? `${r.method} bracket ${r.bracket} rung ${r.rung} (epoch ${r.epochs.join(", ")})` : `${r.method} at epoch ${r.rung}`;
-      const promo = r.paused || r.promoted ? `, ${r.paused} paused, ${r.promoted} promoted` : "";
+      const title = r.method === "asha" || r.method === "hyperband" ? `${r.method} bracket ${r.bracket} rung ${r.rung} (epoch ${r.epochs.join(", ")})`
+        : r.method === "pbt" ? `pbt at epoch ${r.epochs.join(", ")}` : `${r.method} at epoch ${r.rung}`;
+      const promo = (r.paused || r.promoted ? `, ${r.paused} paused, ${r.promoted} promoted` : "") + (r.exploited ? `, ${r.exploited} exploited` : "");
       return figure(`${title}: ${r.stopped} of ${r.decisions} stopped${promo}`, svg);
     });
-    const acts = ["continue", "stop"].concat(d.rungs.some((r) => r.paused || r.promoted) ? ["pause", "promote"] : []);
+    const acts = ["continue", "stop"].concat(d.rungs.some((r) => r.paused || r.promoted) ? ["pause", "promote"] : [], d.rungs.some((r) => r.exploited) ? ["exploit"] : []);
     replace(el.rungs, h("div", { class: "legend" }, acts.map((k) => h("span", {}, h("i", { style: { background: ACTION[k].color, height: "8px" } }), ACTION[k].label)),
       h("span", {}, h("i", { style: { background: "#1e1e1e" } }), "cutoff (dashed)")), h("div", { class: "slices" }, figs));
   }
@@ -734,9 +738,12 @@ async function sweepPage(main, name) {
 
 async function trialPage(main, id) {
   const el = {};
-  for (const k of ["head", "cards", "params", "curves", "attempts", "test", "classes", "confusion", "mis"]) el[k] = h("div", { id: "sec-" + k });
+  for (const k of ["head", "cards", "params", "curves", "attempts", "lineage", "test", "classes", "confusion", "mis"]) el[k] = h("div", { id: "sec-" + k });
+  // PBT: shown only for a trial that took another's checkpoint.
+  const lineageSec = section("PBT lineage", el.lineage);
+  lineageSec.style.display = "none";
   replace(main, el.head, el.cards,
-    section("Parameters", el.params), section("Curves", el.curves), section("Attempts", el.attempts),
+    section("Parameters", el.params), section("Curves", el.curves), section("Attempts", el.attempts), lineageSec,
     section("Test results", el.test, h("div", { class: "grid2" }, el.classes, el.confusion)),
     section("Misclassified test images", el.mis));
   const openLogs = new Set();
@@ -752,8 +759,16 @@ async function trialPage(main, id) {
     replace(el.params, h("table", { class: "kv", id: "params" }, h("tbody", {}, Object.entries(d.params).map(([k, v]) => h("tr", {}, h("td", {}, k), h("td", {}, scalar(v)))))));
     renderCurves(m);
     renderAttempts(d);
+    renderLineage(d.lineage || []);
     renderTest(d);
   };
+  function renderLineage(rows) {
+    lineageSec.style.display = rows.length ? "" : "none";
+    const changed = (c) => { try { return Object.entries(JSON.parse(c)).map(([k, v]) => `${k} ${scalar(v[0])} → ${scalar(v[1])}`).join(", "); } catch (e) { return c; } };
+    replace(el.lineage, rows.length ? h("table", { class: "data", id: "lineage" }, h("thead", {}, h("tr", {}, ["epoch", "took the checkpoint of", "its value", "this trial's", "changed"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows.map((l) => h("tr", {}, h("td", { class: "num" }, l.epoch), h("td", {}, h("a", { href: trialHref(l.donor_id) }, l.donor_id)),
+        h("td", { class: "num" }, num(l.donor_value)), h("td", { class: "num" }, num(l.value)), h("td", {}, changed(l.changes)))))) : null);
+  }
   function bestOf(m, metric, maximize) {
     const split = metric.startsWith("val_") ? "valid" : null, name = split ? metric.slice(4) : metric;
     const ser = m.series.find((x) => x.name === name && (split ? x.split === split : x.split !== "train"));

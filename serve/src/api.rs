@@ -734,9 +734,10 @@ fn decisions_json(total: usize, rungs: &[q::RungDecisions]) -> Value {
                 "stopped": g.stopped,
                 "paused": g.paused,
                 "promoted": g.promoted,
+                "exploited": g.exploited,
                 "cutoff": g.cutoff,
                 // [value, action, trial, cutoff]: the action as recorded
-                // (continue, stop, pause, promote).
+                // (continue, stop, pause, promote, exploit).
                 "values": g.values.iter().map(|d| json!([d.value, d.action, d.trial_id, d.cutoff])).collect::<Vec<_>>(),
             })
         })
@@ -755,6 +756,7 @@ pub async fn trial(r: Req) -> ApiResult {
     let classes = q::trial_classes(pool, id, 1000).await?;
     let confusion = q::trial_confusion(pool, id, 40_000).await?;
     let misclassified = queries::misclassified(pool, id, Some(200)).await?;
+    let lineage = sweep_store::lineage::of_trial(pool, id).await?;
     let params = crate::snapshot::flatten(&t.params);
     ok(json!({
         "now": now(),
@@ -766,6 +768,7 @@ pub async fn trial(r: Req) -> ApiResult {
         "classes": classes,
         "confusion": confusion,
         "misclassified": misclassified,
+        "lineage": lineage,
     }))
 }
 

@@ -19,7 +19,7 @@ use crate::spec::{Keep, KeepPrecision, PlannedTrial, SweepPlan};
 use crate::store::recorder::{self, NewSweep, Recorder, StoreEvent, WriteError};
 use crate::store::{FailureClass, SweepStatus, TrialStatus};
 use restore::{
-    check_gpu_list, initial_queue, restore_proposer, restore_stopper,
+    check_gpu_list, initial_queue, restore_lineage, restore_proposer, restore_stopper,
     set_aside_unknown_checkpoints, slot_request, tidy_finished, train_classes,
     warn_if_short_of_space,
 };
@@ -200,6 +200,7 @@ pub async fn run(
     check_gpu_list(&plan, launcher.as_ref()).await?;
     let (sweep_id, state) = register(&plan, &pool, system_info, &dataset_hash).await?;
     let (proposer, startup_rows) = restore_proposer(&mut plan, &pool, sweep_id).await?;
+    restore_lineage(&mut plan, &pool).await?;
     let (mut queue, skipped, skipped_failed) = initial_queue(&plan, &state, opts.retry_failed);
     let mut early_pruned = Vec::new();
     let stopper = match plan.stopping.active() {
@@ -305,7 +306,7 @@ pub async fn run(
 /// Promotion mode: the queued trials the stopper knows as paused at a rung
 /// leave the queue; they resume when promoted (their next attempt).
 fn take_paused(stopper: Option<&Stopper>, queue: &mut VecDeque<Queued>) -> HashMap<String, Queued> {
-    let Some(s) = stopper.filter(|s| s.promotes()) else {
+    let Some(s) = stopper.filter(|s| s.pauses()) else {
         return HashMap::new();
     };
     let (paused, rest): (Vec<Queued>, Vec<Queued>) =
@@ -457,6 +458,25 @@ fn decision_row(d: &Decision, plan: &SweepPlan) -> recorder::DecisionRow {
     }
 }
 
+/// PBT: the `lineage` row of an exploit.
+fn lineage_row(d: &Decision, ex: &super::stopping::Exploit) -> crate::store::lineage::LineageRow {
+    let changes: serde_json::Map<String, serde_json::Value> = ex
+        .changes
+        .iter()
+        .map(|(k, a, b)| (k.clone(), serde_json::json!([a, b])))
+        .collect();
+    crate::store::lineage::LineageRow {
+        trial_id: d.trial.clone(),
+        epoch: d.epoch as i64,
+        donor_id: ex.donor.clone(),
+        value: d.value,
+        donor_value: ex.donor_value,
+        params: serde_json::Value::Object(ex.params.to_json()).to_string(),
+        changes: serde_json::Value::Object(changes).to_string(),
+        time: crate::store::now(),
+    }
+}
+
 /// "pruned by asha at epoch 3 (rung 1): 0.41 < cutoff 0.52 of 7 records".
 fn explain(d: &Decision) -> String {
     let rung = d.rung.map(|r| format!(" (rung {r})")).unwrap_or_default();
@@ -565,6 +585,7 @@ impl Dispatcher {
 
     /// Starts queued trials on free slots (nothing once stopping).
     fn start_ready(&mut self, stop_rx: &watch::Receiver<bool>) {
+        self.pbt_generation();
         while !self.stopping && !self.free.is_empty() {
             // Promotion mode: a paused trial that can be promoted goes before
             // any new configuration.
@@ -806,6 +827,89 @@ impl Dispatcher {
             d.compared + 1
         ));
         self.paused.remove(&d.trial)
+    }
+
+    /// PBT: once the whole population has paused (nothing runs or waits),
+    /// ranks it; the bottom copies a top trial's checkpoint and takes its
+    /// parameters, perturbed; everyone resumes (in plan order). The copies are
+    /// made before the generation's rows are sent (see `pbt`).
+    fn pbt_generation(&mut self) {
+        if self.stopping
+            || !self.running.is_empty()
+            || !self.queue.is_empty()
+            || self.paused.is_empty()
+        {
+            return;
+        }
+        let Some(s) = self.stopper.as_mut().filter(|s| s.pbt().is_some()) else {
+            return;
+        };
+        let paused = &self.paused;
+        let generation = s.pbt_generation(|t| paused.get(t).map(|q| q.trial.config.clone()));
+        let dir = self.opts.results.join(&self.plan.name);
+        let program = self.plan.program.is_some();
+        let mut rows = crate::store::lineage::Generation {
+            decisions: vec![],
+            lineage: vec![],
+        };
+        for (mut d, exploit) in generation {
+            if let Some(ex) = exploit {
+                match super::pbt::clone_checkpoint(
+                    &dir.join(&ex.donor),
+                    &dir.join(&d.trial),
+                    program,
+                ) {
+                    Ok(()) => {
+                        self.progress.warn(&format!(
+                            "trial {}: exploits {} at epoch {} ({:.4} vs {:.4}): {}",
+                            d.trial,
+                            ex.donor,
+                            d.epoch,
+                            d.value,
+                            ex.donor_value,
+                            ex.changes
+                                .iter()
+                                .map(|(k, a, b)| format!("{k} {a} → {b}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                        if let Some(q) = self.paused.get_mut(&d.trial) {
+                            q.trial.config = ex.params.clone();
+                        }
+                        rows.lineage.push(lineage_row(&d, &ex));
+                    }
+                    Err(e) => {
+                        // It keeps its own weights and parameters.
+                        self.progress.warn(&format!(
+                            "trial {}: cannot copy the checkpoint of {} ({e}); it goes on with its own",
+                            d.trial, ex.donor
+                        ));
+                        d.action = Action::Promote;
+                    }
+                }
+            }
+            rows.decisions.push(decision_row(&d, &self.plan));
+        }
+        let order: HashMap<&str, usize> = self
+            .plan
+            .trials
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.id.as_str(), i))
+            .collect();
+        let mut resumed: Vec<Queued> = rows
+            .decisions
+            .iter()
+            .filter_map(|d| self.paused.remove(&d.trial_id))
+            .collect();
+        resumed.sort_by_key(|q| {
+            order
+                .get(q.trial.id.as_str())
+                .copied()
+                .unwrap_or(usize::MAX)
+        });
+        self.recorder.send(StoreEvent::Generation(Box::new(rows)));
+        self.queue.extend(resumed);
     }
 
     /// Promotion mode, at the end: the trials still paused were never in the

@@ -7,6 +7,7 @@ pub mod dispatcher;
 pub mod estimate;
 pub mod launcher;
 pub mod lock;
+pub mod pbt;
 pub mod program;
 pub mod progress;
 pub mod proposer;

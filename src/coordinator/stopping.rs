@@ -30,9 +30,21 @@
 //!   other trials that reached `e`; at least `MEDIAN_MIN_TRIALS` of them are needed.
 //! - **Patience**: stop a trial after `patience` epochs without improving its
 //!   own best value.
+//! - **PBT** (Jaderberg et al., "Population Based Training of Neural
+//!   Networks", 2017), synchronous: every `interval` epochs a trial pauses
+//!   (as in promotion mode). When the whole population has paused at the same
+//!   epoch, [`Stopper::pbt_generation`] ranks it: each trial of the bottom
+//!   `quantile` **exploits** a trial drawn from the top `quantile` (it will
+//!   resume from that trial's checkpoint, with its parameters **explored**:
+//!   each perturbed key multiplied by one of its factors, or drawn afresh with
+//!   probability `resample`), the others are promoted as they are. The draws
+//!   are seeded by (sweep, epoch, trial), and the ranking uses every record at
+//!   that epoch, so a restarted coordinator decides the same.
 use crate::spec::Objective;
-use crate::spec::{StopMethod, Stopping};
+use crate::spec::{Pbt, StopMethod, Stopping};
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use sweep_protocol::TrialParams;
 
 /// The median rule needs this many other trials at an epoch before it judges.
 pub const MEDIAN_MIN_TRIALS: usize = 3;
@@ -46,6 +58,9 @@ pub enum Action {
     Pause,
     /// Promotion mode: a paused trial resumes towards its next rung.
     Promote,
+    /// PBT: the trial resumes from a better trial's checkpoint, its
+    /// parameters perturbed (the `lineage` row says from whom and how).
+    Exploit,
 }
 
 impl Action {
@@ -55,6 +70,7 @@ impl Action {
             Action::Stop => "stop",
             Action::Pause => "pause",
             Action::Promote => "promote",
+            Action::Exploit => "exploit",
         }
     }
 
@@ -64,6 +80,7 @@ impl Action {
             Action::Stop,
             Action::Pause,
             Action::Promote,
+            Action::Exploit,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)
@@ -92,6 +109,19 @@ impl Decision {
     pub fn stop(&self) -> bool {
         self.action == Action::Stop
     }
+}
+
+/// PBT: what an exploiting trial takes over.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exploit {
+    /// The trial whose checkpoint it copies.
+    pub donor: String,
+    /// The donor's value at this epoch (as reported).
+    pub donor_value: f64,
+    /// Its parameters from now on: the donor's, perturbed.
+    pub params: TrialParams,
+    /// (key, the donor's value, the new value), for each perturbed key.
+    pub changes: Vec<(String, f64, f64)>,
 }
 
 pub struct Stopper {
@@ -189,6 +219,19 @@ impl Stopper {
         self.cfg.promote && matches!(self.cfg.method, StopMethod::Asha | StopMethod::Hyperband)
     }
 
+    /// `method = "pbt"`: its settings.
+    pub fn pbt(&self) -> Option<&Pbt> {
+        self.cfg
+            .pbt
+            .as_ref()
+            .filter(|_| self.cfg.method == StopMethod::Pbt)
+    }
+
+    /// Trials pause at rungs (promotion mode) or at PBT's intervals.
+    pub fn pauses(&self) -> bool {
+        self.promotes() || self.pbt().is_some()
+    }
+
     pub fn metric(&self) -> &Objective {
         &self.cfg.metric
     }
@@ -228,7 +271,13 @@ impl Stopper {
         let b = self.bracket_of.get(trial).copied().unwrap_or(0);
         let r = self.cfg.reduction.max(2) as u64;
         let first = self.cfg.min_epochs.max(1) as u64 * r.pow(b);
-        std::iter::successors(Some(first), move |m| Some(m * r))
+        // PBT: a "rung" every `interval` epochs.
+        let step = self.pbt().map(|p| p.interval.max(1) as u64);
+        let (first, r) = match step {
+            Some(i) => (i, 1),
+            None => (first, r),
+        };
+        std::iter::successors(Some(first), move |m| Some(step.map_or(m * r, |i| m + i)))
             .take_while(move |&m| m < epochs as u64)
             .enumerate()
             .map(|(k, m)| (k as u32, m as u32))
@@ -248,7 +297,7 @@ impl Stopper {
                     self.paused
                         .insert(d.trial.clone(), (bracket, rung, d.epoch));
                 }
-                Action::Promote => {
+                Action::Promote | Action::Exploit => {
                     self.promoted
                         .entry((bracket, rung))
                         .or_default()
@@ -273,7 +322,7 @@ impl Stopper {
     /// pauses next: its first rung it has not been promoted from (`None`:
     /// it runs to its last epoch, or the mode is not promotion).
     pub fn pause_after(&self, trial: &str, epochs: u32) -> Option<u32> {
-        if !self.promotes() {
+        if !self.pauses() {
             return None;
         }
         let b = self.bracket_of.get(trial).copied().unwrap_or(0);
@@ -383,11 +432,81 @@ impl Stopper {
     }
 
     fn method_name(&self) -> &'static str {
-        if self.cfg.method == StopMethod::Hyperband {
-            "hyperband"
-        } else {
-            "asha"
+        match self.cfg.method {
+            StopMethod::Hyperband => "hyperband",
+            StopMethod::Pbt => "pbt",
+            _ => "asha",
         }
+    }
+
+    /// PBT, when the whole population has paused (nothing runs or waits):
+    /// the decisions for every trial paused at the lowest interval epoch,
+    /// best first. A trial of the bottom `⌈n·quantile⌉` (at most `n/2`) of
+    /// the `n` records at that epoch exploits a trial drawn from the top as
+    /// many (a donor must be paused there too); the others are promoted.
+    /// `params`: a trial's parameters now.
+    pub fn pbt_generation(
+        &mut self,
+        params: impl Fn(&str) -> Option<TrialParams>,
+    ) -> Vec<(Decision, Option<Exploit>)> {
+        let Some(pbt) = self.pbt().cloned() else {
+            return vec![];
+        };
+        let Some(key) = self
+            .paused
+            .values()
+            .map(|&(b, k, _)| (b, k))
+            .min_by_key(|k| k.1)
+        else {
+            return vec![];
+        };
+        let (ranked, _) = self.ranked(key, false);
+        let ranked: Vec<(String, f64)> = ranked
+            .into_iter()
+            .map(|(t, v)| (t.to_string(), v))
+            .collect();
+        let n = ranked.len();
+        let k = ((n as f64 * pbt.quantile).ceil() as usize).min(n / 2);
+        let here = |t: &str, paused: &BTreeMap<String, (u32, u32, u32)>| {
+            paused.get(t).is_some_and(|p| (p.0, p.1) == key)
+        };
+        let donors: Vec<&(String, f64)> = ranked[..k]
+            .iter()
+            .filter(|(t, _)| here(t, &self.paused))
+            .collect();
+        // The value a trial had to reach to keep its own weights.
+        let cutoff = (k > 0 && n > k).then(|| orient(&self.cfg.metric, ranked[n - k - 1].1));
+        let mut out = Vec::new();
+        for (i, (trial, _)) in ranked.iter().enumerate() {
+            if !here(trial, &self.paused) {
+                continue;
+            }
+            let at = self.paused.remove(trial).unwrap_or((key.0, key.1, 0));
+            self.promoted.entry(key).or_default().insert(trial.clone());
+            let mut d = self.rung_decision(trial.clone(), at, Action::Promote);
+            d.cutoff = cutoff;
+            let exploit = if i >= n - k && !donors.is_empty() {
+                let mut rng =
+                    rand_chacha::ChaCha8Rng::seed_from_u64(pbt_seed(pbt.seed, at.2, trial));
+                let (donor, dv) = donors[rng.gen_range(0..donors.len())];
+                params(donor).map(|p| {
+                    let (params, changes) = explore(&pbt, &p, &mut rng);
+                    Exploit {
+                        donor: donor.clone(),
+                        donor_value: orient(&self.cfg.metric, *dv),
+                        params,
+                        changes,
+                    }
+                })
+            } else {
+                None
+            };
+            if exploit.is_some() {
+                d.action = Action::Exploit;
+            }
+            out.push((d, exploit));
+        }
+        out
     }
 
     /// Remembers a trial's validation value at an epoch without judging it
@@ -419,6 +538,11 @@ impl Stopper {
                 out.extend(self.successive_halving(trial, epoch, epochs, value))
             }
             StopMethod::Median => out.extend(self.median_rule(trial, epoch, value)),
+            StopMethod::Pbt => {
+                if let Some(key) = self.rung_at(trial, epoch, epochs) {
+                    out.push(self.pause_at_rung(trial, epoch, value, key));
+                }
+            }
             StopMethod::None => {}
         }
         if let Some(d) = self.patience(trial, epoch, value) {
@@ -547,6 +671,47 @@ impl Stopper {
     }
 }
 
+/// The seed of one trial's PBT draws at one epoch: the same on every run.
+fn pbt_seed(seed: u64, epoch: u32, trial: &str) -> u64 {
+    let mut h = seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    for b in trial.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// PBT's explore step on a donor's parameters: each perturbed key drawn
+/// afresh from its space with probability `resample`, else multiplied by one
+/// of its factors (integers stay integers). Returns the new parameters and
+/// (key, old, new) for each key.
+pub fn explore(
+    pbt: &Pbt,
+    donor: &TrialParams,
+    rng: &mut impl Rng,
+) -> (TrialParams, Vec<(String, f64, f64)>) {
+    use crate::spec::search::Dim;
+    let mut params = donor.clone();
+    let mut changes = Vec::new();
+    for p in &pbt.perturb {
+        let Some(old) = params.number(&p.key) else {
+            continue;
+        };
+        let resample = p.resample > 0.0 && rng.gen_bool(p.resample.min(1.0));
+        let new = match (p.space.clone(), resample) {
+            (Some(Dim::Uniform(lo, hi)), true) => rng.gen_range(lo..hi),
+            (Some(Dim::LogUniform(lo, hi)), true) => rng.gen_range(lo.ln()..hi.ln()).exp(),
+            (Some(Dim::Int(lo, hi)), true) => rng.gen_range(lo..=hi) as f64,
+            _ => old * p.factors[rng.gen_range(0..p.factors.len())],
+        };
+        if let Some(next) = params.with_number(&p.key, new) {
+            let new = next.number(&p.key).unwrap_or(new);
+            params = next;
+            changes.push((p.key.clone(), old, new));
+        }
+    }
+    (params, changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +727,7 @@ mod tests {
             stop_grace: 120,
             promote: false,
             auto: false,
+            pbt: None,
         }
     }
 
@@ -819,5 +985,184 @@ mod tests {
             .collect();
         // best 0.6 at epoch 2 (0.6 at epoch 4 is not an improvement): epochs since best 0,0,1,2,3.
         assert_eq!(stops, [false, false, false, true, true]);
+    }
+    fn pbt_cfg(quantile: f64, perturb: Vec<crate::spec::Perturb>) -> Stopping {
+        Stopping {
+            pbt: Some(Pbt {
+                interval: 2,
+                quantile,
+                perturb,
+                seed: 7,
+            }),
+            ..cfg(StopMethod::Pbt, 1, 3, None)
+        }
+    }
+
+    fn lr_factors() -> Vec<crate::spec::Perturb> {
+        vec![crate::spec::Perturb {
+            key: "lr".into(),
+            factors: vec![0.8, 1.2],
+            resample: 0.0,
+            space: None,
+        }]
+    }
+
+    fn program(lr: f64) -> TrialParams {
+        let mut m = serde_json::Map::new();
+        m.insert("lr".into(), serde_json::json!(lr));
+        m.insert("epochs".into(), serde_json::json!(6));
+        TrialParams::Program(m)
+    }
+
+    /// 8 trials of 6 epochs, interval 2: they pause at epochs 2 and 4. At
+    /// epoch 2 (values 0.0 … 0.7), ⌈8 · 0.25⌉ = 2: t0 and t1 exploit t6 or
+    /// t7 (lr ×0.8 or ×1.2), the rest are promoted; the cutoff is t2's 0.2.
+    #[test]
+    fn pbt_bottom_quantile_exploits_the_top_and_the_draws_repeat() {
+        let trials: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+        let fill = |s: &mut Stopper| {
+            for (i, t) in trials.iter().enumerate() {
+                s.assign(t, i, 6);
+                assert!(
+                    s.report(t, 1, 6, 0.5).is_empty(),
+                    "no decision off the interval"
+                );
+                assert_eq!(s.pause_after(t, 6), Some(2));
+            }
+            trials
+                .iter()
+                .enumerate()
+                .map(|(i, t)| s.report(t, 2, 6, i as f64 / 10.0).remove(0))
+                .collect::<Vec<_>>()
+        };
+        let mut s = Stopper::new(pbt_cfg(0.25, lr_factors()));
+        let pauses = fill(&mut s);
+        assert!(
+            pauses
+                .iter()
+                .all(|d| d.action == Action::Pause && d.method == "pbt")
+        );
+        let params = |t: &str| Some(program(0.01 * (t[1..].parse::<f64>().unwrap() + 1.0)));
+        let g = s.pbt_generation(params);
+        assert_eq!(g.len(), 8);
+        let order: Vec<&str> = g.iter().map(|(d, _)| d.trial.as_str()).collect();
+        assert_eq!(order, ["t7", "t6", "t5", "t4", "t3", "t2", "t1", "t0"]);
+        for (d, ex) in &g {
+            assert_eq!(d.cutoff, Some(0.2));
+            assert_eq!(d.compared, 7);
+            match d.trial.as_str() {
+                "t0" | "t1" => {
+                    assert_eq!(d.action, Action::Exploit);
+                    let ex = ex.as_ref().unwrap();
+                    assert!(["t6", "t7"].contains(&ex.donor.as_str()), "{ex:?}");
+                    let donor_lr = params(&ex.donor).unwrap().number("lr").unwrap();
+                    let new = ex.params.number("lr").unwrap();
+                    assert!(
+                        [0.8, 1.2]
+                            .iter()
+                            .any(|f| (donor_lr * f - new).abs() < 1e-15)
+                    );
+                    assert_eq!(ex.changes, vec![("lr".to_string(), donor_lr, new)]);
+                    assert_eq!(ex.donor_value, if ex.donor == "t7" { 0.7 } else { 0.6 });
+                }
+                _ => assert!(d.action == Action::Promote && ex.is_none()),
+            }
+        }
+        // Everyone goes on to the next interval.
+        assert_eq!(s.paused().count(), 0);
+        assert!(trials.iter().all(|t| s.pause_after(t, 6) == Some(4)));
+        // A restarted coordinator (pause rows restored) draws the same.
+        let mut again = Stopper::new(pbt_cfg(0.25, lr_factors()));
+        for (i, t) in trials.iter().enumerate() {
+            again.assign(t, i, 6);
+        }
+        for d in &pauses {
+            again.restore(d);
+        }
+        assert_eq!(again.pbt_generation(params), g);
+        // Another seed may draw other donors and factors, never other roles.
+        let mut other = Stopper::new(Stopping {
+            pbt: Some(Pbt {
+                seed: 8,
+                ..pbt_cfg(0.25, lr_factors()).pbt.unwrap()
+            }),
+            ..pbt_cfg(0.25, lr_factors())
+        });
+        fill(&mut other);
+        let roles = |g: &[(Decision, Option<Exploit>)]| {
+            g.iter()
+                .map(|(d, _)| (d.trial.clone(), d.action))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(roles(&other.pbt_generation(params)), roles(&g));
+    }
+
+    /// Two trials, quantile 0.25: ⌈0.5⌉ = 1 ≤ 2/2, the worse copies the
+    /// better. One trial alone: nobody to copy.
+    #[test]
+    fn pbt_small_populations() {
+        let mut s = Stopper::new(pbt_cfg(0.25, lr_factors()));
+        for (i, (t, v)) in [("a", 0.3), ("b", 0.6)].into_iter().enumerate() {
+            s.assign(t, i, 6);
+            s.report(t, 2, 6, v);
+        }
+        let g = s.pbt_generation(|_| Some(program(0.01)));
+        let acts: Vec<(&str, Action)> = g
+            .iter()
+            .map(|(d, _)| (d.trial.as_str(), d.action))
+            .collect();
+        assert_eq!(acts, [("b", Action::Promote), ("a", Action::Exploit)]);
+        let mut one = Stopper::new(pbt_cfg(0.5, lr_factors()));
+        one.assign("a", 0, 6);
+        one.report("a", 2, 6, 0.3);
+        let g = one.pbt_generation(|_| Some(program(0.01)));
+        assert_eq!(g.len(), 1);
+        assert_eq!(g[0].0.action, Action::Promote);
+    }
+
+    /// Explore: resample draws from the space; an integer stays an integer.
+    #[test]
+    fn pbt_explore_resamples_and_rounds() {
+        use crate::spec::search::Dim;
+        let perturb = vec![
+            crate::spec::Perturb {
+                key: "lr".into(),
+                factors: vec![0.8],
+                resample: 1.0,
+                space: Some(Dim::LogUniform(1e-4, 1e-3)),
+            },
+            crate::spec::Perturb {
+                key: "layers".into(),
+                factors: vec![1.5],
+                resample: 0.0,
+                space: None,
+            },
+        ];
+        let cfg = pbt_cfg(0.25, perturb);
+        let mut m = serde_json::Map::new();
+        m.insert("lr".into(), serde_json::json!(0.5));
+        m.insert("layers".into(), serde_json::json!(3));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let (p, changes) = explore(
+            cfg.pbt.as_ref().unwrap(),
+            &TrialParams::Program(m),
+            &mut rng,
+        );
+        let lr = p.number("lr").unwrap();
+        assert!((1e-4..1e-3).contains(&lr), "{lr}");
+        assert_eq!(p.to_json()["layers"], serde_json::json!(5));
+        assert_eq!(changes[1], ("layers".to_string(), 3.0, 5.0));
+        // The built-in trainer's config: lr is set through its own fields.
+        let c = TrialParams::Builtin(sweep_protocol::TrialConfig::default());
+        let (p, _) = explore(
+            pbt_cfg(0.25, lr_factors()).pbt.as_ref().unwrap(),
+            &c,
+            &mut rng,
+        );
+        let (old, new) = (c.number("lr").unwrap(), p.number("lr").unwrap());
+        assert!(
+            [0.8, 1.2].iter().any(|f| (old * f - new).abs() < 1e-15),
+            "{old} → {new}"
+        );
     }
 }

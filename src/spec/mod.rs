@@ -11,8 +11,8 @@ pub mod search;
 pub mod slurm;
 
 pub use plan::{
-    CpuWorkers, GpuSelection, Keep, KeepPrecision, METRICS, Objective, PARAM_KEYS, PlannedTrial,
-    Resources, StopMethod, Stopping, SweepPlan, load,
+    CpuWorkers, GpuSelection, Keep, KeepPrecision, METRICS, Objective, PARAM_KEYS,
+    PBT_BUILTIN_KEYS, Pbt, Perturb, PlannedTrial, Resources, StopMethod, Stopping, SweepPlan, load,
 };
 pub use raw::SpecError;
 

@@ -38,7 +38,7 @@ use random::{random_samples, unknown_key};
 use resources::resources;
 pub use resources::{CpuWorkers, GpuSelection, Resources};
 use stopping::stopping;
-pub use stopping::{Objective, StopMethod, Stopping};
+pub use stopping::{Objective, PBT_BUILTIN_KEYS, Pbt, Perturb, StopMethod, Stopping};
 
 /// The most trials one sweep file may plan.
 pub const MAX_TRIALS: usize = 100_000;
@@ -288,6 +288,11 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
             program.as_ref().is_none_or(|(p, _)| p.resumable),
         )?,
     };
+    let mut stopping = stopping;
+    if let (Some(p), Some(st)) = (&mut stopping.pbt, &raw.stopping) {
+        p.seed = name_seed(&header.name);
+        check_pbt(src, st, p, &trials, tpe.is_some())?;
+    }
     let slurm = super::slurm::validate(
         src,
         raw.resources
@@ -326,6 +331,50 @@ pub fn build(src: &Source, raw: RawFile) -> Result<SweepPlan, SpecError> {
         slurm,
         search: tpe,
     })
+}
+
+/// PBT against the planned trials: every parameter it perturbs is a number
+/// in each of them, and the population is the plan (no TPE proposals).
+fn check_pbt(
+    src: &Source,
+    st: &Spanned<super::raw::RawStopping>,
+    p: &Pbt,
+    trials: &[PlannedTrial],
+    tpe: bool,
+) -> Result<(), SpecError> {
+    let method = st.get_ref().method.as_ref();
+    if tpe {
+        return Err(src.error_at(
+            method.map_or(st.span(), |m| m.span()).start,
+            "method = \"pbt\" evolves the population the plan starts with; it cannot take sampler = \"tpe\" proposals",
+            Some("use a [grid] or [random] with sampler = \"random\" for PBT's starting population".into()),
+        ));
+    }
+    for x in &p.perturb {
+        let bad = trials.iter().find(|t| t.config.number(&x.key).is_none());
+        if let Some(t) = bad {
+            let span = st
+                .get_ref()
+                .perturb
+                .iter()
+                .flatten()
+                .find(|(k, _)| *k.get_ref() == x.key)
+                .map(|(k, _)| k.span())
+                .unwrap_or(st.span());
+            return Err(src.error_at(
+                span.start,
+                format!(
+                    "pbt perturbs `{}`, but trial {} has no numeric `{}`",
+                    x.key, t.id, x.key
+                ),
+                Some(format!(
+                    "give `{}` a number in [defaults], [grid] or [random]",
+                    x.key
+                )),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[random]`'s draws; with `sampler = "tpe"` only the `startup` ones, and the
@@ -389,7 +438,8 @@ fn tpe_or_random(
     Ok((draws, Some(space)))
 }
 
-/// FNV-1a of the sweep name: the seed of its random draws and TPE proposals.
+/// FNV-1a of the sweep name: the seed of its random draws, TPE proposals
+/// and PBT perturbations.
 fn name_seed(name: &str) -> u64 {
     let mut seed = 0xcbf2_9ce4_8422_2325u64;
     for b in name.bytes() {

@@ -50,6 +50,13 @@ pub struct RawStopping {
     pub patience: Option<Spanned<i64>>,
     pub test_pruned: Option<Spanned<bool>>,
     pub stop_grace: Option<Spanned<i64>>,
+    /// pbt: epochs between exploit/explore steps.
+    pub interval: Option<Spanned<i64>>,
+    /// pbt: the fraction of the population that copies a top trial (default 0.25).
+    pub quantile: Option<Spanned<f64>>,
+    /// pbt: the parameters it may change, `key = [factors]` or
+    /// `key = { factors = [...], resample = p, loguniform = [a, b] }`.
+    pub perturb: Option<Params>,
 }
 
 /// A `[grid]` entry. Array items keep their own spans, so a bad value among

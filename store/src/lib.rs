@@ -10,6 +10,7 @@
 #![deny(clippy::print_stderr)]
 pub mod db;
 pub mod export_queries;
+pub mod lineage;
 pub mod model;
 pub mod proposals;
 pub mod queries;

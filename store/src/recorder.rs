@@ -58,6 +58,8 @@ pub enum StoreEvent {
         sweep_id: i64,
     },
     Decision(DecisionRow),
+    /// A PBT generation's decisions and exploits (one transaction).
+    Generation(Box<super::lineage::Generation>),
     /// A point of a TPE search and its trials (`proposals`), before they start.
     Proposal(Box<super::proposals::ProposalRow>),
     Flush(oneshot::Sender<Result<(), WriteError>>),
@@ -350,6 +352,7 @@ async fn apply(tx: &mut Transaction<'_, Sqlite>, ev: StoreEvent) -> Result<(), s
             msg,
         } => apply_message(tx, &trial, attempt, msg).await?,
         StoreEvent::Decision(d) => decision(tx, &d).await?,
+        StoreEvent::Generation(g) => super::lineage::insert(tx, &g).await?,
         StoreEvent::Proposal(p) => super::proposals::insert(tx, &p).await?,
     }
     Ok(())
@@ -460,17 +463,21 @@ async fn attempt_ended(
 }
 
 /// One early-stopping decision.
-async fn decision(tx: &mut Transaction<'_, Sqlite>, d: &DecisionRow) -> Result<(), sqlx::Error> {
+pub(super) async fn decision(
+    tx: &mut Transaction<'_, Sqlite>,
+    d: &DecisionRow,
+) -> Result<(), sqlx::Error> {
     // A decision is taken once; a replayed epoch never writes a second row.
-    // A `pause` (promotion mode) is the one decision that changes later: it
-    // becomes `promote` or `stop`, with the cutoff and count of that moment.
+    // A `pause` (promotion mode, PBT) is the one decision that changes later:
+    // it becomes `promote`, `stop` or (PBT) `exploit`, with the cutoff and
+    // count of that moment.
     sqlx::query(
         "INSERT INTO decisions (trial_id, epoch, method, rung, bracket, metric, value, cutoff, compared, action, time)
          VALUES (?,?,?,?,?,?,?,?,?,?,?)
          ON CONFLICT (trial_id, epoch, method) DO UPDATE SET
            action = excluded.action, cutoff = excluded.cutoff,
            compared = excluded.compared, time = excluded.time
-         WHERE decisions.action = 'pause' AND excluded.action IN ('promote', 'stop')",
+         WHERE decisions.action = 'pause' AND excluded.action IN ('promote', 'stop', 'exploit')",
     )
     .bind(&d.trial_id)
     .bind(d.epoch)

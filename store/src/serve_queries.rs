@@ -523,11 +523,13 @@ pub struct RungDecisions {
     /// The metric of its first decision.
     pub metric: String,
     /// How many decisions, and of those how many stopped, paused (still
-    /// waiting at the rung) and promoted (paused, then resumed).
+    /// waiting at the rung), promoted (paused, then resumed) and (PBT)
+    /// exploited (resumed from a better trial's checkpoint).
     pub decisions: usize,
     pub stopped: usize,
     pub paused: usize,
     pub promoted: usize,
+    pub exploited: usize,
     /// The cutoff of its latest decision that had one.
     pub cutoff: Option<f64>,
     /// Its first decisions, in time order, at most `per_rung` of them.
@@ -600,6 +602,7 @@ pub async fn decisions_by_rung(
                 stopped: 0,
                 paused: 0,
                 promoted: 0,
+                exploited: 0,
                 cutoff: None,
                 values: Vec::new(),
             });
@@ -608,6 +611,7 @@ pub async fn decisions_by_rung(
             "stop" => g.stopped += 1,
             "pause" => g.paused += 1,
             "promote" => g.promoted += 1,
+            "exploit" => g.exploited += 1,
             _ => {}
         }
         if d.cutoff.is_some() {

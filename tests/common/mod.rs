@@ -368,6 +368,17 @@ fn remove_at_exit(path: PathBuf) {
 /// --plain` in `dir`, one train step and `epoch_s` seconds an epoch. For the
 /// early-stopping and TPE tests, whose sweeps live in a bare temp dir.
 pub fn curve_run(dir: &Path, epoch_s: &str) -> std::process::Command {
+    let mut c = run_in(dir);
+    c.env("SWEEP_WORKER_CMD", fake_worker())
+        .env("FAKE_MODE", "curve")
+        .env("FAKE_STEPS", "1")
+        .env("FAKE_EPOCH_S", epoch_s);
+    c
+}
+
+/// `sweep --db r.db run s.toml --results results --plain` in `dir`, stdin
+/// closed, `SWEEP_DB` unset.
+pub fn run_in(dir: &Path) -> std::process::Command {
     let mut c = std::process::Command::new(BIN);
     c.args([
         "--db",
@@ -379,13 +390,41 @@ pub fn curve_run(dir: &Path, epoch_s: &str) -> std::process::Command {
         "--plain",
     ])
     .current_dir(dir)
-    .env("SWEEP_WORKER_CMD", fake_worker())
-    .env("FAKE_MODE", "curve")
-    .env("FAKE_STEPS", "1")
-    .env("FAKE_EPOCH_S", epoch_s)
     .env_remove("SWEEP_DB")
     .stdin(std::process::Stdio::null());
     c
+}
+
+/// The same sweep run twice: straight in one folder from `fresh`, and in
+/// another killed with SIGKILL once the database holds each of `kills`
+/// decisions, then run to the end. `run(dir, slow)` makes the command
+/// (`slow`: for the runs that are killed, so that the kills land mid-way).
+/// Both must succeed; returns (straight, killed) to compare.
+pub fn straight_and_killed(
+    fresh: impl Fn() -> tempfile::TempDir,
+    run: impl Fn(&Path, bool) -> std::process::Command,
+    kills: &[u32],
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let straight = fresh();
+    let out = run(straight.path(), false).output().expect("run sweep");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "straight: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let killed = fresh();
+    for &n in kills {
+        kill_after_decisions(killed.path(), run(killed.path(), true), n);
+    }
+    let out = run(killed.path(), false).output().expect("run sweep");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "after the kills: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (straight, killed)
 }
 
 /// Starts `cmd` (a `sweep run` writing DIR/r.db) and kills it with SIGKILL

@@ -22,6 +22,7 @@ mod faults;
 mod half_weights;
 mod migrations;
 mod no_libtorch;
+mod pbt;
 mod plots;
 mod process_safety;
 mod program;

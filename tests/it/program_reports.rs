@@ -468,7 +468,7 @@ fn group_by_and_where_take_the_programs_parameters() {
 fn status_shows_the_sweeps_metric() {
     let t = ok(&["status", "--sweep", "mylab"]);
     assert!(
-        t.starts_with("sweep mylab: 4 trials — queued 0, running 0, done 3, pruned 1, failed 0, interrupted 0\n"),
+        t.starts_with("sweep mylab: 4 trials — queued 0, running 0, paused 0, done 3, pruned 1, failed 0, interrupted 0\n"),
         "{t}"
     );
     let header = t.lines().nth(2).unwrap();

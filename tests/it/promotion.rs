@@ -141,6 +141,29 @@ fn a_coordinator_killed_mid_promotion_resumes_paused_trials_and_decides_the_same
     let dir = scratch();
     for wanted in [3u32, 9] {
         common::kill_after_decisions(dir.path(), command(dir.path(), "0.3"), wanted);
+        if wanted == 3 {
+            // Killed with trials paused at rung 0: `sweep status` counts them.
+            let paused = query(
+                dir.path(),
+                "SELECT count(*) FROM trials WHERE status = 'paused'",
+            );
+            assert_ne!(
+                paused,
+                ["0"],
+                "0.09 and 0.08 paused before the third record"
+            );
+            let status = Command::new(BIN)
+                .args(["--db", "r.db", "status"])
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            let status = String::from_utf8_lossy(&status.stdout);
+            let line = status.lines().next().unwrap_or("");
+            assert!(
+                line.contains(&format!("paused {}, ", paused[0])),
+                "{status}"
+            );
+        }
     }
     let out = command(dir.path(), "0.02").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -287,24 +310,10 @@ fn every_method_decides_the_same_after_kill_9_as_without() {
             .unwrap();
             dir
         };
-        let straight = fresh();
-        let out = command(straight.path(), "0.02").output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let killed = fresh();
-        for wanted in [2u32, 5] {
-            common::kill_after_decisions(killed.path(), command(killed.path(), "0.25"), wanted);
-        }
-        let out = command(killed.path(), "0.02").output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{method}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (straight, killed) = common::straight_and_killed(
+            fresh,
+            |dir, slow| command(dir, if slow { "0.25" } else { "0.02" }),
+            &[2, 5],
         );
         let summary = |dir: &Path| {
             (

@@ -1565,3 +1565,81 @@ fn report_importance_ranks_the_parameter_that_decides_the_metric_first() {
     );
     assert_eq!(cols[3], "6");
 }
+
+/// A PBT sweep (the shell program of `tests/it/pbt.rs`, run for real): each
+/// interval's exploit is counted and drawn as its own mark in the
+/// early-stopping view, and the exploiting trial's page shows its lineage
+/// with a link to the trial it copied.
+#[test]
+fn pbt_exploits_and_lineage_show_on_the_sweep_and_trial_pages() {
+    let s = Scratch::new();
+    crate::pbt::write_sweep(s.root());
+    s.run(&s.path("s.toml")).output().expect_success();
+    let db = common::Db::open(s.db());
+    let (trial, donor): (String, String) = db
+        .query("SELECT trial_id, donor_id FROM lineage ORDER BY epoch LIMIT 1")
+        .remove(0);
+    drop(db);
+    let server = Server::start(&s, &[]);
+    let dec = server.get_json("/api/sweeps/pbt-shell/decisions");
+    let pbt: Vec<&serde_json::Value> = dec["rungs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["method"] == "pbt")
+        .collect();
+    assert_eq!(pbt.len(), 3, "{dec}");
+    for r in &pbt {
+        assert_eq!(
+            (&r["exploited"], &r["promoted"]),
+            (&1.into(), &3.into()),
+            "{r}"
+        );
+    }
+    let t = server.get_json(&format!("/api/trials/{trial}"));
+    assert_eq!(t["lineage"][0]["donor_id"], donor.as_str(), "{t}");
+    assert_eq!(t["lineage"][0]["epoch"], 1, "{t}");
+
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let page = Page::open(&chromium, &server.page("/sweep/pbt-shell"));
+    page.wait_for(
+        "document.querySelectorAll('#sec-rungs .decision.d-exploit').length === 3",
+        "three exploit marks",
+    );
+    assert_eq!(
+        page.eval("document.querySelector('#sec-rungs .d-exploit').getAttribute('fill')"),
+        "#e377c2"
+    );
+    let text = page.eval("document.querySelector('#sec-rungs').innerText");
+    let text = text.as_str().unwrap();
+    assert!(
+        text.contains("pbt at epoch 1")
+            && text.contains("1 exploited")
+            && text.contains("exploited"),
+        "{text}"
+    );
+    page.assert_clean("sweep page of a PBT sweep");
+    page.go(&server.page(&format!("/trial/{trial}")));
+    page.wait_for(
+        &format!("!!document.querySelector('#lineage tbody tr a') && document.querySelector('#lineage tbody tr a').textContent === '{donor}'"),
+        "the lineage row links the donor",
+    );
+    let row = page.eval("document.querySelector('#lineage tbody tr').innerText");
+    assert!(row.as_str().unwrap().contains("lr "), "{row}");
+    page.screenshot("trial-pbt-lineage");
+    page.assert_clean("trial page of a PBT trial");
+    // A trial that never copied anyone shows no lineage section.
+    let plain: String = common::Db::open(s.db())
+        .scalar("SELECT id FROM trials WHERE id NOT IN (SELECT trial_id FROM lineage) LIMIT 1");
+    page.go(&server.page(&format!("/trial/{plain}")));
+    page.wait_for(
+        "!!document.querySelector('#attempts')",
+        "the attempts table",
+    );
+    assert_eq!(
+        page.eval("getComputedStyle(document.querySelector('#sec-lineage').parentElement).display"),
+        "none"
+    );
+}

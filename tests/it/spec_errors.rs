@@ -325,6 +325,33 @@ const CASES: &[Case] = &[
         at: (8, 8),
         says: &["unknown stopping mode \"pause\"", "valid modes: stop"],
     },
+    Case {
+        name: "pbt_with_tpe",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n[random]\nsamples = 12\nsampler = \"tpe\"\nlr = { loguniform = [0.001, 0.1] }\n[stopping]\nmethod = \"pbt\"\n",
+        at: (9, 10),
+        says: &["cannot take sampler = \"tpe\"", "sampler = \"random\""],
+    },
+    Case {
+        name: "pbt_perturbs_batch_size",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n[grid]\nlr = [0.1]\n[stopping]\nmethod = \"pbt\"\n[stopping.perturb]\nbatch_size = [0.5, 2]\n",
+        at: (9, 1),
+        says: &[
+            "pbt cannot change `batch_size`",
+            "it may change lr, weight_decay",
+        ],
+    },
+    Case {
+        name: "interval_without_pbt",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n[grid]\nlr = [0.1]\n[stopping]\nmethod = \"asha\"\ninterval = 2\n",
+        at: (8, 12),
+        says: &["`interval` applies to method = \"pbt\" only"],
+    },
+    Case {
+        name: "pbt_quantile_out_of_range",
+        toml: "[sweep]\nname = \"t\"\ndataset = \"{ds}\"\n[grid]\nlr = [0.1]\n[stopping]\nmethod = \"pbt\"\nquantile = 0.75\n",
+        at: (8, 12),
+        says: &["`quantile` must be above 0 and at most 0.5, got 0.75"],
+    },
 ];
 
 /// Checks one failing run; returns a description of what is wrong, if anything.

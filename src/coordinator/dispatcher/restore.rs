@@ -126,6 +126,39 @@ pub(super) async fn restore_proposer(
     Ok((Some(proposer), startup))
 }
 
+/// PBT: a trial that exploited another trains with the parameters of its
+/// last `lineage` row (its id, from the parameters it started with, stays).
+pub(super) async fn restore_lineage(
+    plan: &mut SweepPlan,
+    pool: &sqlx::SqlitePool,
+) -> Result<(), sqlx::Error> {
+    if plan.stopping.pbt.is_none() {
+        return Ok(());
+    }
+    for row in crate::store::lineage::of_sweep(pool, &plan.name).await? {
+        let Some(t) = plan.trials.iter_mut().find(|t| t.id == row.trial_id) else {
+            continue;
+        };
+        let params = match &t.config {
+            sweep_protocol::TrialParams::Builtin(_) => serde_json::from_str(&row.params)
+                .ok()
+                .map(sweep_protocol::TrialParams::Builtin),
+            sweep_protocol::TrialParams::Program(_) => serde_json::from_str(&row.params)
+                .ok()
+                .map(sweep_protocol::TrialParams::Program),
+        };
+        match params {
+            Some(p) => t.config = p,
+            None => sweep_protocol::log!(
+                "warning: trial {}: the parameters its lineage row gives at epoch {} do not parse; it goes on with the ones it had",
+                row.trial_id,
+                row.epoch
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Which planned trials to run: all but the done ones (and the failed ones
 /// unless `retry_failed`). Returns (queue, skipped, skipped because failed).
 pub(super) fn initial_queue(

@@ -110,11 +110,7 @@ pub(super) fn random_samples(
         return Err(at(src, r, "[random] needs `samples = N`", None));
     };
     // Seeded by the sweep name: the same file always draws the same trials.
-    let mut seed = 0xcbf2_9ce4_8422_2325u64;
-    for b in name.bytes() {
-        seed = (seed ^ b as u64).wrapping_mul(0x100_0000_01b3);
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(name_seed(name));
     let mut out = Vec::new();
     for _ in 0..n {
         let mut draw = Vec::new();
