@@ -424,6 +424,7 @@ async fn main() {
         stop_grace: 120,
         promote,
         auto: false,
+        pbt: None,
     };
     let seeds: u64 = std::env::args()
         .nth(1)
