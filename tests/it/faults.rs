@@ -215,8 +215,9 @@ fn full_disk_under_the_database_is_a_clear_error_and_the_database_survives() {
     };
     let file = sweep_file(&s, "dbfull", 2, 2).write();
     let db = fs.path.join("r.db");
-    // Fill the filesystem up to 500 KiB: room for the schema (its migrations
-    // peak at about 300 KiB with the WAL), not for the run's 48 000 metric rows.
+    // Fill the filesystem up to 800 KiB: room for the schema (its migrations
+    // peak at about 500 KiB with the WAL since the lineage table), not for the
+    // run's 48 000 metric rows (several MB).
     let filler = fs.path.join("filler");
     let _ = Command::new("dd")
         .arg("if=/dev/zero")
@@ -226,7 +227,7 @@ fn full_disk_under_the_database_is_a_clear_error_and_the_database_survives() {
         .status();
     let _ = Command::new("truncate")
         .arg("-s")
-        .arg("-500K")
+        .arg("-800K")
         .arg(&filler)
         .status();
     let out = s
