@@ -115,6 +115,7 @@ fn epochs(run: &Run) -> Vec<(u32, f64, f64, f64, f64)> {
 
 #[test]
 fn every_batch_is_in_a_train_step_record() {
+    let _memory = crate::memory_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     // 72 images in batches of 8: 9 batches an epoch. log_every 4: windows of
@@ -177,6 +178,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// of whichever checkpoint was tested: they tell which epoch's weights that was.
 #[test]
 fn select_decides_the_best_checkpoint_and_what_is_tested() {
+    let _memory = crate::memory_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     std::fs::remove_dir_all(data.join("test")).unwrap();
@@ -286,6 +288,7 @@ fn error_of(r: &Run) -> (ErrorClass, String) {
 
 #[test]
 fn configurations_libtorch_cannot_train_are_config_errors() {
+    let _memory = crate::memory_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     // VGG halves the image five times: 16 px reach 1×1 before the last max-pool.
@@ -333,6 +336,7 @@ fn configurations_libtorch_cannot_train_are_config_errors() {
 /// rather than applied.
 #[test]
 fn the_amp_loop_with_loss_scaling_records_what_f32_training_does() {
+    let _memory = crate::memory_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let cfg = TrialConfig {
@@ -391,6 +395,7 @@ fn the_amp_loop_with_loss_scaling_records_what_f32_training_does() {
 /// contiguous memory, or an op that refuses the layout, fails the run.
 #[test]
 fn newer_families_train_with_amp_and_channels_last() {
+    let _memory = crate::memory_lock();
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path());
     let scaled = [("SWEEP_TEST_CPU_LOSS_SCALING", "1")];

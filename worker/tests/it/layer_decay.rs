@@ -33,6 +33,7 @@ fn read(path: &Path) -> HashMap<String, Tensor> {
 
 #[test]
 fn layer_decay_matches_the_recipes_param_groups_in_torch() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     tch::set_num_threads(1);
     let models = ["resnet18", "convnext_tiny", "vit_b_16", "swin_t"];

@@ -129,6 +129,7 @@ fn train(
 
 #[test]
 fn resnet18_and_vgg16_bn_train_like_pytorch() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     tch::set_num_threads(THREADS);
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +237,7 @@ fn resnet18_and_vgg16_bn_train_like_pytorch() {
 /// these by O(1).
 #[test]
 fn newer_backbones_train_like_pytorch() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     let models = [
         "convnext_tiny",

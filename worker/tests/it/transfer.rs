@@ -143,6 +143,7 @@ fn check(
 
 #[test]
 fn resnet18_replaces_only_fc() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     let files = make(
@@ -234,6 +235,7 @@ fn predict(weights: &Path, backbone: &str, classes: i64) -> String {
 
 #[test]
 fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     let file = make(dir.path(), "vgg16_bn", &["pth"]).remove(0);
@@ -363,6 +365,7 @@ fn vgg16_bn_keeps_fc6_fc7_and_replaces_fc8() {
 /// with its position embeddings interpolated, and says so.
 #[test]
 fn newer_backbones_replace_only_the_class_layer() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     for (backbone, class_layer, mlp, ignored) in [
@@ -468,6 +471,7 @@ fn newer_backbones_replace_only_the_class_layer() {
 /// unexpected keys, and says what to check.
 #[test]
 fn a_resnet_file_for_convnext_names_missing_and_unexpected_keys() {
+    let _memory = crate::memory_lock();
     let _torch = common::torch_global();
     let dir = tempfile::tempdir().unwrap();
     let file = make(dir.path(), "resnet18", &["pth"]).remove(0);
