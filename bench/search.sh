@@ -21,7 +21,10 @@
 # grid's range), interval 1, lr perturbed ×0.8/×1.25 or resampled (p 0.25) —
 # at 5 of 27 configurations its cost is about a fifth of the grid's; bohb:
 # TPE proposals (27 points, 9 random first) over the same space with Hyperband;
-# random5: the same 5 draws as pbt5, trained without stopping (what PBT adds).
+# random5: the same 5 draws as pbt5, trained without stopping (what PBT adds);
+# random9, random9-hb, random9-median: 9 draws (the first 5 are random5's)
+# trained without stopping, with hyperband, with median stopping; bohb9: TPE
+# over 9 points (the 5 random5 draws first) with hyperband.
 # KEEP=1 keeps the work folder (database, results) and prints its path.
 # CPU seconds (coordinator and workers) are the fairer figure on a shared machine.
 # GRID_BEST (a fraction) compares with a grid measured before, without running it.
@@ -69,7 +72,9 @@ mode = "promote"' ;;
         median) stop='method = "median"' ;;
         auto) stop='method = "auto"' ;;
         bohb) stop='method = "hyperband"' ;;
-        random5) stop='method = "none"' ;;
+        random5|random9) stop='method = "none"' ;;
+        random9-hb|bohb9) stop='method = "hyperband"' ;;
+        random9-median) stop='method = "median"' ;;
         pbt5) stop="method = \"pbt\"
 interval = 1
 [stopping.perturb]
@@ -85,6 +90,14 @@ weight_decay = { choice = [0.0, 0.0001, 0.001] }"
         pbt5|random5) space_text="[random]
 samples = 5
 $dims" ;;
+        random9|random9-hb|random9-median) space_text="[random]
+samples = 9
+$dims" ;;
+        bohb9) space_text="[random]
+samples = 9
+sampler = \"tpe\"
+startup = 5
+$dims" ;;
         bohb) space_text="[random]
 samples = 27
 sampler = \"tpe\"
@@ -92,10 +105,11 @@ startup = 9
 $dims" ;;
       esac
       name="$space-$seed-$method"
-      # pbt5 and random5 draw the same population: the same sweep name (the
-      # draws' seed), each in a database of its own.
+      # pbt5, random5 and the random9 methods draw the same population (the
+      # first 5 of 9 draws are pbt5's): the same sweep name (the draws'
+      # seed), each in a database of its own. bohb9's 5 startup draws too.
       sname=$name db="$W/r.db"
-      case $method in pbt5|random5) sname="$space-$seed-pop5" db="$W/$name.db" ;; esac
+      case $method in pbt5|random5|random9*|bohb9) sname="$space-$seed-pop5" db="$W/$name.db" ;; esac
       cat > "$W/$name.toml" <<TOML
 [sweep]
 name = "$sname"

@@ -186,6 +186,59 @@ fn a_killed_tpe_sweep_continues_the_same_sequence() {
     );
 }
 
+/// BOHB (TPE proposals with Hyperband's budgets), run once straight and once
+/// killed with -9 twice along the way, then rerun: the same proposals (points
+/// and the rung results they were modelled on), the same decisions, each
+/// taken once, and the same outcome.
+#[test]
+fn a_bohb_sweep_killed_twice_proposes_and_decides_the_same() {
+    let fresh = || {
+        let dir = scratch(SPACE);
+        let path = dir.path().join("s.toml");
+        // 9 epochs: rungs at 1 and 3 below the last, so that some are stopped.
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("epochs = 3", "epochs = 9");
+        std::fs::write(
+            &path,
+            format!("{text}[stopping]\nmethod = \"hyperband\"\nmin_epochs = 1\nreduction = 3\n"),
+        )
+        .unwrap();
+        dir
+    };
+    let (straight, killed) = common::straight_and_killed(
+        fresh,
+        |dir, slow| command(dir, if slow { "0.25" } else { "0.01" }),
+        &[2, 5],
+    );
+    let summary = |dir: &Path| {
+        (
+            query(
+                dir,
+                "SELECT k, sampler, params, budget, observations FROM proposals ORDER BY k",
+            ),
+            query(
+                dir,
+                "SELECT t.lr, d.epoch, d.method, d.rung, d.action FROM decisions d JOIN trials t ON t.id = d.trial_id ORDER BY t.lr, d.epoch, d.method",
+            ),
+            query(dir, "SELECT lr, status FROM trials ORDER BY lr"),
+        )
+    };
+    let (a, b) = (summary(straight.path()), summary(killed.path()));
+    assert_eq!(a.0.len(), 8, "8 points: {:?}", a.0);
+    assert!(
+        a.0.iter().any(|p| p.contains("|tpe|")),
+        "TPE proposed: {:?}",
+        a.0
+    );
+    assert!(
+        a.1.iter().any(|d| d.ends_with("|stop")),
+        "hyperband stopped some: {:?}",
+        a.1
+    );
+    assert_eq!(a, b, "BOHB killed twice and resumed ≠ straight");
+}
+
 #[test]
 fn dry_run_prints_the_space_and_the_startup_draws() {
     let dir = scratch(SPACE);
