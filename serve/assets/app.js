@@ -112,11 +112,26 @@ async function api(path, params) {
     if (Array.isArray(v)) v.forEach((x) => u.searchParams.append(k, x));
     else if (v !== null && v !== undefined && v !== "") u.searchParams.set(k, v);
   }
-  const r = await fetch(u, { headers: TOKEN ? { Authorization: "Bearer " + TOKEN } : {}, cache: "no-store" });
-  let body = null;
-  try { body = await r.json(); } catch (_) { body = null; }
-  if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
-  return body;
+  // 202: the sweep's first read is under way (a big sweep, just after the
+  // server started); ask again shortly, saying so on the page meanwhile.
+  for (let tries = 0; ; tries++) {
+    const r = await fetch(u, { headers: TOKEN ? { Authorization: "Bearer " + TOKEN } : {}, cache: "no-store" });
+    let body = null;
+    try { body = await r.json(); } catch (_) { body = null; }
+    if (!r.ok) throw new Error((body && body.error) || `${r.status} ${r.statusText}`);
+    if (r.status !== 202 || !(body && body.loading)) { loading(null); return body; }
+    if (tries >= 600) throw new Error(body.message);
+    window.__loadingAnswers = (window.__loadingAnswers || 0) + 1;
+    loading(body.message);
+    await new Promise((ok) => setTimeout(ok, 100));
+  }
+}
+
+function loading(msg) {
+  const el = document.getElementById("loading");
+  if (!el) return;
+  el.hidden = !msg;
+  el.textContent = msg || "";
 }
 
 function link(path) { return TOKEN ? path + "?token=" + encodeURIComponent(TOKEN) : path; }

@@ -3,7 +3,7 @@
 //! 10,000-trial sweep stays small and quick; every query parameter is checked
 //! by hand, and a malformed or unknown one is a 400 with a message saying
 //! which and what is accepted, never a panic.
-use crate::snapshot::{Scalar, Snapshot, TrialSnap};
+use crate::snapshot::{Lookup, Scalar, Snapshot, TrialSnap};
 use crate::{AppState, importance};
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
@@ -24,6 +24,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("reading the database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The sweep's first read is under way (see [`crate::snapshot::first_wait`]).
+    #[error("reading sweep {0:?} for the first time; ask again shortly")]
+    Loading(String),
 }
 
 impl IntoResponse for ApiError {
@@ -34,6 +37,19 @@ impl IntoResponse for ApiError {
             ApiError::Db(e) => {
                 sweep_protocol::log!("serve: {e}");
                 StatusCode::INTERNAL_SERVER_ERROR
+            }
+            // 202 Accepted, not an error: the page asks again after a
+            // moment (a 5xx would be logged as a failed load in the browser).
+            ApiError::Loading(_) => {
+                return (
+                    StatusCode::ACCEPTED,
+                    [
+                        (header::RETRY_AFTER, "1"),
+                        (header::CACHE_CONTROL, "no-store"),
+                    ],
+                    Json(json!({ "loading": true, "message": self.to_string() })),
+                )
+                    .into_response();
             }
         };
         (code, Json(json!({ "error": self.to_string() }))).into_response()
@@ -174,10 +190,13 @@ where
 }
 
 async fn snapshot(st: &AppState, name: &str) -> Result<Arc<Snapshot>, ApiError> {
-    st.cache
-        .get(name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no sweep named {name:?} in the database")))
+    match st.cache.get(name).await? {
+        Lookup::Ready(s) => Ok(s),
+        Lookup::Missing => Err(ApiError::NotFound(format!(
+            "no sweep named {name:?} in the database"
+        ))),
+        Lookup::Loading => Err(ApiError::Loading(name.to_string())),
+    }
 }
 
 fn now() -> f64 {

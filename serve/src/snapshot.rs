@@ -644,7 +644,40 @@ fn varying<'a>(
 #[derive(Default)]
 struct SlotState {
     snap: Option<(Arc<Snapshot>, i64)>,
+    /// A build (the first or a refresh) is under way.
     refreshing: bool,
+    /// The last first build failed with this (a request that waited for
+    /// it gets the error; the next request starts another build).
+    failed: Option<String>,
+    /// The last first build found no sweep of this name.
+    missing: bool,
+}
+
+/// What a request for a sweep gets from the [`Cache`].
+pub enum Lookup {
+    Ready(Arc<Snapshot>),
+    /// No sweep of that name.
+    Missing,
+    /// Its first read is under way and did not end within [`first_wait`]:
+    /// the request is answered "loading, retry" instead of waiting for it.
+    Loading,
+}
+
+/// How long the very first request of a sweep waits for the sweep's first
+/// read (every trial and curve) before it is answered "loading" (HTTP 202):
+/// the read of a 10,000-trial sweep takes 100–250 ms on a busy 2-core
+/// machine, of a 100,000-trial one seconds, and no request may take that
+/// long. `SWEEP_SERVE_FIRST_WAIT_MS` sets it (the tests set 0, so that every
+/// sweep's first request is answered "loading").
+pub fn first_wait() -> Duration {
+    static WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *WAIT.get_or_init(|| {
+        std::env::var("SWEEP_SERVE_FIRST_WAIT_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_millis)
+            .unwrap_or(Duration::from_millis(50))
+    })
 }
 
 #[derive(Default)]
@@ -687,8 +720,9 @@ impl Cache {
         q::data_version(&mut p).await
     }
 
-    /// The sweep named `name` (None: no such sweep).
-    pub async fn get(self: &Arc<Self>, name: &str) -> Result<Option<Arc<Snapshot>>, sqlx::Error> {
+    /// The sweep named `name`: its snapshot, no such sweep, or (its first
+    /// read under way for longer than [`first_wait`]) loading.
+    pub async fn get(self: &Arc<Self>, name: &str) -> Result<Lookup, sqlx::Error> {
         let slot = {
             let mut m = self.sweeps.lock().await;
             // Bounded: one slot per sweep that exists (names not found are removed).
@@ -698,49 +732,66 @@ impl Cache {
         if let Some((s, _)) = held.snap.as_ref()
             && s.built.elapsed() < MIN_AGE
         {
-            return Ok(Some(s.clone()));
+            return Ok(Lookup::Ready(s.clone()));
         }
         let version = self.version().await?;
-        if let Some((s, at)) = held.snap.as_ref() {
-            if *at == version {
-                return Ok(Some(s.clone()));
-            }
-            let prev = s.clone();
-            if !held.refreshing {
-                held.refreshing = true;
-                let (pool, slot, name) = (self.pool.clone(), slot.clone(), name.to_string());
-                tokio::spawn(async move {
-                    let fresh = Snapshot::load(&pool, &name, Some(&prev)).await;
-                    let mut h = slot.state.lock().await;
-                    h.refreshing = false;
-                    match fresh {
-                        Ok(Some(snap)) => h.snap = Some((Arc::new(snap), version)),
-                        Ok(None) => h.snap = None,
-                        Err(e) => sweep_protocol::log!("serve: refreshing sweep {name}: {e}"),
+        if let Some((s, at)) = held.snap.as_ref()
+            && *at == version
+        {
+            return Ok(Lookup::Ready(s.clone()));
+        }
+        // A refresh from the snapshot there is, or the first read: either
+        // runs in a task of its own, so that a request that stops waiting
+        // never cancels it.
+        let prev = held.snap.as_ref().map(|(s, _)| s.clone());
+        let wait = if prev.is_some() {
+            REFRESH_WAIT
+        } else {
+            first_wait()
+        };
+        if !held.refreshing {
+            held.refreshing = true;
+            held.failed = None;
+            held.missing = false;
+            let (me, slot, name) = (self.clone(), slot.clone(), name.to_string());
+            tokio::spawn(async move {
+                let fresh = Snapshot::load(&me.pool, &name, prev.as_deref()).await;
+                let mut h = slot.state.lock().await;
+                h.refreshing = false;
+                match fresh {
+                    Ok(Some(snap)) => h.snap = Some((Arc::new(snap), version)),
+                    Ok(None) => {
+                        h.snap = None;
+                        h.missing = true;
                     }
-                    drop(h);
-                    slot.refreshed.notify_waiters();
-                });
-            }
-            let refreshed = slot.refreshed.notified();
-            drop(held);
-            let _ = tokio::time::timeout(REFRESH_WAIT, refreshed).await;
-            let held = slot.state.lock().await;
-            return Ok(held.snap.as_ref().map(|(s, _)| s.clone()));
+                    Err(e) => {
+                        sweep_protocol::log!("serve: reading sweep {name}: {e}");
+                        if h.snap.is_none() {
+                            h.failed = Some(e.to_string());
+                        }
+                    }
+                }
+                let missing = h.missing;
+                drop(h);
+                slot.refreshed.notify_waiters();
+                if missing {
+                    me.sweeps.lock().await.remove(&name);
+                }
+            });
         }
-        // The first request of a sweep: nothing to answer with but a build.
-        match Snapshot::load(&self.pool, name, None).await? {
-            Some(snap) => {
-                let snap = Arc::new(snap);
-                held.snap = Some((snap.clone(), version));
-                Ok(Some(snap))
+        let refreshed = slot.refreshed.notified();
+        drop(held);
+        let _ = tokio::time::timeout(wait, refreshed).await;
+        let held = slot.state.lock().await;
+        Ok(match (&held.snap, &held.failed) {
+            // Stale while it revalidates, or the first read done in time.
+            (Some((s, _)), _) => Lookup::Ready(s.clone()),
+            (None, _) if held.missing => Lookup::Missing,
+            (None, Some(e)) if !held.refreshing => {
+                return Err(sqlx::Error::Protocol(format!("reading sweep {name}: {e}")));
             }
-            None => {
-                drop(held);
-                self.sweeps.lock().await.remove(name);
-                Ok(None)
-            }
-        }
+            (None, _) => Lookup::Loading,
+        })
     }
 
     /// The best value of each sweep whose snapshot is built or builds
@@ -760,7 +811,8 @@ impl Cache {
         let mut out = Vec::with_capacity(tasks.len());
         for mut task in tasks {
             out.push(match tokio::time::timeout_at(deadline, &mut task).await {
-                Ok(Ok(Ok(s))) => s.and_then(|s| s.best),
+                Ok(Ok(Ok(Lookup::Ready(s)))) => s.best,
+                Ok(Ok(Ok(_))) => None,
                 Ok(Ok(Err(e))) => {
                     sweep_protocol::log!("serve: {e}");
                     None
