@@ -466,6 +466,15 @@ pub fn kill_after_decisions(dir: &Path, mut cmd: std::process::Command, n: u32) 
 }
 
 /// `sqlite3 DIR/r.db SQL`, one string a row (columns joined by `|`).
+/// Every early-stopping decision of DIR/r.db, by trial lr and epoch (lr,
+/// epoch, method, rung, action): what a straight and a killed run compare.
+pub fn decisions_by_lr(dir: &Path) -> Vec<String> {
+    sqlite_rows(
+        dir,
+        "SELECT t.lr, d.epoch, d.method, d.rung, d.action FROM decisions d JOIN trials t ON t.id = d.trial_id ORDER BY t.lr, d.epoch, d.method",
+    )
+}
+
 pub fn sqlite_rows(dir: &Path, sql: &str) -> Vec<String> {
     let out = std::process::Command::new("sqlite3")
         .arg(dir.join("r.db"))

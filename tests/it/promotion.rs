@@ -317,10 +317,7 @@ fn every_method_decides_the_same_after_kill_9_as_without() {
         );
         let summary = |dir: &Path| {
             (
-                query(
-                    dir,
-                    "SELECT t.lr, d.epoch, d.method, d.rung, d.action FROM decisions d JOIN trials t ON t.id = d.trial_id ORDER BY t.lr, d.epoch, d.method",
-                ),
+                common::decisions_by_lr(dir),
                 query(dir, "SELECT lr, status FROM trials ORDER BY lr"),
             )
         };

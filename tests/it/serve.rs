@@ -379,6 +379,18 @@ impl Page {
     }
 
     #[track_caller]
+    /// The sweep page of a six-trial sweep: its table and its curves drawn.
+    fn wait_for_six_trials_and_curves(&self) {
+        self.wait_for(
+            "document.querySelectorAll('#trials tbody tr[data-id]').length === 6",
+            "six trials",
+        );
+        self.wait_for(
+            "document.querySelectorAll('#curves-chart path[stroke-width]').length >= 6",
+            "six learning curves",
+        );
+    }
+
     fn assert_clean(&self, what: &str) {
         let errors = self.errors.lock().unwrap().clone();
         assert!(errors.is_empty(), "{what}: console errors: {errors:#?}");
@@ -704,14 +716,7 @@ fn every_page_renders_in_chromium_without_a_console_error() {
     page.assert_clean("sweeps page");
 
     page.go(&server.page("/sweep/pages"));
-    page.wait_for(
-        "document.querySelectorAll('#trials tbody tr[data-id]').length === 6",
-        "six trials",
-    );
-    page.wait_for(
-        "document.querySelectorAll('#curves-chart path[stroke-width]').length >= 6",
-        "six learning curves",
-    );
+    page.wait_for_six_trials_and_curves();
     page.wait_for("!!document.querySelector('#sec-rungs svg') && !!document.querySelector('#sec-timeline svg') && !!document.querySelector('#sec-parcoords svg') && !!document.querySelector('#sec-importance svg') && !!document.querySelector('#sec-slices svg') && !!document.querySelector('#sec-best svg')", "every chart");
     // Sorting by a header orders the table.
     page.eval("document.querySelector('th[data-sort=best]').click()");
@@ -799,14 +804,7 @@ fn a_sweep_still_being_read_is_answered_loading_and_the_page_waits_for_it() {
     };
     let server = Server::start_with(&s, &[], &wait0);
     let page = Page::open(&chromium, &server.page("/sweep/slow"));
-    page.wait_for(
-        "document.querySelectorAll('#trials tbody tr[data-id]').length === 6",
-        "six trials",
-    );
-    page.wait_for(
-        "document.querySelectorAll('#curves-chart path[stroke-width]').length >= 6",
-        "six learning curves",
-    );
+    page.wait_for_six_trials_and_curves();
     assert!(
         page.eval("window.__loadingAnswers || 0").as_f64().unwrap() >= 1.0,
         "the page never got a 202: the sweep was read before it asked"

@@ -217,10 +217,7 @@ fn a_bohb_sweep_killed_twice_proposes_and_decides_the_same() {
                 dir,
                 "SELECT k, sampler, params, budget, observations FROM proposals ORDER BY k",
             ),
-            query(
-                dir,
-                "SELECT t.lr, d.epoch, d.method, d.rung, d.action FROM decisions d JOIN trials t ON t.id = d.trial_id ORDER BY t.lr, d.epoch, d.method",
-            ),
+            common::decisions_by_lr(dir),
             query(dir, "SELECT lr, status FROM trials ORDER BY lr"),
         )
     };
