@@ -24,7 +24,8 @@
 # random5: the same 5 draws as pbt5, trained without stopping (what PBT adds);
 # random9, random9-hb, random9-median: 9 draws (the first 5 are random5's)
 # trained without stopping, with hyperband, with median stopping; bohb9: TPE
-# over 9 points (the 5 random5 draws first) with hyperband.
+# over 9 points (the 5 random5 draws first) with hyperband; lhs5: 5 points of
+# a Latin hypercube over the same ranges (sampler = "lhs"), without stopping.
 # KEEP=1 keeps the work folder (database, results) and prints its path.
 # CPU seconds (coordinator and workers) are the fairer figure on a shared machine.
 # GRID_BEST (a fraction) compares with a grid measured before, without running it.
@@ -72,7 +73,7 @@ mode = "promote"' ;;
         median) stop='method = "median"' ;;
         auto) stop='method = "auto"' ;;
         bohb) stop='method = "hyperband"' ;;
-        random5|random9) stop='method = "none"' ;;
+        random5|random9|lhs5) stop='method = "none"' ;;
         random9-hb|bohb9) stop='method = "hyperband"' ;;
         random9-median) stop='method = "median"' ;;
         pbt5) stop="method = \"pbt\"
@@ -89,6 +90,10 @@ weight_decay = { choice = [0.0, 0.0001, 0.001] }"
       case $method in
         pbt5|random5) space_text="[random]
 samples = 5
+$dims" ;;
+        lhs5) space_text="[random]
+samples = 5
+sampler = \"lhs\"
 $dims" ;;
         random9|random9-hb|random9-median) space_text="[random]
 samples = 9
@@ -109,7 +114,7 @@ $dims" ;;
       # first 5 of 9 draws are pbt5's): the same sweep name (the draws'
       # seed), each in a database of its own. bohb9's 5 startup draws too.
       sname=$name db="$W/r.db"
-      case $method in pbt5|random5|random9*|bohb9) sname="$space-$seed-pop5" db="$W/$name.db" ;; esac
+      case $method in pbt5|random5|random9*|bohb9|lhs5) sname="$space-$seed-pop5" db="$W/$name.db" ;; esac
       cat > "$W/$name.toml" <<TOML
 [sweep]
 name = "$sname"

@@ -35,6 +35,8 @@ mod stopping;
 use crate::spec::search::Dim as Dist;
 pub use params::apply;
 use random::{random_samples, unknown_key};
+#[cfg(test)]
+mod lhs_tests;
 use resources::resources;
 pub use resources::{CpuWorkers, GpuSelection, Resources};
 use stopping::stopping;
@@ -389,8 +391,15 @@ fn tpe_or_random(
 ) -> Result<(Vec<Draw>, Option<super::search::SearchSpace>), SpecError> {
     let (mut draws, dists) = random_samples(src, r, &header.name, base)?;
     let (sampler, startup) = super::search::sampler_settings(src, r, draws.len())?;
-    if sampler == super::search::Sampler::Random {
-        return Ok((draws, None));
+    match sampler {
+        super::search::Sampler::Random => return Ok((draws, None)),
+        super::search::Sampler::Lhs => {
+            return Ok((
+                random::latin_hypercube(src, &dists, draws.len(), &header.name, base)?,
+                None,
+            ));
+        }
+        super::search::Sampler::Tpe => {}
     }
     let help = Some("with sampler = \"tpe\" every varying parameter goes in [random], e.g. backbone = { choice = [\"resnet18\", \"resnet34\"] }".to_string());
     if let Some((k, _)) = raw.grid.iter().next() {

@@ -22,6 +22,9 @@ pub const DEFAULT_STARTUP: usize = 10;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sampler {
     Random,
+    /// A Latin hypercube: every dimension's range cut into `samples` equal
+    /// strata, one point in each (see `plan::random::latin_hypercube`).
+    Lhs,
     Tpe,
 }
 
@@ -221,19 +224,22 @@ pub(super) fn sampler_settings(
         None => Sampler::Random,
         Some(v) => match v.get_ref().as_str() {
             Some("random") => Sampler::Random,
+            Some("lhs") => Sampler::Lhs,
             Some("tpe") => Sampler::Tpe,
             _ => {
                 return Err(at(
                     v,
                     format!("unknown sampler {}", v.get_ref()),
-                    Some("valid samplers: \"random\" (default), \"tpe\""),
+                    Some(
+                        "valid samplers: \"random\" (default), \"lhs\" (Latin hypercube), \"tpe\"",
+                    ),
                 ));
             }
         },
     };
     let startup = match get("startup") {
         None => DEFAULT_STARTUP.min(samples),
-        Some(v) if sampler == Sampler::Random => {
+        Some(v) if sampler != Sampler::Tpe => {
             return Err(at(
                 v,
                 "`startup` applies to sampler = \"tpe\" only".into(),
