@@ -466,6 +466,31 @@ pub fn kill_after_decisions(dir: &Path, mut cmd: std::process::Command, n: u32) 
 }
 
 /// `sqlite3 DIR/r.db SQL`, one string a row (columns joined by `|`).
+/// A scratch folder holding `data`: the demo dataset, 4 images a class of
+/// 32 px (`sweep data demo data --per-class 4 --image-size 32`).
+pub fn demo_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new(BIN)
+        .args([
+            "data",
+            "demo",
+            "data",
+            "--per-class",
+            "4",
+            "--image-size",
+            "32",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    dir
+}
+
 /// Every early-stopping decision of DIR/r.db, by trial lr and epoch (lr,
 /// epoch, method, rung, action): what a straight and a killed run compare.
 pub fn decisions_by_lr(dir: &Path) -> Vec<String> {

@@ -43,22 +43,8 @@ fn read_only_commands_work_with_libtorch_hidden() {
         return;
     }
     // A results.db with one finished sweep, made with the fake worker.
-    let work = tempfile::tempdir().unwrap();
+    let work = common::demo_dir();
     let w = work.path();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(w)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
     std::fs::write(
         w.join("s.toml"),
         "[sweep]\nname = \"copied\"\ndataset = \"data\"\n[grid]\nlr = [0.1, 0.01]\n",
@@ -150,23 +136,9 @@ fn read_only_commands_work_with_libtorch_hidden() {
 /// Without a worker, `sweep run` says where it looked and exits 2.
 #[test]
 fn run_without_a_worker_says_where_it_looked() {
-    let laptop = tempfile::tempdir().unwrap();
+    let laptop = common::demo_dir();
     let l = laptop.path();
     std::fs::copy(BIN, l.join("sweep")).unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(l)
-        .output()
-        .unwrap();
-    assert!(made.status.success());
     std::fs::write(
         l.join("s.toml"),
         "[sweep]\nname = \"nw\"\ndataset = \"data\"\n",

@@ -14,25 +14,7 @@ fn fake_worker() -> PathBuf {
 
 /// A scratch dir with a tiny dataset and a sweep file of `trials` trials.
 fn scratch(trials: usize, resources: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let dir = common::demo_dir();
     let lrs: Vec<String> = (0..trials)
         .map(|i| format!("{}", 0.01 + i as f64 * 0.001))
         .collect();

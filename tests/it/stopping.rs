@@ -15,21 +15,7 @@ fn scratch(stopping: &str) -> tempfile::TempDir {
 
 /// Demo data and a sweep `st` of 9 epochs over `lrs`, one trial at a time.
 pub(crate) fn scratch_with(lrs: &[String], stopping: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let dir = common::demo_dir();
     std::fs::write(
         dir.path().join("s.toml"),
         format!(

@@ -14,21 +14,7 @@ use common::{BIN, curve_run as command, sqlite_rows as query};
 const SPACE: &str = "[random]\nsamples = 8\nsampler = \"tpe\"\nstartup = 3\nlr = { loguniform = [0.001, 0.099] }\nmomentum = { uniform = [0.5, 0.95] }\n";
 
 fn scratch(random: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let made = Command::new(BIN)
-        .args([
-            "data",
-            "demo",
-            "data",
-            "--per-class",
-            "4",
-            "--image-size",
-            "32",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(made.status.success());
+    let dir = common::demo_dir();
     // One trial at a time: each proposal sees every earlier trial's results,
     // so the sequence does not depend on which of two workers finishes first.
     std::fs::write(

@@ -2,6 +2,12 @@
 use super::*;
 
 fn plan(body: &str) -> Result<SweepPlan, SpecError> {
+    plan_named("x", body)
+}
+
+/// The plan of a sweep named `name` over a two-class dataset, `body` after
+/// its `[sweep]` table's name and dataset lines.
+pub(super) fn plan_named(name: &str, body: &str) -> Result<SweepPlan, SpecError> {
     let dir = tempfile::tempdir().unwrap();
     for split in ["train", "valid", "test"] {
         for class in ["a", "b"] {
@@ -11,7 +17,7 @@ fn plan(body: &str) -> Result<SweepPlan, SpecError> {
         }
     }
     let text = format!(
-        "[sweep]\nname = \"x\"\ndataset = \"{}\"\n{body}",
+        "[sweep]\nname = \"{name}\"\ndataset = \"{}\"\n{body}",
         dir.path().display()
     );
     let src = Source {

@@ -1,25 +1,7 @@
 //! `[random] sampler = "lhs"`: a Latin hypercube over the same distributions.
 use super::*;
 
-fn plan(name: &str, body: &str) -> Result<SweepPlan, SpecError> {
-    let dir = tempfile::tempdir().unwrap();
-    for split in ["train", "valid", "test"] {
-        for class in ["a", "b"] {
-            let d = dir.path().join(split).join(class);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join("0.png"), b"x").unwrap();
-        }
-    }
-    let src = Source {
-        path: "x.toml".into(),
-        text: format!(
-            "[sweep]\nname = \"{name}\"\ndataset = \"{}\"\n{body}",
-            dir.path().display()
-        ),
-    };
-    let raw = src.parse()?;
-    build(&src, raw)
-}
+use super::cross_checks::plan_named as plan;
 
 const SPACE: &str = "lr = { loguniform = [0.0001, 0.05] }\nweight_decay = { choice = [0.0, 0.0001, 0.001] }\nepochs = { int = [1, 5] }\n";
 
