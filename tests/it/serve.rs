@@ -73,14 +73,10 @@ impl Server {
         http_get(self.port, path, &[])
     }
 
-    /// [`Server::get_json`], once the sweep's first read is done (asked
-    /// again while the answer is 202 "loading", for up to 60 s).
-    fn ready_json(&self, path: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while self.get(path).0 == 202 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.get_json(path)
+    /// One GET exactly as answered: a 202 "loading" is not asked again.
+    fn get_once(&self, path: &str) -> (u16, String) {
+        let (code, body) = http_once(self.port, path, &[]);
+        (code, String::from_utf8_lossy(&body).into_owned())
     }
 
     fn get_json(&self, path: &str) -> serde_json::Value {
@@ -104,7 +100,22 @@ fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     (code, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// One GET as a client of the API does it: a 202 "loading" answer (the
+/// sweep's first read under way, see `SWEEP_SERVE_FIRST_WAIT_MS`) is asked
+/// again every 20 ms, for up to 60 s; any other answer is returned.
 fn http_get_bytes(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (code, body) = http_once(port, path, headers);
+        if code != 202 || Instant::now() > deadline {
+            return (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One GET over a fresh connection, exactly as answered (202 included).
+fn http_once(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
@@ -768,7 +779,7 @@ fn a_sweep_still_being_read_is_answered_loading_and_the_page_waits_for_it() {
     }
     let wait0 = [("SWEEP_SERVE_FIRST_WAIT_MS", "0")];
     let server = Server::start_with(&s, &[], &wait0);
-    let (code, body) = server.get("/api/sweeps/slow/trials");
+    let (code, body) = server.get_once("/api/sweeps/slow/trials");
     assert_eq!(code, 202, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["loading"], true, "{body}");
@@ -778,7 +789,7 @@ fn a_sweep_still_being_read_is_answered_loading_and_the_page_waits_for_it() {
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let answered = loop {
-        let (code, body) = server.get("/api/sweeps/slow/trials");
+        let (code, body) = server.get_once("/api/sweeps/slow/trials");
         if code == 200 {
             break body;
         }
@@ -789,7 +800,7 @@ fn a_sweep_still_being_read_is_answered_loading_and_the_page_waits_for_it() {
     let v: serde_json::Value = serde_json::from_str(&answered).unwrap();
     assert_eq!(v["total"], 6, "{answered}");
     let missing = loop {
-        let (code, body) = server.get("/api/sweeps/nosuch");
+        let (code, body) = server.get_once("/api/sweeps/nosuch");
         if code != 202 {
             break (code, body);
         }
@@ -986,7 +997,8 @@ fn serving_beside_a_running_sweep_never_blocks_its_writes() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let path = paths[i % paths.len()];
                     let (code, body) = http_get(port, path, &[]);
-                    // 404: the sweep is not in the database yet.
+                    // 404: the sweep is not in the database yet. (A 202, its
+                    // first read under way, is asked again by http_get.)
                     if code != 200 && code != 404 {
                         failed.push(format!("{path}: {code} {body}"));
                     }
@@ -1450,7 +1462,7 @@ fn bench_one(bin: &Path, db: &Path) {
 
     // 1. Every endpoint: the first request (a fresh server: the snapshot is built) and warm ones.
     let server = start_server(db);
-    let trial = server.ready_json("/api/sweeps/bench/trials?sort=best&limit=1")["rows"][0]["id"]
+    let trial = server.get_json("/api/sweeps/bench/trials?sort=best&limit=1")["rows"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -1460,10 +1472,10 @@ fn bench_one(bin: &Path, db: &Path) {
     // with the data if the sweep's first read ends within the wait, else
     // 202 "loading" (the page asks again every 100 ms).
     let t = Instant::now();
-    let (code, _) = http_get_bytes(server.port, "/api/sweeps/bench", &[]);
+    let (code, _) = http_once(server.port, "/api/sweeps/bench", &[]);
     let first = t.elapsed();
     let ready = loop {
-        let (code, _) = http_get_bytes(server.port, "/api/sweeps/bench", &[]);
+        let (code, _) = http_once(server.port, "/api/sweeps/bench", &[]);
         if code == 200 {
             break t.elapsed();
         }
@@ -1519,7 +1531,7 @@ fn bench_one(bin: &Path, db: &Path) {
         for label in ["fresh server", "warm server"] {
             let server = start_server(db);
             if label == "warm server" {
-                server.ready_json("/api/sweeps/bench");
+                server.get_json("/api/sweeps/bench");
             }
             let page = Page::open(chromium, &server.page("/sweep/bench"));
             page.wait_for("window.__firstRender !== undefined", "the first render");
@@ -1537,7 +1549,7 @@ fn bench_one(bin: &Path, db: &Path) {
     let server = start_server(&live_db);
     let port = server.port;
     let pid = server.child.id();
-    let trial = server.ready_json("/api/sweeps/bench/trials?sort=epoch&limit=1")["rows"][0]["id"]
+    let trial = server.get_json("/api/sweeps/bench/trials?sort=epoch&limit=1")["rows"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
