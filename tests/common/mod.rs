@@ -491,6 +491,16 @@ pub fn demo_dir() -> tempfile::TempDir {
     dir
 }
 
+/// What `sweep --db r.db show ID` prints (stdout) in `dir`.
+pub fn show(dir: &Path, id: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["--db", "r.db", "show", id])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Every early-stopping decision of DIR/r.db, by trial lr and epoch (lr,
 /// epoch, method, rung, action): what a straight and a killed run compare.
 pub fn decisions_by_lr(dir: &Path) -> Vec<String> {

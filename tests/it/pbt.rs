@@ -9,7 +9,7 @@ use crate::common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{BIN, sqlite_rows as query};
+use common::sqlite_rows as query;
 
 /// The program: `sh train.sh LR EPOCHS`, resuming from `$SWEEP_TRIAL_DIR/state`
 /// ("epoch weight"), stopping after `SWEEP_PAUSE_AFTER`.
@@ -226,12 +226,7 @@ fn the_bottom_quantile_copies_the_top_and_trains_on_with_a_perturbed_lr() {
         "{stderr}"
     );
     // `sweep show` tells the lineage.
-    let show = Command::new(BIN)
-        .args(["--db", "r.db", "show", &id])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = common::show(dir.path(), &id);
     assert!(
         show.contains("pbt lineage")
             && show.contains("took the checkpoint of trial")

@@ -116,12 +116,7 @@ fn paused_trials_are_promoted_from_the_top_third_and_the_rest_pruned_at_the_end(
     );
     // `sweep show` lists the promotions.
     let id = query(dir.path(), "SELECT id FROM trials WHERE lr = 0.09").remove(0);
-    let show = Command::new(BIN)
-        .args(["--db", "r.db", "show", &id])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = common::show(dir.path(), &id);
     assert!(show.contains("promote"), "{show}");
     // A rerun starts nothing.
     let again = command(dir.path(), "0.02").output().unwrap();

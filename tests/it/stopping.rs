@@ -95,12 +95,7 @@ fn asha_prunes_the_worse_trials_and_records_every_decision() {
         "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1",
     )
     .remove(0);
-    let show = Command::new(BIN)
-        .args(["--db", "r.db", "show", &pruned])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = common::show(dir.path(), &pruned);
     assert!(
         show.contains("early-stopping decisions") && show.contains("│ stop "),
         "{show}"
@@ -291,12 +286,7 @@ fn pruned_workers_stop_on_a_stdin_line_and_test_pruned_tests_them() {
         "SELECT id FROM trials WHERE status = 'pruned' LIMIT 1",
     )
     .remove(0);
-    let show = Command::new(BIN)
-        .args(["--db", "r.db", "show", &pruned])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let show = String::from_utf8_lossy(&show.stdout);
+    let show = common::show(dir.path(), &pruned);
     assert!(
         show.contains("test (best-validation checkpoint") && !show.contains("not tested"),
         "{show}"
